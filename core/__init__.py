@@ -1,0 +1,101 @@
+"""dlg: model-agnostic, asynchronous, multi-agent dialogue orchestration.
+
+```python
+import dlg
+
+dialogue = await dlg.run("debate", topic="Should cities ban cars?", model="echo")
+print(dialogue.status, dialogue.turns[-1].response)
+```
+
+``import dlg`` stays light: the kernel, the loader and LangChain load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    DlgError,
+    ExportError,
+    InputError,
+    ModeError,
+    ModeNotFoundError,
+    ModelError,
+    PluginError,
+    Problem,
+    TurnError,
+    TurnTimeoutError,
+    UnknownExporterError,
+    UnknownModelError,
+)
+from .hookspecs import hookimpl
+from .mode import Input, Mode, Participant, Phase, Turn
+from .record import Dialogue, DialogueMetrics, TokenUsage, TurnRecord
+
+if TYPE_CHECKING:
+    from .api import Orchestrator, run, run_sync
+    from .export import export
+    from .loader import ModeLoader, load_mode
+    from .plugin_manager import get_plugin_manager
+    from .routing import RouteRequest
+
+__all__ = [
+    "Dialogue",
+    "DialogueMetrics",
+    "DlgError",
+    "ExportError",
+    "Input",
+    "InputError",
+    "Mode",
+    "ModeError",
+    "ModeLoader",
+    "ModeNotFoundError",
+    "ModelError",
+    "Orchestrator",
+    "Participant",
+    "Phase",
+    "PluginError",
+    "Problem",
+    "RouteRequest",
+    "TokenUsage",
+    "Turn",
+    "TurnError",
+    "TurnRecord",
+    "TurnTimeoutError",
+    "UnknownExporterError",
+    "UnknownModelError",
+    "__version__",
+    "export",
+    "get_plugin_manager",
+    "hookimpl",
+    "load_mode",
+    "run",
+    "run_sync",
+]
+
+_LAZY = {
+    "Orchestrator": "api",
+    "run": "api",
+    "run_sync": "api",
+    "export": "export",
+    "ModeLoader": "loader",
+    "load_mode": "loader",
+    "get_plugin_manager": "plugin_manager",
+    "RouteRequest": "routing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dlg' has no attribute '{name}'")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,183 @@
+"""The Python API: the same engine the CLI uses.
+
+```python
+import dlg
+
+dialogue = await dlg.run("debate", topic="Should cities ban cars?", model="echo")
+dialogue = dlg.run_sync("debate", topic="...", participants={"proponent": my_chat_model})
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import DlgError, ModelError
+from .kernel import execute, new_dialogue, prepare_inputs
+from .loader import load_mode
+from .mode import Mode
+from .models import ModelPool, default_model_spec, model_label
+from .record import Dialogue
+
+__all__ = ["Orchestrator", "run", "run_sync"]
+
+
+class Orchestrator:
+    """Holds what a dialogue runs on: models, router, observers, plugin manager.
+
+    ``models`` maps participant aliases to model specs or LangChain chat models (the
+    spec's ``Dialogue(models={...})``); ``model`` sends every participant to one model.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, Any] | None = None,
+        model: Any = None,
+        router: str | Any = "participants",
+        observers: Sequence[Any] = (),
+        timeout: float | None = None,
+        plugin_manager: Any = None,
+    ):
+        self.models = dict(models or {})
+        self.model = model
+        self.router = router
+        self.observers = tuple(observers)
+        self.timeout = timeout
+        self._pm = plugin_manager
+        self._pool: ModelPool | None = None
+
+    @property
+    def plugin_manager(self) -> Any:
+        if self._pm is None:
+            from .plugin_manager import get_plugin_manager
+
+            self._pm = get_plugin_manager()
+        return self._pm
+
+    @property
+    def pool(self) -> ModelPool:
+        if self._pool is None:
+            self._pool = ModelPool(self.plugin_manager)
+        return self._pool
+
+    def _router(self) -> Any:
+        if not isinstance(self.router, str):
+            return self.router
+        from . import registry
+
+        routers = registry.routers(self.plugin_manager)
+        if self.router not in routers:
+            raise DlgError(
+                f"'{self.router}' is not a known router (installed: {', '.join(routers)})"
+            )
+        return routers[self.router]
+
+    def bindings(self, mode: Mode) -> tuple[dict[str, Any], Any]:
+        """Participant alias -> the model it uses, and the default for unbound turns."""
+        default = self.model if self.model is not None else default_model_spec(
+            self.plugin_manager)
+        unknown = [a for a in self.models if a not in mode.participants]
+        if unknown:
+            raise DlgError(
+                f"mode '{mode.name}' has no participant '{unknown[0]}' "
+                f"(its participants: {', '.join(mode.participants) or 'none'})"
+            )
+        bound: dict[str, Any] = {}
+        for alias, participant in mode.participants.items():
+            if alias in self.models:
+                bound[alias] = self.models[alias]
+            elif self.model is not None:
+                bound[alias] = self.model
+            elif participant.model is not None:
+                bound[alias] = participant.model
+            else:
+                bound[alias] = default
+        return bound, default
+
+    def check_models(self, mode: Mode) -> dict[str, Any]:
+        """Fail now, before any turn runs, if a participant's model cannot be made."""
+        bound, default = self.bindings(mode)
+        needed = set()
+        for turn in mode.turns:
+            alias = turn.participant
+            choice = bound.get(alias) if alias else (
+                bound.get(turn.prefer) if turn.prefer in bound else default)
+            if choice is None:
+                who = alias or turn.id
+                raise ModelError(
+                    f"no model for '{who}': pass --model SPEC (for example --model echo), "
+                    f"--participant {who}=SPEC, or set DLG_MODEL"
+                )
+            if isinstance(choice, str):
+                needed.add(choice)
+        for spec in sorted(needed):
+            self.pool.check(spec)
+        return bound
+
+    def start(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
+              *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:
+        """Load the mode, check inputs and models, and create the (pending) dialogue."""
+        mode = load_mode(mode, pm=self._pm)
+        values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
+        bound = self.check_models(mode)
+        labels = {a: (b if isinstance(b, str) or b is None else model_label(b))
+                  for a, b in bound.items()}
+        return mode, new_dialogue(mode, values, dialogue_id, labels)
+
+    async def run(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
+                  *, dialogue_id: str | None = None, **more_inputs: Any) -> Dialogue:
+        mode, dialogue = self.start(mode, inputs, dialogue_id=dialogue_id, **more_inputs)
+        return await self.execute(mode, dialogue)
+
+    async def execute(self, mode: Mode, dialogue: Dialogue) -> Dialogue:
+        """Run (or continue) an existing dialogue: completed turns are not run again."""
+        bound, default = self.bindings(mode)
+        return await execute(
+            mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
+            default=default, pool=self.pool, observers=self.observers, timeout=self.timeout,
+        )
+
+    def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> Dialogue:
+        import anyio
+
+        async def main() -> Dialogue:
+            return await self.run(mode, inputs, **kwargs)
+
+        return anyio.run(main)
+
+
+async def run(
+    mode: Any,
+    /,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    model: Any = None,
+    participants: Mapping[str, Any] | None = None,
+    router: str | Any = "participants",
+    observers: Sequence[Any] = (),
+    timeout: float | None = None,
+    dialogue_id: str | None = None,
+    **more_inputs: Any,
+) -> Dialogue:
+    """Run a mode (a name, a path, a dict or a ``Mode``) and return its ``Dialogue``.
+
+    Inputs are keyword arguments (``topic="..."``) or an ``inputs`` mapping. ``model`` sends
+    every participant to one model; ``participants`` binds aliases one by one. Each is a
+    model spec (``"openai:gpt-4o"``) or a LangChain chat model.
+    """
+    orchestrator = Orchestrator(models=participants, model=model, router=router,
+                                observers=observers, timeout=timeout)
+    return await orchestrator.run(mode, inputs, dialogue_id=dialogue_id, **more_inputs)
+
+
+def run_sync(mode: Any, /, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> Dialogue:
+    """``run`` for code that is not async: starts an event loop for the dialogue."""
+    import anyio
+
+    async def main() -> Dialogue:
+        return await run(mode, inputs, **kwargs)
+
+    return anyio.run(main)

@@ -1,0 +1,295 @@
+"""The ``dlg`` command line. Exit codes: 0 done, 1 the dialogue failed, 2 bad usage or an
+invalid mode, 130 interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from ._version import __version__
+from .errors import DlgError, InputError, ModeError, ModelError, UnknownExporterError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class DlgClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
+    if isinstance(exc, ModeError):
+        return DlgClickError(exc.format(all_problems=all_errors), EXIT_USAGE)
+    code = EXIT_USAGE if isinstance(exc, InputError | ModelError | UnknownExporterError) else (
+        EXIT_FAILED)
+    return DlgClickError(str(exc), code)
+
+
+class DlgGroup(click.Group):
+    """Turns dlg's own errors into click's ``Error: ...`` form, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DlgError as exc:
+            if ctx.find_root().params.get("traceback"):
+                raise
+            raise _fail(exc, all_errors=bool(ctx.meta.get("dlg.all_errors"))) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=DlgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="dlg")
+@click.option("--traceback", is_flag=True, help="Show Python tracebacks for dlg's errors.")
+def cli(traceback: bool) -> None:
+    """Run multi-model dialogues described by modes (YAML or JSON)."""
+
+
+def main() -> None:
+    cli(prog_name="dlg")
+
+
+# -- dlg run ------------------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint=option)
+        out[key.strip()] = value
+    return out
+
+
+class Progress:
+    """Shows each turn as it starts and ends (stderr) and its text as it completes."""
+
+    def __init__(self, total: int, *, show_text: bool, quiet: bool):
+        self.total = total
+        self.show_text = show_text
+        self.quiet = quiet
+
+    def _status(self, line: str) -> None:
+        if not self.quiet:
+            click.echo(line, err=True)
+
+    def turn_started(self, dialogue: Any, turn: Any) -> None:
+        who = f" · {turn.participant}" if turn.participant else ""
+        self._status(f"▶ [{turn.index}/{self.total}] {turn.role}{who} · {turn.model}")
+
+    def turn_finished(self, dialogue: Any, turn: Any) -> None:
+        step = f"[{turn.index}/{self.total}] {turn.role}"
+        if turn.status == "completed":
+            self._status(f"✓ {step} · {turn.latency_seconds:.2f}s · "
+                         f"{turn.usage.total} tokens")
+            if self.show_text:
+                who = " · ".join(x for x in (turn.participant, turn.model) if x)
+                click.echo(f"\n## {turn.index}. {turn.role} ({who})\n")
+                click.echo((turn.response or "").strip() + "\n")
+        elif turn.status == "skipped":
+            self._status(f"- {step} · skipped (its 'when' was false)")
+        elif turn.status == "failed":
+            self._status(f"✗ {step} · failed: {turn.error}")
+
+
+@cli.command()
+@click.argument("mode")
+@click.option("--topic", "-t", help="The dialogue's topic (the 'topic' input).")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="Any other input; repeatable.")
+@click.option("--model", "-m", metavar="SPEC",
+              help="Send every participant to this model, e.g. echo or openai:gpt-4o.")
+@click.option("--participant", "-p", "participants", multiple=True, metavar="ALIAS=SPEC",
+              help="Bind one participant to a model; repeatable.")
+@click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
+              help="Write the dialogue to this file (or directory).")
+@click.option("--format", "-f", "fmt", metavar="NAME",
+              help="Export format for --out or stdout (json, markdown, or a plugin's).")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
+@click.pass_context
+def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
+        model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
+        timeout: float | None, quiet: bool, all_errors: bool) -> None:
+    """Run MODE (a built-in or plugin mode name, or a mode file)."""
+    ctx.meta["dlg.all_errors"] = all_errors
+    import anyio
+
+    from .api import Orchestrator
+    from .export import export, get_exporter
+
+    values: dict[str, Any] = _pairs(inputs, "--input")
+    if topic is not None:
+        values["topic"] = topic
+    bindings = _pairs(participants, "--participant")
+    if fmt is None and out is not None:
+        fmt = {"md": "markdown", "markdown": "markdown"}.get(
+            os.path.splitext(out)[1].lstrip(".").lower(), "json")
+    if fmt is not None:
+        get_exporter(fmt)  # fail on a bad format before the dialogue runs
+
+    orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout)
+    loaded, dialogue = orchestrator.start(mode, values)
+    progress = Progress(len(dialogue.turns), show_text=not (fmt and out is None), quiet=quiet)
+    orchestrator.observers = (progress,)
+    if not quiet:
+        click.echo(f"dlg: {loaded.name} · dialogue {dialogue.id}", err=True)
+
+    async def main() -> Any:
+        return await orchestrator.execute(loaded, dialogue)
+
+    anyio.run(main)
+
+    if fmt is not None:
+        if out is None:
+            data = export(dialogue, fmt)
+            if isinstance(data, bytes):
+                sys.stdout.buffer.write(data)
+            else:
+                click.echo(data, nl=False)
+        else:
+            path = export(dialogue, fmt, out)
+            if not quiet:
+                click.echo(f"wrote {path}", err=True)
+    m = dialogue.metrics
+    if not quiet:
+        click.echo(
+            f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
+            f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens", err=True)
+    if dialogue.status != "completed":
+        raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}", EXIT_FAILED)
+
+
+# -- dlg modes ----------------------------------------------------------------------------
+
+
+@cli.group()
+def modes() -> None:
+    """List, show and validate modes."""
+
+
+@modes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def modes_list(as_json: bool) -> None:
+    """List the modes you can run by name."""
+    from . import registry
+    from .loader import load_mode
+
+    rows = []
+    for name, entry in sorted(registry.modes().items()):
+        try:
+            m = load_mode(name)
+            rows.append({"name": name, "structure": m.structure, "turns": len(m.turns),
+                         "plugin": entry.plugin, "description": m.description})
+        except DlgError as exc:
+            rows.append({"name": name, "structure": "-", "turns": 0, "plugin": entry.plugin,
+                         "description": f"INVALID: {str(exc).splitlines()[0]}"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        desc = r["description"].strip().splitlines()[0] if r["description"] else ""
+        click.echo(f"{r['name']:<{width}}  {r['structure']:<10}  {r['turns']:>2} turns  {desc}")
+
+
+def _yaml_dump(data: Any) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    def literal(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: literal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [literal(v) for v in value]
+        if isinstance(value, str) and "\n" in value:
+            return LiteralScalarString(value if value.endswith("\n") else value + "\n")
+        return value
+
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 100
+    buf = io.StringIO()
+    yaml.dump(literal(data), buf)
+    return buf.getvalue()
+
+
+@modes.command("show")
+@click.argument("mode")
+@click.option("--resolved", is_flag=True,
+              help="Show the mode with inheritance applied and files inlined.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="Output format for --resolved.")
+def modes_show(mode: str, resolved: bool, fmt: str) -> None:
+    """Show a mode's source, or with --resolved the mode that would run."""
+    from .loader import load_mode
+    from .source import read_source
+
+    if not resolved:
+        click.echo(read_source(mode).text, nl=False)
+        return
+    m = load_mode(mode)
+    data = m.to_dict()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        click.echo(_yaml_dump(data), nl=False)
+
+
+@modes.command("validate")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--all-errors", is_flag=True, help="Show every problem, not just the first.")
+def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
+    """Check mode files (or names) for every error before anything runs."""
+    from .loader import load_mode
+
+    bad = 0
+    for f in files:
+        try:
+            m = load_mode(f, use_cache=False)
+        except ModeError as exc:
+            bad += 1
+            click.echo(exc.format(all_problems=all_errors), err=True)
+            continue
+        phases = f" in {len(m.phases)} phases" if len(m.phases) > 1 else ""
+        click.echo(f"ok: {f}: mode '{m.name}', {len(m.turns)} turns{phases}")
+    if bad:
+        raise DlgClickError(f"{bad} of {len(files)} mode(s) invalid", EXIT_USAGE)
+
+
+# -- dlg plugins --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins and what each registers."""
+    from . import registry
+    from .plugin_manager import BUILTIN_PLUGINS, plugin_distribution
+
+    rows = []
+    for reg in registry.registrations():
+        dist = "built-in" if reg.plugin in BUILTIN_PLUGINS else (
+            plugin_distribution(reg.plugin) or "")
+        rows.append({"plugin": reg.plugin, "distribution": dist, "models": reg.models,
+                     "routers": reg.routers, "exporters": reg.exporters,
+                     "stores": reg.stores, "modes": reg.modes})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['plugin']} ({r['distribution']})")
+        for kind in ("models", "routers", "exporters", "stores", "modes"):
+            if r[kind]:
+                click.echo(f"  {kind}: {', '.join(r[kind])}")

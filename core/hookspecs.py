@@ -1,0 +1,70 @@
+"""The hooks a dlg plugin can implement. The prose lives in docs/plugins.md.
+
+Registration hooks take a ``register`` callback and are synchronous; the async work lives
+on the objects they register. Lifecycle hooks are called by the kernel as a dialogue runs;
+an implementation may be a plain function or an ``async def`` (the kernel awaits it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .record import Dialogue, TurnRecord
+
+hookspec = pluggy.HookspecMarker("dlg")
+hookimpl = pluggy.HookimplMarker("dlg")
+
+
+@hookspec
+def register_models(register: Callable[..., None]) -> None:
+    """Register model providers: ``register(name, factory, description=...)``."""
+
+
+@hookspec
+def register_routers(register: Callable[..., None]) -> None:
+    """Register routers that pick a model for a turn: ``register(name, router)``."""
+
+
+@hookspec
+def register_exporters(register: Callable[..., None]) -> None:
+    """Register dialogue exporters: ``register(exporter)``."""
+
+
+@hookspec
+def register_stores(register: Callable[..., None]) -> None:
+    """Register dialogue stores (persistence backends): ``register(name, factory)``."""
+
+
+@hookspec
+def register_modes(register: Callable[..., None]) -> None:
+    """Register modes a plugin ships: ``register(name, source)``."""
+
+
+@hookspec
+def prepare_jinja_environment(env: Any) -> None:
+    """Customise the sandboxed Jinja environment prompts render in (filters, globals)."""
+
+
+@hookspec
+def dialogue_started(dialogue: Dialogue) -> Any:
+    """Called once when a dialogue starts, before its first turn."""
+
+
+@hookspec
+def turn_started(dialogue: Dialogue, turn: TurnRecord) -> Any:
+    """Called when a turn starts, after its prompt is rendered and its model chosen."""
+
+
+@hookspec
+def turn_finished(dialogue: Dialogue, turn: TurnRecord) -> Any:
+    """Called when a turn ends: completed, failed, skipped or cancelled."""
+
+
+@hookspec
+def dialogue_finished(dialogue: Dialogue) -> Any:
+    """Called once when a dialogue ends, whatever its status; runs even on cancellation."""

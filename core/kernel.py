@@ -1,0 +1,341 @@
+"""The kernel: runs a resolved mode and fills in its ``Dialogue`` record.
+
+Structured concurrency throughout: phases run in order; a parallel phase starts all its
+turns in one task group; every turn runs under its own timeout. Lifecycle events go to
+plugins (and to per-run observers) through hooks, shielded from cancellation so that an
+observer (a store, a logger) always hears how a turn and the dialogue ended.
+
+The kernel knows nothing about particular providers, exporters or stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from . import record as R
+from .errors import DlgError, InputError, ModeError, TurnTimeoutError
+from .mode import Mode, Turn
+from .models import ModelPool, chat
+from .record import Dialogue, TurnRecord
+from .routing import RouteRequest, select_model
+
+__all__ = ["EVENTS", "execute", "new_dialogue", "prepare_inputs"]
+
+EVENTS = ("dialogue_started", "turn_started", "turn_finished", "dialogue_finished")
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def prepare_inputs(mode: Mode, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check inputs against the mode's declarations: defaults, required, types."""
+    out: dict[str, Any] = {}
+    unknown = [k for k in given if k not in mode.inputs]
+    if unknown:
+        known = ", ".join(mode.inputs) or "none"
+        raise InputError(
+            f"mode '{mode.name}' has no input '{unknown[0]}' (its inputs: {known})"
+        )
+    for name, decl in mode.inputs.items():
+        if name in given and given[name] is not None:
+            out[name] = _coerce_input(mode, name, decl.type, given[name])
+        elif decl.default is not None:
+            out[name] = decl.default
+        elif decl.required:
+            flag = "--topic TEXT" if name == "topic" else f"--input {name}=VALUE"
+            raise InputError(
+                f"mode '{mode.name}' needs the input '{name}'"
+                + (f" ({decl.description})" if decl.description else "")
+                + f": pass {flag}"
+            )
+    return out
+
+
+def _coerce_input(mode: Mode, name: str, kind: str, value: Any) -> Any:
+    if kind == "string":
+        return value if isinstance(value, str) else str(value)
+    try:
+        if kind == "boolean":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in _TRUE | _FALSE:
+                return str(value).lower() in _TRUE
+            raise ValueError
+        if kind == "integer":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise InputError(f"input '{name}' of mode '{mode.name}' must be a {kind}, got {value!r}")
+
+
+def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = None,
+                 participants: Mapping[str, Any] | None = None) -> Dialogue:
+    from ._version import __version__
+
+    return Dialogue(
+        id=dialogue_id or R.new_dialogue_id(),
+        mode=mode.name,
+        mode_hash=mode.content_hash,
+        mode_source=mode.source,
+        inputs=dict(inputs),
+        participants=dict(participants or {}),
+        turns=[
+            TurnRecord(id=t.id, index=t.index, role=t.role, phase=t.phase,
+                       participant=t.participant, requires=t.requires)
+            for t in mode.turns
+        ],
+        dlg_version=__version__,
+    )
+
+
+class _Events:
+    """Dispatches lifecycle events to hook implementations and per-run observers."""
+
+    def __init__(self, pm: Any, observers: Sequence[Any]):
+        self._calls: dict[str, tuple[Any, list[Any]]] = {}
+        for name in EVENTS:
+            hook = getattr(pm.hook, name)
+            extra = [getattr(o, name) for o in observers if hasattr(o, name)]
+            if hook.get_hookimpls() or extra:
+                self._calls[name] = (hook if hook.get_hookimpls() else None, extra)
+
+    async def emit(self, name: str, **kwargs: Any) -> None:
+        entry = self._calls.get(name)
+        if entry is None:
+            return
+        hook, extra = entry
+        results = list(hook(**kwargs)) if hook is not None else []
+        results.extend(fn(**kwargs) for fn in extra)
+        for result in results:
+            if inspect.isawaitable(result):
+                await result
+
+
+def _merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            if k == "extra":
+                out["extra"] = {**out.get("extra", {}), **v}
+            else:
+                out[k] = v
+    return out
+
+
+class _Run:
+    def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, router: Any,
+                 bindings: Mapping[str, Any], default: Any, pool: ModelPool,
+                 observers: Sequence[Any], timeout: float | None):
+        from .render import environment
+
+        self.mode = mode
+        self.dialogue = dialogue
+        self.router = router
+        self.bindings = bindings
+        self.default = default
+        self.pool = pool
+        self.events = _Events(pm, observers)
+        self.timeout = timeout
+        self.failed = False
+        self.records = {r.id: r for r in dialogue.turns}
+        self.templates = _compiled(mode, environment(mode.template_dirs))
+        self.base_context = {
+            **dialogue.inputs,
+            "inputs": dict(dialogue.inputs),
+            "mode": {"name": mode.name, "description": mode.description},
+            "participants": {
+                alias: {"alias": alias, "model": dialogue.participants.get(alias),
+                        "description": p.description}
+                for alias, p in mode.participants.items()
+            },
+        }
+
+    async def run(self) -> Dialogue:
+        d = self.dialogue
+        d.status = R.RUNNING
+        d.started_at = d.started_at or time.time()
+        d.ended_at = None
+        try:
+            await self.events.emit("dialogue_started", dialogue=d)
+            for phase in self.mode.phases:
+                if self.failed:
+                    break
+                todo = [t for t in phase.turns
+                        if self.records[t.id].status not in (R.COMPLETED, R.SKIPPED)]
+                if phase.parallel and len(todo) > 1:
+                    async with anyio.create_task_group() as tg:
+                        for turn in todo:
+                            tg.start_soon(self.run_turn, turn)
+                else:
+                    for turn in todo:
+                        await self.run_turn(turn)
+                        if self.failed:
+                            break
+            d.status = R.FAILED if self.failed else R.COMPLETED
+            if self.failed and d.error is None:
+                failed = [t.id for t in d.turns if t.status == R.FAILED]
+                d.error = f"turn '{failed[0]}' failed" if failed else "failed"
+        except anyio.get_cancelled_exc_class():
+            d.status = R.CANCELLED
+            raise
+        except BaseException as exc:
+            d.status = R.FAILED
+            d.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            d.ended_at = time.time()
+            with anyio.CancelScope(shield=True):
+                await self.events.emit("dialogue_finished", dialogue=d)
+        return d
+
+    def _context_for(self, turn: Turn, rec: TurnRecord) -> dict[str, Any]:
+        from .render import TurnsView, transcript
+
+        readable = [self.records[i] for i in turn.context_from]
+        return {
+            **self.base_context,
+            "turns": TurnsView(readable),
+            "context": [v for v in TurnsView(readable).values() if v.status == R.COMPLETED],
+            "transcript": transcript(readable) if readable else "",
+            "turn": {"id": turn.id, "role": turn.role, "index": turn.index,
+                     "participant": turn.participant},
+            "participant": turn.participant,
+            "role": turn.role,
+        }
+
+    async def run_turn(self, turn: Turn) -> None:
+        rec = self.records[turn.id]
+        rec.error = None
+        try:
+            ctx = self._context_for(turn, rec)
+            tpl = self.templates[turn.id]
+            if tpl["when"] is not None and not tpl["when"](**ctx):
+                rec.status = R.SKIPPED
+                rec.started_at = rec.ended_at = time.time()
+                with anyio.CancelScope(shield=True):
+                    await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+                return
+            system = "\n\n".join(
+                t.render(**ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
+            ) or None
+            prompt = tpl["prompt"].render(**ctx).strip()
+            if not tpl["reads_context"] and ctx["transcript"]:
+                prompt = f"{ctx['transcript']}\n\n{prompt}"
+            participant = self.mode.participants.get(turn.participant or "")
+            choice = select_model(self.router, RouteRequest(
+                turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
+            model, label = self.pool.get(choice)
+        except Exception as exc:
+            await self._fail(rec, _describe(exc), started=False)
+            return
+
+        settings = _merge_settings(
+            self.mode.settings, participant.settings if participant else {}, turn.settings)
+        messages = _messages(system, prompt)
+        rec.system, rec.prompt, rec.model = system, prompt, label
+        rec.status = R.RUNNING
+        rec.started_at = time.time()
+        await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
+        timeout = turn.timeout or self.mode.timeout or self.timeout
+        try:
+            with anyio.fail_after(timeout) if timeout else contextlib.nullcontext():
+                result = await chat(model, messages, settings, label)
+        except anyio.get_cancelled_exc_class():
+            rec.status = R.CANCELLED
+            rec.ended_at = time.time()
+            with anyio.CancelScope(shield=True):
+                await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+            raise
+        except TimeoutError:
+            await self._fail(rec, str(TurnTimeoutError(
+                f"timed out after {timeout:g}s waiting for {label}")))
+            return
+        except Exception as exc:
+            await self._fail(rec, f"{label}: {_describe(exc)}")
+            return
+        rec.response = result.text
+        rec.usage = result.usage
+        rec.latency_seconds = result.latency_seconds
+        rec.model = result.model
+        rec.status = R.COMPLETED
+        rec.ended_at = time.time()
+        with anyio.CancelScope(shield=True):
+            await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+
+    async def _fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
+        rec.status = R.FAILED
+        rec.error = message
+        now = time.time()
+        rec.started_at = rec.started_at if started and rec.started_at else now
+        rec.ended_at = now
+        if self.mode.turn(rec.id).on_error == "fail":
+            self.failed = True
+        with anyio.CancelScope(shield=True):
+            await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DlgError):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _messages(system: str | None, prompt: str) -> list[Any]:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    out: list[Any] = [SystemMessage(content=system)] if system else []
+    out.append(HumanMessage(content=prompt))
+    return out
+
+
+def _compiled(mode: Mode, env: Any) -> dict[str, dict[str, Any]]:
+    """Compile a mode's templates once and keep them on the mode."""
+    cache = mode._compiled
+    key = id(env)
+    if cache.get("env") == key:
+        return cache["turns"]
+    from .render import analyse
+
+    try:
+        system = env.from_string(mode.system) if mode.system else None
+        turns: dict[str, dict[str, Any]] = {}
+        for t in mode.turns:
+            turns[t.id] = {
+                "system": system,
+                "instruction": env.from_string(t.instruction) if t.instruction else None,
+                "prompt": env.from_string(t.prompt),
+                "when": env.compile_expression(t.when) if t.when else None,
+                "reads_context": analyse(env, t.prompt).reads_context,
+            }
+    except Exception as exc:  # validated modes do not get here; dict-built ones might
+        raise ModeError(f"mode '{mode.name}': a template does not compile: {exc}") from exc
+    cache.update(env=key, turns=turns)
+    return turns
+
+
+async def execute(
+    mode: Mode,
+    dialogue: Dialogue,
+    *,
+    pm: Any,
+    router: Any,
+    bindings: Mapping[str, Any],
+    default: Any,
+    pool: ModelPool | None = None,
+    observers: Sequence[Any] = (),
+    timeout: float | None = None,
+) -> Dialogue:
+    """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run."""
+    run = _Run(mode, dialogue, pm=pm, router=router, bindings=bindings, default=default,
+               pool=pool or ModelPool(pm), observers=observers, timeout=timeout)
+    return await run.run()

@@ -1,0 +1,186 @@
+"""The resolved, normalised form of a mode: what the kernel runs.
+
+A mode on disk may say ``structure: sequential`` with a list of ``turns``, or
+``structure: mixed`` with ``phases``; after loading it is always a list of phases, each
+``sequential`` or ``parallel``, with every turn's ``context_from`` resolved to turn ids.
+``Mode.to_dict()`` gives back a document that loads to the same mode (round trip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Input", "Mode", "Participant", "Phase", "Turn"]
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    type: str = "string"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.description:
+            out["description"] = self.description
+        if self.type != "string":
+            out["type"] = self.type
+        if self.required:
+            out["required"] = True
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class Participant:
+    alias: str
+    model: str | None = None
+    description: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    fallbacks: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.model is not None:
+            out["model"] = self.model
+        if self.description:
+            out["description"] = self.description
+        if self.settings:
+            out["settings"] = dict(self.settings)
+        if self.fallbacks:
+            out["fallbacks"] = list(self.fallbacks)
+        return out
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: str
+    role: str
+    index: int  # 1-based position in execution order
+    phase: str
+    prompt: str
+    participant: str | None = None
+    requires: tuple[str, ...] = ()
+    prefer: str | None = None
+    instruction: str | None = None
+    context_from: tuple[str, ...] = ()
+    context_spec: Any = "all"  # as written (for round-tripping)
+    settings: dict[str, Any] = field(default_factory=dict)
+    when: str | None = None
+    timeout: float | None = None
+    on_error: str = "fail"
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "role": self.role}
+        if self.description:
+            out["description"] = self.description
+        if self.participant is not None:
+            out["participant"] = self.participant
+        if self.requires:
+            out["requires"] = list(self.requires)
+        if self.prefer is not None:
+            out["prefer"] = self.prefer
+        if self.instruction is not None:
+            out["instruction"] = self.instruction
+        out["prompt"] = self.prompt
+        if self.context_spec != "all":
+            spec = self.context_spec
+            out["context_from"] = list(spec) if isinstance(spec, list | tuple) else spec
+        if self.settings:
+            out["settings"] = dict(self.settings)
+        if self.when is not None:
+            out["when"] = self.when
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.on_error != "fail":
+            out["on_error"] = self.on_error
+        return out
+
+
+@dataclass(frozen=True)
+class Phase:
+    id: str
+    structure: str  # "sequential" | "parallel"
+    turns: tuple[Turn, ...]
+
+    @property
+    def parallel(self) -> bool:
+        return self.structure == "parallel"
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    phases: tuple[Phase, ...]
+    description: str = ""
+    inputs: dict[str, Input] = field(default_factory=dict)
+    participants: dict[str, Participant] = field(default_factory=dict)
+    system: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    source: str | None = None  # file path or "plugin:NAME"
+    extends_chain: tuple[str, ...] = ()
+    template_dirs: tuple[str, ...] = ()
+    # compiled templates, filled by the kernel on first run; not part of the mode's value
+    _compiled: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        return tuple(t for p in self.phases for t in p.turns)
+
+    def turn(self, key: str | int) -> Turn:
+        """A turn by id or by 1-based position."""
+        turns = self.turns
+        if isinstance(key, int):
+            if 1 <= key <= len(turns):
+                return turns[key - 1]
+        else:
+            for t in turns:
+                if t.id == key:
+                    return t
+        raise KeyError(key)
+
+    @property
+    def structure(self) -> str:
+        if len(self.phases) == 1:
+            return self.phases[0].structure
+        return "mixed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A standalone document (no ``extends``) that loads back to this mode."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.inputs:
+            out["inputs"] = {k: v.to_dict() for k, v in self.inputs.items()}
+        if self.participants:
+            out["participants"] = {k: v.to_dict() for k, v in self.participants.items()}
+        if self.system is not None:
+            out["system"] = self.system
+        if self.settings:
+            out["settings"] = dict(self.settings)
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if len(self.phases) == 1 and self.phases[0].id == "main":
+            out["structure"] = self.phases[0].structure
+            out["turns"] = [t.to_dict() for t in self.phases[0].turns]
+        else:
+            out["structure"] = "mixed"
+            out["phases"] = [
+                {"id": p.id, "structure": p.structure, "turns": [t.to_dict() for t in p.turns]}
+                for p in self.phases
+            ]
+        return out
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the resolved mode: changes whenever what would run changes."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()

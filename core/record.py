@@ -1,0 +1,280 @@
+"""The record of a dialogue: what ran, on which model, what it said, what it cost.
+
+``Dialogue.to_dict()`` is the JSON document described by ``schemas/dialogue.schema.json``;
+``Dialogue.from_dict()`` reads it back.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Dialogue", "DialogueMetrics", "TokenUsage", "TurnRecord", "new_dialogue_id"]
+
+# Turn and dialogue statuses
+PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED = (
+    "pending", "running", "completed", "failed", "skipped", "cancelled"
+)
+TURN_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED)
+DIALOGUE_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+
+
+def new_dialogue_id() -> str:
+    """Sortable and readable: ``20261123-230512-3fa9c1d2``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def _from_iso(value: str | None) -> float | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class TokenUsage:
+    prompt: int = 0
+    completion: int = 0
+    estimated: bool = False  # counted by dlg because the provider reported nothing
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt + other.prompt,
+            self.completion + other.completion,
+            self.estimated or other.estimated,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt": self.prompt, "completion": self.completion, "total": self.total,
+        }
+        if self.estimated:
+            out["estimated"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenUsage:
+        return cls(data.get("prompt", 0), data.get("completion", 0), data.get("estimated", False))
+
+
+@dataclass
+class TurnRecord:
+    id: str
+    index: int
+    role: str
+    phase: str
+    participant: str | None = None
+    model: str | None = None
+    status: str = PENDING
+    system: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_usd: float | None = None
+    latency_seconds: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    requires: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> TokenUsage:
+        """Alias of ``usage``, as in the spec's examples (``turn.tokens.total``)."""
+        return self.usage
+
+    @property
+    def text(self) -> str:
+        return self.response or ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "index": self.index,
+            "role": self.role,
+            "phase": self.phase,
+            "participant": self.participant,
+            "model": self.model,
+            "status": self.status,
+            "system": self.system,
+            "prompt": self.prompt,
+            "response": self.response,
+            "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "latency_seconds": self.latency_seconds,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "error": self.error,
+            "requires": list(self.requires),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TurnRecord:
+        return cls(
+            id=data["id"],
+            index=data["index"],
+            role=data["role"],
+            phase=data.get("phase", "main"),
+            participant=data.get("participant"),
+            model=data.get("model"),
+            status=data.get("status", PENDING),
+            system=data.get("system"),
+            prompt=data.get("prompt"),
+            response=data.get("response"),
+            usage=TokenUsage.from_dict(data.get("usage") or {}),
+            cost_usd=data.get("cost_usd"),
+            latency_seconds=data.get("latency_seconds"),
+            started_at=_from_iso(data.get("started_at")),
+            ended_at=_from_iso(data.get("ended_at")),
+            error=data.get("error"),
+            requires=tuple(data.get("requires") or ()),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class DialogueMetrics:
+    total_latency_seconds: float
+    total_model_seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    total_cost_usd: float
+    turns_completed: int
+    turns_failed: int
+
+
+@dataclass
+class Dialogue:
+    id: str
+    mode: str
+    mode_hash: str
+    inputs: dict[str, Any]
+    turns: list[TurnRecord]
+    status: str = PENDING
+    mode_source: str | None = None
+    participants: dict[str, str | None] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    dlg_version: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def turn(self, key: str | int) -> TurnRecord:
+        """A turn by id or by 1-based position."""
+        for t in self.turns:
+            if t.id == key or t.index == key:
+                return t
+        raise KeyError(key)
+
+    @property
+    def completed_turns(self) -> list[TurnRecord]:
+        return [t for t in self.turns if t.status == COMPLETED]
+
+    @property
+    def turns_completed(self) -> int:
+        return len(self.completed_turns)
+
+    @property
+    def usage(self) -> TokenUsage:
+        total = TokenUsage()
+        for t in self.turns:
+            total = total + t.usage
+        return total
+
+    @property
+    def total_tokens(self) -> int:
+        return self.usage.total
+
+    @property
+    def total_cost_usd(self) -> float:
+        return sum(t.cost_usd or 0.0 for t in self.turns)
+
+    @property
+    def metrics(self) -> DialogueMetrics:
+        usage = self.usage
+        wall = (
+            (self.ended_at or time.time()) - self.started_at if self.started_at else 0.0
+        )
+        return DialogueMetrics(
+            total_latency_seconds=wall,
+            total_model_seconds=sum(t.latency_seconds or 0.0 for t in self.turns),
+            prompt_tokens=usage.prompt,
+            completion_tokens=usage.completion,
+            total_tokens=usage.total,
+            total_cost_usd=self.total_cost_usd,
+            turns_completed=self.turns_completed,
+            turns_failed=sum(1 for t in self.turns if t.status == FAILED),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "format": "dlg.dialogue/1",
+            "id": self.id,
+            "mode": self.mode,
+            "mode_hash": self.mode_hash,
+            "mode_source": self.mode_source,
+            "status": self.status,
+            "error": self.error,
+            "inputs": dict(self.inputs),
+            "participants": dict(self.participants),
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "dlg_version": self.dlg_version,
+            "metrics": {
+                "total_latency_seconds": m.total_latency_seconds,
+                "total_model_seconds": m.total_model_seconds,
+                "prompt_tokens": m.prompt_tokens,
+                "completion_tokens": m.completion_tokens,
+                "total_tokens": m.total_tokens,
+                "total_cost_usd": m.total_cost_usd,
+                "turns_completed": m.turns_completed,
+                "turns_failed": m.turns_failed,
+            },
+            "metadata": dict(self.metadata),
+            "turns": [t.to_dict() for t in self.turns],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Dialogue:
+        return cls(
+            id=data["id"],
+            mode=data["mode"],
+            mode_hash=data.get("mode_hash", ""),
+            mode_source=data.get("mode_source"),
+            inputs=dict(data.get("inputs") or {}),
+            turns=[TurnRecord.from_dict(t) for t in data.get("turns", [])],
+            status=data.get("status", PENDING),
+            participants=dict(data.get("participants") or {}),
+            created_at=_from_iso(data.get("created_at")) or time.time(),
+            started_at=_from_iso(data.get("started_at")),
+            ended_at=_from_iso(data.get("ended_at")),
+            error=data.get("error"),
+            dlg_version=data.get("dlg_version", ""),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+    def export(self, format: str = "json", path: str | Path | None = None) -> str | bytes | Path:
+        """Render with a registered exporter; write to ``path`` if given and return it."""
+        from .export import export
+
+        return export(self, format, path)

@@ -1,0 +1,234 @@
+"""What plugins register: model providers, routers, exporters, stores and modes.
+
+Each ``register_*`` hook is called once per plugin manager and the results cached. Plugins
+are called in registration order (built-ins first), so a later plugin that registers an
+existing name replaces the earlier entry; ``dlg plugins`` shows who registered what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from .record import Dialogue
+
+__all__ = [
+    "Exporter",
+    "ModeSource",
+    "ModelProvider",
+    "Registration",
+    "Router",
+    "StoreFactory",
+    "clear_caches",
+    "exporters",
+    "model_providers",
+    "modes",
+    "registrations",
+    "routers",
+    "stores",
+]
+
+
+@dataclass(frozen=True)
+class ModelProvider:
+    """Turns a model name and options into a LangChain ``BaseChatModel``.
+
+    ``factory(model_name, options)`` is called lazily, the first time a dialogue needs the
+    model; it should import its provider SDK inside. ``default_priority`` makes a provider
+    a candidate for the default model when the user configured none (highest wins).
+    """
+
+    name: str
+    factory: Callable[[str, dict[str, Any]], Any]
+    description: str = ""
+    default_priority: int | None = None
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class ModeSource:
+    """A mode a plugin ships: ``source`` is a path, an importlib Traversable, or a dict."""
+
+    name: str
+    source: Any
+    plugin: str = ""
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Turns a finished (or partial) dialogue into a document."""
+
+    name: str
+    extension: str
+    description: str
+
+    def export(self, dialogue: Dialogue) -> str | bytes: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Chooses the model a turn runs on; see ``dlg.routing.RouteRequest``."""
+
+    def select(self, request: Any) -> Any: ...
+
+
+StoreFactory = Callable[..., Any]
+
+
+@dataclass
+class Registration:
+    """Everything one plugin registered, by kind; shown by ``dlg plugins``."""
+
+    plugin: str
+    models: list[str] = field(default_factory=list)
+    routers: list[str] = field(default_factory=list)
+    exporters: list[str] = field(default_factory=list)
+    stores: list[str] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
+
+
+_KINDS = ("models", "routers", "exporters", "stores", "modes")
+_cache: dict[int, dict[str, Any]] = {}
+
+
+def clear_caches() -> None:
+    _cache.clear()
+
+
+def _pm(pm: pluggy.PluginManager | None) -> pluggy.PluginManager:
+    if pm is None:
+        from .plugin_manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+    return pm
+
+
+def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
+    key = id(pm)
+    cached = _cache.get(key)
+    if cached is not None and cached["pm"] is pm:
+        return cached
+
+    out: dict[str, Any] = {"pm": pm, "by_plugin": {}}
+    for kind in _KINDS:
+        out[kind] = {}
+
+    def plugin_entry(name: str) -> Registration:
+        return out["by_plugin"].setdefault(name, Registration(plugin=name))
+
+    hooks: dict[str, Callable[[str], Callable[..., None]]] = {}
+
+    def models_register(plugin: str) -> Callable[..., None]:
+        def register(
+            name: str,
+            factory: Callable[[str, dict[str, Any]], Any],
+            *,
+            description: str = "",
+            default_priority: int | None = None,
+        ) -> None:
+            if not isinstance(name, str) or not name or ":" in name or not callable(factory):
+                raise PluginError(
+                    f"plugin '{plugin}' registered an invalid model provider {name!r}: "
+                    "expected register(name, factory) with a name without ':'"
+                )
+            out["models"][name] = ModelProvider(
+                name, factory, description, default_priority, plugin
+            )
+            plugin_entry(plugin).models.append(name)
+
+        return register
+
+    def routers_register(plugin: str) -> Callable[..., None]:
+        def register(name: str, router: Any) -> None:
+            if not hasattr(router, "select"):
+                raise PluginError(
+                    f"plugin '{plugin}' registered router {name!r} without a select() method"
+                )
+            out["routers"][name] = router
+            plugin_entry(plugin).routers.append(name)
+
+        return register
+
+    def exporters_register(plugin: str) -> Callable[..., None]:
+        def register(exporter: Any) -> None:
+            if not isinstance(exporter, Exporter):
+                raise PluginError(
+                    f"plugin '{plugin}' registered {exporter!r} as an exporter, but it lacks "
+                    "name, extension, description or export()"
+                )
+            out["exporters"][exporter.name] = exporter
+            plugin_entry(plugin).exporters.append(exporter.name)
+
+        return register
+
+    def stores_register(plugin: str) -> Callable[..., None]:
+        def register(name: str, factory: StoreFactory) -> None:
+            if not callable(factory):
+                raise PluginError(f"plugin '{plugin}' registered store {name!r} without a factory")
+            out["stores"][name] = factory
+            plugin_entry(plugin).stores.append(name)
+
+        return register
+
+    def modes_register(plugin: str) -> Callable[..., None]:
+        def register(name: str, source: Any) -> None:
+            out["modes"][name] = ModeSource(name, source, plugin)
+            plugin_entry(plugin).modes.append(name)
+
+        return register
+
+    hooks = {
+        "register_models": models_register,
+        "register_routers": routers_register,
+        "register_exporters": exporters_register,
+        "register_stores": stores_register,
+        "register_modes": modes_register,
+    }
+    for hook_name, make_register in hooks.items():
+        caller = getattr(pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+            try:
+                impl.function(register=make_register(plugin_name))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin '{plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
+                ) from exc
+    _cache[key] = out
+    return out
+
+
+def model_providers(pm: pluggy.PluginManager | None = None) -> dict[str, ModelProvider]:
+    return _collect(_pm(pm))["models"]
+
+
+def routers(pm: pluggy.PluginManager | None = None) -> dict[str, Router]:
+    return _collect(_pm(pm))["routers"]
+
+
+def exporters(pm: pluggy.PluginManager | None = None) -> dict[str, Exporter]:
+    return _collect(_pm(pm))["exporters"]
+
+
+def stores(pm: pluggy.PluginManager | None = None) -> dict[str, StoreFactory]:
+    return _collect(_pm(pm))["stores"]
+
+
+def modes(pm: pluggy.PluginManager | None = None) -> dict[str, ModeSource]:
+    return _collect(_pm(pm))["modes"]
+
+
+def registrations(pm: pluggy.PluginManager | None = None) -> list[Registration]:
+    """One entry per plugin (including ones that registered nothing), in load order."""
+    pm = _pm(pm)
+    by_plugin = _collect(pm)["by_plugin"]
+    names = [name for name, _ in pm.list_name_plugin()]
+    return [by_plugin.get(name, Registration(plugin=name)) for name in names]

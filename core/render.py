@@ -1,0 +1,195 @@
+"""Prompt templates: a sandboxed Jinja environment, static analysis, and render contexts.
+
+Templates render in a ``SandboxedEnvironment`` with ``StrictUndefined``. What a template
+may read is known before the dialogue runs (``analyse``), so ``dlg modes validate`` can
+catch an unknown variable, or a turn that has not run yet, before anything is paid for.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+    from .record import TurnRecord
+
+__all__ = [
+    "RESERVED_NAMES",
+    "TemplateRefs",
+    "TurnView",
+    "TurnsView",
+    "analyse",
+    "environment",
+    "transcript",
+]
+
+# Names every template sees besides the mode's inputs.
+RESERVED_NAMES = frozenset(
+    {"inputs", "mode", "participants", "participant", "role", "turn", "turns", "context",
+     "transcript"}
+)
+CONTEXT_NAMES = frozenset({"turns", "context", "transcript"})
+
+
+@functools.lru_cache(maxsize=32)
+def _environment(template_dirs: tuple[str, ...], pm_id: int) -> Environment:
+    from importlib.resources import files
+
+    from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from .plugin_manager import get_plugin_manager
+
+    builtin = str(files("dlg.templates"))
+    env = SandboxedEnvironment(
+        loader=ChoiceLoader([FileSystemLoader([*template_dirs, builtin])]),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    pm = get_plugin_manager()
+    pm.hook.prepare_jinja_environment(env=env)
+    return env
+
+
+def environment(template_dirs: tuple[str, ...] = ()) -> Environment:
+    """The Jinja environment for a mode whose own templates live in ``template_dirs``."""
+    from .plugin_manager import get_plugin_manager
+
+    return _environment(tuple(template_dirs), id(get_plugin_manager()))
+
+
+@dataclass(frozen=True)
+class TemplateRefs:
+    """What a template reads: free variables, turn references, included templates."""
+
+    variables: frozenset[str]
+    turns: tuple[str | int, ...]
+    includes: tuple[str, ...]
+    reads_context: bool
+
+
+def analyse(env: Environment, source: str, *, expression: bool = False) -> TemplateRefs:
+    """Parse ``source`` and report what it reads. Raises ``TemplateSyntaxError``."""
+    from jinja2 import meta, nodes
+
+    text = "{{ (" + source + ") }}" if expression else source
+    ast = env.parse(text)
+    variables = set(meta.find_undeclared_variables(ast))
+    includes = [t for t in meta.find_referenced_templates(ast) if t is not None]
+    turn_refs: list[str | int] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == "turns"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            turn_refs.append(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str | int):
+            turn_refs.append(node.arg.value)
+    # included templates share the context: what they read counts too
+    for name in includes:
+        try:
+            inc_source, _, _ = env.loader.get_source(env, name)
+        except Exception:  # reported by the caller as a missing include
+            continue
+        sub = analyse(env, inc_source)
+        variables |= sub.variables
+        turn_refs.extend(sub.turns)
+        includes.extend(i for i in sub.includes if i not in includes)
+    return TemplateRefs(
+        variables=frozenset(variables),
+        turns=tuple(turn_refs),
+        includes=tuple(includes),
+        reads_context=bool(variables & CONTEXT_NAMES),
+    )
+
+
+class TurnView:
+    """An earlier turn as a template sees it; ``{{ turns.x }}`` prints its text."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, record: TurnRecord):
+        self._rec = record
+
+    @property
+    def id(self) -> str:
+        return self._rec.id
+
+    @property
+    def role(self) -> str:
+        return self._rec.role
+
+    @property
+    def participant(self) -> str | None:
+        return self._rec.participant
+
+    @property
+    def model(self) -> str | None:
+        return self._rec.model
+
+    @property
+    def index(self) -> int:
+        return self._rec.index
+
+    @property
+    def status(self) -> str:
+        return self._rec.status
+
+    @property
+    def text(self) -> str:
+        return self._rec.response or ""
+
+    @property
+    def skipped(self) -> bool:
+        return self._rec.status == "skipped"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __bool__(self) -> bool:
+        return self._rec.status == "completed"
+
+
+class TurnsView(Mapping[str, TurnView]):
+    """The turns a template may read, by id (``turns.x``) or 1-based position (``turns[2]``)."""
+
+    __slots__ = ("_by_id", "_by_index")
+
+    def __init__(self, records: list[TurnRecord]):
+        self._by_id = {r.id: TurnView(r) for r in records}
+        self._by_index = {r.index: v for r, v in zip(records, self._by_id.values(), strict=True)}
+
+    def __getitem__(self, key: str | int) -> TurnView:
+        if isinstance(key, int):
+            return self._by_index[key]
+        return self._by_id[key]
+
+    def __getattr__(self, key: str) -> TurnView:
+        try:
+            return self._by_id[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+def transcript(records: list[TurnRecord]) -> str:
+    """The earlier turns a turn reads, as one block of text."""
+    parts = []
+    for r in records:
+        if r.status != "completed":
+            continue
+        who = f"{r.role} ({r.participant})" if r.participant else r.role
+        parts.append(f"### {who}\n{(r.response or '').strip()}")
+    return "\n\n".join(parts)

@@ -1,0 +1,232 @@
+"""Finding a mode document, parsing it safely, and locating JSON paths in it.
+
+Parsing uses ruamel.yaml's safe loader (JSON is parsed by ``json``). Line and column
+numbers are only needed when something is wrong, so the round-trip parse that records
+positions happens lazily, on the first error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModeError, ModeNotFoundError, Problem
+
+__all__ = ["SourceDoc", "format_path", "is_path_like", "read_source"]
+
+PathT = tuple[str | int, ...]
+
+
+def format_path(path: PathT) -> str:
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def is_path_like(ref: str) -> bool:
+    return (
+        os.sep in ref
+        or "/" in ref
+        or ref.endswith((".yaml", ".yml", ".json"))
+        or ref.startswith(".")
+    )
+
+
+@dataclass
+class SourceDoc:
+    """One mode document: its text, where it came from, and its parsed data."""
+
+    text: str
+    file: str  # what we show the user: a path or "plugin NAME: file"
+    identity: str  # what cycle detection compares
+    base_dir: Path | None = None  # for relative extends and prompt_file
+    is_json: bool = False
+    data: Any = None
+    _rt: Any = field(default=None, repr=False)
+
+    def parse(self) -> Any:
+        if self.is_json:
+            try:
+                self.data = json.loads(self.text)
+            except json.JSONDecodeError as exc:
+                raise ModeError(
+                    Problem(
+                        f"invalid JSON: {exc.msg}",
+                        file=self.file,
+                        line=exc.lineno,
+                        column=exc.colno,
+                    )
+                ) from None
+        else:
+            self.data = _load_yaml(self.text, self.file, typ="safe")
+        if not isinstance(self.data, dict):
+            kind = "empty" if self.data is None else f"a {type(self.data).__name__}"
+            raise ModeError(
+                Problem(
+                    f"a mode must be a mapping of keys to values, but this document is {kind}",
+                    file=self.file,
+                    line=1,
+                    column=1,
+                )
+            )
+        return self.data
+
+    def locate(self, path: PathT, *, key: bool = False) -> tuple[int | None, int | None]:
+        """1-based (line, column) of the value at ``path`` (or of its key, with key=True)."""
+        if self._rt is None:
+            try:
+                self._rt = _load_yaml(self.text, self.file, typ="rt")
+            except ModeError:
+                self._rt = False
+        node = self._rt
+        if node is False or node is None:
+            return None, None
+        pos: tuple[int, int] | None = (0, 0)
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            try:
+                if isinstance(part, int):
+                    pos = node.lc.item(part)
+                else:
+                    if part not in node:
+                        break
+                    pos = node.lc.key(part) if (last and key) else node.lc.value(part)
+                node = node[part]
+            except (AttributeError, KeyError, IndexError, TypeError):
+                break
+        if pos is None:
+            return None, None
+        return pos[0] + 1, pos[1] + 1
+
+    def problem(self, message: str, path: PathT, *, key: bool = False, **kw: Any) -> Problem:
+        line, column = self.locate(path, key=key)
+        return Problem(
+            message, file=self.file, path=format_path(path), line=line, column=column, **kw
+        )
+
+
+def _load_yaml(text: str, file: str, *, typ: str) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ=typ, pure=typ == "rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
+        message = message.replace("\n", " ")
+        raise ModeError(
+            Problem(
+                f"invalid YAML: {message}",
+                file=file,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            )
+        ) from None
+    except YAMLError as exc:
+        raise ModeError(Problem(f"invalid YAML: {exc}", file=file)) from None
+
+
+def _from_path(path: Path) -> SourceDoc:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModeNotFoundError(f"no mode file at '{path}'") from None
+    except IsADirectoryError:
+        raise ModeNotFoundError(f"'{path}' is a directory, not a mode file") from None
+    except UnicodeDecodeError as exc:
+        raise ModeError(f"'{path}' is not UTF-8 text: {exc.reason}", file=str(path)) from None
+    except OSError as exc:
+        raise ModeError(f"cannot read '{path}': {exc.strerror}", file=str(path)) from None
+    resolved = path.resolve()
+    return SourceDoc(
+        text=text,
+        file=str(path),
+        identity=str(resolved),
+        base_dir=resolved.parent,
+        is_json=path.suffix.lower() == ".json",
+    )
+
+
+def user_mode_dirs() -> list[Path]:
+    """Directories searched for modes by name, after plugin-registered ones."""
+    dirs = [Path(p) for p in os.environ.get("DLG_MODES_PATH", "").split(os.pathsep) if p]
+    from platformdirs import user_config_dir
+
+    dirs.append(Path(user_config_dir("dlg")) / "modes")
+    return dirs
+
+
+def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) -> SourceDoc:
+    """Find a mode by path, by registered name, or in the user's mode directories."""
+    if isinstance(ref, os.PathLike):
+        return _from_path(Path(ref))
+    if not isinstance(ref, str):
+        raise ModeNotFoundError(f"cannot load a mode from {type(ref).__name__}")
+    if is_path_like(ref):
+        path = Path(ref).expanduser()
+        if relative_to is not None and not path.is_absolute():
+            path = relative_to / path
+        return _from_path(path)
+
+    from . import registry
+
+    registered = registry.modes(pm)
+    entry = registered.get(ref)
+    if entry is not None:
+        return _from_registered(entry)
+    for d in user_mode_dirs():
+        for suffix in (".yaml", ".yml", ".json"):
+            candidate = d / f"{ref}{suffix}"
+            if candidate.is_file():
+                return _from_path(candidate)
+    if relative_to is not None:
+        for suffix in (".yaml", ".yml", ".json"):
+            candidate = relative_to / f"{ref}{suffix}"
+            if candidate.is_file():
+                return _from_path(candidate)
+    import difflib
+
+    close = difflib.get_close_matches(ref, list(registered), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ModeNotFoundError(
+        Problem(
+            f"'{ref}' is not a known mode and not a file",
+            hint=f"{hint}`dlg modes list` shows the known modes; pass a path to run a file",
+        )
+    )
+
+
+def _from_registered(entry: Any) -> SourceDoc:
+    src = entry.source
+    if isinstance(src, dict):
+        return SourceDoc(
+            text=json.dumps(src),
+            file=f"<mode '{entry.name}' from plugin {entry.plugin}>",
+            identity=f"plugin:{entry.plugin}:{entry.name}",
+            is_json=True,
+        )
+    if isinstance(src, str | os.PathLike) and not hasattr(src, "read_text"):
+        doc = _from_path(Path(src))
+        return doc
+    # an importlib.resources Traversable
+    name = getattr(src, "name", entry.name)
+    text = src.read_text(encoding="utf-8")
+    base = None
+    try:
+        base = Path(str(src)).parent if Path(str(src)).exists() else None
+    except (OSError, ValueError):
+        base = None
+    return SourceDoc(
+        text=text,
+        file=str(src) if base else f"<{entry.plugin}>/{name}",
+        identity=f"plugin:{entry.plugin}:{entry.name}",
+        base_dir=base,
+        is_json=str(name).endswith(".json"),
+    )

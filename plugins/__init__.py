@@ -1,0 +1,1 @@
+"""dlg's built-in plugins, written exactly as third-party plugins are."""

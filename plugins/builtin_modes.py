@@ -1,0 +1,14 @@
+"""Registers the modes shipped in ``dlg.modes`` (one YAML file each)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from dlg.hookspecs import hookimpl
+
+
+@hookimpl
+def register_modes(register):
+    for entry in sorted(files("dlg.modes").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".yaml", ".yml", ".json")):
+            register(entry.name.rsplit(".", 1)[0], entry)
