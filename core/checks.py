@@ -47,10 +47,13 @@ def check_templates(
             refs = analyse(env, source, expression=expression)
         except TemplateSyntaxError as exc:
             line = template_line(doc, path, None if expression else exc.lineno)
-            col = None
             problems.append(Problem(f"{label}: template syntax error: {exc.message}",
-                                    file=doc.file, path=_fmt(path), line=line, column=col))
+                                    file=doc.file, path=_fmt(path), line=line))
             return
+        def at(key: str) -> dict[str, Any]:
+            line = template_line(doc, path, None if expression else refs.lines.get(key))
+            return {"file": doc.file, "path": _fmt(path), "line": line}
+
         for name in refs.includes:
             try:
                 env.loader.get_source(env, name)
@@ -62,14 +65,15 @@ def check_templates(
             close = difflib.get_close_matches(var, sorted(known_vars), n=1)
             hint = (f"did you mean '{close[0]}'?" if close else
                     f"inputs: {', '.join(mode.inputs) or 'none'}; declare it under 'inputs'")
-            problems.append(doc.problem(f"{label} uses '{var}', which is not an input or a "
-                                        "dialogue variable", path, hint=hint))
+            problems.append(Problem(f"{label} uses '{var}', which is not an input or a "
+                                    "dialogue variable", hint=hint, **at(var)))
         if turn is None:
             return
         for ref in refs.turns:
             problem = _turn_ref_problem(ref, turn, mode, order)
             if problem:
-                problems.append(doc.problem(f"{label} {problem[0]}", path, hint=problem[1]))
+                problems.append(Problem(f"{label} {problem[0]}", hint=problem[1],
+                                        **at(f"turns.{ref}")))
 
     check(mode.system, None, "system")
     for turn in mode.turns:

@@ -43,6 +43,14 @@ class Layout:
     origin: dict[str, tuple[SourceDoc, PathT]] = field(default_factory=dict)
     field_origin: dict[tuple[str, str], tuple[SourceDoc, PathT]] = field(default_factory=dict)
     docs: list[SourceDoc] = field(default_factory=list)
+    duplicates: list[tuple[str, SourceDoc, PathT]] = field(default_factory=list)
+
+    def define(self, turn_id: str, doc: SourceDoc, path: PathT) -> None:
+        """Record where a turn is defined; a second definition is kept as a duplicate."""
+        if turn_id in self.origin:
+            self.duplicates.append((turn_id, doc, path))
+        else:
+            self.origin[turn_id] = (doc, path)
 
     def where(self, turn_id: str, field_name: str | None = None) -> tuple[SourceDoc, PathT]:
         if field_name is not None and (turn_id, field_name) in self.field_origin:
@@ -93,13 +101,13 @@ def _phases_of(doc: SourceDoc, layout: Layout) -> None:
                  "turns": turns}
             )
             for ti, turn in enumerate(turns):
-                layout.origin.setdefault(turn["id"], (doc, ("phases", pi, "turns", ti)))
+                layout.define(turn["id"], doc, ("phases", pi, "turns", ti))
     else:
         structure = data.get("structure", "sequential")
         turns = copy.deepcopy(data["turns"])
         layout.phases.append({"id": "main", "structure": structure, "turns": turns})
         for ti, turn in enumerate(turns):
-            layout.origin.setdefault(turn["id"], (doc, ("turns", ti)))
+            layout.define(turn["id"], doc, ("turns", ti))
 
 
 def _unknown(doc: SourceDoc, path: PathT, what: str, ref: str, known: list[str]) -> ModeError:
@@ -143,6 +151,7 @@ def resolve(
         layout.phases = []
         layout.origin = {}
         layout.field_origin = {}
+        layout.duplicates = []
         _phases_of(doc, layout)
     elif "structure" in data:
         if len(layout.phases) != 1:
@@ -181,14 +190,22 @@ def _remove(layout: Layout, doc: SourceDoc, path: PathT, ref: str) -> None:
     found = layout.find_turn(ref)
     if found is not None:
         pi, ti = found
+        removed = {ref}
         del layout.phases[pi]["turns"][ti]
         if not layout.phases[pi]["turns"]:
             del layout.phases[pi]
-        return
-    pi = layout.find_phase(ref)
-    if pi is None:
-        raise _unknown(doc, path, "turn or phase", ref, layout.all_ids())
-    del layout.phases[pi]
+    else:
+        pi = layout.find_phase(ref)
+        if pi is None:
+            raise _unknown(doc, path, "turn or phase", ref, layout.all_ids())
+        removed = {t["id"] for t in layout.phases[pi]["turns"]}
+        del layout.phases[pi]
+    # turns that read a removed turn by id simply stop reading it
+    for phase in layout.phases:
+        for turn in phase["turns"]:
+            ctx = turn.get("context_from")
+            if isinstance(ctx, list) and any(r in removed for r in ctx):
+                turn["context_from"] = [r for r in ctx if r not in removed]
 
 
 def _unique_phase_id(layout: Layout, base: str) -> str:
@@ -209,7 +226,7 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
     if "turns" in ins:
         turns = copy.deepcopy(ins["turns"])
         for ti, turn in enumerate(turns):
-            layout.origin[turn["id"]] = (doc, (*path, "turns", ti))
+            layout.define(turn["id"], doc, (*path, "turns", ti))
         if not layout.phases:
             layout.phases.append({"id": "main", "structure": "sequential", "turns": turns})
             return
@@ -235,7 +252,7 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
     new.setdefault("structure", "sequential")
     new = {"id": new["id"], "structure": new["structure"], "turns": new["turns"]}
     for ti, turn in enumerate(new["turns"]):
-        layout.origin[turn["id"]] = (doc, (*path, "phase", "turns", ti))
+        layout.define(turn["id"], doc, (*path, "phase", "turns", ti))
     if anchor is None:
         pos = 0 if side == "start" else len(layout.phases)
         layout.phases.insert(pos, new)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -162,7 +161,7 @@ class _Run:
     async def run(self) -> Dialogue:
         d = self.dialogue
         d.status = R.RUNNING
-        d.started_at = d.started_at or time.time()
+        d.started_at = d.started_at or R.now()
         d.ended_at = None
         try:
             await self.events.emit("dialogue_started", dialogue=d)
@@ -192,7 +191,7 @@ class _Run:
             d.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            d.ended_at = time.time()
+            d.ended_at = R.now()
             with anyio.CancelScope(shield=True):
                 await self.events.emit("dialogue_finished", dialogue=d)
         return d
@@ -220,7 +219,7 @@ class _Run:
             tpl = self.templates[turn.id]
             if tpl["when"] is not None and not tpl["when"](**ctx):
                 rec.status = R.SKIPPED
-                rec.started_at = rec.ended_at = time.time()
+                rec.started_at = rec.ended_at = R.now()
                 with anyio.CancelScope(shield=True):
                     await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
                 return
@@ -243,7 +242,7 @@ class _Run:
         messages = _messages(system, prompt)
         rec.system, rec.prompt, rec.model = system, prompt, label
         rec.status = R.RUNNING
-        rec.started_at = time.time()
+        rec.started_at = R.now()
         await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
         timeout = turn.timeout or self.mode.timeout or self.timeout
         try:
@@ -251,7 +250,7 @@ class _Run:
                 result = await chat(model, messages, settings, label)
         except anyio.get_cancelled_exc_class():
             rec.status = R.CANCELLED
-            rec.ended_at = time.time()
+            rec.ended_at = R.now()
             with anyio.CancelScope(shield=True):
                 await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
             raise
@@ -267,14 +266,14 @@ class _Run:
         rec.latency_seconds = result.latency_seconds
         rec.model = result.model
         rec.status = R.COMPLETED
-        rec.ended_at = time.time()
+        rec.ended_at = R.now()
         with anyio.CancelScope(shield=True):
             await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
 
     async def _fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
         rec.status = R.FAILED
         rec.error = message
-        now = time.time()
+        now = R.now()
         rec.started_at = rec.started_at if started and rec.started_at else now
         rec.ended_at = now
         if self.mode.turn(rec.id).on_error == "fail":

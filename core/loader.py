@@ -227,14 +227,17 @@ def _context_ids(
     return tuple(out)
 
 
-def _template_line(doc: SourceDoc, path: tuple[Any, ...], template_line: int | None) -> int | None:
+def _template_line(doc: SourceDoc, path: tuple[Any, ...], template_line: int | None
+                   ) -> int | None:
+    """The file line of a template's line ``template_line`` (1-based), as best we can."""
     line, col = doc.locate(path)
     if line is None or template_line is None:
         return line
     text_lines = doc.text.splitlines()
-    first = text_lines[line - 1][(col or 1) - 1:].lstrip() if line - 1 < len(text_lines) else ""
-    block = first[:1] in ("|", ">")
-    return line + template_line if block else line + template_line - 1
+    here = text_lines[line - 1][(col or 1) - 1:].lstrip() if line - 1 < len(text_lines) else ""
+    if here[:1] in ("|", ">"):  # a block scalar: the template starts on the next line
+        return line + template_line
+    return line + template_line - 1
 
 
 def _build(layout: Layout, *, check_templates: bool) -> tuple[Mode, list[str]]:
@@ -275,14 +278,11 @@ def _build(layout: Layout, *, check_templates: bool) -> tuple[Mode, list[str]]:
             problems.append(top.problem(f"two phases are both called '{phase['id']}'", ()))
         phase_ids.add(phase["id"])
         for turn in phase["turns"]:
-            tid = turn["id"]
-            if tid in phase_of:
-                doc, path = layout.where(tid)
-                problems.append(doc.problem(f"two turns are both called '{tid}'",
-                                            (*path, "id")))
-                continue
-            phase_of[tid] = pi
-            order.append(tid)
+            if turn["id"] not in phase_of:
+                phase_of[turn["id"]] = pi
+                order.append(turn["id"])
+    for tid, doc, path in layout.duplicates:
+        problems.append(doc.problem(f"two turns are both called '{tid}'", (*path, "id")))
     for tid in order:
         if tid in phase_ids and tid != "main":
             doc, path = layout.where(tid)

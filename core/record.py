@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Dialogue", "DialogueMetrics", "TokenUsage", "TurnRecord", "new_dialogue_id"]
+__all__ = [
+    "Dialogue",
+    "DialogueMetrics",
+    "TokenUsage",
+    "TurnRecord",
+    "new_dialogue_id",
+    "now",
+]
 
 # Turn and dialogue statuses
 PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED = (
@@ -21,6 +28,11 @@ PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED = (
 )
 TURN_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED)
 DIALOGUE_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+
+
+def now() -> float:
+    """Wall-clock time, to the microsecond, so records round-trip through ISO 8601 exactly."""
+    return round(time.time(), 6)
 
 
 def new_dialogue_id() -> str:
@@ -31,7 +43,7 @@ def new_dialogue_id() -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace(
         "+00:00", "Z"
     )
 
@@ -170,7 +182,7 @@ class Dialogue:
     status: str = PENDING
     mode_source: str | None = None
     participants: dict[str, str | None] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.time)
+    created_at: float = field(default_factory=now)
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
@@ -265,7 +277,7 @@ class Dialogue:
             turns=[TurnRecord.from_dict(t) for t in data.get("turns", [])],
             status=data.get("status", PENDING),
             participants=dict(data.get("participants") or {}),
-            created_at=_from_iso(data.get("created_at")) or time.time(),
+            created_at=_from_iso(data.get("created_at")) or now(),
             started_at=_from_iso(data.get("started_at")),
             ended_at=_from_iso(data.get("ended_at")),
             error=data.get("error"),

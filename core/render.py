@@ -67,12 +67,17 @@ def environment(template_dirs: tuple[str, ...] = ()) -> Environment:
 
 @dataclass(frozen=True)
 class TemplateRefs:
-    """What a template reads: free variables, turn references, included templates."""
+    """What a template reads: free variables, turn references, included templates.
+
+    ``lines`` maps each variable (and each turn reference, as ``turns.X``) to the first
+    template line that reads it, so problems can point at the line.
+    """
 
     variables: frozenset[str]
     turns: tuple[str | int, ...]
     includes: tuple[str, ...]
     reads_context: bool
+    lines: Mapping[str, int]
 
 
 def analyse(env: Environment, source: str, *, expression: bool = False) -> TemplateRefs:
@@ -83,15 +88,23 @@ def analyse(env: Environment, source: str, *, expression: bool = False) -> Templ
     ast = env.parse(text)
     variables = set(meta.find_undeclared_variables(ast))
     includes = [t for t in meta.find_referenced_templates(ast) if t is not None]
+    lines: dict[str, int] = {}
+    for name_node in ast.find_all(nodes.Name):
+        if name_node.name in variables:
+            lines.setdefault(name_node.name, name_node.lineno)
     turn_refs: list[str | int] = []
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == "turns"):
             continue
         if isinstance(node, nodes.Getattr):
-            turn_refs.append(node.attr)
+            ref: str | int = node.attr
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str | int):
-            turn_refs.append(node.arg.value)
+            ref = node.arg.value
+        else:
+            continue
+        turn_refs.append(ref)
+        lines.setdefault(f"turns.{ref}", node.lineno)
     # included templates share the context: what they read counts too
     for name in includes:
         try:
@@ -107,6 +120,7 @@ def analyse(env: Environment, source: str, *, expression: bool = False) -> Templ
         turns=tuple(turn_refs),
         includes=tuple(includes),
         reads_context=bool(variables & CONTEXT_NAMES),
+        lines=lines,
     )
 
 

@@ -121,12 +121,19 @@ def _load_yaml(text: str, file: str, *, typ: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
         message = message.replace("\n", " ")
+        hint = None
+        if any(s in message for s in ("expected <block end>", "mapping values are not allowed",
+                                      "could not find expected ':'")):
+            hint = "check the indentation of this line and the one before it"
+        elif "found character '\\t'" in message:
+            hint = "YAML does not allow tabs for indentation: use spaces"
         raise ModeError(
             Problem(
                 f"invalid YAML: {message}",
                 file=file,
                 line=mark.line + 1 if mark else None,
                 column=mark.column + 1 if mark else None,
+                hint=hint,
             )
         ) from None
     except YAMLError as exc:
@@ -145,9 +152,16 @@ def _from_path(path: Path) -> SourceDoc:
     except OSError as exc:
         raise ModeError(f"cannot read '{path}': {exc.strerror}", file=str(path)) from None
     resolved = path.resolve()
+    shown = str(path)
+    if path.is_absolute():
+        try:
+            rel = os.path.relpath(resolved)
+            shown = rel if not rel.startswith("..") else shown
+        except ValueError:
+            pass
     return SourceDoc(
         text=text,
-        file=str(path),
+        file=shown,
         identity=str(resolved),
         base_dir=resolved.parent,
         is_json=path.suffix.lower() == ".json",

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dlg
+from dlg.plugin_manager import build_plugin_manager, reset_plugin_manager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[None]:
+    """A fresh plugin manager, no third-party autoload, and a private mode cache per test."""
+    monkeypatch.setenv("DLG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("DLG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("DLG_MODES_PATH", "")
+    monkeypatch.delenv("DLG_MODEL", raising=False)
+    monkeypatch.delenv("DLG_PLUGINS", raising=False)
+    reset_plugin_manager(None)
+    yield
+    reset_plugin_manager(None)
+
+
+@pytest.fixture
+def pm() -> Any:
+    """The process plugin manager, freshly built for this test."""
+    manager = build_plugin_manager(autoload=False)
+    reset_plugin_manager(manager)
+    return manager
+
+
+@pytest.fixture
+def write_mode(tmp_path: Path):
+    def write(text: str, name: str = "mode.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+class Recorder:
+    """A LangChain chat model that records every call and answers from a script."""
+
+    def __new__(cls, answers: list[str] | None = None, latency: float = 0.0) -> Any:
+        from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+        class Recording(FakeListChatModel):
+            calls: list[Any] = []
+            delay: float = 0.0
+
+            async def ainvoke(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+                self.calls.append((messages, kwargs))
+                if self.delay:
+                    import anyio
+
+                    await anyio.sleep(self.delay)
+                return await super().ainvoke(messages, *args, **kwargs)
+
+        return Recording(responses=answers or ["ok"], calls=[], delay=latency)
+
+
+@pytest.fixture
+def recorder():
+    return Recorder
+
+
+__all__ = ["ROOT", "Recorder", "dlg"]

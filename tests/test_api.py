@@ -1,0 +1,138 @@
+"""The Python API: run, run_sync, Orchestrator, ModeLoader, inputs, model binding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dlg
+
+
+def test_run_sync_builtin_mode():
+    d = dlg.run_sync("debate", topic="Should cities ban cars?", model="echo")
+    assert d.status == "completed"
+    assert [t.role for t in d.turns] == [
+        "Proposition", "Opposition", "Defense", "Rebuttal", "Synthesis", "Verdict"]
+
+
+async def test_langchain_models_per_participant(recorder):
+    """The seed's SC1.1: any LangChain chat model works, one per participant."""
+    models = {"proponent": recorder(["for"]), "opponent": recorder(["against"]),
+              "moderator": recorder(["middle"]), "judge": recorder(["verdict"])}
+    d = await dlg.Orchestrator(models=models).run("debate", topic="x")
+    assert [t.response for t in d.turns] == ["for", "against", "for", "against", "middle",
+                                             "verdict"]
+    assert d.turns[0].model == "FakeListChatModel" or d.turns[0].model
+
+
+def test_detective_json_mode_from_file(tmp_path):
+    """The seed's SC4.1: a JSON mode written by hand loads and runs."""
+    mode = {
+        "name": "detective",
+        "structure": "sequential",
+        "inputs": {"topic": {"required": True}},
+        "participants": {"grok": None, "claude": None},
+        "turns": [
+            {"id": "turn_1", "role": "hypothesis", "participant": "grok",
+             "requires": ["reasoning"], "prompt": "Generate 3 hypotheses for: {{ topic }}"},
+            {"id": "turn_2", "role": "evidence", "participant": "claude",
+             "requires": ["analysis"],
+             "prompt": "For each hypothesis, what evidence would support or refute it?\n\n"
+                       "{{ turns.turn_1 }}"},
+            {"id": "turn_3", "role": "examination", "participant": "claude", "prompt": "Rank."},
+            {"id": "turn_4", "role": "challenge", "participant": "grok", "prompt": "Attack."},
+            {"id": "turn_5", "role": "conclusion", "participant": "grok", "prompt": "Decide."},
+        ],
+    }
+    path = tmp_path / "detective.json"
+    path.write_text(json.dumps(mode, indent=2))
+    loaded = dlg.ModeLoader.from_file(path)
+    d = dlg.run_sync(loaded, topic="Who wrote Shakespeare?", model="echo")
+    assert len(d.turns) == 5
+    assert d.turns[0].role == "hypothesis"
+    assert d.turns[0].requires == ("reasoning",)
+    assert d.turns[1].prompt.endswith(d.turns[0].response)
+
+
+def test_missing_required_input():
+    with pytest.raises(dlg.InputError, match="mode 'debate' needs the input 'topic'"):
+        dlg.run_sync("debate", model="echo")
+
+
+def test_unknown_input():
+    with pytest.raises(dlg.InputError, match="mode 'debate' has no input 'topix'"):
+        dlg.run_sync("debate", topix="x", model="echo")
+
+
+def test_input_types_are_coerced():
+    d = dlg.run_sync("pipeline", topic="x", words="150", model="echo")
+    assert d.inputs["words"] == 150
+    with pytest.raises(dlg.InputError, match="input 'words' of mode 'pipeline' must be a"
+                                              " integer, got 'many'"):
+        dlg.run_sync("pipeline", topic="x", words="many", model="echo")
+
+
+def test_unknown_model_is_caught_before_any_turn():
+    with pytest.raises(dlg.UnknownModelError, match="'nope:x' is not a known model"):
+        dlg.run_sync("debate", topic="x", model="nope:x")
+
+
+def test_no_model_configured_is_a_clear_error():
+    with pytest.raises(dlg.ModelError, match="no model for 'proponent': pass --model SPEC"):
+        dlg.run_sync("debate", topic="x")
+
+
+def test_dlg_model_environment_variable(monkeypatch):
+    monkeypatch.setenv("DLG_MODEL", "echo?words=3")
+    d = dlg.run_sync("debate", topic="x")
+    assert d.status == "completed"
+    assert d.participants["judge"] == "echo?words=3"
+
+
+def test_unknown_participant_binding():
+    with pytest.raises(dlg.DlgError, match="mode 'debate' has no participant 'juge'"):
+        dlg.run_sync("debate", topic="x", model="echo", participants={"juge": "echo"})
+
+
+def test_load_mode_returns_mode_objects():
+    mode = dlg.load_mode("panel")
+    assert isinstance(mode, dlg.Mode)
+    assert mode.structure == "mixed"
+    assert dlg.load_mode(mode) is mode
+    assert dlg.ModeLoader.from_name("panel") == mode
+
+
+def test_mode_cache_is_used_and_invalidated(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nturns: [{id: a, role: A, prompt: one}]\n")
+    assert dlg.load_mode(path).turn("a").prompt == "one"
+    assert dlg.load_mode(path).turn("a").prompt == "one"  # from the cache
+    path.write_text("name: m\nturns: [{id: a, role: A, prompt: two}]\n")
+    assert dlg.load_mode(path).turn("a").prompt == "two"
+
+
+def test_cache_notices_parent_change(tmp_path):
+    parent = tmp_path / "p.yaml"
+    parent.write_text("name: p\nturns: [{id: a, role: A, prompt: one}]\n")
+    child = tmp_path / "c.yaml"
+    child.write_text("name: c\nextends: ./p.yaml\n")
+    assert dlg.load_mode(child).turn("a").prompt == "one"
+    parent.write_text("name: p\nturns: [{id: a, role: A, prompt: two}]\n")
+    assert dlg.load_mode(child).turn("a").prompt == "two"
+
+
+def test_export_to_file(tmp_path):
+    d = dlg.run_sync("detective", topic="x", model="echo")
+    path = d.export("markdown", tmp_path / "out.md")
+    text = path.read_text()
+    assert text.startswith("# detective: x\n")
+    assert "## 1. hypothesis (detective)" in text
+    with pytest.raises(dlg.UnknownExporterError, match="'pdf' is not a known export format"):
+        d.export("pdf")
+
+
+def test_user_modes_directory(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text("name: mine\nturns: [{id: a, role: A, prompt: hi}]\n")
+    monkeypatch.setenv("DLG_MODES_PATH", str(tmp_path))
+    assert dlg.run_sync("mine", model="echo").status == "completed"
