@@ -10,9 +10,7 @@ print(dialogue.status, dialogue.turns[-1].response)
 ``import dlg`` stays light: the kernel, the loader and LangChain load on first use.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._version import __version__
 from .errors import (
@@ -20,8 +18,8 @@ from .errors import (
     ExportError,
     InputError,
     ModeError,
-    ModeNotFoundError,
     ModelError,
+    ModeNotFoundError,
     PluginError,
     Problem,
     TurnError,
@@ -33,7 +31,7 @@ from .hookspecs import hookimpl
 from .mode import Input, Mode, Participant, Phase, Turn
 from .record import Dialogue, DialogueMetrics, TokenUsage, TurnRecord
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .api import Orchestrator, run, run_sync
     from .export import export
     from .loader import ModeLoader, load_mode
@@ -86,7 +84,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dlg' has no attribute '{name}'")

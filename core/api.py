@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import DlgError, ModelError
+from .errors import DlgError
 from .kernel import execute, new_dialogue, prepare_inputs
 from .loader import load_mode
 from .mode import Mode
@@ -97,19 +97,15 @@ class Orchestrator:
         return bound, default
 
     def check_models(self, mode: Mode) -> dict[str, Any]:
-        """Fail now, before any turn runs, if a participant's model cannot be made."""
+        """Ask the router about every turn now, so a missing model fails before any turn."""
+        from .routing import RouteRequest, select_model
+
         bound, default = self.bindings(mode)
+        router = self._router()
         needed = set()
         for turn in mode.turns:
-            alias = turn.participant
-            choice = bound.get(alias) if alias else (
-                bound.get(turn.prefer) if turn.prefer in bound else default)
-            if choice is None:
-                who = alias or turn.id
-                raise ModelError(
-                    f"no model for '{who}': pass --model SPEC (for example --model echo), "
-                    f"--participant {who}=SPEC, or set DLG_MODEL"
-                )
+            choice = select_model(router, RouteRequest(
+                turn=turn, mode=mode, bindings=bound, default=default))
             if isinstance(choice, str):
                 needed.add(choice)
         for spec in sorted(needed):

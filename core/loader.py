@@ -311,7 +311,7 @@ def _build(layout: Layout, *, check_templates: bool) -> tuple[Mode, list[str]]:
 
     phases: list[Phase] = []
     index = 0
-    for pi, phase in enumerate(layout.phases):
+    for phase in layout.phases:
         turns: list[Turn] = []
         for turn in phase["turns"]:
             index += 1

@@ -9,6 +9,6 @@ from dlg.hookspecs import hookimpl
 
 @hookimpl
 def register_modes(register):
-    for entry in sorted(files("dlg.modes").iterdir(), key=lambda e: e.name):
+    for entry in sorted(files("dlg.modes").iterdir(), key=lambda e: e.name.rsplit(".", 1)[0]):
         if entry.name.endswith((".yaml", ".yml", ".json")):
             register(entry.name.rsplit(".", 1)[0], entry)

@@ -6,7 +6,6 @@ import json
 import time
 
 import anyio
-import pytest
 
 import dlg
 from dlg import hookimpl
@@ -218,7 +217,8 @@ async def test_turn_positions_in_templates_and_context(recorder):
     mode = {"name": "n", "turns": [
         {"id": "a", "role": "A", "prompt": "a"},
         {"id": "b", "role": "B", "prompt": "b"},
-        {"id": "c", "role": "C", "context_from": [1, 2], "prompt": "{{ turns[1] }}+{{ turns[2] }}"}]}
+        {"id": "c", "role": "C", "context_from": [1, 2],
+         "prompt": "{{ turns[1] }}+{{ turns[2] }}"}]}
     model = recorder(["one", "two", "three"])
     await dlg.run(mode, model=model)
     assert model.calls[2][0][-1].content == "one+two"

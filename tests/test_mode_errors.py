@@ -176,6 +176,7 @@ def test_unknown_parent(write_mode):
 def test_override_of_missing_turn(write_mode):
     write_mode("name: o\nextends: debate\noverrides:\n  verdikt: {prompt: x}\n")
     code, output = validate("mode.yaml")
+    assert code == 2
     assert output == (
         "mode.yaml:4:12: $.overrides.verdikt: turn 'verdikt' does not exist in the parent mode\n"
         "  hint: did you mean 'verdict'?\n"
@@ -195,7 +196,9 @@ def test_errors_in_override_point_at_child_file(write_mode):
     write_mode("name: p\nturns: [{id: a, role: r, prompt: hi}]\n", name="p.yaml")
     write_mode("name: c\nextends: ./p.yaml\noverrides:\n  a: {prompt: '{{ nope }}'}\n")
     code, output = validate("mode.yaml")
-    assert output.startswith("mode.yaml:4: $.overrides.a.prompt: prompt of turn 'a' uses 'nope'")
+    assert code == 2
+    assert output.startswith(
+        "mode.yaml:4: $.overrides.a.prompt: prompt of turn 'a' uses 'nope'")
 
 
 def test_missing_prompt_file(write_mode):

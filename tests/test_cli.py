@@ -1,0 +1,178 @@
+"""What the user sees from the dlg command line."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kwargs)
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.output == f"dlg, version {dlg.__version__}\n"
+
+
+def test_run_shows_turns_as_they_complete():
+    result = invoke("run", "debate", "--topic", "Ban cars?", "--model", "echo?words=4")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert out.startswith(
+        "\n## 1. Proposition (proponent · echo?words=4)\n\necho: Open the case FOR\n")
+    assert out.count("\n## ") == 6
+    err = result.stderr
+    assert re.match(r"dlg: debate · dialogue \d{8}-\d{6}-[0-9a-f]{8}\n", err)
+    assert "▶ [1/6] Proposition · proponent · echo?words=4\n" in err
+    assert re.search(r"✓ \[6/6\] Verdict · \d+\.\d\ds · \d+ tokens\n", err)
+    assert re.search(r"completed: 6/6 turns · \d+\.\d\ds · \d+ tokens\n$", err)
+
+
+def test_run_quiet_prints_only_the_turns():
+    result = invoke("run", "detective", "-t", "x", "-m", "echo", "-q")
+    assert result.stderr == ""
+    assert result.stdout.count("\n## ") == 5
+
+
+def test_run_json_to_stdout_is_the_full_record():
+    result = invoke("run", "panel", "--topic", "x", "--model", "echo", "--format", "json", "-q")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed"
+    assert [t["id"] for t in data["turns"]] == ["technical", "ethical", "economic", "synthesis"]
+    assert all(t["usage"]["total"] > 0 for t in data["turns"])
+
+
+def test_run_out_file_picks_format_from_extension(tmp_path):
+    out = tmp_path / "d.md"
+    result = invoke("run", "detective", "-t", "x", "-m", "echo", "--out", str(out))
+    assert result.exit_code == 0
+    assert f"wrote {out}\n" in result.stderr
+    assert out.read_text().startswith("# detective: x\n")
+
+
+def test_run_inputs_and_participants():
+    result = invoke("run", "pipeline", "-t", "bees", "-i", "audience=children", "-i",
+                    "words=120", "-p", "editor=echo?words=2", "-m", "echo", "-f", "json", "-q")
+    data = json.loads(result.stdout)
+    assert data["inputs"] == {"topic": "bees", "audience": "children", "words": 120}
+    assert data["participants"]["editor"] == "echo?words=2"
+    assert data["turns"][3]["model"] == "echo?words=2"
+    assert data["turns"][0]["model"] == "echo"
+
+
+def test_missing_topic_is_usage_error():
+    result = invoke("run", "debate", "--model", "echo")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: mode 'debate' needs the input 'topic' (The motion under debate): "
+        "pass --topic TEXT\n")
+
+
+def test_bad_input_pair():
+    result = invoke("run", "debate", "-t", "x", "-i", "oops", "-m", "echo")
+    assert result.exit_code == 2
+    assert "Invalid value for --input: 'oops' is not KEY=VALUE" in result.output
+
+
+def test_unknown_model_provider():
+    result = invoke("run", "debate", "-t", "x", "--model", "ecco")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: 'ecco' is not a known model: no provider 'ecco' is installed; did you mean "
+        "'echo'? (installed: echo)\n")
+
+
+def test_no_model_configured():
+    result = invoke("run", "debate", "-t", "x")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: no model for 'proponent': pass --model SPEC (for example --model echo), "
+        "--participant proponent=SPEC, or set DLG_MODEL\n")
+
+
+def test_unknown_format_fails_before_running():
+    result = invoke("run", "debate", "-t", "x", "-m", "echo", "-f", "docx")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: 'docx' is not a known export format (installed: json, markdown)\n")
+
+
+def test_failed_dialogue_exits_1(write_mode):
+    path = write_mode("name: f\nparticipants: {p: 'echo?fail=always'}\n"
+                      "turns: [{id: a, role: A, participant: p, prompt: x}]\n")
+    result = invoke("run", str(path))
+    assert result.exit_code == 1
+    assert "✗ [1/1] A · failed: echo?fail=always: RuntimeError: echo model asked to fail\n" in (
+        result.stderr)
+    assert result.stderr.endswith(
+        "failed: 0/1 turns · " + result.stderr.split("failed: 0/1 turns · ")[1])
+    assert "Error: dialogue failed: turn 'a' failed\n" in result.stderr
+
+
+def test_traceback_flag_shows_tracebacks():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--traceback", "run", "nosuchmode", "-m", "echo"])
+    assert isinstance(result.exception, dlg.ModeNotFoundError)
+
+
+def test_modes_list():
+    result = invoke("modes", "list")
+    lines = result.output.splitlines()
+    assert [ln.split()[0] for ln in lines] == [
+        "debate", "detective", "detective-deep", "loop", "panel", "pipeline", "podcast"]
+    assert lines[4].startswith("panel           mixed        4 turns  Three experts")
+
+
+def test_modes_list_json():
+    data = json.loads(invoke("modes", "list", "--json").output)
+    assert {d["name"]: d["turns"] for d in data} == {
+        "debate": 6, "detective": 5, "detective-deep": 7, "loop": 8, "panel": 4,
+        "pipeline": 7, "podcast": 10}
+    assert {d["plugin"] for d in data} == {"dlg.plugins.builtin_modes"}
+
+
+def test_modes_show_source_and_resolved():
+    assert invoke("modes", "show", "detective-deep").output.startswith("# Inheritance example")
+    resolved = invoke("modes", "show", "detective-deep", "--resolved").output
+    assert resolved.startswith("name: detective-deep\n")
+    assert "extends" not in resolved
+    assert "- id: meta_analysis\n" in resolved
+
+
+def test_modes_validate_ok(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nturns: [{id: a, role: A, prompt: hi}]\n")
+    result = invoke("modes", "validate", str(path), "debate", "panel")
+    assert result.exit_code == 0
+    assert result.output == (f"ok: {path}: mode 'm', 1 turns\nok: debate: mode 'debate', 6 turns\n"
+                             "ok: panel: mode 'panel', 4 turns in 2 phases\n")
+
+
+def test_plugins_lists_builtins_and_what_they_register():
+    result = invoke("plugins")
+    assert result.output == (
+        "dlg.plugins.echo (built-in)\n"
+        "  models: echo\n"
+        "dlg.plugins.builtin_modes (built-in)\n"
+        "  modes: debate, detective, detective-deep, loop, panel, pipeline, podcast\n"
+        "dlg.plugins.exporters (built-in)\n"
+        "  exporters: json, markdown\n"
+        "dlg.plugins.router (built-in)\n"
+        "  routers: participants\n"
+    )
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dlg", "--version"], capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout == f"dlg, version {dlg.__version__}\n"
