@@ -47,6 +47,8 @@ class Orchestrator:
         self.timeout = timeout
         self._pm = plugin_manager
         self._pool: ModelPool | None = None
+        # per mode: (the mode, its bindings and default), so repeated runs skip the work
+        self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
 
     @property
     def plugin_manager(self) -> Any:
@@ -76,6 +78,9 @@ class Orchestrator:
 
     def bindings(self, mode: Mode) -> tuple[dict[str, Any], Any]:
         """Participant alias -> the model it uses, and the default for unbound turns."""
+        cached = self._bound.get(id(mode))
+        if cached is not None and cached[0] is mode:
+            return cached[1], cached[2]
         default = self.model if self.model is not None else default_model_spec(
             self.plugin_manager)
         unknown = [a for a in self.models if a not in mode.participants]
@@ -94,13 +99,14 @@ class Orchestrator:
                 bound[alias] = participant.model
             else:
                 bound[alias] = default
+        self._check(mode, bound, default)
+        self._bound[id(mode)] = (mode, bound, default)
         return bound, default
 
-    def check_models(self, mode: Mode) -> dict[str, Any]:
+    def _check(self, mode: Mode, bound: dict[str, Any], default: Any) -> None:
         """Ask the router about every turn now, so a missing model fails before any turn."""
         from .routing import RouteRequest, select_model
 
-        bound, default = self.bindings(mode)
         router = self._router()
         needed = set()
         for turn in mode.turns:
@@ -110,14 +116,13 @@ class Orchestrator:
                 needed.add(choice)
         for spec in sorted(needed):
             self.pool.check(spec)
-        return bound
 
     def start(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
               *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:
         """Load the mode, check inputs and models, and create the (pending) dialogue."""
         mode = load_mode(mode, pm=self._pm)
         values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
-        bound = self.check_models(mode)
+        bound, _ = self.bindings(mode)
         labels = {a: (b if isinstance(b, str) or b is None else model_label(b))
                   for a, b in bound.items()}
         return mode, new_dialogue(mode, values, dialogue_id, labels)

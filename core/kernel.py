@@ -107,16 +107,18 @@ class _Events:
             if hook.get_hookimpls() or extra:
                 self._calls[name] = (hook if hook.get_hookimpls() else None, extra)
 
-    async def emit(self, name: str, **kwargs: Any) -> None:
+    async def emit(self, name: str, *, shield: bool = False, **kwargs: Any) -> None:
+        """Call every listener of ``name``; with ``shield``, cancellation waits for them."""
         entry = self._calls.get(name)
         if entry is None:
             return
         hook, extra = entry
-        results = list(hook(**kwargs)) if hook is not None else []
-        results.extend(fn(**kwargs) for fn in extra)
-        for result in results:
-            if inspect.isawaitable(result):
-                await result
+        with anyio.CancelScope(shield=shield):
+            results = list(hook(**kwargs)) if hook is not None else []
+            results.extend(fn(**kwargs) for fn in extra)
+            for result in results:
+                if inspect.isawaitable(result):
+                    await result
 
 
 def _merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +148,7 @@ class _Run:
         self.timeout = timeout
         self.failed = False
         self.records = {r.id: r for r in dialogue.turns}
-        self.templates = _compiled(mode, environment(mode.template_dirs))
+        self.env = environment(mode.template_dirs)
         self.base_context = {
             **dialogue.inputs,
             "inputs": dict(dialogue.inputs),
@@ -181,8 +183,9 @@ class _Run:
                             break
             d.status = R.FAILED if self.failed else R.COMPLETED
             if self.failed and d.error is None:
-                failed = [t.id for t in d.turns if t.status == R.FAILED]
-                d.error = f"turn '{failed[0]}' failed" if failed else "failed"
+                failed = [t for t in d.turns if t.status == R.FAILED]
+                d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
+                    "failed")
         except anyio.get_cancelled_exc_class():
             d.status = R.CANCELLED
             raise
@@ -192,42 +195,46 @@ class _Run:
             raise
         finally:
             d.ended_at = R.now()
-            with anyio.CancelScope(shield=True):
-                await self.events.emit("dialogue_finished", dialogue=d)
+            await self.events.emit("dialogue_finished", shield=True, dialogue=d)
         return d
 
-    def _context_for(self, turn: Turn, rec: TurnRecord) -> dict[str, Any]:
-        from .render import TurnsView, transcript
-
-        readable = [self.records[i] for i in turn.context_from]
-        return {
+    def _context_for(self, turn: Turn, needs: frozenset[str]) -> dict[str, Any]:
+        """What the turn's templates see; the earlier turns only if they read them."""
+        ctx = {
             **self.base_context,
-            "turns": TurnsView(readable),
-            "context": [v for v in TurnsView(readable).values() if v.status == R.COMPLETED],
-            "transcript": transcript(readable) if readable else "",
             "turn": {"id": turn.id, "role": turn.role, "index": turn.index,
                      "participant": turn.participant},
             "participant": turn.participant,
             "role": turn.role,
         }
+        if needs:
+            from .render import TurnsView, transcript
+
+            readable = [self.records[i] for i in turn.context_from]
+            if needs & {"turns", "context"}:
+                view = TurnsView(readable)
+                ctx["turns"] = view
+                ctx["context"] = [v for v in view.values() if v.status == R.COMPLETED]
+            if "transcript" in needs:
+                ctx["transcript"] = transcript(readable) if readable else ""
+        return ctx
 
     async def run_turn(self, turn: Turn) -> None:
         rec = self.records[turn.id]
         rec.error = None
         try:
-            ctx = self._context_for(turn, rec)
-            tpl = self.templates[turn.id]
+            tpl = _compiled(self.mode, self.env, turn)
+            ctx = self._context_for(turn, tpl["needs"])
             if tpl["when"] is not None and not tpl["when"](**ctx):
                 rec.status = R.SKIPPED
                 rec.started_at = rec.ended_at = R.now()
-                with anyio.CancelScope(shield=True):
-                    await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+                await self._finished(rec)
                 return
             system = "\n\n".join(
                 t.render(**ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
             ) or None
             prompt = tpl["prompt"].render(**ctx).strip()
-            if not tpl["reads_context"] and ctx["transcript"]:
+            if tpl["auto_transcript"] and ctx["transcript"]:
                 prompt = f"{ctx['transcript']}\n\n{prompt}"
             participant = self.mode.participants.get(turn.participant or "")
             choice = select_model(self.router, RouteRequest(
@@ -251,8 +258,7 @@ class _Run:
         except anyio.get_cancelled_exc_class():
             rec.status = R.CANCELLED
             rec.ended_at = R.now()
-            with anyio.CancelScope(shield=True):
-                await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+            await self._finished(rec)
             raise
         except TimeoutError:
             await self._fail(rec, str(TurnTimeoutError(
@@ -267,8 +273,10 @@ class _Run:
         rec.model = result.model
         rec.status = R.COMPLETED
         rec.ended_at = R.now()
-        with anyio.CancelScope(shield=True):
-            await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+        await self._finished(rec)
+
+    async def _finished(self, rec: TurnRecord) -> None:
+        await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
 
     async def _fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
         rec.status = R.FAILED
@@ -278,8 +286,7 @@ class _Run:
         rec.ended_at = now
         if self.mode.turn(rec.id).on_error == "fail":
             self.failed = True
-        with anyio.CancelScope(shield=True):
-            await self.events.emit("turn_finished", dialogue=self.dialogue, turn=rec)
+        await self._finished(rec)
 
 
 def _describe(exc: BaseException) -> str:
@@ -289,37 +296,65 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _messages(system: str | None, prompt: str) -> list[Any]:
+def _messages(system: str | None, prompt: str) -> Any:
+    """The model input: the prompt alone when there is no system text (LangChain turns a
+    string into one human message, and does so faster than from a message we build)."""
+    if not system:
+        return prompt
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    out: list[Any] = [SystemMessage(content=system)] if system else []
-    out.append(HumanMessage(content=prompt))
-    return out
+    return [SystemMessage(content=system), HumanMessage(content=prompt)]
 
 
-def _compiled(mode: Mode, env: Any) -> dict[str, dict[str, Any]]:
-    """Compile a mode's templates once and keep them on the mode."""
-    cache = mode._compiled
-    key = id(env)
-    if cache.get("env") == key:
-        return cache["turns"]
-    from .render import analyse
+def _compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
+    """A turn's compiled templates, compiled on first use and kept on the mode."""
+    cache = mode._compiled.setdefault("templates", {})
+    if cache.get("env") != id(env):
+        cache.clear()
+        cache["env"] = id(env)
+    entry = cache.get(turn.id)
+    if entry is not None:
+        return entry
+    from .render import CONTEXT_NAMES, analyse
 
     try:
-        system = env.from_string(mode.system) if mode.system else None
-        turns: dict[str, dict[str, Any]] = {}
-        for t in mode.turns:
-            turns[t.id] = {
-                "system": system,
-                "instruction": env.from_string(t.instruction) if t.instruction else None,
-                "prompt": env.from_string(t.prompt),
-                "when": env.compile_expression(t.when) if t.when else None,
-                "reads_context": analyse(env, t.prompt).reads_context,
-            }
+        if "system" not in cache:
+            if mode.system:
+                ast = env.parse(mode.system)
+                cache["system"] = (env.from_string(ast), analyse(env, ast).variables)
+            else:
+                cache["system"] = (None, frozenset())
+        system, needs = cache["system"]
+        needs = set(needs)
+        instruction = None
+        if turn.instruction:
+            ast = env.parse(turn.instruction)
+            instruction = env.from_string(ast)
+            needs |= analyse(env, ast).variables
+        ast = env.parse(turn.prompt)
+        prompt_refs = analyse(env, ast)
+        needs |= prompt_refs.variables
+        when = None
+        if turn.when:
+            when = env.compile_expression(turn.when)
+            needs |= analyse(env, turn.when, expression=True).variables
+        auto = bool(turn.context_from) and not prompt_refs.reads_context
+        if auto:
+            needs.add("transcript")
+        entry = {
+            "system": system,
+            "instruction": instruction,
+            "prompt": env.from_string(ast),
+            "when": when,
+            "auto_transcript": auto,
+            "needs": frozenset(needs & CONTEXT_NAMES),
+        }
     except Exception as exc:  # validated modes do not get here; dict-built ones might
-        raise ModeError(f"mode '{mode.name}': a template does not compile: {exc}") from exc
-    cache.update(env=key, turns=turns)
-    return turns
+        raise ModeError(
+            f"mode '{mode.name}', turn '{turn.id}': a template does not compile: {exc}"
+        ) from exc
+    cache[turn.id] = entry
+    return entry
 
 
 async def execute(

@@ -128,7 +128,8 @@ class Mode:
     source: str | None = None  # file path or "plugin:NAME"
     extends_chain: tuple[str, ...] = ()
     template_dirs: tuple[str, ...] = ()
-    # compiled templates, filled by the kernel on first run; not part of the mode's value
+    # derived data (compiled templates, the content hash), filled on first use; not part
+    # of the mode's value
     _compiled: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -182,5 +183,9 @@ class Mode:
     @property
     def content_hash(self) -> str:
         """sha256 of the resolved mode: changes whenever what would run changes."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        cached = self._compiled.get("content_hash")
+        if cached is None:
+            blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
+            cached = self._compiled["content_hash"] = hashlib.sha256(
+                blob.encode("utf-8")).hexdigest()
+        return cached

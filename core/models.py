@@ -156,9 +156,10 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-async def chat(model: Any, messages: list[Any], settings: Mapping[str, Any], label: str
+async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str
                ) -> ChatResult:
-    """Send ``messages`` to a LangChain chat model and return text, usage and latency."""
+    """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
+    return text, usage and latency."""
     kwargs = {k: v for k, v in settings.items() if k != "extra"}
     kwargs.update(settings.get("extra") or {})
     started = time.perf_counter()
@@ -169,6 +170,7 @@ async def chat(model: Any, messages: list[Any], settings: Mapping[str, Any], lab
     if meta:
         usage = TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
     else:
-        prompt_text = "\n".join(_text_of(m) for m in messages)
+        prompt_text = messages if isinstance(messages, str) else "\n".join(
+            _text_of(m) for m in messages)
         usage = TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
     return ChatResult(text=text, usage=usage, model=label, latency_seconds=latency, raw=message)

@@ -7,14 +7,18 @@ Environment variables:
 
 - ``DLG_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry-point plugins (built-ins still load).
 - ``DLG_PLUGINS=name1,name2``: load only these entry-point plugins.
+
+The list of installed entry points is cached (next to the mode cache) and rescanned when
+any ``sys.path`` directory changes, as installing or removing a package does.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import PluginError
 
@@ -70,26 +74,94 @@ def build_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManage
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _path_fingerprint() -> list[list[Any]]:
+    """sys.path directories with their mtimes: installing or removing a package changes it."""
+    out = []
+    for entry in sys.path:
+        try:
+            out.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            out.append([entry, None])
+    return out
+
+
+def _cache_file() -> str | None:
+    if _truthy(os.environ.get("DLG_NO_CACHE")):
+        return None
+    base = os.environ.get("DLG_CACHE_DIR")
+    if not base:
+        from platformdirs import user_cache_dir
+
+        base = user_cache_dir("dlg")
+    return os.path.join(base, "entry-points.json")
+
+
+def _discover() -> list[dict[str, str | None]]:
+    """The ``dlg`` entry points installed, from a cache while sys.path is unchanged.
+
+    Scanning every installed distribution's metadata is the slowest part of start-up, and
+    its answer only changes when packages are installed or removed.
+    """
+    import json
+
+    fingerprint = _path_fingerprint()
+    cache = _cache_file()
+    if cache is not None:
+        try:
+            with open(cache, encoding="utf-8") as fh:
+                cached = json.load(fh)
+            if cached["fingerprint"] == fingerprint:
+                return cached["entry_points"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     from importlib.metadata import entry_points
 
+    found = [
+        {"name": ep.name, "value": ep.value,
+         "dist": f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None}
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+    ]
+    if cache is not None:
+        import tempfile
+
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"fingerprint": fingerprint, "entry_points": found}, fh)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+    return found
+
+
+def _load(value: str) -> Any:
+    module_name, _, attr = value.partition(":")
+    obj = importlib.import_module(module_name.strip())
+    for part in filter(None, attr.strip().split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
     wanted_raw = os.environ.get("DLG_PLUGINS")
     wanted = {w.strip() for w in wanted_raw.split(",") if w.strip()} if wanted_raw else None
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if wanted is not None and ep.name not in wanted:
+    for ep in _discover():
+        name = ep["name"]
+        if wanted is not None and name not in wanted:
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.get_plugin(name) is not None or pm.is_blocked(name):
             continue
+        dist = f" (from {ep['dist']})" if ep["dist"] else ""
         try:
-            plugin = ep.load()
+            plugin = _load(ep["value"])
         except Exception as exc:
-            dist = f" (from {ep.dist.name})" if ep.dist else ""
             raise PluginError(
-                f"plugin '{ep.name}'{dist} failed to load: {type(exc).__name__}: {exc}"
+                f"plugin '{name}'{dist} failed to load: {type(exc).__name__}: {exc}"
             ) from exc
-        pm.register(plugin, name=ep.name)
-        if ep.dist is not None:
-            _DISTRIBUTIONS[ep.name] = f"{ep.dist.name} {ep.dist.version}"
+        pm.register(plugin, name=name)
+        if ep["dist"]:
+            _DISTRIBUTIONS[name] = ep["dist"]
 
 
 def plugin_distribution(name: str) -> str | None:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +37,7 @@ def now() -> float:
 
 def new_dialogue_id() -> str:
     """Sortable and readable: ``20261123-230512-3fa9c1d2``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(4).hex()
 
 
 def _iso(ts: float | None) -> str | None:
@@ -54,7 +54,7 @@ def _from_iso(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenUsage:
     prompt: int = 0
     completion: int = 0
@@ -84,7 +84,7 @@ class TokenUsage:
         return cls(data.get("prompt", 0), data.get("completion", 0), data.get("estimated", False))
 
 
-@dataclass
+@dataclass(slots=True)
 class TurnRecord:
     id: str
     index: int
@@ -172,7 +172,7 @@ class DialogueMetrics:
     turns_failed: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Dialogue:
     id: str
     mode: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -80,12 +80,17 @@ class TemplateRefs:
     lines: Mapping[str, int]
 
 
-def analyse(env: Environment, source: str, *, expression: bool = False) -> TemplateRefs:
-    """Parse ``source`` and report what it reads. Raises ``TemplateSyntaxError``."""
+def analyse(env: Environment, source: Any, *, expression: bool = False) -> TemplateRefs:
+    """Report what a template (source text or parsed AST) reads.
+
+    Raises ``TemplateSyntaxError`` for source that does not parse.
+    """
     from jinja2 import meta, nodes
 
-    text = "{{ (" + source + ") }}" if expression else source
-    ast = env.parse(text)
+    if isinstance(source, str):
+        ast = env.parse("{{ (" + source + ") }}" if expression else source)
+    else:
+        ast = source
     variables = set(meta.find_undeclared_variables(ast))
     includes = [t for t in meta.find_referenced_templates(ast) if t is not None]
     lines: dict[str, int] = {}

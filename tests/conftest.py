@@ -49,6 +49,11 @@ def write_mode(tmp_path: Path):
     return write
 
 
+def prompt_text(model_input: Any) -> str:
+    """The last human text of what a chat model was sent (a string or messages)."""
+    return model_input if isinstance(model_input, str) else model_input[-1].content
+
+
 class Recorder:
     """A LangChain chat model that records every call and answers from a script."""
 
@@ -75,4 +80,4 @@ def recorder():
     return Recorder
 
 
-__all__ = ["ROOT", "Recorder", "dlg"]
+__all__ = ["ROOT", "Recorder", "dlg", "prompt_text"]

@@ -113,7 +113,8 @@ def test_failed_dialogue_exits_1(write_mode):
         result.stderr)
     assert result.stderr.endswith(
         "failed: 0/1 turns · " + result.stderr.split("failed: 0/1 turns · ")[1])
-    assert "Error: dialogue failed: turn 'a' failed\n" in result.stderr
+    assert ("Error: dialogue failed: turn 'a' failed: echo?fail=always: RuntimeError: echo "
+            "model asked to fail\n") in result.stderr
 
 
 def test_traceback_flag_shows_tracebacks():

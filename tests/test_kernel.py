@@ -10,6 +10,8 @@ import anyio
 import dlg
 from dlg import hookimpl
 
+from .conftest import prompt_text
+
 SEQ = {
     "name": "seq",
     "inputs": {"topic": {"required": True}},
@@ -29,7 +31,7 @@ async def test_sequential_turns_run_in_order_and_read_context(recorder):
     d = await dlg.run(SEQ, topic="tides", model=model)
     assert d.status == "completed"
     assert [t.response for t in d.turns] == ["one", "two", "three"]
-    prompts = [call[0][-1].content for call in model.calls]
+    prompts = [prompt_text(call[0]) for call in model.calls]
     assert prompts[0] == "Start on tides"
     assert prompts[1] == "Answer: one"  # the template read turn 1 itself: no transcript added
     assert prompts[2] == "### First (a)\none\n\nThird"  # context_from given as a transcript
@@ -85,7 +87,7 @@ async def test_when_false_skips_turn_and_later_turns_see_it_skipped(recorder):
     model = recorder(["x", "y"])
     d = await dlg.run(mode, model=model)
     assert [t.status for t in d.turns] == ["skipped", "completed"]
-    assert model.calls[0][0][-1].content == "skipped"
+    assert prompt_text(model.calls[0][0]) == "skipped"
     d = await dlg.run(mode, go="yes", model=recorder(["x", "y"]))
     assert [t.status for t in d.turns] == ["completed", "completed"]
 
@@ -99,7 +101,7 @@ async def test_failing_turn_fails_dialogue_and_stops(monkeypatch):
     assert [t.status for t in d.turns] == ["completed", "failed", "pending"]
     assert d.status == "failed"
     assert d.turns[1].error == "echo?fail=always: RuntimeError: echo model asked to fail"
-    assert d.error == "turn 'b' failed"
+    assert d.error == "turn 'b' failed: echo?fail=always: RuntimeError: echo model asked to fail"
 
 
 async def test_on_error_continue_keeps_going():
@@ -221,7 +223,7 @@ async def test_turn_positions_in_templates_and_context(recorder):
          "prompt": "{{ turns[1] }}+{{ turns[2] }}"}]}
     model = recorder(["one", "two", "three"])
     await dlg.run(mode, model=model)
-    assert model.calls[2][0][-1].content == "one+two"
+    assert prompt_text(model.calls[2][0]) == "one+two"
 
 
 async def test_one_dialogue_many_concurrent_runs_share_a_mode():

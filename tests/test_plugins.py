@@ -174,10 +174,11 @@ def installed_plugin(tmp_path_factory):
     import shutil
 
     shutil.copytree(ROOT / "tests" / "example_plugin", source)
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
          "--no-build-isolation", "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True)
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     return target
 
 
@@ -221,3 +222,42 @@ def test_autoload_can_be_disabled_or_restricted(installed_plugin):
                       DLG_DISABLE_PLUGIN_AUTOLOAD="1")
     assert missing.returncode == 2
     assert "Error: <mode>: $: 'rally' is not a known mode and not a file" in missing.stderr
+
+
+def _fake_dist(site: Path, name: str) -> None:
+    (site / f"{name}.py").write_text(
+        "from dlg import hookimpl\n\n@hookimpl\ndef register_routers(register):\n"
+        f"    register({name!r}, type('R', (), {{'select': lambda self, r: 'echo'}})())\n")
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[dlg]\n{name} = {name}\n")
+
+
+def test_entry_point_cache_notices_new_installs(tmp_path, monkeypatch):
+    from dlg import plugin_manager
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    _fake_dist(site, "plug_one")
+    assert [e["name"] for e in plugin_manager._discover()] == ["plug_one"]
+    assert [e["name"] for e in plugin_manager._discover()] == ["plug_one"]  # cached
+    _fake_dist(site, "plug_two")
+    assert sorted(e["name"] for e in plugin_manager._discover()) == ["plug_one", "plug_two"]
+    pm = build_plugin_manager(autoload=True)
+    assert {"plug_one", "plug_two"} <= set(registry.routers(pm))
+    assert plugin_manager.plugin_distribution("plug_two") == "plug_two 1.0"
+
+
+def test_broken_plugin_is_reported_by_name(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    info = site / "plug_bad-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plug-bad\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dlg]\nbad = plug_bad_missing\n")
+    with pytest.raises(dlg.PluginError, match=r"plugin 'bad' \(from plug-bad 1.0\) failed to "
+                                              r"load: ModuleNotFoundError"):
+        build_plugin_manager(autoload=True)

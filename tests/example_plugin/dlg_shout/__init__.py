@@ -10,16 +10,10 @@ from dlg import hookimpl
 
 
 def _shout_model(model_name, options):
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
+    # imported here, not at the top, so that loading the plugin stays cheap
+    from .model import ShoutChatModel
 
-    class Shout(GenericFakeChatModel):
-        async def ainvoke(self, messages, *args, **kwargs):
-            text = str(messages[-1].content).split("\n\n")[-1].upper() + "!"
-            return AIMessage(content=text, usage_metadata={
-                "input_tokens": 3, "output_tokens": 2, "total_tokens": 5})
-
-    return Shout(messages=iter(()))
+    return ShoutChatModel()
 
 
 class CsvExporter:
