@@ -35,10 +35,15 @@ if _typing.TYPE_CHECKING:
     from .api import Orchestrator, run, run_sync
     from .export import export
     from .loader import ModeLoader, load_mode
+    from .model_registry import ModelInfo, ModelRegistry
+    from .models import ChatModel, ChatResult, chat_model
     from .plugin_manager import get_plugin_manager
+    from .resilience import RetryPolicy
     from .routing import RouteRequest
 
 __all__ = [
+    "ChatModel",
+    "ChatResult",
     "Dialogue",
     "DialogueMetrics",
     "DlgError",
@@ -50,11 +55,14 @@ __all__ = [
     "ModeLoader",
     "ModeNotFoundError",
     "ModelError",
+    "ModelInfo",
+    "ModelRegistry",
     "Orchestrator",
     "Participant",
     "Phase",
     "PluginError",
     "Problem",
+    "RetryPolicy",
     "RouteRequest",
     "TokenUsage",
     "Turn",
@@ -64,6 +72,7 @@ __all__ = [
     "UnknownExporterError",
     "UnknownModelError",
     "__version__",
+    "chat_model",
     "export",
     "get_plugin_manager",
     "hookimpl",
@@ -81,6 +90,12 @@ _LAZY = {
     "load_mode": "loader",
     "get_plugin_manager": "plugin_manager",
     "RouteRequest": "routing",
+    "ModelInfo": "model_registry",
+    "ModelRegistry": "model_registry",
+    "ChatModel": "models",
+    "ChatResult": "models",
+    "chat_model": "models",
+    "RetryPolicy": "resilience",
 }
 
 

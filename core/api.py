@@ -39,6 +39,8 @@ class Orchestrator:
         observers: Sequence[Any] = (),
         timeout: float | None = None,
         plugin_manager: Any = None,
+        registry: Any = None,
+        retry: Any = None,
     ):
         self.models = dict(models or {})
         self.model = model
@@ -47,6 +49,8 @@ class Orchestrator:
         self.timeout = timeout
         self._pm = plugin_manager
         self._pool: ModelPool | None = None
+        self._registry = registry  # a ModelRegistry, a registry file path, or None
+        self.retry = retry  # a dlg.RetryPolicy, or None for the default
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
 
@@ -57,6 +61,16 @@ class Orchestrator:
 
             self._pm = get_plugin_manager()
         return self._pm
+
+    @property
+    def registry(self) -> Any:
+        """The model registry: plugin catalogs plus the user's registry file."""
+        from .model_registry import ModelRegistry
+
+        if not isinstance(self._registry, ModelRegistry):
+            self._registry = ModelRegistry.load(pm=self.plugin_manager,
+                                                user_file=self._registry)
+        return self._registry
 
     @property
     def pool(self) -> ModelPool:
@@ -138,6 +152,7 @@ class Orchestrator:
         return await execute(
             mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
             default=default, pool=self.pool, observers=self.observers, timeout=self.timeout,
+            registry=self.registry, policy=self.retry,
         )
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,

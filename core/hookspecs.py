@@ -61,6 +61,11 @@ def turn_started(dialogue: Dialogue, turn: TurnRecord) -> Any:
 
 
 @hookspec
+def turn_chunk(dialogue: Dialogue, turn: TurnRecord, text: str) -> Any:
+    """Called with each piece of a turn's text as it streams in (when anyone listens)."""
+
+
+@hookspec
 def turn_finished(dialogue: Dialogue, turn: TurnRecord) -> Any:
     """Called when a turn ends: completed, failed, skipped or cancelled."""
 

@@ -10,7 +10,6 @@ The kernel knows nothing about particular providers, exporters or stores.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,15 +17,18 @@ from typing import Any
 import anyio
 
 from . import record as R
-from .errors import DlgError, InputError, ModeError, TurnTimeoutError
+from ._version import __version__
+from .errors import DlgError, InputError, ModeError
 from .mode import Mode, Turn
 from .models import ModelPool, chat
 from .record import Dialogue, TurnRecord
+from .render import CONTEXT_NAMES, TurnsView, analyse, environment, transcript
+from .resilience import AllCandidatesFailed, RetryPolicy, call_resilient
 from .routing import RouteRequest, select_model
 
 __all__ = ["EVENTS", "execute", "new_dialogue", "prepare_inputs"]
 
-EVENTS = ("dialogue_started", "turn_started", "turn_finished", "dialogue_finished")
+EVENTS = ("dialogue_started", "turn_started", "turn_chunk", "turn_finished", "dialogue_finished")
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
@@ -78,8 +80,6 @@ def _coerce_input(mode: Mode, name: str, kind: str, value: Any) -> Any:
 
 def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = None,
                  participants: Mapping[str, Any] | None = None) -> Dialogue:
-    from ._version import __version__
-
     return Dialogue(
         id=dialogue_id or R.new_dialogue_id(),
         mode=mode.name,
@@ -107,6 +107,9 @@ class _Events:
             if hook.get_hookimpls() or extra:
                 self._calls[name] = (hook if hook.get_hookimpls() else None, extra)
 
+    def listens(self, name: str) -> bool:
+        return name in self._calls
+
     async def emit(self, name: str, *, shield: bool = False, **kwargs: Any) -> None:
         """Call every listener of ``name``; with ``shield``, cancellation waits for them."""
         entry = self._calls.get(name)
@@ -119,6 +122,23 @@ class _Events:
             for result in results:
                 if inspect.isawaitable(result):
                     await result
+
+
+def _static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``mode`` and ``participants`` template variables; the same for every dialogue
+    of a mode with the same model labels, so they are built once."""
+    key = ("views", tuple(labels.items()))
+    views = mode._compiled.get(key)
+    if views is None:
+        views = mode._compiled[key] = {
+            "mode": {"name": mode.name, "description": mode.description},
+            "participants": {
+                alias: {"alias": alias, "model": labels.get(alias),
+                        "description": p.description}
+                for alias, p in mode.participants.items()
+            },
+        }
+    return views
 
 
 def _merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,10 +155,11 @@ def _merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
 class _Run:
     def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, router: Any,
                  bindings: Mapping[str, Any], default: Any, pool: ModelPool,
-                 observers: Sequence[Any], timeout: float | None):
-        from .render import environment
-
+                 observers: Sequence[Any], timeout: float | None, registry: Any,
+                 policy: RetryPolicy):
         self.mode = mode
+        self.registry = registry
+        self.policy = policy
         self.dialogue = dialogue
         self.router = router
         self.bindings = bindings
@@ -147,17 +168,12 @@ class _Run:
         self.events = _Events(pm, observers)
         self.timeout = timeout
         self.failed = False
-        self.records = {r.id: r for r in dialogue.turns}
+        self.records = dialogue.turns  # in the mode's turn order: turn.index - 1
         self.env = environment(mode.template_dirs)
         self.base_context = {
             **dialogue.inputs,
-            "inputs": dict(dialogue.inputs),
-            "mode": {"name": mode.name, "description": mode.description},
-            "participants": {
-                alias: {"alias": alias, "model": dialogue.participants.get(alias),
-                        "description": p.description}
-                for alias, p in mode.participants.items()
-            },
+            "inputs": dialogue.inputs,
+            **_static_views(mode, dialogue.participants),
         }
 
     async def run(self) -> Dialogue:
@@ -171,7 +187,7 @@ class _Run:
                 if self.failed:
                     break
                 todo = [t for t in phase.turns
-                        if self.records[t.id].status not in (R.COMPLETED, R.SKIPPED)]
+                        if self.records[t.index - 1].status not in (R.COMPLETED, R.SKIPPED)]
                 if phase.parallel and len(todo) > 1:
                     async with anyio.create_task_group() as tg:
                         for turn in todo:
@@ -198,7 +214,8 @@ class _Run:
             await self.events.emit("dialogue_finished", shield=True, dialogue=d)
         return d
 
-    def _context_for(self, turn: Turn, needs: frozenset[str]) -> dict[str, Any]:
+    def _context_for(self, turn: Turn, needs: frozenset[str], reads: tuple[int, ...]
+                     ) -> dict[str, Any]:
         """What the turn's templates see; the earlier turns only if they read them."""
         ctx = {
             **self.base_context,
@@ -208,9 +225,7 @@ class _Run:
             "role": turn.role,
         }
         if needs:
-            from .render import TurnsView, transcript
-
-            readable = [self.records[i] for i in turn.context_from]
+            readable = [self.records[i] for i in reads]
             if needs & {"turns", "context"}:
                 view = TurnsView(readable)
                 ctx["turns"] = view
@@ -220,11 +235,11 @@ class _Run:
         return ctx
 
     async def run_turn(self, turn: Turn) -> None:
-        rec = self.records[turn.id]
+        rec = self.records[turn.index - 1]
         rec.error = None
         try:
             tpl = _compiled(self.mode, self.env, turn)
-            ctx = self._context_for(turn, tpl["needs"])
+            ctx = self._context_for(turn, tpl["needs"], tpl["reads"])
             if tpl["when"] is not None and not tpl["when"](**ctx):
                 rec.status = R.SKIPPED
                 rec.started_at = rec.ended_at = R.now()
@@ -239,10 +254,11 @@ class _Run:
             participant = self.mode.participants.get(turn.participant or "")
             choice = select_model(self.router, RouteRequest(
                 turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
-            model, label = self.pool.get(choice)
+            label = self.pool.label(choice)
         except Exception as exc:
             await self._fail(rec, _describe(exc), started=False)
             return
+        del ctx  # not needed while the model works: keep in-flight dialogues small
 
         settings = _merge_settings(
             self.mode.settings, participant.settings if participant else {}, turn.settings)
@@ -251,29 +267,54 @@ class _Run:
         rec.status = R.RUNNING
         rec.started_at = R.now()
         await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
-        timeout = turn.timeout or self.mode.timeout or self.timeout
+
+        on_chunk = None
+        if self.events.listens("turn_chunk"):
+            async def on_chunk(text: str) -> None:
+                await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec,
+                                       text=text)
+
+        async def attempt(candidate: Any) -> Any:
+            model, name = self.pool.get(candidate)
+            rec.model = name
+            return await chat(model, messages, settings, name, on_chunk)
+
         try:
-            with anyio.fail_after(timeout) if timeout else contextlib.nullcontext():
-                result = await chat(model, messages, settings, label)
+            result, _, failures = await call_resilient(
+                choice, attempt, label=self.pool.label, policy=self.policy,
+                fallbacks=lambda: self._fallbacks(turn, participant, label),
+                timeout=turn.timeout or self.mode.timeout or self.timeout)
         except anyio.get_cancelled_exc_class():
             rec.status = R.CANCELLED
             rec.ended_at = R.now()
             await self._finished(rec)
             raise
-        except TimeoutError:
-            await self._fail(rec, str(TurnTimeoutError(
-                f"timed out after {timeout:g}s waiting for {label}")))
+        except AllCandidatesFailed as exc:
+            rec.attempts = [a.to_dict() for a in exc.attempts]
+            await self._fail(rec, str(exc))
             return
-        except Exception as exc:
-            await self._fail(rec, f"{label}: {_describe(exc)}")
-            return
+        if failures:
+            rec.attempts = [a.to_dict() for a in failures]
+            rec.replaced = tuple(dict.fromkeys(
+                a.model for a in failures if a.model != result.model))
         rec.response = result.text
         rec.usage = result.usage
         rec.latency_seconds = result.latency_seconds
         rec.model = result.model
+        if self.registry is not None:
+            rec.cost_usd = self.registry.cost(result.model, result.usage.prompt,
+                                              result.usage.completion)
         rec.status = R.COMPLETED
         rec.ended_at = R.now()
         await self._finished(rec)
+
+    def _fallbacks(self, turn: Turn, participant: Any, primary: str) -> list[Any]:
+        """The participant's fallbacks, then the registry's; only models that can run here."""
+        chain: list[Any] = list(participant.fallbacks) if participant else []
+        if self.registry is not None:
+            chain.extend(self.registry.fallbacks_for(primary, turn.requires))
+        return [c for c in dict.fromkeys(chain)
+                if c != primary and self.pool.problem(c) is None]
 
     async def _finished(self, rec: TurnRecord) -> None:
         await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
@@ -315,8 +356,6 @@ def _compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
     entry = cache.get(turn.id)
     if entry is not None:
         return entry
-    from .render import CONTEXT_NAMES, analyse
-
     try:
         if "system" not in cache:
             if mode.system:
@@ -348,6 +387,8 @@ def _compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
             "when": when,
             "auto_transcript": auto,
             "needs": frozenset(needs & CONTEXT_NAMES),
+            # positions (in dialogue.turns) of the records this turn reads
+            "reads": tuple(mode.turn(i).index - 1 for i in turn.context_from),
         }
     except Exception as exc:  # validated modes do not get here; dict-built ones might
         raise ModeError(
@@ -368,8 +409,11 @@ async def execute(
     pool: ModelPool | None = None,
     observers: Sequence[Any] = (),
     timeout: float | None = None,
+    registry: Any = None,
+    policy: RetryPolicy | None = None,
 ) -> Dialogue:
     """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run."""
     run = _Run(mode, dialogue, pm=pm, router=router, bindings=bindings, default=default,
-               pool=pool or ModelPool(pm), observers=observers, timeout=timeout)
+               pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
+               registry=registry, policy=policy or RetryPolicy())
     return await run.run()

@@ -19,22 +19,22 @@ from .inherit import Layout, resolve
 from .mode import Input, Mode, Participant, Phase, Turn
 from .source import SourceDoc, read_source
 
-__all__ = ["ModeLoader", "load_mode", "schema"]
+__all__ = ["ModeLoader", "check_against", "load_mode", "schema"]
 
 
 @functools.cache
-def schema() -> dict[str, Any]:
-    """The mode JSON Schema shipped in ``dlg.schemas``."""
+def schema(name: str = "mode.schema.json") -> dict[str, Any]:
+    """A JSON Schema shipped in ``dlg.schemas`` (the mode schema by default)."""
     from importlib.resources import files
 
-    return json.loads(files("dlg.schemas").joinpath("mode.schema.json").read_text("utf-8"))
+    return json.loads(files("dlg.schemas").joinpath(name).read_text("utf-8"))
 
 
 @functools.cache
-def _validator() -> Any:
+def _validator(name: str = "mode.schema.json") -> Any:
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(schema())
+    return Draft202012Validator(schema(name))
 
 
 # -- schema problems, phrased for people -------------------------------------------------
@@ -149,9 +149,10 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
     return [doc.problem(err.message, path)]
 
 
-def _check_schema(doc: SourceDoc) -> None:
+def check_against(doc: SourceDoc, schema_name: str = "mode.schema.json") -> None:
+    """Validate a parsed document; raise ``ModeError`` with every located problem."""
     problems: list[Problem] = []
-    for err in _validator().iter_errors(doc.data):
+    for err in _validator(schema_name).iter_errors(doc.data):
         problems.extend(_schema_problems(doc, err))
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
@@ -160,7 +161,7 @@ def _check_schema(doc: SourceDoc) -> None:
 
 def _prepare(doc: SourceDoc) -> SourceDoc:
     doc.parse()
-    _check_schema(doc)
+    check_against(doc)
     return doc
 
 

@@ -134,7 +134,11 @@ class Mode:
 
     @property
     def turns(self) -> tuple[Turn, ...]:
-        return tuple(t for p in self.phases for t in p.turns)
+        """Every turn, in execution order."""
+        turns = self._compiled.get("turns")
+        if turns is None:
+            turns = self._compiled["turns"] = tuple(t for p in self.phases for t in p.turns)
+        return turns
 
     def turn(self, key: str | int) -> Turn:
         """A turn by id or by 1-based position."""
@@ -142,11 +146,11 @@ class Mode:
         if isinstance(key, int):
             if 1 <= key <= len(turns):
                 return turns[key - 1]
-        else:
-            for t in turns:
-                if t.id == key:
-                    return t
-        raise KeyError(key)
+            raise KeyError(key)
+        by_id = self._compiled.get("by_id")
+        if by_id is None:
+            by_id = self._compiled["by_id"] = {t.id: t for t in turns}
+        return by_id[key]
 
     @property
     def structure(self) -> str:

@@ -19,7 +19,16 @@ from urllib.parse import parse_qsl
 from .errors import ModelError, UnknownModelError
 from .record import TokenUsage
 
-__all__ = ["ChatResult", "ModelPool", "ModelSpec", "chat", "default_model_spec", "model_label"]
+__all__ = [
+    "ChatModel",
+    "ChatResult",
+    "ModelPool",
+    "ModelSpec",
+    "chat",
+    "chat_model",
+    "default_model_spec",
+    "model_label",
+]
 
 
 def _coerce(value: str) -> Any:
@@ -89,21 +98,35 @@ class ModelPool:
         self._pm = pm
         self._models: dict[str, Any] = {}
 
-    def check(self, spec: str) -> None:
-        """Raise ``UnknownModelError`` now if ``spec`` names no registered provider."""
+    def problem(self, spec: str) -> str | None:
+        """Why ``spec`` cannot run here (unknown provider, missing package or key), if so."""
         from . import registry
 
         parsed = ModelSpec.parse(spec)
         providers = registry.model_providers(self._pm)
-        if parsed.provider not in providers:
+        provider = providers.get(parsed.provider)
+        if provider is None:
             import difflib
 
             close = difflib.get_close_matches(parsed.provider, list(providers), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UnknownModelError(
-                f"'{spec}' is not a known model: no provider '{parsed.provider}' is "
-                f"installed{hint} (installed: {', '.join(sorted(providers))})"
-            )
+            return (f"no provider '{parsed.provider}' is installed{hint} "
+                    f"(installed: {', '.join(sorted(providers))})")
+        return provider.problem(parsed.model, dict(parsed.options))
+
+    def check(self, spec: str) -> None:
+        """Raise now if ``spec`` cannot run: an unknown provider, a missing package or key."""
+        problem = self.problem(spec)
+        if problem is None:
+            return
+        if problem.startswith("no provider"):
+            raise UnknownModelError(f"'{spec}' is not a known model: {problem}")
+        raise ModelError(f"'{spec}' cannot run: {problem}")
+
+    @staticmethod
+    def label(spec_or_model: Any) -> str:
+        """The name records use: the spec itself, or a model instance's name."""
+        return spec_or_model if isinstance(spec_or_model, str) else model_label(spec_or_model)
 
     def get(self, spec_or_model: Any) -> tuple[Any, str]:
         """The chat model for a spec (or instance), and its label."""
@@ -131,11 +154,22 @@ class ModelPool:
 
 @dataclass
 class ChatResult:
+    """One model answer: text, token usage, cost, the model that answered, latency.
+
+    Unpacks as ``text, tokens = result`` (tokens as {"prompt", "completion", "total"}).
+    """
+
     text: str
     usage: TokenUsage
     model: str
     latency_seconds: float
     raw: Any = None
+    cost_usd: float | None = None
+    replaced: tuple[str, ...] = ()  # models that failed before ``model`` answered
+    attempts: tuple[Any, ...] = ()  # the failed attempts (dlg.resilience.Attempt)
+
+    def __iter__(self) -> Any:
+        return iter((self.text, self.usage.to_dict()))
 
 
 def _text_of(message: Any) -> str:
@@ -156,21 +190,146 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str
-               ) -> ChatResult:
-    """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
-    return text, usage and latency."""
-    kwargs = {k: v for k, v in settings.items() if k != "extra"}
-    kwargs.update(settings.get("extra") or {})
-    started = time.perf_counter()
-    message = await model.ainvoke(messages, **kwargs)
-    latency = time.perf_counter() - started
-    text = _text_of(message)
-    meta = getattr(message, "usage_metadata", None)
+def _usage(meta: Any, messages: Any, text: str) -> TokenUsage:
     if meta:
-        usage = TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
+        return TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
+    prompt_text = messages if isinstance(messages, str) else "\n".join(
+        _text_of(m) for m in messages)
+    return TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
+
+
+async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str,
+               on_chunk: Any = None) -> ChatResult:
+    """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
+    return text, usage and latency. With ``on_chunk``, stream: ``await on_chunk(text)``
+    for each piece as it arrives."""
+    kwargs: dict[str, Any] = {}
+    if settings:
+        kwargs = {k: v for k, v in settings.items() if k != "extra"}
+        kwargs.update(settings.get("extra") or {})
+    started = time.perf_counter()
+    if on_chunk is None:
+        message = await model.ainvoke(messages, **kwargs)
+        text = _text_of(message)
+        meta = getattr(message, "usage_metadata", None)
     else:
-        prompt_text = messages if isinstance(messages, str) else "\n".join(
-            _text_of(m) for m in messages)
-        usage = TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
-    return ChatResult(text=text, usage=usage, model=label, latency_seconds=latency, raw=message)
+        message, parts = None, []
+        async for chunk in model.astream(messages, **kwargs):
+            message = chunk if message is None else message + chunk
+            piece = _text_of(chunk)
+            if piece:
+                parts.append(piece)
+                await on_chunk(piece)
+        text = "".join(parts)
+        meta = getattr(message, "usage_metadata", None) if message is not None else None
+    latency = time.perf_counter() - started
+    return ChatResult(text=text, usage=_usage(meta, messages, text), model=label,
+                      latency_seconds=latency, raw=message)
+
+
+def _messages(prompt: str, context: Any, system: str | None) -> list[Any]:
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+    out: list[Any] = [SystemMessage(content=system)] if system else []
+    for item in context or ():
+        if isinstance(item, BaseMessage):
+            out.append(item)
+        elif isinstance(item, tuple):
+            role, text = item
+            kind = {"system": SystemMessage, "user": HumanMessage, "human": HumanMessage,
+                    "assistant": AIMessage, "ai": AIMessage}.get(role, HumanMessage)
+            out.append(kind(content=text))
+        else:  # an earlier turn: a record or plain text
+            out.append(HumanMessage(content=getattr(item, "text", None) or str(item)))
+    out.append(HumanMessage(content=prompt))
+    return out
+
+
+class ChatModel:
+    """Any model behind one interface (the seed's SC1.3)::
+
+        model = dlg.chat_model("openai:gpt-4o", fallbacks=["anthropic:claude-haiku-4-5"])
+        result = await model.chat("Explain entanglement", context=[...], temperature=0.7)
+        text, tokens = result
+        async for piece in model.stream("Tell me more"):
+            ...
+
+    Calls are retried on transient errors and fall back to ``fallbacks`` and then to the
+    registry's chains; ``result.model`` says who answered and ``result.cost_usd`` what it
+    cost.
+    """
+
+    def __init__(self, model: Any, *, fallbacks: Any = (), orchestrator: Any = None):
+        from .api import Orchestrator
+
+        self.orchestrator = orchestrator or Orchestrator()
+        self.model = model
+        self.fallbacks = list(fallbacks)
+        self.last: ChatResult | None = None
+        if isinstance(model, str):
+            self.orchestrator.pool.check(model)
+
+    @property
+    def name(self) -> str:
+        return ModelPool.label(self.model)
+
+    def _candidates(self) -> list[Any]:
+        pool = self.orchestrator.pool
+        chain = self.fallbacks + self.orchestrator.registry.fallbacks_for(self.name)
+        return [c for c in dict.fromkeys(chain) if c != self.model and pool.problem(c) is None]
+
+    async def _call(self, prompt: str, context: Any, system: str | None,
+                    settings: dict[str, Any], on_chunk: Any) -> ChatResult:
+        from .resilience import RetryPolicy, call_resilient
+
+        pool = self.orchestrator.pool
+        messages = _messages(prompt, context, system)
+        timeout = settings.pop("timeout", None)
+
+        async def attempt(candidate: Any) -> ChatResult:
+            model, label = pool.get(candidate)
+            return await chat(model, messages, settings, label, on_chunk)
+
+        result, _, failures = await call_resilient(
+            self.model, attempt, fallbacks=self._candidates, label=pool.label,
+            policy=self.orchestrator.retry or RetryPolicy(), timeout=timeout)
+        result.attempts = tuple(failures)
+        result.replaced = tuple(dict.fromkeys(
+            a.model for a in failures if a.model != result.model))
+        result.cost_usd = self.orchestrator.registry.cost(
+            result.model, result.usage.prompt, result.usage.completion)
+        self.last = result
+        return result
+
+    async def chat(self, prompt: str, context: Any = (), *, system: str | None = None,
+                   **settings: Any) -> ChatResult:
+        """The answer to ``prompt`` after ``context`` (earlier texts, (role, text) pairs or
+        LangChain messages), with usage, cost, model used and latency."""
+        return await self._call(prompt, context, system, settings, None)
+
+    async def stream(self, prompt: str, context: Any = (), *, system: str | None = None,
+                     **settings: Any) -> Any:
+        """Yield the answer's text as it arrives; ``self.last`` has the full result after.
+
+        Retries and fallbacks apply until the first piece arrives.
+        """
+        import anyio
+
+        send, receive = anyio.create_memory_object_stream[str](100)
+
+        async def produce() -> None:
+            async with send:
+                await self._call(prompt, context, system, settings, send.send)
+
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(produce)
+            async for piece in receive:
+                yield piece
+
+
+def chat_model(model: Any, *, fallbacks: Any = (), **orchestrator_options: Any) -> ChatModel:
+    """A model spec (or LangChain chat model) behind dlg's unified ``chat``/``stream``."""
+    from .api import Orchestrator
+
+    return ChatModel(model, fallbacks=fallbacks,
+                     orchestrator=Orchestrator(**orchestrator_options))

@@ -34,6 +34,13 @@ __all__ = [
 ]
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "dlg.plugins.catalog",
+    "dlg.plugins.local",
+    "dlg.plugins.openai",
+    "dlg.plugins.anthropic",
+    "dlg.plugins.google",
+    "dlg.plugins.xai",
+    "dlg.plugins.ollama",
     "dlg.plugins.echo",
     "dlg.plugins.builtin_modes",
     "dlg.plugins.exporters",

@@ -54,8 +54,10 @@ def _from_iso(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TokenUsage:
+    """Tokens one call (or a sum of calls) used; immutable, so records can share zero."""
+
     prompt: int = 0
     completion: int = 0
     estimated: bool = False  # counted by dlg because the provider reported nothing
@@ -84,6 +86,9 @@ class TokenUsage:
         return cls(data.get("prompt", 0), data.get("completion", 0), data.get("estimated", False))
 
 
+NO_USAGE = TokenUsage()
+
+
 @dataclass(slots=True)
 class TurnRecord:
     id: str
@@ -96,14 +101,16 @@ class TurnRecord:
     system: str | None = None
     prompt: str | None = None
     response: str | None = None
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
     cost_usd: float | None = None
     latency_seconds: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
     requires: tuple[str, ...] = ()
-    metadata: dict[str, Any] = field(default_factory=dict)
+    replaced: tuple[str, ...] = ()  # models that failed before ``model`` answered
+    attempts: list[dict[str, Any]] | None = None  # every failed attempt, in order
+    metadata: dict[str, Any] | None = None  # allocated when something is recorded
 
     @property
     def tokens(self) -> TokenUsage:
@@ -133,7 +140,9 @@ class TurnRecord:
             "ended_at": _iso(self.ended_at),
             "error": self.error,
             "requires": list(self.requires),
-            "metadata": dict(self.metadata),
+            "replaced": list(self.replaced),
+            "attempts": list(self.attempts or []),
+            "metadata": dict(self.metadata or {}),
         }
 
     @classmethod
@@ -156,7 +165,9 @@ class TurnRecord:
             ended_at=_from_iso(data.get("ended_at")),
             error=data.get("error"),
             requires=tuple(data.get("requires") or ()),
-            metadata=dict(data.get("metadata") or {}),
+            replaced=tuple(data.get("replaced") or ()),
+            attempts=list(data["attempts"]) if data.get("attempts") else None,
+            metadata=dict(data["metadata"]) if data.get("metadata") else None,
         )
 
 
@@ -170,6 +181,8 @@ class DialogueMetrics:
     total_cost_usd: float
     turns_completed: int
     turns_failed: int
+    substitutions: int = 0  # turns answered by a fallback model
+    retries: int = 0  # failed attempts, over all turns
 
 
 @dataclass(slots=True)
@@ -234,6 +247,8 @@ class Dialogue:
             total_cost_usd=self.total_cost_usd,
             turns_completed=self.turns_completed,
             turns_failed=sum(1 for t in self.turns if t.status == FAILED),
+            substitutions=sum(1 for t in self.turns if t.replaced),
+            retries=sum(len(t.attempts or ()) for t in self.turns),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,6 +276,8 @@ class Dialogue:
                 "total_cost_usd": m.total_cost_usd,
                 "turns_completed": m.turns_completed,
                 "turns_failed": m.turns_failed,
+                "substitutions": m.substitutions,
+                "retries": m.retries,
             },
             "metadata": dict(self.metadata),
             "turns": [t.to_dict() for t in self.turns],

@@ -25,6 +25,7 @@ __all__ = [
     "Registration",
     "Router",
     "StoreFactory",
+    "catalogs",
     "clear_caches",
     "exporters",
     "model_providers",
@@ -49,6 +50,11 @@ class ModelProvider:
     description: str = ""
     default_priority: int | None = None
     plugin: str = ""
+    check: Callable[[str, dict[str, Any]], str | None] | None = None
+
+    def problem(self, model_name: str, options: dict[str, Any]) -> str | None:
+        """What stops this provider making the model (a missing key or package), if any."""
+        return self.check(model_name, options) if self.check is not None else None
 
 
 @dataclass(frozen=True)
@@ -115,30 +121,36 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
     if cached is not None and cached["pm"] is pm:
         return cached
 
-    out: dict[str, Any] = {"pm": pm, "by_plugin": {}}
+    out: dict[str, Any] = {"pm": pm, "by_plugin": {}, "catalogs": []}
     for kind in _KINDS:
         out[kind] = {}
 
     def plugin_entry(name: str) -> Registration:
         return out["by_plugin"].setdefault(name, Registration(plugin=name))
 
-    hooks: dict[str, Callable[[str], Callable[..., None]]] = {}
-
     def models_register(plugin: str) -> Callable[..., None]:
         def register(
-            name: str,
-            factory: Callable[[str, dict[str, Any]], Any],
+            name: str | None = None,
+            factory: Callable[[str, dict[str, Any]], Any] | None = None,
             *,
             description: str = "",
             default_priority: int | None = None,
+            check: Callable[[str, dict[str, Any]], str | None] | None = None,
+            catalog: dict[str, Any] | None = None,
         ) -> None:
+            if catalog is not None:
+                out["catalogs"].append((plugin, catalog))
+            if name is None and factory is None:
+                if catalog is None:
+                    raise PluginError(f"plugin '{plugin}' called register() with nothing")
+                return
             if not isinstance(name, str) or not name or ":" in name or not callable(factory):
                 raise PluginError(
                     f"plugin '{plugin}' registered an invalid model provider {name!r}: "
                     "expected register(name, factory) with a name without ':'"
                 )
             out["models"][name] = ModelProvider(
-                name, factory, description, default_priority, plugin
+                name, factory, description, default_priority, plugin, check
             )
             plugin_entry(plugin).models.append(name)
 
@@ -208,6 +220,11 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
 
 def model_providers(pm: pluggy.PluginManager | None = None) -> dict[str, ModelProvider]:
     return _collect(_pm(pm))["models"]
+
+
+def catalogs(pm: pluggy.PluginManager | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Model-registry data registered by plugins, as (plugin, document), in load order."""
+    return _collect(_pm(pm))["catalogs"]
 
 
 def routers(pm: pluggy.PluginManager | None = None) -> dict[str, Router]:

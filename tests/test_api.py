@@ -78,8 +78,12 @@ def test_unknown_model_is_caught_before_any_turn():
         dlg.run_sync("debate", topic="x", model="nope:x")
 
 
-def test_no_model_configured_is_a_clear_error():
-    with pytest.raises(dlg.ModelError, match="no model for 'proponent': pass --model SPEC"):
+def test_no_model_configured_uses_the_local_default_and_says_what_is_missing(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)
+    with pytest.raises(dlg.ModelError, match=r"'local' cannot run: no local model file at "
+                                              r".*: run `dlg models pull`"):
         dlg.run_sync("debate", topic="x")
 
 

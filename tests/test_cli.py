@@ -86,15 +86,18 @@ def test_unknown_model_provider():
     assert result.exit_code == 2
     assert result.output == (
         "Error: 'ecco' is not a known model: no provider 'ecco' is installed; did you mean "
-        "'echo'? (installed: echo)\n")
+        "'echo'? (installed: anthropic, echo, google, local, ollama, openai, "
+        "openai-compatible, xai)\n")
 
 
-def test_no_model_configured():
+def test_no_model_configured_and_no_local_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)
     result = invoke("run", "debate", "-t", "x")
     assert result.exit_code == 2
     assert result.output == (
-        "Error: no model for 'proponent': pass --model SPEC (for example --model echo), "
-        "--participant proponent=SPEC, or set DLG_MODEL\n")
+        f"Error: 'local' cannot run: no local model file at {tmp_path}/SmolLM2-135M-Instruct"
+        ".Q4_1.gguf: run `dlg models pull` (about 94 MB, once)\n")
 
 
 def test_unknown_format_fails_before_running():
@@ -159,6 +162,19 @@ def test_modes_validate_ok(tmp_path):
 def test_plugins_lists_builtins_and_what_they_register():
     result = invoke("plugins")
     assert result.output == (
+        "dlg.plugins.catalog (built-in)\n"
+        "dlg.plugins.local (built-in)\n"
+        "  models: local\n"
+        "dlg.plugins.openai (built-in)\n"
+        "  models: openai, openai-compatible\n"
+        "dlg.plugins.anthropic (built-in)\n"
+        "  models: anthropic\n"
+        "dlg.plugins.google (built-in)\n"
+        "  models: google\n"
+        "dlg.plugins.xai (built-in)\n"
+        "  models: xai\n"
+        "dlg.plugins.ollama (built-in)\n"
+        "  models: ollama\n"
         "dlg.plugins.echo (built-in)\n"
         "  models: echo\n"
         "dlg.plugins.builtin_modes (built-in)\n"

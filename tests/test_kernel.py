@@ -127,11 +127,15 @@ async def test_parallel_sibling_failure_lets_siblings_finish():
     assert [t.status for t in d.turns] == ["failed", "completed", "pending"]
 
 
-async def test_turn_timeout():
+async def test_turn_timeout_is_retried_then_fails():
     mode = {"name": "t", "turns": [{"id": "slow", "role": "S", "prompt": "s", "timeout": 0.05}]}
-    d = await dlg.run(mode, model="echo?latency=5")
+    orchestrator = dlg.Orchestrator(model="echo?latency=5",
+                                    retry=dlg.RetryPolicy(base_delay=0.01))
+    d = await orchestrator.run(mode)
     assert d.status == "failed"
-    assert d.turns[0].error == "timed out after 0.05s waiting for echo?latency=5"
+    assert d.turns[0].error == (
+        "echo?latency=5: timed out after 0.05s (after 3 attempts on echo?latency=5)")
+    assert [a["transient"] for a in d.turns[0].attempts] == [True, True, True]
 
 
 async def test_cancellation_marks_dialogue_and_turn_cancelled():
@@ -238,3 +242,36 @@ async def test_one_dialogue_many_concurrent_runs_share_a_mode():
             tg.start_soon(one, i)
     assert len({d.id for d in results}) == 20
     assert all(d.status == "completed" for d in results)
+
+
+async def test_turn_chunks_stream_to_listeners():
+    pieces = []
+
+    class Listener:
+        def turn_chunk(self, dialogue, turn, text):
+            pieces.append((turn.id, text))
+
+    mode = {"name": "s", "turns": [{"id": "a", "role": "A", "prompt": "hello world"},
+                                   {"id": "b", "role": "B", "prompt": "bye"}]}
+    d = await dlg.Orchestrator(model="echo", observers=[Listener()]).run(mode)
+    assert d.status == "completed"
+    # echo cannot stream, so each answer arrives as one piece
+    assert pieces == [("a", d.turns[0].response), ("b", d.turns[1].response)]
+    assert d.turns[0].usage.completion > 0
+
+
+async def test_streaming_model_delivers_pieces(recorder):
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="one two three")]))
+    pieces = []
+
+    class Listener:
+        async def turn_chunk(self, dialogue, turn, text):
+            pieces.append(text)
+
+    mode = {"name": "s", "turns": [{"id": "a", "role": "A", "prompt": "go"}]}
+    d = await dlg.Orchestrator(model=model, observers=[Listener()]).run(mode)
+    assert len(pieces) > 1 and "".join(pieces) == "one two three" == d.turns[0].response
+    assert d.turns[0].usage.estimated  # the fake model reports no usage: dlg counted

@@ -26,7 +26,7 @@ def test_hook_list_is_what_the_docs_promise():
     assert HOOKS == sorted([
         "dialogue_finished", "dialogue_started", "prepare_jinja_environment",
         "register_exporters", "register_models", "register_modes", "register_routers",
-        "register_stores", "turn_finished", "turn_started"])
+        "register_stores", "turn_chunk", "turn_finished", "turn_started"])
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -1,0 +1,34 @@
+"""Helpers for model-provider plugins (built-in or third-party).
+
+A provider's ``check(model_name, options)`` returns ``None`` when the model can be made,
+or a message saying what is missing: dlg calls it before the first turn runs, so a
+missing package or API key is reported up front, naming the exact fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+__all__ = ["missing_env", "missing_package", "no_retries"]
+
+DIST = "dlg-orchestrator"
+
+
+def missing_package(module: str, extra: str) -> str | None:
+    """A message naming the pip command, if ``module`` is not installed."""
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return f"needs the {module} package: pip install '{DIST}[{extra}]'"
+
+
+def missing_env(*names: str) -> str | None:
+    """A message naming the variable, if none of ``names`` is set in the environment."""
+    if any(os.environ.get(n) for n in names):
+        return None
+    return f"needs an API key: set {' or '.join(names)}"
+
+
+def no_retries(options: dict[str, object]) -> dict[str, object]:
+    """Options with the client's own retries off: dlg retries (and falls back) itself."""
+    return {"max_retries": 0, **options}

@@ -1,0 +1,216 @@
+"""Retries, fallbacks and cool-downs: how a turn survives a model's failure.
+
+A call that fails with a transient error (429, honouring Retry-After; 5xx; a timeout; a
+dropped connection) is retried with exponential backoff and full jitter. An error that
+retrying cannot fix (bad key, bad request, unknown model) moves straight on to the next
+candidate model: the participant's own fallbacks, then the registry's chains for the
+model and for the capabilities the turn requires. A model that keeps failing is cooled
+down and skipped for a while by every dialogue in the process.
+
+LangChain's ``with_retry``/``with_fallbacks`` do not honour Retry-After or say which model
+answered, so dlg runs this small loop itself and records every attempt on the turn.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+__all__ = [
+    "AllCandidatesFailed",
+    "Attempt",
+    "CoolDowns",
+    "RetryPolicy",
+    "call_resilient",
+    "classify",
+    "cooldowns",
+]
+
+_TRANSIENT_NAMES = ("Timeout", "Connection", "Connect", "RemoteProtocol", "ReadError",
+                    "ServerDisconnected", "ServiceUnavailable", "Overloaded", "RateLimit",
+                    "InternalServer")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3  # per model, the first try included
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_retry_after: float = 60.0  # a longer Retry-After moves on to the next model
+
+
+@dataclass
+class Attempt:
+    model: str
+    error: str
+    transient: bool
+    waited: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "error": self.error, "transient": self.transient,
+                "waited": round(self.waited, 3)}
+
+
+class AllCandidatesFailed(Exception):
+    """Every candidate model failed; ``attempts`` says how, in order."""
+
+    def __init__(self, attempts: list[Attempt]):
+        self.attempts = attempts
+        last = attempts[-1]
+        tried = sorted({a.model for a in attempts})
+        more = f" (after {len(attempts)} attempts on {', '.join(tried)})" if len(
+            attempts) > 1 else ""
+        super().__init__(f"{last.model}: {last.error}{more}")
+
+
+def _status(exc: BaseException) -> int | None:
+    for obj in (exc, getattr(exc, "response", None)):
+        code = getattr(obj, "status_code", None) or getattr(obj, "status", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: BaseException) -> tuple[bool, float | None]:
+    """(transient?, Retry-After seconds) for an exception a model call raised."""
+    status = _status(exc)
+    if status is not None:
+        transient = status in (408, 409, 425, 429) or status >= 500
+        return transient, _retry_after(exc) if transient else None
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True, None
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    return any(key in name for name in names for key in _TRANSIENT_NAMES), None
+
+
+@dataclass
+class CoolDowns:
+    """Models that failed ``threshold`` times in a row rest for ``seconds`` (process-wide)."""
+
+    threshold: int = 3
+    seconds: float = 30.0
+    _failures: dict[str, int] = field(default_factory=dict)
+    _until: dict[str, float] = field(default_factory=dict)
+
+    def cooling(self, model: str) -> bool:
+        until = self._until.get(model)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self._until[model]
+            self._failures.pop(model, None)
+            return False
+        return True
+
+    def failed(self, model: str) -> None:
+        n = self._failures.get(model, 0) + 1
+        self._failures[model] = n
+        if n >= self.threshold:
+            self._until[model] = time.monotonic() + self.seconds
+
+    def succeeded(self, model: str) -> None:
+        self._failures.pop(model, None)
+        self._until.pop(model, None)
+
+    def reset(self) -> None:
+        self._failures.clear()
+        self._until.clear()
+
+
+cooldowns = CoolDowns()
+
+
+def _backoff(policy: RetryPolicy, retry: int) -> float:
+    """Full jitter: uniform in [0, base * 2**retry], capped."""
+    return random.uniform(0, min(policy.max_delay, policy.base_delay * 2**retry))
+
+
+async def call_resilient(
+    primary: Any,
+    call: Callable[[Any], Awaitable[Any]],
+    *,
+    fallbacks: Callable[[], Sequence[Any]] | Sequence[Any] = (),
+    label: Callable[[Any], str] = str,
+    policy: RetryPolicy = RetryPolicy(),
+    timeout: float | None = None,
+    cool: CoolDowns | None = None,
+) -> tuple[Any, Any, list[Attempt]]:
+    """Try ``call(primary)``, then each fallback; return (result, candidate used, failed
+    attempts). ``fallbacks`` may be a function, called only if the primary fails.
+    ``label`` names a candidate (spec string or model) for cool-downs and records.
+    Raises ``AllCandidatesFailed`` when every candidate failed.
+    """
+    cool = cooldowns if cool is None else cool
+    attempts: list[Attempt] = []
+    tried: list[str] = []
+
+    def candidates() -> Any:
+        primary_cooling = cool.cooling(label(primary))
+        if not primary_cooling:
+            yield primary
+        rest = fallbacks() if callable(fallbacks) else fallbacks
+        usable = [c for c in rest if label(c) not in tried and not cool.cooling(label(c))]
+        yield from usable
+        if primary_cooling and not attempts:  # everything is resting: try the primary
+            yield primary
+
+    for candidate in candidates():
+        model = label(candidate)
+        tried.append(model)
+        for retry in range(policy.attempts):
+            try:
+                if timeout:
+                    with anyio.fail_after(timeout):
+                        result = await call(candidate)
+                else:
+                    result = await call(candidate)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and timeout:
+                    message = f"timed out after {timeout:g}s"
+                else:
+                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+                transient, retry_after = classify(exc)
+                cool.failed(model)
+                attempt = Attempt(model, message, transient)
+                attempts.append(attempt)
+                if not transient or retry == policy.attempts - 1 or cool.cooling(model):
+                    break
+                delay = retry_after if retry_after is not None else _backoff(policy, retry)
+                if delay > policy.max_retry_after:
+                    break
+                attempt.waited = delay
+                await anyio.sleep(delay)
+            else:
+                cool.succeeded(model)
+                return result, candidate, attempts
+    if not attempts:
+        attempts.append(Attempt(label(primary), "no model could be tried", False))
+    raise AllCandidatesFailed(attempts)

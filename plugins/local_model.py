@@ -1,0 +1,153 @@
+"""The embedded chat model: llama.cpp (through xllamacpp) running a GGUF file in-process.
+
+One loaded model is shared by every dialogue in the process; calls run in worker threads
+(llama.cpp's server loop handles them concurrently, in ``parallel`` slots), so the event
+loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+_servers: dict[tuple[str, int, int, int], Any] = {}
+_lock = threading.Lock()
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+
+
+def _server(path: str, n_ctx: int, threads: int, parallel: int) -> Any:
+    key = (path, n_ctx, threads, parallel)
+    with _lock:
+        server = _servers.get(key)
+        if server is None:
+            import xllamacpp
+
+            params = xllamacpp.CommonParams()
+            params.model.path = path
+            params.n_ctx = n_ctx * parallel  # llama.cpp splits the context between slots
+            params.n_parallel = parallel
+            params.cpuparams.n_threads = threads
+            params.cpuparams_batch.n_threads = threads
+            params.verbosity = -1
+            server = _servers[key] = xllamacpp.Server(params)
+        return server
+
+
+class LocalChatModel(BaseChatModel):
+    """A GGUF model run by llama.cpp in this process; no key, no network."""
+
+    model_path: str
+    n_ctx: int = 4096
+    threads: int = max(1, min(4, os.cpu_count() or 1))
+    parallel: int = 2
+    default_max_tokens: int = 512
+    dlg_label: str = "local"
+
+    @property
+    def _llm_type(self) -> str:
+        return "dlg-local-llama.cpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx}
+
+    def _payload(self, messages: list[BaseMessage], stop: list[str] | None,
+                 kwargs: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "messages": [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)}
+                         for m in messages],
+            "max_tokens": kwargs.get("max_tokens") or self.default_max_tokens,
+        }
+        for key in ("temperature", "top_p", "seed"):
+            if kwargs.get(key) is not None:
+                payload[key] = kwargs[key]
+        if stop:
+            payload["stop"] = stop
+        return payload
+
+    def _call_server(self, payload: dict[str, Any], on_chunk: Any = None) -> Any:
+        server = _server(self.model_path, self.n_ctx, self.threads, self.parallel)
+        if on_chunk is None:
+            result = server.handle_chat_completions(payload)
+        else:
+            result = server.handle_chat_completions({**payload, "stream": True}, on_chunk)
+        if isinstance(result, dict) and "error" in result:
+            raise RuntimeError(f"llama.cpp: {result['error']}")
+        return result
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        data = self._call_server(self._payload(messages, stop, kwargs))
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        message = AIMessage(
+            content=choice["message"].get("content") or "",
+            usage_metadata={
+                "input_tokens": usage.get("prompt_tokens", 0),
+                "output_tokens": usage.get("completion_tokens", 0),
+                "total_tokens": usage.get("total_tokens", 0),
+            },
+            response_metadata={"model_name": self.dlg_label,
+                               "finish_reason": choice.get("finish_reason")},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        return await anyio.to_thread.run_sync(
+            lambda: self._generate(messages, stop, **kwargs))
+
+    @staticmethod
+    def _chunk(data: dict[str, Any]) -> ChatGenerationChunk | None:
+        if "error" in data:
+            raise RuntimeError(f"llama.cpp: {data['error']}")
+        choices = data.get("choices") or []
+        text = (choices[0].get("delta") or {}).get("content") if choices else None
+        usage = data.get("usage")
+        if not text and not usage:
+            return None
+        meta = None
+        if usage:
+            meta = {"input_tokens": usage.get("prompt_tokens", 0),
+                    "output_tokens": usage.get("completion_tokens", 0),
+                    "total_tokens": usage.get("total_tokens", 0)}
+        return ChatGenerationChunk(message=AIMessageChunk(content=text or "",
+                                                          usage_metadata=meta))
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        chunks: list[dict[str, Any]] = []
+        self._call_server(self._payload(messages, stop, kwargs), chunks.append)
+        for data in chunks:
+            chunk = self._chunk(data)
+            if chunk is not None:
+                yield chunk
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: Any = None, **kwargs: Any
+                       ) -> AsyncIterator[ChatGenerationChunk]:
+        send, receive = anyio.create_memory_object_stream[Any](1000)
+        token = anyio.lowlevel.current_token()
+        payload = self._payload(messages, stop, {**kwargs, "stream_options": None})
+        payload["stream_options"] = {"include_usage": True}
+
+        def on_chunk(data: Any) -> None:
+            anyio.from_thread.run_sync(send.send_nowait, data, token=token)
+
+        async def produce() -> None:
+            async with send:
+                await anyio.to_thread.run_sync(lambda: self._call_server(payload, on_chunk))
+
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(produce)
+            async for data in receive:
+                chunk = self._chunk(data)
+                if chunk is not None:
+                    yield chunk

@@ -1,0 +1,45 @@
+"""OpenAI through langchain-openai: ``openai:gpt-4o``. Key: ``OPENAI_API_KEY``.
+
+Also ``openai-compatible:MODEL?base_url=URL`` for any server speaking the OpenAI API
+(vLLM, LM Studio, llama.cpp's server, OpenRouter); its key comes from ``api_key_env``
+(an option naming an environment variable), else ``OPENAI_COMPATIBLE_API_KEY``, else none.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dlg.hookspecs import hookimpl
+from dlg.providers import missing_env, missing_package, no_retries
+
+
+def _check(model, options):
+    return missing_package("langchain_openai", "openai") or missing_env("OPENAI_API_KEY")
+
+
+def _make(model, options):
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model=model or "gpt-4o-mini", **no_retries(options))
+
+
+def _check_compatible(model, options):
+    if "base_url" not in options:
+        return "needs a base_url option, e.g. openai-compatible:MODEL?base_url=http://host/v1"
+    return missing_package("langchain_openai", "openai")
+
+
+def _make_compatible(model, options):
+    from langchain_openai import ChatOpenAI
+
+    options = dict(options)
+    key_env = options.pop("api_key_env", "OPENAI_COMPATIBLE_API_KEY")
+    api_key = options.pop("api_key", None) or os.environ.get(key_env) or "not-needed"
+    return ChatOpenAI(model=model or "default", api_key=api_key, **no_retries(options))
+
+
+@hookimpl
+def register_models(register):
+    register("openai", _make, check=_check, description="OpenAI (OPENAI_API_KEY)")
+    register("openai-compatible", _make_compatible, check=_check_compatible,
+             description="Any OpenAI-compatible server (base_url=...)")

@@ -1,0 +1,21 @@
+"""xAI Grok through langchain-xai: ``xai:grok-4``. Key: ``XAI_API_KEY``."""
+
+from __future__ import annotations
+
+from dlg.hookspecs import hookimpl
+from dlg.providers import missing_env, missing_package, no_retries
+
+
+def _check(model, options):
+    return missing_package("langchain_xai", "xai") or missing_env("XAI_API_KEY")
+
+
+def _make(model, options):
+    from langchain_xai import ChatXAI
+
+    return ChatXAI(model=model or "grok-3-mini", **no_retries(options))
+
+
+@hookimpl
+def register_models(register):
+    register("xai", _make, check=_check, description="xAI Grok (XAI_API_KEY)")
