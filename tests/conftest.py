@@ -81,3 +81,13 @@ def recorder():
 
 
 __all__ = ["ROOT", "Recorder", "dlg", "prompt_text"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cooldowns() -> Iterator[None]:
+    """Cool-downs are process-wide by design; tests start with none."""
+    from dlg.resilience import cooldowns
+
+    cooldowns.reset()
+    yield
+    cooldowns.reset()

@@ -1,0 +1,114 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for adapter tests, with faults.
+
+``FakeOpenAI(script)`` answers POST /v1/chat/completions; each request takes the next
+behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retry-After),
+"500", "401", "400", "hang:SECONDS". Streaming requests get server-sent events.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out hang up mid-answer: that is the point of the test
+
+
+class FakeOpenAI:
+    def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server"):
+        self.script = list(script or ["ok"])
+        self.reply = reply
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next(self) -> str:
+        with self._lock:
+            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, body: dict[str, Any],
+                      headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "body": body,
+                                          "auth": self.headers.get("Authorization")})
+                action = fake._next()
+                kind, _, arg = action.partition(":")
+                if kind == "429":
+                    self._json(429, {"error": {"message": "slow down", "type": "rate_limit"}},
+                               {"Retry-After": arg or "1"})
+                    return
+                if kind in ("500", "401", "400"):
+                    self._json(int(kind), {"error": {"message": f"fault {kind}",
+                                                     "type": "test"}})
+                    return
+                if kind == "hang":
+                    time.sleep(float(arg or 5))
+                words = fake.reply.split()
+                prompt_tokens = sum(len(str(m.get("content", "")).split())
+                                    for m in body.get("messages", []))
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                         "total_tokens": prompt_tokens + len(words)}
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i, word in enumerate(words):
+                        chunk = {"id": "c1", "object": "chat.completion.chunk",
+                                 "created": 0, "model": body.get("model"),
+                                 "choices": [{"index": 0, "finish_reason": None,
+                                              "delta": {"content": (" " if i else "") + word}}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    final = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                             "model": body.get("model"),
+                             "choices": [{"index": 0, "finish_reason": "stop", "delta": {}}],
+                             "usage": usage}
+                    self.wfile.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+                    return
+                self._json(200, {
+                    "id": "c1", "object": "chat.completion", "created": 0,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": fake.reply}}],
+                    "usage": usage,
+                })
+
+        return Handler

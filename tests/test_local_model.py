@@ -1,0 +1,96 @@
+"""The embedded llama.cpp model, for real: structure and usage, not wording.
+
+Needs ``dlg models pull`` to have run (the README's test command does it); select or
+skip these with ``-m local_model`` / ``-m 'not local_model'``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+
+pytestmark = pytest.mark.local_model
+
+
+@pytest.fixture(autouse=True)
+def _needs_the_model():
+    problem = dlg.Orchestrator().pool.problem("local")
+    if problem:
+        pytest.fail(f"the local model is not ready: {problem}")
+
+
+SHORT_DEBATE = {"name": "short-debate", "extends": "debate",
+                "settings": {"max_tokens": 40}}
+
+
+async def test_builtin_mode_runs_offline_on_the_default_local_model(tmp_path):
+    import json
+
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(SHORT_DEBATE))
+    d = await dlg.run(path, topic="Should cities ban cars?")
+    assert d.status == "completed"
+    assert {t.model for t in d.turns} == {"local"}
+    for t in d.turns:
+        assert t.response.strip()
+        assert not t.usage.estimated and t.usage.prompt > 0 and 0 < t.usage.completion <= 40
+        assert t.cost_usd == 0.0
+
+
+async def test_parallel_turns_share_one_loaded_model():
+    from dlg.plugins import local_model
+
+    mode = {"name": "trio", "structure": "parallel", "settings": {"max_tokens": 16},
+            "turns": [{"id": f"t{i}", "role": "R", "prompt": f"Name a colour ({i})."}
+                      for i in range(3)]}
+    d = await dlg.run(mode, model="local")
+    assert d.status == "completed"
+    assert len({k[0] for k in local_model._servers}) == 1
+
+
+async def test_the_event_loop_is_never_blocked():
+    """The seed's SC2.1: a local model call must not block the loop (<100 ms gaps)."""
+    gaps = []
+
+    async def ticker():
+        last = time.perf_counter()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    mode = {"name": "one", "settings": {"max_tokens": 48},
+            "turns": [{"id": "a", "role": "A", "prompt": "Describe the sea."}]}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        d = await dlg.run(mode, model="local")
+        tg.cancel_scope.cancel()
+    assert d.status == "completed" and d.turns[0].latency_seconds > 0.05
+    assert max(gaps) < 0.1
+
+
+async def test_streaming_from_the_local_model():
+    pieces = [p async for p in dlg.chat_model("local").stream("Count to five.", max_tokens=24)]
+    assert len(pieces) > 3
+    model = dlg.chat_model("local")
+    result = await model.chat("Say hello.", max_tokens=12)
+    assert result.model == "local" and result.text and not result.usage.estimated
+
+
+def test_cli_runs_a_builtin_mode_with_no_model_named(tmp_path):
+    import json
+
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps({**SHORT_DEBATE, "settings": {"max_tokens": 24}}))
+    result = CliRunner().invoke(cli, ["run", str(path), "--topic", "Tea or coffee?",
+                                      "--no-stream"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.stdout.count("\n## ") == 6
+    assert "· local\n" in result.stderr

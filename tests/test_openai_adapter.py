@@ -1,0 +1,162 @@
+"""The real OpenAI adapter (langchain-openai) against a real HTTP server on 127.0.0.1:
+answers, streaming, retries on 429 (honouring Retry-After) and 500, timeouts on a hung
+server, and fallbacks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+
+from .servers import FakeOpenAI
+
+pytest.importorskip("langchain_openai")
+
+MODE = {"name": "pair", "participants": {"a": None, "b": None},
+        "turns": [{"id": "first", "role": "First", "participant": "a", "prompt": "Say hi"},
+                  {"id": "second", "role": "Second", "participant": "b", "prompt": "Reply"}]}
+FAST = dlg.RetryPolicy(base_delay=0.01)
+
+
+def compat(server: FakeOpenAI) -> str:
+    return f"openai-compatible:test-model?base_url={server.base_url}"
+
+
+async def test_openai_adapter_answers_with_real_usage(monkeypatch):
+    with FakeOpenAI() as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        d = await dlg.run(MODE, model="openai:gpt-4o-mini")
+    assert d.status == "completed"
+    assert d.turns[0].response == "Hello from the server"
+    assert not d.turns[0].usage.estimated
+    assert d.turns[0].usage.completion == 4
+    assert server.requests[0]["body"]["model"] == "gpt-4o-mini"
+    assert server.requests[0]["auth"] == "Bearer sk-test-not-real"
+    # priced from the registry: gpt-4o-mini is $0.15 / $0.60 per million tokens
+    usage = d.turns[0].usage
+    assert d.turns[0].cost_usd == pytest.approx((usage.prompt * 0.15 + 4 * 0.6) / 1e6)
+
+
+async def test_missing_key_is_caught_before_the_first_turn(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(dlg.ModelError, match="'openai:gpt-4o' cannot run: needs an API key: "
+                                              "set OPENAI_API_KEY"):
+        await dlg.run(MODE, model="openai:gpt-4o")
+
+
+async def test_rate_limit_honours_retry_after_and_keeps_the_model():
+    with FakeOpenAI(["429:1", "ok"]) as server:
+        started = time.monotonic()
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST).run(MODE)
+        elapsed = time.monotonic() - started
+    assert d.status == "completed"
+    first = d.turns[0]
+    assert first.model == compat(server) and first.replaced == ()
+    assert first.attempts == [{"model": compat(server), "error": first.attempts[0]["error"],
+                               "transient": True, "waited": 1.0}]
+    assert "RateLimitError" in first.attempts[0]["error"]
+    assert elapsed >= 1.0
+    assert len(server.requests) == 3
+
+
+async def test_server_errors_are_retried():
+    with FakeOpenAI(["500", "500", "ok"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST).run(MODE)
+    assert d.status == "completed"
+    assert [a["transient"] for a in d.turns[0].attempts] == [True, True]
+    assert d.metrics.retries == 2 and d.metrics.substitutions == 0
+
+
+async def test_hung_server_times_out_and_falls_back():
+    mode = {**MODE, "participants": {"a": {"fallbacks": ["echo"]}, "b": {"fallbacks": ["echo"]}},
+            "timeout": 0.3}
+    with FakeOpenAI(["hang:3"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST).run(mode)
+    assert d.status == "completed"
+    first = d.turns[0]
+    assert first.model == "echo"
+    assert first.replaced == (compat(server),)
+    assert [a["error"] for a in first.attempts] == ["timed out after 0.3s"] * 3
+
+
+async def test_auth_error_is_not_retried_but_falls_through():
+    mode = {**MODE, "participants": {"a": {"fallbacks": ["echo"]}, "b": {"fallbacks": ["echo"]}}}
+    with FakeOpenAI(["401"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST).run(mode)
+    assert d.status == "completed"
+    assert [(a["transient"], t.model) for t in d.turns for a in t.attempts] == [
+        (False, "echo"), (False, "echo")]
+    assert "AuthenticationError" in d.turns[0].attempts[0]["error"]
+
+
+async def test_no_fallback_means_the_turn_fails_with_every_attempt_recorded():
+    with FakeOpenAI(["400"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST).run(MODE)
+    assert d.status == "failed"
+    assert d.turns[0].error.startswith(f"{compat(server)}: ")
+    assert "Error code: 400" in d.turns[0].error
+    assert len(d.turns[0].attempts) == 1
+
+
+async def test_streaming_over_sse():
+    pieces = []
+
+    class Listener:
+        def turn_chunk(self, dialogue, turn, text):
+            pieces.append(text)
+
+    with FakeOpenAI(reply="one two three four") as server:
+        d = await dlg.Orchestrator(model=compat(server), observers=[Listener()]).run(MODE)
+    assert pieces[:4] == ["one", " two", " three", " four"]
+    assert d.turns[0].response == "one two three four"
+    assert d.turns[0].usage.completion == 4 and not d.turns[0].usage.estimated
+
+
+def test_cli_tells_the_user_about_a_substitution(write_mode, monkeypatch):
+    with FakeOpenAI(["401"]) as server:
+        path = write_mode(
+            "name: s\nparticipants:\n  a:\n    fallbacks: [echo]\n"
+            "turns: [{id: t, role: T, participant: a, prompt: hi}]\n")
+        result = CliRunner().invoke(cli, ["run", str(path), "--model", compat(server), "-q"],
+                                    catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"↪ [1/1] T · echo answered in place of {compat(server)} "
+        "(OpenAIAuthenticationError: Error code: 401 - fault 401)\n")
+
+
+async def test_unified_chat_interface():
+    """The seed's SC1.3: one chat() for any model, returning text and token usage."""
+    with FakeOpenAI(reply="Entangled particles share one state") as server:
+        for spec in (compat(server), "echo"):
+            model = dlg.chat_model(spec)
+            response, tokens = await model.chat(
+                prompt="Explain quantum entanglement",
+                context=["Earlier: we discussed spin."], temperature=0.7)
+            assert isinstance(response, str) and response
+            assert "prompt" in tokens and "completion" in tokens
+            assert tokens["total"] == tokens["prompt"] + tokens["completion"]
+        pieces = [p async for p in dlg.chat_model(compat(server)).stream("More please")]
+    assert "".join(pieces) == "Entangled particles share one state"
+    sent = server.requests[0]["body"]
+    assert sent["temperature"] == 0.7
+    assert [m["role"] for m in sent["messages"]] == ["user", "user"]
+
+
+async def test_model_fallback_chain_seed_v3():
+    """The seed's SC1.4 and V3: the primary is down; the first fallback answers."""
+    with FakeOpenAI(["500"]) as down, FakeOpenAI(reply="fallback here") as up:
+        primary, backup = compat(down), f"openai-compatible:grok-3?base_url={up.base_url}"
+        mode = {"name": "v3", "participants": {"p": {"model": primary,
+                                                     "fallbacks": [backup, "echo"]}},
+                "turns": [{"id": f"t{i}", "role": "R", "participant": "p", "prompt": "x"}
+                          for i in range(3)]}
+        d = await dlg.Orchestrator(retry=FAST).run(mode)
+    assert d.status == "completed"
+    assert all(t.model != primary for t in d.turns)
+    assert any(t.model == backup for t in d.turns)
