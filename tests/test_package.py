@@ -79,7 +79,7 @@ def test_changelog_mentions_the_current_version():
 def test_readme_starts_with_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, re.S)
-    assert "dlg run" in blocks[0] and "pip install" in blocks[0]
+    assert "dlg run" in blocks[0] and "pip install" in blocks[0] and "--model" not in blocks[0]
     assert "pytest" in blocks[1] and "[dev]" in blocks[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert blocks[1].strip() in ci
