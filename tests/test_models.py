@@ -28,8 +28,8 @@ def test_registry_queries_seed_sc1_2():
     assert paid.name == "xai:grok-3-mini"
     capped = registry.get_best_model("reasoning", max_price=2.0, min_context=300_000)
     assert capped.name == "openai:gpt-5-mini"
-    with pytest.raises(dlg.ModelError, match="no model in the registry has capabilities "
-                                              "vision and at most \\$0.01 per million"):
+    with pytest.raises(dlg.ModelError, match=r"no model in the registry has capabilities "
+                                              r"vision and at most \$0.01 per million"):
         registry.get_best_model("vision", max_price=0.01)
 
 

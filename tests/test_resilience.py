@@ -98,7 +98,7 @@ async def test_a_model_that_keeps_failing_is_cooled_down_for_everyone():
     call, calls = script(StatusError(500), StatusError(500), "ok")
     _, used, _ = await call_resilient("a", call, fallbacks=["b"], cool=cool,
                                       policy=RetryPolicy(base_delay=0.001))
-    assert used == "b" and cool.cooling("a")
+    assert used == "b" and cool.cooling("a") and calls == ["a", "a", "b"]
     # a second dialogue skips the resting model entirely
     call2, calls2 = script("ok")
     _, used2, _ = await call_resilient("a", call2, fallbacks=["b"], cool=cool)
