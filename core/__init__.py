@@ -32,11 +32,12 @@ from .mode import Input, Mode, Participant, Phase, Turn
 from .record import Dialogue, DialogueMetrics, TokenUsage, TurnRecord
 
 if _typing.TYPE_CHECKING:
-    from .api import Orchestrator, run, run_sync
+    from .api import Orchestrator, resume, run, run_sync
     from .export import export
     from .loader import ModeLoader, load_mode
     from .model_registry import ModelInfo, ModelRegistry
     from .models import ChatModel, ChatResult, chat_model
+    from .persistence import DialogueNotFoundError, list_dialogues, load_dialogue
     from .plugin_manager import get_plugin_manager
     from .resilience import RetryPolicy
     from .routing import RouteRequest
@@ -46,6 +47,7 @@ __all__ = [
     "ChatResult",
     "Dialogue",
     "DialogueMetrics",
+    "DialogueNotFoundError",
     "DlgError",
     "ExportError",
     "Input",
@@ -76,7 +78,10 @@ __all__ = [
     "export",
     "get_plugin_manager",
     "hookimpl",
+    "list_dialogues",
+    "load_dialogue",
     "load_mode",
+    "resume",
     "run",
     "run_sync",
 ]
@@ -85,6 +90,10 @@ _LAZY = {
     "Orchestrator": "api",
     "run": "api",
     "run_sync": "api",
+    "resume": "api",
+    "DialogueNotFoundError": "persistence",
+    "list_dialogues": "persistence",
+    "load_dialogue": "persistence",
     "export": "export",
     "ModeLoader": "loader",
     "load_mode": "loader",

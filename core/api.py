@@ -20,7 +20,7 @@ from .mode import Mode
 from .models import ModelPool, default_model_spec, model_label
 from .record import Dialogue
 
-__all__ = ["Orchestrator", "run", "run_sync"]
+__all__ = ["Orchestrator", "resume", "run", "run_sync"]
 
 
 class Orchestrator:
@@ -41,6 +41,7 @@ class Orchestrator:
         plugin_manager: Any = None,
         registry: Any = None,
         retry: Any = None,
+        store: Any = "default",
     ):
         self.models = dict(models or {})
         self.model = model
@@ -51,6 +52,10 @@ class Orchestrator:
         self._pool: ModelPool | None = None
         self._registry = registry  # a ModelRegistry, a registry file path, or None
         self.retry = retry  # a dlg.RetryPolicy, or None for the default
+        # where dialogues are saved after every turn: "default" (DLG_STORE, else
+        # diskcache), a store name, a store object, or None not to save
+        self.store = store
+        self._store_obj: Any = None
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
 
@@ -139,21 +144,101 @@ class Orchestrator:
         bound, _ = self.bindings(mode)
         labels = {a: (b if isinstance(b, str) or b is None else model_label(b))
                   for a, b in bound.items()}
-        return mode, new_dialogue(mode, values, dialogue_id, labels)
+        dialogue = new_dialogue(mode, values, dialogue_id, labels)
+        if isinstance(self.model, str):
+            dialogue.metadata["model"] = self.model  # so a resume runs on the same model
+        return mode, dialogue
 
     async def run(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                   *, dialogue_id: str | None = None, **more_inputs: Any) -> Dialogue:
         mode, dialogue = self.start(mode, inputs, dialogue_id=dialogue_id, **more_inputs)
         return await self.execute(mode, dialogue)
 
+    def open_store(self) -> Any:
+        """The store dialogues are saved to, or None when saving is off."""
+        if self.store is None:
+            return None
+        if self._store_obj is None:
+            from .persistence import open_store
+
+            self._store_obj = open_store(None if self.store == "default" else self.store)
+        return self._store_obj
+
     async def execute(self, mode: Mode, dialogue: Dialogue) -> Dialogue:
         """Run (or continue) an existing dialogue: completed turns are not run again."""
         bound, default = self.bindings(mode)
+        observers = tuple(self.observers)
+        store = self.open_store()
+        if store is not None:
+            from .persistence import Saver
+
+            observers = (Saver(store, mode.to_dict()), *observers)
         return await execute(
             mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
-            default=default, pool=self.pool, observers=self.observers, timeout=self.timeout,
+            default=default, pool=self.pool, observers=observers, timeout=self.timeout,
             registry=self.registry, policy=self.retry,
         )
+
+    def prepare_resume(self, dialogue_id: str, *, force: bool = False
+                       ) -> tuple[Mode, Dialogue]:
+        """The saved dialogue, made ready to continue: its mode (checked against the saved
+        content hash) and its record with every unfinished turn reset to pending."""
+        from .errors import ModeError
+        from .kernel import new_dialogue
+        from .persistence import find_dialogue, open_store
+
+        # resuming reads the store even when this orchestrator does not save
+        store = self.open_store() or open_store()
+        record = find_dialogue(store, dialogue_id)
+        saved = Dialogue.from_dict(record)
+        mode = None
+        if saved.mode_source and not saved.mode_source.startswith("<"):
+            try:
+                mode = load_mode(saved.mode_source if "/" in saved.mode_source or
+                                 saved.mode_source.endswith((".yaml", ".yml", ".json"))
+                                 else saved.mode, pm=self._pm)
+            except ModeError:
+                mode = None
+        if mode is None:
+            mode = load_mode(record.get("mode_document") or saved.mode, pm=self._pm)
+        if mode.content_hash != saved.mode_hash:
+            if not force:
+                raise DlgError(
+                    f"mode '{saved.mode}' has changed since dialogue {saved.id} started "
+                    f"(content hash {saved.mode_hash[:12]} -> {mode.content_hash[:12]}): "
+                    "pass --force to resume with the changed mode")
+            fresh = new_dialogue(mode, saved.inputs, saved.id, saved.participants)
+            done = {t.id: t for t in saved.turns if t.status in ("completed", "skipped")}
+            fresh.turns = [done.get(t.id, t) for t in fresh.turns]
+            for new_index, t in enumerate(fresh.turns, 1):
+                t.index = new_index
+            fresh.created_at, fresh.started_at = saved.created_at, saved.started_at
+            fresh.metadata = saved.metadata
+            saved = fresh
+        for turn in saved.turns:
+            if turn.status not in ("completed", "skipped"):
+                turn.status, turn.error, turn.attempts, turn.replaced = "pending", None, None, ()
+        saved.status, saved.error = "pending", None
+        # the models the dialogue ran on, unless the caller chose others
+        if not self.models and self.model is None:
+            override = (saved.metadata or {}).get("model")
+            if isinstance(override, str) and self.pool.problem(override) is None:
+                self.model = override
+            else:
+                self.models = {a: spec for a, spec in saved.participants.items()
+                               if isinstance(spec, str) and a in mode.participants
+                               and self.pool.problem(spec) is None}
+            self._bound.clear()
+        return mode, saved
+
+    async def resume(self, dialogue_id: str, *, force: bool = False) -> Dialogue:
+        """Continue a saved dialogue: completed turns are kept, the rest run (the seed's
+        SC5.3). Refuses if its mode changed since, unless ``force``."""
+        mode, dialogue = self.prepare_resume(dialogue_id, force=force)
+        if all(t.status in ("completed", "skipped") for t in dialogue.turns):
+            dialogue.status = "completed"
+            return dialogue
+        return await self.execute(mode, dialogue)
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Dialogue:
@@ -176,6 +261,7 @@ async def run(
     observers: Sequence[Any] = (),
     timeout: float | None = None,
     dialogue_id: str | None = None,
+    store: Any = "default",
     **more_inputs: Any,
 ) -> Dialogue:
     """Run a mode (a name, a path, a dict or a ``Mode``) and return its ``Dialogue``.
@@ -185,8 +271,13 @@ async def run(
     model spec (``"openai:gpt-4o"``) or a LangChain chat model.
     """
     orchestrator = Orchestrator(models=participants, model=model, router=router,
-                                observers=observers, timeout=timeout)
+                                observers=observers, timeout=timeout, store=store)
     return await orchestrator.run(mode, inputs, dialogue_id=dialogue_id, **more_inputs)
+
+
+async def resume(dialogue_id: str, *, force: bool = False, **options: Any) -> Dialogue:
+    """Continue a saved dialogue (by id or unique id prefix); see ``Orchestrator.resume``."""
+    return await Orchestrator(**options).resume(dialogue_id, force=force)
 
 
 def run_sync(mode: Any, /, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> Dialogue:

@@ -63,6 +63,17 @@ def main() -> None:
 # -- dlg run ------------------------------------------------------------------------------
 
 
+def _format_for(fmt: str | None, out: str | None) -> str | None:
+    """The export format: as given, else from --out's extension (json by default)."""
+    if fmt is not None or out is None:
+        return fmt
+    from . import registry
+
+    ext = os.path.splitext(out)[1].lstrip(".").lower()
+    by_ext = {e.extension: name for name, e in registry.exporters().items()}
+    return by_ext.get(ext, "json")
+
+
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values:
@@ -160,31 +171,42 @@ class StreamingProgress(Progress):
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--stream/--no-stream", default=None,
               help="Print turns as they are written (default: when stdout is a terminal).")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Save the dialogue after every turn (for dlg ls/show/resume).")
+@click.option("--store", metavar="NAME", help="Where to save (a store plugin; default "
+              "DLG_STORE or diskcache).")
 @click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
 @click.pass_context
 def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
         model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
-        timeout: float | None, quiet: bool, stream: bool | None, all_errors: bool) -> None:
+        timeout: float | None, quiet: bool, stream: bool | None, save: bool,
+        store: str | None, all_errors: bool) -> None:
     """Run MODE (a built-in or plugin mode name, or a mode file)."""
     ctx.meta["dlg.all_errors"] = all_errors
-    import anyio
-
     from .api import Orchestrator
-    from .export import export, get_exporter
+    from .export import get_exporter
 
     values: dict[str, Any] = _pairs(inputs, "--input")
     if topic is not None:
         values["topic"] = topic
     bindings = _pairs(participants, "--participant")
-    if fmt is None and out is not None:
-        fmt = {"md": "markdown", "markdown": "markdown"}.get(
-            os.path.splitext(out)[1].lstrip(".").lower(), "json")
+    fmt = _format_for(fmt, out)
     if fmt is not None:
         get_exporter(fmt)  # fail on a bad format before the dialogue runs
 
     orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
-                                registry=(ctx.obj or {}).get("registry"))
+                                registry=(ctx.obj or {}).get("registry"),
+                                store=(store or "default") if save else None)
     loaded, dialogue = orchestrator.start(mode, values)
+    _execute(orchestrator, loaded, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
+
+
+def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
+             out: str | None, quiet: bool, stream: bool | None) -> None:
+    """Run a prepared dialogue with the progress display, then export and report it."""
+    import anyio
+
+    from .export import export
     show_text = not (fmt and out is None)
     if stream is None:
         stream = sys.stdout.isatty()
@@ -198,6 +220,10 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
     orchestrator.observers = (progress,)
     if not quiet:
         click.echo(f"dlg: {loaded.name} · dialogue {dialogue.id}", err=True)
+        done = sum(1 for t in dialogue.turns if t.status in ("completed", "skipped"))
+        if done:
+            click.echo(f"resuming: {done} of {len(dialogue.turns)} turns already done",
+                       err=True)
 
     async def main() -> Any:
         return await orchestrator.execute(loaded, dialogue)
@@ -224,6 +250,165 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
             f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}", err=True)
     if dialogue.status != "completed":
         raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}", EXIT_FAILED)
+
+
+# -- saved dialogues: dlg ls / show / resume / export ---------------------------------------
+
+
+def _store(name: str | None) -> Any:
+    from .persistence import open_store
+
+    return open_store(name)
+
+
+def _saved(ref: str, store: str | None) -> Any:
+    from .persistence import find_dialogue
+    from .record import Dialogue
+
+    try:
+        return Dialogue.from_dict(find_dialogue(_store(store), ref))
+    except DlgError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+
+
+store_option = click.option("--store", metavar="NAME",
+                            help="The store to read (default DLG_STORE or diskcache).")
+
+
+@cli.command("ls")
+@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def list_command(limit: int, as_json: bool, store: str | None) -> None:
+    """List saved dialogues, newest first."""
+    rows = _store(store).list()[:limit]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no saved dialogues", err=True)
+        return
+    click.echo(f"{'id':<24}  {'mode':<14}  {'status':<9}  {'turns':>5}  {'tokens':>7}  "
+               f"{'cost':>8}  topic")
+    for r in rows:
+        topic = str((r.get("inputs") or {}).get("topic", ""))[:40]
+        cost = f"${r['total_cost_usd']:.4f}" if r.get("total_cost_usd") else "-"
+        click.echo(f"{r['id']:<24}  {str(r['mode'])[:14]:<14}  {r['status']:<9}  "
+                   f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
+                   f"  {cost:>8}  {topic}")
+
+
+def _table(dialogue: Any) -> str:
+    lines = [f"{dialogue.id} · {dialogue.mode} · {dialogue.status}"]
+    for key, value in dialogue.inputs.items():
+        lines.append(f"  {key}: {value}")
+    if dialogue.error:
+        lines.append(f"  error: {dialogue.error}")
+    lines.append("")
+    lines.append(f"{'#':>2}  {'turn':<16} {'participant':<12} {'model':<26} {'status':<9} "
+                 f"{'latency':>8} {'in':>6} {'out':>6} {'cost':>9}")
+    for t in dialogue.turns:
+        model = (t.model or "-") + (" *" if t.replaced else "")
+        latency = f"{t.latency_seconds:.2f}s" if t.latency_seconds is not None else "-"
+        cost = f"${t.cost_usd:.5f}" if t.cost_usd else "-"
+        lines.append(f"{t.index:>2}  {t.id[:16]:<16} {(t.participant or '-')[:12]:<12} "
+                     f"{model[:26]:<26} {t.status:<9} {latency:>8} {t.usage.prompt:>6} "
+                     f"{t.usage.completion:>6} {cost:>9}")
+    m = dialogue.metrics
+    lines.append("")
+    lines.append(f"total: {m.turns_completed}/{len(dialogue.turns)} turns · wall "
+                 f"{m.total_latency_seconds:.2f}s · model time {m.total_model_seconds:.2f}s · "
+                 f"{m.prompt_tokens} in + {m.completion_tokens} out = {m.total_tokens} tokens"
+                 f" · ${m.total_cost_usd:.5f}")
+    slowest = max((t for t in dialogue.turns if t.latency_seconds), default=None,
+                  key=lambda t: t.latency_seconds)
+    costliest = max((t for t in dialogue.turns if t.cost_usd), default=None,
+                    key=lambda t: t.cost_usd)
+    if slowest is not None:
+        lines.append(f"slowest turn: {slowest.id} ({slowest.latency_seconds:.2f}s on "
+                     f"{slowest.model})")
+    if costliest is not None:
+        lines.append(f"costliest turn: {costliest.id} (${costliest.cost_usd:.5f} on "
+                     f"{costliest.model})")
+    if m.substitutions or m.retries:
+        lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")
+    loop = dialogue.metadata.get("event_loop") if dialogue.metadata else None
+    if loop:
+        lines.append(f"event loop: longest block {loop['max_block_ms']:.0f} ms, "
+                     f"{loop['blocks_over_threshold']} blocks over {loop['threshold_ms']:.0f} ms")
+    return "\n".join(lines)
+
+
+@cli.command("show")
+@click.argument("dialogue_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+@click.option("--text", is_flag=True, help="Also print every turn's text.")
+@store_option
+def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None) -> None:
+    """Show a saved dialogue: per-turn model, status, latency, tokens and cost."""
+    dialogue = _saved(dialogue_id, store)
+    if as_json:
+        click.echo(json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(_table(dialogue))
+    if text:
+        from .export import export
+
+        click.echo("")
+        click.echo(export(dialogue, "markdown"), nl=False)
+
+
+@cli.command("resume")
+@click.argument("dialogue_id")
+@click.option("--force", is_flag=True, help="Resume even if the mode has changed since.")
+@click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
+              help="Write the dialogue to this file (or directory) when done.")
+@click.option("--format", "-f", "fmt", metavar="NAME", help="Export format.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--stream/--no-stream", default=None, help="Print turns as they are written.")
+@store_option
+def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | None,
+                   quiet: bool, stream: bool | None, store: str | None) -> None:
+    """Continue a saved dialogue: completed turns are kept, the rest run."""
+    from .api import Orchestrator
+    from .export import get_exporter
+
+    fmt = _format_for(fmt, out)
+    if fmt is not None:
+        get_exporter(fmt)
+    orchestrator = Orchestrator(store=store or "default")
+    try:
+        mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)
+    except DlgError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    if all(t.status in ("completed", "skipped") for t in dialogue.turns):
+        click.echo(f"dialogue {dialogue.id} is already complete", err=True)
+        return
+    _execute(orchestrator, mode, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
+
+
+@cli.command("export")
+@click.argument("dialogue_id")
+@click.option("--format", "-f", "fmt", metavar="NAME",
+              help="json, markdown, html, pdf, or a plugin's (default: from --out, or json).")
+@click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
+              help="The file (or directory) to write; stdout if omitted.")
+@store_option
+def export_command(dialogue_id: str, fmt: str | None, out: str | None,
+                   store: str | None) -> None:
+    """Export a saved dialogue."""
+    from .export import export
+
+    fmt = _format_for(fmt, out) or "json"
+    dialogue = _saved(dialogue_id, store)
+    if out is None:
+        data = export(dialogue, fmt)
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            click.echo(data, nl=False)
+        return
+    click.echo(f"wrote {export(dialogue, fmt, out)}", err=True)
 
 
 # -- dlg modes ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.builtin_modes",
     "dlg.plugins.exporters",
     "dlg.plugins.router",
+    "dlg.plugins.diskcache_store",
 )
 
 ENTRY_POINT_GROUP = "dlg"

@@ -24,6 +24,7 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("DLG_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setenv("DLG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("DLG_MODES_PATH", "")
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     monkeypatch.delenv("DLG_MODEL", raising=False)
     monkeypatch.delenv("DLG_PLUGINS", raising=False)
     reset_plugin_manager(None)

@@ -183,6 +183,8 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  exporters: json, markdown\n"
         "dlg.plugins.router (built-in)\n"
         "  routers: participants\n"
+        "dlg.plugins.diskcache_store (built-in)\n"
+        "  stores: diskcache\n"
     )
 
 

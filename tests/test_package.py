@@ -19,7 +19,7 @@ def test_all_is_sorted_and_complete():
     modules = {"api", "checks", "cli", "errors", "export", "hookspecs", "inherit", "kernel",
                "loader", "mode", "models", "plugin_manager", "record", "registry", "render",
                "routing", "source", "plugins", "schemas", "modes", "templates",
-               "model_registry", "providers", "resilience"}
+               "model_registry", "providers", "resilience", "persistence"}
     assert public - modules - set(dlg.__all__) == set()
     for name in dlg.__all__:
         assert getattr(dlg, name) is not None

@@ -1,0 +1,103 @@
+"""Saving dialogues as they run, finding them again, and resuming them.
+
+A ``Saver`` is an observer: it writes the dialogue to a store (a ``register_stores``
+plugin; ``diskcache`` by default) when the dialogue starts, when each turn starts and
+finishes, and when the dialogue ends. Writes run in a worker thread, one at a time per
+dialogue, always writing the newest state. Resuming re-runs only the turns that did not
+complete (those in flight at a crash, failed or cancelled ones, and those not reached),
+never a completed one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+
+from .errors import DlgError
+
+__all__ = [
+    "DialogueNotFoundError",
+    "Saver",
+    "find_dialogue",
+    "list_dialogues",
+    "load_dialogue",
+    "open_store",
+]
+
+
+class DialogueNotFoundError(DlgError):
+    """No saved dialogue has that id (or the prefix matches none, or several)."""
+
+
+def open_store(store: Any = None, **options: Any) -> Any:
+    """A store object: one given, or one registered by name (``DLG_STORE``, default
+    ``diskcache``)."""
+    if store is not None and not isinstance(store, str):
+        return store
+    from . import registry
+
+    name = store or os.environ.get("DLG_STORE") or "diskcache"
+    stores = registry.stores()
+    if name not in stores:
+        raise DlgError(f"'{name}' is not a known store (installed: {', '.join(stores)})")
+    return stores[name](**options)
+
+
+class Saver:
+    """Saves a dialogue at every lifecycle event (an observer for the kernel)."""
+
+    def __init__(self, store: Any, mode_document: dict[str, Any] | None = None):
+        self.store = store
+        self.mode_document = mode_document
+        self._locks: dict[str, anyio.Lock] = {}
+
+    async def _save(self, dialogue: Any) -> None:
+        lock = self._locks.setdefault(dialogue.id, anyio.Lock())
+        async with lock:
+            record = dialogue.to_dict()  # the newest state, taken on the event loop
+            if self.mode_document is not None:
+                record["mode_document"] = self.mode_document
+            await anyio.to_thread.run_sync(self.store.save, record)
+
+    async def dialogue_started(self, dialogue: Any) -> None:
+        await self._save(dialogue)
+
+    async def turn_started(self, dialogue: Any, turn: Any) -> None:
+        await self._save(dialogue)
+
+    async def turn_finished(self, dialogue: Any, turn: Any) -> None:
+        await self._save(dialogue)
+
+    async def dialogue_finished(self, dialogue: Any) -> None:
+        await self._save(dialogue)
+        self._locks.pop(dialogue.id, None)
+
+
+def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
+    """The saved record with id ``ref``, or the one whose id starts with ``ref``."""
+    record = store.load(ref)
+    if record is not None:
+        return record
+    matches = [s["id"] for s in store.list() if str(s.get("id", "")).startswith(ref)]
+    if len(matches) == 1:
+        return store.load(matches[0])
+    if not matches:
+        raise DialogueNotFoundError(
+            f"no saved dialogue '{ref}' (`dlg ls` lists them)")
+    raise DialogueNotFoundError(
+        f"'{ref}' matches {len(matches)} dialogues ({', '.join(matches[:3])}, ...): "
+        "give more of the id")
+
+
+def list_dialogues(store: Any = None) -> list[dict[str, Any]]:
+    """Summaries of the saved dialogues, newest first."""
+    return open_store(store).list()
+
+
+def load_dialogue(dialogue_id: str, store: Any = None) -> Any:
+    """A saved dialogue (by id or unique id prefix) as a ``dlg.Dialogue``."""
+    from .record import Dialogue
+
+    return Dialogue.from_dict(find_dialogue(open_store(store), dialogue_id))

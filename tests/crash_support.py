@@ -1,0 +1,137 @@
+"""Support for the crash tests and benchmark: a counting model and a kill-and-resume round.
+
+The ``counting`` model (``counting?latency=0.15&log=FILE``) answers after ``latency``
+seconds and appends the prompt's last line to ``log`` just before answering, so the log
+says how many times each turn's model was paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PLUGIN = '''
+import time
+from dlg import hookimpl
+
+def _make(name, options):
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class Counting(BaseChatModel):
+        latency: float = 0.1
+        log: str = ""
+        dlg_label: str = "counting"
+
+        @property
+        def _llm_type(self):
+            return "counting"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            time.sleep(self.latency)
+            marker = str(messages[-1].content).strip().splitlines()[-1]
+            with open(self.log, "a") as fh:
+                fh.write(marker + "\\n")
+                fh.flush()
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(
+                content="answer to " + marker,
+                usage_metadata={"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}))])
+
+    return Counting(latency=float(options.get("latency", 0.1)), log=str(options["log"]))
+
+@hookimpl
+def register_models(register):
+    register("counting", _make)
+'''
+
+MODE = {
+    "name": "crashy",
+    "structure": "mixed",
+    "phases": [
+        {"id": "opening", "turns": [{"id": "a", "role": "A", "prompt": "TURN a"}]},
+        {"id": "fan", "structure": "parallel", "turns": [
+            {"id": "b", "role": "B", "prompt": "TURN b"},
+            {"id": "c", "role": "C", "prompt": "TURN c"},
+            {"id": "d", "role": "D", "prompt": "TURN d"}]},
+        {"id": "close", "turns": [
+            {"id": "e", "role": "E", "prompt": "TURN e"},
+            {"id": "f", "role": "F", "prompt": "TURN f"}]},
+    ],
+}
+
+
+def install(root: Path) -> dict[str, str]:
+    """Write the plugin and mode under ``root``; return the environment to run dlg in."""
+    site = root / "site"
+    info = site / "dlg_counting-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (site / "dlg_counting.py").write_text(PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dlg-counting\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[dlg]\ncounting = dlg_counting\n")
+    (root / "crashy.json").write_text(json.dumps(MODE))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLG_")}
+    env.update(PYTHONPATH=str(site), DLG_DATA_DIR=str(root / "data"),
+               DLG_CACHE_DIR=str(root / "cache"), DLG_PLUGINS="counting")
+    return env
+
+
+def calls(log: Path) -> list[str]:
+    """The turn ids the model was called for, in order ("TURN b" lines -> "b")."""
+    if not log.exists():
+        return []
+    return [line.split()[-1] for line in log.read_text().splitlines() if line.strip()]
+
+
+def one_round(root: Path, env: dict[str, str], rng: random.Random, latency: float = 0.15
+              ) -> dict[str, object]:
+    """Run, SIGKILL at a random moment, resume; return what happened."""
+    from dlg.persistence import list_dialogues, load_dialogue
+
+    log = root / f"calls-{rng.random():.9f}.log"
+    spec = f"counting?latency={latency}&log={log}"
+    os.environ["DLG_DATA_DIR"] = env["DLG_DATA_DIR"]
+    before = {s["id"] for s in list_dialogues()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "run", str(root / "crashy.json"), "--model", spec, "-q",
+         "--no-stream"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    new: set[str] = set()
+    while time.monotonic() < deadline and not new and proc.poll() is None:
+        new = {s["id"] for s in list_dialogues()} - before
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0, 6 * latency))  # somewhere inside the dialogue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    new = {s["id"] for s in list_dialogues()} - before
+    if not new:
+        return {"saved": False}
+    (dialogue_id,) = new
+    at_kill = load_dialogue(dialogue_id)
+    done_at_kill = {t.id for t in at_kill.turns if t.status == "completed"}
+    calls_at_kill = calls(log)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlg", "resume", dialogue_id, "-q", "--no-stream"],
+        env=env, capture_output=True, text=True, timeout=60)
+    final = load_dialogue(dialogue_id)
+    after = calls(log)[len(calls_at_kill):]
+    return {
+        "saved": True,
+        "id": dialogue_id,
+        "resume_code": resumed.returncode,
+        "resume_stderr": resumed.stderr,
+        "status": final.status,
+        "turn_ids": [t.id for t in final.turns],
+        "statuses": {t.id: t.status for t in final.turns},
+        "responses": {t.id: t.response for t in final.turns},
+        "done_at_kill": done_at_kill,
+        "repaid": sorted(t for t in done_at_kill if t in after),
+        "calls_after_resume": after,
+        "killed_after_finish": at_kill.status == "completed",
+    }

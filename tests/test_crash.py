@@ -1,0 +1,33 @@
+"""Crash safety for real: a `dlg run` process killed with SIGKILL, then `dlg resume`."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from crash_support import MODE, install, one_round  # noqa: E402
+
+pytestmark = pytest.mark.slow
+TURNS = [t["id"] for p in MODE["phases"] for t in p["turns"]]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, seed, monkeypatch):
+    env = install(tmp_path)
+    monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
+    outcome = one_round(tmp_path, env, random.Random(seed))
+    assert outcome["saved"], "the dialogue was saved before the kill"
+    assert outcome["resume_code"] == 0, outcome["resume_stderr"]
+    assert outcome["status"] == "completed"
+    assert outcome["turn_ids"] == TURNS  # none lost, none duplicated
+    assert set(outcome["statuses"].values()) == {"completed"}
+    assert all(outcome["responses"][t] == f"answer to TURN {t}" for t in TURNS)
+    # a turn saved as completed before the kill is never paid for again
+    assert outcome["repaid"] == []
+    # and resume paid only for what was missing
+    assert sorted(outcome["calls_after_resume"]) == sorted(
+        t for t in TURNS if t not in outcome["done_at_kill"])
