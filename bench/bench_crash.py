@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from crash_support import MODE, install, one_round  # noqa: E402
+from crash_support import MODE, install, one_round
 
 TURNS = [t["id"] for p in MODE["phases"] for t in p["turns"]]
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from crash_support import MODE, install, one_round  # noqa: E402
+from .crash_support import MODE, install, one_round
 
 pytestmark = pytest.mark.slow
 TURNS = [t["id"] for p in MODE["phases"] for t in p["turns"]]
