@@ -44,6 +44,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.echo",
     "dlg.plugins.builtin_modes",
     "dlg.plugins.exporters",
+    "dlg.plugins.report",
+    "dlg.plugins.pdf",
     "dlg.plugins.router",
     "dlg.plugins.diskcache_store",
 )

@@ -1,0 +1,107 @@
+"""Exports: JSON (against its schema), Markdown, HTML (also in a real browser), PDF."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def panel():
+    orchestrator = dlg.Orchestrator(model="echo?latency=0.05", store=None)
+    return orchestrator.run_sync("panel", topic="Cities & <cars>")
+
+
+def test_json_export_matches_its_schema(panel):
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    schema = json.loads((ROOT / "schemas" / "dialogue.schema.json").read_text())
+    data = json.loads(panel.export("json"))
+    Draft202012Validator(schema, format_checker=FormatChecker()).validate(data)
+    assert data["metrics"]["total_tokens"] == sum(t["usage"]["total"] for t in data["turns"])
+
+
+def test_every_export_has_the_turns(panel):
+    md = panel.export("markdown")
+    assert md.count("\n## ") == 4
+    html = panel.export("html")
+    assert html.count('class="turn-row"') == 4
+    assert "Cities &amp; &lt;cars&gt;" in html and "<cars>" not in html  # escaped
+    assert "<script" not in html and "http" not in html.split("<body>")[1]  # self-contained
+
+
+def test_html_timeline_shows_parallel_turns_overlapping(panel):
+    import re
+
+    html = panel.export("html")
+    bars = {m["turn"]: (float(m["left"]), float(m["width"])) for m in re.finditer(
+        r'class="bar \w+" data-turn="(?P<turn>\w+)" style="left:(?P<left>[\d.]+)%;'
+        r'width:(?P<width>[\d.]+)%', html)}
+    experts = [bars[t] for t in ("technical", "ethical", "economic")]
+    # the three experts ran together: every pair of bars overlaps
+    for a_left, a_width in experts:
+        for b_left, b_width in experts:
+            assert a_left < b_left + b_width and b_left < a_left + a_width
+    synthesis_left = bars["synthesis"][0]
+    assert all(left + width <= synthesis_left + 0.5 for left, width in experts)
+
+
+def test_pdf_export(panel, tmp_path):
+    data = panel.export("pdf")
+    assert data[:5] == b"%PDF-" and data.rstrip().endswith(b"%%EOF")
+    path = panel.export("pdf", tmp_path / "d.pdf")
+    assert path.read_bytes()[:5] == b"%PDF-"
+
+
+def test_export_cli_and_formats_from_extensions(tmp_path):
+    runner = CliRunner()
+    runner.invoke(cli, ["run", "detective", "-t", "x", "-m", "echo", "-q"],
+                  catch_exceptions=False)
+    (saved,) = dlg.list_dialogues()
+    for ext, start in (("md", b"# detective"), ("html", b"<!DOCTYPE html>"),
+                       ("pdf", b"%PDF-"), ("json", b"{")):
+        out = tmp_path / f"d.{ext}"
+        result = runner.invoke(cli, ["export", saved["id"][:12], "--out", str(out)],
+                               catch_exceptions=False)
+        assert result.exit_code == 0 and out.read_bytes().startswith(start), result.output
+    result = runner.invoke(cli, ["export", saved["id"], "--format", "markdown"])
+    assert result.stdout.startswith("# detective: x\n")
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which(
+        "google-chrome")
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_a_headless_browser(panel, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have chromium (.ci/run installs Debian's package)")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    report = tmp_path / "report.html"
+    report.write_text(panel.export("html"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count('class="turn-row"') == 4
+    assert 'id="status">completed<' in dom.stdout
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1000,1400",
+                    report.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
