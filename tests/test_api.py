@@ -132,8 +132,8 @@ def test_export_to_file(tmp_path):
     text = path.read_text()
     assert text.startswith("# detective: x\n")
     assert "## 1. hypothesis (detective)" in text
-    with pytest.raises(dlg.UnknownExporterError, match="'pdf' is not a known export format"):
-        d.export("pdf")
+    with pytest.raises(dlg.UnknownExporterError, match="'docx' is not a known export format"):
+        d.export("docx")
 
 
 def test_user_modes_directory(tmp_path, monkeypatch):

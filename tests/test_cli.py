@@ -104,7 +104,7 @@ def test_unknown_format_fails_before_running():
     result = invoke("run", "debate", "-t", "x", "-m", "echo", "-f", "docx")
     assert result.exit_code == 2
     assert result.output == (
-        "Error: 'docx' is not a known export format (installed: json, markdown)\n")
+        "Error: 'docx' is not a known export format (installed: html, json, markdown, pdf)\n")
 
 
 def test_failed_dialogue_exits_1(write_mode):
@@ -181,6 +181,10 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  modes: debate, detective, detective-deep, loop, panel, pipeline, podcast\n"
         "dlg.plugins.exporters (built-in)\n"
         "  exporters: json, markdown\n"
+        "dlg.plugins.report (built-in)\n"
+        "  exporters: html\n"
+        "dlg.plugins.pdf (built-in)\n"
+        "  exporters: pdf\n"
         "dlg.plugins.router (built-in)\n"
         "  routers: participants\n"
         "dlg.plugins.diskcache_store (built-in)\n"
