@@ -42,6 +42,7 @@ class Orchestrator:
         registry: Any = None,
         retry: Any = None,
         store: Any = "default",
+        watchdog: bool = False,
     ):
         self.models = dict(models or {})
         self.model = model
@@ -56,6 +57,7 @@ class Orchestrator:
         # diskcache), a store name, a store object, or None not to save
         self.store = store
         self._store_obj: Any = None
+        self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
 
@@ -142,10 +144,12 @@ class Orchestrator:
         mode = load_mode(mode, pm=self._pm)
         values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
         bound, _ = self.bindings(mode)
-        labels = {a: (b if isinstance(b, str) or b is None else model_label(b))
+        from .redact import redact
+
+        labels = {a: (redact(b) if isinstance(b, str) or b is None else model_label(b))
                   for a, b in bound.items()}
         dialogue = new_dialogue(mode, values, dialogue_id, labels)
-        if isinstance(self.model, str):
+        if isinstance(self.model, str) and redact(self.model) == self.model:
             dialogue.metadata["model"] = self.model  # so a resume runs on the same model
         return mode, dialogue
 
@@ -176,7 +180,7 @@ class Orchestrator:
         return await execute(
             mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
             default=default, pool=self.pool, observers=observers, timeout=self.timeout,
-            registry=self.registry, policy=self.retry,
+            registry=self.registry, policy=self.retry, watchdog=self.watchdog,
         )
 
     def prepare_resume(self, dialogue_id: str, *, force: bool = False

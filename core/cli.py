@@ -50,10 +50,22 @@ class DlgGroup(click.Group):
 @click.option("--traceback", is_flag=True, help="Show Python tracebacks for dlg's errors.")
 @click.option("--registry", type=click.Path(exists=True, dir_okay=False), envvar="DLG_REGISTRY",
               help="A model registry file adding or overriding models (or DLG_REGISTRY).")
+@click.option("--log-json", is_flag=True, default=None,
+              help="Structured logs: JSON lines on stderr (or DLG_LOG=json).")
+@click.option("--log-level", metavar="LEVEL",
+              help="DEBUG, INFO, WARNING (default) or ERROR (or DLG_LOG_LEVEL).")
 @click.pass_context
-def cli(ctx: click.Context, traceback: bool, registry: str | None) -> None:
+def cli(ctx: click.Context, traceback: bool, registry: str | None, log_json: bool | None,
+        log_level: str | None) -> None:
     """Run multi-model dialogues described by modes (YAML or JSON)."""
     ctx.obj = {"registry": registry}
+    from .logs import configure
+
+    if log_json is None:
+        log_json = os.environ.get("DLG_LOG", "").lower() == "json"
+    if log_level is None and not log_json and not os.environ.get("DLG_LOG_LEVEL"):
+        log_level = "ERROR"  # the progress display already reports failures and fallbacks
+    configure(json_lines=log_json, level=log_level)
 
 
 def main() -> None:
@@ -196,7 +208,7 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
 
     orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
                                 registry=(ctx.obj or {}).get("registry"),
-                                store=(store or "default") if save else None)
+                                store=(store or "default") if save else None, watchdog=True)
     loaded, dialogue = orchestrator.start(mode, values)
     _execute(orchestrator, loaded, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
 
@@ -376,7 +388,7 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
     fmt = _format_for(fmt, out)
     if fmt is not None:
         get_exporter(fmt)
-    orchestrator = Orchestrator(store=store or "default")
+    orchestrator = Orchestrator(store=store or "default", watchdog=True)
     try:
         mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)
     except DlgError as exc:

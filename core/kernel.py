@@ -11,17 +11,20 @@ The kernel knows nothing about particular providers, exporters or stores.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 
+from . import context
 from . import record as R
 from ._version import __version__
 from .errors import DlgError, InputError, ModeError
 from .mode import Mode, Turn
 from .models import ModelPool, chat
 from .record import Dialogue, TurnRecord
+from .redact import redact
 from .render import CONTEXT_NAMES, TurnsView, analyse, environment, transcript
 from .resilience import AllCandidatesFailed, RetryPolicy, call_resilient
 from .routing import RouteRequest, select_model
@@ -29,6 +32,8 @@ from .routing import RouteRequest, select_model
 __all__ = ["EVENTS", "execute", "new_dialogue", "prepare_inputs"]
 
 EVENTS = ("dialogue_started", "turn_started", "turn_chunk", "turn_finished", "dialogue_finished")
+log = logging.getLogger("dlg.kernel")
+INFO = logging.INFO
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
@@ -156,8 +161,9 @@ class _Run:
     def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, router: Any,
                  bindings: Mapping[str, Any], default: Any, pool: ModelPool,
                  observers: Sequence[Any], timeout: float | None, registry: Any,
-                 policy: RetryPolicy):
+                 policy: RetryPolicy, watchdog: bool = False):
         self.mode = mode
+        self.watchdog = watchdog
         self.registry = registry
         self.policy = policy
         self.dialogue = dialogue
@@ -177,7 +183,30 @@ class _Run:
         }
 
     async def run(self) -> Dialogue:
+        with context.scope(dialogue=self.dialogue.id):
+            if not self.watchdog:
+                return await self._run()
+            from .watchdog import LoopWatchdog
+
+            dog = LoopWatchdog(self.dialogue)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(dog.run)
+                    try:
+                        return await self._run()
+                    finally:
+                        self.dialogue.metadata["event_loop"] = dog.summary()
+                        tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:  # the watchdog never fails: unwrap
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+
+    async def _run(self) -> Dialogue:
         d = self.dialogue
+        if log.isEnabledFor(INFO):
+            log.info("dialogue %s started: mode %s, %d turns", d.id, d.mode, len(d.turns),
+                     extra={"event": "dialogue.started", "mode": d.mode})
         d.status = R.RUNNING
         d.started_at = d.started_at or R.now()
         d.ended_at = None
@@ -211,7 +240,16 @@ class _Run:
             raise
         finally:
             d.ended_at = R.now()
+            if d.error:
+                d.error = redact(d.error)
             await self.events.emit("dialogue_finished", shield=True, dialogue=d)
+            if log.isEnabledFor(INFO):
+                m = d.metrics
+                log.info("dialogue %s %s: %d/%d turns, %d tokens, $%.5f", d.id, d.status,
+                         m.turns_completed, len(d.turns), m.total_tokens, m.total_cost_usd,
+                         extra={"event": "dialogue.finished", "status": d.status,
+                                "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
+                                "duration_s": round(m.total_latency_seconds, 3)})
         return d
 
     def _context_for(self, turn: Turn, needs: frozenset[str], reads: tuple[int, ...]
@@ -235,6 +273,10 @@ class _Run:
         return ctx
 
     async def run_turn(self, turn: Turn) -> None:
+        with context.scope(turn=turn.id):
+            await self._run_turn(turn)
+
+    async def _run_turn(self, turn: Turn) -> None:
         rec = self.records[turn.index - 1]
         rec.error = None
         try:
@@ -254,7 +296,7 @@ class _Run:
             participant = self.mode.participants.get(turn.participant or "")
             choice = select_model(self.router, RouteRequest(
                 turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
-            label = self.pool.label(choice)
+            label = redact(self.pool.label(choice))
         except Exception as exc:
             await self._fail(rec, _describe(exc), started=False)
             return
@@ -266,6 +308,9 @@ class _Run:
         rec.system, rec.prompt, rec.model = system, prompt, label
         rec.status = R.RUNNING
         rec.started_at = R.now()
+        if log.isEnabledFor(INFO):
+            log.info("turn %s started on %s", turn.id, label,
+                     extra={"event": "turn.started", "model": label, "role": turn.role})
         await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
 
         on_chunk = None
@@ -276,6 +321,7 @@ class _Run:
 
         async def attempt(candidate: Any) -> Any:
             model, name = self.pool.get(candidate)
+            name = redact(name)
             rec.model = name
             return await chat(model, messages, settings, name, on_chunk)
 
@@ -290,13 +336,17 @@ class _Run:
             await self._finished(rec)
             raise
         except AllCandidatesFailed as exc:
-            rec.attempts = [a.to_dict() for a in exc.attempts]
+            rec.attempts = [_redacted(a.to_dict()) for a in exc.attempts]
             await self._fail(rec, str(exc))
             return
         if failures:
-            rec.attempts = [a.to_dict() for a in failures]
+            rec.attempts = [_redacted(a.to_dict()) for a in failures]
             rec.replaced = tuple(dict.fromkeys(
-                a.model for a in failures if a.model != result.model))
+                redact(a.model) for a in failures if a.model != result.model))
+            log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
+                        ", ".join(rec.replaced) or result.model,
+                        extra={"event": "turn.fallback", "model": result.model,
+                               "replaced": list(rec.replaced), "attempts": len(failures)})
         rec.response = result.text
         rec.usage = result.usage
         rec.latency_seconds = result.latency_seconds
@@ -306,6 +356,14 @@ class _Run:
                                               result.usage.completion)
         rec.status = R.COMPLETED
         rec.ended_at = R.now()
+        if log.isEnabledFor(INFO):
+            log.info("turn %s completed in %.2fs: %d tokens", turn.id, rec.latency_seconds,
+                     rec.usage.total,
+                     extra={"event": "turn.finished", "model": rec.model, "status": rec.status,
+                            "latency_s": round(rec.latency_seconds or 0.0, 4),
+                            "prompt_tokens": rec.usage.prompt,
+                            "completion_tokens": rec.usage.completion,
+                            "cost_usd": rec.cost_usd})
         await self._finished(rec)
 
     def _fallbacks(self, turn: Turn, participant: Any, primary: str) -> list[Any]:
@@ -321,13 +379,19 @@ class _Run:
 
     async def _fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
         rec.status = R.FAILED
-        rec.error = message
+        rec.error = message = redact(message)
+        log.warning("turn %s failed: %s", rec.id, message,
+                    extra={"event": "turn.failed", "model": rec.model})
         now = R.now()
         rec.started_at = rec.started_at if started and rec.started_at else now
         rec.ended_at = now
         if self.mode.turn(rec.id).on_error == "fail":
             self.failed = True
         await self._finished(rec)
+
+
+def _redacted(attempt: dict[str, Any]) -> dict[str, Any]:
+    return {**attempt, "model": redact(attempt["model"]), "error": redact(attempt["error"])}
 
 
 def _describe(exc: BaseException) -> str:
@@ -411,9 +475,10 @@ async def execute(
     timeout: float | None = None,
     registry: Any = None,
     policy: RetryPolicy | None = None,
+    watchdog: bool = False,
 ) -> Dialogue:
     """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run."""
     run = _Run(mode, dialogue, pm=pm, router=router, bindings=bindings, default=default,
                pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
-               registry=registry, policy=policy or RetryPolicy())
+               registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog)
     return await run.run()

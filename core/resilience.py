@@ -14,6 +14,7 @@ answered, so dlg runs this small loop itself and records every attempt on the tu
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "cooldowns",
 ]
 
+log = logging.getLogger("dlg.resilience")
 _TRANSIENT_NAMES = ("Timeout", "Connection", "Connect", "RemoteProtocol", "ReadError",
                     "ServerDisconnected", "ServiceUnavailable", "Overloaded", "RateLimit",
                     "InternalServer")
@@ -207,6 +209,13 @@ async def call_resilient(
                 if delay > policy.max_retry_after:
                     break
                 attempt.waited = delay
+                if log.isEnabledFor(logging.INFO):
+                    from .redact import redact
+
+                    log.info("%s failed (%s); retrying in %.2fs", redact(model),
+                             redact(message), delay,
+                             extra={"event": "model.retry", "model": redact(model),
+                                    "delay_s": round(delay, 3), "retry": retry + 1})
                 await anyio.sleep(delay)
             else:
                 cool.succeeded(model)

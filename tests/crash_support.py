@@ -101,12 +101,16 @@ def one_round(root: Path, env: dict[str, str], rng: random.Random, latency: floa
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlg", "run", str(root / "crashy.json"), "--model", spec, "-q",
          "--no-stream"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # kill after a random number of turns has completed, at a random moment inside the
+    # next one, so that every point of the dialogue gets hit
+    target = rng.randint(0, 5)
     deadline = time.monotonic() + 30
-    new: set[str] = set()
-    while time.monotonic() < deadline and not new and proc.poll() is None:
-        new = {s["id"] for s in list_dialogues()} - before
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0, 6 * latency))  # somewhere inside the dialogue
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [s["turns_completed"] for s in list_dialogues() if s["id"] not in before]
+        if done and done[0] >= target:
+            break
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, latency))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     new = {s["id"] for s in list_dialogues()} - before
