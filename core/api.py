@@ -137,6 +137,13 @@ class Orchestrator:
                 needed.add(choice)
         for spec in sorted(needed):
             self.pool.check(spec)
+        # make the models and the template environment now, before any event loop runs
+        # (in the CLI): both import packages, which would block a running loop
+        for spec in sorted(needed):
+            self.pool.get(spec)
+        from .render import environment
+
+        environment(mode.template_dirs)
 
     def start(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
               *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:

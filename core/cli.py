@@ -187,17 +187,21 @@ class StreamingProgress(Progress):
               help="Save the dialogue after every turn (for dlg ls/show/resume).")
 @click.option("--store", metavar="NAME", help="Where to save (a store plugin; default "
               "DLG_STORE or diskcache).")
+@click.option("--telemetry", metavar="EXPORTER", envvar="DLG_TELEMETRY",
+              help="OpenTelemetry spans and metrics: console, otlp or prometheus[:PORT].")
 @click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
 @click.pass_context
 def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
         model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
         timeout: float | None, quiet: bool, stream: bool | None, save: bool,
-        store: str | None, all_errors: bool) -> None:
+        store: str | None, telemetry: str | None, all_errors: bool) -> None:
     """Run MODE (a built-in or plugin mode name, or a mode file)."""
     ctx.meta["dlg.all_errors"] = all_errors
     from .api import Orchestrator
     from .export import get_exporter
 
+    if telemetry:
+        os.environ["DLG_TELEMETRY"] = telemetry  # read by the telemetry plugin
     values: dict[str, Any] = _pairs(inputs, "--input")
     if topic is not None:
         values["topic"] = topic

@@ -320,7 +320,7 @@ class _Run:
                                        text=text)
 
         async def attempt(candidate: Any) -> Any:
-            model, name = self.pool.get(candidate)
+            model, name = await self.pool.aget(candidate)
             name = redact(name)
             rec.model = name
             return await chat(model, messages, settings, name, on_chunk)

@@ -128,6 +128,23 @@ class ModelPool:
         """The name records use: the spec itself, or a model instance's name."""
         return spec_or_model if isinstance(spec_or_model, str) else model_label(spec_or_model)
 
+    def cached(self, spec_or_model: Any) -> tuple[Any, str] | None:
+        """The model if it needs no creating (an instance, or a spec already made)."""
+        if not isinstance(spec_or_model, str):
+            return spec_or_model, model_label(spec_or_model)
+        model = self._models.get(spec_or_model)
+        return None if model is None else (model, spec_or_model)
+
+    async def aget(self, spec_or_model: Any) -> tuple[Any, str]:
+        """``get`` for async code: a model that must be created (which imports its
+        provider's package) is created in a worker thread, off the event loop."""
+        found = self.cached(spec_or_model)
+        if found is not None:
+            return found
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.get, spec_or_model)
+
     def get(self, spec_or_model: Any) -> tuple[Any, str]:
         """The chat model for a spec (or instance), and its label."""
         if not isinstance(spec_or_model, str):

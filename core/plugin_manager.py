@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.pdf",
     "dlg.plugins.router",
     "dlg.plugins.diskcache_store",
+    "dlg.plugins.telemetry",
 )
 
 ENTRY_POINT_GROUP = "dlg"

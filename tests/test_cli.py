@@ -189,6 +189,7 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  routers: participants\n"
         "dlg.plugins.diskcache_store (built-in)\n"
         "  stores: diskcache\n"
+        "dlg.plugins.telemetry (built-in)\n"
     )
 
 

@@ -1,0 +1,142 @@
+"""Saving after every turn; dlg ls/show/resume/export; the same from Python."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg import hookimpl
+from dlg.cli import cli
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kw)
+
+
+async def test_the_dialogue_is_saved_at_every_event():
+    """What a crash would leave: the store holds every turn the moment it completes."""
+    seen = []
+
+    class Spy:
+        @hookimpl
+        def turn_started(self, dialogue, turn):
+            saved = dlg.load_dialogue(dialogue.id)
+            seen.append((turn.id, [t.status for t in saved.turns]))
+
+    dlg.get_plugin_manager().register(Spy())
+    d = await dlg.run("detective", topic="x", model="echo")
+    # when each turn starts, every earlier turn is already saved as completed
+    for i, (turn_id, statuses) in enumerate(seen):
+        assert statuses[:i] == ["completed"] * i, (turn_id, statuses)
+    saved = dlg.load_dialogue(d.id)
+    assert saved.to_dict() == d.to_dict() | {"metrics": saved.to_dict()["metrics"]}
+    assert saved.status == "completed"
+
+
+def test_cli_ls_show_export():
+    result = invoke("run", "panel", "-t", "Cars in cities", "-m", "echo", "-q")
+    assert result.exit_code == 0
+    (summary,) = dlg.list_dialogues()
+    listing = invoke("ls").output.splitlines()
+    assert listing[0].split() == ["id", "mode", "status", "turns", "tokens", "cost", "topic"]
+    assert listing[1].startswith(f"{summary['id']}  panel           completed   4/4")
+    assert listing[1].endswith("Cars in cities")
+    shown = invoke("show", summary["id"][:15]).output
+    lines = shown.splitlines()
+    assert lines[0] == f"{summary['id']} · panel · completed"
+    assert re.match(r" 1  technical\s+technologist\s+echo\s+completed\s+\d+\.\d\ds\s+\d+\s+\d+",
+                    lines[4])
+    assert re.search(r"^total: 4/4 turns · wall \d+\.\d\ds · model time", shown, re.M)
+    assert "slowest turn: " in shown
+    assert re.search(r"^event loop: longest block \d+ ms, 0 blocks over 100 ms$", shown, re.M)
+    data = json.loads(invoke("show", summary["id"], "--json").output)
+    assert data["id"] == summary["id"] and len(data["turns"]) == 4
+
+
+def test_resume_runs_only_what_is_missing(write_mode):
+    path = write_mode("name: r\nparticipants: {p: null}\nturns:\n"
+                      "  - {id: a, role: A, participant: p, prompt: a}\n"
+                      "  - {id: b, role: B, participant: p, prompt: b}\n"
+                      "  - {id: c, role: C, participant: p, prompt: c}\n")
+    first = invoke("run", str(path), "-p", "p=echo?fail=always", "-q")
+    assert first.exit_code == 1
+    (saved,) = dlg.list_dialogues()
+    record = dlg.load_dialogue(saved["id"])
+    assert [t.status for t in record.turns] == ["failed", "pending", "pending"]
+    # the failure was the model's: resume from Python with the participant rebound
+    import anyio
+
+    async def go():
+        return await dlg.Orchestrator(models={"p": "echo"}).resume(saved["id"][:10])
+
+    done = anyio.run(go)
+    assert done.status == "completed" and done.id == saved["id"]
+    assert [t.model for t in done.turns] == ["echo", "echo", "echo"]
+    assert dlg.load_dialogue(saved["id"]).status == "completed"
+    again = invoke("resume", saved["id"])
+    assert again.stderr == f"dialogue {saved['id']} is already complete\n"
+
+
+def test_resume_refuses_a_changed_mode_unless_forced(write_mode):
+    path = write_mode("name: r\nturns:\n  - {id: a, role: A, prompt: one}\n"
+                      "  - {id: b, role: B, prompt: two, timeout: 0.01}\n")
+    invoke("run", str(path), "-m", "echo?latency=0.5", "-q")  # b times out: failed
+    (saved,) = dlg.list_dialogues()
+    path.write_text("name: r\nturns:\n  - {id: a, role: A, prompt: one}\n"
+                    "  - {id: b, role: B, prompt: TWO}\n")
+    refused = CliRunner().invoke(cli, ["resume", saved["id"]])
+    assert refused.exit_code == 2
+    assert re.fullmatch(
+        rf"Error: mode 'r' has changed since dialogue {saved['id']} started \(content hash "
+        r"[0-9a-f]{12} -> [0-9a-f]{12}\): pass --force to resume with the changed mode\n",
+        refused.output)
+    forced = invoke("resume", saved["id"], "--force", "-q")
+    assert forced.exit_code == 0
+    final = dlg.load_dialogue(saved["id"])
+    assert final.status == "completed"
+    assert final.turns[1].prompt.endswith("TWO")
+    assert final.turns[0].prompt.endswith("one")  # kept, not re-run
+
+
+def test_seed_sc5_3_resume_after_half_the_turns():
+    """The seed's SC5.3: 5 of 10 turns done, the process gone; resume does the rest."""
+    mode = {"name": "ten", "turns": [{"id": f"t{i}", "role": "R", "prompt": f"turn {i}",
+                                      "on_error": "fail"} for i in range(10)]}
+    import anyio
+
+    stop_after = 5
+
+    class Crash:
+        count = 0
+
+        @hookimpl
+        def turn_finished(self, dialogue, turn):
+            Crash.count += 1
+            if Crash.count == stop_after:
+                raise KeyboardInterrupt  # as abrupt as it gets inside the process
+
+    pm = dlg.get_plugin_manager()
+    plugin = Crash()
+    pm.register(plugin)
+    with pytest.raises(KeyboardInterrupt):
+        dlg.run_sync(mode, model="echo", dialogue_id="ten-1")
+    pm.unregister(plugin)
+    assert dlg.load_dialogue("ten-1").turns_completed == 5
+    resumed = anyio.run(lambda: dlg.resume("ten-1"))
+    assert resumed.turns_completed == 10 and resumed.status == "completed"
+
+
+def test_unknown_dialogue_id():
+    result = CliRunner().invoke(cli, ["show", "nope"])
+    assert result.exit_code == 2
+    assert result.output == "Error: no saved dialogue 'nope' (`dlg ls` lists them)\n"
+
+
+def test_no_save_and_store_none():
+    invoke("run", "detective", "-t", "x", "-m", "echo", "-q", "--no-save")
+    dlg.run_sync("detective", topic="x", model="echo", store=None)
+    assert dlg.list_dialogues() == []
