@@ -312,3 +312,49 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def persistence(reps: int) -> dict:
+    """Saving after every turn (the default diskcache store) against not saving, and the
+    time to resume a saved 10-turn dialogue."""
+    from dlg.plugins.diskcache_store import DiskcacheStore
+
+    model = EchoChatModel()
+    mode = dlg.load_mode(SEQ8)
+    store = DiskcacheStore(tempfile.mkdtemp())
+    plain = dlg.Orchestrator(model=model, store=None)
+    saving = dlg.Orchestrator(model=model, store=store)
+
+    async def block(orchestrator) -> float:
+        start = time.process_time()
+        for _ in range(reps):
+            await kernel_dialogue(orchestrator, mode)
+        return (time.process_time() - start) / (reps * 8)
+
+    async def main():
+        for _ in range(10):
+            await kernel_dialogue(plain, mode)
+            await kernel_dialogue(saving, mode)
+        base, saved = [], []
+        for _ in range(9):
+            base.append(await block(plain))
+            saved.append(await block(saving))
+        return min(base), min(saved)
+
+    base, saved = anyio.run(main)
+
+    # resume: a 10-turn dialogue with 5 turns done, loaded and prepared (not run)
+    ten = dlg.load_mode({"name": "ten", "turns": [
+        {"id": f"t{i}", "role": "R", "prompt": f"turn {i}"} for i in range(10)]})
+    d = saving.run_sync(ten, dialogue_id="resume-bench")
+    for t in d.turns[5:]:
+        t.status = "pending"
+    store.save({**d.to_dict(), "mode_document": ten.to_dict()})
+    timings = []
+    for _ in range(20):
+        start = time.perf_counter()
+        dlg.Orchestrator(store=store).prepare_resume("resume-bench")
+        timings.append(time.perf_counter() - start)
+    return {"plain_us_per_turn": base * 1e6, "saving_us_per_turn": saved * 1e6,
+            "ratio": saved / base, "target": 1.25,
+            "resume_ms": statistics.median(timings) * 1000, "resume_target_ms": 100}

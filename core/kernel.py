@@ -122,9 +122,13 @@ class _Events:
             return
         hook, extra = entry
         with anyio.CancelScope(shield=shield):
-            results = list(hook(**kwargs)) if hook is not None else []
-            results.extend(fn(**kwargs) for fn in extra)
-            for result in results:
+            # per-run observers first (the store is one): a turn is saved before any
+            # plugin can fail on it
+            for fn in extra:
+                result = fn(**kwargs)
+                if inspect.isawaitable(result):
+                    await result
+            for result in (hook(**kwargs) if hook is not None else ()):
                 if inspect.isawaitable(result):
                     await result
 
@@ -164,6 +168,7 @@ class _Run:
                  policy: RetryPolicy, watchdog: bool = False):
         self.mode = mode
         self.watchdog = watchdog
+        self._dog: Any = None
         self.registry = registry
         self.policy = policy
         self.dialogue = dialogue
@@ -188,14 +193,13 @@ class _Run:
                 return await self._run()
             from .watchdog import LoopWatchdog
 
-            dog = LoopWatchdog(self.dialogue)
+            self._dog = LoopWatchdog(self.dialogue)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(dog.run)
+                    tg.start_soon(self._dog.run)
                     try:
                         return await self._run()
                     finally:
-                        self.dialogue.metadata["event_loop"] = dog.summary()
                         tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:  # the watchdog never fails: unwrap
                 if len(group.exceptions) == 1:
@@ -242,6 +246,8 @@ class _Run:
             d.ended_at = R.now()
             if d.error:
                 d.error = redact(d.error)
+            if self._dog is not None:  # the figures go out with the final save
+                d.metadata["event_loop"] = self._dog.summary()
             await self.events.emit("dialogue_finished", shield=True, dialogue=d)
             if log.isEnabledFor(INFO):
                 m = d.metrics

@@ -20,24 +20,27 @@ from typing import Any
 from .context import current
 from .redact import redact
 
-__all__ = ["CorrelationFilter", "JsonFormatter", "TextFormatter", "configure", "logger"]
+__all__ = [
+    "CorrelationFilter",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure",
+    "logger",
+    "unconfigure",
+]
 
 logger = logging.getLogger("dlg")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 class CorrelationFilter(logging.Filter):
-    """Adds the current dialogue/turn/span ids to each record and redacts secrets."""
+    """Adds the current dialogue/turn/span ids to each record (the formatters redact the
+    finished text, so the record's message and arguments are left as they are)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in current().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
-        record.msg = redact(str(record.msg))
-        if record.args:
-            record.args = tuple(redact(a) if isinstance(a, str) else a
-                                for a in (record.args if isinstance(record.args, tuple)
-                                          else (record.args,)))
         return True
 
 
@@ -104,3 +107,11 @@ def configure(*, json_lines: bool | None = None, level: str | int | None = None,
     logger.setLevel(level_no)
     root.setLevel(level_no)
     return _handler
+
+
+def unconfigure() -> None:
+    """Remove the handler ``configure`` installed (tests, embedders)."""
+    global _handler
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler = None

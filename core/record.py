@@ -251,9 +251,17 @@ class Dialogue:
             retries=sum(len(t.attempts or ()) for t in self.turns),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def header_dict(self) -> dict[str, Any]:
+        """``to_dict()`` without the turns, with ``turn_ids`` and ``turn_statuses``: what
+        a store rewrites after each turn."""
+        out = self.to_dict(turns=False)
+        out["turn_ids"] = [t.id for t in self.turns]
+        out["turn_statuses"] = [t.status for t in self.turns]
+        return out
+
+    def to_dict(self, *, turns: bool = True) -> dict[str, Any]:
         m = self.metrics
-        return {
+        out = {
             "format": "dlg.dialogue/1",
             "id": self.id,
             "mode": self.mode,
@@ -280,8 +288,10 @@ class Dialogue:
                 "retries": m.retries,
             },
             "metadata": dict(self.metadata),
-            "turns": [t.to_dict() for t in self.turns],
         }
+        if turns:
+            out["turns"] = [t.to_dict() for t in self.turns]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Dialogue:

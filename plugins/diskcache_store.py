@@ -34,38 +34,83 @@ class DiskcacheStore:
         self._cache = diskcache.Cache(str(self.path), eviction_policy="none",
                                       size_limit=2**40)
 
-    def save(self, record: dict[str, Any]) -> None:
-        summary = {k: record.get(k) for k in ("id", "mode", "status", "created_at",
-                                                "started_at", "ended_at", "inputs")}
-        summary["turns"] = len(record.get("turns", []))
-        summary["turns_completed"] = sum(1 for t in record.get("turns", [])
-                                         if t.get("status") == "completed")
-        metrics = record.get("metrics") or {}
-        summary["total_tokens"] = metrics.get("total_tokens")
-        summary["total_cost_usd"] = metrics.get("total_cost_usd")
-        blob = json.dumps(record, ensure_ascii=False)
+    # A dialogue is a header row (the record without its turns, plus a summary for
+    # `dlg ls`) and one row per turn, so saving after a turn writes that turn and the
+    # header only. Every save is one SQLite transaction.
+
+    @staticmethod
+    def _summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
+        metrics = header.get("metrics") or {}
+        return {
+            "id": header["id"], "mode": header.get("mode"), "status": header.get("status"),
+            "created_at": header.get("created_at"), "started_at": header.get("started_at"),
+            "ended_at": header.get("ended_at"), "inputs": header.get("inputs"),
+            "turns": len(turn_statuses),
+            "turns_completed": sum(1 for s in turn_statuses if s == "completed"),
+            "total_tokens": metrics.get("total_tokens"),
+            "total_cost_usd": metrics.get("total_cost_usd"),
+        }
+
+    def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        header = dict(header)
+        mode_document = header.pop("mode_document", None)
         with self._cache.transact():
-            self._cache.set(f"dialogue:{record['id']}", blob)
-            self._cache.set(f"summary:{record['id']}", summary)
+            if mode_document is not None:  # stored once per mode version, not per save
+                self._cache.set(f"mode:{header['mode_hash']}",
+                                json.dumps(mode_document, ensure_ascii=False))
+            self._cache.set(f"dialogue:{header['id']}", json.dumps(header, ensure_ascii=False))
+            for turn in turns:
+                self._cache.set(f"turn:{header['id']}:{turn['id']}",
+                                json.dumps(turn, ensure_ascii=False))
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Save a whole dialogue record."""
+        turns = record.get("turns", [])
+        header = {k: v for k, v in record.items() if k != "turns"}
+        header["turn_ids"] = [t["id"] for t in turns]
+        header["summary"] = self._summary(header, [t.get("status") for t in turns])
+        self._write(header, turns)
+
+    def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
+        """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
+        header = {**header, "summary": self._summary(header, header["turn_statuses"])}
+        self._write(header, [turn] if turn is not None else [])
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         blob = self._cache.get(f"dialogue:{dialogue_id}")
-        return None if blob is None else json.loads(blob)
+        if blob is None:
+            return None
+        header = json.loads(blob)
+        turns = []
+        for turn_id in header.pop("turn_ids", []):
+            row = self._cache.get(f"turn:{dialogue_id}:{turn_id}")
+            if row is not None:
+                turns.append(json.loads(row))
+        for key in ("summary", "turn_statuses"):
+            header.pop(key, None)
+        mode_document = self._cache.get(f"mode:{header.get('mode_hash')}")
+        if mode_document is not None:
+            header["mode_document"] = json.loads(mode_document)
+        return {**header, "turns": turns}
 
     def list(self) -> list[dict[str, Any]]:
         out = []
         for key in self._cache.iterkeys():
-            if isinstance(key, str) and key.startswith("summary:"):
-                summary = self._cache.get(key)
-                if summary is not None:
-                    out.append(summary)
+            if isinstance(key, str) and key.startswith("dialogue:"):
+                blob = self._cache.get(key)
+                if blob is not None:
+                    out.append(json.loads(blob)["summary"])
         return sorted(out, key=lambda s: s.get("created_at") or "", reverse=True)
 
     def delete(self, dialogue_id: str) -> bool:
         with self._cache.transact():
-            found = self._cache.delete(f"dialogue:{dialogue_id}")
-            self._cache.delete(f"summary:{dialogue_id}")
-        return bool(found)
+            blob = self._cache.get(f"dialogue:{dialogue_id}")
+            if blob is None:
+                return False
+            for turn_id in json.loads(blob).get("turn_ids", []):
+                self._cache.delete(f"turn:{dialogue_id}:{turn_id}")
+            self._cache.delete(f"dialogue:{dialogue_id}")
+        return True
 
     def close(self) -> None:
         self._cache.close()

@@ -30,6 +30,12 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     reset_plugin_manager(None)
     yield
     reset_plugin_manager(None)
+    import logging
+
+    from dlg.logs import unconfigure
+
+    unconfigure()  # in-process CLI runs install a log handler; do not let it leak
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 @pytest.fixture

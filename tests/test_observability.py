@@ -27,10 +27,13 @@ def json_logs():
     from dlg.logs import configure
 
     stream = io.StringIO()
-    handler = configure(json_lines=True, level="INFO", stream=stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logging.getLogger().removeHandler(handler)
-    logging.getLogger().setLevel(logging.WARNING)
+    configure(json_lines=True, level="INFO", stream=stream)
+    return lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_log_records_with_mapping_arguments_still_format(json_logs):
+    logging.getLogger("lib").info("%(a)s and %(b)s", {"a": 1, "b": 2})
+    assert json_logs()[-1]["message"] == "1 and 2"
 
 
 async def test_json_logs_carry_correlation_ids_into_parallel_turns(json_logs):
