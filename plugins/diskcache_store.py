@@ -31,8 +31,9 @@ class DiskcacheStore:
         self.path = Path(path)
         # large records go to files written beside the database; the row that points at
         # them is updated in the same transaction, so saves stay atomic
+        # dialogues are never evicted: no culling queries on every write either
         self._cache = diskcache.Cache(str(self.path), eviction_policy="none",
-                                      size_limit=2**40)
+                                      size_limit=2**40, cull_limit=0)
 
     # A dialogue is a header row (the record without its turns, plus a summary for
     # `dlg ls`) and one row per turn, so saving after a turn writes that turn and the
