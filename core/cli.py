@@ -86,6 +86,22 @@ def _format_for(fmt: str | None, out: str | None) -> str | None:
     return by_ext.get(ext, "json")
 
 
+def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = False) -> None:
+    """The dialogue in ``fmt``: to ``out`` (a file or directory) or to stdout."""
+    from .export import export
+
+    if out is None:
+        data = export(dialogue, fmt)
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            click.echo(data, nl=False)
+        return
+    path = export(dialogue, fmt, out)
+    if not quiet:
+        click.echo(f"wrote {path}", err=True)
+
+
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values:
@@ -222,7 +238,6 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
     """Run a prepared dialogue with the progress display, then export and report it."""
     import anyio
 
-    from .export import export
     show_text = not (fmt and out is None)
     if stream is None:
         stream = sys.stdout.isatty()
@@ -247,16 +262,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
     anyio.run(main)
 
     if fmt is not None:
-        if out is None:
-            data = export(dialogue, fmt)
-            if isinstance(data, bytes):
-                sys.stdout.buffer.write(data)
-            else:
-                click.echo(data, nl=False)
-        else:
-            path = export(dialogue, fmt, out)
-            if not quiet:
-                click.echo(f"wrote {path}", err=True)
+        _write_export(dialogue, fmt, out, quiet=quiet)
     m = dialogue.metrics
     if not quiet:
         cost = f" · ${m.total_cost_usd:.4f}" if m.total_cost_usd else ""
@@ -413,18 +419,7 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
 def export_command(dialogue_id: str, fmt: str | None, out: str | None,
                    store: str | None) -> None:
     """Export a saved dialogue."""
-    from .export import export
-
-    fmt = _format_for(fmt, out) or "json"
-    dialogue = _saved(dialogue_id, store)
-    if out is None:
-        data = export(dialogue, fmt)
-        if isinstance(data, bytes):
-            sys.stdout.buffer.write(data)
-        else:
-            click.echo(data, nl=False)
-        return
-    click.echo(f"wrote {export(dialogue, fmt, out)}", err=True)
+    _write_export(_saved(dialogue_id, store), _format_for(fmt, out) or "json", out)
 
 
 # -- dlg modes ----------------------------------------------------------------------------
