@@ -78,7 +78,7 @@ async def kernel_dialogue(orchestrator, mode) -> None:
 
 def per_turn(reps: int) -> dict:
     model = EchoChatModel()
-    orchestrator = dlg.Orchestrator(model=model)
+    orchestrator = dlg.Orchestrator(model=model, store=None)
     mode = dlg.load_mode(SEQ8)
 
     turns = recorded_messages(orchestrator, mode)
@@ -104,7 +104,7 @@ def per_turn(reps: int) -> dict:
     base, kern = anyio.run(main)
 
     # the kernel's own cost, with a model that returns at once and does no LangChain work
-    stub_orchestrator = dlg.Orchestrator(model=_InstantModel())
+    stub_orchestrator = dlg.Orchestrator(model=_InstantModel(), store=None)
 
     async def stub():
         for _ in range(20):
@@ -132,7 +132,7 @@ class _InstantModel:
 
 def concurrent(n: int) -> dict:
     model = EchoChatModel(latency=0.05)
-    orchestrator = dlg.Orchestrator(model=model)
+    orchestrator = dlg.Orchestrator(model=model, store=None)
     mode = dlg.load_mode(SEQ8)
 
     async def many(fn, *args) -> float:
@@ -142,7 +142,7 @@ def concurrent(n: int) -> dict:
                 tg.start_soon(fn, *args)
         return time.perf_counter() - start
 
-    turns = recorded_messages(dlg.Orchestrator(model=EchoChatModel()), mode)
+    turns = recorded_messages(dlg.Orchestrator(model=EchoChatModel(), store=None), mode)
 
     async def main():
         await many(kernel_dialogue, orchestrator, mode)  # warm up
@@ -181,7 +181,7 @@ def parallel3() -> dict:
     mode = dlg.load_mode({
         "name": "par3", "structure": "parallel",
         "turns": [{"id": f"t{i}", "role": "R", "prompt": "analyse"} for i in range(3)]})
-    orchestrator = dlg.Orchestrator(model=model)
+    orchestrator = dlg.Orchestrator(model=model, store=None)
 
     async def main():
         start = time.perf_counter()
@@ -320,9 +320,6 @@ def main() -> None:
         print(f"{name:<50} {measured:<36} {shown:>7}  {tgt} {ok}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def persistence(reps: int) -> dict:
     """Saving after every turn (the default diskcache store) against not saving, and the
@@ -368,3 +365,7 @@ def persistence(reps: int) -> dict:
     return {"plain_us_per_turn": base * 1e6, "saving_us_per_turn": saved * 1e6,
             "ratio": saved / base, "target": 1.25,
             "resume_ms": statistics.median(timings) * 1000, "resume_target_ms": 100}
+
+
+if __name__ == "__main__":
+    main()

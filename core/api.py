@@ -179,11 +179,11 @@ class Orchestrator:
         """Run (or continue) an existing dialogue: completed turns are not run again."""
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
-        store = self.open_store()
-        if store is not None:
+        if self.store is not None:
             from .persistence import Saver
 
-            observers = (Saver(store, mode.to_dict()), *observers)
+            # opened by the saver when it first writes, off the event loop
+            observers = (Saver(self.open_store, mode.to_dict()), *observers)
         return await execute(
             mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
             default=default, pool=self.pool, observers=observers, timeout=self.timeout,

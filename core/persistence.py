@@ -46,56 +46,61 @@ def open_store(store: Any = None, **options: Any) -> Any:
 
 
 class Saver:
-    """Saves a dialogue when it starts, after each turn, and when it ends (an observer).
+    """Saves a dialogue after each turn and when it ends (an observer).
 
-    The whole record (with the resolved mode, ``mode_document``) is saved when the
-    dialogue starts. After that, a store with ``save_turn(header, turn)`` writes just the
-    finished turn and the dialogue's header; other stores get the whole record again
-    through ``save(record)``.
-    Writes of small records happen on the event loop (a diskcache transaction is about
-    50 us, less than a hop to a worker thread); larger ones go to a worker thread. Saves
-    of one dialogue happen one at a time, each with the newest state.
+    The first save happens when the first turn finishes, with the whole record and the
+    resolved mode (``mode_document``); the store is opened then, in a worker thread, so
+    neither importing nor opening it delays the first model call. After that, a store
+    with ``save_turn(header, turn)`` writes just the finished turn and the dialogue's
+    header; other stores get the whole record through ``save(record)``. When the
+    dialogue ends the whole record is written once more, so an interruption cannot lose
+    a turn. Small writes happen on the event loop (a diskcache transaction is about
+    50 us, less than a hop to a worker thread); large ones go to a worker thread. Saves of
+    one dialogue happen one at a time, each with the newest state.
     """
 
     inline_turns = 16  # whole records with more turns than this are written off the loop
 
     def __init__(self, store: Any, mode_document: dict[str, Any] | None = None):
-        self.store = store
+        # a store, or a function that opens one (called once, in a worker thread)
+        self._store = store if not callable(store) or hasattr(store, "save") else None
+        self._open = None if self._store is not None else store
         self.mode_document = mode_document
         self._locks: dict[str, anyio.Lock] = {}
+        self._written: set[str] = set()
+
+    async def store(self) -> Any:
+        if self._store is None:
+            self._store = await anyio.to_thread.run_sync(self._open)
+        return self._store
 
     def _lock(self, dialogue: Any) -> anyio.Lock:
         return self._locks.setdefault(dialogue.id, anyio.Lock())
 
     async def _save_all(self, dialogue: Any) -> None:
+        store = await self.store()
         async with self._lock(dialogue):
             record = dialogue.to_dict()  # the newest state, taken on the event loop
             if self.mode_document is not None:
                 record["mode_document"] = self.mode_document
             if len(record["turns"]) > self.inline_turns:
-                await anyio.to_thread.run_sync(self.store.save, record)
+                await anyio.to_thread.run_sync(store.save, record)
             else:
-                self.store.save(record)
+                store.save(record)
+            self._written.add(dialogue.id)
 
-    async def dialogue_started(self, dialogue: Any) -> None:
-        await self._save_all(dialogue)
-
-    async def _save_turn(self, dialogue: Any, turn: Any) -> None:
-        if not hasattr(self.store, "save_turn"):
+    async def turn_finished(self, dialogue: Any, turn: Any) -> None:
+        store = await self.store()
+        if dialogue.id not in self._written or not hasattr(store, "save_turn"):
             await self._save_all(dialogue)
             return
         async with self._lock(dialogue):
-            self.store.save_turn(dialogue.header_dict(),
-                                 turn.to_dict() if turn is not None else None)
-
-    async def turn_finished(self, dialogue: Any, turn: Any) -> None:
-        await self._save_turn(dialogue, turn)
+            store.save_turn(dialogue.header_dict(), turn.to_dict())
 
     async def dialogue_finished(self, dialogue: Any) -> None:
-        # the whole record once more: if the dialogue was interrupted (a cancellation, a
-        # failing plugin) a finished turn may not have been saved on its own
         await self._save_all(dialogue)
         self._locks.pop(dialogue.id, None)
+        self._written.discard(dialogue.id)
 
 
 def find_dialogue(store: Any, ref: str) -> dict[str, Any]:

@@ -24,13 +24,17 @@ async def test_the_dialogue_is_saved_at_every_event():
     class Spy:
         @hookimpl
         def turn_started(self, dialogue, turn):
-            saved = dlg.load_dialogue(dialogue.id)
-            seen.append((turn.id, [t.status for t in saved.turns]))
+            try:
+                saved = [t.status for t in dlg.load_dialogue(dialogue.id).turns]
+            except dlg.DialogueNotFoundError:  # first saved when its first turn ends
+                saved = []
+            seen.append((turn.id, saved))
 
     dlg.get_plugin_manager().register(Spy())
     d = await dlg.run("detective", topic="x", model="echo")
     # when each turn starts, every earlier turn is already saved as completed
-    for i, (turn_id, statuses) in enumerate(seen):
+    assert seen[0] == ("hypotheses", [])
+    for i, (turn_id, statuses) in enumerate(seen[1:], 1):
         assert statuses[:i] == ["completed"] * i, (turn_id, statuses)
     saved = dlg.load_dialogue(d.id)
     assert saved.to_dict() == d.to_dict() | {"metrics": saved.to_dict()["metrics"]}
