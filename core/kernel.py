@@ -102,34 +102,65 @@ def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = N
 
 
 class _Events:
-    """Dispatches lifecycle events to hook implementations and per-run observers."""
+    """Dispatches lifecycle events to per-run observers and plugin hook implementations.
+
+    Lifecycle hooks are plain notifications, so their implementations are called
+    directly, in pluggy's order (last registered first); pluggy's own call path, which
+    is several times slower, is used only when an implementation is a hook wrapper.
+    """
 
     def __init__(self, pm: Any, observers: Sequence[Any]):
         self._calls: dict[str, tuple[Any, list[Any]]] = {}
         for name in EVENTS:
             hook = getattr(pm.hook, name)
+            impls = hook.get_hookimpls()
             extra = [getattr(o, name) for o in observers if hasattr(o, name)]
-            if hook.get_hookimpls() or extra:
-                self._calls[name] = (hook if hook.get_hookimpls() else None, extra)
+            if not impls and not extra:
+                continue
+            if any(i.hookwrapper or getattr(i, "wrapper", False) for i in impls):
+                plugins: Any = hook
+            else:
+                functions = [i.function for i in reversed(impls)]
+                plugins = functions or None
+            self._calls[name] = (plugins, extra)
 
     def listens(self, name: str) -> bool:
         return name in self._calls
 
     async def emit(self, name: str, *, shield: bool = False, **kwargs: Any) -> None:
-        """Call every listener of ``name``; with ``shield``, cancellation waits for them."""
+        """Call every listener of ``name``; with ``shield``, cancellation waits for them.
+
+        Per-run observers come first (the store is one), so a turn is saved before any
+        plugin can fail on it. Listeners that are plain functions finish before anything
+        can be cancelled; only awaitables need the (not free) shielded scope.
+        """
         entry = self._calls.get(name)
         if entry is None:
             return
-        hook, extra = entry
-        with anyio.CancelScope(shield=shield):
-            # per-run observers first (the store is one): a turn is saved before any
-            # plugin can fail on it
-            for fn in extra:
-                result = fn(**kwargs)
-                if inspect.isawaitable(result):
+        plugins, extra = entry
+        for fn in extra:
+            result = fn(**kwargs)
+            if inspect.isawaitable(result):  # finished before any plugin hears of it
+                if shield:
+                    with anyio.CancelScope(shield=True):
+                        await result
+                else:
                     await result
-            for result in (hook(**kwargs) if hook is not None else ()):
+        pending: list[Any] = []
+        if plugins is not None:
+            if isinstance(plugins, list):
+                results: Any = (fn(**kwargs) for fn in plugins)
+            else:
+                results = plugins(**kwargs)
+            for result in results:
                 if inspect.isawaitable(result):
+                    if shield:
+                        pending.append(result)
+                    else:
+                        await result
+        if pending:
+            with anyio.CancelScope(shield=True):
+                for result in pending:
                     await result
 
 
@@ -302,7 +333,7 @@ class _Run:
             participant = self.mode.participants.get(turn.participant or "")
             choice = select_model(self.router, RouteRequest(
                 turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
-            label = redact(self.pool.label(choice))
+            label = self.pool.safe_label(choice)
         except Exception as exc:
             await self._fail(rec, _describe(exc), started=False)
             return
@@ -326,8 +357,8 @@ class _Run:
                                        text=text)
 
         async def attempt(candidate: Any) -> Any:
-            model, name = await self.pool.aget(candidate)
-            name = redact(name)
+            model, _ = await self.pool.aget(candidate)
+            name = self.pool.safe_label(candidate)
             rec.model = name
             return await chat(model, messages, settings, name, on_chunk)
 

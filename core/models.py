@@ -97,6 +97,7 @@ class ModelPool:
     def __init__(self, pm: Any = None):
         self._pm = pm
         self._models: dict[str, Any] = {}
+        self._safe_labels: dict[str, str] = {}
 
     def problem(self, spec: str) -> str | None:
         """Why ``spec`` cannot run here (unknown provider, missing package or key), if so."""
@@ -125,8 +126,19 @@ class ModelPool:
 
     @staticmethod
     def label(spec_or_model: Any) -> str:
-        """The name records use: the spec itself, or a model instance's name."""
+        """The model's name: the spec itself, or a model instance's name."""
         return spec_or_model if isinstance(spec_or_model, str) else model_label(spec_or_model)
+
+    def safe_label(self, spec_or_model: Any) -> str:
+        """``label`` with secrets (``?api_key=...``) redacted, for records and logs;
+        computed once per label (redaction scans the environment, so it is not free)."""
+        label = self.label(spec_or_model)
+        safe = self._safe_labels.get(label)
+        if safe is None:
+            from .redact import redact
+
+            safe = self._safe_labels[label] = redact(label)
+        return safe
 
     def cached(self, spec_or_model: Any) -> tuple[Any, str] | None:
         """The model if it needs no creating (an instance, or a spec already made)."""

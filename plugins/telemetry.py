@@ -207,19 +207,28 @@ def configure(spec: str) -> tuple[Any, Any]:
 
 _default: Any = None
 _configured_here = False
+_env_read = False
 
 
 def _active() -> Any:
-    """The process-wide recorder, or None when no SDK is configured (nothing to record)."""
-    global _default, _configured_here
-    if _default is None:
+    """The process-wide recorder, or None when no SDK is configured (nothing to record).
+
+    Called at every lifecycle event, so the common case (no SDK) is two lookups.
+    """
+    global _default, _configured_here, _env_read
+    if _default is not None:
+        return _default
+    if not _env_read:  # DLG_TELEMETRY is read once, at the first event
+        _env_read = True
         spec = os.environ.get("DLG_TELEMETRY")
         if spec:
             configure(spec)
             _configured_here = True
-        elif "opentelemetry.sdk" not in sys.modules:
-            return None  # no SDK configured in this program: the API would drop everything
-        _default = Telemetry()
+            _default = Telemetry()
+            return _default
+    if "opentelemetry.sdk" not in sys.modules:
+        return None  # no SDK configured in this program: the API would drop everything
+    _default = Telemetry()
     return _default
 
 
