@@ -197,17 +197,18 @@ class Orchestrator:
         from .errors import ModeError
         from .kernel import new_dialogue
         from .persistence import find_dialogue, open_store
+        from .source import is_path_like
 
         # resuming reads the store even when this orchestrator does not save
         store = self.open_store() or open_store()
         record = find_dialogue(store, dialogue_id)
         saved = Dialogue.from_dict(record)
+        # the mode as it is now (its file, or its name), else the copy saved with it
         mode = None
         if saved.mode_source and not saved.mode_source.startswith("<"):
+            source = saved.mode_source if is_path_like(saved.mode_source) else saved.mode
             try:
-                mode = load_mode(saved.mode_source if "/" in saved.mode_source or
-                                 saved.mode_source.endswith((".yaml", ".yml", ".json"))
-                                 else saved.mode, pm=self._pm)
+                mode = load_mode(source, pm=self._pm)
             except ModeError:
                 mode = None
         if mode is None:
