@@ -7,10 +7,8 @@ LangChain or an HTTP client) can be tied back to it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 __all__ = ["current", "dialogue_id", "new_span_id", "scope", "span_id", "turn_id"]
 
@@ -24,25 +22,39 @@ def new_span_id() -> str:
     return os.urandom(8).hex()
 
 
-@contextlib.contextmanager
-def scope(*, dialogue: str | None = None, turn: str | None = None) -> Iterator[str]:
-    """Enter a dialogue or a turn: set its ids (and a new span id) until the block ends."""
-    tokens = []
-    if dialogue is not None:
-        outer = dialogue_id.get()
-        if outer is not None and outer != dialogue:
-            tokens.append((parent_dialogue_id, parent_dialogue_id.set(outer)))
-        tokens.append((dialogue_id, dialogue_id.set(dialogue)))
-        tokens.append((turn_id, turn_id.set(None)))
-    if turn is not None:
-        tokens.append((turn_id, turn_id.set(turn)))
-    sid = new_span_id()
-    tokens.append((span_id, span_id.set(sid)))
-    try:
-        yield sid
-    finally:
-        for var, token in reversed(tokens):
+class scope:
+    """Enter a dialogue or a turn: set its ids (and a new span id) until the block ends.
+
+    A small class rather than a generator: one of these is alive for every turn in
+    flight, so it is kept light.
+    """
+
+    __slots__ = ("_dialogue", "_tokens", "_turn", "span")
+
+    def __init__(self, *, dialogue: str | None = None, turn: str | None = None):
+        self._dialogue = dialogue
+        self._turn = turn
+        self._tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
+        self.span = ""
+
+    def __enter__(self) -> str:
+        tokens = self._tokens
+        if self._dialogue is not None:
+            outer = dialogue_id.get()
+            if outer is not None and outer != self._dialogue:
+                tokens.append((parent_dialogue_id, parent_dialogue_id.set(outer)))
+            tokens.append((dialogue_id, dialogue_id.set(self._dialogue)))
+            tokens.append((turn_id, turn_id.set(None)))
+        if self._turn is not None:
+            tokens.append((turn_id, turn_id.set(self._turn)))
+        self.span = new_span_id()
+        tokens.append((span_id, span_id.set(self.span)))
+        return self.span
+
+    def __exit__(self, *exc: object) -> None:
+        for var, token in reversed(self._tokens):
             var.reset(token)
+        self._tokens.clear()
 
 
 def current() -> dict[str, str]:

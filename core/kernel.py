@@ -310,98 +310,95 @@ class _Run:
         return ctx
 
     async def run_turn(self, turn: Turn) -> None:
-        with context.scope(turn=turn.id):
-            await self._run_turn(turn)
-
-    async def _run_turn(self, turn: Turn) -> None:
-        rec = self.records[turn.index - 1]
-        rec.error = None
-        try:
-            tpl = _compiled(self.mode, self.env, turn)
-            ctx = self._context_for(turn, tpl["needs"], tpl["reads"])
-            if tpl["when"] is not None and not tpl["when"](**ctx):
-                rec.status = R.SKIPPED
-                rec.started_at = rec.ended_at = R.now()
-                await self._finished(rec)
+        with context.scope(turn=turn.id):  # the turn's ids, for logs, spans and metrics
+            rec = self.records[turn.index - 1]
+            rec.error = None
+            try:
+                tpl = _compiled(self.mode, self.env, turn)
+                ctx = self._context_for(turn, tpl["needs"], tpl["reads"])
+                if tpl["when"] is not None and not tpl["when"](**ctx):
+                    rec.status = R.SKIPPED
+                    rec.started_at = rec.ended_at = R.now()
+                    await self._finished(rec)
+                    return
+                system = "\n\n".join(
+                    t.render(**ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
+                ) or None
+                prompt = tpl["prompt"].render(**ctx).strip()
+                if tpl["auto_transcript"] and ctx["transcript"]:
+                    prompt = f"{ctx['transcript']}\n\n{prompt}"
+                participant = self.mode.participants.get(turn.participant or "")
+                choice = select_model(self.router, RouteRequest(
+                    turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
+                label = self.pool.safe_label(choice)
+            except Exception as exc:
+                await self._fail(rec, _describe(exc), started=False)
                 return
-            system = "\n\n".join(
-                t.render(**ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
-            ) or None
-            prompt = tpl["prompt"].render(**ctx).strip()
-            if tpl["auto_transcript"] and ctx["transcript"]:
-                prompt = f"{ctx['transcript']}\n\n{prompt}"
-            participant = self.mode.participants.get(turn.participant or "")
-            choice = select_model(self.router, RouteRequest(
-                turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
-            label = self.pool.safe_label(choice)
-        except Exception as exc:
-            await self._fail(rec, _describe(exc), started=False)
-            return
-        del ctx  # not needed while the model works: keep in-flight dialogues small
+            del ctx  # not needed while the model works: keep in-flight dialogues small
 
-        settings = _merge_settings(
-            self.mode.settings, participant.settings if participant else {}, turn.settings)
-        messages = _messages(system, prompt)
-        rec.system, rec.prompt, rec.model = system, prompt, label
-        rec.status = R.RUNNING
-        rec.started_at = R.now()
-        if log.isEnabledFor(INFO):
-            log.info("turn %s started on %s", turn.id, label,
-                     extra={"event": "turn.started", "model": label, "role": turn.role})
-        await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
+            settings = _merge_settings(
+                self.mode.settings, participant.settings if participant else {}, turn.settings)
+            messages = _messages(system, prompt)
+            rec.system, rec.prompt, rec.model = system, prompt, label
+            rec.status = R.RUNNING
+            rec.started_at = R.now()
+            if log.isEnabledFor(INFO):
+                log.info("turn %s started on %s", turn.id, label,
+                         extra={"event": "turn.started", "model": label, "role": turn.role})
+            await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
 
-        on_chunk = None
-        if self.events.listens("turn_chunk"):
-            async def on_chunk(text: str) -> None:
-                await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec,
-                                       text=text)
+            on_chunk = None
+            if self.events.listens("turn_chunk"):
+                async def on_chunk(text: str) -> None:
+                    await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec,
+                                           text=text)
 
-        async def attempt(candidate: Any) -> Any:
-            model, _ = await self.pool.aget(candidate)
-            name = self.pool.safe_label(candidate)
-            rec.model = name
-            return await chat(model, messages, settings, name, on_chunk)
+            async def attempt(candidate: Any) -> Any:
+                model, _ = await self.pool.aget(candidate)
+                name = self.pool.safe_label(candidate)
+                rec.model = name
+                return await chat(model, messages, settings, name, on_chunk)
 
-        try:
-            result, _, failures = await call_resilient(
-                choice, attempt, label=self.pool.label, policy=self.policy,
-                fallbacks=lambda: self._fallbacks(turn, participant, label),
-                timeout=turn.timeout or self.mode.timeout or self.timeout)
-        except anyio.get_cancelled_exc_class():
-            rec.status = R.CANCELLED
+            try:
+                result, _, failures = await call_resilient(
+                    choice, attempt, label=self.pool.label, policy=self.policy,
+                    fallbacks=lambda: self._fallbacks(turn, participant, label),
+                    timeout=turn.timeout or self.mode.timeout or self.timeout)
+            except anyio.get_cancelled_exc_class():
+                rec.status = R.CANCELLED
+                rec.ended_at = R.now()
+                await self._finished(rec)
+                raise
+            except AllCandidatesFailed as exc:
+                rec.attempts = [_redacted(a.to_dict()) for a in exc.attempts]
+                await self._fail(rec, str(exc))
+                return
+            if failures:
+                rec.attempts = [_redacted(a.to_dict()) for a in failures]
+                rec.replaced = tuple(dict.fromkeys(
+                    redact(a.model) for a in failures if a.model != result.model))
+                log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
+                            ", ".join(rec.replaced) or result.model,
+                            extra={"event": "turn.fallback", "model": result.model,
+                                   "replaced": list(rec.replaced), "attempts": len(failures)})
+            rec.response = result.text
+            rec.usage = result.usage
+            rec.latency_seconds = result.latency_seconds
+            rec.model = result.model
+            if self.registry is not None:
+                rec.cost_usd = self.registry.cost(result.model, result.usage.prompt,
+                                                  result.usage.completion)
+            rec.status = R.COMPLETED
             rec.ended_at = R.now()
+            if log.isEnabledFor(INFO):
+                log.info("turn %s completed in %.2fs: %d tokens", turn.id, rec.latency_seconds,
+                         rec.usage.total,
+                         extra={"event": "turn.finished", "model": rec.model, "status": rec.status,
+                                "latency_s": round(rec.latency_seconds or 0.0, 4),
+                                "prompt_tokens": rec.usage.prompt,
+                                "completion_tokens": rec.usage.completion,
+                                "cost_usd": rec.cost_usd})
             await self._finished(rec)
-            raise
-        except AllCandidatesFailed as exc:
-            rec.attempts = [_redacted(a.to_dict()) for a in exc.attempts]
-            await self._fail(rec, str(exc))
-            return
-        if failures:
-            rec.attempts = [_redacted(a.to_dict()) for a in failures]
-            rec.replaced = tuple(dict.fromkeys(
-                redact(a.model) for a in failures if a.model != result.model))
-            log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
-                        ", ".join(rec.replaced) or result.model,
-                        extra={"event": "turn.fallback", "model": result.model,
-                               "replaced": list(rec.replaced), "attempts": len(failures)})
-        rec.response = result.text
-        rec.usage = result.usage
-        rec.latency_seconds = result.latency_seconds
-        rec.model = result.model
-        if self.registry is not None:
-            rec.cost_usd = self.registry.cost(result.model, result.usage.prompt,
-                                              result.usage.completion)
-        rec.status = R.COMPLETED
-        rec.ended_at = R.now()
-        if log.isEnabledFor(INFO):
-            log.info("turn %s completed in %.2fs: %d tokens", turn.id, rec.latency_seconds,
-                     rec.usage.total,
-                     extra={"event": "turn.finished", "model": rec.model, "status": rec.status,
-                            "latency_s": round(rec.latency_seconds or 0.0, 4),
-                            "prompt_tokens": rec.usage.prompt,
-                            "completion_tokens": rec.usage.completion,
-                            "cost_usd": rec.cost_usd})
-        await self._finished(rec)
 
     def _fallbacks(self, turn: Turn, participant: Any, primary: str) -> list[Any]:
         """The participant's fallbacks, then the registry's; only models that can run here."""
