@@ -259,7 +259,14 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
     async def main() -> Any:
         return await orchestrator.execute(loaded, dialogue)
 
-    anyio.run(main)
+    saved = orchestrator.store is not None
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        if saved:
+            click.echo(f"\nInterrupted; `dlg resume {dialogue.id}` continues it.", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
 
     if fmt is not None:
         _write_export(dialogue, fmt, out, quiet=quiet)
@@ -271,7 +278,8 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
             f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
             f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}", err=True)
     if dialogue.status != "completed":
-        raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}", EXIT_FAILED)
+        hint = f"\n`dlg resume {dialogue.id}` continues it." if saved else ""
+        raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}{hint}", EXIT_FAILED)
 
 
 # -- saved dialogues: dlg ls / show / resume / export ---------------------------------------

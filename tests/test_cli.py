@@ -114,10 +114,11 @@ def test_failed_dialogue_exits_1(write_mode):
     assert result.exit_code == 1
     assert "✗ [1/1] A · failed: echo?fail=always: RuntimeError: echo model asked to fail\n" in (
         result.stderr)
+    assert re.search(r"^failed: 0/1 turns · \d+\.\d\ds · 0 tokens$", result.stderr, re.M)
+    (saved,) = dlg.list_dialogues()
     assert result.stderr.endswith(
-        "failed: 0/1 turns · " + result.stderr.split("failed: 0/1 turns · ")[1])
-    assert ("Error: dialogue failed: turn 'a' failed: echo?fail=always: RuntimeError: echo "
-            "model asked to fail\n") in result.stderr
+        "Error: dialogue failed: turn 'a' failed: echo?fail=always: RuntimeError: echo "
+        f"model asked to fail\n`dlg resume {saved['id']}` continues it.\n")
 
 
 def test_traceback_flag_shows_tracebacks():
