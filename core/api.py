@@ -121,6 +121,8 @@ class Orchestrator:
             else:
                 bound[alias] = default
         self._check(mode, bound, default)
+        if len(self._bound) >= 64:  # an embedder may run many one-off modes: keep recent ones
+            del self._bound[next(iter(self._bound))]
         self._bound[id(mode)] = (mode, bound, default)
         return bound, default
 

@@ -61,10 +61,10 @@ class Saver:
 
     inline_turns = 16  # whole records with more turns than this are written off the loop
 
-    def __init__(self, store: Any, mode_document: dict[str, Any] | None = None):
-        # a store, or a function that opens one (called once, in a worker thread)
-        self._store = store if not callable(store) or hasattr(store, "save") else None
-        self._open = None if self._store is not None else store
+    def __init__(self, open_store: Any, mode_document: dict[str, Any] | None = None):
+        # opens the store; called once, in a worker thread, at the first save
+        self._open = open_store
+        self._store: Any = None
         self.mode_document = mode_document
         self._locks: dict[str, anyio.Lock] = {}
         self._written: set[str] = set()

@@ -26,8 +26,6 @@ __all__ = [
 PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED = (
     "pending", "running", "completed", "failed", "skipped", "cancelled"
 )
-TURN_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED)
-DIALOGUE_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 
 
 def now() -> float:

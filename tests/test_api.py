@@ -140,3 +140,11 @@ def test_user_modes_directory(tmp_path, monkeypatch):
     (tmp_path / "mine.yaml").write_text("name: mine\nturns: [{id: a, role: A, prompt: hi}]\n")
     monkeypatch.setenv("DLG_MODES_PATH", str(tmp_path))
     assert dlg.run_sync("mine", model="echo").status == "completed"
+
+
+def test_a_long_lived_orchestrator_does_not_keep_every_mode():
+    orchestrator = dlg.Orchestrator(model="echo", store=None)
+    for i in range(80):
+        orchestrator.run_sync({"name": f"m{i}", "turns": [{"id": "a", "role": "A",
+                                                            "prompt": "hi"}]})
+    assert len(orchestrator._bound) <= 64
