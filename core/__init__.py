@@ -33,6 +33,7 @@ from .record import Dialogue, DialogueMetrics, TokenUsage, TurnRecord
 
 if _typing.TYPE_CHECKING:
     from .api import Orchestrator, resume, run, run_sync
+    from .events import Decision
     from .export import export
     from .loader import ModeLoader, load_mode
     from .model_registry import ModelInfo, ModelRegistry
@@ -45,6 +46,7 @@ if _typing.TYPE_CHECKING:
 __all__ = [
     "ChatModel",
     "ChatResult",
+    "Decision",
     "Dialogue",
     "DialogueMetrics",
     "DialogueNotFoundError",
@@ -95,6 +97,7 @@ _LAZY = {
     "list_dialogues": "persistence",
     "load_dialogue": "persistence",
     "export": "export",
+    "Decision": "events",
     "ModeLoader": "loader",
     "load_mode": "loader",
     "get_plugin_manager": "plugin_manager",

@@ -82,7 +82,7 @@ class Orchestrator:
     @property
     def pool(self) -> ModelPool:
         if self._pool is None:
-            self._pool = ModelPool(self.plugin_manager)
+            self._pool = ModelPool(self.plugin_manager, registry=lambda: self.registry)
         return self._pool
 
     def _router(self) -> Any:
@@ -145,7 +145,7 @@ class Orchestrator:
             self.pool.get(spec)
         from .render import environment
 
-        environment(mode.template_dirs)
+        environment(mode.template_dirs, self.plugin_manager)
 
     def start(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
               *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:
@@ -174,7 +174,8 @@ class Orchestrator:
         if self._store_obj is None:
             from .persistence import open_store
 
-            self._store_obj = open_store(None if self.store == "default" else self.store)
+            self._store_obj = open_store(None if self.store == "default" else self.store,
+                                         pm=self.plugin_manager)
         return self._store_obj
 
     async def execute(self, mode: Mode, dialogue: Dialogue) -> Dialogue:
@@ -202,7 +203,7 @@ class Orchestrator:
         from .source import is_path_like
 
         # resuming reads the store even when this orchestrator does not save
-        store = self.open_store() or open_store()
+        store = self.open_store() or open_store(pm=self.plugin_manager)
         record = find_dialogue(store, dialogue_id)
         saved = Dialogue.from_dict(record)
         # the mode as it is now (its file, or its name), else the copy saved with it

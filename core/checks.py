@@ -20,11 +20,11 @@ __all__ = ["check_templates"]
 
 
 def check_templates(
-    mode: Mode, layout: Layout, template_line: Callable[..., int | None]
+    mode: Mode, layout: Layout, template_line: Callable[..., int | None], pm: Any = None
 ) -> list[Problem]:
     from jinja2 import TemplateNotFound, TemplateSyntaxError
 
-    env = environment(mode.template_dirs)
+    env = environment(mode.template_dirs, pm)
     known_vars = set(mode.inputs) | RESERVED_NAMES
     problems: list[Problem] = []
     order = [t.id for t in mode.turns]

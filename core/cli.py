@@ -31,7 +31,44 @@ def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
 
 
 class DlgGroup(click.Group):
-    """Turns dlg's own errors into click's ``Error: ...`` form, never a traceback."""
+    """Turns dlg's own errors into click's ``Error: ...`` form, never a traceback.
+
+    The top-level group also holds the commands plugins add (``register_commands``),
+    loaded only when a command name is not a built-in one or the list is shown, so
+    ``dlg run`` does not import every plugin to start.
+    """
+
+    _plugin_commands_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugin_commands_loaded or self.name != "cli":
+            return
+        self._plugin_commands_loaded = True
+        from .errors import PluginError
+        from .events import call_hook
+        from .plugin_manager import get_plugin_manager
+
+        builtin = dict(self.commands)
+        for who, _ in call_hook(get_plugin_manager(), "register_commands", cli=self):
+            clobbered = [n for n, c in builtin.items() if self.commands.get(n) is not c]
+            if clobbered:
+                self.commands.update(builtin)
+                raise PluginError(f"{who} replaced the built-in command '{clobbered[0]}': "
+                                  "give the plugin's command another name")
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._plugin_commands_loaded:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            self._load_plugin_commands()
+        except DlgError as exc:
+            click.echo(f"warning: {exc}", err=True)
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

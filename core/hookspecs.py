@@ -2,7 +2,9 @@
 
 Registration hooks take a ``register`` callback and are synchronous; the async work lives
 on the objects they register. Lifecycle hooks are called by the kernel as a dialogue runs;
-an implementation may be a plain function or an ``async def`` (the kernel awaits it).
+an implementation may be a plain function or an ``async def`` (the kernel awaits it), and
+takes only the arguments it names. ``before_turn`` is the one hook whose answer steers the
+dialogue (``dlg.Decision``); the other lifecycle hooks observe.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def register_modes(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``dlg`` command line: ``cli`` is its click group."""
+
+
+@hookspec
 def prepare_jinja_environment(env: Any) -> None:
     """Customise the sandboxed Jinja environment prompts render in (filters, globals)."""
 
@@ -53,6 +60,12 @@ def prepare_jinja_environment(env: Any) -> None:
 @hookspec
 def dialogue_started(dialogue: Dialogue) -> Any:
     """Called once when a dialogue starts, before its first turn."""
+
+
+@hookspec
+def before_turn(dialogue: Dialogue, turn: TurnRecord, model: Any) -> Any:
+    """Decide a turn before it runs: return a ``dlg.Decision`` (run, run on another model,
+    skip, stop the dialogue) or None to let it run on ``model``, the router's choice."""
 
 
 @hookspec

@@ -10,7 +10,6 @@ The kernel knows nothing about particular providers, exporters or stores.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from . import context
 from . import record as R
 from ._version import __version__
 from .errors import DlgError, InputError, ModeError
+from .events import Events
 from .mode import Mode, Turn
 from .models import ModelPool, chat
 from .record import Dialogue, TurnRecord
@@ -29,9 +29,8 @@ from .render import CONTEXT_NAMES, TurnsView, analyse, environment, transcript
 from .resilience import AllCandidatesFailed, RetryPolicy, call_resilient
 from .routing import RouteRequest, select_model
 
-__all__ = ["EVENTS", "execute", "new_dialogue", "prepare_inputs"]
+__all__ = ["execute", "new_dialogue", "prepare_inputs"]
 
-EVENTS = ("dialogue_started", "turn_started", "turn_chunk", "turn_finished", "dialogue_finished")
 log = logging.getLogger("dlg.kernel")
 INFO = logging.INFO
 _TRUE = {"1", "true", "yes", "on", "y"}
@@ -101,69 +100,6 @@ def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = N
     )
 
 
-class _Events:
-    """Dispatches lifecycle events to per-run observers and plugin hook implementations.
-
-    Lifecycle hooks are plain notifications, so their implementations are called
-    directly, in pluggy's order (last registered first); pluggy's own call path, which
-    is several times slower, is used only when an implementation is a hook wrapper.
-    """
-
-    def __init__(self, pm: Any, observers: Sequence[Any]):
-        self._calls: dict[str, tuple[Any, list[Any]]] = {}
-        for name in EVENTS:
-            hook = getattr(pm.hook, name)
-            impls = hook.get_hookimpls()
-            extra = [getattr(o, name) for o in observers if hasattr(o, name)]
-            if not impls and not extra:
-                continue
-            if any(i.hookwrapper or getattr(i, "wrapper", False) for i in impls):
-                plugins: Any = hook
-            else:
-                functions = [i.function for i in reversed(impls)]
-                plugins = functions or None
-            self._calls[name] = (plugins, extra)
-
-    def listens(self, name: str) -> bool:
-        return name in self._calls
-
-    async def emit(self, name: str, *, shield: bool = False, **kwargs: Any) -> None:
-        """Call every listener of ``name``; with ``shield``, cancellation waits for them.
-
-        Per-run observers come first (the store is one), so a turn is saved before any
-        plugin can fail on it. Listeners that are plain functions finish before anything
-        can be cancelled; only awaitables need the (not free) shielded scope.
-        """
-        entry = self._calls.get(name)
-        if entry is None:
-            return
-        plugins, extra = entry
-        for fn in extra:
-            result = fn(**kwargs)
-            if inspect.isawaitable(result):  # finished before any plugin hears of it
-                if shield:
-                    with anyio.CancelScope(shield=True):
-                        await result
-                else:
-                    await result
-        pending: list[Any] = []
-        if plugins is not None:
-            if isinstance(plugins, list):
-                results: Any = (fn(**kwargs) for fn in plugins)
-            else:
-                results = plugins(**kwargs)
-            for result in results:
-                if inspect.isawaitable(result):
-                    if shield:
-                        pending.append(result)
-                    else:
-                        await result
-        if pending:
-            with anyio.CancelScope(shield=True):
-                for result in pending:
-                    await result
-
-
 def _static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
     """The ``mode`` and ``participants`` template variables; the same for every dialogue
     of a mode with the same model labels, so they are built once."""
@@ -207,11 +143,12 @@ class _Run:
         self.bindings = bindings
         self.default = default
         self.pool = pool
-        self.events = _Events(pm, observers)
+        self.events = Events(pm, observers)
+        self.stopped: tuple[str, str, str | None] | None = None  # status, reason, who
         self.timeout = timeout
         self.failed = False
         self.records = dialogue.turns  # in the mode's turn order: turn.index - 1
-        self.env = environment(mode.template_dirs)
+        self.env = environment(mode.template_dirs, pm)
         self.base_context = {
             **dialogue.inputs,
             "inputs": dialogue.inputs,
@@ -248,20 +185,27 @@ class _Run:
         try:
             await self.events.emit("dialogue_started", dialogue=d)
             for phase in self.mode.phases:
-                if self.failed:
+                if self.failed or self.stopped:
                     break
                 todo = [t for t in phase.turns
                         if self.records[t.index - 1].status not in (R.COMPLETED, R.SKIPPED)]
                 if phase.parallel and len(todo) > 1:
-                    async with anyio.create_task_group() as tg:
-                        for turn in todo:
-                            tg.start_soon(self.run_turn, turn)
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            for turn in todo:
+                                tg.start_soon(self.run_turn, turn)
+                    except BaseExceptionGroup as group:
+                        raise _first_error(group) from None
                 else:
                     for turn in todo:
                         await self.run_turn(turn)
-                        if self.failed:
+                        if self.failed or self.stopped:
                             break
             d.status = R.FAILED if self.failed else R.COMPLETED
+            if self.stopped and not self.failed:
+                status, reason, who = self.stopped
+                d.status = status
+                d.metadata["stopped"] = {"status": status, "reason": reason, "by": who}
             if self.failed and d.error is None:
                 failed = [t for t in d.turns if t.status == R.FAILED]
                 d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
@@ -311,6 +255,8 @@ class _Run:
 
     async def run_turn(self, turn: Turn) -> None:
         with context.scope(turn=turn.id):  # the turn's ids, for logs, spans and metrics
+            if self.stopped:  # a turn running beside this one stopped the dialogue
+                return
             rec = self.records[turn.index - 1]
             rec.error = None
             try:
@@ -330,6 +276,28 @@ class _Run:
                 participant = self.mode.participants.get(turn.participant or "")
                 choice = select_model(self.router, RouteRequest(
                     turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
+                if self.events.listens("before_turn"):
+                    rec.system, rec.prompt = system, prompt
+                    decision, who = await self.events.decide(
+                        dialogue=self.dialogue, turn=rec, model=choice)
+                    if self.stopped:  # a turn running beside this one stopped the dialogue
+                        return
+                    if decision.action == "stop":
+                        rec.system = rec.prompt = None
+                        self.stopped = (decision.status or "stopped", decision.reason, who)
+                        return
+                    if decision.action == "skip":
+                        rec.status = R.SKIPPED
+                        rec.started_at = rec.ended_at = R.now()
+                        rec.metadata = {**(rec.metadata or {}), "skipped_by": who,
+                                        "reason": decision.reason}
+                        await self._finished(rec)
+                        return
+                    if decision.model is not None:
+                        if isinstance(decision.model, str):
+                            self.pool.check(decision.model)
+                        choice = decision.model
+                        rec.metadata = {**(rec.metadata or {}), "routed_by": who}
                 label = self.pool.safe_label(choice)
             except Exception as exc:
                 await self._fail(rec, _describe(exc), started=False)
@@ -422,6 +390,20 @@ class _Run:
         if self.mode.turn(rec.id).on_error == "fail":
             self.failed = True
         await self._finished(rec)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a parallel phase: its first dlg error, if every error in
+    it is one (a plugin that failed in two turns is reported once); else the group."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if leaves and all(isinstance(e, DlgError) for e in leaves) else group
 
 
 def _redacted(attempt: dict[str, Any]) -> dict[str, Any]:

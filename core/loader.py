@@ -241,7 +241,8 @@ def _template_line(doc: SourceDoc, path: tuple[Any, ...], template_line: int | N
     return line + template_line - 1
 
 
-def _build(layout: Layout, *, check_templates: bool) -> tuple[Mode, list[str]]:
+def _build(layout: Layout, *, check_templates: bool, pm: Any = None
+           ) -> tuple[Mode, list[str]]:
     """Turn a resolved layout into a ``Mode``; raise ``ModeError`` with every problem."""
     problems: list[Problem] = []
     meta = layout.meta
@@ -353,7 +354,7 @@ def _build(layout: Layout, *, check_templates: bool) -> tuple[Mode, list[str]]:
     if check_templates and not problems:
         from .checks import check_templates as _check
 
-        problems.extend(_check(mode, layout, _template_line))
+        problems.extend(_check(mode, layout, _template_line, pm))
     if problems:
         problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
         raise ModeError(problems)
@@ -495,7 +496,7 @@ def load_mode(
         return _prepare(parent)
 
     layout = resolve(_prepare(doc), load_parent)
-    mode, template_files = _build(layout, check_templates=check_templates)
+    mode, template_files = _build(layout, check_templates=check_templates, pm=pm)
     if use_cache and check_templates:
         _cache_put(doc, mode, layout, template_files)
     return mode

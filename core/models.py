@@ -94,8 +94,9 @@ def model_label(model: Any) -> str:
 class ModelPool:
     """Creates chat models lazily, once per spec, for one dialogue (or one orchestrator)."""
 
-    def __init__(self, pm: Any = None):
+    def __init__(self, pm: Any = None, registry: Any = None):
         self._pm = pm
+        self._registry = registry  # a ModelRegistry, a function returning one, or None
         self._models: dict[str, Any] = {}
         self._safe_labels: dict[str, str] = {}
 
@@ -113,7 +114,7 @@ class ModelPool:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             return (f"no provider '{parsed.provider}' is installed{hint} "
                     f"(installed: {', '.join(sorted(providers))})")
-        return provider.problem(parsed.model, dict(parsed.options))
+        return provider.problem(parsed.model, dict(parsed.options), self._registry)
 
     def check(self, spec: str) -> None:
         """Raise now if ``spec`` cannot run: an unknown provider, a missing package or key."""
@@ -169,7 +170,7 @@ class ModelPool:
             parsed = ModelSpec.parse(spec_or_model)
             provider = registry.model_providers(self._pm)[parsed.provider]
             try:
-                model = provider.factory(parsed.model, dict(parsed.options))
+                model = provider.make(parsed.model, dict(parsed.options), self._registry)
             except ModelError:
                 raise
             except Exception as exc:

@@ -31,15 +31,15 @@ class DialogueNotFoundError(DlgError):
     """No saved dialogue has that id (or the prefix matches none, or several)."""
 
 
-def open_store(store: Any = None, **options: Any) -> Any:
+def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
     """A store object: one given, or one registered by name (``DLG_STORE``, default
-    ``diskcache``)."""
+    ``diskcache``) by the plugins of ``pm``."""
     if store is not None and not isinstance(store, str):
         return store
     from . import registry
 
     name = store or os.environ.get("DLG_STORE") or "diskcache"
-    stores = registry.stores()
+    stores = registry.stores(pm)
     if name not in stores:
         raise DlgError(f"'{name}' is not a known store (installed: {', '.join(stores)})")
     return stores[name](**options)
@@ -119,13 +119,13 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
         "give more of the id")
 
 
-def list_dialogues(store: Any = None) -> list[dict[str, Any]]:
+def list_dialogues(store: Any = None, *, pm: Any = None) -> list[dict[str, Any]]:
     """Summaries of the saved dialogues, newest first."""
-    return open_store(store).list()
+    return open_store(store, pm=pm).list()
 
 
-def load_dialogue(dialogue_id: str, store: Any = None) -> Any:
+def load_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> Any:
     """A saved dialogue (by id or unique id prefix) as a ``dlg.Dialogue``."""
     from .record import Dialogue
 
-    return Dialogue.from_dict(find_dialogue(open_store(store), dialogue_id))
+    return Dialogue.from_dict(find_dialogue(open_store(store, pm=pm), dialogue_id))

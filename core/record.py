@@ -310,8 +310,9 @@ class Dialogue:
             metadata=dict(data.get("metadata") or {}),
         )
 
-    def export(self, format: str = "json", path: str | Path | None = None) -> str | bytes | Path:
+    def export(self, format: str = "json", path: str | Path | None = None, *,
+               pm: Any = None) -> str | bytes | Path:
         """Render with a registered exporter; write to ``path`` if given and return it."""
         from .export import export
 
-        return export(self, format, path)
+        return export(self, format, path, pm=pm)

@@ -7,6 +7,8 @@ existing name replaces the earlier entry; ``dlg plugins`` shows who registered w
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -53,9 +55,34 @@ class ModelProvider:
     check: Callable[[str, dict[str, Any]], str | None] | None = None
     pull: Callable[..., Any] | None = None  # fetches the provider's model files, if any
 
-    def problem(self, model_name: str, options: dict[str, Any]) -> str | None:
+    def problem(self, model_name: str, options: dict[str, Any], registry: Any = None
+                ) -> str | None:
         """What stops this provider making the model (a missing key or package), if any."""
-        return self.check(model_name, options) if self.check is not None else None
+        if self.check is None:
+            return None
+        return _call_with_registry(self.check, model_name, options, registry)
+
+    def make(self, model_name: str, options: dict[str, Any], registry: Any = None) -> Any:
+        """The chat model. ``factory`` and ``check`` that take a ``registry`` keyword get
+        the model registry of the dialogue (for example to find a model's file)."""
+        return _call_with_registry(self.factory, model_name, options, registry)
+
+
+@functools.cache
+def _takes_registry(fn: Any) -> bool:
+    try:
+        return "registry" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _call_with_registry(fn: Any, model_name: str, options: dict[str, Any], registry: Any
+                        ) -> Any:
+    if _takes_registry(fn):
+        if callable(registry):
+            registry = registry()
+        return fn(model_name, options, registry=registry)
+    return fn(model_name, options)
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,11 @@ CONTEXT_NAMES = frozenset({"turns", "context", "transcript"})
 
 
 @functools.lru_cache(maxsize=32)
-def _environment(template_dirs: tuple[str, ...], pm_id: int) -> Environment:
+def _environment(template_dirs: tuple[str, ...], pm: Any) -> Environment:
     from importlib.resources import files
 
     from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
-
-    from .plugin_manager import get_plugin_manager
 
     builtin = str(files("dlg.templates"))
     env = SandboxedEnvironment(
@@ -53,16 +51,20 @@ def _environment(template_dirs: tuple[str, ...], pm_id: int) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    pm = get_plugin_manager()
-    pm.hook.prepare_jinja_environment(env=env)
+    from .events import call_hook
+
+    call_hook(pm, "prepare_jinja_environment", env=env)
     return env
 
 
-def environment(template_dirs: tuple[str, ...] = ()) -> Environment:
-    """The Jinja environment for a mode whose own templates live in ``template_dirs``."""
-    from .plugin_manager import get_plugin_manager
+def environment(template_dirs: tuple[str, ...] = (), pm: Any = None) -> Environment:
+    """The Jinja environment for a mode whose own templates live in ``template_dirs``,
+    prepared by the plugins of ``pm`` (the process-wide plugin manager if None)."""
+    if pm is None:
+        from .plugin_manager import get_plugin_manager
 
-    return _environment(tuple(template_dirs), id(get_plugin_manager()))
+        pm = get_plugin_manager()
+    return _environment(tuple(template_dirs), pm)
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,17 @@ def models_dir() -> Path:
     return Path(os.environ.get("DLG_MODELS_DIR") or Path(user_cache_dir("dlg")) / "models")
 
 
-def model_path(model: str, options: dict) -> Path | None:
-    """The GGUF file a ``local[:NAME]`` spec runs (which may not exist yet)."""
+def model_path(model: str, options: dict, registry=None) -> Path | None:
+    """The GGUF file a ``local[:NAME]`` spec runs (which may not exist yet); a named model
+    is looked up in ``registry`` (the dialogue's model registry)."""
     if options.get("path"):
         return Path(str(options["path"])).expanduser()
     if model:
-        from dlg.model_registry import ModelRegistry
+        if registry is None:
+            from dlg.model_registry import ModelRegistry
 
-        info = ModelRegistry.load().get(f"local:{model}")
+            registry = ModelRegistry.load()
+        info = registry.get(f"local:{model}")
         return Path(info.path).expanduser() if info and info.path else None
     if os.environ.get("DLG_LOCAL_MODEL"):
         return Path(os.environ["DLG_LOCAL_MODEL"]).expanduser()
@@ -49,22 +52,22 @@ def model_path(model: str, options: dict) -> Path | None:
     return pulled  # where `dlg models pull` puts it
 
 
-def _check(model, options):
+def _check(model, options, *, registry=None):
     problem = missing_package("xllamacpp", "local")
     if problem:
         return problem
-    path = model_path(model, options)
+    path = model_path(model, options, registry)
     if path is None or not path.is_file():
         where = f" at {path}" if path else ""
         return f"no local model file{where}: run `dlg models pull` (about 94 MB, once)"
     return None
 
 
-def _make(model, options):
+def _make(model, options, *, registry=None):
     from .local_model import LocalChatModel
 
     options = dict(options)
-    path = model_path(model, options)
+    path = model_path(model, options, registry)
     options.pop("path", None)
     return LocalChatModel(model_path=str(path), dlg_label="local" + (f":{model}" if model
                                                                       else ""), **options)
