@@ -57,6 +57,7 @@ class Orchestrator:
         # diskcache), a store name, a store object, or None not to save
         self.store = store
         self._store_obj: Any = None
+        self._lease: Any = None  # taken by prepare_resume, handed to the saver
         self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
@@ -186,7 +187,8 @@ class Orchestrator:
             from .persistence import Saver
 
             # opened by the saver when it first writes, off the event loop
-            observers = (Saver(self.open_store, mode.to_dict()), *observers)
+            lease, self._lease = self._lease, None
+            observers = (Saver(self.open_store, mode.to_dict(), lease), *observers)
         return await execute(
             mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
             default=default, pool=self.pool, observers=observers, timeout=self.timeout,
@@ -196,16 +198,35 @@ class Orchestrator:
     def prepare_resume(self, dialogue_id: str, *, force: bool = False
                        ) -> tuple[Mode, Dialogue]:
         """The saved dialogue, made ready to continue: its mode (checked against the saved
-        content hash) and its record with every unfinished turn reset to pending."""
-        from .errors import ModeError
-        from .kernel import new_dialogue
-        from .persistence import find_dialogue, open_store
-        from .source import is_path_like
+        content hash) and its record with every unfinished turn reset to pending.
+        Raises ``DialogueBusyError`` if another process is running it."""
+        from .persistence import Lease, find_dialogue, open_store
 
         # resuming reads the store even when this orchestrator does not save
         store = self.open_store() or open_store(pm=self.plugin_manager)
         record = find_dialogue(store, dialogue_id)
         saved = Dialogue.from_dict(record)
+        # refuse now if another process runs it; the saver keeps this lease while it runs
+        lease = Lease()
+        lease.acquire(store, saved.id)
+        try:
+            mode, saved = self._resumable(record, saved, force)
+        except BaseException:
+            lease.release(store, saved.id)
+            raise
+        finished = all(t.status in ("completed", "skipped") for t in saved.turns)
+        if self.store is None or finished:
+            lease.release(store, saved.id)  # nothing will run: let go at once
+        else:
+            self._lease = lease
+        return mode, saved
+
+    def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool
+                   ) -> tuple[Mode, Dialogue]:
+        from .errors import ModeError
+        from .kernel import new_dialogue
+        from .source import is_path_like
+
         # the mode as it is now (its file, or its name), else the copy saved with it
         mode = None
         if saved.mode_source and not saved.mode_source.startswith("<"):
@@ -240,11 +261,35 @@ class Orchestrator:
             if isinstance(override, str) and self.pool.problem(override) is None:
                 self.model = override
             else:
-                self.models = {a: spec for a, spec in saved.participants.items()
-                               if isinstance(spec, str) and a in mode.participants
-                               and self.pool.problem(spec) is None}
+                self.models = self._saved_models(saved, mode)
             self._bound.clear()
         return mode, saved
+
+    def _saved_models(self, saved: Dialogue, mode: Mode) -> dict[str, Any]:
+        """The participants' saved models, ready to run again. A key given in a spec was
+        not saved: the spec runs without it (its provider's key variable then applies);
+        a spec that cannot run is an error that says how to supply the model."""
+        from .errors import ModelError
+        from .models import without_redacted
+
+        out: dict[str, Any] = {}
+        for alias, spec in saved.participants.items():
+            if not isinstance(spec, str) or alias not in mode.participants:
+                continue
+            runnable = without_redacted(spec)
+            problem = ("a password in it was not saved" if runnable is None
+                       else self.pool.problem(runnable))
+            if problem is not None:
+                stripped = " (a key given in the spec is never saved)" if runnable != spec \
+                    else ""
+                raise ModelError(
+                    f"dialogue {saved.id}: participant '{alias}' ran on '{spec}', which "
+                    f"cannot run now{stripped}: {problem}. Set the provider's key variable, "
+                    f"pass --participant {alias}=SPEC (or --model SPEC), or give secrets "
+                    "as references that are saved instead of the secret: "
+                    "api_key=env:VARIABLE, or ${VARIABLE} inside a value")
+            out[alias] = runnable
+        return out
 
     async def resume(self, dialogue_id: str, *, force: bool = False) -> Dialogue:
         """Continue a saved dialogue: completed turns are kept, the rest run (the seed's

@@ -15,6 +15,7 @@ from .errors import Problem
 from .inherit import Layout
 from .mode import Mode, Turn
 from .render import RESERVED_NAMES, analyse, environment
+from .sandbox import constant_problem
 
 __all__ = ["check_templates"]
 
@@ -54,13 +55,16 @@ def check_templates(
             line = template_line(doc, path, None if expression else refs.lines.get(key))
             return {"file": doc.file, "path": _fmt(path), "line": line}
 
+        over = constant_problem(env, "{{ (" + source + ") }}" if expression else source)
+        if over:
+            problems.append(doc.problem(f"{label}: {over}", path))
         for name in refs.includes:
             try:
                 env.loader.get_source(env, name)
-            except TemplateNotFound:
-                problems.append(doc.problem(
-                    f"{label} includes '{name}', which is not in the mode's folder or in "
-                    "dlg's templates", path))
+            except TemplateNotFound as exc:
+                why = exc.message if exc.message and exc.message != name else (
+                    f"'{name}', which is not in the mode's folder or in dlg's templates")
+                problems.append(doc.problem(f"{label} includes {why}", path))
         for var in sorted(refs.variables - known_vars - set(env.globals)):
             close = difflib.get_close_matches(var, sorted(known_vars), n=1)
             hint = (f"did you mean '{close[0]}'?" if close else

@@ -433,9 +433,14 @@ def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None)
 @click.option("--format", "-f", "fmt", metavar="NAME", help="Export format.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--stream/--no-stream", default=None, help="Print turns as they are written.")
+@click.option("--model", "-m", metavar="SPEC",
+              help="Run the remaining turns on this model instead of the saved ones.")
+@click.option("--participant", "-p", "participants", multiple=True, metavar="ALIAS=SPEC",
+              help="Bind one participant to a model for the remaining turns; repeatable.")
 @store_option
 def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | None,
-                   quiet: bool, stream: bool | None, store: str | None) -> None:
+                   quiet: bool, stream: bool | None, model: str | None,
+                   participants: tuple[str, ...], store: str | None) -> None:
     """Continue a saved dialogue: completed turns are kept, the rest run."""
     from .api import Orchestrator
     from .export import get_exporter
@@ -443,9 +448,14 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
     fmt = _format_for(fmt, out)
     if fmt is not None:
         get_exporter(fmt)
-    orchestrator = Orchestrator(store=store or "default", watchdog=True)
+    orchestrator = Orchestrator(store=store or "default", watchdog=True, model=model,
+                                models=_pairs(participants, "--participant"))
+    from .persistence import DialogueBusyError
+
     try:
         mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)
+    except DialogueBusyError as exc:
+        raise DlgClickError(str(exc), EXIT_FAILED) from None
     except DlgError as exc:
         raise DlgClickError(str(exc), EXIT_USAGE) from None
     if all(t.status in ("completed", "skipped") for t in dialogue.turns):

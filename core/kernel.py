@@ -24,10 +24,11 @@ from .events import Events
 from .mode import Mode, Turn
 from .models import ModelPool, chat
 from .record import Dialogue, TurnRecord
-from .redact import redact
+from .redact import redact, redact_values
 from .render import CONTEXT_NAMES, TurnsView, analyse, environment, transcript
 from .resilience import AllCandidatesFailed, RetryPolicy, call_resilient
 from .routing import RouteRequest, select_model
+from .sandbox import render
 
 __all__ = ["execute", "new_dialogue", "prepare_inputs"]
 
@@ -268,9 +269,9 @@ class _Run:
                     await self._finished(rec)
                     return
                 system = "\n\n".join(
-                    t.render(**ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
+                    render(t, ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
                 ) or None
-                prompt = tpl["prompt"].render(**ctx).strip()
+                prompt = render(tpl["prompt"], ctx).strip()
                 if tpl["auto_transcript"] and ctx["transcript"]:
                     prompt = f"{ctx['transcript']}\n\n{prompt}"
                 participant = self.mode.participants.get(turn.participant or "")
@@ -349,7 +350,7 @@ class _Run:
                             ", ".join(rec.replaced) or result.model,
                             extra={"event": "turn.fallback", "model": result.model,
                                    "replaced": list(rec.replaced), "attempts": len(failures)})
-            rec.response = result.text
+            rec.response = redact_values(result.text)  # a model may repeat a key it saw
             rec.usage = result.usage
             rec.latency_seconds = result.latency_seconds
             rec.model = result.model

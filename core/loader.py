@@ -105,6 +105,9 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
         return [doc.problem(
             f"{err.instance!r} is not a valid name: use letters, digits and underscores, "
             "starting with a letter or underscore", path)]
+    if v == "oneOf" and not isinstance(err.instance, dict) and all(
+            "required" in s for s in vv):
+        return [doc.problem(f"expected a mapping, got {_json_type(err.instance)}", path)]
     if v == "oneOf" and vv == [{"required": ["prompt"]}, {"required": ["prompt_file"]}]:
         both = "prompt" in err.instance and "prompt_file" in err.instance
         return [doc.problem(
@@ -300,12 +303,19 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
             if "prompt_file" not in turn:
                 continue
             doc, path = layout.where(turn["id"], "prompt_file")
-            text = _read_template_file(turn["prompt_file"], doc, layout)
+            where = path if path[-1:] == ("prompt_file",) else (*path, "prompt_file")
+            try:
+                text = _read_template_file(turn["prompt_file"], doc, layout)
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                problems.append(doc.problem(
+                    f"prompt_file '{turn['prompt_file']}' cannot be read: {exc}", where))
+                continue
             if text is None:
                 problems.append(doc.problem(
                     f"prompt_file '{turn['prompt_file']}' not found (looked next to "
-                    f"{doc.file} and in dlg's templates)", path if path[-1:] == (
-                        "prompt_file",) else (*path, "prompt_file")))
+                    f"{doc.file} and in dlg's templates)", where,
+                    hint="a prompt file is named relative to the mode's folder, without "
+                    "'..' and not by an absolute path; it must stay inside that folder"))
             else:
                 template_files.append(text[1])
                 turn["prompt"] = text[0]
@@ -362,16 +372,21 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
 
 
 def _read_template_file(name: str, doc: SourceDoc, layout: Layout) -> tuple[str, str] | None:
+    """A prompt file's text and path: next to the mode that names it, next to the modes
+    it extends, or in dlg's templates; never outside those folders (symlinks resolved)."""
     from importlib.resources import files
 
-    candidates = []
+    from .limits import confined, read_text
+
+    folders = []
     if doc.base_dir is not None:
-        candidates.append(doc.base_dir / name)
-    candidates.extend(Path(str(d.base_dir)) / name for d in layout.docs if d.base_dir)
-    candidates.append(Path(str(files("dlg.templates"))) / name)
-    for c in candidates:
-        if c.is_file():
-            return c.read_text(encoding="utf-8"), str(c)
+        folders.append(doc.base_dir)
+    folders.extend(Path(str(d.base_dir)) for d in layout.docs if d.base_dir)
+    folders.append(Path(str(files("dlg.templates"))))
+    for folder in dict.fromkeys(folders):
+        found = confined(folder, str(name), [folder])
+        if found is not None and found.is_file():
+            return read_text(found), str(found)
     return None
 
 

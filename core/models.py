@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ __all__ = [
     "chat_model",
     "default_model_spec",
     "model_label",
+    "resolve_secrets",
+    "without_redacted",
 ]
 
 
@@ -59,6 +62,10 @@ class ModelSpec:
         if not provider:
             raise ModelError(f"'{text}' has no provider: expected provider[:model]")
         options = tuple((k, _coerce(v)) for k, v in parse_qsl(query, keep_blank_values=True))
+        if query:
+            from .redact import remember, secrets_in_spec
+
+            remember(*secrets_in_spec(text))  # kept out of every record from now on
         return cls(provider, model, options)
 
     def __str__(self) -> str:
@@ -91,6 +98,52 @@ def model_label(model: Any) -> str:
     return type(model).__name__
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with secret references filled in from the environment: a value
+    ``env:NAME`` is the variable NAME, and ``${NAME}`` inside a value is replaced by it
+    (``base_url=https://me:${PROXY_PASSWORD}@proxy/v1``). The spec keeps the reference,
+    so records and a later resume hold no secret. Raises ``ModelError`` for a variable
+    that is not set."""
+    out = dict(options)
+    for key, value in options.items():
+        if not isinstance(value, str) or ("env:" not in value and "${" not in value):
+            continue
+
+        def lookup(name: str, key: str = key) -> str:
+            found = os.environ.get(name)
+            if not found:
+                raise ModelError(f"the model option '{key}' names the environment variable "
+                                 f"{name}, which is not set")
+            from .redact import remember
+
+            remember(found)
+            return found
+
+        if value.startswith("env:") and _ENV_REF.fullmatch("${" + value[4:] + "}"):
+            out[key] = lookup(value[4:])
+        else:
+            out[key] = _ENV_REF.sub(lambda m: lookup(m.group(1)), value)
+    return out
+
+
+def without_redacted(spec: str) -> str | None:
+    """A saved spec with its redacted secret options dropped (so the provider falls back
+    to its key from the environment); None if a secret cannot be dropped (a password in a
+    URL)."""
+    from .redact import REDACTED
+
+    if REDACTED not in spec:
+        return spec
+    base, _, query = spec.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if v != REDACTED]
+    if any(REDACTED in v for _, v in kept):
+        return None
+    return base + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
+
+
 class ModelPool:
     """Creates chat models lazily, once per spec, for one dialogue (or one orchestrator)."""
 
@@ -114,7 +167,11 @@ class ModelPool:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             return (f"no provider '{parsed.provider}' is installed{hint} "
                     f"(installed: {', '.join(sorted(providers))})")
-        return provider.problem(parsed.model, dict(parsed.options), self._registry)
+        try:
+            options = resolve_secrets(dict(parsed.options))
+        except ModelError as exc:
+            return str(exc)
+        return provider.problem(parsed.model, options, self._registry)
 
     def check(self, spec: str) -> None:
         """Raise now if ``spec`` cannot run: an unknown provider, a missing package or key."""
@@ -170,7 +227,8 @@ class ModelPool:
             parsed = ModelSpec.parse(spec_or_model)
             provider = registry.model_providers(self._pm)[parsed.provider]
             try:
-                model = provider.make(parsed.model, dict(parsed.options), self._registry)
+                model = provider.make(parsed.model, resolve_secrets(dict(parsed.options)),
+                                      self._registry)
             except ModelError:
                 raise
             except Exception as exc:

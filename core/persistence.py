@@ -18,7 +18,9 @@ import anyio
 from .errors import DlgError
 
 __all__ = [
+    "DialogueBusyError",
     "DialogueNotFoundError",
+    "Lease",
     "Saver",
     "find_dialogue",
     "list_dialogues",
@@ -29,6 +31,79 @@ __all__ = [
 
 class DialogueNotFoundError(DlgError):
     """No saved dialogue has that id (or the prefix matches none, or several)."""
+
+
+class DialogueBusyError(DlgError):
+    """The dialogue is running in another process: running it here would pay twice."""
+
+
+class Lease:
+    """This process's claim to run one dialogue, kept in the store beside it.
+
+    A store that can hold leases has ``acquire(dialogue_id, lease, is_live)`` (atomically:
+    write ``lease`` unless a live lease with another token is there, which it returns)
+    and ``release(dialogue_id, token)``. A lease is live while its process runs, when it
+    was taken on this host (so a process killed with SIGKILL frees it at once), and
+    until it expires otherwise; each save renews it.
+    """
+
+    ttl = 15 * 60.0  # seconds a lease taken on another host lasts without a save
+
+    def __init__(self) -> None:
+        import socket
+        import uuid
+
+        self.token = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._renewed = 0.0
+
+    def document(self) -> dict[str, Any]:
+        import time
+
+        self._renewed = time.monotonic()
+        return {"token": self.token, "host": self.host, "pid": self.pid,
+                "expires": time.time() + self.ttl}
+
+    def due(self) -> bool:
+        """Whether a third of the lease's life has passed since it was last written."""
+        import time
+
+        return time.monotonic() - self._renewed > self.ttl / 3
+
+    @staticmethod
+    def is_live(lease: dict[str, Any]) -> bool:
+        import socket
+        import time
+
+        if lease.get("host") == socket.gethostname() and isinstance(lease.get("pid"), int):
+            try:
+                os.kill(lease["pid"], 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return float(lease.get("expires") or 0) > time.time()
+
+    def acquire(self, store: Any, dialogue_id: str) -> None:
+        """Claim the dialogue, or raise ``DialogueBusyError`` naming who runs it."""
+        acquire = getattr(store, "acquire", None)
+        if acquire is None:
+            return
+        holder = acquire(dialogue_id, self.document(), self.is_live)
+        if holder is not None:
+            raise DialogueBusyError(
+                f"dialogue {dialogue_id} is running in another process (pid "
+                f"{holder.get('pid')} on {holder.get('host')}): resuming it now would run "
+                "and pay for its turns twice. Wait for it to end, or stop it; a process "
+                "that died frees it at once on this host, and on another host 15 minutes "
+                "after its last save")
+
+    def release(self, store: Any, dialogue_id: str) -> None:
+        release = getattr(store, "release", None)
+        if release is not None:
+            release(dialogue_id, self.token)
 
 
 def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
@@ -61,11 +136,13 @@ class Saver:
 
     inline_turns = 16  # whole records with more turns than this are written off the loop
 
-    def __init__(self, open_store: Any, mode_document: dict[str, Any] | None = None):
+    def __init__(self, open_store: Any, mode_document: dict[str, Any] | None = None,
+                 lease: Lease | None = None):
         # opens the store; called once, in a worker thread, at the first save
         self._open = open_store
         self._store: Any = None
         self.mode_document = mode_document
+        self.lease = lease or Lease()  # taken with the first save, renewed with each
         self._locks: dict[str, anyio.Lock] = {}
         self._written: set[str] = set()
 
@@ -83,6 +160,8 @@ class Saver:
             record = dialogue.to_dict()  # the newest state, taken on the event loop
             if self.mode_document is not None:
                 record["mode_document"] = self.mode_document
+            if dialogue.id not in self._written:
+                self.lease.acquire(store, dialogue.id)
             if len(record["turns"]) > self.inline_turns:
                 await anyio.to_thread.run_sync(store.save, record)
             else:
@@ -96,11 +175,17 @@ class Saver:
             return
         async with self._lock(dialogue):
             store.save_turn(dialogue.header_dict(), turn.to_dict())
+            if self.lease.due():  # keep a lease taken for another host from expiring
+                self.lease.acquire(store, dialogue.id)
 
     async def dialogue_finished(self, dialogue: Any) -> None:
-        await self._save_all(dialogue)
-        self._locks.pop(dialogue.id, None)
-        self._written.discard(dialogue.id)
+        try:
+            await self._save_all(dialogue)
+        finally:
+            if dialogue.id in self._written:
+                self.lease.release(await self.store(), dialogue.id)
+            self._locks.pop(dialogue.id, None)
+            self._written.discard(dialogue.id)
 
 
 def find_dialogue(store: Any, ref: str) -> dict[str, Any]:

@@ -1,27 +1,64 @@
 """Keeping secrets out of logs, saved dialogues and exports.
 
-``redact(text)`` replaces the values of secret-looking environment variables (names
-ending in KEY, TOKEN, SECRET or PASSWORD), API-key-shaped strings and bearer tokens, and
-secret options in model specs (``?api_key=...``), with ``[REDACTED]``.
+``redact(text)`` replaces with ``[REDACTED]``: the values of secret-looking environment
+variables (names ending in KEY, TOKEN, SECRET or PASSWORD), the secrets dlg has seen in
+model specs (``remember``), API-key-shaped strings, bearer tokens, secret options in model
+specs (``?api_key=...``) and passwords in URLs (``http://user:PASSWORD@host``).
+
+``redact_values(text)`` replaces only the known values (environment and remembered): it is
+what model answers go through, so an answer that repeats a key is stored without it while
+an answer that merely shows what a key looks like is left alone.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["REDACTED", "redact"]
+__all__ = ["REDACTED", "redact", "redact_values", "remember", "secrets_in_spec"]
 
 REDACTED = "[REDACTED]"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
+SECRET_OPTIONS = frozenset({"api_key", "apikey", "key", "token", "secret", "password"})
 # each pattern's group "keep", if any, is kept before the replacement
 _PATTERNS = [
     re.compile(r"\b(?:sk|rk|pk|xai|gsk)-[A-Za-z0-9_\-]{12,}"),  # sk-..., xai-..., ...
     re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
     re.compile(r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._\-]{8,}"),
+    # (a reference to a secret, env:NAME or ${NAME}, is no secret and is kept)
     re.compile(r"(?i)(?P<keep>[?&](?:api_key|apikey|key|token|secret|password)=)"
-               r"[^&\s'\")]+"),
+               r"(?!env:[A-Za-z_]|\$\{)[^&\s'\")]+"),
+    # a password in a URL's user information: scheme://user:PASSWORD@host
+    re.compile(r"(?i)(?P<keep>\b[a-z][a-z0-9+.\-]*://[^/\s:@?#]*:)(?!\$\{)[^@\s/?#]+(?=@)"),
 ]
+_remembered: set[str] = set()
+_REFERENCE = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def remember(*values: str | None) -> None:
+    """Treat these values as secrets from now on (for this process)."""
+    for value in values:
+        if value and len(value) >= 8 and value != REDACTED:
+            _remembered.add(value)
+
+
+def secrets_in_spec(text: str) -> list[str]:
+    """The secret values a model spec carries: secret options and URL passwords."""
+    _, _, query = text.partition("?")
+    found = []
+    for key, value in parse_qsl(query, keep_blank_values=False):
+        if key.lower() in SECRET_OPTIONS:
+            if not _REFERENCE.fullmatch(value):
+                found.append(value)
+        elif "://" in value:
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                password = None
+            if password:
+                found.extend({password, unquote(password)})
+    return found
 
 
 def _replace(match: re.Match[str]) -> str:
@@ -29,18 +66,26 @@ def _replace(match: re.Match[str]) -> str:
     return keep + REDACTED
 
 
-def _env_secrets() -> list[str]:
-    return sorted((v for k, v in os.environ.items()
-                   if _SECRET_ENV.search(k) and v and len(v) >= 6), key=len, reverse=True)
+def _known_values() -> list[str]:
+    env = (v for k, v in os.environ.items() if _SECRET_ENV.search(k) and v and len(v) >= 6)
+    return sorted({*env, *_remembered}, key=len, reverse=True)
+
+
+def redact_values(text: str | None) -> str | None:
+    """``text`` with every known secret value (environment, remembered) replaced."""
+    if not text:
+        return text
+    for value in _known_values():
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 def redact(text: str | None) -> str | None:
     """``text`` with every secret we can recognise replaced by ``[REDACTED]``."""
     if not text:
         return text
-    for value in _env_secrets():
-        if value in text:
-            text = text.replace(value, REDACTED)
+    text = redact_values(text)
     for pattern in _PATTERNS:
         text = pattern.sub(_replace, text)
     return text

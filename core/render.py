@@ -39,19 +39,10 @@ CONTEXT_NAMES = frozenset({"turns", "context", "transcript"})
 def _environment(template_dirs: tuple[str, ...], pm: Any) -> Environment:
     from importlib.resources import files
 
-    from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-
-    builtin = str(files("dlg.templates"))
-    env = SandboxedEnvironment(
-        loader=ChoiceLoader([FileSystemLoader([*template_dirs, builtin])]),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     from .events import call_hook
+    from .sandbox import make_environment
+
+    env = make_environment([*template_dirs, str(files("dlg.templates"))])
 
     call_hook(pm, "prepare_jinja_environment", env=env)
     return env

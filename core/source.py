@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ModeError, ModeNotFoundError, Problem
+from .limits import MAX_DEPTH
 
 __all__ = ["SourceDoc", "format_path", "is_path_like", "read_source"]
 
@@ -49,6 +52,8 @@ class SourceDoc:
     _rt: Any = field(default=None, repr=False)
 
     def parse(self) -> Any:
+        from .limits import LimitError, check_shape
+
         if self.is_json:
             try:
                 self.data = json.loads(self.text)
@@ -61,8 +66,17 @@ class SourceDoc:
                         column=exc.colno,
                     )
                 ) from None
+            except RecursionError:
+                raise ModeError(Problem("invalid JSON: nested too deeply", file=self.file)
+                                ) from None
+            except ValueError as exc:  # e.g. an integer of thousands of digits
+                raise ModeError(Problem(f"invalid JSON: {exc}", file=self.file)) from None
         else:
             self.data = _load_yaml(self.text, self.file, typ="safe")
+        try:
+            check_shape(self.data)
+        except LimitError as exc:
+            raise ModeError(self.problem(str(exc), exc.path)) from None
         if not isinstance(self.data, dict):
             kind = "empty" if self.data is None else f"a {type(self.data).__name__}"
             raise ModeError(
@@ -109,14 +123,36 @@ class SourceDoc:
         )
 
 
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in ``text`` (quoted text included: an upper bound)."""
+    depth = deepest = 0
+    for ch in _BRACKETS.sub("", text):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
+
+
 def _load_yaml(text: str, file: str, *, typ: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    if _flow_depth(text) > MAX_DEPTH:  # the YAML scanner is quadratic in this depth
+        raise ModeError(Problem(f"invalid YAML: brackets nested more than {MAX_DEPTH} deep",
+                                file=file))
     yaml = YAML(typ=typ, pure=typ == "rt")
     yaml.allow_duplicate_keys = False
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():  # a reused anchor is valid YAML 1.2: no warning
+            warnings.simplefilter("ignore")
+            return yaml.load(text)
+    except RecursionError:
+        raise ModeError(Problem("invalid YAML: nested too deeply", file=file)) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
@@ -136,19 +172,26 @@ def _load_yaml(text: str, file: str, *, typ: str) -> Any:
                 hint=hint,
             )
         ) from None
-    except YAMLError as exc:
-        raise ModeError(Problem(f"invalid YAML: {exc}", file=file)) from None
+    except (YAMLError, ValueError, TypeError) as exc:
+        # ValueError: an integer of thousands of digits; TypeError: an unhashable key
+        text = str(exc).replace("\n", " ").strip() or type(exc).__name__
+        raise ModeError(Problem(f"invalid YAML: {text}", file=file)) from None
 
 
 def _from_path(path: Path) -> SourceDoc:
+    from .limits import LimitError, read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise ModeNotFoundError(f"no mode file at '{path}'") from None
     except IsADirectoryError:
         raise ModeNotFoundError(f"'{path}' is a directory, not a mode file") from None
+    except LimitError as exc:
+        raise ModeError(f"cannot load {exc}", file=str(path)) from None
     except UnicodeDecodeError as exc:
-        raise ModeError(f"'{path}' is not UTF-8 text: {exc.reason}", file=str(path)) from None
+        raise ModeError(f"'{path}' is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                        file=str(path)) from None
     except OSError as exc:
         raise ModeError(f"cannot read '{path}': {exc.strerror}", file=str(path)) from None
     resolved = path.resolve()

@@ -111,7 +111,28 @@ class DiskcacheStore:
             for turn_id in json.loads(blob).get("turn_ids", []):
                 self._cache.delete(f"turn:{dialogue_id}:{turn_id}")
             self._cache.delete(f"dialogue:{dialogue_id}")
+            self._cache.delete(f"lease:{dialogue_id}")
         return True
+
+    def acquire(self, dialogue_id: str, lease: dict[str, Any], is_live: Any
+                ) -> dict[str, Any] | None:
+        """Write ``lease`` for the dialogue unless another live one is there (returned)."""
+        key = f"lease:{dialogue_id}"
+        with self._cache.transact():
+            current = self._cache.get(key)
+            if current is not None:
+                held = json.loads(current)
+                if held.get("token") != lease["token"] and is_live(held):
+                    return held
+            self._cache.set(key, json.dumps(lease))
+        return None
+
+    def release(self, dialogue_id: str, token: str) -> None:
+        key = f"lease:{dialogue_id}"
+        with self._cache.transact():
+            current = self._cache.get(key)
+            if current is not None and json.loads(current).get("token") == token:
+                self._cache.delete(key)
 
     def close(self) -> None:
         self._cache.close()

@@ -185,3 +185,46 @@ def test_no_secret_in_logs_saved_dialogues_or_exports(monkeypatch, tmp_path):
     assert server.requests[0]["auth"] == f"Bearer {SECRET}"  # the key was really used
     assert SECRET not in joined
     assert "[REDACTED]" in joined
+
+
+URL_PASSWORD = "Pw-urlpass-91827364"
+LITERAL_KEY = "literal-key-5647382910"  # not shaped like a known key, not in the environment
+
+
+def test_url_passwords_and_literal_keys_reach_no_output_not_even_the_store_files(
+        monkeypatch, tmp_path):
+    """A password in base_url and a key given only in the spec: redacted from logs, show,
+    ls, exports and every byte the store wrote (its WAL included), even when the model's
+    answer repeats them."""
+    monkeypatch.setenv("DLG_LOG", "json")
+    monkeypatch.setenv("DLG_LOG_LEVEL", "DEBUG")
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DLG_DATA_DIR", str(data_dir))
+    with FakeOpenAI(["ok"]) as server:
+        server.reply = f"I saw {LITERAL_KEY} and {URL_PASSWORD}"
+        host = server.base_url.removeprefix("http://")
+        spec = (f"openai-compatible:m?base_url=http://me:{URL_PASSWORD}@{host}"
+                f"&api_key={LITERAL_KEY}")
+        runner = CliRunner()
+        result = runner.invoke(cli, ["run", "debate", "--topic", "t", "--model", spec],
+                               catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        (saved,) = dlg.list_dialogues()
+        outputs = [result.output, result.stderr]
+        for fmt in ("json", "markdown", "html"):
+            outputs.append(runner.invoke(cli, ["export", saved["id"], "-f", fmt]).output)
+        outputs.append(runner.invoke(cli, ["show", saved["id"], "--json", "--text"]).output)
+        outputs.append(runner.invoke(cli, ["ls", "--json"]).output)
+    import base64
+
+    # httpx sends the URL's user and password as basic auth: both were really used
+    assert server.requests[0]["auth"] == "Basic " + base64.b64encode(
+        f"me:{URL_PASSWORD}".encode()).decode()
+    joined = "\n".join(outputs)
+    assert "I saw [REDACTED] and [REDACTED]" in joined
+    assert f"http://me:[REDACTED]@{host}" in joined
+    for secret in (URL_PASSWORD, LITERAL_KEY):
+        assert secret not in joined
+        for path in data_dir.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path

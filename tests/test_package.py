@@ -20,7 +20,8 @@ def test_all_is_sorted_and_complete():
                "loader", "mode", "models", "plugin_manager", "record", "registry", "render",
                "routing", "source", "plugins", "schemas", "modes", "templates",
                "model_registry", "providers", "resilience", "persistence", "context",
-               "logs", "redact", "watchdog", "events"}
+               "logs", "redact", "watchdog", "events", "limits",
+                   "sandbox"}
     assert public - modules - set(dlg.__all__) == set()
     for name in dlg.__all__:
         assert getattr(dlg, name) is not None

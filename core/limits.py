@@ -1,0 +1,120 @@
+"""Bounds on what a mode may make dlg do: the files it reads and the data it holds.
+
+A mode, its parents, its prompt files and its templates are hostile input. They are read
+only from regular files (never a device, a FIFO or a directory), up to ``MAX_FILE_BYTES``,
+and a parsed document may not be deeper than ``MAX_DEPTH`` or expand (through YAML
+aliases) to more than ``MAX_NODES`` values. Files a mode names are confined to folders
+(``confined``): the mode's own folder and the template folders, symlinks resolved.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "LimitError",
+    "check_shape",
+    "confined",
+    "read_text",
+]
+
+MAX_FILE_BYTES = 1 << 20  # a mode, prompt file or template: 1 MiB
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_NODES = 100_000  # values in a document, counting each use of a YAML alias
+MAX_INT_DIGITS = 18  # integers a mode may hold (a timeout, a count): below 10**18
+
+
+class LimitError(ValueError):
+    """Input over one of the bounds above; ``path`` is the JSON path, when known."""
+
+    def __init__(self, message: str, path: tuple[Any, ...] = ()):
+        super().__init__(message)
+        self.path = path
+
+
+def read_text(path: Path, *, limit: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes.
+
+    Raises ``FileNotFoundError``, ``IsADirectoryError``, ``LimitError`` (not a regular
+    file, or too large), ``UnicodeDecodeError`` or ``OSError``. The file is checked
+    before it is opened, so a FIFO or a device is never opened (which could block).
+    """
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise LimitError(f"'{path}' is not a regular file (a device, FIFO or socket)")
+    if info.st_size > limit:
+        raise LimitError(f"'{path}' is {info.st_size:,} bytes; the limit is {limit:,}")
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew since stat
+        raise LimitError(f"'{path}' is over {limit:,} bytes")
+    return data.decode("utf-8")
+
+
+def confined(base: Path, name: str, roots: list[Path]) -> Path | None:
+    """``base / name`` if it is inside one of ``roots`` once symlinks are resolved;
+    None if ``name`` is absolute, climbs with ``..``, or resolves outside them."""
+    if not name or os.path.isabs(name) or name.startswith("~"):
+        return None
+    if any(part == ".." for part in Path(name).parts):
+        return None
+    candidate = (base / name).resolve()
+    for root in roots:
+        real = root.resolve()
+        if candidate == real or real in candidate.parents:
+            return candidate
+    return None
+
+
+def check_shape(data: Any) -> None:
+    """Raise ``LimitError`` if ``data`` (parsed JSON or YAML) is too deep, too large once
+    aliases are expanded, has a key that is not a string, or an integer too large.
+
+    Shared (aliased) values are counted once per use without walking them again, so a
+    "billion laughs" document is refused in time linear in its text.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, path: tuple[Any, ...], depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise LimitError(f"nested more than {MAX_DEPTH} levels deep", path)
+        if isinstance(node, bool) or node is None or isinstance(node, float | str):
+            return 1
+        if isinstance(node, int):
+            if abs(node) >= 10**MAX_INT_DIGITS:
+                raise LimitError("this number is too large", path)
+            return 1
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise LimitError(f"the key {k!r} is not a string: quote it", (*path, str(k)))
+                total += size(v, (*path, k), depth + 1)
+                if total > MAX_NODES:
+                    break
+        elif isinstance(node, list | tuple):
+            for i, v in enumerate(node):
+                total += size(v, (*path, i), depth + 1)
+                if total > MAX_NODES:
+                    break
+        else:  # a date, bytes, ...: one value, which the schema then judges
+            return 1
+        if total > MAX_NODES:
+            raise LimitError(f"the document expands to more than {MAX_NODES:,} values "
+                             "(YAML aliases count each time they are used)", path)
+        sizes[key] = total
+        return total
+
+    size(data, (), 0)

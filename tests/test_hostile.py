@@ -1,0 +1,174 @@
+"""Hostile modes and templates: confined files, bounded loading, bounded rendering."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+
+MODE = "name: m\nturns: [{id: a, role: A, %s}]\n"
+
+
+def _load_error(path) -> str:
+    with pytest.raises(dlg.ModeError) as info:
+        dlg.load_mode(path)
+    return info.value.format(all_problems=True)
+
+
+# -- files a mode names stay in its folder ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.txt", "sub/../../outside.txt",
+                                  "~/outside.txt"])
+def test_prompt_file_cannot_leave_the_mode_folder(tmp_path, name):
+    (tmp_path / "outside.txt").write_text("SECRET")
+    folder = tmp_path / "modes"
+    (folder / "sub").mkdir(parents=True)
+    mode = folder / "m.yaml"
+    mode.write_text(MODE % f"prompt_file: '{name}'")
+    text = _load_error(mode)
+    assert f"prompt_file '{name}' not found" in text
+    assert "must stay inside that folder" in text
+
+
+def test_prompt_file_symlink_out_of_the_folder_is_refused(tmp_path):
+    (tmp_path / "outside.txt").write_text("SECRET")
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    os.symlink(tmp_path / "outside.txt", folder / "p.txt")
+    (folder / "inside.txt").write_text("hello {{ 'x' }}")
+    mode = folder / "m.yaml"
+    mode.write_text(MODE % "prompt_file: p.txt")
+    assert "prompt_file 'p.txt' not found" in _load_error(mode)
+    mode.write_text(MODE % "prompt_file: inside.txt")
+    assert dlg.load_mode(mode).turns[0].prompt == "hello {{ 'x' }}"
+
+
+@pytest.mark.parametrize("include", ["/etc/passwd", "../outside.txt", "link.txt"])
+def test_include_cannot_leave_the_template_folders(tmp_path, include):
+    (tmp_path / "outside.txt").write_text("SECRET")
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    os.symlink(tmp_path / "outside.txt", folder / "link.txt")
+    mode = folder / "m.yaml"
+    mode.write_text(MODE % f"prompt: \"{{% include '{include}' %}}\"")
+    text = _load_error(mode)
+    assert "prompt of turn 'a' includes" in text
+    assert "SECRET" not in text
+
+
+def test_include_inside_the_folder_still_works(tmp_path):
+    (tmp_path / "part.j2").write_text("part says {{ 1 + 1 }}")
+    mode = tmp_path / "m.yaml"
+    mode.write_text(MODE % "prompt: \"{% include 'part.j2' %}\"")
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert d.turns[0].prompt == "part says 2"
+
+
+# -- loading is bounded -------------------------------------------------------------------
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append("name: bomb\nturns: [{id: a, role: A, prompt: hi}]\ndescription: *a9")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines))
+    started = time.perf_counter()
+    text = _load_error(path)
+    assert time.perf_counter() - started < 5
+    assert "expands to more than 100,000 values" in text
+
+
+def test_extends_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "parent.yaml"
+    os.mkfifo(fifo)
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: ./parent.yaml\nname: c\n")
+    text = _load_error(child)
+    assert "is not a regular file" in text
+
+
+def test_extends_a_device_is_refused(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: /dev/zero\nname: c\n")
+    assert "is not a regular file" in _load_error(child)
+
+
+def test_a_huge_mode_file_is_refused(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\ndescription: '" + "x" * (1 << 20) + "'\n")
+    assert "the limit is 1,048,576" in _load_error(path)
+
+
+@pytest.mark.parametrize("template", [
+    "{{ 'a' * 10**9 }}", "{{ 10 ** 100000 }}", "{{ '%999999999s' % 'a' }}",
+    "{{ 'a' * 1000 * 1000 * 1000 }}",
+])
+def test_constant_blow_ups_are_mode_errors(tmp_path, template):
+    path = tmp_path / "m.yaml"
+    path.write_text(MODE % f'prompt: "{template}"')
+    started = time.perf_counter()
+    text = _load_error(path)
+    assert time.perf_counter() - started < 5
+    assert "prompt" in text and ("not allowed" in text or "template limit" in text)
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "loops ran more than 100,000 steps"),
+    ("{% for i in range(50000) %}{{ 'x' * 1000 }}{% endfor %}",
+     "produced more than 2,000,000 characters"),
+    ("{{ 'a'.center(10**9) }}", "over the template limit"),
+    ("{{ 'a' | center(10**8) }}", "over the template limit"),
+    ("{{ '{:>999999999}'.format('a') }}", "format width or precision of millions"),
+    ("{{ (range(1000) | list) * 100000 }}", "would build"),
+])
+def test_rendering_is_bounded_and_the_turn_says_why(template, message):
+    mode = {"name": "r", "turns": [{"id": "a", "role": "A", "prompt": template}]}
+    started = time.perf_counter()
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert time.perf_counter() - started < 5
+    assert d.status == "failed"
+    assert message in d.turns[0].error
+
+
+# -- malformed modes are mode errors, never tracebacks --------------------------------------
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: m\n1: x\nturns: [{id: a, role: A, prompt: hi}]\n", "the key 1 is not a string"),
+    ("name: m\nturns: [null]\n", "expected a mapping, got null"),
+    ("name: m\nturns:\n" + "  " + "[" * 200 + "]" * 200 + "\n", "nested"),
+    ("name: m\ntimeout: 1" + "0" * 5000 + "\nturns: [{id: a, role: A, prompt: hi}]\n",
+     "invalid YAML"),
+    ("name: m\ntimeout: 1" + "0" * 30 + "\nturns: [{id: a, role: A, prompt: hi}]\n",
+     "this number is too large"),
+])
+def test_malformed_yaml_is_a_mode_error(tmp_path, text, message):
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    assert message in _load_error(path)
+
+
+def test_deep_json_and_huge_json_integers_are_mode_errors(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert "nested too deeply" in _load_error(path)
+    path.write_text('{"name": "m", "timeout": 1' + "0" * 5000 + "}")
+    assert "invalid JSON" in _load_error(path)
+
+
+def test_non_utf8_mode_is_a_mode_error_through_the_cli(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_bytes(b"name: m\ndescription: \xff\xfe\n")
+    result = CliRunner().invoke(cli, ["run", str(path), "--model", "echo"])
+    assert result.exit_code == 2
+    assert "is not UTF-8 text" in result.output
+    assert "Traceback" not in result.output
