@@ -200,12 +200,12 @@ class Orchestrator:
         """The saved dialogue, made ready to continue: its mode (checked against the saved
         content hash) and its record with every unfinished turn reset to pending.
         Raises ``DialogueBusyError`` if another process is running it."""
-        from .persistence import Lease, find_dialogue, open_store
+        from .persistence import Lease, as_dialogue, find_dialogue, open_store
 
         # resuming reads the store even when this orchestrator does not save
         store = self.open_store() or open_store(pm=self.plugin_manager)
         record = find_dialogue(store, dialogue_id)
-        saved = Dialogue.from_dict(record)
+        saved = as_dialogue(record)
         # refuse now if another process runs it; the saver keeps this lease while it runs
         lease = Lease()
         lease.acquire(store, saved.id)

@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .errors import DlgError, InputError, ModeError, ModelError, UnknownExporterError
+from .errors import (
+    DlgError,
+    InputError,
+    ModeError,
+    ModelError,
+    StoreError,
+    UnknownExporterError,
+)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -329,12 +336,11 @@ def _store(name: str | None) -> Any:
 
 
 def _saved(ref: str, store: str | None) -> Any:
-    from .persistence import find_dialogue
-    from .record import Dialogue
+    from .persistence import DialogueNotFoundError, as_dialogue, find_dialogue
 
     try:
-        return Dialogue.from_dict(find_dialogue(_store(store), ref))
-    except DlgError as exc:
+        return as_dialogue(find_dialogue(_store(store), ref))
+    except DialogueNotFoundError as exc:
         raise DlgClickError(str(exc), EXIT_USAGE) from None
 
 
@@ -358,6 +364,9 @@ def list_command(limit: int, as_json: bool, store: str | None) -> None:
     click.echo(f"{'id':<24}  {'mode':<14}  {'status':<9}  {'turns':>5}  {'tokens':>7}  "
                f"{'cost':>8}  topic")
     for r in rows:
+        if r.get("status") == "unreadable":
+            click.echo(f"{r['id']:<24}  {'-':<14}  unreadable  ({r.get('error')})")
+            continue
         topic = str((r.get("inputs") or {}).get("topic", ""))[:40]
         cost = f"${r['total_cost_usd']:.4f}" if r.get("total_cost_usd") else "-"
         click.echo(f"{r['id']:<24}  {str(r['mode'])[:14]:<14}  {r['status']:<9}  "
@@ -454,7 +463,7 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
 
     try:
         mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)
-    except DialogueBusyError as exc:
+    except (DialogueBusyError, StoreError) as exc:
         raise DlgClickError(str(exc), EXIT_FAILED) from None
     except DlgError as exc:
         raise DlgClickError(str(exc), EXIT_USAGE) from None

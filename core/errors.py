@@ -8,6 +8,7 @@ DlgError                      base class: catch this to catch anything dlg repor
 ├── PluginError               a plugin failed to load or registered something invalid
 ├── ModelError                a model spec could not be turned into a chat model
 │   └── UnknownModelError     no provider registered under that name
+├── StoreError                a dialogue store could not be opened, read or written
 ├── ExportError               a dialogue could not be exported
 │   └── UnknownExporterError  no exporter registered under that name
 └── TurnError                 a turn failed while the dialogue ran (recorded on the turn)
@@ -32,6 +33,7 @@ __all__ = [
     "ModelError",
     "PluginError",
     "Problem",
+    "StoreError",
     "TurnError",
     "TurnTimeoutError",
     "UnknownExporterError",
@@ -111,6 +113,10 @@ class InputError(DlgError):
 
 class PluginError(DlgError):
     """A plugin could not be loaded, or registered something dlg cannot use."""
+
+
+class StoreError(DlgError):
+    """A dialogue store could not be opened, read or written (corrupt, unwritable, full)."""
 
 
 class ModelError(DlgError):

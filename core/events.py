@@ -90,9 +90,10 @@ def _plugin_name(pm: Any, impl: Any) -> str:
     return pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", repr(impl.plugin))
 
 
-def _wrap(who: str, hook: str, exc: Exception) -> PluginError:
-    if isinstance(exc, PluginError):
-        return exc
+def _wrap(who: str, hook: str, exc: Exception) -> DlgError:
+    if isinstance(exc, PluginError) or (isinstance(exc, DlgError) and
+                                        who.startswith("observer")):
+        return exc  # dlg's own observers (the saver) say what failed themselves
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, DlgError) and text:
@@ -192,7 +193,7 @@ class Events:
         listeners = self._calls.get(name)
         if listeners is None:
             return
-        error: PluginError | None = None
+        error: DlgError | None = None
         for listener in listeners:
             try:
                 result = listener(kwargs)

@@ -15,13 +15,14 @@ from typing import Any
 
 import anyio
 
-from .errors import DlgError
+from .errors import DlgError, StoreError
 
 __all__ = [
     "DialogueBusyError",
     "DialogueNotFoundError",
     "Lease",
     "Saver",
+    "as_dialogue",
     "find_dialogue",
     "list_dialogues",
     "load_dialogue",
@@ -117,7 +118,63 @@ def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
     stores = registry.stores(pm)
     if name not in stores:
         raise DlgError(f"'{name}' is not a known store (installed: {', '.join(stores)})")
-    return stores[name](**options)
+    try:
+        opened = stores[name](**options)
+    except DlgError:
+        raise
+    except Exception as exc:
+        where = f" at {options['path']}" if options.get("path") else ""
+        raise StoreError(f"cannot open the dialogue store '{name}'{where}: "
+                         f"{_reason(exc)} (DLG_DATA_DIR or --store choose another)") from exc
+    return GuardedStore(opened, name)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_VERBS = {"save": "save", "save_turn": "save a turn of", "load": "read", "list": "list",
+          "delete": "delete", "acquire": "claim", "release": "release"}
+_SAVE_HINT = (". The turns saved before are kept: free the space (or fix the store) and "
+              "`dlg resume` the dialogue")
+_HINTS = {"save": _SAVE_HINT, "save_turn": _SAVE_HINT, "acquire": _SAVE_HINT}
+
+
+class GuardedStore:
+    """A store whose failures are ``StoreError``s that say what failed and where.
+
+    A store plugin may raise anything (sqlite3's "database disk image is malformed",
+    ENOSPC, a dropped connection); dlg's callers see one kind of error, with the
+    operation and the dialogue, and the CLI prints it without a traceback.
+    """
+
+    def __init__(self, store: Any, name: str):
+        self._store = store
+        self.name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._store, attr)
+        if not callable(value) or attr.startswith("_"):
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except DlgError:
+                raise
+            except Exception as exc:
+                subject = args[0] if args and isinstance(args[0], str) else (
+                    args[0].get("id") if args and isinstance(args[0], dict) else None)
+                about = f" dialogue {subject}" if subject else ""
+                verb = _VERBS.get(attr, attr)
+                hint = _HINTS.get(attr, "")
+                raise StoreError(f"the '{self.name}' store could not {verb}{about}: "
+                                 f"{_reason(exc)}{hint}") from exc
+
+        guarded.__name__ = attr
+        setattr(self, attr, guarded)  # found directly next time
+        return guarded
 
 
 class Saver:
@@ -204,6 +261,18 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
         "give more of the id")
 
 
+def as_dialogue(record: dict[str, Any]) -> Any:
+    """A saved record as a ``dlg.Dialogue``; a record that is not one is a ``StoreError``."""
+    from .record import Dialogue
+
+    try:
+        return Dialogue.from_dict(record)
+    except Exception as exc:
+        who = record.get("id") if isinstance(record, dict) else None
+        raise StoreError(f"saved dialogue {who or '?'} is damaged and cannot be read: "
+                         f"{_reason(exc)}") from exc
+
+
 def list_dialogues(store: Any = None, *, pm: Any = None) -> list[dict[str, Any]]:
     """Summaries of the saved dialogues, newest first."""
     return open_store(store, pm=pm).list()
@@ -211,6 +280,4 @@ def list_dialogues(store: Any = None, *, pm: Any = None) -> list[dict[str, Any]]
 
 def load_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> Any:
     """A saved dialogue (by id or unique id prefix) as a ``dlg.Dialogue``."""
-    from .record import Dialogue
-
-    return Dialogue.from_dict(find_dialogue(open_store(store, pm=pm), dialogue_id))
+    return as_dialogue(find_dialogue(open_store(store, pm=pm), dialogue_id))

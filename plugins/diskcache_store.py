@@ -95,13 +95,23 @@ class DiskcacheStore:
         return {**header, "turns": turns}
 
     def list(self) -> list[dict[str, Any]]:
+        """Summaries, newest first. A row that cannot be read is listed as ``unreadable``
+        with the reason, and does not hide the others."""
         out = []
         for key in self._cache.iterkeys():
             if isinstance(key, str) and key.startswith("dialogue:"):
-                blob = self._cache.get(key)
-                if blob is not None:
-                    out.append(json.loads(blob)["summary"])
-        return sorted(out, key=lambda s: s.get("created_at") or "", reverse=True)
+                try:
+                    blob = self._cache.get(key)
+                    if blob is not None:
+                        summary = json.loads(blob)["summary"]
+                        if not isinstance(summary, dict):
+                            raise TypeError("the summary is not a mapping")
+                        out.append(summary)
+                except Exception as exc:  # one bad row must not hide the others
+                    out.append({"id": key.removeprefix("dialogue:"), "status": "unreadable",
+                                "error": f"{type(exc).__name__}: {exc}", "mode": None,
+                                "turns": 0, "turns_completed": 0})
+        return sorted(out, key=lambda s: str(s.get("created_at") or ""), reverse=True)
 
     def delete(self, dialogue_id: str) -> bool:
         with self._cache.transact():

@@ -1,0 +1,92 @@
+"""A damaged, unwritable or full store: clear errors, the other dialogues still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+import dlg
+from dlg.cli import cli
+
+TWO = {"name": "two", "turns": [{"id": "a", "role": "A", "prompt": "hi"},
+                                {"id": "b", "role": "B", "prompt": "again"}]}
+
+
+def _raw_cache():
+    import diskcache
+
+    return diskcache.Cache(os.path.join(os.environ["DLG_DATA_DIR"], "dialogues"))
+
+
+def test_one_damaged_row_does_not_hide_the_others():
+    good = dlg.run_sync(TWO, model="echo")
+    bad = dlg.run_sync(TWO, model="echo")
+    with _raw_cache() as cache:
+        cache.set(f"dialogue:{bad.id}", "{not json")
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["ls"], catch_exceptions=False)
+    assert listing.exit_code == 0
+    assert good.id in listing.output
+    assert f"{bad.id}" in listing.output and "unreadable  (JSONDecodeError" in listing.output
+    shown = runner.invoke(cli, ["show", bad.id])
+    assert shown.exit_code == 1
+    assert shown.output.startswith(f"Error: the 'diskcache' store could not read dialogue "
+                                   f"{bad.id}: JSONDecodeError")
+    assert runner.invoke(cli, ["show", good.id], catch_exceptions=False).exit_code == 0
+
+
+def test_a_record_that_is_not_a_dialogue_is_a_clear_error():
+    d = dlg.run_sync(TWO, model="echo")
+    with _raw_cache() as cache:
+        cache.set(f"dialogue:{d.id}", json.dumps({"id": d.id, "turn_ids": [], "summary": {}}))
+    result = CliRunner().invoke(cli, ["resume", d.id])
+    assert result.exit_code == 1
+    assert f"Error: saved dialogue {d.id} is damaged and cannot be read: KeyError" in \
+        result.output
+
+
+def test_an_unusable_store_location_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DLG_DATA_DIR", str(blocker / "below"))
+    result = CliRunner().invoke(cli, ["run", "debate", "--topic", "t", "--model", "echo"])
+    assert result.exit_code == 1
+    assert "Error: cannot open the dialogue store 'diskcache': " in result.output
+    assert "Traceback" not in result.output
+    listing = CliRunner().invoke(cli, ["ls"])
+    assert listing.exit_code == 1 and "cannot open the dialogue store" in listing.output
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_cleanly_and_keeps_what_was_saved(tmp_path):
+    """A real write limit (RLIMIT_FSIZE) on a real `dlg run` process."""
+    first = dlg.run_sync(TWO, model="echo")
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail instead
+        limit = int(sys.argv[1])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        sys.argv = ["dlg", "run", "debate", "--topic", "t", "--model", "echo?words=4000",
+                    "--quiet", "--no-stream"]
+        from dlg.cli import main
+        main()
+    """)
+    folder = os.path.join(os.environ["DLG_DATA_DIR"], "dialogues")
+    biggest = max(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    limit = biggest + 100_000  # room to open the store, not for six long turns
+    proc = subprocess.run([sys.executable, "-c", script, str(limit)], capture_output=True,
+                          text=True, timeout=120, env=os.environ)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # where the limit bites (claiming the dialogue, its first or a later save) varies
+    assert "Error: the 'diskcache' store could not " in proc.stderr
+    assert "disk I/O error. The turns saved before are kept" in proc.stderr
+    saved = {s["id"]: s for s in dlg.list_dialogues()}
+    assert saved[first.id]["status"] == "completed"
+    assert dlg.load_dialogue(first.id).turns[1].response
