@@ -188,8 +188,9 @@ class Progress:
                        f"{', '.join(turn.replaced)} ({turn.attempts[-1]['error']})", err=True)
         if turn.status == "completed":
             cost = f" · ${turn.cost_usd:.4f}" if turn.cost_usd else ""
+            estimated = " (estimated)" if turn.usage.estimated else ""
             self._status(f"✓ {step} · {turn.latency_seconds:.2f}s · "
-                         f"{turn.usage.total} tokens{cost}")
+                         f"{turn.usage.mark}{turn.usage.total} tokens{estimated}{cost}")
             if self.show_text and not self._streamed(turn):
                 click.echo(self._heading(turn))
                 click.echo((turn.response or "").strip() + "\n")
@@ -388,14 +389,17 @@ def _table(dialogue: Any) -> str:
         latency = f"{t.latency_seconds:.2f}s" if t.latency_seconds is not None else "-"
         cost = f"${t.cost_usd:.5f}" if t.cost_usd else "-"
         lines.append(f"{t.index:>2}  {t.id[:16]:<16} {(t.participant or '-')[:12]:<12} "
-                     f"{model[:26]:<26} {t.status:<9} {latency:>8} {t.usage.prompt:>6} "
-                     f"{t.usage.completion:>6} {cost:>9}")
+                     f"{model[:26]:<26} {t.status:<9} {latency:>8} "
+                     f"{t.usage.mark + str(t.usage.prompt):>6} "
+                     f"{t.usage.mark + str(t.usage.completion):>6} {cost:>9}")
     m = dialogue.metrics
     lines.append("")
     lines.append(f"total: {m.turns_completed}/{len(dialogue.turns)} turns · wall "
                  f"{m.total_latency_seconds:.2f}s · model time {m.total_model_seconds:.2f}s · "
-                 f"{m.prompt_tokens} in + {m.completion_tokens} out = {m.total_tokens} tokens"
-                 f" · ${m.total_cost_usd:.5f}")
+                 f"{dialogue.usage.mark}{m.prompt_tokens} in + {m.completion_tokens} out = "
+                 f"{m.total_tokens} tokens · ${m.total_cost_usd:.5f}")
+    if dialogue.usage.estimated:
+        lines.append("token counts marked ~ are estimates: the provider reported none")
     slowest = max((t for t in dialogue.turns if t.latency_seconds), default=None,
                   key=lambda t: t.latency_seconds)
     costliest = max((t for t in dialogue.turns if t.cost_usd), default=None,

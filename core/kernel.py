@@ -331,7 +331,7 @@ class _Run:
             try:
                 result, _, failures = await call_resilient(
                     choice, attempt, label=self.pool.label, policy=self.policy,
-                    fallbacks=lambda: self._fallbacks(turn, participant, label),
+                    fallbacks=lambda failed: self._fallbacks(turn, participant, label, failed),
                     timeout=turn.timeout or self.mode.timeout or self.timeout)
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
@@ -346,10 +346,17 @@ class _Run:
                 rec.attempts = [_redacted(a.to_dict()) for a in failures]
                 rec.replaced = tuple(dict.fromkeys(
                     redact(a.model) for a in failures if a.model != result.model))
-                log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
-                            ", ".join(rec.replaced) or result.model,
-                            extra={"event": "turn.fallback", "model": result.model,
-                                   "replaced": list(rec.replaced), "attempts": len(failures)})
+                if rec.replaced:
+                    log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
+                                ", ".join(rec.replaced),
+                                extra={"event": "turn.fallback", "model": result.model,
+                                       "replaced": list(rec.replaced),
+                                       "attempts": len(failures)})
+                else:
+                    log.info("turn %s: %s answered after %d failed attempt%s", turn.id,
+                             result.model, len(failures), "s" if len(failures) > 1 else "",
+                             extra={"event": "turn.retried", "model": result.model,
+                                    "attempts": len(failures)})
             rec.response = redact_values(result.text)  # a model may repeat a key it saw
             rec.usage = result.usage
             rec.latency_seconds = result.latency_seconds
@@ -369,10 +376,13 @@ class _Run:
                                 "cost_usd": rec.cost_usd})
             await self._finished(rec)
 
-    def _fallbacks(self, turn: Turn, participant: Any, primary: str) -> list[Any]:
-        """The participant's fallbacks, then the registry's; only models that can run here."""
+    def _fallbacks(self, turn: Turn, participant: Any, primary: str, failed: Any = ()
+                   ) -> list[Any]:
+        """The participant's fallbacks, then the registry's; only models that can run here.
+        After an authentication error only the fallbacks the mode names: a model the user
+        never chose (maybe a pricier one) must not hide a bad key."""
         chain: list[Any] = list(participant.fallbacks) if participant else []
-        if self.registry is not None:
+        if self.registry is not None and not any(a.auth for a in failed):
             chain.extend(self.registry.fallbacks_for(primary, turn.requires))
         return [c for c in dict.fromkeys(chain)
                 if c != primary and self.pool.problem(c) is None]

@@ -361,9 +361,11 @@ class ChatModel:
     def name(self) -> str:
         return ModelPool.label(self.model)
 
-    def _candidates(self) -> list[Any]:
+    def _candidates(self, failed: Any = ()) -> list[Any]:
         pool = self.orchestrator.pool
-        chain = self.fallbacks + self.orchestrator.registry.fallbacks_for(self.name)
+        chain = list(self.fallbacks)
+        if not any(a.auth for a in failed):  # a bad key: only the fallbacks named here
+            chain += self.orchestrator.registry.fallbacks_for(self.name)
         return [c for c in dict.fromkeys(chain) if c != self.model and pool.problem(c) is None]
 
     async def _call(self, prompt: str, context: Any, system: str | None,

@@ -64,6 +64,12 @@ class TokenUsage:
     def total(self) -> int:
         return self.prompt + self.completion
 
+    @property
+    def mark(self) -> str:
+        """``"~"`` for counts dlg estimated (the provider reported none), else ``""``: put
+        it before a count wherever a person reads one."""
+        return "~" if self.estimated else ""
+
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
             self.prompt + other.prompt,

@@ -53,10 +53,14 @@ class Attempt:
     error: str
     transient: bool
     waited: float = 0.0
+    auth: bool = False  # the provider refused the credentials (401/403)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "error": self.error, "transient": self.transient,
-                "waited": round(self.waited, 3)}
+        out = {"model": self.model, "error": self.error, "transient": self.transient,
+               "waited": round(self.waited, 3)}
+        if self.auth:
+            out["auth"] = True
+        return out
 
 
 class AllCandidatesFailed(Exception):
@@ -64,11 +68,13 @@ class AllCandidatesFailed(Exception):
 
     def __init__(self, attempts: list[Attempt]):
         self.attempts = attempts
-        last = attempts[-1]
+        # the cause to show: the first error retrying could not fix (a bad key, a bad
+        # request), else the last one
+        cause = next((a for a in attempts if not a.transient), attempts[-1])
         tried = sorted({a.model for a in attempts})
         more = f" (after {len(attempts)} attempts on {', '.join(tried)})" if len(
             attempts) > 1 else ""
-        super().__init__(f"{last.model}: {last.error}{more}")
+        super().__init__(f"{cause.model}: {cause.error}{more}")
 
 
 def _status(exc: BaseException) -> int | None:
@@ -96,6 +102,17 @@ def _retry_after(exc: BaseException) -> float | None:
             return max(0.0, when.timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+_AUTH_NAMES = ("Authentication", "PermissionDenied", "Unauthorized", "Forbidden")
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """Whether the provider refused the credentials: a 401 or 403, or an SDK error named
+    so. Falling back to another model would hide the real cause and may cost more."""
+    if _status(exc) in (401, 403):
+        return True
+    return any(key in cls.__name__ for cls in type(exc).__mro__ for key in _AUTH_NAMES)
 
 
 def classify(exc: BaseException) -> tuple[bool, float | None]:
@@ -165,6 +182,8 @@ async def call_resilient(
     """Try ``call(primary)``, then each fallback; return (result, candidate used, failed
     attempts). ``fallbacks`` may be a function, called only if the primary fails.
     ``label`` names a candidate (spec string or model) for cool-downs and records.
+    A function ``fallbacks`` gets the failed attempts so far, so it can leave out models
+    the user did not name after an authentication error (``Attempt.auth``).
     Raises ``AllCandidatesFailed`` when every candidate failed.
     """
     cool = cooldowns if cool is None else cool
@@ -175,7 +194,7 @@ async def call_resilient(
         primary_cooling = cool.cooling(label(primary))
         if not primary_cooling:
             yield primary
-        rest = fallbacks() if callable(fallbacks) else fallbacks
+        rest = fallbacks(attempts) if callable(fallbacks) else fallbacks
         usable = [c for c in rest if label(c) not in tried and not cool.cooling(label(c))]
         yield from usable
         if primary_cooling and not attempts:  # everything is resting: try the primary
@@ -201,7 +220,7 @@ async def call_resilient(
                     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
                 transient, retry_after = classify(exc)
                 cool.failed(model)
-                attempt = Attempt(model, message, transient)
+                attempt = Attempt(model, message, transient, auth=is_auth_error(exc))
                 attempts.append(attempt)
                 if not transient or retry == policy.attempts - 1 or cool.cooling(model):
                     break

@@ -35,8 +35,11 @@ class MarkdownExporter:
             lines.append(f"- {key}: {value}")
         lines.append(
             f"- Turns: {m.turns_completed} completed, {m.turns_failed} failed; "
-            f"tokens: {m.total_tokens}; time: {m.total_latency_seconds:.2f}s"
+            f"tokens: {dialogue.usage.mark}{m.total_tokens}; time: "
+            f"{m.total_latency_seconds:.2f}s"
         )
+        if dialogue.usage.estimated:
+            lines.append("- Token counts marked ~ are estimates: the provider reported none")
         lines.append("")
         for t in dialogue.turns:
             who = f" ({t.participant})" if t.participant else ""
@@ -44,7 +47,8 @@ class MarkdownExporter:
             lines.append("")
             facts = [f"model: {t.model or '-'}", f"status: {t.status}",
                      f"latency: {_fmt_seconds(t.latency_seconds)}",
-                     f"tokens: {t.usage.prompt} in / {t.usage.completion} out"]
+                     f"tokens: {t.usage.mark}{t.usage.prompt} in / {t.usage.mark}"
+                     f"{t.usage.completion} out"]
             lines.append("*" + " · ".join(facts) + "*")
             lines.append("")
             if t.status == "completed":

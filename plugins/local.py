@@ -63,10 +63,36 @@ def _check(model, options, *, registry=None):
     return None
 
 
+def default_threads() -> int:
+    """llama.cpp threads for this machine now: ``DLG_LOCAL_THREADS`` if set, else the
+    CPUs this process may use, less those other work keeps busy (the 1-minute load), at
+    least 1 and at most 4.
+
+    llama.cpp's threads spin while they wait for each other: one more thread than there
+    are free cores makes every token wait for the scheduler. On a 2-core machine with one
+    busy core, 2 threads generated 2.7x slower than 1 (measured, docs/models.md).
+    """
+    import math
+
+    env = os.environ.get("DLG_LOCAL_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        busy = math.floor(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(4, cpus - busy))
+
+
 def _make(model, options, *, registry=None):
     from .local_model import LocalChatModel
 
     options = dict(options)
+    options.setdefault("threads", default_threads())
     path = model_path(model, options, registry)
     options.pop("path", None)
     return LocalChatModel(model_path=str(path), dlg_label="local" + (f":{model}" if model

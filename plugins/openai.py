@@ -20,7 +20,9 @@ def _check(model, options):
 def _make(model, options):
     from langchain_openai import ChatOpenAI
 
-    return ChatOpenAI(model=model or "gpt-4o-mini", **no_retries(options))
+    # stream_usage: a streamed answer reports its real token counts, not an estimate
+    return ChatOpenAI(model=model or "gpt-4o-mini", **{"stream_usage": True,
+                                                       **no_retries(options)})
 
 
 def _check_compatible(model, options):
@@ -35,7 +37,8 @@ def _make_compatible(model, options):
     options = dict(options)
     key_env = options.pop("api_key_env", "OPENAI_COMPATIBLE_API_KEY")
     api_key = options.pop("api_key", None) or os.environ.get(key_env) or "not-needed"
-    return ChatOpenAI(model=model or "default", api_key=api_key, **no_retries(options))
+    return ChatOpenAI(model=model or "default", api_key=api_key,
+                      **{"stream_usage": True, **no_retries(options)})
 
 
 @hookimpl

@@ -69,7 +69,9 @@ class PdfExporter:
         pdf.multi_cell(0, 5, clean(
             f"dialogue {dialogue.id} · {dialogue.status} · {m.turns_completed}/"
             f"{len(dialogue.turns)} turns · {m.total_latency_seconds:.2f}s · "
-            f"{m.total_tokens} tokens · ${m.total_cost_usd:.5f}"), new_x="LMARGIN", new_y="NEXT")
+            f"{dialogue.usage.mark}{m.total_tokens} tokens · ${m.total_cost_usd:.5f}"
+            + (" (~ marks estimated token counts)" if dialogue.usage.estimated else "")),
+            new_x="LMARGIN", new_y="NEXT")
         for t in dialogue.turns:
             pdf.ln(3)
             pdf.set_font(family, size=12)
@@ -80,7 +82,8 @@ class PdfExporter:
             latency = f"{t.latency_seconds:.2f}s" if t.latency_seconds is not None else "-"
             cost = f" · ${t.cost_usd:.5f}" if t.cost_usd else ""
             pdf.multi_cell(0, 4, clean(f"{t.model or '-'} · {t.status} · {latency} · "
-                                       f"{t.usage.prompt} in / {t.usage.completion} out{cost}"),
+                                       f"{t.usage.mark}{t.usage.prompt} in / {t.usage.mark}"
+                                       f"{t.usage.completion} out{cost}"),
                            new_x="LMARGIN", new_y="NEXT")
             pdf.set_font(family, size=10)
             body = (t.response or "").strip() if t.status == "completed" else (

@@ -66,7 +66,8 @@ class HtmlExporter:
                 ("turns", f"{m.turns_completed}/{len(dialogue.turns)}"),
                 ("wall time", _seconds(m.total_latency_seconds)),
                 ("model time", _seconds(m.total_model_seconds)),
-                ("tokens", f"{m.total_tokens:,}"),
+                ("tokens" + (" (~ estimated)" if dialogue.usage.estimated else ""),
+                 f"{dialogue.usage.mark}{m.total_tokens:,}"),
                 ("cost", _money(m.total_cost_usd) if m.total_cost_usd else "$0"),
                 ("fallbacks", str(m.substitutions)),
             )) + "</div>")
@@ -82,7 +83,8 @@ class HtmlExporter:
                 f"<td>{escape(t.role)}</td><td>{escape(t.phase)}</td>"
                 f"<td>{escape(t.participant or '-')}</td><td>{model}</td>"
                 f"<td>{escape(t.status)}</td><td class='n'>{_seconds(t.latency_seconds)}</td>"
-                f"<td class='n'>{t.usage.prompt}</td><td class='n'>{t.usage.completion}</td>"
+                f"<td class='n'>{t.usage.mark}{t.usage.prompt}</td>"
+                f"<td class='n'>{t.usage.mark}{t.usage.completion}</td>"
                 f"<td class='n'>{_money(t.cost_usd)}</td></tr>")
         out.append("</tbody></table>")
         for t in dialogue.turns:
@@ -90,7 +92,8 @@ class HtmlExporter:
             out.append(f'<section class="turn" id="turn-{escape(t.id)}">'
                        f"<h3>{t.index}. {escape(t.role)}{who}</h3>"
                        f'<div class="facts">{escape(t.model or "-")} · {escape(t.status)} · '
-                       f"{_seconds(t.latency_seconds)} · {t.usage.total} tokens</div>")
+                       f"{_seconds(t.latency_seconds)} · {t.usage.mark}{t.usage.total} tokens"
+                       + (" (estimated)" if t.usage.estimated else "") + "</div>")
             if t.status == "completed":
                 out.append(f"<pre>{escape((t.response or '').strip())}</pre>")
             elif t.error:

@@ -162,8 +162,29 @@ class Telemetry:
         span.end(end_time=_ns(dialogue.ended_at))
 
 
+_EXTRAS = {"console": "otel", "otlp": "otel", "prometheus": "prometheus"}
+
+
 def configure(spec: str) -> tuple[Any, Any]:
-    """Install an OpenTelemetry SDK exporting as ``spec`` says; return the providers."""
+    """Install an OpenTelemetry SDK exporting as ``spec`` says; return the providers.
+
+    Raises ``PluginError`` for an unknown exporter, or one whose packages are missing
+    (with the pip command that installs them)."""
+    from dlg.errors import PluginError
+
+    kind = spec.partition(":")[0]
+    if kind not in _EXTRAS:
+        raise PluginError(f"'{spec}' is not a telemetry exporter: use console, otlp or "
+                          "prometheus[:PORT]")
+    try:
+        return _configure(spec)
+    except ImportError as exc:
+        raise PluginError(
+            f"--telemetry {kind} needs packages that are not installed ({exc.name}): "
+            f"pip install 'dlg-orchestrator[{_EXTRAS[kind]}]'") from None
+
+
+def _configure(spec: str) -> tuple[Any, Any]:
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.resources import Resource

@@ -13,7 +13,8 @@ def _check(model, options):
 def _make(model, options):
     from langchain_xai import ChatXAI
 
-    return ChatXAI(model=model or "grok-3-mini", **no_retries(options))
+    return ChatXAI(model=model or "grok-3-mini", **{"stream_usage": True,
+                                                     **no_retries(options)})
 
 
 @hookimpl

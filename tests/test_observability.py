@@ -228,3 +228,33 @@ def test_url_passwords_and_literal_keys_reach_no_output_not_even_the_store_files
         for path in data_dir.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+
+
+def test_telemetry_without_its_packages_says_what_to_install(monkeypatch):
+    import builtins
+
+    from dlg.plugins import telemetry
+
+    real_import = builtins.__import__
+
+    def no_sdk(name, *args, **kwargs):
+        if name.startswith("opentelemetry.sdk"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sdk)
+    monkeypatch.setenv("DLG_TELEMETRY", "")  # restored after the test: the CLI sets it
+    monkeypatch.setattr(telemetry, "_env_read", False)
+    monkeypatch.setattr(telemetry, "_default", None)
+    result = CliRunner().invoke(cli, ["run", "debate", "--topic", "t", "--model", "echo",
+                                      "--telemetry", "console", "-q"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert ("--telemetry console needs packages that are not installed "
+            "(opentelemetry.sdk.metrics): pip install 'dlg-orchestrator[otel]'") in result.output
+    monkeypatch.setattr(telemetry, "_env_read", False)
+    monkeypatch.setattr(telemetry, "_default", None)
+    unknown = CliRunner().invoke(cli, ["run", "debate", "--topic", "t", "--model", "echo",
+                                       "--telemetry", "jaeger", "-q"])
+    assert "'jaeger' is not a telemetry exporter: use console, otlp or prometheus" in \
+        unknown.output

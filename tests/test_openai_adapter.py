@@ -160,3 +160,37 @@ async def test_model_fallback_chain_seed_v3():
     assert d.status == "completed"
     assert all(t.model != primary for t in d.turns)
     assert any(t.model == backup for t in d.turns)
+
+
+async def test_auth_error_does_not_fall_back_to_a_model_the_user_never_named():
+    """A 401 must not be hidden by the registry's chain (maybe a pricier model)."""
+    from dlg.model_registry import ModelRegistry
+
+    registry = ModelRegistry.load()
+    registry.add({"models": {"openai-compatible:test-model": {"fallbacks": ["echo"]}}}, "t")
+    with FakeOpenAI(["401"]) as server:
+        assert registry.fallbacks_for(compat(server)) == ["echo"]
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST, registry=registry,
+                                   store=None).run(MODE)
+        assert d.status == "failed"
+        assert d.turns[0].model == compat(server)
+        assert d.turns[0].error == (f"{compat(server)}: OpenAIAuthenticationError: Error "
+                                    "code: 401 - fault 401")
+        assert d.turns[0].attempts[0]["auth"] is True
+        # a transient error still uses the registry's chain
+    with FakeOpenAI(["500"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST, registry=registry,
+                                   store=None).run(MODE)
+        assert d.status == "completed" and d.turns[0].model == "echo"
+
+
+async def test_a_retry_on_the_same_model_is_not_called_a_fallback(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dlg")
+    with FakeOpenAI(["500", "ok"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST, store=None).run(MODE)
+    assert d.status == "completed" and d.turns[0].replaced == ()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "turn first: " + compat(server) + " answered after 1 failed attempt" in messages
+    assert not [m for m in messages if "in place of" in m]

@@ -67,7 +67,7 @@ async def test_fatal_errors_go_to_the_next_model_without_retry():
 async def test_fallbacks_are_only_computed_when_needed():
     asked = []
 
-    def fallbacks():
+    def fallbacks(failed):
         asked.append(1)
         return ["b"]
 
