@@ -45,18 +45,28 @@ class DlgGroup(click.Group):
     ``dlg run`` does not import every plugin to start.
     """
 
-    _plugin_commands_loaded = False
+    _loaded_for: Any = None  # the plugin manager whose commands are added
+    _builtin: dict[str, click.Command] | None = None
+
+    @property
+    def _plugin_commands_loaded(self) -> bool:
+        from .plugin_manager import current_plugin_manager
+
+        return self._loaded_for is not None and self._loaded_for is current_plugin_manager()
 
     def _load_plugin_commands(self) -> None:
-        if self._plugin_commands_loaded or self.name != "cli":
+        if self.name != "cli" or self._plugin_commands_loaded:
             return
-        self._plugin_commands_loaded = True
         from .errors import PluginError
         from .events import call_hook
         from .plugin_manager import get_plugin_manager
 
-        builtin = dict(self.commands)
-        for who, _ in call_hook(get_plugin_manager(), "register_commands", cli=self):
+        if self._builtin is None:
+            self._builtin = dict(self.commands)
+        builtin = self._builtin
+        self.commands = dict(builtin)  # the commands of an earlier plugin manager go
+        pm = self._loaded_for = get_plugin_manager()
+        for who, _ in call_hook(pm, "register_commands", cli=self):
             clobbered = [n for n, c in builtin.items() if self.commands.get(n) is not c]
             if clobbered:
                 self.commands.update(builtin)
@@ -97,7 +107,9 @@ class DlgGroup(click.Group):
 @click.option("--log-json", is_flag=True, default=None,
               help="Structured logs: JSON lines on stderr (or DLG_LOG=json).")
 @click.option("--log-level", metavar="LEVEL",
-              help="DEBUG, INFO, WARNING (default) or ERROR (or DLG_LOG_LEVEL).")
+              help="DEBUG, INFO, WARNING or ERROR (or DLG_LOG_LEVEL); default ERROR, "
+                   "as the progress display reports failures and fallbacks, or INFO "
+                   "with --log-json.")
 @click.pass_context
 def cli(ctx: click.Context, traceback: bool, registry: str | None, log_json: bool | None,
         log_level: str | None) -> None:
@@ -256,7 +268,7 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
         model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
         timeout: float | None, quiet: bool, stream: bool | None, save: bool,
         store: str | None, telemetry: str | None, all_errors: bool) -> None:
-    """Run MODE (a built-in or plugin mode name, or a mode file)."""
+    """Run MODE (a built-in or plugin mode name, a mode file, or - for standard input)."""
     ctx.meta["dlg.all_errors"] = all_errors
     from .api import Orchestrator
     from .export import get_exporter
@@ -587,6 +599,43 @@ def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
         click.echo(f"ok: {f}: mode '{m.name}', {len(m.turns)} turns{phases}")
     if bad:
         raise DlgClickError(f"{bad} of {len(files)} mode(s) invalid", EXIT_USAGE)
+
+
+@modes.command("convert")
+@click.argument("file")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write the dlg mode here (default: stdout).")
+def modes_convert(file: str, out: str | None) -> None:
+    """Convert a mode in the original specification's JSON format to a dlg mode (YAML)."""
+    from .convert import convert, is_seed_format
+    from .loader import load_mode
+    from .source import read_source
+
+    doc = read_source(file)
+    doc.parse()
+    if not is_seed_format(doc.data):
+        raise DlgClickError(f"{file} is not in the original specification's format (no "
+                            "numbered turns under 'prompts'): nothing to convert", EXIT_USAGE)
+    try:
+        converted, notes = convert(doc.data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise DlgClickError(f"{file}: cannot convert: {exc}", EXIT_USAGE) from None
+    text = _yaml_dump(converted)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    import pathlib
+
+    target = pathlib.Path(out)
+    target.write_text(text, encoding="utf-8")
+    try:
+        load_mode(target, use_cache=False)
+    except ModeError as exc:
+        click.echo(f"wrote {out}, which still needs editing:\n{exc.format()}", err=True)
+        raise DlgClickError(f"{out} is not yet a valid mode", EXIT_USAGE) from None
+    click.echo(f"wrote {out}: `dlg run {out}` runs it", err=True)
 
 
 # -- dlg models ---------------------------------------------------------------------------

@@ -80,7 +80,9 @@ def _coerce_input(mode: Mode, name: str, kind: str, value: Any) -> Any:
             return float(value)
     except (TypeError, ValueError):
         pass
-    raise InputError(f"input '{name}' of mode '{mode.name}' must be a {kind}, got {value!r}")
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise InputError(f"input '{name}' of mode '{mode.name}' must be {article} {kind}, got "
+                     f"{value!r}")
 
 
 def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = None,

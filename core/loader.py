@@ -164,7 +164,20 @@ def check_against(doc: SourceDoc, schema_name: str = "mode.schema.json") -> None
 
 def _prepare(doc: SourceDoc) -> SourceDoc:
     doc.parse()
-    check_against(doc)
+    try:
+        check_against(doc)
+    except ModeError as exc:
+        from .convert import is_seed_format
+
+        if is_seed_format(doc.data):
+            shown = doc.file if not doc.file.startswith("<") else "FILE"
+            raise ModeError([Problem(
+                "this mode is written in the original specification's format (numbered "
+                "turns under 'prompts', {name} templates), which dlg does not run as it is",
+                file=doc.file, line=1, column=1,
+                hint=f"`dlg modes convert {shown}` writes it as a dlg mode"),
+                *exc.problems]) from None
+        raise
     return doc
 
 
@@ -361,7 +374,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         source=top.file, extends_chain=tuple(d.file for d in layout.docs[1:]),
         template_dirs=template_dirs,
     )
-    if check_templates and not problems:
+    if check_templates:  # also when other problems were found: --all-errors shows all
         from .checks import check_templates as _check
 
         problems.extend(_check(mode, layout, _template_line, pm))

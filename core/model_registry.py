@@ -180,13 +180,19 @@ class ModelRegistry:
         return min(found, key=lambda m: (m.cost_per_million, -(m.quality or 0)))
 
     def fallbacks_for(self, spec: str, capabilities: Iterable[str] = ()) -> list[str]:
-        """The model's own fallback chain, then the chains of the capabilities needed."""
+        """The model's own fallback chain, then the chains of the capabilities needed.
+
+        A local model's capability chains keep only local models: a dialogue the user
+        runs offline and free must not move to a paid cloud model it never named."""
         out: list[str] = []
         info = self.get(spec)
         if info is not None:
             out.extend(info.fallbacks)
         for capability in capabilities:
-            out.extend(self.capability_fallbacks.get(capability, ()))
+            chain = self.capability_fallbacks.get(capability, ())
+            if info is not None and info.local:
+                chain = tuple(s for s in chain if (other := self.get(s)) and other.local)
+            out.extend(chain)
         key = spec_key(spec)
         return [s for i, s in enumerate(out) if s != key and s not in out[:i]]
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_PLUGINS",
     "build_plugin_manager",
+    "current_plugin_manager",
     "get_plugin_manager",
     "plugin_distribution",
     "reset_plugin_manager",
@@ -187,6 +188,11 @@ def get_plugin_manager() -> pluggy.PluginManager:
         with _lock:
             if _pm is None:
                 _pm = build_plugin_manager()
+    return _pm
+
+
+def current_plugin_manager() -> pluggy.PluginManager | None:
+    """The process-wide plugin manager if it was built, without building it."""
     return _pm
 
 

@@ -123,6 +123,9 @@ class SourceDoc:
         )
 
 
+# "key: value: more" -- a plain (unquoted) value with ": " in it
+_UNQUOTED_COLON = re.compile(
+    r"^\s*(?:-\s+)?(?P<key>[A-Za-z_][\w-]*):\s+(?P<value>[^\s'\"|>&*!{\[#][^#]*?: .*)$")
 _BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
@@ -158,8 +161,17 @@ def _load_yaml(text: str, file: str, *, typ: str) -> Any:
         message = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
         message = message.replace("\n", " ")
         hint = None
-        if any(s in message for s in ("expected <block end>", "mapping values are not allowed",
-                                      "could not find expected ':'")):
+        line = text.splitlines()[mark.line] if mark and mark.line < len(
+            text.splitlines()) else ""
+        unquoted = _UNQUOTED_COLON.match(line)
+        if "mapping values are not allowed" in message and unquoted:
+            key, value = unquoted.group("key"), unquoted.group("value").rstrip()
+            quoted = value.replace('"', '\\"')
+            hint = (f"a value that contains ': ' must be quoted: {key}: \"{quoted}\" "
+                    f"(or use a block: {key}: |, then the text on the next lines)")
+        elif any(s in message for s in ("expected <block end>",
+                                        "mapping values are not allowed",
+                                        "could not find expected ':'")):
             hint = "check the indentation of this line and the one before it"
         elif "found character '\\t'" in message:
             hint = "YAML does not allow tabs for indentation: use spaces"
@@ -211,6 +223,29 @@ def _from_path(path: Path) -> SourceDoc:
     )
 
 
+def _from_stdin() -> SourceDoc:
+    """A mode piped in (``dlg run - < mode.yaml``): YAML, or JSON if it starts with '{'.
+    Its folder, for ``extends`` and ``prompt_file``, is the working directory."""
+    import sys
+
+    from .limits import MAX_FILE_BYTES
+
+    data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModeError(f"the mode on standard input is over {MAX_FILE_BYTES:,} bytes",
+                        file="<stdin>")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModeError(f"the mode on standard input is not UTF-8 text: {exc.reason} at "
+                        f"byte {exc.start}", file="<stdin>") from None
+    if not text.strip():
+        raise ModeError("nothing on standard input: pipe a mode in (dlg run - < mode.yaml)",
+                        file="<stdin>")
+    return SourceDoc(text=text, file="<stdin>", identity="stdin", base_dir=Path.cwd(),
+                     is_json=text.lstrip().startswith("{"))
+
+
 def user_mode_dirs() -> list[Path]:
     """Directories searched for modes by name, after plugin-registered ones."""
     dirs = [Path(p) for p in os.environ.get("DLG_MODES_PATH", "").split(os.pathsep) if p]
@@ -226,6 +261,8 @@ def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) ->
         return _from_path(Path(ref))
     if not isinstance(ref, str):
         raise ModeNotFoundError(f"cannot load a mode from {type(ref).__name__}")
+    if ref == "-":
+        return _from_stdin()
     if is_path_like(ref):
         path = Path(ref).expanduser()
         if relative_to is not None and not path.is_absolute():

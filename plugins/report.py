@@ -27,12 +27,26 @@ overflow:hidden;min-width:2px}
 .bar.failed{background:#c0392b}.bar.skipped{background:#aaa}.bar.cancelled{background:#e67e22}
 .bar.replaced{background:#8e44ad}
 .lane .label{position:absolute;right:100%;margin-right:6px;font-size:11px;color:#555;
-white-space:nowrap}
+white-space:nowrap;max-width:8.5rem;overflow:hidden;text-overflow:ellipsis}
+.timeline-wrap{overflow-x:auto}
 .turn{border:1px solid #e5e5e5;border-radius:8px;padding:.75rem 1rem;margin:1rem 0}
 .turn h3{margin:0;font-size:1rem}.turn .facts{color:#666;font-size:12px;margin:.2rem 0 .6rem}
 .turn pre{white-space:pre-wrap;font:inherit;margin:0}
+.turn .text{overflow-wrap:anywhere}.turn .text pre,.turn .text code{background:#f5f5f7;
+font-family:ui-monospace,monospace;font-size:12px}.turn .text pre{padding:.5rem;
+overflow-x:auto;white-space:pre}.turn .text table{width:auto}
+.turn .text img{max-width:100%}
 .error{color:#c0392b}
 """
+
+
+def _markdown(text: str) -> str:
+    """A model's answer as HTML: its Markdown rendered, its own HTML shown as text (an
+    answer is hostile input: no raw HTML, no javascript: links)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
+        "table").render(text)
 
 
 def _money(value: float | None) -> str:
@@ -95,7 +109,7 @@ class HtmlExporter:
                        f"{_seconds(t.latency_seconds)} · {t.usage.mark}{t.usage.total} tokens"
                        + (" (estimated)" if t.usage.estimated else "") + "</div>")
             if t.status == "completed":
-                out.append(f"<pre>{escape((t.response or '').strip())}</pre>")
+                out.append(f'<div class="text">{_markdown((t.response or "").strip())}</div>')
             elif t.error:
                 out.append(f'<p class="error">{escape(t.error)}</p>')
             out.append("</section>")
@@ -109,21 +123,23 @@ class HtmlExporter:
             return []
         start = min(t.started_at for t in timed)
         span = max(max(t.ended_at for t in timed) - start, 1e-6)
-        out = ['<h2>Timeline</h2><div class="timeline" style="margin-left:9rem">']
+        out = ['<h2>Timeline</h2><div class="timeline-wrap">'
+               '<div class="timeline" style="margin-left:9rem">']
         for t in dialogue.turns:
             if t not in timed:
                 continue
-            left = (t.started_at - start) / span * 100
-            width = max((t.ended_at - t.started_at) / span * 100, 0.3)
+            width = min(max((t.ended_at - t.started_at) / span * 100, 0.3), 100.0)
+            left = min((t.started_at - start) / span * 100, 100.0 - width)  # stays inside
             kind = "replaced" if t.replaced else t.status
             out.append(
-                f'<div class="lane"><span class="label">{t.index}. {escape(t.role)}</span>'
+                f'<div class="lane"><span class="label" title="{escape(t.role)}">'
+                f'{t.index}. {escape(t.role)}</span>'
                 f'<div class="bar {escape(kind)}" data-turn="{escape(t.id)}" '
                 f'style="left:{left:.2f}%;width:{width:.2f}%" '
                 f'title="{escape(t.role)}: {_seconds(t.latency_seconds)}">'
                 f"{escape(t.model or '')}</div></div>")
         out.append(f'<p class="meta">0 s to {span:.2f} s; bars that overlap ran at the same '
-                   "time.</p></div>")
+                   "time.</p></div></div>")
         return out
 
 

@@ -68,7 +68,7 @@ def test_unknown_input():
 def test_input_types_are_coerced():
     d = dlg.run_sync("pipeline", topic="x", words="150", model="echo")
     assert d.inputs["words"] == 150
-    with pytest.raises(dlg.InputError, match="input 'words' of mode 'pipeline' must be a"
+    with pytest.raises(dlg.InputError, match="input 'words' of mode 'pipeline' must be an"
                                               " integer, got 'many'"):
         dlg.run_sync("pipeline", topic="x", words="many", model="echo")
 

@@ -133,6 +133,8 @@ def test_modes_list():
     assert [ln.split()[0] for ln in lines] == [
         "debate", "detective", "detective-deep", "loop", "panel", "pipeline", "podcast"]
     assert lines[4].startswith("panel           mixed        4 turns  Three experts")
+    # a child mode has its own description, not its parent's
+    assert lines[2].startswith("detective-deep  sequential   7 turns  The detective mode, deeper")
 
 
 def test_modes_list_json():
@@ -201,3 +203,30 @@ def test_python_dash_m(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dlg", "--version"], capture_output=True,
                           text=True, check=True)
     assert proc.stdout == f"dlg, version {dlg.__version__}\n"
+
+
+def test_run_a_mode_from_standard_input():
+    mode = "name: piped\ninputs: {topic: {}}\nturns: [{id: a, role: A, prompt: '{{ topic }}'}]\n"
+    result = CliRunner().invoke(cli, ["run", "-", "--topic", "bees", "--model", "echo", "-q",
+                                      "--no-stream"], input=mode, catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "echo: bees" in result.output
+    bad = CliRunner().invoke(cli, ["run", "-", "--model", "echo"], input="name: [x\n")
+    assert bad.exit_code == 2 and bad.output.startswith("Error: <stdin>:")
+    empty = CliRunner().invoke(cli, ["run", "-", "--model", "echo"], input="")
+    assert "nothing on standard input" in empty.output
+
+
+def test_an_unquoted_colon_gets_a_quoting_hint(write_mode):
+    path = write_mode("name: q\nturns:\n  - id: a\n    role: A\n"
+                      "    prompt: Answer this: what is X?\n")
+    result = CliRunner().invoke(cli, ["modes", "validate", str(path)])
+    assert 'hint: a value that contains \': \' must be quoted: prompt: "Answer this: what ' \
+           'is X?"' in result.output
+
+
+def test_all_errors_reports_template_problems_beside_the_others(write_mode):
+    path = write_mode("name: q\ninputs: {topic: {}}\nturns:\n"
+                      "  - {id: a, role: A, participant: nobody, prompt: '{{ topicc }}'}\n")
+    result = CliRunner().invoke(cli, ["modes", "validate", str(path), "--all-errors"])
+    assert "uses 'topicc'" in result.output and "names participant 'nobody'" in result.output

@@ -125,3 +125,18 @@ def test_estimated_token_counts_are_marked_everywhere_a_person_reads_them():
     assert "token counts marked ~ are estimates" in table
     d.turns[0].usage = TokenUsage(10, 20)
     assert "~" not in d.export("markdown") and "estimate" not in _table(d)
+
+
+def test_html_report_renders_markdown_and_never_the_answers_own_html(recorder):
+    answer = ("# Findings\n\n**Bees** matter:\n\n- pollination\n- honey\n\n"
+              "<script>alert(1)</script> [click](javascript:alert(1)) `code`")
+    mode = {"name": "m", "turns": [{"id": "a", "role": "A" * 80, "prompt": "hi"}]}
+    d = dlg.run_sync(mode, model=recorder([answer]), store=None)
+    html = d.export("html")
+    assert "<h1>Findings</h1>" in html and "<strong>Bees</strong>" in html
+    assert "<li>pollination</li>" in html and "<code>code</code>" in html
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'href="javascript:' not in html
+    # the timeline's bars stay inside it, and a long role is cut with a tooltip
+    assert f'title="{"A" * 80}">1. {"A" * 80}</span>' in html

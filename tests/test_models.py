@@ -190,3 +190,17 @@ def test_local_threads_leave_room_for_other_work(monkeypatch):
     assert local.default_threads() == 4  # a 135M model gains nothing past 4
     monkeypatch.setenv("DLG_LOCAL_THREADS", "3")
     assert local.default_threads() == 3
+
+
+def test_the_local_model_never_falls_back_to_a_paid_cloud_model():
+    registry = ModelRegistry.load()
+    assert registry.get("local").context_window == 4096  # what dlg runs it with
+    assert registry.fallbacks_for("local", ["analysis"]) == []
+    assert registry.fallbacks_for("openai:gpt-4o", ["analysis"])  # cloud models still do
+    result = CliRunner().invoke(cli, ["models", "show", "local"], catch_exceptions=False)
+    assert "anthropic" not in result.output and "context window: 4096" in result.output
+
+
+def test_log_level_help_says_the_real_default():
+    result = CliRunner().invoke(cli, ["--help"], catch_exceptions=False)
+    assert "default ERROR" in " ".join(result.output.split())
