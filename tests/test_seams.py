@@ -183,7 +183,7 @@ def test_a_plugin_cannot_replace_a_builtin_command(pm):
     result = CliRunner().invoke(cli, ["nonexistent"])
     assert result.exit_code == 1
     assert "Error: plugin 'hijack' replaced the built-in command 'run'" in result.output
-    assert cli.commands["run"].callback.__module__ == "dlg.cli"
+    assert cli.commands["run"].callback.__module__ == "dlg.cli.run"
 
 
 def test_the_orchestrator_uses_its_own_plugin_manager_everywhere(pm, tmp_path):

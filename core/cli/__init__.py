@@ -1,0 +1,14 @@
+"""The ``dlg`` command line, one module per command group.
+
+``base`` has the group, its errors and shared options; ``run`` runs and resumes
+dialogues; ``saved`` lists, shows and exports saved ones; ``modes``, ``models`` and
+``plugins`` are their groups; ``display`` is what a run shows. Plugins add commands
+through the ``register_commands`` hook.
+"""
+
+from . import models, modes, plugins, run, saved  # noqa: F401 - registers the commands
+from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DlgClickError, cli, main
+from .saved import _table
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "DlgClickError", "_table", "cli",
+           "main"]

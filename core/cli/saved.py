@@ -1,0 +1,114 @@
+"""Saved dialogues: ``dlg ls``, ``dlg show``, ``dlg export``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .base import _format_for, _saved, _store, _write_export, cli, store_option
+
+
+@cli.command("ls")
+@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def list_command(limit: int, as_json: bool, store: str | None) -> None:
+    """List saved dialogues, newest first."""
+    rows = _store(store).list()[:limit]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no saved dialogues", err=True)
+        return
+    click.echo(f"{'id':<24}  {'mode':<14}  {'status':<9}  {'turns':>5}  {'tokens':>7}  "
+               f"{'cost':>8}  topic")
+    for r in rows:
+        if r.get("status") == "unreadable":
+            click.echo(f"{r['id']:<24}  {'-':<14}  unreadable  ({r.get('error')})")
+            continue
+        topic = str((r.get("inputs") or {}).get("topic", ""))[:40]
+        cost = f"${r['total_cost_usd']:.4f}" if r.get("total_cost_usd") else "-"
+        click.echo(f"{r['id']:<24}  {str(r['mode'])[:14]:<14}  {r['status']:<9}  "
+                   f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
+                   f"  {cost:>8}  {topic}")
+
+
+def _table(dialogue: Any) -> str:
+    lines = [f"{dialogue.id} · {dialogue.mode} · {dialogue.status}"]
+    for key, value in dialogue.inputs.items():
+        lines.append(f"  {key}: {value}")
+    if dialogue.error:
+        lines.append(f"  error: {dialogue.error}")
+    lines.append("")
+    lines.append(f"{'#':>2}  {'turn':<16} {'participant':<12} {'model':<26} {'status':<9} "
+                 f"{'latency':>8} {'in':>6} {'out':>6} {'cost':>9}")
+    for t in dialogue.turns:
+        model = (t.model or "-") + (" *" if t.replaced else "")
+        latency = f"{t.latency_seconds:.2f}s" if t.latency_seconds is not None else "-"
+        cost = f"${t.cost_usd:.5f}" if t.cost_usd else "-"
+        lines.append(f"{t.index:>2}  {t.id[:16]:<16} {(t.participant or '-')[:12]:<12} "
+                     f"{model[:26]:<26} {t.status:<9} {latency:>8} "
+                     f"{t.usage.mark + str(t.usage.prompt):>6} "
+                     f"{t.usage.mark + str(t.usage.completion):>6} {cost:>9}")
+    m = dialogue.metrics
+    lines.append("")
+    lines.append(f"total: {m.turns_completed}/{len(dialogue.turns)} turns · wall "
+                 f"{m.total_latency_seconds:.2f}s · model time {m.total_model_seconds:.2f}s · "
+                 f"{dialogue.usage.mark}{m.prompt_tokens} in + {m.completion_tokens} out = "
+                 f"{m.total_tokens} tokens · ${m.total_cost_usd:.5f}")
+    if dialogue.usage.estimated:
+        lines.append("token counts marked ~ are estimates: the provider reported none")
+    slowest = max((t for t in dialogue.turns if t.latency_seconds), default=None,
+                  key=lambda t: t.latency_seconds)
+    costliest = max((t for t in dialogue.turns if t.cost_usd), default=None,
+                    key=lambda t: t.cost_usd)
+    if slowest is not None:
+        lines.append(f"slowest turn: {slowest.id} ({slowest.latency_seconds:.2f}s on "
+                     f"{slowest.model})")
+    if costliest is not None:
+        lines.append(f"costliest turn: {costliest.id} (${costliest.cost_usd:.5f} on "
+                     f"{costliest.model})")
+    if m.substitutions or m.retries:
+        lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")
+    loop = dialogue.metadata.get("event_loop") if dialogue.metadata else None
+    if loop:
+        lines.append(f"event loop: longest block {loop['max_block_ms']:.0f} ms, "
+                     f"{loop['blocks_over_threshold']} blocks over {loop['threshold_ms']:.0f} ms")
+    return "\n".join(lines)
+
+
+@cli.command("show")
+@click.argument("dialogue_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+@click.option("--text", is_flag=True, help="Also print every turn's text.")
+@store_option
+def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None) -> None:
+    """Show a saved dialogue: per-turn model, status, latency, tokens and cost."""
+    dialogue = _saved(dialogue_id, store)
+    if as_json:
+        click.echo(json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(_table(dialogue))
+    if text:
+        from ..export import export
+
+        click.echo("")
+        click.echo(export(dialogue, "markdown"), nl=False)
+
+
+
+@cli.command("export")
+@click.argument("dialogue_id")
+@click.option("--format", "-f", "fmt", metavar="NAME",
+              help="json, markdown, html, pdf, or a plugin's (default: from --out, or json).")
+@click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
+              help="The file (or directory) to write; stdout if omitted.")
+@store_option
+def export_command(dialogue_id: str, fmt: str | None, out: str | None,
+                   store: str | None) -> None:
+    """Export a saved dialogue."""
+    _write_export(_saved(dialogue_id, store), _format_for(fmt, out) or "json", out)
+
