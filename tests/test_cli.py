@@ -230,3 +230,33 @@ def test_all_errors_reports_template_problems_beside_the_others(write_mode):
                       "  - {id: a, role: A, participant: nobody, prompt: '{{ topicc }}'}\n")
     result = CliRunner().invoke(cli, ["modes", "validate", str(path), "--all-errors"])
     assert "uses 'topicc'" in result.output and "names participant 'nobody'" in result.output
+
+
+def test_the_live_view_shows_every_turn_and_renders_markdown(recorder):
+    """The terminal view (rich), driven as the CLI drives it, on a recorded terminal."""
+    import io
+
+    from rich.console import Console
+
+    from dlg.cli.display import LiveProgress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    orchestrator = dlg.Orchestrator(model=recorder(["# Title\n\n**bold** point"]),
+                                    store=None)
+    mode, dialogue = orchestrator.start(
+        {"name": "v", "turns": [{"id": "a", "role": "Opening", "prompt": "hi"},
+                                {"id": "b", "role": "Reply", "prompt": "again"}]})
+    live = LiveProgress(dialogue, show_text=True, stream=False, parallel=set(),
+                        console=console)
+    live._same_terminal, live.out = True, console  # stdout shares the terminal
+    orchestrator.observers = (live,)
+    import anyio
+
+    with live:
+        anyio.run(lambda: orchestrator.execute(mode, dialogue))
+    text = screen.getvalue()
+    assert "1. Opening" in text and "2. Reply" in text
+    assert "**bold**" not in text and "bold point" in text  # Markdown rendered
+    final = text[text.rindex("turn"):]  # the table left on screen at the end
+    assert final.count("✓") == 2 and "Opening" in final and "Reply" in final

@@ -77,3 +77,114 @@ class StreamingProgress(Progress):
         super().turn_finished(dialogue, turn)
 
 
+
+
+class LiveProgress:
+    """The terminal view (rich): a live table of the turns, with a timer on each running
+    one and the text of a turn that runs alone as it streams in; each finished turn's
+    text is printed above it, its Markdown rendered. Used when stderr is a terminal;
+    ``Progress`` writes plain lines otherwise (logs, CI, pipes).
+
+    Turn text goes to stdout: rendered when stdout is the same terminal, plain Markdown
+    when it is a file or a pipe, so ``dlg run ... > out.md`` stays a clean document.
+    """
+
+    _ICONS = {"pending": "[dim]·[/]", "completed": "[green]✓[/]", "failed": "[red]✗[/]",
+              "skipped": "[dim]-[/]", "cancelled": "[yellow]■[/]"}
+
+    def __init__(self, dialogue: Any, *, show_text: bool, stream: bool,
+                 parallel: set[str], console: Any = None, out: Any = None):
+        import sys
+        import time
+
+        from rich.console import Console
+        from rich.live import Live
+
+        self.dialogue = dialogue
+        self.show_text = show_text
+        self.stream = stream
+        self.parallel = parallel
+        self._clock = time.monotonic
+        self._started: dict[str, float] = {}
+        self._streaming: dict[str, list[str]] = {}
+        self.console = console or Console(stderr=True)
+        self.live = Live(self, console=self.console, refresh_per_second=8, transient=True,
+                         redirect_stdout=False, redirect_stderr=False)
+        # text to the live console when stdout shares its terminal, else plain to stdout
+        self._same_terminal = out is None and sys.stdout.isatty() and self.console.is_terminal
+        self.out = out or (self.console if self._same_terminal else Console(
+            file=sys.stdout, force_terminal=False, soft_wrap=True, highlight=False))
+
+    def __enter__(self) -> LiveProgress:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.stop()
+        self.console.print(self._table())  # the final state stays on screen
+
+    def _elapsed(self, turn: Any) -> str:
+        if turn.status == "running" and turn.id in self._started:
+            return f"{self._clock() - self._started[turn.id]:.1f}s"
+        return f"{turn.latency_seconds:.2f}s" if turn.latency_seconds is not None else ""
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for name, justify in (("", "left"), ("#", "right"), ("turn", "left"),
+                              ("participant", "left"), ("model", "left"),
+                              ("time", "right"), ("tokens", "right"), ("cost", "right")):
+            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for t in self.dialogue.turns:
+            icon = "[cyan]…[/]" if t.status == "running" else self._ICONS.get(t.status, "?")
+            model = (t.model or "") + (" [magenta]↪[/]" if t.replaced else "")
+            tokens = f"{t.usage.mark}{t.usage.total}" if t.usage.total else ""
+            cost = f"${t.cost_usd:.4f}" if t.cost_usd else ""
+            table.add_row(icon, str(t.index), t.role, t.participant or "", model,
+                          self._elapsed(t), tokens, cost)
+        return table
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        parts: list[Any] = [self._table()]
+        for turn_id, pieces in self._streaming.items():
+            tail = "".join(pieces).splitlines()[-6:]
+            turn = self.dialogue.turn(turn_id)
+            parts.append(Panel(Text("\n".join(tail)), title=f"{turn.index}. {turn.role}",
+                               title_align="left", border_style="dim"))
+        return Group(*parts)
+
+    def turn_started(self, turn: Any) -> None:
+        self._started[turn.id] = self._clock()
+
+    def turn_chunk(self, turn: Any, text: str) -> None:
+        if self.stream and self.show_text and turn.id not in self.parallel:
+            self._streaming.setdefault(turn.id, []).append(text)
+
+    def turn_finished(self, turn: Any) -> None:
+        self._streaming.pop(turn.id, None)
+        if turn.replaced:
+            self.console.print(f"[magenta]↪[/] {turn.index}. {turn.role}: {turn.model} "
+                               f"answered in place of {', '.join(turn.replaced)} "
+                               f"({turn.attempts[-1]['error']})", highlight=False)
+        if turn.status == "failed":
+            self.console.print(f"[red]✗[/] {turn.index}. {turn.role} failed: {turn.error}",
+                               highlight=False)
+        if not (self.show_text and turn.status == "completed"):
+            return
+        who = " · ".join(x for x in (turn.participant, turn.model) if x)
+        text = (turn.response or "").strip()
+        if self._same_terminal:
+            from rich.markdown import Markdown
+            from rich.rule import Rule
+
+            self.out.print(Rule(f"{turn.index}. {turn.role} ({who})", align="left"))
+            self.out.print(Markdown(text))
+            self.out.print()
+        else:
+            self.out.print(f"\n## {turn.index}. {turn.role} ({who})\n\n{text}\n",
+                           markup=False, highlight=False)

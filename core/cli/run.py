@@ -74,6 +74,13 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
     _execute(orchestrator, loaded, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
 
 
+def _live_terminal() -> bool:
+    """Whether the live view fits: stderr is a terminal that can redraw."""
+    if os.environ.get("TERM", "") in ("dumb", "") or os.environ.get("CI"):
+        return False
+    return sys.stderr.isatty()
+
+
 def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
              out: str | None, quiet: bool, stream: bool | None) -> None:
     """Run a prepared dialogue with the progress display, then export and report it."""
@@ -82,10 +89,16 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
     show_text = not (fmt and out is None)
     if stream is None:
         stream = sys.stdout.isatty()
-    if stream and show_text:
-        parallel = {t.id for p in loaded.phases if p.parallel and len(p.turns) > 1
-                    for t in p.turns}
-        progress: Progress = StreamingProgress(len(dialogue.turns), quiet=quiet,
+    parallel = {t.id for p in loaded.phases if p.parallel and len(p.turns) > 1
+                for t in p.turns}
+    live = None
+    if not quiet and _live_terminal():
+        from .display import LiveProgress
+
+        live = LiveProgress(dialogue, show_text=show_text, stream=stream, parallel=parallel)
+        progress: Any = live
+    elif stream and show_text:
+        progress = StreamingProgress(len(dialogue.turns), quiet=quiet,
                                                parallel=parallel)
     else:
         progress = Progress(len(dialogue.turns), show_text=show_text, quiet=quiet)
@@ -102,7 +115,11 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
 
     saved = orchestrator.store is not None
     try:
-        anyio.run(main)
+        if live is not None:
+            with live:
+                anyio.run(main)
+        else:
+            anyio.run(main)
     except KeyboardInterrupt:
         if saved:
             click.echo(f"\nInterrupted; `dlg resume {dialogue.id}` continues it.", err=True)
