@@ -22,11 +22,11 @@ from ._version import __version__
 from .errors import DlgError, InputError, ModeError
 from .events import Events
 from .mode import Mode, Turn
-from .models import ModelPool, chat
+from .models import ModelPool, build_messages, call_model
 from .record import Dialogue, TurnRecord
 from .redact import redact, redact_values
 from .render import CONTEXT_NAMES, TurnsView, analyse, environment, transcript
-from .resilience import AllCandidatesFailed, RetryPolicy, call_resilient
+from .resilience import AllCandidatesFailed, RetryPolicy
 from .routing import RouteRequest, select_model
 from .sandbox import render
 
@@ -309,7 +309,7 @@ class _Run:
 
             settings = _merge_settings(
                 self.mode.settings, participant.settings if participant else {}, turn.settings)
-            messages = _messages(system, prompt)
+            messages = build_messages(prompt, system=system)
             rec.system, rec.prompt, rec.model = system, prompt, label
             rec.status = R.RUNNING
             rec.started_at = R.now()
@@ -324,17 +324,16 @@ class _Run:
                     await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec,
                                            text=text)
 
-            async def attempt(candidate: Any) -> Any:
-                model, _ = await self.pool.aget(candidate)
-                name = self.pool.safe_label(candidate)
-                rec.model = name
-                return await chat(model, messages, settings, name, on_chunk)
+            def on_attempt(name: str) -> None:
+                rec.model = name  # who is being tried now, for displays
 
             try:
-                result, _, failures = await call_resilient(
-                    choice, attempt, label=self.pool.label, policy=self.policy,
-                    fallbacks=lambda failed: self._fallbacks(turn, participant, label, failed),
-                    timeout=turn.timeout or self.mode.timeout or self.timeout)
+                result = await call_model(
+                    self.pool, choice, messages, settings, registry=self.registry,
+                    fallbacks=participant.fallbacks if participant else (),
+                    requires=turn.requires, policy=self.policy,
+                    timeout=turn.timeout or self.mode.timeout or self.timeout,
+                    on_chunk=on_chunk, on_attempt=on_attempt)
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
                 rec.ended_at = R.now()
@@ -344,10 +343,10 @@ class _Run:
                 rec.attempts = [_redacted(a.to_dict()) for a in exc.attempts]
                 await self._fail(rec, str(exc))
                 return
+            failures = result.attempts
             if failures:
                 rec.attempts = [_redacted(a.to_dict()) for a in failures]
-                rec.replaced = tuple(dict.fromkeys(
-                    redact(a.model) for a in failures if a.model != result.model))
+                rec.replaced = result.replaced
                 if rec.replaced:
                     log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
                                 ", ".join(rec.replaced),
@@ -363,9 +362,7 @@ class _Run:
             rec.usage = result.usage
             rec.latency_seconds = result.latency_seconds
             rec.model = result.model
-            if self.registry is not None:
-                rec.cost_usd = self.registry.cost(result.model, result.usage.prompt,
-                                                  result.usage.completion)
+            rec.cost_usd = result.cost_usd
             rec.status = R.COMPLETED
             rec.ended_at = R.now()
             if log.isEnabledFor(INFO):
@@ -377,17 +374,6 @@ class _Run:
                                 "completion_tokens": rec.usage.completion,
                                 "cost_usd": rec.cost_usd})
             await self._finished(rec)
-
-    def _fallbacks(self, turn: Turn, participant: Any, primary: str, failed: Any = ()
-                   ) -> list[Any]:
-        """The participant's fallbacks, then the registry's; only models that can run here.
-        After an authentication error only the fallbacks the mode names: a model the user
-        never chose (maybe a pricier one) must not hide a bad key."""
-        chain: list[Any] = list(participant.fallbacks) if participant else []
-        if self.registry is not None and not any(a.auth for a in failed):
-            chain.extend(self.registry.fallbacks_for(primary, turn.requires))
-        return [c for c in dict.fromkeys(chain)
-                if c != primary and self.pool.problem(c) is None]
 
     async def _finished(self, rec: TurnRecord) -> None:
         await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
@@ -428,16 +414,6 @@ def _describe(exc: BaseException) -> str:
         return str(exc)
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _messages(system: str | None, prompt: str) -> Any:
-    """The model input: the prompt alone when there is no system text (LangChain turns a
-    string into one human message, and does so faster than from a message we build)."""
-    if not system:
-        return prompt
-    from langchain_core.messages import HumanMessage, SystemMessage
-
-    return [SystemMessage(content=system), HumanMessage(content=prompt)]
 
 
 def _compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:

@@ -25,6 +25,8 @@ __all__ = [
     "ChatResult",
     "ModelPool",
     "ModelSpec",
+    "build_messages",
+    "call_model",
     "chat",
     "chat_model",
     "default_model_spec",
@@ -315,7 +317,13 @@ async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any
                       latency_seconds=latency, raw=message)
 
 
-def _messages(prompt: str, context: Any, system: str | None) -> list[Any]:
+def build_messages(prompt: str, *, system: str | None = None, context: Any = ()) -> Any:
+    """The model input for a prompt: the prompt alone when there is no system text and no
+    context (LangChain turns a string into one human message, faster than from a message
+    we build), else a message list: the system text, the context (earlier texts,
+    (role, text) pairs or LangChain messages), then the prompt."""
+    if not system and not context:
+        return prompt
     from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
     out: list[Any] = [SystemMessage(content=system)] if system else []
@@ -331,6 +339,59 @@ def _messages(prompt: str, context: Any, system: str | None) -> list[Any]:
             out.append(HumanMessage(content=getattr(item, "text", None) or str(item)))
     out.append(HumanMessage(content=prompt))
     return out
+
+
+async def call_model(
+    pool: ModelPool,
+    primary: Any,
+    messages: Any,
+    settings: Mapping[str, Any],
+    *,
+    registry: Any = None,
+    fallbacks: Any = (),
+    requires: Any = (),
+    policy: Any = None,
+    timeout: float | None = None,
+    on_chunk: Any = None,
+    on_attempt: Any = None,
+) -> ChatResult:
+    """The one way dlg calls a model, for turns and for ``ChatModel`` alike.
+
+    Tries ``primary``, retrying transient errors, then the named ``fallbacks``, then the
+    registry's chains for the model and the capabilities ``requires`` (not after an
+    authentication error: a bad key is not hidden by a model the user never named). Only
+    models that can run here are tried. The result says which model answered, what it
+    cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
+    none answered. ``on_attempt(label)`` hears of each model as it is tried.
+    """
+    from .resilience import RetryPolicy, call_resilient
+
+    primary_label = pool.label(primary)
+
+    def candidates(failed: Any) -> list[Any]:
+        chain = list(fallbacks)
+        if registry is not None and not any(a.auth for a in failed):
+            chain.extend(registry.fallbacks_for(primary_label, requires))
+        return [c for c in dict.fromkeys(chain)
+                if c != primary and c != primary_label and pool.problem(c) is None]
+
+    async def attempt(candidate: Any) -> ChatResult:
+        model, _ = await pool.aget(candidate)
+        name = pool.safe_label(candidate)
+        if on_attempt is not None:
+            on_attempt(name)
+        return await chat(model, messages, settings, name, on_chunk)
+
+    result, _, failures = await call_resilient(
+        primary, attempt, fallbacks=candidates, label=pool.label,
+        policy=policy or RetryPolicy(), timeout=timeout)
+    result.attempts = tuple(failures)
+    result.replaced = tuple(dict.fromkeys(
+        pool.safe_label(a.model) for a in failures if a.model != result.model))
+    if registry is not None:
+        result.cost_usd = registry.cost(result.model, result.usage.prompt,
+                                        result.usage.completion)
+    return result
 
 
 class ChatModel:
@@ -361,33 +422,14 @@ class ChatModel:
     def name(self) -> str:
         return ModelPool.label(self.model)
 
-    def _candidates(self, failed: Any = ()) -> list[Any]:
-        pool = self.orchestrator.pool
-        chain = list(self.fallbacks)
-        if not any(a.auth for a in failed):  # a bad key: only the fallbacks named here
-            chain += self.orchestrator.registry.fallbacks_for(self.name)
-        return [c for c in dict.fromkeys(chain) if c != self.model and pool.problem(c) is None]
-
     async def _call(self, prompt: str, context: Any, system: str | None,
                     settings: dict[str, Any], on_chunk: Any) -> ChatResult:
-        from .resilience import RetryPolicy, call_resilient
-
-        pool = self.orchestrator.pool
-        messages = _messages(prompt, context, system)
         timeout = settings.pop("timeout", None)
-
-        async def attempt(candidate: Any) -> ChatResult:
-            model, label = pool.get(candidate)
-            return await chat(model, messages, settings, label, on_chunk)
-
-        result, _, failures = await call_resilient(
-            self.model, attempt, fallbacks=self._candidates, label=pool.label,
-            policy=self.orchestrator.retry or RetryPolicy(), timeout=timeout)
-        result.attempts = tuple(failures)
-        result.replaced = tuple(dict.fromkeys(
-            a.model for a in failures if a.model != result.model))
-        result.cost_usd = self.orchestrator.registry.cost(
-            result.model, result.usage.prompt, result.usage.completion)
+        result = await call_model(
+            self.orchestrator.pool, self.model,
+            build_messages(prompt, system=system, context=context), settings,
+            registry=self.orchestrator.registry, fallbacks=self.fallbacks,
+            policy=self.orchestrator.retry, timeout=timeout, on_chunk=on_chunk)
         self.last = result
         return result
 
