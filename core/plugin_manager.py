@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.google",
     "dlg.plugins.xai",
     "dlg.plugins.ollama",
+    "dlg.plugins.community",
     "dlg.plugins.echo",
     "dlg.plugins.builtin_modes",
     "dlg.plugins.exporters",

@@ -204,3 +204,22 @@ def test_the_local_model_never_falls_back_to_a_paid_cloud_model():
 def test_log_level_help_says_the_real_default():
     result = CliRunner().invoke(cli, ["--help"], catch_exceptions=False)
     assert "default ERROR" in " ".join(result.output.split())
+
+
+def test_any_langchain_community_chat_model_by_class_name():
+    """community:CLASS makes langchain_community.chat_models.CLASS: here one that speaks
+    HTTP, against a real server on 127.0.0.1."""
+    from .servers import FakeOpenAI
+
+    with FakeOpenAI(reply="community says hi") as server:
+        url = server.base_url.removesuffix("/v1")
+        d = dlg.run_sync({"name": "c", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]},
+                         model=f"community:LlamaEdgeChatService?service_url={url}",
+                         store=None)
+    assert d.status == "completed" and d.turns[0].response == "community says hi"
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+    unknown = CliRunner().invoke(cli, ["run", "debate", "--topic", "t", "--model",
+                                       "community:ChatLlamaCP"])
+    assert unknown.exit_code == 2
+    assert "langchain-community has no chat model 'ChatLlamaCP': did you mean " \
+           "'ChatLlamaCpp'?" in unknown.output
