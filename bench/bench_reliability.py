@@ -62,7 +62,7 @@ def main() -> None:
         spec["fallbacks"] = ["echo"]
     mode = dlg.load_mode(base)
     # a model that sometimes fails stays in service: no cool-down in this measurement
-    from dlg.resilience import cooldowns
+    from dlg.models.resilience import cooldowns
 
     cooldowns.threshold = 10**9
     orchestrator = dlg.Orchestrator(model=flaky_model(rng, args.rate, counts),

@@ -12,8 +12,8 @@ print(dialogue.status, dialogue.turns[-1].response)
 
 import typing as _typing
 
-from ._version import __version__
-from .errors import (
+from dlg._version import __version__
+from dlg.errors import (
     DlgError,
     ExportError,
     InputError,
@@ -28,21 +28,22 @@ from .errors import (
     UnknownExporterError,
     UnknownModelError,
 )
-from .hookspecs import hookimpl
-from .mode import Input, Mode, Participant, Phase, Turn
-from .record import Dialogue, DialogueMetrics, TokenUsage, TurnRecord
+from dlg.hookspecs import hookimpl
+from dlg.language.mode import Input, Mode, Participant, Phase, Turn
+from dlg.records.record import Dialogue, DialogueMetrics, TokenUsage, TurnRecord
 
 if _typing.TYPE_CHECKING:
-    from .api import Orchestrator, resume, run, run_sync
-    from .events import Decision
-    from .export import export
-    from .loader import ModeLoader, load_mode
-    from .model_registry import ModelInfo, ModelRegistry
-    from .models import ChatModel, ChatResult, chat_model
-    from .persistence import DialogueNotFoundError, list_dialogues, load_dialogue
-    from .plugin_manager import get_plugin_manager
-    from .resilience import RetryPolicy
-    from .routing import RouteRequest
+    from dlg.language.loader import ModeLoader, load_mode
+    from dlg.models.calls import ChatResult
+    from dlg.models.catalog import ModelInfo, ModelRegistry
+    from dlg.models.resilience import RetryPolicy
+    from dlg.plugin_manager import get_plugin_manager
+    from dlg.records.export import export
+    from dlg.records.store import DialogueNotFoundError, list_dialogues, load_dialogue
+    from dlg.running.api import Orchestrator, resume, run, run_sync
+    from dlg.running.chat import ChatModel, chat_model
+    from dlg.running.events import Decision
+    from dlg.running.routing import RouteRequest
 
 __all__ = [
     "ChatModel",
@@ -91,25 +92,25 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Orchestrator": "api",
-    "run": "api",
-    "run_sync": "api",
-    "resume": "api",
-    "DialogueNotFoundError": "persistence",
-    "list_dialogues": "persistence",
-    "load_dialogue": "persistence",
-    "export": "export",
-    "Decision": "events",
-    "ModeLoader": "loader",
-    "load_mode": "loader",
+    "Orchestrator": "running.api",
+    "run": "running.api",
+    "run_sync": "running.api",
+    "resume": "running.api",
+    "Decision": "running.events",
+    "ChatModel": "running.chat",
+    "chat_model": "running.chat",
+    "RouteRequest": "running.routing",
+    "DialogueNotFoundError": "records.store",
+    "list_dialogues": "records.store",
+    "load_dialogue": "records.store",
+    "export": "records.export",
+    "ModeLoader": "language.loader",
+    "load_mode": "language.loader",
     "get_plugin_manager": "plugin_manager",
-    "RouteRequest": "routing",
-    "ModelInfo": "model_registry",
-    "ModelRegistry": "model_registry",
-    "ChatModel": "models",
-    "ChatResult": "models",
-    "chat_model": "models",
-    "RetryPolicy": "resilience",
+    "ModelInfo": "models.catalog",
+    "ModelRegistry": "models.catalog",
+    "ChatResult": "models.calls",
+    "RetryPolicy": "models.resilience",
 }
 
 

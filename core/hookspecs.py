@@ -16,7 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .record import Dialogue, TurnRecord
+    from dlg.records.record import Dialogue, TurnRecord
 
 hookspec = pluggy.HookspecMarker("dlg")
 hookimpl = pluggy.HookimplMarker("dlg")

@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .errors import PluginError
+from dlg.errors import PluginError
 
 if TYPE_CHECKING:
     import pluggy
@@ -68,7 +68,7 @@ def build_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManage
     """Build a fresh plugin manager with the built-ins and (optionally) entry points."""
     import pluggy
 
-    from . import hookspecs
+    from dlg import hookspecs
 
     pm = pluggy.PluginManager("dlg")
     pm.add_hookspecs(hookspecs)
@@ -109,7 +109,7 @@ def _cache_file() -> str | None:
     return os.path.join(base, "entry-points.json")
 
 
-def _discover() -> list[dict[str, str | None]]:
+def _discover() -> list[dict[str, Any]]:
     """The ``dlg`` entry points installed, from a cache while sys.path is unchanged.
 
     Scanning every installed distribution's metadata is the slowest part of start-up, and
@@ -202,6 +202,3 @@ def reset_plugin_manager(pm: pluggy.PluginManager | None = None) -> None:
     global _pm
     with _lock:
         _pm = pm
-    from . import registry
-
-    registry.clear_caches()

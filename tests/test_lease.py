@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import dlg
 from dlg.cli import cli
-from dlg.persistence import DialogueBusyError, Lease
+from dlg.records.store import DialogueBusyError, Lease
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,9 @@ def test_resume_never_sends_a_redacted_key(monkeypatch):
     spec = "openai:gpt-4o-mini?api_key=sk-given-in-the-spec-0123456789"
     # the first turn runs on echo standing in for openai: the spec is what gets saved
     d = dlg.run_sync(mode, participants={"p": "echo"})
-    saved_store = dlg.persistence.open_store()
+    from dlg.records.store import open_store
+
+    saved_store = open_store()
     record = saved_store.load(d.id)
     record["participants"] = {"p": spec.replace("sk-given-in-the-spec-0123456789",
                                                 "[REDACTED]")}

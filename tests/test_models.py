@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import dlg
 from dlg.cli import cli
-from dlg.model_registry import ModelRegistry
 from dlg.models import ModelSpec
+from dlg.models.catalog import ModelRegistry
 
 
 def invoke(*args):

@@ -24,7 +24,7 @@ PARALLEL = {"name": "fan", "structure": "mixed", "phases": [
 
 @pytest.fixture
 def json_logs():
-    from dlg.logs import configure
+    from dlg.observability.logs import configure
 
     stream = io.StringIO()
     configure(json_lines=True, level="INFO", stream=stream)

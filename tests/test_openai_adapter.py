@@ -164,7 +164,7 @@ async def test_model_fallback_chain_seed_v3():
 
 async def test_auth_error_does_not_fall_back_to_a_model_the_user_never_named():
     """A 401 must not be hidden by the registry's chain (maybe a pricier model)."""
-    from dlg.model_registry import ModelRegistry
+    from dlg.models.catalog import ModelRegistry
 
     registry = ModelRegistry.load()
     registry.add({"models": {"openai-compatible:test-model": {"fallbacks": ["echo"]}}}, "t")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import dlg
-from dlg import hookimpl, registry
+from dlg import hookimpl, registrations
 from dlg.cli import cli
 from dlg.plugin_manager import build_plugin_manager
 
@@ -55,7 +55,7 @@ def test_register_routers(pm):
     pm.register(Plugin(), name="fixed-router")
     d = dlg.run_sync("debate", topic="x", router="fixed")
     assert {t.model for t in d.turns} == {"echo?words=1"}
-    assert registry.routers(pm)["fixed"].__class__ is Fixed
+    assert registrations.routers(pm)["fixed"].__class__ is Fixed
 
 
 def test_register_stores(pm):
@@ -68,7 +68,7 @@ def test_register_stores(pm):
             register("memory", lambda **options: Store())
 
     pm.register(Plugin(), name="memory-store")
-    assert isinstance(registry.stores(pm)["memory"](), Store)
+    assert isinstance(registrations.stores(pm)["memory"](), Store)
     output = CliRunner().invoke(cli, ["plugins"], catch_exceptions=False).output
     assert "memory-store ()\n  stores: memory\n" in output
 
@@ -128,7 +128,7 @@ def test_invalid_registration_is_a_plugin_error(pm):
 
     pm.register(Plugin(), name="broken")
     with pytest.raises(dlg.PluginError, match="plugin 'broken' registered <object object"):
-        registry.exporters(pm)
+        registrations.exporters(pm)
 
 
 def test_misspelt_hook_fails_loudly(monkeypatch):
@@ -161,7 +161,7 @@ def test_later_plugin_overrides_builtin_name(pm):
             register(Md())
 
     pm.register(Plugin(), name="md-replacement")
-    assert registry.exporters(pm)["markdown"].description == "replacement"
+    assert registrations.exporters(pm)["markdown"].description == "replacement"
 
 
 # -- a real third-party package, built and pip-installed --------------------------------
@@ -246,7 +246,7 @@ def test_entry_point_cache_notices_new_installs(tmp_path, monkeypatch):
     _fake_dist(site, "plug_two")
     assert sorted(e["name"] for e in plugin_manager._discover()) == ["plug_one", "plug_two"]
     pm = build_plugin_manager(autoload=True)
-    assert {"plug_one", "plug_two"} <= set(registry.routers(pm))
+    assert {"plug_one", "plug_two"} <= set(registrations.routers(pm))
     assert plugin_manager.plugin_distribution("plug_two") == "plug_two 1.0"
 
 

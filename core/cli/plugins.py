@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .base import cli
+from dlg.cli.base import cli
 
 # -- dlg plugins --------------------------------------------------------------------------
 
@@ -15,11 +15,11 @@ from .base import cli
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json: bool) -> None:
     """List installed plugins and what each registers."""
-    from .. import registry
-    from ..plugin_manager import BUILTIN_PLUGINS, plugin_distribution
+    from dlg import registrations
+    from dlg.plugin_manager import BUILTIN_PLUGINS, plugin_distribution
 
     rows = []
-    for reg in registry.registrations():
+    for reg in registrations.registrations():
         dist = "built-in" if reg.plugin in BUILTIN_PLUGINS else (
             plugin_distribution(reg.plugin) or "")
         rows.append({"plugin": reg.plugin, "distribution": dist, "models": reg.models,

@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import DlgError, StoreError
-from .base import (
+from dlg.cli.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -20,7 +19,8 @@ from .base import (
     cli,
     store_option,
 )
-from .display import Progress, StreamingProgress
+from dlg.cli.display import Progress, StreamingProgress
+from dlg.errors import DlgError, StoreError
 
 
 @cli.command()
@@ -54,8 +54,8 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
         store: str | None, telemetry: str | None, all_errors: bool) -> None:
     """Run MODE (a built-in or plugin mode name, a mode file, or - for standard input)."""
     ctx.meta["dlg.all_errors"] = all_errors
-    from ..api import Orchestrator
-    from ..export import get_exporter
+    from dlg.records.export import get_exporter
+    from dlg.running.api import Orchestrator
 
     if telemetry:
         os.environ["DLG_TELEMETRY"] = telemetry  # read by the telemetry plugin
@@ -93,7 +93,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
                 for t in p.turns}
     live = None
     if not quiet and _live_terminal():
-        from .display import LiveProgress
+        from dlg.cli.display import LiveProgress
 
         live = LiveProgress(dialogue, show_text=show_text, stream=stream, parallel=parallel)
         progress: Any = live
@@ -158,15 +158,15 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
                    quiet: bool, stream: bool | None, model: str | None,
                    participants: tuple[str, ...], store: str | None) -> None:
     """Continue a saved dialogue: completed turns are kept, the rest run."""
-    from ..api import Orchestrator
-    from ..export import get_exporter
+    from dlg.records.export import get_exporter
+    from dlg.running.api import Orchestrator
 
     fmt = _format_for(fmt, out)
     if fmt is not None:
         get_exporter(fmt)
     orchestrator = Orchestrator(store=store or "default", watchdog=True, model=model,
                                 models=_pairs(participants, "--participant"))
-    from ..persistence import DialogueBusyError
+    from dlg.records.store import DialogueBusyError
 
     try:
         mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)

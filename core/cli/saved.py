@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .base import _format_for, _saved, _store, _write_export, cli, store_option
+from dlg.cli.base import _format_for, _saved, _store, _write_export, cli, store_option
 
 
 @cli.command("ls")
@@ -93,7 +93,7 @@ def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None)
         return
     click.echo(_table(dialogue))
     if text:
-        from ..export import export
+        from dlg.records.export import export
 
         click.echo("")
         click.echo(export(dialogue, "markdown"), nl=False)

@@ -265,7 +265,7 @@ class Dialogue:
 
     def to_dict(self, *, turns: bool = True) -> dict[str, Any]:
         m = self.metrics
-        out = {
+        out: dict[str, Any] = {
             "format": "dlg.dialogue/1",
             "id": self.id,
             "mode": self.mode,
@@ -319,6 +319,6 @@ class Dialogue:
     def export(self, format: str = "json", path: str | Path | None = None, *,
                pm: Any = None) -> str | bytes | Path:
         """Render with a registered exporter; write to ``path`` if given and return it."""
-        from .export import export
+        from dlg.records.export import export
 
         return export(self, format, path, pm=pm)

@@ -30,7 +30,7 @@ from jinja2 import FileSystemLoader, TemplateNotFound, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from .limits import MAX_FILE_BYTES, LimitError, read_text
+from dlg.language.limits import MAX_FILE_BYTES, LimitError, read_text
 
 __all__ = [
     "MAX_LOOP_STEPS",

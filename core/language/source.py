@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModeError, ModeNotFoundError, Problem
-from .limits import MAX_DEPTH
+from dlg.errors import ModeError, ModeNotFoundError, Problem
+from dlg.language.limits import MAX_DEPTH
 
 __all__ = ["SourceDoc", "format_path", "is_path_like", "read_source"]
 
@@ -52,7 +52,7 @@ class SourceDoc:
     _rt: Any = field(default=None, repr=False)
 
     def parse(self) -> Any:
-        from .limits import LimitError, check_shape
+        from dlg.language.limits import LimitError, check_shape
 
         if self.is_json:
             try:
@@ -191,7 +191,7 @@ def _load_yaml(text: str, file: str, *, typ: str) -> Any:
 
 
 def _from_path(path: Path) -> SourceDoc:
-    from .limits import LimitError, read_text
+    from dlg.language.limits import LimitError, read_text
 
     try:
         text = read_text(path)
@@ -228,7 +228,7 @@ def _from_stdin() -> SourceDoc:
     Its folder, for ``extends`` and ``prompt_file``, is the working directory."""
     import sys
 
-    from .limits import MAX_FILE_BYTES
+    from dlg.language.limits import MAX_FILE_BYTES
 
     data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
@@ -269,9 +269,9 @@ def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) ->
             path = relative_to / path
         return _from_path(path)
 
-    from . import registry
+    from dlg import registrations
 
-    registered = registry.modes(pm)
+    registered = registrations.modes(pm)
     entry = registered.get(ref)
     if entry is not None:
         return _from_registered(entry)

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import DlgError
-from .kernel import execute, new_dialogue, prepare_inputs
-from .loader import load_mode
-from .mode import Mode
-from .models import ModelPool, default_model_spec, model_label
-from .record import Dialogue
+from dlg.errors import DlgError
+from dlg.language.loader import load_mode
+from dlg.language.mode import Mode
+from dlg.models import ModelPool, default_model_spec, model_label
+from dlg.records.record import Dialogue
+from dlg.running.inputs import new_dialogue, prepare_inputs
+from dlg.running.kernel import execute
 
 __all__ = ["Orchestrator", "resume", "run", "run_sync"]
 
@@ -65,7 +66,7 @@ class Orchestrator:
     @property
     def plugin_manager(self) -> Any:
         if self._pm is None:
-            from .plugin_manager import get_plugin_manager
+            from dlg.plugin_manager import get_plugin_manager
 
             self._pm = get_plugin_manager()
         return self._pm
@@ -73,7 +74,7 @@ class Orchestrator:
     @property
     def registry(self) -> Any:
         """The model registry: plugin catalogs plus the user's registry file."""
-        from .model_registry import ModelRegistry
+        from dlg.models.catalog import ModelRegistry
 
         if not isinstance(self._registry, ModelRegistry):
             self._registry = ModelRegistry.load(pm=self.plugin_manager,
@@ -89,9 +90,9 @@ class Orchestrator:
     def _router(self) -> Any:
         if not isinstance(self.router, str):
             return self.router
-        from . import registry
+        from dlg import registrations
 
-        routers = registry.routers(self.plugin_manager)
+        routers = registrations.routers(self.plugin_manager)
         if self.router not in routers:
             raise DlgError(
                 f"'{self.router}' is not a known router (installed: {', '.join(routers)})"
@@ -129,7 +130,7 @@ class Orchestrator:
 
     def _check(self, mode: Mode, bound: dict[str, Any], default: Any) -> None:
         """Ask the router about every turn now, so a missing model fails before any turn."""
-        from .routing import RouteRequest, select_model
+        from dlg.running.routing import RouteRequest, select_model
 
         router = self._router()
         needed = set()
@@ -144,7 +145,7 @@ class Orchestrator:
         # (in the CLI): both import packages, which would block a running loop
         for spec in sorted(needed):
             self.pool.get(spec)
-        from .render import environment
+        from dlg.language.templates import environment
 
         environment(mode.template_dirs, self.plugin_manager)
 
@@ -154,7 +155,7 @@ class Orchestrator:
         mode = load_mode(mode, pm=self._pm)
         values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
         bound, _ = self.bindings(mode)
-        from .redact import redact
+        from dlg.observability.redact import redact
 
         labels = {a: (redact(b) if isinstance(b, str) or b is None else model_label(b))
                   for a, b in bound.items()}
@@ -173,7 +174,7 @@ class Orchestrator:
         if self.store is None:
             return None
         if self._store_obj is None:
-            from .persistence import open_store
+            from dlg.records.store import open_store
 
             self._store_obj = open_store(None if self.store == "default" else self.store,
                                          pm=self.plugin_manager)
@@ -184,7 +185,7 @@ class Orchestrator:
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
         if self.store is not None:
-            from .persistence import Saver
+            from dlg.records.store import Saver
 
             # opened by the saver when it first writes, off the event loop
             lease, self._lease = self._lease, None
@@ -200,7 +201,7 @@ class Orchestrator:
         """The saved dialogue, made ready to continue: its mode (checked against the saved
         content hash) and its record with every unfinished turn reset to pending.
         Raises ``DialogueBusyError`` if another process is running it."""
-        from .persistence import Lease, as_dialogue, find_dialogue, open_store
+        from dlg.records.store import Lease, as_dialogue, find_dialogue, open_store
 
         # resuming reads the store even when this orchestrator does not save
         store = self.open_store() or open_store(pm=self.plugin_manager)
@@ -223,9 +224,8 @@ class Orchestrator:
 
     def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool
                    ) -> tuple[Mode, Dialogue]:
-        from .errors import ModeError
-        from .kernel import new_dialogue
-        from .source import is_path_like
+        from dlg.errors import ModeError
+        from dlg.language.source import is_path_like
 
         # the mode as it is now (its file, or its name), else the copy saved with it
         mode = None
@@ -269,8 +269,8 @@ class Orchestrator:
         """The participants' saved models, ready to run again. A key given in a spec was
         not saved: the spec runs without it (its provider's key variable then applies);
         a spec that cannot run is an error that says how to supply the model."""
-        from .errors import ModelError
-        from .models import without_redacted
+        from dlg.errors import ModelError
+        from dlg.models import without_redacted
 
         out: dict[str, Any] = {}
         for alias, spec in saved.participants.items():

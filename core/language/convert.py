@@ -28,11 +28,13 @@ _TURN_KEYS = ("role", "participant", "requires", "prefer", "description", "timeo
 
 def is_seed_format(data: Any) -> bool:
     """Whether ``data`` looks like the seed's format (numbered turns under ``prompts``)."""
-    return isinstance(data, dict) and (
-        "prompts" in data or "additional_turns" in data or isinstance(data.get("turns"), int)
-        or any(isinstance(v, dict) and "template" in v
-               for v in (data.get("overrides") or {}).values()
-               if isinstance(data.get("overrides"), dict)))
+    if not isinstance(data, dict):
+        return False
+    overrides = data.get("overrides")
+    return ("prompts" in data or "additional_turns" in data
+            or (isinstance(data.get("turns"), int) and not isinstance(data.get("turns"), bool))
+            or (isinstance(overrides, dict)
+                and any(isinstance(v, dict) and "template" in v for v in overrides.values())))
 
 
 def _template(text: str, turn_ids: set[str], reads: list[str], fields: set[str]) -> str:

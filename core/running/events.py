@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from .errors import DlgError, PluginError
+from dlg.errors import DlgError, PluginError
 
 __all__ = ["EVENTS", "Decision", "Events", "call_hook"]
 

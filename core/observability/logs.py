@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from .context import current
-from .redact import redact
+from dlg.observability.context import current
+from dlg.observability.redact import redact
 
 __all__ = [
     "CorrelationFilter",

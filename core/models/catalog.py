@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from dlg.errors import ModelError
 
 __all__ = ["ModelInfo", "ModelRegistry", "blended_price", "spec_key"]
 
@@ -116,10 +116,10 @@ class ModelRegistry:
     @classmethod
     def load(cls, *, pm: Any = None, user_file: str | Path | None = None) -> ModelRegistry:
         """Plugin catalogs, then the user's registry file (if any)."""
-        from . import registry as plugin_registry
+        from dlg import registrations
 
         reg = cls()
-        for source, data in plugin_registry.catalogs(pm):
+        for source, data in registrations.catalogs(pm):
             reg.add(data, source)
         path = user_file or os.environ.get("DLG_REGISTRY") or _default_user_file()
         if path is not None and (user_file or Path(path).is_file()):
@@ -228,9 +228,9 @@ def _default_user_file() -> Path:
 
 def load_registry_file(path: Path) -> dict[str, Any]:
     """Read and validate a registry file; errors are located like mode errors."""
-    from .errors import ModeError
-    from .loader import check_against
-    from .source import SourceDoc
+    from dlg.errors import ModeError
+    from dlg.language.schema import check_against
+    from dlg.language.source import SourceDoc
 
     try:
         text = path.read_text(encoding="utf-8")

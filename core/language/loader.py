@@ -8,158 +8,18 @@ content hash (in the user's cache dir), so running it again skips parsing and va
 from __future__ import annotations
 
 import difflib
-import functools
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ModeError, ModeNotFoundError, Problem
-from .inherit import Layout, resolve
-from .mode import Input, Mode, Participant, Phase, Turn
-from .source import SourceDoc, read_source
+from dlg.errors import ModeError, ModeNotFoundError, Problem
+from dlg.language import cache
+from dlg.language.inherit import Layout, resolve
+from dlg.language.mode import Input, Mode, Participant, Phase, Turn
+from dlg.language.schema import check_against, schema
+from dlg.language.source import SourceDoc, read_source
 
-__all__ = ["ModeLoader", "check_against", "load_mode", "schema"]
-
-
-@functools.cache
-def schema(name: str = "mode.schema.json") -> dict[str, Any]:
-    """A JSON Schema shipped in ``dlg.schemas`` (the mode schema by default)."""
-    from importlib.resources import files
-
-    return json.loads(files("dlg.schemas").joinpath(name).read_text("utf-8"))
-
-
-@functools.cache
-def _validator(name: str = "mode.schema.json") -> Any:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(schema(name))
-
-
-# -- schema problems, phrased for people -------------------------------------------------
-
-_UNEXPECTED = re.compile(r"'([^']+)'")
-_TYPE_NAMES = {
-    "string": "a string", "integer": "a whole number", "number": "a number",
-    "boolean": "true or false", "object": "a mapping", "array": "a list", "null": "null",
-}
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _known_keys(err: Any) -> list[str]:
-    props = dict(err.schema.get("properties", {}))
-    for sub in err.schema.get("allOf", []):
-        ref = sub.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            props.update(schema()["$defs"][ref.split("/")[-1]].get("properties", {}))
-    return sorted(props)
-
-
-def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
-    from jsonschema.exceptions import best_match
-
-    if err.context and err.validator != "oneOf":
-        err = best_match([err])
-    path = tuple(err.absolute_path)
-    v, vv = err.validator, err.validator_value
-
-    if v in ("additionalProperties", "unevaluatedProperties"):
-        known = _known_keys(err)
-        unexpected = [k for k in err.instance if k not in known] if isinstance(
-            err.instance, dict) else _UNEXPECTED.findall(err.message)
-        out = []
-        for key in unexpected:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(known)}"
-            out.append(doc.problem(f"unknown key '{key}'", (*path, key), key=True, hint=hint))
-        return out
-    if v == "required":
-        missing = [k for k in vv if isinstance(err.instance, dict) and k not in err.instance]
-        return [doc.problem(f"missing required key '{k}'", path) for k in missing[:1]]
-    if v == "type":
-        want = vv if isinstance(vv, list) else [vv]
-        want_s = " or ".join(_TYPE_NAMES.get(t, t) for t in want)
-        return [doc.problem(f"expected {want_s}, got {_json_type(err.instance)}", path)]
-    if v == "enum":
-        close = difflib.get_close_matches(str(err.instance), [str(x) for x in vv], n=1)
-        return [doc.problem(
-            f"{err.instance!r} is not one of: {', '.join(map(str, vv))}", path,
-            hint=f"did you mean '{close[0]}'?" if close else None)]
-    if v == "pattern":
-        return [doc.problem(
-            f"{err.instance!r} is not a valid name: use letters, digits and underscores, "
-            "starting with a letter or underscore", path)]
-    if v == "oneOf" and not isinstance(err.instance, dict) and all(
-            "required" in s for s in vv):
-        return [doc.problem(f"expected a mapping, got {_json_type(err.instance)}", path)]
-    if v == "oneOf" and vv == [{"required": ["prompt"]}, {"required": ["prompt_file"]}]:
-        both = "prompt" in err.instance and "prompt_file" in err.instance
-        return [doc.problem(
-            "a turn has either 'prompt' or 'prompt_file', not both" if both
-            else "a turn needs a 'prompt' (or a 'prompt_file')", path)]
-    if v == "oneOf" and any("required" in s and ("before" in s["required"] or "turns" in
-                                                  s["required"]) for s in vv):
-        return [doc.problem(
-            "an 'add' entry needs one anchor ('before', 'after' or 'at') and one of "
-            "'turns' or 'phase'", path)]
-    if v == "oneOf":
-        # branches that failed only on type were the wrong branch: report the right one's
-        relevant = [e for e in err.context if e.validator != "type"]
-        if relevant:
-            return _schema_problems(doc, best_match(relevant))
-        wanted = []
-        for branch in vv:
-            t = branch.get("type") or ("string" if "$ref" in branch else None)
-            if t and _TYPE_NAMES.get(t, t) not in wanted:
-                wanted.append(_TYPE_NAMES.get(t, t))
-        return [doc.problem(
-            f"expected {' or '.join(wanted) or 'something else'}, got "
-            f"{_json_type(err.instance)}", path)]
-    if v == "not" and vv == {"required": ["id"]}:
-        return [doc.problem("an override cannot change a turn's 'id'", (*path, "id"), key=True)]
-    if v == "not" and vv == {"required": ["turns", "phases"]}:
-        return [doc.problem("give either 'turns' or 'phases', not both", path)]
-    if v == "not" and vv == {"required": ["turns"]}:
-        return [doc.problem("a mixed mode lists its turns inside 'phases', not in 'turns'",
-                            ("turns",), key=True)]
-    if v == "not":
-        return [doc.problem(
-            "'overrides', 'add' and 'remove' change an inherited mode: use them with 'extends'",
-            path)]
-    if v == "anyOf" and vv == [{"required": ["turns"]}, {"required": ["phases"]}]:
-        return [doc.problem("a mode needs 'turns' or 'phases' (or 'extends' to inherit them)",
-                            path)]
-    if v == "const" and vv == "mixed":
-        return [doc.problem("a mode with 'phases' has 'structure: mixed'", path)]
-    if v in ("minItems", "minimum", "maximum", "exclusiveMinimum", "minLength", "uniqueItems"):
-        return [doc.problem(err.message.replace("[]", "the list"), path)]
-    return [doc.problem(err.message, path)]
-
-
-def check_against(doc: SourceDoc, schema_name: str = "mode.schema.json") -> None:
-    """Validate a parsed document; raise ``ModeError`` with every located problem."""
-    problems: list[Problem] = []
-    for err in _validator(schema_name).iter_errors(doc.data):
-        problems.extend(_schema_problems(doc, err))
-    if problems:
-        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
-        raise ModeError(problems)
+__all__ = ["ModeLoader", "check_against", "load_mode", "schema"]  # the last two: schema.py
 
 
 def _prepare(doc: SourceDoc) -> SourceDoc:
@@ -167,7 +27,7 @@ def _prepare(doc: SourceDoc) -> SourceDoc:
     try:
         check_against(doc)
     except ModeError as exc:
-        from .convert import is_seed_format
+        from dlg.language.convert import is_seed_format
 
         if is_seed_format(doc.data):
             shown = doc.file if not doc.file.startswith("<") else "FILE"
@@ -271,7 +131,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
                     type=spec.get("type", "string"))
         for name, spec in (meta.get("inputs") or {}).items()
     }
-    from .render import RESERVED_NAMES
+    from dlg.language.templates import RESERVED_NAMES
 
     for name in inputs:
         if name in RESERVED_NAMES:
@@ -375,7 +235,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         template_dirs=template_dirs,
     )
     if check_templates:  # also when other problems were found: --all-errors shows all
-        from .checks import check_templates as _check
+        from dlg.language.checks import check_templates as _check
 
         problems.extend(_check(mode, layout, _template_line, pm))
     if problems:
@@ -389,7 +249,7 @@ def _read_template_file(name: str, doc: SourceDoc, layout: Layout) -> tuple[str,
     it extends, or in dlg's templates; never outside those folders (symlinks resolved)."""
     from importlib.resources import files
 
-    from .limits import confined, read_text
+    from dlg.language.limits import confined, read_text
 
     folders = []
     if doc.base_dir is not None:
@@ -401,81 +261,6 @@ def _read_template_file(name: str, doc: SourceDoc, layout: Layout) -> tuple[str,
         if found is not None and found.is_file():
             return read_text(found), str(found)
     return None
-
-
-# -- cache --------------------------------------------------------------------------------
-
-
-def _cache_dir() -> Path | None:
-    import os
-
-    if os.environ.get("DLG_NO_CACHE", "").strip().lower() in {"1", "true", "yes"}:
-        return None
-    base = os.environ.get("DLG_CACHE_DIR")
-    if not base:
-        from platformdirs import user_cache_dir
-
-        base = user_cache_dir("dlg")
-    return Path(base) / "modes"
-
-
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _cache_key(doc: SourceDoc) -> str:
-    from ._version import __version__
-
-    return _sha(f"{__version__}\0{doc.identity}\0{doc.text}")
-
-
-def _cache_get(doc: SourceDoc, pm: Any) -> Mode | None:
-    directory = _cache_dir()
-    if directory is None:
-        return None
-    try:
-        entry = json.loads((directory / f"{_cache_key(doc)}.json").read_text("utf-8"))
-        for dep in entry["deps"]:
-            if dep["kind"] == "mode":
-                base = Path(dep["base"]) if dep["base"] else None
-                text = read_source(dep["ref"], relative_to=base, pm=pm).text
-            else:
-                text = Path(dep["ref"]).read_text("utf-8")
-            if _sha(text) != dep["sha"]:
-                return None
-        return _from_cached(entry)
-    except (OSError, ValueError, KeyError, TypeError, ModeError):
-        return None
-
-
-def _cache_put(doc: SourceDoc, mode: Mode, layout: Layout, template_files: list[str]) -> None:
-    import os
-    import tempfile
-
-    directory = _cache_dir()
-    if directory is None:
-        return
-    deps = []
-    for child, parent in zip(layout.docs, layout.docs[1:], strict=False):
-        deps.append({"kind": "mode", "ref": child.data["extends"],
-                     "base": str(child.base_dir) if child.base_dir else None,
-                     "sha": _sha(parent.text)})
-    for path in template_files:
-        deps.append({"kind": "file", "ref": path, "sha": _sha(Path(path).read_text("utf-8"))})
-    entry = {
-        "mode": mode.to_dict(), "source": mode.source, "extends_chain": mode.extends_chain,
-        "template_dirs": mode.template_dirs, "deps": deps,
-    }
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(entry, fh)
-        os.replace(tmp, directory / f"{_cache_key(doc)}.json")
-    except OSError:
-        pass  # a cache that cannot be written is only slower
 
 
 def _from_cached(entry: dict[str, Any]) -> Mode:
@@ -510,9 +295,9 @@ def load_mode(
     else:
         doc = read_source(source, pm=pm)
     if use_cache:
-        cached = _cache_get(doc, pm)
-        if cached is not None:
-            return cached
+        entry = cache.get(doc, pm)
+        if entry is not None:
+            return _from_cached(entry)
 
     def load_parent(ref: str, child: SourceDoc) -> SourceDoc:
         try:
@@ -526,7 +311,7 @@ def load_mode(
     layout = resolve(_prepare(doc), load_parent)
     mode, template_files = _build(layout, check_templates=check_templates, pm=pm)
     if use_cache and check_templates:
-        _cache_put(doc, mode, layout, template_files)
+        cache.put(doc, mode, layout, template_files)
     return mode
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ModeError
-from .source import PathT, SourceDoc
+from dlg.errors import ModeError
+from dlg.language.source import PathT, SourceDoc
 
 __all__ = ["META_KEYS", "Layout", "deep_merge", "resolve"]
 
@@ -187,6 +187,7 @@ def resolve(
 
 
 def _remove(layout: Layout, doc: SourceDoc, path: PathT, ref: str) -> None:
+    pi: int | None
     found = layout.find_turn(ref)
     if found is not None:
         pi, ti = found
@@ -217,6 +218,7 @@ def _unique_phase_id(layout: Layout, base: str) -> str:
 
 
 def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> None:
+    pi: int | None
     if "at" in ins:
         anchor, side = None, ins["at"]
     else:

@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExportError, UnknownExporterError
+from dlg.errors import ExportError, UnknownExporterError
 
 if TYPE_CHECKING:
-    from .record import Dialogue
+    from dlg.records.record import Dialogue
 
-__all__ = ["export", "get_exporter"]
+__all__ = ["export", "get_exporter", "render_export", "write_export"]
 
 
 def get_exporter(name: str, pm: Any = None) -> Any:
-    from . import registry
+    from dlg import registrations
 
-    exporters = registry.exporters(pm)
+    exporters = registrations.exporters(pm)
     if name not in exporters:
         raise UnknownExporterError(
             f"'{name}' is not a known export format (installed: {', '.join(sorted(exporters))})"
@@ -27,13 +27,26 @@ def get_exporter(name: str, pm: Any = None) -> Any:
 def export(dialogue: Dialogue, format: str = "json", path: str | Path | None = None,
            pm: Any = None) -> str | bytes | Path:
     """Render ``dialogue`` as ``format``; with ``path``, write it there and return the path."""
+    if path is None:
+        return render_export(dialogue, format, pm)
+    return write_export(dialogue, format, path, pm)
+
+
+def render_export(dialogue: Dialogue, format: str = "json", pm: Any = None) -> str | bytes:
+    """``dialogue`` as ``format`` (text, or bytes for a binary format such as pdf)."""
     exporter = get_exporter(format, pm)
     try:
-        data = exporter.export(dialogue)
+        data: str | bytes = exporter.export(dialogue)
     except Exception as exc:
         raise ExportError(f"exporter '{format}' failed: {type(exc).__name__}: {exc}") from exc
-    if path is None:
-        return data
+    return data
+
+
+def write_export(dialogue: Dialogue, format: str, path: str | Path, pm: Any = None) -> Path:
+    """Write ``dialogue`` as ``format`` to ``path`` (a file, or a directory to put
+    ``ID.EXT`` in), atomically; return the file written."""
+    exporter = get_exporter(format, pm)
+    data = render_export(dialogue, format, pm)
     path = Path(path)
     if path.is_dir():
         path = path / f"{dialogue.id}.{exporter.extension}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = ["REDACTED", "redact", "redact_values", "remember", "secrets_in_spec"]
@@ -71,6 +72,10 @@ def _known_values() -> list[str]:
     return sorted({*env, *_remembered}, key=len, reverse=True)
 
 
+@overload
+def redact_values(text: str) -> str: ...
+@overload
+def redact_values(text: None) -> None: ...
 def redact_values(text: str | None) -> str | None:
     """``text`` with every known secret value (environment, remembered) replaced."""
     if not text:
@@ -81,6 +86,10 @@ def redact_values(text: str | None) -> str | None:
     return text
 
 
+@overload
+def redact(text: str) -> str: ...
+@overload
+def redact(text: None) -> None: ...
 def redact(text: str | None) -> str | None:
     """``text`` with every secret we can recognise replaced by ``[REDACTED]``."""
     if not text:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import PluginError
+from dlg.errors import PluginError
 
 if TYPE_CHECKING:
     import pluggy
 
-    from .record import Dialogue
+    from dlg.records.record import Dialogue
 
 __all__ = [
     "Exporter",
@@ -128,7 +129,8 @@ class Registration:
 
 
 _KINDS = ("models", "routers", "exporters", "stores", "modes")
-_cache: dict[int, dict[str, Any]] = {}
+# per plugin manager, dropped with it; rebuilt when plugins are added or removed
+_cache: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def clear_caches() -> None:
@@ -137,19 +139,19 @@ def clear_caches() -> None:
 
 def _pm(pm: pluggy.PluginManager | None) -> pluggy.PluginManager:
     if pm is None:
-        from .plugin_manager import get_plugin_manager
+        from dlg.plugin_manager import get_plugin_manager
 
         pm = get_plugin_manager()
     return pm
 
 
 def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
-    key = id(pm)
-    cached = _cache.get(key)
-    if cached is not None and cached["pm"] is pm:
+    plugins = frozenset(map(id, pm.get_plugins()))
+    cached = _cache.get(pm)
+    if cached is not None and cached["plugins"] == plugins:
         return cached
 
-    out: dict[str, Any] = {"pm": pm, "by_plugin": {}, "catalogs": []}
+    out: dict[str, Any] = {"by_plugin": {}, "catalogs": []}
     for kind in _KINDS:
         out[kind] = {}
 
@@ -243,7 +245,8 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
                 raise PluginError(
                     f"plugin '{plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
                 ) from exc
-    _cache[key] = out
+    out["plugins"] = plugins
+    _cache[pm] = out
     return out
 
 

@@ -173,7 +173,7 @@ async def call_resilient(
     primary: Any,
     call: Callable[[Any], Awaitable[Any]],
     *,
-    fallbacks: Callable[[], Sequence[Any]] | Sequence[Any] = (),
+    fallbacks: Callable[[list[Attempt]], Sequence[Any]] | Sequence[Any] = (),
     label: Callable[[Any], str] = str,
     policy: RetryPolicy = RetryPolicy(),
     timeout: float | None = None,
@@ -229,7 +229,7 @@ async def call_resilient(
                     break
                 attempt.waited = delay
                 if log.isEnabledFor(logging.INFO):
-                    from .redact import redact
+                    from dlg.observability.redact import redact
 
                     log.info("%s failed (%s); retrying in %.2fs", redact(model),
                              redact(message), delay,

@@ -16,91 +16,23 @@ from typing import Any
 
 import anyio
 
-from . import context
-from . import record as R
-from ._version import __version__
-from .errors import DlgError, InputError, ModeError
-from .events import Events
-from .mode import Mode, Turn
-from .models import ModelPool, build_messages, call_model
-from .record import Dialogue, TurnRecord
-from .redact import redact, redact_values
-from .render import CONTEXT_NAMES, TurnsView, analyse, environment, transcript
-from .resilience import AllCandidatesFailed, RetryPolicy
-from .routing import RouteRequest, select_model
-from .sandbox import render
+from dlg.errors import DlgError
+from dlg.language.mode import Mode, Turn
+from dlg.language.sandbox import render
+from dlg.language.templates import TurnsView, compiled, environment, transcript
+from dlg.models import ModelPool, build_messages, call_model
+from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
+from dlg.observability import context
+from dlg.observability.redact import redact, redact_values
+from dlg.records import record as R
+from dlg.records.record import Dialogue, TurnRecord
+from dlg.running.events import Events
+from dlg.running.routing import RouteRequest, select_model
 
-__all__ = ["execute", "new_dialogue", "prepare_inputs"]
+__all__ = ["execute"]
 
 log = logging.getLogger("dlg.kernel")
 INFO = logging.INFO
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n"}
-
-
-def prepare_inputs(mode: Mode, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Check inputs against the mode's declarations: defaults, required, types."""
-    out: dict[str, Any] = {}
-    unknown = [k for k in given if k not in mode.inputs]
-    if unknown:
-        known = ", ".join(mode.inputs) or "none"
-        raise InputError(
-            f"mode '{mode.name}' has no input '{unknown[0]}' (its inputs: {known})"
-        )
-    for name, decl in mode.inputs.items():
-        if name in given and given[name] is not None:
-            out[name] = _coerce_input(mode, name, decl.type, given[name])
-        elif decl.default is not None:
-            out[name] = decl.default
-        elif decl.required:
-            flag = "--topic TEXT" if name == "topic" else f"--input {name}=VALUE"
-            raise InputError(
-                f"mode '{mode.name}' needs the input '{name}'"
-                + (f" ({decl.description})" if decl.description else "")
-                + f": pass {flag}"
-            )
-    return out
-
-
-def _coerce_input(mode: Mode, name: str, kind: str, value: Any) -> Any:
-    if kind == "string":
-        return value if isinstance(value, str) else str(value)
-    try:
-        if kind == "boolean":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in _TRUE | _FALSE:
-                return str(value).lower() in _TRUE
-            raise ValueError
-        if kind == "integer":
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if kind == "number":
-            return float(value)
-    except (TypeError, ValueError):
-        pass
-    article = "an" if kind[0] in "aeiou" else "a"
-    raise InputError(f"input '{name}' of mode '{mode.name}' must be {article} {kind}, got "
-                     f"{value!r}")
-
-
-def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = None,
-                 participants: Mapping[str, Any] | None = None) -> Dialogue:
-    return Dialogue(
-        id=dialogue_id or R.new_dialogue_id(),
-        mode=mode.name,
-        mode_hash=mode.content_hash,
-        mode_source=mode.source,
-        inputs=dict(inputs),
-        participants=dict(participants or {}),
-        turns=[
-            TurnRecord(id=t.id, index=t.index, role=t.role, phase=t.phase,
-                       participant=t.participant, requires=t.requires)
-            for t in mode.turns
-        ],
-        dlg_version=__version__,
-    )
 
 
 def _static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,7 +94,7 @@ class _Run:
         with context.scope(dialogue=self.dialogue.id):
             if not self.watchdog:
                 return await self._run()
-            from .watchdog import LoopWatchdog
+            from dlg.observability.watchdog import LoopWatchdog
 
             self._dog = LoopWatchdog(self.dialogue)
             try:
@@ -176,6 +108,7 @@ class _Run:
                 if len(group.exceptions) == 1:
                     raise group.exceptions[0] from None
                 raise
+            raise AssertionError("unreachable: the task group returned or raised")
 
     async def _run(self) -> Dialogue:
         d = self.dialogue
@@ -263,7 +196,7 @@ class _Run:
             rec = self.records[turn.index - 1]
             rec.error = None
             try:
-                tpl = _compiled(self.mode, self.env, turn)
+                tpl = compiled(self.mode, self.env, turn)
                 ctx = self._context_for(turn, tpl["needs"], tpl["reads"])
                 if tpl["when"] is not None and not tpl["when"](**ctx):
                     rec.status = R.SKIPPED
@@ -414,57 +347,6 @@ def _describe(exc: BaseException) -> str:
         return str(exc)
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
-    """A turn's compiled templates, compiled on first use and kept on the mode."""
-    cache = mode._compiled.setdefault("templates", {})
-    if cache.get("env") != id(env):
-        cache.clear()
-        cache["env"] = id(env)
-    entry = cache.get(turn.id)
-    if entry is not None:
-        return entry
-    try:
-        if "system" not in cache:
-            if mode.system:
-                ast = env.parse(mode.system)
-                cache["system"] = (env.from_string(ast), analyse(env, ast).variables)
-            else:
-                cache["system"] = (None, frozenset())
-        system, needs = cache["system"]
-        needs = set(needs)
-        instruction = None
-        if turn.instruction:
-            ast = env.parse(turn.instruction)
-            instruction = env.from_string(ast)
-            needs |= analyse(env, ast).variables
-        ast = env.parse(turn.prompt)
-        prompt_refs = analyse(env, ast)
-        needs |= prompt_refs.variables
-        when = None
-        if turn.when:
-            when = env.compile_expression(turn.when)
-            needs |= analyse(env, turn.when, expression=True).variables
-        auto = bool(turn.context_from) and not prompt_refs.reads_context
-        if auto:
-            needs.add("transcript")
-        entry = {
-            "system": system,
-            "instruction": instruction,
-            "prompt": env.from_string(ast),
-            "when": when,
-            "auto_transcript": auto,
-            "needs": frozenset(needs & CONTEXT_NAMES),
-            # positions (in dialogue.turns) of the records this turn reads
-            "reads": tuple(mode.turn(i).index - 1 for i in turn.context_from),
-        }
-    except Exception as exc:  # validated modes do not get here; dict-built ones might
-        raise ModeError(
-            f"mode '{mode.name}', turn '{turn.id}': a template does not compile: {exc}"
-        ) from exc
-    cache[turn.id] = entry
-    return entry
 
 
 async def execute(

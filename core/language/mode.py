@@ -130,7 +130,7 @@ class Mode:
     template_dirs: tuple[str, ...] = ()
     # derived data (compiled templates, the content hash), filled on first use; not part
     # of the mode's value
-    _compiled: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _compiled: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def turns(self) -> tuple[Turn, ...]:

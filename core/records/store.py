@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from .errors import DlgError, StoreError
+from dlg.errors import DlgError, StoreError
 
 __all__ = [
     "DialogueBusyError",
@@ -112,10 +112,10 @@ def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
     ``diskcache``) by the plugins of ``pm``."""
     if store is not None and not isinstance(store, str):
         return store
-    from . import registry
+    from dlg import registrations
 
     name = store or os.environ.get("DLG_STORE") or "diskcache"
-    stores = registry.stores(pm)
+    stores = registrations.stores(pm)
     if name not in stores:
         raise DlgError(f"'{name}' is not a known store (installed: {', '.join(stores)})")
     try:
@@ -263,7 +263,7 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
 
 def as_dialogue(record: dict[str, Any]) -> Any:
     """A saved record as a ``dlg.Dialogue``; a record that is not one is a ``StoreError``."""
-    from .record import Dialogue
+    from dlg.records.record import Dialogue
 
     try:
         return Dialogue.from_dict(record)

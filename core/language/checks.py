@@ -11,11 +11,11 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from .errors import Problem
-from .inherit import Layout
-from .mode import Mode, Turn
-from .render import RESERVED_NAMES, analyse, environment
-from .sandbox import constant_problem
+from dlg.errors import Problem
+from dlg.language.inherit import Layout
+from dlg.language.mode import Mode, Turn
+from dlg.language.sandbox import constant_problem
+from dlg.language.templates import RESERVED_NAMES, analyse, environment
 
 __all__ = ["check_templates"]
 
@@ -60,7 +60,7 @@ def check_templates(
             problems.append(doc.problem(f"{label}: {over}", path))
         for name in refs.includes:
             try:
-                env.loader.get_source(env, name)
+                env.loader.get_source(env, name)  # type: ignore[union-attr]
             except TemplateNotFound as exc:
                 why = exc.message if exc.message and exc.message != name else (
                     f"'{name}', which is not in the mode's folder or in dlg's templates")
@@ -115,6 +115,6 @@ def _phase(mode: Mode, phase_id: str) -> Any:
 
 
 def _fmt(path: tuple[Any, ...]) -> str:
-    from .source import format_path
+    from dlg.language.source import format_path
 
     return format_path(path)

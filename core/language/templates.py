@@ -12,10 +12,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dlg.errors import ModeError
+
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from .record import TurnRecord
+    from dlg.language.mode import Mode, Turn
+    from dlg.language.sandbox import BoundedSandbox
+    from dlg.records.record import TurnRecord
 
 __all__ = [
     "RESERVED_NAMES",
@@ -23,6 +27,7 @@ __all__ = [
     "TurnView",
     "TurnsView",
     "analyse",
+    "compiled",
     "environment",
     "transcript",
 ]
@@ -36,11 +41,11 @@ CONTEXT_NAMES = frozenset({"turns", "context", "transcript"})
 
 
 @functools.lru_cache(maxsize=32)
-def _environment(template_dirs: tuple[str, ...], pm: Any) -> Environment:
+def _environment(template_dirs: tuple[str, ...], pm: Any) -> BoundedSandbox:
     from importlib.resources import files
 
-    from .events import call_hook
-    from .sandbox import make_environment
+    from dlg.language.sandbox import make_environment
+    from dlg.running.events import call_hook
 
     env = make_environment([*template_dirs, str(files("dlg.templates"))])
 
@@ -48,11 +53,11 @@ def _environment(template_dirs: tuple[str, ...], pm: Any) -> Environment:
     return env
 
 
-def environment(template_dirs: tuple[str, ...] = (), pm: Any = None) -> Environment:
+def environment(template_dirs: tuple[str, ...] = (), pm: Any = None) -> BoundedSandbox:
     """The Jinja environment for a mode whose own templates live in ``template_dirs``,
     prepared by the plugins of ``pm`` (the process-wide plugin manager if None)."""
     if pm is None:
-        from .plugin_manager import get_plugin_manager
+        from dlg.plugin_manager import get_plugin_manager
 
         pm = get_plugin_manager()
     return _environment(tuple(template_dirs), pm)
@@ -91,6 +96,7 @@ def analyse(env: Environment, source: Any, *, expression: bool = False) -> Templ
         if name_node.name in variables:
             lines.setdefault(name_node.name, name_node.lineno)
     turn_refs: list[str | int] = []
+    node: Any
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == "turns"):
@@ -106,7 +112,7 @@ def analyse(env: Environment, source: Any, *, expression: bool = False) -> Templ
     # included templates share the context: what they read counts too
     for name in includes:
         try:
-            inc_source, _, _ = env.loader.get_source(env, name)
+            inc_source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
         except Exception:  # reported by the caller as a missing include
             continue
         sub = analyse(env, inc_source)
@@ -205,3 +211,54 @@ def transcript(records: list[TurnRecord]) -> str:
         who = f"{r.role} ({r.participant})" if r.participant else r.role
         parts.append(f"### {who}\n{(r.response or '').strip()}")
     return "\n\n".join(parts)
+
+
+def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
+    """A turn's compiled templates, compiled on first use and kept on the mode."""
+    cache = mode._compiled.setdefault("templates", {})
+    if cache.get("env") != id(env):
+        cache.clear()
+        cache["env"] = id(env)
+    entry = cache.get(turn.id)
+    if entry is not None:
+        return entry
+    try:
+        if "system" not in cache:
+            if mode.system:
+                ast = env.parse(mode.system)
+                cache["system"] = (env.from_string(ast), analyse(env, ast).variables)
+            else:
+                cache["system"] = (None, frozenset())
+        system, needs = cache["system"]
+        needs = set(needs)
+        instruction = None
+        if turn.instruction:
+            ast = env.parse(turn.instruction)
+            instruction = env.from_string(ast)
+            needs |= analyse(env, ast).variables
+        ast = env.parse(turn.prompt)
+        prompt_refs = analyse(env, ast)
+        needs |= prompt_refs.variables
+        when = None
+        if turn.when:
+            when = env.compile_expression(turn.when)
+            needs |= analyse(env, turn.when, expression=True).variables
+        auto = bool(turn.context_from) and not prompt_refs.reads_context
+        if auto:
+            needs.add("transcript")
+        entry = {
+            "system": system,
+            "instruction": instruction,
+            "prompt": env.from_string(ast),
+            "when": when,
+            "auto_transcript": auto,
+            "needs": frozenset(needs & CONTEXT_NAMES),
+            # positions (in dialogue.turns) of the records this turn reads
+            "reads": tuple(mode.turn(i).index - 1 for i in turn.context_from),
+        }
+    except Exception as exc:  # validated modes do not get here; dict-built ones might
+        raise ModeError(
+            f"mode '{mode.name}', turn '{turn.id}': a template does not compile: {exc}"
+        ) from exc
+    cache[turn.id] = entry
+    return entry

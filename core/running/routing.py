@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ModelError
+from dlg.errors import ModelError
 
 __all__ = ["RouteRequest", "select_model"]
 

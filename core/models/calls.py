@@ -1,0 +1,171 @@
+"""Calling a model: one answer with its usage and latency (``chat``), and the one path
+every call takes with retries, fallbacks and cost (``call_model``).
+
+Every provider returns a LangChain ``BaseChatModel``; a ``BaseChatModel`` instance can be
+used anywhere a spec can.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dlg.models.pool import ModelPool
+from dlg.records.record import TokenUsage
+
+__all__ = ["ChatResult", "build_messages", "call_model", "chat", "estimate_tokens"]
+
+
+@dataclass
+class ChatResult:
+    """One model answer: text, token usage, cost, the model that answered, latency.
+
+    Unpacks as ``text, tokens = result`` (tokens as {"prompt", "completion", "total"}).
+    """
+
+    text: str
+    usage: TokenUsage
+    model: str
+    latency_seconds: float
+    raw: Any = None
+    cost_usd: float | None = None
+    replaced: tuple[str, ...] = ()  # models that failed before ``model`` answered
+    attempts: tuple[Any, ...] = ()  # the failed attempts (dlg.resilience.Attempt)
+
+    def __iter__(self) -> Any:
+        return iter((self.text, self.usage.to_dict()))
+
+
+def _text_of(message: Any) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-independent estimate (about four characters a token)."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def _usage(meta: Any, messages: Any, text: str) -> TokenUsage:
+    if meta:
+        return TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
+    prompt_text = messages if isinstance(messages, str) else "\n".join(
+        _text_of(m) for m in messages)
+    return TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
+
+
+async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str,
+               on_chunk: Any = None) -> ChatResult:
+    """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
+    return text, usage and latency. With ``on_chunk``, stream: ``await on_chunk(text)``
+    for each piece as it arrives."""
+    kwargs: dict[str, Any] = {}
+    if settings:
+        kwargs = {k: v for k, v in settings.items() if k != "extra"}
+        kwargs.update(settings.get("extra") or {})
+    started = time.perf_counter()
+    if on_chunk is None:
+        message = await model.ainvoke(messages, **kwargs)
+        text = _text_of(message)
+        meta = getattr(message, "usage_metadata", None)
+    else:
+        message, parts = None, []
+        async for chunk in model.astream(messages, **kwargs):
+            message = chunk if message is None else message + chunk
+            piece = _text_of(chunk)
+            if piece:
+                parts.append(piece)
+                await on_chunk(piece)
+        text = "".join(parts)
+        meta = getattr(message, "usage_metadata", None) if message is not None else None
+    latency = time.perf_counter() - started
+    return ChatResult(text=text, usage=_usage(meta, messages, text), model=label,
+                      latency_seconds=latency, raw=message)
+
+
+def build_messages(prompt: str, *, system: str | None = None, context: Any = ()) -> Any:
+    """The model input for a prompt: the prompt alone when there is no system text and no
+    context (LangChain turns a string into one human message, faster than from a message
+    we build), else a message list: the system text, the context (earlier texts,
+    (role, text) pairs or LangChain messages), then the prompt."""
+    if not system and not context:
+        return prompt
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+    out: list[Any] = [SystemMessage(content=system)] if system else []
+    for item in context or ():
+        if isinstance(item, BaseMessage):
+            out.append(item)
+        elif isinstance(item, tuple):
+            role, text = item
+            kind = {"system": SystemMessage, "user": HumanMessage, "human": HumanMessage,
+                    "assistant": AIMessage, "ai": AIMessage}.get(role, HumanMessage)
+            out.append(kind(content=text))
+        else:  # an earlier turn: a record or plain text
+            out.append(HumanMessage(content=getattr(item, "text", None) or str(item)))
+    out.append(HumanMessage(content=prompt))
+    return out
+
+
+async def call_model(
+    pool: ModelPool,
+    primary: Any,
+    messages: Any,
+    settings: Mapping[str, Any],
+    *,
+    registry: Any = None,
+    fallbacks: Any = (),
+    requires: Any = (),
+    policy: Any = None,
+    timeout: float | None = None,
+    on_chunk: Any = None,
+    on_attempt: Any = None,
+) -> ChatResult:
+    """The one way dlg calls a model, for turns and for ``ChatModel`` alike.
+
+    Tries ``primary``, retrying transient errors, then the named ``fallbacks``, then the
+    registry's chains for the model and the capabilities ``requires`` (not after an
+    authentication error: a bad key is not hidden by a model the user never named). Only
+    models that can run here are tried. The result says which model answered, what it
+    cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
+    none answered. ``on_attempt(label)`` hears of each model as it is tried.
+    """
+    from dlg.models.resilience import RetryPolicy, call_resilient
+
+    primary_label = pool.label(primary)
+
+    def candidates(failed: Any) -> list[Any]:
+        chain = list(fallbacks)
+        if registry is not None and not any(a.auth for a in failed):
+            chain.extend(registry.fallbacks_for(primary_label, requires))
+        return [c for c in dict.fromkeys(chain)
+                if c != primary and c != primary_label and pool.problem(c) is None]
+
+    async def attempt(candidate: Any) -> ChatResult:
+        model, _ = await pool.aget(candidate)
+        name = pool.safe_label(candidate)
+        if on_attempt is not None:
+            on_attempt(name)
+        return await chat(model, messages, settings, name, on_chunk)
+
+    result, _, failures = await call_resilient(
+        primary, attempt, fallbacks=candidates, label=pool.label,
+        policy=policy or RetryPolicy(), timeout=timeout)
+    result.attempts = tuple(failures)
+    result.replaced = tuple(dict.fromkeys(
+        pool.safe_label(a.model) for a in failures if a.model != result.model))
+    if registry is not None:
+        result.cost_usd = registry.cost(result.model, result.usage.prompt,
+                                        result.usage.completion)
+    return result

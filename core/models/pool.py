@@ -1,0 +1,107 @@
+"""The models of a dialogue (or an orchestrator): made once per spec, lazily, off the
+event loop, from the providers plugins register."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlg.errors import ModelError, UnknownModelError
+from dlg.models.spec import ModelSpec, model_label, resolve_secrets
+
+__all__ = ["ModelPool"]
+
+
+class ModelPool:
+    """Creates chat models lazily, once per spec, for one dialogue (or one orchestrator)."""
+
+    def __init__(self, pm: Any = None, registry: Any = None):
+        self._pm = pm
+        self._registry = registry  # a ModelRegistry, a function returning one, or None
+        self._models: dict[str, Any] = {}
+        self._safe_labels: dict[str, str] = {}
+
+    def problem(self, spec: str) -> str | None:
+        """Why ``spec`` cannot run here (unknown provider, missing package or key), if so."""
+        from dlg import registrations
+
+        parsed = ModelSpec.parse(spec)
+        providers = registrations.model_providers(self._pm)
+        provider = providers.get(parsed.provider)
+        if provider is None:
+            import difflib
+
+            close = difflib.get_close_matches(parsed.provider, list(providers), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            return (f"no provider '{parsed.provider}' is installed{hint} "
+                    f"(installed: {', '.join(sorted(providers))})")
+        try:
+            options = resolve_secrets(dict(parsed.options))
+        except ModelError as exc:
+            return str(exc)
+        return provider.problem(parsed.model, options, self._registry)
+
+    def check(self, spec: str) -> None:
+        """Raise now if ``spec`` cannot run: an unknown provider, a missing package or key."""
+        problem = self.problem(spec)
+        if problem is None:
+            return
+        if problem.startswith("no provider"):
+            raise UnknownModelError(f"'{spec}' is not a known model: {problem}")
+        raise ModelError(f"'{spec}' cannot run: {problem}")
+
+    @staticmethod
+    def label(spec_or_model: Any) -> str:
+        """The model's name: the spec itself, or a model instance's name."""
+        return spec_or_model if isinstance(spec_or_model, str) else model_label(spec_or_model)
+
+    def safe_label(self, spec_or_model: Any) -> str:
+        """``label`` with secrets (``?api_key=...``) redacted, for records and logs;
+        computed once per label (redaction scans the environment, so it is not free)."""
+        label = self.label(spec_or_model)
+        safe = self._safe_labels.get(label)
+        if safe is None:
+            from dlg.observability.redact import redact
+
+            safe = self._safe_labels[label] = redact(label)
+        return safe
+
+    def cached(self, spec_or_model: Any) -> tuple[Any, str] | None:
+        """The model if it needs no creating (an instance, or a spec already made)."""
+        if not isinstance(spec_or_model, str):
+            return spec_or_model, model_label(spec_or_model)
+        model = self._models.get(spec_or_model)
+        return None if model is None else (model, spec_or_model)
+
+    async def aget(self, spec_or_model: Any) -> tuple[Any, str]:
+        """``get`` for async code: a model that must be created (which imports its
+        provider's package) is created in a worker thread, off the event loop."""
+        found = self.cached(spec_or_model)
+        if found is not None:
+            return found
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.get, spec_or_model)
+
+    def get(self, spec_or_model: Any) -> tuple[Any, str]:
+        """The chat model for a spec (or instance), and its label."""
+        if not isinstance(spec_or_model, str):
+            return spec_or_model, model_label(spec_or_model)
+        model = self._models.get(spec_or_model)
+        if model is None:
+            from dlg import registrations
+
+            self.check(spec_or_model)
+            parsed = ModelSpec.parse(spec_or_model)
+            provider = registrations.model_providers(self._pm)[parsed.provider]
+            try:
+                model = provider.make(parsed.model, resolve_secrets(dict(parsed.options)),
+                                      self._registry)
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(
+                    f"provider '{parsed.provider}' could not create '{spec_or_model}': "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            self._models[spec_or_model] = model
+        return model, spec_or_model

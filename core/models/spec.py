@@ -1,0 +1,130 @@
+"""Model specs: ``provider[:model][?option=value&...]``, and the secrets in them.
+
+``echo``, ``openai:gpt-4o``, ``ollama:llama3:8b`` (the model name may contain ':'),
+``echo?latency=0.2``. Option values are read as booleans and numbers where they look like
+them. A secret may be given as a reference (``api_key=env:NAME``, ``${NAME}`` inside a
+value) that is saved as written and resolved from the environment when the model is made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from dlg.errors import ModelError
+
+__all__ = ["ModelSpec", "default_model_spec", "model_label", "resolve_secrets",
+           "without_redacted"]
+
+
+def _coerce(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    provider: str
+    model: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        text = text.strip()
+        if not text:
+            raise ModelError("an empty model spec: expected provider[:model], e.g. 'echo'")
+        base, _, query = text.partition("?")
+        provider, _, model = base.partition(":")
+        if not provider:
+            raise ModelError(f"'{text}' has no provider: expected provider[:model]")
+        options = tuple((k, _coerce(v)) for k, v in parse_qsl(query, keep_blank_values=True))
+        if query:
+            from dlg.observability.redact import remember, secrets_in_spec
+
+            remember(*secrets_in_spec(text))  # kept out of every record from now on
+        return cls(provider, model, options)
+
+    def __str__(self) -> str:
+        out = self.provider + (f":{self.model}" if self.model else "")
+        if self.options:
+            out += "?" + "&".join(f"{k}={v}" for k, v in self.options)
+        return out
+
+
+def default_model_spec(pm: Any = None) -> str | None:
+    """``DLG_MODEL`` if set, else the registered provider with the highest default priority."""
+    env = os.environ.get("DLG_MODEL", "").strip()
+    if env:
+        return env
+    from dlg import registrations
+
+    candidates = [p for p in registrations.model_providers(pm).values()
+                  if p.default_priority is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.default_priority or 0).name
+
+
+def model_label(model: Any) -> str:
+    """A short name for a chat-model instance, for records and the CLI."""
+    for attr in ("dlg_label", "model_name", "model", "model_id"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with secret references filled in from the environment: a value
+    ``env:NAME`` is the variable NAME, and ``${NAME}`` inside a value is replaced by it
+    (``base_url=https://me:${PROXY_PASSWORD}@proxy/v1``). The spec keeps the reference,
+    so records and a later resume hold no secret. Raises ``ModelError`` for a variable
+    that is not set."""
+    out = dict(options)
+    for key, value in options.items():
+        if not isinstance(value, str) or ("env:" not in value and "${" not in value):
+            continue
+
+        def lookup(name: str, key: str = key) -> str:
+            found = os.environ.get(name)
+            if not found:
+                raise ModelError(f"the model option '{key}' names the environment variable "
+                                 f"{name}, which is not set")
+            from dlg.observability.redact import remember
+
+            remember(found)
+            return found
+
+        if value.startswith("env:") and _ENV_REF.fullmatch("${" + value[4:] + "}"):
+            out[key] = lookup(value[4:])
+        else:
+            out[key] = _ENV_REF.sub(lambda m: lookup(m.group(1)), value)
+    return out
+
+
+def without_redacted(spec: str) -> str | None:
+    """A saved spec with its redacted secret options dropped (so the provider falls back
+    to its key from the environment); None if a secret cannot be dropped (a password in a
+    URL)."""
+    from dlg.observability.redact import REDACTED
+
+    if REDACTED not in spec:
+        return spec
+    base, _, query = spec.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if v != REDACTED]
+    if any(REDACTED in v for _, v in kept):
+        return None
+    return base + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
