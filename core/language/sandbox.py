@@ -191,7 +191,11 @@ def make_environment(folders: list[str]) -> BoundedSandbox:
 
 
 def render(template: Any, context: dict[str, Any]) -> str:
-    """``template.render(**context)`` within the loop and output budgets."""
+    """``template.render(**context)`` within the loop and output budgets (a template
+    marked ``dlg_loops = False`` has no loop, so it renders directly: its arithmetic and
+    calls are still checked, and its output is bounded by its inputs)."""
+    if not getattr(template, "dlg_loops", True):
+        return str(template.render(**context))
     token = _steps.set([MAX_LOOP_STEPS])
     try:
         size = 0

@@ -213,6 +213,16 @@ def transcript(records: list[TurnRecord]) -> str:
     return "\n\n".join(parts)
 
 
+def _template(env: Any, ast: Any) -> Any:
+    """A compiled template that knows whether it loops: one that does not can render
+    without the loop and output budgets (its output is bounded by its inputs)."""
+    from jinja2 import nodes
+
+    template = env.from_string(ast)
+    template.dlg_loops = ast.find(nodes.For) is not None
+    return template
+
+
 def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
     """A turn's compiled templates, compiled on first use and kept on the mode."""
     cache = mode._compiled.setdefault("templates", {})
@@ -226,7 +236,7 @@ def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
         if "system" not in cache:
             if mode.system:
                 ast = env.parse(mode.system)
-                cache["system"] = (env.from_string(ast), analyse(env, ast).variables)
+                cache["system"] = (_template(env, ast), analyse(env, ast).variables)
             else:
                 cache["system"] = (None, frozenset())
         system, needs = cache["system"]
@@ -234,7 +244,7 @@ def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
         instruction = None
         if turn.instruction:
             ast = env.parse(turn.instruction)
-            instruction = env.from_string(ast)
+            instruction = _template(env, ast)
             needs |= analyse(env, ast).variables
         ast = env.parse(turn.prompt)
         prompt_refs = analyse(env, ast)
@@ -249,7 +259,7 @@ def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
         entry = {
             "system": system,
             "instruction": instruction,
-            "prompt": env.from_string(ast),
+            "prompt": _template(env, ast),
             "when": when,
             "auto_transcript": auto,
             "needs": frozenset(needs & CONTEXT_NAMES),

@@ -67,8 +67,21 @@ def _replace(match: re.Match[str]) -> str:
     return keep + REDACTED
 
 
+_secret_names: tuple[int, list[str]] = (-1, [])
+
+
 def _known_values() -> list[str]:
-    env = (v for k, v in os.environ.items() if _SECRET_ENV.search(k) and v and len(v) >= 6)
+    """Secret values now: the environment's secret-looking variables, then remembered ones.
+
+    Called for every model answer, so the scan of the environment's names is redone only
+    when variables are added or removed; the values of those names are read each time
+    (a changed key is seen at once)."""
+    global _secret_names
+    count, names = _secret_names
+    if count != len(os.environ):
+        names = [k for k in os.environ if _SECRET_ENV.search(k)]
+        _secret_names = (len(os.environ), names)
+    env = (v for k in names if (v := os.environ.get(k)) and len(v) >= 6)
     return sorted({*env, *_remembered}, key=len, reverse=True)
 
 

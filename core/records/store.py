@@ -101,6 +101,11 @@ class Lease:
                 "that died frees it at once on this host, and on another host 15 minutes "
                 "after its last save")
 
+    def check(self, store: Any, dialogue_id: str) -> None:
+        """Raise ``DialogueBusyError`` if another process holds the dialogue; hold nothing."""
+        self.acquire(store, dialogue_id)
+        self.release(store, dialogue_id)
+
     def release(self, store: Any, dialogue_id: str) -> None:
         release = getattr(store, "release", None)
         if release is not None:

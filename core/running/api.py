@@ -58,7 +58,6 @@ class Orchestrator:
         # diskcache), a store name, a store object, or None not to save
         self.store = store
         self._store_obj: Any = None
-        self._lease: Any = None  # taken by prepare_resume, handed to the saver
         self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
@@ -184,17 +183,34 @@ class Orchestrator:
         """Run (or continue) an existing dialogue: completed turns are not run again."""
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
+        claimed: Any = None
         if self.store is not None:
-            from dlg.records.store import Saver
+            import anyio
 
-            # opened by the saver when it first writes, off the event loop
-            lease, self._lease = self._lease, None
+            from dlg.records.store import Lease, Saver
+
+            lease = Lease()
+            if dialogue.started_at is not None:
+                # a dialogue that ran before may be running elsewhere: claim it before any
+                # turn runs (a new one is claimed with its first save; no one else knows
+                # its id yet). The saver lets go when the dialogue ends.
+                claimed = await anyio.to_thread.run_sync(self.open_store)
+                await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
+            # otherwise opened by the saver when it first writes, off the event loop
             observers = (Saver(self.open_store, mode.to_dict(), lease), *observers)
-        return await execute(
-            mode, dialogue, pm=self.plugin_manager, router=self._router(), bindings=bound,
-            default=default, pool=self.pool, observers=observers, timeout=self.timeout,
-            registry=self.registry, policy=self.retry, watchdog=self.watchdog,
-        )
+        try:
+            return await execute(
+                mode, dialogue, pm=self.plugin_manager, router=self._router(),
+                bindings=bound, default=default, pool=self.pool, observers=observers,
+                timeout=self.timeout, registry=self.registry, policy=self.retry,
+                watchdog=self.watchdog,
+            )
+        finally:
+            if claimed is not None:  # the saver lets go too; this covers an early failure
+                import anyio
+
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
 
     def prepare_resume(self, dialogue_id: str, *, force: bool = False
                        ) -> tuple[Mode, Dialogue]:
@@ -207,20 +223,9 @@ class Orchestrator:
         store = self.open_store() or open_store(pm=self.plugin_manager)
         record = find_dialogue(store, dialogue_id)
         saved = as_dialogue(record)
-        # refuse now if another process runs it; the saver keeps this lease while it runs
-        lease = Lease()
-        lease.acquire(store, saved.id)
-        try:
-            mode, saved = self._resumable(record, saved, force)
-        except BaseException:
-            lease.release(store, saved.id)
-            raise
-        finished = all(t.status in ("completed", "skipped") for t in saved.turns)
-        if self.store is None or finished:
-            lease.release(store, saved.id)  # nothing will run: let go at once
-        else:
-            self._lease = lease
-        return mode, saved
+        # refuse now if another process runs it (``execute`` claims it for the run)
+        Lease().check(store, saved.id)
+        return self._resumable(record, saved, force)
 
     def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool
                    ) -> tuple[Mode, Dialogue]:
