@@ -27,6 +27,14 @@ def _make(model_name: str, options: dict[str, Any]) -> Any:
     )
 
 
+# free, so dialogues under a budget dry-run on it; no capabilities, so registry queries
+# for real work never answer with it
+CATALOG = {"models": {"echo": {
+    "description": "Deterministic offline stand-in that echoes its prompt",
+    "quality": 1, "price": {"input": 0, "output": 0}, "latency": 0.0, "local": True}}}
+
+
 @hookimpl
 def register_models(register):
-    register("echo", _make, description="Deterministic offline model that echoes its prompt")
+    register("echo", _make, description="Deterministic offline model that echoes its prompt",
+             catalog=CATALOG)

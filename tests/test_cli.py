@@ -191,7 +191,7 @@ def test_plugins_lists_builtins_and_what_they_register():
         "dlg.plugins.pdf (built-in)\n"
         "  exporters: pdf\n"
         "dlg.plugins.router (built-in)\n"
-        "  routers: participants\n"
+        "  routers: participants, capabilities\n"
         "dlg.plugins.diskcache_store (built-in)\n"
         "  stores: diskcache\n"
         "dlg.plugins.telemetry (built-in)\n"

@@ -46,12 +46,23 @@ from dlg.errors import DlgError, StoreError
               "DLG_STORE or diskcache).")
 @click.option("--telemetry", metavar="EXPORTER", envvar="DLG_TELEMETRY",
               help="OpenTelemetry spans and metrics: console, otlp or prometheus[:PORT].")
+@click.option("--router", metavar="NAME",
+              help="The router: participants, capabilities, learned, or a plugin's "
+                   "(default: the mode's; capabilities with a pool).")
+@click.option("--pool", "pool", multiple=True, metavar="[NAME=]SPEC",
+              help="Offer a model to the router for turns no participant pins; repeatable.")
+@click.option("--max-cost", type=float, metavar="USD",
+              help="A hard limit on what the dialogue spends, in US dollars.")
+@click.option("--quality", type=click.Choice(["maximum", "balanced", "minimum_cost"]),
+              help="How routers trade quality against cost (default balanced).")
 @click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
 @click.pass_context
 def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
         model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
         timeout: float | None, quiet: bool, stream: bool | None, save: bool,
-        store: str | None, telemetry: str | None, all_errors: bool) -> None:
+        store: str | None, telemetry: str | None, router: str | None,
+        pool: tuple[str, ...], max_cost: float | None, quality: str | None,
+        all_errors: bool) -> None:
     """Run MODE (a built-in or plugin mode name, a mode file, or - for standard input)."""
     ctx.meta["dlg.all_errors"] = all_errors
     from dlg.records.export import get_exporter
@@ -69,9 +80,23 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
 
     orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
                                 registry=(ctx.obj or {}).get("registry"),
-                                store=(store or "default") if save else None, watchdog=True)
+                                store=(store or "default") if save else None, watchdog=True,
+                                router=router, pool=_pool(pool), max_cost=max_cost,
+                                constraints={"quality": quality} if quality else None)
     loaded, dialogue = orchestrator.start(mode, values)
     _execute(orchestrator, loaded, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
+
+
+def _pool(values: tuple[str, ...]) -> dict[str, str]:
+    """``--pool SPEC`` or ``--pool NAME=SPEC``, repeated."""
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, spec = item.partition("=")
+        if sep and name and ":" not in name and "?" not in name:
+            out[name.strip()] = spec.strip()
+        else:
+            out[item.strip()] = item.strip()
+    return out
 
 
 def _live_terminal() -> bool:
@@ -153,10 +178,15 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
               help="Run the remaining turns on this model instead of the saved ones.")
 @click.option("--participant", "-p", "participants", multiple=True, metavar="ALIAS=SPEC",
               help="Bind one participant to a model for the remaining turns; repeatable.")
+@click.option("--router", metavar="NAME", help="Route the remaining turns with this router "
+              "(default: the one the dialogue used).")
+@click.option("--max-cost", type=float, metavar="USD",
+              help="A new limit on what the whole dialogue spends (it counts what it spent).")
 @store_option
 def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | None,
                    quiet: bool, stream: bool | None, model: str | None,
-                   participants: tuple[str, ...], store: str | None) -> None:
+                   participants: tuple[str, ...], router: str | None,
+                   max_cost: float | None, store: str | None) -> None:
     """Continue a saved dialogue: completed turns are kept, the rest run."""
     from dlg.records.export import get_exporter
     from dlg.running.api import Orchestrator
@@ -165,7 +195,8 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
     if fmt is not None:
         get_exporter(fmt)
     orchestrator = Orchestrator(store=store or "default", watchdog=True, model=model,
-                                models=_pairs(participants, "--participant"))
+                                models=_pairs(participants, "--participant"),
+                                router=router, max_cost=max_cost)
     from dlg.records.store import DialogueBusyError
 
     try:

@@ -71,6 +71,18 @@ def _table(dialogue: Any) -> str:
     if costliest is not None:
         lines.append(f"costliest turn: {costliest.id} (${costliest.cost_usd:.5f} on "
                      f"{costliest.model})")
+    budget = dialogue.metadata.get("budget") if dialogue.metadata else None
+    if budget:
+        lines.append(f"budget: ${budget['spent']:.5f} spent of ${budget['max_cost']:g} "
+                     f"(${budget['left']:.5f} left)")
+    stopped = dialogue.metadata.get("stopped") if dialogue.metadata else None
+    if stopped:
+        lines.append(f"stopped ({stopped['status']}) by {stopped['by']}: {stopped['reason']}")
+    routed = [t for t in dialogue.turns if t.metadata and t.metadata.get("routing")
+              and t.metadata["routing"].get("reason")]
+    for t in routed:
+        r = t.metadata["routing"]  # type: ignore[index]
+        lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}: {r['reason']}")
     if m.substitutions or m.retries:
         lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")
     loop = dialogue.metadata.get("event_loop") if dialogue.metadata else None

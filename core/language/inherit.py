@@ -22,8 +22,9 @@ from dlg.language.source import PathT, SourceDoc
 
 __all__ = ["META_KEYS", "Layout", "deep_merge", "resolve"]
 
-META_KEYS = ("name", "description", "inputs", "participants", "system", "settings", "timeout")
-_MERGED_META = ("inputs", "participants", "settings")
+META_KEYS = ("name", "description", "inputs", "participants", "system", "settings", "timeout",
+             "models", "router", "constraints")
+_MERGED_META = ("inputs", "participants", "settings", "models", "constraints")
 
 
 def deep_merge(base: Any, patch: Any) -> Any:

@@ -223,6 +223,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
                 settings=dict(turn.get("settings") or {}), when=turn.get("when"),
                 timeout=turn.get("timeout"), on_error=turn.get("on_error", "fail"),
                 description=turn.get("description", ""),
+                constraints=dict(turn.get("constraints") or {}),
             ))
         phases.append(Phase(id=phase["id"], structure=phase["structure"], turns=tuple(turns)))
 
@@ -232,7 +233,8 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         inputs=inputs, participants=participants, system=meta.get("system"),
         settings=dict(meta.get("settings") or {}), timeout=meta.get("timeout"),
         source=top.file, extends_chain=tuple(d.file for d in layout.docs[1:]),
-        template_dirs=template_dirs,
+        template_dirs=template_dirs, models=_pool(meta.get("models")),
+        router=meta.get("router"), constraints=dict(meta.get("constraints") or {}),
     )
     if check_templates:  # also when other problems were found: --all-errors shows all
         from dlg.language.checks import check_templates as _check
@@ -242,6 +244,13 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
         raise ModeError(problems)
     return mode, template_files
+
+
+def _pool(models: Any) -> dict[str, str]:
+    """A mode's ``models:``: a mapping of names to specs, or a list of specs."""
+    if isinstance(models, list):
+        return {spec: spec for spec in models}
+    return dict(models or {})
 
 
 def _read_template_file(name: str, doc: SourceDoc, layout: Layout) -> tuple[str, str] | None:

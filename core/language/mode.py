@@ -76,6 +76,7 @@ class Turn:
     timeout: float | None = None
     on_error: str = "fail"
     description: str = ""
+    constraints: dict[str, Any] = field(default_factory=dict)  # routing limits for this turn
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "role": self.role}
@@ -101,6 +102,8 @@ class Turn:
             out["timeout"] = self.timeout
         if self.on_error != "fail":
             out["on_error"] = self.on_error
+        if self.constraints:
+            out["constraints"] = dict(self.constraints)
         return out
 
 
@@ -128,6 +131,9 @@ class Mode:
     source: str | None = None  # file path or "plugin:NAME"
     extends_chain: tuple[str, ...] = ()
     template_dirs: tuple[str, ...] = ()
+    models: dict[str, str] = field(default_factory=dict)  # the model pool: name -> spec
+    router: str | None = None  # the router the mode asks for
+    constraints: dict[str, Any] = field(default_factory=dict)  # max_cost, quality, ...
     # derived data (compiled templates, the content hash), filled on first use; not part
     # of the mode's value
     _compiled: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -173,6 +179,12 @@ class Mode:
             out["settings"] = dict(self.settings)
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.models:
+            out["models"] = dict(self.models)
+        if self.router is not None:
+            out["router"] = self.router
+        if self.constraints:
+            out["constraints"] = dict(self.constraints)
         if len(self.phases) == 1 and self.phases[0].id == "main":
             out["structure"] = self.phases[0].structure
             out["turns"] = [t.to_dict() for t in self.phases[0].turns]

@@ -16,7 +16,7 @@ from typing import Any
 from dlg.models.pool import ModelPool
 from dlg.records.record import TokenUsage
 
-__all__ = ["ChatResult", "build_messages", "call_model", "chat", "estimate_tokens"]
+__all__ = ["ChatResult", "build_messages", "call_model", "chat", "estimate_tokens", "unique"]
 
 
 @dataclass
@@ -118,6 +118,19 @@ def build_messages(prompt: str, *, system: str | None = None, context: Any = ())
     return out
 
 
+def unique(models: Any) -> list[Any]:
+    """``models`` without repeats, in order: specs by value, chat models by identity
+    (they need not be hashable)."""
+    seen: set[Any] = set()
+    out = []
+    for m in models:
+        key = m if isinstance(m, str) else ("instance", id(m))
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out
+
+
 async def call_model(
     pool: ModelPool,
     primary: Any,
@@ -131,6 +144,7 @@ async def call_model(
     timeout: float | None = None,
     on_chunk: Any = None,
     on_attempt: Any = None,
+    allow: Any = None,
 ) -> ChatResult:
     """The one way dlg calls a model, for turns and for ``ChatModel`` alike.
 
@@ -139,7 +153,8 @@ async def call_model(
     authentication error: a bad key is not hidden by a model the user never named). Only
     models that can run here are tried. The result says which model answered, what it
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
-    none answered. ``on_attempt(label)`` hears of each model as it is tried.
+    none answered. ``on_attempt(label)`` hears of each model as it is tried; ``allow``, if
+    given, must accept a fallback before it is tried (a budget uses it).
     """
     from dlg.models.resilience import RetryPolicy, call_resilient
 
@@ -149,8 +164,11 @@ async def call_model(
         chain = list(fallbacks)
         if registry is not None and not any(a.auth for a in failed):
             chain.extend(registry.fallbacks_for(primary_label, requires))
-        return [c for c in dict.fromkeys(chain)
-                if c != primary and c != primary_label and pool.problem(c) is None]
+        return [c for c in unique(chain)
+                if (c != primary if isinstance(c, str) else c is not primary)
+                and c != primary_label
+                and (not isinstance(c, str) or pool.problem(c) is None)
+                and (allow is None or allow(c))]
 
     async def attempt(candidate: Any) -> ChatResult:
         model, _ = await pool.aget(candidate)

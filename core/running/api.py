@@ -28,7 +28,13 @@ class Orchestrator:
     """Holds what a dialogue runs on: models, router, observers, plugin manager.
 
     ``models`` maps participant aliases to model specs or LangChain chat models (the
-    spec's ``Dialogue(models={...})``); ``model`` sends every participant to one model.
+    spec's ``Dialogue(models={...})``); a key that is no participant's alias names a model
+    for the **pool** instead. ``pool`` (names to specs or chat models, or a list of specs)
+    is what routers choose from for turns no participant pins. ``model`` sends every
+    participant to one model. ``router`` is a router name or object; by default the mode's,
+    else ``capabilities`` when there is a pool, else ``participants``. ``constraints``
+    (``{"quality": "maximum"}``, ``{"max_cost": 0.5}``, ...) and ``max_cost`` (dollars,
+    a hard limit per dialogue) add to the mode's ``constraints``.
     """
 
     def __init__(
@@ -36,7 +42,10 @@ class Orchestrator:
         *,
         models: Mapping[str, Any] | None = None,
         model: Any = None,
-        router: str | Any = "participants",
+        router: str | Any | None = None,
+        pool: Mapping[str, Any] | Sequence[Any] | None = None,
+        constraints: Mapping[str, Any] | None = None,
+        max_cost: float | None = None,
         observers: Sequence[Any] = (),
         timeout: float | None = None,
         plugin_manager: Any = None,
@@ -48,6 +57,12 @@ class Orchestrator:
         self.models = dict(models or {})
         self.model = model
         self.router = router
+        self.pool_models: dict[str, Any] = (
+            dict(pool) if isinstance(pool, Mapping) else
+            {ModelPool.label(m): m for m in (pool or ())})
+        self.constraints = dict(constraints or {})
+        if max_cost is not None:
+            self.constraints["max_cost"] = float(max_cost)
         self.observers = tuple(observers)
         self.timeout = timeout
         self._pm = plugin_manager
@@ -86,17 +101,42 @@ class Orchestrator:
             self._pool = ModelPool(self.plugin_manager, registry=lambda: self.registry)
         return self._pool
 
-    def _router(self) -> Any:
-        if not isinstance(self.router, str):
-            return self.router
+    def _router(self, mode: Mode | None = None) -> tuple[Any, str]:
+        """The router object and its name: as given, else the mode's, else
+        ``capabilities`` when there is a pool to choose from, else ``participants``."""
+        chosen = self.router
+        if chosen is None and mode is not None:
+            chosen = mode.router or ("capabilities" if self._pool_of(mode) else None)
+        chosen = chosen or "participants"
+        if not isinstance(chosen, str):
+            return chosen, getattr(chosen, "name", type(chosen).__name__)
         from dlg import registrations
 
         routers = registrations.routers(self.plugin_manager)
-        if self.router not in routers:
-            raise DlgError(
-                f"'{self.router}' is not a known router (installed: {', '.join(routers)})"
-            )
-        return routers[self.router]
+        if chosen not in routers:
+            import difflib
+
+            close = difflib.get_close_matches(chosen, list(routers), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise DlgError(f"'{chosen}' is not a known router{hint} (installed: "
+                           f"{', '.join(routers)})")
+        return routers[chosen], chosen
+
+    def _pool_of(self, mode: Mode) -> dict[str, Any]:
+        """The model pool: the mode's ``models``, then the caller's (same names win)."""
+        extra = {k: v for k, v in self.models.items() if k not in mode.participants}
+        return {**mode.models, **self.pool_models, **extra}
+
+    def routing(self, mode: Mode) -> Any:
+        """How this orchestrator routes ``mode``'s turns (``dlg.running.routing.Routing``)."""
+        from dlg.running.routing import Routing
+
+        router, name = self._router(mode)
+        pinned = frozenset(
+            alias for alias, p in mode.participants.items()
+            if alias in self.models or self.model is not None or p.model is not None)
+        return Routing(router=router, name=name, pool=self._pool_of(mode), pinned=pinned,
+                       constraints={**mode.constraints, **self.constraints})
 
     def bindings(self, mode: Mode) -> tuple[dict[str, Any], Any]:
         """Participant alias -> the model it uses, and the default for unbound turns."""
@@ -105,12 +145,17 @@ class Orchestrator:
             return cached[1], cached[2]
         default = self.model if self.model is not None else default_model_spec(
             self.plugin_manager)
-        unknown = [a for a in self.models if a not in mode.participants]
-        if unknown:
-            raise DlgError(
-                f"mode '{mode.name}' has no participant '{unknown[0]}' "
-                f"(its participants: {', '.join(mode.participants) or 'none'})"
-            )
+        import difflib
+
+        # a key that is no alias is a pool model, unless it looks like a misspelt alias
+        for key in self.models:
+            close = difflib.get_close_matches(key, list(mode.participants), n=1, cutoff=0.75)
+            if key not in mode.participants and (close or not mode.participants):
+                raise DlgError(
+                    f"mode '{mode.name}' has no participant '{key}'"
+                    + (f"; did you mean '{close[0]}'?" if close else "")
+                    + f" (its participants: {', '.join(mode.participants) or 'none'}; to "
+                    "offer a model to the router, use pool=)")
         bound: dict[str, Any] = {}
         for alias, participant in mode.participants.items():
             if alias in self.models:
@@ -128,18 +173,28 @@ class Orchestrator:
         return bound, default
 
     def _check(self, mode: Mode, bound: dict[str, Any], default: Any) -> None:
-        """Ask the router about every turn now, so a missing model fails before any turn."""
+        """Ask the router about every turn now, so a missing model fails before any turn
+        (routers that only choose at run time are asked then); make ready the pool's
+        models that can run here."""
         from dlg.running.routing import RouteRequest, select_model
 
-        router = self._router()
+        routing = self.routing(mode)
         needed = set()
         for turn in mode.turns:
-            choice = select_model(router, RouteRequest(
-                turn=turn, mode=mode, bindings=bound, default=default))
+            choice = select_model(routing.router, RouteRequest(
+                turn=turn, mode=mode, bindings=bound, default=default, pool=routing.pool,
+                pinned=routing.pinned, registry=self.registry))
             if isinstance(choice, str):
                 needed.add(choice)
         for spec in sorted(needed):
             self.pool.check(spec)
+        if routing.pool and not any(not isinstance(m, str) or self.pool.problem(m) is None
+                                    for m in routing.pool.values()):
+            problems = "; ".join(f"{n}: {self.pool.problem(m)}"
+                                 for n, m in routing.pool.items())
+            raise DlgError(f"no model of the pool can run here ({problems})")
+        needed |= {m for m in routing.pool.values()
+                   if isinstance(m, str) and self.pool.problem(m) is None}
         # make the models and the template environment now, before any event loop runs
         # (in the CLI): both import packages, which would block a running loop
         for spec in sorted(needed):
@@ -161,6 +216,14 @@ class Orchestrator:
         dialogue = new_dialogue(mode, values, dialogue_id, labels)
         if isinstance(self.model, str) and redact(self.model) == self.model:
             dialogue.metadata["model"] = self.model  # so a resume runs on the same model
+        routing = self.routing(mode)
+        if routing.name != "participants" or routing.pool or routing.constraints:
+            # saved with the dialogue, so a resume routes the same way
+            dialogue.metadata["routing"] = {
+                "router": routing.name,
+                "pool": {n: self.pool.safe_label(m) for n, m in routing.pool.items()},
+                "pinned": sorted(routing.pinned),
+                "constraints": dict(routing.constraints)}
         return mode, dialogue
 
     async def run(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
@@ -198,12 +261,19 @@ class Orchestrator:
                 await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
             # otherwise opened by the saver when it first writes, off the event loop
             observers = (Saver(self.open_store, mode.to_dict(), lease), *observers)
+        routing = self.routing(mode)
+        budget = None
+        if routing.constraints.get("max_cost") is not None:
+            from dlg.running.budget import Budget
+
+            budget = Budget(routing.constraints["max_cost"], self.registry,
+                            spent=dialogue.total_cost_usd)
         try:
             return await execute(
-                mode, dialogue, pm=self.plugin_manager, router=self._router(),
+                mode, dialogue, pm=self.plugin_manager, routing=routing,
                 bindings=bound, default=default, pool=self.pool, observers=observers,
                 timeout=self.timeout, registry=self.registry, policy=self.retry,
-                watchdog=self.watchdog,
+                watchdog=self.watchdog, budget=budget,
             )
         finally:
             if claimed is not None:  # the saver lets go too; this covers an early failure
@@ -261,13 +331,26 @@ class Orchestrator:
                 turn.status, turn.error, turn.attempts, turn.replaced = "pending", None, None, ()
         saved.status, saved.error = "pending", None
         # the models the dialogue ran on, unless the caller chose others
+        routed = (saved.metadata or {}).get("routing")
         if not self.models and self.model is None:
             override = (saved.metadata or {}).get("model")
             if isinstance(override, str) and self.pool.problem(override) is None:
                 self.model = override
             else:
                 self.models = self._saved_models(saved, mode)
-            self._bound.clear()
+                if isinstance(routed, dict):  # only the pinned ones: the rest were routed
+                    self.models = {a: m for a, m in self.models.items()
+                                   if a in routed.get("pinned", ())}
+        if isinstance(routed, dict):  # route as the dialogue did, unless told otherwise
+            if self.router is None:
+                self.router = routed.get("router")
+            if not self.pool_models:
+                from dlg.models import without_redacted
+
+                self.pool_models = {n: s for n, s in (routed.get("pool") or {}).items()
+                                    if isinstance(s, str) and without_redacted(s) == s}
+            self.constraints = {**(routed.get("constraints") or {}), **self.constraints}
+        self._bound.clear()
         return mode, saved
 
     def _saved_models(self, saved: Dialogue, mode: Mode) -> dict[str, Any]:

@@ -21,13 +21,15 @@ from dlg.language.mode import Mode, Turn
 from dlg.language.sandbox import render
 from dlg.language.templates import TurnsView, compiled, environment, transcript
 from dlg.models import ModelPool, build_messages, call_model
+from dlg.models.calls import unique
 from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
 from dlg.observability import context
 from dlg.observability.redact import redact, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
+from dlg.running.budget import Budget, prompt_token_bound
 from dlg.running.events import Events
-from dlg.running.routing import RouteRequest, select_model
+from dlg.running.routing import Route, RouteRequest, Routing, route_turn
 
 __all__ = ["execute"]
 
@@ -64,17 +66,20 @@ def _merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Run:
-    def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, router: Any,
+    def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, routing: Routing,
                  bindings: Mapping[str, Any], default: Any, pool: ModelPool,
                  observers: Sequence[Any], timeout: float | None, registry: Any,
-                 policy: RetryPolicy, watchdog: bool = False):
+                 policy: RetryPolicy, watchdog: bool = False, budget: Budget | None = None):
         self.mode = mode
+        self.router, self.router_name = routing.router, routing.name
+        self.candidates, self.pinned = routing.pool, routing.pinned
+        self.constraints = routing.constraints
+        self.budget = budget
         self.watchdog = watchdog
         self._dog: Any = None
         self.registry = registry
         self.policy = policy
         self.dialogue = dialogue
-        self.router = router
         self.bindings = bindings
         self.default = default
         self.pool = pool
@@ -210,8 +215,14 @@ class _Run:
                 if tpl["auto_transcript"] and ctx["transcript"]:
                     prompt = f"{ctx['transcript']}\n\n{prompt}"
                 participant = self.mode.participants.get(turn.participant or "")
-                choice = select_model(self.router, RouteRequest(
-                    turn=turn, mode=self.mode, bindings=self.bindings, default=self.default))
+                messages = build_messages(prompt, system=system)
+                bound = prompt_token_bound(messages)
+                route = await route_turn(self.router, self._request(turn, bound),
+                                         self.router_name)
+                choice = route.model
+                if route.reason or route.name:  # a router that chose: say how, for the record
+                    rec.metadata = {**(rec.metadata or {}), "routing": _why(
+                        self.router_name, route, self.pool)}
                 if self.events.listens("before_turn"):
                     rec.system, rec.prompt = system, prompt
                     decision, who = await self.events.decide(
@@ -234,15 +245,31 @@ class _Run:
                             self.pool.check(decision.model)
                         choice = decision.model
                         rec.metadata = {**(rec.metadata or {}), "routed_by": who}
+                settings = _merge_settings(self.mode.settings,
+                                           participant.settings if participant else {},
+                                           turn.settings)
+                fallbacks = (*(participant.fallbacks if participant else ()), *route.fallbacks)
+                reservation = None
+                if self.budget is not None:
+                    planned = self.budget.plan(
+                        [(c, self.pool.label(c)) for c in unique((choice, *fallbacks))
+                         if not isinstance(c, str) or self.pool.problem(c) is None],
+                        bound, settings.get("max_tokens"))
+                    if planned is None:
+                        rec.system = rec.prompt = None
+                        self.stopped = ("cost_limited", f"${self.budget.left:.6f} left of "
+                                        f"${self.budget.limit:g} cannot pay for turn "
+                                        f"'{turn.id}' on any of its models", "budget")
+                        return
+                    choice, _, settings["max_tokens"] = planned
+                    reservation = self.budget.reserve(self.pool.label(choice), bound,
+                                                      settings["max_tokens"])
                 label = self.pool.safe_label(choice)
             except Exception as exc:
                 await self._fail(rec, _describe(exc), started=False)
                 return
             del ctx  # not needed while the model works: keep in-flight dialogues small
 
-            settings = _merge_settings(
-                self.mode.settings, participant.settings if participant else {}, turn.settings)
-            messages = build_messages(prompt, system=system)
             rec.system, rec.prompt, rec.model = system, prompt, label
             rec.status = R.RUNNING
             rec.started_at = R.now()
@@ -260,13 +287,22 @@ class _Run:
             def on_attempt(name: str) -> None:
                 rec.model = name  # who is being tried now, for displays
 
+            allow = None
+            if reservation is not None:
+                budget, held = self.budget, reservation
+
+                def allow(candidate: Any) -> bool:  # a fallback must fit the reservation
+                    return budget is not None and budget.allows(
+                        self.pool.label(candidate), held, bound)
+
+            spent: float | None = None
             try:
                 result = await call_model(
                     self.pool, choice, messages, settings, registry=self.registry,
-                    fallbacks=participant.fallbacks if participant else (),
-                    requires=turn.requires, policy=self.policy,
+                    fallbacks=fallbacks, requires=turn.requires, policy=self.policy,
                     timeout=turn.timeout or self.mode.timeout or self.timeout,
-                    on_chunk=on_chunk, on_attempt=on_attempt)
+                    on_chunk=on_chunk, on_attempt=on_attempt, allow=allow)
+                spent = result.cost_usd
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
                 rec.ended_at = R.now()
@@ -276,6 +312,14 @@ class _Run:
                 rec.attempts = [_redacted(a.to_dict()) for a in exc.attempts]
                 await self._fail(rec, str(exc))
                 return
+            finally:
+                if reservation is not None and self.budget is not None:
+                    self.budget.settle(reservation, spent)
+                    rec.metadata = {**(rec.metadata or {}), "budget": {
+                        "reserved": round(reservation.amount, 10),
+                        "max_tokens": reservation.max_tokens,
+                        "left_after": round(self.budget.left, 10)}}
+                    self.dialogue.metadata["budget"] = self.budget.summary()
             failures = result.attempts
             if failures:
                 rec.attempts = [_redacted(a.to_dict()) for a in failures]
@@ -308,6 +352,15 @@ class _Run:
                                 "cost_usd": rec.cost_usd})
             await self._finished(rec)
 
+    def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
+        return RouteRequest(
+            turn=turn, mode=self.mode, bindings=self.bindings, default=self.default,
+            constraints={**self.constraints, **(turn.constraints or {})},
+            pool=self.candidates, pinned=self.pinned, registry=self.registry,
+            available=lambda m: not isinstance(m, str) or self.pool.problem(m) is None,
+            dialogue=self.dialogue, prompt_tokens=prompt_tokens,
+            budget_left=self.budget.left if self.budget is not None else None)
+
     async def _finished(self, rec: TurnRecord) -> None:
         await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
 
@@ -338,6 +391,18 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return leaves[0] if leaves and all(isinstance(e, DlgError) for e in leaves) else group
 
 
+def _why(router: str, route: Route, pool: ModelPool) -> dict[str, Any]:
+    """How the turn's model was chosen, for the record, `dlg show` and the exports."""
+    out: dict[str, Any] = {"router": router, "model": pool.safe_label(route.model)}
+    if route.reason:
+        out["reason"] = route.reason
+    if route.name:
+        out["pool_name"] = route.name
+    if route.fallbacks:
+        out["fallbacks"] = [pool.safe_label(f) for f in route.fallbacks]
+    return out
+
+
 def _redacted(attempt: dict[str, Any]) -> dict[str, Any]:
     return {**attempt, "model": redact(attempt["model"]), "error": redact(attempt["error"])}
 
@@ -354,7 +419,7 @@ async def execute(
     dialogue: Dialogue,
     *,
     pm: Any,
-    router: Any,
+    routing: Routing,
     bindings: Mapping[str, Any],
     default: Any,
     pool: ModelPool | None = None,
@@ -363,9 +428,12 @@ async def execute(
     registry: Any = None,
     policy: RetryPolicy | None = None,
     watchdog: bool = False,
+    budget: Budget | None = None,
 ) -> Dialogue:
-    """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run."""
-    run = _Run(mode, dialogue, pm=pm, router=router, bindings=bindings, default=default,
+    """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run.
+    With ``budget``, no call is made whose worst case does not fit what is left."""
+    run = _Run(mode, dialogue, pm=pm, routing=routing, bindings=bindings, default=default,
                pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
-               registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog)
+               registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog,
+               budget=budget)
     return await run.run()

@@ -1,31 +1,46 @@
-"""What a router is asked, and how a turn's model is chosen.
+"""What a router is asked, what it answers, and how a turn's model is chosen.
 
-The kernel asks the selected router (``register_routers``) for each turn's model with a
-``RouteRequest``; the router answers with a model spec string or a chat-model instance.
-The built-in ``participants`` router binds turns to their participant's model; routers
-that choose by capability, cost and learned quality plug in the same way.
+The kernel asks the dialogue's router (``register_routers``; ``--router NAME``) for each
+turn's model with a ``RouteRequest``: the turn, the user's bindings, the model **pool**
+(the candidates the user offered: ``Orchestrator(pool=...)``, a mode's ``models:``,
+``--pool``), the model registry, what can run here, the dialogue so far, the turn's
+constraints and what is left of the budget. A router answers with a ``Route`` (a model,
+its fallback chain and why), or with a bare model spec or chat model.
+
+A router is an object with ``async def route(request)`` (or a plain ``select(request)``
+for the simplest ones). Built-ins: ``participants`` (each turn on its participant's
+model), ``capabilities`` (requires, prefer, price, latency, context and a quality/cost
+preference) and ``learned`` (a bandit over quality signals); see docs/routing.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlg.errors import ModelError
+from dlg.errors import ModelError, PluginError
 
-__all__ = ["RouteRequest", "select_model"]
+__all__ = ["Route", "RouteRequest", "Routing", "route_turn", "select_model"]
 
 
 @dataclass(frozen=True)
 class RouteRequest:
     """Everything a router may use to choose a model for one turn."""
 
-    turn: Any  # dlg.mode.Turn
-    mode: Any  # dlg.mode.Mode
-    bindings: Mapping[str, Any]  # participant alias -> spec or chat model (user's choices)
+    turn: Any  # dlg.language.mode.Turn
+    mode: Any  # dlg.language.mode.Mode
+    bindings: Mapping[str, Any]  # participant alias -> spec or chat model
     default: Any  # the model used when nothing else applies (spec, instance or None)
     constraints: Mapping[str, Any] = field(default_factory=dict)
+    pool: Mapping[str, Any] = field(default_factory=dict)  # name -> spec or chat model
+    pinned: frozenset[str] = frozenset()  # aliases whose model the user or mode named
+    registry: Any = None  # dlg.ModelRegistry
+    available: Callable[[Any], bool] = field(default=lambda model: True)
+    dialogue: Any = None  # the dialogue so far (None when checking before a run)
+    budget_left: float | None = None  # dollars left under max_cost, if any
+    prompt_tokens: int = 0  # an upper bound on the turn's prompt, in tokens
 
     @property
     def participant(self) -> str | None:
@@ -33,13 +48,77 @@ class RouteRequest:
             self.turn.prefer if self.turn.prefer in self.mode.participants else None
         )
 
+    @property
+    def is_pinned(self) -> bool:
+        """The turn speaks as a participant whose model the user or the mode chose."""
+        alias = self.participant
+        return alias is not None and alias in self.pinned
+
+    @property
+    def task(self) -> str:
+        """What learning routers learn per: the turn's role, lower case."""
+        return str(self.turn.role).strip().lower()
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a dialogue's turns get their models: the router and what it chooses from."""
+
+    router: Any
+    name: str = "participants"
+    pool: Mapping[str, Any] = field(default_factory=dict)  # name -> spec or chat model
+    pinned: frozenset[str] = frozenset()  # participants whose model was named
+    constraints: Mapping[str, Any] = field(default_factory=dict)  # the dialogue's
+
+
+@dataclass(frozen=True)
+class Route:
+    """A router's answer: the model, the models to fall back on, and why."""
+
+    model: Any
+    fallbacks: tuple[Any, ...] = ()
+    reason: str = ""
+    name: str | None = None  # the pool name chosen, if the model came from the pool
+
 
 def select_model(router: Any, request: RouteRequest) -> Any:
+    """The model a synchronous router chooses (``select``); used to check models before
+    a run. A router with only ``route`` is asked at run time."""
+    if not hasattr(router, "select"):
+        return None
     choice = router.select(request)
+    if isinstance(choice, Route):
+        choice = choice.model
     if choice is None:
-        who = request.participant or request.turn.id
-        raise ModelError(
-            f"no model for '{who}': pass --model SPEC (for example --model echo), "
-            f"--participant {who}=SPEC, or set DLG_MODEL"
-        )
+        _no_model(request)
     return choice
+
+
+def _no_model(request: RouteRequest) -> None:
+    who = request.participant or request.turn.id
+    raise ModelError(
+        f"no model for '{who}': pass --model SPEC (for example --model echo), "
+        f"--participant {who}=SPEC, or set DLG_MODEL"
+    )
+
+
+async def route_turn(router: Any, request: RouteRequest, name: str = "router") -> Route:
+    """Ask ``router`` for the turn's model; a ``Route`` whatever the router answered."""
+    try:
+        if hasattr(router, "route"):
+            answer = router.route(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        else:
+            answer = router.select(request)
+    except (ModelError, PluginError):
+        raise
+    except Exception as exc:
+        raise PluginError(f"router '{name}' failed: {type(exc).__name__}: {exc}") from exc
+    if answer is None:
+        _no_model(request)
+    if isinstance(answer, Route):
+        if answer.model is None:
+            _no_model(request)
+        return answer
+    return Route(answer)

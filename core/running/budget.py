@@ -1,0 +1,118 @@
+"""A hard limit on what one dialogue spends: ``max_cost`` in dollars.
+
+Before each call the kernel asks for the **worst case**: the prompt's tokens bounded from
+above (no byte-level tokenizer makes more tokens than the text has UTF-8 bytes, plus a
+few per message) at the model's input price, and ``max_tokens`` (which the provider
+enforces) at its output price. That amount is reserved; turns of a parallel phase reserve
+one after another on the event loop, so together they cannot pass the limit. When the
+answer comes, the reservation is settled at the real cost. When the worst case does not
+fit, the turn gets a smaller ``max_tokens``, else a cheaper model, else the dialogue stops
+with status ``cost_limited`` and is saved: it never spends past the limit.
+
+A model whose price the registry does not know cannot be bounded, so under a budget it
+is not used (add its price to a registry file, ``dlg models show`` says what is known).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "prompt_token_bound"]
+
+MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
+DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
+PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
+
+
+def prompt_token_bound(messages: Any) -> int:
+    """An upper bound on the prompt's tokens: its UTF-8 bytes plus framing."""
+    if isinstance(messages, str):
+        return len(messages.encode("utf-8")) + 2 * PER_MESSAGE
+    total = PER_MESSAGE
+    for m in messages:
+        total += len(str(getattr(m, "content", m)).encode("utf-8")) + PER_MESSAGE
+    return total
+
+
+@dataclass
+class Reservation:
+    model: str
+    amount: float
+    max_tokens: int
+
+
+class Budget:
+    """What one dialogue may still spend; see the module docstring."""
+
+    def __init__(self, limit: float, registry: Any, spent: float = 0.0):
+        self.limit = float(limit)
+        self.registry = registry
+        self.spent = float(spent)  # settled
+        self.reserved = 0.0  # in flight
+
+    @property
+    def left(self) -> float:
+        return self.limit - self.spent - self.reserved
+
+    def prices(self, label: str) -> tuple[float, float] | None:
+        """Dollars per token in and out, or None if the registry does not know them."""
+        info = self.registry.get(label) if self.registry is not None else None
+        if info is None or info.price_in is None or info.price_out is None:
+            return None
+        return info.price_in / 1e6, info.price_out / 1e6
+
+    def max_output(self, label: str, asked: int | None) -> int:
+        info = self.registry.get(label) if self.registry is not None else None
+        limit = info.max_output if info is not None and info.max_output else DEFAULT_OUTPUT
+        return min(asked, limit) if asked else limit
+
+    def worst_case(self, label: str, prompt_tokens: int, max_tokens: int) -> float | None:
+        prices = self.prices(label)
+        if prices is None:
+            return None
+        return prompt_tokens * prices[0] + max_tokens * prices[1]
+
+    def fit(self, label: str, prompt_tokens: int, asked: int | None) -> int | None:
+        """The ``max_tokens`` this model can be given within what is left (as many as
+        asked, or fewer but at least ``MIN_OUTPUT``); None if it cannot fit."""
+        prices = self.prices(label)
+        if prices is None:
+            return None
+        wanted = self.max_output(label, asked)
+        room = self.left - prompt_tokens * prices[0]
+        if room < 0:
+            return None
+        affordable = wanted if prices[1] == 0 else int(room / prices[1])
+        n = min(wanted, affordable)
+        return n if n >= min(MIN_OUTPUT, wanted) else None
+
+    def reserve(self, label: str, prompt_tokens: int, max_tokens: int) -> Reservation:
+        amount = self.worst_case(label, prompt_tokens, max_tokens)
+        if amount is None or amount > self.left + 1e-12:
+            raise ValueError(f"{label} does not fit the budget")  # callers check fit()
+        self.reserved += amount
+        return Reservation(label, amount, max_tokens)
+
+    def allows(self, label: str, reservation: Reservation, prompt_tokens: int) -> bool:
+        """Whether a fallback model's worst case fits the turn's reservation."""
+        cost = self.worst_case(label, prompt_tokens, reservation.max_tokens)
+        return cost is not None and cost <= reservation.amount + 1e-12
+
+    def settle(self, reservation: Reservation, actual: float | None) -> None:
+        self.reserved -= reservation.amount
+        self.spent += actual or 0.0
+
+    def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
+             asked: int | None) -> tuple[Any, str, int] | None:
+        """The first candidate (model, label) whose worst case fits, with the
+        ``max_tokens`` it gets; None if none does."""
+        for model, label in candidates:
+            n = self.fit(label, prompt_tokens, asked)
+            if n is not None:
+                return model, label, n
+        return None
+
+    def summary(self) -> dict[str, float]:
+        return {"max_cost": self.limit, "spent": round(self.spent, 10),
+                "left": round(self.limit - self.spent, 10)}

@@ -1,0 +1,154 @@
+"""Routing by capability, hard budgets, and what the record says about both."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dlg
+
+from .routing_support import Scripted, market
+
+MARKET = {
+    "grok-4": {"capabilities": ["reasoning", "analysis"], "quality": 95,
+               "price": {"input": 3, "output": 15}},
+    "claude-sonnet": {"capabilities": ["analysis", "reasoning"], "quality": 92,
+                      "price": {"input": 3, "output": 15}},
+    "claude-opus": {"capabilities": ["reasoning", "analysis"], "quality": 97,
+                    "price": {"input": 15, "output": 75}},
+    "mini": {"capabilities": ["analysis"], "quality": 60,
+             "price": {"input": 0.1, "output": 0.4}},
+}
+SC31 = {"name": "moe", "turns": [
+    {"id": "hypothesis", "role": "hypothesis", "requires": ["reasoning"], "prefer": "grok",
+     "prompt": "Hypotheses about {{ topic }}"},
+    {"id": "validation", "role": "validation", "requires": ["analysis"], "prefer": "claude",
+     "prompt": "Validate them"},
+    {"id": "synthesis", "role": "synthesis", "requires": ["reasoning", "analysis"],
+     "prompt": "Synthesise"}], "inputs": {"topic": {}}}
+
+
+def test_seed_sc3_1_turns_go_to_the_declared_optimum():
+    """The seed's SC3.1: each turn on the model best at what it requires."""
+    models, registry = market(MARKET)
+    hits = 0
+    for _ in range(20):
+        d = dlg.Orchestrator(pool=models, registry=registry, store=None).run_sync(
+            SC31, topic="who wrote Shakespeare")
+        assert d.status == "completed"
+        hits += d.turns[0].model == "grok-4"
+        hits += d.turns[1].model == "claude-sonnet"
+        hits += d.turns[2].model in ("grok-4", "claude-opus")
+    assert hits / 60 >= 0.9
+    routing = d.turns[0].metadata["routing"]
+    assert routing["router"] == "capabilities" and routing["pool_name"] == "grok-4"
+    assert "needs reasoning" in routing["reason"] and "preferred 'grok'" in routing["reason"]
+
+
+def test_participants_still_pin_their_models():
+    models, registry = market(MARKET)
+    mode = {"name": "pin", "participants": {"judge": None}, "turns": [
+        {"id": "a", "role": "A", "participant": "judge", "requires": ["reasoning"],
+         "prompt": "x"},
+        {"id": "b", "role": "B", "requires": ["analysis"], "prompt": "y"}]}
+    d = dlg.Orchestrator(pool=models, registry=registry, models={"judge": models["mini"]},
+                         store=None).run_sync(mode)
+    assert d.turns[0].model == "mini"  # pinned, although it lacks reasoning
+    assert d.turns[1].model in ("grok-4", "claude-sonnet", "claude-opus")
+    assert "participant 'judge' is bound to it" in d.turns[0].metadata["routing"]["reason"]
+
+
+def test_quality_maximum_against_minimum_cost():
+    models, registry = market(MARKET)
+    best = dlg.Orchestrator(pool=models, registry=registry, store=None,
+                            constraints={"quality": "maximum"}).run_sync(SC31, topic="x")
+    cheap = dlg.Orchestrator(pool=models, registry=registry, store=None,
+                             constraints={"quality": "minimum_cost"}).run_sync(SC31, topic="x")
+    assert best.turns[2].model == "claude-opus"
+    assert best.turns[1].model == "claude-opus"  # the best of the preferred
+    assert cheap.turns[1].model == "claude-sonnet"  # the cheapest of the preferred
+    assert cheap.total_cost_usd < best.total_cost_usd
+
+
+def test_seed_sc3_3_and_v4_a_hard_budget():
+    """The seed's SC3.3 and V4: max_cost is never passed; the dialogue completes or stops
+    as cost_limited, saved, with the turns it could pay for."""
+    models, registry = market({k: {**v, "completion": 400} for k, v in MARKET.items()})
+    loop = dlg.load_mode("loop")
+    free = dlg.Orchestrator(pool=models, registry=registry, store=None,
+                            constraints={"quality": "maximum"}).run_sync(loop, topic="AI safety")
+    assert free.total_cost_usd > 0.05
+    limited = dlg.Orchestrator(pool=models, registry=registry, max_cost=0.05).run_sync(
+        loop, topic="AI safety")
+    assert limited.total_cost_usd <= 0.05
+    assert limited.status in ("completed", "cost_limited")
+    assert limited.turns_completed >= 3
+    assert limited.metadata["budget"]["max_cost"] == 0.05
+    assert dlg.load_dialogue(limited.id).status == limited.status
+    # the budget moved turns to cheaper models or fewer tokens before it stopped anything
+    assert any(t.metadata and t.metadata.get("budget") for t in limited.turns)
+
+
+def test_a_budget_refuses_models_whose_price_is_unknown():
+    d = dlg.Orchestrator(model=Scripted(dlg_label="nobody-knows"), max_cost=1.0,
+                         store=None).run_sync({"name": "u", "turns": [
+                             {"id": "a", "role": "A", "prompt": "x"}]})
+    assert d.status == "cost_limited" and d.turns[0].status == "pending"
+    assert "cannot pay for turn 'a'" in d.metadata["stopped"]["reason"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prices=st.lists(st.tuples(st.floats(0.01, 80), st.floats(0.01, 120)), min_size=1,
+                    max_size=4),
+    budget=st.floats(0.0005, 0.2),
+    structure=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+    seed=st.integers(0, 10_000),
+)
+def test_property_no_overspend(prices, budget, structure, seed):
+    """Random prices, random usage (never more than a real tokenizer could report),
+    random parallel phases: a dialogue never spends past max_cost."""
+    entries = {f"m{i}": {"capabilities": ["analysis"], "quality": 50 + i,
+                         "price": {"input": p_in, "output": p_out}}
+               for i, (p_in, p_out) in enumerate(prices)}
+    models, registry = market(entries)
+    for i, model in enumerate(models.values()):
+        model.random_usage, model.seed = True, seed + i
+    phases = [{"id": f"p{n}", "structure": "parallel" if width > 1 else "sequential",
+               "turns": [{"id": f"t{n}_{k}", "role": "R", "requires": ["analysis"],
+                          "prompt": "go " * (seed % 50 + 1)} for k in range(width)]}
+              for n, width in enumerate(structure)]
+    mode = {"name": "prop", "structure": "mixed", "phases": phases}
+    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=budget,
+                         store=None).run_sync(mode)
+    assert d.status in ("completed", "cost_limited")
+    assert d.total_cost_usd <= budget + 1e-12, (d.total_cost_usd, budget)
+
+
+def test_router_and_budget_from_the_mode_and_the_cli(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    mode = tmp_path / "routed.yaml"
+    mode.write_text(
+        "name: routed\ninputs: {topic: {}}\nrouter: capabilities\n"
+        "models: [echo, 'echo?words=3']\nconstraints: {quality: maximum}\n"
+        "turns:\n  - {id: a, role: A, requires: [analysis], prompt: '{{ topic }}'}\n")
+    result = CliRunner().invoke(cli, ["run", str(mode), "--topic", "bees", "--max-cost", "1",
+                                      "-q", "--no-stream"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [saved] = dlg.list_dialogues()
+    d = dlg.load_dialogue(saved["id"])
+    assert d.metadata["routing"]["router"] == "capabilities"
+    assert d.metadata["routing"]["constraints"] == {"quality": "maximum", "max_cost": 1.0}
+    shown = CliRunner().invoke(cli, ["show", d.id], catch_exceptions=False).output
+    assert "routed by capabilities" in shown and "budget: $" in shown
+
+
+@pytest.mark.parametrize("bad", ["nosuch", "capabilitys"])
+def test_unknown_router_is_a_clear_error(bad):
+    with pytest.raises(dlg.DlgError, match=f"'{bad}' is not a known router"):
+        dlg.Orchestrator(router=bad, model="echo", store=None).run_sync(
+            {"name": "r", "turns": [{"id": "a", "role": "A", "prompt": "x"}]})
