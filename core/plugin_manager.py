@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.report",
     "dlg.plugins.pdf",
     "dlg.plugins.router",
+    "dlg.plugins.learned_router",
     "dlg.plugins.diskcache_store",
     "dlg.plugins.telemetry",
 )

@@ -144,6 +144,31 @@ class DiskcacheStore:
             if current is not None and json.loads(current).get("token") == token:
                 self._cache.delete(key)
 
+    # Quality statistics for learning routers: one row per (task, model), updated in a
+    # transaction, so processes sharing the store learn together.
+
+    def update_quality(self, task: str, model: str, update: Any) -> dict[str, Any]:
+        """Replace the (task, model) statistics by ``update(old or None)``, atomically."""
+        key = f"quality:{task}"
+        with self._cache.transact():
+            blob = self._cache.get(key)
+            models = json.loads(blob) if blob is not None else {}
+            models[model] = update(models.get(model))
+            self._cache.set(key, json.dumps(models))
+        return models[model]
+
+    def quality(self, task: str | None = None) -> dict[Any, Any]:
+        """One task's statistics by model (one read), or every (task, model) pair's."""
+        if task is not None:
+            blob = self._cache.get(f"quality:{task}")
+            return json.loads(blob) if blob is not None else {}
+        out = {}
+        for key in self._cache.iterkeys():
+            if isinstance(key, str) and key.startswith("quality:"):
+                for model, data in json.loads(self._cache.get(key) or "{}").items():
+                    out[(key.removeprefix("quality:"), model)] = data
+        return out
+
     def close(self) -> None:
         self._cache.close()
 

@@ -139,7 +139,7 @@ class CapabilityRouter:
         ranked = rank(request, found)
         name, model, info = ranked[0]
         quality = request.constraints.get("quality", "balanced")
-        why = [f"needs {', '.join(request.turn.requires)}" if request.turn.requires else
+        why: list[str] = [f"needs {', '.join(request.turn.requires)}" if request.turn.requires else
                "needs nothing special", f"quality preference {quality}"]
         if _preferred(request, name, model):
             why.append(f"preferred '{request.turn.prefer}'")

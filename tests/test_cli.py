@@ -192,6 +192,8 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  exporters: pdf\n"
         "dlg.plugins.router (built-in)\n"
         "  routers: participants, capabilities\n"
+        "dlg.plugins.learned_router (built-in)\n"
+        "  routers: learned\n"
         "dlg.plugins.diskcache_store (built-in)\n"
         "  stores: diskcache\n"
         "dlg.plugins.telemetry (built-in)\n"

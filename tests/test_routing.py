@@ -152,3 +152,70 @@ def test_unknown_router_is_a_clear_error(bad):
     with pytest.raises(dlg.DlgError, match=f"'{bad}' is not a known router"):
         dlg.Orchestrator(router=bad, model="echo", store=None).run_sync(
             {"name": "r", "turns": [{"id": "a", "role": "A", "prompt": "x"}]})
+
+
+def test_seed_sc3_2_the_learned_router_comes_to_prefer_the_best():
+    """The seed's SC3.2: equal at first; after 100 rated dialogues the learned router
+    prefers the model that does the task best."""
+    import random
+
+    entries = {name: {"capabilities": ["analysis"], "quality": 80,
+                      "price": {"input": 1, "output": 2}} for name in ("grok", "claude")}
+    models, registry = market(entries)
+    hidden = {"grok": 0.55, "claude": 0.8}  # what a judge would score, on average
+    mode = {"name": "s", "turns": [{"id": "synthesis", "role": "synthesis",
+                                    "requires": ["analysis"], "prompt": "x"}]}
+    orchestrator = dlg.Orchestrator(pool=models, registry=registry, router="learned?seed=7")
+    stats = orchestrator.routing_stats()
+    assert stats.get("synthesis", {}) == {}  # equal: nothing learned yet
+    rng = random.Random(1)
+    chosen = []
+    for _ in range(100):
+        d = orchestrator.run_sync(mode)
+        name = d.turns[0].metadata["routing"]["pool_name"]
+        chosen.append(name)
+        orchestrator.rate(d.id, "synthesis", min(1.0, max(0.0, rng.gauss(hidden[name], 0.1))))
+    stats = orchestrator.routing_stats()["synthesis"]
+    best = max(stats, key=lambda m: stats[m].mean)
+    assert best == "claude"
+    assert chosen[-20:].count("claude") >= 16  # it now prefers the best
+
+
+def test_the_learned_router_starts_equal():
+    """With no scores and equal priors, each model is as likely to be tried."""
+    import anyio
+
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing import RouteRequest
+
+    entries = {name: {"capabilities": ["analysis"], "quality": 80,
+                      "price": {"input": 1, "output": 2}} for name in ("grok", "claude")}
+    models, registry = market(entries)
+    mode = dlg.load_mode({"name": "s", "turns": [
+        {"id": "t", "role": "synthesis", "requires": ["analysis"], "prompt": "x"}]})
+    router = LearnedRouter(seed=3)
+    request = RouteRequest(turn=mode.turns[0], mode=mode, bindings={}, default=None,
+                           pool=models, registry=registry)
+    picks = [anyio.run(router.route, request).name for _ in range(400)]
+    assert 0.4 < picks.count("grok") / 400 < 0.6
+
+
+def test_dlg_rate_and_routing_stats():
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    models, registry = market({"m": {"capabilities": ["analysis"], "quality": 50,
+                                     "price": {"input": 1, "output": 1}}})
+    d = dlg.Orchestrator(pool=models, registry=registry).run_sync(
+        {"name": "r", "turns": [{"id": "a", "role": "Judge", "requires": ["analysis"],
+                                 "prompt": "x"}]})
+    runner = CliRunner()
+    out = runner.invoke(cli, ["rate", d.id, "a", "8"], catch_exceptions=False).output
+    assert out == "m on 'judge': 1 score, mean 0.80\n"
+    assert "judge\n  m  n=1     mean 0.800" in runner.invoke(
+        cli, ["routing", "stats"], catch_exceptions=False).output
+    bad = runner.invoke(cli, ["rate", d.id, "a", "11"])
+    assert bad.exit_code == 1 and "a quality score is from 0 to 10" in bad.output
+    missing = runner.invoke(cli, ["rate", d.id, "zz", "5"])
+    assert "has no turn 'zz'" in missing.output

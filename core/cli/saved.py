@@ -81,7 +81,7 @@ def _table(dialogue: Any) -> str:
     routed = [t for t in dialogue.turns if t.metadata and t.metadata.get("routing")
               and t.metadata["routing"].get("reason")]
     for t in routed:
-        r = t.metadata["routing"]  # type: ignore[index]
+        r = t.metadata["routing"] if t.metadata else {}
         lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}: {r['reason']}")
     if m.substitutions or m.retries:
         lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")

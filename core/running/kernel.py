@@ -74,6 +74,7 @@ class _Run:
         self.router, self.router_name = routing.router, routing.name
         self.candidates, self.pinned = routing.pool, routing.pinned
         self.constraints = routing.constraints
+        self.quality = routing.quality
         self.budget = budget
         self.watchdog = watchdog
         self._dog: Any = None
@@ -358,7 +359,7 @@ class _Run:
             constraints={**self.constraints, **(turn.constraints or {})},
             pool=self.candidates, pinned=self.pinned, registry=self.registry,
             available=lambda m: not isinstance(m, str) or self.pool.problem(m) is None,
-            dialogue=self.dialogue, prompt_tokens=prompt_tokens,
+            dialogue=self.dialogue, prompt_tokens=prompt_tokens, quality=self.quality,
             budget_left=self.budget.left if self.budget is not None else None)
 
     async def _finished(self, rec: TurnRecord) -> None:

@@ -41,6 +41,7 @@ class RouteRequest:
     dialogue: Any = None  # the dialogue so far (None when checking before a run)
     budget_left: float | None = None  # dollars left under max_cost, if any
     prompt_tokens: int = 0  # an upper bound on the turn's prompt, in tokens
+    quality: Callable[[], Any] | None = None  # the store's quality statistics, if any
 
     @property
     def participant(self) -> str | None:
@@ -69,6 +70,7 @@ class Routing:
     pool: Mapping[str, Any] = field(default_factory=dict)  # name -> spec or chat model
     pinned: frozenset[str] = frozenset()  # participants whose model was named
     constraints: Mapping[str, Any] = field(default_factory=dict)  # the dialogue's
+    quality: Callable[[], Any] | None = None  # opens the store learned quality is kept in
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""What routers learn from: quality scores per (task, model), kept in the store.
+
+A **task** is a turn's role (lower case); a **model** is the name the pool gave it (else
+its label). Scores are in [0, 1]: a user's rating (``dlg rate ID TURN SCORE``, with SCORE
+from 0 to 10 or 0 to 1), a judge's score, or anything a plugin records with
+``record_quality``. The store keeps a count, a mean and a spread for each pair, updated
+in one transaction, so several processes (or machines, on a shared store) learn
+together. ``dlg routing stats`` shows them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dlg.errors import DlgError
+
+__all__ = ["QualityStat", "normalise_score", "quality_key", "rate", "record_quality",
+           "routing_stats"]
+
+
+@dataclass(frozen=True)
+class QualityStat:
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0  # sum of squared deviations (Welford)
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.5
+
+    def add(self, score: float) -> QualityStat:
+        n = self.n + 1
+        delta = score - self.mean
+        mean = self.mean + delta / n
+        return QualityStat(n, mean, self.m2 + delta * (score - mean))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"n": self.n, "mean": round(self.mean, 6), "m2": round(self.m2, 6)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QualityStat:
+        return cls(int(data.get("n", 0)), float(data.get("mean", 0.0)),
+                   float(data.get("m2", 0.0)))
+
+
+def quality_key(role: str) -> str:
+    return str(role).strip().lower()
+
+
+def normalise_score(score: float) -> float:
+    """A score in [0, 1]: one from 0 to 10 is divided by 10."""
+    if not 0 <= score <= 10:
+        raise DlgError(f"a quality score is from 0 to 10 (or 0 to 1), not {score:g}")
+    return score / 10 if score > 1 else score
+
+
+def record_quality(store: Any, task: str, model: str, score: float) -> QualityStat:
+    """Add one score for (task, model) in the store; the updated statistics."""
+    if not hasattr(store, "update_quality"):
+        raise DlgError(f"the store '{getattr(store, 'name', store)}' keeps no quality "
+                       "statistics (it has no update_quality)")
+    data = store.update_quality(quality_key(task), model,
+                                lambda old: QualityStat.from_dict(old or {}).add(
+                                    normalise_score(score)).to_dict())
+    return QualityStat.from_dict(data)
+
+
+def routing_stats(store: Any) -> dict[str, dict[str, QualityStat]]:
+    """task -> model -> statistics, for every pair the store has scores for."""
+    if not hasattr(store, "quality"):
+        return {}
+    out: dict[str, dict[str, QualityStat]] = {}
+    for (task, model), data in sorted(store.quality().items()):
+        out.setdefault(task, {})[model] = QualityStat.from_dict(data)
+    return out
+
+
+def rate(store: Any, dialogue_id: str, turn_ref: str, score: float) -> tuple[str, str,
+                                                                            QualityStat]:
+    """A user's rating of one turn of a saved dialogue: (task, model, new statistics)."""
+    from dlg.records.store import as_dialogue, find_dialogue
+
+    dialogue = as_dialogue(find_dialogue(store, dialogue_id))
+    try:
+        turn = dialogue.turn(int(turn_ref) if turn_ref.isdigit() else turn_ref)
+    except KeyError:
+        raise DlgError(f"dialogue {dialogue.id} has no turn '{turn_ref}' (its turns: "
+                       f"{', '.join(t.id for t in dialogue.turns)})") from None
+    if turn.status != "completed" or not turn.model:
+        raise DlgError(f"turn '{turn.id}' of dialogue {dialogue.id} did not complete: "
+                       "only an answer can be rated")
+    routed = (turn.metadata or {}).get("routing") or {}
+    model = routed.get("pool_name") or turn.model
+    stat = record_quality(store, turn.role, model, score)
+    return quality_key(turn.role), model, stat
