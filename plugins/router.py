@@ -128,9 +128,8 @@ class CapabilityRouter:
         if request.is_pinned or not request.pool:
             alias = request.participant
             model = ParticipantRouter().select(request)
-            why = f"participant '{alias}' is bound to it" if request.is_pinned else (
-                "no pool to choose from")
-            return Route(model, reason=why)
+            return Route(model, reason=f"participant '{alias}' is bound to it"
+                         if request.is_pinned else "no pool to choose from")
         found = eligible(request)
         if not found:
             needs = ", ".join(request.turn.requires) or "no capability"
