@@ -40,6 +40,13 @@ class MarkdownExporter:
         )
         if dialogue.usage.estimated:
             lines.append("- Token counts marked ~ are estimates: the provider reported none")
+        budget = dialogue.metadata.get("budget")
+        if budget:
+            lines.append(f"- Budget: ${budget['spent']:.5f} spent of ${budget['max_cost']:g}")
+        stopped = dialogue.metadata.get("stopped")
+        if stopped:
+            lines.append(f"- Stopped ({stopped['status']}) by {stopped['by']}: "
+                         f"{stopped['reason']}")
         lines.append("")
         for t in dialogue.turns:
             who = f" ({t.participant})" if t.participant else ""
@@ -51,6 +58,10 @@ class MarkdownExporter:
                      f"{t.usage.completion} out"]
             lines.append("*" + " · ".join(facts) + "*")
             lines.append("")
+            routing = (t.metadata or {}).get("routing")
+            if routing and routing.get("reason"):
+                lines.append(f"> routed by {routing['router']}: {routing['reason']}")
+                lines.append("")
             if t.status == "completed":
                 lines.append((t.response or "").strip())
             elif t.error:

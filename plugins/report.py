@@ -75,6 +75,8 @@ class HtmlExporter:
             out.append('<p class="meta">' + " · ".join(
                 f"{escape(str(k))}: {escape(str(v))}" for k, v in dialogue.inputs.items())
                 + "</p>")
+        b = dialogue.metadata.get("budget")
+        budget = [("budget", f"${b['spent']:.4f} of ${b['max_cost']:g}")] if b else []
         out.append('<div class="totals">' + "".join(
             f"<div><b>{escape(v)}</b>{escape(k)}</div>" for k, v in (
                 ("turns", f"{m.turns_completed}/{len(dialogue.turns)}"),
@@ -84,6 +86,7 @@ class HtmlExporter:
                  f"{dialogue.usage.mark}{m.total_tokens:,}"),
                 ("cost", _money(m.total_cost_usd) if m.total_cost_usd else "$0"),
                 ("fallbacks", str(m.substitutions)),
+                *budget,
             )) + "</div>")
         out.extend(self._timeline(dialogue))
         out.append("<h2>Turns</h2><table><thead><tr><th>#</th><th>turn</th><th>phase</th>"
@@ -108,6 +111,10 @@ class HtmlExporter:
                        f'<div class="facts">{escape(t.model or "-")} · {escape(t.status)} · '
                        f"{_seconds(t.latency_seconds)} · {t.usage.mark}{t.usage.total} tokens"
                        + (" (estimated)" if t.usage.estimated else "") + "</div>")
+            routing = (t.metadata or {}).get("routing")
+            if routing and routing.get("reason"):
+                out.append(f'<div class="facts">routed by {escape(routing["router"])}: '
+                           f'{escape(routing["reason"])}</div>')
             if t.status == "completed":
                 out.append(f'<div class="text">{_markdown((t.response or "").strip())}</div>')
             elif t.error:

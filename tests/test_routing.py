@@ -219,3 +219,14 @@ def test_dlg_rate_and_routing_stats():
     assert bad.exit_code == 1 and "a quality score is from 0 to 10" in bad.output
     missing = runner.invoke(cli, ["rate", d.id, "zz", "5"])
     assert "has no turn 'zz'" in missing.output
+
+
+def test_exports_say_why_each_model_was_chosen_and_what_was_spent():
+    models, registry = market(MARKET)
+    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=1.0, store=None).run_sync(
+        SC31, topic="x")
+    markdown = d.export("markdown")
+    assert "> routed by capabilities: needs reasoning" in markdown
+    assert f"- Budget: ${d.total_cost_usd:.5f} spent of $1" in markdown
+    html = d.export("html")
+    assert "routed by capabilities: needs reasoning" in html and "<b>$" in html
