@@ -223,3 +223,18 @@ def test_any_langchain_community_chat_model_by_class_name():
     assert unknown.exit_code == 2
     assert "langchain-community has no chat model 'ChatLlamaCP': did you mean " \
            "'ChatLlamaCpp'?" in unknown.output
+
+
+def test_prices_come_from_genai_prices_and_a_user_file_still_wins(tmp_path):
+    genai_prices = pytest.importorskip("genai_prices")
+    registry = ModelRegistry.load()
+    info = registry.get("openai:gpt-4o-mini")
+    assert info.source == "dlg.plugins.prices"
+    per_k = genai_prices.calc_price(genai_prices.Usage(output_tokens=1000), "gpt-4o-mini",
+                                    provider_id="openai").total_price
+    assert info.price_out == pytest.approx(float(per_k) * 1000)
+    user = tmp_path / "registry.yaml"
+    user.write_text("models:\n  openai:gpt-4o-mini: {price: {output: 99}}\n")
+    mine = ModelRegistry.load(user_file=user).get("openai:gpt-4o-mini")
+    assert mine.price_out == 99 and mine.price_in == info.price_in
+    assert ModelRegistry.load().get("local").source == "dlg.plugins.catalog"  # not priced

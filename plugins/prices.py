@@ -1,0 +1,99 @@
+"""Prices from a maintained source: genai-prices (pydantic's price data for LLM APIs).
+
+The built-in catalog's prices were typed in by hand when it was written; when the
+``genai-prices`` package is installed (it is a dependency of dlg), this plugin lays its
+prices over the catalog's for every model it knows, so ``dlg models show`` (``from:
+dlg.plugins.prices``), cost accounting, routing and budgets use them. A user's registry
+file still overrides both. Prices are read once per genai-prices version and kept in the
+cache directory (loading the package's data costs about 0.2 s; a run should not).
+
+Prices are per million tokens at the base tier (a prompt of a thousand tokens): a
+provider's long-context tier is not what a dialogue's turns usually pay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dlg.hookspecs import hookimpl
+
+# dlg provider -> genai-prices provider id
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "google": "google", "xai": "x-ai"}
+
+
+def _cache_file(version: str) -> Path | None:
+    if os.environ.get("DLG_NO_CACHE", "").strip().lower() in {"1", "true", "yes"}:
+        return None
+    base = os.environ.get("DLG_CACHE_DIR")
+    if not base:
+        from platformdirs import user_cache_dir
+
+        base = user_cache_dir("dlg")
+    return Path(base) / f"genai-prices-{version}.json"
+
+
+def maintained_prices(specs: list[str]) -> dict[str, dict[str, float]]:
+    """``spec -> {"input": $/Mtok, "output": $/Mtok}`` for the specs genai-prices knows."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found_version = version("genai-prices")
+    except PackageNotFoundError:
+        return {}
+    cache = _cache_file(found_version)
+    key = sorted(specs)
+    if cache is not None:
+        try:
+            cached = json.loads(cache.read_text("utf-8"))
+            if cached["specs"] == key:
+                return cached["prices"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    prices = _look_up(specs)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"specs": key, "prices": prices}), "utf-8")
+            tmp.replace(cache)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+    return prices
+
+
+def _look_up(specs: list[str]) -> dict[str, dict[str, float]]:
+    from genai_prices import Usage, calc_price
+
+    out: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        provider, _, model = spec.partition(":")
+        if provider not in PROVIDERS or not model:
+            continue
+        try:
+            per_k_in = calc_price(Usage(input_tokens=1000), model,
+                                  provider_id=PROVIDERS[provider]).total_price
+            per_k_out = calc_price(Usage(output_tokens=1000), model,
+                                   provider_id=PROVIDERS[provider]).total_price
+        except Exception:  # a model it does not know keeps the catalog's price
+            continue
+        out[spec] = {"input": round(float(per_k_in) * 1000, 6),
+                     "output": round(float(per_k_out) * 1000, 6)}
+    return out
+
+
+def _catalog_specs() -> list[str]:
+    from importlib.resources import files
+
+    data: dict[str, Any] = json.loads(
+        files("dlg.plugins").joinpath("catalog.json").read_text("utf-8"))
+    return list(data["models"])
+
+
+@hookimpl
+def register_models(register):
+    prices = maintained_prices(_catalog_specs())
+    if prices:
+        register(catalog={"models": {spec: {"price": p} for spec, p in prices.items()}})
