@@ -36,6 +36,7 @@ __all__ = [
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.catalog",
+    "dlg.plugins.profiles",
     "dlg.plugins.prices",
     "dlg.plugins.local",
     "dlg.plugins.openai",

@@ -166,6 +166,7 @@ def test_plugins_lists_builtins_and_what_they_register():
     result = invoke("plugins")
     assert result.output == (
         "dlg.plugins.catalog (built-in)\n"
+        "dlg.plugins.profiles (built-in)\n"
         "dlg.plugins.prices (built-in)\n"
         "dlg.plugins.local (built-in)\n"
         "  models: local\n"

@@ -27,7 +27,9 @@ def test_registry_queries_seed_sc1_2():
     paid = registry.get_cheapest_model(capability="reasoning")
     assert paid.name == "xai:grok-3-mini"
     capped = registry.get_best_model("reasoning", max_price=2.0, min_context=300_000)
-    assert capped.name == "openai:gpt-5-mini"
+    assert capped.cost_per_million <= 2.0 and capped.context_window >= 300_000
+    assert capped.quality == max(m.quality for m in registry.find(
+        ["reasoning"], max_price=2.0, min_context=300_000))
     with pytest.raises(dlg.ModelError, match=r"no model in the registry has capabilities "
                                               r"vision and at most \$0.01 per million"):
         registry.get_best_model("vision", max_price=0.01)
@@ -238,3 +240,27 @@ def test_prices_come_from_genai_prices_and_a_user_file_still_wins(tmp_path):
     mine = ModelRegistry.load(user_file=user).get("openai:gpt-4o-mini")
     assert mine.price_out == 99 and mine.price_in == info.price_in
     assert ModelRegistry.load().get("local").source == "dlg.plugins.catalog"  # not priced
+
+
+def test_limits_and_capabilities_come_from_langchain_model_profiles():
+    pytest.importorskip("langchain_openai")
+    from dlg.plugins.profiles import _profiles
+
+    profile = _profiles("langchain_openai", "langchain-openai")["gpt-4o-mini"]
+    info = ModelRegistry.load().get("openai:gpt-4o-mini")
+    assert info.context_window == profile["max_input_tokens"]
+    assert info.max_output == profile["max_output_tokens"]
+    assert ("vision" in info.capabilities) == bool(profile["image_inputs"])
+    assert ("tools" in info.capabilities) == bool(profile["tool_calling"])
+    assert "analysis" in info.capabilities  # the catalog's own judgement stays
+
+
+def test_profiles_are_read_without_importing_the_provider_package():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dlg.models.catalog import ModelRegistry; ModelRegistry.load(); "
+            "print('langchain_openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
