@@ -230,3 +230,14 @@ def test_exports_say_why_each_model_was_chosen_and_what_was_spent():
     assert f"- Budget: ${d.total_cost_usd:.5f} spent of $1" in markdown
     html = d.export("html")
     assert "routed by capabilities: needs reasoning" in html and "<b>$" in html
+
+
+def test_a_cooling_model_is_not_routed_to():
+    from dlg.models.resilience import cooldowns
+
+    models, registry = market(MARKET)
+    for _ in range(3):
+        cooldowns.failed("grok-4")
+    d = dlg.Orchestrator(pool=models, registry=registry, store=None).run_sync(SC31, topic="x")
+    assert d.turns[0].model != "grok-4"
+    assert "2 of 4 pool models eligible" in d.turns[0].metadata["routing"]["reason"]

@@ -358,9 +358,18 @@ class _Run:
             turn=turn, mode=self.mode, bindings=self.bindings, default=self.default,
             constraints={**self.constraints, **(turn.constraints or {})},
             pool=self.candidates, pinned=self.pinned, registry=self.registry,
-            available=lambda m: not isinstance(m, str) or self.pool.problem(m) is None,
+            available=self._available,
             dialogue=self.dialogue, prompt_tokens=prompt_tokens, quality=self.quality,
             budget_left=self.budget.left if self.budget is not None else None)
+
+    def _available(self, model: Any) -> bool:
+        """Whether a model can be tried now: its package and key are there and it is not
+        resting after repeated failures (a process-wide cool-down)."""
+        from dlg.models.resilience import cooldowns
+
+        if isinstance(model, str) and self.pool.problem(model) is not None:
+            return False
+        return not cooldowns.cooling(self.pool.label(model))
 
     async def _finished(self, rec: TurnRecord) -> None:
         await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
