@@ -102,14 +102,10 @@ def _path_fingerprint() -> list[list[Any]]:
 
 
 def _cache_file() -> str | None:
-    if _truthy(os.environ.get("DLG_NO_CACHE")):
-        return None
-    base = os.environ.get("DLG_CACHE_DIR")
-    if not base:
-        from platformdirs import user_cache_dir
+    from dlg.paths import cache_path
 
-        base = user_cache_dir("dlg")
-    return os.path.join(base, "entry-points.json")
+    path = cache_path("entry-points.json")
+    return None if path is None else str(path)
 
 
 def _discover() -> list[dict[str, Any]]:

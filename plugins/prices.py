@@ -14,25 +14,13 @@ provider's long-context tier is not what a dialogue's turns usually pay.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from dlg.hookspecs import hookimpl
+from dlg.paths import cache_path
 
 # dlg provider -> genai-prices provider id
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "google": "google", "xai": "x-ai"}
-
-
-def _cache_file(version: str) -> Path | None:
-    if os.environ.get("DLG_NO_CACHE", "").strip().lower() in {"1", "true", "yes"}:
-        return None
-    base = os.environ.get("DLG_CACHE_DIR")
-    if not base:
-        from platformdirs import user_cache_dir
-
-        base = user_cache_dir("dlg")
-    return Path(base) / f"genai-prices-{version}.json"
 
 
 def maintained_prices(specs: list[str]) -> dict[str, dict[str, float]]:
@@ -43,7 +31,7 @@ def maintained_prices(specs: list[str]) -> dict[str, dict[str, float]]:
         found_version = version("genai-prices")
     except PackageNotFoundError:
         return {}
-    cache = _cache_file(found_version)
+    cache = cache_path(f"genai-prices-{found_version}.json")
     key = sorted(specs)
     if cache is not None:
         try:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from dlg.hookspecs import hookimpl
+from dlg.paths import cache_path
 
 PACKAGES = {"openai": ("langchain_openai", "langchain-openai"),
             "anthropic": ("langchain_anthropic", "langchain-anthropic"),
@@ -41,7 +41,7 @@ def _profiles(module: str, dist: str) -> dict[str, Any]:
         return {}
     if spec is None or spec.origin is None:
         return {}
-    cache = _cache_file(f"profiles-{dist}-{found_version}.json")
+    cache = cache_path(f"profiles-{dist}-{found_version}.json")
     if cache is not None:
         try:
             return json.loads(cache.read_text("utf-8"))
@@ -67,17 +67,6 @@ def _profiles(module: str, dist: str) -> dict[str, Any]:
         except OSError:
             pass
     return data
-
-
-def _cache_file(name: str) -> Path | None:
-    if os.environ.get("DLG_NO_CACHE", "").strip().lower() in {"1", "true", "yes"}:
-        return None
-    base = os.environ.get("DLG_CACHE_DIR")
-    if not base:
-        from platformdirs import user_cache_dir
-
-        base = user_cache_dir("dlg")
-    return Path(base) / name
 
 
 def overlay(catalog: dict[str, Any]) -> dict[str, Any]:

@@ -21,16 +21,9 @@ __all__ = ["get", "put"]
 
 
 def _cache_dir() -> Path | None:
-    import os
+    from dlg.paths import cache_path
 
-    if os.environ.get("DLG_NO_CACHE", "").strip().lower() in {"1", "true", "yes"}:
-        return None
-    base = os.environ.get("DLG_CACHE_DIR")
-    if not base:
-        from platformdirs import user_cache_dir
-
-        base = user_cache_dir("dlg")
-    return Path(base) / "modes"
+    return cache_path("modes")
 
 
 def _sha(text: str) -> str:
