@@ -38,6 +38,8 @@ __all__ = [
     "TurnTimeoutError",
     "UnknownExporterError",
     "UnknownModelError",
+    "describe",
+    "first_dlg_error",
 ]
 
 
@@ -141,3 +143,24 @@ class TurnError(DlgError):
 
 class TurnTimeoutError(TurnError):
     """A turn ran past its timeout."""
+
+
+def first_dlg_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a parallel phase: its first dlg error, if every error in
+    it is one (a plugin that failed in two turns is reported once); else the group."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if leaves and all(isinstance(e, DlgError) for e in leaves) else group
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, DlgError):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -224,7 +224,9 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
                 timeout=turn.get("timeout"), on_error=turn.get("on_error", "fail"),
                 description=turn.get("description", ""),
                 constraints=dict(turn.get("constraints") or {}),
+                output=dict(turn.get("output") or {}), scores=tuple(turn.get("scores") or ()),
             ))
+            problems.extend(_structured_problems(turns[-1], order, phase_of, layout))
         phases.append(Phase(id=phase["id"], structure=phase["structure"], turns=tuple(turns)))
 
     template_dirs = tuple(dict.fromkeys(str(d.base_dir) for d in layout.docs if d.base_dir))
@@ -244,6 +246,33 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
         raise ModeError(problems)
     return mode, template_files
+
+
+def _structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
+                         layout: Layout) -> list[Problem]:
+    """An ``output.schema`` that is no JSON Schema; ``scores`` naming turns that have not
+    run when the judge runs."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    out = []
+    if turn.output:
+        try:
+            Draft202012Validator.check_schema(turn.output.get("schema"))
+        except SchemaError as exc:
+            doc, path = layout.where(turn.id, "output")
+            out.append(doc.problem(f"output.schema of turn '{turn.id}' is not a valid JSON "
+                                   f"Schema: {exc.message}", path))
+    for i, ref in enumerate(turn.scores):
+        if ref not in phase_of or order.index(ref) >= order.index(turn.id) or (
+                phase_of[ref] == phase_of[turn.id] and
+                layout.phases[phase_of[ref]]["structure"] == "parallel"):
+            doc, path = layout.where(turn.id, "scores")
+            where = (*path, i) if path[-1:] == ("scores",) else (*path, "scores", i)
+            out.append(doc.problem(
+                f"turn '{turn.id}' scores '{ref}', which is not a turn that has run by then",
+                where, hint="a judge scores turns of earlier phases, or earlier in its own"))
+    return out
 
 
 def _pool(models: Any) -> dict[str, str]:

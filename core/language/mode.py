@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Input", "Mode", "Participant", "Phase", "Turn"]
+__all__ = ["Input", "Mode", "Participant", "Phase", "Turn", "merged_settings"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Turn:
     on_error: str = "fail"
     description: str = ""
     constraints: dict[str, Any] = field(default_factory=dict)  # routing limits for this turn
+    output: dict[str, Any] = field(default_factory=dict)  # {"schema": {...}}: answer JSON
+    scores: tuple[str, ...] = ()  # turns this one judges: its data.score rates them
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "role": self.role}
@@ -104,6 +107,10 @@ class Turn:
             out["on_error"] = self.on_error
         if self.constraints:
             out["constraints"] = dict(self.constraints)
+        if self.output:
+            out["output"] = dict(self.output)
+        if self.scores:
+            out["scores"] = list(self.scores)
         return out
 
 
@@ -205,3 +212,14 @@ class Mode:
             cached = self._compiled["content_hash"] = hashlib.sha256(
                 blob.encode("utf-8")).hexdigest()
         return cached
+
+
+def merged_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            if k == "extra":
+                out["extra"] = {**out.get("extra", {}), **v}
+            else:
+                out[k] = v
+    return out

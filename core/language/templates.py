@@ -29,6 +29,7 @@ __all__ = [
     "analyse",
     "compiled",
     "environment",
+    "static_views",
     "transcript",
 ]
 
@@ -165,6 +166,11 @@ class TurnView:
         return self._rec.response or ""
 
     @property
+    def data(self) -> Any:
+        """The turn's structured answer (its ``output`` schema), or None."""
+        return self._rec.data
+
+    @property
     def skipped(self) -> bool:
         return self._rec.status == "skipped"
 
@@ -272,3 +278,43 @@ def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
         ) from exc
     cache[turn.id] = entry
     return entry
+
+
+def static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``mode`` and ``participants`` template variables; the same for every dialogue
+    of a mode with the same model labels, so they are built once."""
+    key = ("views", tuple(labels.items()))
+    views = mode._compiled.get(key)
+    if views is None:
+        views = mode._compiled[key] = {
+            "mode": {"name": mode.name, "description": mode.description},
+            "participants": {
+                alias: {"alias": alias, "model": labels.get(alias),
+                        "description": p.description}
+                for alias, p in mode.participants.items()
+            },
+        }
+    return views
+
+
+def turn_context(base: Mapping[str, Any], turn: Any, records: list[TurnRecord],
+                 needs: frozenset[str], reads: tuple[int, ...]) -> dict[str, Any]:
+    """What a turn's templates see: ``base`` (inputs, mode, participants), the turn, and
+    the earlier turns it reads (``reads``: their positions in ``records``), built only
+    if its templates use them (``needs``)."""
+    ctx = {
+        **base,
+        "turn": {"id": turn.id, "role": turn.role, "index": turn.index,
+                 "participant": turn.participant},
+        "participant": turn.participant,
+        "role": turn.role,
+    }
+    if needs:
+        readable = [records[i] for i in reads]
+        if needs & {"turns", "context"}:
+            view = TurnsView(readable)
+            ctx["turns"] = view
+            ctx["context"] = [v for v in view.values() if v.status == "completed"]
+        if "transcript" in needs:
+            ctx["transcript"] = transcript(readable) if readable else ""
+    return ctx

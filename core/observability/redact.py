@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import overload
+from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["REDACTED", "redact", "redact_values", "remember", "secrets_in_spec"]
+__all__ = ["REDACTED", "redact", "redact_attempt", "redact_values", "remember",
+           "secrets_in_spec"]
 
 REDACTED = "[REDACTED]"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
@@ -111,3 +112,7 @@ def redact(text: str | None) -> str | None:
     for pattern in _PATTERNS:
         text = pattern.sub(_replace, text)
     return text
+
+
+def redact_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
+    return {**attempt, "model": redact(attempt["model"]), "error": redact(attempt["error"])}

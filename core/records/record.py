@@ -115,6 +115,7 @@ class TurnRecord:
     replaced: tuple[str, ...] = ()  # models that failed before ``model`` answered
     attempts: list[dict[str, Any]] | None = None  # every failed attempt, in order
     metadata: dict[str, Any] | None = None  # allocated when something is recorded
+    data: Any = None  # a structured answer (the turn's ``output`` schema), parsed
 
     @property
     def tokens(self) -> TokenUsage:
@@ -147,6 +148,7 @@ class TurnRecord:
             "replaced": list(self.replaced),
             "attempts": list(self.attempts or []),
             "metadata": dict(self.metadata or {}),
+            **({"data": self.data} if self.data is not None else {}),
         }
 
     @classmethod
@@ -172,6 +174,7 @@ class TurnRecord:
             replaced=tuple(data.get("replaced") or ()),
             attempts=list(data["attempts"]) if data.get("attempts") else None,
             metadata=dict(data["metadata"]) if data.get("metadata") else None,
+            data=data.get("data"),
         )
 
 

@@ -306,6 +306,10 @@ class Orchestrator:
             # otherwise opened by the saver when it first writes, off the event loop
             observers = (Saver(self.open_store, mode.to_dict(), lease), *observers)
         routing = self.routing(mode)
+        if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
+            from dlg.running.learning import JudgeScores
+
+            observers = (*observers, JudgeScores(mode, self._quality_store))
         budget = None
         if routing.constraints.get("max_cost") is not None:
             from dlg.running.budget import Budget

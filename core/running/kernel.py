@@ -16,53 +16,26 @@ from typing import Any
 
 import anyio
 
-from dlg.errors import DlgError
-from dlg.language.mode import Mode, Turn
+from dlg.errors import describe, first_dlg_error
+from dlg.language.mode import Mode, Turn, merged_settings
 from dlg.language.sandbox import render
-from dlg.language.templates import TurnsView, compiled, environment, transcript
+from dlg.language.templates import compiled, environment, static_views, turn_context
 from dlg.models import ModelPool, build_messages, call_model
 from dlg.models.calls import unique
 from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
 from dlg.observability import context
-from dlg.observability.redact import redact, redact_values
+from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 from dlg.running.budget import Budget, prompt_token_bound
 from dlg.running.events import Events
-from dlg.running.routing import Route, RouteRequest, Routing, route_turn
+from dlg.running.routing import RouteRequest, Routing, describe_route, route_turn
+from dlg.running.structured import instruction, output_spec, structured_answer
 
 __all__ = ["execute"]
 
 log = logging.getLogger("dlg.kernel")
 INFO = logging.INFO
-
-
-def _static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``mode`` and ``participants`` template variables; the same for every dialogue
-    of a mode with the same model labels, so they are built once."""
-    key = ("views", tuple(labels.items()))
-    views = mode._compiled.get(key)
-    if views is None:
-        views = mode._compiled[key] = {
-            "mode": {"name": mode.name, "description": mode.description},
-            "participants": {
-                alias: {"alias": alias, "model": labels.get(alias),
-                        "description": p.description}
-                for alias, p in mode.participants.items()
-            },
-        }
-    return views
-
-
-def _merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for k, v in layer.items():
-            if k == "extra":
-                out["extra"] = {**out.get("extra", {}), **v}
-            else:
-                out[k] = v
-    return out
 
 
 class _Run:
@@ -93,7 +66,7 @@ class _Run:
         self.base_context = {
             **dialogue.inputs,
             "inputs": dialogue.inputs,
-            **_static_views(mode, dialogue.participants),
+            **static_views(mode, dialogue.participants),
         }
 
     async def run(self) -> Dialogue:
@@ -137,7 +110,7 @@ class _Run:
                             for turn in todo:
                                 tg.start_soon(self.run_turn, turn)
                     except BaseExceptionGroup as group:
-                        raise _first_error(group) from None
+                        raise first_dlg_error(group) from None
                 else:
                     for turn in todo:
                         await self.run_turn(turn)
@@ -175,26 +148,6 @@ class _Run:
                                 "duration_s": round(m.total_latency_seconds, 3)})
         return d
 
-    def _context_for(self, turn: Turn, needs: frozenset[str], reads: tuple[int, ...]
-                     ) -> dict[str, Any]:
-        """What the turn's templates see; the earlier turns only if they read them."""
-        ctx = {
-            **self.base_context,
-            "turn": {"id": turn.id, "role": turn.role, "index": turn.index,
-                     "participant": turn.participant},
-            "participant": turn.participant,
-            "role": turn.role,
-        }
-        if needs:
-            readable = [self.records[i] for i in reads]
-            if needs & {"turns", "context"}:
-                view = TurnsView(readable)
-                ctx["turns"] = view
-                ctx["context"] = [v for v in view.values() if v.status == R.COMPLETED]
-            if "transcript" in needs:
-                ctx["transcript"] = transcript(readable) if readable else ""
-        return ctx
-
     async def run_turn(self, turn: Turn) -> None:
         with context.scope(turn=turn.id):  # the turn's ids, for logs, spans and metrics
             if self.stopped:  # a turn running beside this one stopped the dialogue
@@ -203,7 +156,8 @@ class _Run:
             rec.error = None
             try:
                 tpl = compiled(self.mode, self.env, turn)
-                ctx = self._context_for(turn, tpl["needs"], tpl["reads"])
+                ctx = turn_context(self.base_context, turn, self.records, tpl["needs"],
+                                   tpl["reads"])
                 if tpl["when"] is not None and not tpl["when"](**ctx):
                     rec.status = R.SKIPPED
                     rec.started_at = rec.ended_at = R.now()
@@ -215,6 +169,9 @@ class _Run:
                 prompt = render(tpl["prompt"], ctx).strip()
                 if tpl["auto_transcript"] and ctx["transcript"]:
                     prompt = f"{ctx['transcript']}\n\n{prompt}"
+                output = output_spec(turn)
+                if output is not None:  # a structured answer: say so in the prompt
+                    prompt = f"{prompt}\n\n{instruction(output['schema'])}"
                 participant = self.mode.participants.get(turn.participant or "")
                 messages = build_messages(prompt, system=system)
                 bound = prompt_token_bound(messages)
@@ -222,7 +179,7 @@ class _Run:
                                          self.router_name)
                 choice = route.model
                 if route.reason or route.name:  # a router that chose: say how, for the record
-                    rec.metadata = {**(rec.metadata or {}), "routing": _why(
+                    rec.metadata = {**(rec.metadata or {}), "routing": describe_route(
                         self.router_name, route, self.pool)}
                 if self.events.listens("before_turn"):
                     rec.system, rec.prompt = system, prompt
@@ -246,7 +203,7 @@ class _Run:
                             self.pool.check(decision.model)
                         choice = decision.model
                         rec.metadata = {**(rec.metadata or {}), "routed_by": who}
-                settings = _merge_settings(self.mode.settings,
+                settings = merged_settings(self.mode.settings,
                                            participant.settings if participant else {},
                                            turn.settings)
                 fallbacks = (*(participant.fallbacks if participant else ()), *route.fallbacks)
@@ -267,7 +224,7 @@ class _Run:
                                                       settings["max_tokens"])
                 label = self.pool.safe_label(choice)
             except Exception as exc:
-                await self._fail(rec, _describe(exc), started=False)
+                await self._fail(rec, describe(exc), started=False)
                 return
             del ctx  # not needed while the model works: keep in-flight dialogues small
 
@@ -304,13 +261,31 @@ class _Run:
                     timeout=turn.timeout or self.mode.timeout or self.timeout,
                     on_chunk=on_chunk, on_attempt=on_attempt, allow=allow)
                 spent = result.cost_usd
+                if output is not None:
+                    async def again(conversation: Any) -> Any:
+                        return await self._call_again(conversation, choice, fallbacks,
+                                                      settings, allow)
+
+                    result, data, problem = await structured_answer(
+                        result, output, messages, again)
+                    # the first call's cost is settled below; each repair settled its own
+                    if problem is not None:
+                        rec.usage, rec.cost_usd = result.usage, result.cost_usd
+                        rec.response = redact_values(result.text)
+                        raise _Unstructured(problem)
+                    rec.data = data
+            except _Unstructured as exc:
+                await self._fail(rec, f"the answer does not match the turn's output schema "
+                                      f"after {output.get('retries', 1) if output else 0} "
+                                      f"repair(s): {exc}")
+                return
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
                 rec.ended_at = R.now()
                 await self._finished(rec)
                 raise
             except AllCandidatesFailed as exc:
-                rec.attempts = [_redacted(a.to_dict()) for a in exc.attempts]
+                rec.attempts = [redact_attempt(a.to_dict()) for a in exc.attempts]
                 await self._fail(rec, str(exc))
                 return
             finally:
@@ -323,7 +298,7 @@ class _Run:
                     self.dialogue.metadata["budget"] = self.budget.summary()
             failures = result.attempts
             if failures:
-                rec.attempts = [_redacted(a.to_dict()) for a in failures]
+                rec.attempts = [redact_attempt(a.to_dict()) for a in failures]
                 rec.replaced = result.replaced
                 if rec.replaced:
                     log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
@@ -362,6 +337,27 @@ class _Run:
             dialogue=self.dialogue, prompt_tokens=prompt_tokens, quality=self.quality,
             budget_left=self.budget.left if self.budget is not None else None)
 
+    async def _call_again(self, conversation: Any, choice: Any, fallbacks: Any,
+                          settings: dict[str, Any], allow: Any) -> Any:
+        """One more call in a turn (a repair), within the budget: None if it cannot pay."""
+        reservation = None
+        if self.budget is not None:
+            label, bound = self.pool.label(choice), prompt_token_bound(conversation)
+            n = self.budget.fit(label, bound, settings.get("max_tokens"))
+            if n is None:
+                return None
+            reservation = self.budget.reserve(label, bound, n)
+        cost = None
+        try:
+            result = await call_model(self.pool, choice, conversation, settings,
+                                      registry=self.registry, fallbacks=fallbacks,
+                                      policy=self.policy, allow=allow)
+            cost = result.cost_usd
+            return result
+        finally:
+            if reservation is not None and self.budget is not None:
+                self.budget.settle(reservation, cost)
+
     def _available(self, model: Any) -> bool:
         """Whether a model can be tried now: its package and key are there and it is not
         resting after repeated failures (a process-wide cool-down)."""
@@ -387,41 +383,8 @@ class _Run:
         await self._finished(rec)
 
 
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a parallel phase: its first dlg error, if every error in
-    it is one (a plugin that failed in two turns is reported once); else the group."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            stack[:0] = list(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if leaves and all(isinstance(e, DlgError) for e in leaves) else group
-
-
-def _why(router: str, route: Route, pool: ModelPool) -> dict[str, Any]:
-    """How the turn's model was chosen, for the record, `dlg show` and the exports."""
-    out: dict[str, Any] = {"router": router, "model": pool.safe_label(route.model)}
-    if route.reason:
-        out["reason"] = route.reason
-    if route.name:
-        out["pool_name"] = route.name
-    if route.fallbacks:
-        out["fallbacks"] = [pool.safe_label(f) for f in route.fallbacks]
-    return out
-
-
-def _redacted(attempt: dict[str, Any]) -> dict[str, Any]:
-    return {**attempt, "model": redact(attempt["model"]), "error": redact(attempt["error"])}
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DlgError):
-        return str(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+class _Unstructured(Exception):
+    """A structured answer that did not match its schema after the repairs."""
 
 
 async def execute(

@@ -17,7 +17,7 @@ from typing import Any
 
 from dlg.errors import DlgError
 
-__all__ = ["QualityStat", "normalise_score", "quality_key", "rate", "record_quality",
+__all__ = ["JudgeScores", "QualityStat", "normalise_score", "quality_key", "rate", "record_quality",
            "routing_stats"]
 
 
@@ -96,3 +96,33 @@ def rate(store: Any, dialogue_id: str, turn_ref: str, score: float) -> tuple[str
     model = routed.get("pool_name") or turn.model
     stat = record_quality(store, turn.role, model, score)
     return quality_key(turn.role), model, stat
+
+
+class JudgeScores:
+    """An observer: when a judge turn (``scores: [turn ids]``) completes, the ``score`` of
+    its structured answer rates each turn it names, for the model that answered it."""
+
+    def __init__(self, mode: Any, store: Any):
+        self.judges = {t.id: t.scores for t in mode.turns if t.scores}
+        self._store = store  # a function that opens the store
+
+    async def turn_finished(self, dialogue: Any, turn: Any) -> None:
+        import anyio
+
+        scored = self.judges.get(turn.id)
+        data = turn.data if isinstance(turn.data, Mapping) else {}
+        score = data.get("score")
+        if not scored or turn.status != "completed" or not isinstance(score, int | float):
+            return
+        store = await anyio.to_thread.run_sync(self._store)
+        rated = {}
+        for ref in scored:
+            target = dialogue.turn(ref)
+            if target.status != "completed" or not target.model:
+                continue
+            model = ((target.metadata or {}).get("routing") or {}).get("pool_name") or (
+                target.model)
+            await anyio.to_thread.run_sync(record_quality, store, target.role, model,
+                                           min(max(float(score), 0.0), 10.0))
+            rated[ref] = score
+        turn.metadata = {**(turn.metadata or {}), "rated": rated}

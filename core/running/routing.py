@@ -22,7 +22,7 @@ from typing import Any
 
 from dlg.errors import ModelError, PluginError
 
-__all__ = ["Route", "RouteRequest", "Routing", "route_turn", "select_model"]
+__all__ = ["Route", "RouteRequest", "Routing", "describe_route", "route_turn", "select_model"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,15 @@ async def route_turn(router: Any, request: RouteRequest, name: str = "router") -
             _no_model(request)
         return answer
     return Route(answer)
+
+
+def describe_route(router: str, route: Route, pool: Any) -> dict[str, Any]:
+    """How the turn's model was chosen, for the record, `dlg show` and the exports."""
+    out: dict[str, Any] = {"router": router, "model": pool.safe_label(route.model)}
+    if route.reason:
+        out["reason"] = route.reason
+    if route.name:
+        out["pool_name"] = route.name
+    if route.fallbacks:
+        out["fallbacks"] = [pool.safe_label(f) for f in route.fallbacks]
+    return out

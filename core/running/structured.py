@@ -1,0 +1,105 @@
+"""Structured answers: a turn's ``output: {schema: ...}``.
+
+The model is asked for a JSON object matching the schema (the instruction is added to the
+prompt, so it works on every model, the embedded one included); the answer is parsed (a
+code fence or prose around the object is tolerated) and validated. An answer that does
+not match gets ``retries`` repair requests (default 1) that quote what was wrong. The
+parsed object is the turn's ``data``; templates read it as ``turns.ID.data``.
+
+A judge turn (``scores: [turn ids]``) gets a default schema (``score`` 0-10 and a
+``reason``) when it declares none; its score rates the turns it names for the learned
+router (``dlg.running.learning``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["JUDGE_SCHEMA", "instruction", "output_spec", "parse", "repair_prompt",
+           "structured_answer"]
+
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"score": {"type": "number", "minimum": 0, "maximum": 10},
+                   "reason": {"type": "string"}},
+    "required": ["score"],
+}
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+MAX_ANSWER = 200_000  # characters of an answer that are parsed
+
+
+def output_spec(turn: Any) -> dict[str, Any] | None:
+    """The turn's output spec, with the judge default; None for a free-text turn."""
+    if turn.output:
+        return turn.output
+    if turn.scores:
+        return {"schema": JUDGE_SCHEMA}
+    return None
+
+
+def instruction(schema: dict[str, Any]) -> str:
+    return ("Answer with one JSON object only, no other text, matching this JSON Schema:\n"
+            + json.dumps(schema, ensure_ascii=False))
+
+
+def parse(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+    """(the object, None) if ``text`` holds JSON matching ``schema``, else (None, why)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    text = (text or "")[:MAX_ANSWER]
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start:end + 1])
+    data, problem = None, "the answer holds no JSON object"
+    for candidate in candidates:
+        try:
+            data = json.loads(candidate.strip())
+        except (ValueError, RecursionError):
+            continue
+        break
+    else:
+        return None, problem
+    error = best_match(Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        where = "".join(f"[{p!r}]" for p in error.absolute_path) or "the object"
+        return None, f"{where}: {error.message}"
+    return data, None
+
+
+async def structured_answer(result: Any, output: dict[str, Any], messages: Any,
+                            call_again: Callable[[Any], Awaitable[Any]]
+                            ) -> tuple[Any, Any, str | None]:
+    """Parse ``result``; while it does not match, ask again (``call_again(conversation)``,
+    None when that cannot be paid for) up to ``retries`` times. Returns the result with
+    usage, cost and latency summed over the calls, the data (or None), and what is wrong
+    (or None)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    data, problem = parse(result.text, output["schema"])
+    conversation = [HumanMessage(content=messages)] if isinstance(messages, str) else (
+        list(messages))
+    for _ in range(int(output.get("retries", 1))):
+        if problem is None:
+            break
+        conversation += [AIMessage(content=result.text),
+                         HumanMessage(content=repair_prompt(problem))]
+        again = await call_again(conversation)
+        if again is None:
+            return result, None, f"{problem} (no budget left to ask for a repair)"
+        again.usage = result.usage + again.usage
+        costs = [c for c in (result.cost_usd, again.cost_usd) if c is not None]
+        again.cost_usd = sum(costs) if costs else None
+        again.latency_seconds += result.latency_seconds
+        result = again
+        data, problem = parse(result.text, output["schema"])
+    return result, data, problem
+
+
+def repair_prompt(problem: str) -> str:
+    return (f"That answer does not match the schema ({problem}). Answer again with the "
+            "JSON object only.")

@@ -1,0 +1,73 @@
+"""Structured answers (output.schema), repairs, and judge turns that feed routing."""
+
+from __future__ import annotations
+
+import pytest
+
+import dlg
+
+from .routing_support import market
+
+SCHEMA = {"type": "object", "properties": {"sections": {"type": "array",
+                                                        "items": {"type": "string"}}},
+          "required": ["sections"]}
+MODE = {"name": "s", "turns": [
+    {"id": "plan", "role": "planner", "prompt": "Plan it.", "output": {"schema": SCHEMA}},
+    {"id": "write", "role": "writer",
+     "prompt": "Write {{ turns.plan.data.sections | join(', ') }}."}]}
+
+
+def test_a_structured_answer_is_parsed_and_templates_read_it(recorder):
+    model = recorder(['Here you go:\n```json\n{"sections": ["intro", "end"]}\n```', "done"])
+    d = dlg.run_sync(MODE, model=model, store=None)
+    assert d.status == "completed"
+    assert d.turns[0].data == {"sections": ["intro", "end"]}
+    assert "matching this JSON Schema" in d.turns[0].prompt
+    assert d.turns[1].prompt.endswith("Write intro, end.")
+    assert d.to_dict()["turns"][0]["data"] == {"sections": ["intro", "end"]}
+
+
+def test_a_wrong_answer_gets_a_repair_request(recorder):
+    model = recorder(['{"sections": "not a list"}', '{"sections": ["a"]}', "done"])
+    d = dlg.run_sync(MODE, model=model, store=None)
+    assert d.turns[0].data == {"sections": ["a"]}
+    repair = model.calls[1][0]
+    assert "does not match the schema (['sections']: 'not a list' is not of type 'array')" \
+        in repair[-1].content
+    assert d.turns[0].usage.total > 0
+
+
+def test_an_answer_that_never_matches_fails_the_turn_clearly(recorder):
+    model = recorder(["no json here", "still none"])
+    d = dlg.run_sync(MODE, model=model, store=None)
+    assert d.status == "failed"
+    assert d.turns[0].error == ("the answer does not match the turn's output schema after 1 "
+                                "repair(s): the answer holds no JSON object")
+
+
+@pytest.mark.parametrize("turns, message", [
+    ([{"id": "a", "role": "A", "prompt": "x", "output": {"schema": {"type": "nonsense"}}}],
+     "output.schema of turn 'a' is not a valid JSON Schema"),
+    ([{"id": "j", "role": "J", "prompt": "x", "scores": ["b"]},
+      {"id": "b", "role": "B", "prompt": "y"}],
+     "turn 'j' scores 'b', which is not a turn that has run by then"),
+])
+def test_bad_structured_declarations_are_mode_errors(turns, message):
+    with pytest.raises(dlg.ModeError, match=message):
+        dlg.load_mode({"name": "bad", "turns": turns})
+
+
+def test_a_judge_turn_rates_the_models_it_judges(recorder):
+    models, registry = market({"cheap": {"capabilities": ["analysis"], "quality": 70,
+                                         "price": {"input": 1, "output": 1}}})
+    judge = recorder(['{"score": 9, "reason": "clear"}'])
+    mode = {"name": "j", "participants": {"judge": None}, "turns": [
+        {"id": "draft", "role": "Draft", "requires": ["analysis"], "prompt": "Write."},
+        {"id": "verdict", "role": "Verdict", "participant": "judge", "prompt": "Judge it.",
+         "scores": ["draft"]}]}
+    orchestrator = dlg.Orchestrator(pool=models, registry=registry, models={"judge": judge})
+    d = orchestrator.run_sync(mode)
+    assert d.turns[1].data == {"score": 9, "reason": "clear"}
+    stats = orchestrator.routing_stats()["draft"]["cheap"]
+    assert stats.n == 1 and stats.mean == pytest.approx(0.9)
+    assert dlg.load_dialogue(d.id).turns[1].metadata["rated"] == {"draft": 9}
