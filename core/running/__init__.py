@@ -1,3 +1,5 @@
-"""Running dialogues: the ``Orchestrator`` (``api``) prepares, the ``kernel`` runs,
-``events`` calls plugins and observers, ``routing`` asks the router, ``inputs`` checks
-what the user gave, and ``chat`` serves one model outside a dialogue."""
+"""Running dialogues: the ``Orchestrator`` (``api``, with ``resume``) prepares, the
+``kernel`` runs, ``events`` calls plugins and observers, ``routing`` asks the router,
+``budget`` keeps a dialogue within ``max_cost``, ``learning`` keeps quality scores,
+``structured`` parses structured answers, ``inputs`` checks what the user gave, and
+``chat`` serves one model outside a dialogue."""

@@ -20,11 +20,12 @@ from dlg.models import ModelPool, default_model_spec, model_label
 from dlg.records.record import Dialogue
 from dlg.running.inputs import new_dialogue, prepare_inputs
 from dlg.running.kernel import execute
+from dlg.running.resume import Resuming
 
 __all__ = ["Orchestrator", "resume", "run", "run_sync"]
 
 
-class Orchestrator:
+class Orchestrator(Resuming):
     """Holds what a dialogue runs on: models, router, observers, plugin manager.
 
     ``models`` maps participant aliases to model specs or LangChain chat models (the
@@ -329,112 +330,6 @@ class Orchestrator:
 
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
-
-    def prepare_resume(self, dialogue_id: str, *, force: bool = False
-                       ) -> tuple[Mode, Dialogue]:
-        """The saved dialogue, made ready to continue: its mode (checked against the saved
-        content hash) and its record with every unfinished turn reset to pending.
-        Raises ``DialogueBusyError`` if another process is running it."""
-        from dlg.records.store import Lease, as_dialogue, find_dialogue, open_store
-
-        # resuming reads the store even when this orchestrator does not save
-        store = self.open_store() or open_store(pm=self.plugin_manager)
-        record = find_dialogue(store, dialogue_id)
-        saved = as_dialogue(record)
-        # refuse now if another process runs it (``execute`` claims it for the run)
-        Lease().check(store, saved.id)
-        return self._resumable(record, saved, force)
-
-    def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool
-                   ) -> tuple[Mode, Dialogue]:
-        from dlg.errors import ModeError
-        from dlg.language.source import is_path_like
-
-        # the mode as it is now (its file, or its name), else the copy saved with it
-        mode = None
-        if saved.mode_source and not saved.mode_source.startswith("<"):
-            source = saved.mode_source if is_path_like(saved.mode_source) else saved.mode
-            try:
-                mode = load_mode(source, pm=self._pm)
-            except ModeError:
-                mode = None
-        if mode is None:
-            mode = load_mode(record.get("mode_document") or saved.mode, pm=self._pm)
-        if mode.content_hash != saved.mode_hash:
-            if not force:
-                raise DlgError(
-                    f"mode '{saved.mode}' has changed since dialogue {saved.id} started "
-                    f"(content hash {saved.mode_hash[:12]} -> {mode.content_hash[:12]}): "
-                    "pass --force to resume with the changed mode")
-            fresh = new_dialogue(mode, saved.inputs, saved.id, saved.participants)
-            done = {t.id: t for t in saved.turns if t.status in ("completed", "skipped")}
-            fresh.turns = [done.get(t.id, t) for t in fresh.turns]
-            for new_index, t in enumerate(fresh.turns, 1):
-                t.index = new_index
-            fresh.created_at, fresh.started_at = saved.created_at, saved.started_at
-            fresh.metadata = saved.metadata
-            saved = fresh
-        for turn in saved.turns:
-            if turn.status not in ("completed", "skipped"):
-                turn.status, turn.error, turn.attempts, turn.replaced = "pending", None, None, ()
-        saved.status, saved.error = "pending", None
-        # the models the dialogue ran on, unless the caller chose others
-        routed = (saved.metadata or {}).get("routing")
-        if not self.models and self.model is None:
-            override = (saved.metadata or {}).get("model")
-            if isinstance(override, str) and self.pool.problem(override) is None:
-                self.model = override
-            else:
-                self.models = self._saved_models(saved, mode)
-                if isinstance(routed, dict):  # only the pinned ones: the rest were routed
-                    self.models = {a: m for a, m in self.models.items()
-                                   if a in routed.get("pinned", ())}
-        if isinstance(routed, dict):  # route as the dialogue did, unless told otherwise
-            if self.router is None:
-                self.router = routed.get("router")
-            if not self.pool_models:
-                from dlg.models import without_redacted
-
-                self.pool_models = {n: s for n, s in (routed.get("pool") or {}).items()
-                                    if isinstance(s, str) and without_redacted(s) == s}
-            self.constraints = {**(routed.get("constraints") or {}), **self.constraints}
-        self._bound.clear()
-        return mode, saved
-
-    def _saved_models(self, saved: Dialogue, mode: Mode) -> dict[str, Any]:
-        """The participants' saved models, ready to run again. A key given in a spec was
-        not saved: the spec runs without it (its provider's key variable then applies);
-        a spec that cannot run is an error that says how to supply the model."""
-        from dlg.errors import ModelError
-        from dlg.models import without_redacted
-
-        out: dict[str, Any] = {}
-        for alias, spec in saved.participants.items():
-            if not isinstance(spec, str) or alias not in mode.participants:
-                continue
-            runnable = without_redacted(spec)
-            problem = ("a password in it was not saved" if runnable is None
-                       else self.pool.problem(runnable))
-            if problem is not None:
-                stripped = " (a key given in the spec is never saved)" if runnable != spec \
-                    else ""
-                raise ModelError(
-                    f"dialogue {saved.id}: participant '{alias}' ran on '{spec}', which "
-                    f"cannot run now{stripped}: {problem}. Set the provider's key variable, "
-                    f"pass --participant {alias}=SPEC (or --model SPEC), or give secrets "
-                    "as references that are saved instead of the secret: "
-                    "api_key=env:VARIABLE, or ${VARIABLE} inside a value")
-            out[alias] = runnable
-        return out
-
-    async def resume(self, dialogue_id: str, *, force: bool = False) -> Dialogue:
-        """Continue a saved dialogue: completed turns are kept, the rest run (the seed's
-        SC5.3). Refuses if its mode changed since, unless ``force``."""
-        mode, dialogue = self.prepare_resume(dialogue_id, force=force)
-        if all(t.status in ("completed", "skipped") for t in dialogue.turns):
-            dialogue.status = "completed"
-            return dialogue
-        return await self.execute(mode, dialogue)
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Dialogue:
