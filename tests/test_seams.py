@@ -131,6 +131,7 @@ def test_before_turn_can_stop_the_dialogue_and_resume_continues_it(pm):
     again = anyio.run(lambda: dlg.resume(d.id))
     assert again.status == "completed"
     assert [t.status for t in again.turns] == ["completed", "completed"]
+    assert "stopped" not in again.metadata
 
 
 def test_a_stop_beats_a_skip_beats_a_model_change():

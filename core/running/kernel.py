@@ -97,6 +97,7 @@ class _Run:
         d.status = R.RUNNING
         d.started_at = d.started_at or R.now()
         d.ended_at = None
+        d.metadata.pop("stopped", None)  # a resumed dialogue is no longer stopped
         try:
             await self.events.emit("dialogue_started", dialogue=d)
             for phase in self.mode.phases:
