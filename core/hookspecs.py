@@ -43,6 +43,11 @@ def register_stores(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_embeddings(register: Callable[..., None]) -> None:
+    """Register text embeddings (for choosing relevant context): ``register(name, factory)``."""
+
+
+@hookspec
 def register_modes(register: Callable[..., None]) -> None:
     """Register modes a plugin ships: ``register(name, source)``."""
 

@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.pdf",
     "dlg.plugins.router",
     "dlg.plugins.learned_router",
+    "dlg.plugins.hashing_embeddings",
     "dlg.plugins.diskcache_store",
     "dlg.plugins.telemetry",
 )

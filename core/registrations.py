@@ -30,6 +30,7 @@ __all__ = [
     "StoreFactory",
     "catalogs",
     "clear_caches",
+    "embeddings",
     "exporters",
     "model_providers",
     "modes",
@@ -126,9 +127,10 @@ class Registration:
     exporters: list[str] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
+    embeddings: list[str] = field(default_factory=list)
 
 
-_KINDS = ("models", "routers", "exporters", "stores", "modes")
+_KINDS = ("models", "routers", "exporters", "stores", "modes", "embeddings")
 # per plugin manager, dropped with it; rebuilt when plugins are added or removed
 _cache: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -219,6 +221,16 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
 
         return register
 
+    def embeddings_register(plugin: str) -> Callable[..., None]:
+        def register(name: str, factory: Callable[..., Any]) -> None:
+            if not callable(factory):
+                raise PluginError(
+                    f"plugin '{plugin}' registered embeddings {name!r} without a factory")
+            out["embeddings"][name] = factory
+            plugin_entry(plugin).embeddings.append(name)
+
+        return register
+
     def modes_register(plugin: str) -> Callable[..., None]:
         def register(name: str, source: Any) -> None:
             out["modes"][name] = ModeSource(name, source, plugin)
@@ -232,6 +244,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
         "register_exporters": exporters_register,
         "register_stores": stores_register,
         "register_modes": modes_register,
+        "register_embeddings": embeddings_register,
     }
     for hook_name, make_register in hooks.items():
         caller = getattr(pm.hook, hook_name)
@@ -269,6 +282,12 @@ def exporters(pm: pluggy.PluginManager | None = None) -> dict[str, Exporter]:
 
 def stores(pm: pluggy.PluginManager | None = None) -> dict[str, StoreFactory]:
     return _collect(_pm(pm))["stores"]
+
+
+def embeddings(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[..., Any]]:
+    """Embedding factories by name: ``factory()`` gives an object with LangChain's
+    ``embed_documents(texts)`` and ``embed_query(text)``."""
+    return _collect(_pm(pm))["embeddings"]
 
 
 def modes(pm: pluggy.PluginManager | None = None) -> dict[str, ModeSource]:

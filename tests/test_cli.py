@@ -196,6 +196,8 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  routers: participants, capabilities\n"
         "dlg.plugins.learned_router (built-in)\n"
         "  routers: learned\n"
+        "dlg.plugins.hashing_embeddings (built-in)\n"
+        "  embeddings: hashing\n"
         "dlg.plugins.diskcache_store (built-in)\n"
         "  stores: diskcache\n"
         "dlg.plugins.telemetry (built-in)\n"

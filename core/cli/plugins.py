@@ -24,13 +24,14 @@ def plugins(as_json: bool) -> None:
             plugin_distribution(reg.plugin) or "")
         rows.append({"plugin": reg.plugin, "distribution": dist, "models": reg.models,
                      "routers": reg.routers, "exporters": reg.exporters,
-                     "stores": reg.stores, "modes": reg.modes})
+                     "stores": reg.stores, "modes": reg.modes,
+                     "embeddings": reg.embeddings})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         click.echo(f"{r['plugin']} ({r['distribution']})")
-        for kind in ("models", "routers", "exporters", "stores", "modes"):
+        for kind in ("models", "routers", "exporters", "stores", "modes", "embeddings"):
             if r[kind]:
                 click.echo(f"  {kind}: {', '.join(r[kind])}")
 

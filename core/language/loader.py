@@ -225,6 +225,8 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
                 description=turn.get("description", ""),
                 constraints=dict(turn.get("constraints") or {}),
                 output=dict(turn.get("output") or {}), scores=tuple(turn.get("scores") or ()),
+                context_compression=turn.get("context_compression"),
+                max_context_tokens=turn.get("max_context_tokens"),
             ))
             problems.extend(_structured_problems(turns[-1], order, phase_of, layout))
         phases.append(Phase(id=phase["id"], structure=phase["structure"], turns=tuple(turns)))
@@ -237,6 +239,8 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         source=top.file, extends_chain=tuple(d.file for d in layout.docs[1:]),
         template_dirs=template_dirs, models=_pool(meta.get("models")),
         router=meta.get("router"), constraints=dict(meta.get("constraints") or {}),
+        context_compression=meta.get("context_compression"),
+        max_context_tokens=meta.get("max_context_tokens"),
     )
     if check_templates:  # also when other problems were found: --all-errors shows all
         from dlg.language.checks import check_templates as _check

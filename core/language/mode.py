@@ -80,6 +80,8 @@ class Turn:
     constraints: dict[str, Any] = field(default_factory=dict)  # routing limits for this turn
     output: dict[str, Any] = field(default_factory=dict)  # {"schema": {...}}: answer JSON
     scores: tuple[str, ...] = ()  # turns this one judges: its data.score rates them
+    context_compression: str | None = None  # none, truncate, relevant_only (or the mode's)
+    max_context_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "role": self.role}
@@ -111,6 +113,10 @@ class Turn:
             out["output"] = dict(self.output)
         if self.scores:
             out["scores"] = list(self.scores)
+        if self.context_compression is not None:
+            out["context_compression"] = self.context_compression
+        if self.max_context_tokens is not None:
+            out["max_context_tokens"] = self.max_context_tokens
         return out
 
 
@@ -141,6 +147,8 @@ class Mode:
     models: dict[str, str] = field(default_factory=dict)  # the model pool: name -> spec
     router: str | None = None  # the router the mode asks for
     constraints: dict[str, Any] = field(default_factory=dict)  # max_cost, quality, ...
+    context_compression: str | None = None  # how turns trim what they read
+    max_context_tokens: int | None = None
     # derived data (compiled templates, the content hash), filled on first use; not part
     # of the mode's value
     _compiled: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -192,6 +200,10 @@ class Mode:
             out["router"] = self.router
         if self.constraints:
             out["constraints"] = dict(self.constraints)
+        if self.context_compression is not None:
+            out["context_compression"] = self.context_compression
+        if self.max_context_tokens is not None:
+            out["max_context_tokens"] = self.max_context_tokens
         if len(self.phases) == 1 and self.phases[0].id == "main":
             out["structure"] = self.phases[0].structure
             out["turns"] = [t.to_dict() for t in self.phases[0].turns]

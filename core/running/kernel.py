@@ -28,6 +28,7 @@ from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 from dlg.running.budget import Budget, prompt_token_bound
+from dlg.running.compression import compress, embeddings
 from dlg.running.events import Events
 from dlg.running.routing import RouteRequest, Routing, describe_route, route_turn
 from dlg.running.structured import instruction, output_spec, structured_answer
@@ -49,6 +50,8 @@ class _Run:
         self.constraints = routing.constraints
         self.quality = routing.quality
         self.budget = budget
+        self.pm = pm
+        self._embeddings: Any = None
         self.watchdog = watchdog
         self._dog: Any = None
         self.registry = registry
@@ -157,8 +160,17 @@ class _Run:
             rec.error = None
             try:
                 tpl = compiled(self.mode, self.env, turn)
+                reads = tpl["reads"]
+                strategy = turn.context_compression or self.mode.context_compression
+                if strategy and strategy != "none" and tpl["needs"]:
+                    reads, trimmed = compress(
+                        self.records, reads, strategy,
+                        turn.max_context_tokens or self.mode.max_context_tokens,
+                        f"{turn.role}\n{turn.description}\n{turn.prompt}", self._embed())
+                    if trimmed:
+                        rec.metadata = {**(rec.metadata or {}), "context": trimmed}
                 ctx = turn_context(self.base_context, turn, self.records, tpl["needs"],
-                                   tpl["reads"])
+                                   reads)
                 if tpl["when"] is not None and not tpl["when"](**ctx):
                     rec.status = R.SKIPPED
                     rec.started_at = rec.ended_at = R.now()
@@ -358,6 +370,12 @@ class _Run:
         finally:
             if reservation is not None and self.budget is not None:
                 self.budget.settle(reservation, cost)
+
+    def _embed(self) -> Any:
+        """The embeddings relevant context is chosen with, made once per dialogue."""
+        if self._embeddings is None:
+            self._embeddings = embeddings(self.pm)
+        return self._embeddings
 
     def _available(self, model: Any) -> bool:
         """Whether a model can be tried now: its package and key are there and it is not

@@ -1,0 +1,85 @@
+"""Context compression: which earlier turns a turn reads when they do not all fit.
+
+``context_compression`` (on a mode or a turn) with ``max_context_tokens``:
+
+- ``none`` (the default): every turn in ``context_from``;
+- ``truncate``: the most recent turns that fit;
+- ``relevant_only``: the turns most similar to this turn (its role, description and
+  prompt template), by the embeddings configured (``hashing`` offline by default, or a
+  plugin's: ``DLG_EMBEDDINGS``), as many as fit, in their original order.
+
+Token counts are estimates (about four characters a token). What was kept is recorded on
+the turn: ``turn.metadata["context"]`` (strategy, the turns kept, tokens kept and of how
+many).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from dlg.models.calls import estimate_tokens
+
+__all__ = ["STRATEGIES", "compress", "embeddings"]
+
+STRATEGIES = ("none", "truncate", "relevant_only")
+
+
+def _text(record: Any) -> str:
+    return (record.response or "").strip()
+
+
+def compress(records: list[Any], positions: tuple[int, ...], strategy: str,
+             max_tokens: int | None, query: str, embed: Any = None
+             ) -> tuple[tuple[int, ...], dict[str, Any] | None]:
+    """The positions (into ``records``) a turn reads, and what was done (None if
+    nothing was)."""
+    readable = [p for p in positions if records[p].status == "completed"]
+    sizes = {p: estimate_tokens(_text(records[p])) for p in readable}
+    total = sum(sizes.values())
+    if strategy == "none" or not max_tokens or total <= max_tokens:
+        return positions, None
+    kept: list[int] = []
+    used = 0
+    if strategy == "truncate":
+        for p in reversed(readable):
+            if used + sizes[p] > max_tokens:
+                break
+            kept.append(p)
+            used += sizes[p]
+        kept.reverse()
+    elif strategy == "relevant_only":
+        vectors = embed.embed_documents([_text(records[p]) for p in readable])
+        target = embed.embed_query(query)
+        scores = {p: _cosine(v, target) for p, v in zip(readable, vectors, strict=True)}
+        for p in sorted(readable, key=lambda p: -scores[p]):
+            if used + sizes[p] <= max_tokens:
+                kept.append(p)
+                used += sizes[p]
+        kept.sort()
+    else:
+        raise ValueError(f"unknown context_compression '{strategy}' "
+                         f"({', '.join(STRATEGIES)})")
+    info = {"strategy": strategy, "turns": [records[p].id for p in kept],
+            "tokens": used, "of_tokens": total}
+    return tuple(kept), info
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def embeddings(pm: Any, name: str | None = None) -> Any:
+    """The embeddings to use: ``name``, else ``DLG_EMBEDDINGS``, else ``hashing``."""
+    from dlg import registrations
+    from dlg.errors import DlgError
+
+    chosen = name or os.environ.get("DLG_EMBEDDINGS") or "hashing"
+    found = registrations.embeddings(pm)
+    if chosen not in found:
+        raise DlgError(f"'{chosen}' is not a known embeddings (installed: "
+                       f"{', '.join(found) or 'none'})")
+    return found[chosen]()
