@@ -241,3 +241,19 @@ def test_a_cooling_model_is_not_routed_to():
     d = dlg.Orchestrator(pool=models, registry=registry, store=None).run_sync(SC31, topic="x")
     assert d.turns[0].model != "grok-4"
     assert "2 of 4 pool models eligible" in d.turns[0].metadata["routing"]["reason"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(budget=st.floats(0.0005, 0.05), seed=st.integers(0, 1000))
+def test_property_no_overspend_with_structured_repairs(budget, seed):
+    """Repairs of structured answers reserve their worst case too."""
+    entries = {"m": {"capabilities": ["analysis"], "quality": 50,
+                     "price": {"input": 5, "output": 40}}}
+    models, registry = market(entries)
+    models["m"].random_usage, models["m"].seed = True, seed  # never valid JSON: repairs
+    mode = {"name": "rep", "turns": [
+        {"id": f"t{i}", "role": "R", "requires": ["analysis"], "prompt": "go",
+         "output": {"schema": {"type": "object"}, "retries": 3}} for i in range(3)]}
+    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=budget,
+                         store=None).run_sync(mode)
+    assert d.total_cost_usd <= budget + 1e-12

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "prompt_token_bound"]
+__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "budgeted_call", "prompt_token_bound"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
 DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
@@ -116,3 +116,27 @@ class Budget:
     def summary(self) -> dict[str, float]:
         return {"max_cost": self.limit, "spent": round(self.spent, 10),
                 "left": round(self.limit - self.spent, 10)}
+
+
+async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages: Any,
+                        settings: dict[str, Any], **options: Any) -> Any:
+    """One more call within a turn (a repair), its worst case reserved first: the result,
+    or None when the budget cannot pay for it."""
+    from dlg.models.calls import call_model
+
+    reservation = None
+    if budget is not None:
+        label, bound = pool.label(choice), prompt_token_bound(messages)
+        n = budget.fit(label, bound, settings.get("max_tokens"))
+        if n is None:
+            return None
+        reservation = budget.reserve(label, bound, n)
+        settings = {**settings, "max_tokens": n}  # what was reserved for, no more
+    cost = None
+    try:
+        result = await call_model(pool, choice, messages, settings, **options)
+        cost = result.cost_usd
+        return result
+    finally:
+        if reservation is not None and budget is not None:
+            budget.settle(reservation, cost)

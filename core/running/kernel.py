@@ -27,7 +27,7 @@ from dlg.observability import context
 from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
-from dlg.running.budget import Budget, prompt_token_bound
+from dlg.running.budget import Budget, budgeted_call, prompt_token_bound
 from dlg.running.compression import compress, embeddings
 from dlg.running.events import Events
 from dlg.running.routing import RouteRequest, Routing, describe_route, route_turn
@@ -276,8 +276,10 @@ class _Run:
                 spent = result.cost_usd
                 if output is not None:
                     async def again(conversation: Any) -> Any:
-                        return await self._call_again(conversation, choice, fallbacks,
-                                                      settings, allow)
+                        return await budgeted_call(
+                            self.budget, self.pool, choice, conversation, settings,
+                            registry=self.registry, fallbacks=fallbacks,
+                            policy=self.policy, allow=allow)
 
                     result, data, problem = await structured_answer(
                         result, output, messages, again)
@@ -349,27 +351,6 @@ class _Run:
             available=self._available,
             dialogue=self.dialogue, prompt_tokens=prompt_tokens, quality=self.quality,
             budget_left=self.budget.left if self.budget is not None else None)
-
-    async def _call_again(self, conversation: Any, choice: Any, fallbacks: Any,
-                          settings: dict[str, Any], allow: Any) -> Any:
-        """One more call in a turn (a repair), within the budget: None if it cannot pay."""
-        reservation = None
-        if self.budget is not None:
-            label, bound = self.pool.label(choice), prompt_token_bound(conversation)
-            n = self.budget.fit(label, bound, settings.get("max_tokens"))
-            if n is None:
-                return None
-            reservation = self.budget.reserve(label, bound, n)
-        cost = None
-        try:
-            result = await call_model(self.pool, choice, conversation, settings,
-                                      registry=self.registry, fallbacks=fallbacks,
-                                      policy=self.policy, allow=allow)
-            cost = result.cost_usd
-            return result
-        finally:
-            if reservation is not None and self.budget is not None:
-                self.budget.settle(reservation, cost)
 
     def _embed(self) -> Any:
         """The embeddings relevant context is chosen with, made once per dialogue."""
