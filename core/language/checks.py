@@ -80,6 +80,8 @@ def check_templates(
                                         **at(f"turns.{ref}")))
 
     check(mode.system, None, "system")
+    if mode.until.get("condition"):
+        check(mode.until["condition"], None, "until", expression=True)
     for turn in mode.turns:
         check(turn.instruction, turn, "instruction")
         check(turn.prompt, turn, "prompt")

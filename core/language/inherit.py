@@ -23,7 +23,8 @@ from dlg.language.source import PathT, SourceDoc
 __all__ = ["META_KEYS", "Layout", "deep_merge", "resolve"]
 
 META_KEYS = ("name", "description", "inputs", "participants", "system", "settings", "timeout",
-             "models", "router", "constraints", "context_compression", "max_context_tokens")
+             "models", "router", "constraints", "context_compression", "max_context_tokens",
+             "until", "max_turns")
 _MERGED_META = ("inputs", "participants", "settings", "models", "constraints")
 
 

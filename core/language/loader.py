@@ -241,6 +241,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         router=meta.get("router"), constraints=dict(meta.get("constraints") or {}),
         context_compression=meta.get("context_compression"),
         max_context_tokens=meta.get("max_context_tokens"),
+        until=dict(meta.get("until") or {}), max_turns=meta.get("max_turns"),
     )
     if check_templates:  # also when other problems were found: --all-errors shows all
         from dlg.language.checks import check_templates as _check

@@ -149,6 +149,8 @@ class Mode:
     constraints: dict[str, Any] = field(default_factory=dict)  # max_cost, quality, ...
     context_compression: str | None = None  # how turns trim what they read
     max_context_tokens: int | None = None
+    until: dict[str, Any] = field(default_factory=dict)  # condition / similarity: stop early
+    max_turns: int | None = None
     # derived data (compiled templates, the content hash), filled on first use; not part
     # of the mode's value
     _compiled: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -204,6 +206,10 @@ class Mode:
             out["context_compression"] = self.context_compression
         if self.max_context_tokens is not None:
             out["max_context_tokens"] = self.max_context_tokens
+        if self.until:
+            out["until"] = dict(self.until)
+        if self.max_turns is not None:
+            out["max_turns"] = self.max_turns
         if len(self.phases) == 1 and self.phases[0].id == "main":
             out["structure"] = self.phases[0].structure
             out["turns"] = [t.to_dict() for t in self.phases[0].turns]

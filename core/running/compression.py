@@ -21,7 +21,7 @@ from typing import Any
 
 from dlg.models.calls import estimate_tokens
 
-__all__ = ["STRATEGIES", "compress", "embeddings"]
+__all__ = ["STRATEGIES", "compress", "cosine", "embeddings"]
 
 STRATEGIES = ("none", "truncate", "relevant_only")
 
@@ -52,7 +52,7 @@ def compress(records: list[Any], positions: tuple[int, ...], strategy: str,
     elif strategy == "relevant_only":
         vectors = embed.embed_documents([_text(records[p]) for p in readable])
         target = embed.embed_query(query)
-        scores = {p: _cosine(v, target) for p, v in zip(readable, vectors, strict=True)}
+        scores = {p: cosine(v, target) for p, v in zip(readable, vectors, strict=True)}
         for p in sorted(readable, key=lambda p: -scores[p]):
             if used + sizes[p] <= max_tokens:
                 kept.append(p)
@@ -66,7 +66,7 @@ def compress(records: list[Any], positions: tuple[int, ...], strategy: str,
     return tuple(kept), info
 
 
-def _cosine(a: list[float], b: list[float]) -> float:
+def cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=False))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm if norm else 0.0

@@ -31,6 +31,7 @@ from dlg.running.budget import Budget, budgeted_call, prompt_token_bound
 from dlg.running.compression import compress, embeddings
 from dlg.running.events import Events
 from dlg.running.routing import RouteRequest, Routing, describe_route, route_turn
+from dlg.running.stopping import Stopping
 from dlg.running.structured import instruction, output_spec, structured_answer
 
 __all__ = ["execute"]
@@ -71,6 +72,7 @@ class _Run:
             "inputs": dialogue.inputs,
             **static_views(mode, dialogue.participants),
         }
+        self.stopping = Stopping(mode, self.env, self.base_context, self._embed)
 
     async def run(self) -> Dialogue:
         with context.scope(dialogue=self.dialogue.id):
@@ -121,7 +123,8 @@ class _Run:
                         if self.failed or self.stopped:
                             break
             d.status = R.FAILED if self.failed else R.COMPLETED
-            if self.stopped and not self.failed:
+            if self.stopped and not self.failed and any(
+                    t.status == R.PENDING for t in d.turns):  # stopped with turns left
                 status, reason, who = self.stopped
                 d.status = status
                 d.metadata["stopped"] = {"status": status, "reason": reason, "by": who}
@@ -342,6 +345,10 @@ class _Run:
                                 "completion_tokens": rec.usage.completion,
                                 "cost_usd": rec.cost_usd})
             await self._finished(rec)
+            if self.stopping.active and not self.stopped:
+                stop = self.stopping.check(self.records, rec)
+                if stop is not None:
+                    self.stopped = (*stop, "until")
 
     def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
         return RouteRequest(

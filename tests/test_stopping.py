@@ -1,0 +1,49 @@
+"""Stopping early: until.condition, until.similarity and max_turns."""
+
+from __future__ import annotations
+
+import pytest
+
+import dlg
+
+
+def test_until_a_condition_over_a_judges_score(recorder):
+    model = recorder(["draft one", '{"score": 6}', "draft two", '{"score": 9}', "never"])
+    turns = []
+    for round_ in (1, 2, 3):
+        turns += [{"id": f"draft{round_}", "role": "Draft", "prompt": "Write."},
+                  {"id": f"judge{round_}", "role": "Judge", "prompt": "Judge.",
+                   "scores": [f"draft{round_}"]}]
+    mode = {"name": "u", "turns": turns,
+            "until": {"condition": "turns.judge2 and turns.judge2.data.score >= 8"}}
+    d = dlg.Orchestrator(model=model).run_sync(mode)
+    assert d.status == "converged"
+    assert [t.status for t in d.turns] == ["completed"] * 4 + ["pending"] * 2
+    assert d.metadata["stopped"]["reason"].startswith("until: turns.judge2")
+    assert dlg.load_dialogue(d.id).status == "converged"
+
+
+def test_until_answers_stop_changing():
+    mode = {"name": "sim", "until": {"similarity": 0.95}, "turns": [
+        {"id": f"t{i}", "role": "Refine", "prompt": "Say the same thing again.",
+         "context_from": "none"} for i in range(5)]}
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert d.status == "converged"
+    assert [t.status for t in d.turns] == ["completed", "completed", "pending", "pending",
+                                           "pending"]
+    assert "'Refine' answered 1.00 alike twice" in d.metadata["stopped"]["reason"]
+
+
+def test_max_turns_and_a_stop_after_the_last_turn_is_completed():
+    mode = {"name": "m", "max_turns": 2, "turns": [
+        {"id": f"t{i}", "role": f"R{i}", "prompt": "x"} for i in range(3)]}
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert d.status == "max_turns" and d.turns[2].status == "pending"
+    mode["max_turns"] = 3
+    assert dlg.run_sync(mode, model="echo", store=None).status == "completed"
+
+
+def test_a_bad_condition_is_a_mode_error():
+    with pytest.raises(dlg.ModeError, match="until"):
+        dlg.load_mode({"name": "b", "until": {"condition": "turns.x >"},
+                       "turns": [{"id": "x", "role": "X", "prompt": "y"}]})
