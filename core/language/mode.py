@@ -107,16 +107,8 @@ class Turn:
             out["timeout"] = self.timeout
         if self.on_error != "fail":
             out["on_error"] = self.on_error
-        if self.constraints:
-            out["constraints"] = dict(self.constraints)
-        if self.output:
-            out["output"] = dict(self.output)
-        if self.scores:
-            out["scores"] = list(self.scores)
-        if self.context_compression is not None:
-            out["context_compression"] = self.context_compression
-        if self.max_context_tokens is not None:
-            out["max_context_tokens"] = self.max_context_tokens
+        _optional(out, self, ("constraints", "output", "scores", "context_compression",
+                              "max_context_tokens"))
         return out
 
 
@@ -196,20 +188,8 @@ class Mode:
             out["settings"] = dict(self.settings)
         if self.timeout is not None:
             out["timeout"] = self.timeout
-        if self.models:
-            out["models"] = dict(self.models)
-        if self.router is not None:
-            out["router"] = self.router
-        if self.constraints:
-            out["constraints"] = dict(self.constraints)
-        if self.context_compression is not None:
-            out["context_compression"] = self.context_compression
-        if self.max_context_tokens is not None:
-            out["max_context_tokens"] = self.max_context_tokens
-        if self.until:
-            out["until"] = dict(self.until)
-        if self.max_turns is not None:
-            out["max_turns"] = self.max_turns
+        _optional(out, self, ("models", "router", "constraints", "context_compression",
+                              "max_context_tokens", "until", "max_turns"))
         if len(self.phases) == 1 and self.phases[0].id == "main":
             out["structure"] = self.phases[0].structure
             out["turns"] = [t.to_dict() for t in self.phases[0].turns]
@@ -230,6 +210,16 @@ class Mode:
             cached = self._compiled["content_hash"] = hashlib.sha256(
                 blob.encode("utf-8")).hexdigest()
         return cached
+
+
+def _optional(out: dict[str, Any], obj: Any, keys: tuple[str, ...]) -> None:
+    """Copy into ``out`` the fields of ``obj`` that are set (not None and not empty)."""
+    for key in keys:
+        value = getattr(obj, key)
+        if value is None or value == {} or value == ():
+            continue
+        out[key] = dict(value) if isinstance(value, dict) else (
+            list(value) if isinstance(value, tuple) else value)
 
 
 def merged_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
