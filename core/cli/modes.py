@@ -15,7 +15,7 @@ from dlg.errors import DlgError, ModeError
 
 @cli.group()
 def modes() -> None:
-    """List, show and validate modes."""
+    """List, show, validate and convert modes."""
 
 
 @modes.command("list")
