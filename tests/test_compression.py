@@ -70,3 +70,26 @@ def test_register_embeddings_replaces_the_default(pm, monkeypatch):
 def test_an_unknown_strategy_is_a_mode_error():
     with pytest.raises(dlg.ModeError, match="'squeeze' is not one of"):
         dlg.load_mode(_mode("squeeze"))
+
+
+def test_summary_keeps_recent_turns_and_summarises_older_ones_once(recorder):
+    from .conftest import prompt_text
+
+    mode = _mode("summary", limit=400)
+    mode["turns"].insert(4, {"id": "again", "role": "follow-up",
+                             "prompt": "more {{ transcript }}",
+                             "context_compression": "summary", "max_context_tokens": 400})
+    model = recorder(["word " * 300])  # every answer is long; summaries too, but capped
+    d = dlg.run_sync(mode, model=model, store=None)
+    assert d.status == "completed"
+    info = d.turns[-1].metadata["context"]
+    assert info["strategy"] == "summary" and info["summarised"]
+    assert info["tokens"] <= 400 < info["of_tokens"]
+    older = d.turn(info["summarised"][0])
+    assert older.metadata["summary"].startswith("word")  # made by a model, kept on it
+    assert "(summary)" in d.turns[-1].prompt
+    asked = [prompt_text(m) for m, _ in model.calls
+             if prompt_text(m).startswith("Summarise this contribution")]
+    summarised = set(info["summarised"]) | set(d.turn("again").metadata["context"]
+                                               ["summarised"])
+    assert len(asked) == len(summarised)  # each summary made once, then reused

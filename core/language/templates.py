@@ -208,14 +208,19 @@ class TurnsView(Mapping[str, TurnView]):
         return len(self._by_id)
 
 
-def transcript(records: list[TurnRecord]) -> str:
-    """The earlier turns a turn reads, as one block of text."""
+def transcript(records: list[TurnRecord], summarised: frozenset[str] = frozenset()) -> str:
+    """The earlier turns a turn reads, as one block of text; those in ``summarised`` by
+    their summary (``metadata["summary"]``)."""
     parts = []
     for r in records:
         if r.status != "completed":
             continue
         who = f"{r.role} ({r.participant})" if r.participant else r.role
-        parts.append(f"### {who}\n{(r.response or '').strip()}")
+        summary = (r.metadata or {}).get("summary") if r.id in summarised else None
+        if summary:
+            parts.append(f"### {who} (summary)\n{summary}")
+        else:
+            parts.append(f"### {who}\n{(r.response or '').strip()}")
     return "\n\n".join(parts)
 
 
@@ -298,7 +303,8 @@ def static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def turn_context(base: Mapping[str, Any], turn: Any, records: list[TurnRecord],
-                 needs: frozenset[str], reads: tuple[int, ...]) -> dict[str, Any]:
+                 needs: frozenset[str], reads: tuple[int, ...],
+                 summarised: frozenset[str] = frozenset()) -> dict[str, Any]:
     """What a turn's templates see: ``base`` (inputs, mode, participants), the turn, and
     the earlier turns it reads (``reads``: their positions in ``records``), built only
     if its templates use them (``needs``)."""
@@ -316,5 +322,5 @@ def turn_context(base: Mapping[str, Any], turn: Any, records: list[TurnRecord],
             ctx["turns"] = view
             ctx["context"] = [v for v in view.values() if v.status == "completed"]
         if "transcript" in needs:
-            ctx["transcript"] = transcript(readable) if readable else ""
+            ctx["transcript"] = transcript(readable, summarised) if readable else ""
     return ctx

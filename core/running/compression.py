@@ -6,7 +6,11 @@
 - ``truncate``: the most recent turns that fit;
 - ``relevant_only``: the turns most similar to this turn (its role, description and
   prompt template), by the embeddings configured (``hashing`` offline by default, or a
-  plugin's: ``DLG_EMBEDDINGS``), as many as fit, in their original order.
+  plugin's: ``DLG_EMBEDDINGS``), as many as fit, in their original order;
+- ``summary``: the most recent turns as they are, in half the limit; the older ones as
+  summaries, made once by a cheap model (the cheapest of the pool, else the default
+  model) and kept on their records (``turn.metadata["summary"]``), so later turns reuse
+  them (context caching). Their cost is the reading turn's.
 
 Token counts are estimates (about four characters a token). What was kept is recorded on
 the turn: ``turn.metadata["context"]`` (strategy, the turns kept, tokens kept and of how
@@ -17,13 +21,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dlg.models.calls import estimate_tokens
 
-__all__ = ["STRATEGIES", "compress", "cosine", "embeddings"]
+__all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries"]
 
-STRATEGIES = ("none", "truncate", "relevant_only")
+STRATEGIES = ("none", "truncate", "relevant_only", "summary")
+SUMMARY_TOKENS = 160  # the most a summary may take
+SUMMARY_PROMPT = ("Summarise this contribution to a dialogue in at most 80 words. Keep its "
+                  "claims, numbers, names and conclusion; no preamble.\n\n")
 
 
 def _text(record: Any) -> str:
@@ -49,6 +57,21 @@ def compress(records: list[Any], positions: tuple[int, ...], strategy: str,
             kept.append(p)
             used += sizes[p]
         kept.reverse()
+    elif strategy == "summary":
+        summarised: list[int] = []
+        for p in reversed(readable):
+            if not summarised and used + sizes[p] <= max_tokens // 2:
+                kept.append(p)
+                used += sizes[p]
+            elif used + SUMMARY_TOKENS <= max_tokens:
+                summarised.append(p)
+                kept.append(p)
+                used += SUMMARY_TOKENS
+        kept.reverse()
+        info = {"strategy": strategy, "turns": [records[p].id for p in kept],
+                "summarised": [records[p].id for p in reversed(summarised)],
+                "tokens": used, "of_tokens": total}
+        return tuple(kept), info
     elif strategy == "relevant_only":
         vectors = embed.embed_documents([_text(records[p]) for p in readable])
         target = embed.embed_query(query)
@@ -64,6 +87,28 @@ def compress(records: list[Any], positions: tuple[int, ...], strategy: str,
     info = {"strategy": strategy, "turns": [records[p].id for p in kept],
             "tokens": used, "of_tokens": total}
     return tuple(kept), info
+
+
+async def ensure_summaries(records: list[Any], ids: list[str],
+                           call: Callable[[str], Awaitable[Any]]) -> float:
+    """Give each named record a summary (``metadata["summary"]``) unless it has one:
+    ``call(prompt)`` answers (a result with ``text`` and ``cost_usd``) or is None when
+    the budget cannot pay, and then the text's start stands in. Returns what it cost."""
+    cost = 0.0
+    for record in records:
+        if record.id not in ids or (record.metadata or {}).get("summary"):
+            continue
+        try:
+            result = await call(SUMMARY_PROMPT + _text(record))
+        except Exception:  # no model could summarise: the text's start stands in
+            result = None
+        if result is not None and (result.text or "").strip():
+            summary = result.text.strip()
+            cost += result.cost_usd or 0.0
+        else:
+            summary = _text(record)[:4 * SUMMARY_TOKENS // 2] + " [...]"
+        record.metadata = {**(record.metadata or {}), "summary": summary}
+    return cost
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -28,7 +28,7 @@ from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 from dlg.running.budget import Budget, budgeted_call, prompt_token_bound
-from dlg.running.compression import compress, embeddings
+from dlg.running.compression import SUMMARY_TOKENS, compress, embeddings, ensure_summaries
 from dlg.running.events import Events
 from dlg.running.routing import RouteRequest, Routing, describe_route, route_turn
 from dlg.running.stopping import Stopping
@@ -161,9 +161,11 @@ class _Run:
                 return
             rec = self.records[turn.index - 1]
             rec.error = None
+            extra_cost = 0.0  # summaries made for this turn's context
             try:
                 tpl = compiled(self.mode, self.env, turn)
                 reads = tpl["reads"]
+                summarised: frozenset[str] = frozenset()
                 strategy = turn.context_compression or self.mode.context_compression
                 if strategy and strategy != "none" and tpl["needs"]:
                     reads, trimmed = compress(
@@ -172,8 +174,11 @@ class _Run:
                         f"{turn.role}\n{turn.description}\n{turn.prompt}", self._embed())
                     if trimmed:
                         rec.metadata = {**(rec.metadata or {}), "context": trimmed}
+                        summarised = frozenset(trimmed.get("summarised", ()))
+                        extra_cost += await ensure_summaries(self.records, list(summarised),
+                                                             self._summarise)
                 ctx = turn_context(self.base_context, turn, self.records, tpl["needs"],
-                                   reads)
+                                   reads, summarised)
                 if tpl["when"] is not None and not tpl["when"](**ctx):
                     rec.status = R.SKIPPED
                     rec.started_at = rec.ended_at = R.now()
@@ -333,7 +338,8 @@ class _Run:
             rec.usage = result.usage
             rec.latency_seconds = result.latency_seconds
             rec.model = result.model
-            rec.cost_usd = result.cost_usd
+            rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (
+                extra_cost or result.cost_usd is not None) else None
             rec.status = R.COMPLETED
             rec.ended_at = R.now()
             if log.isEnabledFor(INFO):
@@ -358,6 +364,20 @@ class _Run:
             available=self._available,
             dialogue=self.dialogue, prompt_tokens=prompt_tokens, quality=self.quality,
             budget_left=self.budget.left if self.budget is not None else None)
+
+    async def _summarise(self, prompt: str) -> Any:
+        """A summary by the cheapest model of the pool (else the default), in budget."""
+        model = self.default
+        if self.candidates and self.registry is not None:
+            priced = [(info.cost_per_million, name) for name, m in self.candidates.items()
+                      if self._available(m) and (info := self.registry.get(
+                          m if isinstance(m, str) else name)) is not None
+                      and info.cost_per_million is not None]
+            if priced:
+                model = self.candidates[min(priced)[1]]
+        return await budgeted_call(self.budget, self.pool, model, prompt,
+                                   {"max_tokens": SUMMARY_TOKENS}, registry=self.registry,
+                                   policy=self.policy)
 
     def _embed(self) -> Any:
         """The embeddings relevant context is chosen with, made once per dialogue."""
