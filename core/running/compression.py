@@ -26,7 +26,8 @@ from typing import Any
 
 from dlg.models.calls import estimate_tokens
 
-__all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries"]
+__all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries",
+           "turn_reads"]
 
 STRATEGIES = ("none", "truncate", "relevant_only", "summary")
 SUMMARY_TOKENS = 160  # the most a summary may take
@@ -109,6 +110,27 @@ async def ensure_summaries(records: list[Any], ids: list[str],
             summary = _text(record)[:4 * SUMMARY_TOKENS // 2] + " [...]"
         record.metadata = {**(record.metadata or {}), "summary": summary}
     return cost
+
+
+async def turn_reads(mode: Any, turn: Any, rec: Any, records: list[Any], tpl: dict[str, Any],
+                     embed: Callable[[], Any], summarise: Callable[[str], Awaitable[Any]]
+                     ) -> tuple[tuple[int, ...], frozenset[str], float]:
+    """The positions a turn reads after its (or its mode's) compression, the turns it
+    reads as summaries, and what making those summaries cost."""
+    reads: tuple[int, ...] = tpl["reads"]
+    strategy = turn.context_compression or mode.context_compression
+    if not strategy or strategy == "none" or not tpl["needs"]:
+        return reads, frozenset(), 0.0
+    reads, trimmed = compress(records, reads, strategy,
+                              turn.max_context_tokens or mode.max_context_tokens,
+                              f"{turn.role}\n{turn.description}\n{turn.prompt}",
+                              embed() if strategy == "relevant_only" else None)
+    if not trimmed:
+        return reads, frozenset(), 0.0
+    rec.metadata = {**(rec.metadata or {}), "context": trimmed}
+    summarised = frozenset(trimmed.get("summarised", ()))
+    cost = await ensure_summaries(records, list(summarised), summarise) if summarised else 0.0
+    return reads, summarised, cost
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -28,9 +28,9 @@ from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 from dlg.running.budget import Budget, budgeted_call, prompt_token_bound
-from dlg.running.compression import SUMMARY_TOKENS, compress, embeddings, ensure_summaries
+from dlg.running.compression import SUMMARY_TOKENS, embeddings, turn_reads
 from dlg.running.events import Events
-from dlg.running.routing import RouteRequest, Routing, describe_route, route_turn
+from dlg.running.routing import RouteRequest, Routing, cheapest, describe_route, route_turn
 from dlg.running.stopping import Stopping
 from dlg.running.structured import instruction, output_spec, structured_answer
 
@@ -164,19 +164,8 @@ class _Run:
             extra_cost = 0.0  # summaries made for this turn's context
             try:
                 tpl = compiled(self.mode, self.env, turn)
-                reads = tpl["reads"]
-                summarised: frozenset[str] = frozenset()
-                strategy = turn.context_compression or self.mode.context_compression
-                if strategy and strategy != "none" and tpl["needs"]:
-                    reads, trimmed = compress(
-                        self.records, reads, strategy,
-                        turn.max_context_tokens or self.mode.max_context_tokens,
-                        f"{turn.role}\n{turn.description}\n{turn.prompt}", self._embed())
-                    if trimmed:
-                        rec.metadata = {**(rec.metadata or {}), "context": trimmed}
-                        summarised = frozenset(trimmed.get("summarised", ()))
-                        extra_cost += await ensure_summaries(self.records, list(summarised),
-                                                             self._summarise)
+                reads, summarised, extra_cost = await turn_reads(
+                    self.mode, turn, rec, self.records, tpl, self._embed, self._summarise)
                 ctx = turn_context(self.base_context, turn, self.records, tpl["needs"],
                                    reads, summarised)
                 if tpl["when"] is not None and not tpl["when"](**ctx):
@@ -367,14 +356,7 @@ class _Run:
 
     async def _summarise(self, prompt: str) -> Any:
         """A summary by the cheapest model of the pool (else the default), in budget."""
-        model = self.default
-        if self.candidates and self.registry is not None:
-            priced = [(info.cost_per_million, name) for name, m in self.candidates.items()
-                      if self._available(m) and (info := self.registry.get(
-                          m if isinstance(m, str) else name)) is not None
-                      and info.cost_per_million is not None]
-            if priced:
-                model = self.candidates[min(priced)[1]]
+        model = cheapest(self.candidates, self.registry, self._available) or self.default
         return await budgeted_call(self.budget, self.pool, model, prompt,
                                    {"max_tokens": SUMMARY_TOKENS}, registry=self.registry,
                                    policy=self.policy)

@@ -22,7 +22,8 @@ from typing import Any
 
 from dlg.errors import ModelError, PluginError
 
-__all__ = ["Route", "RouteRequest", "Routing", "describe_route", "route_turn", "select_model"]
+__all__ = ["Route", "RouteRequest", "Routing", "cheapest", "describe_route", "route_turn",
+           "select_model"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,19 @@ class Route:
     fallbacks: tuple[Any, ...] = ()
     reason: str = ""
     name: str | None = None  # the pool name chosen, if the model came from the pool
+
+
+def cheapest(pool: Mapping[str, Any], registry: Any, available: Callable[[Any], bool]
+             ) -> Any:
+    """The pool's cheapest model that can run now and has a known price, or None."""
+    if not pool or registry is None:
+        return None
+    priced = []
+    for name, model in pool.items():
+        info = registry.get(model if isinstance(model, str) else name)
+        if info is not None and info.cost_per_million is not None and available(model):
+            priced.append((info.cost_per_million, name))
+    return pool[min(priced)[1]] if priced else None
 
 
 def select_model(router: Any, request: RouteRequest) -> Any:
