@@ -97,11 +97,52 @@ def overlay(catalog: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _fingerprint(catalog_text: str) -> list[Any]:
+    """What the overlay depends on: the catalog, and each provider's profile file (path and
+    modification time; installing another version changes them)."""
+    import hashlib
+
+    out: list[Any] = [hashlib.sha256(catalog_text.encode("utf-8")).hexdigest()]
+    for module, _ in PACKAGES.values():
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ValueError, ImportError):
+            spec = None
+        path = Path(spec.origin).parent / "data" / "_profiles.py" if spec and spec.origin \
+            else None
+        try:
+            out.append([str(path), path.stat().st_mtime_ns] if path else None)
+        except OSError:
+            out.append(None)
+    return out
+
+
 @hookimpl
 def register_models(register):
     from importlib.resources import files
 
-    catalog = json.loads(files("dlg.plugins").joinpath("catalog.json").read_text("utf-8"))
-    found = overlay(catalog["models"])
+    text = files("dlg.plugins").joinpath("catalog.json").read_text("utf-8")
+    # the overlay itself is cached: a run reads one small file, not every profile
+    fingerprint = _fingerprint(text)
+    cache = cache_path("profiles-overlay.json")
+    found = None
+    if cache is not None:
+        try:
+            cached = json.loads(cache.read_text("utf-8"))
+            if cached["fingerprint"] == fingerprint:
+                found = cached["overlay"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if found is None:
+        found = overlay(json.loads(text)["models"])
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"fingerprint": fingerprint, "overlay": found}),
+                               "utf-8")
+                tmp.replace(cache)
+            except OSError:
+                pass
     if found:
         register(catalog={"models": found})
