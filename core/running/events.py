@@ -139,16 +139,6 @@ def _observer_args(fn: Any, available: tuple[str, ...]) -> tuple[str, ...] | Non
     return tuple(p.name for p in params if p.name in available)
 
 
-_ARGS = {
-    "dialogue_started": ("dialogue",),
-    "before_turn": ("dialogue", "turn", "model"),
-    "turn_started": ("dialogue", "turn"),
-    "turn_chunk": ("dialogue", "turn", "text"),
-    "turn_finished": ("dialogue", "turn"),
-    "dialogue_finished": ("dialogue",),
-}
-
-
 class Events:
     """The listeners of one dialogue: observers first, then plugins (pluggy's order)."""
 
@@ -156,12 +146,13 @@ class Events:
         self._calls: dict[str, list[_Listener]] = {}
         for name in EVENTS:
             listeners = []
+            hook = getattr(pm.hook, name)
             for o in observers:
                 fn = getattr(o, name, None)
-                if fn is not None:
-                    listeners.append(_Listener(fn, _observer_args(fn, _ARGS[name]),
+                if fn is not None:  # an observer takes the hook's arguments it names
+                    listeners.append(_Listener(fn, _observer_args(fn, hook.spec.argnames),
                                                f"observer {type(o).__name__}"))
-            for impl in reversed(getattr(pm.hook, name).get_hookimpls()):
+            for impl in reversed(hook.get_hookimpls()):
                 if impl.hookwrapper or getattr(impl, "wrapper", False):
                     raise PluginError(f"plugin '{_plugin_name(pm, impl)}' implements {name} "
                                       "as a hook wrapper; lifecycle hooks take plain "
