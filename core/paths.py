@@ -1,4 +1,4 @@
-"""Where dlg keeps files of its own: the cache directory.
+"""Where dlg keeps files of its own: the cache directory, and caching a value in it.
 
 ``DLG_CACHE_DIR`` moves it (else the user's cache directory, ``dlg``); ``DLG_NO_CACHE=1``
 turns every cache off. Caches only make things faster: one that cannot be read or
@@ -7,10 +7,16 @@ written is skipped.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["cache_path"]
+__all__ = ["cache_path", "cached", "write_json"]
+
+T = TypeVar("T")
 
 
 def cache_path(*parts: str) -> Path | None:
@@ -23,3 +29,33 @@ def cache_path(*parts: str) -> Path | None:
 
         base = user_cache_dir("dlg")
     return Path(base).joinpath(*parts)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename, so
+    readers and other writers never see half a file); a failure is ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, default=str)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written is only slower
+
+
+def cached(name: str, key: Any, make: Callable[[], T]) -> T:
+    """``make()``, kept in the cache file ``name`` and reused while ``key`` (any JSON
+    value) is unchanged."""
+    path = cache_path(name)
+    if path is not None:
+        try:
+            entry = json.loads(path.read_text("utf-8"))
+            if entry["key"] == key:
+                return entry["value"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    value = make()
+    if path is not None:
+        write_json(path, {"key": key, "value": value})
+    return value

@@ -102,50 +102,24 @@ def _path_fingerprint() -> list[list[Any]]:
     return out
 
 
-def _cache_file() -> str | None:
-    from dlg.paths import cache_path
-
-    path = cache_path("entry-points.json")
-    return None if path is None else str(path)
-
-
 def _discover() -> list[dict[str, Any]]:
     """The ``dlg`` entry points installed, from a cache while sys.path is unchanged.
 
     Scanning every installed distribution's metadata is the slowest part of start-up, and
     its answer only changes when packages are installed or removed.
     """
-    import json
+    from dlg.paths import cached
 
-    fingerprint = _path_fingerprint()
-    cache = _cache_file()
-    if cache is not None:
-        try:
-            with open(cache, encoding="utf-8") as fh:
-                cached = json.load(fh)
-            if cached["fingerprint"] == fingerprint:
-                return cached["entry_points"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    from importlib.metadata import entry_points
+    def scan() -> list[dict[str, Any]]:
+        from importlib.metadata import entry_points
 
-    found = [
-        {"name": ep.name, "value": ep.value,
-         "dist": f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None}
-        for ep in entry_points(group=ENTRY_POINT_GROUP)
-    ]
-    if cache is not None:
-        import tempfile
+        return [
+            {"name": ep.name, "value": ep.value,
+             "dist": f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None}
+            for ep in entry_points(group=ENTRY_POINT_GROUP)
+        ]
 
-        try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"fingerprint": fingerprint, "entry_points": found}, fh)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a cache that cannot be written is only slower
-    return found
+    return cached("entry-points.json", _path_fingerprint(), scan)
 
 
 def _load(value: str) -> Any:

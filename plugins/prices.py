@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from dlg.hookspecs import hookimpl
-from dlg.paths import cache_path
+from dlg.paths import cached
 
 # dlg provider -> genai-prices provider id
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "google": "google", "xai": "x-ai"}
@@ -31,25 +31,8 @@ def maintained_prices(specs: list[str]) -> dict[str, dict[str, float]]:
         found_version = version("genai-prices")
     except PackageNotFoundError:
         return {}
-    cache = cache_path(f"genai-prices-{found_version}.json")
-    key = sorted(specs)
-    if cache is not None:
-        try:
-            cached = json.loads(cache.read_text("utf-8"))
-            if cached["specs"] == key:
-                return cached["prices"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    prices = _look_up(specs)
-    if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"specs": key, "prices": prices}), "utf-8")
-            tmp.replace(cache)
-        except OSError:
-            pass  # a cache that cannot be written is only slower
-    return prices
+    return cached(f"genai-prices-{found_version}.json", sorted(specs),
+                  lambda: _look_up(specs))
 
 
 def _look_up(specs: list[str]) -> dict[str, dict[str, float]]:

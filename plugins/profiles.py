@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dlg.hookspecs import hookimpl
-from dlg.paths import cache_path
+from dlg.paths import cached
 
 PACKAGES = {"openai": ("langchain_openai", "langchain-openai"),
             "anthropic": ("langchain_anthropic", "langchain-anthropic"),
@@ -41,32 +41,22 @@ def _profiles(module: str, dist: str) -> dict[str, Any]:
         return {}
     if spec is None or spec.origin is None:
         return {}
-    cache = cache_path(f"profiles-{dist}-{found_version}.json")
-    if cache is not None:
-        try:
-            return json.loads(cache.read_text("utf-8"))
-        except (OSError, ValueError):
-            pass
     source = Path(spec.origin).parent / "data" / "_profiles.py"
-    data: dict[str, Any] = {}
-    if source.is_file():
+
+    def load() -> dict[str, Any]:
+        if not source.is_file():
+            return {}
         loader_spec = importlib.util.spec_from_file_location(f"_dlg_profiles_{module}", source)
-        if loader_spec is not None and loader_spec.loader is not None:
-            loaded = importlib.util.module_from_spec(loader_spec)
-            try:
-                loader_spec.loader.exec_module(loaded)
-                data = dict(getattr(loaded, "_PROFILES", {}))
-            except Exception:  # a package whose profile file changed shape: no profiles
-                data = {}
-    if cache is not None:
+        if loader_spec is None or loader_spec.loader is None:
+            return {}
+        loaded = importlib.util.module_from_spec(loader_spec)
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, default=str), "utf-8")
-            tmp.replace(cache)
-        except OSError:
-            pass
-    return data
+            loader_spec.loader.exec_module(loaded)
+        except Exception:  # a package whose profile file changed shape: no profiles
+            return {}
+        return json.loads(json.dumps(dict(getattr(loaded, "_PROFILES", {})), default=str))
+
+    return cached(f"profiles-{dist}-{found_version}.json", str(source), load)
 
 
 def overlay(catalog: dict[str, Any]) -> dict[str, Any]:
@@ -123,26 +113,7 @@ def register_models(register):
 
     text = files("dlg.plugins").joinpath("catalog.json").read_text("utf-8")
     # the overlay itself is cached: a run reads one small file, not every profile
-    fingerprint = _fingerprint(text)
-    cache = cache_path("profiles-overlay.json")
-    found = None
-    if cache is not None:
-        try:
-            cached = json.loads(cache.read_text("utf-8"))
-            if cached["fingerprint"] == fingerprint:
-                found = cached["overlay"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    if found is None:
-        found = overlay(json.loads(text)["models"])
-        if cache is not None:
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"fingerprint": fingerprint, "overlay": found}),
-                               "utf-8")
-                tmp.replace(cache)
-            except OSError:
-                pass
+    found = cached("profiles-overlay.json", _fingerprint(text),
+                   lambda: overlay(json.loads(text)["models"]))
     if found:
         register(catalog={"models": found})

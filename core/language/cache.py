@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ModeError
 from dlg.language.source import SourceDoc, read_source
+from dlg.paths import write_json
 
 if TYPE_CHECKING:
     from dlg.language.inherit import Layout
@@ -60,8 +61,6 @@ def get(doc: SourceDoc, pm: Any) -> dict[str, Any] | None:
 
 def put(doc: SourceDoc, mode: Mode, layout: Layout, template_files: list[str]) -> None:
     """Keep ``mode`` for ``doc``, with the hashes of the files it was built from."""
-    import os
-    import tempfile
 
     directory = _cache_dir()
     if directory is None:
@@ -77,11 +76,4 @@ def put(doc: SourceDoc, mode: Mode, layout: Layout, template_files: list[str]) -
         "mode": mode.to_dict(), "source": mode.source, "extends_chain": mode.extends_chain,
         "template_dirs": mode.template_dirs, "deps": deps,
     }
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(entry, fh)
-        os.replace(tmp, directory / f"{_cache_key(doc)}.json")
-    except OSError:
-        pass  # a cache that cannot be written is only slower
+    write_json(directory / f"{_cache_key(doc)}.json", entry)
