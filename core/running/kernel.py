@@ -184,7 +184,10 @@ class _Run:
                     prompt = f"{prompt}\n\n{instruction(output['schema'])}"
                 participant = self.mode.participants.get(turn.participant or "")
                 messages = build_messages(prompt, system=system)
-                bound = prompt_token_bound(messages)
+                # an upper bound on the prompt's tokens, for a budget or a pool's context
+                # windows; plain participant turns skip the encoding
+                bound = prompt_token_bound(messages) if (
+                    self.budget is not None or self.candidates) else 0
                 route = await route_turn(self.router, self._request(turn, bound),
                                          self.router_name)
                 choice = route.model
