@@ -56,7 +56,9 @@ class Decision:
 
     @classmethod
     def stop(cls, status: str = "stopped", reason: str = "") -> Decision:
-        if status in ("pending", "running", "completed", "failed", "cancelled", "skipped"):
+        from dlg.records import record as R
+
+        if status in (R.PENDING, R.RUNNING, R.COMPLETED, R.FAILED, R.CANCELLED, R.SKIPPED):
             raise ValueError(f"'{status}' is a status dlg sets itself: stop with another "
                              "(for example 'stopped' or 'cost_limited')")
         return cls("stop", status=status, reason=reason)
