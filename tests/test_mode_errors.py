@@ -103,8 +103,8 @@ CASES = {
     "reserved_input": (
         "name: x\ninputs: {turns: {}}\nturns: [{id: a, role: r, prompt: hi}]\n",
         "mode.yaml:2:10: $.inputs.turns: input 'turns' clashes with a name every template "
-        "already has\n  hint: reserved: context, inputs, mode, participant, participants, role,"
-        " transcript, turn, turns\n",
+        "already has\n  hint: reserved: context, inputs, mode, parent, participant, "
+        "participants, role, round, transcript, turn, turns\n",
     ),
 }
 

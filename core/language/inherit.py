@@ -24,7 +24,7 @@ __all__ = ["META_KEYS", "Layout", "deep_merge", "resolve"]
 
 META_KEYS = ("name", "description", "inputs", "participants", "system", "settings", "timeout",
              "models", "router", "constraints", "context_compression", "max_context_tokens",
-             "until", "max_turns")
+             "until", "max_turns", "max_depth")
 _MERGED_META = ("inputs", "participants", "settings", "models", "constraints")
 
 
@@ -100,7 +100,7 @@ def _phases_of(doc: SourceDoc, layout: Layout) -> None:
             turns = copy.deepcopy(phase["turns"])
             layout.phases.append(
                 {"id": phase["id"], "structure": phase.get("structure", "sequential"),
-                 "turns": turns}
+                 "turns": turns, **_repeat_of(phase)}
             )
             for ti, turn in enumerate(turns):
                 layout.define(turn["id"], doc, ("phases", pi, "turns", ti))
@@ -211,6 +211,10 @@ def _remove(layout: Layout, doc: SourceDoc, path: PathT, ref: str) -> None:
                 turn["context_from"] = [r for r in ctx if r not in removed]
 
 
+def _repeat_of(phase: dict[str, Any]) -> dict[str, Any]:
+    return {"repeat": copy.deepcopy(phase["repeat"])} if phase.get("repeat") else {}
+
+
 def _unique_phase_id(layout: Layout, base: str) -> str:
     taken = {p["id"] for p in layout.phases}
     n = 2
@@ -254,7 +258,8 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
 
     new = copy.deepcopy(ins["phase"])
     new.setdefault("structure", "sequential")
-    new = {"id": new["id"], "structure": new["structure"], "turns": new["turns"]}
+    new = {"id": new["id"], "structure": new["structure"], "turns": new["turns"],
+           **_repeat_of(new)}
     for ti, turn in enumerate(new["turns"]):
         layout.define(turn["id"], doc, (*path, "phase", "turns", ti))
     if anchor is None:
@@ -271,9 +276,11 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
     pi, ti = found
     phase = layout.phases[pi]
     cut = ti if side == "before" else ti + 1
-    if phase["structure"] == "parallel" or cut in (0, len(phase["turns"])):
-        # a parallel phase is never split: the new phase goes before or after it whole
-        at_end = side == "after" if phase["structure"] == "parallel" else cut != 0
+    whole = phase["structure"] == "parallel" or bool(phase.get("repeat"))
+    if whole or cut in (0, len(phase["turns"])):
+        # a parallel or repeating phase is never split: the new phase goes before or
+        # after it whole
+        at_end = side == "after" if whole else cut != 0
         layout.phases.insert(pi + 1 if at_end else pi, new)
         return
     head, tail = phase["turns"][:cut], phase["turns"][cut:]

@@ -51,24 +51,31 @@ def _context_ids(
     pos = order.index(turn_id)
     my_phase = phase_of[turn_id]
     parallel = phases[my_phase]["structure"] == "parallel"
+    # in a loop, a turn reads its phase's turns as of the round before (itself included)
+    loop = bool(phases[my_phase].get("repeat"))
 
     def readable(other: str) -> bool:
         if phase_of[other] < my_phase:
             return True
-        return phase_of[other] == my_phase and not parallel and order.index(other) < pos
+        return phase_of[other] == my_phase and (
+            loop or (not parallel and order.index(other) < pos))
 
     if spec == "all":
+        if loop:
+            return tuple(t for t in order if readable(t))
         return tuple(t for t in order[:pos] if readable(t))
     if spec == "none":
         return ()
     if spec == "previous":
         if not parallel and pos > 0 and phase_of[order[pos - 1]] == my_phase:
             return (order[pos - 1],)
+        # the first turn of a loop also reads its phase's last turn (the round before)
+        own = (phases[my_phase]["turns"][-1]["id"],) if loop and not parallel else ()
         if my_phase == 0:
-            return ()
+            return own
         prev = phases[my_phase - 1]
         ids = [t["id"] for t in prev["turns"]]
-        return tuple(ids) if prev["structure"] == "parallel" else (ids[-1],)
+        return (*(ids if prev["structure"] == "parallel" else ids[-1:]), *own)
 
     out: list[str] = []
     for i, ref in enumerate(spec):
@@ -88,9 +95,11 @@ def _context_ids(
             problems.append(doc.problem(
                 f"context_from names turn '{ref_id}', which does not exist", ref_path,
                 hint=f"did you mean '{close[0]}'?" if close else None))
-        elif ref_id == turn_id:
-            problems.append(doc.problem(f"turn '{turn_id}' cannot read itself", ref_path))
-        elif phase_of[ref_id] == my_phase and parallel:
+        elif ref_id == turn_id and not loop:
+            problems.append(doc.problem(
+                f"turn '{turn_id}' cannot read itself", ref_path,
+                hint="only a turn in a repeating phase reads itself (its previous round)"))
+        elif phase_of[ref_id] == my_phase and parallel and not loop:
             problems.append(doc.problem(
                 f"turn '{turn_id}' runs in parallel with '{ref_id}' (phase "
                 f"'{phases[my_phase]['id']}') and cannot read it",
@@ -227,9 +236,14 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
                 output=dict(turn.get("output") or {}), scores=tuple(turn.get("scores") or ()),
                 context_compression=turn.get("context_compression"),
                 max_context_tokens=turn.get("max_context_tokens"),
+                spawn=dict(turn.get("spawn") or {}),
             ))
             problems.extend(_structured_problems(turns[-1], order, phase_of, layout))
-        phases.append(Phase(id=phase["id"], structure=phase["structure"], turns=tuple(turns)))
+        repeat = dict(phase.get("repeat") or {})
+        if repeat:
+            problems.extend(_repeat_problems(phase, repeat, turns, layout))
+        phases.append(Phase(id=phase["id"], structure=phase["structure"], turns=tuple(turns),
+                            repeat=repeat))
 
     template_dirs = tuple(dict.fromkeys(str(d.base_dir) for d in layout.docs if d.base_dir))
     mode = Mode(
@@ -242,6 +256,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         context_compression=meta.get("context_compression"),
         max_context_tokens=meta.get("max_context_tokens"),
         until=dict(meta.get("until") or {}), max_turns=meta.get("max_turns"),
+        max_depth=meta.get("max_depth"),
     )
     if check_templates:  # also when other problems were found: --all-errors shows all
         from dlg.language.checks import check_templates as _check
@@ -277,6 +292,32 @@ def _structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
             out.append(doc.problem(
                 f"turn '{turn.id}' scores '{ref}', which is not a turn that has run by then",
                 where, hint="a judge scores turns of earlier phases, or earlier in its own"))
+    return out
+
+
+def _repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[Turn],
+                     layout: Layout) -> list[Problem]:
+    """A loop's ``until.turn`` must be one of its turns; ``until.score`` needs a turn
+    with an output schema to read the score from."""
+    until = repeat.get("until") or {}
+    ids = [t.id for t in turns]
+    doc, path = layout.where(ids[0])
+    where = (*path[:-2], "repeat", "until") if path[-2:-1] == ("turns",) else path
+    out = []
+    if until.get("turn") is not None and until["turn"] not in ids:
+        close = difflib.get_close_matches(until["turn"], ids, n=1)
+        out.append(doc.problem(
+            f"repeat.until.turn of phase '{phase['id']}' names '{until['turn']}', which is "
+            "not one of its turns", (*where, "turn"),
+            hint=f"did you mean '{close[0]}'?" if close else f"its turns: {', '.join(ids)}"))
+    elif until.get("score") is not None:
+        judged = [t for t in turns if t.output] if until.get("turn") is None else [
+            t for t in turns if t.id == until["turn"] and t.output]
+        if not judged:
+            out.append(doc.problem(
+                f"repeat.until.score of phase '{phase['id']}' reads data.score, but no turn "
+                "of it has an output schema", (*where, "score"),
+                hint="give the judging turn output: {schema: ...} with a score"))
     return out
 
 

@@ -82,6 +82,8 @@ class Turn:
     scores: tuple[str, ...] = ()  # turns this one judges: its data.score rates them
     context_compression: str | None = None  # none, truncate, relevant_only (or the mode's)
     max_context_tokens: int | None = None
+    # sub-dialogues: {"mode": ..., "for_each": ..., "inputs": {...}, "concurrency": N, ...}
+    spawn: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "role": self.role}
@@ -108,7 +110,7 @@ class Turn:
         if self.on_error != "fail":
             out["on_error"] = self.on_error
         _optional(out, self, ("constraints", "output", "scores", "context_compression",
-                              "max_context_tokens"))
+                              "max_context_tokens", "spawn"))
         return out
 
 
@@ -117,10 +119,20 @@ class Phase:
     id: str
     structure: str  # "sequential" | "parallel"
     turns: tuple[Turn, ...]
+    # a refinement loop: {"max_rounds": N, "until": {...}}; the phase's turns run again,
+    # round after round, until ``until`` holds or ``max_rounds`` rounds have run
+    repeat: dict[str, Any] = field(default_factory=dict)
 
     @property
     def parallel(self) -> bool:
         return self.structure == "parallel"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "structure": self.structure,
+                               "turns": [t.to_dict() for t in self.turns]}
+        if self.repeat:
+            out["repeat"] = dict(self.repeat)
+        return out
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ class Mode:
     max_context_tokens: int | None = None
     until: dict[str, Any] = field(default_factory=dict)  # condition / similarity: stop early
     max_turns: int | None = None
+    max_depth: int | None = None  # how deep sub-dialogues nest (None: the default, 2)
     # derived data (compiled templates, the content hash), filled on first use; not part
     # of the mode's value
     _compiled: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -168,6 +181,14 @@ class Mode:
         return by_id[key]
 
     @property
+    def loops(self) -> bool:
+        """Whether any phase repeats (its turns then have a record per round)."""
+        return any(p.repeat for p in self.phases)
+
+    def phase(self, phase_id: str) -> Phase:
+        return next(p for p in self.phases if p.id == phase_id)
+
+    @property
     def structure(self) -> str:
         if len(self.phases) == 1:
             return self.phases[0].structure
@@ -189,16 +210,13 @@ class Mode:
         if self.timeout is not None:
             out["timeout"] = self.timeout
         _optional(out, self, ("models", "router", "constraints", "context_compression",
-                              "max_context_tokens", "until", "max_turns"))
-        if len(self.phases) == 1 and self.phases[0].id == "main":
+                              "max_context_tokens", "until", "max_turns", "max_depth"))
+        if len(self.phases) == 1 and self.phases[0].id == "main" and not self.phases[0].repeat:
             out["structure"] = self.phases[0].structure
             out["turns"] = [t.to_dict() for t in self.phases[0].turns]
         else:
             out["structure"] = "mixed"
-            out["phases"] = [
-                {"id": p.id, "structure": p.structure, "turns": [t.to_dict() for t in p.turns]}
-                for p in self.phases
-            ]
+            out["phases"] = [p.to_dict() for p in self.phases]
         return out
 
     @property

@@ -36,7 +36,7 @@ __all__ = [
 # Names every template sees besides the mode's inputs.
 RESERVED_NAMES = frozenset(
     {"inputs", "mode", "participants", "participant", "role", "turn", "turns", "context",
-     "transcript"}
+     "transcript", "round", "parent"}
 )
 CONTEXT_NAMES = frozenset({"turns", "context", "transcript"})
 
@@ -174,6 +174,16 @@ class TurnView:
     def skipped(self) -> bool:
         return self._rec.status == "skipped"
 
+    @property
+    def round(self) -> int:
+        """The round of a turn in a repeating phase (1 outside loops)."""
+        return self._rec.round
+
+    @property
+    def subdialogues(self) -> list[dict[str, Any]]:
+        """The sub-dialogues this turn spawned: id, item, status, answer, cost_usd."""
+        return list((self._rec.metadata or {}).get("subdialogues") or ())
+
     def __str__(self) -> str:
         return self.text
 
@@ -187,8 +197,12 @@ class TurnsView(Mapping[str, TurnView]):
     __slots__ = ("_by_id", "_by_index")
 
     def __init__(self, records: list[TurnRecord]):
-        self._by_id = {r.id: TurnView(r) for r in records}
-        self._by_index = {r.index: v for r, v in zip(records, self._by_id.values(), strict=True)}
+        # by the mode's turn id: a turn with several rounds is its latest one here
+        by_id: dict[str, TurnView] = {}
+        by_index: dict[int, TurnView] = {}
+        for r in records:
+            by_id[r.turn_id] = by_index[r.index] = TurnView(r)
+        self._by_id, self._by_index = by_id, by_index
 
     def __getitem__(self, key: str | int) -> TurnView:
         if isinstance(key, int):
@@ -274,7 +288,8 @@ def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
             "when": when,
             "auto_transcript": auto,
             "needs": frozenset(needs & CONTEXT_NAMES),
-            # positions (in dialogue.turns) of the records this turn reads
+            # positions (in dialogue.turns) of the records this turn reads, when each
+            # turn has one record (no loops)
             "reads": tuple(mode.turn(i).index - 1 for i in turn.context_from),
         }
     except Exception as exc:  # validated modes do not get here; dict-built ones might
@@ -302,21 +317,21 @@ def static_views(mode: Mode, labels: Mapping[str, Any]) -> dict[str, Any]:
     return views
 
 
-def turn_context(base: Mapping[str, Any], turn: Any, records: list[TurnRecord],
-                 needs: frozenset[str], reads: tuple[int, ...],
-                 summarised: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """What a turn's templates see: ``base`` (inputs, mode, participants), the turn, and
-    the earlier turns it reads (``reads``: their positions in ``records``), built only
-    if its templates use them (``needs``)."""
+def turn_context(base: Mapping[str, Any], turn: Any, readable: list[TurnRecord],
+                 needs: frozenset[str], summarised: frozenset[str] = frozenset(),
+                 round: int = 1) -> dict[str, Any]:
+    """What a turn's templates see: ``base`` (inputs, mode, participants), the turn (in
+    ``round``), and the earlier turns it reads (``readable``), built only if its
+    templates use them (``needs``)."""
     ctx = {
         **base,
         "turn": {"id": turn.id, "role": turn.role, "index": turn.index,
-                 "participant": turn.participant},
+                 "participant": turn.participant, "round": round},
         "participant": turn.participant,
         "role": turn.role,
+        "round": round,
     }
     if needs:
-        readable = [records[i] for i in reads]
         if needs & {"turns", "context"}:
             view = TurnsView(readable)
             ctx["turns"] = view

@@ -116,6 +116,12 @@ class TurnRecord:
     attempts: list[dict[str, Any]] | None = None  # every failed attempt, in order
     metadata: dict[str, Any] | None = None  # allocated when something is recorded
     data: Any = None  # a structured answer (the turn's ``output`` schema), parsed
+    round: int = 1  # in a repeating phase, the round (ids: ID, ID@2, ID@3, ...)
+
+    @property
+    def turn_id(self) -> str:
+        """The mode turn this record is of (its id without the ``@round``)."""
+        return self.id if self.round == 1 else self.id.rpartition("@")[0]
 
     @property
     def tokens(self) -> TokenUsage:
@@ -149,6 +155,7 @@ class TurnRecord:
             "attempts": list(self.attempts or []),
             "metadata": dict(self.metadata or {}),
             **({"data": self.data} if self.data is not None else {}),
+            **({"round": self.round} if self.round != 1 else {}),
         }
 
     @classmethod
@@ -175,6 +182,7 @@ class TurnRecord:
             attempts=list(data["attempts"]) if data.get("attempts") else None,
             metadata=dict(data["metadata"]) if data.get("metadata") else None,
             data=data.get("data"),
+            round=int(data.get("round") or 1),
         )
 
 
@@ -215,6 +223,13 @@ class Dialogue:
             if t.id == key or t.index == key:
                 return t
         raise KeyError(key)
+
+    def latest(self, turn_id: str) -> TurnRecord:
+        """The record of a mode turn's latest round (its only one outside loops)."""
+        for t in reversed(self.turns):
+            if t.id == turn_id or (t.round != 1 and t.turn_id == turn_id):
+                return t
+        raise KeyError(turn_id)
 
     @property
     def completed_turns(self) -> list[TurnRecord]:

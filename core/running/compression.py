@@ -39,55 +39,55 @@ def _text(record: Any) -> str:
     return (record.response or "").strip()
 
 
-def compress(records: list[Any], positions: tuple[int, ...], strategy: str,
-             max_tokens: int | None, query: str, embed: Any = None
-             ) -> tuple[tuple[int, ...], dict[str, Any] | None]:
-    """The positions (into ``records``) a turn reads, and what was done (None if
-    nothing was)."""
-    readable = [p for p in positions if records[p].status == "completed"]
-    sizes = {p: estimate_tokens(_text(records[p])) for p in readable}
+def compress(records: list[Any], strategy: str, max_tokens: int | None, query: str,
+             embed: Any = None) -> tuple[list[Any], dict[str, Any] | None]:
+    """The records (of ``records``, the ones a turn reads) it keeps, and what was done
+    (None if nothing was)."""
+    readable = [r for r in records if r.status == "completed"]
+    sizes = {id(r): estimate_tokens(_text(r)) for r in readable}
     total = sum(sizes.values())
     if strategy == "none" or not max_tokens or total <= max_tokens:
-        return positions, None
-    kept: list[int] = []
+        return records, None
+    kept: list[Any] = []
     used = 0
     if strategy == "truncate":
-        for p in reversed(readable):
-            if used + sizes[p] > max_tokens:
+        for r in reversed(readable):
+            if used + sizes[id(r)] > max_tokens:
                 break
-            kept.append(p)
-            used += sizes[p]
+            kept.append(r)
+            used += sizes[id(r)]
         kept.reverse()
     elif strategy == "summary":
-        summarised: list[int] = []
-        for p in reversed(readable):
-            if not summarised and used + sizes[p] <= max_tokens // 2:
-                kept.append(p)
-                used += sizes[p]
+        summarised: list[Any] = []
+        for r in reversed(readable):
+            if not summarised and used + sizes[id(r)] <= max_tokens // 2:
+                kept.append(r)
+                used += sizes[id(r)]
             elif used + SUMMARY_TOKENS <= max_tokens:
-                summarised.append(p)
-                kept.append(p)
+                summarised.append(r)
+                kept.append(r)
                 used += SUMMARY_TOKENS
         kept.reverse()
-        info = {"strategy": strategy, "turns": [records[p].id for p in kept],
-                "summarised": [records[p].id for p in reversed(summarised)],
+        info = {"strategy": strategy, "turns": [r.id for r in kept],
+                "summarised": [r.id for r in reversed(summarised)],
                 "tokens": used, "of_tokens": total}
-        return tuple(kept), info
+        return kept, info
     elif strategy == "relevant_only":
-        vectors = embed.embed_documents([_text(records[p]) for p in readable])
+        vectors = embed.embed_documents([_text(r) for r in readable])
         target = embed.embed_query(query)
-        scores = {p: cosine(v, target) for p, v in zip(readable, vectors, strict=True)}
-        for p in sorted(readable, key=lambda p: -scores[p]):
-            if used + sizes[p] <= max_tokens:
-                kept.append(p)
-                used += sizes[p]
-        kept.sort()
+        scores = {id(r): cosine(v, target) for r, v in zip(readable, vectors, strict=True)}
+        order = {id(r): i for i, r in enumerate(readable)}
+        for r in sorted(readable, key=lambda r: -scores[id(r)]):
+            if used + sizes[id(r)] <= max_tokens:
+                kept.append(r)
+                used += sizes[id(r)]
+        kept.sort(key=lambda r: order[id(r)])
     else:
         raise ValueError(f"unknown context_compression '{strategy}' "
                          f"({', '.join(STRATEGIES)})")
-    info = {"strategy": strategy, "turns": [records[p].id for p in kept],
+    info = {"strategy": strategy, "turns": [r.id for r in kept],
             "tokens": used, "of_tokens": total}
-    return tuple(kept), info
+    return kept, info
 
 
 async def ensure_summaries(records: list[Any], ids: list[str],
@@ -112,25 +112,25 @@ async def ensure_summaries(records: list[Any], ids: list[str],
     return cost
 
 
-async def turn_reads(mode: Any, turn: Any, rec: Any, records: list[Any], tpl: dict[str, Any],
-                     embed: Callable[[], Any], summarise: Callable[[str], Awaitable[Any]]
-                     ) -> tuple[tuple[int, ...], frozenset[str], float]:
-    """The positions a turn reads after its (or its mode's) compression, the turns it
-    reads as summaries, and what making those summaries cost."""
-    reads: tuple[int, ...] = tpl["reads"]
+async def turn_reads(mode: Any, turn: Any, rec: Any, readable: list[Any],
+                     tpl: dict[str, Any], embed: Callable[[], Any],
+                     summarise: Callable[[str], Awaitable[Any]]
+                     ) -> tuple[list[Any], frozenset[str], float]:
+    """The records a turn reads after its (or its mode's) compression, the ids of those
+    it reads as summaries, and what making those summaries cost."""
     strategy = turn.context_compression or mode.context_compression
     if not strategy or strategy == "none" or not tpl["needs"]:
-        return reads, frozenset(), 0.0
-    reads, trimmed = compress(records, reads, strategy,
-                              turn.max_context_tokens or mode.max_context_tokens,
-                              f"{turn.role}\n{turn.description}\n{turn.prompt}",
-                              embed() if strategy == "relevant_only" else None)
+        return readable, frozenset(), 0.0
+    kept, trimmed = compress(readable, strategy,
+                             turn.max_context_tokens or mode.max_context_tokens,
+                             f"{turn.role}\n{turn.description}\n{turn.prompt}",
+                             embed() if strategy == "relevant_only" else None)
     if not trimmed:
-        return reads, frozenset(), 0.0
+        return readable, frozenset(), 0.0
     rec.metadata = {**(rec.metadata or {}), "context": trimmed}
     summarised = frozenset(trimmed.get("summarised", ()))
-    cost = await ensure_summaries(records, list(summarised), summarise) if summarised else 0.0
-    return reads, summarised, cost
+    cost = await ensure_summaries(kept, list(summarised), summarise) if summarised else 0.0
+    return kept, summarised, cost
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -65,7 +65,10 @@ class _Run:
         self.stopped: tuple[str, str, str | None] | None = None  # status, reason, who
         self.timeout = timeout
         self.failed = False
-        self.records = dialogue.turns  # in the mode's turn order: turn.index - 1
+        self.records = dialogue.turns  # in the order turns run (a loop's rounds in turn)
+        # each mode turn's record in the round it is in (its only one outside loops)
+        self.current = {r.turn_id: r for r in dialogue.turns}
+        self.looping = mode.loops
         self.env = environment(mode.template_dirs, pm)
         self.base_context = {
             **dialogue.inputs,
@@ -108,20 +111,10 @@ class _Run:
             for phase in self.mode.phases:
                 if self.failed or self.stopped:
                     break
-                todo = [t for t in phase.turns
-                        if self.records[t.index - 1].status not in (R.COMPLETED, R.SKIPPED)]
-                if phase.parallel and len(todo) > 1:
-                    try:
-                        async with anyio.create_task_group() as tg:
-                            for turn in todo:
-                                tg.start_soon(self.run_turn, turn)
-                    except BaseExceptionGroup as group:
-                        raise first_dlg_error(group) from None
+                if phase.repeat:
+                    await self._repeat(phase)
                 else:
-                    for turn in todo:
-                        await self.run_turn(turn)
-                        if self.failed or self.stopped:
-                            break
+                    await self._phase(phase)
             d.status = R.FAILED if self.failed else R.COMPLETED
             if self.stopped and not self.failed and any(
                     t.status == R.PENDING for t in d.turns):  # stopped with turns left
@@ -155,19 +148,78 @@ class _Run:
                                 "duration_s": round(m.total_latency_seconds, 3)})
         return d
 
+    async def _phase(self, phase: Any) -> None:
+        """Run the phase's turns that have not finished, in order or all at once."""
+        todo = [t for t in phase.turns
+                if self.current[t.id].status not in (R.COMPLETED, R.SKIPPED)]
+        if phase.parallel and len(todo) > 1:
+            try:
+                async with anyio.create_task_group() as tg:
+                    for turn in todo:
+                        tg.start_soon(self.run_turn, turn)
+            except BaseExceptionGroup as group:
+                raise first_dlg_error(group) from None
+        else:
+            for turn in todo:
+                await self.run_turn(turn)
+                if self.failed or self.stopped:
+                    break
+
+    async def _repeat(self, phase: Any) -> None:
+        """Run a repeating phase round after round, until its ``until`` holds or it has
+        run ``max_rounds`` rounds (see ``dlg.running.loops``)."""
+        from dlg.running.loops import Loop
+
+        loop = Loop(phase, self.env, self.base_context, self._embed)
+        meta = self.dialogue.metadata
+        if loop.finished(meta):
+            return
+        while True:
+            await self._phase(phase)
+            if self.failed or self.stopped or not loop.complete(self.current):
+                return
+            n = loop.round(self.current)
+            end = loop.check(self.records, self.current, n)
+            loops = meta.setdefault("loops", {})
+            if end is not None:
+                loops[phase.id] = {"rounds": n, "status": end[0], "reason": end[1]}
+                log.info("loop %s ended after %d round%s: %s", phase.id, n,
+                         "s" if n > 1 else "", end[1],
+                         extra={"event": "loop.finished", "rounds": n, "status": end[0]})
+                return
+            loops[phase.id] = {"rounds": n, "status": "running"}
+            loop.add_round(self.records, self.current, n + 1)
+
+    def _readable(self, turn: Turn, rec: TurnRecord, tpl: dict[str, Any]
+                  ) -> list[TurnRecord]:
+        """The records a turn reads. Outside loops, the positions worked out when its
+        templates were compiled; in a dialogue with loops, for each turn it reads the
+        latest record that ran before this one (``context_from: all``: every one)."""
+        if not self.looping:
+            return [self.records[i] for i in tpl["reads"]]
+        before = self.records[:next(i for i, r in enumerate(self.records) if r is rec)]
+        if turn.context_spec == "all":
+            seen = {r.turn_id for r in before}
+            return before + [self.current[i] for i in turn.context_from if i not in seen]
+        latest: dict[str, TurnRecord] = {}
+        for r in before:
+            latest[r.turn_id] = r
+        return [latest.get(i) or self.current[i] for i in turn.context_from]
+
     async def run_turn(self, turn: Turn) -> None:
         with context.scope(turn=turn.id):  # the turn's ids, for logs, spans and metrics
             if self.stopped:  # a turn running beside this one stopped the dialogue
                 return
-            rec = self.records[turn.index - 1]
+            rec = self.current[turn.id]
             rec.error = None
             extra_cost = 0.0  # summaries made for this turn's context
             try:
                 tpl = compiled(self.mode, self.env, turn)
                 reads, summarised, extra_cost = await turn_reads(
-                    self.mode, turn, rec, self.records, tpl, self._embed, self._summarise)
-                ctx = turn_context(self.base_context, turn, self.records, tpl["needs"],
-                                   reads, summarised)
+                    self.mode, turn, rec, self._readable(turn, rec, tpl), tpl, self._embed,
+                    self._summarise)
+                ctx = turn_context(self.base_context, turn, reads, tpl["needs"], summarised,
+                                   rec.round)
                 if tpl["when"] is not None and not tpl["when"](**ctx):
                     rec.status = R.SKIPPED
                     rec.started_at = rec.ended_at = R.now()
@@ -390,7 +442,7 @@ class _Run:
         now = R.now()
         rec.started_at = rec.started_at if started and rec.started_at else now
         rec.ended_at = now
-        if self.mode.turn(rec.id).on_error == "fail":
+        if self.mode.turn(rec.turn_id).on_error == "fail":
             self.failed = True
         await self._finished(rec)
 

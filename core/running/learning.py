@@ -109,7 +109,7 @@ class JudgeScores:
     async def turn_finished(self, dialogue: Any, turn: Any) -> None:
         import anyio
 
-        scored = self.judges.get(turn.id)
+        scored = self.judges.get(turn.turn_id)
         data = turn.data if isinstance(turn.data, Mapping) else {}
         score = data.get("score")
         if not scored or turn.status != "completed" or not isinstance(score, int | float):
@@ -117,7 +117,7 @@ class JudgeScores:
         store = await anyio.to_thread.run_sync(self._store)
         rated = {}
         for ref in scored:
-            target = dialogue.turn(ref)
+            target = dialogue.latest(ref)  # in a loop: the round just judged
             if target.status != "completed" or not target.model:
                 continue
             model = ((target.metadata or {}).get("routing") or {}).get("pool_name") or (

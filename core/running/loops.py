@@ -1,0 +1,123 @@
+"""Refinement loops: a phase with ``repeat`` runs its turns round after round.
+
+```yaml
+- id: refine
+  repeat: {max_rounds: 4, until: {similarity: 0.9}}
+  turns: [critique, revise]
+```
+
+Round 1 uses the turns' own records; each later round adds a record per turn, with id
+``ID@N`` and ``round`` N, right after the round before, so the record stays in the order
+things ran and each round is saved as it goes. Templates read the latest round of each
+turn (``turns.revise`` is the newest revision; a turn reads its own previous round) and
+``round``. After each round ``until`` is checked:
+
+- ``condition``: a Jinja expression over the turns and ``round``;
+- ``score``: ``data.score`` of ``until.turn`` (default: the phase's last turn with an
+  output schema) is at least this;
+- ``similarity``: the answer of ``until.turn`` (default: the phase's last turn) is at
+  least this similar to its answer in the round before (the configured embeddings).
+
+The loop ends ``converged`` when one holds, else ``max_rounds`` after the last round;
+``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. A resumed
+dialogue continues the round it was in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dlg.language.templates import TurnsView
+from dlg.records.record import COMPLETED, SKIPPED, TurnRecord
+
+__all__ = ["Loop", "round_id"]
+
+FINISHED = ("converged", "max_rounds")
+
+
+def round_id(turn_id: str, n: int) -> str:
+    """The record id of a turn's round ``n``: the turn's id, then ``ID@2``, ``ID@3``..."""
+    return turn_id if n == 1 else f"{turn_id}@{n}"
+
+
+class Loop:
+    """One repeating phase of a running dialogue; see the module docstring."""
+
+    def __init__(self, phase: Any, env: Any, base_context: dict[str, Any],
+                 embeddings: Callable[[], Any]) -> None:
+        self.phase = phase
+        self.max_rounds = int(phase.repeat["max_rounds"])
+        self.until = dict(phase.repeat.get("until") or {})
+        self.base_context = base_context
+        self._embeddings = embeddings
+        self._condition = (env.compile_expression(self.until["condition"])
+                           if self.until.get("condition") else None)
+        ids = [t.id for t in phase.turns]
+        judged = [t.id for t in phase.turns if t.output]
+        self.watched = self.until.get("turn") or ids[-1]
+        self.judge = self.until.get("turn") or (judged[-1] if judged else None)
+
+    def state(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        return dict((metadata.get("loops") or {}).get(self.phase.id) or {})
+
+    def finished(self, metadata: dict[str, Any]) -> bool:
+        return self.state(metadata).get("status") in FINISHED
+
+    def round(self, current: dict[str, TurnRecord]) -> int:
+        """The round the phase is in (the newest of its turns' records)."""
+        return max(current[t.id].round for t in self.phase.turns)
+
+    def check(self, records: list[TurnRecord], current: dict[str, TurnRecord], n: int
+              ) -> tuple[str, str] | None:
+        """(status, reason) if the loop ends after round ``n``, else None."""
+        if self._condition is not None:
+            done = [r for r in records if r.status == COMPLETED]
+            view = TurnsView(done)
+            try:  # a turn it reads may not have run: then it does not hold
+                holds = self._condition(**{**self.base_context, "turns": view, "round": n,
+                                           "context": list(view.values())})
+            except Exception:
+                holds = False
+            if holds:
+                return "converged", f"until: {self.until['condition']}"
+        if self.until.get("score") is not None and self.judge is not None:
+            data = current[self.judge].data
+            score = data.get("score") if isinstance(data, dict) else None
+            if isinstance(score, int | float) and not isinstance(score, bool) and (
+                    score >= self.until["score"]):
+                return "converged", (f"'{self.judge}' scored {score:g} (until.score "
+                                     f"{self.until['score']:g})")
+        threshold = self.until.get("similarity")
+        if threshold and n > 1:
+            now = current[self.watched]
+            before = next((r for r in records if r.id == round_id(self.watched, n - 1)), None)
+            if before is not None and now.status == COMPLETED and before.status == COMPLETED:
+                from dlg.running.compression import cosine
+
+                a, b = self._embeddings().embed_documents([before.response or "",
+                                                           now.response or ""])
+                similarity = cosine(a, b)
+                if similarity >= threshold:
+                    return "converged", (f"'{self.watched}' answered {similarity:.2f} alike "
+                                         f"in rounds {n - 1} and {n} (until.similarity "
+                                         f"{threshold:g})")
+        if n >= self.max_rounds:
+            return "max_rounds", f"{n} rounds (max_rounds {self.max_rounds})"
+        return None
+
+    def complete(self, current: dict[str, TurnRecord]) -> bool:
+        """Whether every turn of the current round has finished (completed or skipped)."""
+        return all(current[t.id].status in (COMPLETED, SKIPPED) for t in self.phase.turns)
+
+    def add_round(self, records: list[TurnRecord], current: dict[str, TurnRecord],
+                  n: int) -> None:
+        """Add pending records for round ``n``, right after the phase's last record."""
+        ids = {t.id for t in self.phase.turns}
+        last = max(i for i, r in enumerate(records) if r.turn_id in ids)
+        new = [TurnRecord(id=round_id(t.id, n), index=t.index, role=t.role, phase=t.phase,
+                          participant=t.participant, requires=t.requires, round=n)
+               for t in self.phase.turns]
+        records[last + 1:last + 1] = new
+        for rec in new:
+            current[rec.turn_id] = rec

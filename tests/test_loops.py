@@ -1,0 +1,160 @@
+"""Refinement loops: ``repeat`` on a phase, each round recorded and resumable."""
+
+from __future__ import annotations
+
+import pytest
+
+import dlg
+from tests.conftest import prompt_text
+
+SCORE = {"type": "object", "properties": {"score": {"type": "number"}},
+         "required": ["score"]}
+
+
+def refine_mode(until: dict, max_rounds: int = 4) -> dict:
+    return {"name": "refine", "inputs": {"topic": {"default": "tides"}}, "structure": "mixed",
+            "phases": [
+                {"id": "start", "turns": [{"id": "draft", "role": "Draft",
+                                           "prompt": "Draft {{ topic }}."}]},
+                {"id": "improve", "repeat": {"max_rounds": max_rounds, "until": until},
+                 "turns": [
+                     {"id": "review", "role": "Review", "output": {"schema": SCORE},
+                      "context_from": ["draft", "revise"],
+                      "prompt": "Round {{ round }}. Score the newest text: "
+                                "{{ turns.revise if turns.revise else turns.draft }}"},
+                     {"id": "revise", "role": "Revise", "context_from": ["draft", "revise"],
+                      "prompt": "Improve: {{ turns.revise if turns.revise else turns.draft }}"},
+                 ]},
+                {"id": "end", "turns": [{"id": "final", "role": "Final",
+                                         "context_from": ["revise"],
+                                         "prompt": "Publish {{ turns.revise }}"}]},
+            ]}
+
+
+def test_a_loop_runs_until_the_score_holds_and_later_turns_read_the_last_round(recorder):
+    model = recorder(["v1", '{"score": 5}', "v2", '{"score": 9}', "v3", "published"])
+    d = dlg.Orchestrator(model=model).run_sync(refine_mode({"score": 8}))
+    assert d.status == "completed"
+    assert [t.id for t in d.turns] == ["draft", "review", "revise", "review@2", "revise@2",
+                                       "final"]
+    assert [t.round for t in d.turns] == [1, 1, 1, 2, 2, 1]
+    assert d.metadata["loops"]["improve"] == {
+        "rounds": 2, "status": "converged", "reason": "'review' scored 9 (until.score 8)"}
+    prompts = [prompt_text(m) for m, _ in model.calls]
+    assert prompts[1].startswith("Round 1. Score the newest text: v1")
+    assert prompts[2] == "Improve: v1"
+    assert prompts[3].startswith("Round 2. Score the newest text: v2")  # reads round 1
+    assert prompts[4] == "Improve: v2"  # a turn reads its own previous round
+    assert prompts[5] == "Publish v3"  # after the loop: the latest round
+    saved = dlg.load_dialogue(d.id)
+    assert [t.id for t in saved.turns] == [t.id for t in d.turns]
+    assert saved.turn("revise@2").round == 2 and saved.latest("revise").text == "v3"
+
+
+def test_a_loop_that_never_converges_stops_at_max_rounds(recorder):
+    answers = ["v0"] + [x for i in range(3) for x in ('{"score": 1}', f"v{i + 1}")] + ["p"]
+    d = dlg.Orchestrator(model=recorder(answers), store=None).run_sync(
+        refine_mode({"score": 8}, max_rounds=3))
+    assert d.status == "completed"
+    assert d.metadata["loops"]["improve"]["status"] == "max_rounds"
+    assert [t.id for t in d.turns][-3:] == ["review@3", "revise@3", "final"]
+
+
+def test_a_loop_converges_when_answers_stop_changing():
+    mode = {"name": "sim", "structure": "mixed", "phases": [{
+        "id": "again", "repeat": {"max_rounds": 6, "until": {"similarity": 0.95}},
+        "turns": [{"id": "say", "role": "Say", "prompt": "Say the same thing again.",
+                   "context_from": "none"}]}]}
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert d.status == "completed"
+    assert [t.id for t in d.turns] == ["say", "say@2"]
+    assert "rounds 1 and 2" in d.metadata["loops"]["again"]["reason"]
+
+
+def test_a_condition_ends_a_loop_and_sees_the_round(recorder):
+    mode = {"name": "c", "structure": "mixed", "phases": [{
+        "id": "p", "repeat": {"max_rounds": 9, "until": {"condition": "round >= 3"}},
+        "structure": "parallel",
+        "turns": [{"id": "a", "role": "A", "prompt": "a{{ round }}"},
+                  {"id": "b", "role": "B", "prompt": "b{{ round }}"}]}]}
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert [t.id for t in d.turns] == ["a", "b", "a@2", "b@2", "a@3", "b@3"]
+    assert d.metadata["loops"]["p"]["status"] == "converged"
+
+
+def test_a_loop_resumes_in_the_round_it_stopped_without_rerunning_finished_rounds(recorder):
+    mode = refine_mode({"score": 8}, max_rounds=3)
+    mode["phases"][1]["turns"][1]["prompt"] = "Round {{ round }}: improve."
+    bad = recorder(["v1", '{"score": 2}', "v2", '{"score": 3}'])
+
+    # round 2's revise fails: the dialogue stops there, rounds before are saved
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    class Failing(FakeListChatModel):
+        async def ainvoke(self, messages, *args, **kwargs):
+            if "Round 2: improve" in prompt_text(messages):
+                raise ValueError("boom")
+            return await bad.ainvoke(messages, *args, **kwargs)
+
+    d = dlg.Orchestrator(model=Failing(responses=["x"]),
+                         retry=dlg.RetryPolicy(attempts=1)).run_sync(mode)
+    assert d.status == "failed"
+    assert [t.status for t in d.turns] == ["completed", "completed", "completed",
+                                           "completed", "failed", "pending"]
+    resumed_model = recorder(["v3", '{"score": 4}', "v4", "done"])
+    import anyio
+
+    resumed = anyio.run(lambda: dlg.resume(d.id, model=resumed_model))
+    assert resumed.status == "completed"
+    assert len(resumed_model.calls) == 4  # revise@2, review@3, revise@3, final
+    assert [t.id for t in resumed.turns] == ["draft", "review", "revise", "review@2",
+                                             "revise@2", "review@3", "revise@3", "final"]
+    assert resumed.metadata["loops"]["improve"]["status"] == "max_rounds"
+
+
+def test_loop_mistakes_are_mode_errors():
+    with pytest.raises(dlg.ModeError, match=r"repeat\.until\.turn of phase 'improve' "
+                                            r"names 'nope'"):
+        dlg.load_mode(refine_mode({"similarity": 0.9, "turn": "nope"}))
+    mode = refine_mode({"score": 8})
+    del mode["phases"][1]["turns"][0]["output"]
+    with pytest.raises(dlg.ModeError, match="no turn of it has an output schema"):
+        dlg.load_mode(mode)
+    with pytest.raises(dlg.ModeError, match="cannot read itself"):
+        dlg.load_mode({"name": "x", "turns": [{"id": "a", "role": "A", "prompt": "p",
+                                                "context_from": ["a"]}]})
+    with pytest.raises(dlg.ModeError, match="max_rounds"):
+        dlg.load_mode({"name": "x", "structure": "mixed", "phases": [
+            {"id": "p", "repeat": {"max_rounds": 0}, "turns": [
+                {"id": "a", "role": "A", "prompt": "p"}]}]})
+
+
+def test_a_loop_round_trips_and_is_inherited(tmp_path):
+    mode = dlg.load_mode(refine_mode({"score": 8}))
+    again = dlg.load_mode(mode.to_dict())
+    assert again.content_hash == mode.content_hash and again.phase("improve").repeat
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: parent\nturns:\n  - {id: a, role: A, prompt: start}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        "name: child\nextends: parent.yaml\nadd:\n  - after: a\n    phase:\n"
+        "      id: more\n      repeat: {max_rounds: 2}\n"
+        "      turns: [{id: b, role: B, prompt: 'again {{ round }}'}]\n")
+    loaded = dlg.load_mode(child)
+    assert loaded.phase("more").repeat == {"max_rounds": 2}
+    d = dlg.run_sync(child, model="echo", store=None)
+    assert [t.id for t in d.turns] == ["a", "b", "b@2"]
+    assert d.metadata["loops"]["more"]["status"] == "max_rounds"
+
+
+def test_previous_in_a_loop_is_the_round_before(recorder):
+    model = recorder(["a1", "b1", "a2", "b2"])
+    mode = {"name": "prev", "structure": "mixed", "phases": [{
+        "id": "p", "repeat": {"max_rounds": 2},
+        "turns": [{"id": "a", "role": "A", "context_from": "previous", "prompt": "go"},
+                  {"id": "b", "role": "B", "context_from": "previous", "prompt": "go"}]}]}
+    dlg.Orchestrator(model=model, store=None).run_sync(mode)
+    prompts = [prompt_text(m) for m, _ in model.calls]
+    assert prompts[0] == "go"  # round 1: nothing before
+    assert prompts[1] == "### A\na1\n\ngo"
+    assert prompts[2] == "### B\nb1\n\ngo"  # round 2: the round before's last turn
