@@ -84,6 +84,12 @@ def turn_chunk(dialogue: Dialogue, turn: TurnRecord, text: str) -> Any:
 
 
 @hookspec
+def turn_progress(dialogue: Dialogue, turn: TurnRecord) -> Any:
+    """Called when a running turn reaches a point worth saving: a spawning turn has
+    answered and planned its sub-dialogues, which run next."""
+
+
+@hookspec
 def turn_finished(dialogue: Dialogue, turn: TurnRecord) -> Any:
     """Called when a turn ends: completed, failed, skipped or cancelled."""
 

@@ -17,6 +17,11 @@ class JsonExporter:
         return json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
+def _one_line(value: Any, limit: int = 80) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
@@ -70,6 +75,14 @@ class MarkdownExporter:
                 lines.append("> skipped (its `when` condition was false)")
             else:
                 lines.append(f"> {t.status}")
+            rows = t.subdialogue_tree()
+            if rows:
+                lines.append("")
+                lines.append("Sub-dialogues:")
+                lines.append("")
+            for depth, e in rows:
+                lines.append(f"{'  ' * (depth - 1)}- `{e.get('id')}` ({e.get('mode') or '-'}, "
+                             f"{e.get('status')}): {_one_line(e.get('item'))}")
             lines.append("")
         return "\n".join(lines).rstrip() + "\n"
 

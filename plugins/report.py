@@ -37,6 +37,7 @@ font-family:ui-monospace,monospace;font-size:12px}.turn .text pre{padding:.5rem;
 overflow-x:auto;white-space:pre}.turn .text table{width:auto}
 .turn .text img{max-width:100%}
 .error{color:#c0392b}
+.tree{margin:.6em 0}.tree ul{margin:.2em 0 .2em 1.2em;padding:0}
 """
 
 
@@ -119,9 +120,35 @@ class HtmlExporter:
                 out.append(f'<div class="text">{_markdown((t.response or "").strip())}</div>')
             elif t.error:
                 out.append(f'<p class="error">{escape(t.error)}</p>')
+            out.extend(self._tree(t))
             out.append("</section>")
         out.append("</body></html>")
         return "\n".join(out) + "\n"
+
+    @staticmethod
+    def _tree(turn: Any) -> list[str]:
+        """The sub-dialogues a turn spawned, as nested lists."""
+        rows = turn.subdialogue_tree()
+        if not rows:
+            return []
+        out = ['<div class="tree"><b>Sub-dialogues</b>']
+        depth = 0
+        for level, e in rows:
+            while depth < level:
+                out.append("<ul>")
+                depth += 1
+            while depth > level:
+                out.append("</ul>")
+                depth -= 1
+            answer = " ".join(str(e.get("answer") or "").split())
+            out.append(f'<li><code>{escape(str(e.get("id")))}</code> '
+                       f'{escape(str(e.get("mode") or "-"))} · {escape(str(e.get("status")))}'
+                       f' · {_money(e.get("cost_usd"))}: <b>{escape(str(e.get("item")))}</b>'
+                       + (f"<br><small>{escape(answer[:300])}</small>" if answer else "")
+                       + "</li>")
+        out.extend(["</ul>"] * depth)
+        out.append("</div>")
+        return out
 
     @staticmethod
     def _timeline(dialogue: Any) -> list[str]:

@@ -139,3 +139,119 @@ def one_round(root: Path, env: dict[str, str], rng: random.Random, latency: floa
         "calls_after_resume": after,
         "killed_after_finish": at_kill.status == "completed",
     }
+
+
+TREE_PLUGIN = '''
+import json, time
+from dlg import hookimpl
+
+def _make(name, options):
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class TreeCounting(BaseChatModel):
+        latency: float = 0.1
+        log: str = ""
+        dlg_label: str = "treecount"
+
+        @property
+        def _llm_type(self):
+            return "treecount"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            time.sleep(self.latency)
+            lines = str(messages[-1].content).strip().splitlines()
+            marker = [x for x in lines if x.startswith(("TURN", "SPLIT"))][-1]
+            with open(self.log, "a") as fh:
+                fh.write(marker + "\\n")
+                fh.flush()
+            text = (json.dumps({"subtopics": ["alpha", "beta", "gamma"]})
+                    if marker.startswith("SPLIT") else "answer to " + marker)
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(
+                content=text,
+                usage_metadata={"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}))])
+
+    return TreeCounting(latency=float(options.get("latency", 0.1)), log=str(options["log"]))
+
+@hookimpl
+def register_models(register):
+    register("treecount", _make)
+'''
+
+TREE_PARENT = {
+    "name": "crashtree", "inputs": {"topic": {"required": True}},
+    "turns": [
+        {"id": "split", "role": "Planner", "prompt": "SPLIT {{ topic }}",
+         "output": {"schema": {"type": "object", "required": ["subtopics"], "properties": {
+             "subtopics": {"type": "array", "items": {"type": "string"}}}}},
+         "spawn": {"mode": "crashchild.json", "concurrency": 2}},
+        {"id": "merge", "role": "Merger", "context_from": ["split"],
+         "prompt": "TURN merge {% for s in turns.split.subdialogues %}{{ s.item }} {% endfor %}"},
+    ]}
+TREE_CHILD = {
+    "name": "crashchild", "inputs": {"topic": {"required": True}},
+    "turns": [{"id": "look", "role": "Look", "prompt": "TURN look {{ topic }}"},
+              {"id": "sum", "role": "Sum", "prompt": "TURN sum {{ topic }}"}]}
+CHILD_CALLS = [f"TURN {t} {s}" for s in ("alpha", "beta", "gamma") for t in ("look", "sum")]
+
+
+def install_tree(root: Path) -> dict[str, str]:
+    """Like ``install``, for a mode whose first turn spawns three sub-dialogues."""
+    env = install(root)
+    site = Path(env["PYTHONPATH"])
+    (site / "dlg_treecount.py").write_text(TREE_PLUGIN)
+    info = site / "dlg_treecount-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dlg-treecount\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[dlg]\ntreecount = dlg_treecount\n")
+    (root / "crashtree.json").write_text(json.dumps(TREE_PARENT))
+    (root / "crashchild.json").write_text(json.dumps(TREE_CHILD))
+    env["DLG_PLUGINS"] = "counting,treecount"
+    return env
+
+
+def kill_inside_a_child(root: Path, env: dict[str, str], rng: random.Random,
+                        latency: float = 0.15) -> dict[str, object]:
+    """Run the tree mode, SIGKILL it while its children run, resume the parent."""
+    from dlg.records.store import list_dialogues, load_dialogue
+
+    log = root / f"tree-{rng.random():.9f}.log"
+    os.environ["DLG_DATA_DIR"] = env["DLG_DATA_DIR"]
+    before = {s["id"] for s in list_dialogues()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "run", str(root / "crashtree.json"), "--topic", "t",
+         "--model", f"treecount?latency={latency}&log={log}", "-q", "--no-stream"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = rng.randint(1, 5)  # child turns completed before the kill
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = sum(s["turns_completed"] or 0 for s in list_dialogues()
+                   if s["id"] not in before and s.get("mode") == "crashchild")
+        if done >= target:
+            break
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, latency))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    new = [s for s in list_dialogues() if s["id"] not in before]
+    (parent_id,) = [s["id"] for s in new if s.get("mode") == "crashtree"]
+    done_at_kill: set[str] = set()
+    for summary in new:
+        if summary.get("mode") == "crashchild":
+            child = load_dialogue(summary["id"])
+            done_at_kill |= {f"TURN {t.id} {child.inputs['topic']}" for t in child.turns
+                             if t.status == "completed"}
+    at_kill = _lines(log)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlg", "resume", parent_id, "-q", "--no-stream"],
+        env=env, capture_output=True, text=True, timeout=60)
+    lines = _lines(log)
+    return {"parent": load_dialogue(parent_id), "resume_code": resumed.returncode,
+            "resume_stderr": resumed.stderr, "done_at_kill": done_at_kill,
+            "calls_at_kill": len(at_kill), "lines": lines,
+            "after": lines[len(at_kill):]}
+
+
+def _lines(log: Path) -> list[str]:
+    return [x for x in log.read_text().splitlines() if x.strip()] if log.exists() else []

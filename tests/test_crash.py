@@ -28,3 +28,25 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, seed, monkeypat
     # and resume paid only for what was missing
     assert sorted(outcome["calls_after_resume"]) == sorted(
         t for t in TURNS if t not in outcome["done_at_kill"])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_inside_a_sub_dialogue_then_resume_repays_nothing(tmp_path, seed,
+                                                                   monkeypatch):
+    from .crash_support import CHILD_CALLS, install_tree, kill_inside_a_child
+
+    env = install_tree(tmp_path)
+    monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
+    out = kill_inside_a_child(tmp_path, env, random.Random(seed))
+    assert out["resume_code"] == 0, out["resume_stderr"]
+    parent = out["parent"]
+    assert parent.status == "completed"
+    assert [c.status for c in parent.subdialogues] == ["completed"] * 3
+    lines = out["lines"]
+    # the spawning turn was paid once, before the kill; no finished child turn again
+    assert sum(1 for x in lines if x.startswith("SPLIT")) == 1
+    assert not [x for x in out["after"] if x in out["done_at_kill"]]
+    # and every child turn and the merge were paid for, once each in the end
+    assert sorted(set(lines) - {"SPLIT t"}) == sorted([*CHILD_CALLS, "TURN merge alpha "
+                                                       "beta gamma"])
+    assert all(lines.count(c) <= 2 for c in CHILD_CALLS)  # at most once more if in flight

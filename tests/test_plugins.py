@@ -27,7 +27,8 @@ def test_hook_list_is_what_the_docs_promise():
         "before_turn", "dialogue_finished", "dialogue_started", "prepare_jinja_environment",
         "register_commands", "register_embeddings", "register_exporters", "register_models",
         "register_modes",
-        "register_routers", "register_stores", "turn_chunk", "turn_finished", "turn_started"])
+        "register_routers", "register_stores", "turn_chunk", "turn_finished", "turn_progress",
+        "turn_started"])
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -24,15 +24,20 @@ class Progress:
 
     def _heading(self, turn: Any) -> str:
         who = " · ".join(x for x in (turn.participant, turn.model) if x)
-        return f"\n## {turn.index}. {turn.role} ({who})\n"
+        return f"\n## {turn.index}. {turn.role}{_round(turn)} ({who})\n"
 
+    def _step(self, dialogue: Any, turn: Any) -> str:
+        if dialogue.depth:  # a sub-dialogue's turn: indented under its parent's
+            item = str((dialogue.metadata.get("parent") or {}).get("item", ""))[:40]
+            return f"{'  ' * dialogue.depth}↳ {dialogue.mode} [{item}] {turn.role}"
+        return f"[{turn.index}/{self.total}] {turn.role}{_round(turn)}"
 
     def turn_started(self, dialogue: Any, turn: Any) -> None:
         who = f" · {turn.participant}" if turn.participant else ""
-        self._status(f"▶ [{turn.index}/{self.total}] {turn.role}{who} · {turn.model}")
+        self._status(f"▶ {self._step(dialogue, turn)}{who} · {turn.model}")
 
     def turn_finished(self, dialogue: Any, turn: Any) -> None:
-        step = f"[{turn.index}/{self.total}] {turn.role}"
+        step = self._step(dialogue, turn)
         if turn.replaced:
             # always shown, even with --quiet: the user should know who really answered
             click.echo(f"↪ {step} · {turn.model} answered in place of "
@@ -42,7 +47,7 @@ class Progress:
             estimated = " (estimated)" if turn.usage.estimated else ""
             self._status(f"✓ {step} · {turn.latency_seconds:.2f}s · "
                          f"{turn.usage.mark}{turn.usage.total} tokens{estimated}{cost}")
-            if self.show_text and not self._streamed(turn):
+            if self.show_text and not self._streamed(turn) and not dialogue.depth:
                 click.echo(self._heading(turn))
                 click.echo((turn.response or "").strip() + "\n")
         elif turn.status == "skipped":
@@ -64,7 +69,7 @@ class StreamingProgress(Progress):
         return turn.id in self.started
 
     def turn_chunk(self, dialogue: Any, turn: Any, text: str) -> None:
-        if turn.id in self.parallel:
+        if turn.id in self.parallel or dialogue.depth:
             return
         if turn.id not in self.started:
             self.started.add(turn.id)
@@ -72,9 +77,13 @@ class StreamingProgress(Progress):
         click.echo(text, nl=False)
 
     def turn_finished(self, dialogue: Any, turn: Any) -> None:
-        if turn.id in self.started:
+        if turn.id in self.started and not dialogue.depth:
             click.echo("\n")
         super().turn_finished(dialogue, turn)
+
+
+def _round(turn: Any) -> str:
+    return f" (round {turn.round})" if turn.round > 1 else ""
 
 
 
@@ -107,6 +116,7 @@ class LiveProgress:
         self._clock = time.monotonic
         self._started: dict[str, float] = {}
         self._streaming: dict[str, list[str]] = {}
+        self._children: dict[str, Any] = {}  # sub-dialogues by id, as they start
         self.console = console or Console(stderr=True)
         self.live = Live(self, console=self.console, refresh_per_second=8, transient=True,
                          redirect_stdout=False, redirect_stderr=False)
@@ -141,8 +151,18 @@ class LiveProgress:
             model = (t.model or "") + (" [magenta]↪[/]" if t.replaced else "")
             tokens = f"{t.usage.mark}{t.usage.total}" if t.usage.total else ""
             cost = f"${t.cost_usd:.4f}" if t.cost_usd else ""
-            table.add_row(icon, str(t.index), t.role, t.participant or "", model,
-                          self._elapsed(t), tokens, cost)
+            table.add_row(icon, str(t.index), t.role + _round(t), t.participant or "",
+                          model, self._elapsed(t), tokens, cost)
+        for child in self._children.values():  # sub-dialogues: one row each
+            running = [t for t in child.turns if t.status == "running"]
+            icon = "[cyan]…[/]" if child.status == "running" else self._ICONS.get(
+                child.status, "?")
+            item = str((child.metadata.get("parent") or {}).get("item", ""))[:40]
+            done = sum(1 for t in child.turns if t.status == "completed")
+            cost = f"${child.total_cost_usd:.4f}" if child.total_cost_usd else ""
+            table.add_row(icon, "", f"{'  ' * child.depth}↳ {item}", child.mode,
+                          running[0].model or "" if running else "",
+                          f"{done}/{len(child.turns)}", str(child.usage.total or ""), cost)
         return table
 
     def __rich__(self) -> Any:
@@ -158,14 +178,20 @@ class LiveProgress:
                                title_align="left", border_style="dim"))
         return Group(*parts)
 
-    def turn_started(self, turn: Any) -> None:
+    def turn_started(self, dialogue: Any, turn: Any) -> None:
+        if dialogue.id != self.dialogue.id:  # a sub-dialogue: a row of its own
+            self._children[dialogue.id] = dialogue
+            return
         self._started[turn.id] = self._clock()
 
-    def turn_chunk(self, turn: Any, text: str) -> None:
-        if self.stream and self.show_text and turn.id not in self.parallel:
+    def turn_chunk(self, dialogue: Any, turn: Any, text: str) -> None:
+        if (self.stream and self.show_text and turn.id not in self.parallel
+                and dialogue.id == self.dialogue.id):
             self._streaming.setdefault(turn.id, []).append(text)
 
-    def turn_finished(self, turn: Any) -> None:
+    def turn_finished(self, dialogue: Any, turn: Any) -> None:
+        if dialogue.id != self.dialogue.id:
+            return
         self._streaming.pop(turn.id, None)
         if turn.replaced:
             self.console.print(f"[magenta]↪[/] {turn.index}. {turn.role}: {turn.model} "

@@ -85,6 +85,24 @@ def _table(dialogue: Any) -> str:
         lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}: {r['reason']}")
     if m.substitutions or m.retries:
         lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")
+    for phase, state in ((dialogue.metadata or {}).get("loops") or {}).items():
+        rounds = state.get("rounds")
+        lines.append(f"loop {phase}: {rounds} round{'s' if rounds != 1 else ''}, "
+                     f"{state.get('status')}" + (f": {state['reason']}"
+                                                 if state.get("reason") else ""))
+    parent = dialogue.metadata.get("parent") if dialogue.metadata else None
+    if parent:
+        lines.append(f"sub-dialogue of {parent['id']} (turn {parent['turn']}, depth "
+                     f"{parent['depth']}, item {str(parent.get('item'))[:60]!r})")
+    for t in dialogue.turns:
+        rows = t.subdialogue_tree()
+        if rows:
+            lines.append(f"sub-dialogues of turn {t.id}:")
+        for depth, e in rows:
+            cost = f"${e['cost_usd']:.5f}" if e.get("cost_usd") else "-"
+            lines.append(f"{'  ' * depth}└ {e.get('id')} · {e.get('mode') or '-'} · "
+                         f"{e.get('status')} · {e.get('turns', 0)} turns · {cost} · "
+                         f"{str(e.get('item'))[:50]}")
     loop = dialogue.metadata.get("event_loop") if dialogue.metadata else None
     if loop:
         lines.append(f"event loop: longest block {loop['max_block_ms']:.0f} ms, "

@@ -123,6 +123,11 @@ class TurnRecord:
         """The mode turn this record is of (its id without the ``@round``)."""
         return self.id if self.round == 1 else self.id.rpartition("@")[0]
 
+    def subdialogue_tree(self) -> list[tuple[int, dict[str, Any]]]:
+        """The sub-dialogues this turn spawned, and theirs, depth first: (depth, entry)
+        pairs, each entry with id, mode, item, status, answer, cost_usd and turns."""
+        return subdialogue_rows((self.metadata or {}).get("subdialogues"))
+
     @property
     def tokens(self) -> TokenUsage:
         """Alias of ``usage``, as in the spec's examples (``turn.tokens.total``)."""
@@ -186,6 +191,17 @@ class TurnRecord:
         )
 
 
+def subdialogue_rows(entries: Any, depth: int = 1) -> list[tuple[int, dict[str, Any]]]:
+    """A spawning turn's sub-dialogues (``turn.metadata["subdialogues"]``) and theirs,
+    depth first: (depth, entry) pairs, for drawing the tree."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for entry in entries or ():
+        if isinstance(entry, dict) and depth <= 9:
+            rows.append((depth, entry))
+            rows.extend(subdialogue_rows(entry.get("children"), depth + 1))
+    return rows
+
+
 @dataclass(frozen=True)
 class DialogueMetrics:
     total_latency_seconds: float
@@ -216,6 +232,19 @@ class Dialogue:
     error: str | None = None
     dlg_version: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # the sub-dialogues its turns spawned (each a Dialogue), when run or loaded; not saved
+    # here (each child is its own record, linked from its turn's metadata)
+    subdialogues: list[Dialogue] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def depth(self) -> int:
+        """0 for a dialogue that was run; a sub-dialogue's parent's depth + 1."""
+        return int(self.metadata.get("depth") or 0)
+
+    @property
+    def parent_id(self) -> str | None:
+        """The dialogue that spawned this one, if any."""
+        return (self.metadata.get("parent") or {}).get("id")
 
     def turn(self, key: str | int) -> TurnRecord:
         """A turn by id or by 1-based position."""

@@ -240,6 +240,8 @@ class Saver:
             if self.lease.due():  # keep a lease taken for another host from expiring
                 self.lease.acquire(store, dialogue.id)
 
+    turn_progress = turn_finished  # a spawning turn's answer and plan: saved the same way
+
     async def dialogue_finished(self, dialogue: Any) -> None:
         try:
             await self._save_all(dialogue)
@@ -284,5 +286,21 @@ def list_dialogues(store: Any = None, *, pm: Any = None) -> list[dict[str, Any]]
 
 
 def load_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> Any:
-    """A saved dialogue (by id or unique id prefix) as a ``dlg.Dialogue``."""
-    return as_dialogue(find_dialogue(open_store(store, pm=pm), dialogue_id))
+    """A saved dialogue (by id or unique id prefix) as a ``dlg.Dialogue``, with its
+    sub-dialogues (``dialogue.subdialogues``, each with theirs) as far as they were saved."""
+    opened = open_store(store, pm=pm)
+    dialogue = as_dialogue(find_dialogue(opened, dialogue_id))
+    _attach_children(opened, dialogue, 0)
+    return dialogue
+
+
+def _attach_children(store: Any, dialogue: Any, depth: int) -> None:
+    if depth > 8:  # deeper than any mode may nest: a damaged record, not a tree
+        return
+    for turn in dialogue.turns:
+        for entry in (turn.metadata or {}).get("subdialogues") or ():
+            record = store.load(entry.get("id")) if isinstance(entry, dict) else None
+            if record is not None:
+                child = as_dialogue(record)
+                _attach_children(store, child, depth + 1)
+                dialogue.subdialogues.append(child)

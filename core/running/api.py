@@ -287,8 +287,11 @@ class Orchestrator(Resuming):
                                          pm=self.plugin_manager)
         return self._store_obj
 
-    async def execute(self, mode: Mode, dialogue: Dialogue) -> Dialogue:
-        """Run (or continue) an existing dialogue: completed turns are not run again."""
+    async def execute(self, mode: Mode, dialogue: Dialogue, *, budget: Any = None
+                      ) -> Dialogue:
+        """Run (or continue) an existing dialogue: completed turns are not run again.
+        ``budget`` (a ``dlg.running.budget.Budget``) is shared with a parent dialogue;
+        by default the dialogue's own ``max_cost`` makes one."""
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
         claimed: Any = None
@@ -311,18 +314,22 @@ class Orchestrator(Resuming):
             from dlg.running.learning import JudgeScores
 
             observers = (*observers, JudgeScores(mode, self._quality_store))
-        budget = None
-        if routing.constraints.get("max_cost") is not None:
+        limit = routing.constraints.get("max_cost")
+        if dialogue.metadata.get("budget_limit") is not None:  # a sub-dialogue's share
+            cap = float(dialogue.metadata["budget_limit"])
+            limit = cap if limit is None else min(float(limit), cap)
+        if budget is None and limit is not None:
             from dlg.running.budget import Budget
+            from dlg.running.subdialogues import tree_spent
 
-            budget = Budget(routing.constraints["max_cost"], self.registry,
-                            spent=dialogue.total_cost_usd)
+            budget = Budget(limit, self.registry, spent=tree_spent(dialogue))
         try:
             return await execute(
                 mode, dialogue, pm=self.plugin_manager, routing=routing,
                 bindings=bound, default=default, pool=self.pool, observers=observers,
                 timeout=self.timeout, registry=self.registry, policy=self.retry,
                 watchdog=self.watchdog, budget=budget,
+                spawner=self._spawner() if any(t.spawn for t in mode.turns) else None,
             )
         finally:
             if claimed is not None:  # the saver lets go too; this covers an early failure
@@ -330,6 +337,59 @@ class Orchestrator(Resuming):
 
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
+
+    def _spawner(self) -> Any:
+        """What runs sub-dialogues for this orchestrator (``spawn:`` turns)."""
+        from dlg.running.subdialogues import Spawner
+
+        return Spawner(open_child=self._open_child, reopen_child=self._reopen_child,
+                       execute=self._execute_child, load_mode=self._child_mode)
+
+    def _open_child(self, mode: Mode, entry: dict[str, Any], index: int, parent: Dialogue,
+                    turn: Any, budget: Any) -> Dialogue:
+        from dlg.running.subdialogues import inherited
+
+        _, child = self.start(mode, entry["inputs"], dialogue_id=entry["id"])
+        child.metadata["depth"] = parent.depth + 1
+        child.metadata["parent"] = inherited(parent, turn, parent.depth + 1, entry, index)
+        if budget is not None:  # resumed on its own, a child may spend what was left
+            child.metadata["budget_limit"] = round(budget.limit - budget.spent, 10)
+        return child
+
+    def _reopen_child(self, dialogue_id: str) -> tuple[Mode | None, Dialogue] | None:
+        """A saved child ready to continue (with no mode if it had ended), or None if it
+        was never saved."""
+        from dlg.records.store import as_dialogue
+        from dlg.running.subdialogues import ENDED
+
+        store = self.open_store()
+        record = store.load(dialogue_id) if store is not None else None
+        if record is None:
+            return None
+        saved = as_dialogue(record)
+        if saved.status in ENDED:
+            return None, saved
+        return self.reopen(record, saved)
+
+    async def _execute_child(self, mode: Mode, child: Dialogue, budget: Any) -> Dialogue:
+        return await self.execute(mode, child, budget=budget)
+
+    def _child_mode(self, ref: str, parent: Mode) -> Mode:
+        """A spawned mode: a name, or a path inside the parent mode's folder."""
+        from pathlib import Path
+
+        from dlg.language.limits import confined
+        from dlg.language.source import is_path_like
+
+        if is_path_like(ref) and parent.source and not parent.source.startswith("<"):
+            folder = Path(parent.source).parent
+            found = confined(folder, ref, [folder])
+            if found is None:
+                raise DlgError(f"spawn.mode '{ref}' of mode '{parent.name}' is not a file "
+                               f"inside {folder} (a spawned mode is named relative to the "
+                               "mode's folder, without '..')")
+            return load_mode(found, pm=self._pm)
+        return load_mode(ref, pm=self._pm)
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Dialogue:

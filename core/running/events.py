@@ -25,8 +25,8 @@ from dlg.errors import DlgError, PluginError
 
 __all__ = ["EVENTS", "Decision", "Events", "call_hook"]
 
-EVENTS = ("dialogue_started", "before_turn", "turn_started", "turn_chunk", "turn_finished",
-          "dialogue_finished")
+EVENTS = ("dialogue_started", "before_turn", "turn_started", "turn_chunk", "turn_progress",
+          "turn_finished", "dialogue_finished")
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,10 @@ class _Run:
     def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, routing: Routing,
                  bindings: Mapping[str, Any], default: Any, pool: ModelPool,
                  observers: Sequence[Any], timeout: float | None, registry: Any,
-                 policy: RetryPolicy, watchdog: bool = False, budget: Budget | None = None):
+                 policy: RetryPolicy, watchdog: bool = False, budget: Budget | None = None,
+                 spawner: Any = None):
         self.mode = mode
+        self.spawner = spawner  # runs sub-dialogues (dlg.running.subdialogues.Spawner)
         self.router, self.router_name = routing.router, routing.name
         self.candidates, self.pinned = routing.pool, routing.pinned
         self.constraints = routing.constraints
@@ -74,6 +76,7 @@ class _Run:
             **dialogue.inputs,
             "inputs": dialogue.inputs,
             **static_views(mode, dialogue.participants),
+            "parent": dialogue.metadata.get("parent"),  # what a sub-dialogue inherits
         }
         self.stopping = Stopping(mode, self.env, self.base_context, self._embed)
 
@@ -106,6 +109,8 @@ class _Run:
         d.started_at = d.started_at or R.now()
         d.ended_at = None
         d.metadata.pop("stopped", None)  # a resumed dialogue is no longer stopped
+        if self.budget is not None:  # the limit it runs under now (a resume may change it)
+            d.metadata["budget"] = self.budget.summary()
         try:
             await self.events.emit("dialogue_started", dialogue=d)
             for phase in self.mode.phases:
@@ -212,6 +217,13 @@ class _Run:
                 return
             rec = self.current[turn.id]
             rec.error = None
+            if turn.spawn and rec.response is not None and (rec.metadata or {}).get(
+                    "subdialogues"):  # it answered before a crash: continue its children
+                rec.status = R.RUNNING
+                await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
+                if await self._spawn(turn, rec):
+                    await self._complete(turn, rec)
+                return
             extra_cost = 0.0  # summaries made for this turn's context
             try:
                 tpl = compiled(self.mode, self.env, turn)
@@ -384,21 +396,84 @@ class _Run:
             rec.model = result.model
             rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (
                 extra_cost or result.cost_usd is not None) else None
-            rec.status = R.COMPLETED
-            rec.ended_at = R.now()
-            if log.isEnabledFor(INFO):
-                log.info("turn %s completed in %.2fs: %d tokens", turn.id, rec.latency_seconds,
-                         rec.usage.total,
-                         extra={"event": "turn.finished", "model": rec.model, "status": rec.status,
-                                "latency_s": round(rec.latency_seconds or 0.0, 4),
-                                "prompt_tokens": rec.usage.prompt,
-                                "completion_tokens": rec.usage.completion,
-                                "cost_usd": rec.cost_usd})
-            await self._finished(rec)
-            if self.stopping.active and not self.stopped:
-                stop = self.stopping.check(self.records, rec)
-                if stop is not None:
-                    self.stopped = (*stop, "until")
+            if turn.spawn and not await self._spawn(turn, rec):
+                return
+            await self._complete(turn, rec)
+
+    async def _complete(self, turn: Turn, rec: TurnRecord) -> None:
+        """Mark a turn that answered completed, tell the listeners, check stopping."""
+        rec.status = R.COMPLETED
+        rec.ended_at = R.now()
+        if log.isEnabledFor(INFO):
+            log.info("turn %s completed in %.2fs: %d tokens", turn.id,
+                     rec.latency_seconds or 0.0, rec.usage.total,
+                     extra={"event": "turn.finished", "model": rec.model, "status": rec.status,
+                            "latency_s": round(rec.latency_seconds or 0.0, 4),
+                            "prompt_tokens": rec.usage.prompt,
+                            "completion_tokens": rec.usage.completion,
+                            "cost_usd": rec.cost_usd})
+        await self._finished(rec)
+        if self.stopping.active and not self.stopped:
+            stop = self.stopping.check(self.records, rec)
+            if stop is not None:
+                self.stopped = (*stop, "until")
+
+    async def _spawn(self, turn: Turn, rec: TurnRecord) -> bool:
+        """Run the sub-dialogues of a spawning turn that has answered (see
+        ``dlg.running.subdialogues``); False if the turn failed."""
+        from dlg.running.subdialogues import DEFAULT_DEPTH, plan_children
+
+        depth = int(self.dialogue.metadata.get("depth") or 0)
+        limit = self.mode.max_depth if self.mode.max_depth is not None else DEFAULT_DEPTH
+        if self.spawner is None or depth >= limit:
+            why = (f"depth {depth} is the mode's max_depth" if self.spawner is not None
+                   else "this run does not spawn sub-dialogues")
+            rec.metadata = {**(rec.metadata or {}), "spawn": f"not spawned: {why}"}
+            return True
+        try:
+            child_mode = self.spawner.child_mode(self.mode, turn)
+            if not (rec.metadata or {}).get("subdialogues"):
+                entries = plan_children(turn, rec, child_mode, self.env, self.base_context,
+                                        self.dialogue.inputs)
+                if not entries:
+                    rec.metadata = {**(rec.metadata or {}),
+                                    "spawn": "not spawned: the answer named no items"}
+                    return True
+                rec.metadata = {**(rec.metadata or {}), "subdialogues": entries}
+                # the plan (and the answer it came from) is saved before any child runs
+                await self.events.emit("turn_progress", dialogue=self.dialogue, turn=rec)
+            children = await self.spawner.run(self.mode, self.dialogue, turn, rec,
+                                              child_mode, self.budget)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            await self._fail(rec, describe(exc))
+            return False
+        if self.budget is not None:  # what the children spent, from the shared budget
+            self.dialogue.metadata["budget"] = self.budget.summary()
+        known = {c.id for c in self.dialogue.subdialogues}
+        self.dialogue.subdialogues.extend(c for c in children
+                                          if c is not None and c.id not in known)
+        from dlg.running.subdialogues import ENDED
+
+        entries = (rec.metadata or {})["subdialogues"]
+        unfinished = [e for e in entries if e.get("status") not in ENDED]
+        if unfinished and all(e.get("status") == "cost_limited" for e in unfinished):
+            # the shared budget ran out in a child: the parent stops the same way, with
+            # this turn pending so that a resume (with more budget) continues its children
+            rec.status = R.PENDING
+            await self.events.emit("turn_progress", dialogue=self.dialogue, turn=rec)
+            self.stopped = ("cost_limited", f"the budget ran out in {len(unfinished)} of "
+                            f"{len(entries)} sub-dialogues of turn '{turn.id}'", "budget")
+            return False
+        if unfinished:
+            first = unfinished[0]
+            await self._fail(rec, f"{len(unfinished)} of {len(entries)} sub-dialogues did "
+                                  f"not complete (first: {first['id']}, {first.get('status')}"
+                                  f": {first.get('error') or 'no error recorded'}); "
+                                  "`dlg resume` continues them")
+            return False
+        return True
 
     def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
         return RouteRequest(
@@ -466,11 +541,12 @@ async def execute(
     policy: RetryPolicy | None = None,
     watchdog: bool = False,
     budget: Budget | None = None,
+    spawner: Any = None,
 ) -> Dialogue:
     """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run.
     With ``budget``, no call is made whose worst case does not fit what is left."""
     run = _Run(mode, dialogue, pm=pm, routing=routing, bindings=bindings, default=default,
                pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
                registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog,
-               budget=budget)
+               budget=budget, spawner=spawner)
     return await run.run()

@@ -56,6 +56,14 @@ class Resuming:
 
     def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool
                    ) -> tuple[Mode, Dialogue]:
+        mode, saved = self.reopen(record, saved, force)
+        self._choose_models(saved, mode)
+        return mode, saved
+
+    def reopen(self, record: dict[str, Any], saved: Dialogue, force: bool = False
+               ) -> tuple[Mode, Dialogue]:
+        """A saved dialogue's mode (checked against its content hash) and the dialogue
+        with every unfinished turn reset to pending."""
         from dlg.errors import ModeError
         from dlg.language.source import is_path_like
 
@@ -87,7 +95,10 @@ class Resuming:
             if turn.status not in ("completed", "skipped"):
                 turn.status, turn.error, turn.attempts, turn.replaced = "pending", None, None, ()
         saved.status, saved.error = "pending", None
-        # the models the dialogue ran on, unless the caller chose others
+        return mode, saved
+
+    def _choose_models(self, saved: Dialogue, mode: Mode) -> None:
+        """Run on the models and the router the dialogue used, unless told otherwise."""
         routed = (saved.metadata or {}).get("routing")
         if not self.models and self.model is None:
             override = (saved.metadata or {}).get("model")
@@ -108,7 +119,6 @@ class Resuming:
                                     if isinstance(s, str) and without_redacted(s) == s}
             self.constraints = {**(routed.get("constraints") or {}), **self.constraints}
         self._bound.clear()
-        return mode, saved
 
     def _saved_models(self, saved: Dialogue, mode: Mode) -> dict[str, Any]:
         """The participants' saved models, ready to run again. A key given in a spec was

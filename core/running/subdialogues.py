@@ -1,0 +1,204 @@
+"""Sub-dialogues: a turn with ``spawn`` runs a child mode for each item of its answer.
+
+```yaml
+- id: decompose
+  role: Planner
+  output: {schema: {type: object, properties: {subtopics: {type: array}}}}
+  spawn: {mode: debate, for_each: data.subtopics, concurrency: 3}
+```
+
+When the turn has answered, its items are worked out (``for_each``, else the answer's
+data when it is a list, else its only list, else its non-empty lines), at most
+``max_children`` of them. Each becomes a child dialogue at depth + 1, with its own id,
+saved as its own record and linked both ways: the child's ``metadata["parent"]`` names
+the parent, its turn, the item and the depth, and holds what the child inherits (the
+parent's inputs, the spawning turn's answer and the parent's transcript: the ``parent``
+template variable); the turn's ``metadata["subdialogues"]`` lists the children with
+their status, answer and cost (templates: ``turns.ID.subdialogues``).
+
+The plan is saved before any child starts, so a crash never re-pays the spawning turn:
+resuming the parent resumes each unfinished child (its completed turns kept) and keeps
+the finished ones. Children share the parent's budget (one hard limit for the tree);
+a child resumed on its own is limited to what was left when it was spawned. Children run
+``concurrency`` at a time; at ``max_depth`` (the mode's, default 2) a spawning turn
+answers without spawning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from dlg.errors import DlgError
+
+__all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "child_summary", "plan_children",
+           "tree_spent"]
+
+# a child that ended so has an answer for its parent (a stopped one can still go on)
+ENDED = ("completed", "converged", "max_turns")
+
+DEFAULT_DEPTH = 2
+DEFAULT_CONCURRENCY = 4
+DEFAULT_CHILDREN = 8
+INHERITED_CHARS = 16_000  # the most of the parent's transcript a child inherits
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+def items_of(turn: Any, data: Any, text: str, env: Any, base: dict[str, Any]) -> list[Any]:
+    """The items a spawning turn's answer names; see the module docstring."""
+    spec = turn.spawn
+    if spec.get("for_each"):
+        try:
+            value = env.compile_expression(spec["for_each"])(
+                **{**base, "data": data, "text": text})
+        except Exception as exc:
+            raise DlgError(f"spawn.for_each '{spec['for_each']}' of turn '{turn.id}' "
+                           f"cannot be evaluated on its answer: {exc}") from None
+    elif isinstance(data, list):
+        value = data
+    elif isinstance(data, dict) and sum(isinstance(v, list) for v in data.values()) == 1:
+        value = next(v for v in data.values() if isinstance(v, list))
+    else:
+        value = [_BULLET.sub("", line).strip() for line in text.splitlines()]
+        value = [v for v in value if v]
+    if not isinstance(value, list | tuple):
+        raise DlgError(f"spawn.for_each of turn '{turn.id}' gave {type(value).__name__}, "
+                       "not a list of items")
+    return list(value)
+
+
+def child_inputs(turn: Any, child_mode: Any, item: Any, index: int, data: Any, text: str,
+                 env: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A child's inputs: ``spawn.inputs`` rendered, else the item (a mapping gives the
+    inputs it names; anything else goes to the first required input, else ``topic``)."""
+    from dlg.language.sandbox import render
+
+    templates = turn.spawn.get("inputs")
+    if templates:
+        ctx = {**inputs, "inputs": inputs, "item": item, "index": index, "data": data,
+               "text": text}
+        return {name: render(env.from_string(source), ctx).strip()
+                for name, source in templates.items()}
+    if isinstance(item, dict):
+        return {k: v for k, v in item.items() if k in child_mode.inputs}
+    required = [n for n, i in child_mode.inputs.items() if i.required]
+    name = required[0] if required else "topic"
+    return {name: item if isinstance(item, str) else str(item)} if (
+        name in child_mode.inputs) else {}
+
+
+def plan_children(turn: Any, rec: Any, child_mode: Any, env: Any, base: dict[str, Any],
+                  inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The children a spawning turn's answer asks for: id, item and inputs each."""
+    from dlg.records.record import new_dialogue_id
+    from dlg.running.inputs import prepare_inputs
+
+    text = rec.response or ""
+    items = items_of(turn, rec.data, text, env, base)
+    limit = int(turn.spawn.get("max_children") or DEFAULT_CHILDREN)
+    entries = []
+    for index, item in enumerate(items[:limit]):
+        given = child_inputs(turn, child_mode, item, index, rec.data, text, env, inputs)
+        entries.append({"id": new_dialogue_id(), "item": item,
+                        "inputs": prepare_inputs(child_mode, given), "status": "pending"})
+    if len(items) > limit:
+        rec.metadata = {**(rec.metadata or {}),
+                        "spawn_left_out": len(items) - limit}
+    return entries
+
+
+def tree_spent(dialogue: Any) -> float:
+    """What a dialogue and the sub-dialogues its record knows the cost of have spent."""
+    return dialogue.total_cost_usd + sum(
+        e.get("cost_usd") or 0.0 for t in dialogue.turns
+        for e in (t.metadata or {}).get("subdialogues") or () if isinstance(e, dict))
+
+
+def child_summary(child: Any) -> dict[str, Any]:
+    """What the parent's turn keeps of a child: status, answer, cost (with the child's
+    own children), turns, and its children's summaries."""
+    done = [t for t in child.turns if t.status == "completed"]
+    nested = [e for t in child.turns for e in (t.metadata or {}).get("subdialogues") or ()]
+    return {"mode": child.mode, "status": child.status,
+            "answer": done[-1].response if done else None,
+            "cost_usd": round(tree_spent(child), 10),
+            "turns": len(done), "error": child.error,
+            **({"children": nested} if nested else {})}
+
+
+class Spawner:
+    """Runs the children of spawning turns for one orchestrator; see the module docstring.
+
+    ``open_child(mode, entry, index, parent, turn, budget)`` gives a new child
+    ``Dialogue``;
+    ``reopen_child(id)`` a saved child ready to continue (mode and dialogue; no mode
+    if it had ended), or None if it was never saved; ``execute(mode, dialogue, budget)``
+    runs one.
+    """
+
+    def __init__(self, *, open_child: Callable[..., Any], reopen_child: Callable[..., Any],
+                 execute: Callable[..., Any], load_mode: Callable[[str, Any], Any]):
+        self.open_child = open_child
+        self.reopen_child = reopen_child
+        self.execute = execute
+        self.load_mode = load_mode
+
+    def child_mode(self, parent_mode: Any, turn: Any) -> Any:
+        ref = turn.spawn["mode"]
+        return parent_mode if ref == "self" else self.load_mode(ref, parent_mode)
+
+    async def run(self, parent_mode: Any, parent: Any, turn: Any, rec: Any,
+                  child_mode: Any, budget: Any) -> list[Any]:
+        """Run (or continue) every child of ``rec``; update their entries in place.
+        Returns the children's dialogues, in the plan's order."""
+        import anyio
+
+        entries: list[dict[str, Any]] = rec.metadata["subdialogues"]
+        limiter = anyio.CapacityLimiter(int(turn.spawn.get("concurrency")
+                                            or DEFAULT_CONCURRENCY))
+        children: list[Any] = [None] * len(entries)
+
+        async def one(i: int, entry: dict[str, Any]) -> None:
+            async with limiter:
+                reopened = await anyio.to_thread.run_sync(self.reopen_child, entry["id"])
+                if reopened is not None:
+                    mode, child = reopened
+                    if mode is None:  # it had ended: nothing to run
+                        children[i] = child
+                        entry.update(child_summary(child))
+                        return
+                    if budget is not None and entry.get("cost_usd") is None:
+                        # it was cut short before its parent learnt its cost: count
+                        # what it spent against the shared limit now
+                        budget.spent += tree_spent(child)
+                else:
+                    mode = child_mode
+                    child = self.open_child(mode, entry, i, parent, rec, budget)
+                try:
+                    child = await self.execute(mode, child, budget)
+                except DlgError as exc:  # the child could not run: the turn says why
+                    child.status, child.error = "failed", str(exc)
+                children[i] = child
+                entry.update(child_summary(child))
+
+        async with anyio.create_task_group() as tg:
+            for i, entry in enumerate(entries):
+                tg.start_soon(one, i, entry)
+        return children
+
+
+def inherited(parent: Any, turn_rec: Any, depth: int, entry: dict[str, Any],
+              index: int) -> dict[str, Any]:
+    """What a child knows of its parent (``metadata["parent"]``; the ``parent`` template
+    variable): ids, depth, the item, the parent's inputs, the spawning turn's answer and
+    the end of the parent's transcript."""
+    from dlg.language.templates import transcript
+
+    earlier = transcript([t for t in parent.turns if t is not turn_rec])
+    own = f"### {turn_rec.role}\n{(turn_rec.response or '').strip()}"
+    text = f"{earlier}\n\n{own}" if earlier else own
+    return {"id": parent.id, "mode": parent.mode, "turn": turn_rec.id, "depth": depth,
+            "index": index, "item": entry["item"], "inputs": dict(parent.inputs),
+            "text": turn_rec.response or "", "data": turn_rec.data,
+            "transcript": text[-INHERITED_CHARS:]}
