@@ -52,6 +52,7 @@ class LocalChatModel(BaseChatModel):
     repeat_penalty: float = 1.3
     repeat_last_n: int = 256
     dlg_label: str = "local"
+    dlg_json_schema: bool = True  # structured answers: held to the schema by a grammar
 
     @property
     def _llm_type(self) -> str:
@@ -75,6 +76,8 @@ class LocalChatModel(BaseChatModel):
                 payload[key] = kwargs[key]
         if stop:
             payload["stop"] = stop
+        if kwargs.get("json_schema"):  # llama.cpp turns it into a grammar
+            payload["json_schema"] = kwargs["json_schema"]
         return payload
 
     def _call_server(self, payload: dict[str, Any], on_chunk: Any = None) -> Any:

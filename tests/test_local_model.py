@@ -103,3 +103,17 @@ def test_cli_runs_a_builtin_mode_with_no_model_named(tmp_path):
     for i, role in enumerate(roles, 1):
         assert f"\n## {i}. {role} (" in result.stdout, role
     assert "· local\n" in result.stderr
+
+
+async def test_the_dynamic_mode_spawns_sub_dialogues_on_the_local_model():
+    """The embedded model holds its structured answer to the schema (a llama.cpp grammar),
+    so the decomposition parses and its parts run as sub-dialogues."""
+    mode = {"name": "short-dynamic", "extends": "dynamic",
+            "settings": {"max_tokens": 120, "seed": 7},
+            "overrides": {"decompose": {"settings": {"max_tokens": 200}}}}
+    d = await dlg.run(mode, topic="Why is the sky blue?", store=None)
+    assert d.status == "completed", d.error
+    assert 2 <= len(d.subdialogues) <= 4
+    assert all(c.status == "completed" and c.depth == 1 for c in d.subdialogues)
+    assert all(c.turn("explore").response.strip() for c in d.subdialogues)
+    assert d.turn("synthesis").status == "completed"

@@ -50,7 +50,7 @@ class Progress:
             if self.show_text and not self._streamed(turn) and not dialogue.depth:
                 click.echo(self._heading(turn))
                 click.echo((turn.response or "").strip() + "\n")
-        elif turn.status == "skipped":
+        elif turn.status == "skipped" and not dialogue.depth:
             self._status(f"- {step} · skipped (its 'when' was false)")
         elif turn.status == "failed":
             self._status(f"✗ {step} · failed: {turn.error}")

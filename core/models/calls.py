@@ -66,14 +66,18 @@ def _usage(meta: Any, messages: Any, text: str) -> TokenUsage:
 
 
 async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str,
-               on_chunk: Any = None) -> ChatResult:
+               on_chunk: Any = None, schema: Mapping[str, Any] | None = None) -> ChatResult:
     """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
     return text, usage and latency. With ``on_chunk``, stream: ``await on_chunk(text)``
-    for each piece as it arrives."""
+    for each piece as it arrives. ``schema`` (a JSON Schema the answer must match) goes to
+    models that can hold their output to one (``dlg_json_schema = True``: they take a
+    ``json_schema`` argument, as the embedded model does with a llama.cpp grammar)."""
     kwargs: dict[str, Any] = {}
     if settings:
         kwargs = {k: v for k, v in settings.items() if k != "extra"}
         kwargs.update(settings.get("extra") or {})
+    if schema is not None and getattr(model, "dlg_json_schema", False):
+        kwargs["json_schema"] = schema
     started = time.perf_counter()
     if on_chunk is None:
         message = await model.ainvoke(messages, **kwargs)
@@ -145,6 +149,7 @@ async def call_model(
     on_chunk: Any = None,
     on_attempt: Any = None,
     allow: Any = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> ChatResult:
     """The one way dlg calls a model, for turns and for ``ChatModel`` alike.
 
@@ -154,7 +159,8 @@ async def call_model(
     models that can run here are tried. The result says which model answered, what it
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
     none answered. ``on_attempt(label)`` hears of each model as it is tried; ``allow``, if
-    given, must accept a fallback before it is tried (a budget uses it).
+    given, must accept a fallback before it is tried (a budget uses it). ``schema``: see
+    ``chat``.
     """
     from dlg.models.resilience import RetryPolicy, call_resilient
 
@@ -175,7 +181,7 @@ async def call_model(
         name = pool.safe_label(candidate)
         if on_attempt is not None:
             on_attempt(name)
-        return await chat(model, messages, settings, name, on_chunk)
+        return await chat(model, messages, settings, name, on_chunk, schema)
 
     result, _, failures = await call_resilient(
         primary, attempt, fallbacks=candidates, label=pool.label,

@@ -336,14 +336,15 @@ class _Run:
                     self.pool, choice, messages, settings, registry=self.registry,
                     fallbacks=fallbacks, requires=turn.requires, policy=self.policy,
                     timeout=turn.timeout or self.mode.timeout or self.timeout,
-                    on_chunk=on_chunk, on_attempt=on_attempt, allow=allow)
+                    on_chunk=on_chunk, on_attempt=on_attempt, allow=allow,
+                    schema=output["schema"] if output is not None else None)
                 spent = result.cost_usd
                 if output is not None:
                     async def again(conversation: Any) -> Any:
                         return await budgeted_call(
                             self.budget, self.pool, choice, conversation, settings,
                             registry=self.registry, fallbacks=fallbacks,
-                            policy=self.policy, allow=allow)
+                            policy=self.policy, allow=allow, schema=output["schema"])
 
                     result, data, problem = await structured_answer(
                         result, output, messages, again)
