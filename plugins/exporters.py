@@ -59,8 +59,9 @@ class MarkdownExporter:
             lines.append("")
             facts = [f"model: {t.model or '-'}", f"status: {t.status}",
                      f"latency: {_fmt_seconds(t.latency_seconds)}",
-                     f"tokens: {t.usage.mark}{t.usage.prompt} in / {t.usage.mark}"
-                     f"{t.usage.completion} out"]
+                     f"tokens: {t.usage.mark}{t.usage.prompt} in"
+                     + (f" ({t.usage.cached} cached)" if t.usage.cached else "")
+                     + f" / {t.usage.mark}{t.usage.completion} out"]
             lines.append("*" + " · ".join(facts) + "*")
             lines.append("")
             routing = (t.metadata or {}).get("routing")

@@ -48,10 +48,13 @@ def _look_up(specs: list[str]) -> dict[str, dict[str, float]]:
                                   provider_id=PROVIDERS[provider]).total_price
             per_k_out = calc_price(Usage(output_tokens=1000), model,
                                    provider_id=PROVIDERS[provider]).total_price
+            per_k_cached = calc_price(Usage(input_tokens=1000, cache_read_tokens=1000), model,
+                                      provider_id=PROVIDERS[provider]).total_price
         except Exception:  # a model it does not know keeps the catalog's price
             continue
         out[spec] = {"input": round(float(per_k_in) * 1000, 6),
-                     "output": round(float(per_k_out) * 1000, 6)}
+                     "output": round(float(per_k_out) * 1000, 6),
+                     "cached_input": round(float(per_k_cached) * 1000, 6)}
     return out
 
 

@@ -111,7 +111,9 @@ class HtmlExporter:
                        f"<h3>{t.index}. {escape(t.role)}{who}</h3>"
                        f'<div class="facts">{escape(t.model or "-")} · {escape(t.status)} · '
                        f"{_seconds(t.latency_seconds)} · {t.usage.mark}{t.usage.total} tokens"
-                       + (" (estimated)" if t.usage.estimated else "") + "</div>")
+                       + (" (estimated)" if t.usage.estimated else "")
+                       + (f" · {t.usage.cached} cached" if t.usage.cached else "")
+                       + "</div>")
             routing = (t.metadata or {}).get("routing")
             if routing and routing.get("reason"):
                 out.append(f'<div class="facts">routed by {escape(routing["router"])}: '

@@ -20,9 +20,11 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server"):
+    def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
+                 cached: int = 0):
         self.script = list(script or ["ok"])
         self.reply = reply
+        self.cached = cached  # prompt tokens it says it read from its prompt cache
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
@@ -86,7 +88,9 @@ class FakeOpenAI:
                 prompt_tokens = sum(len(str(m.get("content", "")).split())
                                     for m in body.get("messages", []))
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                         "total_tokens": prompt_tokens + len(words)}
+                         "total_tokens": prompt_tokens + len(words),
+                         "prompt_tokens_details": {
+                             "cached_tokens": min(fake.cached, prompt_tokens)}}
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
@@ -112,5 +116,61 @@ class FakeOpenAI:
                                  "message": {"role": "assistant", "content": fake.reply}}],
                     "usage": usage,
                 })
+
+        return Handler
+
+
+class FakeAnthropic:
+    """Anthropic's Messages API on 127.0.0.1: answers ``reply`` and reports
+    ``cache_read`` of the input tokens as read from its prompt cache."""
+
+    def __init__(self, reply: str = "Hello from Claude", input_tokens: int = 2000,
+                 cache_read: int = 0):
+        self.reply, self.input_tokens, self.cache_read = reply, input_tokens, cache_read
+        self.requests: list[dict[str, Any]] = []
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FakeAnthropic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake.requests.append({"path": self.path, "body": body,
+                                      "key": self.headers.get("x-api-key")})
+                data = json.dumps({
+                    "id": "msg_1", "type": "message", "role": "assistant",
+                    "model": body.get("model"), "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "content": [{"type": "text", "text": fake.reply}],
+                    "usage": {"input_tokens": fake.input_tokens - fake.cache_read,
+                              "cache_read_input_tokens": fake.cache_read,
+                              "cache_creation_input_tokens": 0,
+                              "output_tokens": len(fake.reply.split())},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         return Handler

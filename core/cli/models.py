@@ -84,8 +84,10 @@ def models_show(ctx: click.Context, name: str) -> None:
         click.echo(f"  {info.description}")
     click.echo(f"  capabilities: {', '.join(info.capabilities) or '-'}")
     if info.price_in is not None:
-        click.echo(f"  price: ${info.price_in:g} in / ${info.price_out:g} out per million "
-                   f"tokens (blended ${info.cost_per_million:.3g})")
+        cached = (f" (${info.price_cached_in:g} cached)"
+                  if info.price_cached_in not in (None, info.price_in) else "")
+        click.echo(f"  price: ${info.price_in:g} in{cached} / ${info.price_out:g} out per "
+                   f"million tokens (blended ${info.cost_per_million:.3g})")
     for key, label in (("quality", "quality"), ("latency", "typical latency (s)"),
                        ("context_window", "context window"), ("max_output", "max output"),
                        ("path", "file")):

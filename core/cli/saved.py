@@ -61,6 +61,9 @@ def _table(dialogue: Any) -> str:
                  f"{m.total_tokens} tokens · ${m.total_cost_usd:.5f}")
     if dialogue.usage.estimated:
         lines.append("token counts marked ~ are estimates: the provider reported none")
+    if dialogue.usage.cached:
+        lines.append(f"prompt cache: {dialogue.usage.cached} of {m.prompt_tokens} prompt "
+                     "tokens were read from the provider's cache")
     slowest = max((t for t in dialogue.turns if t.latency_seconds), default=None,
                   key=lambda t: t.latency_seconds)
     costliest = max((t for t in dialogue.turns if t.cost_usd), default=None,

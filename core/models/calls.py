@@ -59,7 +59,9 @@ def estimate_tokens(text: str) -> int:
 
 def _usage(meta: Any, messages: Any, text: str) -> TokenUsage:
     if meta:
-        return TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
+        details = meta.get("input_token_details") or {}
+        return TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)),
+                          cached=int(details.get("cache_read") or 0))
     prompt_text = messages if isinstance(messages, str) else "\n".join(
         _text_of(m) for m in messages)
     return TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
@@ -191,5 +193,5 @@ async def call_model(
         pool.safe_label(a.model) for a in failures if a.model != result.model))
     if registry is not None:
         result.cost_usd = registry.cost(result.model, result.usage.prompt,
-                                        result.usage.completion)
+                                        result.usage.completion, result.usage.cached)
     return result

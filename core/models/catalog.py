@@ -36,6 +36,7 @@ class ModelInfo:
     quality: float | None = None
     price_in: float | None = None  # $ per million input tokens
     price_out: float | None = None
+    price_cached_in: float | None = None  # input tokens read from the provider's cache
     latency: float | None = None
     context_window: int | None = None
     max_output: int | None = None
@@ -56,10 +57,16 @@ class ModelInfo:
             return None
         return blended_price(self.price_in, self.price_out)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+             ) -> float | None:
+        """Dollars for a call; prompt tokens read from the provider's cache (part of
+        ``prompt_tokens``) at the cached price when it is known."""
         if self.price_in is None or self.price_out is None:
             return None
-        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = self.price_in if self.price_cached_in is None else self.price_cached_in
+        return ((prompt_tokens - cached) * self.price_in + cached * cached_price
+                + completion_tokens * self.price_out) / 1e6
 
     def has(self, capabilities: Iterable[str]) -> bool:
         return set(capabilities) <= set(self.capabilities)
@@ -73,6 +80,8 @@ class ModelInfo:
                 out[key] = value
         if self.price_in is not None:
             out["price"] = {"input": self.price_in, "output": self.price_out}
+            if self.price_cached_in is not None:
+                out["price"]["cached_input"] = self.price_cached_in
         if self.fallbacks:
             out["fallbacks"] = list(self.fallbacks)
         if self.local:
@@ -86,7 +95,8 @@ def _info(name: str, data: Mapping[str, Any], source: str) -> ModelInfo:
     return ModelInfo(
         name=name, capabilities=tuple(data.get("capabilities", ())),
         quality=data.get("quality"), price_in=price.get("input"),
-        price_out=price.get("output"), latency=data.get("latency"),
+        price_out=price.get("output"), price_cached_in=price.get("cached_input"),
+        latency=data.get("latency"),
         context_window=data.get("context_window"), max_output=data.get("max_output"),
         fallbacks=tuple(data.get("fallbacks", ())), local=bool(data.get("local", False)),
         description=data.get("description", ""), source=source, path=data.get("path"),
@@ -196,9 +206,10 @@ class ModelRegistry:
         key = spec_key(spec)
         return [s for i, s in enumerate(out) if s != key and s not in out[:i]]
 
-    def cost(self, spec: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    def cost(self, spec: str, prompt_tokens: int, completion_tokens: int,
+             cached_tokens: int = 0) -> float | None:
         info = self.get(spec)
-        return info.cost(prompt_tokens, completion_tokens) if info else None
+        return info.cost(prompt_tokens, completion_tokens, cached_tokens) if info else None
 
 
 def _as_data(info: ModelInfo | None) -> dict[str, Any]:

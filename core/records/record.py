@@ -59,6 +59,7 @@ class TokenUsage:
     prompt: int = 0
     completion: int = 0
     estimated: bool = False  # counted by dlg because the provider reported nothing
+    cached: int = 0  # of the prompt tokens, those the provider read from its prompt cache
 
     @property
     def total(self) -> int:
@@ -75,6 +76,7 @@ class TokenUsage:
             self.prompt + other.prompt,
             self.completion + other.completion,
             self.estimated or other.estimated,
+            self.cached + other.cached,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,11 +85,14 @@ class TokenUsage:
         }
         if self.estimated:
             out["estimated"] = True
+        if self.cached:
+            out["cached"] = self.cached
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenUsage:
-        return cls(data.get("prompt", 0), data.get("completion", 0), data.get("estimated", False))
+        return cls(data.get("prompt", 0), data.get("completion", 0), data.get("estimated", False),
+                   data.get("cached", 0))
 
 
 NO_USAGE = TokenUsage()
