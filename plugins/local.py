@@ -95,8 +95,12 @@ def _make(model, options, *, registry=None):
     options.setdefault("threads", default_threads())
     path = model_path(model, options, registry)
     options.pop("path", None)
-    return LocalChatModel(model_path=str(path), dlg_label="local" + (f":{model}" if model
+    made = LocalChatModel(model_path=str(path), dlg_label="local" + (f":{model}" if model
                                                                       else ""), **options)
+    # load the weights now: loading holds the GIL for about 0.4 s, which would stall a
+    # running event loop at the first call (dlg makes models before its loop starts)
+    made.load()
+    return made
 
 
 def _pull(model, options, *, force=False):

@@ -80,6 +80,10 @@ class LocalChatModel(BaseChatModel):
             payload["json_schema"] = kwargs["json_schema"]
         return payload
 
+    def load(self) -> None:
+        """Load the model file (once per process and settings); calls do it if needed."""
+        _server(self.model_path, self.n_ctx, self.threads, self.parallel)
+
     def _call_server(self, payload: dict[str, Any], on_chunk: Any = None) -> Any:
         server = _server(self.model_path, self.n_ctx, self.threads, self.parallel)
         if on_chunk is None:

@@ -132,7 +132,7 @@ def test_modes_list():
     lines = result.output.splitlines()
     assert [ln.split()[0] for ln in lines] == [
         "debate", "detective", "detective-deep", "dynamic", "loop", "panel", "pipeline",
-        "podcast"]
+        "podcast", "refine"]
     assert lines[5].startswith("panel           mixed        4 turns  Three experts")
     # a child mode has its own description, not its parent's
     assert lines[2].startswith("detective-deep  sequential   7 turns  The detective mode, deeper")
@@ -142,7 +142,7 @@ def test_modes_list_json():
     data = json.loads(invoke("modes", "list", "--json").output)
     assert {d["name"]: d["turns"] for d in data} == {
         "debate": 6, "detective": 5, "detective-deep": 7, "dynamic": 3, "loop": 8, "panel": 4,
-        "pipeline": 7, "podcast": 10}
+        "pipeline": 7, "podcast": 10, "refine": 3}
     assert {d["plugin"] for d in data} == {"dlg.plugins.builtin_modes"}
 
 
@@ -186,7 +186,8 @@ def test_plugins_lists_builtins_and_what_they_register():
         "dlg.plugins.echo (built-in)\n"
         "  models: echo\n"
         "dlg.plugins.builtin_modes (built-in)\n"
-        "  modes: debate, detective, detective-deep, dynamic, loop, panel, pipeline, podcast\n"
+        "  modes: debate, detective, detective-deep, dynamic, loop, panel, pipeline, podcast, "
+        "refine\n"
         "dlg.plugins.exporters (built-in)\n"
         "  exporters: json, markdown\n"
         "dlg.plugins.report (built-in)\n"

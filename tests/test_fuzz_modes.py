@@ -95,8 +95,10 @@ def _mutate_data(rng: random.Random, data: Any) -> Any:
         elif kind == 1 and isinstance(parent, dict):
             del parent[last]
         elif kind == 2 and isinstance(parent, dict):
+            # a copy: a later mutation must not change the shared VALUES
             parent[rng.choice(["unknown", "turns", "extends", "prompt_file", "structure",
-                               "phases", "add", "remove", "overrides"])] = rng.choice(VALUES)
+                               "phases", "add", "remove", "overrides"])] = json.loads(
+                json.dumps(rng.choice(VALUES)))
         else:
             deep: Any = parent[last]
             for _ in range(rng.choice([3, 70, 300])):
