@@ -48,6 +48,12 @@ def register_embeddings(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_executors(register: Callable[..., None]) -> None:
+    """Register where batches run: ``register(name, factory)``; ``factory(orchestrator)``
+    gives the executor (``dlg.running.batch``); ``dlg batch --executor NAME`` uses it."""
+
+
+@hookspec
 def register_modes(register: Callable[..., None]) -> None:
     """Register modes a plugin ships: ``register(name, source)``."""
 

@@ -31,6 +31,7 @@ __all__ = [
     "catalogs",
     "clear_caches",
     "embeddings",
+    "executors",
     "exporters",
     "model_providers",
     "modes",
@@ -128,9 +129,10 @@ class Registration:
     stores: list[str] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
     embeddings: list[str] = field(default_factory=list)
+    executors: list[str] = field(default_factory=list)
 
 
-_KINDS = ("models", "routers", "exporters", "stores", "modes", "embeddings")
+_KINDS = ("models", "routers", "exporters", "stores", "modes", "embeddings", "executors")
 # per plugin manager, dropped with it; rebuilt when plugins are added or removed
 _cache: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -212,24 +214,19 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
 
         return register
 
-    def stores_register(plugin: str) -> Callable[..., None]:
-        def register(name: str, factory: StoreFactory) -> None:
-            if not callable(factory):
-                raise PluginError(f"plugin '{plugin}' registered store {name!r} without a factory")
-            out["stores"][name] = factory
-            plugin_entry(plugin).stores.append(name)
+    def factories_register(kind: str, what: str) -> Callable[[str], Callable[..., None]]:
+        """``register(name, factory)`` for a kind that is a name and a factory."""
+        def for_plugin(plugin: str) -> Callable[..., None]:
+            def register(name: str, factory: Callable[..., Any]) -> None:
+                if not callable(factory):
+                    raise PluginError(
+                        f"plugin '{plugin}' registered {what} {name!r} without a factory")
+                out[kind][name] = factory
+                getattr(plugin_entry(plugin), kind).append(name)
 
-        return register
+            return register
 
-    def embeddings_register(plugin: str) -> Callable[..., None]:
-        def register(name: str, factory: Callable[..., Any]) -> None:
-            if not callable(factory):
-                raise PluginError(
-                    f"plugin '{plugin}' registered embeddings {name!r} without a factory")
-            out["embeddings"][name] = factory
-            plugin_entry(plugin).embeddings.append(name)
-
-        return register
+        return for_plugin
 
     def modes_register(plugin: str) -> Callable[..., None]:
         def register(name: str, source: Any) -> None:
@@ -242,9 +239,10 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
         "register_models": models_register,
         "register_routers": routers_register,
         "register_exporters": exporters_register,
-        "register_stores": stores_register,
+        "register_stores": factories_register("stores", "store"),
         "register_modes": modes_register,
-        "register_embeddings": embeddings_register,
+        "register_embeddings": factories_register("embeddings", "embeddings"),
+        "register_executors": factories_register("executors", "executor"),
     }
     for hook_name, make_register in hooks.items():
         caller = getattr(pm.hook, hook_name)
@@ -288,6 +286,12 @@ def embeddings(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[...
     """Embedding factories by name: ``factory()`` gives an object with LangChain's
     ``embed_documents(texts)`` and ``embed_query(text)``."""
     return _collect(_pm(pm))["embeddings"]
+
+
+def executors(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[..., Any]]:
+    """Batch executors by name: ``factory(orchestrator)`` gives an awaitable callable
+    ``(mode, items, *, concurrency, on_item, options)`` (``dlg.running.batch``)."""
+    return _collect(_pm(pm))["executors"]
 
 
 def modes(pm: pluggy.PluginManager | None = None) -> dict[str, ModeSource]:

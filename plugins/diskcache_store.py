@@ -124,6 +124,14 @@ class DiskcacheStore:
             self._cache.delete(f"lease:{dialogue_id}")
         return True
 
+    def save_batch(self, record: dict[str, Any]) -> None:
+        """Keep a batch (``dlg batch``): its mode, rows and options, by its id."""
+        self._cache.set(f"batch:{record['id']}", json.dumps(record, ensure_ascii=False))
+
+    def load_batch(self, batch_id: str) -> dict[str, Any] | None:
+        blob = self._cache.get(f"batch:{batch_id}")
+        return json.loads(blob) if blob is not None else None
+
     def acquire(self, dialogue_id: str, lease: dict[str, Any], is_live: Any
                 ) -> dict[str, Any] | None:
         """Write ``lease`` for the dialogue unless another live one is there (returned)."""

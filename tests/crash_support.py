@@ -255,3 +255,50 @@ def kill_inside_a_child(root: Path, env: dict[str, str], rng: random.Random,
 
 def _lines(log: Path) -> list[str]:
     return [x for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+
+
+BATCH_MODE = {"name": "crashbatch", "inputs": {"topic": {"required": True}},
+              "turns": [{"id": t, "role": t.upper(), "prompt": f"TURN {t} {{{{ topic }}}}"}
+                        for t in ("a", "b", "c")]}
+
+
+def kill_a_batch(root: Path, env: dict[str, str], rng: random.Random, rows: int = 6,
+                 latency: float = 0.1) -> dict[str, object]:
+    """``dlg batch`` on ``rows`` topics, SIGKILLed part-way; then ``dlg batch --resume``."""
+    from dlg.records.store import list_dialogues
+
+    (root / "crashbatch.json").write_text(json.dumps(BATCH_MODE))
+    (root / "rows.jsonl").write_text("".join(
+        json.dumps({"topic": f"t{i}"}) + "\n" for i in range(rows)))
+    log = root / f"batch-{rng.random():.9f}.log"
+    batch_id = f"kb{rng.randrange(10**6)}"
+    os.environ["DLG_DATA_DIR"] = env["DLG_DATA_DIR"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "batch", str(root / "crashbatch.json"), "--inputs",
+         str(root / "rows.jsonl"), "--model", f"counting?latency={latency}&log={log}",
+         "--id", batch_id, "-c", "2", "-q"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = rng.randint(2, rows * 3 - 4)  # turns completed over the batch before the kill
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = sum(s["turns_completed"] or 0 for s in list_dialogues()
+                   if str(s["id"]).startswith(batch_id))
+        if done >= target:
+            break
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, latency))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from dlg.records.store import load_dialogue
+
+    done_at_kill = {f"TURN {t.id} {d.inputs['topic']}"
+                    for s in list_dialogues() if str(s["id"]).startswith(batch_id)
+                    for d in [load_dialogue(s["id"])] for t in d.turns
+                    if t.status == "completed"}
+    at_kill = len(_lines(log))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlg", "batch", "--resume", batch_id, "--json", "-q"],
+        env=env, capture_output=True, text=True, timeout=120)
+    lines = _lines(log)
+    return {"code": resumed.returncode, "stdout": resumed.stdout, "stderr": resumed.stderr,
+            "done_at_kill": done_at_kill, "after": lines[at_kill:], "lines": lines}

@@ -50,3 +50,23 @@ def test_sigkill_inside_a_sub_dialogue_then_resume_repays_nothing(tmp_path, seed
     assert sorted(set(lines) - {"SPLIT t"}) == sorted([*CHILD_CALLS, "TURN merge alpha "
                                                        "beta gamma"])
     assert all(lines.count(c) <= 2 for c in CHILD_CALLS)  # at most once more if in flight
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_inside_a_batch_then_resume_the_batch(tmp_path, seed, monkeypatch):
+    import json
+
+    from .crash_support import kill_a_batch
+
+    env = install(tmp_path)
+    monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
+    out = kill_a_batch(tmp_path, env, random.Random(seed))
+    assert out["code"] == 0, out["stderr"]
+    summary = json.loads(out["stdout"])
+    assert summary["totals"]["statuses"] == {"completed": 6}
+    assert summary["totals"]["turns"] == 18
+    # nothing finished before the kill was paid for again; everything ran in the end
+    assert out["done_at_kill"], "some turns had finished before the kill"
+    assert not [x for x in out["after"] if x in out["done_at_kill"]]
+    expected = {f"TURN {t} t{i}" for i in range(6) for t in "abc"}
+    assert set(out["lines"]) == expected

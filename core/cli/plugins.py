@@ -25,13 +25,14 @@ def plugins(as_json: bool) -> None:
         rows.append({"plugin": reg.plugin, "distribution": dist, "models": reg.models,
                      "routers": reg.routers, "exporters": reg.exporters,
                      "stores": reg.stores, "modes": reg.modes,
-                     "embeddings": reg.embeddings})
+                     "embeddings": reg.embeddings, "executors": reg.executors})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         click.echo(f"{r['plugin']} ({r['distribution']})")
-        for kind in ("models", "routers", "exporters", "stores", "modes", "embeddings"):
+        for kind in ("models", "routers", "exporters", "stores", "modes", "embeddings",
+                     "executors"):
             if r[kind]:
                 click.echo(f"  {kind}: {', '.join(r[kind])}")
 

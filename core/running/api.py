@@ -10,6 +10,7 @@ dialogue = dlg.run_sync("debate", topic="...", participants={"proponent": my_cha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from dlg.running.inputs import new_dialogue, prepare_inputs
 from dlg.running.kernel import execute
 from dlg.running.resume import Resuming
 
-__all__ = ["Orchestrator", "resume", "run", "run_sync"]
+__all__ = ["Orchestrator", "batch", "batch_sync", "resume", "run", "run_sync"]
 
 
 class Orchestrator(Resuming):
@@ -338,6 +339,36 @@ class Orchestrator(Resuming):
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
 
+    async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
+                    concurrency: int = 4, executor: str | Any = "local",
+                    on_item: Any = None) -> Any:
+        """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
+        ``.csv`` file); see ``dlg.running.batch``. Returns a ``BatchResult``; running it
+        again with the same ``batch_id`` continues it."""
+        from dlg.running.batch import read_rows, run_batch
+
+        if isinstance(rows, str | os.PathLike):
+            rows = read_rows(rows)
+        return await run_batch(self, mode, rows, batch_id=batch_id, concurrency=concurrency,
+                               executor=executor, on_item=on_item, options=self.options())
+
+    def options(self) -> dict[str, Any]:
+        """How this orchestrator was made, as far as it can be written down (model specs,
+        not model objects): what a batch keeps, and what remote workers rebuild it from."""
+        from dlg.observability.redact import redact
+
+        def spec(value: Any) -> Any:
+            return redact(value) if isinstance(value, str) else None
+
+        return {k: v for k, v in {
+            "model": spec(self.model),
+            "models": {a: spec(m) for a, m in self.models.items()} or None,
+            "pool": {n: spec(m) for n, m in self.pool_models.items()} or None,
+            "router": self.router if isinstance(self.router, str) else None,
+            "constraints": self.constraints or None,
+            "timeout": self.timeout,
+        }.items() if v is not None}
+
     def _spawner(self) -> Any:
         """What runs sub-dialogues for this orchestrator (``spawn:`` turns)."""
         from dlg.running.subdialogues import Spawner
@@ -429,6 +460,25 @@ async def run(
 async def resume(dialogue_id: str, *, force: bool = False, **options: Any) -> Dialogue:
     """Continue a saved dialogue (by id or unique id prefix); see ``Orchestrator.resume``."""
     return await Orchestrator(**options).resume(dialogue_id, force=force)
+
+
+async def batch(mode: Any, rows: Any, *, concurrency: int = 4, batch_id: str | None = None,
+                executor: str = "local", **options: Any) -> Any:
+    """Run ``mode`` once per row of inputs (mappings, or a ``.jsonl``/``.csv`` file);
+    ``options`` make the ``Orchestrator`` (``model=``, ``models=``, ``max_cost=``, ...).
+    Returns a ``dlg.running.batch.BatchResult``."""
+    return await Orchestrator(**options).batch(mode, rows, batch_id=batch_id,
+                                               concurrency=concurrency, executor=executor)
+
+
+def batch_sync(mode: Any, rows: Any, **kwargs: Any) -> Any:
+    """``batch`` for code that is not async."""
+    import anyio
+
+    async def main() -> Any:
+        return await batch(mode, rows, **kwargs)
+
+    return anyio.run(main)
 
 
 def run_sync(mode: Any, /, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> Dialogue:

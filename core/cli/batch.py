@@ -1,0 +1,165 @@
+"""``dlg batch``: one mode on many inputs, with a progress bar and a summary table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from dlg.cli.base import EXIT_FAILED, EXIT_USAGE, DlgClickError, _pairs, cli, store_option
+from dlg.cli.run import _live_terminal, _pool
+
+
+@cli.command("batch")
+@click.argument("mode", required=False)
+@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The rows of inputs: a .jsonl file (one JSON object a line) or a .csv "
+                   "file (a header row names the inputs).")
+@click.option("--resume", "resume_id", metavar="BATCH",
+              help="Continue a batch: its ended dialogues are kept, the rest run.")
+@click.option("--id", "batch_id", metavar="BATCH",
+              help="The batch's id (default: a new one); dialogues are BATCH-00000, ...")
+@click.option("--model", "-m", metavar="SPEC", help="Send every participant to this model.")
+@click.option("--participant", "-p", "participants", multiple=True, metavar="ALIAS=SPEC",
+              help="Bind one participant to a model; repeatable.")
+@click.option("--router", metavar="NAME", help="The router (default: the mode's).")
+@click.option("--pool", "pool", multiple=True, metavar="[NAME=]SPEC",
+              help="Offer a model to the router; repeatable.")
+@click.option("--max-cost", type=float, metavar="USD",
+              help="A hard limit on what each dialogue spends, in US dollars.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
+              help="Dialogues that run at once (default 4).")
+@click.option("--executor", default="local", show_default=True, metavar="NAME",
+              help="Where the dialogues run: local, or a plugin's (ray).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@store_option
+def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | None,
+                  batch_id: str | None, model: str | None, participants: tuple[str, ...],
+                  router: str | None, pool: tuple[str, ...], max_cost: float | None,
+                  timeout: float | None, concurrency: int | None, executor: str,
+                  as_json: bool, quiet: bool, store: str | None) -> None:
+    """Run MODE once per row of --inputs; or continue a batch with --resume BATCH.
+
+    Every dialogue is saved (dlg ls, show, resume); the summary gives each one's status,
+    turns, tokens, cost and time, and the totals.
+    """
+    import anyio
+
+    from dlg.running.api import Orchestrator
+    from dlg.running.batch import read_rows
+
+    options: dict[str, Any] = {}
+    if resume_id:
+        manifest = _manifest(resume_id, store)
+        mode, rows, batch_id = manifest["mode"], manifest["rows"], resume_id
+        options = dict(manifest.get("options") or {})
+        concurrency = concurrency or manifest.get("concurrency")
+    else:
+        if not mode or not inputs_file:
+            raise DlgClickError("give a MODE and --inputs FILE, or --resume BATCH", EXIT_USAGE)
+        rows = read_rows(inputs_file)
+    given = {"model": model, "models": _pairs(participants, "--participant") or None,
+             "router": router, "pool": _pool(pool) or None, "timeout": timeout}
+    options.update({k: v for k, v in given.items() if v is not None})
+    if max_cost is not None:
+        options["constraints"] = {**(options.get("constraints") or {}), "max_cost": max_cost}
+    orchestrator = Orchestrator(store=store or "default", **options)
+    progress = _Progress(len(rows), quiet=quiet)
+
+    async def main() -> Any:
+        return await orchestrator.batch(mode, rows, batch_id=batch_id,
+                                        concurrency=concurrency or 4, executor=executor,
+                                        on_item=progress.done)
+
+    with progress:
+        result = anyio.run(main)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(summary_table(result))
+    if not result.ok:
+        from dlg.running.batch import ENDED
+
+        left = sum(1 for i in result.items if i.status not in ENDED)
+        raise DlgClickError(f"{left} of {len(result.items)} dialogues did not end; "
+                            f"`dlg batch --resume {result.id}` continues them", EXIT_FAILED)
+
+
+def _manifest(batch_id: str, store: str | None) -> dict[str, Any]:
+    from dlg.cli.base import _store
+
+    opened = _store(store)
+    load = getattr(opened, "load_batch", None)
+    manifest = load(batch_id) if load is not None else None
+    if manifest is None:
+        raise DlgClickError(f"no saved batch '{batch_id}' in this store (give the MODE and "
+                            f"--inputs again with --id {batch_id} to continue it)", EXIT_USAGE)
+    return manifest
+
+
+def summary_table(result: Any) -> str:
+    """Each dialogue's status, turns, tokens, cost and time, then the totals."""
+    lines = [f"batch {result.id} · mode {result.mode} · {len(result.items)} dialogues", "",
+             f"{'dialogue':<36} {'status':<11} {'turns':>5} {'tokens':>8} {'cost':>10} "
+             f"{'time':>8}  inputs"]
+    for i in result.items:
+        inputs = json.dumps(i.inputs, ensure_ascii=False)
+        inputs = inputs if len(inputs) <= 40 else inputs[:39] + "…"
+        status = i.status + ("*" if i.skipped else "")
+        lines.append(f"{i.dialogue_id[:36]:<36} {status:<11} {i.turns:>5} {i.tokens:>8} "
+                     f"{f'${i.cost_usd:.5f}':>10} {i.latency_seconds:>7.2f}s  {inputs}")
+        if i.error and i.status not in ("completed",):
+            lines.append(f"{'':<36} {i.error[:200]}")
+    t = result.totals
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(t["statuses"].items()))
+    lines += ["", f"total: {t['dialogues']} dialogues ({statuses}) · {t['turns']} turns · "
+                  f"{t['tokens']} tokens · ${t['cost_usd']:.5f} · model time "
+                  f"{t['latency_seconds']:.2f}s · wall {t['wall_seconds']:.2f}s"]
+    if any(i.skipped for i in result.items):
+        lines.append("* ended before this run: kept as it was")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A progress bar on a terminal (rich), else a line per dialogue as it ends."""
+
+    def __init__(self, total: int, *, quiet: bool):
+        self.total, self.quiet, self.finished = total, quiet, 0
+        self._bar: Any = None
+        self._task: Any = None
+        if not quiet and _live_terminal():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"),
+                                 transient=True)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+            self._task = self._bar.add_task("", total=self.total)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def done(self, item: Any) -> None:
+        self.finished += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1,
+                             description=f"{item.dialogue_id}: {item.status}")
+        elif not self.quiet:
+            cost = f" · ${item.cost_usd:.4f}" if item.cost_usd else ""
+            kept = " (ended before: kept)" if item.skipped else ""
+            click.echo(f"[{self.finished}/{self.total}] {item.dialogue_id} {item.status} · "
+                       f"{item.turns} turns · {item.tokens} tokens{cost}{kept}", err=True)

@@ -1,0 +1,246 @@
+"""Batches: one mode run on many inputs (topics x modes x models, for researchers).
+
+```python
+result = await dlg.batch("debate", [{"topic": "cars"}, {"topic": "trains"}],
+                         model="openai:gpt-4o-mini", concurrency=8)
+print(result.totals)
+```
+
+Every row of inputs becomes a dialogue whose id is the batch's id and the row's number
+(``BATCH-00007``), saved in the store like any other. Running the batch again (the same
+id, or ``dlg batch --resume BATCH``) keeps the dialogues that ended, resumes the ones that
+stopped or crashed part-way (their finished turns kept) and starts the rest: a batch is
+resumable as a whole. The batch itself (mode, rows, options) is kept in the store when
+the store can hold it (``save_batch``/``load_batch``).
+
+``executor`` says where the dialogues run: ``local`` (this process, ``concurrency`` at a
+time) or a plugin's (``ray`` runs each on a Ray cluster; see ``dlg.running.executors``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlg.errors import DlgError, InputError
+
+__all__ = ["ENDED", "BatchItem", "BatchResult", "read_rows", "run_batch"]
+
+ENDED = ("completed", "converged", "max_turns")  # a dialogue that has nothing left to run
+MAX_INPUT_BYTES = 64 << 20  # an inputs file
+MAX_ROWS = 100_000
+
+
+@dataclass
+class BatchItem:
+    """One dialogue of a batch, as the summary shows it."""
+
+    index: int
+    inputs: dict[str, Any]
+    dialogue_id: str
+    status: str = "pending"
+    turns: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    latency_seconds: float = 0.0
+    error: str | None = None
+    skipped: bool = False  # it had ended before this run: nothing was run again
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "dialogue_id": self.dialogue_id, "inputs": self.inputs,
+                "status": self.status, "turns": self.turns, "tokens": self.tokens,
+                "cost_usd": round(self.cost_usd, 10),
+                "latency_seconds": round(self.latency_seconds, 4), "error": self.error,
+                "skipped": self.skipped}
+
+    def record(self, dialogue: Any) -> None:
+        m = dialogue.metrics
+        self.status, self.error = dialogue.status, dialogue.error
+        self.turns, self.tokens = m.turns_completed, m.total_tokens
+        self.cost_usd, self.latency_seconds = m.total_cost_usd, m.total_latency_seconds
+
+
+@dataclass
+class BatchResult:
+    id: str
+    mode: str
+    items: list[BatchItem] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        statuses: dict[str, int] = {}
+        for item in self.items:
+            statuses[item.status] = statuses.get(item.status, 0) + 1
+        return {"dialogues": len(self.items), "statuses": statuses,
+                "turns": sum(i.turns for i in self.items),
+                "tokens": sum(i.tokens for i in self.items),
+                "cost_usd": round(sum(i.cost_usd for i in self.items), 10),
+                "latency_seconds": round(sum(i.latency_seconds for i in self.items), 4),
+                "wall_seconds": round(self.wall_seconds, 4)}
+
+    @property
+    def ok(self) -> bool:
+        return all(i.status in ENDED for i in self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "mode": self.mode, "totals": self.totals,
+                "items": [i.to_dict() for i in self.items]}
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) file;
+    a bad line is an ``InputError`` naming the file and the line."""
+    from dlg.language.limits import LimitError, read_text
+
+    path = Path(path)
+    try:
+        text = read_text(path, limit=MAX_INPUT_BYTES)
+    except (OSError, LimitError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the inputs file {path}: {exc}") from None
+    rows: list[dict[str, Any]] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames:
+            raise InputError(f"{path}: the CSV file has no header row naming the inputs")
+        for row in reader:
+            if None in row:
+                raise InputError(f"{path}:{reader.line_num}: more values than the header "
+                                 f"names ({len(reader.fieldnames)})")
+            rows.append({k: v for k, v in row.items() if v not in (None, "")})
+    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{path}:{number}: not a JSON object ({exc})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{number}: each line must be a JSON object of "
+                                 f"inputs, not {type(row).__name__}")
+            rows.append(row)
+    else:
+        raise InputError(f"{path}: inputs must be a .jsonl or a .csv file")
+    if not rows:
+        raise InputError(f"{path}: no rows of inputs")
+    if len(rows) > MAX_ROWS:
+        raise InputError(f"{path}: {len(rows):,} rows; a batch holds at most {MAX_ROWS:,}")
+    return rows
+
+
+def item_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}-{index:05d}"
+
+
+async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, Any]], *,
+                    batch_id: str | None = None, concurrency: int = 4,
+                    executor: str | Any = "local",
+                    on_item: Callable[[BatchItem], None] | None = None,
+                    options: Mapping[str, Any] | None = None) -> BatchResult:
+    """Run ``mode`` once per row with ``orchestrator`` (see the module docstring).
+    ``on_item(item)`` hears of each dialogue as it ends; ``options`` (how the
+    orchestrator was made: model specs, router, ...) is kept with the batch, and is what
+    an executor that runs dialogues elsewhere rebuilds it from."""
+    from dlg.language.loader import load_mode
+    from dlg.records.record import new_dialogue_id
+
+    loaded = load_mode(mode, pm=orchestrator.plugin_manager)
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise InputError("a batch needs at least one row of inputs")
+    batch_id = batch_id or "batch-" + new_dialogue_id()
+    result = BatchResult(id=batch_id, mode=loaded.name, items=[
+        BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
+        for i, r in enumerate(rows)])
+    store = orchestrator.open_store()
+    if store is not None and hasattr(store, "save_batch"):
+        import anyio
+
+        await anyio.to_thread.run_sync(store.save_batch, {
+            "id": batch_id, "mode": loaded.source or loaded.name,
+            "mode_name": loaded.name, "rows": rows, "options": dict(options or {}),
+            "concurrency": concurrency, "created_at": time.time()})
+    run = _executor(executor, orchestrator)
+    started = time.perf_counter()
+    await run(loaded, result.items, concurrency=concurrency, on_item=on_item,
+              options=dict(options or {}))
+    result.wall_seconds = time.perf_counter() - started
+    return result
+
+
+def _executor(executor: str | Any, orchestrator: Any) -> Any:
+    if not isinstance(executor, str):
+        return executor
+    if executor == "local":
+        return LocalExecutor(orchestrator)
+    from dlg import registrations
+
+    found = registrations.executors(orchestrator.plugin_manager)
+    if executor not in found:
+        raise DlgError(f"'{executor}' is not a known executor (installed: local"
+                       + "".join(f", {n}" for n in found) + ")")
+    return found[executor](orchestrator)
+
+
+class LocalExecutor:
+    """Runs a batch's dialogues in this process, ``concurrency`` at a time."""
+
+    def __init__(self, orchestrator: Any):
+        self.orchestrator = orchestrator
+
+    async def __call__(self, mode: Any, items: list[BatchItem], *, concurrency: int,
+                       on_item: Callable[[BatchItem], None] | None = None,
+                       options: dict[str, Any] | None = None) -> None:
+        import anyio
+
+        limiter = anyio.CapacityLimiter(max(1, concurrency))
+
+        async def one(item: BatchItem) -> None:
+            async with limiter:
+                await run_item(self.orchestrator, mode, item)
+            if on_item is not None:
+                on_item(item)
+
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(one, item)
+
+
+async def run_item(orchestrator: Any, mode: Any, item: BatchItem) -> BatchItem:
+    """Run, resume or (if it had ended) just report one dialogue of a batch. A problem
+    with it (bad inputs, a model that cannot run, a busy dialogue) is its error, never
+    the batch's."""
+    import anyio
+
+    try:
+        saved = None
+        store = orchestrator.open_store()
+        if store is not None:
+            saved = await anyio.to_thread.run_sync(store.load, item.dialogue_id)
+        if saved is not None:
+            from dlg.records.store import as_dialogue
+
+            dialogue = as_dialogue(saved)
+            if dialogue.status in ENDED:
+                item.record(dialogue)
+                item.skipped = True
+                return item
+            loaded, dialogue = orchestrator.reopen(saved, dialogue)
+        else:
+            loaded, dialogue = orchestrator.start(mode, item.inputs,
+                                                  dialogue_id=item.dialogue_id)
+        dialogue = await orchestrator.execute(loaded, dialogue)
+        item.record(dialogue)
+    except anyio.get_cancelled_exc_class():
+        item.status = "cancelled"
+        raise
+    except DlgError as exc:
+        item.status, item.error = "failed", str(exc)
+    return item

@@ -1,0 +1,116 @@
+"""``dlg batch`` and ``dlg.batch``: one mode on many inputs, resumable as a whole."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+from click.testing import CliRunner
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+import dlg
+from dlg.cli import cli
+from tests.conftest import prompt_text
+
+MODE = {"name": "pair", "inputs": {"topic": {"required": True}},
+        "turns": [{"id": "a", "role": "A", "prompt": "TURN a {{ topic }}"},
+                  {"id": "b", "role": "B", "prompt": "TURN b {{ topic }}"}]}
+TOPICS = ["cars", "trains", "bikes", "boats", "planes"]
+
+
+class Counting(FakeListChatModel):
+    """Answers every call; fails the prompts that name a topic in ``broken``."""
+
+    broken: list[str] = []
+    seen: list[str] = []
+
+    async def ainvoke(self, messages, *args, **kwargs):
+        text = prompt_text(messages)
+        self.seen.append(text.splitlines()[-1])
+        if any(b in text for b in self.broken):
+            raise ValueError("this topic breaks the model")
+        return await super().ainvoke(messages, *args, **kwargs)
+
+
+def test_a_batch_runs_every_row_concurrently_and_saves_each_dialogue():
+    model = Counting(responses=["ok"], seen=[])
+    result = dlg.batch_sync(MODE, [{"topic": t} for t in TOPICS], model=model,
+                            concurrency=3, batch_id="b1")
+    assert result.ok and result.id == "b1"
+    assert [i.dialogue_id for i in result.items] == [f"b1-{n:05d}" for n in range(5)]
+    assert {i.status for i in result.items} == {"completed"}
+    assert result.totals["dialogues"] == 5 and result.totals["turns"] == 10
+    assert result.totals["statuses"] == {"completed": 5}
+    assert len(model.seen) == 10
+    saved = dlg.load_dialogue("b1-00003")
+    assert saved.inputs == {"topic": "boats"} and saved.status == "completed"
+
+
+def test_a_batch_is_resumable_as_a_whole():
+    broken = Counting(responses=["ok"], seen=[], broken=["trains", "TURN b planes"])
+    first = anyio.run(lambda: dlg.Orchestrator(
+        model=broken, retry=dlg.RetryPolicy(attempts=1)).batch(
+            MODE, [{"topic": t} for t in TOPICS], batch_id="b2"))
+    assert not first.ok
+    assert [i.status for i in first.items] == ["completed", "failed", "completed",
+                                               "completed", "failed"]
+    assert "this topic breaks the model" in first.items[1].error
+    fixed = Counting(responses=["ok"], seen=[])
+    again = anyio.run(lambda: dlg.Orchestrator(model=fixed).batch(
+        MODE, [{"topic": t} for t in TOPICS], batch_id="b2"))
+    assert again.ok
+    assert [i.skipped for i in again.items] == [True, False, True, True, False]
+    # only what had not completed ran: trains (both turns) and planes' second turn
+    assert sorted(fixed.seen) == ["TURN a trains", "TURN b planes", "TURN b trains"]
+
+
+def test_a_bad_row_fails_alone():
+    result = dlg.batch_sync(MODE, [{"topic": "x"}, {"topik": "y"}, {}], model="echo",
+                            store=None)
+    assert [i.status for i in result.items] == ["completed", "failed", "failed"]
+    assert "has no input 'topik'" in result.items[1].error
+    assert "needs the input 'topic'" in result.items[2].error
+
+
+def test_the_cli_reads_jsonl_and_csv_prints_a_summary_and_resumes(tmp_path):
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("topic\ncars\n\"trains, fast\"\n")
+    runner = CliRunner()
+    ran = runner.invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo",
+                              "--id", "cb"])
+    assert ran.exit_code == 0, ran.output
+    assert "cb-00001" in ran.output and "trains, fast" in ran.output
+    assert "total: 2 dialogues (2 completed) · 4 turns" in ran.output
+    assert "[2/2] cb-0000" in ran.output  # progress, one line per dialogue
+    again = runner.invoke(cli, ["batch", "--resume", "cb", "--json"])
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.output[again.output.index("{"):])
+    assert data["totals"]["statuses"] == {"completed": 2}
+    assert all(i["skipped"] for i in data["items"])
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text('{"topic": "a"}\nnot json\n')
+    bad = runner.invoke(cli, ["batch", str(mode), "--inputs", str(jsonl), "-m", "echo"])
+    assert bad.exit_code != 0 and f"{jsonl}:2: not a JSON object" in bad.output
+    assert "Traceback" not in bad.output
+    missing = runner.invoke(cli, ["batch", "--resume", "nope"])
+    assert missing.exit_code == 2 and "no saved batch 'nope'" in missing.output
+
+
+def test_a_failed_batch_exits_non_zero_and_says_how_to_continue(tmp_path):
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "a"}\n{"wrong": 1}\n')
+    ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo",
+                                   "--id", "fb", "-q"])
+    assert ran.exit_code == 1
+    assert "1 of 2 dialogues did not end; `dlg batch --resume fb` continues them" in ran.output
+
+
+def test_an_unknown_executor_is_a_clear_error():
+    with pytest.raises(dlg.DlgError, match="'nowhere' is not a known executor"):
+        dlg.batch_sync(MODE, [{"topic": "x"}], model="echo", executor="nowhere",
+                       store=None)
