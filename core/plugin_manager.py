@@ -54,6 +54,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.learned_router",
     "dlg.plugins.hashing_embeddings",
     "dlg.plugins.diskcache_store",
+    "dlg.plugins.postgres_store",
+    "dlg.plugins.ray_executor",
     "dlg.plugins.telemetry",
 )
 

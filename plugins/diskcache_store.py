@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlg.hookspecs import hookimpl
+from dlg.records.store import summary
 
 
 class DiskcacheStore:
@@ -39,19 +40,6 @@ class DiskcacheStore:
     # `dlg ls`) and one row per turn, so saving after a turn writes that turn and the
     # header only. Every save is one SQLite transaction.
 
-    @staticmethod
-    def _summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
-        metrics = header.get("metrics") or {}
-        return {
-            "id": header["id"], "mode": header.get("mode"), "status": header.get("status"),
-            "created_at": header.get("created_at"), "started_at": header.get("started_at"),
-            "ended_at": header.get("ended_at"), "inputs": header.get("inputs"),
-            "turns": len(turn_statuses),
-            "turns_completed": sum(1 for s in turn_statuses if s == "completed"),
-            "total_tokens": metrics.get("total_tokens"),
-            "total_cost_usd": metrics.get("total_cost_usd"),
-        }
-
     def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         header = dict(header)
         mode_document = header.pop("mode_document", None)
@@ -69,12 +57,12 @@ class DiskcacheStore:
         turns = record.get("turns", [])
         header = {k: v for k, v in record.items() if k != "turns"}
         header["turn_ids"] = [t["id"] for t in turns]
-        header["summary"] = self._summary(header, [t.get("status") for t in turns])
+        header["summary"] = summary(header, [t.get("status") for t in turns])
         self._write(header, turns)
 
     def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
         """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
-        header = {**header, "summary": self._summary(header, header["turn_statuses"])}
+        header = {**header, "summary": summary(header, header["turn_statuses"])}
         self._write(header, [turn] if turn is not None else [])
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
@@ -103,10 +91,10 @@ class DiskcacheStore:
                 try:
                     blob = self._cache.get(key)
                     if blob is not None:
-                        summary = json.loads(blob)["summary"]
-                        if not isinstance(summary, dict):
+                        found = json.loads(blob)["summary"]
+                        if not isinstance(found, dict):
                             raise TypeError("the summary is not a mapping")
-                        out.append(summary)
+                        out.append(found)
                 except Exception as exc:  # one bad row must not hide the others
                     out.append({"id": key.removeprefix("dialogue:"), "status": "unreadable",
                                 "error": f"{type(exc).__name__}: {exc}", "mode": None,

@@ -114,3 +114,28 @@ def test_an_unknown_executor_is_a_clear_error():
     with pytest.raises(dlg.DlgError, match="'nowhere' is not a known executor"):
         dlg.batch_sync(MODE, [{"topic": "x"}], model="echo", executor="nowhere",
                        store=None)
+
+
+def test_register_executors_adds_where_a_batch_runs():
+    from dlg import hookimpl
+    from dlg.plugin_manager import build_plugin_manager
+    from dlg.running.batch import LocalExecutor
+
+    ran = []
+
+    class Recording(LocalExecutor):
+        async def __call__(self, mode, items, **kwargs):
+            ran.append([i.dialogue_id for i in items])
+            await super().__call__(mode, items, **kwargs)
+
+    class Plugin:
+        @hookimpl
+        def register_executors(self, register):
+            register("recording", Recording)
+
+    pm = build_plugin_manager()
+    pm.register(Plugin(), name="recording")
+    result = anyio.run(lambda: dlg.Orchestrator(model="echo", store=None,
+                                                plugin_manager=pm).batch(
+        MODE, [{"topic": "x"}, {"topic": "y"}], batch_id="rx", executor="recording"))
+    assert result.ok and ran == [["rx-00000", "rx-00001"]]

@@ -202,6 +202,10 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  embeddings: hashing\n"
         "dlg.plugins.diskcache_store (built-in)\n"
         "  stores: diskcache\n"
+        "dlg.plugins.postgres_store (built-in)\n"
+        "  stores: postgres\n"
+        "dlg.plugins.ray_executor (built-in)\n"
+        "  executors: ray\n"
         "dlg.plugins.telemetry (built-in)\n"
     )
 

@@ -25,7 +25,8 @@ HOOKS = sorted(name for name in dir(build_plugin_manager(autoload=False).hook)
 def test_hook_list_is_what_the_docs_promise():
     assert HOOKS == sorted([
         "before_turn", "dialogue_finished", "dialogue_started", "prepare_jinja_environment",
-        "register_commands", "register_embeddings", "register_exporters", "register_models",
+        "register_commands", "register_embeddings", "register_executors", "register_exporters",
+        "register_models",
         "register_modes",
         "register_routers", "register_stores", "turn_chunk", "turn_finished", "turn_progress",
         "turn_started"])

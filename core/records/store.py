@@ -27,6 +27,7 @@ __all__ = [
     "list_dialogues",
     "load_dialogue",
     "open_store",
+    "summary",
 ]
 
 
@@ -250,6 +251,21 @@ class Saver:
                 self.lease.release(await self.store(), dialogue.id)
             self._locks.pop(dialogue.id, None)
             self._written.discard(dialogue.id)
+
+
+def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
+    """What ``dlg ls`` shows of a dialogue, from its header (``Dialogue.header_dict()``,
+    or a record without its turns) and its turns' statuses: for stores to keep."""
+    metrics = header.get("metrics") or {}
+    return {
+        "id": header["id"], "mode": header.get("mode"), "status": header.get("status"),
+        "created_at": header.get("created_at"), "started_at": header.get("started_at"),
+        "ended_at": header.get("ended_at"), "inputs": header.get("inputs"),
+        "turns": len(turn_statuses),
+        "turns_completed": sum(1 for s in turn_statuses if s == "completed"),
+        "total_tokens": metrics.get("total_tokens"),
+        "total_cost_usd": metrics.get("total_cost_usd"),
+    }
 
 
 def find_dialogue(store: Any, ref: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,13 +52,15 @@ class BatchItem:
     latency_seconds: float = 0.0
     error: str | None = None
     skipped: bool = False  # it had ended before this run: nothing was run again
+    worker: str | None = None  # where it ran, when not in this process (host:pid)
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "dialogue_id": self.dialogue_id, "inputs": self.inputs,
                 "status": self.status, "turns": self.turns, "tokens": self.tokens,
                 "cost_usd": round(self.cost_usd, 10),
                 "latency_seconds": round(self.latency_seconds, 4), "error": self.error,
-                "skipped": self.skipped}
+                "skipped": self.skipped,
+                **({"worker": self.worker} if self.worker else {})}
 
     def record(self, dialogue: Any) -> None:
         m = dialogue.metrics
@@ -94,7 +97,7 @@ class BatchResult:
                 "items": [i.to_dict() for i in self.items]}
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) file;
     a bad line is an ``InputError`` naming the file and the line."""
     from dlg.language.limits import LimitError, read_text
@@ -152,20 +155,20 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     from dlg.records.record import new_dialogue_id
 
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
-    rows = [dict(r) for r in rows]
-    if not rows:
+    given = [dict(r) for r in rows]
+    if not given:
         raise InputError("a batch needs at least one row of inputs")
     batch_id = batch_id or "batch-" + new_dialogue_id()
     result = BatchResult(id=batch_id, mode=loaded.name, items=[
         BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
-        for i, r in enumerate(rows)])
+        for i, r in enumerate(given)])
     store = orchestrator.open_store()
     if store is not None and hasattr(store, "save_batch"):
         import anyio
 
         await anyio.to_thread.run_sync(store.save_batch, {
             "id": batch_id, "mode": loaded.source or loaded.name,
-            "mode_name": loaded.name, "rows": rows, "options": dict(options or {}),
+            "mode_name": loaded.name, "rows": given, "options": dict(options or {}),
             "concurrency": concurrency, "created_at": time.time()})
     run = _executor(executor, orchestrator)
     started = time.perf_counter()

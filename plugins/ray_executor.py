@@ -1,0 +1,127 @@
+"""Batches on a Ray cluster: ``dlg batch MODE --inputs FILE --executor ray``.
+
+Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; a task
+builds its own ``dlg.Orchestrator`` from the batch's options (model specs, router,
+constraints) and runs, resumes or reports its dialogue exactly as the local executor
+does (``dlg.running.batch.run_item``). Workers save to the batch's store, so for workers
+on several machines use a server-backed one (``DLG_STORE=postgres`` with
+``DLG_POSTGRES_URL``); each dialogue's budget is kept by the worker running it, counting
+what the dialogue spent before, and learned-routing statistics are updated atomically in
+the shared store.
+
+``DLG_RAY_ADDRESS`` (or ``RAY_ADDRESS``) names the cluster; without one, a local Ray
+starts in this process for the batch. The ``DLG_`` environment variables (store, data
+directory, plugins, keys given as ``env:`` references...) go to the workers. Needs
+``ray`` (``pip install 'dlg-orchestrator[ray]'``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dlg.hookspecs import hookimpl
+
+# passed to the workers: where to save, which plugins, and the providers' keys
+_FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OLLAMA_")
+
+
+def _run_one(mode_document: dict[str, Any], item: dict[str, Any],
+             options: dict[str, Any], store: Any) -> dict[str, Any]:
+    """A Ray task: one dialogue of a batch, in a worker process."""
+    import anyio
+
+    from dlg.running.api import Orchestrator
+    from dlg.running.batch import BatchItem, run_item
+
+    fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
+    batch_item = BatchItem(**fields)
+    orchestrator = Orchestrator(store=store, **options)
+
+    async def main() -> None:
+        from dlg.language.loader import load_mode
+
+        await run_item(orchestrator, load_mode(mode_document), batch_item)
+
+    anyio.run(main)
+    import socket
+
+    batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
+    return batch_item.to_dict()
+
+
+class RayExecutor:
+    """Runs a batch's dialogues as Ray tasks; see the module docstring."""
+
+    def __init__(self, orchestrator: Any):
+        self.orchestrator = orchestrator
+
+    def _check(self) -> None:
+        from dlg.errors import DlgError
+
+        o = self.orchestrator
+        given = [o.model, *o.models.values(), *o.pool_models.values()]
+        if any(m is not None and not isinstance(m, str) for m in given) or not (
+                o.router is None or isinstance(o.router, str)):
+            raise DlgError("the ray executor rebuilds the orchestrator on each worker from "
+                           "model specs and router names: give models as specs "
+                           "('openai:gpt-4o'), not as objects")
+
+    async def __call__(self, mode: Any, items: list[Any], *, concurrency: int,
+                       on_item: Any = None, options: dict[str, Any] | None = None) -> None:
+        import anyio
+
+        self._check()
+        ray = _ray()
+        started_here = False
+        if not ray.is_initialized():
+            address = os.environ.get("DLG_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+            await anyio.to_thread.run_sync(lambda: ray.init(
+                address=address or None, include_dashboard=False, log_to_driver=False,
+                **({} if address else {"num_cpus": max(1, concurrency)})))
+            started_here = True
+        try:
+            env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
+            task = ray.remote(_run_one).options(runtime_env={"env_vars": env},
+                                                max_retries=0)
+            store = self.orchestrator.store
+            document = mode.to_dict()
+            pending = list(items)
+            running: dict[Any, Any] = {}
+            while pending or running:
+                while pending and len(running) < max(1, concurrency):
+                    item = pending.pop(0)
+                    running[task.remote(document, item.to_dict(), options or {},
+                                        store)] = item
+                done, _ = await anyio.to_thread.run_sync(
+                    lambda: ray.wait(list(running), num_returns=1, timeout=1.0))
+                for ref in done:
+                    item = running.pop(ref)
+                    _merge(item, await anyio.to_thread.run_sync(ray.get, ref))
+                    if on_item is not None:
+                        on_item(item)
+        finally:
+            if started_here:
+                await anyio.to_thread.run_sync(ray.shutdown)
+
+
+def _merge(item: Any, result: dict[str, Any]) -> None:
+    for key in ("status", "turns", "tokens", "cost_usd", "latency_seconds", "error",
+                "skipped", "worker"):
+        setattr(item, key, result.get(key))
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        from dlg.errors import DlgError
+
+        raise DlgError("the ray executor needs Ray: pip install "
+                       "'dlg-orchestrator[ray]'") from None
+    return ray
+
+
+@hookimpl
+def register_executors(register):
+    register("ray", RayExecutor)

@@ -1,0 +1,112 @@
+"""The PostgreSQL store plugin against a real server (Debian's package) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import dlg
+from tests.postgres_support import postgres_server
+
+pytestmark = pytest.mark.slow
+
+MODE = {"name": "pair", "inputs": {"topic": {"default": "x"}},
+        "turns": [{"id": "a", "role": "A", "prompt": "TURN a {{ topic }}"},
+                  {"id": "b", "role": "B", "prompt": "TURN b {{ topic }}"}]}
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg(pg_url, monkeypatch):
+    monkeypatch.setenv("DLG_POSTGRES_URL", pg_url)
+    monkeypatch.setenv("DLG_STORE", "postgres")
+    from dlg.records.store import open_store
+
+    store = open_store()
+    yield store
+    store.close()
+
+
+def test_dialogues_are_saved_listed_resumed_and_deleted(pg):
+    d = dlg.run_sync(MODE, model="echo", topic="trains")
+    assert d.status == "completed"
+    saved = dlg.load_dialogue(d.id)
+    assert saved.turn("b").response == d.turn("b").response
+    assert saved.metadata == d.metadata
+    (row,) = [s for s in dlg.list_dialogues() if s["id"] == d.id]
+    assert row["turns_completed"] == 2 and row["inputs"] == {"topic": "trains"}
+    record = pg.load(d.id)
+    assert record["mode_document"]["name"] == "pair"
+    # a dialogue cut short after one turn resumes from the store
+    cut = dlg.Orchestrator(model="echo")
+    loaded, half = cut.start(MODE, {"topic": "boats"})
+    half.turns[0].status, half.turns[0].response = "completed", "kept"
+    half.started_at = 1.0
+    pg.save({**half.to_dict(), "mode_document": loaded.to_dict()})
+    import anyio
+
+    resumed = anyio.run(lambda: dlg.resume(half.id, model="echo"))
+    assert resumed.status == "completed" and resumed.turn("a").response == "kept"
+    assert pg.delete(d.id) and pg.load(d.id) is None and not pg.delete(d.id)
+
+
+def test_text_a_json_column_would_refuse_is_kept(pg):
+    record = {"id": "nul", "mode": "m", "mode_hash": "h", "status": "completed",
+              "created_at": "2026-11-30T00:00:00Z", "turns": [
+                  {"id": "a", "status": "completed", "response": "a\x00b \ud7ff"}]}
+    pg.save(record)
+    assert pg.load("nul")["turns"][0]["response"] == "a\x00b \ud7ff"
+
+
+def test_leases_are_exclusive_across_connections(pg, pg_url):
+    from dlg.records.store import open_store
+
+    other = open_store()
+    try:
+        mine = {"token": "a", "host": "elsewhere", "pid": 1, "expires": 9e18}
+        theirs = {"token": "b", "host": "elsewhere", "pid": 2, "expires": 9e18}
+        assert pg.acquire("d1", mine, lambda held: True) is None
+        assert other.acquire("d1", theirs, lambda held: True)["token"] == "a"
+        other.release("d1", "b")  # not theirs to release
+        assert other.acquire("d1", theirs, lambda held: True)["token"] == "a"
+        pg.release("d1", "a")
+        assert other.acquire("d1", theirs, lambda held: True) is None
+    finally:
+        other.close()
+
+
+def test_batches_are_kept(pg):
+    result = dlg.batch_sync(MODE, [{"topic": "a"}, {"topic": "b"}], model="echo",
+                            batch_id="pgb")
+    assert result.ok
+    assert pg.load_batch("pgb")["rows"] == [{"topic": "a"}, {"topic": "b"}]
+    again = dlg.batch_sync(MODE, [{"topic": "a"}, {"topic": "b"}], model="echo",
+                           batch_id="pgb")
+    assert all(i.skipped for i in again.items)
+
+
+def test_learned_statistics_stay_exact_under_concurrent_workers(pg, pg_url):
+    """Four processes each record 25 scores for the same (task, model) at once: the
+    store's statistics count all 100 (none lost to a race)."""
+    script = textwrap.dedent("""
+        from dlg.records.store import open_store
+        from dlg.running.learning import record_quality
+        store = open_store()
+        for i in range(25):
+            record_quality(store, "Explain", "m1", float(i % 10))
+    """)
+    env = {**os.environ, "DLG_POSTGRES_URL": pg_url, "DLG_STORE": "postgres"}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    stats = dlg.Orchestrator().routing_stats()
+    (models,) = [m for t, m in stats.items() if t.lower() == "explain"]
+    assert models["m1"].n == 100
