@@ -247,10 +247,27 @@ def _active() -> Any:
             _configured_here = True
             _default = Telemetry()
             return _default
-    if "opentelemetry.sdk" not in sys.modules:
+    if "opentelemetry.sdk" not in sys.modules or not _sdk_configured():
         return None  # no SDK configured in this program: the API would drop everything
     _default = Telemetry()
     return _default
+
+
+def _sdk_configured() -> bool:
+    """Whether the program set a tracer or meter provider (importing the SDK is not
+    enough: langsmith imports it, and the API then still drops everything)."""
+    from opentelemetry import metrics, trace
+
+    return not isinstance(trace.get_tracer_provider(),
+                          (trace.ProxyTracerProvider, trace.NoOpTracerProvider)) or (
+        type(metrics.get_meter_provider()).__name__ not in ("_ProxyMeterProvider",
+                                                            "NoOpMeterProvider"))
+
+
+def dlg_active() -> bool:
+    """Asked by the kernel when a dialogue starts: with no SDK configured this plugin's
+    lifecycle hooks are not called at all for that dialogue."""
+    return _active() is not None
 
 
 def flush() -> None:

@@ -258,3 +258,38 @@ def test_telemetry_without_its_packages_says_what_to_install(monkeypatch):
                                        "--telemetry", "jaeger", "-q"])
     assert "'jaeger' is not a telemetry exporter: use console, otlp or prometheus" in \
         unknown.output
+
+
+def test_an_idle_plugin_is_not_called_per_turn(pm, monkeypatch):
+    """``dlg_active()`` False: the plugin's lifecycle hooks are skipped for the dialogue.
+    The telemetry plugin is idle when no OpenTelemetry SDK is configured, even where the
+    SDK package has been imported (langsmith imports it)."""
+    import sys
+
+    from dlg import hookimpl
+    from dlg.plugins import telemetry
+
+    calls = []
+
+    class Idle:
+        def dlg_active(self):
+            return False
+
+        @hookimpl
+        def turn_finished(self, turn):
+            calls.append(turn.id)
+
+    class Busy(Idle):
+        def dlg_active(self):
+            return True
+
+    pm.register(Idle(), name="idle")
+    monkeypatch.setattr(telemetry, "_default", None)
+    assert "opentelemetry.sdk" in sys.modules  # imported, yet nothing is configured
+    assert telemetry.dlg_active() is False
+    mode = {"name": "m", "turns": [{"id": "a", "role": "A", "prompt": "x"}]}
+    dlg.Orchestrator(model="echo", store=None, plugin_manager=pm).run_sync(mode)
+    assert calls == []
+    pm.register(Busy(), name="busy")
+    dlg.Orchestrator(model="echo", store=None, plugin_manager=pm).run_sync(mode)
+    assert calls == ["a"]

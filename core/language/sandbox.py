@@ -195,7 +195,15 @@ def render(template: Any, context: dict[str, Any]) -> str:
     marked ``dlg_loops = False`` has no loop, so it renders directly: its arithmetic and
     calls are still checked, and its output is bounded by its inputs)."""
     if not getattr(template, "dlg_loops", True):
-        return str(template.render(**context))
+        if "__dlg_loop" not in context:  # the globals are not in it: Jinja adds them
+            return str(template.render(**context))
+        # the caller put the globals in (once per dialogue): render on the context as
+        # it is, without Jinja copying the globals and the context for every render
+        try:
+            return str(template.environment.concat(
+                template.root_render_func(template.new_context(context, shared=True))))
+        except Exception:
+            return str(template.environment.handle_exception())
     token = _steps.set([MAX_LOOP_STEPS])
     try:
         size = 0

@@ -130,6 +130,22 @@ class _Listener:
         return self.fn(*[kwargs[a] for a in self.argnames])
 
 
+def _active(plugin: Any, known: dict[int, bool]) -> bool:
+    """Whether a plugin listens to this dialogue: a plugin (module or object) with
+    ``dlg_active()`` returning False is not called, so an idle plugin (telemetry with no
+    SDK configured) costs nothing per turn."""
+    key = id(plugin)
+    found = known.get(key)
+    if found is None:
+        ask = getattr(plugin, "dlg_active", None)
+        try:
+            found = known[key] = bool(ask()) if callable(ask) else True
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin!r} failed in dlg_active: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return found
+
+
 def _observer_args(fn: Any, available: tuple[str, ...]) -> tuple[str, ...] | None:
     """The arguments an observer method takes: by name, or all of them (``**kwargs``)."""
     try:
@@ -146,6 +162,7 @@ class Events:
 
     def __init__(self, pm: Any, observers: Sequence[Any]):
         self._calls: dict[str, list[_Listener]] = {}
+        active: dict[int, bool] = {}  # per plugin, asked once for this dialogue
         for name in EVENTS:
             listeners = []
             hook = getattr(pm.hook, name)
@@ -155,6 +172,8 @@ class Events:
                     listeners.append(_Listener(fn, _observer_args(fn, hook.spec.argnames),
                                                f"observer {type(o).__name__}"))
             for impl in reversed(hook.get_hookimpls()):
+                if not _active(impl.plugin, active):
+                    continue
                 if impl.hookwrapper or getattr(impl, "wrapper", False):
                     raise PluginError(f"plugin '{_plugin_name(pm, impl)}' implements {name} "
                                       "as a hook wrapper; lifecycle hooks take plain "

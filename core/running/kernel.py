@@ -73,6 +73,7 @@ class _Run:
         self.looping = mode.loops
         self.env = environment(mode.template_dirs, pm)
         self.base_context = {
+            **self.env.globals,  # once here, not copied by Jinja at every render
             **dialogue.inputs,
             "inputs": dialogue.inputs,
             **static_views(mode, dialogue.participants),
