@@ -10,7 +10,6 @@ dialogue = dlg.run_sync("debate", topic="...", participants={"proponent": my_cha
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,14 +18,16 @@ from dlg.language.loader import load_mode
 from dlg.language.mode import Mode
 from dlg.models import ModelPool, default_model_spec, model_label
 from dlg.records.record import Dialogue
+from dlg.running.batch import Batching
 from dlg.running.inputs import new_dialogue, prepare_inputs
 from dlg.running.kernel import execute
 from dlg.running.resume import Resuming
+from dlg.running.subdialogues import Spawning
 
 __all__ = ["Orchestrator", "batch", "batch_sync", "resume", "run", "run_sync"]
 
 
-class Orchestrator(Resuming):
+class Orchestrator(Resuming, Spawning, Batching):
     """Holds what a dialogue runs on: models, router, observers, plugin manager.
 
     ``models`` maps participant aliases to model specs or LangChain chat models (the
@@ -338,89 +339,6 @@ class Orchestrator(Resuming):
 
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
-
-    async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
-                    concurrency: int = 4, executor: str | Any = "local",
-                    on_item: Any = None) -> Any:
-        """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
-        ``.csv`` file); see ``dlg.running.batch``. Returns a ``BatchResult``; running it
-        again with the same ``batch_id`` continues it."""
-        from dlg.running.batch import read_rows, run_batch
-
-        if isinstance(rows, str | os.PathLike):
-            rows = read_rows(rows)
-        return await run_batch(self, mode, rows, batch_id=batch_id, concurrency=concurrency,
-                               executor=executor, on_item=on_item, options=self.options())
-
-    def options(self) -> dict[str, Any]:
-        """How this orchestrator was made, as far as it can be written down (model specs,
-        not model objects): what a batch keeps, and what remote workers rebuild it from."""
-        from dlg.observability.redact import redact
-
-        def spec(value: Any) -> Any:
-            return redact(value) if isinstance(value, str) else None
-
-        return {k: v for k, v in {
-            "model": spec(self.model),
-            "models": {a: spec(m) for a, m in self.models.items()} or None,
-            "pool": {n: spec(m) for n, m in self.pool_models.items()} or None,
-            "router": self.router if isinstance(self.router, str) else None,
-            "constraints": self.constraints or None,
-            "timeout": self.timeout,
-        }.items() if v is not None}
-
-    def _spawner(self) -> Any:
-        """What runs sub-dialogues for this orchestrator (``spawn:`` turns)."""
-        from dlg.running.subdialogues import Spawner
-
-        return Spawner(open_child=self._open_child, reopen_child=self._reopen_child,
-                       execute=self._execute_child, load_mode=self._child_mode)
-
-    def _open_child(self, mode: Mode, entry: dict[str, Any], index: int, parent: Dialogue,
-                    turn: Any, budget: Any) -> Dialogue:
-        from dlg.running.subdialogues import inherited
-
-        _, child = self.start(mode, entry["inputs"], dialogue_id=entry["id"])
-        child.metadata["depth"] = parent.depth + 1
-        child.metadata["parent"] = inherited(parent, turn, parent.depth + 1, entry, index)
-        if budget is not None:  # resumed on its own, a child may spend what was left
-            child.metadata["budget_limit"] = round(budget.limit - budget.spent, 10)
-        return child
-
-    def _reopen_child(self, dialogue_id: str) -> tuple[Mode | None, Dialogue] | None:
-        """A saved child ready to continue (with no mode if it had ended), or None if it
-        was never saved."""
-        from dlg.records.store import as_dialogue
-        from dlg.running.subdialogues import ENDED
-
-        store = self.open_store()
-        record = store.load(dialogue_id) if store is not None else None
-        if record is None:
-            return None
-        saved = as_dialogue(record)
-        if saved.status in ENDED:
-            return None, saved
-        return self.reopen(record, saved)
-
-    async def _execute_child(self, mode: Mode, child: Dialogue, budget: Any) -> Dialogue:
-        return await self.execute(mode, child, budget=budget)
-
-    def _child_mode(self, ref: str, parent: Mode) -> Mode:
-        """A spawned mode: a name, or a path inside the parent mode's folder."""
-        from pathlib import Path
-
-        from dlg.language.limits import confined
-        from dlg.language.source import is_path_like
-
-        if is_path_like(ref) and parent.source and not parent.source.startswith("<"):
-            folder = Path(parent.source).parent
-            found = confined(folder, ref, [folder])
-            if found is None:
-                raise DlgError(f"spawn.mode '{ref}' of mode '{parent.name}' is not a file "
-                               f"inside {folder} (a spawned mode is named relative to the "
-                               "mode's folder, without '..')")
-            return load_mode(found, pm=self._pm)
-        return load_mode(ref, pm=self._pm)
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Dialogue:

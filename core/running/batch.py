@@ -31,7 +31,7 @@ from typing import Any
 
 from dlg.errors import DlgError, InputError
 
-__all__ = ["ENDED", "BatchItem", "BatchResult", "read_rows", "run_batch"]
+__all__ = ["ENDED", "BatchItem", "BatchResult", "Batching", "read_rows", "run_batch"]
 
 ENDED = ("completed", "converged", "max_turns")  # a dialogue that has nothing left to run
 MAX_INPUT_BYTES = 64 << 20  # an inputs file
@@ -247,3 +247,44 @@ async def run_item(orchestrator: Any, mode: Any, item: BatchItem) -> BatchItem:
     except DlgError as exc:
         item.status, item.error = "failed", str(exc)
     return item
+
+
+class Batching:
+    """``batch`` and ``options`` for ``dlg.Orchestrator``."""
+
+    # provided by the Orchestrator
+    model: Any
+    models: dict[str, Any]
+    pool_models: dict[str, Any]
+    router: Any
+    constraints: dict[str, Any]
+    timeout: float | None
+
+    async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
+                    concurrency: int = 4, executor: str | Any = "local",
+                    on_item: Any = None) -> Any:
+        """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
+        ``.csv`` file); see ``dlg.running.batch``. Returns a ``BatchResult``; running it
+        again with the same ``batch_id`` continues it."""
+        if isinstance(rows, str | os.PathLike):
+            rows = read_rows(rows)
+        return await run_batch(self, mode, rows, batch_id=batch_id, concurrency=concurrency,
+                               executor=executor, on_item=on_item, options=self.options())
+
+    def options(self) -> dict[str, Any]:
+        """How this orchestrator was made, as far as it can be written down (model specs,
+        not model objects): what a batch keeps, and what remote workers rebuild it from."""
+        from dlg.observability.redact import redact
+
+        def spec(value: Any) -> Any:
+            return redact(value) if isinstance(value, str) else None
+
+        return {k: v for k, v in {
+            "model": spec(self.model),
+            "models": {a: spec(m) for a, m in self.models.items()} or None,
+            "pool": {n: spec(m) for n, m in self.pool_models.items()} or None,
+            "router": self.router if isinstance(self.router, str) else None,
+            "constraints": self.constraints or None,
+            "timeout": self.timeout,
+        }.items() if v is not None}
+

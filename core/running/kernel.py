@@ -54,7 +54,7 @@ class _Run:
         self.quality = routing.quality
         self.budget = budget
         self.pm = pm
-        self._embeddings: Any = None
+        self.embeddings: Any = None
         self.watchdog = watchdog
         self._dog: Any = None
         self.registry = registry
@@ -79,7 +79,7 @@ class _Run:
             **static_views(mode, dialogue.participants),
             "parent": dialogue.metadata.get("parent"),  # what a sub-dialogue inherits
         }
-        self.stopping = Stopping(mode, self.env, self.base_context, self._embed)
+        self.stopping = Stopping(mode, self.env, self.base_context, self.embed)
 
     async def run(self) -> Dialogue:
         with context.scope(dialogue=self.dialogue.id):
@@ -118,9 +118,11 @@ class _Run:
                 if self.failed or self.stopped:
                     break
                 if phase.repeat:
-                    await self._repeat(phase)
+                    from dlg.running.loops import run_loop
+
+                    await run_loop(self, phase)
                 else:
-                    await self._phase(phase)
+                    await self.run_phase(phase)
             d.status = R.FAILED if self.failed else R.COMPLETED
             if self.stopped and not self.failed and any(
                     t.status == R.PENDING for t in d.turns):  # stopped with turns left
@@ -154,7 +156,7 @@ class _Run:
                                 "duration_s": round(m.total_latency_seconds, 3)})
         return d
 
-    async def _phase(self, phase: Any) -> None:
+    async def run_phase(self, phase: Any) -> None:
         """Run the phase's turns that have not finished, in order or all at once."""
         todo = [t for t in phase.turns
                 if self.current[t.id].status not in (R.COMPLETED, R.SKIPPED)]
@@ -170,31 +172,6 @@ class _Run:
                 await self.run_turn(turn)
                 if self.failed or self.stopped:
                     break
-
-    async def _repeat(self, phase: Any) -> None:
-        """Run a repeating phase round after round, until its ``until`` holds or it has
-        run ``max_rounds`` rounds (see ``dlg.running.loops``)."""
-        from dlg.running.loops import Loop
-
-        loop = Loop(phase, self.env, self.base_context, self._embed)
-        meta = self.dialogue.metadata
-        if loop.finished(meta):
-            return
-        while True:
-            await self._phase(phase)
-            if self.failed or self.stopped or not loop.complete(self.current):
-                return
-            n = loop.round(self.current)
-            end = loop.check(self.records, self.current, n)
-            loops = meta.setdefault("loops", {})
-            if end is not None:
-                loops[phase.id] = {"rounds": n, "status": end[0], "reason": end[1]}
-                log.info("loop %s ended after %d round%s: %s", phase.id, n,
-                         "s" if n > 1 else "", end[1],
-                         extra={"event": "loop.finished", "rounds": n, "status": end[0]})
-                return
-            loops[phase.id] = {"rounds": n, "status": "running"}
-            loop.add_round(self.records, self.current, n + 1)
 
     def _readable(self, turn: Turn, rec: TurnRecord, tpl: dict[str, Any]
                   ) -> list[TurnRecord]:
@@ -222,14 +199,16 @@ class _Run:
                     "subdialogues"):  # it answered before a crash: continue its children
                 rec.status = R.RUNNING
                 await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
-                if await self._spawn(turn, rec):
+                from dlg.running.subdialogues import spawn_children
+
+                if await spawn_children(self, turn, rec):
                     await self._complete(turn, rec)
                 return
             extra_cost = 0.0  # summaries made for this turn's context
             try:
                 tpl = compiled(self.mode, self.env, turn)
                 reads, summarised, extra_cost = await turn_reads(
-                    self.mode, turn, rec, self._readable(turn, rec, tpl), tpl, self._embed,
+                    self.mode, turn, rec, self._readable(turn, rec, tpl), tpl, self.embed,
                     self._summarise)
                 ctx = turn_context(self.base_context, turn, reads, tpl["needs"], summarised,
                                    rec.round)
@@ -302,7 +281,7 @@ class _Run:
                                                       settings["max_tokens"])
                 label = self.pool.safe_label(choice)
             except Exception as exc:
-                await self._fail(rec, describe(exc), started=False)
+                await self.fail(rec, describe(exc), started=False)
                 return
             del ctx  # not needed while the model works: keep in-flight dialogues small
 
@@ -356,7 +335,7 @@ class _Run:
                         raise _Unstructured(problem)
                     rec.data = data
             except _Unstructured as exc:
-                await self._fail(rec, f"the answer does not match the turn's output schema "
+                await self.fail(rec, f"the answer does not match the turn's output schema "
                                       f"after {output.get('retries', 1) if output else 0} "
                                       f"repair(s): {exc}")
                 return
@@ -367,7 +346,7 @@ class _Run:
                 raise
             except AllCandidatesFailed as exc:
                 rec.attempts = [redact_attempt(a.to_dict()) for a in exc.attempts]
-                await self._fail(rec, str(exc))
+                await self.fail(rec, str(exc))
                 return
             finally:
                 if reservation is not None and self.budget is not None:
@@ -398,8 +377,11 @@ class _Run:
             rec.model = result.model
             rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (
                 extra_cost or result.cost_usd is not None) else None
-            if turn.spawn and not await self._spawn(turn, rec):
-                return
+            if turn.spawn:
+                from dlg.running.subdialogues import spawn_children
+
+                if not await spawn_children(self, turn, rec):
+                    return
             await self._complete(turn, rec)
 
     async def _complete(self, turn: Turn, rec: TurnRecord) -> None:
@@ -420,63 +402,6 @@ class _Run:
             if stop is not None:
                 self.stopped = (*stop, "until")
 
-    async def _spawn(self, turn: Turn, rec: TurnRecord) -> bool:
-        """Run the sub-dialogues of a spawning turn that has answered (see
-        ``dlg.running.subdialogues``); False if the turn failed."""
-        from dlg.running.subdialogues import DEFAULT_DEPTH, plan_children
-
-        depth = int(self.dialogue.metadata.get("depth") or 0)
-        limit = self.mode.max_depth if self.mode.max_depth is not None else DEFAULT_DEPTH
-        if self.spawner is None or depth >= limit:
-            why = (f"depth {depth} is the mode's max_depth" if self.spawner is not None
-                   else "this run does not spawn sub-dialogues")
-            rec.metadata = {**(rec.metadata or {}), "spawn": f"not spawned: {why}"}
-            return True
-        try:
-            child_mode = self.spawner.child_mode(self.mode, turn)
-            if not (rec.metadata or {}).get("subdialogues"):
-                entries = plan_children(turn, rec, child_mode, self.env, self.base_context,
-                                        self.dialogue.inputs)
-                if not entries:
-                    rec.metadata = {**(rec.metadata or {}),
-                                    "spawn": "not spawned: the answer named no items"}
-                    return True
-                rec.metadata = {**(rec.metadata or {}), "subdialogues": entries}
-                # the plan (and the answer it came from) is saved before any child runs
-                await self.events.emit("turn_progress", dialogue=self.dialogue, turn=rec)
-            children = await self.spawner.run(self.mode, self.dialogue, turn, rec,
-                                              child_mode, self.budget)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            await self._fail(rec, describe(exc))
-            return False
-        if self.budget is not None:  # what the children spent, from the shared budget
-            self.dialogue.metadata["budget"] = self.budget.summary()
-        known = {c.id for c in self.dialogue.subdialogues}
-        self.dialogue.subdialogues.extend(c for c in children
-                                          if c is not None and c.id not in known)
-        from dlg.running.subdialogues import ENDED
-
-        entries = (rec.metadata or {})["subdialogues"]
-        unfinished = [e for e in entries if e.get("status") not in ENDED]
-        if unfinished and all(e.get("status") == "cost_limited" for e in unfinished):
-            # the shared budget ran out in a child: the parent stops the same way, with
-            # this turn pending so that a resume (with more budget) continues its children
-            rec.status = R.PENDING
-            await self.events.emit("turn_progress", dialogue=self.dialogue, turn=rec)
-            self.stopped = ("cost_limited", f"the budget ran out in {len(unfinished)} of "
-                            f"{len(entries)} sub-dialogues of turn '{turn.id}'", "budget")
-            return False
-        if unfinished:
-            first = unfinished[0]
-            await self._fail(rec, f"{len(unfinished)} of {len(entries)} sub-dialogues did "
-                                  f"not complete (first: {first['id']}, {first.get('status')}"
-                                  f": {first.get('error') or 'no error recorded'}); "
-                                  "`dlg resume` continues them")
-            return False
-        return True
-
     def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
         return RouteRequest(
             turn=turn, mode=self.mode, bindings=self.bindings, default=self.default,
@@ -493,11 +418,11 @@ class _Run:
                                    {"max_tokens": SUMMARY_TOKENS}, registry=self.registry,
                                    policy=self.policy)
 
-    def _embed(self) -> Any:
+    def embed(self) -> Any:
         """The embeddings relevant context is chosen with, made once per dialogue."""
-        if self._embeddings is None:
-            self._embeddings = embeddings(self.pm)
-        return self._embeddings
+        if self.embeddings is None:
+            self.embeddings = embeddings(self.pm)
+        return self.embeddings
 
     def _available(self, model: Any) -> bool:
         """Whether a model can be tried now: its package and key are there and it is not
@@ -511,7 +436,7 @@ class _Run:
     async def _finished(self, rec: TurnRecord) -> None:
         await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
 
-    async def _fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
+    async def fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
         rec.status = R.FAILED
         rec.error = message = redact(message)
         log.warning("turn %s failed: %s", rec.id, message,

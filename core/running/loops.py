@@ -31,7 +31,7 @@ from typing import Any
 from dlg.language.templates import TurnsView
 from dlg.records.record import COMPLETED, SKIPPED, TurnRecord
 
-__all__ = ["Loop", "round_id"]
+__all__ = ["Loop", "round_id", "run_loop"]
 
 FINISHED = ("converged", "max_rounds")
 
@@ -121,3 +121,29 @@ class Loop:
         records[last + 1:last + 1] = new
         for rec in new:
             current[rec.turn_id] = rec
+
+
+async def run_loop(run: Any, phase: Any) -> None:
+    """Run a repeating phase of the kernel's run ``run`` round after round, until its
+    ``until`` holds or it has run ``max_rounds`` rounds."""
+    import logging
+
+    loop = Loop(phase, run.env, run.base_context, run.embed)
+    meta = run.dialogue.metadata
+    if loop.finished(meta):
+        return
+    while True:
+        await run.run_phase(phase)
+        if run.failed or run.stopped or not loop.complete(run.current):
+            return
+        n = loop.round(run.current)
+        end = loop.check(run.records, run.current, n)
+        loops = meta.setdefault("loops", {})
+        if end is not None:
+            loops[phase.id] = {"rounds": n, "status": end[0], "reason": end[1]}
+            logging.getLogger("dlg.kernel").info(
+                "loop %s ended after %d round%s: %s", phase.id, n, "s" if n > 1 else "",
+                end[1], extra={"event": "loop.finished", "rounds": n, "status": end[0]})
+            return
+        loops[phase.id] = {"rounds": n, "status": "running"}
+        loop.add_round(run.records, run.current, n + 1)

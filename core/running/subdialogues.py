@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dlg.errors import DlgError
+from dlg.errors import DlgError, describe
 
-__all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "child_summary", "plan_children",
-           "tree_spent"]
+__all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "plan_children",
+           "spawn_children", "tree_spent"]
 
 # a child that ended so has an answer for its parent (a stopped one can still go on)
 ENDED = ("completed", "converged", "max_turns")
@@ -202,3 +202,126 @@ def inherited(parent: Any, turn_rec: Any, depth: int, entry: dict[str, Any],
             "index": index, "item": entry["item"], "inputs": dict(parent.inputs),
             "text": turn_rec.response or "", "data": turn_rec.data,
             "transcript": text[-INHERITED_CHARS:]}
+
+
+class Spawning:
+    """What ``dlg.Orchestrator`` does for spawning turns: make, reopen, run and find the
+    modes of children, with the parent's models, store and plugins."""
+
+    # provided by the Orchestrator
+    _pm: Any
+
+    if TYPE_CHECKING:
+        def start(self, mode: Any, /, inputs: Any = None, *,
+                  dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Any, Any]: ...
+        def open_store(self) -> Any: ...
+        def reopen(self, record: dict[str, Any], saved: Any, force: bool = False
+                   ) -> tuple[Any, Any]: ...
+        async def execute(self, mode: Any, dialogue: Any, *, budget: Any = None) -> Any: ...
+
+    def _spawner(self) -> Any:
+        """What runs sub-dialogues for this orchestrator (``spawn:`` turns)."""
+        return Spawner(open_child=self._open_child, reopen_child=self._reopen_child,
+                       execute=self._execute_child, load_mode=self._child_mode)
+
+    def _open_child(self, mode: Any, entry: dict[str, Any], index: int, parent: Any,
+                    turn: Any, budget: Any) -> Any:
+        _, child = self.start(mode, entry["inputs"], dialogue_id=entry["id"])
+        child.metadata["depth"] = parent.depth + 1
+        child.metadata["parent"] = inherited(parent, turn, parent.depth + 1, entry, index)
+        if budget is not None:  # resumed on its own, a child may spend what was left
+            child.metadata["budget_limit"] = round(budget.limit - budget.spent, 10)
+        return child
+
+    def _reopen_child(self, dialogue_id: str) -> tuple[Any | None, Any] | None:
+        """A saved child ready to continue (with no mode if it had ended), or None if it
+        was never saved."""
+        from dlg.records.store import as_dialogue
+
+        store = self.open_store()
+        record = store.load(dialogue_id) if store is not None else None
+        if record is None:
+            return None
+        saved = as_dialogue(record)
+        if saved.status in ENDED:
+            return None, saved
+        return self.reopen(record, saved)
+
+    async def _execute_child(self, mode: Any, child: Any, budget: Any) -> Any:
+        return await self.execute(mode, child, budget=budget)
+
+    def _child_mode(self, ref: str, parent: Any) -> Any:
+        """A spawned mode: a name, or a path inside the parent mode's folder."""
+        from pathlib import Path
+
+        from dlg.language.limits import confined
+        from dlg.language.loader import load_mode
+        from dlg.language.source import is_path_like
+
+        if is_path_like(ref) and parent.source and not parent.source.startswith("<"):
+            folder = Path(parent.source).parent
+            found = confined(folder, ref, [folder])
+            if found is None:
+                raise DlgError(f"spawn.mode '{ref}' of mode '{parent.name}' is not a file "
+                               f"inside {folder} (a spawned mode is named relative to the "
+                               "mode's folder, without '..')")
+            return load_mode(found, pm=self._pm)
+        return load_mode(ref, pm=self._pm)
+
+
+async def spawn_children(run: Any, turn: Any, rec: Any) -> bool:
+    """Run the sub-dialogues of a spawning turn that has answered, for the kernel's run
+    ``run``; False if the turn failed or the dialogue stopped (the run is told)."""
+    import anyio
+
+    from dlg.records import record as R
+
+    depth = int(run.dialogue.metadata.get("depth") or 0)
+    limit = run.mode.max_depth if run.mode.max_depth is not None else DEFAULT_DEPTH
+    if run.spawner is None or depth >= limit:
+        why = (f"depth {depth} is the mode's max_depth" if run.spawner is not None
+               else "this run does not spawn sub-dialogues")
+        rec.metadata = {**(rec.metadata or {}), "spawn": f"not spawned: {why}"}
+        return True
+    try:
+        child_mode = run.spawner.child_mode(run.mode, turn)
+        if not (rec.metadata or {}).get("subdialogues"):
+            entries = plan_children(turn, rec, child_mode, run.env, run.base_context,
+                                    run.dialogue.inputs)
+            if not entries:
+                rec.metadata = {**(rec.metadata or {}),
+                                "spawn": "not spawned: the answer named no items"}
+                return True
+            rec.metadata = {**(rec.metadata or {}), "subdialogues": entries}
+            # the plan (and the answer it came from) is saved before any child runs
+            await run.events.emit("turn_progress", dialogue=run.dialogue, turn=rec)
+        children = await run.spawner.run(run.mode, run.dialogue, turn, rec, child_mode,
+                                         run.budget)
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception as exc:
+        await run.fail(rec, describe(exc))
+        return False
+    if run.budget is not None:  # what the children spent, from the shared budget
+        run.dialogue.metadata["budget"] = run.budget.summary()
+    known = {c.id for c in run.dialogue.subdialogues}
+    run.dialogue.subdialogues.extend(c for c in children
+                                     if c is not None and c.id not in known)
+    entries = (rec.metadata or {})["subdialogues"]
+    unfinished = [e for e in entries if e.get("status") not in ENDED]
+    if unfinished and all(e.get("status") == "cost_limited" for e in unfinished):
+        # the shared budget ran out in a child: the parent stops the same way, with this
+        # turn pending so that a resume (with more budget) continues its children
+        rec.status = R.PENDING
+        await run.events.emit("turn_progress", dialogue=run.dialogue, turn=rec)
+        run.stopped = ("cost_limited", f"the budget ran out in {len(unfinished)} of "
+                       f"{len(entries)} sub-dialogues of turn '{turn.id}'", "budget")
+        return False
+    if unfinished:
+        first = unfinished[0]
+        await run.fail(rec, f"{len(unfinished)} of {len(entries)} sub-dialogues did not "
+                            f"complete (first: {first['id']}, {first.get('status')}: "
+                            f"{first.get('error') or 'no error recorded'}); "
+                            "`dlg resume` continues them")
+        return False
+    return True
