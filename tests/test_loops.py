@@ -158,3 +158,23 @@ def test_previous_in_a_loop_is_the_round_before(recorder):
     assert prompts[0] == "go"  # round 1: nothing before
     assert prompts[1] == "### A\na1\n\ngo"
     assert prompts[2] == "### B\nb1\n\ngo"  # round 2: the round before's last turn
+
+
+def test_a_loop_record_matches_the_dialogue_schema_and_a_failing_continue_turn_ends_rounds(
+        recorder):
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from tests.conftest import ROOT
+
+    mode = {"name": "c", "structure": "mixed", "phases": [{
+        "id": "p", "repeat": {"max_rounds": 3},
+        "turns": [{"id": "a", "role": "A", "prompt": "a{{ round }}"},
+                  {"id": "b", "role": "B", "prompt": "{{ 1 // 0 }}", "on_error": "continue"}]}]}
+    d = dlg.run_sync(mode, model="echo", store=None)
+    assert d.status == "completed"
+    assert [t.id for t in d.turns] == ["a", "b", "a@2", "b@2", "a@3", "b@3"]
+    assert {t.status for t in d.turns[1::2]} == {"failed"}
+    schema = json.loads((ROOT / "schemas" / "dialogue.schema.json").read_text())
+    Draft202012Validator(schema).validate(json.loads(d.export("json")))

@@ -51,6 +51,14 @@ def test_anthropic_prompt_caching_is_asked_for_with_cache_true(monkeypatch):
     usage = d.turns[0].usage
     assert usage.prompt == 2000 and usage.cached == 1500
     assert d.turns[0].cost_usd == pytest.approx((500 * 3.0 + 1500 * 0.3 + 3 * 15.0) / 1e6)
-    # shown where people read usage
+    # in the record (as its schema says) and shown where people read usage
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from tests.conftest import ROOT
+
+    schema = json.loads((ROOT / "schemas" / "dialogue.schema.json").read_text())
+    Draft202012Validator(schema).validate(json.loads(d.export("json")))
     assert "2000 in (1500 cached)" in d.export("markdown")
     assert "1500 cached" in d.export("html")

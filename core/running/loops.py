@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlg.language.templates import TurnsView
-from dlg.records.record import COMPLETED, SKIPPED, TurnRecord
+from dlg.records.record import COMPLETED, FAILED, SKIPPED, TurnRecord
 
 __all__ = ["Loop", "round_id", "run_loop"]
 
@@ -107,8 +107,11 @@ class Loop:
         return None
 
     def complete(self, current: dict[str, TurnRecord]) -> bool:
-        """Whether every turn of the current round has finished (completed or skipped)."""
-        return all(current[t.id].status in (COMPLETED, SKIPPED) for t in self.phase.turns)
+        """Whether every turn of the current round has finished: completed, skipped, or
+        failed with ``on_error: continue``."""
+        return all(current[t.id].status in (COMPLETED, SKIPPED) or (
+            current[t.id].status == FAILED and t.on_error == "continue")
+            for t in self.phase.turns)
 
     def add_round(self, records: list[TurnRecord], current: dict[str, TurnRecord],
                   n: int) -> None:
