@@ -123,7 +123,7 @@ def test_before_turn_can_stop_the_dialogue_and_resume_continues_it(pm):
     assert d.status == "cost_limited"
     assert [t.status for t in d.turns] == ["completed", "pending"]
     assert d.metadata["stopped"] == {"status": "cost_limited", "reason": "no budget left",
-                                     "by": "plugin 'budget'"}
+                                     "by": "plugin 'budget'", "turns_completed": 1}
     assert dlg.load_dialogue(d.id).status == "cost_limited"
     budget["open"] = True
     import anyio

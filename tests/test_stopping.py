@@ -20,6 +20,7 @@ def test_until_a_condition_over_a_judges_score(recorder):
     assert d.status == "converged"
     assert [t.status for t in d.turns] == ["completed"] * 4 + ["pending"] * 2
     assert d.metadata["stopped"]["reason"].startswith("until: turns.judge2")
+    assert d.metadata["stopped"]["at"] == "judge2" and d.convergence_detected_at == 4
     assert dlg.load_dialogue(d.id).status == "converged"
 
 

@@ -247,6 +247,15 @@ class Dialogue:
         return int(self.metadata.get("depth") or 0)
 
     @property
+    def convergence_detected_at(self) -> int | None:
+        """For a dialogue that stopped early as ``converged``: how many turns had
+        completed when its ``until`` held (the seed's SC4.3); else None."""
+        stopped = self.metadata.get("stopped") or {}
+        if self.status != "converged" or stopped.get("status") != "converged":
+            return None
+        return stopped.get("turns_completed")
+
+    @property
     def parent_id(self) -> str | None:
         """The dialogue that spawned this one, if any."""
         return (self.metadata.get("parent") or {}).get("id")

@@ -65,6 +65,7 @@ class _Run:
         self.pool = pool
         self.events = Events(pm, observers)
         self.stopped: tuple[str, str, str | None] | None = None  # status, reason, who
+        self.stopped_at: str | None = None
         self.timeout = timeout
         self.failed = False
         self.records = dialogue.turns  # in the order turns run (a loop's rounds in turn)
@@ -128,7 +129,10 @@ class _Run:
                     t.status == R.PENDING for t in d.turns):  # stopped with turns left
                 status, reason, who = self.stopped
                 d.status = status
-                d.metadata["stopped"] = {"status": status, "reason": reason, "by": who}
+                d.metadata["stopped"] = {"status": status, "reason": reason, "by": who,
+                                         "turns_completed": d.turns_completed,
+                                         **({"at": self.stopped_at} if self.stopped_at
+                                            else {})}
             if self.failed and d.error is None:
                 failed = [t for t in d.turns if t.status == R.FAILED]
                 d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
@@ -401,6 +405,7 @@ class _Run:
             stop = self.stopping.check(self.records, rec)
             if stop is not None:
                 self.stopped = (*stop, "until")
+                self.stopped_at = rec.id  # the turn after which it held
 
     def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
         return RouteRequest(
