@@ -157,9 +157,18 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
     if not quiet:
         cost = f" · ${m.total_cost_usd:.4f}" if m.total_cost_usd else ""
         subs = f" · {m.substitutions} substituted" if m.substitutions else ""
+        children = ""
+        if dialogue.subdialogues:
+            from dlg.running.subdialogues import tree_spent
+
+            spent = tree_spent(dialogue) - m.total_cost_usd
+            children = (f" · {len(dialogue.subdialogues)} sub-dialogues, "
+                        f"{sum(c.metrics.total_tokens for c in dialogue.subdialogues)} tokens"
+                        + (f", ${spent:.4f}" if spent else ""))
         click.echo(
             f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
-            f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}", err=True)
+            f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}{children}",
+            err=True)
     if dialogue.status != "completed":
         hint = f"\n`dlg resume {dialogue.id}` continues it." if saved else ""
         raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}{hint}", EXIT_FAILED)
