@@ -202,6 +202,10 @@ def test_from_the_cli_run_show_and_export_draw_the_tree(tmp_path):
     assert ran.exit_code == 0, ran.output
     assert "↳ leaf [alpha] Look" in ran.output  # children's progress, indented
     (summary,) = [s for s in dlg.list_dialogues() if s["mode"] == "fan"]
+    children = [s for s in dlg.list_dialogues() if s["mode"] == "leaf"]
+    assert {s["parent"] for s in children} == {summary["id"]} and len(children) == 2
+    assert "parent" not in summary
+    assert runner.invoke(cli, ["ls"]).output.count("↳ leaf") == 2
     shown = runner.invoke(cli, ["show", summary["id"]])
     assert shown.exit_code == 0, shown.output
     assert "sub-dialogues of turn split:" in shown.output

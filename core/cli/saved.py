@@ -31,7 +31,8 @@ def list_command(limit: int, as_json: bool, store: str | None) -> None:
             continue
         topic = str((r.get("inputs") or {}).get("topic", ""))[:40]
         cost = f"${r['total_cost_usd']:.4f}" if r.get("total_cost_usd") else "-"
-        click.echo(f"{r['id']:<24}  {str(r['mode'])[:14]:<14}  {r['status']:<9}  "
+        mode = ("↳ " if r.get("parent") else "") + str(r["mode"])  # a sub-dialogue
+        click.echo(f"{r['id']:<24}  {mode[:14]:<14}  {r['status']:<9}  "
                    f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
                    f"  {cost:>8}  {topic}")
 

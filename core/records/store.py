@@ -257,8 +257,10 @@ def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
     """What ``dlg ls`` shows of a dialogue, from its header (``Dialogue.header_dict()``,
     or a record without its turns) and its turns' statuses: for stores to keep."""
     metrics = header.get("metrics") or {}
+    parent = (header.get("metadata") or {}).get("parent") or {}
     return {
         "id": header["id"], "mode": header.get("mode"), "status": header.get("status"),
+        **({"parent": parent.get("id"), "depth": parent.get("depth")} if parent else {}),
         "created_at": header.get("created_at"), "started_at": header.get("started_at"),
         "ended_at": header.get("ended_at"), "inputs": header.get("inputs"),
         "turns": len(turn_statuses),
