@@ -219,3 +219,28 @@ def test_from_the_cli_run_show_and_export_draw_the_tree(tmp_path):
     assert '<div class="tree"><b>Sub-dialogues</b>' in html and "<b>beta</b>" in html
     markdown = runner.invoke(cli, ["export", summary["id"], "-f", "markdown"]).output
     assert f"- `{child.id}` (leaf, completed): alpha" in markdown
+
+
+def test_loops_and_sub_dialogues_compose(tmp_path):
+    """A child mode with a refinement loop, spawned from a turn inside a loop: every
+    round spawns its own children, each child runs its own rounds."""
+    (tmp_path / "leaf.yaml").write_text(
+        "name: leaf\ninputs: {topic: {required: true}}\nstructure: mixed\nphases:\n"
+        "  - id: again\n    repeat: {max_rounds: 2}\n"
+        "    turns: [{id: look, role: Look, prompt: 'look at {{ topic }} {{ round }}'}]\n")
+    mode = tmp_path / "outer.yaml"
+    mode.write_text(
+        "name: outer\ninputs: {topic: {required: true}}\nstructure: mixed\nphases:\n"
+        "  - id: rounds\n    repeat: {max_rounds: 2}\n    turns:\n"
+        "      - id: split\n        role: Planner\n        prompt: '{{ topic }}'\n"
+        "        spawn: {mode: leaf.yaml, for_each: 'text.split()[1:]'}\n")
+    d = dlg.Orchestrator(model="echo").run_sync(mode, topic="a b")
+    assert d.status == "completed"
+    assert [t.id for t in d.turns] == ["split", "split@2"]
+    assert len(d.subdialogues) == 4  # two children in each round
+    for child in d.subdialogues:
+        assert [t.id for t in child.turns] == ["look", "look@2"]
+        assert child.metadata["loops"]["again"]["status"] == "max_rounds"
+    assert len(d.turn("split@2").metadata["subdialogues"]) == 2
+    saved = dlg.load_dialogue(d.id)
+    assert len(saved.subdialogues) == 4
