@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +35,8 @@ def write_json(path: Path, data: Any) -> None:
     readers and other writers never see half a file); a failure is ignored."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # only when something is written (the cache is read far more)
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, default=str)

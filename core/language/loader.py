@@ -272,11 +272,11 @@ def _structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
                          layout: Layout) -> list[Problem]:
     """An ``output.schema`` that is no JSON Schema; ``scores`` naming turns that have not
     run when the judge runs."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
     out = []
-    if turn.output:
+    if turn.output:  # jsonschema is imported only here: a cached mode loads without it
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(turn.output.get("schema"))
         except SchemaError as exc:

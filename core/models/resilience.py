@@ -13,7 +13,6 @@ answered, so dlg runs this small loop itself and records every attempt on the tu
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -98,6 +97,8 @@ def _retry_after(exc: BaseException) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
+            import email.utils  # only for a Retry-After given as a date
+
             when = email.utils.parsedate_to_datetime(value)
             return max(0.0, when.timestamp() - time.time())
     except (TypeError, ValueError):
