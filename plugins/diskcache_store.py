@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlg.hookspecs import hookimpl
-from dlg.records.store import summary
+from dlg.records.store import split_record, with_summary
 
 
 class DiskcacheStore:
@@ -54,16 +54,11 @@ class DiskcacheStore:
 
     def save(self, record: dict[str, Any]) -> None:
         """Save a whole dialogue record."""
-        turns = record.get("turns", [])
-        header = {k: v for k, v in record.items() if k != "turns"}
-        header["turn_ids"] = [t["id"] for t in turns]
-        header["summary"] = summary(header, [t.get("status") for t in turns])
-        self._write(header, turns)
+        self._write(*split_record(record))
 
     def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
         """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
-        header = {**header, "summary": summary(header, header["turn_statuses"])}
-        self._write(header, [turn] if turn is not None else [])
+        self._write(with_summary(header), [turn] if turn is not None else [])
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         blob = self._cache.get(f"dialogue:{dialogue_id}")

@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from dlg.hookspecs import hookimpl
-from dlg.records.store import summary
+from dlg.records.store import split_record, with_summary
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dlg_dialogues (
@@ -80,15 +80,11 @@ class PostgresStore:
                     (header["id"], turn["id"], _dumps(turn)))
 
     def save(self, record: dict[str, Any]) -> None:
-        turns = record.get("turns", [])
-        header = {k: v for k, v in record.items() if k != "turns"}
-        header["turn_ids"] = [t["id"] for t in turns]
-        header["summary"] = summary(header, [t.get("status") for t in turns])
-        self._write(header, turns)
+        """Save a whole dialogue record."""
+        self._write(*split_record(record))
 
     def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
-        header = {**header, "summary": summary(header, header["turn_statuses"])}
-        self._write(header, [turn] if turn is not None else [])
+        self._write(with_summary(header), [turn] if turn is not None else [])
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         with self._lock:

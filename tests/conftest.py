@@ -98,3 +98,12 @@ def _fresh_cooldowns() -> Iterator[None]:
     cooldowns.reset()
     yield
     cooldowns.reset()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A real PostgreSQL server for the test module (see postgres_support)."""
+    from tests.postgres_support import postgres_server
+
+    with postgres_server() as url:
+        yield url

@@ -1,8 +1,9 @@
 """Support for the crash tests and benchmark: a counting model and a kill-and-resume round.
 
 The ``counting`` model (``counting?latency=0.15&log=FILE``) answers after ``latency``
-seconds and appends the prompt's last line to ``log`` just before answering, so the log
-says how many times each turn's model was paid for.
+seconds and appends the prompt's last line starting with ``TURN`` or ``SPLIT`` (else its
+last line) to ``log`` just before answering, so the log says how many times each turn's
+model was paid for. A ``SPLIT`` prompt is answered with three subtopics, as JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 PLUGIN = '''
-import time
+import json, time
 from dlg import hookimpl
 
 def _make(name, options):
@@ -36,12 +37,16 @@ def _make(name, options):
 
         def _generate(self, messages, stop=None, run_manager=None, **kwargs):
             time.sleep(self.latency)
-            marker = str(messages[-1].content).strip().splitlines()[-1]
+            lines = str(messages[-1].content).strip().splitlines()
+            marked = [x for x in lines if x.startswith(("TURN", "SPLIT"))]
+            marker = marked[-1] if marked else lines[-1]
             with open(self.log, "a") as fh:
                 fh.write(marker + "\\n")
                 fh.flush()
+            text = (json.dumps({"subtopics": ["alpha", "beta", "gamma"]})
+                    if marker.startswith("SPLIT") else "answer to " + marker)
             return ChatResult(generations=[ChatGeneration(message=AIMessage(
-                content="answer to " + marker,
+                content=text,
                 usage_metadata={"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}))])
 
     return Counting(latency=float(options.get("latency", 0.1)), log=str(options["log"]))
@@ -141,44 +146,6 @@ def one_round(root: Path, env: dict[str, str], rng: random.Random, latency: floa
     }
 
 
-TREE_PLUGIN = '''
-import json, time
-from dlg import hookimpl
-
-def _make(name, options):
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import AIMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
-
-    class TreeCounting(BaseChatModel):
-        latency: float = 0.1
-        log: str = ""
-        dlg_label: str = "treecount"
-
-        @property
-        def _llm_type(self):
-            return "treecount"
-
-        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-            time.sleep(self.latency)
-            lines = str(messages[-1].content).strip().splitlines()
-            marker = [x for x in lines if x.startswith(("TURN", "SPLIT"))][-1]
-            with open(self.log, "a") as fh:
-                fh.write(marker + "\\n")
-                fh.flush()
-            text = (json.dumps({"subtopics": ["alpha", "beta", "gamma"]})
-                    if marker.startswith("SPLIT") else "answer to " + marker)
-            return ChatResult(generations=[ChatGeneration(message=AIMessage(
-                content=text,
-                usage_metadata={"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}))])
-
-    return TreeCounting(latency=float(options.get("latency", 0.1)), log=str(options["log"]))
-
-@hookimpl
-def register_models(register):
-    register("treecount", _make)
-'''
-
 TREE_PARENT = {
     "name": "crashtree", "inputs": {"topic": {"required": True}},
     "turns": [
@@ -197,17 +164,10 @@ CHILD_CALLS = [f"TURN {t} {s}" for s in ("alpha", "beta", "gamma") for t in ("lo
 
 
 def install_tree(root: Path) -> dict[str, str]:
-    """Like ``install``, for a mode whose first turn spawns three sub-dialogues."""
+    """Like ``install``, with a mode whose first turn spawns three sub-dialogues."""
     env = install(root)
-    site = Path(env["PYTHONPATH"])
-    (site / "dlg_treecount.py").write_text(TREE_PLUGIN)
-    info = site / "dlg_treecount-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dlg-treecount\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[dlg]\ntreecount = dlg_treecount\n")
     (root / "crashtree.json").write_text(json.dumps(TREE_PARENT))
     (root / "crashchild.json").write_text(json.dumps(TREE_CHILD))
-    env["DLG_PLUGINS"] = "counting,treecount"
     return env
 
 
@@ -221,7 +181,7 @@ def kill_inside_a_child(root: Path, env: dict[str, str], rng: random.Random,
     before = {s["id"] for s in list_dialogues()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlg", "run", str(root / "crashtree.json"), "--topic", "t",
-         "--model", f"treecount?latency={latency}&log={log}", "-q", "--no-stream"],
+         "--model", f"counting?latency={latency}&log={log}", "-q", "--no-stream"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = rng.randint(1, 5)  # child turns completed before the kill
     deadline = time.monotonic() + 30

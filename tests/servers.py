@@ -1,4 +1,5 @@
-"""A real OpenAI-compatible HTTP server on 127.0.0.1 for adapter tests, with faults.
+"""Real HTTP servers on 127.0.0.1 for adapter tests: OpenAI-compatible, with faults, and
+Anthropic's Messages API.
 
 ``FakeOpenAI(script)`` answers POST /v1/chat/completions; each request takes the next
 behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retry-After),
@@ -19,30 +20,45 @@ class _QuietServer(ThreadingHTTPServer):
         pass  # clients that time out hang up mid-answer: that is the point of the test
 
 
-class FakeOpenAI:
-    def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
-                 cached: int = 0):
-        self.script = list(script or ["ok"])
-        self.reply = reply
-        self.cached = cached  # prompt tokens it says it read from its prompt cache
+class _Loopback:
+    """A threaded HTTP server on 127.0.0.1 (a context manager); subclasses give
+    ``_handler()`` and the path ``base_url`` ends with."""
+
+    path = ""
+
+    def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host}:{port}{self.path}"
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Any:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class FakeOpenAI(_Loopback):
+    path = "/v1"
+
+    def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
+                 cached: int = 0):
+        self.script = list(script or ["ok"])
+        self.reply = reply
+        self.cached = cached  # prompt tokens it says it read from its prompt cache
+        super().__init__()
 
     def _next(self) -> str:
         with self._lock:
@@ -120,30 +136,14 @@ class FakeOpenAI:
         return Handler
 
 
-class FakeAnthropic:
+class FakeAnthropic(_Loopback):
     """Anthropic's Messages API on 127.0.0.1: answers ``reply`` and reports
     ``cache_read`` of the input tokens as read from its prompt cache."""
 
     def __init__(self, reply: str = "Hello from Claude", input_tokens: int = 2000,
                  cache_read: int = 0):
         self.reply, self.input_tokens, self.cache_read = reply, input_tokens, cache_read
-        self.requests: list[dict[str, Any]] = []
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeAnthropic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self

@@ -10,7 +10,6 @@ import textwrap
 import pytest
 
 import dlg
-from tests.postgres_support import postgres_server
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +18,6 @@ MODE = {"name": "pair", "inputs": {"topic": {"default": "x"}},
                   {"id": "b", "role": "B", "prompt": "TURN b {{ topic }}"}]}
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 import dlg
 from dlg.cli import cli
-from tests.postgres_support import postgres_server
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -20,10 +19,6 @@ MODE = {"name": "pair", "inputs": {"topic": {"required": True}},
                   {"id": "b", "role": "B", "prompt": "TURN b {{ topic }}"}]}
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_server() as url:
-        yield url
 
 
 def test_a_batch_runs_on_ray_workers_and_saves_to_postgres(tmp_path, pg_url, monkeypatch):

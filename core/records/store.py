@@ -27,7 +27,9 @@ __all__ = [
     "list_dialogues",
     "load_dialogue",
     "open_store",
+    "split_record",
     "summary",
+    "with_summary",
 ]
 
 
@@ -251,6 +253,21 @@ class Saver:
                 self.lease.release(await self.store(), dialogue.id)
             self._locks.pop(dialogue.id, None)
             self._written.discard(dialogue.id)
+
+
+def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A whole record as a store that keeps a row per turn writes it: the header (the
+    record without its turns, with ``turn_ids`` and its ``summary``) and the turns."""
+    turns = record.get("turns", [])
+    header = {k: v for k, v in record.items() if k != "turns"}
+    header["turn_ids"] = [t["id"] for t in turns]
+    header["summary"] = summary(header, [t.get("status") for t in turns])
+    return header, turns
+
+
+def with_summary(header: dict[str, Any]) -> dict[str, Any]:
+    """A ``Dialogue.header_dict()`` with its ``summary``, for ``save_turn``."""
+    return {**header, "summary": summary(header, header["turn_statuses"])}
 
 
 def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
