@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PLUGIN = '''
 import json, time
@@ -183,17 +184,9 @@ def kill_inside_a_child(root: Path, env: dict[str, str], rng: random.Random,
         [sys.executable, "-m", "dlg", "run", str(root / "crashtree.json"), "--topic", "t",
          "--model", f"counting?latency={latency}&log={log}", "-q", "--no-stream"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = rng.randint(1, 5)  # child turns completed before the kill
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = sum(s["turns_completed"] or 0 for s in list_dialogues()
-                   if s["id"] not in before and s.get("mode") == "crashchild")
-        if done >= target:
-            break
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0, latency))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after(proc, rng.randint(1, 5), rng, latency,  # child turns done before the kill
+                lambda: sum(s["turns_completed"] or 0 for s in list_dialogues()
+                            if s["id"] not in before and s.get("mode") == "crashchild"))
     new = [s for s in list_dialogues() if s["id"] not in before]
     (parent_id,) = [s["id"] for s in new if s.get("mode") == "crashtree"]
     done_at_kill: set[str] = set()
@@ -238,17 +231,9 @@ def kill_a_batch(root: Path, env: dict[str, str], rng: random.Random, rows: int 
          str(root / "rows.jsonl"), "--model", f"counting?latency={latency}&log={log}",
          "--id", batch_id, "-c", "2", "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = rng.randint(2, rows * 3 - 4)  # turns completed over the batch before the kill
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = sum(s["turns_completed"] or 0 for s in list_dialogues()
-                   if str(s["id"]).startswith(batch_id))
-        if done >= target:
-            break
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0, latency))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after(proc, rng.randint(2, rows * 3 - 4), rng, latency,  # over the whole batch
+                lambda: sum(s["turns_completed"] or 0 for s in list_dialogues()
+                            if str(s["id"]).startswith(batch_id)))
     from dlg.records.store import load_dialogue
 
     done_at_kill = {f"TURN {t.id} {d.inputs['topic']}"
@@ -262,3 +247,14 @@ def kill_a_batch(root: Path, env: dict[str, str], rng: random.Random, rows: int 
     lines = _lines(log)
     return {"code": resumed.returncode, "stdout": resumed.stdout, "stderr": resumed.stderr,
             "done_at_kill": done_at_kill, "after": lines[at_kill:], "lines": lines}
+
+
+def _kill_after(proc: subprocess.Popen[bytes], target: int, rng: random.Random,
+                latency: float, done: Any) -> None:
+    """SIGKILL ``proc`` at a random moment once ``done()`` turns have completed."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None and done() < target:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, latency))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
