@@ -66,6 +66,14 @@ class RayExecutor:
             raise DlgError("the ray executor rebuilds the orchestrator on each worker from "
                            "model specs and router names: give models as specs "
                            "('openai:gpt-4o'), not as objects")
+        from dlg.observability.redact import redact
+
+        secret = next((m for m in given if isinstance(m, str) and redact(m) != m), None)
+        if secret is not None:
+            raise DlgError(f"'{redact(secret)}' holds a secret, which is never sent to "
+                           "workers: give it as a reference (api_key=env:NAME) and set "
+                           "the variable where dlg batch runs; DLG_ and provider key "
+                           "variables go to the workers")
 
     async def __call__(self, mode: Any, items: list[Any], *, concurrency: int,
                        on_item: Any = None, options: dict[str, Any] | None = None) -> None:

@@ -60,3 +60,9 @@ def test_models_given_as_objects_cannot_go_to_ray_workers():
     with pytest.raises(dlg.DlgError, match="give models as specs"):
         dlg.batch_sync(MODE, [{"topic": "x"}], model=FakeListChatModel(responses=["a"]),
                        executor="ray", store=None)
+
+
+def test_a_literal_key_is_never_sent_to_workers():
+    with pytest.raises(dlg.DlgError, match="holds a secret, which is never sent"):
+        dlg.batch_sync(MODE, [{"topic": "x"}], model="openai:gpt-4o?api_key=sk-live-123456789",
+                       executor="ray", store=None)
