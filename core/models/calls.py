@@ -124,6 +124,44 @@ def build_messages(prompt: str, *, system: str | None = None, context: Any = ())
     return out
 
 
+class _Call:
+    """One ``call_model``: what its attempts need, in one object rather than a closure
+    per attempt function (thousands of calls can be in flight)."""
+
+    __slots__ = ("allow", "fallbacks", "messages", "on_attempt", "on_chunk", "pool",
+                 "primary", "primary_label", "registry", "requires", "schema", "settings")
+
+    def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
+                 fallbacks: Any, requires: Any, on_chunk: Any, on_attempt: Any, allow: Any,
+                 schema: Any):
+        self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
+        self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
+        self.on_chunk, self.on_attempt, self.allow, self.schema = (on_chunk, on_attempt,
+                                                                   allow, schema)
+        self.primary_label = pool.label(primary)
+
+    def candidates(self, failed: Any) -> list[Any]:
+        """The fallbacks to try after ``failed``: the named ones, then the registry's
+        (not after an authentication error), that can run here and are allowed."""
+        primary, label, pool, allow = self.primary, self.primary_label, self.pool, self.allow
+        chain = list(self.fallbacks)
+        if self.registry is not None and not any(a.auth for a in failed):
+            chain.extend(self.registry.fallbacks_for(label, self.requires))
+        return [c for c in unique(chain)
+                if (c != primary if isinstance(c, str) else c is not primary)
+                and c != label
+                and (not isinstance(c, str) or pool.problem(c) is None)
+                and (allow is None or allow(c))]
+
+    async def attempt(self, candidate: Any) -> ChatResult:
+        model, _ = await self.pool.aget(candidate)
+        name = self.pool.safe_label(candidate)
+        if self.on_attempt is not None:
+            self.on_attempt(name)
+        return await chat(model, self.messages, self.settings, name, self.on_chunk,
+                          self.schema)
+
+
 def unique(models: Any) -> list[Any]:
     """``models`` without repeats, in order: specs by value, chat models by identity
     (they need not be hashable)."""
@@ -166,27 +204,10 @@ async def call_model(
     """
     from dlg.models.resilience import RetryPolicy, call_resilient
 
-    primary_label = pool.label(primary)
-
-    def candidates(failed: Any) -> list[Any]:
-        chain = list(fallbacks)
-        if registry is not None and not any(a.auth for a in failed):
-            chain.extend(registry.fallbacks_for(primary_label, requires))
-        return [c for c in unique(chain)
-                if (c != primary if isinstance(c, str) else c is not primary)
-                and c != primary_label
-                and (not isinstance(c, str) or pool.problem(c) is None)
-                and (allow is None or allow(c))]
-
-    async def attempt(candidate: Any) -> ChatResult:
-        model, _ = await pool.aget(candidate)
-        name = pool.safe_label(candidate)
-        if on_attempt is not None:
-            on_attempt(name)
-        return await chat(model, messages, settings, name, on_chunk, schema)
-
+    call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
+                 on_chunk, on_attempt, allow, schema)
     result, _, failures = await call_resilient(
-        primary, attempt, fallbacks=candidates, label=pool.label,
+        primary, call.attempt, fallbacks=call.candidates, label=pool.label,
         policy=policy or RetryPolicy(), timeout=timeout)
     result.attempts = tuple(failures)
     result.replaced = tuple(dict.fromkeys(

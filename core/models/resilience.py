@@ -170,6 +170,21 @@ def _backoff(policy: RetryPolicy, retry: int) -> float:
     return random.uniform(0, min(policy.max_delay, policy.base_delay * 2**retry))
 
 
+def _candidates(primary: Any, fallbacks: Any, label: Callable[[Any], str],
+                cool: CoolDowns, attempts: list[Attempt], tried: list[str]) -> Any:
+    """The models to try, in order: the primary unless it is resting, then the usable
+    fallbacks (asked for only when the primary failed), then a resting primary if
+    nothing else could be tried. A function, not a closure: thousands of calls may be in
+    flight, and a closure gives each a cell per captured name."""
+    primary_cooling = cool.cooling(label(primary))
+    if not primary_cooling:
+        yield primary
+    rest = fallbacks(attempts) if callable(fallbacks) else fallbacks
+    yield from [c for c in rest if label(c) not in tried and not cool.cooling(label(c))]
+    if primary_cooling and not attempts:  # everything is resting: try the primary
+        yield primary
+
+
 async def call_resilient(
     primary: Any,
     call: Callable[[Any], Awaitable[Any]],
@@ -190,18 +205,7 @@ async def call_resilient(
     cool = cooldowns if cool is None else cool
     attempts: list[Attempt] = []
     tried: list[str] = []
-
-    def candidates() -> Any:
-        primary_cooling = cool.cooling(label(primary))
-        if not primary_cooling:
-            yield primary
-        rest = fallbacks(attempts) if callable(fallbacks) else fallbacks
-        usable = [c for c in rest if label(c) not in tried and not cool.cooling(label(c))]
-        yield from usable
-        if primary_cooling and not attempts:  # everything is resting: try the primary
-            yield primary
-
-    for candidate in candidates():
+    for candidate in _candidates(primary, fallbacks, label, cool, attempts, tried):
         model = label(candidate)
         tried.append(model)
         for retry in range(policy.attempts):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -303,41 +304,24 @@ class _Run:
                          extra={"event": "turn.started", "model": label, "role": turn.role})
             await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
 
-            on_chunk = None
-            if self.events.listens("turn_chunk"):
-                async def on_chunk(text: str) -> None:
-                    await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec,
-                                           text=text)
-
-            def on_attempt(name: str) -> None:
-                rec.model = name  # who is being tried now, for displays
-
-            allow = None
-            if reservation is not None:
-                budget, held = self.budget, reservation
-
-                def allow(candidate: Any) -> bool:  # a fallback must fit the reservation
-                    return budget is not None and budget.allows(
-                        self.pool.label(candidate), held, bound)
-
+            # no closures here: a nested function would give every in-flight turn a cell
+            # per captured name (see docs/performance.md)
+            on_chunk = (self._chunks(rec) if self.events.listens("turn_chunk") else None)
+            allow = (self._allowance(reservation, bound) if reservation is not None
+                     else None)
             spent: float | None = None
             try:
                 result = await call_model(
                     self.pool, choice, messages, settings, registry=self.registry,
                     fallbacks=fallbacks, requires=turn.requires, policy=self.policy,
                     timeout=turn.timeout or self.mode.timeout or self.timeout,
-                    on_chunk=on_chunk, on_attempt=on_attempt, allow=allow,
-                    schema=output["schema"] if output is not None else None)
+                    on_chunk=on_chunk, on_attempt=partial(setattr, rec, "model"),
+                    allow=allow, schema=output["schema"] if output is not None else None)
                 spent = result.cost_usd
                 if output is not None:
-                    async def again(conversation: Any) -> Any:
-                        return await budgeted_call(
-                            self.budget, self.pool, choice, conversation, settings,
-                            registry=self.registry, fallbacks=fallbacks,
-                            policy=self.policy, allow=allow, schema=output["schema"])
-
                     result, data, problem = await structured_answer(
-                        result, output, messages, again)
+                        result, output, messages,
+                        self._repairs(choice, settings, fallbacks, allow, output))
                     # the first call's cost is settled below; each repair settled its own
                     if problem is not None:
                         rec.usage, rec.cost_usd = result.usage, result.cost_usd
@@ -412,6 +396,32 @@ class _Run:
             if stop is not None:
                 self.stopped = (*stop, "until")
                 self.stopped_at = rec.id  # the turn after which it held
+
+    def _chunks(self, rec: TurnRecord) -> Any:
+        """What hears a turn's text as it streams in: the ``turn_chunk`` listeners."""
+        async def on_chunk(text: str) -> None:
+            await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec, text=text)
+
+        return on_chunk
+
+    def _allowance(self, held: Any, bound: int) -> Any:
+        """Whether a fallback fits the turn's budget reservation."""
+        def allow(candidate: Any) -> bool:
+            return self.budget is not None and self.budget.allows(
+                self.pool.label(candidate), held, bound)
+
+        return allow
+
+    def _repairs(self, choice: Any, settings: dict[str, Any], fallbacks: Any, allow: Any,
+                 output: dict[str, Any]) -> Any:
+        """How a structured answer asks for a repair: another call, within the budget."""
+        async def again(conversation: Any) -> Any:
+            return await budgeted_call(
+                self.budget, self.pool, choice, conversation, settings,
+                registry=self.registry, fallbacks=fallbacks, policy=self.policy,
+                allow=allow, schema=output["schema"])
+
+        return again
 
     def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
         return RouteRequest(
