@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar, Token
+from typing import Any
 
 __all__ = ["current", "dialogue_id", "new_span_id", "scope", "span_id", "turn_id"]
 
-dialogue_id: ContextVar[str | None] = ContextVar("dlg_dialogue_id", default=None)
-parent_dialogue_id: ContextVar[str | None] = ContextVar("dlg_parent_dialogue_id", default=None)
-turn_id: ContextVar[str | None] = ContextVar("dlg_turn_id", default=None)
-span_id: ContextVar[str | None] = ContextVar("dlg_span_id", default=None)
+# (dialogue id, parent dialogue id, turn id, span id): one variable, so entering a turn
+# or a dialogue sets one thing (thousands of turns may be in flight)
+_ids: ContextVar[tuple[str | None, str | None, str | None, str | None]] = ContextVar(
+    "dlg_ids", default=(None, None, None, None))
+
+
+def dialogue_id() -> str | None:
+    return _ids.get()[0]
+
+
+def turn_id() -> str | None:
+    return _ids.get()[2]
+
+
+def span_id() -> str | None:
+    return _ids.get()[3]
 
 
 def new_span_id() -> str:
@@ -29,40 +42,35 @@ class scope:
     flight, so it is kept light.
     """
 
-    __slots__ = ("_dialogue", "_tokens", "_turn", "span")
+    __slots__ = ("_dialogue", "_token", "_turn", "span")
 
     def __init__(self, *, dialogue: str | None = None, turn: str | None = None):
         self._dialogue = dialogue
         self._turn = turn
-        self._tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
+        self._token: Token[Any] | None = None
         self.span = ""
 
     def __enter__(self) -> str:
-        tokens = self._tokens
+        dialogue, parent, turn, _ = _ids.get()
         if self._dialogue is not None:
-            outer = dialogue_id.get()
-            if outer is not None and outer != self._dialogue:
-                tokens.append((parent_dialogue_id, parent_dialogue_id.set(outer)))
-            tokens.append((dialogue_id, dialogue_id.set(self._dialogue)))
-            tokens.append((turn_id, turn_id.set(None)))
+            if dialogue is not None and dialogue != self._dialogue:
+                parent = dialogue  # a sub-dialogue: its parent's id stays known
+            dialogue, turn = self._dialogue, None
         if self._turn is not None:
-            tokens.append((turn_id, turn_id.set(self._turn)))
+            turn = self._turn
         self.span = new_span_id()
-        tokens.append((span_id, span_id.set(self.span)))
+        self._token = _ids.set((dialogue, parent, turn, self.span))
         return self.span
 
     def __exit__(self, *exc: object) -> None:
-        for var, token in reversed(self._tokens):
-            var.reset(token)
-        self._tokens.clear()
+        if self._token is not None:
+            _ids.reset(self._token)
+            self._token = None
+
+
+_KEYS = ("dialogue_id", "parent_dialogue_id", "turn_id", "span_id")
 
 
 def current() -> dict[str, str]:
     """The ids in force, for a log record or a span."""
-    out = {}
-    for key, var in (("dialogue_id", dialogue_id), ("parent_dialogue_id", parent_dialogue_id),
-                     ("turn_id", turn_id), ("span_id", span_id)):
-        value = var.get()
-        if value is not None:
-            out[key] = value
-    return out
+    return {k: v for k, v in zip(_KEYS, _ids.get(), strict=True) if v is not None}
