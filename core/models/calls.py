@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,13 +153,23 @@ class _Call:
                 and (not isinstance(c, str) or pool.problem(c) is None)
                 and (allow is None or allow(c))]
 
-    async def attempt(self, candidate: Any) -> ChatResult:
+    def attempt(self, candidate: Any) -> Awaitable[ChatResult]:
+        """The call to one candidate, to await. A model already made is called directly
+        (no coroutine frame of its own while it works); one to make, in ``_made``."""
+        found = self.pool.cached(candidate)
+        if found is None:
+            return self._made(candidate)
+        return self._chat(found[0], candidate)
+
+    async def _made(self, candidate: Any) -> ChatResult:
         model, _ = await self.pool.aget(candidate)
+        return await self._chat(model, candidate)
+
+    def _chat(self, model: Any, candidate: Any) -> Awaitable[ChatResult]:
         name = self.pool.safe_label(candidate)
         if self.on_attempt is not None:
             self.on_attempt(name)
-        return await chat(model, self.messages, self.settings, name, self.on_chunk,
-                          self.schema)
+        return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema)
 
 
 def unique(models: Any) -> list[Any]:

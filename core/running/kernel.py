@@ -11,7 +11,7 @@ The kernel knows nothing about particular providers, exporters or stores.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -97,12 +97,13 @@ class _Run:
 
         self._dog = LoopWatchdog(self.dialogue)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._dog.run)
-                try:
-                    return await self._run()
-                finally:
-                    tg.cancel_scope.cancel()
+            with context.scope(dialogue=self.dialogue.id):  # the watchdog's logs too
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._dog.run)
+                    try:
+                        return await self._run()
+                    finally:
+                        tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the watchdog never fails: unwrap
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
@@ -110,62 +111,69 @@ class _Run:
         raise AssertionError("unreachable: the task group returned or raised")
 
     async def _run(self) -> Dialogue:
-        d = self.dialogue
-        if log.isEnabledFor(INFO):
-            log.info("dialogue %s started: mode %s, %d turns", d.id, d.mode, len(d.turns),
-                     extra={"event": "dialogue.started", "mode": d.mode})
-        d.status = R.RUNNING
-        d.started_at = d.started_at or R.now()
-        d.ended_at = None
-        d.metadata.pop("stopped", None)  # a resumed dialogue is no longer stopped
-        if self.budget is not None:  # the limit it runs under now (a resume may change it)
-            d.metadata["budget"] = self.budget.summary()
-        try:
-            await self.events.emit("dialogue_started", dialogue=d)
-            for phase in self.mode.phases:
-                if self.failed or self.stopped:
-                    break
-                if phase.repeat:
-                    from dlg.running.loops import run_loop
-
-                    await run_loop(self, phase)
-                else:
-                    await self.run_phase(phase)
-            d.status = R.FAILED if self.failed else R.COMPLETED
-            if self.stopped and not self.failed and any(
-                    t.status == R.PENDING for t in d.turns):  # stopped with turns left
-                status, reason, who = self.stopped
-                d.status = status
-                d.metadata["stopped"] = {"status": status, "reason": reason, "by": who,
-                                         "turns_completed": d.turns_completed,
-                                         **({"at": self.stopped_at} if self.stopped_at
-                                            else {})}
-            if self.failed and d.error is None:
-                failed = [t for t in d.turns if t.status == R.FAILED]
-                d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
-                    "failed")
-        except anyio.get_cancelled_exc_class():
-            d.status = R.CANCELLED
-            raise
-        except BaseException as exc:
-            d.status = R.FAILED
-            d.error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            d.ended_at = R.now()
-            if d.error:
-                d.error = redact(d.error)
-            if self._dog is not None:  # the figures go out with the final save
-                d.metadata["event_loop"] = self._dog.summary()
-            await self.events.emit("dialogue_finished", shield=True, dialogue=d)
+        with context.scope(dialogue=self.dialogue.id):  # its ids, for logs and spans
+            d = self.dialogue
             if log.isEnabledFor(INFO):
-                m = d.metrics
-                log.info("dialogue %s %s: %d/%d turns, %d tokens, $%.5f", d.id, d.status,
-                         m.turns_completed, len(d.turns), m.total_tokens, m.total_cost_usd,
-                         extra={"event": "dialogue.finished", "status": d.status,
-                                "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
-                                "duration_s": round(m.total_latency_seconds, 3)})
-        return d
+                log.info("dialogue %s started: mode %s, %d turns", d.id, d.mode, len(d.turns),
+                         extra={"event": "dialogue.started", "mode": d.mode})
+            d.status = R.RUNNING
+            d.started_at = d.started_at or R.now()
+            d.ended_at = None
+            d.metadata.pop("stopped", None)  # a resumed dialogue is no longer stopped
+            if self.budget is not None:  # the limit it runs under now (a resume may change it)
+                d.metadata["budget"] = self.budget.summary()
+            try:
+                await self.events.emit("dialogue_started", dialogue=d)
+                for phase in self.mode.phases:
+                    if self.failed or self.stopped:
+                        break
+                    if phase.repeat:
+                        from dlg.running.loops import run_loop
+
+                        await run_loop(self, phase)
+                    elif phase.parallel:
+                        await self.run_phase(phase)
+                    else:  # here rather than in run_phase: one coroutine frame fewer
+                        for turn in phase.turns:
+                            if self.current[turn.id].status not in (R.COMPLETED, R.SKIPPED):
+                                await self.run_turn(turn)
+                                if self.failed or self.stopped:
+                                    break
+                d.status = R.FAILED if self.failed else R.COMPLETED
+                if self.stopped and not self.failed and any(
+                        t.status == R.PENDING for t in d.turns):  # stopped with turns left
+                    status, reason, who = self.stopped
+                    d.status = status
+                    d.metadata["stopped"] = {"status": status, "reason": reason, "by": who,
+                                             "turns_completed": d.turns_completed,
+                                             **({"at": self.stopped_at} if self.stopped_at
+                                                else {})}
+                if self.failed and d.error is None:
+                    failed = [t for t in d.turns if t.status == R.FAILED]
+                    d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
+                        "failed")
+            except anyio.get_cancelled_exc_class():
+                d.status = R.CANCELLED
+                raise
+            except BaseException as exc:
+                d.status = R.FAILED
+                d.error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                d.ended_at = R.now()
+                if d.error:
+                    d.error = redact(d.error)
+                if self._dog is not None:  # the figures go out with the final save
+                    d.metadata["event_loop"] = self._dog.summary()
+                await self.events.emit("dialogue_finished", shield=True, dialogue=d)
+                if log.isEnabledFor(INFO):
+                    m = d.metrics
+                    log.info("dialogue %s %s: %d/%d turns, %d tokens, $%.5f", d.id, d.status,
+                             m.turns_completed, len(d.turns), m.total_tokens, m.total_cost_usd,
+                             extra={"event": "dialogue.finished", "status": d.status,
+                                    "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
+                                    "duration_s": round(m.total_latency_seconds, 3)})
+            return d
 
     async def run_phase(self, phase: Any) -> None:
         """Run the phase's turns that have not finished, in order or all at once."""
@@ -474,7 +482,7 @@ class _Unstructured(Exception):
     """A structured answer that did not match its schema after the repairs."""
 
 
-async def execute(
+def execute(
     mode: Mode,
     dialogue: Dialogue,
     *,
@@ -490,12 +498,12 @@ async def execute(
     watchdog: bool = False,
     budget: Budget | None = None,
     spawner: Any = None,
-) -> Dialogue:
+) -> Awaitable[Dialogue]:
     """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run.
     With ``budget``, no call is made whose worst case does not fit what is left."""
     run = _Run(mode, dialogue, pm=pm, routing=routing, bindings=bindings, default=default,
                pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
                registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog,
                budget=budget, spawner=spawner)
-    with context.scope(dialogue=dialogue.id):  # awaited here: one frame less per dialogue
-        return await (run.run_watched() if watchdog else run._run())
+    # returned to be awaited by the caller: no coroutine frame of its own per dialogue
+    return run.run_watched() if watchdog else run._run()
