@@ -52,6 +52,7 @@ class Tree(BaseChatModel):
     Counts how many calls are in flight at once (``peak``)."""
 
     latency: float = 0.0
+    broken: str = ""  # a prompt holding this fails (a child that breaks)
     subtopics: list[str] = SUBTOPICS
     calls: list[str] = []
     running: int = 0
@@ -69,6 +70,8 @@ class Tree(BaseChatModel):
     async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None,
                          **kwargs: Any) -> ChatResult:
         prompt = str(messages[-1].content).strip()
+        if self.broken and self.broken in prompt:
+            raise ValueError(f"{self.broken!r} is broken")
         self.calls.append(prompt)
         self.running += 1
         self.peak = max(self.peak, self.running)

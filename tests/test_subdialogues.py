@@ -91,13 +91,7 @@ def test_max_children_and_the_depth_limit(tmp_path):
 
 
 def test_a_failed_child_fails_the_turn_and_resume_continues_only_that_child(tree):
-    class Breaks(Tree):
-        async def _agenerate(self, messages, *args, **kwargs):
-            if "TURN sum beta" in str(messages[-1].content):
-                raise ValueError("beta is broken")
-            return await super()._agenerate(messages, *args, **kwargs)
-
-    d = dlg.Orchestrator(model=Breaks(calls=[]),
+    d = dlg.Orchestrator(model=Tree(calls=[], broken="TURN sum beta"),
                          retry=dlg.RetryPolicy(attempts=1)).run_sync(tree, topic="t")
     assert d.status == "failed"
     split = d.turn("split")
@@ -116,13 +110,7 @@ def test_a_failed_child_fails_the_turn_and_resume_continues_only_that_child(tree
 
 
 def test_a_child_can_be_resumed_on_its_own(tree):
-    class Breaks(Tree):
-        async def _agenerate(self, messages, *args, **kwargs):
-            if "TURN sum gamma" in str(messages[-1].content):
-                raise ValueError("no")
-            return await super()._agenerate(messages, *args, **kwargs)
-
-    d = dlg.Orchestrator(model=Breaks(calls=[]),
+    d = dlg.Orchestrator(model=Tree(calls=[], broken="TURN sum gamma"),
                          retry=dlg.RetryPolicy(attempts=1)).run_sync(tree, topic="t")
     gamma = next(c for c in d.subdialogues if c.inputs["topic"] == "gamma")
     fixed = Tree(calls=[])
