@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "dlg.plugins.router",
     "dlg.plugins.learned_router",
     "dlg.plugins.hashing_embeddings",
+    "dlg.plugins.sqlite_store",
     "dlg.plugins.diskcache_store",
     "dlg.plugins.postgres_store",
     "dlg.plugins.ray_executor",

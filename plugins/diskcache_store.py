@@ -1,4 +1,5 @@
-"""The default dialogue store: diskcache (SQLite) in the user's data directory.
+"""The store dlg used by default before the `sqlite` store: diskcache, in the user's data
+directory. Still selectable (`--store diskcache`); the `sqlite` store copies it in.
 
 Each save writes the whole dialogue record in one SQLite transaction, so a crash at any
 instant leaves either the previous record or the new one, never a mix. The directory is
@@ -7,6 +8,7 @@ instant leaves either the previous record or the new one, never a mix. The direc
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from pathlib import Path
@@ -59,6 +61,10 @@ class DiskcacheStore:
     def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
         """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
         self._write(with_summary(header), [turn] if turn is not None else [])
+
+    def save_turns(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        """Save some turns and the dialogue's header, in one transaction."""
+        self._write(with_summary(header), turns)
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         blob = self._cache.get(f"dialogue:{dialogue_id}")
@@ -114,6 +120,11 @@ class DiskcacheStore:
     def load_batch(self, batch_id: str) -> dict[str, Any] | None:
         blob = self._cache.get(f"batch:{batch_id}")
         return json.loads(blob) if blob is not None else None
+
+    def batches(self) -> builtins.list[dict[str, Any]]:
+        """Every batch kept here (for copying this store into another)."""
+        return [json.loads(self._cache.get(key)) for key in self._cache.iterkeys()
+                if isinstance(key, str) and key.startswith("batch:")]
 
     def acquire(self, dialogue_id: str, lease: dict[str, Any], is_live: Any
                 ) -> dict[str, Any] | None:

@@ -200,6 +200,8 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  routers: learned\n"
         "dlg.plugins.hashing_embeddings (built-in)\n"
         "  embeddings: hashing\n"
+        "dlg.plugins.sqlite_store (built-in)\n"
+        "  stores: sqlite\n"
         "dlg.plugins.diskcache_store (built-in)\n"
         "  stores: diskcache\n"
         "dlg.plugins.postgres_store (built-in)\n"

@@ -43,7 +43,7 @@ async def test_the_dialogue_is_saved_at_every_event():
 
 def test_cli_ls_show_export():
     result = invoke("run", "panel", "-t", "Cars in cities", "-m", "echo", "-q")
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     (summary,) = dlg.list_dialogues()
     listing = invoke("ls").output.splitlines()
     assert listing[0].split() == ["id", "mode", "status", "turns", "tokens", "cost", "topic"]

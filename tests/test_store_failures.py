@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,17 +20,18 @@ TWO = {"name": "two", "turns": [{"id": "a", "role": "A", "prompt": "hi"},
                                 {"id": "b", "role": "B", "prompt": "again"}]}
 
 
-def _raw_cache():
-    import diskcache
-
-    return diskcache.Cache(os.path.join(os.environ["DLG_DATA_DIR"], "dialogues"))
+def _damage(dialogue_id: str, header: str) -> None:
+    """Overwrite a saved dialogue's header row behind dlg's back."""
+    path = os.path.join(os.environ["DLG_DATA_DIR"], "dialogues.sqlite3")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE dlg_dialogues SET header = ?, summary = ? WHERE id = ?",
+                   (header, header, dialogue_id))
 
 
 def test_one_damaged_row_does_not_hide_the_others():
     good = dlg.run_sync(TWO, model="echo")
     bad = dlg.run_sync(TWO, model="echo")
-    with _raw_cache() as cache:
-        cache.set(f"dialogue:{bad.id}", "{not json")
+    _damage(bad.id, "{not json")
     runner = CliRunner()
     listing = runner.invoke(cli, ["ls"], catch_exceptions=False)
     assert listing.exit_code == 0
@@ -36,15 +39,14 @@ def test_one_damaged_row_does_not_hide_the_others():
     assert f"{bad.id}" in listing.output and "unreadable  (JSONDecodeError" in listing.output
     shown = runner.invoke(cli, ["show", bad.id])
     assert shown.exit_code == 1
-    assert shown.output.startswith(f"Error: the 'diskcache' store could not read dialogue "
+    assert shown.output.startswith(f"Error: the 'sqlite' store could not read dialogue "
                                    f"{bad.id}: JSONDecodeError")
     assert runner.invoke(cli, ["show", good.id], catch_exceptions=False).exit_code == 0
 
 
 def test_a_record_that_is_not_a_dialogue_is_a_clear_error():
     d = dlg.run_sync(TWO, model="echo")
-    with _raw_cache() as cache:
-        cache.set(f"dialogue:{d.id}", json.dumps({"id": d.id, "turn_ids": [], "summary": {}}))
+    _damage(d.id, json.dumps({"id": d.id, "turn_ids": [], "summary": {}}))
     result = CliRunner().invoke(cli, ["resume", d.id])
     assert result.exit_code == 1
     assert f"Error: saved dialogue {d.id} is damaged and cannot be read: KeyError" in \
@@ -57,7 +59,7 @@ def test_an_unusable_store_location_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DLG_DATA_DIR", str(blocker / "below"))
     result = CliRunner().invoke(cli, ["run", "debate", "--topic", "t", "--model", "echo"])
     assert result.exit_code == 1
-    assert "Error: cannot open the dialogue store 'diskcache': " in result.output
+    assert "Error: cannot open the dialogue store 'sqlite': " in result.output
     assert "Traceback" not in result.output
     listing = CliRunner().invoke(cli, ["ls"])
     assert listing.exit_code == 1 and "cannot open the dialogue store" in listing.output
@@ -77,7 +79,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_keeps_what_was_saved(tmp_path):
         from dlg.cli import main
         main()
     """)
-    folder = os.path.join(os.environ["DLG_DATA_DIR"], "dialogues")
+    folder = os.environ["DLG_DATA_DIR"]
     biggest = max(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
     limit = biggest + 100_000  # room to open the store, not for six long turns
     proc = subprocess.run([sys.executable, "-c", script, str(limit)], capture_output=True,
@@ -85,7 +87,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_keeps_what_was_saved(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     # where the limit bites (claiming the dialogue, its first or a later save) varies
-    assert "Error: the 'diskcache' store could not " in proc.stderr
+    assert "Error: the 'sqlite' store could not " in proc.stderr
     assert "disk I/O error. The turns saved before are kept" in proc.stderr
     saved = {s["id"]: s for s in dlg.list_dialogues()}
     assert saved[first.id]["status"] == "completed"

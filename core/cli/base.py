@@ -184,5 +184,5 @@ def _saved(ref: str, store: str | None) -> Any:
 
 
 store_option = click.option("--store", metavar="NAME",
-                            help="The store to read (default DLG_STORE or diskcache).")
+                            help="The store to read (default DLG_STORE or sqlite).")
 

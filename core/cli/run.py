@@ -43,7 +43,7 @@ from dlg.errors import DlgError, StoreError
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Save the dialogue after every turn (for dlg ls/show/resume).")
 @click.option("--store", metavar="NAME", help="Where to save (a store plugin; default "
-              "DLG_STORE or diskcache).")
+              "DLG_STORE or sqlite).")
 @click.option("--telemetry", metavar="EXPORTER", envvar="DLG_TELEMETRY",
               help="OpenTelemetry spans and metrics: console, otlp or prometheus[:PORT].")
 @click.option("--router", metavar="NAME",

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ def new_dialogue_id() -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    return _iso_known(ts)
+
+
+@functools.lru_cache(maxsize=1024)  # a dialogue's times are written after every turn
+def _iso_known(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace(
         "+00:00", "Z"
     )
@@ -299,21 +305,37 @@ class Dialogue:
 
     @property
     def metrics(self) -> DialogueMetrics:
-        usage = self.usage
         wall = (
             (self.ended_at or time.time()) - self.started_at if self.started_at else 0.0
         )
+        # one pass over the turns: a store asks for this after every turn
+        model_seconds = cost = 0.0
+        prompt = completion = done = failed = substitutions = retries = 0
+        for t in self.turns:
+            usage = t.usage
+            prompt += usage.prompt
+            completion += usage.completion
+            model_seconds += t.latency_seconds or 0.0
+            cost += t.cost_usd or 0.0
+            if t.status == COMPLETED:
+                done += 1
+            elif t.status == FAILED:
+                failed += 1
+            if t.replaced:
+                substitutions += 1
+            if t.attempts:
+                retries += len(t.attempts)
         return DialogueMetrics(
             total_latency_seconds=wall,
-            total_model_seconds=sum(t.latency_seconds or 0.0 for t in self.turns),
-            prompt_tokens=usage.prompt,
-            completion_tokens=usage.completion,
-            total_tokens=usage.total,
-            total_cost_usd=self.total_cost_usd,
-            turns_completed=self.turns_completed,
-            turns_failed=sum(1 for t in self.turns if t.status == FAILED),
-            substitutions=sum(1 for t in self.turns if t.replaced),
-            retries=sum(len(t.attempts or ()) for t in self.turns),
+            total_model_seconds=model_seconds,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            total_cost_usd=cost,
+            turns_completed=done,
+            turns_failed=failed,
+            substitutions=substitutions,
+            retries=retries,
         )
 
     def header_dict(self) -> dict[str, Any]:

@@ -117,12 +117,12 @@ class Lease:
 
 def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
     """A store object: one given, or one registered by name (``DLG_STORE``, default
-    ``diskcache``) by the plugins of ``pm``."""
+    ``sqlite``) by the plugins of ``pm``."""
     if store is not None and not isinstance(store, str):
         return store
     from dlg import registrations
 
-    name = store or os.environ.get("DLG_STORE") or "diskcache"
+    name = store or os.environ.get("DLG_STORE") or "sqlite"
     stores = registrations.stores(pm)
     if name not in stores:
         raise DlgError(f"'{name}' is not a known store (installed: {', '.join(stores)})")
@@ -142,11 +142,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-_VERBS = {"save": "save", "save_turn": "save a turn of", "load": "read", "list": "list",
+_VERBS = {"save": "save", "save_turn": "save a turn of", "save_turns": "save the turns of",
+          "load": "read", "list": "list",
           "delete": "delete", "acquire": "claim", "release": "release"}
 _SAVE_HINT = (". The turns saved before are kept: free the space (or fix the store) and "
               "`dlg resume` the dialogue")
-_HINTS = {"save": _SAVE_HINT, "save_turn": _SAVE_HINT, "acquire": _SAVE_HINT}
+_HINTS = {"save": _SAVE_HINT, "save_turn": _SAVE_HINT, "save_turns": _SAVE_HINT,
+          "acquire": _SAVE_HINT}
 
 
 class GuardedStore:
@@ -189,70 +191,139 @@ class Saver:
     """Saves a dialogue after each turn and when it ends (an observer).
 
     The first save happens when the first turn finishes, with the whole record and the
-    resolved mode (``mode_document``); the store is opened then, in a worker thread, so
-    neither importing nor opening it delays the first model call. After that, a store
-    with ``save_turn(header, turn)`` writes just the finished turn and the dialogue's
-    header; other stores get the whole record through ``save(record)``. When the
-    dialogue ends the whole record is written once more, so an interruption cannot lose
-    a turn. Small writes happen on the event loop (a diskcache transaction is about
-    50 us, less than a hop to a worker thread); large ones go to a worker thread. Saves of
-    one dialogue happen one at a time, each with the newest state.
+    resolved mode (``mode_document``); the store is opened then, in a worker thread
+    (unless it is open already), so neither importing nor opening it delays the first
+    model call. After that, a store with ``save_turn(header, turn)`` writes just the
+    finished turn and the dialogue's header; other stores get the whole record through
+    ``save(record)``. When the dialogue ends, the header is written with every turn that
+    changed since it was last written (through ``save_turns(header, turns)``, one
+    transaction, when the store has it), so an interruption cannot lose a turn.
+
+    Small writes happen on the event loop, at once and without an await: a SQLite
+    transaction is a few tens of microseconds, less than a hop to a worker thread. A
+    whole record of more than ``inline_turns`` turns is written in a worker thread;
+    while it is, the dialogue's other saves wait for it. So saves of one dialogue
+    happen one at a time, in order, each with the newest state.
     """
 
     inline_turns = 16  # whole records with more turns than this are written off the loop
 
     def __init__(self, open_store: Any, mode_document: dict[str, Any] | None = None,
-                 lease: Lease | None = None):
-        # opens the store; called once, in a worker thread, at the first save
+                 lease: Lease | None = None, store: Any = None):
+        # opens the store; called once, in a worker thread, at the first save (unless
+        # the store is given open: a hop to a thread costs more than a save)
         self._open = open_store
-        self._store: Any = None
+        self._store: Any = store
         self.mode_document = mode_document
         self.lease = lease or Lease()  # taken with the first save, renewed with each
-        self._locks: dict[str, anyio.Lock] = {}
-        self._written: set[str] = set()
+        self._locks: dict[str, anyio.Lock] = {}  # held while a worker thread writes
+        # per dialogue saved so far: each turn as it was last written
+        self._written: dict[str, dict[str, dict[str, Any]]] = {}
 
     async def store(self) -> Any:
         if self._store is None:
             self._store = await anyio.to_thread.run_sync(self._open)
         return self._store
 
-    def _lock(self, dialogue: Any) -> anyio.Lock:
-        return self._locks.setdefault(dialogue.id, anyio.Lock())
+    def _ready(self, dialogue: Any) -> bool:
+        """Whether a save can be written now, on the loop: the store is open and no
+        worker thread is writing this dialogue."""
+        lock = self._locks.get(dialogue.id)
+        return self._store is not None and (lock is None or not lock.locked())
+
+    async def _wait(self, dialogue: Any) -> Any:
+        store = await self.store()
+        while not self._ready(dialogue):
+            async with self._locks[dialogue.id]:
+                pass
+        return store
+
+    def _claim(self, store: Any, dialogue: Any) -> None:
+        if dialogue.id not in self._written:
+            self.lease.acquire(store, dialogue.id)
 
     async def _save_all(self, dialogue: Any) -> None:
-        store = await self.store()
-        async with self._lock(dialogue):
-            record = dialogue.to_dict()  # the newest state, taken on the event loop
-            if self.mode_document is not None:
-                record["mode_document"] = self.mode_document
-            if dialogue.id not in self._written:
-                self.lease.acquire(store, dialogue.id)
-            if len(record["turns"]) > self.inline_turns:
+        store = await self._wait(dialogue)
+        record = dialogue.to_dict()  # the newest state, taken on the event loop
+        if self.mode_document is not None:
+            record["mode_document"] = self.mode_document
+        self._claim(store, dialogue)
+        if len(record["turns"]) > self.inline_turns:
+            async with self._locks.setdefault(dialogue.id, anyio.Lock()):
                 await anyio.to_thread.run_sync(store.save, record)
-            else:
-                store.save(record)
-            self._written.add(dialogue.id)
+        else:
+            store.save(record)
+        self._written[dialogue.id] = {t["id"]: t for t in record["turns"]}
 
-    async def turn_finished(self, dialogue: Any, turn: Any) -> None:
-        store = await self.store()
+    def _save_turn(self, store: Any, dialogue: Any, turn: Any) -> None:
+        row = turn.to_dict()
+        store.save_turn(dialogue.header_dict(), row)
+        self._written[dialogue.id][turn.id] = row
+        if self.lease.due():  # keep a lease taken for another host from expiring
+            self.lease.acquire(store, dialogue.id)
+
+    def turn_finished(self, dialogue: Any, turn: Any) -> Any:
+        # written at once when it can be (no coroutine, no await); otherwise returns the
+        # save to await
+        if (self._ready(dialogue) and dialogue.id in self._written
+                and hasattr(self._store, "save_turn")):
+            self._save_turn(self._store, dialogue, turn)
+            return None
+        return self._turn_finished(dialogue, turn)
+
+    async def _turn_finished(self, dialogue: Any, turn: Any) -> None:
+        store = await self._wait(dialogue)
         if dialogue.id not in self._written or not hasattr(store, "save_turn"):
             await self._save_all(dialogue)
-            return
-        async with self._lock(dialogue):
-            store.save_turn(dialogue.header_dict(), turn.to_dict())
-            if self.lease.due():  # keep a lease taken for another host from expiring
-                self.lease.acquire(store, dialogue.id)
+        else:
+            self._save_turn(store, dialogue, turn)
 
     turn_progress = turn_finished  # a spawning turn's answer and plan: saved the same way
 
-    async def dialogue_finished(self, dialogue: Any) -> None:
+    def _save_changes(self, store: Any, dialogue: Any) -> None:
+        written = self._written[dialogue.id]
+        changed = [row for t in dialogue.turns if (row := t.to_dict()) != written.get(t.id)]
+        header = dialogue.header_dict()
+        if hasattr(store, "save_turns"):
+            store.save_turns(header, changed)
+        else:
+            for row in changed or [None]:
+                store.save_turn(header, row)
+
+    def dialogue_finished(self, dialogue: Any) -> Any:
+        if (self._ready(dialogue) and dialogue.id in self._written
+                and hasattr(self._store, "save_turn")):
+            try:
+                self._save_changes(self._store, dialogue)
+            except BaseException:
+                self._done(dialogue, quiet=True)
+                raise
+            self._done(dialogue)
+            return None
+        return self._dialogue_finished(dialogue)
+
+    async def _dialogue_finished(self, dialogue: Any) -> None:
         try:
-            await self._save_all(dialogue)
-        finally:
-            if dialogue.id in self._written:
-                self.lease.release(await self.store(), dialogue.id)
-            self._locks.pop(dialogue.id, None)
-            self._written.discard(dialogue.id)
+            store = await self._wait(dialogue)
+            if dialogue.id in self._written and hasattr(store, "save_turn"):
+                self._save_changes(store, dialogue)
+            else:
+                await self._save_all(dialogue)
+        except BaseException:
+            self._done(dialogue, quiet=True)
+            raise
+        self._done(dialogue)
+
+    def _done(self, dialogue: Any, quiet: bool = False) -> None:
+        """Forget the dialogue and let go of its lease (``quiet``: a failure to let go
+        must not hide the failure being raised)."""
+        self._locks.pop(dialogue.id, None)
+        if self._written.pop(dialogue.id, None) is not None and self._store is not None:
+            try:
+                self.lease.release(self._store, dialogue.id)
+            except Exception:
+                if not quiet:
+                    raise
 
 
 def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

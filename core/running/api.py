@@ -73,7 +73,7 @@ class Orchestrator(Resuming, Spawning, Batching):
         self._registry = registry  # a ModelRegistry, a registry file path, or None
         self.retry = retry  # a dlg.RetryPolicy, or None for the default
         # where dialogues are saved after every turn: "default" (DLG_STORE, else
-        # diskcache), a store name, a store object, or None not to save
+        # sqlite), a store name, a store object, or None not to save
         self.store = store
         self._store_obj: Any = None
         self._learning_store: Any = None
@@ -310,7 +310,8 @@ class Orchestrator(Resuming, Spawning, Batching):
                 claimed = await anyio.to_thread.run_sync(self.open_store)
                 await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
             # otherwise opened by the saver when it first writes, off the event loop
-            observers = (Saver(self.open_store, mode.to_dict(), lease), *observers)
+            observers = (Saver(self.open_store, mode.to_dict(), lease, self._store_obj),
+                         *observers)
         routing = self.routing(mode)
         if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
             from dlg.running.learning import JudgeScores

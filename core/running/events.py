@@ -146,15 +146,29 @@ def _active(plugin: Any, known: dict[int, bool]) -> bool:
     return found
 
 
+_ARGS: dict[tuple[Any, tuple[str, ...]], tuple[str, ...] | None] = {}
+
+
 def _observer_args(fn: Any, available: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The arguments an observer method takes: by name, or all of them (``**kwargs``)."""
+    """The arguments an observer method takes: by name, or all of them (``**kwargs``).
+    Known per function (a method's, for every instance), since every dialogue asks."""
+    key = (getattr(fn, "__func__", fn), available)
+    try:
+        return _ARGS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable: asked each time
+        key = None  # type: ignore[assignment]
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return tuple(p.name for p in params if p.name in available)
+        found = None
+    else:
+        found = (None if any(p.kind is p.VAR_KEYWORD for p in params)
+                 else tuple(p.name for p in params if p.name in available))
+    if key is not None and len(_ARGS) < 4096:
+        _ARGS[key] = found
+    return found
 
 
 class Events:

@@ -1,4 +1,6 @@
-"""The PostgreSQL store plugin against a real server (Debian's package) on 127.0.0.1."""
+"""The stores that keep dialogues in tables (``dlg.records.tables``): the default
+``sqlite`` store, and the ``postgres`` store against a real server (Debian's package) on
+127.0.0.1. Every test runs on both."""
 
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ import pytest
 
 import dlg
 
-pytestmark = pytest.mark.slow
-
 MODE = {"name": "pair", "inputs": {"topic": {"default": "x"}},
         "turns": [{"id": "a", "role": "A", "prompt": "TURN a {{ topic }}"},
                   {"id": "b", "role": "B", "prompt": "TURN b {{ topic }}"}]}
@@ -20,10 +20,12 @@ MODE = {"name": "pair", "inputs": {"topic": {"default": "x"}},
 
 
 
-@pytest.fixture
-def pg(pg_url, monkeypatch):
-    monkeypatch.setenv("DLG_POSTGRES_URL", pg_url)
-    monkeypatch.setenv("DLG_STORE", "postgres")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def pg(request, monkeypatch):
+    """An open store of each kind, chosen as users choose it (``DLG_STORE``)."""
+    monkeypatch.setenv("DLG_STORE", request.param)
+    if request.param == "postgres":
+        monkeypatch.setenv("DLG_POSTGRES_URL", request.getfixturevalue("pg_url"))
     from dlg.records.store import open_store
 
     store = open_store()
@@ -62,7 +64,7 @@ def test_text_a_json_column_would_refuse_is_kept(pg):
     assert pg.load("nul")["turns"][0]["response"] == "a\x00b \ud7ff"
 
 
-def test_leases_are_exclusive_across_connections(pg, pg_url):
+def test_leases_are_exclusive_across_connections(pg):
     from dlg.records.store import open_store
 
     other = open_store()
@@ -89,7 +91,7 @@ def test_batches_are_kept(pg):
     assert all(i.skipped for i in again.items)
 
 
-def test_learned_statistics_stay_exact_under_concurrent_workers(pg, pg_url):
+def test_learned_statistics_stay_exact_under_concurrent_workers(pg):
     """Four processes each record 25 scores for the same (task, model) at once: the
     store's statistics count all 100 (none lost to a race)."""
     script = textwrap.dedent("""
@@ -99,7 +101,7 @@ def test_learned_statistics_stay_exact_under_concurrent_workers(pg, pg_url):
         for i in range(25):
             record_quality(store, "Explain", "m1", float(i % 10))
     """)
-    env = {**os.environ, "DLG_POSTGRES_URL": pg_url, "DLG_STORE": "postgres"}
+    env = dict(os.environ)  # the store chosen, and where it is
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
     stats = dlg.Orchestrator().routing_stats()

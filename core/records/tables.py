@@ -1,0 +1,223 @@
+"""A base for stores that keep dialogues in SQL tables (the ``sqlite`` and ``postgres``
+store plugins): what they share, written once.
+
+A dialogue is a header row (the record without its turns, plus its ``summary`` for
+``dlg ls``) and one row per turn, so saving after a turn writes that turn and the header
+in one transaction. Modes are kept once per content hash. Leases and learned-routing
+statistics are read and written inside one transaction, under a lock named by the row,
+so processes sharing the database never take one dialogue twice or lose an update.
+Everything is kept as JSON text: any text a model writes (NUL included) comes back as it
+was.
+
+A subclass gives the connection: ``_transaction(*locks)`` (a context manager for one
+write transaction holding the named locks, yielding ``execute(sql, params)``) and
+``_reading()`` (the same for reads). SQL is written with ``?`` placeholders; a driver
+that wants another style translates it in ``execute``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from dlg.records.store import split_record, with_summary
+
+__all__ = ["SCHEMA", "TableStore"]
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
+    "summary text NOT NULL, created_at text NOT NULL DEFAULT '')",
+    "CREATE TABLE IF NOT EXISTS dlg_turns (dialogue_id text NOT NULL, turn_id text NOT NULL, "
+    "body text NOT NULL, PRIMARY KEY (dialogue_id, turn_id))",
+    "CREATE TABLE IF NOT EXISTS dlg_modes (hash text PRIMARY KEY, document text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dlg_leases (dialogue_id text PRIMARY KEY, lease text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dlg_quality (task text NOT NULL, model text NOT NULL, "
+    "stats text NOT NULL, PRIMARY KEY (task, model))",
+    "CREATE TABLE IF NOT EXISTS dlg_batches (id text PRIMARY KEY, record text NOT NULL)",
+]
+
+_UPSERT_HEADER = (
+    "INSERT INTO dlg_dialogues (id, header, summary, created_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET header = excluded.header, summary = excluded.summary")
+_UPSERT_TURN = (
+    "INSERT INTO dlg_turns (dialogue_id, turn_id, body) VALUES (?, ?, ?) "
+    "ON CONFLICT (dialogue_id, turn_id) DO UPDATE SET body = excluded.body")
+
+Execute = Callable[[str, tuple[Any, ...]], Any]
+
+
+dumps = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps makes one a call
+
+
+def _unreadable(dialogue_id: str, exc: BaseException) -> dict[str, Any]:
+    return {"id": dialogue_id, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}",
+            "mode": None, "turns": 0, "turns_completed": 0}
+
+
+class TableStore:
+    """The store operations, on tables reached through ``_transaction``/``_reading``."""
+
+    def _transaction(self, *locks: str) -> AbstractContextManager[Execute]:
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Execute]:
+        raise NotImplementedError
+
+    # dialogues
+
+    def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        header = dict(header)
+        mode_document = header.pop("mode_document", None)
+        dialogue_id = header["id"]
+        with self._transaction() as execute:
+            if mode_document is not None:  # stored once per mode version, not per save
+                execute("INSERT INTO dlg_modes (hash, document) VALUES (?, ?) "
+                        "ON CONFLICT (hash) DO NOTHING",
+                        (header["mode_hash"], dumps(mode_document)))
+            execute(_UPSERT_HEADER, (dialogue_id, dumps(header), dumps(header["summary"]),
+                                     str(header.get("created_at") or "")))
+            for turn in turns:
+                execute(_UPSERT_TURN, (dialogue_id, turn["id"], dumps(turn)))
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Save a whole dialogue record."""
+        self._write(*split_record(record))
+
+    def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
+        """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
+        self._write(with_summary(header), [turn] if turn is not None else [])
+
+    def save_turns(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        """Save some turns and the dialogue's header, in one transaction."""
+        self._write(with_summary(header), turns)
+
+    def load(self, dialogue_id: str) -> dict[str, Any] | None:
+        with self._reading() as execute:
+            row = execute("SELECT header FROM dlg_dialogues WHERE id = ?",
+                          (dialogue_id,)).fetchone()
+            if row is None:
+                return None
+            header = json.loads(row[0])
+            bodies: dict[str, str] = dict(execute(
+                "SELECT turn_id, body FROM dlg_turns WHERE dialogue_id = ?",
+                (dialogue_id,)).fetchall())
+            mode = execute("SELECT document FROM dlg_modes WHERE hash = ?",
+                           (header.get("mode_hash"),)).fetchone()
+        turns = [json.loads(bodies[t]) for t in header.pop("turn_ids", []) if t in bodies]
+        for key in ("summary", "turn_statuses"):
+            header.pop(key, None)
+        if mode is not None:
+            header["mode_document"] = json.loads(mode[0])
+        return {**header, "turns": turns}
+
+    def list(self) -> list[dict[str, Any]]:
+        """Summaries, newest first. A row that cannot be read is listed as ``unreadable``
+        with the reason, and does not hide the others."""
+        with self._reading() as execute:
+            rows = execute("SELECT id, summary FROM dlg_dialogues ORDER BY created_at DESC",
+                           ()).fetchall()
+        out = []
+        for dialogue_id, text in rows:
+            try:
+                found = json.loads(text)
+                if not isinstance(found, dict):
+                    raise TypeError("the summary is not a mapping")
+                out.append(found)
+            except Exception as exc:  # one bad row must not hide the others
+                out.append(_unreadable(dialogue_id, exc))
+        return out
+
+    def delete(self, dialogue_id: str) -> bool:
+        with self._transaction() as execute:
+            gone = execute("DELETE FROM dlg_dialogues WHERE id = ?", (dialogue_id,)).rowcount
+            execute("DELETE FROM dlg_turns WHERE dialogue_id = ?", (dialogue_id,))
+            execute("DELETE FROM dlg_leases WHERE dialogue_id = ?", (dialogue_id,))
+        return bool(gone)
+
+    # batches (`dlg batch`): the mode, rows and options, by the batch's id
+
+    def save_batch(self, record: dict[str, Any]) -> None:
+        with self._transaction() as execute:
+            execute("INSERT INTO dlg_batches (id, record) VALUES (?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                    (record["id"], dumps(record)))
+
+    def load_batch(self, batch_id: str) -> dict[str, Any] | None:
+        with self._reading() as execute:
+            row = execute("SELECT record FROM dlg_batches WHERE id = ?", (batch_id,)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    # leases (see ``dlg.records.store.Lease``)
+
+    def acquire(self, dialogue_id: str, lease: dict[str, Any], is_live: Any
+                ) -> dict[str, Any] | None:
+        """Write ``lease`` unless another live one is there (returned); atomic across
+        every process using the database."""
+        with self._transaction(f"lease:{dialogue_id}") as execute:
+            row = execute("SELECT lease FROM dlg_leases WHERE dialogue_id = ?",
+                          (dialogue_id,)).fetchone()
+            if row is not None:
+                held = json.loads(row[0])
+                if held.get("token") != lease["token"] and is_live(held):
+                    return held
+            execute("INSERT INTO dlg_leases (dialogue_id, lease) VALUES (?, ?) "
+                    "ON CONFLICT (dialogue_id) DO UPDATE SET lease = excluded.lease",
+                    (dialogue_id, dumps(lease)))
+        return None
+
+    def release(self, dialogue_id: str, token: str) -> None:
+        with self._transaction(f"lease:{dialogue_id}") as execute:
+            row = execute("SELECT lease FROM dlg_leases WHERE dialogue_id = ?",
+                          (dialogue_id,)).fetchone()
+            if row is not None and json.loads(row[0]).get("token") == token:
+                execute("DELETE FROM dlg_leases WHERE dialogue_id = ?", (dialogue_id,))
+
+    # quality statistics for learning routers: one row per (task, model)
+
+    def update_quality(self, task: str, model: str, update: Any) -> dict[str, Any]:
+        """Replace the (task, model) statistics by ``update(old or None)``, atomically
+        across every process using the database."""
+        with self._transaction(f"quality:{task}\x1f{model}") as execute:
+            row = execute("SELECT stats FROM dlg_quality WHERE task = ? AND model = ?",
+                          (task, model)).fetchone()
+            new = update(json.loads(row[0]) if row is not None else None)
+            execute("INSERT INTO dlg_quality (task, model, stats) VALUES (?, ?, ?) "
+                    "ON CONFLICT (task, model) DO UPDATE SET stats = excluded.stats",
+                    (task, model, dumps(new)))
+        return new
+
+    def quality(self, task: str | None = None) -> dict[Any, Any]:
+        """One task's statistics by model, or every (task, model) pair's."""
+        with self._reading() as execute:
+            if task is not None:
+                rows = execute("SELECT model, stats FROM dlg_quality WHERE task = ?",
+                               (task,)).fetchall()
+                return {m: json.loads(s) for m, s in rows}
+            rows = execute("SELECT task, model, stats FROM dlg_quality", ()).fetchall()
+        return {(t, m): json.loads(s) for t, m, s in rows}
+
+    # for moving a store's contents into another (``import_from``)
+
+    def import_from(self, other: Any) -> int:
+        """Copy the dialogues, learned statistics and batches of another store object
+        (one with ``list``, ``load`` and ``quality``, and perhaps ``batches``); returns
+        how many dialogues were copied. What this store already has is kept as it is."""
+        copied = 0
+        with self._reading() as execute:
+            have = {r[0] for r in execute("SELECT id FROM dlg_dialogues", ()).fetchall()}
+        for found in other.list():
+            dialogue_id = found.get("id")
+            if found.get("status") == "unreadable" or dialogue_id in have:
+                continue
+            record = other.load(dialogue_id)
+            if record is not None:
+                self.save(record)
+                copied += 1
+        for (task, model), stats in other.quality().items():
+            self.update_quality(task, model, lambda old, stats=stats: old or stats)
+        for batch in getattr(other, "batches", list)():
+            if self.load_batch(batch["id"]) is None:
+                self.save_batch(batch)
+        return copied

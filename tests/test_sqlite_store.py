@@ -1,0 +1,112 @@
+"""The default store: where it lives, what it copies in from the store it replaced, and
+what its last save of a dialogue writes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from click.testing import CliRunner
+
+import dlg
+from dlg import hookimpl
+from dlg.cli import cli
+from dlg.plugins.sqlite_store import SqliteStore
+
+PAIR = {"name": "pair", "turns": [{"id": "a", "role": "A", "prompt": "first"},
+                                  {"id": "b", "role": "B", "prompt": "second"}]}
+
+
+def test_dialogues_of_the_older_diskcache_store_are_copied_in_once(monkeypatch):
+    monkeypatch.setenv("DLG_STORE", "diskcache")
+    old = dlg.run_sync(PAIR, model="echo")
+    dlg.batch_sync(PAIR, [{}], model="echo", batch_id="oldbatch")
+    dlg.Orchestrator().rate(old.id, "a", 7)
+    learned = dlg.Orchestrator().routing_stats()
+    assert learned
+    monkeypatch.delenv("DLG_STORE")
+
+    listing = CliRunner().invoke(cli, ["ls"], catch_exceptions=False)
+    assert listing.exit_code == 0 and old.id in listing.output
+    assert os.path.isfile(os.path.join(os.environ["DLG_DATA_DIR"], "dialogues.sqlite3"))
+    copied = dlg.load_dialogue(old.id)
+    assert copied.to_dict() == old.to_dict() | {"metrics": copied.to_dict()["metrics"]}
+    store = SqliteStore()
+    assert store.load_batch("oldbatch")["rows"] == [{}]
+    assert dlg.Orchestrator().routing_stats() == learned
+    # copied once: what is deleted here stays deleted, and the old folder is untouched
+    assert store.delete(old.id)
+    store.close()
+    assert old.id not in CliRunner().invoke(cli, ["ls"], catch_exceptions=False).output
+    monkeypatch.setenv("DLG_STORE", "diskcache")
+    assert dlg.load_dialogue(old.id).status == "completed"
+
+
+def test_path_is_a_folder_or_a_file(tmp_path):
+    in_folder = SqliteStore(tmp_path)
+    assert in_folder.path == tmp_path / "dialogues.sqlite3"
+    as_file = SqliteStore(tmp_path / "sub" / "mine.db")
+    assert as_file.path.is_file()
+    in_folder.close()
+    as_file.close()
+
+
+def test_processes_creating_the_database_at_once_all_save(tmp_path):
+    """Four processes open a database that does not exist yet, at the same moment:
+    none fails with "database is locked", and all four dialogues are kept."""
+    script = textwrap.dedent("""
+        import sys
+        from dlg.plugins.sqlite_store import SqliteStore
+        store = SqliteStore(sys.argv[1])
+        n = sys.argv[2]
+        store.save({"id": "d" + n, "mode": "m", "mode_hash": "h", "status": "completed",
+                    "created_at": "2026-11-30T00:00:0" + n + "Z",
+                    "turns": [{"id": "a", "status": "completed", "response": n}]})
+    """)
+    path = str(tmp_path / "shared.sqlite3")
+    procs = [subprocess.Popen([sys.executable, "-c", script, path, str(n)])
+             for n in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    store = SqliteStore(path)
+    assert [s["id"] for s in store.list()] == ["d3", "d2", "d1", "d0"]
+    assert store.load("d2")["turns"][0]["response"] == "2"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_the_last_save_keeps_changes_made_after_a_turn_was_saved():
+    """A plugin that changes a turn after the store saved it (in ``turn_finished``,
+    after the saver) still has its change kept: the dialogue's last save writes every
+    turn that changed since it was written, and only those."""
+    written = []
+
+    class Tagger:
+        @hookimpl
+        def turn_finished(self, dialogue, turn):
+            turn.metadata = {**(turn.metadata or {}), "tagged": turn.id}
+
+    pm = dlg.get_plugin_manager()
+    pm.register(Tagger())
+    store = SqliteStore()
+    save_turns = store.save_turns
+
+    def spy(header, turns):
+        written.append([t["id"] for t in turns])
+        save_turns(header, turns)
+
+    store.save_turns = spy  # type: ignore[method-assign]
+    d = dlg.run_sync(PAIR, model="echo", store=store)
+    saved = dlg.load_dialogue(d.id)
+    assert [t.metadata.get("tagged") for t in saved.turns] == ["a", "b"]
+    assert written == [["a", "b"]]
+    # when nothing changed after the turns were saved, the last save writes the header
+    pm.unregister(name=pm.get_name(next(p for p in pm.get_plugins() if isinstance(p, Tagger))))
+    written.clear()
+    d = dlg.run_sync(PAIR, model="echo", store=store)
+    assert written == [[]]
+    assert dlg.load_dialogue(d.id).status == "completed"
+    store.close()
