@@ -34,7 +34,9 @@ class PostgresStore(TableStore):
             raise ValueError("set DLG_POSTGRES_URL (postgresql://user@host:port/database) "
                              "to use the postgres store")
         self._conn = psycopg.connect(url, autocommit=True)
-        self._lock = threading.Lock()  # one connection, used from worker threads too
+        # one connection, used from worker threads too; re-entered by the operations
+        # grouped in one ``transaction()`` (psycopg nests them as savepoints)
+        self._lock = threading.RLock()
         # two workers starting at once must not race to create the tables
         with self._transaction("dlg_schema") as execute:
             for statement in SCHEMA:

@@ -66,7 +66,9 @@ class SqliteStore(TableStore):
             where = where / FILENAME
         where.parent.mkdir(parents=True, exist_ok=True)
         self.path = where
-        self._lock = threading.Lock()  # one connection, used from worker threads too
+        # one connection, used from worker threads too; re-entered by the operations
+        # grouped in one ``transaction()``
+        self._lock = threading.RLock()
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
         self._connection()
@@ -103,6 +105,9 @@ class SqliteStore(TableStore):
         # so the named locks need nothing more
         with self._lock:
             conn = self._connection()
+            if conn.in_transaction:  # inside ``transaction()``: it commits
+                yield conn.execute
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn.execute
@@ -116,6 +121,9 @@ class SqliteStore(TableStore):
     def _reading(self) -> Iterator[Execute]:
         with self._lock:  # one snapshot for the reads of one operation
             conn = self._connection()
+            if conn.in_transaction:
+                yield conn.execute
+                return
             conn.execute("BEGIN")
             try:
                 yield conn.execute

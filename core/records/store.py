@@ -1,16 +1,17 @@
 """Saving dialogues as they run, finding them again, and resuming them.
 
 A ``Saver`` is an observer: it writes the dialogue to a store (a ``register_stores``
-plugin; ``diskcache`` by default) when the dialogue starts, when each turn starts and
-finishes, and when the dialogue ends. Writes run in a worker thread, one at a time per
-dialogue, always writing the newest state. Resuming re-runs only the turns that did not
-complete (those in flight at a crash, failed or cancelled ones, and those not reached),
-never a completed one.
+plugin; ``sqlite`` by default) when each turn finishes and when the dialogue ends, one
+save at a time per dialogue, always with the newest state. Resuming re-runs only the
+turns that did not complete (those in flight at a crash, failed or cancelled ones, and
+those not reached), never a completed one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -186,6 +187,23 @@ class GuardedStore:
         setattr(self, attr, guarded)  # found directly next time
         return guarded
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The store's ``transaction()``, if it has one (else nothing is grouped), with its
+        failures (a commit that cannot be written) as ``StoreError``s."""
+        group = getattr(self._store, "transaction", None)
+        if group is None:
+            yield
+            return
+        try:
+            with group():
+                yield
+        except (DlgError, anyio.get_cancelled_exc_class()):
+            raise
+        except Exception as exc:
+            raise StoreError(f"the '{self.name}' store could not write: {_reason(exc)}"
+                             f"{_SAVE_HINT}") from exc
+
 
 class Saver:
     """Saves a dialogue after each turn and when it ends (an observer).
@@ -247,12 +265,14 @@ class Saver:
         record = dialogue.to_dict()  # the newest state, taken on the event loop
         if self.mode_document is not None:
             record["mode_document"] = self.mode_document
-        self._claim(store, dialogue)
         if len(record["turns"]) > self.inline_turns:
+            self._claim(store, dialogue)
             async with self._locks.setdefault(dialogue.id, anyio.Lock()):
                 await anyio.to_thread.run_sync(store.save, record)
         else:
-            store.save(record)
+            with _grouped(store):  # the claim and the record: one transaction
+                self._claim(store, dialogue)
+                store.save(record)
         self._written[dialogue.id] = {t["id"]: t for t in record["turns"]}
 
     def _save_turn(self, store: Any, dialogue: Any, turn: Any) -> None:
@@ -293,37 +313,48 @@ class Saver:
     def dialogue_finished(self, dialogue: Any) -> Any:
         if (self._ready(dialogue) and dialogue.id in self._written
                 and hasattr(self._store, "save_turn")):
-            try:
-                self._save_changes(self._store, dialogue)
-            except BaseException:
-                self._done(dialogue, quiet=True)
-                raise
-            self._done(dialogue)
+            self._finish(self._store, dialogue)
             return None
         return self._dialogue_finished(dialogue)
+
+    def _finish(self, store: Any, dialogue: Any) -> None:
+        try:
+            with _grouped(store):  # the last changes and letting go: one transaction
+                self._save_changes(store, dialogue)
+                self._done(dialogue)
+        except BaseException:
+            self._done(dialogue, quiet=True)
+            raise
 
     async def _dialogue_finished(self, dialogue: Any) -> None:
         try:
             store = await self._wait(dialogue)
             if dialogue.id in self._written and hasattr(store, "save_turn"):
-                self._save_changes(store, dialogue)
-            else:
-                await self._save_all(dialogue)
+                self._finish(store, dialogue)
+                return
+            await self._save_all(dialogue)
         except BaseException:
             self._done(dialogue, quiet=True)
             raise
         self._done(dialogue)
 
     def _done(self, dialogue: Any, quiet: bool = False) -> None:
-        """Forget the dialogue and let go of its lease (``quiet``: a failure to let go
+        """Let go of the dialogue's lease and forget it (``quiet``: a failure to let go
         must not hide the failure being raised)."""
-        self._locks.pop(dialogue.id, None)
-        if self._written.pop(dialogue.id, None) is not None and self._store is not None:
+        if dialogue.id in self._written and self._store is not None:
             try:
                 self.lease.release(self._store, dialogue.id)
             except Exception:
                 if not quiet:
                     raise
+        self._locks.pop(dialogue.id, None)
+        self._written.pop(dialogue.id, None)
+
+
+def _grouped(store: Any) -> contextlib.AbstractContextManager[Any]:
+    """The store's ``transaction()`` (one commit for several writes), if it has one."""
+    group = getattr(store, "transaction", None)
+    return group() if group is not None else contextlib.nullcontext()
 
 
 def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -65,6 +65,11 @@ class TableStore:
     def _reading(self) -> AbstractContextManager[Execute]:
         raise NotImplementedError
 
+    def transaction(self) -> AbstractContextManager[Any]:
+        """Group operations into one transaction: all of them are written, or none (the
+        saver claims a new dialogue and writes it in one)."""
+        return self._transaction()
+
     # dialogues
 
     def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
