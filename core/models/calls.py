@@ -67,6 +67,28 @@ def _usage(meta: Any, messages: Any, text: str) -> TokenUsage:
     return TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
 
 
+def _kwargs(model: Any, settings: Mapping[str, Any], schema: Mapping[str, Any] | None
+            ) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if settings:
+        kwargs = {k: v for k, v in settings.items() if k != "extra"}
+        kwargs.update(settings.get("extra") or {})
+    if schema is not None and getattr(model, "dlg_json_schema", False):
+        kwargs["json_schema"] = schema
+    return kwargs
+
+
+def _result(message: Any, messages: Any, label: str, started: float,
+            text: str | None = None) -> ChatResult:
+    """A chat model's answer as a ``ChatResult``: its text, usage and latency."""
+    latency = time.perf_counter() - started
+    if text is None:
+        text = _text_of(message)
+    meta = getattr(message, "usage_metadata", None) if message is not None else None
+    return ChatResult(text=text, usage=_usage(meta, messages, text), model=label,
+                      latency_seconds=latency, raw=message)
+
+
 async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str,
                on_chunk: Any = None, schema: Mapping[str, Any] | None = None) -> ChatResult:
     """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
@@ -74,30 +96,18 @@ async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any
     for each piece as it arrives. ``schema`` (a JSON Schema the answer must match) goes to
     models that can hold their output to one (``dlg_json_schema = True``: they take a
     ``json_schema`` argument, as the embedded model does with a llama.cpp grammar)."""
-    kwargs: dict[str, Any] = {}
-    if settings:
-        kwargs = {k: v for k, v in settings.items() if k != "extra"}
-        kwargs.update(settings.get("extra") or {})
-    if schema is not None and getattr(model, "dlg_json_schema", False):
-        kwargs["json_schema"] = schema
+    kwargs = _kwargs(model, settings, schema)
     started = time.perf_counter()
     if on_chunk is None:
-        message = await model.ainvoke(messages, **kwargs)
-        text = _text_of(message)
-        meta = getattr(message, "usage_metadata", None)
-    else:
-        message, parts = None, []
-        async for chunk in model.astream(messages, **kwargs):
-            message = chunk if message is None else message + chunk
-            piece = _text_of(chunk)
-            if piece:
-                parts.append(piece)
-                await on_chunk(piece)
-        text = "".join(parts)
-        meta = getattr(message, "usage_metadata", None) if message is not None else None
-    latency = time.perf_counter() - started
-    return ChatResult(text=text, usage=_usage(meta, messages, text), model=label,
-                      latency_seconds=latency, raw=message)
+        return _result(await model.ainvoke(messages, **kwargs), messages, label, started)
+    message, parts = None, []
+    async for chunk in model.astream(messages, **kwargs):
+        message = chunk if message is None else message + chunk
+        piece = _text_of(chunk)
+        if piece:
+            parts.append(piece)
+            await on_chunk(piece)
+    return _result(message, messages, label, started, "".join(parts))
 
 
 def build_messages(prompt: str, *, system: str | None = None, context: Any = ()) -> Any:
@@ -128,8 +138,9 @@ class _Call:
     """One ``call_model``: what its attempts need, in one object rather than a closure
     per attempt function (thousands of calls can be in flight)."""
 
-    __slots__ = ("allow", "fallbacks", "messages", "on_attempt", "on_chunk", "pool",
-                 "primary", "primary_label", "registry", "requires", "schema", "settings")
+    __slots__ = ("allow", "fallbacks", "label", "messages", "on_attempt", "on_chunk", "pool",
+                 "primary", "primary_label", "registry", "requires", "schema", "settings",
+                 "started")
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
                  fallbacks: Any, requires: Any, on_chunk: Any, on_attempt: Any, allow: Any,
@@ -139,6 +150,7 @@ class _Call:
         self.on_chunk, self.on_attempt, self.allow, self.schema = (on_chunk, on_attempt,
                                                                    allow, schema)
         self.primary_label = pool.label(primary)
+        self.label, self.started = "", 0.0  # of the attempt in progress
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
@@ -165,11 +177,21 @@ class _Call:
         model, _ = await self.pool.aget(candidate)
         return await self._chat(model, candidate)
 
-    def _chat(self, model: Any, candidate: Any) -> Awaitable[ChatResult]:
+    def _chat(self, model: Any, candidate: Any) -> Awaitable[Any]:
+        """The attempt: streamed through ``chat``, else the model's own ``ainvoke`` (no
+        frame of dlg's between the call path and the model; ``finish`` makes the result)."""
         name = self.pool.safe_label(candidate)
         if self.on_attempt is not None:
             self.on_attempt(name)
-        return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema)
+        if self.on_chunk is not None:
+            return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema)
+        self.label, self.started = name, time.perf_counter()
+        return model.ainvoke(self.messages, **_kwargs(model, self.settings, self.schema))
+
+    def finish(self, answer: Any) -> ChatResult:
+        if isinstance(answer, ChatResult):
+            return answer
+        return _result(answer, self.messages, self.label, self.started)
 
 
 def unique(models: Any) -> list[Any]:
@@ -216,9 +238,10 @@ async def call_model(
 
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
                  on_chunk, on_attempt, allow, schema)
-    result, _, failures = await call_resilient(
+    answer, _, failures = await call_resilient(
         primary, call.attempt, fallbacks=call.candidates, label=pool.label,
         policy=policy or RetryPolicy(), timeout=timeout)
+    result = call.finish(answer)
     result.attempts = tuple(failures)
     result.replaced = tuple(dict.fromkeys(
         pool.safe_label(a.model) for a in failures if a.model != result.model))

@@ -10,7 +10,7 @@ dialogue = dlg.run_sync("debate", topic="...", participants={"proponent": my_cha
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from dlg.errors import DlgError
@@ -289,29 +289,45 @@ class Orchestrator(Resuming, Spawning, Batching):
                                          pm=self.plugin_manager)
         return self._store_obj
 
-    async def execute(self, mode: Mode, dialogue: Dialogue, *, budget: Any = None
-                      ) -> Dialogue:
+    def execute(self, mode: Mode, dialogue: Dialogue, *, budget: Any = None
+                ) -> Awaitable[Dialogue]:
         """Run (or continue) an existing dialogue: completed turns are not run again.
         ``budget`` (a ``dlg.running.budget.Budget``) is shared with a parent dialogue;
-        by default the dialogue's own ``max_cost`` makes one."""
+        by default the dialogue's own ``max_cost`` makes one. Returns the run to await
+        (a new dialogue's run is the kernel's own: no coroutine frame of its own here)."""
+        if self.store is not None and dialogue.started_at is not None:
+            return self._execute_claimed(mode, dialogue, budget)
+        return self._execute(mode, dialogue, budget)
+
+    async def _execute_claimed(self, mode: Mode, dialogue: Dialogue, budget: Any
+                               ) -> Dialogue:
+        """A dialogue that ran before may be running elsewhere: claim it before any turn
+        runs (a new one is claimed with its first save, as no one else knows its id
+        yet). The saver lets go when the dialogue ends; this covers an early failure."""
+        import anyio
+
+        from dlg.records.store import Lease
+
+        lease = Lease()
+        claimed = await anyio.to_thread.run_sync(self.open_store)
+        await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
+        try:
+            return await self._execute(mode, dialogue, budget, lease)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
+
+    def _execute(self, mode: Mode, dialogue: Dialogue, budget: Any, lease: Any = None
+                 ) -> Awaitable[Dialogue]:
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
-        claimed: Any = None
         if self.store is not None:
-            import anyio
-
             from dlg.records.store import Lease, Saver
 
-            lease = Lease()
-            if dialogue.started_at is not None:
-                # a dialogue that ran before may be running elsewhere: claim it before any
-                # turn runs (a new one is claimed with its first save; no one else knows
-                # its id yet). The saver lets go when the dialogue ends.
-                claimed = await anyio.to_thread.run_sync(self.open_store)
-                await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
-            # otherwise opened by the saver when it first writes, off the event loop
-            observers = (Saver(self.open_store, mode.to_dict(), lease, self._store_obj),
-                         *observers)
+            # the store is opened by the saver when it first writes, off the event loop,
+            # unless it is open already
+            observers = (Saver(self.open_store, mode.to_dict(), lease or Lease(),
+                               self._store_obj), *observers)
         routing = self.routing(mode)
         if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
             from dlg.running.learning import JudgeScores
@@ -326,20 +342,13 @@ class Orchestrator(Resuming, Spawning, Batching):
             from dlg.running.subdialogues import tree_spent
 
             budget = Budget(limit, self.registry, spent=tree_spent(dialogue))
-        try:
-            return await execute(
-                mode, dialogue, pm=self.plugin_manager, routing=routing,
-                bindings=bound, default=default, pool=self.pool, observers=observers,
-                timeout=self.timeout, registry=self.registry, policy=self.retry,
-                watchdog=self.watchdog, budget=budget,
-                spawner=self._spawner() if any(t.spawn for t in mode.turns) else None,
-            )
-        finally:
-            if claimed is not None:  # the saver lets go too; this covers an early failure
-                import anyio
-
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
+        return execute(
+            mode, dialogue, pm=self.plugin_manager, routing=routing,
+            bindings=bound, default=default, pool=self.pool, observers=observers,
+            timeout=self.timeout, registry=self.registry, policy=self.retry,
+            watchdog=self.watchdog, budget=budget,
+            spawner=self._spawner() if any(t.spawn for t in mode.turns) else None,
+        )
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Dialogue:

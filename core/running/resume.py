@@ -7,6 +7,7 @@ reached), on the models and with the router the dialogue used unless told otherw
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import DlgError
@@ -37,7 +38,7 @@ class Resuming:
         @property
         def plugin_manager(self) -> Any: ...
         def open_store(self) -> Any: ...
-        async def execute(self, mode: Mode, dialogue: Dialogue) -> Dialogue: ...
+        def execute(self, mode: Mode, dialogue: Dialogue) -> Awaitable[Dialogue]: ...
 
     def prepare_resume(self, dialogue_id: str, *, force: bool = False
                        ) -> tuple[Mode, Dialogue]:

@@ -27,7 +27,7 @@ answers without spawning.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import DlgError, describe
@@ -217,7 +217,7 @@ class Spawning:
         def open_store(self) -> Any: ...
         def reopen(self, record: dict[str, Any], saved: Any, force: bool = False
                    ) -> tuple[Any, Any]: ...
-        async def execute(self, mode: Any, dialogue: Any, *, budget: Any = None) -> Any: ...
+        def execute(self, mode: Any, dialogue: Any, *, budget: Any = None) -> Awaitable[Any]: ...
 
     def _spawner(self) -> Any:
         """What runs sub-dialogues for this orchestrator (``spawn:`` turns)."""
