@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlg.hookspecs import hookimpl
 from dlg.records.tables import SCHEMA, Execute, TableStore
+
+if TYPE_CHECKING:  # imported when a store opens: every plugin module loads at start-up
+    import sqlite3
 
 FILENAME = "dialogues.sqlite3"
 _IMPORTED = "imported:diskcache"
@@ -43,6 +46,7 @@ def _wal(conn: sqlite3.Connection) -> None:
     """Switch the database to WAL. Switching takes an exclusive lock that SQLite does
     not wait for, so another process opening the database at the same moment is waited
     out here."""
+    import sqlite3
     import time
 
     deadline = time.monotonic() + 60.0
@@ -80,6 +84,8 @@ class SqliteStore(TableStore):
         # a connection must not cross a fork: a child process (a Ray or batch worker
         # started by fork) opens its own
         if self._conn is None or self._pid != os.getpid():
+            import sqlite3
+
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
                                    check_same_thread=False)
             _wal(conn)
