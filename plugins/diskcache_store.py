@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dlg.hookspecs import hookimpl
-from dlg.records.store import split_record, with_summary
+from dlg.records.store import RowWrites
 
 
-class DiskcacheStore:
+class DiskcacheStore(RowWrites):
     name = "diskcache"
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
@@ -53,18 +53,6 @@ class DiskcacheStore:
             for turn in turns:
                 self._cache.set(f"turn:{header['id']}:{turn['id']}",
                                 json.dumps(turn, ensure_ascii=False))
-
-    def save(self, record: dict[str, Any]) -> None:
-        """Save a whole dialogue record."""
-        self._write(*split_record(record))
-
-    def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
-        """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
-        self._write(with_summary(header), [turn] if turn is not None else [])
-
-    def save_turns(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
-        """Save some turns and the dialogue's header, in one transaction."""
-        self._write(with_summary(header), turns)
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         blob = self._cache.get(f"dialogue:{dialogue_id}")

@@ -22,6 +22,7 @@ __all__ = [
     "DialogueBusyError",
     "DialogueNotFoundError",
     "Lease",
+    "RowWrites",
     "Saver",
     "as_dialogue",
     "find_dialogue",
@@ -355,6 +356,27 @@ def _grouped(store: Any) -> contextlib.AbstractContextManager[Any]:
     """The store's ``transaction()`` (one commit for several writes), if it has one."""
     group = getattr(store, "transaction", None)
     return group() if group is not None else contextlib.nullcontext()
+
+
+class RowWrites:
+    """``save``, ``save_turn`` and ``save_turns`` for a store that keeps a header row and
+    a row per turn: the store gives ``_write(header, turns)``, one transaction that
+    writes the header (with its ``summary``) and those turns."""
+
+    def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Save a whole dialogue record."""
+        self._write(*split_record(record))
+
+    def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
+        """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
+        self._write(with_summary(header), [turn] if turn is not None else [])
+
+    def save_turns(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        """Save some turns and the dialogue's header, in one transaction."""
+        self._write(with_summary(header), turns)
 
 
 def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from dlg.records.store import split_record, with_summary
+from dlg.records.store import RowWrites
 
 __all__ = ["SCHEMA", "TableStore"]
 
@@ -56,7 +56,7 @@ def _unreadable(dialogue_id: str, exc: BaseException) -> dict[str, Any]:
             "mode": None, "turns": 0, "turns_completed": 0}
 
 
-class TableStore:
+class TableStore(RowWrites):
     """The store operations, on tables reached through ``_transaction``/``_reading``."""
 
     def _transaction(self, *locks: str) -> AbstractContextManager[Execute]:
@@ -85,18 +85,6 @@ class TableStore:
                                      str(header.get("created_at") or "")))
             for turn in turns:
                 execute(_UPSERT_TURN, (dialogue_id, turn["id"], dumps(turn)))
-
-    def save(self, record: dict[str, Any]) -> None:
-        """Save a whole dialogue record."""
-        self._write(*split_record(record))
-
-    def save_turn(self, header: dict[str, Any], turn: dict[str, Any] | None) -> None:
-        """Save one turn (if given) and the dialogue's header (``Dialogue.header_dict()``)."""
-        self._write(with_summary(header), [turn] if turn is not None else [])
-
-    def save_turns(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
-        """Save some turns and the dialogue's header, in one transaction."""
-        self._write(with_summary(header), turns)
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         with self._reading() as execute:
