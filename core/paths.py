@@ -1,8 +1,10 @@
-"""Where dlg keeps files of its own: the cache directory, and caching a value in it.
+"""Where dlg keeps files of its own: the data directory (saved dialogues), the cache
+directory, and caching a value in it.
 
-``DLG_CACHE_DIR`` moves it (else the user's cache directory, ``dlg``); ``DLG_NO_CACHE=1``
-turns every cache off. Caches only make things faster: one that cannot be read or
-written is skipped.
+``DLG_DATA_DIR`` moves the data directory (else the user's data directory, ``dlg``).
+``DLG_CACHE_DIR`` moves the cache (else the user's cache directory, ``dlg``);
+``DLG_NO_CACHE=1`` turns every cache off. Caches only make things faster: one that cannot
+be read or written is skipped.
 """
 
 from __future__ import annotations
@@ -13,9 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["cache_path", "cached", "write_json"]
+__all__ = ["cache_path", "cached", "data_dir", "write_json"]
 
 T = TypeVar("T")
+
+
+def data_dir() -> Path:
+    """Where stores keep saved dialogues by default: ``DLG_DATA_DIR``, else the user's
+    data directory (``~/.local/share/dlg`` on Linux)."""
+    base = os.environ.get("DLG_DATA_DIR")
+    if not base:
+        from platformdirs import user_data_dir
+
+        base = user_data_dir("dlg")
+    return Path(base)
 
 
 def cache_path(*parts: str) -> Path | None:

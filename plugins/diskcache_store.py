@@ -25,12 +25,9 @@ class DiskcacheStore(RowWrites):
         import diskcache
 
         if path is None:
-            base = os.environ.get("DLG_DATA_DIR")
-            if not base:
-                from platformdirs import user_data_dir
+            from dlg.paths import data_dir
 
-                base = user_data_dir("dlg")
-            path = Path(base) / "dialogues"
+            path = data_dir() / "dialogues"
         self.path = Path(path)
         # large records go to files written beside the database; the row that points at
         # them is updated in the same transaction, so saves stay atomic

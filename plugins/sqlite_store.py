@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlg.hookspecs import hookimpl
+from dlg.paths import data_dir
 from dlg.records.tables import SCHEMA, Execute, TableStore
 
 if TYPE_CHECKING:  # imported when a store opens: every plugin module loads at start-up
@@ -31,15 +32,6 @@ if TYPE_CHECKING:  # imported when a store opens: every plugin module loads at s
 FILENAME = "dialogues.sqlite3"
 _IMPORTED = "imported:diskcache"
 _META = "CREATE TABLE IF NOT EXISTS dlg_meta (key text PRIMARY KEY, value text NOT NULL)"
-
-
-def _data_dir() -> Path:
-    base = os.environ.get("DLG_DATA_DIR")
-    if not base:
-        from platformdirs import user_data_dir
-
-        base = user_data_dir("dlg")
-    return Path(base)
 
 
 def _wal(conn: sqlite3.Connection) -> None:
@@ -65,7 +57,7 @@ class SqliteStore(TableStore):
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         default = path is None
-        where = Path(path) if path is not None else _data_dir()
+        where = Path(path) if path is not None else data_dir()
         if default or where.is_dir():
             where = where / FILENAME
         where.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +91,8 @@ class SqliteStore(TableStore):
                     conn.execute(statement)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a BEGIN that failed has nothing to undo
+                    conn.execute("ROLLBACK")
                 conn.close()
                 raise
             self._conn, self._pid = conn, os.getpid()
