@@ -89,6 +89,8 @@ class SqliteStore(TableStore):
             try:
                 for statement in (*SCHEMA, _META):
                     conn.execute(statement)
+                self._upgrade(conn.execute, {row[1] for row in conn.execute(
+                    "PRAGMA table_info(dlg_turns)")})
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # a BEGIN that failed has nothing to undo

@@ -3,6 +3,7 @@ what its last save of a dialogue writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -110,3 +111,34 @@ def test_the_last_save_keeps_changes_made_after_a_turn_was_saved():
     assert written == [[]]
     assert dlg.load_dialogue(d.id).status == "completed"
     store.close()
+
+
+def test_a_database_made_before_the_turn_columns_is_upgraded(tmp_path):
+    """Tables made by an earlier dlg (turn rows without their status, tokens and cost)
+    get the columns, filled in from each turn's JSON; a damaged row stays listed."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
+                 "summary text NOT NULL, created_at text NOT NULL DEFAULT '')")
+    conn.execute("CREATE TABLE dlg_turns (dialogue_id text NOT NULL, turn_id text NOT "
+                 "NULL, body text NOT NULL, PRIMARY KEY (dialogue_id, turn_id))")
+    summary = {"id": "old", "mode": "m", "status": "completed", "turns": 2,
+               "turns_completed": 2, "total_tokens": 9, "total_cost_usd": 0.5}
+    header = {"id": "old", "mode": "m", "mode_hash": "h", "status": "completed",
+              "turn_ids": ["a", "b"]}
+    conn.execute("INSERT INTO dlg_dialogues VALUES ('old', ?, ?, '2026')",
+                 (json.dumps(header), json.dumps(summary)))
+    for turn_id, cost, tokens in (("a", 0.25, 4), ("b", 0.25, 5)):
+        conn.execute("INSERT INTO dlg_turns VALUES ('old', ?, ?)", (turn_id, json.dumps(
+            {"id": turn_id, "status": "completed", "cost_usd": cost,
+             "usage": {"total": tokens}})))
+    conn.execute("INSERT INTO dlg_turns VALUES ('old', 'zz', 'not json')")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    (row,) = store.list()
+    assert (row["turns"], row["turns_completed"], row["total_tokens"],
+            row["total_cost_usd"]) == (2, 2, 9, 0.5)
+    assert [t["id"] for t in store.load("old")["turns"]] == ["a", "b"]
+    store.close()
+    assert SqliteStore(path).list() == [row]  # once: the second opening changes nothing

@@ -107,3 +107,41 @@ def test_learned_statistics_stay_exact_under_concurrent_workers(pg):
     stats = dlg.Orchestrator().routing_stats()
     (models,) = [m for t, m in stats.items() if t.lower() == "explain"]
     assert models["m1"].n == 100
+
+
+def test_a_turn_is_saved_as_its_row_and_ls_counts_from_the_rows(pg):
+    """While a dialogue's own fields stay as they were, the saver writes a finished turn's
+    row alone (``save_rows``); ``list()`` counts completed turns, tokens and cost from the
+    rows, so ``dlg ls`` is right about a dialogue that is running or was killed."""
+    calls = []
+    for name in ("save", "save_turn", "save_rows", "save_turns"):
+        method = getattr(pg, name)
+
+        def spy(*args, _name=name, _method=method):
+            calls.append(_name)
+            return _method(*args)
+
+        setattr(pg, name, spy)
+    three = {**MODE, "turns": [*MODE["turns"], {"id": "c", "role": "C", "prompt": "TURN c"}]}
+    d = dlg.run_sync(three, model="echo", store=pg)
+    assert calls == ["save", "save_rows", "save_rows", "save_turns"]
+    (row,) = [s for s in pg.list() if s["id"] == d.id]
+    assert (row["turns"], row["turns_completed"], row["total_tokens"]) == (
+        3, 3, d.metrics.total_tokens)
+
+    # a dialogue killed after its first turn: the header says "running", nothing done
+    record = {"id": "cut", "mode": "m", "mode_hash": "h", "status": "running",
+              "created_at": "2026-11-30T00:00:00Z", "metrics": {"total_tokens": 0},
+              "turns": [{"id": t, "status": "pending"} for t in "abc"]}
+    pg.save(record)
+    pg.save_rows("cut", [{"id": "a", "status": "completed", "cost_usd": 0.25,
+                          "usage": {"prompt": 3, "completion": 4, "total": 7}}])
+    (row,) = [s for s in pg.list() if s["id"] == "cut"]
+    assert (row["status"], row["turns"], row["turns_completed"], row["total_tokens"],
+            row["total_cost_usd"]) == ("running", 3, 1, 7, 0.25)
+    assert [t["status"] for t in pg.load("cut")["turns"]] == ["completed", "pending",
+                                                              "pending"]
+    # a whole record drops the rows of turns it no longer has (a mode changed on resume)
+    pg.save({**record, "turns": [{"id": "a", "status": "completed"}]})
+    (row,) = [s for s in pg.list() if s["id"] == "cut"]
+    assert (row["turns"], row["turns_completed"], row["total_tokens"]) == (1, 1, 0)

@@ -145,12 +145,13 @@ def _reason(exc: BaseException) -> str:
 
 
 _VERBS = {"save": "save", "save_turn": "save a turn of", "save_turns": "save the turns of",
+          "save_rows": "save a turn of",
           "load": "read", "list": "list",
           "delete": "delete", "acquire": "claim", "release": "release"}
 _SAVE_HINT = (". The turns saved before are kept: free the space (or fix the store) and "
               "`dlg resume` the dialogue")
 _HINTS = {"save": _SAVE_HINT, "save_turn": _SAVE_HINT, "save_turns": _SAVE_HINT,
-          "acquire": _SAVE_HINT}
+          "save_rows": _SAVE_HINT, "acquire": _SAVE_HINT}
 
 
 class GuardedStore:
@@ -214,7 +215,9 @@ class Saver:
     (unless it is open already), so neither importing nor opening it delays the first
     model call. After that, a store with ``save_turn(header, turn)`` writes just the
     finished turn and the dialogue's header; other stores get the whole record through
-    ``save(record)``. When the dialogue ends, the header is written with every turn that
+    ``save(record)``; a store with ``save_rows(dialogue_id, turns)`` (one that counts
+    ``dlg ls``'s figures from its turn rows) gets just the turn while the dialogue's own
+    fields are unchanged. When the dialogue ends, the header is written with every turn that
     changed since it was last written (through ``save_turns(header, turns)``, one
     transaction, when the store has it), so an interruption cannot lose a turn.
 
@@ -238,6 +241,8 @@ class Saver:
         self._locks: dict[str, anyio.Lock] = {}  # held while a worker thread writes
         # per dialogue saved so far: each turn as it was last written
         self._written: dict[str, dict[str, dict[str, Any]]] = {}
+        # per dialogue: its own fields (``_header_key``) when its header was last written
+        self._headers: dict[str, tuple[Any, ...]] = {}
 
     async def store(self) -> Any:
         if self._store is None:
@@ -275,10 +280,16 @@ class Saver:
                 self._claim(store, dialogue)
                 store.save(record)
         self._written[dialogue.id] = {t["id"]: t for t in record["turns"]}
+        self._headers[dialogue.id] = _header_key(dialogue)
 
     def _save_turn(self, store: Any, dialogue: Any, turn: Any) -> None:
         row = turn.to_dict()
-        store.save_turn(dialogue.header_dict(), row)
+        key = _header_key(dialogue)
+        if key == self._headers.get(dialogue.id) and hasattr(store, "save_rows"):
+            store.save_rows(dialogue.id, [row])  # the turn's row; its header is as it was
+        else:
+            store.save_turn(dialogue.header_dict(), row)
+            self._headers[dialogue.id] = key
         self._written[dialogue.id][turn.id] = row
         if self.lease.due():  # keep a lease taken for another host from expiring
             self.lease.acquire(store, dialogue.id)
@@ -350,6 +361,14 @@ class Saver:
                     raise
         self._locks.pop(dialogue.id, None)
         self._written.pop(dialogue.id, None)
+        self._headers.pop(dialogue.id, None)
+
+
+def _header_key(dialogue: Any) -> tuple[Any, ...]:
+    """What a dialogue's saved header holds besides what its turns' rows say (their
+    statuses, tokens and cost): when this is unchanged, saving a turn needs its row only."""
+    return (dialogue.status, dialogue.error, dialogue.started_at, dialogue.ended_at,
+            len(dialogue.turns), repr(dialogue.metadata), repr(dialogue.participants))
 
 
 def _grouped(store: Any) -> contextlib.AbstractContextManager[Any]:

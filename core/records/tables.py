@@ -2,12 +2,13 @@
 store plugins): what they share, written once.
 
 A dialogue is a header row (the record without its turns, plus its ``summary`` for
-``dlg ls``) and one row per turn, so saving after a turn writes that turn and the header
-in one transaction. Modes are kept once per content hash. Leases and learned-routing
-statistics are read and written inside one transaction, under a lock named by the row,
-so processes sharing the database never take one dialogue twice or lose an update.
-Everything is kept as JSON text: any text a model writes (NUL included) comes back as it
-was.
+``dlg ls``) and one row per turn, with the turn's status, tokens and cost beside its JSON
+so ``list()`` sums them. Saving after a turn writes that turn's row, and the header only
+when the dialogue's own fields changed (``save_rows``), in one transaction. Modes are
+kept once per content hash. Leases and learned-routing statistics are read and written
+inside one transaction, under a lock named by the row, so processes sharing the database
+never take one dialogue twice or lose an update. Everything is kept as JSON text: any
+text a model writes (NUL included) comes back as it was.
 
 A subclass gives the connection: ``_transaction(*locks)`` (a context manager for one
 write transaction holding the named locks, yielding ``execute(sql, params)``) and
@@ -22,15 +23,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from dlg.records.store import RowWrites
+from dlg.records.store import RowWrites, split_record
 
-__all__ = ["SCHEMA", "TableStore"]
+__all__ = ["SCHEMA", "TURN_COLUMNS", "TableStore"]
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
     "summary text NOT NULL, created_at text NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS dlg_turns (dialogue_id text NOT NULL, turn_id text NOT NULL, "
-    "body text NOT NULL, PRIMARY KEY (dialogue_id, turn_id))",
+    "body text NOT NULL, status text, tokens integer, cost double precision, "
+    "PRIMARY KEY (dialogue_id, turn_id))",
     "CREATE TABLE IF NOT EXISTS dlg_modes (hash text PRIMARY KEY, document text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dlg_leases (dialogue_id text PRIMARY KEY, lease text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dlg_quality (task text NOT NULL, model text NOT NULL, "
@@ -42,13 +44,33 @@ _UPSERT_HEADER = (
     "INSERT INTO dlg_dialogues (id, header, summary, created_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET header = excluded.header, summary = excluded.summary")
 _UPSERT_TURN = (
-    "INSERT INTO dlg_turns (dialogue_id, turn_id, body) VALUES (?, ?, ?) "
-    "ON CONFLICT (dialogue_id, turn_id) DO UPDATE SET body = excluded.body")
+    "INSERT INTO dlg_turns (dialogue_id, turn_id, body, status, tokens, cost) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dialogue_id, turn_id) DO UPDATE SET "
+    "body = excluded.body, status = excluded.status, tokens = excluded.tokens, "
+    "cost = excluded.cost")
+# the columns ``list()`` sums, beside each turn's JSON (added to tables made before them)
+TURN_COLUMNS = (("status", "text"), ("tokens", "integer"), ("cost", "double precision"))
+# what ``list()`` counts from the turn rows, so a turn's save need not rewrite the header
+_SUMS = (
+    "SELECT d.id, d.summary, t.done, t.tokens, t.cost FROM dlg_dialogues d LEFT JOIN ("
+    "SELECT dialogue_id, SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS done, "
+    "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns GROUP BY dialogue_id) t "
+    "ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
 
 Execute = Callable[[str, tuple[Any, ...]], Any]
 
 
 dumps = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps makes one a call
+
+
+def _facts(turn: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """A turn's status, tokens and cost, for the columns ``list()`` sums."""
+    usage = turn.get("usage")
+    tokens = usage.get("total") if isinstance(usage, dict) else None
+    cost = turn.get("cost_usd")
+    return (turn.get("status") if isinstance(turn.get("status"), str) else None,
+            tokens if type(tokens) is int else None,
+            float(cost) if isinstance(cost, (int, float)) else None)
 
 
 def _unreadable(dialogue_id: str, exc: BaseException) -> dict[str, Any]:
@@ -73,18 +95,61 @@ class TableStore(RowWrites):
     # dialogues
 
     def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        with self._transaction() as execute:
+            self._write_header(execute, header)
+            self._write_turns(execute, header["id"], turns)
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Save a whole dialogue record (turns it no longer has are dropped)."""
+        header, turns = split_record(record)
+        with self._transaction() as execute:
+            self._write_header(execute, header)
+            self._write_turns(execute, header["id"], turns)
+            ids = tuple(t["id"] for t in turns)
+            execute("DELETE FROM dlg_turns WHERE dialogue_id = ?" + (
+                f" AND turn_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""),
+                (header["id"], *ids))
+
+    def save_rows(self, dialogue_id: str, turns: list[dict[str, Any]]) -> None:
+        """Save turns of a dialogue whose header has not changed since it was written:
+        ``list()`` counts completed turns, tokens and cost from the turn rows."""
+        with self._transaction() as execute:
+            self._write_turns(execute, dialogue_id, turns)
+
+    @staticmethod
+    def _write_header(execute: Execute, header: dict[str, Any]) -> None:
         header = dict(header)
         mode_document = header.pop("mode_document", None)
-        dialogue_id = header["id"]
-        with self._transaction() as execute:
-            if mode_document is not None:  # stored once per mode version, not per save
-                execute("INSERT INTO dlg_modes (hash, document) VALUES (?, ?) "
-                        "ON CONFLICT (hash) DO NOTHING",
-                        (header["mode_hash"], dumps(mode_document)))
-            execute(_UPSERT_HEADER, (dialogue_id, dumps(header), dumps(header["summary"]),
-                                     str(header.get("created_at") or "")))
-            for turn in turns:
-                execute(_UPSERT_TURN, (dialogue_id, turn["id"], dumps(turn)))
+        if mode_document is not None:  # stored once per mode version, not per save
+            execute("INSERT INTO dlg_modes (hash, document) VALUES (?, ?) "
+                    "ON CONFLICT (hash) DO NOTHING",
+                    (header["mode_hash"], dumps(mode_document)))
+        execute(_UPSERT_HEADER, (header["id"], dumps(header), dumps(header["summary"]),
+                                 str(header.get("created_at") or "")))
+
+    @staticmethod
+    def _write_turns(execute: Execute, dialogue_id: str, turns: list[dict[str, Any]]
+                     ) -> None:
+        for turn in turns:
+            execute(_UPSERT_TURN, (dialogue_id, turn["id"], dumps(turn), *_facts(turn)))
+
+    def _upgrade(self, execute: Execute, columns: set[str]) -> None:
+        """Tables made by an earlier dlg (``columns``: those ``dlg_turns`` has): add the
+        turn columns ``list()`` sums, filled in from each turn's JSON."""
+        missing = [(name, kind) for name, kind in TURN_COLUMNS if name not in columns]
+        if not missing:
+            return
+        for name, kind in missing:
+            execute(f"ALTER TABLE dlg_turns ADD COLUMN {name} {kind}", ())
+        rows = execute("SELECT dialogue_id, turn_id, body FROM dlg_turns", ()).fetchall()
+        for dialogue_id, turn_id, body in rows:
+            try:
+                turn = json.loads(body)
+                facts = _facts(turn) if isinstance(turn, dict) else (None, None, None)
+            except ValueError:  # a damaged row stays as it is: ``load`` says so
+                facts = (None, None, None)
+            execute("UPDATE dlg_turns SET status = ?, tokens = ?, cost = ? "
+                    "WHERE dialogue_id = ? AND turn_id = ?", (*facts, dialogue_id, turn_id))
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         with self._reading() as execute:
@@ -106,20 +171,26 @@ class TableStore(RowWrites):
         return {**header, "turns": turns}
 
     def list(self) -> list[dict[str, Any]]:
-        """Summaries, newest first. A row that cannot be read is listed as ``unreadable``
-        with the reason, and does not hide the others."""
+        """Summaries, newest first, with completed turns, tokens and cost counted from
+        the turn rows (a turn's save writes its row, not always the header). A row that
+        cannot be read is listed as ``unreadable`` with the reason, and does not hide the
+        others."""
         with self._reading() as execute:
-            rows = execute("SELECT id, summary FROM dlg_dialogues ORDER BY created_at DESC",
-                           ()).fetchall()
+            rows = execute(_SUMS, ()).fetchall()
         out = []
-        for dialogue_id, text in rows:
+        for dialogue_id, text, done, tokens, cost in rows:
             try:
                 found = json.loads(text)
                 if not isinstance(found, dict):
                     raise TypeError("the summary is not a mapping")
-                out.append(found)
             except Exception as exc:  # one bad row must not hide the others
                 out.append(_unreadable(dialogue_id, exc))
+                continue
+            if done is not None:  # the turns' rows are newer than the header
+                found["turns_completed"] = int(done)
+                found["total_tokens"] = int(tokens or 0)
+                found["total_cost_usd"] = round(float(cost or 0.0), 12)
+            out.append(found)
         return out
 
     def delete(self, dialogue_id: str) -> bool:
