@@ -318,6 +318,8 @@ def main() -> None:
          sv["ratio"], sv["target"]),
         ("  (the older diskcache store)", f"{sv['diskcache_us_per_turn']:.0f} us",
          sv["diskcache_ratio"], None),
+        ("  (floor: one bare one-row SQLite transaction)",
+         f"+{sv['one_row_transaction_us']:.0f} us a turn", sv["floor_ratio"], None),
         ("resume of a saved 10-turn dialogue (ms)", f"{sv['resume_ms']:.1f} ms",
          sv["resume_ms"], sv["resume_target_ms"]),
     ]
@@ -361,6 +363,7 @@ def persistence(reps: int) -> dict:
         return min(base), min(saved), min(saved_older)
 
     base, saved, saved_older = anyio.run(main)
+    floor = _one_row_transaction(reps * 8 * 9)
 
     # resume: a 10-turn dialogue with 5 turns done, loaded and prepared (not run)
     ten = dlg.load_mode({"name": "ten", "turns": [
@@ -377,7 +380,31 @@ def persistence(reps: int) -> dict:
     return {"plain_us_per_turn": base * 1e6, "saving_us_per_turn": saved * 1e6,
             "ratio": saved / base, "target": 1.25,
             "diskcache_us_per_turn": saved_older * 1e6, "diskcache_ratio": saved_older / base,
+            "one_row_transaction_us": floor * 1e6, "floor_ratio": (base + floor) / base,
             "resume_ms": statistics.median(timings) * 1000, "resume_target_ms": 100}
+
+
+def _one_row_transaction(n: int) -> float:
+    """CPU seconds of the least a durable per-turn save can be: one SQLite transaction
+    writing one turn's row (its JSON made beforehand), on the default store's database
+    settings, outside any run."""
+    from dlg.plugins.sqlite_store import SqliteStore
+    from dlg.records import tables
+
+    store = SqliteStore(tempfile.mkdtemp())
+    conn = store._connection()
+    body = json.dumps({"id": "t1", "status": "completed", "prompt": "p" * 60,
+                       "response": "r" * 40, "usage": {"prompt": 13, "completion": 5,
+                                                       "total": 18}})
+    start = time.process_time()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(tables._UPSERT_TURN, (f"d{i // 8}", f"t{i % 8}", body, "completed",
+                                           18, 0.0))
+        conn.execute("COMMIT")
+    spent = (time.process_time() - start) / n
+    store.close()
+    return spent
 
 
 if __name__ == "__main__":

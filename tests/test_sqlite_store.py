@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -142,3 +143,24 @@ def test_a_database_made_before_the_turn_columns_is_upgraded(tmp_path):
     assert [t["id"] for t in store.load("old")["turns"]] == ["a", "b"]
     store.close()
     assert SqliteStore(path).list() == [row]  # once: the second opening changes nothing
+
+
+def test_the_user_directories_are_platformdirs_own(monkeypatch, tmp_path):
+    """``dlg.paths.user_dir`` reads the XDG variables itself on Linux (platformdirs is
+    slow to import) and gives the same directories platformdirs would: the variable
+    when it is an absolute path, else the default under the home directory."""
+    import platformdirs
+
+    from dlg.paths import data_dir, user_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("DLG_DATA_DIR", raising=False)
+    for settings in ({}, {"XDG_DATA_HOME": str(tmp_path / "d"), "XDG_CACHE_HOME": "rel",
+                          "XDG_CONFIG_HOME": str(tmp_path / "c")}):
+        for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        for kind in ("data", "cache", "config"):
+            assert user_dir(kind) == Path(getattr(platformdirs, f"user_{kind}_dir")("dlg"))
+        assert data_dir() == user_dir("data")

@@ -249,9 +249,9 @@ def _from_stdin() -> SourceDoc:
 def user_mode_dirs() -> list[Path]:
     """Directories searched for modes by name, after plugin-registered ones."""
     dirs = [Path(p) for p in os.environ.get("DLG_MODES_PATH", "").split(os.pathsep) if p]
-    from platformdirs import user_config_dir
+    from dlg.paths import user_dir
 
-    dirs.append(Path(user_config_dir("dlg")) / "modes")
+    dirs.append(user_dir("config") / "modes")
     return dirs
 
 

@@ -232,9 +232,9 @@ def _none_found(wanted: tuple[str, ...], constraints: Mapping[str, Any]) -> str:
 
 
 def _default_user_file() -> Path:
-    from platformdirs import user_config_dir
+    from dlg.paths import user_dir
 
-    return Path(user_config_dir("dlg")) / "models.yaml"
+    return user_dir("config") / "models.yaml"
 
 
 def load_registry_file(path: Path) -> dict[str, Any]:
