@@ -111,6 +111,24 @@ async def test_a_model_that_keeps_failing_is_cooled_down_for_everyone():
     assert used2 == "b" and calls2 == ["b"]
 
 
+async def test_a_failure_is_the_primarys_even_if_others_cooled_it_down_meanwhile():
+    """While the primary's first try was in flight, other dialogues' failures put it to
+    rest: its failure is still recorded as its own, and the fallback answers."""
+    cool = CoolDowns(threshold=2, seconds=60)
+
+    async def call(model):
+        if model == "a":
+            cool.failed("a")
+            cool.failed("a")
+            raise StatusError(500)
+        return "ok"
+
+    result, used, attempts = await call_resilient(
+        "a", call, fallbacks=["b"], cool=cool, policy=RetryPolicy(base_delay=0.001))
+    assert (result, used) == ("ok", "b")
+    assert [(a.model, a.error) for a in attempts] == [("a", "StatusError: status 500")]
+
+
 async def test_backoff_waits_grow_and_are_jittered():
     from dlg.models.resilience import _backoff
 

@@ -138,17 +138,16 @@ class _Call:
     """One ``call_model``: what its attempts need, in one object rather than a closure
     per attempt function (thousands of calls can be in flight)."""
 
-    __slots__ = ("allow", "fallbacks", "label", "messages", "on_attempt", "on_chunk", "pool",
-                 "primary", "primary_label", "registry", "requires", "schema", "settings",
+    __slots__ = ("allow", "fallbacks", "label", "messages", "on_chunk", "pool", "primary",
+                 "primary_label", "record", "registry", "requires", "schema", "settings",
                  "started")
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
-                 fallbacks: Any, requires: Any, on_chunk: Any, on_attempt: Any, allow: Any,
+                 fallbacks: Any, requires: Any, on_chunk: Any, record: Any, allow: Any,
                  schema: Any):
         self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
         self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
-        self.on_chunk, self.on_attempt, self.allow, self.schema = (on_chunk, on_attempt,
-                                                                   allow, schema)
+        self.on_chunk, self.record, self.allow, self.schema = on_chunk, record, allow, schema
         self.primary_label = pool.label(primary)
         self.label, self.started = "", 0.0  # of the attempt in progress
 
@@ -165,9 +164,10 @@ class _Call:
                 and (not isinstance(c, str) or pool.problem(c) is None)
                 and (allow is None or allow(c))]
 
-    def attempt(self, candidate: Any) -> Awaitable[ChatResult]:
+    def __call__(self, candidate: Any) -> Awaitable[ChatResult]:
         """The call to one candidate, to await. A model already made is called directly
-        (no coroutine frame of its own while it works); one to make, in ``_made``."""
+        (no coroutine frame of its own while it works); one to make, in ``_made``. (The
+        object itself is the attempt: no bound method to keep per call in flight.)"""
         found = self.pool.cached(candidate)
         if found is None:
             return self._made(candidate)
@@ -181,8 +181,8 @@ class _Call:
         """The attempt: streamed through ``chat``, else the model's own ``ainvoke`` (no
         frame of dlg's between the call path and the model; ``finish`` makes the result)."""
         name = self.pool.safe_label(candidate)
-        if self.on_attempt is not None:
-            self.on_attempt(name)
+        if self.record is not None:
+            self.record.model = name
         if self.on_chunk is not None:
             return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema)
         self.label, self.started = name, time.perf_counter()
@@ -192,6 +192,24 @@ class _Call:
         if isinstance(answer, ChatResult):
             return answer
         return _result(answer, self.messages, self.label, self.started)
+
+    def result(self, answer: Any, candidate: Any, failures: list[Any]) -> ChatResult:
+        """The call's result, from the answer that came and the attempts that failed."""
+        result = self.finish(answer)
+        if failures:
+            result.attempts = tuple(failures)
+            result.replaced = _replaced(self.pool, failures, result.model)
+        if self.registry is not None:
+            usage = result.usage
+            result.cost_usd = self.registry.cost(result.model, usage.prompt,
+                                                 usage.completion, usage.cached)
+        return result
+
+
+def _replaced(pool: Any, failures: list[Any], model: str) -> tuple[str, ...]:
+    """The models that failed before ``model`` answered, once each, secrets redacted."""
+    return tuple(dict.fromkeys(pool.safe_label(a.model) for a in failures
+                               if a.model != model))
 
 
 def unique(models: Any) -> list[Any]:
@@ -207,7 +225,7 @@ def unique(models: Any) -> list[Any]:
     return out
 
 
-async def call_model(
+def call_model(
     pool: ModelPool,
     primary: Any,
     messages: Any,
@@ -219,33 +237,27 @@ async def call_model(
     policy: Any = None,
     timeout: float | None = None,
     on_chunk: Any = None,
-    on_attempt: Any = None,
+    record: Any = None,
     allow: Any = None,
     schema: Mapping[str, Any] | None = None,
-) -> ChatResult:
-    """The one way dlg calls a model, for turns and for ``ChatModel`` alike.
+) -> Awaitable[ChatResult]:
+    """The one way dlg calls a model, for turns and for ``ChatModel`` alike: returns the
+    call to await.
 
     Tries ``primary``, retrying transient errors, then the named ``fallbacks``, then the
     registry's chains for the model and the capabilities ``requires`` (not after an
     authentication error: a bad key is not hidden by a model the user never named). Only
     models that can run here are tried. The result says which model answered, what it
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
-    none answered. ``on_attempt(label)`` hears of each model as it is tried; ``allow``, if
-    given, must accept a fallback before it is tried (a budget uses it). ``schema``: see
-    ``chat``.
+    none answered. ``record``, if given, has its ``model`` set to each model as it is
+    tried (a turn's record shows the one in flight); ``allow``, if given, must accept a
+    fallback before it is tried (a budget uses it). ``schema``: see ``chat``.
     """
     from dlg.models.resilience import RetryPolicy, call_resilient
 
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
-                 on_chunk, on_attempt, allow, schema)
-    answer, _, failures = await call_resilient(
-        primary, call.attempt, fallbacks=call.candidates, label=pool.label,
-        policy=policy or RetryPolicy(), timeout=timeout)
-    result = call.finish(answer)
-    result.attempts = tuple(failures)
-    result.replaced = tuple(dict.fromkeys(
-        pool.safe_label(a.model) for a in failures if a.model != result.model))
-    if registry is not None:
-        result.cost_usd = registry.cost(result.model, result.usage.prompt,
-                                        result.usage.completion, result.usage.cached)
-    return result
+                 on_chunk, record, allow, schema)
+    # no frame of its own while the model works: the resilient call's makes the result
+    return call_resilient(primary, call, fallbacks=call.candidates, label=pool.label,
+                          policy=policy or RetryPolicy(), timeout=timeout,
+                          finish=call.result)

@@ -171,18 +171,25 @@ def _backoff(policy: RetryPolicy, retry: int) -> float:
 
 
 def _candidates(primary: Any, fallbacks: Any, label: Callable[[Any], str],
-                cool: CoolDowns, attempts: list[Attempt], tried: list[str]) -> Any:
+                cool: CoolDowns, attempts: list[Attempt], tried: list[str],
+                started: bool) -> Any:
     """The models to try, in order: the primary unless it is resting, then the usable
     fallbacks (asked for only when the primary failed), then a resting primary if
     nothing else could be tried. A function, not a closure: thousands of calls may be in
-    flight, and a closure gives each a cell per captured name."""
-    primary_cooling = cool.cooling(label(primary))
+    flight, and a closure gives each a cell per captured name. ``started``: the primary's
+    first try was made already (it goes first whatever its cool-down says now)."""
+    primary_cooling = not started and cool.cooling(label(primary))
     if not primary_cooling:
         yield primary
     rest = fallbacks(attempts) if callable(fallbacks) else fallbacks
     yield from [c for c in rest if label(c) not in tried and not cool.cooling(label(c))]
     if primary_cooling and not attempts:  # everything is resting: try the primary
         yield primary
+
+
+def _as_is(result: Any, candidate: Any, attempts: list[Attempt]
+           ) -> tuple[Any, Any, list[Attempt]]:
+    return result, candidate, attempts
 
 
 async def call_resilient(
@@ -194,22 +201,55 @@ async def call_resilient(
     policy: RetryPolicy = RetryPolicy(),
     timeout: float | None = None,
     cool: CoolDowns | None = None,
-) -> tuple[Any, Any, list[Attempt]]:
+    finish: Callable[[Any, Any, list[Attempt]], Any] = _as_is,
+) -> Any:
     """Try ``call(primary)``, then each fallback; return (result, candidate used, failed
-    attempts). ``fallbacks`` may be a function, called only if the primary fails.
+    attempts), or what ``finish`` makes of them. ``fallbacks`` may be a function, called
+    only if the primary fails.
     ``label`` names a candidate (spec string or model) for cool-downs and records.
     A function ``fallbacks`` gets the failed attempts so far, so it can leave out models
     the user did not name after an authentication error (``Attempt.auth``).
     Raises ``AllCandidatesFailed`` when every candidate failed.
     """
     cool = cooldowns if cool is None else cool
+    first: Exception | None = None
+    if policy.attempts > 0 and not cool.cooling(label(primary)):
+        # the usual case, the primary answering at once, in this small frame; the
+        # retries and fallbacks (their lists and generator) only when it fails
+        try:
+            if timeout:
+                with anyio.fail_after(timeout):
+                    result = await call(primary)
+            else:
+                result = await call(primary)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            first = exc
+        else:
+            cool.succeeded(label(primary))
+            return finish(result, primary, [])
+    return finish(*await _with_retries(primary, call, fallbacks, label, policy, timeout, cool,
+                                       first))
+
+
+async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fallbacks: Any,
+                        label: Callable[[Any], str], policy: RetryPolicy,
+                        timeout: float | None, cool: CoolDowns, first: Exception | None
+                        ) -> tuple[Any, Any, list[Attempt]]:
+    """``call_resilient`` after the primary's first try (which failed with ``first``, or
+    was not made because the primary is resting)."""
     attempts: list[Attempt] = []
     tried: list[str] = []
-    for candidate in _candidates(primary, fallbacks, label, cool, attempts, tried):
+    for candidate in _candidates(primary, fallbacks, label, cool, attempts, tried,
+                                 first is not None):
         model = label(candidate)
         tried.append(model)
         for retry in range(policy.attempts):
             try:
+                if first is not None:  # the primary's first try, made by call_resilient
+                    failed, first = first, None
+                    raise failed
                 if timeout:
                     with anyio.fail_after(timeout):
                         result = await call(candidate)

@@ -81,6 +81,8 @@ class Orchestrator(Resuming, Spawning, Batching):
         self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
+        # per mode: (the mode, its routing), shared by its dialogues (thousands may run)
+        self._routings: dict[int, tuple[Mode, Any]] = {}
 
     @property
     def plugin_manager(self) -> Any:
@@ -152,16 +154,24 @@ class Orchestrator(Resuming, Spawning, Batching):
         return {**mode.models, **self.pool_models, **extra}
 
     def routing(self, mode: Mode) -> Any:
-        """How this orchestrator routes ``mode``'s turns (``dlg.running.routing.Routing``)."""
+        """How this orchestrator routes ``mode``'s turns (``dlg.running.routing.Routing``):
+        made once per mode, like its bindings, and shared by the dialogues that run it."""
         from dlg.running.routing import Routing
 
+        cached = self._routings.get(id(mode))
+        if cached is not None and cached[0] is mode:
+            return cached[1]
         router, name = self._router(mode)
         pinned = frozenset(
             alias for alias, p in mode.participants.items()
             if alias in self.models or self.model is not None or p.model is not None)
-        return Routing(router=router, name=name, pool=self._pool_of(mode), pinned=pinned,
-                       constraints={**mode.constraints, **self.constraints},
-                       quality=self._quality_store)
+        routing = Routing(router=router, name=name, pool=self._pool_of(mode), pinned=pinned,
+                          constraints={**mode.constraints, **self.constraints},
+                          quality=self._quality_store)
+        if len(self._routings) >= 64:  # keep recent modes (as ``bindings`` does)
+            del self._routings[next(iter(self._routings))]
+        self._routings[id(mode)] = (mode, routing)
+        return routing
 
     def _quality_store(self) -> Any:
         """The store learned routing statistics are kept in: this orchestrator's, else

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import anyio
@@ -114,8 +113,7 @@ class _Run:
         with context.scope(dialogue=self.dialogue.id):  # its ids, for logs and spans
             d = self.dialogue
             if log.isEnabledFor(INFO):
-                log.info("dialogue %s started: mode %s, %d turns", d.id, d.mode, len(d.turns),
-                         extra={"event": "dialogue.started", "mode": d.mode})
+                _log_started(d)
             d.status = R.RUNNING
             d.started_at = d.started_at or R.now()
             d.ended_at = None
@@ -139,19 +137,7 @@ class _Run:
                                 await self.run_turn(turn)
                                 if self.failed or self.stopped:
                                     break
-                d.status = R.FAILED if self.failed else R.COMPLETED
-                if self.stopped and not self.failed and any(
-                        t.status == R.PENDING for t in d.turns):  # stopped with turns left
-                    status, reason, who = self.stopped
-                    d.status = status
-                    d.metadata["stopped"] = {"status": status, "reason": reason, "by": who,
-                                             "turns_completed": d.turns_completed,
-                                             **({"at": self.stopped_at} if self.stopped_at
-                                                else {})}
-                if self.failed and d.error is None:
-                    failed = [t for t in d.turns if t.status == R.FAILED]
-                    d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
-                        "failed")
+                self._ended()
             except anyio.get_cancelled_exc_class():
                 d.status = R.CANCELLED
                 raise
@@ -167,13 +153,25 @@ class _Run:
                     d.metadata["event_loop"] = self._dog.summary()
                 await self.events.emit("dialogue_finished", shield=True, dialogue=d)
                 if log.isEnabledFor(INFO):
-                    m = d.metrics
-                    log.info("dialogue %s %s: %d/%d turns, %d tokens, $%.5f", d.id, d.status,
-                             m.turns_completed, len(d.turns), m.total_tokens, m.total_cost_usd,
-                             extra={"event": "dialogue.finished", "status": d.status,
-                                    "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
-                                    "duration_s": round(m.total_latency_seconds, 3)})
+                    _log_finished(d)
             return d
+
+    def _ended(self) -> None:
+        """The dialogue's status once its phases are done: completed, failed (with the
+        first failed turn's error), or how it stopped with turns left."""
+        d = self.dialogue
+        d.status = R.FAILED if self.failed else R.COMPLETED
+        if self.stopped and not self.failed and any(
+                t.status == R.PENDING for t in d.turns):  # stopped with turns left
+            status, reason, who = self.stopped
+            d.status = status
+            d.metadata["stopped"] = {"status": status, "reason": reason, "by": who,
+                                     "turns_completed": d.turns_completed,
+                                     **({"at": self.stopped_at} if self.stopped_at else {})}
+        if self.failed and d.error is None:
+            failed = [t for t in d.turns if t.status == R.FAILED]
+            d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
+                "failed")
 
     async def run_phase(self, phase: Any) -> None:
         """Run the phase's turns that have not finished, in order or all at once."""
@@ -209,6 +207,8 @@ class _Run:
         return [latest.get(i) or self.current[i] for i in turn.context_from]
 
     async def run_turn(self, turn: Turn) -> None:
+        # this frame waits for the model while thousands of turns may be in flight: it
+        # keeps only what the call needs (the preparation's frame is gone by then)
         with context.scope(turn=turn.id):  # the turn's ids, for logs, spans and metrics
             if self.stopped:  # a turn running beside this one stopped the dialogue
                 return
@@ -223,123 +223,24 @@ class _Run:
                 if await spawn_children(self, turn, rec):
                     await self._complete(turn, rec)
                 return
-            extra_cost = 0.0  # summaries made for this turn's context
-            try:
-                tpl = compiled(self.mode, self.env, turn)
-                reads, summarised, extra_cost = await turn_reads(
-                    self.mode, turn, rec, self._readable(turn, rec, tpl), tpl, self.embed,
-                    self._summarise)
-                ctx = turn_context(self.base_context, turn, reads, tpl["needs"], summarised,
-                                   rec.round)
-                if tpl["when"] is not None and not tpl["when"](**ctx):
-                    rec.status = R.SKIPPED
-                    rec.started_at = rec.ended_at = R.now()
-                    await self._finished(rec)
-                    return
-                system = "\n\n".join(
-                    render(t, ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
-                ) or None
-                prompt = render(tpl["prompt"], ctx).strip()
-                if tpl["auto_transcript"] and ctx["transcript"]:
-                    prompt = f"{ctx['transcript']}\n\n{prompt}"
-                output = output_spec(turn)
-                if output is not None:  # a structured answer: say so in the prompt
-                    prompt = f"{prompt}\n\n{instruction(output['schema'])}"
-                participant = self.mode.participants.get(turn.participant or "")
-                messages = build_messages(prompt, system=system)
-                # an upper bound on the prompt's tokens, for a budget or a pool's context
-                # windows; plain participant turns skip the encoding
-                bound = prompt_token_bound(messages) if (
-                    self.budget is not None or self.candidates) else 0
-                route = await route_turn(self.router, self._request(turn, bound),
-                                         self.router_name)
-                choice = route.model
-                if route.reason or route.name:  # a router that chose: say how, for the record
-                    rec.metadata = {**(rec.metadata or {}), "routing": describe_route(
-                        self.router_name, route, self.pool)}
-                if self.events.listens("before_turn"):
-                    rec.system, rec.prompt = system, prompt
-                    decision, who = await self.events.decide(
-                        dialogue=self.dialogue, turn=rec, model=choice)
-                    if self.stopped:  # a turn running beside this one stopped the dialogue
-                        return
-                    if decision.action == "stop":
-                        rec.system = rec.prompt = None
-                        self.stopped = (decision.status or "stopped", decision.reason, who)
-                        return
-                    if decision.action == "skip":
-                        rec.status = R.SKIPPED
-                        rec.started_at = rec.ended_at = R.now()
-                        rec.metadata = {**(rec.metadata or {}), "skipped_by": who,
-                                        "reason": decision.reason}
-                        await self._finished(rec)
-                        return
-                    if decision.model is not None:
-                        if isinstance(decision.model, str):
-                            self.pool.check(decision.model)
-                        choice = decision.model
-                        rec.metadata = {**(rec.metadata or {}), "routed_by": who}
-                settings = merged_settings(self.mode.settings,
-                                           participant.settings if participant else {},
-                                           turn.settings)
-                fallbacks = (*(participant.fallbacks if participant else ()), *route.fallbacks)
-                reservation = None
-                if self.budget is not None:
-                    planned = self.budget.plan(
-                        [(c, self.pool.label(c)) for c in unique((choice, *fallbacks))
-                         if not isinstance(c, str) or self.pool.problem(c) is None],
-                        bound, settings.get("max_tokens"))
-                    if planned is None:
-                        rec.system = rec.prompt = None
-                        self.stopped = ("cost_limited", f"${self.budget.left:.6f} left of "
-                                        f"${self.budget.limit:g} cannot pay for turn "
-                                        f"'{turn.id}' on any of its models", "budget")
-                        return
-                    choice, _, settings["max_tokens"] = planned
-                    reservation = self.budget.reserve(self.pool.label(choice), bound,
-                                                      settings["max_tokens"])
-                label = self.pool.safe_label(choice)
-            except Exception as exc:
-                await self.fail(rec, describe(exc), started=False)
+            plan = await self._prepare(turn, rec)
+            if plan is None:  # skipped, stopped or failed: recorded already
                 return
-            del ctx  # not needed while the model works: keep in-flight dialogues small
-
-            rec.system, rec.prompt, rec.model = system, prompt, label
+            rec.system, rec.prompt, rec.model = plan.system, plan.prompt, plan.label
             rec.status = R.RUNNING
             rec.started_at = R.now()
             if log.isEnabledFor(INFO):
-                log.info("turn %s started on %s", turn.id, label,
-                         extra={"event": "turn.started", "model": label, "role": turn.role})
+                _log_turn_started(turn, plan.label)
             await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
 
-            # no closures here: a nested function would give every in-flight turn a cell
-            # per captured name (see docs/performance.md)
-            on_chunk = (self._chunks(rec) if self.events.listens("turn_chunk") else None)
-            allow = (self._allowance(reservation, bound) if reservation is not None
-                     else None)
             spent: float | None = None
             try:
-                result = await call_model(
-                    self.pool, choice, messages, settings, registry=self.registry,
-                    fallbacks=fallbacks, requires=turn.requires, policy=self.policy,
-                    timeout=turn.timeout or self.mode.timeout or self.timeout,
-                    on_chunk=on_chunk, on_attempt=partial(setattr, rec, "model"),
-                    allow=allow, schema=output["schema"] if output is not None else None)
+                result = await self._call(turn, rec, plan)
                 spent = result.cost_usd
-                if output is not None:
-                    result, data, problem = await structured_answer(
-                        result, output, messages,
-                        self._repairs(choice, settings, fallbacks, allow, output))
-                    # the first call's cost is settled below; each repair settled its own
-                    if problem is not None:
-                        rec.usage, rec.cost_usd = result.usage, result.cost_usd
-                        rec.response = redact_values(result.text)
-                        raise _Unstructured(problem)
-                    rec.data = data
+                if plan.output is not None:
+                    result = await self._structured(rec, plan, result)
             except _Unstructured as exc:
-                await self.fail(rec, f"the answer does not match the turn's output schema "
-                                      f"after {output.get('retries', 1) if output else 0} "
-                                      f"repair(s): {exc}")
+                await self.fail(rec, str(exc))
                 return
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
@@ -351,40 +252,168 @@ class _Run:
                 await self.fail(rec, str(exc))
                 return
             finally:
-                if reservation is not None and self.budget is not None:
-                    self.budget.settle(reservation, spent)
-                    rec.metadata = {**(rec.metadata or {}), "budget": {
-                        "reserved": round(reservation.amount, 10),
-                        "max_tokens": reservation.max_tokens,
-                        "left_after": round(self.budget.left, 10)}}
-                    self.dialogue.metadata["budget"] = self.budget.summary()
-            failures = result.attempts
-            if failures:
-                rec.attempts = [redact_attempt(a.to_dict()) for a in failures]
-                rec.replaced = result.replaced
-                if rec.replaced:
-                    log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
-                                ", ".join(rec.replaced),
-                                extra={"event": "turn.fallback", "model": result.model,
-                                       "replaced": list(rec.replaced),
-                                       "attempts": len(failures)})
-                else:
-                    log.info("turn %s: %s answered after %d failed attempt%s", turn.id,
-                             result.model, len(failures), "s" if len(failures) > 1 else "",
-                             extra={"event": "turn.retried", "model": result.model,
-                                    "attempts": len(failures)})
-            rec.response = redact_values(result.text)  # a model may repeat a key it saw
-            rec.usage = result.usage
-            rec.latency_seconds = result.latency_seconds
-            rec.model = result.model
-            rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (
-                extra_cost or result.cost_usd is not None) else None
+                if plan.reservation is not None:
+                    self._settle(rec, plan.reservation, spent)
+            self._answered(turn, rec, result, plan.extra_cost)
             if turn.spawn:
                 from dlg.running.subdialogues import spawn_children
 
                 if not await spawn_children(self, turn, rec):
                     return
             await self._complete(turn, rec)
+
+    def _call(self, turn: Turn, rec: TurnRecord, plan: _Plan) -> Awaitable[Any]:
+        """A prepared turn's model call, to await. No closures here: a nested function
+        would give every in-flight turn a cell per captured name (docs/performance.md)."""
+        return call_model(
+            self.pool, plan.choice, plan.messages, plan.settings, registry=self.registry,
+            fallbacks=plan.fallbacks, requires=turn.requires, policy=self.policy,
+            timeout=turn.timeout or self.mode.timeout or self.timeout,
+            on_chunk=self._chunks(rec) if self.events.listens("turn_chunk") else None,
+            record=rec, schema=plan.output["schema"] if plan.output is not None else None,
+            allow=(self._allowance(plan.reservation, plan.bound)
+                   if plan.reservation is not None else None))
+
+    async def _structured(self, rec: TurnRecord, plan: _Plan, result: Any) -> Any:
+        """A structured answer (the turn's ``output`` schema): parsed into ``rec.data``,
+        repaired by asking again if it does not match; ``_Unstructured`` if it still
+        does not. The first call's cost is settled by the caller; each repair settles its
+        own."""
+        output = plan.output
+        allow = (self._allowance(plan.reservation, plan.bound)
+                 if plan.reservation is not None else None)
+        result, data, problem = await structured_answer(
+            result, output, plan.messages,
+            self._repairs(plan.choice, plan.settings, plan.fallbacks, allow, output))
+        if problem is not None:
+            rec.usage, rec.cost_usd = result.usage, result.cost_usd
+            rec.response = redact_values(result.text)
+            raise _Unstructured(f"the answer does not match the turn's output schema after "
+                                f"{output.get('retries', 1)} repair(s): {problem}")
+        rec.data = data
+        return result
+
+    async def _prepare(self, turn: Turn, rec: TurnRecord) -> _Plan | None:
+        """Everything before a turn's call: what it reads (compressed if asked), whether
+        it runs (``when``), its prompt, the model the router (or a ``before_turn``
+        plugin) chose, its settings and the budget's reservation. None when the turn was
+        skipped, stopped the dialogue or failed (each recorded here)."""
+        extra_cost = 0.0  # summaries made for this turn's context
+        try:
+            tpl = compiled(self.mode, self.env, turn)
+            reads, summarised, extra_cost = await turn_reads(
+                self.mode, turn, rec, self._readable(turn, rec, tpl), tpl, self.embed,
+                self._summarise)
+            ctx = turn_context(self.base_context, turn, reads, tpl["needs"], summarised,
+                               rec.round)
+            if tpl["when"] is not None and not tpl["when"](**ctx):
+                rec.status = R.SKIPPED
+                rec.started_at = rec.ended_at = R.now()
+                await self._finished(rec)
+                return None
+            system = "\n\n".join(
+                render(t, ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
+            ) or None
+            prompt = render(tpl["prompt"], ctx).strip()
+            if tpl["auto_transcript"] and ctx["transcript"]:
+                prompt = f"{ctx['transcript']}\n\n{prompt}"
+            output = output_spec(turn)
+            if output is not None:  # a structured answer: say so in the prompt
+                prompt = f"{prompt}\n\n{instruction(output['schema'])}"
+            participant = self.mode.participants.get(turn.participant or "")
+            messages = build_messages(prompt, system=system)
+            # an upper bound on the prompt's tokens, for a budget or a pool's context
+            # windows; plain participant turns skip the encoding
+            bound = prompt_token_bound(messages) if (
+                self.budget is not None or self.candidates) else 0
+            route = await route_turn(self.router, self._request(turn, bound),
+                                     self.router_name)
+            choice = route.model
+            if route.reason or route.name:  # a router that chose: say how, for the record
+                rec.metadata = {**(rec.metadata or {}), "routing": describe_route(
+                    self.router_name, route, self.pool)}
+            if self.events.listens("before_turn"):
+                rec.system, rec.prompt = system, prompt
+                decision, who = await self.events.decide(
+                    dialogue=self.dialogue, turn=rec, model=choice)
+                if self.stopped:  # a turn running beside this one stopped the dialogue
+                    return None
+                if decision.action == "stop":
+                    rec.system = rec.prompt = None
+                    self.stopped = (decision.status or "stopped", decision.reason, who)
+                    return None
+                if decision.action == "skip":
+                    rec.status = R.SKIPPED
+                    rec.started_at = rec.ended_at = R.now()
+                    rec.metadata = {**(rec.metadata or {}), "skipped_by": who,
+                                    "reason": decision.reason}
+                    await self._finished(rec)
+                    return None
+                if decision.model is not None:
+                    if isinstance(decision.model, str):
+                        self.pool.check(decision.model)
+                    choice = decision.model
+                    rec.metadata = {**(rec.metadata or {}), "routed_by": who}
+            settings = merged_settings(self.mode.settings,
+                                       participant.settings if participant else {},
+                                       turn.settings)
+            fallbacks = (*(participant.fallbacks if participant else ()), *route.fallbacks)
+            reservation = None
+            if self.budget is not None:
+                planned = self.budget.plan(
+                    [(c, self.pool.label(c)) for c in unique((choice, *fallbacks))
+                     if not isinstance(c, str) or self.pool.problem(c) is None],
+                    bound, settings.get("max_tokens"))
+                if planned is None:
+                    rec.system = rec.prompt = None
+                    self.stopped = ("cost_limited", f"${self.budget.left:.6f} left of "
+                                    f"${self.budget.limit:g} cannot pay for turn "
+                                    f"'{turn.id}' on any of its models", "budget")
+                    return None
+                choice, _, settings["max_tokens"] = planned
+                reservation = self.budget.reserve(self.pool.label(choice), bound,
+                                                  settings["max_tokens"])
+            return _Plan(system, prompt, messages, choice, settings, fallbacks, reservation,
+                         bound, output, self.pool.safe_label(choice), extra_cost)
+        except Exception as exc:
+            await self.fail(rec, describe(exc), started=False)
+            return None
+
+    def _settle(self, rec: TurnRecord, reservation: Any, spent: float | None) -> None:
+        """Settle a turn's budget reservation with what it spent, for the record."""
+        if self.budget is None:
+            return
+        self.budget.settle(reservation, spent)
+        rec.metadata = {**(rec.metadata or {}), "budget": {
+            "reserved": round(reservation.amount, 10),
+            "max_tokens": reservation.max_tokens,
+            "left_after": round(self.budget.left, 10)}}
+        self.dialogue.metadata["budget"] = self.budget.summary()
+
+    def _answered(self, turn: Turn, rec: TurnRecord, result: Any, extra_cost: float) -> None:
+        """Record a model's answer to a turn: the text, usage, cost, the model that gave
+        it and the attempts that failed before it."""
+        failures = result.attempts
+        if failures:
+            rec.attempts = [redact_attempt(a.to_dict()) for a in failures]
+            rec.replaced = result.replaced
+            if rec.replaced:
+                log.warning("turn %s: %s answered in place of %s", turn.id, result.model,
+                            ", ".join(rec.replaced),
+                            extra={"event": "turn.fallback", "model": result.model,
+                                   "replaced": list(rec.replaced),
+                                   "attempts": len(failures)})
+            else:
+                log.info("turn %s: %s answered after %d failed attempt%s", turn.id,
+                         result.model, len(failures), "s" if len(failures) > 1 else "",
+                         extra={"event": "turn.retried", "model": result.model,
+                                "attempts": len(failures)})
+        rec.response = redact_values(result.text)  # a model may repeat a key it saw
+        rec.usage = result.usage
+        rec.latency_seconds = result.latency_seconds
+        rec.model = result.model
+        rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (
+            extra_cost or result.cost_usd is not None) else None
 
     async def _complete(self, turn: Turn, rec: TurnRecord) -> None:
         """Mark a turn that answered completed, tell the listeners, check stopping."""
@@ -476,6 +505,39 @@ class _Run:
         if self.mode.turn(rec.turn_id).on_error == "fail":
             self.failed = True
         await self._finished(rec)
+
+
+def _log_started(d: Dialogue) -> None:
+    log.info("dialogue %s started: mode %s, %d turns", d.id, d.mode, len(d.turns),
+             extra={"event": "dialogue.started", "mode": d.mode})
+
+
+def _log_turn_started(turn: Turn, label: str) -> None:
+    log.info("turn %s started on %s", turn.id, label,
+             extra={"event": "turn.started", "model": label, "role": turn.role})
+
+
+def _log_finished(d: Dialogue) -> None:
+    m = d.metrics
+    log.info("dialogue %s %s: %d/%d turns, %d tokens, $%.5f", d.id, d.status,
+             m.turns_completed, len(d.turns), m.total_tokens, m.total_cost_usd,
+             extra={"event": "dialogue.finished", "status": d.status,
+                    "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
+                    "duration_s": round(m.total_latency_seconds, 3)})
+
+
+class _Plan:
+    """A prepared turn: what its call needs (``_Run._prepare``)."""
+
+    __slots__ = ("bound", "choice", "extra_cost", "fallbacks", "label", "messages", "output",
+                 "prompt", "reservation", "settings", "system")
+
+    def __init__(self, system: str | None, prompt: str, messages: Any, choice: Any,
+                 settings: dict[str, Any], fallbacks: tuple[Any, ...], reservation: Any,
+                 bound: int, output: dict[str, Any] | None, label: str, extra_cost: float):
+        self.system, self.prompt, self.messages, self.choice = system, prompt, messages, choice
+        self.settings, self.fallbacks, self.reservation = settings, fallbacks, reservation
+        self.bound, self.output, self.label, self.extra_cost = bound, output, label, extra_cost
 
 
 class _Unstructured(Exception):

@@ -120,6 +120,7 @@ class Resuming:
                                     if isinstance(s, str) and without_redacted(s) == s}
             self.constraints = {**(routed.get("constraints") or {}), **self.constraints}
         self._bound.clear()
+        self._routings.clear()
 
     def _saved_models(self, saved: Dialogue, mode: Mode) -> dict[str, Any]:
         """The participants' saved models, ready to run again. A key given in a spec was
