@@ -238,7 +238,7 @@ class _Run:
                 result = await self._call(turn, rec, plan)
                 spent = result.cost_usd
                 if plan.output is not None:
-                    result = await self._structured(rec, plan, result)
+                    result = await self._structured(rec, plan, result, plan.output)
             except _Unstructured as exc:
                 await self.fail(rec, str(exc))
                 return
@@ -274,12 +274,12 @@ class _Run:
             allow=(self._allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
 
-    async def _structured(self, rec: TurnRecord, plan: _Plan, result: Any) -> Any:
+    async def _structured(self, rec: TurnRecord, plan: _Plan, result: Any,
+                          output: dict[str, Any]) -> Any:
         """A structured answer (the turn's ``output`` schema): parsed into ``rec.data``,
         repaired by asking again if it does not match; ``_Unstructured`` if it still
         does not. The first call's cost is settled by the caller; each repair settles its
         own."""
-        output = plan.output
         allow = (self._allowance(plan.reservation, plan.bound)
                  if plan.reservation is not None else None)
         result, data, problem = await structured_answer(

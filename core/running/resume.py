@@ -31,6 +31,7 @@ class Resuming:
     store: Any
     _pm: Any
     _bound: dict[int, Any]
+    _routings: dict[int, Any]
 
     if TYPE_CHECKING:  # what the Orchestrator provides
         @property
