@@ -139,8 +139,7 @@ class _Call:
     per attempt function (thousands of calls can be in flight)."""
 
     __slots__ = ("allow", "fallbacks", "label", "messages", "on_chunk", "pool", "primary",
-                 "primary_label", "record", "registry", "requires", "schema", "settings",
-                 "started")
+                 "record", "registry", "requires", "schema", "settings", "started")
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
                  fallbacks: Any, requires: Any, on_chunk: Any, record: Any, allow: Any,
@@ -148,13 +147,13 @@ class _Call:
         self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
         self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
         self.on_chunk, self.record, self.allow, self.schema = on_chunk, record, allow, schema
-        self.primary_label = pool.label(primary)
         self.label, self.started = "", 0.0  # of the attempt in progress
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
         (not after an authentication error), that can run here and are allowed."""
-        primary, label, pool, allow = self.primary, self.primary_label, self.pool, self.allow
+        primary, pool, allow = self.primary, self.pool, self.allow
+        label = pool.label(primary)
         chain = list(self.fallbacks)
         if self.registry is not None and not any(a.auth for a in failed):
             chain.extend(self.registry.fallbacks_for(label, self.requires))
@@ -168,6 +167,8 @@ class _Call:
         """The call to one candidate, to await. A model already made is called directly
         (no coroutine frame of its own while it works); one to make, in ``_made``. (The
         object itself is the attempt: no bound method to keep per call in flight.)"""
+        if not isinstance(candidate, str):  # a chat model given as it is
+            return self._chat(candidate, candidate)
         found = self.pool.cached(candidate)
         if found is None:
             return self._made(candidate)

@@ -213,7 +213,8 @@ async def call_resilient(
     """
     cool = cooldowns if cool is None else cool
     first: Exception | None = None
-    if policy.attempts > 0 and not cool.cooling(label(primary)):
+    model = label(primary)
+    if policy.attempts > 0 and not cool.cooling(model):
         # the usual case, the primary answering at once, in this small frame; the
         # retries and fallbacks (their lists and generator) only when it fails
         try:
@@ -227,7 +228,7 @@ async def call_resilient(
         except Exception as exc:
             first = exc
         else:
-            cool.succeeded(label(primary))
+            cool.succeeded(model)
             return finish(result, primary, [])
     return finish(*await _with_retries(primary, call, fallbacks, label, policy, timeout, cool,
                                        first))
