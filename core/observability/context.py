@@ -11,7 +11,8 @@ import os
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["current", "dialogue_id", "new_span_id", "scope", "span_id", "turn_id"]
+__all__ = ["current", "dialogue_id", "enter", "leave", "new_span_id", "scope", "span_id",
+           "turn_id"]
 
 # (dialogue id, parent dialogue id, turn id, span id): one variable, so entering a turn
 # or a dialogue sets one thing (thousands of turns may be in flight)
@@ -35,6 +36,26 @@ def new_span_id() -> str:
     return os.urandom(8).hex()
 
 
+def enter(*, dialogue: str | None = None, turn: str | None = None) -> Token[Any]:
+    """Enter a dialogue or a turn: set its ids and a new span id; ``leave`` the returned
+    token when it ends (``scope`` is the same as a ``with`` block). The kernel calls these
+    directly: a scope object and its bound ``__exit__`` would stay alive for every turn in
+    flight."""
+    current_dialogue, parent, current_turn, _ = _ids.get()
+    if dialogue is not None:
+        if current_dialogue is not None and current_dialogue != dialogue:
+            parent = current_dialogue  # a sub-dialogue: its parent's id stays known
+        current_dialogue, current_turn = dialogue, None
+    if turn is not None:
+        current_turn = turn
+    return _ids.set((current_dialogue, parent, current_turn, new_span_id()))
+
+
+def leave(token: Token[Any]) -> None:
+    """Restore the ids in force before ``enter`` returned ``token``."""
+    _ids.reset(token)
+
+
 class scope:
     """Enter a dialogue or a turn: set its ids (and a new span id) until the block ends.
 
@@ -51,20 +72,13 @@ class scope:
         self.span = ""
 
     def __enter__(self) -> str:
-        dialogue, parent, turn, _ = _ids.get()
-        if self._dialogue is not None:
-            if dialogue is not None and dialogue != self._dialogue:
-                parent = dialogue  # a sub-dialogue: its parent's id stays known
-            dialogue, turn = self._dialogue, None
-        if self._turn is not None:
-            turn = self._turn
-        self.span = new_span_id()
-        self._token = _ids.set((dialogue, parent, turn, self.span))
+        self._token = enter(dialogue=self._dialogue, turn=self._turn)
+        self.span = span_id() or ""
         return self.span
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
-            _ids.reset(self._token)
+            leave(self._token)
             self._token = None
 
 

@@ -16,23 +16,22 @@ from typing import Any
 
 import anyio
 
-from dlg.errors import describe, first_dlg_error
-from dlg.language.mode import Mode, Turn, merged_settings
-from dlg.language.sandbox import render
-from dlg.language.templates import compiled, environment, static_views, turn_context
-from dlg.models import ModelPool, build_messages, call_model
-from dlg.models.calls import unique
+from dlg.errors import first_dlg_error
+from dlg.language.mode import Mode, Turn
+from dlg.language.templates import environment, static_views
+from dlg.models import ModelPool, call_model
 from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
 from dlg.observability import context
 from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
-from dlg.running.budget import Budget, budgeted_call, prompt_token_bound
-from dlg.running.compression import SUMMARY_TOKENS, embeddings, turn_reads
+from dlg.running.budget import Budget, budgeted_call
+from dlg.running.compression import SUMMARY_TOKENS, embeddings
 from dlg.running.events import Events
-from dlg.running.routing import RouteRequest, Routing, cheapest, describe_route, route_turn
+from dlg.running.prepare import Plan, prepare
+from dlg.running.routing import Routing, cheapest
 from dlg.running.stopping import Stopping
-from dlg.running.structured import instruction, output_spec, structured_answer
+from dlg.running.structured import structured_answer
 
 __all__ = ["execute"]
 
@@ -76,9 +75,11 @@ class _Run:
         self.timeout = timeout
         self.failed = False
         self.records = dialogue.turns  # in the order turns run (a loop's rounds in turn)
-        # each mode turn's record in the round it is in (its only one outside loops)
-        self.current = {r.turn_id: r for r in dialogue.turns}
         self.looping = mode.loops
+        # with loops, each mode turn's record in the round it is in; without, a turn's
+        # record is at its position (``record``), as the compiled templates' reads assume
+        self.current = ({r.turn_id: r for r in dialogue.turns} if self.looping
+                        else None)
         self.env = environment(mode.template_dirs, pm)
         self.base_context = {
             **self.env.globals,  # once here, not copied by Jinja at every render
@@ -110,7 +111,10 @@ class _Run:
         raise AssertionError("unreachable: the task group returned or raised")
 
     async def _run(self) -> Dialogue:
-        with context.scope(dialogue=self.dialogue.id):  # its ids, for logs and spans
+        # its ids, for logs and spans (entered and left without a ``with``: a scope
+        # object would stay alive for every dialogue in flight)
+        ids = context.enter(dialogue=self.dialogue.id)
+        try:
             d = self.dialogue
             if log.isEnabledFor(INFO):
                 _log_started(d)
@@ -133,7 +137,7 @@ class _Run:
                         await self.run_phase(phase)
                     else:  # here rather than in run_phase: one coroutine frame fewer
                         for turn in phase.turns:
-                            if self.current[turn.id].status not in (R.COMPLETED, R.SKIPPED):
+                            if self.record(turn).status not in (R.COMPLETED, R.SKIPPED):
                                 await self.run_turn(turn)
                                 if self.failed or self.stopped:
                                     break
@@ -155,6 +159,8 @@ class _Run:
                 if log.isEnabledFor(INFO):
                     _log_finished(d)
             return d
+        finally:
+            context.leave(ids)
 
     def _ended(self) -> None:
         """The dialogue's status once its phases are done: completed, failed (with the
@@ -173,10 +179,19 @@ class _Run:
             d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
                 "failed")
 
+    def record(self, turn: Turn) -> TurnRecord:
+        """A mode turn's record (in a loop, the one of the round it is in)."""
+        if self.current is not None:
+            return self.current[turn.id]
+        rec = self.records[turn.index - 1] if turn.index <= len(self.records) else None
+        if rec is not None and rec.id == turn.id:
+            return rec
+        return next(r for r in self.records if r.id == turn.id)  # (never, by construction)
+
     async def run_phase(self, phase: Any) -> None:
         """Run the phase's turns that have not finished, in order or all at once."""
         todo = [t for t in phase.turns
-                if self.current[t.id].status not in (R.COMPLETED, R.SKIPPED)]
+                if self.record(t).status not in (R.COMPLETED, R.SKIPPED)]
         if phase.parallel and len(todo) > 1:
             try:
                 async with anyio.create_task_group() as tg:
@@ -190,29 +205,14 @@ class _Run:
                 if self.failed or self.stopped:
                     break
 
-    def _readable(self, turn: Turn, rec: TurnRecord, tpl: dict[str, Any]
-                  ) -> list[TurnRecord]:
-        """The records a turn reads. Outside loops, the positions worked out when its
-        templates were compiled; in a dialogue with loops, for each turn it reads the
-        latest record that ran before this one (``context_from: all``: every one)."""
-        if not self.looping:
-            return [self.records[i] for i in tpl["reads"]]
-        before = self.records[:next(i for i, r in enumerate(self.records) if r is rec)]
-        if turn.context_spec == "all":
-            seen = {r.turn_id for r in before}
-            return before + [self.current[i] for i in turn.context_from if i not in seen]
-        latest: dict[str, TurnRecord] = {}
-        for r in before:
-            latest[r.turn_id] = r
-        return [latest.get(i) or self.current[i] for i in turn.context_from]
-
     async def run_turn(self, turn: Turn) -> None:
         # this frame waits for the model while thousands of turns may be in flight: it
         # keeps only what the call needs (the preparation's frame is gone by then)
-        with context.scope(turn=turn.id):  # the turn's ids, for logs, spans and metrics
+        ids = context.enter(turn=turn.id)  # the turn's ids, for logs, spans and metrics
+        try:
             if self.stopped:  # a turn running beside this one stopped the dialogue
                 return
-            rec = self.current[turn.id]
+            rec = self.record(turn)
             rec.error = None
             if turn.spawn and rec.response is not None and (rec.metadata or {}).get(
                     "subdialogues"):  # it answered before a crash: continue its children
@@ -223,7 +223,7 @@ class _Run:
                 if await spawn_children(self, turn, rec):
                     await self._complete(turn, rec)
                 return
-            plan = await self._prepare(turn, rec)
+            plan = await prepare(self, turn, rec)
             if plan is None:  # skipped, stopped or failed: recorded already
                 return
             rec.system, rec.prompt, rec.model = plan.system, plan.prompt, plan.label
@@ -245,7 +245,7 @@ class _Run:
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
                 rec.ended_at = R.now()
-                await self._finished(rec)
+                await self.finished(rec)
                 raise
             except AllCandidatesFailed as exc:
                 rec.attempts = [redact_attempt(a.to_dict()) for a in exc.attempts]
@@ -261,8 +261,10 @@ class _Run:
                 if not await spawn_children(self, turn, rec):
                     return
             await self._complete(turn, rec)
+        finally:
+            context.leave(ids)
 
-    def _call(self, turn: Turn, rec: TurnRecord, plan: _Plan) -> Awaitable[Any]:
+    def _call(self, turn: Turn, rec: TurnRecord, plan: Plan) -> Awaitable[Any]:
         """A prepared turn's model call, to await. No closures here: a nested function
         would give every in-flight turn a cell per captured name (docs/performance.md)."""
         return call_model(
@@ -274,7 +276,7 @@ class _Run:
             allow=(self._allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
 
-    async def _structured(self, rec: TurnRecord, plan: _Plan, result: Any,
+    async def _structured(self, rec: TurnRecord, plan: Plan, result: Any,
                           output: dict[str, Any]) -> Any:
         """A structured answer (the turn's ``output`` schema): parsed into ``rec.data``,
         repaired by asking again if it does not match; ``_Unstructured`` if it still
@@ -292,92 +294,6 @@ class _Run:
                                 f"{output.get('retries', 1)} repair(s): {problem}")
         rec.data = data
         return result
-
-    async def _prepare(self, turn: Turn, rec: TurnRecord) -> _Plan | None:
-        """Everything before a turn's call: what it reads (compressed if asked), whether
-        it runs (``when``), its prompt, the model the router (or a ``before_turn``
-        plugin) chose, its settings and the budget's reservation. None when the turn was
-        skipped, stopped the dialogue or failed (each recorded here)."""
-        extra_cost = 0.0  # summaries made for this turn's context
-        try:
-            tpl = compiled(self.mode, self.env, turn)
-            reads, summarised, extra_cost = await turn_reads(
-                self.mode, turn, rec, self._readable(turn, rec, tpl), tpl, self.embed,
-                self._summarise)
-            ctx = turn_context(self.base_context, turn, reads, tpl["needs"], summarised,
-                               rec.round)
-            if tpl["when"] is not None and not tpl["when"](**ctx):
-                rec.status = R.SKIPPED
-                rec.started_at = rec.ended_at = R.now()
-                await self._finished(rec)
-                return None
-            system = "\n\n".join(
-                render(t, ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
-            ) or None
-            prompt = render(tpl["prompt"], ctx).strip()
-            if tpl["auto_transcript"] and ctx["transcript"]:
-                prompt = f"{ctx['transcript']}\n\n{prompt}"
-            output = output_spec(turn)
-            if output is not None:  # a structured answer: say so in the prompt
-                prompt = f"{prompt}\n\n{instruction(output['schema'])}"
-            participant = self.mode.participants.get(turn.participant or "")
-            messages = build_messages(prompt, system=system)
-            # an upper bound on the prompt's tokens, for a budget or a pool's context
-            # windows; plain participant turns skip the encoding
-            bound = prompt_token_bound(messages) if (
-                self.budget is not None or self.candidates) else 0
-            route = await route_turn(self.router, self._request(turn, bound),
-                                     self.router_name)
-            choice = route.model
-            if route.reason or route.name:  # a router that chose: say how, for the record
-                rec.metadata = {**(rec.metadata or {}), "routing": describe_route(
-                    self.router_name, route, self.pool)}
-            if self.events.listens("before_turn"):
-                rec.system, rec.prompt = system, prompt
-                decision, who = await self.events.decide(
-                    dialogue=self.dialogue, turn=rec, model=choice)
-                if self.stopped:  # a turn running beside this one stopped the dialogue
-                    return None
-                if decision.action == "stop":
-                    rec.system = rec.prompt = None
-                    self.stopped = (decision.status or "stopped", decision.reason, who)
-                    return None
-                if decision.action == "skip":
-                    rec.status = R.SKIPPED
-                    rec.started_at = rec.ended_at = R.now()
-                    rec.metadata = {**(rec.metadata or {}), "skipped_by": who,
-                                    "reason": decision.reason}
-                    await self._finished(rec)
-                    return None
-                if decision.model is not None:
-                    if isinstance(decision.model, str):
-                        self.pool.check(decision.model)
-                    choice = decision.model
-                    rec.metadata = {**(rec.metadata or {}), "routed_by": who}
-            settings = merged_settings(self.mode.settings,
-                                       participant.settings if participant else {},
-                                       turn.settings)
-            fallbacks = (*(participant.fallbacks if participant else ()), *route.fallbacks)
-            reservation = None
-            if self.budget is not None:
-                planned = self.budget.plan(
-                    [(c, self.pool.label(c)) for c in unique((choice, *fallbacks))
-                     if not isinstance(c, str) or self.pool.problem(c) is None],
-                    bound, settings.get("max_tokens"))
-                if planned is None:
-                    rec.system = rec.prompt = None
-                    self.stopped = ("cost_limited", f"${self.budget.left:.6f} left of "
-                                    f"${self.budget.limit:g} cannot pay for turn "
-                                    f"'{turn.id}' on any of its models", "budget")
-                    return None
-                choice, _, settings["max_tokens"] = planned
-                reservation = self.budget.reserve(self.pool.label(choice), bound,
-                                                  settings["max_tokens"])
-            return _Plan(system, prompt, messages, choice, settings, fallbacks, reservation,
-                         bound, output, self.pool.safe_label(choice), extra_cost)
-        except Exception as exc:
-            await self.fail(rec, describe(exc), started=False)
-            return None
 
     def _settle(self, rec: TurnRecord, reservation: Any, spent: float | None) -> None:
         """Settle a turn's budget reservation with what it spent, for the record."""
@@ -427,7 +343,7 @@ class _Run:
                             "prompt_tokens": rec.usage.prompt,
                             "completion_tokens": rec.usage.completion,
                             "cost_usd": rec.cost_usd})
-        await self._finished(rec)
+        await self.finished(rec)
         if self.stopping is not None and not self.stopped:
             stop = self.stopping.check(self.records, rec)
             if stop is not None:
@@ -460,18 +376,9 @@ class _Run:
 
         return again
 
-    def _request(self, turn: Turn, prompt_tokens: int) -> RouteRequest:
-        return RouteRequest(
-            turn=turn, mode=self.mode, bindings=self.bindings, default=self.default,
-            constraints={**self.constraints, **(turn.constraints or {})},
-            pool=self.candidates, pinned=self.pinned, registry=self.registry,
-            available=self._available,
-            dialogue=self.dialogue, prompt_tokens=prompt_tokens, quality=self.quality,
-            budget_left=self.budget.left if self.budget is not None else None)
-
-    async def _summarise(self, prompt: str) -> Any:
+    async def summarise(self, prompt: str) -> Any:
         """A summary by the cheapest model of the pool (else the default), in budget."""
-        model = cheapest(self.candidates, self.registry, self._available) or self.default
+        model = cheapest(self.candidates, self.registry, self.available) or self.default
         return await budgeted_call(self.budget, self.pool, model, prompt,
                                    {"max_tokens": SUMMARY_TOKENS}, registry=self.registry,
                                    policy=self.policy)
@@ -482,7 +389,7 @@ class _Run:
             self.embeddings = embeddings(self.pm)
         return self.embeddings
 
-    def _available(self, model: Any) -> bool:
+    def available(self, model: Any) -> bool:
         """Whether a model can be tried now: its package and key are there and it is not
         resting after repeated failures (a process-wide cool-down)."""
         from dlg.models.resilience import cooldowns
@@ -491,7 +398,7 @@ class _Run:
             return False
         return not cooldowns.cooling(self.pool.label(model))
 
-    async def _finished(self, rec: TurnRecord) -> None:
+    async def finished(self, rec: TurnRecord) -> None:
         await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
 
     async def fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
@@ -504,7 +411,7 @@ class _Run:
         rec.ended_at = now
         if self.mode.turn(rec.turn_id).on_error == "fail":
             self.failed = True
-        await self._finished(rec)
+        await self.finished(rec)
 
 
 def _log_started(d: Dialogue) -> None:
@@ -524,20 +431,6 @@ def _log_finished(d: Dialogue) -> None:
              extra={"event": "dialogue.finished", "status": d.status,
                     "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
                     "duration_s": round(m.total_latency_seconds, 3)})
-
-
-class _Plan:
-    """A prepared turn: what its call needs (``_Run._prepare``)."""
-
-    __slots__ = ("bound", "choice", "extra_cost", "fallbacks", "label", "messages", "output",
-                 "prompt", "reservation", "settings", "system")
-
-    def __init__(self, system: str | None, prompt: str, messages: Any, choice: Any,
-                 settings: dict[str, Any], fallbacks: tuple[Any, ...], reservation: Any,
-                 bound: int, output: dict[str, Any] | None, label: str, extra_cost: float):
-        self.system, self.prompt, self.messages, self.choice = system, prompt, messages, choice
-        self.settings, self.fallbacks, self.reservation = settings, fallbacks, reservation
-        self.bound, self.output, self.label, self.extra_cost = bound, output, label, extra_cost
 
 
 class _Unstructured(Exception):
