@@ -145,3 +145,37 @@ def test_a_turn_is_saved_as_its_row_and_ls_counts_from_the_rows(pg):
     pg.save({**record, "turns": [{"id": "a", "status": "completed"}]})
     (row,) = [s for s in pg.list() if s["id"] == "cut"]
     assert (row["turns"], row["turns_completed"], row["total_tokens"]) == (1, 1, 0)
+
+
+@pytest.mark.slow
+def test_a_postgres_schema_made_before_the_turn_columns_is_upgraded(pg_url):
+    """The ``postgres`` store finds the columns of its own schema's ``dlg_turns`` (not
+    another schema's) and adds the ones an earlier dlg did not make, filled in."""
+    import json
+    import uuid
+
+    import psycopg
+
+    from dlg.plugins.postgres_store import PostgresStore
+
+    PostgresStore(pg_url).close()  # the current tables, in the default schema
+    schema = f"old_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path TO {schema}")
+        conn.execute("CREATE TABLE dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
+                     "summary text NOT NULL, created_at text NOT NULL DEFAULT '')")
+        conn.execute("CREATE TABLE dlg_turns (dialogue_id text NOT NULL, turn_id text NOT "
+                     "NULL, body text NOT NULL, PRIMARY KEY (dialogue_id, turn_id))")
+        conn.execute("INSERT INTO dlg_dialogues VALUES ('old', %s, %s, '2026')", (
+            json.dumps({"id": "old", "mode": "m", "turn_ids": ["a"]}),
+            json.dumps({"id": "old", "turns": 1, "turns_completed": 0})))
+        conn.execute("INSERT INTO dlg_turns VALUES ('old', 'a', %s)", (json.dumps(
+            {"id": "a", "status": "completed", "cost_usd": 0.5, "usage": {"total": 3}}),))
+    store = PostgresStore(f"{pg_url}?options=-csearch_path%3D{schema}")
+    try:
+        (row,) = store.list()
+        assert (row["turns_completed"], row["total_tokens"], row["total_cost_usd"]) == (
+            1, 3, 0.5)
+    finally:
+        store.close()
