@@ -187,6 +187,18 @@ def _candidates(primary: Any, fallbacks: Any, label: Callable[[Any], str],
         yield primary
 
 
+def _attempt(call: Callable[[Any], Awaitable[Any]], candidate: Any, timeout: float | None
+             ) -> Awaitable[Any]:
+    """``call(candidate)`` to await, under ``timeout`` if one is set (without one, no
+    coroutine frame of its own while the model works)."""
+    return _timed(call(candidate), timeout) if timeout else call(candidate)
+
+
+async def _timed(pending: Awaitable[Any], timeout: float) -> Any:
+    with anyio.fail_after(timeout):
+        return await pending
+
+
 def _as_is(result: Any, candidate: Any, attempts: list[Attempt]
            ) -> tuple[Any, Any, list[Attempt]]:
     return result, candidate, attempts
@@ -218,11 +230,7 @@ async def call_resilient(
         # the usual case, the primary answering at once, in this small frame; the
         # retries and fallbacks (their lists and generator) only when it fails
         try:
-            if timeout:
-                with anyio.fail_after(timeout):
-                    result = await call(primary)
-            else:
-                result = await call(primary)
+            result = await _attempt(call, primary, timeout)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -251,11 +259,7 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
                 if first is not None:  # the primary's first try, made by call_resilient
                     failed, first = first, None
                     raise failed
-                if timeout:
-                    with anyio.fail_after(timeout):
-                        result = await call(candidate)
-                else:
-                    result = await call(candidate)
+                result = await _attempt(call, candidate, timeout)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
