@@ -70,7 +70,8 @@ def _facts(turn: dict[str, Any]) -> tuple[Any, Any, Any]:
     cost = turn.get("cost_usd")
     return (turn.get("status") if isinstance(turn.get("status"), str) else None,
             tokens if type(tokens) is int else None,
-            float(cost) if type(cost) in (int, float) else None)
+            float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)
+            else None)
 
 
 def _unreadable(dialogue_id: str, exc: BaseException) -> dict[str, Any]:
