@@ -25,6 +25,8 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("DLG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("DLG_MODES_PATH", "")
     monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    # `dlg batch` run in this process must leave its collector as it is
+    monkeypatch.setenv("DLG_GC_FREEZE", "0")
     monkeypatch.delenv("DLG_MODEL", raising=False)
     monkeypatch.delenv("DLG_PLUGINS", raising=False)
     reset_plugin_manager(None)

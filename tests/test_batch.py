@@ -139,3 +139,23 @@ def test_register_executors_adds_where_a_batch_runs():
                                                 plugin_manager=pm).batch(
         MODE, [{"topic": "x"}, {"topic": "y"}], batch_id="rx", executor="recording"))
     assert result.ok and ran == [["rx-00000", "rx-00001"]]
+
+
+def test_the_cli_puts_what_is_loaded_out_of_the_collectors_way(monkeypatch):
+    """``dlg batch`` freezes the objects loaded before its dialogues start (full
+    collections then walk the dialogues' objects only); ``DLG_GC_FREEZE=0`` turns it
+    off."""
+    import gc
+
+    from dlg.cli.batch import _freeze_heap
+
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setenv("DLG_GC_FREEZE", "0")
+    _freeze_heap()
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setenv("DLG_GC_FREEZE", "1")
+    try:
+        _freeze_heap()
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
