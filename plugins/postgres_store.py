@@ -41,9 +41,9 @@ class PostgresStore(TableStore):
         with self._transaction("dlg_schema") as execute:
             for statement in SCHEMA:
                 execute(statement, ())
-            self._upgrade(execute, {row[0] for row in execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = "
-                "'dlg_turns' AND table_schema = current_schema()", ()).fetchall()})
+            self._upgrade(execute, lambda table: {row[0] for row in execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                "AND table_schema = current_schema()", (table,)).fetchall()})
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
         return self._conn.execute(_placeholders(sql), params)

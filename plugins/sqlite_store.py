@@ -89,8 +89,8 @@ class SqliteStore(TableStore):
             try:
                 for statement in (*SCHEMA, _META):
                     conn.execute(statement)
-                self._upgrade(conn.execute, {row[1] for row in conn.execute(
-                    "PRAGMA table_info(dlg_turns)")})
+                self._upgrade(conn.execute, lambda table: {
+                    row[1] for row in conn.execute(f"PRAGMA table_info({table})")})
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # a BEGIN that failed has nothing to undo

@@ -141,6 +141,8 @@ def test_a_database_made_before_the_turn_columns_is_upgraded(tmp_path):
     assert (row["turns"], row["turns_completed"], row["total_tokens"],
             row["total_cost_usd"]) == (2, 2, 9, 0.5)
     assert [t["id"] for t in store.load("old")["turns"]] == ["a", "b"]
+    with store._reading() as execute:  # the dialogue's status, from its summary
+        assert execute("SELECT status FROM dlg_dialogues", ()).fetchall() == [("completed",)]
     store.close()
     assert SqliteStore(path).list() == [row]  # once: the second opening changes nothing
 

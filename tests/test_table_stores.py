@@ -145,6 +145,13 @@ def test_a_turn_is_saved_as_its_row_and_ls_counts_from_the_rows(pg):
     pg.save({**record, "turns": [{"id": "a", "status": "completed"}]})
     (row,) = [s for s in pg.list() if s["id"] == "cut"]
     assert (row["turns"], row["turns_completed"], row["total_tokens"]) == (1, 1, 0)
+    # once a dialogue has ended, its last save wrote the header: that is what is listed
+    # (its rows are not summed again: `dlg ls` stays quick on a store of many dialogues)
+    pg.save({**record, "status": "completed", "metrics": {"total_tokens": 5},
+             "turns": [{"id": "a", "status": "completed"}]})
+    pg.save_rows("cut", [{"id": "a", "status": "failed", "usage": {"total": 99}}])
+    (row,) = [s for s in pg.list() if s["id"] == "cut"]
+    assert (row["status"], row["turns_completed"], row["total_tokens"]) == ("completed", 1, 5)
 
 
 @pytest.mark.slow
@@ -174,7 +181,7 @@ def test_a_postgres_schema_made_before_the_turn_columns_is_upgraded(pg_url):
             {"id": "a", "status": "completed", "cost_usd": 0.5, "usage": {"total": 3}}),))
     store = PostgresStore(f"{pg_url}?options=-csearch_path%3D{schema}")
     try:
-        (row,) = store.list()
+        (row,) = store.list()  # the summary says "running" (no status): counted from rows
         assert (row["turns_completed"], row["total_tokens"], row["total_cost_usd"]) == (
             1, 3, 0.5)
     finally:

@@ -3,8 +3,9 @@ store plugins): what they share, written once.
 
 A dialogue is a header row (the record without its turns, plus its ``summary`` for
 ``dlg ls``) and one row per turn, with the turn's status, tokens and cost beside its JSON
-so ``list()`` sums them. Saving after a turn writes that turn's row, and the header only
-when the dialogue's own fields changed (``save_rows``), in one transaction. Modes are
+so ``list()`` sums them for a dialogue that has not ended. Saving after a turn writes that
+turn's row, and the header only when the dialogue's own fields changed (``save_rows``),
+in one transaction. Modes are
 kept once per content hash. Leases and learned-routing statistics are read and written
 inside one transaction, under a lock named by the row, so processes sharing the database
 never take one dialogue twice or lose an update. Everything is kept as JSON text: any
@@ -25,13 +26,14 @@ from typing import Any
 
 from dlg.records.store import RowWrites, split_record
 
-__all__ = ["SCHEMA", "TURN_COLUMNS", "TableStore"]
+__all__ = ["ADDED_COLUMNS", "SCHEMA", "TableStore"]
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
-    "summary text NOT NULL, created_at text NOT NULL DEFAULT '')",
+    "summary text NOT NULL, created_at text NOT NULL DEFAULT '', status text)",
+    # the columns ``list()`` sums come before the turn's JSON: reading them then skips it
     "CREATE TABLE IF NOT EXISTS dlg_turns (dialogue_id text NOT NULL, turn_id text NOT NULL, "
-    "body text NOT NULL, status text, tokens integer, cost double precision, "
+    "status text, tokens integer, cost double precision, body text NOT NULL, "
     "PRIMARY KEY (dialogue_id, turn_id))",
     "CREATE TABLE IF NOT EXISTS dlg_modes (hash text PRIMARY KEY, document text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dlg_leases (dialogue_id text PRIMARY KEY, lease text NOT NULL)",
@@ -41,21 +43,27 @@ SCHEMA = [
 ]
 
 _UPSERT_HEADER = (
-    "INSERT INTO dlg_dialogues (id, header, summary, created_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET header = excluded.header, summary = excluded.summary")
+    "INSERT INTO dlg_dialogues (id, header, summary, created_at, status) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET header = excluded.header, "
+    "summary = excluded.summary, status = excluded.status")
 _UPSERT_TURN = (
     "INSERT INTO dlg_turns (dialogue_id, turn_id, body, status, tokens, cost) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dialogue_id, turn_id) DO UPDATE SET "
     "body = excluded.body, status = excluded.status, tokens = excluded.tokens, "
     "cost = excluded.cost")
-# the columns ``list()`` sums, beside each turn's JSON (added to tables made before them)
-TURN_COLUMNS = (("status", "text"), ("tokens", "integer"), ("cost", "double precision"))
-# what ``list()`` counts from the turn rows, so a turn's save need not rewrite the header
+# columns added since the tables were first made (an earlier dlg's tables get them): the
+# turn's status, tokens and cost, which ``list()`` sums, and the dialogue's status
+ADDED_COLUMNS = {"dlg_turns": (("status", "text"), ("tokens", "integer"),
+                               ("cost", "double precision")),
+                 "dlg_dialogues": (("status", "text"),)}
+# what ``list()`` reads: each summary, and for a dialogue that has not ended (its header,
+# written again when it ends, was not rewritten after each turn) what its turn rows say
 _SUMS = (
     "SELECT d.id, d.summary, t.done, t.tokens, t.cost FROM dlg_dialogues d LEFT JOIN ("
     "SELECT dialogue_id, SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS done, "
-    "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns GROUP BY dialogue_id) t "
-    "ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
+    "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns WHERE dialogue_id IN ("
+    "SELECT id FROM dlg_dialogues WHERE status IS NULL OR status IN ('running', 'pending')) "
+    "GROUP BY dialogue_id) t ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
 
 Execute = Callable[[str, tuple[Any, ...]], Any]
 
@@ -72,6 +80,15 @@ def _facts(turn: dict[str, Any]) -> tuple[Any, Any, Any]:
             tokens if type(tokens) is int else None,
             float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)
             else None)
+
+
+def _json_or_none(text: str) -> dict[str, Any] | None:
+    """A JSON object kept in a row, or None for a damaged one (``load`` reports those)."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _unreadable(dialogue_id: str, exc: BaseException) -> dict[str, Any]:
@@ -125,8 +142,10 @@ class TableStore(RowWrites):
             execute("INSERT INTO dlg_modes (hash, document) VALUES (?, ?) "
                     "ON CONFLICT (hash) DO NOTHING",
                     (header["mode_hash"], dumps(mode_document)))
+        status = header.get("status")
         execute(_UPSERT_HEADER, (header["id"], dumps(header), dumps(header["summary"]),
-                                 str(header.get("created_at") or "")))
+                                 str(header.get("created_at") or ""),
+                                 status if isinstance(status, str) else None))
 
     @staticmethod
     def _write_turns(execute: Execute, dialogue_id: str, turns: list[dict[str, Any]]
@@ -134,23 +153,32 @@ class TableStore(RowWrites):
         for turn in turns:
             execute(_UPSERT_TURN, (dialogue_id, turn["id"], dumps(turn), *_facts(turn)))
 
-    def _upgrade(self, execute: Execute, columns: set[str]) -> None:
-        """Tables made by an earlier dlg (``columns``: those ``dlg_turns`` has): add the
-        turn columns ``list()`` sums, filled in from each turn's JSON."""
-        missing = [(name, kind) for name, kind in TURN_COLUMNS if name not in columns]
-        if not missing:
-            return
-        for name, kind in missing:
-            execute(f"ALTER TABLE dlg_turns ADD COLUMN {name} {kind}", ())
-        rows = execute("SELECT dialogue_id, turn_id, body FROM dlg_turns", ()).fetchall()
-        for dialogue_id, turn_id, body in rows:
-            try:
-                turn = json.loads(body)
-                facts = _facts(turn) if isinstance(turn, dict) else (None, None, None)
-            except ValueError:  # a damaged row stays as it is: ``load`` says so
-                facts = (None, None, None)
-            execute("UPDATE dlg_turns SET status = ?, tokens = ?, cost = ? "
-                    "WHERE dialogue_id = ? AND turn_id = ?", (*facts, dialogue_id, turn_id))
+    def _upgrade(self, execute: Execute, columns: Callable[[str], set[str]]) -> None:
+        """Tables made by an earlier dlg (``columns(table)``: the columns a table has): add
+        the columns made since (``ADDED_COLUMNS``), filled in from the JSON kept."""
+        for table, added in ADDED_COLUMNS.items():
+            have = columns(table)
+            missing = [(name, kind) for name, kind in added if name not in have]
+            if not missing:
+                continue
+            for name, kind in missing:
+                execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}", ())
+            if table == "dlg_turns":
+                rows = execute("SELECT dialogue_id, turn_id, body FROM dlg_turns",
+                               ()).fetchall()
+                for dialogue_id, turn_id, body in rows:
+                    found = _json_or_none(body)
+                    execute("UPDATE dlg_turns SET status = ?, tokens = ?, cost = ? "
+                            "WHERE dialogue_id = ? AND turn_id = ?",
+                            (*(_facts(found) if found is not None else (None, None, None)),
+                             dialogue_id, turn_id))
+            else:
+                for dialogue_id, summary in execute("SELECT id, summary FROM dlg_dialogues",
+                                                    ()).fetchall():
+                    found = _json_or_none(summary)
+                    status = found.get("status") if found is not None else None
+                    execute("UPDATE dlg_dialogues SET status = ? WHERE id = ?",
+                            (status if isinstance(status, str) else None, dialogue_id))
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         with self._reading() as execute:
@@ -172,10 +200,10 @@ class TableStore(RowWrites):
         return {**header, "turns": turns}
 
     def list(self) -> list[dict[str, Any]]:
-        """Summaries, newest first, with completed turns, tokens and cost counted from
-        the turn rows (a turn's save writes its row, not always the header). A row that
-        cannot be read is listed as ``unreadable`` with the reason, and does not hide the
-        others."""
+        """Summaries, newest first. For a dialogue still running (or killed while it
+        ran), completed turns, tokens and cost are counted from its turn rows: a turn's
+        save writes its row, not always the header. A row that cannot be read is listed
+        as ``unreadable`` with the reason, and does not hide the others."""
         with self._reading() as execute:
             rows = execute(_SUMS, ()).fetchall()
         out = []
