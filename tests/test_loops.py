@@ -112,6 +112,42 @@ def test_a_loop_resumes_in_the_round_it_stopped_without_rerunning_finished_round
     assert resumed.metadata["loops"]["improve"]["status"] == "max_rounds"
 
 
+def test_a_forced_resume_of_a_changed_mode_keeps_the_rounds_that_ran(recorder, tmp_path):
+    """``--force`` on a mode that changed since: the loop's finished rounds are kept and it
+    goes on in the round it was in; nothing that finished is paid for again."""
+    import json
+
+    import anyio
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    mode = refine_mode({"score": 8}, max_rounds=3)
+    mode["phases"][1]["turns"][1]["prompt"] = "Round {{ round }}: improve."
+    path = tmp_path / "refine.json"
+    path.write_text(json.dumps(mode))
+    bad = recorder(["v1", '{"score": 2}', "v2", '{"score": 3}'])
+
+    class Failing(FakeListChatModel):
+        async def ainvoke(self, messages, *args, **kwargs):
+            if "Round 2: improve" in prompt_text(messages):
+                raise ValueError("boom")
+            return await bad.ainvoke(messages, *args, **kwargs)
+
+    d = dlg.Orchestrator(model=Failing(responses=["x"]),
+                         retry=dlg.RetryPolicy(attempts=1)).run_sync(str(path))
+    assert [t.id for t in d.turns if t.status == "completed"] == [
+        "draft", "review", "revise", "review@2"]
+    mode["phases"][2]["turns"][0]["prompt"] = "Publish it: {{ turns.revise }}"
+    path.write_text(json.dumps(mode))  # the mode changed since
+
+    resumed_model = recorder(["v3", '{"score": 4}', "v4", "done"])
+    resumed = anyio.run(lambda: dlg.resume(d.id, model=resumed_model, force=True))
+    assert resumed.status == "completed"
+    assert len(resumed_model.calls) == 4  # revise@2, review@3, revise@3, final
+    assert [t.id for t in resumed.turns] == ["draft", "review", "revise", "review@2",
+                                             "revise@2", "review@3", "revise@3", "final"]
+    assert [t.index for t in resumed.turns] == [1, 2, 3, 2, 3, 2, 3, 4]
+
+
 def test_loop_mistakes_are_mode_errors():
     with pytest.raises(dlg.ModeError, match=r"repeat\.until\.turn of phase 'improve' "
                                             r"names 'nope'"):

@@ -90,6 +90,7 @@ class Resuming:
             fresh.turns = [done.get(t.id, t) for t in fresh.turns]
             for new_index, t in enumerate(fresh.turns, 1):
                 t.index = new_index
+            fresh.turns = _with_rounds(fresh.turns, saved.turns, mode)
             fresh.created_at, fresh.started_at = saved.created_at, saved.started_at
             fresh.metadata = saved.metadata
             saved = fresh
@@ -157,3 +158,20 @@ class Resuming:
             dialogue.status = "completed"
             return dialogue
         return await self.execute(mode, dialogue)
+
+
+def _with_rounds(records: list[Any], saved: list[Any], mode: Mode) -> list[Any]:
+    """``records`` (the changed mode's first round) with the later rounds the saved
+    dialogue's loops ran or were running, for turns still in the same repeating phase:
+    each in the order it ran, after its phase's records. So a forced resume goes on in
+    the round a loop was in, instead of paying for its finished rounds again."""
+    phase_of = {t.id: p.id for p in mode.phases if p.repeat for t in p.turns}
+    index = {t.id: t.index for t in mode.turns}
+    out = list(records)
+    for rec in saved:
+        phase = phase_of.get(rec.turn_id)
+        if rec.round > 1 and phase is not None and phase == rec.phase:
+            rec.index = index[rec.turn_id]
+            last = max(i for i, r in enumerate(out) if phase_of.get(r.turn_id) == phase)
+            out.insert(last + 1, rec)
+    return out
