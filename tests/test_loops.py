@@ -82,13 +82,14 @@ def test_a_condition_ends_a_loop_and_sees_the_round(recorder):
     assert d.metadata["loops"]["p"]["status"] == "converged"
 
 
-def test_a_loop_resumes_in_the_round_it_stopped_without_rerunning_finished_rounds(recorder):
+def _failing_in_round_2(recorder):
+    """The refine mode (3 rounds at most) and a model whose round-2 revise fails: the
+    dialogue stops there, with the rounds before it saved."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
     mode = refine_mode({"score": 8}, max_rounds=3)
     mode["phases"][1]["turns"][1]["prompt"] = "Round {{ round }}: improve."
     bad = recorder(["v1", '{"score": 2}', "v2", '{"score": 3}'])
-
-    # round 2's revise fails: the dialogue stops there, rounds before are saved
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     class Failing(FakeListChatModel):
         async def ainvoke(self, messages, *args, **kwargs):
@@ -96,8 +97,13 @@ def test_a_loop_resumes_in_the_round_it_stopped_without_rerunning_finished_round
                 raise ValueError("boom")
             return await bad.ainvoke(messages, *args, **kwargs)
 
-    d = dlg.Orchestrator(model=Failing(responses=["x"]),
-                         retry=dlg.RetryPolicy(attempts=1)).run_sync(mode)
+    return mode, dlg.Orchestrator(model=Failing(responses=["x"]),
+                                  retry=dlg.RetryPolicy(attempts=1))
+
+
+def test_a_loop_resumes_in_the_round_it_stopped_without_rerunning_finished_rounds(recorder):
+    mode, failing = _failing_in_round_2(recorder)
+    d = failing.run_sync(mode)
     assert d.status == "failed"
     assert [t.status for t in d.turns] == ["completed", "completed", "completed",
                                            "completed", "failed", "pending"]
@@ -118,22 +124,11 @@ def test_a_forced_resume_of_a_changed_mode_keeps_the_rounds_that_ran(recorder, t
     import json
 
     import anyio
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    mode = refine_mode({"score": 8}, max_rounds=3)
-    mode["phases"][1]["turns"][1]["prompt"] = "Round {{ round }}: improve."
+    mode, failing = _failing_in_round_2(recorder)
     path = tmp_path / "refine.json"
     path.write_text(json.dumps(mode))
-    bad = recorder(["v1", '{"score": 2}', "v2", '{"score": 3}'])
-
-    class Failing(FakeListChatModel):
-        async def ainvoke(self, messages, *args, **kwargs):
-            if "Round 2: improve" in prompt_text(messages):
-                raise ValueError("boom")
-            return await bad.ainvoke(messages, *args, **kwargs)
-
-    d = dlg.Orchestrator(model=Failing(responses=["x"]),
-                         retry=dlg.RetryPolicy(attempts=1)).run_sync(str(path))
+    d = failing.run_sync(str(path))
     assert [t.id for t in d.turns if t.status == "completed"] == [
         "draft", "review", "revise", "review@2"]
     mode["phases"][2]["turns"][0]["prompt"] = "Publish it: {{ turns.revise }}"
