@@ -112,21 +112,22 @@ class TableStore(RowWrites):
 
     # dialogues
 
-    def _write(self, header: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+    def _write(self, header: dict[str, Any], turns: list[dict[str, Any]],
+               whole: bool = False) -> None:
+        """Write the header and ``turns`` in one transaction; ``whole``: they are all the
+        dialogue's turns, so rows of any other turn are dropped."""
         with self._transaction() as execute:
             self._write_header(execute, header)
             self._write_turns(execute, header["id"], turns)
+            if whole:
+                ids = tuple(t["id"] for t in turns)
+                execute("DELETE FROM dlg_turns WHERE dialogue_id = ?" + (
+                    f" AND turn_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""),
+                    (header["id"], *ids))
 
     def save(self, record: dict[str, Any]) -> None:
         """Save a whole dialogue record (turns it no longer has are dropped)."""
-        header, turns = split_record(record)
-        with self._transaction() as execute:
-            self._write_header(execute, header)
-            self._write_turns(execute, header["id"], turns)
-            ids = tuple(t["id"] for t in turns)
-            execute("DELETE FROM dlg_turns WHERE dialogue_id = ?" + (
-                f" AND turn_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""),
-                (header["id"], *ids))
+        self._write(*split_record(record), whole=True)
 
     def save_rows(self, dialogue_id: str, turns: list[dict[str, Any]]) -> None:
         """Save turns of a dialogue whose header has not changed since it was written:
