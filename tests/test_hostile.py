@@ -69,6 +69,23 @@ def test_include_inside_the_folder_still_works(tmp_path):
     d = dlg.run_sync(mode, model="echo", store=None)
     assert d.turns[0].prompt == "part says 2"
 
+def test_templates_that_include_each_other_load_and_fail_clearly(tmp_path):
+    # a cycle is legal Jinja (a conditional include can end it): checking it must not
+    # follow the cycle for ever, and rendering one that never ends fails the turn
+    # with a message, not a traceback
+    (tmp_path / "a.j2").write_text("A {{ topic }} {% include 'b.j2' %}")
+    (tmp_path / "b.j2").write_text("B {% include 'a.j2' %}")
+    mode = tmp_path / "m.yaml"
+    mode.write_text("name: m\ninputs: {topic: {}}\n"
+                    "turns: [{id: a, role: A, prompt: \"{% include 'a.j2' %}\"}]\n")
+    assert dlg.load_mode(mode).turns[0].id == "a"
+    ran = CliRunner().invoke(cli, ["run", str(mode), "-m", "echo", "--no-save",
+                                   "--topic", "t"])
+    assert ran.exit_code == 1
+    assert "includes itself, directly or through other templates" in ran.output
+    assert "Traceback" not in ran.output
+
+
 
 # -- loading is bounded -------------------------------------------------------------------
 

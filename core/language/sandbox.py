@@ -193,7 +193,18 @@ def make_environment(folders: list[str]) -> BoundedSandbox:
 def render(template: Any, context: dict[str, Any]) -> str:
     """``template.render(**context)`` within the loop and output budgets (a template
     marked ``dlg_loops = False`` has no loop, so it renders directly: its arithmetic and
-    calls are still checked, and its output is bounded by its inputs)."""
+    calls are still checked, and its output is bounded by its inputs). Templates that
+    include one another without end (or macros that call themselves) are an error that
+    says so."""
+    try:
+        return _render(template, context)
+    except RecursionError:
+        raise SecurityError(
+            "the template nests too deep: it includes itself, directly or through other "
+            "templates, or a macro calls itself, without end") from None
+
+
+def _render(template: Any, context: dict[str, Any]) -> str:
     if not getattr(template, "dlg_loops", True):
         if "__dlg_loop" not in context:  # the globals are not in it: Jinja adds them
             return str(template.render(**context))

@@ -80,18 +80,44 @@ class TemplateRefs:
 
 
 def analyse(env: Environment, source: Any, *, expression: bool = False) -> TemplateRefs:
-    """Report what a template (source text or parsed AST) reads.
+    """Report what a template (source text or parsed AST) reads, with the templates it
+    includes (each read once, however the includes loop back).
 
     Raises ``TemplateSyntaxError`` for source that does not parse.
     """
-    from jinja2 import meta, nodes
-
     if isinstance(source, str):
         ast = env.parse("{{ (" + source + ") }}" if expression else source)
     else:
         ast = source
+    variables, turn_refs, includes, lines = _reads(ast)
+    # included templates share the context: what they read counts too. ``includes``
+    # grows as this goes, so every template reached is read once.
+    for name in includes:
+        try:
+            inc_source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        except Exception:  # reported by the caller as a missing include
+            continue
+        sub_variables, sub_turns, sub_includes, _ = _reads(env.parse(inc_source))
+        variables |= sub_variables
+        turn_refs.extend(sub_turns)
+        includes.extend(i for i in sub_includes if i not in includes)
+    return TemplateRefs(
+        variables=frozenset(variables),
+        turns=tuple(turn_refs),
+        includes=tuple(includes),
+        reads_context=bool(variables & CONTEXT_NAMES),
+        lines=lines,
+    )
+
+
+def _reads(ast: Any) -> tuple[set[str], list[str | int], list[str], dict[str, int]]:
+    """What one parsed template reads itself: its free variables, the turns it names,
+    the templates it includes by a fixed name, and the first line of each read."""
+    from jinja2 import meta, nodes
+
     variables = set(meta.find_undeclared_variables(ast))
-    includes = [t for t in meta.find_referenced_templates(ast) if t is not None]
+    includes = list(dict.fromkeys(
+        t for t in meta.find_referenced_templates(ast) if t is not None))
     lines: dict[str, int] = {}
     for name_node in ast.find_all(nodes.Name):
         if name_node.name in variables:
@@ -110,23 +136,7 @@ def analyse(env: Environment, source: Any, *, expression: bool = False) -> Templ
             continue
         turn_refs.append(ref)
         lines.setdefault(f"turns.{ref}", node.lineno)
-    # included templates share the context: what they read counts too
-    for name in includes:
-        try:
-            inc_source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
-        except Exception:  # reported by the caller as a missing include
-            continue
-        sub = analyse(env, inc_source)
-        variables |= sub.variables
-        turn_refs.extend(sub.turns)
-        includes.extend(i for i in sub.includes if i not in includes)
-    return TemplateRefs(
-        variables=frozenset(variables),
-        turns=tuple(turn_refs),
-        includes=tuple(includes),
-        reads_context=bool(variables & CONTEXT_NAMES),
-        lines=lines,
-    )
+    return variables, turn_refs, includes, lines
 
 
 class TurnView:
