@@ -3,7 +3,9 @@
 Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; a task
 builds its own ``dlg.Orchestrator`` from the batch's options (model specs, router,
 constraints) and runs, resumes or reports its dialogue exactly as the local executor
-does (``dlg.running.batch.run_item``). Workers save to the batch's store, so for workers
+does (``dlg.running.batch.run_item``). The mode goes as a document with the templates it
+includes from its folder (``own_templates``), written to a private temporary folder on
+the worker for the task. Workers save to the batch's store, so for workers
 on several machines use a server-backed one (``DLG_STORE=postgres`` with
 ``DLG_POSTGRES_URL``); each dialogue's budget is kept by the worker running it, counting
 what the dialogue spent before, and learned-routing statistics are updated atomically in
@@ -26,28 +28,48 @@ from dlg.hookspecs import hookimpl
 _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OLLAMA_")
 
 
-def _run_one(mode_document: dict[str, Any], item: dict[str, Any],
-             options: dict[str, Any], store: Any) -> dict[str, Any]:
-    """A Ray task: one dialogue of a batch, in a worker process."""
+def _run_one(mode_document: dict[str, Any], templates: dict[str, str],
+             item: dict[str, Any], options: dict[str, Any], store: Any) -> dict[str, Any]:
+    """A Ray task: one dialogue of a batch, in a worker process. ``templates`` are the
+    ones the mode includes from its folder (``own_templates``): the worker may be on a
+    machine without that folder."""
+    import tempfile
+
     import anyio
 
+    from dlg.language.loader import load_mode
     from dlg.running.api import Orchestrator
     from dlg.running.batch import BatchItem, run_item
 
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
     batch_item = BatchItem(**fields)
     orchestrator = Orchestrator(store=store, **options)
-
-    async def main() -> None:
-        from dlg.language.loader import load_mode
-
-        await run_item(orchestrator, load_mode(mode_document), batch_item)
-
-    anyio.run(main)
+    with tempfile.TemporaryDirectory(prefix="dlg-templates-") as folder:
+        _write_templates(templates, folder)
+        mode = load_mode(mode_document, base_dir=folder if templates else None)
+        anyio.run(run_item, orchestrator, mode, batch_item)
     import socket
 
     batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
     return batch_item.to_dict()
+
+
+def _write_templates(templates: dict[str, str], folder: str) -> None:
+    """Write each template to its name under ``folder``; a name that would lead out of
+    it is refused (the names come from another process)."""
+    from pathlib import Path, PurePosixPath
+
+    from dlg.errors import DlgError
+
+    for name, text in templates.items():
+        path = PurePosixPath(name)
+        if (not path.parts or path.is_absolute() or "\\" in name
+                or any(part in ("..", ".") for part in path.parts)):
+            raise DlgError(f"the batch sent a template named {name!r}, which is not a "
+                           "plain relative path: refused")
+        target = Path(folder, *path.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
 
 
 class RayExecutor:
@@ -79,6 +101,8 @@ class RayExecutor:
                        on_item: Any = None, options: dict[str, Any] | None = None) -> None:
         import anyio
 
+        from dlg.language.templates import own_templates
+
         self._check()
         ray = _ray()
         started_here = False
@@ -94,13 +118,15 @@ class RayExecutor:
                                                 max_retries=0)
             store = self.orchestrator.store
             document = mode.to_dict()
+            # what the mode includes from its folder, which other machines do not have
+            templates = own_templates(mode, self.orchestrator.plugin_manager)
             pending = list(items)
             running: dict[Any, Any] = {}
             while pending or running:
                 while pending and len(running) < max(1, concurrency):
                     item = pending.pop(0)
-                    running[task.remote(document, item.to_dict(), options or {},
-                                        store)] = item
+                    running[task.remote(document, templates, item.to_dict(),
+                                        options or {}, store)] = item
                 done, _ = await anyio.to_thread.run_sync(
                     lambda: ray.wait(list(running), num_returns=1, timeout=1.0))
                 for ref in done:

@@ -65,6 +65,26 @@ def test_a_batch_is_resumable_as_a_whole():
     assert sorted(fixed.seen) == ["TURN a trains", "TURN b planes", "TURN b trains"]
 
 
+def test_a_batch_resumes_on_the_mode_it_was_given(tmp_path):
+    # the saved dialogue names a mode file that is gone, and the copy saved with it
+    # cannot find the template it includes: the batch's own mode, the same one, is used
+    (tmp_path / "part.j2").write_text("TURN b {{ topic }}")
+    path = tmp_path / "pair.json"
+    path.write_text(json.dumps({**MODE, "turns": [
+        MODE["turns"][0], {"id": "b", "role": "B", "prompt": "{% include 'part.j2' %}"}]}))
+    mode = dlg.load_mode(path)
+    broken = Counting(responses=["ok"], seen=[], broken=["TURN b trains"])
+    rows = [{"topic": "cars"}, {"topic": "trains"}]
+    first = anyio.run(lambda: dlg.Orchestrator(
+        model=broken, retry=dlg.RetryPolicy(attempts=1)).batch(mode, rows, batch_id="b3"))
+    assert [i.status for i in first.items] == ["completed", "failed"]
+    path.rename(tmp_path / "moved.json")
+    fixed = Counting(responses=["ok"], seen=[])
+    again = anyio.run(lambda: dlg.Orchestrator(model=fixed).batch(mode, rows, batch_id="b3"))
+    assert again.ok, [i.error for i in again.items]
+    assert fixed.seen == ["TURN b trains"]
+
+
 def test_a_bad_row_fails_alone():
     result = dlg.batch_sync(MODE, [{"topic": "x"}, {"topik": "y"}, {}], model="echo",
                             store=None)

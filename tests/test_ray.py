@@ -25,7 +25,10 @@ def test_a_batch_runs_on_ray_workers_and_saves_to_postgres(tmp_path, pg_url, mon
     monkeypatch.setenv("DLG_POSTGRES_URL", pg_url)
     monkeypatch.setenv("DLG_STORE", "postgres")
     mode = tmp_path / "pair.json"
-    mode.write_text(json.dumps(MODE))
+    # a template the mode includes from its folder reaches the workers with the mode
+    (tmp_path / "part.j2").write_text("PART {{ topic }}")
+    mode.write_text(json.dumps({**MODE, "turns": [
+        *MODE["turns"][:1], {**MODE["turns"][1], "prompt": "{% include 'part.j2' %}"}]}))
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"topic": f"t{i}"}) + "\n" for i in range(6)))
     runner = CliRunner()
@@ -46,6 +49,7 @@ def test_a_batch_runs_on_ray_workers_and_saves_to_postgres(tmp_path, pg_url, mon
     saved = dlg.load_dialogue("rb-00004")
     assert saved.status == "completed" and saved.inputs == {"topic": "t4"}
     assert saved.metadata["budget"]["max_cost"] == 1
+    assert saved.turns[1].prompt.endswith("PART t4")
     assert not ray.is_initialized()  # the local cluster started for the batch is gone
     # the batch resumes as a whole from the store, on Ray again: nothing is run twice
     again = runner.invoke(cli, ["batch", "--resume", "rb", "--executor", "ray", "--json"])
@@ -66,3 +70,56 @@ def test_a_literal_key_is_never_sent_to_workers():
     with pytest.raises(dlg.DlgError, match="holds a secret, which is never sent"):
         dlg.batch_sync(MODE, [{"topic": "x"}], model="openai:gpt-4o?api_key=sk-live-123456789",
                        executor="ray", store=None)
+
+
+# -- what a worker on another machine gets -------------------------------------------------
+
+
+def _mode_with_includes(folder):
+    (folder / "part.j2").write_text("PART {{ topic }} {% include 'sub/inner.j2' %}")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "inner.j2").write_text("INNER")
+    path = folder / "m.json"
+    path.write_text(json.dumps({**MODE, "turns": [
+        {"id": "a", "role": "A", "prompt": "{% include 'part.j2' %}"}]}))
+    return dlg.load_mode(path)
+
+
+def test_a_mode_goes_to_workers_with_the_templates_it_includes_from_its_folder(tmp_path):
+    from dlg.language.templates import own_templates
+
+    mode = _mode_with_includes(tmp_path)
+    assert own_templates(mode) == {"part.j2": "PART {{ topic }} {% include 'sub/inner.j2' %}",
+                                   "sub/inner.j2": "INNER"}
+    # dlg's own templates are on every machine already
+    builtin = dlg.load_mode({**MODE, "turns": [
+        {"id": "a", "role": "A", "prompt": "{% include 'partials/transcript.j2' %}"}]})
+    assert own_templates(builtin) == {}
+
+
+def test_a_worker_runs_the_mode_without_its_folder(tmp_path, monkeypatch):
+    import shutil
+
+    from dlg.language.templates import own_templates
+    from dlg.plugins.ray_executor import _run_one
+
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    mode = _mode_with_includes(folder)
+    document, templates = mode.to_dict(), own_templates(mode)
+    shutil.rmtree(folder)  # as on a machine that never had it
+    item = {"index": 0, "inputs": {"topic": "x"}, "dialogue_id": "w-1"}
+    result = _run_one(document, templates, item, {"model": "echo"}, "sqlite")
+    assert result["status"] == "completed", result
+    assert dlg.load_dialogue("w-1").turns[0].prompt == "PART x INNER"
+
+
+@pytest.mark.parametrize("name", ["../evil.j2", "/etc/evil.j2", "a/../../evil.j2",
+                                  "a\\..\\evil.j2", ""])
+def test_a_worker_refuses_template_names_that_lead_out_of_its_folder(tmp_path, name):
+    from dlg.plugins.ray_executor import _write_templates
+
+    with pytest.raises(dlg.DlgError, match="not a plain relative path"):
+        _write_templates({name: "x"}, str(tmp_path / "t"))
+    assert not (tmp_path / "evil.j2").exists()

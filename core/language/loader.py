@@ -364,9 +364,13 @@ def _no_parent(ref: str, doc: SourceDoc) -> SourceDoc:  # pragma: no cover - nev
 
 
 def load_mode(
-    source: Any, *, pm: Any = None, use_cache: bool = True, check_templates: bool = True
+    source: Any, *, pm: Any = None, use_cache: bool = True, check_templates: bool = True,
+    base_dir: str | Path | None = None,
 ) -> Mode:
     """Load a mode from a name, a path, a dict, or return a ``Mode`` unchanged.
+
+    ``base_dir`` is a dict's folder: the templates it includes, its ``prompt_file``s and
+    the modes it extends by path are found there, as for a mode file in that folder.
 
     Raises ``ModeError`` (with every problem found) or ``ModeNotFoundError``.
     """
@@ -374,7 +378,8 @@ def load_mode(
         return source
     if isinstance(source, dict):
         doc = SourceDoc(text=json.dumps(source, default=str), file="<dict>",
-                        identity=f"dict:{id(source)}", is_json=True)
+                        identity=f"dict:{id(source)}", is_json=True,
+                        base_dir=None if base_dir is None else Path(base_dir))
         use_cache = False
     else:
         doc = read_source(source, pm=pm)

@@ -29,6 +29,7 @@ __all__ = [
     "analyse",
     "compiled",
     "environment",
+    "own_templates",
     "static_views",
     "transcript",
 ]
@@ -62,6 +63,40 @@ def environment(template_dirs: tuple[str, ...] = (), pm: Any = None) -> BoundedS
 
         pm = get_plugin_manager()
     return _environment(tuple(template_dirs), pm)
+
+
+def own_templates(mode: Mode, pm: Any = None) -> dict[str, str]:
+    """The templates a mode includes from its own folders, by name, with their text:
+    followed through the templates they include, without dlg's own (every installation
+    has those). With ``mode.to_dict()`` this is what another machine needs to run the
+    mode (``load_mode(document, base_dir=FOLDER)`` once they are written to FOLDER).
+    A template included by a name computed at run time (``{% include name %}``) is not
+    known beforehand and is not listed."""
+    import os
+    from importlib.resources import files
+
+    from jinja2 import TemplateNotFound
+
+    if not mode.template_dirs:
+        return {}
+    env = environment(mode.template_dirs, pm)
+    sources = [mode.system]
+    for turn in mode.turns:
+        sources += [turn.instruction, turn.prompt, *(turn.spawn.get("inputs") or {}).values()]
+    names: dict[str, None] = {}
+    for source in sources:
+        if isinstance(source, str):
+            names.update(dict.fromkeys(analyse(env, source).includes))
+    ours = os.path.realpath(str(files("dlg.templates"))) + os.sep
+    out = {}
+    for name in names:
+        try:
+            text, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        except TemplateNotFound:  # the loader's checks reported it
+            continue
+        if not os.path.realpath(str(filename)).startswith(ours):
+            out[name] = text
+    return out
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,9 @@ async def run_item(orchestrator: Any, mode: Any, item: BatchItem) -> BatchItem:
                 item.record(dialogue)
                 item.skipped = True
                 return item
-            loaded, dialogue = orchestrator.reopen(saved, dialogue)
+            # the batch's mode, if the dialogue ran it: a worker on another machine
+            # may not have the mode's folder
+            loaded, dialogue = orchestrator.reopen(saved, dialogue, mode=mode)
         else:
             loaded, dialogue = orchestrator.start(mode, item.inputs,
                                                   dialogue_id=item.dialogue_id)

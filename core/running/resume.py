@@ -62,16 +62,18 @@ class Resuming:
         self._choose_models(saved, mode)
         return mode, saved
 
-    def reopen(self, record: dict[str, Any], saved: Dialogue, force: bool = False
-               ) -> tuple[Mode, Dialogue]:
+    def reopen(self, record: dict[str, Any], saved: Dialogue, force: bool = False,
+               mode: Mode | None = None) -> tuple[Mode, Dialogue]:
         """A saved dialogue's mode (checked against its content hash) and the dialogue
-        with every unfinished turn reset to pending."""
+        with every unfinished turn reset to pending. ``mode``: one the caller has (a
+        batch's), used when it is the one the dialogue ran."""
         from dlg.errors import ModeError
         from dlg.language.source import is_path_like
 
+        if mode is not None and mode.content_hash != saved.mode_hash:
+            mode = None
         # the mode as it is now (its file, or its name), else the copy saved with it
-        mode = None
-        if saved.mode_source and not saved.mode_source.startswith("<"):
+        if mode is None and saved.mode_source and not saved.mode_source.startswith("<"):
             source = saved.mode_source if is_path_like(saved.mode_source) else saved.mode
             try:
                 mode = load_mode(source, pm=self._pm)
