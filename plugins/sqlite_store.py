@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlg.hookspecs import hookimpl
 from dlg.paths import data_dir
@@ -117,6 +117,12 @@ class SqliteStore(TableStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _write_one(self, sql: str, params: tuple[Any, ...]) -> None:
+        # outside a transaction a write statement is one: it takes the write lock when
+        # it starts, as BEGIN IMMEDIATE does, and commits when it ends
+        with self._lock:
+            self._connection().execute(sql, params)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Execute]:

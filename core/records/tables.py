@@ -117,13 +117,17 @@ class TableStore(RowWrites):
         """Write the header and ``turns`` in one transaction; ``whole``: they are all the
         dialogue's turns, so rows of any other turn are dropped."""
         with self._transaction() as execute:
+            if whole:  # before writing: a new dialogue has no rows to drop
+                execute("DELETE FROM dlg_turns WHERE dialogue_id = ?", (header["id"],))
             self._write_header(execute, header)
             self._write_turns(execute, header["id"], turns)
-            if whole:
-                ids = tuple(t["id"] for t in turns)
-                execute("DELETE FROM dlg_turns WHERE dialogue_id = ?" + (
-                    f" AND turn_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""),
-                    (header["id"], *ids))
+
+    def _write_one(self, sql: str, params: tuple[Any, ...]) -> None:
+        """One statement in a transaction of its own (inside ``transaction()``, part of
+        that one). A store where a lone statement is a transaction already says so by
+        overriding this."""
+        with self._transaction() as execute:
+            execute(sql, params)
 
     def save(self, record: dict[str, Any]) -> None:
         """Save a whole dialogue record (turns it no longer has are dropped)."""
@@ -132,6 +136,11 @@ class TableStore(RowWrites):
     def save_rows(self, dialogue_id: str, turns: list[dict[str, Any]]) -> None:
         """Save turns of a dialogue whose header has not changed since it was written:
         ``list()`` counts completed turns, tokens and cost from the turn rows."""
+        if len(turns) == 1:  # the usual case, a turn just finished: one statement
+            turn = turns[0]
+            self._write_one(_UPSERT_TURN, (dialogue_id, turn["id"], dumps(turn),
+                                           *_facts(turn)))
+            return
         with self._transaction() as execute:
             self._write_turns(execute, dialogue_id, turns)
 
