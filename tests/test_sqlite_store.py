@@ -11,7 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import hypothesis
 from click.testing import CliRunner
+from hypothesis import strategies as st
 
 import dlg
 from dlg import hookimpl
@@ -166,3 +168,34 @@ def test_the_user_directories_are_platformdirs_own(monkeypatch, tmp_path):
         for kind in ("data", "cache", "config"):
             assert user_dir(kind) == Path(getattr(platformdirs, f"user_{kind}_dir")("dlg"))
         assert data_dir() == user_dir("data")
+
+
+# -- the JSON the table stores write --------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text() | st.integers() | st.booleans(), inner, max_size=4),
+    max_leaves=20)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(_json_values)
+def test_saved_json_reads_back_as_json_would_write_it(value):
+    # the quick encoder and json agree on everything JSON can hold: non-string keys
+    # become strings, any text (NUL, lone surrogates, emoji) and any integer survive
+    from dlg.records.tables import dumps
+
+    assert json.loads(dumps(value)) == json.loads(json.dumps(value, ensure_ascii=False))
+
+
+def test_what_the_quick_encoder_refuses_is_written_by_json():
+    from dlg.records.tables import dumps
+
+    deep: list = []
+    for _ in range(400):  # more levels than orjson takes
+        deep = [deep]
+    for value in ({"t": "a\ud800b"}, 2 ** 70, deep):
+        assert json.loads(dumps(value)) == value
+    assert dumps({"cost": float("nan")}) in ('{"cost":null}', '{"cost": NaN}')

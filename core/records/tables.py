@@ -68,7 +68,27 @@ _SUMS = (
 Execute = Callable[[str, tuple[Any, ...]], Any]
 
 
-dumps = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps makes one a call
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps makes one a call
+try:  # installed with langsmith (langchain-core's dependency) wherever it has wheels
+    from orjson import OPT_NON_STR_KEYS
+    from orjson import dumps as _fast
+except ImportError:  # pragma: no cover - a platform without orjson
+    _fast = None
+
+
+def dumps(value: Any) -> str:
+    """``value`` as JSON text, as ``json`` writes it (keys that are not strings become
+    strings). orjson writes the same in a tenth of the time (each saved turn is one
+    encoding); what it refuses (text with lone surrogates, integers past 64 bits, more
+    than 254 levels) goes to ``json``. The one difference: a NaN or infinite number,
+    which JSON cannot hold, is written as null (``json`` writes ``NaN``, which other
+    JSON readers, PostgreSQL's included, refuse)."""
+    if _fast is not None:
+        try:
+            return _fast(value, option=OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            pass
+    return _encode(value)
 
 
 def _facts(turn: dict[str, Any]) -> tuple[Any, Any, Any]:
