@@ -220,11 +220,20 @@ class Mode:
         return out
 
     @property
+    def document(self) -> dict[str, Any]:
+        """``to_dict()``, made once and shared (every saved dialogue keeps it): read it,
+        do not change it; change a copy from ``to_dict()``."""
+        cached = self._compiled.get("document")
+        if cached is None:
+            cached = self._compiled["document"] = self.to_dict()
+        return cached
+
+    @property
     def content_hash(self) -> str:
         """sha256 of the resolved mode: changes whenever what would run changes."""
         cached = self._compiled.get("content_hash")
         if cached is None:
-            blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
+            blob = json.dumps(self.document, sort_keys=True, ensure_ascii=False, default=str)
             cached = self._compiled["content_hash"] = hashlib.sha256(
                 blob.encode("utf-8")).hexdigest()
         return cached

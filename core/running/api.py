@@ -336,7 +336,7 @@ class Orchestrator(Resuming, Spawning, Batching):
 
             # the store is opened by the saver when it first writes, off the event loop,
             # unless it is open already
-            observers = (Saver(self.open_store, mode.to_dict(), lease or Lease(),
+            observers = (Saver(self.open_store, mode.document, lease or Lease(),
                                self._store_obj), *observers)
         routing = self.routing(mode)
         if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
