@@ -29,10 +29,13 @@ _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OL
 
 
 def _run_one(mode_document: dict[str, Any], templates: dict[str, str],
-             item: dict[str, Any], options: dict[str, Any], store: Any) -> dict[str, Any]:
+             item: dict[str, Any], options: dict[str, Any], store: Any,
+             source: str | None = None) -> dict[str, Any]:
     """A Ray task: one dialogue of a batch, in a worker process. ``templates`` are the
     ones the mode includes from its folder (``own_templates``): the worker may be on a
-    machine without that folder."""
+    machine without that folder. ``source`` is where the batch's mode came from, saved
+    with the dialogue (so ``dlg resume`` where the batch started finds the mode's file)."""
+    import dataclasses
     import tempfile
 
     import anyio
@@ -47,6 +50,8 @@ def _run_one(mode_document: dict[str, Any], templates: dict[str, str],
     with tempfile.TemporaryDirectory(prefix="dlg-templates-") as folder:
         _write_templates(templates, folder)
         mode = load_mode(mode_document, base_dir=folder if templates else None)
+        if source is not None:
+            mode = dataclasses.replace(mode, source=source)
         anyio.run(run_item, orchestrator, mode, batch_item)
     import socket
 
@@ -126,7 +131,7 @@ class RayExecutor:
                 while pending and len(running) < max(1, concurrency):
                     item = pending.pop(0)
                     running[task.remote(document, templates, item.to_dict(),
-                                        options or {}, store)] = item
+                                        options or {}, store, mode.source)] = item
                 done, _ = await anyio.to_thread.run_sync(
                     lambda: ray.wait(list(running), num_returns=1, timeout=1.0))
                 for ref in done:

@@ -110,9 +110,13 @@ def test_a_worker_runs_the_mode_without_its_folder(tmp_path, monkeypatch):
     document, templates = mode.to_dict(), own_templates(mode)
     shutil.rmtree(folder)  # as on a machine that never had it
     item = {"index": 0, "inputs": {"topic": "x"}, "dialogue_id": "w-1"}
-    result = _run_one(document, templates, item, {"model": "echo"}, "sqlite")
+    result = _run_one(document, templates, item, {"model": "echo"}, "sqlite",
+                      "/where/the/batch/started/m.json")
     assert result["status"] == "completed", result
-    assert dlg.load_dialogue("w-1").turns[0].prompt == "PART x INNER"
+    saved = dlg.load_dialogue("w-1")
+    assert saved.turns[0].prompt == "PART x INNER"
+    # where the mode came from, for dlg resume where the batch started
+    assert saved.mode_source == "/where/the/batch/started/m.json"
 
 
 @pytest.mark.parametrize("name", ["../evil.j2", "/etc/evil.j2", "a/../../evil.j2",
