@@ -69,6 +69,7 @@ Execute = Callable[[str, tuple[Any, ...]], Any]
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps makes one a call
+_fast: Callable[..., bytes] | None
 try:  # installed with langsmith (langchain-core's dependency) wherever it has wheels
     from orjson import OPT_NON_STR_KEYS
     from orjson import dumps as _fast
