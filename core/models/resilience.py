@@ -263,6 +263,9 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
+                # nothing reads an attempt's traceback; kept, it would hold this frame
+                # (and the turn's state) in a reference cycle with the exception
+                exc.__traceback__ = None
                 if isinstance(exc, TimeoutError) and timeout:
                     message = f"timed out after {timeout:g}s"
                 else:
