@@ -85,6 +85,22 @@ def test_a_batch_resumes_on_the_mode_it_was_given(tmp_path):
     assert fixed.seen == ["TURN b trains"]
 
 
+@pytest.mark.parametrize(("text", "where", "says"), [
+    ('topic\n"cars, fast\n', 2, "unexpected end of data"),  # a quote left open
+    ('topic\ncars\nvans\n"bus"es\nbikes\n', 4, "',' expected after '\"'"),
+    ("topic\n" + "x" * 200_000 + "\n", 2, "a .jsonl file holds inputs of any length"),
+])
+def test_a_broken_csv_file_is_a_clear_error_naming_its_line(tmp_path, text, where, says):
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.csv"
+    rows.write_text(text)
+    ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo"])
+    assert ran.exit_code == 2, ran.output
+    assert f"{rows}:{where}: not valid CSV" in ran.output and says in ran.output
+    assert ran.exception is None or isinstance(ran.exception, SystemExit)
+
+
 def test_a_bad_row_fails_alone():
     result = dlg.batch_sync(MODE, [{"topic": "x"}, {"topik": "y"}, {}], model="echo",
                             store=None)

@@ -109,14 +109,21 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise InputError(f"cannot read the inputs file {path}: {exc}") from None
     rows: list[dict[str, Any]] = []
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise InputError(f"{path}: the CSV file has no header row naming the inputs")
-        for row in reader:
-            if None in row:
-                raise InputError(f"{path}:{reader.line_num}: more values than the header "
-                                 f"names ({len(reader.fieldnames)})")
-            rows.append({k: v for k, v in row.items() if v not in (None, "")})
+        # strict: a quote left open or a stray one is an error, not a value that runs on
+        reader = csv.DictReader(io.StringIO(text), strict=True)
+        try:
+            if not reader.fieldnames:
+                raise InputError(f"{path}: the CSV file has no header row naming the inputs")
+            for row in reader:
+                if None in row:
+                    raise InputError(f"{path}:{reader.line_num}: more values than the "
+                                     f"header names ({len(reader.fieldnames)})")
+                rows.append({k: v for k, v in row.items() if v not in (None, "")})
+        except csv.Error as exc:
+            hint = ("; a .jsonl file holds inputs of any length"
+                    if "field limit" in str(exc) else "")
+            raise InputError(f"{path}:{reader.line_num + 1}: not valid CSV ({exc}){hint}"
+                             ) from None
     elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
