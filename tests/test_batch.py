@@ -101,6 +101,22 @@ def test_a_broken_csv_file_is_a_clear_error_naming_its_line(tmp_path, text, wher
     assert ran.exception is None or isinstance(ran.exception, SystemExit)
 
 
+@pytest.mark.parametrize(("line", "says"), [
+    ('{"topic": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ('{"topic": ' + "[" * 100 + "]" * 100 + "}", "nested more than 64 levels deep"),
+    ('{"topic": ' + "7" * 5000 + "}", "not a JSON object"),
+])
+def test_a_hostile_jsonl_line_is_a_clear_error_naming_its_line(tmp_path, line, says):
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "fine"}\n' + line + "\n")
+    ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo"])
+    assert ran.exit_code == 2, ran.output
+    assert f"{rows}:2: " in ran.output and says in ran.output
+    assert ran.exception is None or isinstance(ran.exception, SystemExit)
+
+
 def test_a_bad_row_fails_alone():
     result = dlg.batch_sync(MODE, [{"topic": "x"}, {"topik": "y"}, {}], model="echo",
                             store=None)

@@ -100,7 +100,7 @@ class BatchResult:
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) file;
     a bad line is an ``InputError`` naming the file and the line."""
-    from dlg.language.limits import LimitError, read_text
+    from dlg.language.limits import LimitError, check_shape, read_text
 
     path = Path(path)
     try:
@@ -130,8 +130,15 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 continue
             try:
                 row = json.loads(line)
+                check_shape(row)
+            except LimitError as exc:  # too deep, too large: the bounds a mode has
+                from dlg.language.source import format_path
+
+                raise InputError(f"{path}:{number}: {format_path(exc.path)}: {exc}") from None
             except ValueError as exc:
                 raise InputError(f"{path}:{number}: not a JSON object ({exc})") from None
+            except RecursionError:  # deeper than json can read
+                raise InputError(f"{path}:{number}: nested too deeply") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{number}: each line must be a JSON object of "
                                  f"inputs, not {type(row).__name__}")
