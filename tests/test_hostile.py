@@ -87,6 +87,39 @@ def test_templates_that_include_each_other_load_and_fail_clearly(tmp_path):
 
 
 
+# -- ids become file names ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["../x", "a/b", "..", ".hidden", "", "a b", "x" * 200])
+def test_a_dialogue_id_that_could_lead_out_of_a_folder_is_refused(given):
+    with pytest.raises(dlg.InputError, match="cannot be used: give 1 to 128 letters"):
+        dlg.run_sync({"name": "m", "turns": [{"id": "a", "role": "A", "prompt": "p"}]},
+                     model="echo", store=None, dialogue_id=given)
+
+
+def test_a_batch_id_that_could_lead_out_of_a_folder_is_refused(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "x"}\n')
+    ran = CliRunner().invoke(cli, ["batch", "debate", "--inputs", str(rows), "-m", "echo",
+                                   "--id", "../../etc"])
+    assert ran.exit_code == 2
+    assert "batch id '../../etc' cannot be used" in ran.output
+
+
+def test_an_export_into_a_folder_stays_in_it_whatever_the_saved_id(tmp_path):
+    # a store written by another tool (or an older dlg) may hold any id
+    from dlg.records.export import write_export
+
+    d = dlg.run_sync({"name": "m", "turns": [{"id": "a", "role": "A", "prompt": "p"}]},
+                     model="echo", store=None)
+    d.id = "../../escaped"
+    folder = tmp_path / "out" / "deeper"
+    folder.mkdir(parents=True)
+    written = write_export(d, "json", folder)
+    assert written.parent == folder and written.name == "_.._escaped.json"
+    assert not (tmp_path / "escaped.json").exists()
+
+
 # -- loading is bounded -------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,9 @@ def write_export(dialogue: Dialogue, format: str, path: str | Path, pm: Any = No
     exporter = get_exporter(format, pm)
     data = render_export(dialogue, format, pm)
     path = Path(path)
-    if path.is_dir():
-        path = path / f"{dialogue.id}.{exporter.extension}"
+    if path.is_dir():  # an id saved by another tool could hold '/' or '..': not here
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", dialogue.id).lstrip(".") or "dialogue"
+        path = path / f"{name}.{exporter.extension}"
     tmp = path.with_name(path.name + ".tmp")
     if isinstance(data, bytes):
         tmp.write_bytes(data)

@@ -19,6 +19,7 @@ __all__ = [
     "DialogueMetrics",
     "TokenUsage",
     "TurnRecord",
+    "check_id",
     "new_dialogue_id",
     "now",
 ]
@@ -37,6 +38,23 @@ def now() -> float:
 def new_dialogue_id() -> str:
     """Sortable and readable: ``20261123-230512-3fa9c1d2``."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(4).hex()
+
+
+def check_id(value: Any, what: str = "dialogue id", longest: int = 128) -> str:
+    """``value`` if it can name a dialogue (or a batch): letters, digits, ``.``, ``_``
+    and ``-``, starting with a letter or digit, at most ``longest`` characters. An id
+    becomes a file name when a dialogue is exported into a folder, so one that could
+    lead out of it (``../x``, ``a/b``) is refused where it is given."""
+    import re
+
+    from dlg.errors import InputError
+
+    if not isinstance(value, str) or not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9._-]*", value) or len(value) > longest:
+        raise InputError(
+            f"{what} {value!r} cannot be used: give 1 to {longest} letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit")
+    return value
 
 
 def _iso(ts: float | None) -> str | None:

@@ -263,6 +263,10 @@ class Orchestrator(Resuming, Spawning, Batching):
     def start(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
               *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:
         """Load the mode, check inputs and models, and create the (pending) dialogue."""
+        if dialogue_id is not None:
+            from dlg.records.record import check_id
+
+            check_id(dialogue_id)
         mode = load_mode(mode, pm=self._pm)
         values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
         bound, _ = self.bindings(mode)

@@ -166,13 +166,15 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     orchestrator was made: model specs, router, ...) is kept with the batch, and is what
     an executor that runs dialogues elsewhere rebuilds it from."""
     from dlg.language.loader import load_mode
-    from dlg.records.record import new_dialogue_id
+    from dlg.records.record import check_id, new_dialogue_id
 
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
     given = [dict(r) for r in rows]
     if not given:
         raise InputError("a batch needs at least one row of inputs")
-    batch_id = batch_id or "batch-" + new_dialogue_id()
+    # its dialogues are BATCH-NNNNN
+    batch_id = "batch-" + new_dialogue_id() if batch_id is None else check_id(
+        batch_id, "batch id", 122)
     result = BatchResult(id=batch_id, mode=loaded.name, items=[
         BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
         for i, r in enumerate(given)])
