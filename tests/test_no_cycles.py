@@ -6,6 +6,8 @@ has nothing of it to find."""
 from __future__ import annotations
 
 import gc
+import os
+import types
 
 import anyio
 import pytest
@@ -42,9 +44,21 @@ class Slow(FakeListChatModel):
         await anyio.sleep(5)
 
 
+_DLG = os.path.dirname(dlg.__file__)
+
+
+def _ours(thing) -> bool:
+    """Whether ``thing`` is dlg's: an object of a dlg class, or a frame of dlg's code
+    (``gc`` sees the whole process: a thread an earlier test left may make garbage of
+    its own meanwhile)."""
+    if isinstance(thing, types.FrameType):
+        return thing.f_code.co_filename.startswith(_DLG)
+    return type(thing).__module__.startswith("dlg.")
+
+
 def _garbage(orchestrator, mode) -> tuple[list[str], dlg.Dialogue]:
-    """Type names of what ``gc`` finds unreachable after one dialogue (run twice before,
-    so caches are filled), and the dialogue."""
+    """Type names of dlg's objects that ``gc`` finds unreachable after one dialogue (run
+    twice before, so caches are filled), and the dialogue."""
 
     from dlg.models.resilience import cooldowns
 
@@ -58,7 +72,7 @@ def _garbage(orchestrator, mode) -> tuple[list[str], dlg.Dialogue]:
         try:
             dialogue = await orchestrator.run(mode)
             gc.collect()
-            return sorted({type(x).__name__ for x in gc.garbage}), dialogue
+            return sorted({type(x).__name__ for x in gc.garbage if _ours(x)}), dialogue
         finally:
             gc.garbage.clear()
             gc.set_debug(0)
