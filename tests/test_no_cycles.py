@@ -56,21 +56,21 @@ def _ours(thing) -> bool:
     return type(thing).__module__.startswith("dlg.")
 
 
-def _garbage(orchestrator, mode) -> tuple[list[str], dlg.Dialogue]:
-    """Type names of dlg's objects that ``gc`` finds unreachable after one dialogue (run
-    twice before, so caches are filled), and the dialogue."""
+def _garbage(run, mode) -> tuple[list[str], dlg.Dialogue]:
+    """Type names of dlg's objects that ``gc`` finds unreachable after one dialogue
+    (``await run(mode)``; run twice before, so caches are filled), and the dialogue."""
 
     from dlg.models.resilience import cooldowns
 
     async def main():
         for _ in range(2):
-            await orchestrator.run(mode)
+            await run(mode)
         cooldowns.reset()  # a model that kept failing would be skipped, not tried
         gc.collect()
         gc.disable()
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
-            dialogue = await orchestrator.run(mode)
+            dialogue = await run(mode)
             gc.collect()
             return sorted({type(x).__name__ for x in gc.garbage if _ours(x)}), dialogue
         finally:
@@ -105,10 +105,23 @@ def test_a_dialogue_leaves_no_reference_cycles(case, tmp_path):
         mode = dlg.load_mode({**MODE, "participants": {"a": None}})
     orchestrator = dlg.Orchestrator(models={"a": model}, store=store, retry=retry,
                                     timeout=timeout)
-    garbage, dialogue = _garbage(orchestrator, mode)
+    garbage, dialogue = _garbage(orchestrator.run, mode)
     assert garbage == []
     first = dialogue.turns[0]
     assert dialogue.status == ("failed" if case == "failed" else "completed")
     if case in ("fallback", "timed out"):
         assert first.model == "echo"
     assert bool(first.attempts) == (case in ("retried", "fallback", "timed out", "failed"))
+
+
+@pytest.mark.parametrize("name", ["loop", "panel", "detective-deep", "debate"])
+def test_the_built_in_modes_leave_no_reference_cycles(name, tmp_path):
+    # a refinement loop that stops early, parallel phases, judges, a summary
+    from dlg.plugins.sqlite_store import SqliteStore
+
+    mode = dlg.load_mode(name)
+    inputs = {k: "x" for k, spec in mode.inputs.items() if spec.required}
+    orchestrator = dlg.Orchestrator(model="echo", store=SqliteStore(tmp_path))
+
+    garbage, dialogue = _garbage(lambda m: orchestrator.run(m, **inputs), mode)
+    assert garbage == [] and dialogue.status in ("completed", "converged")
