@@ -113,9 +113,18 @@ class RayExecutor:
         started_here = False
         if not ray.is_initialized():
             address = os.environ.get("DLG_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
-            await anyio.to_thread.run_sync(lambda: ray.init(
-                address=address or None, include_dashboard=False, log_to_driver=False,
-                **({} if address else {"num_cpus": max(1, concurrency)})))
+            if address:
+                await anyio.to_thread.run_sync(_check_reachable, address)
+            try:
+                await anyio.to_thread.run_sync(lambda: ray.init(
+                    address=address or None, include_dashboard=False, log_to_driver=False,
+                    **({} if address else {"num_cpus": max(1, concurrency)})))
+            except Exception as exc:  # Ray's errors: a missing extra, a refused join...
+                from dlg.errors import DlgError
+
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                where = f"join the Ray cluster at {address}" if address else "start Ray"
+                raise DlgError(f"could not {where}: {type(exc).__name__}: {text}") from None
             started_here = True
         try:
             env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
@@ -142,6 +151,27 @@ class RayExecutor:
         finally:
             if started_here:
                 await anyio.to_thread.run_sync(ray.shutdown)
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse at once a cluster address (``HOST:PORT`` or ``ray://HOST:PORT``) nothing
+    answers at: Ray itself retries for minutes, printing only its own warnings."""
+    import re
+    import socket
+
+    from dlg.errors import DlgError
+
+    found = re.fullmatch(r"(?:ray://)?\[?([^\]/\s]+?)\]?:(\d{1,5})/?", address.strip())
+    if found is None:  # "auto", "local", ...: Ray's to resolve
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DlgError(f"cannot reach the Ray cluster at {address} ({reason}): check "
+                       "DLG_RAY_ADDRESS (or RAY_ADDRESS), or unset it to start a local "
+                       "Ray for the batch") from None
 
 
 def _merge(item: Any, result: dict[str, Any]) -> None:

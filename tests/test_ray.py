@@ -127,3 +127,40 @@ def test_a_worker_refuses_template_names_that_lead_out_of_its_folder(tmp_path, n
     with pytest.raises(dlg.DlgError, match="not a plain relative path"):
         _write_templates({name: "x"}, str(tmp_path / "t"))
     assert not (tmp_path / "evil.j2").exists()
+
+
+# -- reaching the cluster ---------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_a_cluster_address_nothing_answers_at_is_refused_at_once(form, monkeypatch):
+    address = form.format(port=_closed_port())
+    monkeypatch.setenv("DLG_RAY_ADDRESS", address)
+    with pytest.raises(dlg.DlgError, match=f"cannot reach the Ray cluster at {address}"):
+        dlg.batch_sync(MODE, [{"topic": "x"}], model="echo", executor="ray", store=None)
+    assert not ray.is_initialized()
+
+
+def test_rays_own_failure_to_start_is_a_dlg_error(monkeypatch):
+    def refuse(**options):
+        raise ValueError("Ray Client requires pip package `ray[client]`.\nmore")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(dlg.DlgError, match=r"could not start Ray: ValueError: Ray Client "
+                                           r"requires pip package `ray\[client\]`.$"):
+        dlg.batch_sync(MODE, [{"topic": "x"}], model="echo", executor="ray", store=None)
+
+
+def test_addresses_ray_resolves_itself_are_not_probed():
+    from dlg.plugins.ray_executor import _check_reachable
+
+    for address in ("auto", "local", "http://head:8265"):
+        _check_reachable(address)  # nothing to probe: no error
