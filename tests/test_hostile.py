@@ -69,6 +69,25 @@ def test_include_inside_the_folder_still_works(tmp_path):
     d = dlg.run_sync(mode, model="echo", store=None)
     assert d.turns[0].prompt == "part says 2"
 
+def test_a_mode_document_given_a_folder_reads_its_files_there_and_only_there(tmp_path):
+    (tmp_path / "outside.txt").write_text("SECRET")
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    (folder / "part.j2").write_text("part says {{ 1 + 1 }}")
+    (folder / "p.txt").write_text("{% include 'part.j2' %}!")
+    document = {"name": "m", "turns": [{"id": "a", "role": "A", "prompt_file": "p.txt"}]}
+    mode = dlg.load_mode(document, base_dir=folder)
+    assert dlg.run_sync(mode, model="echo", store=None).turns[0].prompt == "part says 2!"
+    # without the folder, nothing is found; with it, nothing outside it is
+    with pytest.raises(dlg.ModeError, match=r"prompt_file 'p\.txt' not found"):
+        dlg.load_mode(document)
+    leaving = {"name": "m", "turns": [{"id": "a", "role": "A",
+                                      "prompt": "{% include '../outside.txt' %}"}]}
+    with pytest.raises(dlg.ModeError, match="includes") as info:
+        dlg.load_mode(leaving, base_dir=folder)
+    assert "SECRET" not in info.value.format(all_problems=True)
+
+
 def test_templates_that_include_each_other_load_and_fail_clearly(tmp_path):
     # a cycle is legal Jinja (a conditional include can end it): checking it must not
     # follow the cycle for ever, and rendering one that never ends fails the turn
