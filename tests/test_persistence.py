@@ -106,6 +106,34 @@ def test_resume_refuses_a_changed_mode_unless_forced(write_mode):
     assert final.turns[0].prompt.endswith("one")  # kept, not re-run
 
 
+def test_resume_continues_with_a_mode_given_when_its_own_is_not_where_it_was(tmp_path):
+    # as on another machine: the mode's folder is elsewhere, and the copy saved with
+    # the dialogue cannot find the template the mode includes
+    folder = tmp_path / "here"
+    folder.mkdir()
+    (folder / "part.j2").write_text("PART {{ topic }}")
+    text = ("name: r\ninputs: {topic: {}}\nturns:\n  - {id: a, role: A, prompt: one}\n"
+            "  - {id: b, role: B, prompt: \"{% include 'part.j2' %}\", timeout: 0.01}\n")
+    (folder / "r.yaml").write_text(text)
+    invoke("run", str(folder / "r.yaml"), "--topic", "t", "-m", "echo?latency=0.5", "-q")
+    (saved,) = dlg.list_dialogues()
+    elsewhere = tmp_path / "elsewhere"
+    folder.rename(elsewhere)
+    lost = CliRunner().invoke(cli, ["resume", saved["id"], "-m", "echo"])
+    assert lost.exit_code == 2 and "includes 'part.j2'" in lost.output
+    resumed = invoke("resume", saved["id"], "-m", "echo", "-q",
+                     "--mode", str(elsewhere / "r.yaml"))
+    assert resumed.exit_code == 0, resumed.output
+    final = dlg.load_dialogue(saved["id"])
+    assert final.status == "completed" and final.turns[1].prompt.endswith("PART t")
+    assert final.turns[0].model == "echo?latency=0.5"  # kept, not re-run
+    # a mode given this way must be the same one, unless --force
+    (elsewhere / "r.yaml").write_text(text.replace("one", "ONE"))
+    with pytest.raises(dlg.DlgError, match="has changed since"):
+        dlg.Orchestrator(model="echo").prepare_resume(saved["id"],
+                                                      mode=elsewhere / "r.yaml")
+
+
 def test_seed_sc5_3_resume_after_half_the_turns():
     """The seed's SC5.3: 5 of 10 turns done, the process gone; resume does the rest."""
     mode = {"name": "ten", "turns": [{"id": f"t{i}", "role": "R", "prompt": f"turn {i}",

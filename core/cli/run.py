@@ -178,6 +178,10 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
 @cli.command("resume")
 @click.argument("dialogue_id")
 @click.option("--force", is_flag=True, help="Resume even if the mode has changed since.")
+@click.option("--mode", "mode_ref", metavar="MODE",
+              help="Continue with this mode (a file or a name) when the one the dialogue "
+                   "ran is not where it was, say on another machine; it must be the same "
+                   "mode unless --force.")
 @click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
               help="Write the dialogue to this file (or directory) when done.")
 @click.option("--format", "-f", "fmt", metavar="NAME", help="Export format.")
@@ -192,8 +196,8 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
 @click.option("--max-cost", type=float, metavar="USD",
               help="A new limit on what the whole dialogue spends (it counts what it spent).")
 @store_option
-def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | None,
-                   quiet: bool, stream: bool | None, model: str | None,
+def resume_command(dialogue_id: str, force: bool, mode_ref: str | None, out: str | None,
+                   fmt: str | None, quiet: bool, stream: bool | None, model: str | None,
                    participants: tuple[str, ...], router: str | None,
                    max_cost: float | None, store: str | None) -> None:
     """Continue a saved dialogue: completed turns are kept, the rest run."""
@@ -209,7 +213,8 @@ def resume_command(dialogue_id: str, force: bool, out: str | None, fmt: str | No
     from dlg.records.store import DialogueBusyError
 
     try:
-        mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force)
+        mode, dialogue = orchestrator.prepare_resume(dialogue_id, force=force,
+                                                     mode=mode_ref)
     except (DialogueBusyError, StoreError) as exc:
         raise DlgClickError(str(exc), EXIT_FAILED) from None
     except DlgError as exc:

@@ -399,9 +399,10 @@ async def run(
     return await orchestrator.run(mode, inputs, dialogue_id=dialogue_id, **more_inputs)
 
 
-async def resume(dialogue_id: str, *, force: bool = False, **options: Any) -> Dialogue:
+async def resume(dialogue_id: str, *, force: bool = False, mode: Any = None,
+                 **options: Any) -> Dialogue:
     """Continue a saved dialogue (by id or unique id prefix); see ``Orchestrator.resume``."""
-    return await Orchestrator(**options).resume(dialogue_id, force=force)
+    return await Orchestrator(**options).resume(dialogue_id, force=force, mode=mode)
 
 
 async def batch(mode: Any, rows: Any, *, concurrency: int = 4, batch_id: str | None = None,

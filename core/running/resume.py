@@ -41,10 +41,13 @@ class Resuming:
         def open_store(self) -> Any: ...
         def execute(self, mode: Mode, dialogue: Dialogue) -> Awaitable[Dialogue]: ...
 
-    def prepare_resume(self, dialogue_id: str, *, force: bool = False
+    def prepare_resume(self, dialogue_id: str, *, force: bool = False, mode: Any = None
                        ) -> tuple[Mode, Dialogue]:
         """The saved dialogue, made ready to continue: its mode (checked against the saved
         content hash) and its record with every unfinished turn reset to pending.
+        ``mode`` (a file, a name or a ``Mode``) is the mode to continue with when the one
+        the dialogue ran is not where it was (another machine, a moved folder): it must
+        be the same mode, unless ``force``.
         Raises ``DialogueBusyError`` if another process is running it."""
         from dlg.records.store import Lease, as_dialogue, find_dialogue, open_store
 
@@ -54,23 +57,26 @@ class Resuming:
         saved = as_dialogue(record)
         # refuse now if another process runs it (``execute`` claims it for the run)
         Lease().check(store, saved.id)
-        return self._resumable(record, saved, force)
+        chosen = None if mode is None else load_mode(mode, pm=self._pm)
+        return self._resumable(record, saved, force, chosen)
 
-    def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool
-                   ) -> tuple[Mode, Dialogue]:
-        mode, saved = self.reopen(record, saved, force)
+    def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool,
+                   chosen: Mode | None = None) -> tuple[Mode, Dialogue]:
+        mode, saved = self.reopen(record, saved, force, mode=chosen,
+                                  chosen=chosen is not None)
         self._choose_models(saved, mode)
         return mode, saved
 
     def reopen(self, record: dict[str, Any], saved: Dialogue, force: bool = False,
-               mode: Mode | None = None) -> tuple[Mode, Dialogue]:
+               mode: Mode | None = None, chosen: bool = False) -> tuple[Mode, Dialogue]:
         """A saved dialogue's mode (checked against its content hash) and the dialogue
         with every unfinished turn reset to pending. ``mode``: one the caller has (a
-        batch's), used when it is the one the dialogue ran."""
+        batch's), used when it is the one the dialogue ran; ``chosen``: the user chose
+        it, so it is used even if it changed (which then needs ``force``)."""
         from dlg.errors import ModeError
         from dlg.language.source import is_path_like
 
-        if mode is not None and mode.content_hash != saved.mode_hash:
+        if mode is not None and not chosen and mode.content_hash != saved.mode_hash:
             mode = None
         # the mode as it is now (its file, or its name), else the copy saved with it
         if mode is None and saved.mode_source and not saved.mode_source.startswith("<"):
@@ -152,10 +158,12 @@ class Resuming:
             out[alias] = runnable
         return out
 
-    async def resume(self, dialogue_id: str, *, force: bool = False) -> Dialogue:
+    async def resume(self, dialogue_id: str, *, force: bool = False, mode: Any = None
+                     ) -> Dialogue:
         """Continue a saved dialogue: completed turns are kept, the rest run (the seed's
-        SC5.3). Refuses if its mode changed since, unless ``force``."""
-        mode, dialogue = self.prepare_resume(dialogue_id, force=force)
+        SC5.3). Refuses if its mode changed since, unless ``force``. ``mode``: the mode
+        to continue with when the one the dialogue ran is not where it was."""
+        mode, dialogue = self.prepare_resume(dialogue_id, force=force, mode=mode)
         if all(t.status in ("completed", "skipped") for t in dialogue.turns):
             dialogue.status = "completed"
             return dialogue
