@@ -3,9 +3,10 @@
 Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; a task
 builds its own ``dlg.Orchestrator`` from the batch's options (model specs, router,
 constraints) and runs, resumes or reports its dialogue exactly as the local executor
-does (``dlg.running.batch.run_item``). The mode goes as a document with the templates it
-includes from its folder (``own_templates``), written to a private temporary folder on
-the worker for the task. Workers save to the batch's store, so for workers
+does (``dlg.running.batch.run_item``). The mode goes as a document with the files it
+needs from its folder (the templates it includes, ``own_templates``, and the modes its
+turns spawn by path with theirs, ``spawned_files``), written to a private temporary
+folder on the worker for the task. Workers save to the batch's store, so for workers
 on several machines use a server-backed one (``DLG_STORE=postgres`` with
 ``DLG_POSTGRES_URL``); each dialogue's budget is kept by the worker running it, counting
 what the dialogue spent before, and learned-routing statistics are updated atomically in
@@ -28,12 +29,12 @@ from dlg.hookspecs import hookimpl
 _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OLLAMA_")
 
 
-def _run_one(mode_document: dict[str, Any], templates: dict[str, str],
+def _run_one(mode_document: dict[str, Any], files: dict[str, str],
              item: dict[str, Any], options: dict[str, Any], store: Any,
              source: str | None = None) -> dict[str, Any]:
-    """A Ray task: one dialogue of a batch, in a worker process. ``templates`` are the
-    ones the mode includes from its folder (``own_templates``): the worker may be on a
-    machine without that folder. ``source`` is where the batch's mode came from, saved
+    """A Ray task: one dialogue of a batch, in a worker process. ``files`` are what the
+    mode needs from its folder (templates, spawned modes), by path: the worker may be on
+    a machine without that folder. ``source`` is where the batch's mode came from, saved
     with the dialogue (so ``dlg resume`` where the batch started finds the mode's file)."""
     import dataclasses
     import tempfile
@@ -47,9 +48,9 @@ def _run_one(mode_document: dict[str, Any], templates: dict[str, str],
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
     batch_item = BatchItem(**fields)
     orchestrator = Orchestrator(store=store, **options)
-    with tempfile.TemporaryDirectory(prefix="dlg-templates-") as folder:
-        _write_templates(templates, folder)
-        mode = load_mode(mode_document, base_dir=folder if templates else None)
+    with tempfile.TemporaryDirectory(prefix="dlg-mode-") as folder:
+        _write_files(files, folder)
+        mode = load_mode(mode_document, base_dir=folder if files else None)
         if source is not None:
             mode = dataclasses.replace(mode, source=source)
         anyio.run(run_item, orchestrator, mode, batch_item)
@@ -59,19 +60,19 @@ def _run_one(mode_document: dict[str, Any], templates: dict[str, str],
     return batch_item.to_dict()
 
 
-def _write_templates(templates: dict[str, str], folder: str) -> None:
-    """Write each template to its name under ``folder``; a name that would lead out of
-    it is refused (the names come from another process)."""
+def _write_files(files: dict[str, str], folder: str) -> None:
+    """Write each file to its path under ``folder``; a path that would lead out of it is
+    refused (the paths come from another process)."""
     from pathlib import Path, PurePosixPath
 
     from dlg.errors import DlgError
 
-    for name, text in templates.items():
+    for name, text in files.items():
         path = PurePosixPath(name)
         if (not path.parts or path.is_absolute() or "\\" in name
                 or any(part in ("..", ".") for part in path.parts)):
-            raise DlgError(f"the batch sent a template named {name!r}, which is not a "
-                           "plain relative path: refused")
+            raise DlgError(f"the batch sent a file named {name!r}, which is not a plain "
+                           "relative path: refused")
         target = Path(folder, *path.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
@@ -107,6 +108,7 @@ class RayExecutor:
         import anyio
 
         from dlg.language.templates import own_templates
+        from dlg.running.subdialogues import spawned_files
 
         self._check()
         ray = _ray()
@@ -132,14 +134,15 @@ class RayExecutor:
                                                 max_retries=0)
             store = self.orchestrator.store
             document = mode.to_dict()
-            # what the mode includes from its folder, which other machines do not have
-            templates = own_templates(mode, self.orchestrator.plugin_manager)
+            # what the mode needs from its folder, which other machines do not have
+            pm = self.orchestrator.plugin_manager
+            files = {**own_templates(mode, pm), **spawned_files(mode, pm)}
             pending = list(items)
             running: dict[Any, Any] = {}
             while pending or running:
                 while pending and len(running) < max(1, concurrency):
                     item = pending.pop(0)
-                    running[task.remote(document, templates, item.to_dict(),
+                    running[task.remote(document, files, item.to_dict(),
                                         options or {}, store, mode.source)] = item
                 done, _ = await anyio.to_thread.run_sync(
                     lambda: ray.wait(list(running), num_returns=1, timeout=1.0))

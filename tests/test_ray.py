@@ -122,10 +122,10 @@ def test_a_worker_runs_the_mode_without_its_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["../evil.j2", "/etc/evil.j2", "a/../../evil.j2",
                                   "a\\..\\evil.j2", ""])
 def test_a_worker_refuses_template_names_that_lead_out_of_its_folder(tmp_path, name):
-    from dlg.plugins.ray_executor import _write_templates
+    from dlg.plugins.ray_executor import _write_files
 
     with pytest.raises(dlg.DlgError, match="not a plain relative path"):
-        _write_templates({name: "x"}, str(tmp_path / "t"))
+        _write_files({name: "x"}, str(tmp_path / "t"))
     assert not (tmp_path / "evil.j2").exists()
 
 
@@ -164,3 +164,41 @@ def test_addresses_ray_resolves_itself_are_not_probed():
 
     for address in ("auto", "local", "http://head:8265"):
         _check_reachable(address)  # nothing to probe: no error
+
+
+def test_a_worker_runs_modes_spawned_by_path_without_their_folder(tmp_path, monkeypatch):
+    import shutil
+
+    from dlg.language.templates import own_templates
+    from dlg.plugins.ray_executor import _run_one
+    from dlg.running.subdialogues import spawned_files
+
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "modes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "inner.j2").write_text("INNER {{ topic }}")
+    (folder / "sub" / "child.yaml").write_text(
+        "name: child\ninputs: {topic: {required: true}}\n"
+        "turns:\n  - {id: c, role: C, prompt: \"{% include 'inner.j2' %}\"}\n")
+    (folder / "m.yaml").write_text(
+        "name: m\ninputs: {topic: {}}\nturns:\n  - id: s\n    role: S\n    prompt: go\n"
+        "    spawn: {mode: sub/child.yaml, max_children: 1}\n")
+    mode = dlg.load_mode(folder / "m.yaml")
+    files = {**own_templates(mode), **spawned_files(mode)}
+    assert sorted(files) == ["sub/child.yaml", "sub/inner.j2"]
+    document = mode.to_dict()
+    shutil.rmtree(folder)  # as on a machine that never had it
+    item = {"index": 0, "inputs": {"topic": "x"}, "dialogue_id": "w-2"}
+    result = _run_one(document, files, item, {"model": "echo"}, "sqlite")
+    assert result["status"] == "completed", result
+    (child,) = dlg.load_dialogue("w-2").subdialogues
+    assert child.status == "completed" and child.turns[0].prompt.startswith("INNER ")
+
+
+def test_spawned_modes_that_spawn_each_other_are_sent_once(tmp_path):
+    from dlg.running.subdialogues import spawned_files
+
+    spawn = "turns:\n  - id: s\n    role: S\n    prompt: go\n    spawn: {mode: %s}\n"
+    (tmp_path / "a.yaml").write_text("name: a\n" + spawn % "b.yaml")
+    (tmp_path / "b.yaml").write_text("name: b\n" + spawn % "a.yaml")
+    assert sorted(spawned_files(dlg.load_mode(tmp_path / "a.yaml"))) == ["a.yaml", "b.yaml"]

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import DlgError, describe
 
-__all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "plan_children",
-           "spawn_children", "tree_spent"]
+__all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "mode_folder",
+           "plan_children", "spawn_children", "spawned_files", "tree_spent"]
 
 # a child that ended so has an answer for its parent (a stopped one can still go on)
 ENDED = ("completed", "converged", "max_turns")
@@ -252,14 +253,12 @@ class Spawning:
 
     def _child_mode(self, ref: str, parent: Any) -> Any:
         """A spawned mode: a name, or a path inside the parent mode's folder."""
-        from pathlib import Path
-
         from dlg.language.limits import confined
         from dlg.language.loader import load_mode
         from dlg.language.source import is_path_like
 
-        if is_path_like(ref) and parent.source and not parent.source.startswith("<"):
-            folder = Path(parent.source).parent
+        folder = mode_folder(parent) if is_path_like(ref) else None
+        if folder is not None:
             found = confined(folder, ref, [folder])
             if found is None:
                 raise DlgError(f"spawn.mode '{ref}' of mode '{parent.name}' is not a file "
@@ -267,6 +266,57 @@ class Spawning:
                                "mode's folder, without '..')")
             return load_mode(found, pm=self._pm)
         return load_mode(ref, pm=self._pm)
+
+
+def mode_folder(mode: Any) -> Path | None:
+    """The folder a mode's spawned modes are named from: its own (a file's folder, or
+    the ``base_dir`` a document was loaded with; the first of its template folders),
+    else its file's, else None (a document loaded without a folder)."""
+    if mode.template_dirs:
+        return Path(mode.template_dirs[0])
+    if mode.source and not mode.source.startswith("<"):
+        return Path(mode.source).parent
+    return None
+
+
+def spawned_files(mode: Any, pm: Any = None, *, _prefix: str = "",
+                  _seen: set[str] | None = None) -> dict[str, str]:
+    """The modes a mode's turns spawn by path, as standalone documents (JSON text) by
+    their paths from the mode's folder, with the templates each includes from its own
+    folder and, in turn, the modes it spawns: with ``mode.to_dict()`` and
+    ``own_templates(mode)``, what another machine needs to run the whole tree. A path
+    that leads out of the folder, or does not load, is left for the spawning turn to
+    report."""
+    import json
+    from pathlib import PurePosixPath
+
+    from dlg.errors import ModeError
+    from dlg.language.limits import confined
+    from dlg.language.loader import load_mode
+    from dlg.language.source import is_path_like
+    from dlg.language.templates import own_templates
+
+    seen = set() if _seen is None else _seen
+    folder = mode_folder(mode)
+    out: dict[str, str] = {}
+    for turn in mode.turns:
+        ref = turn.spawn.get("mode")
+        if folder is None or not isinstance(ref, str) or not is_path_like(ref):
+            continue
+        found = confined(folder, ref, [folder])
+        if found is None or str(found) in seen:
+            continue
+        seen.add(str(found))
+        try:
+            child = load_mode(found, pm=pm)
+        except ModeError:
+            continue
+        where = PurePosixPath(_prefix, found.relative_to(folder.resolve()).as_posix())
+        out[str(where)] = json.dumps(child.document, ensure_ascii=False)
+        for name, text in own_templates(child, pm).items():
+            out[str(where.parent / name)] = text
+        out.update(spawned_files(child, pm, _prefix=str(where.parent), _seen=seen))
+    return out
 
 
 async def spawn_children(run: Any, turn: Any, rec: Any) -> bool:
