@@ -210,9 +210,13 @@ def _render(template: Any, context: dict[str, Any]) -> str:
             return str(template.render(**context))
         # the caller put the globals in (once per dialogue): render on the context as
         # it is, without Jinja copying the globals and the context for every render
+        # (``new_context(context, shared=True)``, with the set of the globals' names made
+        # once per template)
+        env = template.environment
         try:
-            return str(template.environment.concat(
-                template.root_render_func(template.new_context(context, shared=True))))
+            ctx = env.context_class(env, context, template.name, template.blocks)
+            ctx.globals_keys = getattr(template, "dlg_globals", None) or set(template.globals)
+            return str(env.concat(template.root_render_func(ctx)))
         except Exception:
             return str(template.environment.handle_exception())
     token = _steps.set([MAX_LOOP_STEPS])

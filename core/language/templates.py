@@ -290,6 +290,7 @@ def _template(env: Any, ast: Any) -> Any:
 
     template = env.from_string(ast)
     template.dlg_loops = ast.find(nodes.For) is not None
+    template.dlg_globals = frozenset(template.globals)  # Jinja makes this set per render
     return template
 
 
