@@ -134,3 +134,13 @@ def test_arbitrary_text_never_crashes_the_loader(tmp_path_factory, text):
         dlg.load_mode(path, use_cache=False)
     except dlg.ModeError as exc:
         assert exc.problems and exc.problems[0].file
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=0, max_value=4_102_444_800_000_000))  # to the year 2100
+def test_times_round_trip_through_iso_8601_exactly(micros):
+    # what record.now() makes: whole microseconds over 10**6
+    from dlg.records.record import _from_iso, _iso
+
+    ts = micros / 1_000_000
+    assert _from_iso(_iso(ts)) == ts
