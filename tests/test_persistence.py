@@ -129,7 +129,8 @@ def test_resume_continues_with_a_mode_given_when_its_own_is_not_where_it_was(tmp
     assert final.turns[0].model == "echo?latency=0.5"  # kept, not re-run
     # a mode given this way must be the same one, unless --force
     (elsewhere / "r.yaml").write_text(text.replace("one", "ONE"))
-    with pytest.raises(dlg.DlgError, match="has changed since"):
+    with pytest.raises(dlg.DlgError, match=r"the mode given \('r', content hash [0-9a-f]{12}\) "
+                       rf"is not the one dialogue {saved['id']} ran \('r', "):
         dlg.Orchestrator(model="echo").prepare_resume(saved["id"],
                                                       mode=elsewhere / "r.yaml")
 

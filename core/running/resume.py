@@ -88,6 +88,11 @@ class Resuming:
         if mode is None:
             mode = load_mode(record.get("mode_document") or saved.mode, pm=self._pm)
         if mode.content_hash != saved.mode_hash:
+            if not force and chosen:
+                raise DlgError(
+                    f"the mode given ('{mode.name}', content hash {mode.content_hash[:12]}) "
+                    f"is not the one dialogue {saved.id} ran ('{saved.mode}', "
+                    f"{saved.mode_hash[:12]}): pass --force to resume with it")
             if not force:
                 raise DlgError(
                     f"mode '{saved.mode}' has changed since dialogue {saved.id} started "
