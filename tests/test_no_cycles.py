@@ -14,6 +14,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 import dlg
+import dlg.plugins
 
 MODE = {"name": "m", "participants": {"a": {"fallbacks": ["echo"]}},
         "turns": [{"id": f"t{i}", "role": "R", "participant": "a", "prompt": f"p{i}",
@@ -44,7 +45,7 @@ class Slow(FakeListChatModel):
         await anyio.sleep(5)
 
 
-_DLG = os.path.dirname(dlg.__file__)
+_DLG = tuple(os.path.dirname(m.__file__) for m in (dlg, dlg.plugins))  # core, plugins
 
 
 def _ours(thing) -> bool:
@@ -59,7 +60,6 @@ def _ours(thing) -> bool:
 def _garbage(run, mode) -> tuple[list[str], dlg.Dialogue]:
     """Type names of dlg's objects that ``gc`` finds unreachable after one dialogue
     (``await run(mode)``; run twice before, so caches are filled), and the dialogue."""
-
     from dlg.models.resilience import cooldowns
 
     async def main():
