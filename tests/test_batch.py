@@ -65,6 +65,26 @@ def test_a_batch_is_resumable_as_a_whole():
     assert sorted(fixed.seen) == ["TURN a trains", "TURN b planes", "TURN b trains"]
 
 
+def test_a_resumed_batch_reports_its_ended_dialogues_without_loading_them(monkeypatch):
+    from dlg.plugins.sqlite_store import SqliteStore
+
+    broken = Counting(responses=["ok"], seen=[], broken=["trains"])
+    first = anyio.run(lambda: dlg.Orchestrator(
+        model=broken, retry=dlg.RetryPolicy(attempts=1)).batch(
+            MODE, [{"topic": t} for t in TOPICS], batch_id="b5"))
+    loaded: list[str] = []
+    load = SqliteStore.load
+    monkeypatch.setattr(SqliteStore, "load",
+                        lambda self, ref: loaded.append(ref) or load(self, ref))
+    again = anyio.run(lambda: dlg.Orchestrator(model=Counting(responses=["ok"], seen=[])).batch(
+        MODE, [{"topic": t} for t in TOPICS], batch_id="b5"))
+    assert again.ok and loaded == ["b5-00001"]  # only the one that had not ended
+    for kept, before in zip(again.items, first.items, strict=True):
+        if kept.skipped:  # its figures are the ones its run reported
+            assert kept.to_dict() == {**before.to_dict(), "skipped": True}
+    assert [i.skipped for i in again.items] == [True, False, True, True, True]
+
+
 def test_a_batch_resumes_on_the_mode_it_was_given(tmp_path):
     # the saved dialogue names a mode file that is gone, and the copy saved with it
     # cannot find the template it includes: the batch's own mode, the same one, is used

@@ -232,6 +232,22 @@ class TableStore(RowWrites):
             header["mode_document"] = json.loads(mode[0])
         return {**header, "turns": turns}
 
+    def headers(self, dialogue_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The saved headers (records without their turns: status, error, metrics...) of
+        those of ``dialogue_ids`` that are saved, read in a few queries: a batch that
+        resumes reports its ended dialogues from these instead of loading each."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._reading() as execute:
+            for start in range(0, len(dialogue_ids), 500):
+                chunk = tuple(dialogue_ids[start:start + 500])
+                rows = execute("SELECT id, header FROM dlg_dialogues WHERE id IN "
+                               f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+                for dialogue_id, text in rows:
+                    found = _json_or_none(text)
+                    if found is not None:  # a damaged one is loaded, and reported, alone
+                        out[dialogue_id] = found
+        return out
+
     def list(self) -> list[dict[str, Any]]:
         """Summaries, newest first. For a dialogue still running (or killed while it
         ran), completed turns, tokens and cost are counted from its turn rows: a turn's
