@@ -72,7 +72,7 @@ class BatchItem:
         """Report a dialogue that had ended from its saved header (its figures, as
         ``record`` gives them), without loading its turns."""
         m = header.get("metrics") or {}
-        self.status, self.error = header.get("status"), header.get("error")
+        self.status, self.error = header["status"], header.get("error")
         self.turns, self.tokens = m.get("turns_completed", 0), m.get("total_tokens", 0)
         self.cost_usd = m.get("total_cost_usd", 0.0)
         self.latency_seconds = m.get("total_latency_seconds", 0.0)
