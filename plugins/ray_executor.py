@@ -62,18 +62,19 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
 
 def _write_files(files: dict[str, str], folder: str) -> None:
     """Write each file to its path under ``folder``; a path that would lead out of it is
-    refused (the paths come from another process)."""
-    from pathlib import Path, PurePosixPath
+    refused (the paths come from another process): ``confined``, as for a mode's own
+    files, and no backslash (a Windows separator on the machine that sent it)."""
+    from pathlib import Path
 
     from dlg.errors import DlgError
+    from dlg.language.limits import confined
 
+    root = Path(folder)
     for name, text in files.items():
-        path = PurePosixPath(name)
-        if (not path.parts or path.is_absolute() or "\\" in name
-                or any(part in ("..", ".") for part in path.parts)):
+        target = None if "\\" in name else confined(root, name, [root])
+        if target is None or target == root.resolve():
             raise DlgError(f"the batch sent a file named {name!r}, which is not a plain "
                            "relative path: refused")
-        target = Path(folder, *path.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
 
