@@ -9,7 +9,8 @@ Environment variables:
 - ``DLG_PLUGINS=name1,name2``: load only these entry-point plugins.
 
 The list of installed entry points is cached (next to the mode cache) and rescanned when
-any ``sys.path`` directory changes, as installing or removing a package does.
+a ``sys.path`` directory that holds distribution metadata changes, as installing or
+removing a package does (or when a directory gains its first).
 """
 
 from __future__ import annotations
@@ -94,12 +95,30 @@ def build_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManage
     return pm
 
 
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
+
+
+def _holds_metadata(path: str) -> bool:
+    """Whether a directory holds any installed distribution's metadata."""
+    with os.scandir(path) as entries:
+        return any(e.name.endswith(_METADATA_SUFFIXES) for e in entries)
+
+
 def _path_fingerprint() -> list[list[Any]]:
-    """sys.path directories with their mtimes: installing or removing a package changes it."""
-    out = []
+    """What decides the installed entry points: each ``sys.path`` entry with the mtime of
+    a directory that holds distribution metadata (installing or removing a package
+    changes it) or of a zip file. A directory without any, such as the working directory
+    ``python -m dlg`` puts first, counts only as having none: files written there (a
+    ``--out`` file, say) do not make the next start-up scan every package again."""
+    out: list[list[Any]] = []
     for entry in sys.path:
+        path = entry or "."
         try:
-            out.append([entry, os.stat(entry or ".").st_mtime_ns])
+            if os.path.isdir(path):
+                out.append([entry, os.stat(path).st_mtime_ns if _holds_metadata(path)
+                            else None])
+            else:
+                out.append([entry, os.stat(path).st_mtime_ns])
         except OSError:
             out.append([entry, None])
     return out

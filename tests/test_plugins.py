@@ -253,6 +253,31 @@ def test_entry_point_cache_notices_new_installs(tmp_path, monkeypatch):
     assert plugin_manager.plugin_distribution("plug_two") == "plug_two 1.0"
 
 
+def test_entry_point_cache_ignores_other_files(tmp_path, monkeypatch):
+    """Files written to a sys.path directory without any package metadata (the working
+    directory ``python -m dlg`` puts first) do not make start-up scan every package
+    again; a directory that gains its first package does."""
+    import importlib.metadata
+
+    from dlg import plugin_manager
+
+    scans = []
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: scans.append(1) or real(**kw))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.syspath_prepend(str(work))
+    plugin_manager._discover()
+    (work / "dialogue.json").write_text("{}")
+    os.utime(work, ns=(1, 1))  # as if long ago: the mtime changed either way
+    assert plugin_manager._discover() == plugin_manager._discover()
+    assert len(scans) == 1
+    _fake_dist(work, "plug_three")
+    assert [e["name"] for e in plugin_manager._discover()] == ["plug_three"]
+    assert len(scans) == 2
+
+
 def test_broken_plugin_is_reported_by_name(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
