@@ -3,10 +3,15 @@
 ``DLG_DATA_DIR`` (or the ``path`` option: the database file, or a folder to keep
 ``dialogues.sqlite3`` in) moves it; the default is ``dialogues.sqlite3`` in the user data
 dir (``~/.local/share/dlg`` on Linux). The tables are ``dlg.records.tables``'s, shared
-with the ``postgres`` store. The database runs in WAL mode with ``synchronous=NORMAL``:
-each save is one transaction that a killed process leaves either done or not done, and
-readers (``dlg ls`` in another terminal) never wait for a writer. Writers in several
-processes take turns (``BEGIN IMMEDIATE``, waiting up to a minute).
+with the ``postgres`` store. The database runs in WAL mode: each save is one transaction
+that a killed process leaves either done or not done, and readers (``dlg ls`` in another
+terminal) never wait for a writer. Writers in several processes take turns
+(``BEGIN IMMEDIATE``, waiting up to a minute).
+
+``synchronous`` (or ``DLG_SQLITE_SYNCHRONOUS``): ``normal`` (the default) survives any
+crash of the process, but the machine's own crash or a power cut can undo the last
+saves (the database stays whole); ``full`` flushes every save to the disk before the
+next turn starts, so those survive too, at the cost of a disk flush per turn.
 
 Dialogues saved by earlier versions in the ``diskcache`` store's folder
 (``dialogues/`` beside the database) are copied in the first time the database is
@@ -22,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlg.errors import StoreError
 from dlg.hookspecs import hookimpl
 from dlg.paths import data_dir
 from dlg.records.tables import SCHEMA, Execute, TableStore
@@ -52,10 +58,26 @@ def _wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+SYNCHRONOUS = ("normal", "full")
+
+
+def _synchronous(value: str | None) -> str:
+    """The ``synchronous`` setting asked for: the argument, else the environment."""
+    given = value if value is not None else os.environ.get("DLG_SQLITE_SYNCHRONOUS")
+    chosen = (given or "normal").strip().lower()
+    if chosen not in SYNCHRONOUS:
+        where = "synchronous" if value is not None else "DLG_SQLITE_SYNCHRONOUS"
+        raise StoreError(f"{where}={given!r} is not a setting of the sqlite store: "
+                         f"use {' or '.join(SYNCHRONOUS)}")
+    return chosen
+
+
 class SqliteStore(TableStore):
     name = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 synchronous: str | None = None):
+        self.synchronous = _synchronous(synchronous)
         default = path is None
         where = Path(path) if path is not None else data_dir()
         if default or where.is_dir():
@@ -81,7 +103,7 @@ class SqliteStore(TableStore):
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
                                    check_same_thread=False)
             _wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             # in one write transaction: two connections creating the tables at once
             # would otherwise fail at once with "database is locked" (SQLite does not
             # wait for a lock a reader wants to upgrade)

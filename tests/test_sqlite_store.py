@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import hypothesis
+import pytest
 from click.testing import CliRunner
 from hypothesis import strategies as st
 
@@ -199,3 +200,31 @@ def test_what_the_quick_encoder_refuses_is_written_by_json():
     for value in ({"t": "a\ud800b"}, 2 ** 70, deep):
         assert json.loads(dumps(value)) == value
     assert dumps({"cost": float("nan")}) in ('{"cost":null}', '{"cost": NaN}')
+
+
+def test_synchronous_full_flushes_every_save(tmp_path, monkeypatch):
+    """``normal`` by default; ``full`` (the argument or DLG_SQLITE_SYNCHRONOUS) makes
+    SQLite flush each save to the disk, and dialogues run and read back as before."""
+    def setting(store: SqliteStore) -> int:
+        return store._connection().execute("PRAGMA synchronous").fetchone()[0]
+
+    monkeypatch.delenv("DLG_SQLITE_SYNCHRONOUS", raising=False)
+    assert setting(SqliteStore(tmp_path / "a")) == 1  # NORMAL
+    assert setting(SqliteStore(tmp_path / "b", synchronous="FULL")) == 2
+    monkeypatch.setenv("DLG_SQLITE_SYNCHRONOUS", "full")
+    store = SqliteStore(tmp_path / "c")
+    assert setting(store) == 2
+    d = dlg.Orchestrator(model="echo", store=store).run_sync("debate", topic="x")
+    assert store.load(d.id)["turns"][-1]["status"] == "completed"
+
+
+def test_a_bad_synchronous_setting_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DLG_SQLITE_SYNCHRONOUS", "sometimes")
+    result = CliRunner().invoke(cli, ["run", "debate", "-t", "x", "-m", "echo", "-q"])
+    assert result.exit_code == 1, result.output
+    assert "DLG_SQLITE_SYNCHRONOUS='sometimes' is not a setting of the sqlite store: " \
+           "use normal or full" in result.output
+    assert "Traceback" not in result.output
+    with pytest.raises(dlg.StoreError, match="synchronous='off'"):
+        SqliteStore(tmp_path, synchronous="off")
