@@ -253,11 +253,19 @@ def _active() -> Any:
     return _default
 
 
+_api: tuple[Any, Any] | None = None  # opentelemetry's metrics and trace, once imported
+
+
 def _sdk_configured() -> bool:
     """Whether the program set a tracer or meter provider (importing the SDK is not
-    enough: langsmith imports it, and the API then still drops everything)."""
-    from opentelemetry import metrics, trace
+    enough: langsmith imports it, and the API then still drops everything). Asked when
+    each dialogue starts, until one is."""
+    global _api
+    if _api is None:
+        from opentelemetry import metrics, trace
 
+        _api = (metrics, trace)
+    metrics, trace = _api
     return not isinstance(trace.get_tracer_provider(),
                           (trace.ProxyTracerProvider, trace.NoOpTracerProvider)) or (
         type(metrics.get_meter_provider()).__name__ not in ("_ProxyMeterProvider",

@@ -254,11 +254,24 @@ def call_model(
     tried (a turn's record shows the one in flight); ``allow``, if given, must accept a
     fallback before it is tried (a budget uses it). ``schema``: see ``chat``.
     """
-    from dlg.models.resilience import RetryPolicy, call_resilient
-
+    resilience = _RESILIENCE or _resilience()
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
                  on_chunk, record, allow, schema)
     # no frame of its own while the model works: the resilient call's makes the result
-    return call_resilient(primary, call, fallbacks=call.candidates, label=pool.label,
-                          policy=policy or RetryPolicy(), timeout=timeout,
-                          finish=call.result)
+    return resilience.call_resilient(primary, call, fallbacks=call.candidates,
+                                     label=pool.label, policy=policy or resilience.RetryPolicy(),
+                                     timeout=timeout, finish=call.result)
+
+
+_RESILIENCE: Any = None
+
+
+def _resilience() -> Any:
+    """``dlg.models.resilience``, imported by the first call rather than with this module
+    (it imports anyio, which commands that call no model do without), and kept: an
+    import statement in ``call_model`` cost half a microsecond a turn."""
+    global _RESILIENCE
+    from dlg.models import resilience
+
+    _RESILIENCE = resilience
+    return resilience

@@ -7,8 +7,8 @@ LangChain or an HTTP client) can be tied back to it.
 
 from __future__ import annotations
 
-import os
 from contextvars import ContextVar, Token
+from random import getrandbits as _random_bits
 from typing import Any
 
 __all__ = ["current", "dialogue_id", "enter", "leave", "new_span_id", "scope", "span_id",
@@ -33,7 +33,10 @@ def span_id() -> str | None:
 
 
 def new_span_id() -> str:
-    return os.urandom(8).hex()
+    """16 hex digits, unique in practice (as OpenTelemetry's own ids are made): from
+    ``random``, which is seeded from the system's entropy and again after a fork. One
+    is made for every turn, and ``os.urandom`` is a system call."""
+    return _random_bits(64).to_bytes(8, "big").hex()
 
 
 def enter(*, dialogue: str | None = None, turn: str | None = None) -> Token[Any]:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import functools
-import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,9 +37,16 @@ def now() -> float:
     return time.time_ns() // 1000 / 1_000_000
 
 
+_stamp: tuple[int, str] = (-1, "")  # the last second an id was made in, formatted
+
+
 def new_dialogue_id() -> str:
     """Sortable and readable: ``20261123-230512-3fa9c1d2``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(4).hex()
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y%m%d-%H%M%S", time.gmtime(second)))
+    return f"{_stamp[1]}-{random.getrandbits(32):08x}"
 
 
 def check_id(value: Any, what: str = "dialogue id", longest: int = 128) -> str:

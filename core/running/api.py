@@ -156,11 +156,11 @@ class Orchestrator(Resuming, Spawning, Batching):
     def routing(self, mode: Mode) -> Any:
         """How this orchestrator routes ``mode``'s turns (``dlg.running.routing.Routing``):
         made once per mode, like its bindings, and shared by the dialogues that run it."""
-        from dlg.running.routing import Routing
-
         cached = self._routings.get(id(mode))
         if cached is not None and cached[0] is mode:
             return cached[1]
+        from dlg.running.routing import Routing
+
         router, name = self._router(mode)
         pinned = frozenset(
             alias for alias, p in mode.participants.items()
@@ -270,12 +270,12 @@ class Orchestrator(Resuming, Spawning, Batching):
         mode = load_mode(mode, pm=self._pm)
         values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
         bound, _ = self.bindings(mode)
-        from dlg.observability.redact import redact
-
-        labels = {a: (redact(b) if isinstance(b, str) or b is None else model_label(b))
+        # specs with secrets redacted, as the pool keeps them (redacting is not free)
+        safe = self.pool.safe_label
+        labels = {a: (safe(b) if isinstance(b, str) else None if b is None else model_label(b))
                   for a, b in bound.items()}
         dialogue = new_dialogue(mode, values, dialogue_id, labels)
-        if isinstance(self.model, str) and redact(self.model) == self.model:
+        if isinstance(self.model, str) and safe(self.model) == self.model:
             dialogue.metadata["model"] = self.model  # so a resume runs on the same model
         routing = self.routing(mode)
         if routing.name != "participants" or routing.pool or routing.constraints:

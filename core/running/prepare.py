@@ -147,7 +147,7 @@ def _readable(run: Any, turn: Turn, rec: TurnRecord, tpl: dict[str, Any]
 
 def _request(run: Any, turn: Turn, prompt_tokens: int) -> RouteRequest:
     """What the turn's router is asked: the turn, the pool, the constraints, the budget."""
-    return RouteRequest(
+    return RouteRequest.of(
         turn=turn, mode=run.mode, bindings=run.bindings, default=run.default,
         constraints={**run.constraints, **(turn.constraints or {})},
         pool=run.candidates, pinned=run.pinned, registry=run.registry,
