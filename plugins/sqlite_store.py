@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlg import process
 from dlg.errors import StoreError
 from dlg.hookspecs import hookimpl
 from dlg.paths import data_dir
@@ -97,7 +98,7 @@ class SqliteStore(TableStore):
     def _connection(self) -> sqlite3.Connection:
         # a connection must not cross a fork: a child process (a Ray or batch worker
         # started by fork) opens its own
-        if self._conn is None or self._pid != os.getpid():
+        if self._conn is None or self._pid != process.pid():
             import sqlite3
 
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
@@ -119,7 +120,7 @@ class SqliteStore(TableStore):
                     conn.execute("ROLLBACK")
                 conn.close()
                 raise
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid = conn, process.pid()
         return self._conn
 
     @contextlib.contextmanager
@@ -176,7 +177,7 @@ class SqliteStore(TableStore):
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
+            if self._conn is not None and self._pid == process.pid():
                 self._conn.close()
             self._conn = None
 

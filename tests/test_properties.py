@@ -144,3 +144,18 @@ def test_times_round_trip_through_iso_8601_exactly(micros):
 
     ts = micros / 1_000_000
     assert _from_iso(_iso(ts)) == ts
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(
+    st.integers(min_value=0, max_value=253_402_300_799_999_999).map(lambda u: u / 1_000_000),
+    st.floats(min_value=-1e11, max_value=2.6e11, allow_nan=False)))
+def test_times_are_written_as_datetime_writes_them(ts):
+    # the quick formatting (the second's text made once) against datetime's isoformat
+    from dlg.records.record import _iso_known, _iso_slow
+
+    try:
+        expected = _iso_slow(ts)
+    except (OverflowError, ValueError, OSError):  # out of datetime's range either way
+        return
+    assert _iso_known(ts) == expected

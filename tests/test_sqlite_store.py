@@ -228,3 +228,28 @@ def test_a_bad_synchronous_setting_is_an_error_naming_it(tmp_path, monkeypatch):
     assert "Traceback" not in result.output
     with pytest.raises(dlg.StoreError, match="synchronous='off'"):
         SqliteStore(tmp_path, synchronous="off")
+
+
+def test_a_forked_child_opens_its_own_connection(tmp_path):
+    """The store keeps the process id rather than asking the system at every save; a
+    child made by ``os.fork`` still sees its own id and opens its own connection."""
+    from dlg import process
+
+    store = SqliteStore(tmp_path)
+    parent = store._connection()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            ok = (process.pid() == os.getpid() and store._connection() is not parent
+                  and store._pid == os.getpid())
+            d = dlg.Orchestrator(model="echo", store=store).run_sync("debate", topic="x")
+            os.write(write, f"{int(ok)} {d.id}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 200).decode().split()
+    os.waitpid(child, 0)
+    assert answer[0] == "1"
+    assert store.load(answer[1])["status"] == "completed"
+    assert store._connection() is parent

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 
+from dlg import process
 from dlg.errors import DlgError, StoreError
 
 __all__ = [
@@ -56,33 +59,23 @@ class Lease:
     ttl = 15 * 60.0  # seconds a lease taken on another host lasts without a save
 
     def __init__(self) -> None:
-        import socket
-        import uuid
-
-        self.token = uuid.uuid4().hex
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
+        self.token = f"{random.getrandbits(128):032x}"  # unique: a dialogue per lease
+        self.host = process.host()
+        self.pid = process.pid()
         self._renewed = 0.0
 
     def document(self) -> dict[str, Any]:
-        import time
-
         self._renewed = time.monotonic()
         return {"token": self.token, "host": self.host, "pid": self.pid,
                 "expires": time.time() + self.ttl}
 
     def due(self) -> bool:
         """Whether a third of the lease's life has passed since it was last written."""
-        import time
-
         return time.monotonic() - self._renewed > self.ttl / 3
 
     @staticmethod
     def is_live(lease: dict[str, Any]) -> bool:
-        import socket
-        import time
-
-        if lease.get("host") == socket.gethostname() and isinstance(lease.get("pid"), int):
+        if lease.get("host") == process.host() and isinstance(lease.get("pid"), int):
             try:
                 os.kill(lease["pid"], 0)
             except ProcessLookupError:
