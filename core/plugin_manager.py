@@ -19,12 +19,12 @@ import importlib
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+import types
+from typing import Any
+
+import pluggy  # imported with dlg already (dlg.hookspecs)
 
 from dlg.errors import PluginError
-
-if TYPE_CHECKING:
-    import pluggy
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -72,13 +72,29 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's, reading a module plugin's names from its namespace. pluggy looks up every
+    name a plugin has with ``inspect.getattr_static`` (so that no property runs), which
+    for the built-in modules' 450 names was most of building the manager; a module's
+    namespace is a plain dict, so reading it runs nothing either. Anything else is looked
+    up as pluggy does."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        if isinstance(plugin, types.ModuleType):
+            value = vars(plugin).get(name)
+            if isinstance(value, types.FunctionType):
+                opts = getattr(value, "dlg_impl", None)
+                return opts if isinstance(opts, dict) else None
+            if not isinstance(value, staticmethod | classmethod | types.MethodType):
+                return None  # nothing pluggy would call
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 def build_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     """Build a fresh plugin manager with the built-ins and (optionally) entry points."""
-    import pluggy
-
     from dlg import hookspecs
 
-    pm = pluggy.PluginManager("dlg")
+    pm = _PluginManager("dlg")
     pm.add_hookspecs(hookspecs)
     for name in BUILTIN_PLUGINS:
         module = importlib.import_module(name)

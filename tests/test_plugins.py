@@ -151,6 +151,34 @@ def test_misspelt_hook_fails_loudly(monkeypatch):
         pm.check_pending()
 
 
+def test_module_plugins_are_read_as_pluggy_reads_them():
+    """dlg's manager reads a module plugin's names from its namespace (quicker than
+    pluggy's lookup); what it finds is what pluggy finds, misspelt hooks included."""
+    import importlib
+    import types
+
+    import pluggy
+
+    from dlg import hookspecs, plugin_manager
+
+    ours = plugin_manager._PluginManager("dlg")
+    theirs = pluggy.PluginManager("dlg")
+    odd = types.ModuleType("odd_plugin")
+    exec("from dlg import hookimpl\n"
+         "@hookimpl\ndef register_model(register): pass\n"  # missing the s
+         "value = 3\nname = 'odd'\n", odd.__dict__)
+    odd.wrapped = staticmethod(hookimpl(lambda register: None))
+    modules = [importlib.import_module(n) for n in plugin_manager.BUILTIN_PLUGINS] + [odd]
+    for module in modules:
+        for name in dir(module):
+            assert ours.parse_hookimpl_opts(module, name) == theirs.parse_hookimpl_opts(
+                module, name), (module.__name__, name)
+    ours.add_hookspecs(hookspecs)
+    ours.register(odd)
+    with pytest.raises(pluggy.PluginValidationError):
+        ours.check_pending()
+
+
 def test_later_plugin_overrides_builtin_name(pm):
     class Md:
         name, extension, description = "markdown", "md", "replacement"

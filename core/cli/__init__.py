@@ -3,13 +3,22 @@
 ``base`` has the group, its errors and shared options; ``run`` runs and resumes
 dialogues; ``batch`` runs a mode on many inputs; ``saved`` lists, shows and exports saved
 ones; ``modes``, ``models``, ``plugins`` and ``routing`` (with ``rate``) are their
-groups; ``display`` is what a run shows. Plugins add commands through the
+groups; ``display`` is what a run shows. A command's module is imported when the command
+is asked for (``base.BUILTIN_COMMANDS``). Plugins add commands through the
 ``register_commands`` hook.
 """
 
-from dlg.cli import batch, models, modes, plugins, routing, run, saved  # noqa: F401 - registers
+from typing import Any
+
 from dlg.cli.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DlgClickError, cli, main
-from dlg.cli.saved import _table
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "DlgClickError", "_table", "cli",
            "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_table":  # a dialogue's table, as ``dlg show`` prints it
+        from dlg.cli.saved import _table
+
+        return _table
+    raise AttributeError(f"module 'dlg.cli' has no attribute {name!r}")

@@ -37,6 +37,15 @@ def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
     return DlgClickError(str(exc), code)
 
 
+# the built-in commands and the ``dlg.cli`` module of each: a module is imported when
+# one of its commands is asked for (or the list is shown), so ``dlg run`` does not import
+# the others to start
+BUILTIN_COMMANDS = {"run": "run", "resume": "run", "batch": "batch", "ls": "saved",
+                    "show": "saved", "export": "saved", "models": "models",
+                    "modes": "modes", "plugins": "plugins", "rate": "routing",
+                    "routing": "routing"}
+
+
 class DlgGroup(click.Group):
     """Turns dlg's own errors into click's ``Error: ...`` form, never a traceback.
 
@@ -62,6 +71,7 @@ class DlgGroup(click.Group):
         from dlg.running.events import call_hook
 
         if self._builtin is None:
+            self._load_builtin()
             self._builtin = dict(self.commands)
         builtin = self._builtin
         self.commands = dict(builtin)  # the commands of an earlier plugin manager go
@@ -73,7 +83,18 @@ class DlgGroup(click.Group):
                 raise PluginError(f"{who} replaced the built-in command '{clobbered[0]}': "
                                   "give the plugin's command another name")
 
+    def _load_builtin(self, name: str | None = None) -> None:
+        """Import the module of the built-in command ``name`` (of every one: None)."""
+        if self.name != "cli":
+            return
+        import importlib
+
+        for module in {BUILTIN_COMMANDS[name]} if name else set(BUILTIN_COMMANDS.values()):
+            importlib.import_module(f"dlg.cli.{module}")
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in BUILTIN_COMMANDS and cmd_name not in self.commands:
+            self._load_builtin(cmd_name)
         command = super().get_command(ctx, cmd_name)
         if command is None and not self._plugin_commands_loaded:
             self._load_plugin_commands()
@@ -81,6 +102,7 @@ class DlgGroup(click.Group):
         return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_builtin()
         try:
             self._load_plugin_commands()
         except DlgError as exc:
