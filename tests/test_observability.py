@@ -293,3 +293,31 @@ def test_an_idle_plugin_is_not_called_per_turn(pm, monkeypatch):
     pm.register(Busy(), name="busy")
     dlg.Orchestrator(model="echo", store=None, plugin_manager=pm).run_sync(mode)
     assert calls == ["a"]
+
+
+def test_ids_do_not_repeat_when_the_program_seeds_random():
+    """Dialogue ids, span ids and lease tokens come from dlg's own generator: a script
+    that calls random.seed(42) before each run (as experiments do) still gets new ids,
+    and so does a child made by os.fork."""
+    import os
+    import random
+
+    from dlg.observability.context import new_span_id
+    from dlg.records.record import new_dialogue_id
+    from dlg.records.store import Lease
+
+    made = []
+    for _ in range(3):
+        random.seed(42)
+        made.append((new_dialogue_id(), new_span_id(), Lease().token))
+    for column in zip(*made, strict=True):
+        assert len(set(column)) == 3
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_span_id().encode())
+        os._exit(0)
+    os.close(write)
+    theirs = os.read(read, 64).decode()
+    os.waitpid(child, 0)
+    assert theirs and theirs != new_span_id()

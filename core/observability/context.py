@@ -8,8 +8,9 @@ LangChain or an HTTP client) can be tied back to it.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from random import getrandbits as _random_bits
 from typing import Any
+
+from dlg.process import random_bits
 
 __all__ = ["current", "dialogue_id", "enter", "leave", "new_span_id", "scope", "span_id",
            "turn_id"]
@@ -33,10 +34,8 @@ def span_id() -> str | None:
 
 
 def new_span_id() -> str:
-    """16 hex digits, unique in practice (as OpenTelemetry's own ids are made): from
-    ``random``, which is seeded from the system's entropy and again after a fork. One
-    is made for every turn, and ``os.urandom`` is a system call."""
-    return _random_bits(64).to_bytes(8, "big").hex()
+    """16 random hex digits (``dlg.process.random_bits``), one for every turn."""
+    return random_bits(64).to_bytes(8, "big").hex()
 
 
 def enter(*, dialogue: str | None = None, turn: str | None = None) -> Token[Any]:

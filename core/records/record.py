@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dlg import process
 
 __all__ = [
     "Dialogue",
@@ -46,7 +47,7 @@ def new_dialogue_id() -> str:
     second = int(time.time())
     if _stamp[0] != second:
         _stamp = (second, time.strftime("%Y%m%d-%H%M%S", time.gmtime(second)))
-    return f"{_stamp[1]}-{random.getrandbits(32):08x}"
+    return f"{_stamp[1]}-{process.random_bits(32):08x}"
 
 
 def check_id(value: Any, what: str = "dialogue id", longest: int = 128) -> str:

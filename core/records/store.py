@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -59,7 +58,7 @@ class Lease:
     ttl = 15 * 60.0  # seconds a lease taken on another host lasts without a save
 
     def __init__(self) -> None:
-        self.token = f"{random.getrandbits(128):032x}"  # unique: a dialogue per lease
+        self.token = f"{process.random_bits(128):032x}"  # unique: a dialogue per lease
         self.host = process.host()
         self.pid = process.pid()
         self._renewed = 0.0
