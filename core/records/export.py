@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ExportError, UnknownExporterError
+from dlg.records.record import ID_CHARACTERS
 
 if TYPE_CHECKING:
     from dlg.records.record import Dialogue
@@ -50,7 +51,8 @@ def write_export(dialogue: Dialogue, format: str, path: str | Path, pm: Any = No
     data = render_export(dialogue, format, pm)
     path = Path(path)
     if path.is_dir():  # an id saved by another tool could hold '/' or '..': not here
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", dialogue.id).lstrip(".") or "dialogue"
+        # the characters ``check_id`` allows; any other becomes _
+        name = re.sub(f"[^{ID_CHARACTERS}]", "_", dialogue.id).lstrip(".") or "dialogue"
         path = path / f"{name}.{exporter.extension}"
     tmp = path.with_name(path.name + ".tmp")
     if isinstance(data, bytes):

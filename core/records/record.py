@@ -50,6 +50,9 @@ def new_dialogue_id() -> str:
     return f"{_stamp[1]}-{process.random_bits(32):08x}"
 
 
+ID_CHARACTERS = "A-Za-z0-9._-"  # what an id given by the user may hold (a class in a regex)
+
+
 def check_id(value: Any, what: str = "dialogue id", longest: int = 128) -> str:
     """``value`` if it can name a dialogue (or a batch): letters, digits, ``.``, ``_``
     and ``-``, starting with a letter or digit, at most ``longest`` characters. An id
@@ -60,7 +63,7 @@ def check_id(value: Any, what: str = "dialogue id", longest: int = 128) -> str:
     from dlg.errors import InputError
 
     if not isinstance(value, str) or not re.fullmatch(
-            r"[A-Za-z0-9][A-Za-z0-9._-]*", value) or len(value) > longest:
+            f"[A-Za-z0-9][{ID_CHARACTERS}]*", value) or len(value) > longest:
         raise InputError(
             f"{what} {value!r} cannot be used: give 1 to {longest} letters, digits, '.', "
             "'_' or '-', starting with a letter or digit")
