@@ -83,7 +83,7 @@ class _PluginManager(pluggy.PluginManager):
         if isinstance(plugin, types.ModuleType):
             value = vars(plugin).get(name)
             if isinstance(value, types.FunctionType):
-                opts = getattr(value, "dlg_impl", None)
+                opts = getattr(value, f"{self.project_name}_impl", None)  # pluggy's marker
                 return opts if isinstance(opts, dict) else None
             if not isinstance(value, staticmethod | classmethod | types.MethodType):
                 return None  # nothing pluggy would call
