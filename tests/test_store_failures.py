@@ -61,8 +61,46 @@ def test_an_unusable_store_location_is_a_clear_error(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "Error: cannot open the dialogue store 'sqlite': " in result.output
     assert "Traceback" not in result.output
+    assert "echo:" not in result.output  # said before the first turn, not after paying
     listing = CliRunner().invoke(cli, ["ls"])
     assert listing.exit_code == 1 and "cannot open the dialogue store" in listing.output
+
+
+class _Counted:
+    """A model that counts its calls."""
+
+    dlg_label = "counted"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def ainvoke(self, messages, **kwargs):
+        from langchain_core.messages import AIMessage
+
+        self.calls += 1
+        return AIMessage(content="answer")
+
+
+@pytest.mark.parametrize("setting", ["DLG_DATA_DIR", "DLG_SQLITE_SYNCHRONOUS"])
+def test_a_store_that_cannot_open_fails_the_run_before_any_model_is_paid(
+        tmp_path, monkeypatch, setting):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    if setting == "DLG_DATA_DIR":
+        monkeypatch.setenv("DLG_DATA_DIR", str(blocker / "below"))
+    else:
+        monkeypatch.setenv("DLG_SQLITE_SYNCHRONOUS", "sometimes")
+    model = _Counted()
+    with pytest.raises(dlg.StoreError, match=setting if setting != "DLG_DATA_DIR" else
+                       "cannot open the dialogue store"):
+        dlg.Orchestrator(model=model).run_sync(TWO)
+    assert model.calls == 0
+    # with the store open, the same orchestrator's dialogues are saved as before
+    monkeypatch.delenv(setting)
+    if setting == "DLG_DATA_DIR":
+        monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    d = dlg.Orchestrator(model=model).run_sync(TWO)
+    assert model.calls == 2 and dlg.load_dialogue(d.id).status == "completed"
 
 
 @pytest.mark.slow

@@ -202,10 +202,11 @@ class GuardedStore:
 class Saver:
     """Saves a dialogue after each turn and when it ends (an observer).
 
-    The first save happens when the first turn finishes, with the whole record and the
-    resolved mode (``mode_document``); the store is opened then, in a worker thread
-    (unless it is open already), so neither importing nor opening it delays the first
-    model call. After that, a store with ``save_turn(header, turn)`` writes just the
+    The store is opened when the dialogue starts, in a worker thread (unless it is open
+    already): a store that cannot be opened (a folder that cannot be written, a bad
+    setting) is reported before any model is paid for. The first save happens when the
+    first turn finishes, with the whole record and the resolved mode
+    (``mode_document``). After that, a store with ``save_turn(header, turn)`` writes just the
     finished turn and the dialogue's header; other stores get the whole record through
     ``save(record)``; a store with ``save_rows(dialogue_id, turns)`` (one that counts
     ``dlg ls``'s figures from its turn rows) gets just the turn while the dialogue's own
@@ -224,8 +225,8 @@ class Saver:
 
     def __init__(self, open_store: Any, mode_document: dict[str, Any] | None = None,
                  lease: Lease | None = None, store: Any = None):
-        # opens the store; called once, in a worker thread, at the first save (unless
-        # the store is given open: a hop to a thread costs more than a save)
+        # opens the store; called once, in a worker thread, when the dialogue starts
+        # (unless the store is given open: a hop to a thread costs more than a save)
         self._open = open_store
         self._store: Any = store
         self.mode_document = mode_document
@@ -240,6 +241,11 @@ class Saver:
         if self._store is None:
             self._store = await anyio.to_thread.run_sync(self._open)
         return self._store
+
+    def dialogue_started(self, dialogue: Any) -> Any:
+        # the store opened before the first turn runs, so that one that cannot be opened
+        # fails the run before a model is paid for a turn that could not be saved
+        return None if self._store is not None else self.store()
 
     def _ready(self, dialogue: Any) -> bool:
         """Whether a save can be written now, on the loop: the store is open and no
