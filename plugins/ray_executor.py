@@ -10,7 +10,9 @@ folder on the worker for the task. Workers save to the batch's store, so for wor
 on several machines use a server-backed one (``DLG_STORE=postgres`` with
 ``DLG_POSTGRES_URL``); each dialogue's budget is kept by the worker running it, counting
 what the dialogue spent before, and learned-routing statistics are updated atomically in
-the shared store.
+the shared store. A batch's ``max_total_cost`` is kept here, in the driver: each task
+is sent with a share of what is left (divided among the tasks that can start now), its
+dialogue runs within that share, and what it did not spend comes back when it ends.
 
 ``DLG_RAY_ADDRESS`` (or ``RAY_ADDRESS``) names the cluster; without one, a local Ray
 starts in this process for the batch. The ``DLG_`` environment variables (store, data
@@ -31,11 +33,13 @@ _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OL
 
 def _run_one(mode_document: dict[str, Any], files: dict[str, str],
              item: dict[str, Any], options: dict[str, Any], store: Any,
-             source: str | None = None) -> dict[str, Any]:
+             source: str | None = None, share: tuple[float, str] | None = None
+             ) -> dict[str, Any]:
     """A Ray task: one dialogue of a batch, in a worker process. ``files`` are what the
     mode needs from its folder (templates, spawned modes), by path: the worker may be on
     a machine without that folder. ``source`` is where the batch's mode came from, saved
-    with the dialogue (so ``dlg resume`` where the batch started finds the mode's file)."""
+    with the dialogue (so ``dlg resume`` where the batch started finds the mode's file).
+    ``share``: the dialogue's share of the batch's total (dollars, and whose it is)."""
     import dataclasses
     import tempfile
 
@@ -44,16 +48,18 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
     from dlg.language.loader import load_mode
     from dlg.running.api import Orchestrator
     from dlg.running.batch import BatchItem, run_item
+    from dlg.running.budget import Budget
 
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
     batch_item = BatchItem(**fields)
     orchestrator = Orchestrator(store=store, **options)
+    within = None if share is None else Budget(share[0], orchestrator.registry, name=share[1])
     with tempfile.TemporaryDirectory(prefix="dlg-mode-") as folder:
         _write_files(files, folder)
         mode = load_mode(mode_document, base_dir=folder if files else None)
         if source is not None:
             mode = dataclasses.replace(mode, source=source)
-        anyio.run(run_item, orchestrator, mode, batch_item)
+        anyio.run(run_item, orchestrator, mode, batch_item, within)
     import socket
 
     batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -105,10 +111,12 @@ class RayExecutor:
                            "variables go to the workers")
 
     async def __call__(self, mode: Any, items: list[Any], *, concurrency: int,
-                       on_item: Any = None, options: dict[str, Any] | None = None) -> None:
+                       on_item: Any = None, options: dict[str, Any] | None = None,
+                       budget: Any = None) -> None:
         import anyio
 
         from dlg.language.templates import own_templates
+        from dlg.running.batch import SPENT, not_started
         from dlg.running.subdialogues import spawned_files
 
         self._check()
@@ -140,16 +148,31 @@ class RayExecutor:
             files = {**own_templates(mode, pm), **spawned_files(mode, pm)}
             pending = list(items)
             running: dict[Any, Any] = {}
+            held: dict[Any, Any] = {}  # each running task's share of the batch's total
             while pending or running:
                 while pending and len(running) < max(1, concurrency):
                     item = pending.pop(0)
-                    running[task.remote(document, files, item.to_dict(),
-                                        options or {}, store, mode.source)] = item
+                    share = None
+                    if budget is not None:
+                        if budget.left <= SPENT:  # nothing left to give
+                            not_started(item, budget)
+                            if on_item is not None:
+                                on_item(item)
+                            continue
+                        amount = budget.left / max(1, concurrency - len(running))
+                        share = (budget.hold(amount), (amount, budget.name))
+                    ref = task.remote(document, files, item.to_dict(), options or {},
+                                      store, mode.source, share and share[1])
+                    running[ref], held[ref] = item, share and share[0]
+                if not running:
+                    break
                 done, _ = await anyio.to_thread.run_sync(
                     lambda: ray.wait(list(running), num_returns=1, timeout=1.0))
                 for ref in done:
-                    item = running.pop(ref)
+                    item, hold = running.pop(ref), held.pop(ref)
                     _merge(item, await anyio.to_thread.run_sync(ray.get, ref))
+                    if hold is not None:
+                        budget.settle(hold, item.spent_usd)
                     if on_item is not None:
                         on_item(item)
         finally:
@@ -180,7 +203,7 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
 
 def _merge(item: Any, result: dict[str, Any]) -> None:
     for key in ("status", "turns", "tokens", "cost_usd", "latency_seconds", "error",
-                "skipped", "worker"):
+                "skipped", "worker", "spent_usd"):
         setattr(item, key, result.get(key))
 
 

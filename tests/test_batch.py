@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import anyio
@@ -231,3 +232,131 @@ def test_the_cli_puts_what_is_loaded_out_of_the_collectors_way(monkeypatch):
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+# -- a batch's max total cost -----------------------------------------------------------
+
+PRICED = {**MODE, "settings": {"max_tokens": 20}}  # echo: about $0.02 a dialogue
+
+
+@pytest.fixture
+def priced_echo(tmp_path, monkeypatch):
+    """The echo model at $1,000 a million tokens (it reports its usage in words)."""
+    registry = tmp_path / "prices.yaml"
+    registry.write_text("models:\n  echo:\n    price: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("DLG_REGISTRY", str(registry))
+
+
+def _spent(batch_id: str, rows: int) -> float:
+    """What the batch's dialogues spent in all, as saved."""
+    total = 0.0
+    for i in range(rows):
+        with contextlib.suppress(dlg.DialogueNotFoundError):
+            total += dlg.load_dialogue(f"{batch_id}-{i:05d}").total_cost_usd
+    return total
+
+
+def test_a_batch_never_spends_past_its_max_total_cost_and_resumes_within_it(
+        priced_echo, tmp_path):
+    rows = [{"topic": f"t{i}"} for i in range(40)]
+    first = dlg.batch_sync(PRICED, rows, model="echo", concurrency=4, batch_id="tc",
+                           max_total_cost=0.5)
+    done = first.totals["statuses"].get("completed", 0)
+    assert 10 <= done < 40 and not first.ok  # it ran out part-way
+    assert first.totals["max_total_cost"] == 0.5
+    assert _spent("tc", 40) == pytest.approx(first.totals["cost_usd"])
+    assert first.totals["cost_usd"] <= 0.5 + 1e-9
+    stopped = [i for i in first.items if i.status == "cost_limited"]
+    assert stopped and all("the batch's $0.5 max total cost" in i.error for i in stopped)
+    assert sum(i.spent_usd for i in first.items) == pytest.approx(first.totals["cost_usd"])
+    # again with the same limit: what the first run spent counts, so little more is
+    again = dlg.batch_sync(PRICED, rows, model="echo", concurrency=4, batch_id="tc",
+                           max_total_cost=0.5)
+    assert _spent("tc", 40) <= 0.5 + 1e-9
+    assert sum(i.spent_usd for i in again.items) <= 0.5 - first.totals["cost_usd"] + 1e-9
+    # from the CLI, with more to spend: the limit is kept with the batch unless given
+    runner = CliRunner()
+    kept = runner.invoke(cli, ["batch", "--resume", "tc", "--json", "-q"])
+    assert kept.exit_code == 1
+    assert json.loads(kept.output[kept.output.index("{"):kept.output.rindex("}") + 1]
+                      )["totals"]["max_total_cost"] == 0.5
+    more = runner.invoke(cli, ["batch", "--resume", "tc", "--max-total-cost", "2", "-q"])
+    assert more.exit_code == 0, more.output
+    assert "max total cost $2: $0.80000 spent" in more.output
+    assert _spent("tc", 40) == pytest.approx(0.8)  # 40 dialogues, each paid for once
+
+
+def test_a_spent_batch_starts_nothing_more(priced_echo):
+    rows = [{"topic": f"t{i}"} for i in range(6)]
+    first = dlg.batch_sync(PRICED, rows[:2], model="echo", batch_id="sp")
+    spent = first.totals["cost_usd"]
+    assert spent > 0
+    result = dlg.batch_sync(PRICED, rows, model="echo", batch_id="sp", max_total_cost=spent)
+    left = [i for i in result.items if not i.skipped]
+    assert len(left) == 4 and all(i.status == "cost_limited" for i in left)
+    assert all(i.error.startswith("not started: the batch's $") for i in left)
+    assert sum(i.spent_usd for i in result.items) == 0
+    with pytest.raises(dlg.DialogueNotFoundError):  # never started, so never saved
+        dlg.load_dialogue("sp-00005")
+
+
+def test_a_dialogues_own_max_cost_still_holds_within_the_batchs(priced_echo):
+    result = dlg.batch_sync(PRICED, [{"topic": "a"}, {"topic": "b"}], model="echo",
+                            max_cost=0.05, max_total_cost=10)
+    for item in result.items:  # one turn fits its own $0.05, the second does not
+        assert item.status == "cost_limited" and item.turns == 1, item
+        assert item.error.endswith("left of $0.05 cannot pay for turn 'b' on any of its "
+                                   "models")
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "lots"])
+def test_a_bad_max_total_cost_is_refused_before_anything_runs(value):
+    with pytest.raises(dlg.DlgError, match="max_total_cost must be"):
+        dlg.batch_sync(MODE, [{"topic": "x"}], model="echo", max_total_cost=value)
+    bad = CliRunner().invoke(cli, ["batch", "pair", "--inputs", "x.jsonl",
+                                   "--max-total-cost", "0"])
+    assert bad.exit_code == 2 and "--max-total-cost" in bad.output
+
+
+def test_an_executor_that_cannot_keep_the_total_is_refused():
+    async def plain(mode, items, *, concurrency, on_item=None, options=None):
+        raise AssertionError("never called")
+
+    with pytest.raises(dlg.DlgError, match="cannot keep a batch's max total cost"):
+        dlg.batch_sync(MODE, [{"topic": "x"}], model="echo", executor=plain,
+                       max_total_cost=1)
+
+
+def test_dialogues_within_a_shared_budget_wait_for_what_others_hold():
+    """Two dialogues' budgets within a batch's: the second waits for the first's
+    reservation to come back instead of stopping, and neither passes either limit."""
+    from dlg.models.catalog import ModelRegistry
+    from dlg.running.budget import Budget
+
+    registry = ModelRegistry.load()
+    registry.add({"models": {"m": {"price": {"input": 1000, "output": 1000}}}}, "test")
+    batch = Budget(0.1, registry, name="the batch's $0.1 max total cost")
+    first = Budget(float("inf"), registry, within=batch)
+    second = Budget(0.05, registry, within=batch)  # its own max_cost too
+    held = first.reserve("m", 20, first.fit("m", 20, None))  # all that is left
+    assert batch.left == pytest.approx(0) and second.left == pytest.approx(0)
+    assert second.plan([("m", "m")], 20, 20) is None and second.others_hold()
+    assert second.name == "the batch's $0.1 max total cost"
+    woke = []
+
+    async def main():
+        async def wait():
+            await second.settled()
+            woke.append(second.plan([("m", "m")], 20, 20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.01)
+            assert not woke
+            first.settle(held, 0.03)  # the answer cost less than its worst case
+
+    anyio.run(main)
+    assert woke == [("m", "m", 20)]
+    assert batch.spent == pytest.approx(0.03) and batch.left == pytest.approx(0.07)
+    assert second.left == pytest.approx(0.05) and second.name == ""  # its own binds now
+    assert not second.others_hold()

@@ -202,3 +202,26 @@ def test_spawned_modes_that_spawn_each_other_are_sent_once(tmp_path):
     (tmp_path / "a.yaml").write_text("name: a\n" + spawn % "b.yaml")
     (tmp_path / "b.yaml").write_text("name: b\n" + spawn % "a.yaml")
     assert sorted(spawned_files(dlg.load_mode(tmp_path / "a.yaml"))) == ["a.yaml", "b.yaml"]
+
+
+def test_a_batch_on_ray_never_spends_past_its_max_total_cost(tmp_path, pg_url, monkeypatch):
+    """The driver keeps the total: each task goes with a share of what is left, and
+    what it did not spend comes back when it ends."""
+    monkeypatch.setenv("DLG_POSTGRES_URL", pg_url)
+    monkeypatch.setenv("DLG_STORE", "postgres")
+    registry = tmp_path / "prices.yaml"  # echo at $1,000 a million tokens, on the workers too
+    registry.write_text("models:\n  echo:\n    price: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("DLG_REGISTRY", str(registry))
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps({**MODE, "settings": {"max_tokens": 20}}))
+    result = dlg.batch_sync(str(mode), [{"topic": f"t{i}"} for i in range(24)],
+                            model="echo", executor="ray", concurrency=3, batch_id="rt",
+                            max_total_cost=0.3)  # a dialogue costs $0.02: 15 fit at most
+    spent = sum(dlg.load_dialogue(i.dialogue_id).total_cost_usd for i in result.items
+                if i.status != "cost_limited" or not i.error.startswith("not started"))
+    assert 0 < spent <= 0.3 + 1e-9
+    assert result.totals["cost_usd"] == pytest.approx(spent)
+    assert sum(i.spent_usd for i in result.items) == pytest.approx(spent)  # from workers
+    assert result.totals["statuses"].get("completed", 0) >= 3 and not result.ok
+    cut = [i for i in result.items if i.status == "cost_limited"]
+    assert cut and all("the batch's $0.3 max total cost" in i.error for i in cut)

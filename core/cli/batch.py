@@ -28,6 +28,9 @@ from dlg.cli.run import _live_terminal, _pool
               help="Offer a model to the router; repeatable.")
 @click.option("--max-cost", type=float, metavar="USD",
               help="A hard limit on what each dialogue spends, in US dollars.")
+@click.option("--max-total-cost", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+              help="A hard limit on what the whole batch spends, in US dollars, earlier "
+                   "runs of it included: each dialogue runs on a share of what is left.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
               help="Dialogues that run at once (default 4).")
@@ -39,8 +42,9 @@ from dlg.cli.run import _live_terminal, _pool
 def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | None,
                   batch_id: str | None, model: str | None, participants: tuple[str, ...],
                   router: str | None, pool: tuple[str, ...], max_cost: float | None,
-                  timeout: float | None, concurrency: int | None, executor: str,
-                  as_json: bool, quiet: bool, store: str | None) -> None:
+                  max_total_cost: float | None, timeout: float | None,
+                  concurrency: int | None, executor: str, as_json: bool, quiet: bool,
+                  store: str | None) -> None:
     """Run MODE once per row of --inputs; or continue a batch with --resume BATCH.
 
     Every dialogue is saved (dlg ls, show, resume); the summary gives each one's status,
@@ -57,6 +61,8 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
         mode, rows, batch_id = manifest["mode"], manifest["rows"], resume_id
         options = dict(manifest.get("options") or {})
         concurrency = concurrency or manifest.get("concurrency")
+        if max_total_cost is None:  # kept with the batch, unless given again
+            max_total_cost = manifest.get("max_total_cost")
     else:
         if not mode or not inputs_file:
             raise DlgClickError("give a MODE and --inputs FILE, or --resume BATCH", EXIT_USAGE)
@@ -73,7 +79,7 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     async def main() -> Any:
         return await orchestrator.batch(mode, rows, batch_id=batch_id,
                                         concurrency=concurrency or 4, executor=executor,
-                                        on_item=progress.done)
+                                        on_item=progress.done, max_total_cost=max_total_cost)
 
     with progress:
         result = anyio.run(main)
@@ -122,13 +128,13 @@ def _manifest(batch_id: str, store: str | None) -> dict[str, Any]:
 def summary_table(result: Any) -> str:
     """Each dialogue's status, turns, tokens, cost and time, then the totals."""
     lines = [f"batch {result.id} · mode {result.mode} · {len(result.items)} dialogues", "",
-             f"{'dialogue':<36} {'status':<11} {'turns':>5} {'tokens':>8} {'cost':>10} "
+             f"{'dialogue':<36} {'status':<13} {'turns':>5} {'tokens':>8} {'cost':>10} "
              f"{'time':>8}  inputs"]
     for i in result.items:
         inputs = json.dumps(i.inputs, ensure_ascii=False)
         inputs = inputs if len(inputs) <= 40 else inputs[:39] + "…"
         status = i.status + ("*" if i.skipped else "")
-        lines.append(f"{i.dialogue_id[:36]:<36} {status:<11} {i.turns:>5} {i.tokens:>8} "
+        lines.append(f"{i.dialogue_id[:36]:<36} {status:<13} {i.turns:>5} {i.tokens:>8} "
                      f"{f'${i.cost_usd:.5f}':>10} {i.latency_seconds:>7.2f}s  {inputs}")
         if i.error and i.status not in ("completed",):
             lines.append(f"{'':<36} {i.error[:200]}")
@@ -137,6 +143,10 @@ def summary_table(result: Any) -> str:
     lines += ["", f"total: {t['dialogues']} dialogues ({statuses}) · {t['turns']} turns · "
                   f"{t['tokens']} tokens · ${t['cost_usd']:.5f} · model time "
                   f"{t['latency_seconds']:.2f}s · wall {t['wall_seconds']:.2f}s"]
+    if result.max_total_cost is not None:
+        this_run = sum(i.spent_usd for i in result.items)
+        lines.append(f"max total cost ${result.max_total_cost:g}: ${t['cost_usd']:.5f} "
+                     f"spent, ${this_run:.5f} of it in this run")
     if any(i.skipped for i in result.items):
         lines.append("* ended before this run: kept as it was")
     return "\n".join(lines)

@@ -303,18 +303,19 @@ class Orchestrator(Resuming, Spawning, Batching):
                                          pm=self.plugin_manager)
         return self._store_obj
 
-    def execute(self, mode: Mode, dialogue: Dialogue, *, budget: Any = None
-                ) -> Awaitable[Dialogue]:
+    def execute(self, mode: Mode, dialogue: Dialogue, *, budget: Any = None,
+                within: Any = None) -> Awaitable[Dialogue]:
         """Run (or continue) an existing dialogue: completed turns are not run again.
         ``budget`` (a ``dlg.running.budget.Budget``) is shared with a parent dialogue;
-        by default the dialogue's own ``max_cost`` makes one. Returns the run to await
-        (a new dialogue's run is the kernel's own: no coroutine frame of its own here)."""
+        by default the dialogue's own ``max_cost`` makes one. ``within`` (a ``Budget``
+        many dialogues share, a batch's) limits it further. Returns the run to await (a
+        new dialogue's run is the kernel's own: no coroutine frame of its own here)."""
         if self.store is not None and dialogue.started_at is not None:
-            return self._execute_claimed(mode, dialogue, budget)
-        return self._execute(mode, dialogue, budget)
+            return self._execute_claimed(mode, dialogue, budget, within)
+        return self._execute(mode, dialogue, budget, within)
 
-    async def _execute_claimed(self, mode: Mode, dialogue: Dialogue, budget: Any
-                               ) -> Dialogue:
+    async def _execute_claimed(self, mode: Mode, dialogue: Dialogue, budget: Any,
+                               within: Any) -> Dialogue:
         """A dialogue that ran before may be running elsewhere: claim it before any turn
         runs (a new one is claimed with its first save, as no one else knows its id
         yet). The saver lets go when the dialogue ends; this covers an early failure."""
@@ -326,20 +327,20 @@ class Orchestrator(Resuming, Spawning, Batching):
         claimed = await anyio.to_thread.run_sync(self.open_store)
         await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
         try:
-            return await self._execute(mode, dialogue, budget, lease)
+            return await self._execute(mode, dialogue, budget, within, lease)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
 
-    def _execute(self, mode: Mode, dialogue: Dialogue, budget: Any, lease: Any = None
-                 ) -> Awaitable[Dialogue]:
+    def _execute(self, mode: Mode, dialogue: Dialogue, budget: Any, within: Any = None,
+                 lease: Any = None) -> Awaitable[Dialogue]:
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
         if self.store is not None:
             from dlg.records.store import Lease, Saver
 
-            # the store is opened by the saver when it first writes, off the event loop,
-            # unless it is open already
+            # the store is opened by the saver when the dialogue starts, off the event
+            # loop, unless it is open already
             observers = (Saver(self.open_store, mode.document, lease or Lease(),
                                self._store_obj), *observers)
         routing = self.routing(mode)
@@ -349,13 +350,14 @@ class Orchestrator(Resuming, Spawning, Batching):
             observers = (*observers, JudgeScores(mode, self._quality_store))
         limit = routing.constraints.get("max_cost")
         if dialogue.metadata.get("budget_limit") is not None:  # a sub-dialogue's share
-            cap = float(dialogue.metadata["budget_limit"])
-            limit = cap if limit is None else min(float(limit), cap)
-        if budget is None and limit is not None:
+            share = float(dialogue.metadata["budget_limit"])
+            limit = share if limit is None else min(float(limit), share)
+        if budget is None and (limit is not None or within is not None):
             from dlg.running.budget import Budget
             from dlg.running.subdialogues import tree_spent
 
-            budget = Budget(limit, self.registry, spent=tree_spent(dialogue))
+            budget = Budget(float("inf") if limit is None else limit, self.registry,
+                            spent=tree_spent(dialogue), within=within)
         return execute(
             mode, dialogue, pm=self.plugin_manager, routing=routing,
             bindings=bound, default=default, pool=self.pool, observers=observers,
@@ -406,12 +408,15 @@ async def resume(dialogue_id: str, *, force: bool = False, mode: Any = None,
 
 
 async def batch(mode: Any, rows: Any, *, concurrency: int = 4, batch_id: str | None = None,
-                executor: str = "local", **options: Any) -> Any:
+                executor: str = "local", max_total_cost: float | None = None,
+                **options: Any) -> Any:
     """Run ``mode`` once per row of inputs (mappings, or a ``.jsonl``/``.csv`` file);
-    ``options`` make the ``Orchestrator`` (``model=``, ``models=``, ``max_cost=``, ...).
-    Returns a ``dlg.running.batch.BatchResult``."""
+    ``options`` make the ``Orchestrator`` (``model=``, ``models=``, ``max_cost=`` for each
+    dialogue, ...); ``max_total_cost`` limits what the batch spends in all. Returns a
+    ``dlg.running.batch.BatchResult``."""
     return await Orchestrator(**options).batch(mode, rows, batch_id=batch_id,
-                                               concurrency=concurrency, executor=executor)
+                                               concurrency=concurrency, executor=executor,
+                                               max_total_cost=max_total_cost)
 
 
 def batch_sync(mode: Any, rows: Any, **kwargs: Any) -> Any:

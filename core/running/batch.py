@@ -53,18 +53,20 @@ class BatchItem:
     error: str | None = None
     skipped: bool = False  # it had ended before this run: nothing was run again
     worker: str | None = None  # where it ran, when not in this process (host:pid)
+    spent_usd: float = 0.0  # what this run spent (cost_usd counts earlier runs too)
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "dialogue_id": self.dialogue_id, "inputs": self.inputs,
                 "status": self.status, "turns": self.turns, "tokens": self.tokens,
                 "cost_usd": round(self.cost_usd, 10),
                 "latency_seconds": round(self.latency_seconds, 4), "error": self.error,
-                "skipped": self.skipped,
+                "skipped": self.skipped, "spent_usd": round(self.spent_usd, 10),
                 **({"worker": self.worker} if self.worker else {})}
 
     def record(self, dialogue: Any) -> None:
         m = dialogue.metrics
-        self.status, self.error = dialogue.status, dialogue.error
+        stopped = dialogue.metadata.get("stopped") or {}  # why it stopped with turns left
+        self.status, self.error = dialogue.status, dialogue.error or stopped.get("reason")
         self.turns, self.tokens = m.turns_completed, m.total_tokens
         self.cost_usd, self.latency_seconds = m.total_cost_usd, m.total_latency_seconds
 
@@ -85,6 +87,7 @@ class BatchResult:
     mode: str
     items: list[BatchItem] = field(default_factory=list)
     wall_seconds: float = 0.0
+    max_total_cost: float | None = None  # the batch's limit on what it spends in all
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -96,7 +99,9 @@ class BatchResult:
                 "tokens": sum(i.tokens for i in self.items),
                 "cost_usd": round(sum(i.cost_usd for i in self.items), 10),
                 "latency_seconds": round(sum(i.latency_seconds for i in self.items), 4),
-                "wall_seconds": round(self.wall_seconds, 4)}
+                "wall_seconds": round(self.wall_seconds, 4),
+                **({"max_total_cost": self.max_total_cost}
+                   if self.max_total_cost is not None else {})}
 
     @property
     def ok(self) -> bool:
@@ -170,14 +175,18 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
                     batch_id: str | None = None, concurrency: int = 4,
                     executor: str | Any = "local",
                     on_item: Callable[[BatchItem], None] | None = None,
-                    options: Mapping[str, Any] | None = None) -> BatchResult:
+                    options: Mapping[str, Any] | None = None,
+                    max_total_cost: float | None = None) -> BatchResult:
     """Run ``mode`` once per row with ``orchestrator`` (see the module docstring).
     ``on_item(item)`` hears of each dialogue as it ends; ``options`` (how the
     orchestrator was made: model specs, router, ...) is kept with the batch, and is what
-    an executor that runs dialogues elsewhere rebuilds it from."""
+    an executor that runs dialogues elsewhere rebuilds it from. ``max_total_cost``
+    (dollars) limits what the batch's dialogues spend in all, earlier runs of the batch
+    included: each dialogue's budget draws on the batch's (``Budget(within=...)``)."""
     from dlg.language.loader import load_mode
     from dlg.records.record import check_id, new_dialogue_id
 
+    max_total_cost = _checked_limit(max_total_cost)
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
     given = [dict(r) for r in rows]
     if not given:
@@ -187,22 +196,85 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
         batch_id, "batch id", 122)
     result = BatchResult(id=batch_id, mode=loaded.name, items=[
         BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
-        for i, r in enumerate(given)])
+        for i, r in enumerate(given)], max_total_cost=max_total_cost)
     store = orchestrator.open_store()
     if store is not None and hasattr(store, "save_batch"):
         import anyio
 
         await anyio.to_thread.run_sync(store.save_batch, {
-            "id": batch_id, "mode": loaded.source or loaded.name,
+            # a mode given as a document (no file, no name) is kept as one
+            "id": batch_id, "mode": (loaded.to_dict() if (loaded.source or "").startswith("<")
+                                     else loaded.source or loaded.name),
             "mode_name": loaded.name, "rows": given, "options": dict(options or {}),
-            "concurrency": concurrency, "created_at": time.time()})
+            "concurrency": concurrency, "created_at": time.time(),
+            **({"max_total_cost": max_total_cost} if max_total_cost is not None else {})})
     run = _executor(executor, orchestrator)
     started = time.perf_counter()
     left = await _skip_ended(store, result.items, on_item)
+    more: dict[str, Any] = {}
+    if max_total_cost is not None:
+        _check_takes_budget(run, executor)
+        from dlg.running.budget import Budget
+
+        more["budget"] = Budget(
+            max_total_cost, orchestrator.registry,
+            spent=await _spent_before(store, loaded, result.items, left),
+            name=f"the batch's ${max_total_cost:g} max total cost")
     await run(loaded, left, concurrency=concurrency, on_item=on_item,
-              options=dict(options or {}))
+              options=dict(options or {}), **more)
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+def _checked_limit(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        limit = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"max_total_cost must be a number of dollars, not {value!r}"
+                         ) from None
+    if not limit > 0 or limit == float("inf"):
+        raise InputError(f"max_total_cost must be more than 0 dollars, not {value!r}")
+    return limit
+
+
+def _check_takes_budget(run: Any, executor: Any) -> None:
+    """An executor of a plugin's that cannot keep a batch's total is refused before
+    anything runs, not after it has spent past the limit."""
+    import inspect
+
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if not any(p.name == "budget" or p.kind is p.VAR_KEYWORD for p in params):
+        raise DlgError(f"the '{executor}' executor cannot keep a batch's max total cost "
+                       "(its __call__ takes no budget=): run without it, or on another "
+                       "executor")
+
+
+async def _spent_before(store: Any, mode: Any, items: list[BatchItem],
+                        left: list[BatchItem]) -> float:
+    """What the batch's dialogues spent in earlier runs: those that ended (their saved
+    figures, or their records when the mode spawns sub-dialogues, whose costs the
+    figures do not hold) and those about to continue (their records)."""
+    if store is None:
+        return 0.0
+    import anyio
+
+    from dlg.records.store import as_dialogue
+    from dlg.running.subdialogues import tree_spent
+
+    to_run = {id(i) for i in left}
+    ended = [i for i in items if id(i) not in to_run]
+    spawns = any(t.spawn for t in mode.turns)
+    total = 0.0 if spawns else sum(i.cost_usd for i in ended)
+    for item in (items if spawns else left):
+        saved = await anyio.to_thread.run_sync(store.load, item.dialogue_id)
+        if saved is not None:
+            total += tree_spent(as_dialogue(saved))
+    return total
 
 
 async def _skip_ended(store: Any, items: list[BatchItem],
@@ -249,14 +321,21 @@ class LocalExecutor:
 
     async def __call__(self, mode: Any, items: list[BatchItem], *, concurrency: int,
                        on_item: Callable[[BatchItem], None] | None = None,
-                       options: dict[str, Any] | None = None) -> None:
+                       options: dict[str, Any] | None = None, budget: Any = None) -> None:
+        """``budget``: the batch's ``max_total_cost``, which every dialogue's budget
+        draws on as it runs (``Budget(within=...)``)."""
         import anyio
 
         limiter = anyio.CapacityLimiter(max(1, concurrency))
 
         async def one(item: BatchItem) -> None:
             async with limiter:
-                await run_item(self.orchestrator, mode, item)
+                while budget is not None and budget.left <= SPENT and budget.reserved > 0:
+                    await budget.settled()  # what dialogues running hold may come back
+                if budget is not None and budget.left <= SPENT:
+                    not_started(item, budget)
+                else:
+                    await run_item(self.orchestrator, mode, item, within=budget)
             if on_item is not None:
                 on_item(item)
 
@@ -265,11 +344,26 @@ class LocalExecutor:
                 tg.start_soon(one, item)
 
 
-async def run_item(orchestrator: Any, mode: Any, item: BatchItem) -> BatchItem:
+SPENT = 1e-12  # dollars left below which a batch's total is spent
+
+
+def not_started(item: BatchItem, budget: Any) -> None:
+    """Report a dialogue not started because the batch's total is spent."""
+    item.status = "cost_limited"
+    item.error = (f"not started: {budget.name} is spent (${budget.spent:.6f} spent, "
+                  f"${budget.reserved:.6f} held by dialogues running)")
+
+
+async def run_item(orchestrator: Any, mode: Any, item: BatchItem, within: Any = None
+                   ) -> BatchItem:
     """Run, resume or (if it had ended) just report one dialogue of a batch. A problem
     with it (bad inputs, a model that cannot run, a busy dialogue) is its error, never
-    the batch's."""
+    the batch's. ``within``: the budget the batch's total keeps (or, on a worker
+    elsewhere, the dialogue's share of it); ``item.spent_usd`` says what this run
+    spent."""
     import anyio
+
+    from dlg.running.subdialogues import tree_spent
 
     try:
         saved = None
@@ -290,7 +384,11 @@ async def run_item(orchestrator: Any, mode: Any, item: BatchItem) -> BatchItem:
         else:
             loaded, dialogue = orchestrator.start(mode, item.inputs,
                                                   dialogue_id=item.dialogue_id)
-        dialogue = await orchestrator.execute(loaded, dialogue)
+        before = tree_spent(dialogue)
+        try:
+            dialogue = await orchestrator.execute(loaded, dialogue, within=within)
+        finally:  # what it spent, also when it failed or was cancelled part-way
+            item.spent_usd = max(0.0, tree_spent(dialogue) - before)
         item.record(dialogue)
     except anyio.get_cancelled_exc_class():
         item.status = "cancelled"
@@ -313,14 +411,16 @@ class Batching:
 
     async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
                     concurrency: int = 4, executor: str | Any = "local",
-                    on_item: Any = None) -> Any:
+                    on_item: Any = None, max_total_cost: float | None = None) -> Any:
         """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
         ``.csv`` file); see ``dlg.running.batch``. Returns a ``BatchResult``; running it
-        again with the same ``batch_id`` continues it."""
+        again with the same ``batch_id`` continues it. ``max_total_cost`` (dollars)
+        limits what the whole batch spends; ``max_cost`` still limits each dialogue."""
         if isinstance(rows, str | os.PathLike):
             rows = read_rows(rows)
         return await run_batch(self, mode, rows, batch_id=batch_id, concurrency=concurrency,
-                               executor=executor, on_item=on_item, options=self.options())
+                               executor=executor, on_item=on_item, options=self.options(),
+                               max_total_cost=max_total_cost)
 
     def options(self) -> dict[str, Any]:
         """How this orchestrator was made, as far as it can be written down (model specs,

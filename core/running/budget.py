@@ -1,4 +1,5 @@
-"""A hard limit on what one dialogue spends: ``max_cost`` in dollars.
+"""A hard limit on what one dialogue spends (``max_cost`` in dollars), and on what many
+spend in all (a batch's ``max_total_cost``: each dialogue's budget is ``within`` it).
 
 Before each call the kernel asks for the **worst case**: the prompt's tokens bounded from
 above (no byte-level tokenizer makes more tokens than the text has UTF-8 bytes, plus a
@@ -43,17 +44,58 @@ class Reservation:
 
 
 class Budget:
-    """What one dialogue may still spend; see the module docstring."""
+    """What one dialogue may still spend; see the module docstring.
 
-    def __init__(self, limit: float, registry: Any, spent: float = 0.0):
-        self.limit = float(limit)
+    ``within``: a budget shared by many dialogues (a batch's ``max_total_cost``), which
+    this one's reservations and spending draw on too; the dialogue may spend no more
+    than either has left (``limit`` is then what it could reach now). ``name`` says whose
+    limit it is, in the reason a dialogue stopped, when it is not its own ``max_cost``.
+    """
+
+    def __init__(self, limit: float, registry: Any, spent: float = 0.0, name: str = "",
+                 within: Budget | None = None):
+        self.own_limit = float(limit)  # may be infinite when ``within`` is given
         self.registry = registry
         self.spent = float(spent)  # settled
         self.reserved = 0.0  # in flight
+        self.within = within
+        self._name = name
+        self._settled: Any = None  # an anyio.Event for those waiting on a settlement
+
+    @property
+    def limit(self) -> float:
+        if self.within is None:
+            return self.own_limit
+        return min(self.own_limit, self.spent + self.reserved + self.within.left)
+
+    @property
+    def name(self) -> str:
+        binding = self.within is not None and self.limit < self.own_limit
+        return self.within.name if binding and self.within is not None else self._name
 
     @property
     def left(self) -> float:
         return self.limit - self.spent - self.reserved
+
+    def others_hold(self) -> bool:
+        """Whether other dialogues sharing the budget this one is ``within`` have
+        reservations in flight, which may come back (their answers cost less)."""
+        return self.within is not None and self.within.reserved > self.reserved + 1e-12
+
+    async def settled(self) -> None:
+        """Wait until a reservation of the shared budget (``within``) is settled."""
+        import anyio
+
+        shared = self.within if self.within is not None else self
+        if shared._settled is None:
+            shared._settled = anyio.Event()
+        await shared._settled.wait()
+
+    def hold(self, amount: float) -> Reservation:
+        """Set ``amount`` aside (a share handed to a dialogue that runs elsewhere);
+        ``settle`` it with what was spent."""
+        self.reserved += amount
+        return Reservation("", amount, 0)
 
     def prices(self, label: str) -> tuple[float, float] | None:
         """Dollars per token in and out, or None if the registry does not know them."""
@@ -92,6 +134,8 @@ class Budget:
         if amount is None or amount > self.left + 1e-12:
             raise ValueError(f"{label} does not fit the budget")  # callers check fit()
         self.reserved += amount
+        if self.within is not None:
+            self.within.reserved += amount
         return Reservation(label, amount, max_tokens)
 
     def allows(self, label: str, reservation: Reservation, prompt_tokens: int) -> bool:
@@ -102,6 +146,11 @@ class Budget:
     def settle(self, reservation: Reservation, actual: float | None) -> None:
         self.reserved -= reservation.amount
         self.spent += actual or 0.0
+        if self.within is not None:
+            self.within.settle(reservation, actual)
+        if self._settled is not None:  # wake those waiting for room
+            self._settled.set()
+            self._settled = None
 
     def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
              asked: int | None) -> tuple[Any, str, int] | None:
@@ -113,9 +162,13 @@ class Budget:
                 return model, label, n
         return None
 
-    def summary(self) -> dict[str, float]:
-        return {"max_cost": self.limit, "spent": round(self.spent, 10),
-                "left": round(self.limit - self.spent, 10)}
+    def summary(self) -> dict[str, Any]:
+        """For the record: the limit (within a shared budget, what the dialogue could
+        reach when it was written, and whose limit that is), spent and left."""
+        limit = self.limit
+        return {"max_cost": round(limit, 10), "spent": round(self.spent, 10),
+                "left": round(limit - self.spent, 10),
+                **({"within": self.within.name} if self.within is not None else {})}
 
 
 async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages: Any,

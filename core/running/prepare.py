@@ -108,14 +108,19 @@ async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
         fallbacks = (*(participant.fallbacks if participant else ()), *route.fallbacks)
         reservation = None
         if run.budget is not None:
-            planned = run.budget.plan(
-                [(c, run.pool.label(c)) for c in unique((choice, *fallbacks))
-                 if not isinstance(c, str) or run.pool.problem(c) is None],
-                bound, settings.get("max_tokens"))
+            candidates = [(c, run.pool.label(c)) for c in unique((choice, *fallbacks))
+                          if not isinstance(c, str) or run.pool.problem(c) is None]
+            planned = run.budget.plan(candidates, bound, settings.get("max_tokens"))
+            while planned is None and run.budget.others_hold():
+                # other dialogues of a shared budget (a batch's) hold reservations that
+                # may come back: wait for them rather than stop
+                await run.budget.settled()
+                planned = run.budget.plan(candidates, bound, settings.get("max_tokens"))
             if planned is None:
                 rec.system = rec.prompt = None
+                whose = f" ({run.budget.name})" if run.budget.name else ""
                 run.stopped = ("cost_limited", f"${run.budget.left:.6f} left of "
-                                f"${run.budget.limit:g} cannot pay for turn "
+                                f"${run.budget.limit:g}{whose} cannot pay for turn "
                                 f"'{turn.id}' on any of its models", "budget")
                 return None
             choice, _, settings["max_tokens"] = planned
