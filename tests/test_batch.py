@@ -360,3 +360,21 @@ def test_dialogues_within_a_shared_budget_wait_for_what_others_hold():
     assert batch.spent == pytest.approx(0.03) and batch.left == pytest.approx(0.07)
     assert second.left == pytest.approx(0.05) and second.name == ""  # its own binds now
     assert not second.others_hold()
+
+
+def test_the_summary_of_a_large_batch_lists_only_what_did_not_end(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    lines = [json.dumps({"topic": f"t{i}"}) for i in range(60)] + [json.dumps({"topik": "y"})]
+    rows.write_text("\n".join(lines) + "\n")
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    runner = CliRunner()
+    ran = runner.invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo", "-q",
+                              "--id", "big"])
+    assert ran.exit_code == 1
+    listed = [line for line in ran.output.splitlines() if line.startswith("big-")]
+    assert listed == [line for line in listed if line.startswith("big-00060")] and listed
+    assert "(60 more not listed: those that ended; --all lists every one" in ran.output
+    assert "total: 61 dialogues (60 completed, 1 failed)" in ran.output
+    every = runner.invoke(cli, ["batch", "--resume", "big", "-q", "--all"])
+    assert sum(line.startswith("big-") for line in every.output.splitlines()) == 61

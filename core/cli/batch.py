@@ -10,6 +10,8 @@ import click
 from dlg.cli.base import EXIT_FAILED, EXIT_USAGE, DlgClickError, _pairs, cli, store_option
 from dlg.cli.run import _live_terminal, _pool
 
+LISTED = 50  # dialogues the summary lists one by one, unless --all
+
 
 @cli.command("batch")
 @click.argument("mode", required=False)
@@ -37,14 +39,17 @@ from dlg.cli.run import _live_terminal, _pool
 @click.option("--executor", default="local", show_default=True, metavar="NAME",
               help="Where the dialogues run: local, or a plugin's (ray).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--all", "list_all", is_flag=True,
+              help=f"List every dialogue in the summary (past {LISTED:,}, only those that "
+                   "did not end are listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @store_option
 def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | None,
                   batch_id: str | None, model: str | None, participants: tuple[str, ...],
                   router: str | None, pool: tuple[str, ...], max_cost: float | None,
                   max_total_cost: float | None, timeout: float | None,
-                  concurrency: int | None, executor: str, as_json: bool, quiet: bool,
-                  store: str | None) -> None:
+                  concurrency: int | None, executor: str, as_json: bool, list_all: bool,
+                  quiet: bool, store: str | None) -> None:
     """Run MODE once per row of --inputs; or continue a batch with --resume BATCH.
 
     Every dialogue is saved (dlg ls, show, resume); the summary gives each one's status,
@@ -86,7 +91,7 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        click.echo(summary_table(result))
+        click.echo(summary_table(result, None if list_all else LISTED))
     if not result.ok:
         from dlg.running.batch import ENDED
 
@@ -125,12 +130,20 @@ def _manifest(batch_id: str, store: str | None) -> dict[str, Any]:
     return manifest
 
 
-def summary_table(result: Any) -> str:
-    """Each dialogue's status, turns, tokens, cost and time, then the totals."""
-    lines = [f"batch {result.id} · mode {result.mode} · {len(result.items)} dialogues", "",
-             f"{'dialogue':<36} {'status':<13} {'turns':>5} {'tokens':>8} {'cost':>10} "
-             f"{'time':>8}  inputs"]
-    for i in result.items:
+def summary_table(result: Any, listed: int | None = None) -> str:
+    """Each dialogue's status, turns, tokens, cost and time, then the totals. With
+    ``listed``, a batch of more dialogues lists only those that did not end, at most
+    ``listed`` of them (thousands of lines would hide the totals)."""
+    from dlg.running.batch import ENDED
+
+    items = result.items
+    if listed is not None and len(items) > listed:
+        items = [i for i in items if i.status not in ENDED][:listed]
+    lines = [f"batch {result.id} · mode {result.mode} · {len(result.items)} dialogues", ""]
+    if items:
+        lines.append(f"{'dialogue':<36} {'status':<13} {'turns':>5} {'tokens':>8} "
+                     f"{'cost':>10} {'time':>8}  inputs")
+    for i in items:
         inputs = json.dumps(i.inputs, ensure_ascii=False)
         inputs = inputs if len(inputs) <= 40 else inputs[:39] + "…"
         status = i.status + ("*" if i.skipped else "")
@@ -138,6 +151,12 @@ def summary_table(result: Any) -> str:
                      f"{f'${i.cost_usd:.5f}':>10} {i.latency_seconds:>7.2f}s  {inputs}")
         if i.error and i.status not in ("completed",):
             lines.append(f"{'':<36} {i.error[:200]}")
+    if not items:
+        lines.append("(every one ended: --all lists them, --json gives them all)")
+    elif len(items) < len(result.items):
+        lines.append(f"({len(result.items) - len(items):,} more not listed: those that "
+                     f"ended{'' if len(items) < (listed or 0) else ', and more that did not'}"
+                     f"; --all lists every one, --json gives them all)")
     t = result.totals
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(t["statuses"].items()))
     lines += ["", f"total: {t['dialogues']} dialogues ({statuses}) · {t['turns']} turns · "
