@@ -284,6 +284,9 @@ def test_a_batch_never_spends_past_its_max_total_cost_and_resumes_within_it(
     assert more.exit_code == 0, more.output
     assert "max total cost $2: $0.80000 spent" in more.output
     assert _spent("tc", 40) == pytest.approx(0.8)  # 40 dialogues, each paid for once
+    last = runner.invoke(cli, ["batch", "--resume", "tc", "--json", "-q"])
+    assert last.exit_code == 0  # the raised limit is the one kept
+    assert json.loads(last.output)["totals"]["max_total_cost"] == 2
 
 
 def test_a_spent_batch_starts_nothing_more(priced_echo):
