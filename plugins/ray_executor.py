@@ -116,7 +116,7 @@ class RayExecutor:
         import anyio
 
         from dlg.language.templates import own_templates
-        from dlg.running.batch import SPENT, not_started
+        from dlg.running.batch_cost import SPENT, not_started
         from dlg.running.subdialogues import spawned_files
 
         self._check()

@@ -32,7 +32,7 @@ LISTED = 50  # dialogues the summary lists one by one, unless --all
               help="A hard limit on what each dialogue spends, in US dollars.")
 @click.option("--max-total-cost", type=click.FloatRange(min=0, min_open=True), metavar="USD",
               help="A hard limit on what the whole batch spends, in US dollars, earlier "
-                   "runs of it included: each dialogue runs on a share of what is left.")
+                   "runs of it included; kept for --resume.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
               help="Dialogues that run at once (default 4).")

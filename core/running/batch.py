@@ -186,7 +186,10 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     from dlg.language.loader import load_mode
     from dlg.records.record import check_id, new_dialogue_id
 
-    max_total_cost = _checked_limit(max_total_cost)
+    if max_total_cost is not None:
+        from dlg.running.batch_cost import checked_limit
+
+        max_total_cost = checked_limit(max_total_cost)
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
     given = [dict(r) for r in rows]
     if not given:
@@ -213,68 +216,14 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     left = await _skip_ended(store, result.items, on_item)
     more: dict[str, Any] = {}
     if max_total_cost is not None:
-        _check_takes_budget(run, executor)
-        from dlg.running.budget import Budget
+        from dlg.running.batch_cost import total_budget
 
-        more["budget"] = Budget(
-            max_total_cost, orchestrator.registry,
-            spent=await _spent_before(store, loaded, result.items, left),
-            name=f"the batch's ${max_total_cost:g} max total cost")
+        more["budget"] = await total_budget(max_total_cost, orchestrator, store, loaded,
+                                            result.items, left, run, executor)
     await run(loaded, left, concurrency=concurrency, on_item=on_item,
               options=dict(options or {}), **more)
     result.wall_seconds = time.perf_counter() - started
     return result
-
-
-def _checked_limit(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        limit = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"max_total_cost must be a number of dollars, not {value!r}"
-                         ) from None
-    if not limit > 0 or limit == float("inf"):
-        raise InputError(f"max_total_cost must be more than 0 dollars, not {value!r}")
-    return limit
-
-
-def _check_takes_budget(run: Any, executor: Any) -> None:
-    """An executor of a plugin's that cannot keep a batch's total is refused before
-    anything runs, not after it has spent past the limit."""
-    import inspect
-
-    try:
-        params = inspect.signature(run).parameters.values()
-    except (TypeError, ValueError):
-        return
-    if not any(p.name == "budget" or p.kind is p.VAR_KEYWORD for p in params):
-        raise DlgError(f"the '{executor}' executor cannot keep a batch's max total cost "
-                       "(its __call__ takes no budget=): run without it, or on another "
-                       "executor")
-
-
-async def _spent_before(store: Any, mode: Any, items: list[BatchItem],
-                        left: list[BatchItem]) -> float:
-    """What the batch's dialogues spent in earlier runs: those that ended (their saved
-    figures, or their records when the mode spawns sub-dialogues, whose costs the
-    figures do not hold) and those about to continue (their records)."""
-    if store is None:
-        return 0.0
-    import anyio
-
-    from dlg.records.store import as_dialogue
-    from dlg.running.subdialogues import tree_spent
-
-    to_run = {id(i) for i in left}
-    ended = [i for i in items if id(i) not in to_run]
-    spawns = any(t.spawn for t in mode.turns)
-    total = 0.0 if spawns else sum(i.cost_usd for i in ended)
-    for item in (items if spawns else left):
-        saved = await anyio.to_thread.run_sync(store.load, item.dialogue_id)
-        if saved is not None:
-            total += tree_spent(as_dialogue(saved))
-    return total
 
 
 async def _skip_ended(store: Any, items: list[BatchItem],
@@ -328,6 +277,8 @@ class LocalExecutor:
 
         limiter = anyio.CapacityLimiter(max(1, concurrency))
 
+        from dlg.running.batch_cost import SPENT, not_started
+
         async def one(item: BatchItem) -> None:
             async with limiter:
                 while budget is not None and budget.left <= SPENT and budget.reserved > 0:
@@ -342,16 +293,6 @@ class LocalExecutor:
         async with anyio.create_task_group() as tg:
             for item in items:
                 tg.start_soon(one, item)
-
-
-SPENT = 1e-12  # dollars left below which a batch's total is spent
-
-
-def not_started(item: BatchItem, budget: Any) -> None:
-    """Report a dialogue not started because the batch's total is spent."""
-    item.status = "cost_limited"
-    item.error = (f"not started: {budget.name} is spent (${budget.spent:.6f} spent, "
-                  f"${budget.reserved:.6f} held by dialogues running)")
 
 
 async def run_item(orchestrator: Any, mode: Any, item: BatchItem, within: Any = None

@@ -1,0 +1,91 @@
+"""A batch's ``max_total_cost``: a hard limit on what all its dialogues spend together,
+what earlier runs of the batch spent included.
+
+``total_budget`` makes the batch's ``dlg.running.budget.Budget``. An executor runs each
+dialogue ``within`` it (``run_item(..., within=budget)``: every call's reservation draws
+on it too), or, where dialogues run in other processes, hands each a share of what is
+left (``budget.hold``) and settles it with what the dialogue spent (the ``ray``
+executor). Once nothing is left, the rest are not started (``not_started``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlg.errors import DlgError, InputError
+
+__all__ = ["SPENT", "checked_limit", "not_started", "total_budget"]
+
+SPENT = 1e-12  # dollars left below which a batch's total is spent
+
+
+async def total_budget(limit: float, orchestrator: Any, store: Any, mode: Any,
+                       items: list[Any], left: list[Any], run: Any, executor: Any) -> Any:
+    """The batch's budget: ``limit`` dollars, less what its dialogues spent before. An
+    executor that cannot keep it is refused first."""
+    from dlg.running.budget import Budget
+
+    _check_takes_budget(run, executor)
+    return Budget(limit, orchestrator.registry,
+                  spent=await _spent_before(store, mode, items, left),
+                  name=f"the batch's ${limit:g} max total cost")
+
+
+def not_started(item: Any, budget: Any) -> None:
+    """Report a dialogue not started because the batch's total is spent."""
+    item.status = "cost_limited"
+    item.error = (f"not started: {budget.name} is spent (${budget.spent:.6f} spent, "
+                  f"${budget.reserved:.6f} held by dialogues running)")
+
+
+def checked_limit(value: Any) -> float | None:
+    """A ``max_total_cost`` as given (an argument, a saved batch's record): dollars
+    more than 0, or an ``InputError`` saying what is wrong with it."""
+    if value is None:
+        return None
+    try:
+        limit = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"max_total_cost must be a number of dollars, not {value!r}"
+                         ) from None
+    if not limit > 0 or limit == float("inf"):
+        raise InputError(f"max_total_cost must be more than 0 dollars, not {value!r}")
+    return limit
+
+
+def _check_takes_budget(run: Any, executor: Any) -> None:
+    """An executor of a plugin's that cannot keep a batch's total is refused before
+    anything runs, not after it has spent past the limit."""
+    import inspect
+
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if not any(p.name == "budget" or p.kind is p.VAR_KEYWORD for p in params):
+        raise DlgError(f"the '{executor}' executor cannot keep a batch's max total cost "
+                       "(its __call__ takes no budget=): run without it, or on another "
+                       "executor")
+
+
+async def _spent_before(store: Any, mode: Any, items: list[Any],
+                        left: list[Any]) -> float:
+    """What the batch's dialogues spent in earlier runs: those that ended (their saved
+    figures, or their records when the mode spawns sub-dialogues, whose costs the
+    figures do not hold) and those about to continue (their records)."""
+    if store is None:
+        return 0.0
+    import anyio
+
+    from dlg.records.store import as_dialogue
+    from dlg.running.subdialogues import tree_spent
+
+    to_run = {id(i) for i in left}
+    ended = [i for i in items if id(i) not in to_run]
+    spawns = any(t.spawn for t in mode.turns)
+    total = 0.0 if spawns else sum(i.cost_usd for i in ended)
+    for item in (items if spawns else left):
+        saved = await anyio.to_thread.run_sync(store.load, item.dialogue_id)
+        if saved is not None:
+            total += tree_spent(as_dialogue(saved))
+    return total
