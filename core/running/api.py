@@ -337,7 +337,8 @@ class Orchestrator(Resuming, Spawning, Batching):
         bound, default = self.bindings(mode)
         observers = tuple(self.observers)
         if self.store is not None:
-            from dlg.records.store import Lease, Saver
+            from dlg.records.saver import Saver
+            from dlg.records.store import Lease
 
             # the store is opened by the saver when the dialogue starts, off the event
             # loop, unless it is open already

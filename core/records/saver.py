@@ -1,0 +1,191 @@
+"""Saving a dialogue as it runs: the ``Saver`` observer writes it to a store when each
+turn finishes and when the dialogue ends, one save at a time per dialogue, always with
+the newest state (see ``Saver``). Stores themselves are ``dlg.records.store``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import anyio
+
+from dlg.records.store import Lease
+
+__all__ = ["Saver"]
+
+
+class Saver:
+    """Saves a dialogue after each turn and when it ends (an observer).
+
+    The store is opened when the dialogue starts, in a worker thread (unless it is open
+    already): a store that cannot be opened (a folder that cannot be written, a bad
+    setting) is reported before any model is paid for. The first save happens when the
+    first turn finishes, with the whole record and the resolved mode
+    (``mode_document``). After that, a store with ``save_turn(header, turn)`` writes just the
+    finished turn and the dialogue's header; other stores get the whole record through
+    ``save(record)``; a store with ``save_rows(dialogue_id, turns)`` (one that counts
+    ``dlg ls``'s figures from its turn rows) gets just the turn while the dialogue's own
+    fields are unchanged. When the dialogue ends, the header is written with every turn that
+    changed since it was last written (through ``save_turns(header, turns)``, one
+    transaction, when the store has it), so an interruption cannot lose a turn.
+
+    Small writes happen on the event loop, at once and without an await: a SQLite
+    transaction is a few tens of microseconds, less than a hop to a worker thread. A
+    whole record of more than ``inline_turns`` turns is written in a worker thread;
+    while it is, the dialogue's other saves wait for it. So saves of one dialogue
+    happen one at a time, in order, each with the newest state.
+    """
+
+    inline_turns = 16  # whole records with more turns than this are written off the loop
+
+    def __init__(self, open_store: Any, mode_document: dict[str, Any] | None = None,
+                 lease: Lease | None = None, store: Any = None):
+        # opens the store; called once, in a worker thread, when the dialogue starts
+        # (unless the store is given open: a hop to a thread costs more than a save)
+        self._open = open_store
+        self._store: Any = store
+        self.mode_document = mode_document
+        self.lease = lease or Lease()  # taken with the first save, renewed with each
+        self._locks: dict[str, anyio.Lock] = {}  # held while a worker thread writes
+        # per dialogue saved so far: each turn as it was last written
+        self._written: dict[str, dict[str, dict[str, Any]]] = {}
+        # per dialogue: its own fields (``_header_key``) when its header was last written
+        self._headers: dict[str, tuple[Any, ...]] = {}
+
+    async def store(self) -> Any:
+        if self._store is None:
+            self._store = await anyio.to_thread.run_sync(self._open)
+        return self._store
+
+    def dialogue_started(self, dialogue: Any) -> Any:
+        # the store opened before the first turn runs, so that one that cannot be opened
+        # fails the run before a model is paid for a turn that could not be saved
+        return None if self._store is not None else self.store()
+
+    def _ready(self, dialogue: Any) -> bool:
+        """Whether a save can be written now, on the loop: the store is open and no
+        worker thread is writing this dialogue."""
+        lock = self._locks.get(dialogue.id)
+        return self._store is not None and (lock is None or not lock.locked())
+
+    async def _wait(self, dialogue: Any) -> Any:
+        store = await self.store()
+        while not self._ready(dialogue):
+            async with self._locks[dialogue.id]:
+                pass
+        return store
+
+    def _claim(self, store: Any, dialogue: Any) -> None:
+        if dialogue.id not in self._written:
+            self.lease.acquire(store, dialogue.id)
+
+    async def _save_all(self, dialogue: Any) -> None:
+        store = await self._wait(dialogue)
+        record = dialogue.to_dict()  # the newest state, taken on the event loop
+        if self.mode_document is not None:
+            record["mode_document"] = self.mode_document
+        if len(record["turns"]) > self.inline_turns:
+            self._claim(store, dialogue)
+            async with self._locks.setdefault(dialogue.id, anyio.Lock()):
+                await anyio.to_thread.run_sync(store.save, record)
+        else:
+            with _grouped(store):  # the claim and the record: one transaction
+                self._claim(store, dialogue)
+                store.save(record)
+        self._written[dialogue.id] = {t["id"]: t for t in record["turns"]}
+        self._headers[dialogue.id] = _header_key(dialogue)
+
+    def _save_turn(self, store: Any, dialogue: Any, turn: Any) -> None:
+        row = turn.to_dict()
+        key = _header_key(dialogue)
+        if key == self._headers.get(dialogue.id) and hasattr(store, "save_rows"):
+            store.save_rows(dialogue.id, [row])  # the turn's row; its header is as it was
+        else:
+            store.save_turn(dialogue.header_dict(), row)
+            self._headers[dialogue.id] = key
+        self._written[dialogue.id][turn.id] = row
+        if self.lease.due():  # keep a lease taken for another host from expiring
+            self.lease.acquire(store, dialogue.id)
+
+    def turn_finished(self, dialogue: Any, turn: Any) -> Any:
+        # written at once when it can be (no coroutine, no await); otherwise returns the
+        # save to await
+        if (self._ready(dialogue) and dialogue.id in self._written
+                and hasattr(self._store, "save_turn")):
+            self._save_turn(self._store, dialogue, turn)
+            return None
+        return self._turn_finished(dialogue, turn)
+
+    async def _turn_finished(self, dialogue: Any, turn: Any) -> None:
+        store = await self._wait(dialogue)
+        if dialogue.id not in self._written or not hasattr(store, "save_turn"):
+            await self._save_all(dialogue)
+        else:
+            self._save_turn(store, dialogue, turn)
+
+    turn_progress = turn_finished  # a spawning turn's answer and plan: saved the same way
+
+    def _save_changes(self, store: Any, dialogue: Any) -> None:
+        written = self._written[dialogue.id]
+        changed = [row for t in dialogue.turns if (row := t.to_dict()) != written.get(t.id)]
+        header = dialogue.header_dict()
+        if hasattr(store, "save_turns"):
+            store.save_turns(header, changed)
+        else:
+            for row in changed or [None]:
+                store.save_turn(header, row)
+
+    def dialogue_finished(self, dialogue: Any) -> Any:
+        if (self._ready(dialogue) and dialogue.id in self._written
+                and hasattr(self._store, "save_turn")):
+            self._finish(self._store, dialogue)
+            return None
+        return self._dialogue_finished(dialogue)
+
+    def _finish(self, store: Any, dialogue: Any) -> None:
+        try:
+            with _grouped(store):  # the last changes and letting go: one transaction
+                self._save_changes(store, dialogue)
+                self._done(dialogue)
+        except BaseException:
+            self._done(dialogue, quiet=True)
+            raise
+
+    async def _dialogue_finished(self, dialogue: Any) -> None:
+        try:
+            store = await self._wait(dialogue)
+            if dialogue.id in self._written and hasattr(store, "save_turn"):
+                self._finish(store, dialogue)
+                return
+            await self._save_all(dialogue)
+        except BaseException:
+            self._done(dialogue, quiet=True)
+            raise
+        self._done(dialogue)
+
+    def _done(self, dialogue: Any, quiet: bool = False) -> None:
+        """Let go of the dialogue's lease and forget it (``quiet``: a failure to let go
+        must not hide the failure being raised)."""
+        if dialogue.id in self._written and self._store is not None:
+            try:
+                self.lease.release(self._store, dialogue.id)
+            except Exception:
+                if not quiet:
+                    raise
+        self._locks.pop(dialogue.id, None)
+        self._written.pop(dialogue.id, None)
+        self._headers.pop(dialogue.id, None)
+
+
+def _header_key(dialogue: Any) -> tuple[Any, ...]:
+    """What a dialogue's saved header holds besides what its turns' rows say (their
+    statuses, tokens and cost): when this is unchanged, saving a turn needs its row only."""
+    return (dialogue.status, dialogue.error, dialogue.started_at, dialogue.ended_at,
+            len(dialogue.turns), repr(dialogue.metadata), repr(dialogue.participants))
+
+
+def _grouped(store: Any) -> contextlib.AbstractContextManager[Any]:
+    """The store's ``transaction()`` (one commit for several writes), if it has one."""
+    group = getattr(store, "transaction", None)
+    return group() if group is not None else contextlib.nullcontext()
