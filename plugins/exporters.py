@@ -47,7 +47,9 @@ class MarkdownExporter:
             lines.append("- Token counts marked ~ are estimates: the provider reported none")
         budget = dialogue.metadata.get("budget")
         if budget:
-            lines.append(f"- Budget: ${budget['spent']:.5f} spent of ${budget['max_cost']:g}")
+            within = f", within {budget['within']}" if budget.get("within") else ""
+            lines.append(f"- Budget: ${budget['spent']:.5f} spent of "
+                         f"${budget['max_cost']:g}{within}")
         stopped = dialogue.metadata.get("stopped")
         if stopped:
             lines.append(f"- Stopped ({stopped['status']}) by {stopped['by']}: "

@@ -269,6 +269,10 @@ def test_a_batch_never_spends_past_its_max_total_cost_and_resumes_within_it(
     stopped = [i for i in first.items if i.status == "cost_limited"]
     assert stopped and all("the batch's $0.5 max total cost" in i.error for i in stopped)
     assert sum(i.spent_usd for i in first.items) == pytest.approx(first.totals["cost_usd"])
+    shown = CliRunner().invoke(cli, ["show", done_id := next(
+        i.dialogue_id for i in first.items if i.status == "completed")])
+    assert "within the batch's $0.5 max total cost)" in shown.output, shown.output
+    assert dlg.load_dialogue(done_id).export("markdown").count("within the batch's") == 1
     # again with the same limit: what the first run spent counts, so little more is
     again = dlg.batch_sync(PRICED, rows, model="echo", concurrency=4, batch_id="tc",
                            max_total_cost=0.5)

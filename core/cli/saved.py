@@ -77,8 +77,9 @@ def _table(dialogue: Any) -> str:
                      f"{costliest.model})")
     budget = dialogue.metadata.get("budget") if dialogue.metadata else None
     if budget:
+        within = f", within {budget['within']}" if budget.get("within") else ""
         lines.append(f"budget: ${budget['spent']:.5f} spent of ${budget['max_cost']:g} "
-                     f"(${budget['left']:.5f} left)")
+                     f"(${budget['left']:.5f} left{within})")
     stopped = dialogue.metadata.get("stopped") if dialogue.metadata else None
     if stopped:
         lines.append(f"stopped ({stopped['status']}) by {stopped['by']}: {stopped['reason']}")
