@@ -170,9 +170,15 @@ class RayExecutor:
                     lambda: ray.wait(list(running), num_returns=1, timeout=1.0))
                 for ref in done:
                     item, hold = running.pop(ref), held.pop(ref)
-                    _merge(item, await anyio.to_thread.run_sync(ray.get, ref))
-                    if hold is not None:
-                        budget.settle(hold, item.spent_usd)
+                    try:
+                        _merge(item, await anyio.to_thread.run_sync(ray.get, ref))
+                    except Exception as exc:  # the task itself failed, not its dialogue
+                        _task_failed(item, exc)
+                        if hold is not None:  # what it spent is not known: all of it
+                            budget.settle(hold, hold.amount)
+                    else:
+                        if hold is not None:
+                            budget.settle(hold, item.spent_usd)
                     if on_item is not None:
                         on_item(item)
         finally:
@@ -199,6 +205,15 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         raise DlgError(f"cannot reach the Ray cluster at {address} ({reason}): check "
                        "DLG_RAY_ADDRESS (or RAY_ADDRESS), or unset it to start a local "
                        "Ray for the batch") from None
+
+
+def _task_failed(item: Any, exc: Exception) -> None:
+    """A task that raised (its worker died, or setting up its dialogue there failed) is
+    its item's failure, said in a line, and the batch goes on: ``--resume`` retries it."""
+    cause = getattr(exc, "cause", None) or exc  # a RayTaskError holds the worker's error
+    text = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    item.status = "failed"
+    item.error = f"the Ray task failed: {type(cause).__name__}" + (f": {text}" if text else "")
 
 
 def _merge(item: Any, result: dict[str, Any]) -> None:

@@ -225,3 +225,28 @@ def test_a_batch_on_ray_never_spends_past_its_max_total_cost(tmp_path, pg_url, m
     assert result.totals["statuses"].get("completed", 0) >= 3 and not result.ok
     cut = [i for i in result.items if i.status == "cost_limited"]
     assert cut and all("the batch's $0.3 max total cost" in i.error for i in cut)
+
+
+def test_a_task_that_fails_on_its_worker_fails_its_dialogue_not_the_batch(tmp_path,
+                                                                          monkeypatch):
+    """A file name the worker refuses (a backslash: a Windows separator) makes the task
+    itself raise, outside the dialogue: each row fails with a one-line reason, the batch
+    ends with its summary, and there is no traceback."""
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    (folder / "odd\\name.j2").write_text("ODD")
+    mode = folder / "m.json"
+    mode.write_text(json.dumps({**MODE, "turns": [
+        {"id": "a", "role": "A", "prompt": "{% if topic == 'x' %}{% include 'odd\\\\name.j2' %}"
+                                           "{% else %}plain{% endif %}"}]}))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "x"}\n{"topic": "y"}\n')
+    ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo",
+                                   "--executor", "ray", "--json", "-q"])
+    assert ran.exit_code == 1, ran.output
+    assert "Traceback" not in ran.output
+    items = json.loads(ran.output[ran.output.index("{"):ran.output.rindex("}") + 1])["items"]
+    assert {i["status"] for i in items} == {"failed"}  # the file goes with every task
+    assert all(i["error"].startswith("the Ray task failed: DlgError: the batch sent a file "
+                                     "named 'odd\\\\name.j2'") for i in items), items
