@@ -154,7 +154,10 @@ class RayExecutor:
                     item = pending.pop(0)
                     share = None
                     if budget is not None:
-                        if budget.left <= SPENT:  # nothing left to give
+                        if budget.left <= SPENT and running:
+                            pending.insert(0, item)  # the running may give some back
+                            break
+                        if budget.left <= SPENT:  # nothing left to give, nor to come
                             not_started(item, budget)
                             if on_item is not None:
                                 on_item(item)
