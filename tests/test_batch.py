@@ -284,8 +284,11 @@ def test_a_batch_never_spends_past_its_max_total_cost_and_resumes_within_it(
     assert kept.exit_code == 1
     assert json.loads(kept.output[kept.output.index("{"):kept.output.rindex("}") + 1]
                       )["totals"]["max_total_cost"] == 0.5
-    more = runner.invoke(cli, ["batch", "--resume", "tc", "--max-total-cost", "2", "-q"])
+    more = runner.invoke(cli, ["batch", "--resume", "tc", "--max-total-cost", "2"])
     assert more.exit_code == 0, more.output
+    last_line = [line for line in more.output.splitlines() if line.startswith("[40/40]")]
+    spent_now = 0.8 - first.totals["cost_usd"] - sum(i.spent_usd for i in again.items)
+    assert last_line[0].endswith(f"this run ${spent_now:.4f} of $2")  # the progress lines
     assert "max total cost $2: $0.80000 spent" in more.output
     assert _spent("tc", 40) == pytest.approx(0.8)  # 40 dialogues, each paid for once
     last = runner.invoke(cli, ["batch", "--resume", "tc", "--json", "-q"])

@@ -78,7 +78,7 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     if max_cost is not None:
         options["constraints"] = {**(options.get("constraints") or {}), "max_cost": max_cost}
     orchestrator = Orchestrator(store=store or "default", **options)
-    progress = _Progress(len(rows), quiet=quiet)
+    progress = _Progress(len(rows), quiet=quiet, limit=max_total_cost)
     _freeze_heap()
 
     async def main() -> Any:
@@ -172,10 +172,12 @@ def summary_table(result: Any, listed: int | None = None) -> str:
 
 
 class _Progress:
-    """A progress bar on a terminal (rich), else a line per dialogue as it ends."""
+    """A progress bar on a terminal (rich), else a line per dialogue as it ends; each
+    with what this run has spent so far (of the batch's ``limit``, if it has one)."""
 
-    def __init__(self, total: int, *, quiet: bool):
+    def __init__(self, total: int, *, quiet: bool, limit: float | None = None):
         self.total, self.quiet, self.finished = total, quiet, 0
+        self.limit, self.spent = limit, 0.0
         self._bar: Any = None
         self._task: Any = None
         if not quiet and _live_terminal():
@@ -203,11 +205,15 @@ class _Progress:
 
     def done(self, item: Any) -> None:
         self.finished += 1
+        self.spent += item.spent_usd
+        of = f" of ${self.limit:g}" if self.limit is not None else ""
         if self._bar is not None:
-            self._bar.update(self._task, advance=1,
-                             description=f"{item.dialogue_id}: {item.status}")
+            self._bar.update(self._task, advance=1, description=(
+                f"{item.dialogue_id}: {item.status} · ${self.spent:.4f}{of} spent"))
         elif not self.quiet:
             cost = f" · ${item.cost_usd:.4f}" if item.cost_usd else ""
             kept = " (ended before: kept)" if item.skipped else ""
+            total = f" · this run ${self.spent:.4f}{of}" if self.spent or of else ""
             click.echo(f"[{self.finished}/{self.total}] {item.dialogue_id} {item.status} · "
-                       f"{item.turns} turns · {item.tokens} tokens{cost}{kept}", err=True)
+                       f"{item.turns} turns · {item.tokens} tokens{cost}{kept}{total}",
+                       err=True)
