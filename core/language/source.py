@@ -13,12 +13,12 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from dlg.errors import ModeError, ModeNotFoundError, Problem
 from dlg.language.limits import MAX_DEPTH
 
-__all__ = ["SourceDoc", "format_path", "is_path_like", "read_source"]
+__all__ = ["SourceDoc", "format_path", "is_path_like", "read_source", "reloadable"]
 
 PathT = tuple[str | int, ...]
 
@@ -37,6 +37,12 @@ def is_path_like(ref: str) -> bool:
         or ref.endswith((".yaml", ".yml", ".json"))
         or ref.startswith(".")
     )
+
+
+def reloadable(source: str | None) -> TypeGuard[str]:
+    """Whether a mode's ``source`` says where to load it again (a file, a registered
+    name), rather than a document that was only in memory (``<dict>``, ``<stdin>``)."""
+    return bool(source) and not str(source).startswith("<")
 
 
 @dataclass

@@ -184,6 +184,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     (dollars) limits what the batch's dialogues spend in all, earlier runs of the batch
     included: each dialogue's budget draws on the batch's (``Budget(within=...)``)."""
     from dlg.language.loader import load_mode
+    from dlg.language.source import reloadable
     from dlg.records.record import check_id, new_dialogue_id
 
     if max_total_cost is not None:
@@ -206,8 +207,9 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
 
         await anyio.to_thread.run_sync(store.save_batch, {
             # a mode given as a document (no file, no name) is kept as one
-            "id": batch_id, "mode": (loaded.to_dict() if (loaded.source or "").startswith("<")
-                                     else loaded.source or loaded.name),
+            "id": batch_id, "mode": (loaded.source if reloadable(loaded.source)
+                                     else loaded.name if not loaded.source
+                                     else loaded.to_dict()),
             "mode_name": loaded.name, "rows": given, "options": dict(options or {}),
             "concurrency": concurrency, "created_at": time.time(),
             **({"max_total_cost": max_total_cost} if max_total_cost is not None else {})})

@@ -74,12 +74,12 @@ class Resuming:
         batch's), used when it is the one the dialogue ran; ``chosen``: the user chose
         it, so it is used even if it changed (which then needs ``force``)."""
         from dlg.errors import ModeError
-        from dlg.language.source import is_path_like
+        from dlg.language.source import is_path_like, reloadable
 
         if mode is not None and not chosen and mode.content_hash != saved.mode_hash:
             mode = None
         # the mode as it is now (its file, or its name), else the copy saved with it
-        if mode is None and saved.mode_source and not saved.mode_source.startswith("<"):
+        if mode is None and reloadable(saved.mode_source):
             source = saved.mode_source if is_path_like(saved.mode_source) else saved.mode
             try:
                 mode = load_mode(source, pm=self._pm)

@@ -272,9 +272,11 @@ def mode_folder(mode: Any) -> Path | None:
     """The folder a mode's spawned modes are named from: its own (a file's folder, or
     the ``base_dir`` a document was loaded with; the first of its template folders),
     else its file's, else None (a document loaded without a folder)."""
+    from dlg.language.source import reloadable
+
     if mode.template_dirs:
         return Path(mode.template_dirs[0])
-    if mode.source and not mode.source.startswith("<"):
+    if reloadable(mode.source):
         return Path(mode.source).parent
     return None
 
