@@ -151,22 +151,22 @@ class RayExecutor:
             held: dict[Any, Any] = {}  # each running task's share of the batch's total
             while pending or running:
                 while pending and len(running) < max(1, concurrency):
-                    item = pending.pop(0)
-                    share = None
-                    if budget is not None:
-                        if budget.left <= SPENT and running:
-                            pending.insert(0, item)  # the running may give some back
+                    if budget is not None and budget.left <= SPENT:
+                        if running:  # the running tasks may give some back: wait
                             break
-                        if budget.left <= SPENT:  # nothing left to give, nor to come
-                            not_started(item, budget)
-                            if on_item is not None:
-                                on_item(item)
-                            continue
+                        item = pending.pop(0)  # nothing left to give, nor to come
+                        not_started(item, budget)
+                        if on_item is not None:
+                            on_item(item)
+                        continue
+                    item = pending.pop(0)
+                    hold = share = None
+                    if budget is not None:
                         amount = budget.left / max(1, concurrency - len(running))
-                        share = (budget.hold(amount), (amount, budget.name))
+                        hold, share = budget.hold(amount), (amount, budget.name)
                     ref = task.remote(document, files, item.to_dict(), options or {},
-                                      store, mode.source, share and share[1])
-                    running[ref], held[ref] = item, share and share[0]
+                                      store, mode.source, share)
+                    running[ref], held[ref] = item, hold
                 if not running:
                     break
                 done, _ = await anyio.to_thread.run_sync(
