@@ -70,8 +70,9 @@ class Budget:
 
     @property
     def name(self) -> str:
-        binding = self.within is not None and self.limit < self.own_limit
-        return self.within.name if binding and self.within is not None else self._name
+        if self.within is not None and self.limit < self.own_limit:  # the shared one binds
+            return self.within.name
+        return self._name
 
     @property
     def left(self) -> float:
