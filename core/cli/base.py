@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from dlg._version import __version__
+from dlg.cli.terminal import echo, is_terminal, visible
 from dlg.errors import (
     DlgError,
     InputError,
@@ -27,6 +28,10 @@ class DlgClickError(click.ClickException):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED):
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]  # click's default is per class
+
+    def format_message(self) -> str:
+        # the message may quote a model's error or the user's input: shown, not obeyed
+        return visible(self.message) if is_terminal(sys.stderr) else self.message
 
 
 def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
@@ -106,7 +111,7 @@ class DlgGroup(click.Group):
         try:
             self._load_plugin_commands()
         except DlgError as exc:
-            click.echo(f"warning: {exc}", err=True)
+            echo(f"warning: {exc}", err=True)
         return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -117,7 +122,7 @@ class DlgGroup(click.Group):
                 raise
             raise _fail(exc, all_errors=bool(ctx.meta.get("dlg.all_errors"))) from None
         except KeyboardInterrupt:
-            click.echo("\nInterrupted.", err=True)
+            echo("\nInterrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
 
 
@@ -172,11 +177,11 @@ def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = Fal
         if isinstance(data, bytes):
             sys.stdout.buffer.write(data)
         else:
-            click.echo(data, nl=False)
+            echo(data, nl=False)
         return
     path = write_export(dialogue, fmt, out)
     if not quiet:
-        click.echo(f"wrote {path}", err=True)
+        echo(f"wrote {path}", err=True)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import click
 
 from dlg.cli.base import EXIT_FAILED, EXIT_USAGE, DlgClickError, _pairs, cli, store_option
 from dlg.cli.run import _live_terminal, _pool
+from dlg.cli.terminal import echo, one_line
 
 LISTED = 50  # dialogues the summary lists one by one, unless --all
 
@@ -89,9 +90,9 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     with progress:
         result = anyio.run(main)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        click.echo(summary_table(result, None if list_all else LISTED))
+        echo(summary_table(result, None if list_all else LISTED))
     if not result.ok:
         from dlg.running.batch import ENDED
 
@@ -150,7 +151,7 @@ def summary_table(result: Any, listed: int | None = None) -> str:
         lines.append(f"{i.dialogue_id[:36]:<36} {status:<13} {i.turns:>5} {i.tokens:>8} "
                      f"{f'${i.cost_usd:.5f}':>10} {i.latency_seconds:>7.2f}s  {inputs}")
         if i.error and i.status not in ("completed",):
-            lines.append(f"{'':<36} {i.error[:200]}")
+            lines.append(f"{'':<36} {one_line(i.error)[:200]}")
     if not items:
         lines.append("(every one ended: --all lists them, --json gives them all)")
     elif len(items) < len(result.items):
@@ -214,6 +215,6 @@ class _Progress:
             cost = f" · ${item.cost_usd:.4f}" if item.cost_usd else ""
             kept = " (ended before: kept)" if item.skipped else ""
             total = f" · this run ${self.spent:.4f}{of}" if self.spent or of else ""
-            click.echo(f"[{self.finished}/{self.total}] {item.dialogue_id} {item.status} · "
+            echo(f"[{self.finished}/{self.total}] {item.dialogue_id} {item.status} · "
                        f"{item.turns} turns · {item.tokens} tokens{cost}{kept}{total}",
                        err=True)

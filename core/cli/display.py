@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
+from dlg.cli.terminal import echo, rich_text, visible
 
 
 class Progress:
@@ -17,7 +17,7 @@ class Progress:
 
     def _status(self, line: str) -> None:
         if not self.quiet:
-            click.echo(line, err=True)
+            echo(line, err=True)
 
     def _streamed(self, turn: Any) -> bool:
         return False
@@ -40,7 +40,7 @@ class Progress:
         step = self._step(dialogue, turn)
         if turn.replaced:
             # always shown, even with --quiet: the user should know who really answered
-            click.echo(f"↪ {step} · {turn.model} answered in place of "
+            echo(f"↪ {step} · {turn.model} answered in place of "
                        f"{', '.join(turn.replaced)} ({turn.attempts[-1]['error']})", err=True)
         if turn.status == "completed":
             cost = f" · ${turn.cost_usd:.4f}" if turn.cost_usd else ""
@@ -48,8 +48,8 @@ class Progress:
             self._status(f"✓ {step} · {turn.latency_seconds:.2f}s · "
                          f"{turn.usage.mark}{turn.usage.total} tokens{estimated}{cost}")
             if self.show_text and not self._streamed(turn) and not dialogue.depth:
-                click.echo(self._heading(turn))
-                click.echo((turn.response or "").strip() + "\n")
+                echo(self._heading(turn))
+                echo((turn.response or "").strip() + "\n")
         elif turn.status == "skipped" and not dialogue.depth:
             self._status(f"- {step} · skipped (its 'when' was false)")
         elif turn.status == "failed":
@@ -73,12 +73,12 @@ class StreamingProgress(Progress):
             return
         if turn.id not in self.started:
             self.started.add(turn.id)
-            click.echo(self._heading(turn))
-        click.echo(text, nl=False)
+            echo(self._heading(turn))
+        echo(text, nl=False)
 
     def turn_finished(self, dialogue: Any, turn: Any) -> None:
         if turn.id in self.started and not dialogue.depth:
-            click.echo("\n")
+            echo("\n")
         super().turn_finished(dialogue, turn)
 
 
@@ -148,11 +148,11 @@ class LiveProgress:
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         for t in self.dialogue.turns:
             icon = "[cyan]…[/]" if t.status == "running" else self._ICONS.get(t.status, "?")
-            model = (t.model or "") + (" [magenta]↪[/]" if t.replaced else "")
+            model = rich_text(t.model or "") + (" [magenta]↪[/]" if t.replaced else "")
             tokens = f"{t.usage.mark}{t.usage.total}" if t.usage.total else ""
             cost = f"${t.cost_usd:.4f}" if t.cost_usd else ""
-            table.add_row(icon, str(t.index), t.role + _round(t), t.participant or "",
-                          model, self._elapsed(t), tokens, cost)
+            table.add_row(icon, str(t.index), rich_text(t.role + _round(t)),
+                          rich_text(t.participant or ""), model, self._elapsed(t), tokens, cost)
         for child in self._children.values():  # sub-dialogues: one row each
             running = [t for t in child.turns if t.status == "running"]
             icon = "[cyan]…[/]" if child.status == "running" else self._ICONS.get(
@@ -160,8 +160,9 @@ class LiveProgress:
             item = str((child.metadata.get("parent") or {}).get("item", ""))[:40]
             done = sum(1 for t in child.turns if t.status == "completed")
             cost = f"${child.total_cost_usd:.4f}" if child.total_cost_usd else ""
-            table.add_row(icon, "", f"{'  ' * child.depth}↳ {item}", child.mode,
-                          running[0].model or "" if running else "",
+            model = (running[0].model or "") if running else ""
+            table.add_row(icon, "", rich_text(f"{'  ' * child.depth}↳ {item}"),
+                          rich_text(child.mode), rich_text(model),
                           f"{done}/{len(child.turns)}", str(child.usage.total or ""), cost)
         return table
 
@@ -174,7 +175,8 @@ class LiveProgress:
         for turn_id, pieces in self._streaming.items():
             tail = "".join(pieces).splitlines()[-6:]
             turn = self.dialogue.turn(turn_id)
-            parts.append(Panel(Text("\n".join(tail)), title=f"{turn.index}. {turn.role}",
+            parts.append(Panel(Text(visible("\n".join(tail))),
+                               title=rich_text(f"{turn.index}. {turn.role}"),
                                title_align="left", border_style="dim"))
         return Group(*parts)
 
@@ -194,12 +196,12 @@ class LiveProgress:
             return
         self._streaming.pop(turn.id, None)
         if turn.replaced:
-            self.console.print(f"[magenta]↪[/] {turn.index}. {turn.role}: {turn.model} "
-                               f"answered in place of {', '.join(turn.replaced)} "
-                               f"({turn.attempts[-1]['error']})", highlight=False)
+            self.console.print("[magenta]↪[/] " + rich_text(
+                f"{turn.index}. {turn.role}: {turn.model} answered in place of "
+                f"{', '.join(turn.replaced)} ({turn.attempts[-1]['error']})"), highlight=False)
         if turn.status == "failed":
-            self.console.print(f"[red]✗[/] {turn.index}. {turn.role} failed: {turn.error}",
-                               highlight=False)
+            self.console.print("[red]✗[/] " + rich_text(
+                f"{turn.index}. {turn.role} failed: {turn.error}"), highlight=False)
         if not (self.show_text and turn.status == "completed"):
             return
         who = " · ".join(x for x in (turn.participant, turn.model) if x)
@@ -208,8 +210,9 @@ class LiveProgress:
             from rich.markdown import Markdown
             from rich.rule import Rule
 
-            self.out.print(Rule(f"{turn.index}. {turn.role} ({who})", align="left"))
-            self.out.print(Markdown(text))
+            self.out.print(Rule(rich_text(f"{turn.index}. {turn.role} ({who})"),
+                                align="left"))
+            self.out.print(Markdown(visible(text)))
             self.out.print()
         else:
             self.out.print(f"\n## {turn.index}. {turn.role} ({who})\n\n{text}\n",

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dlg.cli.base import EXIT_USAGE, DlgClickError, cli
+from dlg.cli.terminal import echo
 
 # -- dlg models ---------------------------------------------------------------------------
 
@@ -50,18 +51,18 @@ def models_list(ctx: click.Context, capabilities: tuple[str, ...], max_price: fl
             continue
         rows.append((info, status))
     if as_json:
-        click.echo(json.dumps([{**i.to_dict(), "status": st} for i, st in rows], indent=2))
+        echo(json.dumps([{**i.to_dict(), "status": st} for i, st in rows], indent=2))
         return
     if not rows:
-        click.echo("no models match", err=True)
+        echo("no models match", err=True)
         return
     width = max(len(i.name) for i, _ in rows)
-    click.echo(f"{'model':<{width}}  {'$/Mtok in/out':>14}  {'context':>9}  status")
+    echo(f"{'model':<{width}}  {'$/Mtok in/out':>14}  {'context':>9}  status")
     for info, status in rows:
         price = ("free" if info.price_in == 0 and info.price_out == 0 else
                  f"{info.price_in:g}/{info.price_out:g}" if info.price_in is not None else "-")
         ctx_w = f"{info.context_window:,}" if info.context_window else "-"
-        click.echo(f"{info.name:<{width}}  {price:>14}  {ctx_w:>9}  {status}")
+        echo(f"{info.name:<{width}}  {price:>14}  {ctx_w:>9}  {status}")
 
 
 @models_group.command("show")
@@ -79,24 +80,24 @@ def models_show(ctx: click.Context, name: str) -> None:
         raise DlgClickError(f"'{name}' is not in the model registry{hint} "
                             "(`dlg models list` shows it)", EXIT_USAGE)
     data = info.to_dict()
-    click.echo(f"{info.name}  ({_status_of(info.name)})")
+    echo(f"{info.name}  ({_status_of(info.name)})")
     if info.description:
-        click.echo(f"  {info.description}")
-    click.echo(f"  capabilities: {', '.join(info.capabilities) or '-'}")
+        echo(f"  {info.description}")
+    echo(f"  capabilities: {', '.join(info.capabilities) or '-'}")
     if info.price_in is not None:
         cached = (f" (${info.price_cached_in:g} cached)"
                   if info.price_cached_in not in (None, info.price_in) else "")
-        click.echo(f"  price: ${info.price_in:g} in{cached} / ${info.price_out:g} out per "
+        echo(f"  price: ${info.price_in:g} in{cached} / ${info.price_out:g} out per "
                    f"million tokens (blended ${info.cost_per_million:.3g})")
     for key, label in (("quality", "quality"), ("latency", "typical latency (s)"),
                        ("context_window", "context window"), ("max_output", "max output"),
                        ("path", "file")):
         if key in data:
-            click.echo(f"  {label}: {data[key]}")
+            echo(f"  {label}: {data[key]}")
     chain = reg.fallbacks_for(info.name, info.capabilities)
     if chain:
-        click.echo(f"  fallbacks: {' -> '.join(chain)}")
-    click.echo(f"  from: {info.source}")
+        echo(f"  fallbacks: {' -> '.join(chain)}")
+    echo(f"  from: {info.source}")
 
 
 @models_group.command("pull")
@@ -118,5 +119,5 @@ def models_pull(spec: str | None, force: bool) -> None:
         raise DlgClickError(f"'{spec}' has nothing to pull: only local models keep files",
                             EXIT_USAGE)
     path = provider.pull(parsed.model, dict(parsed.options), force=force)
-    click.echo(f"{spec} ready: {path}")
+    echo(f"{spec} ready: {path}")
 

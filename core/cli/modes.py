@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dlg.cli.base import EXIT_USAGE, DlgClickError, cli
+from dlg.cli.terminal import echo
 from dlg.errors import DlgError, ModeError
 
 # -- dlg modes ----------------------------------------------------------------------------
@@ -35,12 +36,12 @@ def modes_list(as_json: bool) -> None:
             rows.append({"name": name, "structure": "-", "turns": 0, "plugin": entry.plugin,
                          "description": f"INVALID: {str(exc).splitlines()[0]}"})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
         desc = r["description"].strip().splitlines()[0] if r["description"] else ""
-        click.echo(f"{r['name']:<{width}}  {r['structure']:<10}  {r['turns']:>2} turns  {desc}")
+        echo(f"{r['name']:<{width}}  {r['structure']:<10}  {r['turns']:>2} turns  {desc}")
 
 
 def _yaml_dump(data: Any) -> str:
@@ -78,14 +79,14 @@ def modes_show(mode: str, resolved: bool, fmt: str) -> None:
     from dlg.language.source import read_source
 
     if not resolved:
-        click.echo(read_source(mode).text, nl=False)
+        echo(read_source(mode).text, nl=False)
         return
     m = load_mode(mode)
     data = m.to_dict()
     if fmt == "json":
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        click.echo(_yaml_dump(data), nl=False)
+        echo(_yaml_dump(data), nl=False)
 
 
 @modes.command("validate")
@@ -101,10 +102,10 @@ def modes_validate(files: tuple[str, ...], all_errors: bool) -> None:
             m = load_mode(f, use_cache=False)
         except ModeError as exc:
             bad += 1
-            click.echo(exc.format(all_problems=all_errors), err=True)
+            echo(exc.format(all_problems=all_errors), err=True)
             continue
         phases = f" in {len(m.phases)} phases" if len(m.phases) > 1 else ""
-        click.echo(f"ok: {f}: mode '{m.name}', {len(m.turns)} turns{phases}")
+        echo(f"ok: {f}: mode '{m.name}', {len(m.turns)} turns{phases}")
     if bad:
         raise DlgClickError(f"{bad} of {len(files)} mode(s) invalid", EXIT_USAGE)
 
@@ -130,9 +131,9 @@ def modes_convert(file: str, out: str | None) -> None:
         raise DlgClickError(f"{file}: cannot convert: {exc}", EXIT_USAGE) from None
     text = _yaml_dump(converted)
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        echo(f"note: {note}", err=True)
     if out is None:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
         return
     import pathlib
 
@@ -141,7 +142,7 @@ def modes_convert(file: str, out: str | None) -> None:
     try:
         load_mode(target, use_cache=False)
     except ModeError as exc:
-        click.echo(f"wrote {out}, which still needs editing:\n{exc.format()}", err=True)
+        echo(f"wrote {out}, which still needs editing:\n{exc.format()}", err=True)
         raise DlgClickError(f"{out} is not yet a valid mode", EXIT_USAGE) from None
-    click.echo(f"wrote {out}: `dlg run {out}` runs it", err=True)
+    echo(f"wrote {out}: `dlg run {out}` runs it", err=True)
 

@@ -7,6 +7,7 @@ import json
 import click
 
 from dlg.cli.base import cli
+from dlg.cli.terminal import echo
 
 # -- dlg plugins --------------------------------------------------------------------------
 
@@ -27,12 +28,12 @@ def plugins(as_json: bool) -> None:
                      "stores": reg.stores, "modes": reg.modes,
                      "embeddings": reg.embeddings, "executors": reg.executors})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['plugin']} ({r['distribution']})")
+        echo(f"{r['plugin']} ({r['distribution']})")
         for kind in ("models", "routers", "exporters", "stores", "modes", "embeddings",
                      "executors"):
             if r[kind]:
-                click.echo(f"  {kind}: {', '.join(r[kind])}")
+                echo(f"  {kind}: {', '.join(r[kind])}")
 

@@ -7,6 +7,7 @@ import json
 import click
 
 from dlg.cli.base import cli, store_option
+from dlg.cli.terminal import echo
 
 
 @cli.command("rate")
@@ -20,7 +21,7 @@ def rate_command(dialogue_id: str, turn: str, score: float, store: str | None) -
     from dlg.running.api import Orchestrator
 
     task, model, stat = Orchestrator(store=store or "default").rate(dialogue_id, turn, score)
-    click.echo(f"{model} on '{task}': {stat.n} score{'s' if stat.n != 1 else ''}, "
+    echo(f"{model} on '{task}': {stat.n} score{'s' if stat.n != 1 else ''}, "
                f"mean {stat.mean:.2f}")
 
 
@@ -38,15 +39,15 @@ def routing_stats(as_json: bool, store: str | None) -> None:
 
     stats = Orchestrator(store=store or "default").routing_stats()
     if as_json:
-        click.echo(json.dumps({t: {m: {"n": s.n, "mean": s.mean, "sd": s.sd}
+        echo(json.dumps({t: {m: {"n": s.n, "mean": s.mean, "sd": s.sd}
                                    for m, s in ms.items()} for t, ms in stats.items()},
                               indent=2))
         return
     if not stats:
-        click.echo("no quality scores yet: `dlg rate DIALOGUE TURN SCORE` adds one", err=True)
+        echo("no quality scores yet: `dlg rate DIALOGUE TURN SCORE` adds one", err=True)
         return
     width = max(len(m) for ms in stats.values() for m in ms)
     for task, models in stats.items():
-        click.echo(task)
+        echo(task)
         for model, s in sorted(models.items(), key=lambda kv: -kv[1].mean):
-            click.echo(f"  {model:<{width}}  n={s.n:<4}  mean {s.mean:.3f}  sd {s.sd:.3f}")
+            echo(f"  {model:<{width}}  n={s.n:<4}  mean {s.mean:.3f}  sd {s.sd:.3f}")

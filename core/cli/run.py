@@ -20,6 +20,7 @@ from dlg.cli.base import (
     store_option,
 )
 from dlg.cli.display import Progress, StreamingProgress
+from dlg.cli.terminal import echo
 from dlg.errors import DlgError, StoreError
 
 
@@ -129,10 +130,10 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
         progress = Progress(len(dialogue.turns), show_text=show_text, quiet=quiet)
     orchestrator.observers = (progress,)
     if not quiet:
-        click.echo(f"dlg: {loaded.name} · dialogue {dialogue.id}", err=True)
+        echo(f"dlg: {loaded.name} · dialogue {dialogue.id}", err=True)
         done = sum(1 for t in dialogue.turns if t.status in ("completed", "skipped"))
         if done:
-            click.echo(f"resuming: {done} of {len(dialogue.turns)} turns already done",
+            echo(f"resuming: {done} of {len(dialogue.turns)} turns already done",
                        err=True)
 
     async def main() -> Any:
@@ -147,7 +148,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
             anyio.run(main)
     except KeyboardInterrupt:
         if saved:
-            click.echo(f"\nInterrupted; `dlg resume {dialogue.id}` continues it.", err=True)
+            echo(f"\nInterrupted; `dlg resume {dialogue.id}` continues it.", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
         raise
 
@@ -165,7 +166,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
             children = (f" · {len(dialogue.subdialogues)} sub-dialogues, "
                         f"{sum(c.metrics.total_tokens for c in dialogue.subdialogues)} tokens"
                         + (f", ${spent:.4f}" if spent else ""))
-        click.echo(
+        echo(
             f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
             f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}{children}",
             err=True)
@@ -220,7 +221,7 @@ def resume_command(dialogue_id: str, force: bool, mode_ref: str | None, out: str
     except DlgError as exc:
         raise DlgClickError(str(exc), EXIT_USAGE) from None
     if all(t.status in ("completed", "skipped") for t in dialogue.turns):
-        click.echo(f"dialogue {dialogue.id} is already complete", err=True)
+        echo(f"dialogue {dialogue.id} is already complete", err=True)
         return
     _execute(orchestrator, mode, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
 

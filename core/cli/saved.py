@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dlg.cli.base import _format_for, _saved, _store, _write_export, cli, store_option
+from dlg.cli.terminal import echo, one_line
 
 
 @cli.command("ls")
@@ -18,23 +19,24 @@ def list_command(limit: int, as_json: bool, store: str | None) -> None:
     """List saved dialogues, newest first."""
     rows = _store(store).list()[:limit]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     if not rows:
-        click.echo("no saved dialogues", err=True)
+        echo("no saved dialogues", err=True)
         return
-    click.echo(f"{'id':<24}  {'mode':<14}  {'status':<9}  {'turns':>5}  {'tokens':>7}  "
-               f"{'cost':>8}  topic")
+    width = max(24, *(len(r["id"]) for r in rows))  # a batch's ids are longer
+    echo(f"{'id':<{width}}  {'mode':<14}  {'status':<9}  {'turns':>5}  {'tokens':>7}  "
+         f"{'cost':>8}  topic")
     for r in rows:
         if r.get("status") == "unreadable":
-            click.echo(f"{r['id']:<24}  {'-':<14}  unreadable  ({r.get('error')})")
+            echo(f"{r['id']:<{width}}  {'-':<14}  unreadable  ({one_line(str(r.get('error')))})")
             continue
-        topic = str((r.get("inputs") or {}).get("topic", ""))[:40]
+        topic = one_line(str((r.get("inputs") or {}).get("topic", "")))[:40]
         cost = f"${r['total_cost_usd']:.4f}" if r.get("total_cost_usd") else "-"
-        mode = ("↳ " if r.get("parent") else "") + str(r["mode"])  # a sub-dialogue
-        click.echo(f"{r['id']:<24}  {mode[:14]:<14}  {r['status']:<9}  "
-                   f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
-                   f"  {cost:>8}  {topic}")
+        mode = ("↳ " if r.get("parent") else "") + one_line(str(r["mode"]))  # a sub-dialogue
+        echo(f"{r['id']:<{width}}  {mode[:14]:<14}  {r['status']:<9}  "
+             f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
+             f"  {cost:>8}  {topic}")
 
 
 def _table(dialogue: Any) -> str:
@@ -124,14 +126,14 @@ def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None)
     """Show a saved dialogue: per-turn model, status, latency, tokens and cost."""
     dialogue = _saved(dialogue_id, store)
     if as_json:
-        click.echo(json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False))
+        echo(json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False))
         return
-    click.echo(_table(dialogue))
+    echo(_table(dialogue))
     if text:
         from dlg.records.export import export
 
-        click.echo("")
-        click.echo(export(dialogue, "markdown"), nl=False)
+        echo("")
+        echo(export(dialogue, "markdown"), nl=False)
 
 
 

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from dlg.observability.context import current
+from dlg.observability.printable import visible
 from dlg.observability.redact import redact
 
 __all__ = [
@@ -79,7 +80,8 @@ class TextFormatter(logging.Formatter):
         when = time.strftime("%H:%M:%S", time.localtime(record.created))
         event = getattr(record, "event", record.name)
         text = f"{when} {record.levelname:<7} {event} {record.getMessage()}"
-        return redact(text + (f" [{ids}]" if ids else ""))
+        # one record, one line, and nothing a terminal would act on (a model's error text)
+        return visible(redact(text + (f" [{ids}]" if ids else "")), lines=False)
 
 
 _handler: logging.Handler | None = None
