@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 
 import dlg
 from dlg.cli import cli
-from dlg.observability.logs import TextFormatter
+from dlg.observability.logs import JsonFormatter, TextFormatter
 from dlg.observability.printable import visible
 
 HOSTILE = "X\x1b]0;PWNED\x07Y\x1b[2J\x9b31m"  # retitle, clear the screen, a C1 CSI
@@ -44,14 +44,18 @@ def test_visible_leaves_nothing_a_terminal_acts_on_and_json_stays_json(text):
     assert json.loads(visible(as_json)) == {"reply": text}  # the same value, still JSON
 
 
-def test_text_logs_keep_one_record_per_line():
+def test_logs_keep_one_record_per_line_and_nothing_a_terminal_acts_on():
     import logging
 
+    message = "boom\nforged line" + HOSTILE
     record = logging.LogRecord("dlg", logging.WARNING, __file__, 1,
-                               "fallback after: %s", ("boom\nforged line" + HOSTILE,), None)
+                               "fallback after: %s", (message,), None)
     line = TextFormatter().format(record)
     assert "\n" not in line and "\x1b" not in line
     assert line.endswith("fallback after: boom\\u000aforged line" + visible(HOSTILE))
+    as_json = JsonFormatter().format(record)
+    assert visible(as_json, lines=False) == as_json  # no raw control character, C1 included
+    assert json.loads(as_json)["message"] == "fallback after: " + message
 
 
 class _Failing(BaseChatModel):

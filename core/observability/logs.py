@@ -68,7 +68,8 @@ class JsonFormatter(logging.Formatter):
         out.update(extras)
         if record.exc_info:
             out["exception"] = redact(self.formatException(record.exc_info))
-        return redact(json.dumps(out, default=str, ensure_ascii=False))
+        # json escapes C0 controls; visible also escapes DEL and C1 (the same JSON value)
+        return visible(redact(json.dumps(out, default=str, ensure_ascii=False)), lines=False)
 
 
 class TextFormatter(logging.Formatter):
