@@ -66,6 +66,19 @@ def test_cli_log_json_flag():
     assert len({line["correlation_id"] for line in lines}) == 1
 
 
+def test_a_log_level_that_is_not_one_is_a_usage_error(monkeypatch):
+    ran = CliRunner().invoke(cli, ["--log-level", "loud", "ls"], catch_exceptions=False)
+    assert ran.exit_code == 2 and "Traceback" not in ran.output
+    assert ran.stderr == ("Error: 'loud' is not a log level: give DEBUG, INFO, WARNING or "
+                          "ERROR\n")
+    monkeypatch.setenv("DLG_LOG_LEVEL", "bogus")
+    ran = CliRunner().invoke(cli, ["ls"], catch_exceptions=False)
+    assert ran.exit_code == 2
+    assert ran.stderr.startswith("Error: DLG_LOG_LEVEL='bogus' is not a log level")
+    ran = CliRunner().invoke(cli, ["--log-level", "debug", "ls"], catch_exceptions=False)
+    assert ran.exit_code == 0  # the flag wins, in any case
+
+
 @pytest.fixture
 def telemetry(pm):
     from opentelemetry.sdk.metrics import MeterProvider

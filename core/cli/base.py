@@ -148,7 +148,10 @@ def cli(ctx: click.Context, traceback: bool, registry: str | None, log_json: boo
         log_json = os.environ.get("DLG_LOG", "").lower() == "json"
     if log_level is None and not log_json and not os.environ.get("DLG_LOG_LEVEL"):
         log_level = "ERROR"  # the progress display already reports failures and fallbacks
-    configure(json_lines=log_json, level=log_level)
+    try:
+        configure(json_lines=log_json, level=log_level)
+    except DlgError as exc:  # a level that is not one
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
 
 
 def main() -> None:

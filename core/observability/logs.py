@@ -97,8 +97,15 @@ def configure(*, json_lines: bool | None = None, level: str | int | None = None,
     global _handler
     if json_lines is None:
         json_lines = os.environ.get("DLG_LOG", "").lower() == "json"
+    given = "DLG_LOG_LEVEL" if level is None and os.environ.get("DLG_LOG_LEVEL") else None
     if level is None:
         level = os.environ.get("DLG_LOG_LEVEL") or ("INFO" if json_lines else "WARNING")
+    level_no = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(level_no, int):
+        from dlg.errors import DlgError
+
+        raise DlgError(f"{given + '=' if given else ''}{level!r} is not a log level: give "
+                       "DEBUG, INFO, WARNING or ERROR")
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
@@ -106,7 +113,6 @@ def configure(*, json_lines: bool | None = None, level: str | int | None = None,
     _handler.addFilter(CorrelationFilter())
     _handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root.addHandler(_handler)
-    level_no = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     logger.setLevel(level_no)
     root.setLevel(level_no)
     return _handler
