@@ -174,8 +174,8 @@ def configure(spec: str) -> tuple[Any, Any]:
 
     kind = spec.partition(":")[0]
     if kind not in _EXTRAS:
-        raise PluginError(f"'{spec}' is not a telemetry exporter: use console, otlp or "
-                          "prometheus[:PORT]")
+        raise PluginError(f"'{spec}' is not a telemetry exporter (--telemetry, DLG_TELEMETRY):"
+                          " use console, otlp or prometheus[:PORT]")
     try:
         return _configure(spec)
     except ImportError as exc:

@@ -269,8 +269,9 @@ def test_telemetry_without_its_packages_says_what_to_install(monkeypatch):
     monkeypatch.setattr(telemetry, "_default", None)
     unknown = CliRunner().invoke(cli, ["run", "debate", "--topic", "t", "--model", "echo",
                                        "--telemetry", "jaeger", "-q"])
-    assert "'jaeger' is not a telemetry exporter: use console, otlp or prometheus" in \
-        unknown.output
+    assert ("Error: 'jaeger' is not a telemetry exporter (--telemetry, DLG_TELEMETRY): use "
+            "console, otlp or prometheus") in unknown.output
+    assert "dlg_active" not in unknown.output  # the plugin's own words, not wrapped
 
 
 def test_an_idle_plugin_is_not_called_per_turn(pm, monkeypatch):

@@ -130,18 +130,20 @@ class _Listener:
         return self.fn(*[kwargs[a] for a in self.argnames])
 
 
-def _active(plugin: Any, known: dict[int, bool]) -> bool:
+def _active(pm: Any, impl: Any, known: dict[int, bool]) -> bool:
     """Whether a plugin listens to this dialogue: a plugin (module or object) with
     ``dlg_active()`` returning False is not called, so an idle plugin (telemetry with no
     SDK configured) costs nothing per turn."""
-    key = id(plugin)
+    key = id(impl.plugin)
     found = known.get(key)
     if found is None:
-        ask = getattr(plugin, "dlg_active", None)
+        ask = getattr(impl.plugin, "dlg_active", None)
         try:
             found = known[key] = bool(ask()) if callable(ask) else True
+        except DlgError:  # the plugin's own words, for the user (a setting it refuses)
+            raise
         except Exception as exc:
-            raise PluginError(f"plugin {plugin!r} failed in dlg_active: "
+            raise PluginError(f"plugin '{_plugin_name(pm, impl)}' failed in dlg_active: "
                               f"{type(exc).__name__}: {exc}") from exc
     return found
 
@@ -186,7 +188,7 @@ class Events:
                     listeners.append(_Listener(fn, _observer_args(fn, hook.spec.argnames),
                                                f"observer {type(o).__name__}"))
             for impl in reversed(hook.get_hookimpls()):
-                if not _active(impl.plugin, active):
+                if not _active(pm, impl, active):
                     continue
                 if impl.hookwrapper or getattr(impl, "wrapper", False):
                     raise PluginError(f"plugin '{_plugin_name(pm, impl)}' implements {name} "
