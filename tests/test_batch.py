@@ -146,6 +146,22 @@ def test_a_bad_row_fails_alone():
     assert "needs the input 'topic'" in result.items[2].error
 
 
+@pytest.mark.parametrize(("rows", "says"), [
+    ([{"topic": "a"}, "b"], "row 1 of the inputs is str: each row is a mapping of input "
+                            "names to values"),
+    ([{1: "x"}], "row 0 of the inputs: input names are text, not int (1)"),
+    ([{"topic": object()}], "row 0 of the inputs: 'topic' is object, which a batch cannot "
+                            "save: give text, a number"),
+])
+def test_rows_given_from_python_are_checked_before_anything_runs(rows, says):
+    """They used to fail as a TypeError, or as a store error about saving the batch."""
+    model = Counting(responses=["ok"], seen=[])
+    with pytest.raises(dlg.InputError) as caught:
+        dlg.batch_sync(MODE, rows, model=model)
+    assert str(caught.value).startswith(says)
+    assert model.seen == []
+
+
 def test_the_cli_reads_jsonl_and_csv_prints_a_summary_and_resumes(tmp_path):
     mode = tmp_path / "pair.json"
     mode.write_text(json.dumps(MODE))

@@ -167,6 +167,26 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _row(index: int, row: Any) -> dict[str, Any]:
+    """A row given from Python, checked as a file's rows are: a mapping of input names to
+    values the store can keep (the batch is saved with its rows, to be resumed)."""
+    if not isinstance(row, Mapping):
+        raise InputError(f"row {index} of the inputs is {type(row).__name__}: each row is a "
+                         "mapping of input names to values")
+    out = dict(row)
+    for name, value in out.items():
+        if not isinstance(name, str):
+            raise InputError(f"row {index} of the inputs: input names are text, not "
+                             f"{type(name).__name__} ({name!r})")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            raise InputError(f"row {index} of the inputs: '{name}' is {type(value).__name__}, "
+                             "which a batch cannot save: give text, a number, true or false, "
+                             "or lists and mappings of those") from None
+    return out
+
+
 def item_id(batch_id: str, index: int) -> str:
     return f"{batch_id}-{index:05d}"
 
@@ -192,7 +212,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
 
         max_total_cost = checked_limit(max_total_cost)
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
-    given = [dict(r) for r in rows]
+    given = [_row(i, r) for i, r in enumerate(rows)]
     if not given:
         raise InputError("a batch needs at least one row of inputs")
     # its dialogues are BATCH-NNNNN
