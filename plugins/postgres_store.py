@@ -33,7 +33,16 @@ class PostgresStore(TableStore):
         if not url:
             raise ValueError("set DLG_POSTGRES_URL (postgresql://user@host:port/database) "
                              "to use the postgres store")
-        self._conn = psycopg.connect(url, autocommit=True)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:  # a malformed URL, a server that refuses or is not there
+            from dlg.errors import StoreError
+            from dlg.observability.redact import redact
+
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreError(f"cannot open the dialogue store 'postgres' at {redact(url)}: "
+                             f"{redact(reason)} (DLG_POSTGRES_URL, or --store, chooses "
+                             "another)") from None
         # one connection, used from worker threads too; re-entered by the operations
         # grouped in one ``transaction()`` (psycopg nests them as savepoints)
         self._lock = threading.RLock()

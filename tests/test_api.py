@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -76,6 +77,44 @@ def test_input_types_are_coerced():
 def test_unknown_model_is_caught_before_any_turn():
     with pytest.raises(dlg.UnknownModelError, match="'nope:x' is not a known model"):
         dlg.run_sync("debate", topic="x", model="nope:x")
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"model": 123}, "123 (given as model=) is not a model: give a model spec"),
+    ({"participants": {"judge": 1.5}}, "1.5 (given for participant 'judge') is not a model"),
+])
+def test_a_model_that_is_not_one_is_refused_before_any_turn(options, says):
+    """It used to fail the first turn with "AttributeError: 'int' object has no attribute
+    'ainvoke'"."""
+    with pytest.raises(dlg.ModelError, match=re.escape(says)):
+        dlg.run_sync("debate", topic="x", **options)
+
+
+def test_a_store_that_is_not_one_is_refused_before_any_turn(recorder):
+    """It used to run the whole dialogue, then fail: "observer Saver failed in
+    dialogue_finished: AttributeError: 'int' object has no attribute 'save'"."""
+    model = recorder(["ok"])
+    with pytest.raises(dlg.StoreError, match=r"store=123 is not a store: give a store's name"):
+        dlg.run_sync("debate", topic="x", model=model, store=123)
+    assert model.calls == []
+
+
+def test_run_takes_a_pool_and_a_max_cost_as_dlg_run_does(tmp_path, monkeypatch):
+    """``--pool`` and ``--max-cost`` from Python, without making an Orchestrator."""
+    registry = tmp_path / "prices.yaml"  # echo at $1,000 a million tokens
+    registry.write_text("models:\n  echo:\n    price: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("DLG_REGISTRY", str(registry))
+    mode = {"name": "two", "turns": [{"id": "a", "role": "A", "prompt": "hi " * 20},
+                                     {"id": "b", "role": "B", "prompt": "again " * 20}]}
+    free = dlg.run_sync(mode, router="capabilities", pool=["echo"], store=None,
+                        constraints={"quality": "balanced"})
+    assert free.status == "completed" and [t.model for t in free.turns] == ["echo", "echo"]
+    one_turn = free.turns[0].cost_usd * 1.5  # enough for the first turn, not for both
+    capped = dlg.run_sync(mode, router="capabilities", pool=["echo"], store=None,
+                          max_cost=one_turn)
+    assert capped.status == "cost_limited" and capped.total_cost_usd <= one_turn
+    with pytest.raises(dlg.ModelError, match="given in the pool"):
+        dlg.run_sync("debate", topic="x", pool=["echo", 3])
 
 
 def test_no_model_configured_uses_the_local_default_and_says_what_is_missing(

@@ -103,6 +103,25 @@ def test_a_store_that_cannot_open_fails_the_run_before_any_model_is_paid(
     assert model.calls == 2 and dlg.load_dialogue(d.id).status == "completed"
 
 
+@pytest.mark.parametrize(("url", "says"), [
+    ("not-a-url", "at not-a-url: missing \"=\" after \"not-a-url\""),
+    # nothing listens on port 1; the password is not shown
+    ("postgresql://dlg:hunter2secret@127.0.0.1:1/dlg", "at postgresql://dlg:[REDACTED]@"),
+])
+def test_a_postgres_store_that_cannot_connect_says_where_and_which_setting(
+        monkeypatch, url, says):
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("DLG_STORE", "postgres")
+    monkeypatch.setenv("DLG_POSTGRES_URL", url)
+    model = _Counted()
+    with pytest.raises(dlg.StoreError) as caught:
+        dlg.Orchestrator(model=model).run_sync(TWO)
+    message = str(caught.value)
+    assert message.startswith("cannot open the dialogue store 'postgres' " + says), message
+    assert message.endswith("(DLG_POSTGRES_URL, or --store, chooses another)")
+    assert "hunter2secret" not in message and model.calls == 0
+
+
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_cleanly_and_keeps_what_was_saved(tmp_path):
     """A real write limit (RLIMIT_FSIZE) on a real `dlg run` process."""

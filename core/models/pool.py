@@ -3,6 +3,7 @@ event loop, from the providers plugins register."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dlg.errors import ModelError, UnknownModelError
@@ -48,6 +49,24 @@ class ModelPool:
         if problem.startswith("no provider"):
             raise UnknownModelError(f"'{spec}' is not a known model: {problem}")
         raise ModelError(f"'{spec}' cannot run: {problem}")
+
+    @staticmethod
+    def check_given(model: Any, models: Mapping[str, Any], pool: Any) -> None:
+        """Each model given to an orchestrator is a spec, a chat model (something with
+        ``ainvoke``) or None: a wrong value fails here, not as an ``AttributeError`` when
+        its first turn runs."""
+        given = [("as model=", model),
+                 *((f"for participant '{k}'", m) for k, m in models.items())]
+        if isinstance(pool, Mapping):
+            given += [(f"as pool model '{k}'", m) for k, m in pool.items()]
+        elif pool is not None:
+            given += [("in the pool", m) for m in pool]
+        for where, value in given:
+            if value is not None and not isinstance(value, str) and not callable(
+                    getattr(value, "ainvoke", None)):
+                raise ModelError(f"{value!r:.60} (given {where}) is not a model: give a "
+                                 "model spec ('openai:gpt-4o', 'echo') or a LangChain chat "
+                                 "model")
 
     @staticmethod
     def label(spec_or_model: Any) -> str:

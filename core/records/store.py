@@ -110,6 +110,11 @@ def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
     """A store object: one given, or one registered by name (``DLG_STORE``, default
     ``sqlite``) by the plugins of ``pm``."""
     if store is not None and not isinstance(store, str):
+        if not callable(getattr(store, "save", None)):  # found out after the first turn
+            raise StoreError(f"store={store!r:.60} is not a store: give a store's name "
+                             "('sqlite', 'postgres', ...), an object with save(record) and "
+                             "the rest of register_stores' methods (docs/plugins.md), or "
+                             "None not to save")
         return store
     from dlg import registrations
 

@@ -60,6 +60,7 @@ class Orchestrator(Resuming, Spawning, Batching):
         self.models = dict(models or {})
         self.model = model
         self.router = router
+        ModelPool.check_given(model, self.models, pool)
         self.pool_models: dict[str, Any] = (
             dict(pool) if isinstance(pool, Mapping) else
             {ModelPool.label(m): m for m in (pool or ())})
@@ -389,16 +390,22 @@ async def run(
     timeout: float | None = None,
     dialogue_id: str | None = None,
     store: Any = "default",
+    pool: Mapping[str, Any] | Sequence[Any] | None = None,
+    max_cost: float | None = None,
+    constraints: Mapping[str, Any] | None = None,
     **more_inputs: Any,
 ) -> Dialogue:
     """Run a mode (a name, a path, a dict or a ``Mode``) and return its ``Dialogue``.
 
     Inputs are keyword arguments (``topic="..."``) or an ``inputs`` mapping. ``model`` sends
     every participant to one model; ``participants`` binds aliases one by one. Each is a
-    model spec (``"openai:gpt-4o"``) or a LangChain chat model.
+    model spec (``"openai:gpt-4o"``) or a LangChain chat model. ``pool``, ``max_cost`` and
+    ``constraints`` are ``dlg run``'s ``--pool``, ``--max-cost`` and ``--quality``
+    (``constraints={"quality": ...}``); see ``Orchestrator``.
     """
     orchestrator = Orchestrator(models=participants, model=model, router=router,
-                                observers=observers, timeout=timeout, store=store)
+                                observers=observers, timeout=timeout, store=store,
+                                pool=pool, max_cost=max_cost, constraints=constraints)
     return await orchestrator.run(mode, inputs, dialogue_id=dialogue_id, **more_inputs)
 
 
