@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from click.testing import CliRunner
 
 import dlg
@@ -55,6 +56,21 @@ def test_run_out_file_picks_format_from_extension(tmp_path):
     assert result.exit_code == 0
     assert f"wrote {out}\n" in result.stderr
     assert out.read_text().startswith("# detective: x\n")
+
+
+def test_an_out_file_that_cannot_be_written_is_refused_before_the_dialogue_runs(tmp_path):
+    """It used to run (and pay for) the whole dialogue, then end with a traceback."""
+    missing = tmp_path / "no-such-folder" / "out.md"
+    ran = CliRunner().invoke(cli, ["run", "debate", "-t", "x", "-m", "echo", "-q",
+                                   "-o", str(missing)])
+    assert ran.exit_code == 2 and "Traceback" not in ran.output
+    assert ran.stderr == (f"Error: --out {missing}: the folder {missing.parent} does not "
+                          "exist\n")
+    assert dlg.list_dialogues() == []  # nothing ran
+    d = dlg.run_sync("debate", topic="x", model="echo")
+    with pytest.raises(dlg.ExportError, match=r"^cannot write .*out\.md: No such file"):
+        d.export("markdown", path=missing)
+    assert not list(tmp_path.iterdir())  # no .tmp left behind either
 
 
 def test_run_inputs_and_participants():

@@ -161,7 +161,11 @@ def main() -> None:
 
 
 def _format_for(fmt: str | None, out: str | None) -> str | None:
-    """The export format: as given, else from --out's extension (json by default)."""
+    """The export format: as given, else from --out's extension (json by default). An
+    --out that cannot be written (its folder missing or read-only) is refused here,
+    before a dialogue runs and is paid for."""
+    if out is not None:
+        _check_out(out)
     if fmt is not None or out is None:
         return fmt
     from dlg import registrations
@@ -169,6 +173,14 @@ def _format_for(fmt: str | None, out: str | None) -> str | None:
     ext = os.path.splitext(out)[1].lstrip(".").lower()
     by_ext = {e.extension: name for name, e in registrations.exporters().items()}
     return by_ext.get(ext, "json")
+
+
+def _check_out(out: str) -> None:
+    target = out if os.path.isdir(out) else os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(target):
+        raise DlgClickError(f"--out {out}: the folder {target} does not exist", EXIT_USAGE)
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise DlgClickError(f"--out {out}: the folder {target} is not writable", EXIT_USAGE)
 
 
 def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = False) -> None:

@@ -21,7 +21,7 @@ from dlg.cli.base import (
 )
 from dlg.cli.display import Progress, StreamingProgress
 from dlg.cli.terminal import echo
-from dlg.errors import DlgError, StoreError
+from dlg.errors import DlgError, ExportError, StoreError
 
 
 @cli.command()
@@ -153,7 +153,12 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
         raise
 
     if fmt is not None:
-        _write_export(dialogue, fmt, out, quiet=quiet)
+        try:
+            _write_export(dialogue, fmt, out, quiet=quiet)
+        except ExportError as exc:  # the folder went away while it ran, a full disk...
+            kept = f"; the dialogue is saved: `dlg export {dialogue.id} --out PATH`" if saved \
+                else ""
+            raise DlgClickError(f"{exc}{kept}", EXIT_FAILED) from None
     m = dialogue.metrics
     if not quiet:
         cost = f" · ${m.total_cost_usd:.4f}" if m.total_cost_usd else ""

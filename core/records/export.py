@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,9 +56,15 @@ def write_export(dialogue: Dialogue, format: str, path: str | Path, pm: Any = No
         name = re.sub(f"[^{ID_CHARACTERS}]", "_", dialogue.id).lstrip(".") or "dialogue"
         path = path / f"{name}.{exporter.extension}"
     tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # no such folder, no permission, a full disk
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ExportError(f"cannot write {path}: {exc.strerror or type(exc).__name__}"
+                          ) from None
     return path
