@@ -216,5 +216,5 @@ class _Progress:
             kept = " (ended before: kept)" if item.skipped else ""
             total = f" · this run ${self.spent:.4f}{of}" if self.spent or of else ""
             echo(f"[{self.finished}/{self.total}] {item.dialogue_id} {item.status} · "
-                       f"{item.turns} turns · {item.tokens} tokens{cost}{kept}{total}",
-                       err=True)
+                 f"{item.turns} turns · {item.tokens} tokens{cost}{kept}{total}",
+                 err=True)

@@ -41,7 +41,7 @@ class Progress:
         if turn.replaced:
             # always shown, even with --quiet: the user should know who really answered
             echo(f"↪ {step} · {turn.model} answered in place of "
-                       f"{', '.join(turn.replaced)} ({turn.attempts[-1]['error']})", err=True)
+                 f"{', '.join(turn.replaced)} ({turn.attempts[-1]['error']})", err=True)
         if turn.status == "completed":
             cost = f" · ${turn.cost_usd:.4f}" if turn.cost_usd else ""
             estimated = " (estimated)" if turn.usage.estimated else ""

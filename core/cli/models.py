@@ -88,7 +88,7 @@ def models_show(ctx: click.Context, name: str) -> None:
         cached = (f" (${info.price_cached_in:g} cached)"
                   if info.price_cached_in not in (None, info.price_in) else "")
         echo(f"  price: ${info.price_in:g} in{cached} / ${info.price_out:g} out per "
-                   f"million tokens (blended ${info.cost_per_million:.3g})")
+             f"million tokens (blended ${info.cost_per_million:.3g})")
     for key, label in (("quality", "quality"), ("latency", "typical latency (s)"),
                        ("context_window", "context window"), ("max_output", "max output"),
                        ("path", "file")):

@@ -22,7 +22,7 @@ def rate_command(dialogue_id: str, turn: str, score: float, store: str | None) -
 
     task, model, stat = Orchestrator(store=store or "default").rate(dialogue_id, turn, score)
     echo(f"{model} on '{task}': {stat.n} score{'s' if stat.n != 1 else ''}, "
-               f"mean {stat.mean:.2f}")
+         f"mean {stat.mean:.2f}")
 
 
 @cli.group("routing")

@@ -125,7 +125,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
         progress: Any = live
     elif stream and show_text:
         progress = StreamingProgress(len(dialogue.turns), quiet=quiet,
-                                               parallel=parallel)
+                                     parallel=parallel)
     else:
         progress = Progress(len(dialogue.turns), show_text=show_text, quiet=quiet)
     orchestrator.observers = (progress,)
@@ -134,7 +134,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
         done = sum(1 for t in dialogue.turns if t.status in ("completed", "skipped"))
         if done:
             echo(f"resuming: {done} of {len(dialogue.turns)} turns already done",
-                       err=True)
+                 err=True)
 
     async def main() -> Any:
         return await orchestrator.execute(loaded, dialogue)
