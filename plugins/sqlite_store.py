@@ -90,7 +90,16 @@ class SqliteStore(TableStore):
         self._lock = threading.RLock()
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
-        self._connection()
+        import sqlite3
+
+        try:
+            self._connection()
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"...
+            from dlg.errors import StoreError
+
+            raise StoreError(f"cannot open the dialogue store 'sqlite' at {where}: "
+                             f"{exc} (move the file away, or DLG_DATA_DIR or --store choose "
+                             "another)") from None
         old = where.parent / "dialogues"
         if default and (old / "cache.db").is_file():
             self._import_diskcache(old)

@@ -103,6 +103,17 @@ def test_a_store_that_cannot_open_fails_the_run_before_any_model_is_paid(
     assert model.calls == 2 and dlg.load_dialogue(d.id).status == "completed"
 
 
+def test_a_store_file_that_is_not_a_database_is_named(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dialogues.sqlite3").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    monkeypatch.setenv("DLG_DATA_DIR", str(data))
+    ran = CliRunner().invoke(cli, ["ls"])
+    assert ran.exit_code == 1 and "Traceback" not in ran.output
+    assert ran.stderr.startswith(f"Error: cannot open the dialogue store 'sqlite' at "
+                                 f"{data / 'dialogues.sqlite3'}: file is not a database")
+
+
 @pytest.mark.parametrize(("url", "says"), [
     ("not-a-url", "at not-a-url: missing \"=\" after \"not-a-url\""),
     # nothing listens on port 1; the password is not shown
