@@ -241,3 +241,65 @@ def test_non_utf8_mode_is_a_mode_error_through_the_cli(tmp_path):
     assert result.exit_code == 2
     assert "is not UTF-8 text" in result.output
     assert "Traceback" not in result.output
+
+
+# -- model answers are bounded ------------------------------------------------------------
+
+
+class _Flood:
+    """A chat model whose answer is ``size`` characters (a broken or hostile endpoint),
+    sent whole or streamed in 100,000-character pieces, with no usage of its own."""
+
+    def __new__(cls, size: int):
+        from langchain_core.language_models import BaseChatModel
+        from langchain_core.messages import AIMessage, AIMessageChunk
+        from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+        class Flood(BaseChatModel):
+            size: int
+
+            @property
+            def _llm_type(self) -> str:
+                return "flood"
+
+            def _generate(self, *args, **kwargs):
+                message = AIMessage(content="x" * self.size)
+                return ChatResult(generations=[ChatGeneration(message=message)])
+
+            async def _astream(self, *args, **kwargs):
+                for start in range(0, self.size, 100_000):
+                    piece = "y" * min(100_000, self.size - start)
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+
+        return Flood(size=size)
+
+
+NEXT = {"name": "n", "turns": [{"id": "a", "role": "A", "prompt": "go"},
+                               {"id": "b", "role": "B", "prompt": "{{ turns.a }}"}]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_past_any_models_limit_is_cut_and_still_counted(stream, caplog):
+    """Kept whole, it would be held, saved, and sent on in the next turn's prompt."""
+    from dlg.models.calls import MAX_ANSWER
+
+    size = MAX_ANSWER + 3_000_000
+    chunks: list[str] = []
+
+    class Watch:
+        def turn_chunk(self, dialogue, turn, text):
+            chunks.append(text)
+
+    d = dlg.Orchestrator(model=_Flood(size), store=None,
+                         observers=[Watch()] if stream else []).run_sync(NEXT)
+    assert d.status == "completed"
+    first = d.turns[0].response
+    assert len(first) < MAX_ANSWER + 100
+    assert first.endswith(f"[dlg cut this answer at {MAX_ANSWER:,} characters; it was "
+                          f"{size:,}]")
+    assert d.turns[0].usage.completion == size // 4  # paid for, so counted: all of it
+    assert len(d.turns[1].prompt) < MAX_ANSWER + 100  # what the next turn was sent
+    if stream:
+        assert sum(map(len, chunks)) <= 2 * MAX_ANSWER  # two turns' pieces, each cut
+    assert any(r.getMessage() == f"an answer of {size} characters was cut at {MAX_ANSWER}"
+               for r in caplog.records)

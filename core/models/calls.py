@@ -16,7 +16,13 @@ from typing import Any
 from dlg.models.pool import ModelPool
 from dlg.records.record import TokenUsage
 
-__all__ = ["ChatResult", "build_messages", "call_model", "chat", "estimate_tokens", "unique"]
+__all__ = ["MAX_ANSWER", "ChatResult", "build_messages", "call_model", "chat",
+           "estimate_tokens", "unique"]
+
+# characters of an answer that are kept: about 500,000 tokens, past any model's output
+# limit. A broken or hostile endpoint can send far more; the rest would be held in the
+# record, saved, and sent on in the next turns' prompts.
+MAX_ANSWER = 2_000_000
 
 
 @dataclass
@@ -57,14 +63,31 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-def _usage(meta: Any, messages: Any, text: str) -> TokenUsage:
+def _usage(meta: Any, messages: Any, text: str, length: int) -> TokenUsage:
+    """The provider's counts, or an estimate (``length``: the whole answer's characters,
+    what was cut included: it was paid for)."""
     if meta:
         details = meta.get("input_token_details") or {}
         return TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)),
                           cached=int(details.get("cache_read") or 0))
     prompt_text = messages if isinstance(messages, str) else "\n".join(
         _text_of(m) for m in messages)
-    return TokenUsage(estimate_tokens(prompt_text), estimate_tokens(text), estimated=True)
+    completion = math.ceil(length / 4) if length > len(text) else estimate_tokens(text)
+    return TokenUsage(estimate_tokens(prompt_text), completion, estimated=True)
+
+
+def _cut(text: str, length: int) -> str:
+    """``text`` (of an answer ``length`` characters long) within ``MAX_ANSWER``, saying so
+    when it was cut."""
+    if length <= MAX_ANSWER:
+        return text
+    import logging
+
+    logging.getLogger("dlg.models").warning(
+        "an answer of %d characters was cut at %d", length, MAX_ANSWER,
+        extra={"event": "answer.cut", "characters": length})
+    return (text[:MAX_ANSWER] + f"\n\n[dlg cut this answer at {MAX_ANSWER:,} characters; it "
+            f"was {length:,}]")
 
 
 def _kwargs(model: Any, settings: Mapping[str, Any], schema: Mapping[str, Any] | None
@@ -79,13 +102,17 @@ def _kwargs(model: Any, settings: Mapping[str, Any], schema: Mapping[str, Any] |
 
 
 def _result(message: Any, messages: Any, label: str, started: float,
-            text: str | None = None) -> ChatResult:
-    """A chat model's answer as a ``ChatResult``: its text, usage and latency."""
+            text: str | None = None, length: int | None = None) -> ChatResult:
+    """A chat model's answer as a ``ChatResult``: its text (at most ``MAX_ANSWER``
+    characters kept), usage and latency. ``length``: the whole answer's, when ``text`` is
+    what a stream kept of it."""
     latency = time.perf_counter() - started
     if text is None:
         text = _text_of(message)
+    length = len(text) if length is None else length
     meta = getattr(message, "usage_metadata", None) if message is not None else None
-    return ChatResult(text=text, usage=_usage(meta, messages, text), model=label,
+    usage = _usage(meta, messages, text, length)
+    return ChatResult(text=_cut(text, length), usage=usage, model=label,
                       latency_seconds=latency, raw=message)
 
 
@@ -100,14 +127,20 @@ async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any
     started = time.perf_counter()
     if on_chunk is None:
         return _result(await model.ainvoke(messages, **kwargs), messages, label, started)
-    message, parts = None, []
+    message, parts, length = None, [], 0
     async for chunk in model.astream(messages, **kwargs):
-        message = chunk if message is None else message + chunk
         piece = _text_of(chunk)
+        if length + len(piece) > MAX_ANSWER:  # past what is kept: counted, not held
+            piece = piece[:max(0, MAX_ANSWER - length)]
+            length += len(_text_of(chunk))
+            chunk = chunk.model_copy(update={"content": piece})
+        else:
+            length += len(piece)
+        message = chunk if message is None else message + chunk
         if piece:
             parts.append(piece)
             await on_chunk(piece)
-    return _result(message, messages, label, started, "".join(parts))
+    return _result(message, messages, label, started, "".join(parts), length)
 
 
 def build_messages(prompt: str, *, system: str | None = None, context: Any = ()) -> Any:
