@@ -51,10 +51,60 @@ def test_an_answer_that_never_matches_fails_the_turn_clearly(recorder):
     ([{"id": "j", "role": "J", "prompt": "x", "scores": ["b"]},
       {"id": "b", "role": "B", "prompt": "y"}],
      "turn 'j' scores 'b', which is not a turn that has run by then"),
+    ([{"id": "a", "role": "A", "prompt": "x", "output": {"schema": {
+        "type": "object", "patternProperties": {"^x": {}},
+        "properties": {"inner": {"unevaluatedProperties": False}}}}}],
+     "output.schema of turn 'a' cannot be used: it uses unevaluatedProperties and "
+     "patternProperties together"),
 ])
 def test_bad_structured_declarations_are_mode_errors(turns, message):
     with pytest.raises(dlg.ModeError, match=message):
         dlg.load_mode({"name": "bad", "turns": turns})
+
+
+PATTERNS = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+            "patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": False}
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    ('{"code": "ABC", "x_n": 3}', None),
+    ('{"code": "abc"}', "['code']: 'abc' does not match '^[A-Z]{3}$'"),
+    ('{"code": "ABC", "x_n": "three"}', "['x_n']: 'three' is not of type 'integer'"),
+    ('{"code": "ABC", "other": 1}', "the object: properties not allowed here: 'other' (the "
+                                    "schema names no such property and no pattern matches)"),
+])
+def test_patterns_in_an_output_schema_check_answers_as_json_schema_says(answer, problem):
+    from dlg.running.structured import parse
+
+    data, why = parse(answer, PATTERNS)
+    assert why == problem and (data is None) == (problem is not None)
+
+
+def test_a_pattern_that_backtracks_for_hours_cannot_stop_the_event_loop(tmp_path):
+    """``^(a|aa)+$`` on forty ``a`` and a ``!``: Python's ``re`` (which jsonschema uses)
+    backtracks for hours, on the event loop. The answer is checked within a deadline and
+    the turn fails saying why; run in a process of its own, so the old behaviour fails
+    this test instead of hanging the suite."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import dlg, json\n"
+        "from langchain_core.language_models.fake_chat_models import FakeListChatModel\n"
+        "answer = json.dumps({'code': 'a' * 40 + '!'})\n"
+        "mode = {'name': 'p', 'turns': [{'id': 'a', 'role': 'A', 'prompt': 'go', 'output': "
+        "{'schema': {'type': 'object', 'properties': {'code': {'type': 'string', "
+        "'pattern': '^(a|aa)+$'}}}}}]}\n"
+        "d = dlg.run_sync(mode, model=FakeListChatModel(responses=[answer] * 3), store=None)\n"
+        "print(json.dumps([d.status, d.error]))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    status, error = json.loads(done.stdout)
+    assert status == "failed"
+    assert error.endswith("matching the schema's pattern '^(a|aa)+$' took more than 0.5 s")
 
 
 def test_a_judge_turn_rates_the_models_it_judges(recorder):

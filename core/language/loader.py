@@ -277,12 +277,18 @@ def _structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
+        from dlg.running.answer_schema import unsupported
+
         try:
             Draft202012Validator.check_schema(turn.output.get("schema"))
+            why = unsupported(turn.output.get("schema"))
         except SchemaError as exc:
+            why = f"is not a valid JSON Schema: {exc.message}"
+        else:
+            why = why and f"cannot be used: {why}"
+        if why:
             doc, path = layout.where(turn.id, "output")
-            out.append(doc.problem(f"output.schema of turn '{turn.id}' is not a valid JSON "
-                                   f"Schema: {exc.message}", path))
+            out.append(doc.problem(f"output.schema of turn '{turn.id}' {why}", path))
     for i, ref in enumerate(turn.scores):
         if ref not in phase_of or order.index(ref) >= order.index(turn.id) or (
                 phase_of[ref] == phase_of[turn.id] and

@@ -47,15 +47,14 @@ def instruction(schema: dict[str, Any]) -> str:
 
 def parse(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
     """(the object, None) if ``text`` holds JSON matching ``schema``, else (None, why)."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
+    from dlg.running.answer_schema import first_error
 
     text = (text or "")[:MAX_ANSWER]
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
         candidates.append(text[start:end + 1])
-    data, problem = None, "the answer holds no JSON object"
+    data = None
     for candidate in candidates:
         try:
             data = json.loads(candidate.strip())
@@ -63,12 +62,9 @@ def parse(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
             continue
         break
     else:
-        return None, problem
-    error = best_match(Draft202012Validator(schema).iter_errors(data))
-    if error is not None:
-        where = "".join(f"[{p!r}]" for p in error.absolute_path) or "the object"
-        return None, f"{where}: {error.message}"
-    return data, None
+        return None, "the answer holds no JSON object"
+    wrong = first_error(schema, data)
+    return (data, None) if wrong is None else (None, wrong)
 
 
 async def structured_answer(result: Any, output: dict[str, Any], messages: Any,
