@@ -285,6 +285,7 @@ def test_an_answer_past_any_models_limit_is_cut_and_still_counted(stream, caplog
 
     size = MAX_ANSWER + 3_000_000
     chunks: list[str] = []
+    caplog.set_level("WARNING", logger="dlg")
 
     class Watch:
         def turn_chunk(self, dialogue, turn, text):
