@@ -117,6 +117,53 @@ def test_run_takes_a_pool_and_a_max_cost_as_dlg_run_does(tmp_path, monkeypatch):
         dlg.run_sync("debate", topic="x", pool=["echo", 3])
 
 
+@pytest.mark.parametrize(("options", "says"), [
+    ({"max_cost": float("nan")}, "max_cost must be a finite number of dollars more than 0, "
+                                 "not nan"),
+    ({"max_cost": -1}, "max_cost must be a finite number of dollars more than 0, not -1"),
+    ({"timeout": float("nan")}, "timeout must be a finite number of seconds more than 0"),
+    ({"timeout": 0}, "timeout must be a finite number of seconds more than 0, not 0"),
+])
+def test_a_limit_that_limits_nothing_is_refused(options, says):
+    """A NaN passes every comparison: max_cost=nan ran with no limit at all, and
+    timeout=nan failed each turn with "deadline must not be NaN" and a warning."""
+    with pytest.raises(dlg.InputError, match=re.escape(says)):
+        dlg.run_sync("debate", topic="x", model="echo", store=None, **options)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["run", "debate", "-t", "x", "-m", "echo", "--max-cost", "nan"],
+     "Invalid value for '--max-cost': 'nan' is not a finite number of dollars more than 0"),
+    (["run", "debate", "-t", "x", "-m", "echo", "--timeout", "0"],
+     "Invalid value for '--timeout': '0' is not a finite number of seconds more than 0"),
+    (["models", "list", "--max-price", "nan"],
+     "Invalid value for '--max-price': 'nan' is not a finite number of dollars of at least 0"),
+])
+def test_the_cli_refuses_such_limits_too(args, says):
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    ran = CliRunner().invoke(cli, args)
+    assert ran.exit_code == 2 and says in ran.output
+
+
+@pytest.mark.parametrize("number", [".nan", ".inf", "1e400"])
+def test_a_number_that_is_not_finite_in_a_mode_or_registry_is_an_error(tmp_path, number):
+    mode = tmp_path / "m.yaml"
+    mode.write_text(f"name: m\ntimeout: {number}\nturns: [{{id: a, role: A, prompt: hi}}]\n")
+    with pytest.raises(dlg.ModeError, match=r"m\.yaml:2:10: \$\.timeout: .* is not a finite "
+                                            "number"):
+        dlg.load_mode(mode)
+    registry = tmp_path / "r.yaml"
+    registry.write_text(f"models:\n  echo:\n    price: {{input: {number}, output: 1}}\n")
+    from dlg.models.catalog import load_registry_file
+
+    with pytest.raises(dlg.ModelError, match=r"\$\.models\.echo\.price\.input: .* is not a "
+                                             "finite number"):
+        load_registry_file(registry)
+
+
 def test_no_model_configured_uses_the_local_default_and_says_what_is_missing(
         tmp_path, monkeypatch):
     monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))

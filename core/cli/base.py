@@ -34,6 +34,28 @@ class DlgClickError(click.ClickException):
         return visible(self.message) if is_terminal(sys.stderr) else self.message
 
 
+class Amount(click.ParamType):
+    """A finite number of ``unit`` more than 0 (or at least 0, with ``zero``): click's
+    ``FloatRange`` lets NaN through, which passes every comparison and limits nothing."""
+
+    name = "number"
+
+    def __init__(self, unit: str, *, zero: bool = False):
+        self.unit, self.zero = unit, zero
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0 or (number == 0 and not self.zero):
+            self.fail(f"{value!r} is not a finite number of {self.unit} "
+                      f"{'of at least 0' if self.zero else 'more than 0'}", param, ctx)
+        return number
+
+
 def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
     if isinstance(exc, ModeError):
         return DlgClickError(exc.format(all_problems=all_errors), EXIT_USAGE)

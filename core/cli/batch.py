@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from dlg.cli.base import EXIT_FAILED, EXIT_USAGE, DlgClickError, _pairs, cli, store_option
+from dlg.cli.base import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Amount,
+    DlgClickError,
+    _pairs,
+    cli,
+    store_option,
+)
 from dlg.cli.run import _live_terminal, _pool
 from dlg.cli.terminal import echo, one_line
 
@@ -29,12 +37,12 @@ LISTED = 50  # dialogues the summary lists one by one, unless --all
 @click.option("--router", metavar="NAME", help="The router (default: the mode's).")
 @click.option("--pool", "pool", multiple=True, metavar="[NAME=]SPEC",
               help="Offer a model to the router; repeatable.")
-@click.option("--max-cost", type=float, metavar="USD",
+@click.option("--max-cost", type=Amount("dollars"), metavar="USD",
               help="A hard limit on what each dialogue spends, in US dollars.")
-@click.option("--max-total-cost", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+@click.option("--max-total-cost", type=Amount("dollars"), metavar="USD",
               help="A hard limit on what the whole batch spends, in US dollars, earlier "
                    "runs of it included; kept for --resume.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
+@click.option("--timeout", type=Amount("seconds"), metavar="SECONDS", help="Per-turn timeout.")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
               help="Dialogues that run at once (default 4).")
 @click.option("--executor", default="local", show_default=True, metavar="NAME",

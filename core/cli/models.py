@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dlg.cli.base import EXIT_USAGE, DlgClickError, cli
+from dlg.cli.base import EXIT_USAGE, Amount, DlgClickError, cli
 from dlg.cli.terminal import echo
 
 # -- dlg models ---------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def _status_of(spec: str) -> str:
 @models_group.command("list")
 @click.option("--capability", "-c", "capabilities", multiple=True, metavar="NAME",
               help="Only models with this capability; repeatable.")
-@click.option("--max-price", type=float, metavar="USD",
+@click.option("--max-price", type=Amount("dollars", zero=True), metavar="USD",
               help="Only models at most this blended price per million tokens.")
 @click.option("--available", is_flag=True, help="Only models that can run here now.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

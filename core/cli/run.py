@@ -12,6 +12,7 @@ from dlg.cli.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    Amount,
     DlgClickError,
     _format_for,
     _pairs,
@@ -37,7 +38,7 @@ from dlg.errors import DlgError, ExportError, StoreError
               help="Write the dialogue to this file (or directory).")
 @click.option("--format", "-f", "fmt", metavar="NAME",
               help="Export format for --out or stdout (json, markdown, or a plugin's).")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Per-turn timeout.")
+@click.option("--timeout", type=Amount("seconds"), metavar="SECONDS", help="Per-turn timeout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--stream/--no-stream", default=None,
               help="Print turns as they are written (default: when stdout is a terminal).")
@@ -52,7 +53,7 @@ from dlg.errors import DlgError, ExportError, StoreError
                    "(default: the mode's; capabilities with a pool).")
 @click.option("--pool", "pool", multiple=True, metavar="[NAME=]SPEC",
               help="Offer a model to the router for turns no participant pins; repeatable.")
-@click.option("--max-cost", type=float, metavar="USD",
+@click.option("--max-cost", type=Amount("dollars"), metavar="USD",
               help="A hard limit on what the dialogue spends, in US dollars.")
 @click.option("--quality", type=click.Choice(["maximum", "balanced", "minimum_cost"]),
               help="How routers trade quality against cost (default balanced).")
@@ -199,7 +200,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
               help="Bind one participant to a model for the remaining turns; repeatable.")
 @click.option("--router", metavar="NAME", help="Route the remaining turns with this router "
               "(default: the one the dialogue used).")
-@click.option("--max-cost", type=float, metavar="USD",
+@click.option("--max-cost", type=Amount("dollars"), metavar="USD",
               help="A new limit on what the whole dialogue spends (it counts what it spent).")
 @store_option
 def resume_command(dialogue_id: str, force: bool, mode_ref: str | None, out: str | None,

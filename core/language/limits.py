@@ -9,6 +9,7 @@ aliases) to more than ``MAX_NODES`` values. Files a mode names are confined to f
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "LimitError",
     "check_shape",
     "confined",
+    "positive",
     "read_text",
 ]
 
@@ -74,9 +76,30 @@ def confined(base: Path, name: str, roots: list[Path]) -> Path | None:
     return None
 
 
+def positive(value: Any, name: str, unit: str) -> float | None:
+    """``value`` (a ``max_cost``, a ``timeout``, given as an argument or an option) as a
+    finite number more than 0, or None for None; an ``InputError`` saying what is wrong
+    with it otherwise. A NaN would pass every comparison and so hold nothing."""
+    from dlg.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number of {unit}, not {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise InputError(f"{name} must be a finite number of {unit} more than 0, not "
+                         f"{value!r}")
+    return number
+
+
 def check_shape(data: Any) -> None:
     """Raise ``LimitError`` if ``data`` (parsed JSON or YAML) is too deep, too large once
-    aliases are expanded, has a key that is not a string, or an integer too large.
+    aliases are expanded, has a key that is not a string, an integer too large, or a
+    number that is not finite (YAML's ``.nan`` and ``.inf``, ``1e400``: a NaN passes
+    every "at least" and "at most", so a ``timeout`` or ``max_cost`` of NaN would hold
+    nothing).
 
     Shared (aliased) values are counted once per use without walking them again, so a
     "billion laughs" document is refused in time linear in its text.
@@ -86,7 +109,11 @@ def check_shape(data: Any) -> None:
     def size(node: Any, path: tuple[Any, ...], depth: int) -> int:
         if depth > MAX_DEPTH:
             raise LimitError(f"nested more than {MAX_DEPTH} levels deep", path)
-        if isinstance(node, bool) or node is None or isinstance(node, float | str):
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                raise LimitError(f"{node} is not a finite number", path)
+            return 1
+        if isinstance(node, bool) or node is None or isinstance(node, str):
             return 1
         if isinstance(node, int):
             if abs(node) >= 10**MAX_INT_DIGITS:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from dlg.errors import DlgError
+from dlg.language.limits import positive
 from dlg.language.loader import load_mode
 from dlg.language.mode import Mode
 from dlg.models import ModelPool, default_model_spec, model_label
@@ -66,9 +67,9 @@ class Orchestrator(Resuming, Spawning, Batching):
             {ModelPool.label(m): m for m in (pool or ())})
         self.constraints = dict(constraints or {})
         if max_cost is not None:
-            self.constraints["max_cost"] = float(max_cost)
+            self.constraints["max_cost"] = positive(max_cost, "max_cost", "dollars")
         self.observers = tuple(observers)
-        self.timeout = timeout
+        self.timeout = positive(timeout, "timeout", "seconds")
         self._pm = plugin_manager
         self._pool: ModelPool | None = None
         self._registry = registry  # a ModelRegistry, a registry file path, or None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlg.errors import DlgError, InputError
+from dlg.errors import DlgError
 
 __all__ = ["SPENT", "checked_limit", "not_started", "total_budget"]
 
@@ -41,16 +41,9 @@ def not_started(item: Any, budget: Any) -> None:
 def checked_limit(value: Any) -> float | None:
     """A ``max_total_cost`` as given (an argument, a saved batch's record): dollars
     more than 0, or an ``InputError`` saying what is wrong with it."""
-    if value is None:
-        return None
-    try:
-        limit = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"max_total_cost must be a number of dollars, not {value!r}"
-                         ) from None
-    if not limit > 0 or limit == float("inf"):
-        raise InputError(f"max_total_cost must be more than 0 dollars, not {value!r}")
-    return limit
+    from dlg.language.limits import positive
+
+    return positive(value, "max_total_cost", "dollars")
 
 
 def _check_takes_budget(run: Any, executor: Any) -> None:
