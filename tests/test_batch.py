@@ -162,6 +162,17 @@ def test_rows_given_from_python_are_checked_before_anything_runs(rows, says):
     assert model.seen == []
 
 
+def test_a_model_that_cannot_run_fails_the_batch_before_any_row(tmp_path):
+    """It used to fail every row with the same error, one line of the summary each."""
+    with pytest.raises(dlg.ModelError, match=r"unknown echo option\(s\) \['nope'\]"):
+        dlg.batch_sync(MODE, [{"topic": t} for t in TOPICS], model="echo?nope=1")
+    assert dlg.list_dialogues() == []
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "a"}\n{"topic": "b"}\n')
+    ran = CliRunner().invoke(cli, ["batch", "debate", "--inputs", str(rows), "-m", "echo?nope=1"])
+    assert ran.exit_code == 2 and ran.output.count("unknown echo option") == 1
+
+
 def test_the_cli_reads_jsonl_and_csv_prints_a_summary_and_resumes(tmp_path):
     mode = tmp_path / "pair.json"
     mode.write_text(json.dumps(MODE))

@@ -215,6 +215,13 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     given = [_row(i, r) for i, r in enumerate(rows)]
     if not given:
         raise InputError("a batch needs at least one row of inputs")
+    import anyio
+
+    if executor == "local":
+        # a model that cannot run fails the batch now, not each of its rows in turn; the
+        # dialogues use what this makes (off the event loop: it may import a provider's
+        # package, or load the local model). Elsewhere the workers make their own.
+        await anyio.to_thread.run_sync(orchestrator.bindings, loaded)
     # its dialogues are BATCH-NNNNN
     batch_id = "batch-" + new_dialogue_id() if batch_id is None else check_id(
         batch_id, "batch id", 122)
@@ -223,8 +230,6 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
         for i, r in enumerate(given)], max_total_cost=max_total_cost)
     store = orchestrator.open_store()
     if store is not None and hasattr(store, "save_batch"):
-        import anyio
-
         await anyio.to_thread.run_sync(store.save_batch, {
             # a mode given as a document (no file, no name) is kept as one
             "id": batch_id, "mode": (loaded.source if reloadable(loaded.source)
