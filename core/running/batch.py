@@ -217,11 +217,6 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
         raise InputError("a batch needs at least one row of inputs")
     import anyio
 
-    if executor == "local":
-        # a model that cannot run fails the batch now, not each of its rows in turn; the
-        # dialogues use what this makes (off the event loop: it may import a provider's
-        # package, or load the local model). Elsewhere the workers make their own.
-        await anyio.to_thread.run_sync(orchestrator.bindings, loaded)
     # its dialogues are BATCH-NNNNN
     batch_id = "batch-" + new_dialogue_id() if batch_id is None else check_id(
         batch_id, "batch id", 122)
@@ -241,6 +236,11 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     run = _executor(executor, orchestrator)
     started = time.perf_counter()
     left = await _skip_ended(store, result.items, on_item)
+    if left and executor == "local":
+        # a model that cannot run fails the batch now, not each of its rows in turn; the
+        # dialogues use what this makes (off the event loop: it may import a provider's
+        # package, or load the local model). Elsewhere the workers make their own.
+        await anyio.to_thread.run_sync(orchestrator.bindings, loaded)
     more: dict[str, Any] = {}
     if max_total_cost is not None:
         from dlg.running.batch_cost import total_budget
