@@ -206,7 +206,7 @@ def _from_path(path: Path) -> SourceDoc:
     except IsADirectoryError:
         raise ModeNotFoundError(f"'{path}' is a directory, not a mode file") from None
     except LimitError as exc:
-        raise ModeError(f"cannot load {exc}", file=str(path)) from None
+        raise ModeError(f"cannot load it: {exc}", file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise ModeError(f"'{path}' is not UTF-8 text: {exc.reason} at byte {exc.start}",
                         file=str(path)) from None
