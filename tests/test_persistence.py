@@ -169,6 +169,15 @@ def test_unknown_dialogue_id():
     assert result.output == "Error: no saved dialogue 'nope' (`dlg ls` lists them)\n"
 
 
+@pytest.mark.parametrize("ref", ["", None])
+def test_an_empty_id_matches_no_dialogue(ref):
+    """An empty prefix used to match every saved dialogue: with one saved, it loaded it
+    (and None was a TypeError)."""
+    dlg.run_sync("debate", topic="x", model="echo")
+    with pytest.raises(dlg.DialogueNotFoundError, match="is not a dialogue id"):
+        dlg.load_dialogue(ref)
+
+
 def test_no_save_and_store_none():
     invoke("run", "detective", "-t", "x", "-m", "echo", "-q", "--no-save")
     dlg.run_sync("detective", topic="x", model="echo", store=None)

@@ -256,6 +256,8 @@ def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
 
 def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
     """The saved record with id ``ref``, or the one whose id starts with ``ref``."""
+    if not isinstance(ref, str) or not ref:  # an empty prefix would match any dialogue
+        raise DialogueNotFoundError(f"{ref!r} is not a dialogue id (`dlg ls` lists them)")
     record = store.load(ref)
     if record is not None:
         return record
