@@ -152,6 +152,8 @@ def test_a_bad_row_fails_alone():
     ([{1: "x"}], "row 0 of the inputs: input names are text, not int (1)"),
     ([{"topic": object()}], "row 0 of the inputs: 'topic' is object, which a batch cannot "
                             "save: give text, a number"),
+    ([{"topic": "x"}, {"topic": float("nan")}], "row 1 of the inputs: $.topic: nan is not a "
+                                                "finite number"),
 ])
 def test_rows_given_from_python_are_checked_before_anything_runs(rows, says):
     """They used to fail as a TypeError, or as a store error about saving the batch."""

@@ -173,6 +173,8 @@ def _row(index: int, row: Any) -> dict[str, Any]:
     if not isinstance(row, Mapping):
         raise InputError(f"row {index} of the inputs is {type(row).__name__}: each row is a "
                          "mapping of input names to values")
+    from dlg.language.limits import LimitError, check_shape
+
     out = dict(row)
     for name, value in out.items():
         if not isinstance(name, str):
@@ -184,6 +186,13 @@ def _row(index: int, row: Any) -> dict[str, Any]:
             raise InputError(f"row {index} of the inputs: '{name}' is {type(value).__name__}, "
                              "which a batch cannot save: give text, a number, true or false, "
                              "or lists and mappings of those") from None
+    try:
+        check_shape(out)  # the bounds a file's rows are held to (depth, size, finite)
+    except LimitError as exc:
+        from dlg.language.source import format_path
+
+        raise InputError(f"row {index} of the inputs: {format_path(exc.path)}: {exc}"
+                         ) from None
     return out
 
 
