@@ -417,3 +417,37 @@ def test_the_summary_of_a_large_batch_lists_only_what_did_not_end(tmp_path):
     assert "total: 61 dialogues (60 completed, 1 failed)" in ran.output
     every = runner.invoke(cli, ["batch", "--resume", "big", "-q", "--all"])
     assert sum(line.startswith("big-") for line in every.output.splitlines()) == 61
+
+
+@pytest.mark.slow
+def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
+    """Ctrl-C (a real SIGINT to a real `dlg batch`): exit 130 with the command that
+    continues the batch, which then finishes every row. It used to say "Interrupted."
+    alone, and a batch named by dlg could not be found again without `dlg ls`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(12)))
+    env = {**os.environ, "DLG_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "batch", "debate", "--inputs", str(rows), "-c", "2",
+         "-m", "echo?latency=0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr is not None
+    for line in proc.stderr:  # one line per dialogue as it ends: interrupt after the first
+        if line.startswith("[1/12]"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    said = err.strip().splitlines()[-1]
+    assert said.startswith("Interrupted; `dlg batch --resume batch-"), err
+    batch_id = said.split("--resume ")[1].split("`")[0]
+    again = subprocess.run([sys.executable, "-m", "dlg", "batch", "--resume", batch_id, "-q"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "12 dialogues (12 completed)" in again.stdout

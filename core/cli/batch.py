@@ -9,6 +9,7 @@ import click
 
 from dlg.cli.base import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     Amount,
     DlgClickError,
@@ -67,7 +68,7 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     import anyio
 
     from dlg.running.api import Orchestrator
-    from dlg.running.batch import read_rows
+    from dlg.running.batch import new_batch_id, read_rows
 
     options: dict[str, Any] = {}
     if resume_id:
@@ -95,8 +96,16 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
                                         concurrency=concurrency or 4, executor=executor,
                                         on_item=progress.done, max_total_cost=max_total_cost)
 
-    with progress:
-        result = anyio.run(main)
+    batch_id = batch_id or new_batch_id()  # known here, so an interrupt can name it
+    try:
+        with progress:
+            result = anyio.run(main)
+    except KeyboardInterrupt:
+        again = (f"dlg batch --resume {batch_id}" if hasattr(orchestrator.open_store(),
+                                                             "save_batch")
+                 else f"dlg batch {mode} --inputs {inputs_file} --id {batch_id}")
+        echo(f"\nInterrupted; `{again}` continues it.", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     if as_json:
         echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:

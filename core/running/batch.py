@@ -196,6 +196,12 @@ def _row(index: int, row: Any) -> dict[str, Any]:
     return out
 
 
+def new_batch_id() -> str:
+    from dlg.records.record import new_dialogue_id
+
+    return "batch-" + new_dialogue_id()
+
+
 def item_id(batch_id: str, index: int) -> str:
     return f"{batch_id}-{index:05d}"
 
@@ -214,7 +220,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     included: each dialogue's budget draws on the batch's (``Budget(within=...)``)."""
     from dlg.language.loader import load_mode
     from dlg.language.source import reloadable
-    from dlg.records.record import check_id, new_dialogue_id
+    from dlg.records.record import check_id
 
     if max_total_cost is not None:
         from dlg.running.batch_cost import checked_limit
@@ -227,8 +233,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     import anyio
 
     # its dialogues are BATCH-NNNNN
-    batch_id = "batch-" + new_dialogue_id() if batch_id is None else check_id(
-        batch_id, "batch id", 122)
+    batch_id = new_batch_id() if batch_id is None else check_id(batch_id, "batch id", 122)
     result = BatchResult(id=batch_id, mode=loaded.name, items=[
         BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
         for i, r in enumerate(given)], max_total_cost=max_total_cost)
