@@ -317,7 +317,7 @@ def test_ids_do_not_repeat_when_the_program_seeds_random():
     import random
 
     from dlg.observability.context import new_span_id
-    from dlg.records.record import new_dialogue_id
+    from dlg.records.stamps import new_dialogue_id
     from dlg.records.store import Lease
 
     made = []

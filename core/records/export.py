@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ExportError, UnknownExporterError
-from dlg.records.record import ID_CHARACTERS
+from dlg.records.stamps import ID_CHARACTERS
 
 if TYPE_CHECKING:
     from dlg.records.record import Dialogue

@@ -266,7 +266,7 @@ class Orchestrator(Resuming, Spawning, Batching):
               *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:
         """Load the mode, check inputs and models, and create the (pending) dialogue."""
         if dialogue_id is not None:
-            from dlg.records.record import check_id
+            from dlg.records.stamps import check_id
 
             check_id(dialogue_id)
         mode = load_mode(mode, pm=self._pm)

@@ -197,7 +197,7 @@ def _row(index: int, row: Any) -> dict[str, Any]:
 
 
 def new_batch_id() -> str:
-    from dlg.records.record import new_dialogue_id
+    from dlg.records.stamps import new_dialogue_id
 
     return "batch-" + new_dialogue_id()
 
@@ -220,7 +220,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     included: each dialogue's budget draws on the batch's (``Budget(within=...)``)."""
     from dlg.language.loader import load_mode
     from dlg.language.source import reloadable
-    from dlg.records.record import check_id
+    from dlg.records.stamps import check_id
 
     if max_total_cost is not None:
         from dlg.running.batch_cost import checked_limit

@@ -92,7 +92,7 @@ def child_inputs(turn: Any, child_mode: Any, item: Any, index: int, data: Any, t
 def plan_children(turn: Any, rec: Any, child_mode: Any, env: Any, base: dict[str, Any],
                   inputs: dict[str, Any]) -> list[dict[str, Any]]:
     """The children a spawning turn's answer asks for: id, item and inputs each."""
-    from dlg.records.record import new_dialogue_id
+    from dlg.records.stamps import new_dialogue_id
     from dlg.running.inputs import prepare_inputs
 
     text = rec.response or ""
