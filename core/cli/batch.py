@@ -68,7 +68,8 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     import anyio
 
     from dlg.running.api import Orchestrator
-    from dlg.running.batch import new_batch_id, read_rows
+    from dlg.running.batch import new_batch_id
+    from dlg.running.inputs import read_rows
 
     options: dict[str, Any] = {}
     if resume_id:

@@ -19,23 +19,18 @@ time) or a plugin's (``ray`` runs each on a Ray cluster; see ``dlg.running.execu
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dlg.errors import DlgError, InputError
+from dlg.running.inputs import checked_row, read_rows
 
-__all__ = ["ENDED", "BatchItem", "BatchResult", "Batching", "read_rows", "run_batch"]
+__all__ = ["ENDED", "BatchItem", "BatchResult", "Batching", "run_batch"]
 
 ENDED = ("completed", "converged", "max_turns")  # a dialogue that has nothing left to run
-MAX_INPUT_BYTES = 64 << 20  # an inputs file
-MAX_ROWS = 100_000
 
 
 @dataclass
@@ -112,90 +107,6 @@ class BatchResult:
                 "items": [i.to_dict() for i in self.items]}
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) file;
-    a bad line is an ``InputError`` naming the file and the line."""
-    from dlg.language.limits import LimitError, check_shape, read_text
-
-    path = Path(path)
-    try:
-        text = read_text(path, limit=MAX_INPUT_BYTES)
-    except (OSError, LimitError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the inputs file {path}: {exc}") from None
-    rows: list[dict[str, Any]] = []
-    if path.suffix.lower() == ".csv":
-        # strict: a quote left open or a stray one is an error, not a value that runs on
-        reader = csv.DictReader(io.StringIO(text), strict=True)
-        try:
-            if not reader.fieldnames:
-                raise InputError(f"{path}: the CSV file has no header row naming the inputs")
-            for row in reader:
-                if None in row:
-                    raise InputError(f"{path}:{reader.line_num}: more values than the "
-                                     f"header names ({len(reader.fieldnames)})")
-                rows.append({k: v for k, v in row.items() if v not in (None, "")})
-        except csv.Error as exc:
-            hint = ("; a .jsonl file holds inputs of any length"
-                    if "field limit" in str(exc) else "")
-            raise InputError(f"{path}:{reader.line_num + 1}: not valid CSV ({exc}){hint}"
-                             ) from None
-    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                check_shape(row)
-            except LimitError as exc:  # too deep, too large: the bounds a mode has
-                from dlg.language.source import format_path
-
-                raise InputError(f"{path}:{number}: {format_path(exc.path)}: {exc}") from None
-            except ValueError as exc:
-                raise InputError(f"{path}:{number}: not a JSON object ({exc})") from None
-            except RecursionError:  # deeper than json can read
-                raise InputError(f"{path}:{number}: nested too deeply") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: each line must be a JSON object of "
-                                 f"inputs, not {type(row).__name__}")
-            rows.append(row)
-    else:
-        raise InputError(f"{path}: inputs must be a .jsonl or a .csv file")
-    if not rows:
-        raise InputError(f"{path}: no rows of inputs")
-    if len(rows) > MAX_ROWS:
-        raise InputError(f"{path}: {len(rows):,} rows; a batch holds at most {MAX_ROWS:,}")
-    return rows
-
-
-def _row(index: int, row: Any) -> dict[str, Any]:
-    """A row given from Python, checked as a file's rows are: a mapping of input names to
-    values the store can keep (the batch is saved with its rows, to be resumed)."""
-    if not isinstance(row, Mapping):
-        raise InputError(f"row {index} of the inputs is {type(row).__name__}: each row is a "
-                         "mapping of input names to values")
-    from dlg.language.limits import LimitError, check_shape
-
-    out = dict(row)
-    for name, value in out.items():
-        if not isinstance(name, str):
-            raise InputError(f"row {index} of the inputs: input names are text, not "
-                             f"{type(name).__name__} ({name!r})")
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError, RecursionError):
-            raise InputError(f"row {index} of the inputs: '{name}' is {type(value).__name__}, "
-                             "which a batch cannot save: give text, a number, true or false, "
-                             "or lists and mappings of those") from None
-    try:
-        check_shape(out)  # the bounds a file's rows are held to (depth, size, finite)
-    except LimitError as exc:
-        from dlg.language.source import format_path
-
-        raise InputError(f"row {index} of the inputs: {format_path(exc.path)}: {exc}"
-                         ) from None
-    return out
-
-
 def new_batch_id() -> str:
     from dlg.records.stamps import new_dialogue_id
 
@@ -227,7 +138,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
 
         max_total_cost = checked_limit(max_total_cost)
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
-    given = [_row(i, r) for i, r in enumerate(rows)]
+    given = [checked_row(i, r) for i, r in enumerate(rows)]
     if not given:
         raise InputError("a batch needs at least one row of inputs")
     import anyio

@@ -1,9 +1,16 @@
 """What a dialogue starts from: the user's inputs, checked against the mode's
-declarations (defaults, required, types), and the new, pending ``Dialogue`` record."""
+declarations (defaults, required, types), and the new, pending ``Dialogue`` record; and a
+batch's rows of inputs, read from a ``.jsonl`` or ``.csv`` file or given from Python, held
+to the bounds a mode is."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dlg._version import __version__
@@ -12,7 +19,10 @@ from dlg.language.mode import Mode
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 
-__all__ = ["new_dialogue", "prepare_inputs"]
+__all__ = ["MAX_ROWS", "checked_row", "new_dialogue", "prepare_inputs", "read_rows"]
+
+MAX_INPUT_BYTES = 64 << 20  # an inputs file
+MAX_ROWS = 100_000  # rows of a batch
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -81,3 +91,87 @@ def new_dialogue(mode: Mode, inputs: dict[str, Any], dialogue_id: str | None = N
         ],
         dlg_version=__version__,
     )
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) file;
+    a bad line is an ``InputError`` naming the file and the line."""
+    from dlg.language.limits import LimitError, check_shape, read_text
+
+    path = Path(path)
+    try:
+        text = read_text(path, limit=MAX_INPUT_BYTES)
+    except (OSError, LimitError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the inputs file {path}: {exc}") from None
+    rows: list[dict[str, Any]] = []
+    if path.suffix.lower() == ".csv":
+        # strict: a quote left open or a stray one is an error, not a value that runs on
+        reader = csv.DictReader(io.StringIO(text), strict=True)
+        try:
+            if not reader.fieldnames:
+                raise InputError(f"{path}: the CSV file has no header row naming the inputs")
+            for row in reader:
+                if None in row:
+                    raise InputError(f"{path}:{reader.line_num}: more values than the "
+                                     f"header names ({len(reader.fieldnames)})")
+                rows.append({k: v for k, v in row.items() if v not in (None, "")})
+        except csv.Error as exc:
+            hint = ("; a .jsonl file holds inputs of any length"
+                    if "field limit" in str(exc) else "")
+            raise InputError(f"{path}:{reader.line_num + 1}: not valid CSV ({exc}){hint}"
+                             ) from None
+    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                check_shape(row)
+            except LimitError as exc:  # too deep, too large: the bounds a mode has
+                from dlg.language.source import format_path
+
+                raise InputError(f"{path}:{number}: {format_path(exc.path)}: {exc}") from None
+            except ValueError as exc:
+                raise InputError(f"{path}:{number}: not a JSON object ({exc})") from None
+            except RecursionError:  # deeper than json can read
+                raise InputError(f"{path}:{number}: nested too deeply") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{number}: each line must be a JSON object of "
+                                 f"inputs, not {type(row).__name__}")
+            rows.append(row)
+    else:
+        raise InputError(f"{path}: inputs must be a .jsonl or a .csv file")
+    if not rows:
+        raise InputError(f"{path}: no rows of inputs")
+    if len(rows) > MAX_ROWS:
+        raise InputError(f"{path}: {len(rows):,} rows; a batch holds at most {MAX_ROWS:,}")
+    return rows
+
+
+def checked_row(index: int, row: Any) -> dict[str, Any]:
+    """A row given from Python, checked as a file's rows are: a mapping of input names to
+    values the store can keep (the batch is saved with its rows, to be resumed)."""
+    if not isinstance(row, Mapping):
+        raise InputError(f"row {index} of the inputs is {type(row).__name__}: each row is a "
+                         "mapping of input names to values")
+    from dlg.language.limits import LimitError, check_shape
+
+    out = dict(row)
+    for name, value in out.items():
+        if not isinstance(name, str):
+            raise InputError(f"row {index} of the inputs: input names are text, not "
+                             f"{type(name).__name__} ({name!r})")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            raise InputError(f"row {index} of the inputs: '{name}' is {type(value).__name__}, "
+                             "which a batch cannot save: give text, a number, true or false, "
+                             "or lists and mappings of those") from None
+    try:
+        check_shape(out)  # the bounds a file's rows are held to (depth, size, finite)
+    except LimitError as exc:
+        from dlg.language.source import format_path
+
+        raise InputError(f"row {index} of the inputs: {format_path(exc.path)}: {exc}"
+                         ) from None
+    return out
