@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -160,6 +161,28 @@ def test_modes_list_json():
         "debate": 6, "detective": 5, "detective-deep": 7, "dynamic": 3, "loop": 8, "panel": 4,
         "pipeline": 7, "podcast": 10, "refine": 3}
     assert {d["plugin"] for d in data} == {"dlg.plugins.builtin_modes"}
+
+
+def test_modes_list_shows_the_modes_in_the_users_folders_too(tmp_path, monkeypatch):
+    """They run by name, but `dlg modes list` listed only the plugins' modes."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    one = "name: {}\ndescription: {}\nturns: [{{id: a, role: A, prompt: hi}}]\n"
+    (first / "mine.yaml").write_text(one.format("mine", "from the first folder"))
+    (second / "mine.yaml").write_text(one.format("mine", "hidden by the first"))
+    (second / "broken.json").write_text('{"name": "broken", "turns": "nope"}')
+    (second / "debate.yaml").write_text(one.format("debate", "hidden by the built-in"))
+    monkeypatch.setenv("DLG_MODES_PATH", os.pathsep.join([str(first), str(second)]))
+    data = {d["name"]: d for d in json.loads(invoke("modes", "list", "--json").output)}
+    assert data["mine"]["file"] == str(first / "mine.yaml")
+    assert data["mine"]["description"] == "from the first folder"
+    assert data["broken"]["description"].startswith("INVALID: ")
+    assert data["debate"]["plugin"] == "dlg.plugins.builtin_modes"
+    lines = invoke("modes", "list").output.splitlines()
+    assert lines[-1].startswith("mine            sequential   1 turns  from the first folder")
+    missed = invoke("run", "mien", "-m", "echo")
+    assert "did you mean 'mine'?" in missed.output
 
 
 def test_modes_show_source_and_resolved():

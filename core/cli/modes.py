@@ -22,18 +22,25 @@ def modes() -> None:
 @modes.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def modes_list(as_json: bool) -> None:
-    """List the modes you can run by name."""
+    """List the modes you can run by name: the plugins' (the built-ins included), then
+    those in DLG_MODES_PATH and your dlg/modes folder."""
     from dlg import registrations
     from dlg.language.loader import load_mode
+    from dlg.language.source import user_modes
 
+    registered = registrations.modes()
+    found: list[tuple[str, Any, dict[str, Any]]] = [
+        (name, name, {"plugin": entry.plugin}) for name, entry in sorted(registered.items())]
+    found += [(name, path, {"file": str(path)}) for name, path in sorted(user_modes().items())
+              if name not in registered]  # a plugin's mode of the same name is the one run
     rows: list[dict[str, Any]] = []
-    for name, entry in sorted(registrations.modes().items()):
+    for name, ref, where in found:
         try:
-            m = load_mode(name)
+            m = load_mode(ref)
             rows.append({"name": name, "structure": m.structure, "turns": len(m.turns),
-                         "plugin": entry.plugin, "description": m.description})
+                         **where, "description": m.description})
         except DlgError as exc:
-            rows.append({"name": name, "structure": "-", "turns": 0, "plugin": entry.plugin,
+            rows.append({"name": name, "structure": "-", "turns": 0, **where,
                          "description": f"INVALID: {str(exc).splitlines()[0]}"})
     if as_json:
         echo(json.dumps(rows, indent=2))

@@ -261,6 +261,23 @@ def user_mode_dirs() -> list[Path]:
     return dirs
 
 
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def user_modes() -> dict[str, Path]:
+    """The modes found by name in ``user_mode_dirs``: name -> file, the first one the
+    lookup by name would find (the earlier directory, then .yaml, .yml, .json)."""
+    found: dict[str, Path] = {}
+    for d in user_mode_dirs():
+        if not d.is_dir():
+            continue
+        for suffix in _SUFFIXES:
+            for path in sorted(d.glob(f"*{suffix}")):
+                if path.is_file():
+                    found.setdefault(path.stem, path)
+    return found
+
+
 def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) -> SourceDoc:
     """Find a mode by path, by registered name, or in the user's mode directories."""
     if isinstance(ref, os.PathLike):
@@ -282,18 +299,18 @@ def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) ->
     if entry is not None:
         return _from_registered(entry)
     for d in user_mode_dirs():
-        for suffix in (".yaml", ".yml", ".json"):
+        for suffix in _SUFFIXES:
             candidate = d / f"{ref}{suffix}"
             if candidate.is_file():
                 return _from_path(candidate)
     if relative_to is not None:
-        for suffix in (".yaml", ".yml", ".json"):
+        for suffix in _SUFFIXES:
             candidate = relative_to / f"{ref}{suffix}"
             if candidate.is_file():
                 return _from_path(candidate)
     import difflib
 
-    close = difflib.get_close_matches(ref, list(registered), n=1)
+    close = difflib.get_close_matches(ref, [*registered, *user_modes()], n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise ModeNotFoundError(
         Problem(
