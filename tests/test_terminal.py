@@ -140,3 +140,55 @@ def test_a_reply_cannot_drive_the_users_terminal(tmp_path: Path):
     for out in (ran, listed, shown):
         assert b"\x1b]0;PWNED" not in out and b"\x1b[2J" not in out and b"\xc2\x9b" not in out
         assert visible(HOSTILE).encode() in out
+
+
+def test_a_closed_output_stops_the_dialogue_as_an_interrupt_does(tmp_path):
+    """`dlg run ... | head`: the reader goes away. The run used to go on failing (the
+    progress observer's BrokenPipeError failed the dialogue). Now it stops as Ctrl-C
+    does: what finished is saved, the dialogue is `cancelled`, and it resumes."""
+    import subprocess
+
+    env = {**os.environ, "DLG_DATA_DIR": str(tmp_path / "data"),
+           "DLG_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "dlg", "run", "debate", "-m", "echo",
+                             "-t", "x", "-q"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.close()  # nobody reads: the first turn's text cannot be written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    said = err.strip().splitlines()[-1]
+    assert said.startswith("The output was closed; `dlg resume "), err
+    dialogue_id = said.split("dlg resume ")[1].split("`")[0]
+    saved = json.loads(subprocess.run([sys.executable, "-m", "dlg", "show", dialogue_id,
+                                       "--json"], env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert saved["status"] == "cancelled"
+    assert saved["turns"][0]["status"] == "completed"  # saved before the write failed
+    again = subprocess.run([sys.executable, "-m", "dlg", "resume", dialogue_id, "-q"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_interrupt_in_a_listener_cancels_the_dialogue_after_the_others_ran():
+    """A KeyboardInterrupt raised in an observer (Ctrl-C while it ran, or its output
+    closed) ends the dialogue `cancelled`, not `failed`; the listeners after it still
+    hear the event, as they do when one fails."""
+    heard: list[str] = []
+
+    class Interrupting:
+        def turn_finished(self, dialogue, turn):
+            raise KeyboardInterrupt
+
+    class Listening:
+        def turn_finished(self, dialogue, turn):
+            heard.append(turn.id)
+
+    orchestrator = dlg.Orchestrator(model="echo", store=None,
+                                    observers=[Interrupting(), Listening()])
+    mode, dialogue = orchestrator.start("debate", topic="x")
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(lambda: orchestrator.execute(mode, dialogue))
+    assert dialogue.status == "cancelled" and heard == ["proposition"]
+    assert [t.status for t in dialogue.turns[:2]] == ["completed", "pending"]

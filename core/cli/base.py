@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from dlg._version import __version__
-from dlg.cli.terminal import echo, is_terminal, visible
+from dlg.cli.terminal import OutputClosed, echo, is_terminal, visible
 from dlg.errors import (
     DlgError,
     InputError,
@@ -143,6 +143,8 @@ class DlgGroup(click.Group):
             if ctx.find_root().params.get("traceback"):
                 raise
             raise _fail(exc, all_errors=bool(ctx.meta.get("dlg.all_errors"))) from None
+        except OutputClosed:  # the reader of the output went away: nothing more to say
+            ctx.exit(EXIT_INTERRUPTED)
         except KeyboardInterrupt:
             echo("\nInterrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlg.cli.terminal import echo, rich_text, visible
+from dlg.cli.terminal import closed, echo, rich_text, visible
 
 
 class Progress:
@@ -214,6 +214,9 @@ class LiveProgress:
                                 align="left"))
             self.out.print(Markdown(visible(text)))
             self.out.print()
-        else:
+            return
+        try:
             self.out.print(f"\n## {turn.index}. {turn.role} ({who})\n\n{text}\n",
                            markup=False, highlight=False)
+        except BrokenPipeError:  # stdout, a pipe whose reader went away
+            raise closed(self.out.file) from None

@@ -21,7 +21,7 @@ from dlg.cli.base import (
     store_option,
 )
 from dlg.cli.display import Progress, StreamingProgress
-from dlg.cli.terminal import echo
+from dlg.cli.terminal import OutputClosed, echo
 from dlg.errors import DlgError, ExportError, StoreError
 
 
@@ -147,9 +147,13 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
                 anyio.run(main)
         else:
             anyio.run(main)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = ("The output was closed" if isinstance(exc, OutputClosed) else
+                "\nInterrupted")
         if saved:
-            echo(f"\nInterrupted; `dlg resume {dialogue.id}` continues it.", err=True)
+            echo(f"{what}; `dlg resume {dialogue.id}` continues it.", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        if isinstance(exc, OutputClosed):
             raise SystemExit(EXIT_INTERRUPTED) from None
         raise
 

@@ -10,10 +10,15 @@ were saved.
 Text drawn by rich (the live views) is also escaped from rich's markup, where a
 ``[/...]`` in an error message would otherwise be read as a closing tag (and fail the
 display).
+
+Output that is closed while dlg writes (``dlg run ... | head``) stops the command as an
+interrupt does (``OutputClosed``): the dialogue is saved, cancelled, and can be resumed,
+rather than run on, paid for, with no one reading.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TextIO
 
@@ -21,7 +26,23 @@ import click
 
 from dlg.observability.printable import visible
 
-__all__ = ["echo", "is_terminal", "one_line", "rich_text", "visible"]
+__all__ = ["OutputClosed", "closed", "echo", "is_terminal", "one_line", "rich_text", "visible"]
+
+
+class OutputClosed(KeyboardInterrupt):
+    """The reader of dlg's output went away (``| head``): handled as Ctrl-C is."""
+
+
+def closed(stream: Any) -> OutputClosed:
+    """What to raise when writing to ``stream`` met a broken pipe. The stream is pointed
+    at the null device first, so Python's flush at exit does not fail on it too."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no file descriptor (a test's stream): nothing to flush
+        pass
+    return OutputClosed()
 
 
 def one_line(text: str) -> str:
@@ -41,11 +62,15 @@ def echo(message: Any = "", *, err: bool = False, nl: bool = True) -> None:
     """``click.echo`` for text that may come from outside dlg: made ``visible`` when the
     stream is a terminal, exact otherwise."""
     text = "" if message is None else str(message)
-    if is_terminal(sys.stderr if err else sys.stdout):
+    stream = sys.stderr if err else sys.stdout
+    if is_terminal(stream):
         text = visible(text)
-    # color=True: click would otherwise strip what looks like a colour code from text
-    # bound for a pipe; there is none left in text bound for a terminal
-    click.echo(text, err=err, nl=nl, color=True)
+    try:
+        # color=True: click would otherwise strip what looks like a colour code from text
+        # bound for a pipe; there is none left in text bound for a terminal
+        click.echo(text, err=err, nl=nl, color=True)
+    except BrokenPipeError:
+        raise closed(stream) from None
 
 
 def rich_text(text: str) -> str:

@@ -222,6 +222,7 @@ class Events:
         if listeners is None:
             return
         error: DlgError | None = None
+        interrupt: KeyboardInterrupt | None = None
         for listener in listeners:
             try:
                 result = listener(kwargs)
@@ -233,8 +234,12 @@ class Events:
                         await result
             except anyio.get_cancelled_exc_class():
                 raise
+            except KeyboardInterrupt as exc:  # Ctrl-C in a listener, or its output closed
+                interrupt = interrupt or exc
             except Exception as exc:
                 error = error or _wrap(listener.who, name, exc)
+        if interrupt is not None:  # after the others have run (the store has saved)
+            raise interrupt
         if error is not None:
             raise error
 

@@ -142,7 +142,7 @@ class _Run:
                                 if self.failed or self.stopped:
                                     break
                 self._ended()
-            except anyio.get_cancelled_exc_class():
+            except (anyio.get_cancelled_exc_class(), KeyboardInterrupt):  # an interrupt too
                 d.status = R.CANCELLED
                 raise
             except BaseException as exc:
