@@ -33,6 +33,7 @@ def _font() -> str | None:
 class PdfExporter:
     name = "pdf"
     extension = "pdf"
+    binary = True  # never written to a terminal
     description = "A PDF transcript with per-turn model, latency, tokens and cost"
 
     def export(self, dialogue: Any) -> bytes:

@@ -80,6 +80,7 @@ def test_patterns_in_an_output_schema_check_answers_as_json_schema_says(answer, 
     assert why == problem and (data is None) == (problem is not None)
 
 
+@pytest.mark.slow
 def test_a_pattern_that_backtracks_for_hours_cannot_stop_the_event_loop(tmp_path):
     """``^(a|aa)+$`` on forty ``a`` and a ``!``: Python's ``re`` (which jsonschema uses)
     backtracks for hours, on the event loop. The answer is checked within a deadline and

@@ -102,9 +102,9 @@ def test_output_to_a_pipe_is_exact(tmp_path):
     assert json.loads(listed.output)[0]["inputs"]["topic"] == HOSTILE
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
+def _on_a_terminal(args: list[str], env: dict[str, str], code: int = 0) -> bytes:
     """Run ``dlg ARGS`` with stdin, stdout and stderr on a pseudo-terminal, as a user
-    would; everything it wrote to the terminal."""
+    would; everything it wrote to the terminal (it must exit with ``code``)."""
     main, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "dlg", *args], stdin=child, stdout=child,
                             stderr=child, env=env, close_fds=True)
@@ -120,7 +120,7 @@ def _on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
             break
         out += chunk
     os.close(main)
-    assert proc.wait(timeout=60) == 0, bytes(out).decode(errors="replace")
+    assert proc.wait(timeout=60) == code, bytes(out).decode(errors="replace")
     return bytes(out)
 
 
@@ -142,6 +142,7 @@ def test_a_reply_cannot_drive_the_users_terminal(tmp_path: Path):
         assert visible(HOSTILE).encode() in out
 
 
+@pytest.mark.slow
 def test_a_closed_output_stops_the_dialogue_as_an_interrupt_does(tmp_path):
     """`dlg run ... | head`: the reader goes away. The run used to go on failing (the
     progress observer's BrokenPipeError failed the dialogue). Now it stops as Ctrl-C
@@ -192,3 +193,26 @@ def test_an_interrupt_in_a_listener_cancels_the_dialogue_after_the_others_ran():
         anyio.run(lambda: orchestrator.execute(mode, dialogue))
     assert dialogue.status == "cancelled" and heard == ["proposition"]
     assert [t.status for t in dialogue.turns[:2]] == ["completed", "pending"]
+
+
+@pytest.mark.slow
+def test_a_binary_export_is_not_written_to_a_terminal(tmp_path: Path):
+    """`dlg export ID -f pdf` wrote the PDF's bytes to the terminal; `dlg run -f pdf`
+    ran the whole dialogue first. Both refuse, the run before anything runs."""
+    env = {**os.environ, "TERM": "xterm-256color", "DLG_DATA_DIR": str(tmp_path / "data"),
+           "DLG_CACHE_DIR": str(tmp_path / "c")}
+    says = b"the pdf export is binary and would be written to the terminal: give --out FILE"
+    ran = _on_a_terminal(["run", "debate", "-m", "echo", "-t", "x", "-f", "pdf"], env, 2)
+    assert says in ran
+    assert subprocess_json(["ls", "--json"], env) == []  # nothing ran
+    d = subprocess_json(["run", "debate", "-m", "echo", "-t", "x", "-f", "json", "-q"], env)
+    assert says in _on_a_terminal(["export", d["id"], "-f", "pdf"], env, 2)
+    piped = subprocess.run([sys.executable, "-m", "dlg", "export", d["id"], "-f", "pdf"],
+                           env=env, capture_output=True, check=True)
+    assert piped.stdout.startswith(b"%PDF")  # to a pipe or a file, as before
+
+
+def subprocess_json(args: list[str], env: dict[str, str]) -> Any:
+    done = subprocess.run([sys.executable, "-m", "dlg", *args], env=env, capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout) if done.stdout.strip() else []

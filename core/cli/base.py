@@ -190,6 +190,11 @@ def _format_for(fmt: str | None, out: str | None) -> str | None:
     before a dialogue runs and is paid for."""
     if out is not None:
         _check_out(out)
+    if fmt is not None and out is None and is_terminal(sys.stdout):
+        from dlg.records.export import get_exporter
+
+        if getattr(get_exporter(fmt), "binary", False):
+            raise _binary_to_terminal(fmt)
     if fmt is not None or out is None:
         return fmt
     from dlg import registrations
@@ -197,6 +202,11 @@ def _format_for(fmt: str | None, out: str | None) -> str | None:
     ext = os.path.splitext(out)[1].lstrip(".").lower()
     by_ext = {e.extension: name for name, e in registrations.exporters().items()}
     return by_ext.get(ext, "json")
+
+
+def _binary_to_terminal(fmt: str) -> DlgClickError:
+    return DlgClickError(f"the {fmt} export is binary and would be written to the terminal: "
+                         "give --out FILE, or send it to a file (> FILE)", EXIT_USAGE)
 
 
 def _check_out(out: str) -> None:
@@ -214,6 +224,8 @@ def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = Fal
     if out is None:
         data = render_export(dialogue, fmt)
         if isinstance(data, bytes):
+            if is_terminal(sys.stdout):  # an exporter that did not say it was binary
+                raise _binary_to_terminal(fmt)
             sys.stdout.buffer.write(data)
         else:
             echo(data, nl=False)
