@@ -215,10 +215,12 @@ def test_dlg_rate_and_routing_stats():
     assert out == "m on 'judge': 1 score, mean 0.80\n"
     assert "judge\n  m  n=1     mean 0.800" in runner.invoke(
         cli, ["routing", "stats"], catch_exceptions=False).output
-    bad = runner.invoke(cli, ["rate", d.id, "a", "11"])
-    assert bad.exit_code == 1 and "a quality score is from 0 to 10" in bad.output
+    bad = runner.invoke(cli, ["rate", d.id, "a", "11"])  # bad usage, as documented
+    assert bad.exit_code == 2 and "a quality score is from 0 to 10" in bad.output
     missing = runner.invoke(cli, ["rate", d.id, "zz", "5"])
-    assert "has no turn 'zz'" in missing.output
+    assert missing.exit_code == 2 and "has no turn 'zz'" in missing.output
+    unknown = runner.invoke(cli, ["rate", "nosuch", "a", "5"])
+    assert unknown.exit_code == 2 and "no saved dialogue 'nosuch'" in unknown.output
 
 
 def test_exports_say_why_each_model_was_chosen_and_what_was_spent():

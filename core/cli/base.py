@@ -59,8 +59,10 @@ class Amount(click.ParamType):
 def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
     if isinstance(exc, ModeError):
         return DlgClickError(exc.format(all_problems=all_errors), EXIT_USAGE)
-    code = EXIT_USAGE if isinstance(exc, InputError | ModelError | UnknownExporterError) else (
-        EXIT_FAILED)
+    from dlg.records.store import DialogueNotFoundError
+
+    code = EXIT_USAGE if isinstance(exc, InputError | ModelError | UnknownExporterError
+                                    | DialogueNotFoundError) else EXIT_FAILED
     return DlgClickError(str(exc), code)
 
 

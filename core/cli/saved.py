@@ -12,7 +12,8 @@ from dlg.cli.terminal import echo, one_line
 
 
 @cli.command("ls")
-@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many to list, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @store_option
 def list_command(limit: int, as_json: bool, store: str | None) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dlg.errors import DlgError
+from dlg.errors import DlgError, InputError
 
 __all__ = ["JudgeScores", "QualityStat", "normalise_score", "quality_key", "rate", "record_quality",
            "routing_stats"]
@@ -53,7 +53,7 @@ def quality_key(role: str) -> str:
 def normalise_score(score: float) -> float:
     """A score in [0, 1]: one from 0 to 10 is divided by 10."""
     if not 0 <= score <= 10:
-        raise DlgError(f"a quality score is from 0 to 10 (or 0 to 1), not {score:g}")
+        raise InputError(f"a quality score is from 0 to 10 (or 0 to 1), not {score:g}")
     return score / 10 if score > 1 else score
 
 
@@ -87,10 +87,10 @@ def rate(store: Any, dialogue_id: str, turn_ref: str, score: float) -> tuple[str
     try:
         turn = dialogue.turn(int(turn_ref) if turn_ref.isdigit() else turn_ref)
     except KeyError:
-        raise DlgError(f"dialogue {dialogue.id} has no turn '{turn_ref}' (its turns: "
+        raise InputError(f"dialogue {dialogue.id} has no turn '{turn_ref}' (its turns: "
                        f"{', '.join(t.id for t in dialogue.turns)})") from None
     if turn.status != "completed" or not turn.model:
-        raise DlgError(f"turn '{turn.id}' of dialogue {dialogue.id} did not complete: "
+        raise InputError(f"turn '{turn.id}' of dialogue {dialogue.id} did not complete: "
                        "only an answer can be rated")
     routed = (turn.metadata or {}).get("routing") or {}
     model = routed.get("pool_name") or turn.model
