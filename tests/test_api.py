@@ -181,7 +181,7 @@ def test_dlg_model_environment_variable(monkeypatch):
 
 
 def test_unknown_participant_binding():
-    with pytest.raises(dlg.DlgError, match="mode 'debate' has no participant 'juge'"):
+    with pytest.raises(dlg.InputError, match="mode 'debate' has no participant 'juge'"):
         dlg.run_sync("debate", topic="x", model="echo", participants={"juge": "echo"})
 
 

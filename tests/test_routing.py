@@ -152,6 +152,12 @@ def test_unknown_router_is_a_clear_error(bad):
     with pytest.raises(dlg.DlgError, match=f"'{bad}' is not a known router"):
         dlg.Orchestrator(router=bad, model="echo", store=None).run_sync(
             {"name": "r", "turns": [{"id": "a", "role": "A", "prompt": "x"}]})
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    ran = CliRunner().invoke(cli, ["run", "debate", "-t", "x", "-m", "echo", "--router", bad])
+    assert ran.exit_code == 2  # bad usage, as a misspelt participant is
 
 
 def test_seed_sc3_2_the_learned_router_comes_to_prefer_the_best():

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from dlg.errors import DlgError
+from dlg.errors import DlgError, InputError
 from dlg.language.limits import positive
 from dlg.language.loader import load_mode
 from dlg.language.mode import Mode
@@ -124,7 +124,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         for key in self.models:
             close = difflib.get_close_matches(key, list(mode.participants), n=1, cutoff=0.75)
             if key not in mode.participants and (close or not mode.participants):
-                raise DlgError(
+                raise InputError(
                     f"mode '{mode.name}' has no participant '{key}'"
                     + (f"; did you mean '{close[0]}'?" if close else "")
                     + f" (its participants: {', '.join(mode.participants) or 'none'}; to "

@@ -209,7 +209,7 @@ def _executor(executor: str | Any, orchestrator: Any) -> Any:
 
     found = registrations.executors(orchestrator.plugin_manager)
     if executor not in found:
-        raise DlgError(f"'{executor}' is not a known executor (installed: local"
+        raise InputError(f"'{executor}' is not a known executor (installed: local"
                        + "".join(f", {n}" for n in found) + ")")
     return found[executor](orchestrator)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dlg.errors import DlgError
+from dlg.errors import InputError
 from dlg.language.mode import Mode
 
 __all__ = ["Routers"]
@@ -58,7 +58,7 @@ class Routers:
 
             close = difflib.get_close_matches(base, list(routers), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise DlgError(f"'{base}' is not a known router{hint} (installed: "
+            raise InputError(f"'{base}' is not a known router{hint} (installed: "
                            f"{', '.join(routers)})")
         router = routers[base]
         if query:
@@ -66,11 +66,11 @@ class Routers:
 
             options = dict(ModelSpec.parse(f"router?{query}").options)
             if not hasattr(router, "with_options"):
-                raise DlgError(f"router '{base}' takes no options (got '{query}')")
+                raise InputError(f"router '{base}' takes no options (got '{query}')")
             try:
                 router = router.with_options(**options)
             except (TypeError, ValueError) as exc:
-                raise DlgError(f"router '{chosen}': {exc}") from None
+                raise InputError(f"router '{chosen}': {exc}") from None
         return router
 
     def _pool_of(self, mode: Mode) -> dict[str, Any]:
