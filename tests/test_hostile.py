@@ -304,3 +304,31 @@ def test_an_answer_past_any_models_limit_is_cut_and_still_counted(stream, caplog
         assert sum(map(len, chunks)) <= 2 * MAX_ANSWER  # two turns' pieces, each cut
     assert any(r.getMessage() == f"an answer of {size} characters was cut at {MAX_ANSWER}"
                for r in caplog.records)
+
+
+@pytest.mark.parametrize("usage", [
+    {"input_tokens": -1_000_000, "output_tokens": 5, "total_tokens": 0},
+    {"input_tokens": 10, "output_tokens": 10**18, "total_tokens": 10**18},
+])
+def test_token_counts_that_are_not_counts_are_estimated(usage):
+    """A provider's usage is not trusted blindly: a negative count made a negative cost,
+    which gave the budget back money it never had, and a count of 10**18 tokens cost
+    more than any budget holds. (LangChain itself refuses counts that are no integers.)"""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class Liar(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "liar"
+
+        def _generate(self, *args, **kwargs):
+            message = AIMessage(content="an answer of some words", usage_metadata=usage)
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    d = dlg.run_sync({"name": "x", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]},
+                     model=Liar(), store=None)
+    assert d.status == "completed"
+    counted = d.turns[0].usage
+    assert counted.estimated and counted.prompt > 0 and counted.completion > 0

@@ -63,13 +63,26 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
+def _count(value: Any) -> int:
+    """A token count as a provider reported it: a whole number from 0 to 10**15, else
+    ``ValueError``. A negative count would have given back budget it never had."""
+    if type(value) is int and 0 <= value < 10**15:
+        return value
+    raise ValueError(value)
+
+
 def _usage(meta: Any, messages: Any, text: str, length: int) -> TokenUsage:
     """The provider's counts, or an estimate (``length``: the whole answer's characters,
-    what was cut included: it was paid for)."""
+    what was cut included: it was paid for). Counts that are not counts (negative, not
+    numbers) are estimated too."""
     if meta:
-        details = meta.get("input_token_details") or {}
-        return TokenUsage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)),
-                          cached=int(details.get("cache_read") or 0))
+        try:
+            details = meta.get("input_token_details") or {}
+            return TokenUsage(_count(meta.get("input_tokens", 0)),
+                              _count(meta.get("output_tokens", 0)),
+                              cached=_count(details.get("cache_read") or 0))
+        except (AttributeError, ValueError):
+            pass
     prompt_text = messages if isinstance(messages, str) else "\n".join(
         _text_of(m) for m in messages)
     completion = math.ceil(length / 4) if length > len(text) else estimate_tokens(text)
