@@ -160,3 +160,11 @@ def test_a_full_disk_stops_the_run_cleanly_and_keeps_what_was_saved(tmp_path):
     saved = {s["id"]: s for s in dlg.list_dialogues()}
     assert saved[first.id]["status"] == "completed"
     assert dlg.load_dialogue(first.id).turns[1].response
+
+
+def test_an_unknown_store_is_bad_usage_with_a_suggestion():
+    ran = CliRunner().invoke(cli, ["run", "debate", "-t", "x", "-m", "echo", "--store", "sqlit"])
+    assert ran.exit_code == 2 and "Traceback" not in ran.output
+    assert ran.stderr.endswith("Error: 'sqlit' is not a known store; did you mean 'sqlite'? "
+                               "(installed: sqlite, diskcache, postgres)\n")
+    assert dlg.list_dialogues() == []

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from dlg import process
-from dlg.errors import DlgError, StoreError
+from dlg.errors import DlgError, InputError, StoreError
 
 __all__ = [
     "DialogueBusyError",
@@ -121,7 +121,12 @@ def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
     name = store or os.environ.get("DLG_STORE") or "sqlite"
     stores = registrations.stores(pm)
     if name not in stores:
-        raise DlgError(f"'{name}' is not a known store (installed: {', '.join(stores)})")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(stores), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise InputError(f"'{name}' is not a known store{hint} (installed: "
+                         f"{', '.join(stores)})")
     try:
         opened = stores[name](**options)
     except DlgError:
