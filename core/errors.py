@@ -4,8 +4,8 @@
 DlgError                      base class: catch this to catch anything dlg reports
 ├── ModeError                 a mode could not be loaded; carries one or more Problems
 │   └── ModeNotFoundError     no mode by that name or path
-├── InputError                a dialogue input, or an argument (a participant, a router),
-│                             that is missing, unknown or malformed
+├── InputError                a dialogue input, or an argument (a participant, a router,
+│                             a store), that is missing, unknown or malformed
 ├── PluginError               a plugin failed to load or registered something invalid
 ├── ModelError                a model spec could not be turned into a chat model
 │   └── UnknownModelError     no provider registered under that name
@@ -111,8 +111,8 @@ class ModeNotFoundError(ModeError):
 
 
 class InputError(DlgError):
-    """A dialogue input, or an argument (a participant, a router, an executor), is missing,
-    unknown or malformed."""
+    """A dialogue input, or an argument (a participant, a router, a store, an executor),
+    that is missing, unknown or malformed."""
 
 
 class PluginError(DlgError):
