@@ -267,3 +267,30 @@ def test_profiles_are_read_without_importing_the_provider_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["debate", "detective", "detective-deep", "dynamic", "loop",
+                                  "panel", "pipeline", "podcast", "refine"])
+def test_every_built_in_mode_runs_on_the_echo_model(name):
+    """`--model echo` shows a mode's structure offline (the README says so); the modes
+    with structured turns (`dynamic` splits a topic into sub-dialogues, `refine` scores
+    its drafts) failed on it: "the answer holds no JSON object"."""
+    d = dlg.run_sync(name, topic="why is the sky blue", model="echo", store=None)
+    assert d.status in ("completed", "converged", "max_turns"), d.error
+
+
+def test_the_echo_models_json_is_the_simplest_that_matches():
+    from jsonschema import Draft202012Validator
+
+    from dlg.plugins.echo_model import example
+
+    schema = {"type": "object", "required": ["score", "parts"], "properties": {
+        "score": {"type": "integer", "minimum": 3, "maximum": 10},
+        "parts": {"type": "array", "minItems": 2, "maxItems": 4,
+                  "items": {"type": "string", "minLength": 20, "maxLength": 30}},
+        "kind": {"enum": ["a", "b"]}, "ok": {"type": "boolean"},
+        "ratio": {"type": "number", "exclusiveMinimum": 0}}}
+    value = example(schema, ["the", "words", "of", "the", "question"])
+    Draft202012Validator(schema).validate(value)
+    assert value["score"] == 3 and len(value["parts"]) == 2 and value["kind"] == "a"
+    assert value["parts"][0] == "echo: the words of the questio"  # cut at maxLength
