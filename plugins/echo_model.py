@@ -48,8 +48,11 @@ def example(schema: Any, words: list[str], depth: int = 0) -> Any:
         item = schema.get("items") or {}
         return [example(item, words[i:] + words[:i], depth + 1) for i in range(count)]
     if kind in ("number", "integer"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-        value = low + 1 if "exclusiveMinimum" in schema and "minimum" not in schema else low
+        value: Any = 0
+        if "minimum" in schema:
+            value = schema["minimum"]
+        elif "exclusiveMinimum" in schema:
+            value = schema["exclusiveMinimum"] + 1
         return int(value) if kind == "integer" else value
     if kind == "boolean":
         return True
