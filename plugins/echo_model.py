@@ -43,7 +43,8 @@ def example(schema: Any, words: list[str], depth: int = 0) -> Any:
         names = list(dict.fromkeys([*schema.get("required", []), *props]))
         return {n: example(props.get(n, {}), words, depth + 1) for n in names}
     if kind == "array":
-        count = max(1, int(schema.get("minItems", 1)))
+        # a schema comes from a mode: a minItems or minLength of millions is not made
+        count = min(max(1, int(schema.get("minItems", 1))), 100)
         count = min(count, int(schema.get("maxItems", count)))
         item = schema.get("items") or {}
         return [example(item, words[i:] + words[:i], depth + 1) for i in range(count)]
@@ -59,13 +60,14 @@ def example(schema: Any, words: list[str], depth: int = 0) -> Any:
     if kind == "null":
         return None
     text = " ".join(["echo:", *words[:8]])
-    low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+    low, high = min(int(schema.get("minLength", 0)), 10_000), schema.get("maxLength")
     text = text.ljust(low, ".")
     return text[:int(high)] if high is not None else text
 
 
 class EchoChatModel(BaseChatModel):
-    """Echoes the last paragraph of the last message, with configurable latency."""
+    """Echoes the last paragraph of the last message (or answers a schema with the
+    simplest object that matches it), with configurable latency."""
 
     latency: float = 0.0
     max_words: int = 60
