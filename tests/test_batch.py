@@ -451,3 +451,18 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
                            env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "12 dialogues (12 completed)" in again.stdout
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("rows.csv", b"\xef\xbb\xbftopic\r\ncars\r\ntrains\r\n"),  # Excel's "CSV UTF-8"
+    ("rows.jsonl", b'\xef\xbb\xbf{"topic": "cars"}\n{"topic": "trains"}\n'),
+])
+def test_an_inputs_file_that_starts_with_a_byte_order_mark_reads_as_it_looks(
+        tmp_path, name, data):
+    """The mark was read as part of the first column's name: every row failed with "mode
+    'pair' has no input 'topic'", the mark invisible (or the JSONL file did not read)."""
+    rows = tmp_path / name
+    rows.write_bytes(data)
+    result = dlg.batch_sync(MODE, str(rows), model="echo", store=None)
+    assert [i.inputs for i in result.items] == [{"topic": "cars"}, {"topic": "trains"}]
+    assert result.ok

@@ -332,3 +332,15 @@ def test_token_counts_that_are_not_counts_are_estimated(usage):
     assert d.status == "completed"
     counted = d.turns[0].usage
     assert counted.estimated and counted.prompt > 0 and counted.completion > 0
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("m.json", '{"name": "m", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]}'),
+    ("m.yaml", "name: m\nturns: [{id: a, role: A, prompt: hi}]\n"),
+])
+def test_a_mode_file_that_starts_with_a_byte_order_mark_loads(tmp_path, name, text):
+    """Notepad and others put one first; a JSON mode was "invalid JSON: Unexpected UTF-8
+    BOM"."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert dlg.load_mode(path).name == "m"

@@ -41,7 +41,9 @@ class LimitError(ValueError):
 
 
 def read_text(path: Path, *, limit: int = MAX_FILE_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes.
+    """The UTF-8 text of a regular file of at most ``limit`` bytes, without the byte
+    order mark some editors put first (Excel's "CSV UTF-8", Notepad), which would
+    otherwise be part of the first key or column name.
 
     Raises ``FileNotFoundError``, ``IsADirectoryError``, ``LimitError`` (not a regular
     file, or too large), ``UnicodeDecodeError`` or ``OSError``. The file is checked
@@ -58,7 +60,7 @@ def read_text(path: Path, *, limit: int = MAX_FILE_BYTES) -> str:
         data = fh.read(limit + 1)
     if len(data) > limit:  # it grew since stat
         raise LimitError(f"'{path}' is over {limit:,} bytes")
-    return data.decode("utf-8")
+    return data.decode("utf-8-sig")
 
 
 def confined(base: Path, name: str, roots: list[Path]) -> Path | None:

@@ -241,7 +241,7 @@ def _from_stdin() -> SourceDoc:
         raise ModeError(f"the mode on standard input is over {MAX_FILE_BYTES:,} bytes",
                         file="<stdin>")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte order mark first is not part of the mode
     except UnicodeDecodeError as exc:
         raise ModeError(f"the mode on standard input is not UTF-8 text: {exc.reason} at "
                         f"byte {exc.start}", file="<stdin>") from None
