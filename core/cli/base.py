@@ -44,15 +44,14 @@ class Amount(click.ParamType):
         self.unit, self.zero = unit, zero
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        import math
+        from dlg.language.limits import positive
 
         try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number < 0 or (number == 0 and not self.zero):
+            number = positive(value, "it", self.unit, zero=self.zero)
+        except InputError:  # said as click says what is wrong with an option's value
             self.fail(f"{value!r} is not a finite number of {self.unit} "
                       f"{'of at least 0' if self.zero else 'more than 0'}", param, ctx)
+        assert number is not None  # an option's value is never None here
         return number
 
 

@@ -78,10 +78,11 @@ def confined(base: Path, name: str, roots: list[Path]) -> Path | None:
     return None
 
 
-def positive(value: Any, name: str, unit: str) -> float | None:
+def positive(value: Any, name: str, unit: str, *, zero: bool = False) -> float | None:
     """``value`` (a ``max_cost``, a ``timeout``, given as an argument or an option) as a
-    finite number more than 0, or None for None; an ``InputError`` saying what is wrong
-    with it otherwise. A NaN would pass every comparison and so hold nothing."""
+    finite number more than 0 (at least 0, with ``zero``), or None for None; an
+    ``InputError`` saying what is wrong with it otherwise. A NaN would pass every
+    comparison and so hold nothing."""
     from dlg.errors import InputError
 
     if value is None:
@@ -90,9 +91,9 @@ def positive(value: Any, name: str, unit: str) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number of {unit}, not {value!r}") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise InputError(f"{name} must be a finite number of {unit} more than 0, not "
-                         f"{value!r}")
+    if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
+        raise InputError(f"{name} must be a finite number of {unit} "
+                         f"{'of at least 0' if zero else 'more than 0'}, not {value!r}")
     return number
 
 
