@@ -298,11 +298,9 @@ def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) ->
     entry = registered.get(ref)
     if entry is not None:
         return _from_registered(entry)
-    for d in user_mode_dirs():
-        for suffix in _SUFFIXES:
-            candidate = d / f"{ref}{suffix}"
-            if candidate.is_file():
-                return _from_path(candidate)
+    found = user_modes().get(ref)  # the one place that knows the folders' order
+    if found is not None:
+        return _from_path(found)
     if relative_to is not None:
         for suffix in _SUFFIXES:
             candidate = relative_to / f"{ref}{suffix}"
