@@ -48,3 +48,26 @@ def test_a_bad_condition_is_a_mode_error():
     with pytest.raises(dlg.ModeError, match="until"):
         dlg.load_mode({"name": "b", "until": {"condition": "turns.x >"},
                        "turns": [{"id": "x", "role": "X", "prompt": "y"}]})
+
+
+def test_the_cli_reports_a_dialogue_that_stopped_by_design_as_done(tmp_path):
+    """``max_turns`` (or ``until``) ending a dialogue is what the mode asked for: exit 0,
+    as batches count it. A stop that is not (a budget) exits 1 with its reason, never
+    "None"."""
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    mode = tmp_path / "short.yaml"
+    mode.write_text("name: short\nmax_turns: 2\nturns:\n"
+                    + "".join(f"  - {{id: t{i}, role: R, prompt: p{i}}}\n" for i in range(3)))
+    done = CliRunner().invoke(cli, ["run", str(mode), "-m", "echo", "--no-save"])
+    assert done.exit_code == 0, done.output
+    assert "max_turns: 2/3 turns" in done.stderr
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  echo:\n    price: {input: 1000, output: 1000}\n")
+    limited = CliRunner(env={"DLG_REGISTRY": str(prices)}).invoke(
+        cli, ["run", str(mode), "-m", "echo", "--no-save", "--max-cost", "0.00001"])
+    assert limited.exit_code == 1
+    assert "Error: dialogue cost_limited: $" in limited.stderr, limited.stderr
+    assert "None" not in limited.stderr

@@ -23,6 +23,7 @@ from dlg.cli.base import (
 from dlg.cli.display import Progress, StreamingProgress
 from dlg.cli.terminal import OutputClosed, echo
 from dlg.errors import DlgError, ExportError, StoreError
+from dlg.records.record import ENDED
 
 
 @cli.command()
@@ -180,9 +181,11 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
             f"{dialogue.status}: {m.turns_completed}/{len(dialogue.turns)} turns · "
             f"{m.total_latency_seconds:.2f}s · {m.total_tokens} tokens{cost}{subs}{children}",
             err=True)
-    if dialogue.status != "completed":
+    if dialogue.status not in ENDED:  # stopped early by its mode's design is done too
         hint = f"\n`dlg resume {dialogue.id}` continues it." if saved else ""
-        raise DlgClickError(f"dialogue {dialogue.status}: {dialogue.error}{hint}", EXIT_FAILED)
+        reason = dialogue.error or (dialogue.metadata.get("stopped") or {}).get("reason")
+        raise DlgClickError(f"dialogue {dialogue.status}" + (f": {reason}" if reason else "")
+                            + hint, EXIT_FAILED)
 
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from dlg.records.stamps import check_id, from_iso, iso, new_dialogue_id, now
 
 __all__ = [
+    "ENDED",
     "Dialogue",
     "DialogueMetrics",
     "TokenUsage",
@@ -29,6 +30,9 @@ __all__ = [
 PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED = (
     "pending", "running", "completed", "failed", "skipped", "cancelled"
 )
+# a dialogue that ended as its mode meant it to: all its turns ran, or it stopped early by
+# design (``until``: ``converged``; ``max_turns``); nothing is left to run
+ENDED = (COMPLETED, "converged", "max_turns")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlg.errors import DlgError, InputError
+from dlg.records.record import ENDED
 from dlg.running.inputs import checked_row, read_rows
 
 __all__ = ["ENDED", "BatchItem", "BatchResult", "Batching", "run_batch"]
-
-ENDED = ("completed", "converged", "max_turns")  # a dialogue that has nothing left to run
 
 
 @dataclass

@@ -32,12 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import DlgError, describe
+from dlg.records.record import ENDED
 
 __all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "mode_folder",
            "plan_children", "spawn_children", "spawned_files", "tree_spent"]
-
-# a child that ended so has an answer for its parent (a stopped one can still go on)
-ENDED = ("completed", "converged", "max_turns")
 
 DEFAULT_DEPTH = 2
 DEFAULT_CONCURRENCY = 4
