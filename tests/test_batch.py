@@ -325,6 +325,26 @@ def test_a_batch_never_spends_past_its_max_total_cost_and_resumes_within_it(
     assert json.loads(last.output)["totals"]["max_total_cost"] == 2
 
 
+def test_a_dialogue_of_a_batch_resumed_on_its_own_keeps_to_the_batchs_total(priced_echo):
+    """``dlg resume ID`` of one of a batch's dialogues counts what the whole batch spent:
+    it used to run on its own, with no limit, past the batch's total."""
+    rows = [{"topic": f"t{i}"} for i in range(8)]
+    first = dlg.batch_sync(PRICED, rows, model="echo", concurrency=2, batch_id="rs",
+                           max_total_cost=0.1)
+    stopped = [i for i in first.items if i.status == "cost_limited" and i.turns]
+    assert stopped, [(i.status, i.turns) for i in first.items]
+    spent = _spent("rs", 8)
+    assert spent <= 0.1 + 1e-9
+    resumed = CliRunner().invoke(cli, ["resume", stopped[0].dialogue_id, "-q"])
+    assert resumed.exit_code == 1, resumed.output
+    assert "the batch's $0.1 max total cost" in resumed.output, resumed.output
+    assert _spent("rs", 8) <= 0.1 + 1e-9  # nothing past the total
+    assert dlg.load_dialogue(stopped[0].dialogue_id).status == "cost_limited"
+    # with the total raised for the batch, the same dialogue finishes
+    more = dlg.batch_sync(PRICED, rows, model="echo", batch_id="rs", max_total_cost=1)
+    assert more.ok and _spent("rs", 8) <= 1
+
+
 def test_a_spent_batch_starts_nothing_more(priced_echo):
     rows = [{"topic": f"t{i}"} for i in range(6)]
     first = dlg.batch_sync(PRICED, rows[:2], model="echo", batch_id="sp")

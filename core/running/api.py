@@ -224,8 +224,10 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         """Run (or continue) an existing dialogue: completed turns are not run again.
         ``budget`` (a ``dlg.running.budget.Budget``) is shared with a parent dialogue;
         by default the dialogue's own ``max_cost`` makes one. ``within`` (a ``Budget``
-        many dialogues share, a batch's) limits it further. Returns the run to await (a
-        new dialogue's run is the kernel's own: no coroutine frame of its own here)."""
+        many dialogues share, a batch's) limits it further; a dialogue of a batch with a
+        ``max_total_cost`` that continues without one (``dlg resume ID``) is held to
+        what the batch has left. Returns the run to await (a new dialogue's run is the
+        kernel's own: no coroutine frame of its own here)."""
         if self.store is not None and dialogue.started_at is not None:
             return self._execute_claimed(mode, dialogue, budget, within)
         return self._execute(mode, dialogue, budget, within)
@@ -243,6 +245,11 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         claimed = await anyio.to_thread.run_sync(self.open_store)
         await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
         try:
+            if within is None and budget is None:  # one of a batch's, resumed on its own
+                from dlg.running.batch_cost import batch_of, saved_total
+
+                if batch_of(dialogue) is not None:
+                    within = await saved_total(self, claimed, mode, dialogue)
             return await self._execute(mode, dialogue, budget, within, lease)
         finally:
             with anyio.CancelScope(shield=True):

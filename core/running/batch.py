@@ -159,7 +159,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
             **({"max_total_cost": max_total_cost} if max_total_cost is not None else {})})
     run = _executor(executor, orchestrator)
     started = time.perf_counter()
-    left = await _skip_ended(store, result.items, on_item)
+    left = await skip_ended(store, result.items, on_item)
     if left and executor == "local":
         # a model that cannot run fails the batch now, not each of its rows in turn; the
         # dialogues use what this makes (off the event loop: it may import a provider's
@@ -177,7 +177,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     return result
 
 
-async def _skip_ended(store: Any, items: list[BatchItem],
+async def skip_ended(store: Any, items: list[BatchItem],
                       on_item: Callable[[BatchItem], None] | None) -> list[BatchItem]:
     """The items still to run: with a store that reads many headers at once
     (``headers(ids)``), those that had ended are reported from their headers here, in

@@ -6,6 +6,9 @@ dialogue ``within`` it (``run_item(..., within=budget)``: every call's reservati
 on it too), or, where dialogues run in other processes, hands each a share of what is
 left (``budget.hold``) and settles it with what the dialogue spent (the ``ray``
 executor). Once nothing is left, the rest are not started (``not_started``).
+
+A dialogue of the batch resumed on its own (``dlg resume ID``) is held to the total too
+(``saved_total``): what the batch's dialogues spent so far is counted from the store.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 
 from dlg.errors import DlgError
 
-__all__ = ["SPENT", "checked_limit", "not_started", "total_budget"]
+__all__ = ["SPENT", "batch_of", "checked_limit", "not_started", "saved_total",
+           "total_budget"]
 
 SPENT = 1e-12  # dollars left below which a batch's total is spent
 
@@ -23,12 +27,48 @@ async def total_budget(limit: float, orchestrator: Any, store: Any, mode: Any,
                        items: list[Any], left: list[Any], run: Any, executor: Any) -> Any:
     """The batch's budget: ``limit`` dollars, less what its dialogues spent before. An
     executor that cannot keep it is refused first."""
+    _check_takes_budget(run, executor)
+    return _total(limit, orchestrator, await _spent_before(store, mode, items, left))
+
+
+def _total(limit: float, orchestrator: Any, spent: float) -> Any:
     from dlg.running.budget import Budget
 
-    _check_takes_budget(run, executor)
-    return Budget(limit, orchestrator.registry,
-                  spent=await _spent_before(store, mode, items, left),
+    return Budget(limit, orchestrator.registry, spent=spent,
                   name=f"the batch's ${limit:g} max total cost")
+
+
+def batch_of(dialogue: Any) -> str | None:
+    """The id of the batch whose total ``dialogue`` last ran within (its saved budget
+    says so, and its id is the batch's and its row's), else None."""
+    budget = dialogue.metadata.get("budget")
+    if not isinstance(budget, dict) or "within" not in budget:
+        return None
+    batch_id, _, row = dialogue.id.rpartition("-")
+    return batch_id if batch_id and len(row) == 5 and row.isdigit() else None
+
+
+async def saved_total(orchestrator: Any, store: Any, mode: Any, dialogue: Any) -> Any:
+    """The budget of the batch ``dialogue`` belongs to, when the batch has a
+    ``max_total_cost``: what its dialogues spent so far counted from the store (this one
+    included), so a dialogue resumed on its own cannot spend past the total. None for a
+    dialogue of no batch, or of one without a total."""
+    batch_id = batch_of(dialogue)
+    if batch_id is None or not hasattr(store, "load_batch"):
+        return None
+    import anyio
+
+    from dlg.running.batch import BatchItem, item_id, skip_ended
+
+    record = await anyio.to_thread.run_sync(store.load_batch, batch_id)
+    limit = checked_limit(record.get("max_total_cost")) if isinstance(record, dict) else None
+    if limit is None:
+        return None
+    rows = record.get("rows")
+    items = [BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
+             for i, r in enumerate(rows if isinstance(rows, list) else [])]
+    left = await skip_ended(store, items, None)
+    return _total(limit, orchestrator, await _spent_before(store, mode, items, left))
 
 
 def not_started(item: Any, budget: Any) -> None:
