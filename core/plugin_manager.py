@@ -171,7 +171,10 @@ def _load(value: str) -> Any:
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     wanted_raw = os.environ.get("DLG_PLUGINS")
     wanted = {w.strip() for w in wanted_raw.split(",") if w.strip()} if wanted_raw else None
-    for ep in _discover():
+    found = _discover()
+    if wanted:
+        _warn_unknown(wanted, {ep["name"] for ep in found})
+    for ep in found:
         name = ep["name"]
         if wanted is not None and name not in wanted:
             continue
@@ -187,6 +190,19 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         pm.register(plugin, name=name)
         if ep["dist"]:
             _DISTRIBUTIONS[name] = ep["dist"]
+
+
+def _warn_unknown(wanted: set[str], installed: set[str]) -> None:
+    """A name in ``DLG_PLUGINS`` that no installed plugin has (a typo loads nothing, and
+    would otherwise look like the plugin doing nothing)."""
+    unknown = sorted(wanted - installed)
+    if unknown:
+        import logging
+
+        logging.getLogger("dlg.plugins").warning(
+            "DLG_PLUGINS names %s, which no installed plugin has (installed: %s)",
+            ", ".join(repr(n) for n in unknown), ", ".join(sorted(installed)) or "none",
+            extra={"event": "plugins.unknown", "names": unknown})
 
 
 def plugin_distribution(name: str) -> str | None:

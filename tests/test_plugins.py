@@ -246,7 +246,9 @@ def test_autoload_can_be_disabled_or_restricted(installed_plugin):
     off = run_dlg(installed_plugin, "plugins", DLG_DISABLE_PLUGIN_AUTOLOAD="1")
     assert "shout" not in off.stdout
     only_other = run_dlg(installed_plugin, "plugins", DLG_PLUGINS="something-else")
-    assert "shout" not in only_other.stdout
+    assert "shout" not in only_other.stdout and only_other.returncode == 0
+    assert ("DLG_PLUGINS names 'something-else', which no installed plugin has "
+            "(installed: shout)") in only_other.stderr  # a typo does not pass unseen
     only_shout = run_dlg(installed_plugin, "plugins", DLG_PLUGINS="shout")
     assert "shout (dlg-shout 1.0.0)" in only_shout.stdout
     missing = run_dlg(installed_plugin, "run", "rally", "-t", "x",

@@ -177,6 +177,10 @@ def cli(ctx: click.Context, traceback: bool, registry: str | None, log_json: boo
         configure(json_lines=log_json, level=log_level)
     except DlgError as exc:  # a level that is not one
         raise DlgClickError(str(exc), EXIT_USAGE) from None
+    if log_level == "ERROR":  # plugins' set-up warnings have no progress line to show them
+        import logging
+
+        logging.getLogger("dlg.plugins").setLevel(logging.WARNING)
 
 
 def main() -> None:
