@@ -48,9 +48,18 @@ class LocalChatModel(BaseChatModel):
     threads: int = max(1, min(4, os.cpu_count() or 1))
     parallel: int = 2
     default_max_tokens: int = 512
-    # small models loop without these; llama.cpp's own defaults are milder
-    repeat_penalty: float = 1.3
-    repeat_last_n: int = 256
+    # sampling that keeps a small model readable (measured in bench/bench_local_text.py):
+    # a mild repetition penalty over a short window, and DRY, which penalises repeating
+    # any sequence already in the context (its own answer, or the earlier turns in its
+    # prompt) without penalising common words. A strong penalty over a long window
+    # (1.3 over 256 tokens, dlg's earlier default) penalised "the" and full stops too,
+    # and gave run-on text with broken words.
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    dry_multiplier: float = 0.8
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int | None = None  # tokens DRY looks back over; None: n_ctx
     dlg_label: str = "local"
     dlg_json_schema: bool = True  # structured answers: held to the schema by a grammar
 
@@ -70,6 +79,11 @@ class LocalChatModel(BaseChatModel):
             "max_tokens": kwargs.get("max_tokens") or self.default_max_tokens,
             "repeat_penalty": kwargs.get("repeat_penalty", self.repeat_penalty),
             "repeat_last_n": kwargs.get("repeat_last_n", self.repeat_last_n),
+            "dry_multiplier": kwargs.get("dry_multiplier", self.dry_multiplier),
+            "dry_base": kwargs.get("dry_base", self.dry_base),
+            "dry_allowed_length": kwargs.get("dry_allowed_length", self.dry_allowed_length),
+            "dry_penalty_last_n": kwargs.get("dry_penalty_last_n",
+                                             self.dry_penalty_last_n or self.n_ctx),
         }
         for key in ("temperature", "top_p", "seed"):
             if kwargs.get(key) is not None:

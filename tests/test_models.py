@@ -197,6 +197,27 @@ def test_local_threads_leave_room_for_other_work(monkeypatch):
     assert local.default_threads() == 3
 
 
+def test_local_sampling_defaults_keep_a_small_model_readable():
+    """The request llama.cpp gets: a mild repetition penalty over a short window and DRY
+    over the whole context (bench/bench_local_text.py measures the text); a turn's
+    settings override each."""
+    from langchain_core.messages import HumanMessage
+
+    from dlg.plugins.local_model import LocalChatModel
+
+    model = LocalChatModel(model_path="/nowhere/model.gguf", n_ctx=2048)
+    sent = model._payload([HumanMessage(content="hi")], None, {})
+    assert (sent["repeat_penalty"], sent["repeat_last_n"]) == (1.1, 64)
+    assert (sent["dry_multiplier"], sent["dry_base"], sent["dry_allowed_length"]) == (
+        0.8, 1.75, 2)
+    assert sent["dry_penalty_last_n"] == 2048  # the whole context: earlier turns too
+    turn = model._payload([HumanMessage(content="hi")], None,
+                          {"dry_multiplier": 0.0, "repeat_penalty": 1.3})
+    assert (turn["dry_multiplier"], turn["repeat_penalty"]) == (0.0, 1.3)
+    assert LocalChatModel(model_path="m", dry_penalty_last_n=64)._payload(
+        [HumanMessage(content="hi")], None, {})["dry_penalty_last_n"] == 64
+
+
 def test_the_local_model_never_falls_back_to_a_paid_cloud_model():
     registry = ModelRegistry.load()
     assert registry.get("local").context_window == 4096  # what dlg runs it with
