@@ -31,7 +31,7 @@ from dlg.running.events import Events
 from dlg.running.prepare import Plan, prepare
 from dlg.running.routing import Routing, cheapest
 from dlg.running.stopping import Stopping
-from dlg.running.structured import structured_answer
+from dlg.running.structured import Unstructured, structured_turn
 
 __all__ = ["execute"]
 
@@ -238,8 +238,8 @@ class _Run:
                 result = await self._call(turn, rec, plan)
                 spent = result.cost_usd
                 if plan.output is not None:
-                    result = await self._structured(rec, plan, result, plan.output)
-            except _Unstructured as exc:
+                    result = await structured_turn(self, rec, plan, result)
+            except Unstructured as exc:
                 await self.fail(rec, str(exc))
                 return
             except anyio.get_cancelled_exc_class():
@@ -273,27 +273,8 @@ class _Run:
             timeout=turn.timeout or self.mode.timeout or self.timeout,
             on_chunk=self._chunks(rec) if self.events.listens("turn_chunk") else None,
             record=rec, schema=plan.output["schema"] if plan.output is not None else None,
-            allow=(self._allowance(plan.reservation, plan.bound)
+            allow=(self.allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
-
-    async def _structured(self, rec: TurnRecord, plan: Plan, result: Any,
-                          output: dict[str, Any]) -> Any:
-        """A structured answer (the turn's ``output`` schema): parsed into ``rec.data``,
-        repaired by asking again if it does not match; ``_Unstructured`` if it still
-        does not. The first call's cost is settled by the caller; each repair settles its
-        own."""
-        allow = (self._allowance(plan.reservation, plan.bound)
-                 if plan.reservation is not None else None)
-        result, data, problem = await structured_answer(
-            result, output, plan.messages,
-            self._repairs(plan.choice, plan.settings, plan.fallbacks, allow, output))
-        if problem is not None:
-            rec.usage, rec.cost_usd = result.usage, result.cost_usd
-            rec.response = redact_values(result.text)
-            raise _Unstructured(f"the answer does not match the turn's output schema after "
-                                f"{output.get('retries', 1)} repair(s): {problem}")
-        rec.data = data
-        return result
 
     def _settle(self, rec: TurnRecord, reservation: Any, spent: float | None) -> None:
         """Settle a turn's budget reservation with what it spent, for the record."""
@@ -357,24 +338,13 @@ class _Run:
 
         return on_chunk
 
-    def _allowance(self, held: Any, bound: int) -> Any:
+    def allowance(self, held: Any, bound: int) -> Any:
         """Whether a fallback fits the turn's budget reservation."""
         def allow(candidate: Any) -> bool:
             return self.budget is not None and self.budget.allows(
                 self.pool.label(candidate), held, bound)
 
         return allow
-
-    def _repairs(self, choice: Any, settings: dict[str, Any], fallbacks: Any, allow: Any,
-                 output: dict[str, Any]) -> Any:
-        """How a structured answer asks for a repair: another call, within the budget."""
-        async def again(conversation: Any) -> Any:
-            return await budgeted_call(
-                self.budget, self.pool, choice, conversation, settings,
-                registry=self.registry, fallbacks=fallbacks, policy=self.policy,
-                allow=allow, schema=output["schema"])
-
-        return again
 
     async def summarise(self, prompt: str) -> Any:
         """A summary by the cheapest model of the pool (else the default), in budget."""
@@ -431,10 +401,6 @@ def _log_finished(d: Dialogue) -> None:
              extra={"event": "dialogue.finished", "status": d.status,
                     "tokens": m.total_tokens, "cost_usd": m.total_cost_usd,
                     "duration_s": round(m.total_latency_seconds, 3)})
-
-
-class _Unstructured(Exception):
-    """A structured answer that did not match its schema after the repairs."""
 
 
 def execute(

@@ -18,8 +18,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["JUDGE_SCHEMA", "instruction", "output_spec", "parse", "repair_prompt",
-           "structured_answer"]
+__all__ = ["JUDGE_SCHEMA", "Unstructured", "instruction", "output_spec", "parse",
+           "repair_prompt", "structured_answer", "structured_turn"]
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -99,3 +99,41 @@ async def structured_answer(result: Any, output: dict[str, Any], messages: Any,
 def repair_prompt(problem: str) -> str:
     return (f"That answer does not match the schema ({problem}). Answer again with the "
             "JSON object only.")
+
+
+class Unstructured(Exception):
+    """A structured answer that did not match its schema after the repairs."""
+
+
+async def structured_turn(run: Any, rec: Any, plan: Any, result: Any) -> Any:
+    """A turn's structured answer (``plan.output``), for the kernel's ``run``: parsed into
+    ``rec.data``, repaired by asking again (within the turn's budget) if it does not
+    match; ``Unstructured`` if it still does not. The first call's cost is settled by
+    the caller; each repair settles its own."""
+    from dlg.observability.redact import redact_values
+
+    output = plan.output
+    allow = (run.allowance(plan.reservation, plan.bound)
+             if plan.reservation is not None else None)
+    result, data, problem = await structured_answer(
+        result, output, plan.messages, _repairs(run, plan, allow))
+    if problem is not None:
+        rec.usage, rec.cost_usd = result.usage, result.cost_usd
+        rec.response = redact_values(result.text)
+        raise Unstructured(f"the answer does not match the turn's output schema after "
+                           f"{output.get('retries', 1)} repair(s): {problem}")
+    rec.data = data
+    return result
+
+
+def _repairs(run: Any, plan: Any, allow: Any) -> Callable[[Any], Awaitable[Any]]:
+    """How a structured answer asks for a repair: another call, within the budget."""
+    from dlg.running.budget import budgeted_call
+
+    async def again(conversation: Any) -> Any:
+        return await budgeted_call(
+            run.budget, run.pool, plan.choice, conversation, plan.settings,
+            registry=run.registry, fallbacks=plan.fallbacks, policy=run.policy,
+            allow=allow, schema=plan.output["schema"])
+
+    return again
