@@ -16,6 +16,7 @@ import anyio
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field
 
 _servers: dict[tuple[str, int, int, int], Any] = {}
 _lock = threading.Lock()
@@ -44,22 +45,23 @@ class LocalChatModel(BaseChatModel):
     """A GGUF model run by llama.cpp in this process; no key, no network."""
 
     model_path: str
-    n_ctx: int = 4096
-    threads: int = max(1, min(4, os.cpu_count() or 1))
-    parallel: int = 2
-    default_max_tokens: int = 512
+    n_ctx: int = Field(4096, ge=1)
+    threads: int = Field(max(1, min(4, os.cpu_count() or 1)), ge=1)
+    parallel: int = Field(2, ge=1)
+    default_max_tokens: int = Field(512, ge=1)
     # sampling that keeps a small model readable (measured in bench/bench_local_text.py):
     # a mild repetition penalty over a short window, and DRY, which penalises repeating
     # any sequence already in the context (its own answer, or the earlier turns in its
     # prompt) without penalising common words. A strong penalty over a long window
     # (1.3 over 256 tokens, dlg's earlier default) penalised "the" and full stops too,
-    # and gave run-on text with broken words.
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    dry_multiplier: float = 0.8
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int | None = None  # tokens DRY looks back over; None: n_ctx
+    # and gave run-on text with broken words. The bounds are llama.cpp's.
+    repeat_penalty: float = Field(1.1, gt=0)
+    repeat_last_n: int = Field(64, ge=0)
+    dry_multiplier: float = Field(0.8, ge=0)
+    dry_base: float = Field(1.75, ge=1)
+    dry_allowed_length: int = Field(2, ge=0)
+    # tokens DRY looks back over; None: the whole context
+    dry_penalty_last_n: int | None = Field(None, ge=0)
     dlg_label: str = "local"
     dlg_json_schema: bool = True  # structured answers: held to the schema by a grammar
 

@@ -218,6 +218,27 @@ def test_local_sampling_defaults_keep_a_small_model_readable():
         [HumanMessage(content="hi")], None, {})["dry_penalty_last_n"] == 64
 
 
+def test_a_bad_local_model_option_is_named_before_anything_runs():
+    """A misspelt option used to be ignored (``local?treads=2`` ran on the default
+    threads); a bad value failed every turn in llama.cpp, or came as pydantic's
+    multi-line error with a link."""
+    from dlg.errors import ModelError
+    from dlg.models.pool import _described
+    from dlg.plugins.local import _make
+    from dlg.plugins.local_model import LocalChatModel
+
+    with pytest.raises(ModelError, match=r"the local model has no option 'treads' "
+                                         r"\(options: path, threads, "):
+        _make("", {"treads": 2})
+    with pytest.raises(Exception) as bad:
+        LocalChatModel(model_path="m", dry_penalty_last_n=-5, threads="x")
+    assert _described(bad.value) == (
+        "option 'threads': input should be a valid integer, unable to parse string as an "
+        "integer (given 'x'); option 'dry_penalty_last_n': input should be greater than or "
+        "equal to 0 (given -5)")
+    assert _described(RuntimeError("boom")) == "RuntimeError: boom"
+
+
 def test_the_local_model_never_falls_back_to_a_paid_cloud_model():
     registry = ModelRegistry.load()
     assert registry.get("local").context_window == 4096  # what dlg runs it with

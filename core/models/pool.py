@@ -120,7 +120,19 @@ class ModelPool:
             except Exception as exc:
                 raise ModelError(
                     f"provider '{parsed.provider}' could not create '{spec_or_model}': "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+                    f"{_described(exc)}") from exc
             self._models[spec_or_model] = model
         return model, spec_or_model
+
+
+def _described(exc: Exception) -> str:
+    """Why a provider could not make a model, in a line: a chat model's own check of its
+    options (pydantic's, for every LangChain model) names each option and what is wrong
+    with the value given, without pydantic's links."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"option '{'.'.join(map(str, e['loc'])) or '?'}': {e['msg'][:1].lower()}"
+            f"{e['msg'][1:]} (given {e.get('input')!r:.60})" for e in exc.errors())
+    return f"{type(exc).__name__}: {exc}"
