@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -344,3 +345,56 @@ def test_a_mode_file_that_starts_with_a_byte_order_mark_loads(tmp_path, name, te
     path = tmp_path / name
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert dlg.load_mode(path).name == "m"
+
+
+# -- text that is not valid Unicode: no file, store or terminal can take it -------------
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_with_a_lone_surrogate_is_kept_as_valid_text(stream, tmp_path):
+    """A provider's JSON can carry a lone ``\\ud800`` escape; the save used to fail with
+    "surrogates not allowed", failing the dialogue after its turn was paid for."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = FakeListChatModel(responses=["bad \ud800 text and \udcff"])
+
+    class Watch:
+        def turn_chunk(self, dialogue, turn, text):
+            text.encode("utf-8")  # what a display gets is printable too
+
+    d = dlg.Orchestrator(model=model, store="sqlite",
+                         observers=[Watch()] if stream else []).run_sync(
+        {"name": "s", "turns": [{"id": "a", "role": "R", "prompt": "p"}]})
+    assert d.status == "completed", d.error
+    assert d.turns[0].response == "bad \ufffd text and \ufffd"
+    assert dlg.load_dialogue(d.id).turns[0].response == d.turns[0].response
+    assert "\ufffd" in d.export("json")
+
+
+def test_an_input_that_is_not_valid_unicode_is_refused_before_anything_runs():
+    """``--topic`` with a byte that is not UTF-8 (a terminal set to Latin-1) arrives as a
+    lone surrogate: the dialogue ran, paid, and then could not be saved."""
+    with pytest.raises(dlg.InputError, match=r"^input 'topic': the text is not valid "
+                                             r"Unicode at character 5 \(a byte that is not "
+                                             r"UTF-8, or a lone surrogate\)"):
+        dlg.run_sync("debate", topic="bad \udcff byte", model="echo", store=None)
+    result = CliRunner().invoke(cli, ["run", "debate", "-m", "echo", "--no-save",
+                                      "--topic", "bad \udcff byte"])
+    assert result.exit_code == 2
+    assert "input 'topic': the text is not valid Unicode" in result.stderr
+
+
+def test_a_batch_row_that_is_not_valid_unicode_names_its_row(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "fine"}\n{"topic": "bad \\ud800"}\n')
+    with pytest.raises(dlg.InputError, match=r"rows\.jsonl:2: \$\.topic: the text is not "
+                                             r"valid Unicode at character 5"):
+        dlg.batch_sync("debate", str(rows), model="echo", store=None)
+
+
+def test_the_store_keeps_a_lone_surrogate_from_anywhere_as_it_was():
+    from dlg.records.tables import dumps
+
+    value = {"metadata": {"note": "a\ud800b", "ok": "é"}}
+    text = dumps(value)
+    text.encode("utf-8")  # what SQLite and PostgreSQL are given
+    assert json.loads(text) == value

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_NODES",
     "LimitError",
     "check_shape",
+    "check_text",
     "confined",
     "positive",
     "read_text",
@@ -97,6 +98,21 @@ def positive(value: Any, name: str, unit: str, *, zero: bool = False) -> float |
     return number
 
 
+def check_text(text: str, path: tuple[Any, ...] = ()) -> None:
+    """Raise ``LimitError`` if ``text`` is not valid Unicode: it holds a lone surrogate,
+    which is what Python makes of a byte that is not UTF-8 in a command's arguments (a
+    terminal set to another encoding) or of a ``\\ud800`` escape in JSON. No file, store
+    or terminal can take it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LimitError(f"the text is not valid Unicode at character {exc.start + 1} (a "
+                         "byte that is not UTF-8, or a lone surrogate): write it in UTF-8",
+                         path) from None
+
+
 def check_shape(data: Any) -> None:
     """Raise ``LimitError`` if ``data`` (parsed JSON or YAML) is too deep, too large once
     aliases are expanded, has a key that is not a string, an integer too large, or a
@@ -116,7 +132,10 @@ def check_shape(data: Any) -> None:
             if not math.isfinite(node):
                 raise LimitError(f"{node} is not a finite number", path)
             return 1
-        if isinstance(node, bool) or node is None or isinstance(node, str):
+        if isinstance(node, str):
+            check_text(node, path)
+            return 1
+        if isinstance(node, bool) or node is None:
             return 1
         if isinstance(node, int):
             if abs(node) >= 10**MAX_INT_DIGITS:
@@ -131,6 +150,7 @@ def check_shape(data: Any) -> None:
             for k, v in node.items():
                 if not isinstance(k, str):
                     raise LimitError(f"the key {k!r} is not a string: quote it", (*path, str(k)))
+                check_text(k, (*path, k.encode("utf-8", "backslashreplace").decode()))
                 total += size(v, (*path, k), depth + 1)
                 if total > MAX_NODES:
                     break

@@ -17,7 +17,7 @@ from dlg.models.pool import ModelPool
 from dlg.records.record import TokenUsage
 
 __all__ = ["MAX_ANSWER", "ChatResult", "build_messages", "call_model", "chat",
-           "estimate_tokens", "unique"]
+           "estimate_tokens", "unique", "valid_text"]
 
 # characters of an answer that are kept: about 500,000 tokens, past any model's output
 # limit. A broken or hostile endpoint can send far more; the rest would be held in the
@@ -56,6 +56,21 @@ def _text_of(message: Any) -> str:
         elif isinstance(block, Mapping) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
     return "".join(parts)
+
+
+def valid_text(text: str) -> str:
+    """``text`` with any lone surrogate (a ``\\ud800`` escape in a provider's JSON, which
+    no file, store or terminal can take) replaced by U+FFFD, as a decoder replaces a bad
+    byte. An answer is paid for, so it is kept, not refused."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\ud800-\udfff]", "\ufffd", text)
+    return text
 
 
 def estimate_tokens(text: str) -> int:
@@ -121,7 +136,7 @@ def _result(message: Any, messages: Any, label: str, started: float,
     what a stream kept of it."""
     latency = time.perf_counter() - started
     if text is None:
-        text = _text_of(message)
+        text = valid_text(_text_of(message))
     length = len(text) if length is None else length
     meta = getattr(message, "usage_metadata", None) if message is not None else None
     usage = _usage(meta, messages, text, length)
@@ -142,7 +157,7 @@ async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any
         return _result(await model.ainvoke(messages, **kwargs), messages, label, started)
     message, parts, length = None, [], 0
     async for chunk in model.astream(messages, **kwargs):
-        piece = _text_of(chunk)
+        piece = valid_text(_text_of(chunk))
         if length + len(piece) > MAX_ANSWER:  # past what is kept: counted, not held
             piece = piece[:max(0, MAX_ANSWER - length)]
             length += len(_text_of(chunk))

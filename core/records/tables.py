@@ -69,6 +69,7 @@ Execute = Callable[[str, tuple[Any, ...]], Any]
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps makes one a call
+_encode_ascii = json.JSONEncoder().encode
 _fast: Callable[..., bytes] | None
 try:  # installed with langsmith (langchain-core's dependency) wherever it has wheels
     from orjson import OPT_NON_STR_KEYS
@@ -81,17 +82,24 @@ def dumps(value: Any) -> str:
     """``value`` as JSON text, as ``json`` writes it (keys that are not strings become
     strings). orjson writes the same in a tenth of the time (each saved turn is one
     encoding); what it refuses (text with lone surrogates, integers past 64 bits, more
-    than 254 levels) goes to ``json``. The differences: a NaN or infinite number, which
-    JSON cannot hold, is written as null (``json`` writes ``NaN``, which other JSON
-    readers, PostgreSQL's included, refuse); datetimes, UUIDs, enums and dataclasses,
-    which ``json`` refuses (the save failed), are written as orjson writes them (ISO
-    text, text, their value, a mapping) and read back as such."""
+    than 254 levels) goes to ``json``, which writes a lone surrogate as its ``\\udXXX``
+    escape (UTF-8 cannot hold it; reading gives it back). The differences: a NaN or
+    infinite number, which JSON cannot hold, is written as null (``json`` writes ``NaN``,
+    which other JSON readers, PostgreSQL's included, refuse); datetimes, UUIDs, enums and
+    dataclasses, which ``json`` refuses (the save failed), are written as orjson writes
+    them (ISO text, text, their value, a mapping) and read back as such."""
     if _fast is not None:
         try:
             return _fast(value, option=OPT_NON_STR_KEYS).decode()
         except TypeError:
             pass
-    return _encode(value)
+    text = _encode(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: kept as its \\udXXX escape
+            return _encode_ascii(value)
+    return text
 
 
 def _facts(turn: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -31,6 +31,7 @@ _FALSE = {"0", "false", "no", "off", "n"}
 def prepare_inputs(mode: Mode, given: Mapping[str, Any]) -> dict[str, Any]:
     """Check inputs against the mode's declarations: defaults, required, types."""
     out: dict[str, Any] = {}
+    _check_values(given)
     unknown = [k for k in given if k not in mode.inputs]
     if unknown:
         known = ", ".join(mode.inputs) or "none"
@@ -50,6 +51,22 @@ def prepare_inputs(mode: Mode, given: Mapping[str, Any]) -> dict[str, Any]:
                 + f": pass {flag}"
             )
     return out
+
+
+def _check_values(given: Mapping[str, Any]) -> None:
+    """Inputs that no store could save are refused before anything runs: text that is
+    not valid Unicode (``--topic`` with a byte that is not UTF-8, from a terminal set to
+    another encoding), numbers that are not finite, nesting too deep."""
+    from dlg.language.limits import LimitError, check_shape
+
+    try:
+        check_shape(dict(given))
+    except LimitError as exc:
+        from dlg.language.source import format_path
+
+        name, inner = (exc.path[0], exc.path[1:]) if exc.path else ("?", ())
+        where = f" at {format_path(inner)}" if inner else ""
+        raise InputError(f"input '{name}'{where}: {exc}") from None
 
 
 def _coerce_input(mode: Mode, name: str, kind: str, value: Any) -> Any:
