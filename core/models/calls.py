@@ -136,7 +136,9 @@ def _result(message: Any, messages: Any, label: str, started: float,
     what a stream kept of it."""
     latency = time.perf_counter() - started
     if text is None:
-        text = valid_text(_text_of(message))
+        text = _text_of(message)
+        if not text.isascii():
+            text = valid_text(text)
     length = len(text) if length is None else length
     meta = getattr(message, "usage_metadata", None) if message is not None else None
     usage = _usage(meta, messages, text, length)

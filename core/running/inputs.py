@@ -57,6 +57,8 @@ def _check_values(given: Mapping[str, Any]) -> None:
     """Inputs that no store could save are refused before anything runs: text that is
     not valid Unicode (``--topic`` with a byte that is not UTF-8, from a terminal set to
     another encoding), numbers that are not finite, nesting too deep."""
+    if all(type(v) is str and v.isascii() for v in given.values()):
+        return  # the usual case, plain text: nothing to walk (names must be the mode's)
     from dlg.language.limits import LimitError, check_shape
 
     try:
