@@ -41,6 +41,7 @@ if _typing.TYPE_CHECKING:
     from dlg.records.export import export
     from dlg.records.store import DialogueNotFoundError, list_dialogues, load_dialogue
     from dlg.running.api import Orchestrator, resume, run, run_sync
+    from dlg.running.batch_export import export_batch
     from dlg.running.chat import ChatModel, chat_model
     from dlg.running.events import Decision
     from dlg.running.routing import RouteRequest
@@ -83,6 +84,7 @@ __all__ = [
     "batch_sync",
     "chat_model",
     "export",
+    "export_batch",
     "get_plugin_manager",
     "hookimpl",
     "list_dialogues",
@@ -108,6 +110,7 @@ _LAZY = {
     "list_dialogues": "records.store",
     "load_dialogue": "records.store",
     "export": "records.export",
+    "export_batch": "running.batch_export",
     "ModeLoader": "language.loader",
     "load_mode": "language.loader",
     "get_plugin_manager": "plugin_manager",

@@ -1,8 +1,11 @@
-"""The built-in exporters: ``json`` (the full Dialogue record) and ``markdown``."""
+"""The built-in exporters: ``json`` (the full Dialogue record), ``markdown``, and the two
+that hold many dialogues in one document (``export_all``: a batch's, ``dlg export --batch``):
+``jsonl`` (a record a line) and ``csv`` (a turn a row)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dlg.hookspecs import hookimpl
@@ -90,7 +93,77 @@ class MarkdownExporter:
         return "\n".join(lines).rstrip() + "\n"
 
 
+class JsonLinesExporter:
+    """The full record of each dialogue on one line (JSON Lines): read it back with
+    ``pandas.read_json(path, lines=True)``, ``jq``, or a loop over ``json.loads``."""
+
+    name = "jsonl"
+    extension = "jsonl"
+    description = "The full dialogue record on one line; a batch's dialogues, a line each"
+
+    def export(self, dialogue: Any) -> str:
+        return json.dumps(dialogue.to_dict(), ensure_ascii=False) + "\n"
+
+    def export_all(self, dialogues: Iterable[Any]) -> Iterator[str]:
+        for dialogue in dialogues:
+            yield self.export(dialogue)
+
+
+CSV_COLUMNS = ("dialogue_id", "mode", "dialogue_status", "inputs", "turn", "turn_id",
+               "round", "role", "participant", "model", "status", "prompt_tokens",
+               "completion_tokens", "cost_usd", "latency_seconds", "response", "error")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
+
+
+def _cell(value: Any) -> Any:
+    """A value for a CSV cell. Text a spreadsheet would read as a formula (a model's
+    answer starting with ``=HYPERLINK(...)``, say) gets a ``'`` before it, as OWASP
+    advises; the jsonl export keeps every text exact."""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return "" if value is None else value
+
+
+class CsvExporter:
+    """A turn a row, for spreadsheets: the dialogue (id, mode, status, its inputs as
+    JSON), then the turn's place, model, status, tokens, cost, latency, answer and
+    error."""
+
+    name = "csv"
+    extension = "csv"
+    description = "A turn a row: model, status, tokens, cost, latency and answer"
+
+    def export(self, dialogue: Any) -> str:
+        return "".join(self.export_all([dialogue]))
+
+    def export_all(self, dialogues: Iterable[Any]) -> Iterator[str]:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+
+        def flushed() -> str:
+            text = buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            return text
+
+        writer.writerow(CSV_COLUMNS)
+        yield flushed()
+        for d in dialogues:
+            inputs = json.dumps(d.inputs, ensure_ascii=False, sort_keys=True)
+            for t in d.turns:
+                writer.writerow([_cell(v) for v in (
+                    d.id, d.mode, d.status, inputs, t.index, t.turn_id, t.round, t.role,
+                    t.participant, t.model, t.status, t.usage.prompt, t.usage.completion,
+                    t.cost_usd, t.latency_seconds, t.response, t.error)])
+            yield flushed()
+
+
 @hookimpl
 def register_exporters(register):
     register(JsonExporter())
     register(MarkdownExporter())
+    register(JsonLinesExporter())
+    register(CsvExporter())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 
 import anyio
@@ -486,3 +488,68 @@ def test_an_inputs_file_that_starts_with_a_byte_order_mark_reads_as_it_looks(
     result = dlg.batch_sync(MODE, str(rows), model="echo", store=None)
     assert [i.inputs for i in result.items] == [{"topic": "cars"}, {"topic": "trains"}]
     assert result.ok
+
+
+# -- a batch's results in one document: dlg export --batch -------------------------------
+
+def test_a_batchs_dialogues_export_as_one_jsonl_or_csv_document(priced_echo, tmp_path):
+    rows = [{"topic": t} for t in ("cars", "trains", "bikes")]
+    first = dlg.batch_sync(PRICED, rows[:2], model="echo", batch_id="ex")
+    # run again on three rows with nothing left to spend: the third is never started
+    dlg.batch_sync(PRICED, rows, model="echo", batch_id="ex",
+                   max_total_cost=first.totals["cost_usd"])
+    runner = CliRunner()
+    lines = runner.invoke(cli, ["export", "--batch", "ex"])
+    assert lines.exit_code == 0, lines.output
+    records = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert [r["id"] for r in records] == ["ex-00000", "ex-00001"]  # row order
+    assert [r["inputs"] for r in records] == rows[:2]
+    assert records[0] == dlg.load_dialogue("ex-00000").to_dict()  # the full record
+    assert "2 dialogues; 1 rows of the batch have none saved (never started)" in lines.stderr
+    table = runner.invoke(cli, ["export", "--batch", "ex", "-f", "csv"])
+    parsed = list(csv.reader(io.StringIO(table.stdout)))
+    assert parsed[0][:5] == ["dialogue_id", "mode", "dialogue_status", "inputs", "turn"]
+    assert [(r[0], r[5]) for r in parsed[1:]] == [
+        ("ex-00000", "a"), ("ex-00000", "b"), ("ex-00001", "a"), ("ex-00001", "b")]
+    assert json.loads(parsed[1][3]) == {"topic": "cars"}
+    # into a folder: one document named by the batch, or a file a dialogue
+    out = tmp_path / "out"
+    out.mkdir()
+    assert runner.invoke(cli, ["export", "--batch", "ex", "-o", str(out)]).exit_code == 0
+    assert (out / "ex.jsonl").read_text() == lines.stdout
+    assert runner.invoke(cli, ["export", "--batch", "ex", "-f", "markdown", "-o",
+                               str(out)]).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ex-00000.md", "ex-00001.md", "ex.jsonl"]
+    assert dlg.export_batch("ex") == lines.stdout  # the same from Python
+    assert dlg.export_batch("ex", "csv", tmp_path / "t.csv") == tmp_path / "t.csv"
+    assert (tmp_path / "t.csv").read_text() == table.stdout
+
+
+def test_a_csv_export_does_not_hand_a_spreadsheet_a_formula():
+    """A model's answer is hostile input: ``=HYPERLINK(...)`` in a cell runs in a
+    spreadsheet. The jsonl export keeps it exact."""
+    model = Counting(responses=["=HYPERLINK(\"http://x\")", "- a list item"], seen=[])
+    dlg.batch_sync(MODE, [{"topic": "+cmd"}], model=model, batch_id="fx")
+    parsed = list(csv.reader(io.StringIO(dlg.export_batch("fx", "csv"))))
+    assert [r[15] for r in parsed[1:]] == ["'=HYPERLINK(\"http://x\")", "'- a list item"]
+    assert json.loads(parsed[1][3]) == {"topic": "+cmd"}
+    record = json.loads(dlg.export_batch("fx"))
+    assert record["turns"][0]["response"] == "=HYPERLINK(\"http://x\")"
+
+
+def test_exporting_a_batch_says_what_is_wrong():
+    runner = CliRunner()
+    unknown = runner.invoke(cli, ["export", "--batch", "nope"])
+    assert unknown.exit_code == 2
+    assert "no saved batch 'nope' in this store" in unknown.stderr
+    neither = runner.invoke(cli, ["export"])
+    assert neither.exit_code == 2 and "give a DIALOGUE_ID, or --batch BATCH" in neither.stderr
+    both = runner.invoke(cli, ["export", "x", "--batch", "nope"])
+    assert both.exit_code == 2
+    dlg.batch_sync(MODE, [{"topic": "a"}], model="echo", batch_id="ok")
+    to_stdout = runner.invoke(cli, ["export", "--batch", "ok", "-f", "markdown"])
+    assert to_stdout.exit_code == 2
+    assert "the markdown format writes one dialogue a file: give --out FOLDER" in (
+        to_stdout.stderr)
+    with pytest.raises(dlg.DlgError, match="writes one dialogue a file"):
+        dlg.export_batch("ok", "markdown")

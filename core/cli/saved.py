@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from dlg.cli.base import _format_for, _saved, _store, _write_export, cli, store_option
+from dlg.cli.base import (
+    EXIT_USAGE,
+    DlgClickError,
+    _format_for,
+    _saved,
+    _store,
+    _write_export,
+    cli,
+    store_option,
+)
 from dlg.cli.terminal import echo, one_line
 
 
@@ -139,14 +148,55 @@ def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None)
 
 
 @cli.command("export")
-@click.argument("dialogue_id")
+@click.argument("dialogue_id", required=False)
+@click.option("--batch", "batch_id", metavar="BATCH",
+              help="Export every saved dialogue of this batch instead: jsonl (the default) "
+                   "or csv in one file, any other format a file each into a folder.")
 @click.option("--format", "-f", "fmt", metavar="NAME",
-              help="json, markdown, html, pdf, or a plugin's (default: from --out, or json).")
+              help="json, jsonl, csv, markdown, html, pdf, or a plugin's (default: from "
+                   "--out, or json; jsonl for --batch).")
 @click.option("--out", "-o", type=click.Path(dir_okay=True, writable=True),
               help="The file (or directory) to write; stdout if omitted.")
 @store_option
-def export_command(dialogue_id: str, fmt: str | None, out: str | None,
-                   store: str | None) -> None:
-    """Export a saved dialogue."""
-    _write_export(_saved(dialogue_id, store), _format_for(fmt, out) or "json", out)
+def export_command(dialogue_id: str | None, batch_id: str | None, fmt: str | None,
+                   out: str | None, store: str | None) -> None:
+    """Export a saved dialogue, or a batch's dialogues (--batch)."""
+    if (dialogue_id is None) == (batch_id is None):
+        raise DlgClickError("give a DIALOGUE_ID, or --batch BATCH", EXIT_USAGE)
+    if batch_id is None:
+        _write_export(_saved(dialogue_id or "", store), _format_for(fmt, out) or "json", out)
+        return
+    _export_batch(batch_id, fmt, out, store)
 
+
+def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | None
+                  ) -> None:
+    """``dlg export --batch``: jsonl unless a format is given or --out's extension says."""
+    import os
+    import sys
+
+    from dlg.records.export import get_exporter
+    from dlg.records.store import DialogueNotFoundError
+    from dlg.running.batch_export import batch_dialogues, write_batch
+
+    named = _format_for(fmt, out)  # also refuses an --out whose folder is missing
+    chosen: str = fmt or (named if named and out and os.path.splitext(out)[1] else "jsonl")
+    exporter = get_exporter(chosen)
+    if out is None and not hasattr(exporter, "export_all"):
+        raise DlgClickError(f"the {chosen} format writes one dialogue a file: give --out "
+                            "FOLDER (or use jsonl or csv for one file)", EXIT_USAGE)
+    try:
+        dialogues = batch_dialogues(batch_id, _store(store))
+    except DialogueNotFoundError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    if out is None:
+        for chunk in exporter.export_all(dialogues):
+            if isinstance(chunk, bytes):
+                sys.stdout.buffer.write(chunk)
+            else:
+                echo(chunk, nl=False)
+    else:
+        echo(f"wrote {write_batch(dialogues, chosen, out)}", err=True)
+    if dialogues.missing:
+        echo(f"{dialogues.written} dialogues; {dialogues.missing} rows of the batch have "
+             "none saved (never started)", err=True)

@@ -1,0 +1,134 @@
+"""A batch's results in one document: ``dlg export --batch BATCH`` (``dlg.export_batch``).
+
+The dialogues are read from the store one at a time, in the order of the batch's rows,
+and written as they are read, so a batch of thousands is never held in memory at once. A
+format that can hold many dialogues in one document (an exporter with
+``export_all(dialogues)``: ``jsonl``, ``csv``) writes one file, or stdout; any other
+format writes one file per dialogue into a folder. Rows whose dialogue never started
+(the batch's total was spent first) have nothing saved and are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dlg.errors import ExportError
+
+__all__ = ["BatchDialogues", "batch_dialogues", "export_batch", "write_batch"]
+
+
+class BatchDialogues:
+    """The saved dialogues of a batch, in row order (iterate once); ``missing`` counts
+    the rows passed over because nothing was saved for them."""
+
+    def __init__(self, batch_id: str, store: Any = None, *, pm: Any = None):
+        from dlg.records.store import DialogueNotFoundError, open_store
+
+        self.store = open_store(store, pm=pm)
+        load = getattr(self.store, "load_batch", None)
+        self.record = load(batch_id) if load is not None else None
+        if not isinstance(self.record, dict):
+            raise DialogueNotFoundError(f"no saved batch '{batch_id}' in this store "
+                                        "(`dlg ls` lists its dialogues as BATCH-NNNNN)")
+        self.batch_id = batch_id
+        rows = self.record.get("rows")
+        self.rows = len(rows) if isinstance(rows, list) else 0
+        self.missing = 0
+        self.written = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        from dlg.records.store import as_dialogue
+        from dlg.running.batch import item_id
+
+        for index in range(self.rows):
+            saved = self.store.load(item_id(self.batch_id, index))
+            if saved is None:
+                self.missing += 1
+                continue
+            self.written += 1
+            yield as_dialogue(saved)
+
+
+def batch_dialogues(batch_id: str, store: Any = None, *, pm: Any = None) -> BatchDialogues:
+    """The saved dialogues of batch ``batch_id``, in row order, loaded as they are read.
+    ``DialogueNotFoundError`` (a ``DlgError``) if the store holds no such batch."""
+    return BatchDialogues(batch_id, store, pm=pm)
+
+
+def export_batch(batch_id: str, format: str = "jsonl", path: str | Path | None = None, *,
+                 store: Any = None, pm: Any = None) -> str | bytes | Path:
+    """Export every saved dialogue of a batch. A format that holds many dialogues
+    (``jsonl``, ``csv``) is returned as one document, or written to ``path`` (a file, or
+    a folder to put ``BATCH.EXT`` in); any other format needs ``path``, a folder, and
+    writes one file per dialogue into it. Returns what was written: the text, the file or
+    the folder."""
+    from dlg.records.export import get_exporter
+
+    dialogues = batch_dialogues(batch_id, store, pm=pm)
+    if path is not None:
+        return write_batch(dialogues, format, path, pm=pm)
+    exporter = get_exporter(format, pm)
+    if not hasattr(exporter, "export_all"):
+        raise ExportError(_ONE_A_FILE.format(format=format))
+    parts = list(_rendered(exporter, dialogues, format))
+    return b"".join(parts) if parts and isinstance(parts[0], bytes) else "".join(parts)
+
+
+_ONE_A_FILE = ("the {format} format writes one dialogue a file: give a folder to write the "
+               "batch's into (or use jsonl or csv for one file)")
+
+
+def write_batch(dialogues: BatchDialogues, format: str, path: str | Path, *, pm: Any = None
+                ) -> Path:
+    """Write a batch's dialogues (``batch_dialogues``) as ``format`` to ``path``: see
+    ``export_batch``. Returns the file or the folder written."""
+    from dlg.records.export import get_exporter, write_export
+
+    exporter = get_exporter(format, pm)
+    target = Path(path)
+    if not hasattr(exporter, "export_all"):
+        if not target.is_dir():
+            raise ExportError(_ONE_A_FILE.format(format=format))
+        for dialogue in dialogues:
+            write_export(dialogue, format, target, pm)
+        return target
+    if target.is_dir():  # a batch id is made of the characters ids may hold
+        target = target / f"{dialogues.batch_id}.{exporter.extension}"
+    _write_chunks(target, _rendered(exporter, dialogues, format))
+    return target
+
+
+def _rendered(exporter: Any, dialogues: Any, format: str) -> Iterator[Any]:
+    try:
+        yield from exporter.export_all(dialogues)
+    except (ExportError, OSError):
+        raise
+    except Exception as exc:
+        from dlg.errors import DlgError
+
+        if isinstance(exc, DlgError):
+            raise
+        raise ExportError(f"exporter '{format}' failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _write_chunks(path: Path, chunks: Iterator[Any]) -> None:
+    """Write the document to ``path`` as it is made, atomically (a ``.tmp`` beside it,
+    renamed at the end; removed if anything fails)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk if isinstance(chunk, bytes) else chunk.encode("utf-8"))
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ExportError(f"cannot write {path}: {exc.strerror or type(exc).__name__}"
+                          ) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
