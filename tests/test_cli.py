@@ -121,7 +121,7 @@ def test_unknown_format_fails_before_running():
     result = invoke("run", "debate", "-t", "x", "-m", "echo", "-f", "docx")
     assert result.exit_code == 2
     assert result.output == (
-        "Error: 'docx' is not a known export format (installed: html, json, markdown, pdf)\n")
+        "Error: 'docx' is not a known export format (installed: csv, html, json, jsonl, markdown, pdf)\n")
 
 
 def test_failed_dialogue_exits_1(write_mode):
@@ -228,7 +228,7 @@ def test_plugins_lists_builtins_and_what_they_register():
         "  modes: debate, detective, detective-deep, dynamic, loop, panel, pipeline, podcast, "
         "refine\n"
         "dlg.plugins.exporters (built-in)\n"
-        "  exporters: json, markdown\n"
+        "  exporters: json, markdown, jsonl, csv\n"
         "dlg.plugins.report (built-in)\n"
         "  exporters: html\n"
         "dlg.plugins.pdf (built-in)\n"
