@@ -383,6 +383,12 @@ def test_an_input_that_is_not_valid_unicode_is_refused_before_anything_runs():
     assert "input 'topic': the text is not valid Unicode" in result.stderr
 
 
+def test_an_id_that_is_not_valid_unicode_is_no_dialogue():
+    result = CliRunner().invoke(cli, ["show", "\udcff"])
+    assert result.exit_code == 2
+    assert "'\\udcff' is not a dialogue id" in result.stderr  # it said the store failed
+
+
 def test_a_batch_row_that_is_not_valid_unicode_names_its_row(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"topic": "fine"}\n{"topic": "bad \\ud800"}\n')

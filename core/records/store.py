@@ -261,7 +261,9 @@ def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
 
 def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
     """The saved record with id ``ref``, or the one whose id starts with ``ref``."""
-    if not isinstance(ref, str) or not ref:  # an empty prefix would match any dialogue
+    # an empty prefix would match any dialogue; text that is not valid Unicode (a byte
+    # that is not UTF-8 in the argument) is no id, and no store could look it up
+    if not isinstance(ref, str) or not ref or not _unicode(ref):
         raise DialogueNotFoundError(f"{ref!r} is not a dialogue id (`dlg ls` lists them)")
     record = store.load(ref)
     if record is not None:
@@ -275,6 +277,14 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
     raise DialogueNotFoundError(
         f"'{ref}' matches {len(matches)} dialogues ({', '.join(matches[:3])}, ...): "
         "give more of the id")
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def as_dialogue(record: dict[str, Any]) -> Any:
