@@ -121,7 +121,8 @@ def test_unknown_format_fails_before_running():
     result = invoke("run", "debate", "-t", "x", "-m", "echo", "-f", "docx")
     assert result.exit_code == 2
     assert result.output == (
-        "Error: 'docx' is not a known export format (installed: csv, html, json, jsonl, markdown, pdf)\n")
+        "Error: 'docx' is not a known export format "
+        "(installed: csv, html, json, jsonl, markdown, pdf)\n")
 
 
 def test_failed_dialogue_exits_1(write_mode):
