@@ -39,9 +39,14 @@ if _typing.TYPE_CHECKING:
     from dlg.models.resilience import RetryPolicy
     from dlg.plugin_manager import get_plugin_manager
     from dlg.records.export import export
-    from dlg.records.store import DialogueNotFoundError, list_dialogues, load_dialogue
+    from dlg.records.store import (
+        DialogueNotFoundError,
+        delete_dialogue,
+        list_dialogues,
+        load_dialogue,
+    )
     from dlg.running.api import Orchestrator, resume, run, run_sync
-    from dlg.running.batch_export import export_batch
+    from dlg.running.batch_export import delete_batch, export_batch
     from dlg.running.chat import ChatModel, chat_model
     from dlg.running.events import Decision
     from dlg.running.routing import RouteRequest
@@ -83,6 +88,8 @@ __all__ = [
     "batch",
     "batch_sync",
     "chat_model",
+    "delete_batch",
+    "delete_dialogue",
     "export",
     "export_batch",
     "get_plugin_manager",
@@ -111,6 +118,8 @@ _LAZY = {
     "load_dialogue": "records.store",
     "export": "records.export",
     "export_batch": "running.batch_export",
+    "delete_batch": "running.batch_export",
+    "delete_dialogue": "records.store",
     "ModeLoader": "language.loader",
     "load_mode": "language.loader",
     "get_plugin_manager": "plugin_manager",

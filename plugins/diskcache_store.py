@@ -106,6 +106,10 @@ class DiskcacheStore(RowWrites):
         blob = self._cache.get(f"batch:{batch_id}")
         return json.loads(blob) if blob is not None else None
 
+    def delete_batch(self, batch_id: str) -> bool:
+        """Forget a batch's record (its dialogues are deleted one by one, before)."""
+        return bool(self._cache.delete(f"batch:{batch_id}"))
+
     def batches(self) -> builtins.list[dict[str, Any]]:
         """Every batch kept here (for copying this store into another)."""
         return [json.loads(self._cache.get(key)) for key in self._cache.iterkeys()

@@ -553,3 +553,33 @@ def test_exporting_a_batch_says_what_is_wrong():
         to_stdout.stderr)
     with pytest.raises(dlg.DlgError, match="writes one dialogue a file"):
         dlg.export_batch("ok", "markdown")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "diskcache"])
+def test_deleting_a_batch_deletes_its_dialogues_and_the_batch(store):
+    dlg.batch_sync(MODE, [{"topic": t} for t in TOPICS[:3]], model="echo", batch_id="rm",
+                   store=store)
+    dlg.run_sync(MODE, topic="kept", model="echo", store=store, dialogue_id="other")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["rm", "--batch", "rm", "--store", store])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "deleted batch rm: 3 dialogues\n"
+    assert [d["id"] for d in dlg.list_dialogues(store)] == ["other"]
+    gone = runner.invoke(cli, ["export", "--batch", "rm", "--store", store])
+    assert gone.exit_code == 2 and "no saved batch 'rm'" in gone.stderr
+
+
+def test_rm_deletes_whole_ids_with_their_sub_dialogues():
+    d = dlg.run_sync("dynamic", topic="Tabs or spaces?", model="echo")
+    children = [c["id"] for c in dlg.list_dialogues() if c["id"] != d.id]
+    assert len(children) >= 2
+    runner = CliRunner()
+    prefix = runner.invoke(cli, ["rm", d.id[:12]])  # a prefix could name the wrong one
+    assert prefix.exit_code == 2
+    assert f"no saved dialogue '{d.id[:12]}' (give its whole id" in prefix.stderr
+    result = runner.invoke(cli, ["rm", d.id])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"deleted {d.id} and {len(children)} sub-dialogues\n"
+    assert dlg.list_dialogues() == []
+    nothing = runner.invoke(cli, ["rm"])
+    assert nothing.exit_code == 2 and "give the DIALOGUE_IDs to delete" in nothing.stderr

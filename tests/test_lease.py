@@ -38,6 +38,27 @@ def _start_slow_run(tmp_path) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the run saved nothing: " + log.read_text())
 
 
+def test_a_running_dialogue_is_not_deleted_until_its_process_dies(tmp_path):
+    """`dlg rm` of a dialogue another process runs would leave its next save writing a
+    half dialogue back; it is refused, and nothing is deleted."""
+    from dlg.records.store import delete_dialogue
+
+    proc, dialogue_id = _start_slow_run(tmp_path)
+    try:
+        result = CliRunner().invoke(cli, ["rm", dialogue_id])
+        assert result.exit_code == 1
+        assert f"Error: dialogue {dialogue_id} is running in another process (pid " \
+               f"{proc.pid} on " in result.stderr
+        assert result.stderr.rstrip().endswith("; nothing of it was deleted")
+        assert dlg.load_dialogue(dialogue_id).id == dialogue_id
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert delete_dialogue(dialogue_id) == [dialogue_id]
+    with pytest.raises(dlg.DialogueNotFoundError):
+        dlg.load_dialogue(dialogue_id)
+
+
 def test_resume_of_a_running_dialogue_is_refused_until_its_process_dies(tmp_path):
     proc, dialogue_id = _start_slow_run(tmp_path)
     try:

@@ -69,7 +69,7 @@ def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
 # one of its commands is asked for (or the list is shown), so ``dlg run`` does not import
 # the others to start
 BUILTIN_COMMANDS = {"run": "run", "resume": "run", "batch": "batch", "ls": "saved",
-                    "show": "saved", "export": "saved", "models": "models",
+                    "show": "saved", "export": "saved", "rm": "saved", "models": "models",
                     "modes": "modes", "plugins": "plugins", "rate": "routing",
                     "routing": "routing"}
 

@@ -1,4 +1,4 @@
-"""Saved dialogues: ``dlg ls``, ``dlg show``, ``dlg export``."""
+"""Saved dialogues: ``dlg ls``, ``dlg show``, ``dlg export``, ``dlg rm``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dlg.cli.base import (
+    EXIT_FAILED,
     EXIT_USAGE,
     DlgClickError,
     _format_for,
@@ -200,3 +201,35 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
     if dialogues.missing:
         echo(f"{dialogues.written} dialogues; {dialogues.missing} rows of the batch have "
              "none saved (never started)", err=True)
+
+
+@cli.command("rm")
+@click.argument("dialogue_ids", nargs=-1, metavar="[DIALOGUE_ID]...")
+@click.option("--batch", "batch_id", metavar="BATCH",
+              help="Delete every dialogue of this batch, and the batch itself.")
+@store_option
+def rm_command(dialogue_ids: tuple[str, ...], batch_id: str | None, store: str | None
+               ) -> None:
+    """Delete saved dialogues (whole ids, as `dlg ls` shows them) with their
+    sub-dialogues, or a batch (--batch). A dialogue running elsewhere is not deleted."""
+    from dlg.records.store import DialogueBusyError, DialogueNotFoundError, delete_dialogue
+
+    if not dialogue_ids and batch_id is None:
+        raise DlgClickError("give the DIALOGUE_IDs to delete, or --batch BATCH", EXIT_USAGE)
+    opened = _store(store)
+    try:
+        for dialogue_id in dialogue_ids:
+            deleted = delete_dialogue(dialogue_id, opened)
+            children = len(deleted) - 1
+            echo(f"deleted {dialogue_id}" + (f" and {children} sub-dialogue"
+                                            f"{'s' if children > 1 else ''}"
+                                            if children else ""))
+        if batch_id is not None:
+            from dlg.running.batch_export import delete_batch
+
+            deleted = delete_batch(batch_id, opened)
+            echo(f"deleted batch {batch_id}: {len(deleted)} dialogues")
+    except DialogueNotFoundError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    except DialogueBusyError as exc:
+        raise DlgClickError(f"{exc}; nothing of it was deleted", EXIT_FAILED) from None

@@ -24,6 +24,7 @@ __all__ = [
     "Lease",
     "RowWrites",
     "as_dialogue",
+    "delete_dialogue",
     "find_dialogue",
     "list_dialogues",
     "load_dialogue",
@@ -311,6 +312,51 @@ def load_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> Any
     dialogue = as_dialogue(find_dialogue(opened, dialogue_id))
     _attach_children(opened, dialogue, 0)
     return dialogue
+
+
+def delete_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> list[str]:
+    """Delete a saved dialogue, named by its whole id (a prefix could name the wrong one),
+    and the sub-dialogues it saved; returns the ids deleted, its own first. Raises
+    ``DialogueNotFoundError`` if none has that id, and ``DialogueBusyError`` if a live
+    process runs it or one of its sub-dialogues: then nothing is deleted."""
+    opened = open_store(store, pm=pm)
+    record = (opened.load(dialogue_id) if isinstance(dialogue_id, str) and dialogue_id
+              and _unicode(dialogue_id) else None)
+    if record is None:
+        raise DialogueNotFoundError(f"no saved dialogue '{dialogue_id}' (give its whole id: "
+                                    "`dlg ls` lists them)")
+    ids = [dialogue_id, *_child_ids(opened, as_dialogue(record), 0)]
+    held: list[tuple[Lease, str]] = []
+    try:  # hold them all first: one running elsewhere stops the whole deletion
+        for one in ids:
+            lease = Lease()
+            lease.acquire(opened, one)
+            held.append((lease, one))
+        for one in ids:  # a store's delete drops the dialogue's lease with it
+            opened.delete(one)
+    except BaseException:
+        for lease, one in held:
+            with contextlib.suppress(Exception):
+                lease.release(opened, one)
+        raise
+    return ids
+
+
+def _child_ids(store: Any, dialogue: Any, depth: int) -> list[str]:
+    """The ids of the sub-dialogues ``dialogue`` saved, and theirs, as far as saved."""
+    if depth > 8:  # deeper than any mode may nest: a damaged record, not a tree
+        return []
+    out: list[str] = []
+    for turn in dialogue.turns:
+        for entry in (turn.metadata or {}).get("subdialogues") or ():
+            child_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(child_id, str) or child_id in out:
+                continue
+            record = store.load(child_id)
+            if record is not None:
+                out.append(child_id)
+                out += _child_ids(store, as_dialogue(record), depth + 1)
+    return out
 
 
 def _attach_children(store: Any, dialogue: Any, depth: int) -> None:

@@ -294,6 +294,12 @@ class TableStore(RowWrites):
                     "ON CONFLICT (id) DO UPDATE SET record = excluded.record",
                     (record["id"], dumps(record)))
 
+    def delete_batch(self, batch_id: str) -> bool:
+        """Forget a batch's record (its dialogues are deleted one by one, before)."""
+        with self._transaction() as execute:
+            gone = execute("DELETE FROM dlg_batches WHERE id = ?", (batch_id,)).rowcount
+        return bool(gone)
+
     def load_batch(self, batch_id: str) -> dict[str, Any] | None:
         with self._reading() as execute:
             row = execute("SELECT record FROM dlg_batches WHERE id = ?", (batch_id,)).fetchone()

@@ -1,4 +1,5 @@
-"""A batch's results in one document: ``dlg export --batch BATCH`` (``dlg.export_batch``).
+"""A batch's saved results: in one document, ``dlg export --batch BATCH``
+(``dlg.export_batch``), or deleted, ``dlg rm --batch BATCH`` (``delete_batch``).
 
 The dialogues are read from the store one at a time, in the order of the batch's rows,
 and written as they are read, so a batch of thousands is never held in memory at once. A
@@ -17,7 +18,7 @@ from typing import Any
 
 from dlg.errors import ExportError
 
-__all__ = ["BatchDialogues", "batch_dialogues", "export_batch", "write_batch"]
+__all__ = ["BatchDialogues", "batch_dialogues", "delete_batch", "export_batch", "write_batch"]
 
 
 class BatchDialogues:
@@ -132,3 +133,24 @@ def _write_chunks(path: Path, chunks: Iterator[Any]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[str]:
+    """Delete a batch: each of its saved dialogues (with their sub-dialogues, as
+    ``dlg.records.store.delete_dialogue`` does) and then its record, so it can no longer
+    be resumed. Returns the dialogue ids deleted. ``DialogueBusyError`` if one of them
+    is running: the dialogues deleted before it stay deleted, the batch's record is
+    kept, and running the same command again finishes the job."""
+    from dlg.records.store import delete_dialogue
+    from dlg.running.batch import item_id
+
+    dialogues = batch_dialogues(batch_id, store, pm=pm)
+    deleted: list[str] = []
+    for index in range(dialogues.rows):
+        one = item_id(batch_id, index)
+        if dialogues.store.load(one) is not None:
+            deleted += delete_dialogue(one, dialogues.store)
+    forget = getattr(dialogues.store, "delete_batch", None)
+    if forget is not None:
+        forget(batch_id)
+    return deleted
