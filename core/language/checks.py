@@ -1,8 +1,14 @@
-"""Static checks on a mode's templates, run by the loader before anything is paid for.
+"""Static checks on a mode, run by the loader before anything is paid for (a mode from
+the cache was checked when it was cached, so none of this is imported for it).
 
-Each template (the mode's ``system``, a turn's ``instruction``, ``prompt`` and ``when``) is
-parsed; every variable it reads must be an input or a name every template has, every turn
-it reads must be in the turn's ``context_from``, and every template it includes must exist.
+- Its turns' references (``context_ids``, ``structured_problems``, ``repeat_problems``):
+  what each turn's ``context_from`` names, resolved to turn ids, must exist and have run
+  by then; an ``output.schema`` must be a JSON Schema dlg can check answers against; a
+  judge's ``scores`` and a loop's ``until`` must name turns that can give them.
+- Its templates (``check_templates``): each (the mode's ``system``, a turn's
+  ``instruction``, ``prompt`` and ``when``) is parsed; every variable it reads must be an
+  input or a name every template has, every turn it reads must be in the turn's
+  ``context_from``, and every template it includes must exist.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dlg.language.mode import Mode, Turn
 from dlg.language.sandbox import constant_problem
 from dlg.language.templates import RESERVED_NAMES, analyse, environment
 
-__all__ = ["check_templates"]
+__all__ = ["check_templates", "context_ids", "repeat_problems", "structured_problems"]
 
 
 def check_templates(
@@ -120,3 +126,131 @@ def _fmt(path: tuple[Any, ...]) -> str:
     from dlg.language.source import format_path
 
     return format_path(path)
+
+
+def context_ids(
+    spec: Any, turn_id: str, order: list[str], phase_of: dict[str, int],
+    phases: list[dict[str, Any]], problems: list[Problem], where: Any,
+) -> tuple[str, ...]:
+    pos = order.index(turn_id)
+    my_phase = phase_of[turn_id]
+    parallel = phases[my_phase]["structure"] == "parallel"
+    # in a loop, a turn reads its phase's turns as of the round before (itself included)
+    loop = bool(phases[my_phase].get("repeat"))
+
+    def readable(other: str) -> bool:
+        if phase_of[other] < my_phase:
+            return True
+        return phase_of[other] == my_phase and (
+            loop or (not parallel and order.index(other) < pos))
+
+    if spec == "all":
+        if loop:
+            return tuple(t for t in order if readable(t))
+        return tuple(t for t in order[:pos] if readable(t))
+    if spec == "none":
+        return ()
+    if spec == "previous":
+        if not parallel and pos > 0 and phase_of[order[pos - 1]] == my_phase:
+            return (order[pos - 1],)
+        # the first turn of a loop also reads its phase's last turn (the round before)
+        own = (phases[my_phase]["turns"][-1]["id"],) if loop and not parallel else ()
+        if my_phase == 0:
+            return own
+        prev = phases[my_phase - 1]
+        ids = [t["id"] for t in prev["turns"]]
+        return (*(ids if prev["structure"] == "parallel" else ids[-1:]), *own)
+
+    out: list[str] = []
+    for i, ref in enumerate(spec):
+        doc, path = where(turn_id, "context_from")
+        ref_path = (*path, i) if path and path[-1] == "context_from" else (
+            *path, "context_from", i)
+        if isinstance(ref, int):
+            if not 1 <= ref <= len(order):
+                problems.append(doc.problem(
+                    f"turn {ref} does not exist (this mode has {len(order)} turns)", ref_path))
+                continue
+            ref_id = order[ref - 1]
+        else:
+            ref_id = ref
+        if ref_id not in phase_of:
+            close = difflib.get_close_matches(ref_id, order, n=1)
+            problems.append(doc.problem(
+                f"context_from names turn '{ref_id}', which does not exist", ref_path,
+                hint=f"did you mean '{close[0]}'?" if close else None))
+        elif ref_id == turn_id and not loop:
+            problems.append(doc.problem(
+                f"turn '{turn_id}' cannot read itself", ref_path,
+                hint="only a turn in a repeating phase reads itself (its previous round)"))
+        elif phase_of[ref_id] == my_phase and parallel and not loop:
+            problems.append(doc.problem(
+                f"turn '{turn_id}' runs in parallel with '{ref_id}' (phase "
+                f"'{phases[my_phase]['id']}') and cannot read it",
+                ref_path, hint="move one of them to an earlier phase"))
+        elif not readable(ref_id):
+            problems.append(doc.problem(
+                f"turn '{turn_id}' reads '{ref_id}', which has not run yet when "
+                f"'{turn_id}' runs", ref_path))
+        elif ref_id not in out:
+            out.append(ref_id)
+    return tuple(out)
+
+
+def structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
+                         layout: Layout) -> list[Problem]:
+    """An ``output.schema`` that is no JSON Schema; ``scores`` naming turns that have not
+    run when the judge runs."""
+    out = []
+    if turn.output:  # jsonschema is imported only here: a cached mode loads without it
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        from dlg.running.answer_schema import unsupported
+
+        try:
+            Draft202012Validator.check_schema(turn.output.get("schema"))
+            why = unsupported(turn.output.get("schema"))
+        except SchemaError as exc:
+            why = f"is not a valid JSON Schema: {exc.message}"
+        else:
+            why = why and f"cannot be used: {why}"
+        if why:
+            doc, path = layout.where(turn.id, "output")
+            out.append(doc.problem(f"output.schema of turn '{turn.id}' {why}", path))
+    for i, ref in enumerate(turn.scores):
+        if ref not in phase_of or order.index(ref) >= order.index(turn.id) or (
+                phase_of[ref] == phase_of[turn.id] and
+                layout.phases[phase_of[ref]]["structure"] == "parallel"):
+            doc, path = layout.where(turn.id, "scores")
+            where = (*path, i) if path[-1:] == ("scores",) else (*path, "scores", i)
+            out.append(doc.problem(
+                f"turn '{turn.id}' scores '{ref}', which is not a turn that has run by then",
+                where, hint="a judge scores turns of earlier phases, or earlier in its own"))
+    return out
+
+
+def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[Turn],
+                     layout: Layout) -> list[Problem]:
+    """A loop's ``until.turn`` must be one of its turns; ``until.score`` needs a turn
+    with an output schema to read the score from."""
+    until = repeat.get("until") or {}
+    ids = [t.id for t in turns]
+    doc, path = layout.where(ids[0])
+    where = (*path[:-2], "repeat", "until") if path[-2:-1] == ("turns",) else path
+    out = []
+    if until.get("turn") is not None and until["turn"] not in ids:
+        close = difflib.get_close_matches(until["turn"], ids, n=1)
+        out.append(doc.problem(
+            f"repeat.until.turn of phase '{phase['id']}' names '{until['turn']}', which is "
+            "not one of its turns", (*where, "turn"),
+            hint=f"did you mean '{close[0]}'?" if close else f"its turns: {', '.join(ids)}"))
+    elif until.get("score") is not None:
+        judged = [t for t in turns if t.output] if until.get("turn") is None else [
+            t for t in turns if t.id == until["turn"] and t.output]
+        if not judged:
+            out.append(doc.problem(
+                f"repeat.until.score of phase '{phase['id']}' reads data.score, but no turn "
+                "of it has an output schema", (*where, "score"),
+                hint="give the judging turn output: {schema: ...} with a score"))
+    return out
