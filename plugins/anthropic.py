@@ -11,14 +11,14 @@ them as such.
 from __future__ import annotations
 
 from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_env, missing_package, no_retries
+from dlg.models.providers import missing_key, missing_package, no_retries
 
 EPHEMERAL = {"type": "ephemeral"}
 
 
 def _check(model, options):
-    return missing_package("langchain_anthropic", "anthropic") or missing_env(
-        "ANTHROPIC_API_KEY")
+    return missing_package("langchain_anthropic", "anthropic") or missing_key(
+        options, "ANTHROPIC_API_KEY", options_named=("api_key", "anthropic_api_key"))
 
 
 def _make(model, options):

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 
 from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_env, missing_package
+from dlg.models.providers import missing_key, missing_package
 
 
 def _check(model, options):
-    return missing_package("langchain_google_genai", "google") or missing_env(
-        "GOOGLE_API_KEY", "GEMINI_API_KEY")
+    return missing_package("langchain_google_genai", "google") or missing_key(
+        options, "GOOGLE_API_KEY", "GEMINI_API_KEY",
+        options_named=("api_key", "google_api_key"))
 
 
 def _make(model, options):

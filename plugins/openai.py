@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 
 from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_env, missing_package, no_retries
+from dlg.models.providers import missing_key, missing_package, no_retries
 
 
 def _check(model, options):
-    return missing_package("langchain_openai", "openai") or missing_env("OPENAI_API_KEY")
+    return missing_package("langchain_openai", "openai") or missing_key(
+        options, "OPENAI_API_KEY", options_named=("api_key", "openai_api_key"))
 
 
 def _make(model, options):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_env, missing_package, no_retries
+from dlg.models.providers import missing_key, missing_package, no_retries
 
 
 def _check(model, options):
-    return missing_package("langchain_xai", "xai") or missing_env("XAI_API_KEY")
+    return missing_package("langchain_xai", "xai") or missing_key(
+        options, "XAI_API_KEY", options_named=("api_key", "xai_api_key"))
 
 
 def _make(model, options):

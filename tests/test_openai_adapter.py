@@ -49,6 +49,24 @@ async def test_missing_key_is_caught_before_the_first_turn(monkeypatch):
         await dlg.run(MODE, model="openai:gpt-4o")
 
 
+async def test_a_key_given_in_the_spec_is_enough(monkeypatch):
+    """``api_key=env:NAME`` is the documented way to give a key as a reference; the
+    check used to ask for OPENAI_API_KEY all the same, and refuse to run."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("WORK_OPENAI_KEY", "sk-work-not-real")
+    with FakeOpenAI() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        d = await dlg.run(MODE, model="openai:gpt-4o-mini?api_key=env:WORK_OPENAI_KEY",
+                          store=None)
+    assert d.status == "completed", d.error
+    assert server.requests[0]["auth"] == "Bearer sk-work-not-real"
+    assert d.participants["a"] == "openai:gpt-4o-mini?api_key=env:WORK_OPENAI_KEY"
+    # a literal key in a spec that cannot run is not repeated in the error
+    with pytest.raises(dlg.UnknownModelError, match=r"^'openaj:gpt-4o\?api_key=\[REDACTED\]' "
+                                                     "is not a known model"):
+        await dlg.run(MODE, model="openaj:gpt-4o?api_key=sk-literal-0123456789")
+
+
 async def test_rate_limit_honours_retry_after_and_keeps_the_model():
     with FakeOpenAI(["429:1", "ok"]) as server:
         started = time.monotonic()

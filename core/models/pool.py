@@ -46,9 +46,10 @@ class ModelPool:
         problem = self.problem(spec)
         if problem is None:
             return
+        shown = self.safe_label(spec)  # a key given in the spec is not repeated
         if problem.startswith("no provider"):
-            raise UnknownModelError(f"'{spec}' is not a known model: {problem}")
-        raise ModelError(f"'{spec}' cannot run: {problem}")
+            raise UnknownModelError(f"'{shown}' is not a known model: {problem}")
+        raise ModelError(f"'{shown}' cannot run: {problem}")
 
     @staticmethod
     def check_given(model: Any, models: Mapping[str, Any], pool: Any) -> None:
@@ -118,9 +119,11 @@ class ModelPool:
             except ModelError:
                 raise
             except Exception as exc:
-                raise ModelError(
+                from dlg.observability.redact import redact
+
+                raise ModelError(redact(
                     f"provider '{parsed.provider}' could not create '{spec_or_model}': "
-                    f"{_described(exc)}") from exc
+                    f"{_described(exc)}")) from exc
             self._models[spec_or_model] = model
         return model, spec_or_model
 

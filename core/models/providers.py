@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-__all__ = ["missing_env", "missing_package", "no_retries"]
+__all__ = ["missing_env", "missing_key", "missing_package", "no_retries"]
 
 DIST = "dlg-orchestrator"
 
@@ -20,6 +20,16 @@ def missing_package(module: str, extra: str) -> str | None:
     if importlib.util.find_spec(module) is not None:
         return None
     return f"needs the {module} package: pip install '{DIST}[{extra}]'"
+
+
+def missing_key(options: dict[str, object], *names: str,
+                options_named: tuple[str, ...] = ("api_key",)) -> str | None:
+    """``missing_env(*names)``, unless the spec gives a key itself: ``api_key=...``, or a
+    reference ``api_key=env:NAME`` (already read from the environment here), or the
+    provider's own name for it (``options_named``)."""
+    if any(options.get(name) for name in options_named):
+        return None
+    return missing_env(*names)
 
 
 def missing_env(*names: str) -> str | None:
