@@ -23,6 +23,7 @@ __all__ = [
     "check_shape",
     "check_text",
     "confined",
+    "is_text",
     "positive",
     "read_text",
 ]
@@ -98,19 +99,26 @@ def positive(value: Any, name: str, unit: str, *, zero: bool = False) -> float |
     return number
 
 
-def check_text(text: str, path: tuple[Any, ...] = ()) -> None:
-    """Raise ``LimitError`` if ``text`` is not valid Unicode: it holds a lone surrogate,
-    which is what Python makes of a byte that is not UTF-8 in a command's arguments (a
-    terminal set to another encoding) or of a ``\\ud800`` escape in JSON. No file, store
-    or terminal can take it."""
+def is_text(text: str) -> bool:
+    """Whether ``text`` is valid Unicode. It is not when it holds a lone surrogate, which
+    is what Python makes of a byte that is not UTF-8 in a command's arguments (a terminal
+    set to another encoding) or of a ``\\ud800`` escape in JSON: no file, store or
+    terminal can take it."""
     if text.isascii():
-        return
+        return True
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LimitError(f"the text is not valid Unicode at character {exc.start + 1} (a "
-                         "byte that is not UTF-8, or a lone surrogate): write it in UTF-8",
-                         path) from None
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(text: str, path: tuple[Any, ...] = ()) -> None:
+    """Raise ``LimitError``, saying where, if ``text`` is not valid Unicode (``is_text``)."""
+    if not is_text(text):
+        at = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+        raise LimitError(f"the text is not valid Unicode at character {at + 1} (a byte "
+                         "that is not UTF-8, or a lone surrogate): write it in UTF-8", path)
 
 
 def check_shape(data: Any) -> None:

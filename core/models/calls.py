@@ -62,15 +62,13 @@ def valid_text(text: str) -> str:
     """``text`` with any lone surrogate (a ``\\ud800`` escape in a provider's JSON, which
     no file, store or terminal can take) replaced by U+FFFD, as a decoder replaces a bad
     byte. An answer is paid for, so it is kept, not refused."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        import re
+    from dlg.language.limits import is_text
 
-        return re.sub("[\ud800-\udfff]", "\ufffd", text)
-    return text
+    if is_text(text):
+        return text
+    import re
+
+    return re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
 def estimate_tokens(text: str) -> int:

@@ -17,6 +17,7 @@ import anyio
 
 from dlg import process
 from dlg.errors import DlgError, InputError, StoreError
+from dlg.language.limits import is_text
 
 __all__ = [
     "DialogueBusyError",
@@ -264,7 +265,7 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
     """The saved record with id ``ref``, or the one whose id starts with ``ref``."""
     # an empty prefix would match any dialogue; text that is not valid Unicode (a byte
     # that is not UTF-8 in the argument) is no id, and no store could look it up
-    if not isinstance(ref, str) or not ref or not _unicode(ref):
+    if not isinstance(ref, str) or not ref or not is_text(ref):
         raise DialogueNotFoundError(f"{ref!r} is not a dialogue id (`dlg ls` lists them)")
     record = store.load(ref)
     if record is not None:
@@ -278,14 +279,6 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
     raise DialogueNotFoundError(
         f"'{ref}' matches {len(matches)} dialogues ({', '.join(matches[:3])}, ...): "
         "give more of the id")
-
-
-def _unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def as_dialogue(record: dict[str, Any]) -> Any:
@@ -321,7 +314,7 @@ def delete_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> l
     process runs it or one of its sub-dialogues: then nothing is deleted."""
     opened = open_store(store, pm=pm)
     record = (opened.load(dialogue_id) if isinstance(dialogue_id, str) and dialogue_id
-              and _unicode(dialogue_id) else None)
+              and is_text(dialogue_id) else None)
     if record is None:
         raise DialogueNotFoundError(f"no saved dialogue '{dialogue_id}' (give its whole id: "
                                     "`dlg ls` lists them)")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from dlg.language.limits import is_text
 from dlg.records.store import RowWrites, split_record
 
 __all__ = ["ADDED_COLUMNS", "SCHEMA", "TableStore"]
@@ -94,12 +95,7 @@ def dumps(value: Any) -> str:
         except TypeError:
             pass
     text = _encode(value)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: kept as its \\udXXX escape
-            return _encode_ascii(value)
-    return text
+    return text if is_text(text) else _encode_ascii(value)  # a lone surrogate: escaped
 
 
 def _facts(turn: dict[str, Any]) -> tuple[Any, Any, Any]:
