@@ -178,12 +178,11 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
 
     from dlg.records.export import get_exporter
     from dlg.records.store import DialogueNotFoundError
-    from dlg.running.batch_export import batch_dialogues, write_batch
+    from dlg.running.batch_export import batch_dialogues, render_batch, write_batch
 
     named = _format_for(fmt, out)  # also refuses an --out whose folder is missing
     chosen: str = fmt or (named if named and out and os.path.splitext(out)[1] else "jsonl")
-    exporter = get_exporter(chosen)
-    if out is None and not hasattr(exporter, "export_all"):
+    if out is None and not hasattr(get_exporter(chosen), "export_all"):
         raise DlgClickError(f"the {chosen} format writes one dialogue a file: give --out "
                             "FOLDER (or use jsonl or csv for one file)", EXIT_USAGE)
     try:
@@ -191,7 +190,7 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
     except DialogueNotFoundError as exc:
         raise DlgClickError(str(exc), EXIT_USAGE) from None
     if out is None:
-        for chunk in exporter.export_all(dialogues):
+        for chunk in render_batch(dialogues, chosen):
             if isinstance(chunk, bytes):
                 sys.stdout.buffer.write(chunk)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from dlg.records.stamps import ID_CHARACTERS
 if TYPE_CHECKING:
     from dlg.records.record import Dialogue
 
-__all__ = ["export", "get_exporter", "render_export", "write_export"]
+__all__ = ["export", "get_exporter", "render_export", "write_atomically", "write_export"]
 
 
 def get_exporter(name: str, pm: Any = None) -> Any:
@@ -55,16 +56,25 @@ def write_export(dialogue: Dialogue, format: str, path: str | Path, pm: Any = No
         # the characters ``check_id`` allows; any other becomes _
         name = re.sub(f"[^{ID_CHARACTERS}]", "_", dialogue.id).lstrip(".") or "dialogue"
         path = path / f"{name}.{exporter.extension}"
+    write_atomically(path, [data])
+    return path
+
+
+def write_atomically(path: Path, parts: Iterable[str | bytes]) -> None:
+    """Write ``parts`` (text as UTF-8) to ``path`` as they come, through a ``.tmp`` beside
+    it renamed at the end: a reader never sees half a file, and a failure (a missing
+    folder, no permission, a full disk: an ``ExportError`` naming the file; anything
+    else as it is) leaves no ``.tmp`` behind."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data, encoding="utf-8")
+        with open(tmp, "wb") as out:
+            for part in parts:
+                out.write(part if isinstance(part, bytes) else part.encode("utf-8"))
         tmp.replace(path)
-    except OSError as exc:  # no such folder, no permission, a full disk
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise ExportError(f"cannot write {path}: {exc.strerror or type(exc).__name__}"
-                          ) from None
-    return path
+        if isinstance(exc, OSError):
+            raise ExportError(f"cannot write {path}: {exc.strerror or type(exc).__name__}"
+                              ) from None
+        raise

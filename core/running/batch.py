@@ -116,6 +116,12 @@ def item_id(batch_id: str, index: int) -> str:
     return f"{batch_id}-{index:05d}"
 
 
+def batch_items(batch_id: str, rows: list[Any]) -> list[BatchItem]:
+    """A batch's rows as its items, before anything ran: dialogue ``BATCH-NNNNN`` each."""
+    return [BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
+            for i, r in enumerate(rows)]
+
+
 async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, Any]], *,
                     batch_id: str | None = None, concurrency: int = 4,
                     executor: str | Any = "local",
@@ -144,9 +150,8 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
 
     # its dialogues are BATCH-NNNNN
     batch_id = new_batch_id() if batch_id is None else check_id(batch_id, "batch id", 122)
-    result = BatchResult(id=batch_id, mode=loaded.name, items=[
-        BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
-        for i, r in enumerate(given)], max_total_cost=max_total_cost)
+    result = BatchResult(id=batch_id, mode=loaded.name, items=batch_items(batch_id, given),
+                         max_total_cost=max_total_cost)
     store = orchestrator.open_store()
     if store is not None and hasattr(store, "save_batch"):
         await anyio.to_thread.run_sync(store.save_batch, {

@@ -58,15 +58,14 @@ async def saved_total(orchestrator: Any, store: Any, mode: Any, dialogue: Any) -
         return None
     import anyio
 
-    from dlg.running.batch import BatchItem, item_id, skip_ended
+    from dlg.running.batch import batch_items, skip_ended
 
     record = await anyio.to_thread.run_sync(store.load_batch, batch_id)
     limit = checked_limit(record.get("max_total_cost")) if isinstance(record, dict) else None
     if limit is None:
         return None
     rows = record.get("rows")
-    items = [BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
-             for i, r in enumerate(rows if isinstance(rows, list) else [])]
+    items = batch_items(batch_id, rows if isinstance(rows, list) else [])
     left = await skip_ended(store, items, None)
     return _total(limit, orchestrator, await _spent_before(store, mode, items, left))
 

@@ -11,14 +11,14 @@ format writes one file per dialogue into a folder. Rows whose dialogue never sta
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dlg.errors import ExportError
+from dlg.errors import DlgError, ExportError
 
-__all__ = ["BatchDialogues", "batch_dialogues", "delete_batch", "export_batch", "write_batch"]
+__all__ = ["BatchDialogues", "batch_dialogues", "delete_batch", "export_batch", "render_batch",
+           "write_batch"]
 
 
 class BatchDialogues:
@@ -66,73 +66,48 @@ def export_batch(batch_id: str, format: str = "jsonl", path: str | Path | None =
     a folder to put ``BATCH.EXT`` in); any other format needs ``path``, a folder, and
     writes one file per dialogue into it. Returns what was written: the text, the file or
     the folder."""
-    from dlg.records.export import get_exporter
-
     dialogues = batch_dialogues(batch_id, store, pm=pm)
     if path is not None:
         return write_batch(dialogues, format, path, pm=pm)
-    exporter = get_exporter(format, pm)
-    if not hasattr(exporter, "export_all"):
-        raise ExportError(_ONE_A_FILE.format(format=format))
-    parts = list(_rendered(exporter, dialogues, format))
+    parts: list[Any] = list(render_batch(dialogues, format, pm=pm))
     return b"".join(parts) if parts and isinstance(parts[0], bytes) else "".join(parts)
 
 
-_ONE_A_FILE = ("the {format} format writes one dialogue a file: give a folder to write the "
-               "batch's into (or use jsonl or csv for one file)")
+def render_batch(dialogues: BatchDialogues, format: str, *, pm: Any = None
+                 ) -> Iterator[str | bytes]:
+    """The batch's dialogues as one document of ``format``, in parts as they are read:
+    ``ExportError`` for a format that writes one dialogue a file, or an exporter that
+    fails."""
+    from dlg.records.export import get_exporter
+
+    exporter = get_exporter(format, pm)
+    if not hasattr(exporter, "export_all"):
+        raise ExportError(f"the {format} format writes one dialogue a file: give a folder "
+                          "to write the batch's into (or use jsonl or csv for one file)")
+    try:
+        yield from exporter.export_all(dialogues)
+    except (DlgError, OSError):  # the store's, or dlg's own
+        raise
+    except Exception as exc:
+        raise ExportError(f"exporter '{format}' failed: {type(exc).__name__}: {exc}") from exc
 
 
 def write_batch(dialogues: BatchDialogues, format: str, path: str | Path, *, pm: Any = None
                 ) -> Path:
     """Write a batch's dialogues (``batch_dialogues``) as ``format`` to ``path``: see
     ``export_batch``. Returns the file or the folder written."""
-    from dlg.records.export import get_exporter, write_export
+    from dlg.records.export import get_exporter, write_atomically, write_export
 
     exporter = get_exporter(format, pm)
     target = Path(path)
-    if not hasattr(exporter, "export_all"):
-        if not target.is_dir():
-            raise ExportError(_ONE_A_FILE.format(format=format))
+    if not hasattr(exporter, "export_all") and target.is_dir():
         for dialogue in dialogues:
             write_export(dialogue, format, target, pm)
         return target
     if target.is_dir():  # a batch id is made of the characters ids may hold
         target = target / f"{dialogues.batch_id}.{exporter.extension}"
-    _write_chunks(target, _rendered(exporter, dialogues, format))
+    write_atomically(target, render_batch(dialogues, format, pm=pm))
     return target
-
-
-def _rendered(exporter: Any, dialogues: Any, format: str) -> Iterator[Any]:
-    try:
-        yield from exporter.export_all(dialogues)
-    except (ExportError, OSError):
-        raise
-    except Exception as exc:
-        from dlg.errors import DlgError
-
-        if isinstance(exc, DlgError):
-            raise
-        raise ExportError(f"exporter '{format}' failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _write_chunks(path: Path, chunks: Iterator[Any]) -> None:
-    """Write the document to ``path`` as it is made, atomically (a ``.tmp`` beside it,
-    renamed at the end; removed if anything fails)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk if isinstance(chunk, bytes) else chunk.encode("utf-8"))
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise ExportError(f"cannot write {path}: {exc.strerror or type(exc).__name__}"
-                          ) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[str]:
@@ -141,15 +116,16 @@ def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[st
     be resumed. Returns the dialogue ids deleted. ``DialogueBusyError`` if one of them
     is running: the dialogues deleted before it stay deleted, the batch's record is
     kept, and running the same command again finishes the job."""
-    from dlg.records.store import delete_dialogue
+    from dlg.records.store import DialogueNotFoundError, delete_dialogue
     from dlg.running.batch import item_id
 
     dialogues = batch_dialogues(batch_id, store, pm=pm)
     deleted: list[str] = []
     for index in range(dialogues.rows):
-        one = item_id(batch_id, index)
-        if dialogues.store.load(one) is not None:
-            deleted += delete_dialogue(one, dialogues.store)
+        try:
+            deleted += delete_dialogue(item_id(batch_id, index), dialogues.store)
+        except DialogueNotFoundError:  # a row that never started: nothing was saved
+            continue
     forget = getattr(dialogues.store, "delete_batch", None)
     if forget is not None:
         forget(batch_id)
