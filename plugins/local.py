@@ -88,16 +88,10 @@ def default_threads() -> int:
     return max(1, min(4, cpus - busy))
 
 
-# the spec options the local model takes besides ``path`` (``local?threads=2``)
-OPTIONS = ("threads", "n_ctx", "parallel", "default_max_tokens", "repeat_penalty",
-           "repeat_last_n", "dry_multiplier", "dry_base", "dry_allowed_length",
-           "dry_penalty_last_n")
-
-
 def _make(model, options, *, registry=None):
     from dlg.errors import ModelError
 
-    from .local_model import LocalChatModel
+    from .local_model import OPTIONS, LocalChatModel
 
     unknown = sorted(set(options) - {*OPTIONS, "path"})
     if unknown:  # a misspelt option would otherwise do nothing, silently

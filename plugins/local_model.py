@@ -45,8 +45,8 @@ class LocalChatModel(BaseChatModel):
     """A GGUF model run by llama.cpp in this process; no key, no network."""
 
     model_path: str
-    n_ctx: int = Field(4096, ge=1)
     threads: int = Field(max(1, min(4, os.cpu_count() or 1)), ge=1)
+    n_ctx: int = Field(4096, ge=1)
     parallel: int = Field(2, ge=1)
     default_max_tokens: int = Field(512, ge=1)
     # sampling that keeps a small model readable (measured in bench/bench_local_text.py):
@@ -179,3 +179,10 @@ class LocalChatModel(BaseChatModel):
                 chunk = self._chunk(data)
                 if chunk is not None:
                     yield chunk
+
+
+# the spec options (``local?threads=2``): the fields this class adds to LangChain's, but
+# the two dlg sets itself
+OPTIONS = tuple(name for name in LocalChatModel.model_fields
+                if name not in BaseChatModel.model_fields
+                and name not in ("model_path", "dlg_label", "dlg_json_schema"))
