@@ -350,7 +350,7 @@ def test_a_mode_file_that_starts_with_a_byte_order_mark_loads(tmp_path, name, te
 # -- text that is not valid Unicode: no file, store or terminal can take it -------------
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_answer_with_a_lone_surrogate_is_kept_as_valid_text(stream, tmp_path):
+def test_an_answer_with_a_lone_surrogate_is_kept_as_valid_text(stream):
     """A provider's JSON can carry a lone ``\\ud800`` escape; the save used to fail with
     "surrogates not allowed", failing the dialogue after its turn was paid for."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
