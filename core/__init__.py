@@ -46,7 +46,7 @@ if _typing.TYPE_CHECKING:
         load_dialogue,
     )
     from dlg.running.api import Orchestrator, resume, run, run_sync
-    from dlg.running.batch_export import delete_batch, export_batch
+    from dlg.running.batch_export import batch_status, delete_batch, export_batch
     from dlg.running.chat import ChatModel, chat_model
     from dlg.running.events import Decision
     from dlg.running.routing import RouteRequest
@@ -86,6 +86,7 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "batch",
+    "batch_status",
     "batch_sync",
     "chat_model",
     "delete_batch",
@@ -118,6 +119,7 @@ _LAZY = {
     "load_dialogue": "records.store",
     "export": "records.export",
     "export_batch": "running.batch_export",
+    "batch_status": "running.batch_export",
     "delete_batch": "running.batch_export",
     "delete_dialogue": "records.store",
     "ModeLoader": "language.loader",

@@ -583,3 +583,59 @@ def test_rm_deletes_whole_ids_with_their_sub_dialogues():
     assert dlg.list_dialogues() == []
     nothing = runner.invoke(cli, ["rm"])
     assert nothing.exit_code == 2 and "give the DIALOGUE_IDs to delete" in nothing.stderr
+
+
+def test_show_batch_tells_how_a_batch_stands_without_running_it(priced_echo):
+    rows = [{"topic": f"t{i}"} for i in range(4)]
+    first = dlg.batch_sync(PRICED, rows[:3], model="echo", batch_id="st",
+                           max_total_cost=10)
+    dlg.batch_sync(PRICED, rows, model="echo", batch_id="st",  # the fourth: never started
+                   max_total_cost=first.totals["cost_usd"])
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["show", "--batch", "st"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "batch st · mode pair · 4 dialogues"
+    assert [line.split()[:2] for line in lines[3:7]] == [
+        ["st-00000", "completed"], ["st-00001", "completed"], ["st-00002", "completed"],
+        ["st-00003", "pending"]]
+    assert "total: 4 dialogues (3 completed, 1 pending) · 6 turns" in shown.stdout
+    assert f"max total cost ${first.totals['cost_usd']:g}: $" in shown.stdout
+    assert "this run" not in shown.stdout and "wall" not in shown.stdout  # nothing ran
+    data = json.loads(runner.invoke(cli, ["show", "--batch", "st", "--json"]).stdout)
+    assert data["totals"]["cost_usd"] == pytest.approx(first.totals["cost_usd"])
+    assert [i["status"] for i in data["items"]] == ["completed"] * 3 + ["pending"]
+    assert runner.invoke(cli, ["show", "--batch", "nope"]).exit_code == 2
+
+
+@pytest.mark.slow
+def test_show_batch_counts_a_running_dialogue_from_its_turns(tmp_path):
+    """A batch running in another process: its dialogues in flight show the turns they
+    saved, not the header written when they started."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "slow"}\n')
+    mode = tmp_path / "four.json"
+    mode.write_text(json.dumps({**MODE, "turns": [
+        {"id": f"t{i}", "role": "R", "prompt": "{{ topic }}"} for i in range(4)]}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "batch", str(mode), "--inputs", str(rows), "--id",
+         "live", "-m", "echo?latency=0.6", "-q"], env=dict(os.environ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            item = dlg.batch_status("live").items[0] if any(
+                d["id"] == "live-00000" for d in dlg.list_dialogues()) else None
+            if item is not None and item.turns >= 2:
+                break
+            time.sleep(0.2)
+        assert item is not None and item.status == "running" and 2 <= item.turns < 4, item
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

@@ -149,10 +149,11 @@ def _manifest(batch_id: str, store: str | None) -> dict[str, Any]:
     return manifest
 
 
-def summary_table(result: Any, listed: int | None = None) -> str:
+def summary_table(result: Any, listed: int | None = None, *, ran: bool = True) -> str:
     """Each dialogue's status, turns, tokens, cost and time, then the totals. With
     ``listed``, a batch of more dialogues lists only those that did not end, at most
-    ``listed`` of them (thousands of lines would hide the totals)."""
+    ``listed`` of them (thousands of lines would hide the totals). ``ran``: the result
+    of a run (what it spent, its wall time), not a batch as saved (``dlg show --batch``)."""
     from dlg.running.batch import ENDED
 
     items = result.items
@@ -180,11 +181,12 @@ def summary_table(result: Any, listed: int | None = None) -> str:
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(t["statuses"].items()))
     lines += ["", f"total: {t['dialogues']} dialogues ({statuses}) · {t['turns']} turns · "
                   f"{t['tokens']} tokens · ${t['cost_usd']:.5f} · model time "
-                  f"{t['latency_seconds']:.2f}s · wall {t['wall_seconds']:.2f}s"]
+                  f"{t['latency_seconds']:.2f}s"
+              + (f" · wall {t['wall_seconds']:.2f}s" if ran else "")]
     if result.max_total_cost is not None:
         this_run = sum(i.spent_usd for i in result.items)
         lines.append(f"max total cost ${result.max_total_cost:g}: ${t['cost_usd']:.5f} "
-                     f"spent, ${this_run:.5f} of it in this run")
+                     "spent" + (f", ${this_run:.5f} of it in this run" if ran else ""))
     if any(i.skipped for i in result.items):
         lines.append("* ended before this run: kept as it was")
     return "\n".join(lines)

@@ -129,13 +129,24 @@ def _table(dialogue: Any) -> str:
 
 
 @cli.command("show")
-@click.argument("dialogue_id")
+@click.argument("dialogue_id", required=False)
+@click.option("--batch", "batch_id", metavar="BATCH",
+              help="Show how this batch stands instead, as saved (nothing is run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
 @click.option("--text", is_flag=True, help="Also print every turn's text.")
+@click.option("--all", "show_all", is_flag=True,
+              help="With --batch: list every dialogue (past 50, only those not ended).")
 @store_option
-def show_command(dialogue_id: str, as_json: bool, text: bool, store: str | None) -> None:
-    """Show a saved dialogue: per-turn model, status, latency, tokens and cost."""
-    dialogue = _saved(dialogue_id, store)
+def show_command(dialogue_id: str | None, batch_id: str | None, as_json: bool, text: bool,
+                 show_all: bool, store: str | None) -> None:
+    """Show a saved dialogue: per-turn model, status, latency, tokens and cost; or a
+    batch's dialogues and totals (--batch)."""
+    if (dialogue_id is None) == (batch_id is None):
+        raise DlgClickError("give a DIALOGUE_ID, or --batch BATCH", EXIT_USAGE)
+    if batch_id is not None:
+        _show_batch(batch_id, as_json, show_all, store)
+        return
+    dialogue = _saved(dialogue_id or "", store)
     if as_json:
         echo(json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -168,6 +179,21 @@ def export_command(dialogue_id: str | None, batch_id: str | None, fmt: str | Non
         _write_export(_saved(dialogue_id or "", store), _format_for(fmt, out) or "json", out)
         return
     _export_batch(batch_id, fmt, out, store)
+
+
+def _show_batch(batch_id: str, as_json: bool, show_all: bool, store: str | None) -> None:
+    from dlg.cli.batch import summary_table
+    from dlg.records.store import DialogueNotFoundError
+    from dlg.running.batch_export import batch_status
+
+    try:
+        result = batch_status(batch_id, _store(store))
+    except DialogueNotFoundError as exc:
+        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    if as_json:
+        echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        echo(summary_table(result, None if show_all else 50, ran=False))
 
 
 def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | None

@@ -1,5 +1,6 @@
-"""A batch's saved results: in one document, ``dlg export --batch BATCH``
-(``dlg.export_batch``), or deleted, ``dlg rm --batch BATCH`` (``delete_batch``).
+"""A batch's saved results: how it stands, ``dlg show --batch BATCH`` (``batch_status``);
+in one document, ``dlg export --batch BATCH`` (``dlg.export_batch``); or deleted,
+``dlg rm --batch BATCH`` (``delete_batch``). None of these runs anything.
 
 The dialogues are read from the store one at a time, in the order of the batch's rows,
 and written as they are read, so a batch of thousands is never held in memory at once. A
@@ -17,8 +18,8 @@ from typing import Any
 
 from dlg.errors import DlgError, ExportError
 
-__all__ = ["BatchDialogues", "batch_dialogues", "delete_batch", "export_batch", "render_batch",
-           "write_batch"]
+__all__ = ["BatchDialogues", "batch_dialogues", "batch_status", "delete_batch", "export_batch",
+           "render_batch", "write_batch"]
 
 
 class BatchDialogues:
@@ -130,3 +131,34 @@ def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[st
     if forget is not None:
         forget(batch_id)
     return deleted
+
+
+def batch_status(batch_id: str, store: Any = None, *, pm: Any = None) -> Any:
+    """How a batch stands, as saved, without running anything: a ``BatchResult`` with
+    each dialogue's status and figures (``pending``: nothing saved yet), and the batch's
+    ``max_total_cost``. A batch running elsewhere (another process, a Ray cluster) shows
+    its dialogues as far as they were saved."""
+    from dlg.records.store import as_dialogue
+    from dlg.running.batch import BatchResult, batch_items
+
+    dialogues = batch_dialogues(batch_id, store, pm=pm)
+    record, saved = dialogues.record, dialogues.store
+    rows = record.get("rows")
+    items = batch_items(batch_id, rows if isinstance(rows, list) else [])
+    read = getattr(saved, "headers", None)  # one query for them all, where it can
+    headers = read([i.dialogue_id for i in items]) if read is not None else {}
+    for item in items:
+        header = headers.get(item.dialogue_id)
+        status = header.get("status") if isinstance(header, dict) else None
+        if isinstance(status, str) and status not in ("running", "pending"):
+            item.kept(header)  # a header is rewritten when its dialogue ends: current
+            item.skipped = False  # nothing ran here: "kept" would say it ended before
+            continue
+        found = saved.load(item.dialogue_id)  # running: its turns are newer than its header
+        if found is not None:
+            item.record(as_dialogue(found))
+    limit = record.get("max_total_cost")
+    name = record.get("mode_name") or record.get("mode")
+    return BatchResult(id=batch_id, mode=name if isinstance(name, str) else "?",
+                       items=items,
+                       max_total_cost=limit if isinstance(limit, int | float) else None)
