@@ -31,10 +31,11 @@ class BatchDialogues:
 
         self.store = open_store(store, pm=pm)
         load = getattr(self.store, "load_batch", None)
-        self.record = load(batch_id) if load is not None else None
-        if not isinstance(self.record, dict):
+        record = load(batch_id) if load is not None else None
+        if not isinstance(record, dict):
             raise DialogueNotFoundError(f"no saved batch '{batch_id}' in this store "
                                         "(`dlg ls` lists its dialogues as BATCH-NNNNN)")
+        self.record: dict[str, Any] = record
         self.batch_id = batch_id
         rows = self.record.get("rows")
         self.rows = len(rows) if isinstance(rows, list) else 0
@@ -149,8 +150,8 @@ def batch_status(batch_id: str, store: Any = None, *, pm: Any = None) -> Any:
     headers = read([i.dialogue_id for i in items]) if read is not None else {}
     for item in items:
         header = headers.get(item.dialogue_id)
-        status = header.get("status") if isinstance(header, dict) else None
-        if isinstance(status, str) and status not in ("running", "pending"):
+        if isinstance(header, dict) and header.get("status") not in (
+                None, "running", "pending"):
             item.kept(header)  # a header is rewritten when its dialogue ends: current
             item.skipped = False  # nothing ran here: "kept" would say it ended before
             continue
