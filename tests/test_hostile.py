@@ -404,3 +404,15 @@ def test_the_store_keeps_a_lone_surrogate_from_anywhere_as_it_was():
     text = dumps(value)
     text.encode("utf-8")  # what SQLite and PostgreSQL are given
     assert json.loads(text) == value
+
+
+def test_an_export_file_takes_text_utf8_cannot_hold(tmp_path):
+    """What a plugin put in a record may still hold a lone surrogate: the file is
+    written (as the ``\\ud800`` escape, which a JSON reader gives back), not a
+    traceback."""
+    d = dlg.run_sync({"name": "s", "turns": [{"id": "a", "role": "R", "prompt": "p"}]},
+                     model="echo", store=None)
+    d.metadata["note"] = "bad \ud800 note"
+    path = d.export("json", path=tmp_path / "d.json")
+    assert json.loads(path.read_text())["metadata"]["note"] == "bad \ud800 note"
+    d.export("markdown", path=tmp_path / "d.md")  # written too

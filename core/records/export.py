@@ -64,12 +64,14 @@ def write_atomically(path: Path, parts: Iterable[str | bytes]) -> None:
     """Write ``parts`` (text as UTF-8) to ``path`` as they come, through a ``.tmp`` beside
     it renamed at the end: a reader never sees half a file, and a failure (a missing
     folder, no permission, a full disk: an ``ExportError`` naming the file; anything
-    else as it is) leaves no ``.tmp`` behind."""
+    else as it is) leaves no ``.tmp`` behind. Text UTF-8 cannot hold (a lone surrogate)
+    is written as its ``\\udXXX`` escape, which inside a JSON string reads back as it was."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as out:
             for part in parts:
-                out.write(part if isinstance(part, bytes) else part.encode("utf-8"))
+                out.write(part if isinstance(part, bytes) else part.encode(
+                    "utf-8", "backslashreplace"))
         tmp.replace(path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
