@@ -183,13 +183,9 @@ def export_command(dialogue_id: str | None, batch_id: str | None, fmt: str | Non
 
 def _show_batch(batch_id: str, as_json: bool, show_all: bool, store: str | None) -> None:
     from dlg.cli.batch import summary_table
-    from dlg.records.store import DialogueNotFoundError
     from dlg.running.batch_export import batch_status
 
-    try:
-        result = batch_status(batch_id, _store(store))
-    except DialogueNotFoundError as exc:
-        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    result = batch_status(batch_id, _store(store))  # no such batch: exit 2, as for an id
     if as_json:
         echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -203,7 +199,6 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
     import sys
 
     from dlg.records.export import get_exporter
-    from dlg.records.store import DialogueNotFoundError
     from dlg.running.batch_export import batch_dialogues, render_batch, write_batch
 
     named = _format_for(fmt, out)  # also refuses an --out whose folder is missing
@@ -211,10 +206,7 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
     if out is None and not hasattr(get_exporter(chosen), "export_all"):
         raise DlgClickError(f"the {chosen} format writes one dialogue a file: give --out "
                             "FOLDER (or use jsonl or csv for one file)", EXIT_USAGE)
-    try:
-        dialogues = batch_dialogues(batch_id, _store(store))
-    except DialogueNotFoundError as exc:
-        raise DlgClickError(str(exc), EXIT_USAGE) from None
+    dialogues = batch_dialogues(batch_id, _store(store))
     if out is None:
         for chunk in render_batch(dialogues, chosen):
             if isinstance(chunk, bytes):
@@ -237,7 +229,7 @@ def rm_command(dialogue_ids: tuple[str, ...], batch_id: str | None, store: str |
                ) -> None:
     """Delete saved dialogues (whole ids, as `dlg ls` shows them) with their
     sub-dialogues, or a batch (--batch). A dialogue running elsewhere is not deleted."""
-    from dlg.records.store import DialogueBusyError, DialogueNotFoundError, delete_dialogue
+    from dlg.records.store import DialogueBusyError, delete_dialogue
 
     if not dialogue_ids and batch_id is None:
         raise DlgClickError("give the DIALOGUE_IDs to delete, or --batch BATCH", EXIT_USAGE)
@@ -254,7 +246,5 @@ def rm_command(dialogue_ids: tuple[str, ...], batch_id: str | None, store: str |
 
             deleted = delete_batch(batch_id, opened)
             echo(f"deleted batch {batch_id}: {len(deleted)} dialogues")
-    except DialogueNotFoundError as exc:
-        raise DlgClickError(str(exc), EXIT_USAGE) from None
-    except DialogueBusyError as exc:
+    except DialogueBusyError as exc:  # (not found: exit 2, as DlgGroup says for any command)
         raise DlgClickError(f"{exc}; nothing of it was deleted", EXIT_FAILED) from None
