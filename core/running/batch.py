@@ -64,15 +64,16 @@ class BatchItem:
         self.turns, self.tokens = m.turns_completed, m.total_tokens
         self.cost_usd, self.latency_seconds = m.total_cost_usd, m.total_latency_seconds
 
-    def kept(self, header: dict[str, Any]) -> None:
+    def kept(self, header: dict[str, Any], *, before_run: bool = True) -> None:
         """Report a dialogue that had ended from its saved header (its figures, as
-        ``record`` gives them), without loading its turns."""
+        ``record`` gives them), without loading its turns; ``before_run``: it ended
+        before this run, which leaves it as it was (``skipped``)."""
         m = header.get("metrics") or {}
         self.status, self.error = header["status"], header.get("error")
         self.turns, self.tokens = m.get("turns_completed", 0), m.get("total_tokens", 0)
         self.cost_usd = m.get("total_cost_usd", 0.0)
         self.latency_seconds = m.get("total_latency_seconds", 0.0)
-        self.skipped = True
+        self.skipped = before_run
 
 
 @dataclass

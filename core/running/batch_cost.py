@@ -54,20 +54,23 @@ async def saved_total(orchestrator: Any, store: Any, mode: Any, dialogue: Any) -
     included), so a dialogue resumed on its own cannot spend past the total. None for a
     dialogue of no batch, or of one without a total."""
     batch_id = batch_of(dialogue)
-    if batch_id is None or not hasattr(store, "load_batch"):
+    if batch_id is None:
         return None
     import anyio
 
-    from dlg.running.batch import batch_items, skip_ended
+    from dlg.records.store import DialogueNotFoundError
+    from dlg.running.batch import skip_ended
+    from dlg.running.batch_export import batch_dialogues
 
-    record = await anyio.to_thread.run_sync(store.load_batch, batch_id)
-    limit = checked_limit(record.get("max_total_cost")) if isinstance(record, dict) else None
+    try:
+        saved = await anyio.to_thread.run_sync(batch_dialogues, batch_id, store)
+    except DialogueNotFoundError:  # a store that keeps no batches, or it was deleted
+        return None
+    limit = checked_limit(saved.record.get("max_total_cost"))
     if limit is None:
         return None
-    rows = record.get("rows")
-    items = batch_items(batch_id, rows if isinstance(rows, list) else [])
-    left = await skip_ended(store, items, None)
-    return _total(limit, orchestrator, await _spent_before(store, mode, items, left))
+    left = await skip_ended(store, saved.items, None)
+    return _total(limit, orchestrator, await _spent_before(store, mode, saved.items, left))
 
 
 def not_started(item: Any, budget: Any) -> None:

@@ -35,19 +35,20 @@ class BatchDialogues:
         if not isinstance(record, dict):
             raise DialogueNotFoundError(f"no saved batch '{batch_id}' in this store "
                                         "(`dlg ls` lists its dialogues as BATCH-NNNNN)")
+        from dlg.running.batch import batch_items
+
         self.record: dict[str, Any] = record
         self.batch_id = batch_id
         rows = self.record.get("rows")
-        self.rows = len(rows) if isinstance(rows, list) else 0
+        self.items = batch_items(batch_id, rows if isinstance(rows, list) else [])
         self.missing = 0
         self.written = 0
 
     def __iter__(self) -> Iterator[Any]:
         from dlg.records.store import as_dialogue
-        from dlg.running.batch import item_id
 
-        for index in range(self.rows):
-            saved = self.store.load(item_id(self.batch_id, index))
+        for item in self.items:
+            saved = self.store.load(item.dialogue_id)
             if saved is None:
                 self.missing += 1
                 continue
@@ -119,13 +120,12 @@ def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[st
     is running: the dialogues deleted before it stay deleted, the batch's record is
     kept, and running the same command again finishes the job."""
     from dlg.records.store import DialogueNotFoundError, delete_dialogue
-    from dlg.running.batch import item_id
 
     dialogues = batch_dialogues(batch_id, store, pm=pm)
     deleted: list[str] = []
-    for index in range(dialogues.rows):
+    for item in dialogues.items:
         try:
-            deleted += delete_dialogue(item_id(batch_id, index), dialogues.store)
+            deleted += delete_dialogue(item.dialogue_id, dialogues.store)
         except DialogueNotFoundError:  # a row that never started: nothing was saved
             continue
     forget = getattr(dialogues.store, "delete_batch", None)
@@ -139,21 +139,21 @@ def batch_status(batch_id: str, store: Any = None, *, pm: Any = None) -> Any:
     each dialogue's status and figures (``pending``: nothing saved yet), and the batch's
     ``max_total_cost``. A batch running elsewhere (another process, a Ray cluster) shows
     its dialogues as far as they were saved."""
+    from dlg.records import record as R
     from dlg.records.store import as_dialogue
-    from dlg.running.batch import BatchResult, batch_items
+    from dlg.running.batch import BatchResult
 
     dialogues = batch_dialogues(batch_id, store, pm=pm)
-    record, saved = dialogues.record, dialogues.store
-    rows = record.get("rows")
-    items = batch_items(batch_id, rows if isinstance(rows, list) else [])
+    record, saved, items = dialogues.record, dialogues.store, dialogues.items
     read = getattr(saved, "headers", None)  # one query for them all, where it can
     headers = read([i.dialogue_id for i in items]) if read is not None else {}
     for item in items:
         header = headers.get(item.dialogue_id)
         if isinstance(header, dict) and header.get("status") not in (
-                None, "running", "pending"):
-            item.kept(header)  # a header is rewritten when its dialogue ends: current
-            item.skipped = False  # nothing ran here: "kept" would say it ended before
+                None, R.RUNNING, R.PENDING):
+            # a header is rewritten when its dialogue ends: current. Nothing ran here, so
+            # it is not marked as kept from before a run
+            item.kept(header, before_run=False)
             continue
         found = saved.load(item.dialogue_id)  # running: its turns are newer than its header
         if found is not None:
