@@ -118,12 +118,34 @@ class Loop:
         """Add pending records for round ``n``, right after the phase's last record."""
         ids = {t.id for t in self.phase.turns}
         last = max(i for i, r in enumerate(records) if r.turn_id in ids)
-        new = [TurnRecord(id=round_id(t.id, n), index=t.index, role=t.role, phase=t.phase,
-                          participant=t.participant, requires=t.requires, round=n)
-               for t in self.phase.turns]
+        new = [_pending(t, n) for t in self.phase.turns]
         records[last + 1:last + 1] = new
         for rec in new:
             current[rec.turn_id] = rec
+
+    def fill_round(self, records: list[TurnRecord], current: dict[str, TurnRecord]) -> None:
+        """Give the turns of the round the phase is in that have no record of it one,
+        pending, in its place among the round's records. A round's records are added
+        together; one missing was lost by a process killed while the round ran, whose
+        store kept the round's finished turns only (an earlier dlg saved a round's
+        records as each turn finished). Without this, the round would close without it."""
+        n = self.round(current)
+        ids = {t.id for t in self.phase.turns}
+        for turn in self.phase.turns:
+            if current[turn.id].round >= n:
+                continue
+            ours = [i for i, r in enumerate(records) if r.turn_id in ids and r.round == n]
+            before = [i for i in ours if records[i].index < turn.index]
+            at = before[-1] + 1 if before else ours[0]
+            current[turn.id] = _pending(turn, n)
+            records.insert(at, current[turn.id])
+
+
+def _pending(turn: Any, n: int) -> TurnRecord:
+    """A pending record of ``turn``'s round ``n``."""
+    return TurnRecord(id=round_id(turn.id, n), index=turn.index, role=turn.role,
+                      phase=turn.phase, participant=turn.participant, requires=turn.requires,
+                      round=n)
 
 
 async def run_loop(run: Any, phase: Any) -> None:
@@ -135,6 +157,7 @@ async def run_loop(run: Any, phase: Any) -> None:
     meta = run.dialogue.metadata
     if loop.finished(meta):
         return
+    loop.fill_round(run.records, run.current)
     while True:
         await run.run_phase(phase)
         if run.failed or run.stopped or not loop.complete(run.current):
