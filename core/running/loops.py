@@ -19,7 +19,9 @@ turn (``turns.revise`` is the newest revision; a turn reads its own previous rou
   least this similar to its answer in the round before (the configured embeddings).
 
 The loop ends ``converged`` when one holds, else ``max_rounds`` after the last round;
-``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. A resumed
+``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. When the
+dialogue stops in a loop with rounds left (its ``until``, ``max_turns``, a budget), the
+loop is ``stopped`` and the rest of its round, or the next round, is pending. A resumed
 dialogue continues the round it was in.
 """
 
@@ -160,16 +162,30 @@ async def run_loop(run: Any, phase: Any) -> None:
     loop.fill_round(run.records, run.current)
     while True:
         await run.run_phase(phase)
-        if run.failed or run.stopped or not loop.complete(run.current):
+        if run.failed:
             return
         n = loop.round(run.current)
-        end = loop.check(run.records, run.current, n)
         loops = meta.setdefault("loops", {})
+        if not loop.complete(run.current):
+            if run.stopped:  # in the round: its turns not run are pending
+                loops[phase.id] = _stopped(run.stopped, n)
+            return
+        end = loop.check(run.records, run.current, n)
         if end is not None:
             loops[phase.id] = {"rounds": n, "status": end[0], "reason": end[1]}
             logging.getLogger("dlg.kernel").info(
                 "loop %s ended after %d round%s: %s", phase.id, n, "s" if n > 1 else "",
                 end[1], extra={"event": "loop.finished", "rounds": n, "status": end[0]})
             return
-        loops[phase.id] = {"rounds": n, "status": "running"}
         loop.add_round(run.records, run.current, n + 1)
+        if run.stopped:  # between rounds: the next one is pending, for a resume to run
+            loops[phase.id] = _stopped(run.stopped, n)
+            return
+        loops[phase.id] = {"rounds": n, "status": "running"}
+
+
+def _stopped(stopped: tuple[str, str, str | None], n: int) -> dict[str, Any]:
+    """A loop's state when the dialogue stopped (``until``, ``max_turns``, a budget) in
+    or after its round ``n`` with rounds left: not finished, so a resume continues it."""
+    return {"rounds": n, "status": "stopped",
+            "reason": f"the dialogue stopped ({stopped[0]}: {stopped[1]})"}
