@@ -4,6 +4,9 @@ The ``counting`` model (``counting?latency=0.15&log=FILE``) answers after ``late
 seconds and appends the prompt's last line starting with ``TURN`` or ``SPLIT`` (else its
 last line) to ``log`` just before answering, so the log says how many times each turn's
 model was paid for. A ``SPLIT`` prompt is answered with three subtopics, as JSON.
+With ``hold=FILE``, the call whose marker is the text of ``FILE`` renames it to
+``FILE.held`` and never answers: a kill point that is a turn in flight, hit exactly
+(and once: the resumed process finds no ``FILE``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 PLUGIN = '''
-import json, time
+import json, os, time
 from dlg import hookimpl
 
 def _make(name, options):
@@ -30,6 +33,7 @@ def _make(name, options):
     class Counting(BaseChatModel):
         latency: float = 0.1
         log: str = ""
+        hold: str = ""
         dlg_label: str = "counting"
 
         @property
@@ -37,10 +41,16 @@ def _make(name, options):
             return "counting"
 
         def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-            time.sleep(self.latency)
             lines = str(messages[-1].content).strip().splitlines()
             marked = [x for x in lines if x.startswith(("TURN", "SPLIT"))]
             marker = marked[-1] if marked else lines[-1]
+            if self.hold and os.path.exists(self.hold):
+                with open(self.hold) as fh:
+                    held = fh.read().strip() == marker
+                if held:
+                    os.replace(self.hold, self.hold + ".held")
+                    time.sleep(600)  # in flight until the process is killed
+            time.sleep(self.latency)
             with open(self.log, "a") as fh:
                 fh.write(marker + "\\n")
                 fh.flush()
@@ -50,7 +60,8 @@ def _make(name, options):
                 content=text,
                 usage_metadata={"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}))])
 
-    return Counting(latency=float(options.get("latency", 0.1)), log=str(options["log"]))
+    return Counting(latency=float(options.get("latency", 0.1)), log=str(options["log"]),
+                    hold=str(options.get("hold", "")))
 
 @hookimpl
 def register_models(register):
@@ -258,3 +269,93 @@ def _kill_after(proc: subprocess.Popen[bytes], target: int, rng: random.Random,
     time.sleep(rng.uniform(0, latency))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+LOOP_MODE = {
+    "name": "crashloop", "inputs": {"topic": {"default": "t"}}, "structure": "mixed",
+    "phases": [
+        {"id": "start", "turns": [{"id": "draft", "role": "Draft",
+                                   "prompt": "TURN draft {{ topic }}"}]},
+        {"id": "improve", "repeat": {"max_rounds": 3}, "turns": [
+            {"id": "review", "role": "Review", "prompt": "TURN review {{ topic }} {{ round }}"},
+            {"id": "revise", "role": "Revise",
+             "prompt": "TURN revise {{ topic }} {{ round }}"}]},
+        {"id": "fan", "repeat": {"max_rounds": 2}, "structure": "parallel", "turns": [
+            {"id": "left", "role": "Left", "prompt": "TURN left {{ topic }} {{ round }}"},
+            {"id": "right", "role": "Right",
+             "prompt": "TURN right {{ topic }} {{ round }}"}]},
+        {"id": "end", "turns": [{"id": "final", "role": "Final", "context_from": ["revise"],
+                                 "prompt": "TURN final {{ topic }} from {{ turns.revise }}"}]},
+    ]}
+# every call the loop mode pays for, in the order its turns run (the parallel phase's
+# two turns in either order); the record's turn ids in the order they run
+LOOP_CALLS = (["TURN draft t"]
+              + [f"TURN {t} t {n}" for n in (1, 2, 3) for t in ("review", "revise")]
+              + [f"TURN {t} t {n}" for n in (1, 2) for t in ("left", "right")]
+              + ["TURN final t from answer to TURN revise t 3"])
+LOOP_TURNS = (["draft"] + [f"{t}{'' if n == 1 else f'@{n}'}" for n in (1, 2, 3)
+                           for t in ("review", "revise")]
+              + [f"{t}{'' if n == 1 else f'@{n}'}" for n in (1, 2) for t in ("left", "right")]
+              + ["final"])
+# a parent whose turn spawns a sub-dialogue per subtopic, each running the loop mode
+LOOP_TREE = {
+    "name": "crashlooptree", "inputs": {"topic": {"required": True}},
+    "turns": [
+        {"id": "split", "role": "Planner", "prompt": "SPLIT {{ topic }}",
+         "output": {"schema": TREE_PARENT["turns"][0]["output"]["schema"]},
+         "spawn": {"mode": "crashloop.json", "concurrency": 1}},
+        {"id": "merge", "role": "Merger", "context_from": ["split"],
+         "prompt": "TURN merge {% for s in turns.split.subdialogues %}{{ s.item }} "
+                   "{% endfor %}"}]}
+
+
+def install_loops(root: Path) -> dict[str, str]:
+    """Like ``install``, with the loop mode and a tree whose children run it."""
+    env = install(root)
+    (root / "crashloop.json").write_text(json.dumps(LOOP_MODE))
+    (root / "crashlooptree.json").write_text(json.dumps(LOOP_TREE))
+    return env
+
+
+def kill_in_flight(root: Path, env: dict[str, str], mode: str, marker: str,
+                   args: tuple[str, ...] = (), done: int = 0, spawning: int = 0,
+                   latency: float = 0.02) -> dict[str, Any]:
+    """Run ``mode`` in a process, SIGKILL it while the call for ``marker`` is in flight,
+    at least ``done`` calls were paid for and every call paid for is saved (completed,
+    or for ``spawning`` turns waiting for their sub-dialogues, answered), then
+    ``dlg resume`` it; return the calls paid for and the records."""
+    from dlg.records.store import list_dialogues, load_dialogue
+
+    tag = marker.replace(" ", "_")
+    log, hold = root / f"calls-{mode}-{tag}.log", root / f"hold-{mode}-{tag}"
+    hold.write_text(marker)
+    os.environ["DLG_DATA_DIR"] = env["DLG_DATA_DIR"]
+    before = {s["id"] for s in list_dialogues()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "run", str(root / f"{mode}.json"), *args,
+         "--model", f"counting?latency={latency}&log={log}&hold={hold}", "-q",
+         "--no-stream"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    held = Path(f"{hold}.held")
+
+    def saved() -> int:
+        return sum(s["turns_completed"] or 0 for s in list_dialogues()
+                   if s["id"] not in before)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not (
+            held.exists() and saved() + spawning >= len(_lines(log)) >= done):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert held.exists(), f"'{marker}' never ran: {stderr.decode()[-2000:]}"
+    new = [s for s in list_dialogues() if s["id"] not in before]
+    (top,) = [s["id"] for s in new if not s.get("parent")]
+    at_kill = {s["id"]: load_dialogue(s["id"]) for s in new}
+    paid_before = _lines(log)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlg", "resume", top, "-q", "--no-stream"],
+        env=env, capture_output=True, text=True, timeout=120)
+    lines = _lines(log)
+    return {"id": top, "resume_code": resumed.returncode, "resume_stderr": resumed.stderr,
+            "at_kill": at_kill, "final": load_dialogue(top), "before": paid_before,
+            "after": lines[len(paid_before):], "lines": lines}

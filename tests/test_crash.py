@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
-from .crash_support import MODE, install, one_round
+from .crash_support import LOOP_CALLS, MODE, install, one_round
 
 pytestmark = pytest.mark.slow
 TURNS = [t["id"] for p in MODE["phases"] for t in p["turns"]]
@@ -70,3 +71,88 @@ def test_sigkill_inside_a_batch_then_resume_the_batch(tmp_path, seed, monkeypatc
     assert not [x for x in out["after"] if x in out["done_at_kill"]]
     expected = {f"TURN {t} t{i}" for i in range(6) for t in "abc"}
     assert set(out["lines"]) == expected
+
+
+# kill points inside repeat loops: a turn in flight, with every call paid for before it
+# saved (of the parallel loop, the other turn of its round too); in sub-dialogues that run
+# the loop mode too. A few here, from rounds 2 and 3 (the last, which ``final`` reads);
+# every one (but the first turn's, before a dialogue has a record) in the tests marked long
+LOOP_POINTS = ["TURN revise t 2", "TURN revise t 3", "TURN right t 2"]
+CHILD_LOOP_CALLS = [re.sub(r" t\b", f" {s}", c) for s in ("alpha", "beta", "gamma")
+                    for c in LOOP_CALLS]
+TREE_CALLS = ["SPLIT x", *CHILD_LOOP_CALLS, "TURN merge alpha beta gamma"]
+
+
+def _exactly_once(out: dict, calls: list[str]) -> None:
+    """Every paid call is in the record once, nothing was paid twice, nothing is lost."""
+    assert out["resume_code"] == 0, out["resume_stderr"]
+    # the call killed in flight never answered: each call was paid for exactly once
+    assert sorted(out["lines"]) == sorted(calls)
+    assert not set(out["before"]) & set(out["after"])
+
+
+@pytest.mark.parametrize("marker", LOOP_POINTS)
+def test_sigkill_inside_a_loop_then_resume_pays_every_turn_once(tmp_path, monkeypatch,
+                                                                 marker):
+    _kill_in_a_loop(tmp_path, monkeypatch, marker)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("marker", LOOP_CALLS[1:])
+def test_sigkill_at_every_turn_of_a_loop_then_resume_pays_every_turn_once(
+        tmp_path, monkeypatch, marker):
+    _kill_in_a_loop(tmp_path, monkeypatch, marker)
+
+
+def _kill_in_a_loop(tmp_path, monkeypatch, marker: str) -> None:
+    from .crash_support import LOOP_TURNS, install_loops, kill_in_flight
+
+    env = install_loops(tmp_path)
+    monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
+    out = kill_in_flight(tmp_path, env, "crashloop", marker, done=LOOP_CALLS.index(marker))
+    _exactly_once(out, LOOP_CALLS)
+    final = out["final"]
+    assert final.status == "completed"
+    assert [t.id for t in final.turns] == LOOP_TURNS
+    assert {t.status for t in final.turns} == {"completed"}
+    assert [t.response for t in final.turns] == [f"answer to {c}" for c in LOOP_CALLS]
+    assert final.metadata["loops"] == {
+        "improve": {"rounds": 3, "status": "max_rounds", "reason": "3 rounds (max_rounds 3)"},
+        "fan": {"rounds": 2, "status": "max_rounds", "reason": "2 rounds (max_rounds 2)"}}
+    # the record saved at the kill lost no turn: the one in flight is in it (unless it is
+    # the first of its round: the round's records are saved with its first turn)
+    (at_kill,) = out["at_kill"].values()
+    saved = [t.id for t in at_kill.turns]
+    assert saved == [t for t in LOOP_TURNS if t in saved]
+    turn = LOOP_TURNS[LOOP_CALLS.index(marker)]
+    assert turn in saved or turn.startswith(("review@", "left@"))
+
+
+def _kill_in_a_tree(tmp_path, monkeypatch, marker: str) -> None:
+    from .crash_support import install_loops, kill_in_flight
+
+    env = install_loops(tmp_path)
+    monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
+    out = kill_in_flight(tmp_path, env, "crashlooptree", marker, ("--topic", "x"),
+                         done=TREE_CALLS.index(marker), spawning=1)
+    _exactly_once(out, TREE_CALLS)
+    parent = out["final"]
+    assert parent.status == "completed"
+    assert [c.status for c in parent.subdialogues] == ["completed"] * 3
+    for child in parent.subdialogues:
+        assert len(child.turns) == len(LOOP_CALLS)
+        assert {t.status for t in child.turns} == {"completed"}
+        assert child.metadata["loops"]["improve"]["status"] == "max_rounds"
+
+
+@pytest.mark.parametrize("marker", ["TURN revise beta 3"])
+def test_sigkill_inside_a_loop_of_a_sub_dialogue_then_resume_pays_every_turn_once(
+        tmp_path, monkeypatch, marker):
+    _kill_in_a_tree(tmp_path, monkeypatch, marker)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("marker", TREE_CALLS[1:])
+def test_sigkill_at_every_turn_of_a_tree_of_loops_then_resume_pays_every_turn_once(
+        tmp_path, monkeypatch, marker):
+    _kill_in_a_tree(tmp_path, monkeypatch, marker)

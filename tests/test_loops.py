@@ -209,3 +209,29 @@ def test_a_loop_record_matches_the_dialogue_schema_and_a_failing_continue_turn_e
     assert {t.status for t in d.turns[1::2]} == {"failed"}
     schema = json.loads((ROOT / "schemas" / "dialogue.schema.json").read_text())
     Draft202012Validator(schema).validate(json.loads(d.export("json")))
+
+
+def test_a_resumed_loop_runs_a_turn_of_its_round_that_lost_its_record(recorder):
+    """A record saved by a process killed in a round's second turn, by a dlg that saved a
+    round's records only as each turn finished, has the round's first turn and not the
+    second: the resumed round runs it, instead of closing without it."""
+    import anyio
+
+    from dlg.records.store import find_dialogue, open_store
+
+    mode, failing = _failing_in_round_2(recorder)
+    d = failing.run_sync(mode)
+    store = open_store()
+    record = find_dialogue(store, d.id)
+    record["turns"] = [t for t in record["turns"] if t["id"] != "revise@2"]
+    store.save(record)
+    assert [t.id for t in dlg.load_dialogue(d.id).turns] == [
+        "draft", "review", "revise", "review@2", "final"]
+
+    resumed_model = recorder(["v3", '{"score": 4}', "v4", "done"])
+    resumed = anyio.run(lambda: dlg.resume(d.id, model=resumed_model))
+    assert resumed.status == "completed"
+    assert prompt_text(resumed_model.calls[0][0]).endswith("Round 2: improve.")
+    assert [t.id for t in resumed.turns] == ["draft", "review", "revise", "review@2",
+                                             "revise@2", "review@3", "revise@3", "final"]
+    assert resumed.metadata["loops"]["improve"]["status"] == "max_rounds"

@@ -71,3 +71,32 @@ def test_the_cli_reports_a_dialogue_that_stopped_by_design_as_done(tmp_path):
     assert limited.exit_code == 1
     assert "Error: dialogue cost_limited: $" in limited.stderr, limited.stderr
     assert "None" not in limited.stderr
+
+
+@pytest.mark.parametrize(("stop", "status", "pending"), [
+    ({"max_turns": 3}, "max_turns", ["x@2", "y@2"]),  # after a round, rounds left
+    ({"max_turns": 2}, "max_turns", ["y"]),  # inside a round
+    ({"until": {"condition": "turns.y"}}, "converged", ["x@2", "y@2"]),
+])
+def test_a_stop_inside_a_trailing_loop_is_recorded_with_its_reason(stop, status, pending):
+    mode = {"name": "tl", "structure": "mixed", **stop, "phases": [
+        {"id": "open", "turns": [{"id": "a", "role": "A", "prompt": "a"}]},
+        {"id": "p", "repeat": {"max_rounds": 4}, "turns": [
+            {"id": "x", "role": "X", "prompt": "x{{ round }}"},
+            {"id": "y", "role": "Y", "prompt": "y{{ round }}"}]}]}
+    d = dlg.run_sync(mode, model="echo")
+    assert d.status == status
+    assert [t.id for t in d.turns if t.status == "pending"] == pending
+    done = len(d.turns) - len(pending)
+    assert d.metadata["stopped"]["status"] == status and d.metadata["stopped"]["reason"]
+    assert d.convergence_detected_at == (done if status == "converged" else None)
+    assert d.metadata["loops"]["p"] == {
+        "rounds": 1, "status": "stopped",
+        "reason": f"the dialogue stopped ({status}: {d.metadata['stopped']['reason']})"}
+    saved = dlg.load_dialogue(d.id)
+    assert saved.status == status and saved.metadata["loops"] == d.metadata["loops"]
+    if pending == ["x@2", "y@2"]:  # a resume continues the loop in its next round
+        import anyio
+
+        resumed = anyio.run(lambda: dlg.resume(d.id, model="echo"))
+        assert resumed.turn("x@2").status == "completed"

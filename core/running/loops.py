@@ -19,7 +19,9 @@ turn (``turns.revise`` is the newest revision; a turn reads its own previous rou
   least this similar to its answer in the round before (the configured embeddings).
 
 The loop ends ``converged`` when one holds, else ``max_rounds`` after the last round;
-``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. A resumed
+``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. When the
+dialogue stops in a loop with rounds left (its ``until``, ``max_turns``, a budget), the
+loop is ``stopped`` and the rest of its round, or the next round, is pending. A resumed
 dialogue continues the round it was in.
 """
 
@@ -118,12 +120,34 @@ class Loop:
         """Add pending records for round ``n``, right after the phase's last record."""
         ids = {t.id for t in self.phase.turns}
         last = max(i for i, r in enumerate(records) if r.turn_id in ids)
-        new = [TurnRecord(id=round_id(t.id, n), index=t.index, role=t.role, phase=t.phase,
-                          participant=t.participant, requires=t.requires, round=n)
-               for t in self.phase.turns]
+        new = [_pending(t, n) for t in self.phase.turns]
         records[last + 1:last + 1] = new
         for rec in new:
             current[rec.turn_id] = rec
+
+    def fill_round(self, records: list[TurnRecord], current: dict[str, TurnRecord]) -> None:
+        """Give the turns of the round the phase is in that have no record of it one,
+        pending, in its place among the round's records. A round's records are added
+        together; one missing was lost by a process killed while the round ran, whose
+        store kept the round's finished turns only (an earlier dlg saved a round's
+        records as each turn finished). Without this, the round would close without it."""
+        n = self.round(current)
+        ids = {t.id for t in self.phase.turns}
+        for turn in self.phase.turns:
+            if current[turn.id].round >= n:
+                continue
+            ours = [i for i, r in enumerate(records) if r.turn_id in ids and r.round == n]
+            before = [i for i in ours if records[i].index < turn.index]
+            at = before[-1] + 1 if before else ours[0]
+            current[turn.id] = _pending(turn, n)
+            records.insert(at, current[turn.id])
+
+
+def _pending(turn: Any, n: int) -> TurnRecord:
+    """A pending record of ``turn``'s round ``n``."""
+    return TurnRecord(id=round_id(turn.id, n), index=turn.index, role=turn.role,
+                      phase=turn.phase, participant=turn.participant, requires=turn.requires,
+                      round=n)
 
 
 async def run_loop(run: Any, phase: Any) -> None:
@@ -135,18 +159,33 @@ async def run_loop(run: Any, phase: Any) -> None:
     meta = run.dialogue.metadata
     if loop.finished(meta):
         return
+    loop.fill_round(run.records, run.current)
     while True:
         await run.run_phase(phase)
-        if run.failed or run.stopped or not loop.complete(run.current):
+        if run.failed:
             return
         n = loop.round(run.current)
-        end = loop.check(run.records, run.current, n)
         loops = meta.setdefault("loops", {})
+        if not loop.complete(run.current):
+            if run.stopped:  # in the round: its turns not run are pending
+                loops[phase.id] = _stopped(run.stopped, n)
+            return
+        end = loop.check(run.records, run.current, n)
         if end is not None:
             loops[phase.id] = {"rounds": n, "status": end[0], "reason": end[1]}
             logging.getLogger("dlg.kernel").info(
                 "loop %s ended after %d round%s: %s", phase.id, n, "s" if n > 1 else "",
                 end[1], extra={"event": "loop.finished", "rounds": n, "status": end[0]})
             return
-        loops[phase.id] = {"rounds": n, "status": "running"}
         loop.add_round(run.records, run.current, n + 1)
+        if run.stopped:  # between rounds: the next one is pending, for a resume to run
+            loops[phase.id] = _stopped(run.stopped, n)
+            return
+        loops[phase.id] = {"rounds": n, "status": "running"}
+
+
+def _stopped(stopped: tuple[str, str, str | None], n: int) -> dict[str, Any]:
+    """A loop's state when the dialogue stopped (``until``, ``max_turns``, a budget) in
+    or after its round ``n`` with rounds left: not finished, so a resume continues it."""
+    return {"rounds": n, "status": "stopped",
+            "reason": f"the dialogue stopped ({stopped[0]}: {stopped[1]})"}
