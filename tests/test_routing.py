@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -265,3 +266,24 @@ def test_property_no_overspend_with_structured_repairs(budget, seed):
     d = dlg.Orchestrator(pool=models, registry=registry, max_cost=budget,
                          store=None).run_sync(mode)
     assert d.total_cost_usd <= budget + 1e-12
+
+
+def test_dlg_run_routes_over_its_pool_as_dlg_run_does(monkeypatch, tmp_path):
+    """``dlg.run(pool=...)`` and ``run_sync`` forced the ``participants`` router, so the
+    pool went unused; the default is the mode's router, else ``capabilities`` with a pool
+    (docs/routing.md), as for ``dlg run --pool``."""
+    monkeypatch.setenv("DLG_MODEL", "echo?words=1")  # what the participants router picks
+    mode = {"name": "pooled", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]}
+    d = dlg.run_sync(mode, pool=["echo?words=3"], store=None)
+    assert d.turns[0].model == "echo?words=3"
+    assert d.turns[0].metadata["routing"]["router"] == "capabilities"
+    d = anyio.run(lambda: dlg.run(mode, pool={"three": "echo?words=3"}, store=None))
+    assert d.turns[0].model == "echo?words=3"
+    assert d.turns[0].metadata["routing"]["pool_name"] == "three"
+    # a mode's router: is kept over the pool's default
+    own = {**mode, "router": "participants"}
+    assert dlg.run_sync(own, pool=["echo?words=3"], store=None).turns[0].model == \
+        "echo?words=1"
+    # and the caller's router over both
+    assert dlg.run_sync(mode, pool=["echo?words=3"], router="participants",
+                        store=None).turns[0].model == "echo?words=1"

@@ -307,7 +307,7 @@ async def run(
     *,
     model: Any = None,
     participants: Mapping[str, Any] | None = None,
-    router: str | Any = "participants",
+    router: str | Any | None = None,
     observers: Sequence[Any] = (),
     timeout: float | None = None,
     dialogue_id: str | None = None,
@@ -323,7 +323,9 @@ async def run(
     every participant to one model; ``participants`` binds aliases one by one. Each is a
     model spec (``"openai:gpt-4o"``) or a LangChain chat model. ``pool``, ``max_cost`` and
     ``constraints`` are ``dlg run``'s ``--pool``, ``--max-cost`` and ``--quality``
-    (``constraints={"quality": ...}``); see ``Orchestrator``.
+    (``constraints={"quality": ...}``). ``router`` is chosen as ``dlg run --router`` is:
+    by default the mode's ``router:``, else ``capabilities`` when there is a pool, else
+    ``participants``; see ``Orchestrator``.
     """
     orchestrator = Orchestrator(models=participants, model=model, router=router,
                                 observers=observers, timeout=timeout, store=store,
