@@ -251,6 +251,14 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 
 
+def _registry() -> str | None:
+    """The registry file of ``dlg --registry FILE`` (or ``DLG_REGISTRY``), for any command:
+    a global option reaches every command that reads models."""
+    ctx = click.get_current_context(silent=True)
+    found = ((ctx.find_root().obj or {}).get("registry") if ctx is not None else None)
+    return os.path.abspath(found) if found else None
+
+
 def _store(name: str | None) -> Any:
     from dlg.records.store import open_store
 

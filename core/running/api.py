@@ -10,6 +10,7 @@ dialogue = dlg.run_sync("debate", topic="...", participants={"proponent": my_cha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -74,6 +75,9 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         self._pm = plugin_manager
         self._pool: ModelPool | None = None
         self._registry = registry  # a ModelRegistry, a registry file path, or None
+        # the file, kept with a batch and sent to its workers (``options()``)
+        self.registry_file = (os.path.abspath(registry)
+                              if isinstance(registry, str | os.PathLike) else None)
         self.retry = retry  # a dlg.RetryPolicy, or None for the default
         # where dialogues are saved after every turn: "default" (DLG_STORE, else
         # sqlite), a store name, a store object, or None not to save
