@@ -32,6 +32,7 @@ def _fmt_seconds(value: float | None) -> str:
 class MarkdownExporter:
     name = "markdown"
     extension = "md"
+    extensions = ("md", "markdown")
     description = "A readable transcript with per-turn model, latency and tokens"
 
     def export(self, dialogue: Any) -> str:

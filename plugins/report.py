@@ -60,6 +60,7 @@ def _seconds(value: float | None) -> str:
 class HtmlExporter:
     name = "html"
     extension = "html"
+    extensions = ("html", "htm")
     description = "A self-contained HTML report with a timeline of the turns"
 
     def export(self, dialogue: Any) -> str:
