@@ -33,6 +33,8 @@ def extensions_of(exporter: Any) -> tuple[str, ...]:
     """The file extensions an exporter writes: its ``extension``, then any more it
     declares (``extensions = ("md", "markdown")``), lowercase and without the dot."""
     more = getattr(exporter, "extensions", None) or ()
+    if isinstance(more, str):  # one given as a string, not a tuple of them
+        more = (more,)
     found = [str(e).lstrip(".").lower() for e in (exporter.extension, *more)]
     return tuple(e for i, e in enumerate(found) if e and e not in found[:i])
 
