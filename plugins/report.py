@@ -118,8 +118,12 @@ class HtmlExporter:
                        + "</div>")
             routing = (t.metadata or {}).get("routing")
             if routing and routing.get("reason"):
+                from dlg.running.routing import budget_note
+
+                note = budget_note(routing)
                 out.append(f'<div class="facts">routed by {escape(routing["router"])}: '
-                           f'{escape(routing["reason"])}</div>')
+                           f'{escape(routing["reason"])}'
+                           f'{escape("; " + note) if note else ""}</div>')
             if t.status == "completed":
                 out.append(f'<div class="text">{_markdown((t.response or "").strip())}</div>')
             elif t.error:

@@ -111,9 +111,16 @@ def _table(dialogue: Any, status: str | None = None) -> str:
         lines.append(f"stopped ({stopped['status']}) by {stopped['by']}: {stopped['reason']}")
     routed = [t for t in dialogue.turns if t.metadata and t.metadata.get("routing")
               and t.metadata["routing"].get("reason")]
+    from dlg.running.routing import budget_note
+
     for t in routed:
         r = t.metadata["routing"] if t.metadata else {}
-        lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}: {r['reason']}")
+        note = budget_note(r)
+        # a fallback after a failure answered in its place (marked * in the table)
+        answered = (f"; {t.model} answered in its place (a fallback)"
+                    if t.model and t.model != r["model"] and t.replaced else "")
+        lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}"
+                     + (f", as {note}" if note else "") + f": {r['reason']}{answered}")
     if m.substitutions or m.retries:
         lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")
     for phase, state in ((dialogue.metadata or {}).get("loops") or {}).items():
