@@ -20,7 +20,7 @@ that wants another style translates it in ``execute``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -319,7 +319,7 @@ class TableStore(RowWrites):
                     (dialogue_id, dumps(lease)))
         return None
 
-    def leases(self, dialogue_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def leases(self, dialogue_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The leases held on those of ``dialogue_ids`` that have one, read only (``dlg
         ls`` tells a dialogue running elsewhere from one whose process died)."""
         out: dict[str, dict[str, Any]] = {}
