@@ -99,7 +99,9 @@ class ModeSource:
 
 @runtime_checkable
 class Exporter(Protocol):
-    """Turns a finished (or partial) dialogue into a document."""
+    """Turns a finished (or partial) dialogue into a document. ``extension`` is the one it
+    writes; it may declare more it is known by (``extensions = ("md", "markdown")``),
+    which ``--out FILE`` reads the format from."""
 
     name: str
     extension: str

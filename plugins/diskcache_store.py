@@ -128,6 +128,15 @@ class DiskcacheStore(RowWrites):
             self._cache.set(key, json.dumps(lease))
         return None
 
+    def leases(self, dialogue_ids: builtins.list[str]) -> dict[str, dict[str, Any]]:
+        """The leases held on those of ``dialogue_ids`` that have one, read only."""
+        out = {}
+        for dialogue_id in dialogue_ids:
+            current = self._cache.get(f"lease:{dialogue_id}")
+            if current is not None:
+                out[dialogue_id] = json.loads(current)
+        return out
+
     def release(self, dialogue_id: str, token: str) -> None:
         key = f"lease:{dialogue_id}"
         with self._cache.transact():

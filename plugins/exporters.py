@@ -32,6 +32,7 @@ def _fmt_seconds(value: float | None) -> str:
 class MarkdownExporter:
     name = "markdown"
     extension = "md"
+    extensions = ("md", "markdown")
     description = "A readable transcript with per-turn model, latency and tokens"
 
     def export(self, dialogue: Any) -> str:
@@ -71,7 +72,11 @@ class MarkdownExporter:
             lines.append("")
             routing = (t.metadata or {}).get("routing")
             if routing and routing.get("reason"):
-                lines.append(f"> routed by {routing['router']}: {routing['reason']}")
+                from dlg.running.routing import budget_note
+
+                note = budget_note(routing)
+                lines.append(f"> routed by {routing['router']}: {routing['reason']}"
+                             + (f"; {note}" if note else ""))
                 lines.append("")
             if t.status == "completed":
                 lines.append((t.response or "").strip())

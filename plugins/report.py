@@ -60,6 +60,7 @@ def _seconds(value: float | None) -> str:
 class HtmlExporter:
     name = "html"
     extension = "html"
+    extensions = ("html", "htm")
     description = "A self-contained HTML report with a timeline of the turns"
 
     def export(self, dialogue: Any) -> str:
@@ -117,8 +118,12 @@ class HtmlExporter:
                        + "</div>")
             routing = (t.metadata or {}).get("routing")
             if routing and routing.get("reason"):
+                from dlg.running.routing import budget_note
+
+                note = budget_note(routing)
                 out.append(f'<div class="facts">routed by {escape(routing["router"])}: '
-                           f'{escape(routing["reason"])}</div>')
+                           f'{escape(routing["reason"])}'
+                           f'{escape("; " + note) if note else ""}</div>')
             if t.status == "completed":
                 out.append(f'<div class="text">{_markdown((t.response or "").strip())}</div>')
             elif t.error:

@@ -14,6 +14,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 import dlg
 from dlg.cli import cli
+from dlg.records.store import open_store
 from tests.conftest import prompt_text
 
 MODE = {"name": "pair", "inputs": {"topic": {"required": True}},
@@ -639,3 +640,36 @@ def test_show_batch_counts_a_running_dialogue_from_its_turns(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def test_the_global_registry_option_reaches_batch_and_resume(tmp_path, monkeypatch):
+    """``dlg --registry FILE batch`` ignored the file (every dialogue stopped
+    cost_limited with 0 turns: the model's price is only in the file) where
+    ``DLG_REGISTRY=FILE`` worked; so did ``dlg --registry FILE resume``. The batch keeps
+    the file (by its absolute path) for ``--resume`` and for workers elsewhere."""
+    monkeypatch.delenv("DLG_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prices.yaml").write_text(
+        "models:\n  echo:priced:\n    price: {input: 1000, output: 1000}\n")
+    (tmp_path / "pair.json").write_text(json.dumps(MODE))
+    (tmp_path / "rows.jsonl").write_text('{"topic": "a"}\n{"topic": "b"}\n')
+    runner = CliRunner()
+    ran = runner.invoke(cli, ["--registry", "prices.yaml", "batch", "pair.json", "--inputs",
+                              "rows.jsonl", "-m", "echo:priced", "--max-cost", "5", "--id",
+                              "rb", "-q"])
+    assert ran.exit_code == 0, ran.output
+    assert "total: 2 dialogues (2 completed) · 4 turns" in ran.output
+    assert all(dlg.load_dialogue(f"rb-0000{i}").total_cost_usd > 0 for i in (0, 1))
+    options = open_store().load_batch("rb")["options"]
+    assert options["registry"] == str(tmp_path / "prices.yaml")
+    # what a worker elsewhere rebuilds its orchestrator from (the ray executor)
+    assert dlg.Orchestrator(**options).registry.get("echo:priced").price_in == 1000
+    # a dialogue stopped for want of a price resumes with the file given to resume
+    stopped = runner.invoke(cli, ["run", "pair.json", "-t", "c", "-m", "echo:priced",
+                                  "--max-cost", "5", "-q", "--format", "json"])
+    assert stopped.exit_code == 1 and "cost_limited" in stopped.output
+    dialogue_id = dlg.list_dialogues()[0]["id"]
+    resumed = runner.invoke(cli, ["--registry", "prices.yaml", "resume", dialogue_id, "-q",
+                                  "--no-stream"])
+    assert resumed.exit_code == 0, resumed.output
+    assert dlg.load_dialogue(dialogue_id).status == "completed"

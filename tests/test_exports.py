@@ -140,3 +140,48 @@ def test_html_report_renders_markdown_and_never_the_answers_own_html(recorder):
     assert 'href="javascript:' not in html
     # the timeline's bars stay inside it, and a long role is cut with a tooltip
     assert f'title="{"A" * 80}">1. {"A" * 80}</span>' in html
+
+
+@pytest.mark.parametrize(("ext", "start"), [
+    ("md", b"# detective"), ("markdown", b"# detective"), ("MD", b"# detective"),
+    ("html", b"<!DOCTYPE html>"), ("htm", b"<!DOCTYPE html>"),
+    ("jsonl", b'{"format": "dlg.dialogue/1", "id": '), ("csv", b"dialogue_id,"),
+    ("pdf", b"%PDF-"), ("json", b"{\n")])
+def test_out_takes_the_format_from_every_extension_an_exporter_writes(tmp_path, ext, start):
+    """``--out x.markdown`` (or ``.htm``) wrote JSON under that name: the format comes
+    from every extension an exporter declares, for run and export alike."""
+    runner = CliRunner()
+    out = tmp_path / f"run.{ext}"
+    ran = runner.invoke(cli, ["run", "detective", "-t", "x", "-m", "echo", "-q", "-o",
+                              str(out)])
+    assert ran.exit_code == 0 and out.read_bytes().startswith(start), ran.output
+    (saved,) = dlg.list_dialogues()
+    out = tmp_path / f"export.{ext}"
+    exported = runner.invoke(cli, ["export", saved["id"], "-o", str(out)])
+    assert exported.exit_code == 0 and out.read_bytes().startswith(start), exported.output
+
+
+def test_an_out_extension_no_exporter_writes_is_refused_unless_a_format_is_given(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "d.txt"
+    ran = runner.invoke(cli, ["run", "detective", "-t", "x", "-m", "echo", "-q", "-o",
+                              str(out)])
+    assert ran.exit_code == 2 and not out.exists()
+    assert ran.stderr == (
+        f"Error: --out {out}: no export format writes '.txt' files (formats: csv (.csv), "
+        "html (.html, .htm), json (.json), jsonl (.jsonl), markdown (.md, .markdown), "
+        "pdf (.pdf)); name the format with --format (-f)\n")
+    assert dlg.list_dialogues() == []  # refused before anything ran (and was paid for)
+    ran = runner.invoke(cli, ["run", "detective", "-t", "x", "-m", "echo", "-q", "-o",
+                              str(out), "-f", "markdown"])
+    assert ran.exit_code == 0 and out.read_text().startswith("# detective"), ran.output
+    (saved,) = dlg.list_dialogues()
+    refused = runner.invoke(cli, ["export", saved["id"], "-o", str(tmp_path / "e.docx")])
+    assert refused.exit_code == 2 and "no export format writes '.docx' files" in \
+        refused.stderr
+    batch = runner.invoke(cli, ["export", "--batch", "b", "-o", str(tmp_path / "b.xlsx")])
+    assert batch.exit_code == 2 and "no export format writes '.xlsx' files" in batch.stderr
+    # a file without an extension, or a folder, is json as before
+    plain = runner.invoke(cli, ["export", saved["id"], "-o", str(tmp_path / "plain")])
+    assert plain.exit_code == 0 and json.loads((tmp_path / "plain").read_text())["id"] \
+        == saved["id"]

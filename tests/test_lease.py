@@ -162,3 +162,60 @@ def test_secret_references_are_saved_and_resolved(monkeypatch):
                      model="keyed?token=env:MY_KEY")
     assert seen == [{"token": "sk-resolved-0123456789"}]  # the model got the secret
     assert d.turns[0].model == "keyed?token=env:MY_KEY"  # the record keeps the reference
+
+
+def test_ls_lists_a_killed_dialogue_as_interrupted_with_the_command_that_continues_it(
+        tmp_path):
+    """`dlg ls` listed a dialogue whose process was SIGKILLed as `running` for ever; the
+    lease says whether a live process holds it."""
+    import json
+
+    def row(output: str, dialogue_id: str) -> str:
+        return next(line for line in output.splitlines() if line.startswith(dialogue_id))
+
+    proc, dialogue_id = _start_slow_run(tmp_path)
+    try:
+        listed = CliRunner().invoke(cli, ["ls"])
+        assert listed.exit_code == 0, listed.output
+        assert "  debate          running    " in row(listed.output, dialogue_id)
+        assert "dlg resume" not in listed.output
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert dlg.load_dialogue(dialogue_id).status == "running"  # as it was saved
+    listed = CliRunner().invoke(cli, ["ls"])
+    assert "  debate          interrupted " in row(listed.output, dialogue_id)
+    assert listed.output.endswith(
+        f"\n\n{dialogue_id} was interrupted (the process running it is gone): "
+        f"`dlg resume {dialogue_id}` continues it\n")
+    shown = CliRunner().invoke(cli, ["show", dialogue_id]).output
+    assert shown.startswith(f"{dialogue_id} · debate · interrupted\n")
+    assert shown.endswith("interrupted (the process running it is gone): "
+                          f"`dlg resume {dialogue_id}` continues it\n")
+    as_json = json.loads(CliRunner().invoke(cli, ["ls", "--json"]).output)
+    assert [r["status"] for r in as_json if r["id"] == dialogue_id] == ["interrupted"]
+    resumed = CliRunner().invoke(cli, ["resume", dialogue_id, "-m", "echo", "-q",
+                                       "--no-stream"])
+    assert resumed.exit_code == 0, resumed.output
+    listed = CliRunner().invoke(cli, ["ls"])
+    assert "  debate          completed " in row(listed.output, dialogue_id)
+    assert "interrupted" not in listed.output
+
+
+@pytest.mark.parametrize("name", ["sqlite", "diskcache"])
+def test_a_running_dialogue_no_live_process_holds_is_listed_interrupted(name):
+    import socket
+
+    from dlg.records.store import interrupted, open_store
+
+    store = open_store(name)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = {"token": "t", "host": socket.gethostname(), "expires": time.time() + 60}
+    assert store.acquire("live", {**here, "pid": os.getpid()}, Lease.is_live) is None
+    assert store.acquire("dead", {**here, "pid": dead.pid}, Lease.is_live) is None
+    rows = [{"id": i, "status": "running"} for i in ("live", "dead", "none")]
+    rows.append({"id": "done", "status": "completed"})
+    assert [r["status"] for r in interrupted(store, rows)] == [
+        "running", "interrupted", "interrupted", "completed"]
+    assert interrupted(object(), rows) == rows  # a store without leases cannot tell

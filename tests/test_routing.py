@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -265,3 +266,65 @@ def test_property_no_overspend_with_structured_repairs(budget, seed):
     d = dlg.Orchestrator(pool=models, registry=registry, max_cost=budget,
                          store=None).run_sync(mode)
     assert d.total_cost_usd <= budget + 1e-12
+
+
+def test_dlg_run_routes_over_its_pool_as_dlg_run_does(monkeypatch, tmp_path):
+    """``dlg.run(pool=...)`` and ``run_sync`` forced the ``participants`` router, so the
+    pool went unused; the default is the mode's router, else ``capabilities`` with a pool
+    (docs/routing.md), as for ``dlg run --pool``."""
+    monkeypatch.setenv("DLG_MODEL", "echo?words=1")  # what the participants router picks
+    mode = {"name": "pooled", "turns": [{"id": "a", "role": "A", "prompt": "hi"}]}
+    d = dlg.run_sync(mode, pool=["echo?words=3"], store=None)
+    assert d.turns[0].model == "echo?words=3"
+    assert d.turns[0].metadata["routing"]["router"] == "capabilities"
+    d = anyio.run(lambda: dlg.run(mode, pool={"three": "echo?words=3"}, store=None))
+    assert d.turns[0].model == "echo?words=3"
+    assert d.turns[0].metadata["routing"]["pool_name"] == "three"
+    # a mode's router: is kept over the pool's default
+    own = {**mode, "router": "participants"}
+    assert dlg.run_sync(own, pool=["echo?words=3"], store=None).turns[0].model == \
+        "echo?words=1"
+    # and the caller's router over both
+    assert dlg.run_sync(mode, pool=["echo?words=3"], router="participants",
+                        store=None).turns[0].model == "echo?words=1"
+
+
+def test_show_names_the_model_that_answered_when_the_budget_moved_a_turn():
+    """Under a budget, prepare may plan a turn on a cheaper fallback than the router's
+    pick: `dlg show`'s table named the model that answered and its routing line the
+    router's pick. The record (and so the line) names what ran, and says the budget
+    moved it; learning routers rate the model that answered."""
+    from dlg.cli.saved import _table
+
+    models, registry = market({k: {**v, "completion": 400} for k, v in MARKET.items()})
+    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=0.02, store=None,
+                         constraints={"quality": "maximum"}).run_sync(SC31, topic="x")
+    moved = [t for t in d.turns if t.metadata["routing"].get("budget_moved_from")]
+    assert moved, [t.metadata for t in d.turns]
+    table = _table(d)
+    for t in d.turns:
+        routing = t.metadata["routing"]
+        assert routing["model"] == t.model  # the line and the table agree
+        assert f"turn {t.id} routed by capabilities to {t.model}" in table
+    t = moved[0]
+    routing = t.metadata["routing"]
+    assert routing["pool_name"] == t.model != routing["budget_moved_from"]
+    assert (f"turn {t.id} routed by capabilities to {t.model}, as the budget "
+            f"(${routing['budget_left']:.5f} left) could not pay for the router's pick "
+            f"{routing['budget_moved_from']}: needs ") in table
+    assert "could not pay for the router's pick" in d.export("markdown")
+    assert "could not pay for the router&#x27;s pick" in d.export("html")
+    # a fallback that answered after the routed model failed: the line says so
+    class Down(Scripted):
+        def _generate(self, *args, **kwargs):
+            raise ConnectionError("down")
+
+    models, registry = market(MARKET)
+    models["claude-opus"] = Down(dlg_label="claude-opus")
+    mode = {"name": "one", "turns": [{"id": "a", "role": "A", "requires": ["reasoning"],
+                                      "prompt": "x"}]}
+    d = dlg.Orchestrator(pool=models, registry=registry, store=None,
+                         constraints={"quality": "maximum"}).run_sync(mode)
+    assert d.turns[0].replaced == ("claude-opus",) and d.turns[0].model == "grok-4"
+    assert "turn a routed by capabilities to claude-opus: needs reasoning; " in _table(d)
+    assert _table(d).count("; grok-4 answered in its place (a fallback)\n") == 1

@@ -190,9 +190,10 @@ def main() -> None:
 
 
 def _format_for(fmt: str | None, out: str | None) -> str | None:
-    """The export format: as given, else from --out's extension (json by default). An
-    --out that cannot be written (its folder missing or read-only) is refused here,
-    before a dialogue runs and is paid for."""
+    """The export format: as given, else from --out's extension (any an exporter
+    declares; json for a file without one, or a folder); an extension no exporter writes
+    is refused, not written as JSON. An --out that cannot be written (its folder missing
+    or read-only) is refused here, before a dialogue runs and is paid for."""
     if out is not None:
         _check_out(out)
     if fmt is not None and out is None and is_terminal(sys.stdout):
@@ -202,11 +203,16 @@ def _format_for(fmt: str | None, out: str | None) -> str | None:
             raise _binary_to_terminal(fmt)
     if fmt is not None or out is None:
         return fmt
-    from dlg import registrations
+    if os.path.isdir(out):  # a file per dialogue goes in it: json unless told
+        return "json"
+    from dlg.errors import UnknownExporterError
+    from dlg.records.export import format_for_path
 
-    ext = os.path.splitext(out)[1].lstrip(".").lower()
-    by_ext = {e.extension: name for name, e in registrations.exporters().items()}
-    return by_ext.get(ext, "json")
+    try:
+        return format_for_path(out) or "json"
+    except UnknownExporterError as exc:
+        raise DlgClickError(f"--out {out}: {exc}; name the format with --format (-f)",
+                            EXIT_USAGE) from None
 
 
 def _binary_to_terminal(fmt: str) -> DlgClickError:
@@ -249,6 +255,14 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
         out[key.strip()] = value
     return out
 
+
+
+def _registry() -> str | None:
+    """The registry file of ``dlg --registry FILE`` (or ``DLG_REGISTRY``), for any command:
+    a global option reaches every command that reads models."""
+    ctx = click.get_current_context(silent=True)
+    found = ((ctx.find_root().obj or {}).get("registry") if ctx is not None else None)
+    return os.path.abspath(found) if found else None
 
 
 def _store(name: str | None) -> Any:

@@ -14,6 +14,7 @@ from dlg.cli.base import (
     Amount,
     DlgClickError,
     _pairs,
+    _registry,
     cli,
     store_option,
 )
@@ -83,8 +84,10 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
         if not mode or not inputs_file:
             raise DlgClickError("give a MODE and --inputs FILE, or --resume BATCH", EXIT_USAGE)
         rows = read_rows(inputs_file)
+    # a registry file given now (--registry, DLG_REGISTRY) wins over the batch's
     given = {"model": model, "models": _pairs(participants, "--participant") or None,
-             "router": router, "pool": _pool(pool) or None, "timeout": timeout}
+             "router": router, "pool": _pool(pool) or None, "timeout": timeout,
+             "registry": _registry()}
     options.update({k: v for k, v in given.items() if v is not None})
     if max_cost is not None:
         options["constraints"] = {**(options.get("constraints") or {}), "max_cost": max_cost}

@@ -16,6 +16,7 @@ from dlg.cli.base import (
     DlgClickError,
     _format_for,
     _pairs,
+    _registry,
     _write_export,
     cli,
     store_option,
@@ -82,7 +83,7 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
         get_exporter(fmt)  # fail on a bad format before the dialogue runs
 
     orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
-                                registry=(ctx.obj or {}).get("registry"),
+                                registry=_registry(),
                                 store=(store or "default") if save else None, watchdog=True,
                                 router=router, pool=_pool(pool), max_cost=max_cost,
                                 constraints={"quality": quality} if quality else None)
@@ -222,6 +223,7 @@ def resume_command(dialogue_id: str, force: bool, mode_ref: str | None, out: str
     if fmt is not None:
         get_exporter(fmt)
     orchestrator = Orchestrator(store=store or "default", watchdog=True, model=model,
+                                registry=_registry(),
                                 models=_pairs(participants, "--participant"),
                                 router=router, max_cost=max_cost)
     from dlg.records.store import DialogueBusyError

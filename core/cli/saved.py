@@ -27,8 +27,13 @@ from dlg.cli.terminal import echo, one_line
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @store_option
 def list_command(limit: int, as_json: bool, store: str | None) -> None:
-    """List saved dialogues, newest first."""
-    rows = _store(store).list()[:limit]
+    """List saved dialogues, newest first. One saved running that no live process holds
+    (its process was killed, or crashed) is listed as interrupted, with the command that
+    continues it."""
+    from dlg.records.store import INTERRUPTED, interrupted
+
+    opened = _store(store)
+    rows = interrupted(opened, opened.list()[:limit])
     if as_json:
         echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -48,10 +53,18 @@ def list_command(limit: int, as_json: bool, store: str | None) -> None:
         echo(f"{r['id']:<{width}}  {mode[:14]:<14}  {r['status']:<9}  "
              f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
              f"  {cost:>8}  {topic}")
+    # a sub-dialogue continues with the dialogue that spawned it
+    stopped = [r["id"] for r in rows if r.get("status") == INTERRUPTED and not r.get("parent")]
+    if stopped:
+        echo("")
+    for dialogue_id in stopped:
+        echo(f"{dialogue_id} was interrupted (the process running it is gone): "
+             f"`dlg resume {dialogue_id}` continues it")
 
 
-def _table(dialogue: Any) -> str:
-    lines = [f"{dialogue.id} · {dialogue.mode} · {dialogue.status}"]
+def _table(dialogue: Any, status: str | None = None) -> str:
+    """``status``: as listed, when not as saved (``interrupted``)."""
+    lines = [f"{dialogue.id} · {dialogue.mode} · {status or dialogue.status}"]
     for key, value in dialogue.inputs.items():
         lines.append(f"  {key}: {value}")
     if dialogue.error:
@@ -98,9 +111,16 @@ def _table(dialogue: Any) -> str:
         lines.append(f"stopped ({stopped['status']}) by {stopped['by']}: {stopped['reason']}")
     routed = [t for t in dialogue.turns if t.metadata and t.metadata.get("routing")
               and t.metadata["routing"].get("reason")]
+    from dlg.running.routing import budget_note
+
     for t in routed:
         r = t.metadata["routing"] if t.metadata else {}
-        lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}: {r['reason']}")
+        note = budget_note(r)
+        # a fallback after a failure answered in its place (marked * in the table)
+        answered = (f"; {t.model} answered in its place (a fallback)"
+                    if t.model and t.model != r["model"] and t.replaced else "")
+        lines.append(f"turn {t.id} routed by {r['router']} to {r['model']}"
+                     + (f", as {note}" if note else "") + f": {r['reason']}{answered}")
     if m.substitutions or m.retries:
         lines.append(f"fallbacks: {m.substitutions} turns (marked *) · retries: {m.retries}")
     for phase, state in ((dialogue.metadata or {}).get("loops") or {}).items():
@@ -150,7 +170,13 @@ def show_command(dialogue_id: str | None, batch_id: str | None, as_json: bool, t
     if as_json:
         echo(json.dumps(dialogue.to_dict(), indent=2, ensure_ascii=False))
         return
-    echo(_table(dialogue))
+    from dlg.records.store import INTERRUPTED, interrupted
+
+    (listed,) = interrupted(_store(store), [{"id": dialogue.id, "status": dialogue.status}])
+    echo(_table(dialogue, listed["status"]))
+    if listed["status"] == INTERRUPTED and not dialogue.metadata.get("parent"):
+        echo(f"interrupted (the process running it is gone): `dlg resume {dialogue.id}` "
+             "continues it")
     if text:
         from dlg.records.export import export
 

@@ -14,7 +14,8 @@ from dlg.records.stamps import ID_CHARACTERS
 if TYPE_CHECKING:
     from dlg.records.record import Dialogue
 
-__all__ = ["export", "get_exporter", "render_export", "write_atomically", "write_export"]
+__all__ = ["export", "format_for_path", "formats_by_extension", "get_exporter", "render_export",
+           "write_atomically", "write_export"]
 
 
 def get_exporter(name: str, pm: Any = None) -> Any:
@@ -26,6 +27,47 @@ def get_exporter(name: str, pm: Any = None) -> Any:
             f"'{name}' is not a known export format (installed: {', '.join(sorted(exporters))})"
         )
     return exporters[name]
+
+
+def extensions_of(exporter: Any) -> tuple[str, ...]:
+    """The file extensions an exporter writes: its ``extension``, then any more it
+    declares (``extensions = ("md", "markdown")``), lowercase and without the dot."""
+    more = getattr(exporter, "extensions", None) or ()
+    if isinstance(more, str):  # one given as a string, not a tuple of them
+        more = (more,)
+    found = [str(e).lstrip(".").lower() for e in (exporter.extension, *more)]
+    return tuple(e for i, e in enumerate(found) if e and e not in found[:i])
+
+
+def formats_by_extension(pm: Any = None) -> dict[str, str]:
+    """Extension -> format name, for every exporter: its own ``extension`` wins over
+    another's further ``extensions``, which win over a format's name (``.markdown``)."""
+    from dlg import registrations
+
+    exporters = registrations.exporters(pm)
+    out = {name.lower(): name for name in exporters}
+    for name, exporter in exporters.items():
+        out.update({e: name for e in extensions_of(exporter)[1:]})
+    out.update({extensions_of(e)[0]: name for name, e in exporters.items()
+                if extensions_of(e)})
+    return out
+
+
+def format_for_path(path: str | Path, pm: Any = None) -> str | None:
+    """The format a file's extension names (``d.markdown``: markdown), None for a file
+    without one; an extension no exporter writes is an ``UnknownExporterError`` that
+    lists the formats and their extensions (never a silent JSON file named ``.md``)."""
+    from dlg import registrations
+
+    ext = Path(path).suffix.lstrip(".").lower()
+    if not ext:
+        return None
+    known = formats_by_extension(pm)
+    if ext in known:
+        return known[ext]
+    listed = ", ".join(f"{n} (" + ", ".join(f".{x}" for x in extensions_of(e)) + ")"
+                       for n, e in sorted(registrations.exporters(pm).items()))
+    raise UnknownExporterError(f"no export format writes '.{ext}' files (formats: {listed})")
 
 
 def export(dialogue: Dialogue, format: str = "json", path: str | Path | None = None,

@@ -27,6 +27,7 @@ __all__ = [
     "as_dialogue",
     "delete_dialogue",
     "find_dialogue",
+    "interrupted",
     "list_dialogues",
     "load_dialogue",
     "open_store",
@@ -106,6 +107,28 @@ class Lease:
         release = getattr(store, "release", None)
         if release is not None:
             release(dialogue_id, self.token)
+
+
+INTERRUPTED = "interrupted"  # listed for a dialogue saved running that no process holds
+
+
+def interrupted(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (``list()``'s summaries) with each one saved ``running`` that no live
+    process holds (no lease, or its process is gone: a SIGKILL, a crash, a reboot) listed
+    as ``interrupted``; ``dlg resume ID`` continues it. A store without leases to read
+    (``leases(ids)``) leaves them as saved, since it cannot tell."""
+    from dlg.records.record import RUNNING
+
+    read = getattr(store, "leases", None)
+    running = [r["id"] for r in rows if r.get("status") == RUNNING]
+    if read is None or not running:
+        return rows
+    held = read(running)
+    dead = {i for i in running if i not in held or not Lease.is_live(held[i])}
+    if dead and hasattr(store, "headers"):  # one that ended (and let go) since: as it is
+        now = store.headers(sorted(dead))
+        dead = {i for i in dead if (now.get(i) or {}).get("status", RUNNING) == RUNNING}
+    return [{**r, "status": INTERRUPTED} if r["id"] in dead else r for r in rows]
 
 
 def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:

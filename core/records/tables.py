@@ -20,7 +20,7 @@ that wants another style translates it in ``execute``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -318,6 +318,21 @@ class TableStore(RowWrites):
                     "ON CONFLICT (dialogue_id) DO UPDATE SET lease = excluded.lease",
                     (dialogue_id, dumps(lease)))
         return None
+
+    def leases(self, dialogue_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The leases held on those of ``dialogue_ids`` that have one, read only (``dlg
+        ls`` tells a dialogue running elsewhere from one whose process died)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._reading() as execute:
+            for start in range(0, len(dialogue_ids), 500):
+                chunk = tuple(dialogue_ids[start:start + 500])
+                rows = execute("SELECT dialogue_id, lease FROM dlg_leases WHERE dialogue_id "
+                               f"IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+                for dialogue_id, text in rows:
+                    found = _json_or_none(text)
+                    if isinstance(found, dict):
+                        out[dialogue_id] = found
+        return out
 
     def release(self, dialogue_id: str, token: str) -> None:
         with self._transaction(f"lease:{dialogue_id}") as execute:

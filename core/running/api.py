@@ -10,6 +10,7 @@ dialogue = dlg.run_sync("debate", topic="...", participants={"proponent": my_cha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -74,6 +75,9 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         self._pm = plugin_manager
         self._pool: ModelPool | None = None
         self._registry = registry  # a ModelRegistry, a registry file path, or None
+        # the file, kept with a batch and sent to its workers (``options()``)
+        self.registry_file = (os.path.abspath(registry)
+                              if isinstance(registry, str | os.PathLike) else None)
         self.retry = retry  # a dlg.RetryPolicy, or None for the default
         # where dialogues are saved after every turn: "default" (DLG_STORE, else
         # sqlite), a store name, a store object, or None not to save
@@ -307,7 +311,7 @@ async def run(
     *,
     model: Any = None,
     participants: Mapping[str, Any] | None = None,
-    router: str | Any = "participants",
+    router: str | Any | None = None,
     observers: Sequence[Any] = (),
     timeout: float | None = None,
     dialogue_id: str | None = None,
@@ -323,7 +327,9 @@ async def run(
     every participant to one model; ``participants`` binds aliases one by one. Each is a
     model spec (``"openai:gpt-4o"``) or a LangChain chat model. ``pool``, ``max_cost`` and
     ``constraints`` are ``dlg run``'s ``--pool``, ``--max-cost`` and ``--quality``
-    (``constraints={"quality": ...}``); see ``Orchestrator``.
+    (``constraints={"quality": ...}``). ``router`` is chosen as ``dlg run --router`` is:
+    by default the mode's ``router:``, else ``capabilities`` when there is a pool, else
+    ``participants``; see ``Orchestrator``.
     """
     orchestrator = Orchestrator(models=participants, model=model, router=router,
                                 observers=observers, timeout=timeout, store=store,

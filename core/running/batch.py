@@ -306,6 +306,7 @@ class Batching:
     router: Any
     constraints: dict[str, Any]
     timeout: float | None
+    registry_file: str | None
 
     async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
                     concurrency: int = 4, executor: str | Any = "local",
@@ -322,7 +323,8 @@ class Batching:
 
     def options(self) -> dict[str, Any]:
         """How this orchestrator was made, as far as it can be written down (model specs,
-        not model objects): what a batch keeps, and what remote workers rebuild it from."""
+        not model objects, the registry file by its path): what a batch keeps, and what
+        remote workers rebuild it from."""
         from dlg.observability.redact import redact
 
         def spec(value: Any) -> Any:
@@ -335,5 +337,6 @@ class Batching:
             "router": self.router if isinstance(self.router, str) else None,
             "constraints": self.constraints or None,
             "timeout": self.timeout,
+            "registry": self.registry_file,
         }.items() if v is not None}
 

@@ -21,7 +21,7 @@ from dlg.records import record as R
 from dlg.records.record import TurnRecord
 from dlg.running.budget import prompt_token_bound
 from dlg.running.compression import turn_reads
-from dlg.running.routing import RouteRequest, describe_route, route_turn
+from dlg.running.routing import RouteRequest, budgeted_route, describe_route, route_turn
 from dlg.running.structured import instruction, output_spec
 
 __all__ = ["Plan", "prepare"]
@@ -124,6 +124,13 @@ async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
                                 f"'{turn.id}' on any of its models", "budget")
                 return None
             choice, _, settings["max_tokens"] = planned
+            routed = (rec.metadata or {}).get("routing")
+            if routed is not None and run.pool.safe_label(choice) != routed["model"]:
+                # the budget moved the turn off the router's pick: the record names
+                # what runs (as the turn's model will), and why
+                rec.metadata = {**(rec.metadata or {}), "routing": budgeted_route(
+                    routed, run.pool.safe_label(choice), run.budget.left,
+                    run.candidates, choice)}
             reservation = run.budget.reserve(run.pool.label(choice), bound,
                                              settings["max_tokens"])
         return Plan(system, prompt, messages, choice, settings, fallbacks, reservation,

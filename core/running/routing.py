@@ -22,8 +22,8 @@ from typing import Any
 
 from dlg.errors import ModelError, PluginError
 
-__all__ = ["Route", "RouteRequest", "Routing", "cheapest", "describe_route", "route_turn",
-           "select_model"]
+__all__ = ["Route", "RouteRequest", "Routing", "budget_note", "budgeted_route", "cheapest",
+           "describe_route", "route_turn", "select_model"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,31 @@ def describe_route(router: str, route: Route, pool: Any) -> dict[str, Any]:
     if route.fallbacks:
         out["fallbacks"] = [pool.safe_label(f) for f in route.fallbacks]
     return out
+
+
+def budgeted_route(described: dict[str, Any], label: str, left: float,
+                   pool: Mapping[str, Any], model: Any) -> dict[str, Any]:
+    """``described`` (``describe_route``'s) when the budget could not pay for the
+    router's pick and planned the turn on ``model`` (``label``), one of its fallbacks,
+    with ``left`` dollars: ``model`` names what runs, ``budget_moved_from`` the router's
+    pick, and ``pool_name`` the pool's name for what runs (what learning routers rate)."""
+    out = {**described, "model": label, "budget_moved_from": described["model"],
+           "budget_left": round(left, 10)}
+    name = next((n for n, m in pool.items()
+                 if m is model or (isinstance(model, str) and m == model)), None)
+    if name is None:
+        out.pop("pool_name", None)
+    else:
+        out["pool_name"] = name
+    return out
+
+
+def budget_note(routing: Mapping[str, Any]) -> str:
+    """What a turn's routing record says of a budget that changed the router's pick
+    (``budgeted_route``), for ``dlg show`` and the exports; empty if it did not."""
+    moved = routing.get("budget_moved_from")
+    if not moved:
+        return ""
+    left = routing.get("budget_left")
+    having = f" (${left:.5f} left)" if isinstance(left, int | float) else ""
+    return f"the budget{having} could not pay for the router's pick {moved}"
