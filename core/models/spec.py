@@ -92,10 +92,19 @@ def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
     ``env:NAME`` is the variable NAME, and ``${NAME}`` inside a value is replaced by it
     (``base_url=https://me:${PROXY_PASSWORD}@proxy/v1``). The spec keeps the reference,
     so records and a later resume hold no secret. Raises ``ModelError`` for a variable
-    that is not set."""
+    that is not set. The variable a secret option's ``_env`` form names
+    (``api_key_env=NAME``, which the provider reads) holds a secret too: its value is
+    redacted from now on."""
+    from dlg.observability.redact import SECRET_OPTIONS, remember
+
     out = dict(options)
     for key, value in options.items():
-        if not isinstance(value, str) or ("env:" not in value and "${" not in value):
+        if not isinstance(value, str):
+            continue
+        if key.lower().endswith("_env") and key.lower()[:-4] in SECRET_OPTIONS:
+            remember(os.environ.get(value))
+            continue
+        if "env:" not in value and "${" not in value:
             continue
 
         def lookup(name: str, key: str = key) -> str:
@@ -103,8 +112,6 @@ def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
             if not found:
                 raise ModelError(f"the model option '{key}' names the environment variable "
                                  f"{name}, which is not set")
-            from dlg.observability.redact import remember
-
             remember(found)
             return found
 

@@ -1,13 +1,16 @@
 """Keeping secrets out of logs, saved dialogues and exports.
 
 ``redact(text)`` replaces with ``[REDACTED]``: the values of secret-looking environment
-variables (names ending in KEY, TOKEN, SECRET or PASSWORD), the secrets dlg has seen in
-model specs (``remember``), API-key-shaped strings, bearer tokens, secret options in model
-specs (``?api_key=...``) and passwords in URLs (``http://user:PASSWORD@host``).
+variables (names ending in KEY, TOKEN, SECRET or PASSWORD), the secrets dlg has read
+(``remember``: from model specs, the variables they name, a provider's key variable),
+API-key-shaped strings, bearer tokens, the credentials of an ``Authorization:`` header,
+secret options in model specs (``?api_key=...``) and passwords in URLs
+(``http://user:PASSWORD@host``).
 
-``redact_values(text)`` replaces only the known values (environment and remembered): it is
-what model answers go through, so an answer that repeats a key is stored without it while
-an answer that merely shows what a key looks like is left alone.
+``redact_values(text)`` replaces only the known values (environment and remembered) and an
+``Authorization:`` header's credentials: it is what model answers go through, so an answer
+that repeats a key is stored without it while an answer that merely shows what a key looks
+like is left alone.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import re
 from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["REDACTED", "redact", "redact_attempt", "redact_values", "remember",
-           "secrets_in_spec"]
+__all__ = ["REDACTED", "SECRET_OPTIONS", "redact", "redact_attempt", "redact_values",
+           "remember", "secrets_in_spec"]
 
 REDACTED = "[REDACTED]"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
 SECRET_OPTIONS = frozenset({"api_key", "apikey", "key", "token", "secret", "password"})
 # each pattern's group "keep", if any, is kept before the replacement
+# an Authorization header's credentials, however short, as text or in JSON or a dict's repr
+# (redact_values applies it, so redact does too)
+_HEADER = re.compile(r"(?i)(?P<keep>\bauthorization[\"']?\s*[:=]\s*[\"']?"
+                     r"(?:(?:bearer|basic|token|digest)\s+)?+)(?!\[REDACTED\])[^\s\"',;}]+")
 _PATTERNS = [
     re.compile(r"\b(?:sk|rk|pk|xai|gsk)-[A-Za-z0-9_\-]{12,}"),  # sk-..., xai-..., ...
     re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
@@ -91,12 +98,15 @@ def redact_values(text: str) -> str: ...
 @overload
 def redact_values(text: None) -> None: ...
 def redact_values(text: str | None) -> str | None:
-    """``text`` with every known secret value (environment, remembered) replaced."""
+    """``text`` with every known secret value (environment, remembered) and the
+    credentials of an ``Authorization:`` header replaced."""
     if not text:
         return text
     for value in _known_values():
         if value in text:
             text = text.replace(value, REDACTED)
+    if "uthorization" in text or "UTHORIZATION" in text:
+        text = _HEADER.sub(_replace, text)
     return text
 
 
