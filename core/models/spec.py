@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from dlg.errors import ModelError
 
-__all__ = ["ModelSpec", "default_model_spec", "model_label", "resolve_secrets",
+__all__ = ["ModelSpec", "default_model_spec", "endpoint", "model_label", "resolve_secrets",
            "without_redacted"]
 
 
@@ -82,6 +82,31 @@ def model_label(model: Any) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__name__
+
+
+# options that say where a model's calls go; so does any option ending so or given a URL
+_ENDPOINT_OPTIONS = frozenset({"base_url", "api_base", "openai_api_base", "azure_endpoint",
+                               "endpoint", "host", "url", "api_url", "server_url"})
+_ENDPOINT_SUFFIXES = ("_url", "_base", "_endpoint", "_host")
+# a chat model given as it is: the attributes LangChain's clients keep an endpoint in
+_ENDPOINT_ATTRIBUTES = ("openai_api_base", "base_url", "azure_endpoint")
+
+
+def endpoint(spec_or_model: Any) -> tuple[tuple[str, str], ...]:
+    """Where a model's calls go when the user chose it: a spec's endpoint options
+    (``base_url=...``, ``api_base``, ``azure_endpoint``, ..., any option whose value is a
+    URL) as written, sorted; a chat model's ``base_url`` (``openai_api_base``,
+    ``azure_endpoint``) if set. ``()``: the provider's own endpoint."""
+    if not isinstance(spec_or_model, str):
+        return tuple((a, v) for a in _ENDPOINT_ATTRIBUTES
+                     if isinstance(v := getattr(spec_or_model, a, None), str) and v)
+    _, _, query = spec_or_model.partition("?")
+    if not query:
+        return ()
+    return tuple(sorted(
+        (k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+        if k.lower() in _ENDPOINT_OPTIONS or k.lower().endswith(_ENDPOINT_SUFFIXES)
+        or "://" in v))
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
