@@ -446,12 +446,15 @@ def _everything_a_person_or_a_file_sees(runner, result, data_dir) -> tuple[str, 
     return "\n".join(outputs), files
 
 
-@pytest.mark.parametrize("given", ["api_key_env", "env_reference", "provider_variable"])
+@pytest.mark.parametrize("given", ["api_key_env", "env_reference", "provider_variable",
+                                   "provider_option"])
 def test_a_key_a_provider_echoes_is_redacted_however_it_was_given(given, monkeypatch,
                                                                   tmp_path):
     """A 401 that repeats the key (OpenAI's "Incorrect API key provided: ...") put a key
     read through ``api_key_env=NAME`` into the output, show, exports and the store's WAL:
-    the variable's name says nothing of a secret, so nothing knew to redact its value."""
+    the variable's name says nothing of a secret, so nothing knew to redact its value.
+    A literal key in the provider's own option (``openai_api_key=...``) was not even
+    redacted from the spec saved with the dialogue."""
     pytest.importorskip("langchain_openai")
     import uuid
 
@@ -461,16 +464,20 @@ def test_a_key_a_provider_echoes_is_redacted_however_it_was_given(given, monkeyp
     monkeypatch.setenv("DLG_LOG", "json")
     monkeypatch.setenv("DLG_LOG_LEVEL", "DEBUG")
     monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     if given == "provider_variable":
         monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", key)
     else:
         monkeypatch.setenv("GATEWAY_CREDENTIAL", key)
     option = {"api_key_env": "&api_key_env=GATEWAY_CREDENTIAL",
               "env_reference": "&api_key=env:GATEWAY_CREDENTIAL",
-              "provider_variable": ""}[given]
+              "provider_variable": "", "provider_option": ""}[given]
     runner = CliRunner()
     with FakeOpenAI(["401echo"]) as server:
         spec = f"openai-compatible:m?base_url={server.base_url}{option}"
+        if given == "provider_option":  # OpenAI's own name for it, at its endpoint
+            monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+            spec = f"openai:gpt-4o-mini?openai_api_key={key}"
         result = runner.invoke(cli, ["run", "debate", "--topic", "t", "--model", spec],
                                catch_exceptions=False)
         assert server.requests[0]["auth"] == f"Bearer {key}"  # the key was really sent

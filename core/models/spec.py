@@ -120,13 +120,13 @@ def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
     that is not set. The variable a secret option's ``_env`` form names
     (``api_key_env=NAME``, which the provider reads) holds a secret too: its value is
     redacted from now on."""
-    from dlg.observability.redact import SECRET_OPTIONS, remember
+    from dlg.observability.redact import is_secret_option, remember
 
     out = dict(options)
     for key, value in options.items():
         if not isinstance(value, str):
             continue
-        if key.lower().endswith("_env") and key.lower()[:-4] in SECRET_OPTIONS:
+        if key.lower().endswith("_env") and is_secret_option(key[:-4]):
             remember(os.environ.get(value))
             continue
         if "env:" not in value and "${" not in value:

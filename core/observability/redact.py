@@ -20,12 +20,22 @@ import re
 from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["REDACTED", "SECRET_OPTIONS", "redact", "redact_attempt", "redact_values",
+__all__ = ["REDACTED", "is_secret_option", "redact", "redact_attempt", "redact_values",
            "remember", "secrets_in_spec"]
 
 REDACTED = "[REDACTED]"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
-SECRET_OPTIONS = frozenset({"api_key", "apikey", "key", "token", "secret", "password"})
+# a model spec's option that holds a secret: api_key, key, token, secret, password, and a
+# provider's own name for one (openai_api_key, access_token, client_secret, ...)
+_SECRET_OPTION = r"(?:key|(?:[a-z0-9]+_)*(?:api_?key|token|secret|password))"
+_SECRET_OPTION_NAME = re.compile(f"(?i){_SECRET_OPTION}")
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether a model spec's option ``name`` holds a secret (``api_key``,
+    ``openai_api_key``, ``token``, ...; ``api_key_env`` names one, and is none)."""
+    return _SECRET_OPTION_NAME.fullmatch(name) is not None
+
 # each pattern's group "keep", if any, is kept before the replacement
 # an Authorization header's credentials, however short, as text or in JSON or a dict's repr
 # (redact_values applies it, so redact does too)
@@ -36,7 +46,7 @@ _PATTERNS = [
     re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
     re.compile(r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._\-]{8,}"),
     # (a reference to a secret, env:NAME or ${NAME}, is no secret and is kept)
-    re.compile(r"(?i)(?P<keep>[?&](?:api_key|apikey|key|token|secret|password)=)"
+    re.compile(rf"(?i)(?P<keep>[?&]{_SECRET_OPTION}=)"
                r"(?!env:[A-Za-z_]|\$\{)[^&\s'\")]+"),
     # a password in a URL's user information: scheme://user:PASSWORD@host
     re.compile(r"(?i)(?P<keep>\b[a-z][a-z0-9+.\-]*://[^/\s:@?#]*:)(?!\$\{)[^@\s/?#]+(?=@)"),
@@ -57,7 +67,7 @@ def secrets_in_spec(text: str) -> list[str]:
     _, _, query = text.partition("?")
     found = []
     for key, value in parse_qsl(query, keep_blank_values=False):
-        if key.lower() in SECRET_OPTIONS:
+        if is_secret_option(key):
             if not _REFERENCE.fullmatch(value):
                 found.append(value)
         elif "://" in value:
