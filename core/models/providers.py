@@ -38,7 +38,8 @@ def missing_key(options: dict[str, object], *names: str,
 def missing_env(*names: str) -> str | None:
     """A message naming the variable, if none of ``names`` is set in the environment. The
     values of those that are set are secrets from now on (redacted wherever they appear)."""
-    if [env_secret(n) for n in names if os.environ.get(n)]:
+    found = [name for name in names if env_secret(name)]
+    if found:
         return None
     return f"needs an API key: set {' or '.join(names)}"
 

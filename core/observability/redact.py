@@ -37,8 +37,8 @@ def is_secret_option(name: str) -> bool:
     return _SECRET_OPTION_NAME.fullmatch(name) is not None
 
 # each pattern's group "keep", if any, is kept before the replacement
-# an Authorization header's credentials, however short, as text or in JSON or a dict's repr
-# (redact_values applies it, so redact does too)
+# an Authorization header's credentials, however short, as text or in JSON or a dict's
+# repr (redact_values applies it, so redact does too)
 _HEADER = re.compile(r"(?i)(?P<keep>\bauthorization[\"']?\s*[:=]\s*[\"']?"
                      r"(?:(?:bearer|basic|token|digest)\s+)?+)(?!\[REDACTED\])[^\s\"',;}]+")
 _PATTERNS = [
