@@ -7,10 +7,8 @@ Also ``openai-compatible:MODEL?base_url=URL`` for any server speaking the OpenAI
 
 from __future__ import annotations
 
-import os
-
 from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_key, missing_package, no_retries
+from dlg.models.providers import env_secret, missing_key, missing_package, no_retries
 
 
 def _check(model, options):
@@ -37,7 +35,7 @@ def _make_compatible(model, options):
 
     options = dict(options)
     key_env = options.pop("api_key_env", "OPENAI_COMPATIBLE_API_KEY")
-    api_key = options.pop("api_key", None) or os.environ.get(key_env) or "not-needed"
+    api_key = options.pop("api_key", None) or env_secret(key_env) or "not-needed"
     return ChatOpenAI(model=model or "default", api_key=api_key,
                       **{"stream_usage": True, **no_retries(options)})
 

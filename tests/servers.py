@@ -3,7 +3,8 @@ Anthropic's Messages API.
 
 ``FakeOpenAI(script)`` answers POST /v1/chat/completions; each request takes the next
 behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retry-After),
-"500", "401", "400", "hang:SECONDS". Streaming requests get server-sent events.
+"500", "401", "400", "hang:SECONDS", "401echo" (a 401 that repeats the key it was sent, as
+OpenAI's "Incorrect API key provided" does). Streaming requests get server-sent events.
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ class FakeOpenAI(_Loopback):
                 if kind == "429":
                     self._json(429, {"error": {"message": "slow down", "type": "rate_limit"}},
                                {"Retry-After": arg or "1"})
+                    return
+                if kind == "401echo":
+                    key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    self._json(401, {"error": {
+                        "message": f"Incorrect API key provided: {key}. You can find your "
+                                   "API key at https://platform.example/account/api-keys.",
+                        "type": "invalid_request_error", "code": "invalid_api_key"}})
                     return
                 if kind in ("500", "401", "400"):
                     self._json(int(kind), {"error": {"message": f"fault {kind}",

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 import dlg
 from dlg.cli import cli
 
+from .servers import FakeOpenAI
+
 MODE = "name: m\nturns: [{id: a, role: A, %s}]\n"
 
 
@@ -416,3 +418,97 @@ def test_an_export_file_takes_text_utf8_cannot_hold(tmp_path):
     path = d.export("json", path=tmp_path / "d.json")
     assert json.loads(path.read_text())["metadata"]["note"] == "bad \ud800 note"
     d.export("markdown", path=tmp_path / "d.md")  # written too
+
+
+# -- keys a provider echoes back ------------------------------------------------------------
+
+
+def _everything_a_person_or_a_file_sees(runner, result, data_dir) -> tuple[str, bytes]:
+    """The run's output, then what show, ls and every exporter give of the saved dialogue;
+    and every byte the store wrote (its WAL included)."""
+    from dlg import registrations
+
+    (saved,) = dlg.list_dialogues()
+    outputs = [result.output, result.stderr]
+    for args in (["show", saved["id"]], ["show", saved["id"], "--json", "--text"],
+                 ["ls", "--json"]):
+        outputs.append(runner.invoke(cli, args, catch_exceptions=False).output)
+    dialogue = dlg.load_dialogue(saved["id"])
+    files = b""
+    for name, exporter in registrations.exporters().items():
+        if name == "pdf":  # its text is compressed: the same record the html is made from
+            continue
+        made = exporter.export(dialogue)
+        outputs.append(made if isinstance(made, str) else made.decode("utf-8", "replace"))
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            files += path.read_bytes()
+    return "\n".join(outputs), files
+
+
+@pytest.mark.parametrize("given", ["api_key_env", "env_reference", "provider_variable",
+                                   "provider_option"])
+def test_a_key_a_provider_echoes_is_redacted_however_it_was_given(given, monkeypatch,
+                                                                  tmp_path):
+    """A 401 that repeats the key (OpenAI's "Incorrect API key provided: ...") put a key
+    read through ``api_key_env=NAME`` into the output, show, exports and the store's WAL:
+    the variable's name says nothing of a secret, so nothing knew to redact its value.
+    A literal key in the provider's own option (``openai_api_key=...``) was not even
+    redacted from the spec saved with the dialogue."""
+    pytest.importorskip("langchain_openai")
+    import uuid
+
+    key = f"gw-{given}-{uuid.uuid4().hex}"  # no known key shape, seen by no earlier test
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DLG_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DLG_LOG", "json")
+    monkeypatch.setenv("DLG_LOG_LEVEL", "DEBUG")
+    monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    if given == "provider_variable":
+        monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", key)
+    else:
+        monkeypatch.setenv("GATEWAY_CREDENTIAL", key)
+    option = {"api_key_env": "&api_key_env=GATEWAY_CREDENTIAL",
+              "env_reference": "&api_key=env:GATEWAY_CREDENTIAL",
+              "provider_variable": "", "provider_option": ""}[given]
+    runner = CliRunner()
+    with FakeOpenAI(["401echo"]) as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}{option}"
+        if given == "provider_option":  # OpenAI's own name for it, at its endpoint
+            monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+            spec = f"openai:gpt-4o-mini?openai_api_key={key}"
+        result = runner.invoke(cli, ["run", "debate", "--topic", "t", "--model", spec],
+                               catch_exceptions=False)
+        assert server.requests[0]["auth"] == f"Bearer {key}"  # the key was really sent
+    assert result.exit_code != 0
+    assert "Incorrect API key provided: [REDACTED]" in result.output + result.stderr
+    text, files = _everything_a_person_or_a_file_sees(runner, result, data_dir)
+    assert "Incorrect API key provided: [REDACTED]" in text
+    assert key not in text
+    assert key.encode() not in files
+    assert any(p.name.endswith("-wal") for p in data_dir.rglob("*"))  # read above too
+
+
+def test_an_authorization_header_in_a_reply_is_redacted(monkeypatch, tmp_path):
+    """``Authorization: Bearer xyz`` in an answer or an error: the credentials, however
+    short, are not kept."""
+    pytest.importorskip("langchain_openai")
+    from dlg.observability.redact import redact
+
+    assert redact('failed: {"Authorization": "Bearer xyz"}') == (
+        'failed: {"Authorization": "Bearer [REDACTED]"}')
+    assert redact("sent Authorization: Basic dXNlcjpwdw==, refused") == (
+        "sent Authorization: Basic [REDACTED], refused")
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DLG_DATA_DIR", str(data_dir))
+    runner = CliRunner()
+    with FakeOpenAI(["ok"], reply="call it with Authorization: Bearer xyz and go") as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}"
+        result = runner.invoke(cli, ["run", "debate", "--topic", "t", "--model", spec],
+                               catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text, files = _everything_a_person_or_a_file_sees(runner, result, data_dir)
+    assert "Authorization: Bearer [REDACTED] and go" in text
+    assert "Bearer xyz" not in text
+    assert b"Bearer xyz" not in files

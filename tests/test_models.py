@@ -336,3 +336,30 @@ def test_the_echo_models_json_is_the_simplest_that_matches():
     Draft202012Validator(schema).validate(value)
     assert value["score"] == 3 and len(value["parts"]) == 2 and value["kind"] == "a"
     assert value["parts"][0] == "echo: the words of the questio"  # cut at maxLength
+
+
+@pytest.mark.parametrize(("spec", "where"), [
+    ("openai:gpt-4o", ()),
+    ("openai:gpt-4o?temperature=0.2", ()),
+    ("openai:gpt-4o?base_url=http://127.0.0.1:9/v1", (("base_url", "http://127.0.0.1:9/v1"),)),
+    ("azure:gpt?azure_endpoint=https://me.example&api_key=env:K",
+     (("azure_endpoint", "https://me.example"),)),
+    ("ollama:llama3?host=gpu-box", (("host", "gpu-box"),)),
+    ("third:m?gateway=https://gw.example/v1&temperature=0",
+     (("gateway", "https://gw.example/v1"),)),
+])
+def test_the_endpoint_a_spec_chooses(spec, where):
+    from dlg.models.spec import endpoint
+
+    assert endpoint(spec) == where
+
+
+def test_the_endpoint_of_a_chat_model_given_as_it_is():
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    from dlg.models.spec import endpoint
+
+    assert endpoint(ChatOpenAI(model="m", api_key="k", base_url="http://gw/v1")) == (
+        ("openai_api_base", "http://gw/v1"),)
+    assert endpoint(object()) == ()

@@ -180,24 +180,30 @@ async def test_model_fallback_chain_seed_v3():
     assert any(t.model == backup for t in d.turns)
 
 
-async def test_auth_error_does_not_fall_back_to_a_model_the_user_never_named():
-    """A 401 must not be hidden by the registry's chain (maybe a pricier model)."""
+async def test_auth_error_does_not_fall_back_to_a_model_the_user_never_named(monkeypatch):
+    """A 401 must not be hidden by the registry's chain (maybe a pricier model). (The
+    model is given no endpoint option: one given an endpoint keeps to it whatever the
+    error, see below.)"""
     from dlg.models.catalog import ModelRegistry
 
     registry = ModelRegistry.load()
-    registry.add({"models": {"openai-compatible:test-model": {"fallbacks": ["echo"]}}}, "t")
+    registry.add({"models": {"openai:gpt-4o-mini": {"fallbacks": ["echo"]}}}, "t")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    model = "openai:gpt-4o-mini"
     with FakeOpenAI(["401"]) as server:
-        assert registry.fallbacks_for(compat(server)) == ["echo"]
-        d = await dlg.Orchestrator(model=compat(server), retry=FAST, registry=registry,
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        assert registry.fallbacks_for(model) == ["echo"]
+        d = await dlg.Orchestrator(model=model, retry=FAST, registry=registry,
                                    store=None).run(MODE)
         assert d.status == "failed"
-        assert d.turns[0].model == compat(server)
-        assert d.turns[0].error == (f"{compat(server)}: OpenAIAuthenticationError: Error "
+        assert d.turns[0].model == model
+        assert d.turns[0].error == (f"{model}: OpenAIAuthenticationError: Error "
                                     "code: 401 - fault 401")
         assert d.turns[0].attempts[0]["auth"] is True
         # a transient error still uses the registry's chain
     with FakeOpenAI(["500"]) as server:
-        d = await dlg.Orchestrator(model=compat(server), retry=FAST, registry=registry,
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        d = await dlg.Orchestrator(model=model, retry=FAST, registry=registry,
                                    store=None).run(MODE)
         assert d.status == "completed" and d.turns[0].model == "echo"
 
@@ -212,3 +218,66 @@ async def test_a_retry_on_the_same_model_is_not_called_a_fallback(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "turn first: " + compat(server) + " answered after 1 failed attempt" in messages
     assert not [m for m in messages if "in place of" in m]
+
+
+# -- a model at an endpoint the user chose stays there -------------------------------------
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.mark.parametrize("failure", ["closed port", "500", "401"])
+async def test_a_model_given_an_endpoint_never_falls_back_to_another_endpoint(
+        failure, tmp_path, monkeypatch):
+    """``openai:gpt-4o?base_url=http://127.0.0.1:9/v1`` fell back, on a connection error,
+    to the registry's ``openai:gpt-5`` at the provider's public endpoint (here a second
+    server standing in for it): the prompt and the key went to a host the user never
+    named. The registry's chains, the model's own and its capabilities', point there."""
+    registry = tmp_path / "models.yaml"
+    with FakeOpenAI() as public, FakeOpenAI([failure if failure != "closed port" else "ok"]
+                                            ) as private:
+        registry.write_text(
+            "models:\n  openai:gpt-4o:\n    fallbacks: ['openai:gpt-5']\n"
+            f"fallbacks:\n  analysis: ['openai:gpt-4.1', "
+            f"'openai-compatible:x?base_url={public.base_url}']\n")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        monkeypatch.setenv("OPENAI_BASE_URL", public.base_url)  # the "public" endpoint
+        endpoint = _closed_port_url() if failure == "closed port" else private.base_url
+        mode = {"name": "one", "turns": [{"id": "a", "role": "A", "prompt": "Say hi",
+                                          "requires": ["analysis"]}]}
+        d = await dlg.Orchestrator(model=f"openai:gpt-4o?base_url={endpoint}", retry=FAST,
+                                   registry=str(registry), store=None).run(mode)
+        assert public.requests == []
+        assert d.status == "failed"
+        assert {a["model"] for a in d.turns[0].attempts} == {
+            f"openai:gpt-4o?base_url={endpoint}"}
+
+
+async def test_fallbacks_the_user_named_or_at_the_same_endpoint_are_still_tried(
+        tmp_path, monkeypatch):
+    """A participant's own fallbacks are named by the user, and a registry model at the
+    very endpoint the user gave goes nowhere new: both are still tried."""
+    registry = tmp_path / "models.yaml"
+    with FakeOpenAI() as other, FakeOpenAI(["500", "500", "500", "ok"]) as private:
+        same = f"openai-compatible:y?base_url={private.base_url}"
+        registry.write_text("models:\n  openai-compatible:test-model:\n"
+                            f"    fallbacks: ['openai:gpt-5', '{same}']\n")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        monkeypatch.setenv("OPENAI_BASE_URL", other.base_url)
+        orchestrator = dlg.Orchestrator(model=compat(private), retry=FAST,
+                                        registry=str(registry), store=None)
+        d = await orchestrator.run({"name": "one", "turns": [
+            {"id": "a", "role": "A", "prompt": "Say hi"}]})
+        assert d.status == "completed", d.error
+        assert d.turns[0].model == same and other.requests == []
+        named = f"openai-compatible:z?base_url={other.base_url}"
+        d = await orchestrator.run({"name": "two", "participants": {
+            "p": {"fallbacks": [named]}}, "turns": [
+            {"id": "a", "role": "A", "participant": "p", "prompt": "Say hi"}]})
+        assert d.turns[0].model == named and len(other.requests) == 1

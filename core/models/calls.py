@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlg.models.pool import ModelPool
+from dlg.models.spec import endpoint
 from dlg.records.record import TokenUsage
 
 __all__ = ["MAX_ANSWER", "ChatResult", "build_messages", "call_model", "chat",
@@ -212,12 +213,17 @@ class _Call:
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
-        (not after an authentication error), that can run here and are allowed."""
+        (not after an authentication error; for a model given an endpoint, only those at
+        that endpoint), that can run here and are allowed."""
         primary, pool, allow = self.primary, self.pool, self.allow
         label = pool.label(primary)
         chain = list(self.fallbacks)
         if self.registry is not None and not any(a.auth for a in failed):
-            chain.extend(self.registry.fallbacks_for(label, self.requires))
+            found = self.registry.fallbacks_for(label, self.requires)
+            chosen = endpoint(primary)
+            if chosen:  # the prompt and the key go nowhere the user did not name
+                found = [c for c in found if endpoint(c) == chosen]
+            chain.extend(found)
         return [c for c in unique(chain)
                 if (c != primary if isinstance(c, str) else c is not primary)
                 and c != label
@@ -308,7 +314,9 @@ def call_model(
 
     Tries ``primary``, retrying transient errors, then the named ``fallbacks``, then the
     registry's chains for the model and the capabilities ``requires`` (not after an
-    authentication error: a bad key is not hidden by a model the user never named). Only
+    authentication error: a bad key is not hidden by a model the user never named; for a
+    primary given an endpoint, ``base_url=...``, only those at that same endpoint: the
+    prompt and the key go to no host the user did not name). Only
     models that can run here are tried. The result says which model answered, what it
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
     none answered. ``record``, if given, has its ``model`` set to each model as it is

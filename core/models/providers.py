@@ -3,6 +3,9 @@
 A provider's ``check(model_name, options)`` returns ``None`` when the model can be made,
 or a message saying what is missing: dlg calls it before the first turn runs, so a
 missing package or API key is reported up front, naming the exact fix.
+
+A secret read here (``missing_env``, ``env_secret``) is remembered, so it is redacted from
+every record, log and export even when a provider's error repeats it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-__all__ = ["missing_env", "missing_key", "missing_package", "no_retries"]
+__all__ = ["env_secret", "missing_env", "missing_key", "missing_package", "no_retries"]
 
 DIST = "dlg-orchestrator"
 
@@ -33,10 +36,24 @@ def missing_key(options: dict[str, object], *names: str,
 
 
 def missing_env(*names: str) -> str | None:
-    """A message naming the variable, if none of ``names`` is set in the environment."""
-    if any(os.environ.get(n) for n in names):
+    """A message naming the variable, if none of ``names`` is set in the environment. The
+    values of those that are set are secrets from now on (redacted wherever they appear)."""
+    found = [name for name in names if env_secret(name)]
+    if found:
         return None
     return f"needs an API key: set {' or '.join(names)}"
+
+
+def env_secret(name: str) -> str | None:
+    """The environment variable ``name`` (None if unset or empty), which is a secret from
+    now on: a provider that reads its key itself reads it with this, so a key its server
+    repeats in an error ("Incorrect API key provided: ...") is redacted."""
+    value = os.environ.get(name) or None
+    if value is not None:
+        from dlg.observability.redact import remember
+
+        remember(value)
+    return value
 
 
 def no_retries(options: dict[str, object]) -> dict[str, object]:

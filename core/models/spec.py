@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from dlg.errors import ModelError
 
-__all__ = ["ModelSpec", "default_model_spec", "model_label", "resolve_secrets",
+__all__ = ["ModelSpec", "default_model_spec", "endpoint", "model_label", "resolve_secrets",
            "without_redacted"]
 
 
@@ -84,6 +84,31 @@ def model_label(model: Any) -> str:
     return type(model).__name__
 
 
+# options that say where a model's calls go; so does any option ending so or given a URL
+_ENDPOINT_OPTIONS = frozenset({"base_url", "api_base", "openai_api_base", "azure_endpoint",
+                               "endpoint", "host", "url", "api_url", "server_url"})
+_ENDPOINT_SUFFIXES = ("_url", "_base", "_endpoint", "_host")
+# a chat model given as it is: the attributes LangChain's clients keep an endpoint in
+_ENDPOINT_ATTRIBUTES = ("openai_api_base", "base_url", "azure_endpoint")
+
+
+def endpoint(spec_or_model: Any) -> tuple[tuple[str, str], ...]:
+    """Where a model's calls go when the user chose it: a spec's endpoint options
+    (``base_url=...``, ``api_base``, ``azure_endpoint``, ..., any option whose value is a
+    URL) as written, sorted; a chat model's ``base_url`` (``openai_api_base``,
+    ``azure_endpoint``) if set. ``()``: the provider's own endpoint."""
+    if not isinstance(spec_or_model, str):
+        return tuple((a, v) for a in _ENDPOINT_ATTRIBUTES
+                     if isinstance(v := getattr(spec_or_model, a, None), str) and v)
+    _, _, query = spec_or_model.partition("?")
+    if not query:
+        return ()
+    return tuple(sorted(
+        (k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+        if k.lower() in _ENDPOINT_OPTIONS or k.lower().endswith(_ENDPOINT_SUFFIXES)
+        or "://" in v))
+
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -92,10 +117,19 @@ def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
     ``env:NAME`` is the variable NAME, and ``${NAME}`` inside a value is replaced by it
     (``base_url=https://me:${PROXY_PASSWORD}@proxy/v1``). The spec keeps the reference,
     so records and a later resume hold no secret. Raises ``ModelError`` for a variable
-    that is not set."""
+    that is not set. The variable a secret option's ``_env`` form names
+    (``api_key_env=NAME``, which the provider reads) holds a secret too: its value is
+    redacted from now on."""
+    from dlg.observability.redact import is_secret_option, remember
+
     out = dict(options)
     for key, value in options.items():
-        if not isinstance(value, str) or ("env:" not in value and "${" not in value):
+        if not isinstance(value, str):
+            continue
+        if key.lower().endswith("_env") and is_secret_option(key[:-4]):
+            remember(os.environ.get(value))
+            continue
+        if "env:" not in value and "${" not in value:
             continue
 
         def lookup(name: str, key: str = key) -> str:
@@ -103,8 +137,6 @@ def resolve_secrets(options: dict[str, Any]) -> dict[str, Any]:
             if not found:
                 raise ModelError(f"the model option '{key}' names the environment variable "
                                  f"{name}, which is not set")
-            from dlg.observability.redact import remember
-
             remember(found)
             return found
 

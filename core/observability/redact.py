@@ -1,13 +1,16 @@
 """Keeping secrets out of logs, saved dialogues and exports.
 
 ``redact(text)`` replaces with ``[REDACTED]``: the values of secret-looking environment
-variables (names ending in KEY, TOKEN, SECRET or PASSWORD), the secrets dlg has seen in
-model specs (``remember``), API-key-shaped strings, bearer tokens, secret options in model
-specs (``?api_key=...``) and passwords in URLs (``http://user:PASSWORD@host``).
+variables (names ending in KEY, TOKEN, SECRET or PASSWORD), the secrets dlg has read
+(``remember``: from model specs, the variables they name, a provider's key variable),
+API-key-shaped strings, bearer tokens, the credentials of an ``Authorization:`` header,
+secret options in model specs (``?api_key=...``) and passwords in URLs
+(``http://user:PASSWORD@host``).
 
-``redact_values(text)`` replaces only the known values (environment and remembered): it is
-what model answers go through, so an answer that repeats a key is stored without it while
-an answer that merely shows what a key looks like is left alone.
+``redact_values(text)`` replaces only the known values (environment and remembered) and an
+``Authorization:`` header's credentials: it is what model answers go through, so an answer
+that repeats a key is stored without it while an answer that merely shows what a key looks
+like is left alone.
 """
 
 from __future__ import annotations
@@ -17,19 +20,33 @@ import re
 from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["REDACTED", "redact", "redact_attempt", "redact_values", "remember",
-           "secrets_in_spec"]
+__all__ = ["REDACTED", "is_secret_option", "redact", "redact_attempt", "redact_values",
+           "remember", "secrets_in_spec"]
 
 REDACTED = "[REDACTED]"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
-SECRET_OPTIONS = frozenset({"api_key", "apikey", "key", "token", "secret", "password"})
+# a model spec's option that holds a secret: api_key, key, token, secret, password, and a
+# provider's own name for one (openai_api_key, access_token, client_secret, ...)
+_SECRET_OPTION = r"(?:key|(?:[a-z0-9]+_)*(?:api_?key|token|secret|password))"
+_SECRET_OPTION_NAME = re.compile(f"(?i){_SECRET_OPTION}")
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether a model spec's option ``name`` holds a secret (``api_key``,
+    ``openai_api_key``, ``token``, ...; ``api_key_env`` names one, and is none)."""
+    return _SECRET_OPTION_NAME.fullmatch(name) is not None
+
 # each pattern's group "keep", if any, is kept before the replacement
+# an Authorization header's credentials, however short, as text or in JSON or a dict's
+# repr (redact_values applies it, so redact does too)
+_HEADER = re.compile(r"(?i)(?P<keep>\bauthorization[\"']?\s*[:=]\s*[\"']?"
+                     r"(?:(?:bearer|basic|token|digest)\s+)?+)(?!\[REDACTED\])[^\s\"',;}]+")
 _PATTERNS = [
     re.compile(r"\b(?:sk|rk|pk|xai|gsk)-[A-Za-z0-9_\-]{12,}"),  # sk-..., xai-..., ...
     re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
     re.compile(r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._\-]{8,}"),
     # (a reference to a secret, env:NAME or ${NAME}, is no secret and is kept)
-    re.compile(r"(?i)(?P<keep>[?&](?:api_key|apikey|key|token|secret|password)=)"
+    re.compile(rf"(?i)(?P<keep>[?&]{_SECRET_OPTION}=)"
                r"(?!env:[A-Za-z_]|\$\{)[^&\s'\")]+"),
     # a password in a URL's user information: scheme://user:PASSWORD@host
     re.compile(r"(?i)(?P<keep>\b[a-z][a-z0-9+.\-]*://[^/\s:@?#]*:)(?!\$\{)[^@\s/?#]+(?=@)"),
@@ -50,7 +67,7 @@ def secrets_in_spec(text: str) -> list[str]:
     _, _, query = text.partition("?")
     found = []
     for key, value in parse_qsl(query, keep_blank_values=False):
-        if key.lower() in SECRET_OPTIONS:
+        if is_secret_option(key):
             if not _REFERENCE.fullmatch(value):
                 found.append(value)
         elif "://" in value:
@@ -91,12 +108,15 @@ def redact_values(text: str) -> str: ...
 @overload
 def redact_values(text: None) -> None: ...
 def redact_values(text: str | None) -> str | None:
-    """``text`` with every known secret value (environment, remembered) replaced."""
+    """``text`` with every known secret value (environment, remembered) and the
+    credentials of an ``Authorization:`` header replaced."""
     if not text:
         return text
     for value in _known_values():
         if value in text:
             text = text.replace(value, REDACTED)
+    if "uthorization" in text or "UTHORIZATION" in text:
+        text = _HEADER.sub(_replace, text)
     return text
 
 
