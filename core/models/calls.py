@@ -212,11 +212,12 @@ class _Call:
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
-        (not after an authentication error), that can run here and are allowed."""
+        (not after an authentication error or a rate limit), that can run here and are
+        allowed."""
         primary, pool, allow = self.primary, self.pool, self.allow
         label = pool.label(primary)
         chain = list(self.fallbacks)
-        if self.registry is not None and not any(a.auth for a in failed):
+        if self.registry is not None and not any(a.auth or a.rate_limited for a in failed):
             chain.extend(self.registry.fallbacks_for(label, self.requires))
         return [c for c in unique(chain)
                 if (c != primary if isinstance(c, str) else c is not primary)
