@@ -39,6 +39,8 @@ class APIConnectionError(Exception):
      (True, 0.0)),
     # hostile or broken headers are not believed (the caller backs off with jitter)
     (StatusError(429, {"retry-after": "1e12"}), (True, None)),
+    (StatusError(429, {"retry-after-ms": "1e15", "retry-after": "3"}), (True, 3.0)),
+    (StatusError(429, {"retry-after-ms": "120000"}), (True, 120.0)),
     (StatusError(429, {"retry-after": "-5"}), (True, None)),
     (StatusError(429, {"retry-after": "nan"}), (True, None)),
     (StatusError(429, {"retry-after": "soon"}), (True, None)),

@@ -68,9 +68,10 @@ def _sane(seconds: float) -> float | None:
     return seconds if math.isfinite(seconds) and 0 <= seconds <= MAX_HEADER_WAIT else None
 
 
-def _number(value: str) -> float | None:
+def _number(value: str, unit: float = 1.0) -> float | None:
+    """Seconds from a number of ``unit`` seconds, if it is believable."""
     try:
-        return _sane(float(value))
+        return _sane(float(value) * unit)
     except ValueError:
         return None
 
@@ -138,8 +139,8 @@ def wait_from_headers(exc: BaseException) -> float | None:
     if not headers:
         return None
     text = _header(headers, "retry-after-ms")
-    if text is not None and (ms := _number(text)) is not None:
-        return ms / 1000
+    if text is not None and (seconds := _number(text, 0.001)) is not None:
+        return seconds
     text = _header(headers, "retry-after")
     if text is not None:
         seconds = _number(text)
