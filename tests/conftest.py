@@ -94,12 +94,14 @@ __all__ = ["ROOT", "Recorder", "dlg", "prompt_text"]
 
 @pytest.fixture(autouse=True)
 def _fresh_cooldowns() -> Iterator[None]:
-    """Cool-downs are process-wide by design; tests start with none."""
-    from dlg.models.resilience import cooldowns
+    """Cool-downs and rate-limit holds are process-wide by design; tests start with none."""
+    from dlg.models.resilience import cooldowns, gate
 
     cooldowns.reset()
+    gate.reset()
     yield
     cooldowns.reset()
+    gate.reset()
 
 
 @pytest.fixture(scope="module")

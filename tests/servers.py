@@ -5,11 +5,17 @@ Anthropic's Messages API.
 behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retry-After),
 "500", "401", "400", "hang:SECONDS", "401echo" (a 401 that repeats the key it was sent, as
 OpenAI's "Incorrect API key provided" does). Streaming requests get server-sent events.
+"429:VALUE" sends VALUE as Retry-After as it is (a hostile one too).
+
+``LimitedOpenAI(requests=N, window=SECONDS)`` is the same API enforcing a provider's rate
+limit the way OpenAI does: at most N requests (and ``tokens``) per window, a 429 with
+``retry-after``, ``retry-after-ms`` and ``x-ratelimit-*`` headers past it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +23,8 @@ from typing import Any
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 128  # a batch opens many connections at once
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that time out hang up mid-answer: that is the point of the test
 
@@ -65,6 +73,10 @@ class FakeOpenAI(_Loopback):
         with self._lock:
             return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
+    def _refuse(self, body: dict[str, Any]) -> dict[str, str] | None:
+        """The headers of a 429 for this request, or None to answer it."""
+        return None
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -90,6 +102,12 @@ class FakeOpenAI(_Loopback):
                     fake.requests.append({"path": self.path, "body": body,
                                           "auth": self.headers.get("Authorization")})
                 action = fake._next()
+                refused = fake._refuse(body)
+                if refused is not None:
+                    self._json(429, {"error": {"message": "Rate limit reached for requests",
+                                               "type": "requests",
+                                               "code": "rate_limit_exceeded"}}, refused)
+                    return
                 kind, _, arg = action.partition(":")
                 if kind == "429":
                     self._json(429, {"error": {"message": "slow down", "type": "rate_limit"}},
@@ -142,6 +160,56 @@ class FakeOpenAI(_Loopback):
                 })
 
         return Handler
+
+
+def _duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: "250ms", "1.5s", "1m0s"."""
+    if seconds < 1:
+        return f"{max(1, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.0f}s" if minutes else f"{rest:.3g}s"
+
+
+class LimitedOpenAI(FakeOpenAI):
+    """An OpenAI-compatible server with a rate limit: ``requests`` (and ``tokens``, a
+    word a token, prompt and answer) per fixed ``window`` of seconds; past it, a 429 with
+    the headers OpenAI sends. Counts what it answered and refused."""
+
+    def __init__(self, requests: int, window: float, tokens: int | None = None,
+                 reply: str = "Hello from the server"):
+        self.limit, self.window, self.token_limit = requests, window, tokens
+        self.started = time.monotonic()
+        self.used: dict[int, list[int]] = {}  # window number -> [requests, tokens]
+        self.answered = self.refused = 0
+        super().__init__(reply=reply)
+
+    def _refuse(self, body: dict[str, Any]) -> dict[str, str] | None:
+        cost = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        cost += len(self.reply.split())
+        with self._lock:
+            elapsed = time.monotonic() - self.started
+            number = int(elapsed // self.window)
+            used = self.used.setdefault(number, [0, 0])
+            reset = (number + 1) * self.window - elapsed
+            over_tokens = self.token_limit is not None and used[1] + cost > self.token_limit
+            if used[0] < self.limit and not over_tokens:
+                used[0] += 1
+                used[1] += cost
+                self.answered += 1
+                return None
+            self.refused += 1
+            left_requests = max(0, self.limit - used[0])
+        headers = {"retry-after": str(max(1, math.ceil(reset))),
+                   "retry-after-ms": str(max(1, round(reset * 1000))),
+                   "x-ratelimit-limit-requests": str(self.limit),
+                   "x-ratelimit-remaining-requests": str(left_requests),
+                   "x-ratelimit-reset-requests": _duration(reset)}
+        if self.token_limit is not None:
+            headers.update({"x-ratelimit-limit-tokens": str(self.token_limit),
+                            "x-ratelimit-remaining-tokens": str(max(0, self.token_limit
+                                                                     - used[1])),
+                            "x-ratelimit-reset-tokens": _duration(reset)})
+        return headers
 
 
 class FakeAnthropic(_Loopback):

@@ -75,8 +75,10 @@ async def test_rate_limit_honours_retry_after_and_keeps_the_model():
     assert d.status == "completed"
     first = d.turns[0]
     assert first.model == compat(server) and first.replaced == ()
+    # a little past Retry-After, so the calls a reset frees do not all go at once
     assert first.attempts == [{"model": compat(server), "error": first.attempts[0]["error"],
-                               "transient": True, "waited": 1.0}]
+                               "transient": True, "rate_limited": True,
+                               "waited": pytest.approx(1.05, abs=0.05)}]
     assert "RateLimitError" in first.attempts[0]["error"]
     assert elapsed >= 1.0
     assert len(server.requests) == 3

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 
 import dlg
+from dlg.models.ratelimits import RateGate
 from dlg.models.resilience import (
     AllCandidatesFailed,
     CoolDowns,
@@ -16,8 +19,8 @@ from dlg.models.resilience import (
 
 
 class StatusError(Exception):
-    def __init__(self, status, headers=None):
-        super().__init__(f"status {status}")
+    def __init__(self, status, headers=None, text=""):
+        super().__init__(f"status {status}{' ' + text if text else ''}")
         self.status_code = status
         self.response = type("R", (), {"headers": headers or {}, "status_code": status})()
 
@@ -29,6 +32,22 @@ class APIConnectionError(Exception):
 @pytest.mark.parametrize(("exc", "expected"), [
     (StatusError(429, {"retry-after": "2"}), (True, 2.0)),
     (StatusError(429, {"retry-after-ms": "1500"}), (True, 1.5)),
+    (StatusError(429, {"x-ratelimit-reset-requests": "1m0s"}), (True, 60.0)),
+    (StatusError(429, {"x-ratelimit-reset-requests": "6s", "x-ratelimit-reset-tokens": "250ms",
+                       "x-ratelimit-remaining-tokens": "0"}), (True, 0.25)),
+    (StatusError(429, {"anthropic-ratelimit-requests-reset": "2001-01-01T00:00:00Z"}),
+     (True, 0.0)),
+    # hostile or broken headers are not believed (the caller backs off with jitter)
+    (StatusError(429, {"retry-after": "1e12"}), (True, None)),
+    (StatusError(429, {"retry-after-ms": "1e15", "retry-after": "3"}), (True, 3.0)),
+    (StatusError(429, {"retry-after-ms": "120000"}), (True, 120.0)),
+    (StatusError(429, {"retry-after": "-5"}), (True, None)),
+    (StatusError(429, {"retry-after": "nan"}), (True, None)),
+    (StatusError(429, {"retry-after": "soon"}), (True, None)),
+    (StatusError(429, {"x-ratelimit-reset-requests": "9999999h"}), (True, None)),
+    (StatusError(429, {"retry-after": "1" * 500}), (True, None)),
+    # OpenAI's spent quota is billing, not a rate: waiting does not end it
+    (StatusError(429, {"retry-after": "1"}, "insufficient_quota"), (False, None)),
     (StatusError(503), (True, None)),
     (StatusError(401), (False, None)),
     (StatusError(400), (False, None)),
@@ -172,3 +191,71 @@ async def test_reliability_ten_percent_failures_no_failed_dialogue():
     dialogues = [await orchestrator.run("debate", topic="x") for _ in range(20)]
     assert {d.status for d in dialogues} == {"completed"}
     assert sum(d.metrics.retries for d in dialogues) > 0
+
+
+async def test_rate_limits_are_waited_out_and_are_not_outages():
+    """Eight 429s in a row: past the three attempts and the cool-down's threshold,
+    neither of which a rate limit counts toward."""
+    cool = CoolDowns(threshold=2, seconds=60)
+    call, calls = script(*[StatusError(429, {"retry-after-ms": "1"})] * 8, "ok")
+    result, used, attempts = await call_resilient("a", call, fallbacks=["b"], cool=cool,
+                                                  policy=RetryPolicy(base_delay=0.001),
+                                                  held=RateGate())
+    assert (result, used) == ("ok", "a") and len(calls) == 9
+    assert all(a.rate_limited and a.waited > 0 for a in attempts)
+    assert not cool.cooling("a")
+
+
+async def test_outages_after_rate_limits_still_have_their_attempts():
+    call, calls = script(StatusError(429), StatusError(503), StatusError(503), "ok")
+    result, _, attempts = await call_resilient(
+        "a", call, policy=RetryPolicy(attempts=3, base_delay=0.001),
+        cool=CoolDowns(threshold=99), held=RateGate())
+    assert result == "ok" and len(calls) == 4
+    assert [a.rate_limited for a in attempts] == [True, False, False]
+
+
+async def test_the_rate_limit_wait_has_a_cap_and_the_failure_says_rate_limited():
+    call, _ = script(StatusError(429, {"retry-after-ms": "100"}))
+    with pytest.raises(AllCandidatesFailed) as info:
+        await call_resilient("a", call, policy=RetryPolicy(max_rate_limit_wait=0.25),
+                             held=RateGate())
+    assert str(info.value).startswith("a: rate-limited: StatusError: status 429; waited ")
+    assert "the 0.25s a call may wait on rate limits (RetryPolicy.max_rate_limit_wait)" in str(
+        info.value)
+
+
+async def test_the_callers_deadline_ends_the_wait_with_a_rate_limited_error():
+    call, _ = script(StatusError(429, {"retry-after": "5"}))
+    with anyio.fail_after(2), pytest.raises(AllCandidatesFailed) as info:
+        await call_resilient("a", call, held=RateGate())
+    assert str(info.value).endswith("more would pass the caller's deadline")
+    assert info.value.attempts[0].rate_limited
+
+
+async def test_a_reset_one_call_was_told_holds_the_other_calls():
+    """Concurrent dialogues on a model wait for the window the provider named rather than
+    each be refused in turn: one 429 in all."""
+    held = RateGate()
+    opens = time.monotonic() + 0.3
+    refused = []
+
+    async def call(model):
+        left = opens - time.monotonic()
+        if left > 0:
+            refused.append(model)
+            raise StatusError(429, {"retry-after-ms": str(left * 1000 + 50)})
+        return "ok"
+
+    results = []
+
+    async def dialogue():
+        results.append(await call_resilient("a", call, held=held, cool=CoolDowns()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dialogue)
+        await anyio.sleep(0.05)  # the first is refused, and holds the model
+        for _ in range(5):
+            tg.start_soon(dialogue)
+    assert refused == ["a"] and [r[0] for r in results] == ["ok"] * 6
+    assert held.closed("a") is False

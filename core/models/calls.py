@@ -213,12 +213,12 @@ class _Call:
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
-        (not after an authentication error; for a model given an endpoint, only those at
-        that endpoint), that can run here and are allowed."""
+        (not after an authentication error or a rate limit; for a model given an endpoint,
+        only those at that endpoint), that can run here and are allowed."""
         primary, pool, allow = self.primary, self.pool, self.allow
         label = pool.label(primary)
         chain = list(self.fallbacks)
-        if self.registry is not None and not any(a.auth for a in failed):
+        if self.registry is not None and not any(a.auth or a.rate_limited for a in failed):
             found = self.registry.fallbacks_for(label, self.requires)
             chosen = endpoint(primary)
             if chosen:  # the prompt and the key go nowhere the user did not name

@@ -1,11 +1,17 @@
 """Retries, fallbacks and cool-downs: how a turn survives a model's failure.
 
-A call that fails with a transient error (429, honouring Retry-After; 5xx; a timeout; a
-dropped connection) is retried with exponential backoff and full jitter. An error that
-retrying cannot fix (bad key, bad request, unknown model) moves straight on to the next
-candidate model: the participant's own fallbacks, then the registry's chains for the
-model and for the capabilities the turn requires. A model that keeps failing is cooled
-down and skipped for a while by every dialogue in the process.
+A call that fails with a transient error (5xx; a timeout; a dropped connection) is
+retried with exponential backoff and full jitter. An error that retrying cannot fix (bad
+key, bad request, unknown model) moves straight on to the next candidate model: the
+participant's own fallbacks, then the registry's chains for the model and for the
+capabilities the turn requires. A model that keeps failing is cooled down and skipped for
+a while by every dialogue in the process.
+
+A rate limit (429) is not an outage: it is waited out on the same model as the
+provider's headers say (``dlg.models.ratelimits``), without counting toward the model's
+cool-down or its attempts, and every dialogue in the process waits for the window the
+provider named. Only the turn's timeout, the caller's deadline or
+``RetryPolicy.max_rate_limit_wait`` end the wait, and the error says it was rate-limited.
 
 LangChain's ``with_retry``/``with_fallbacks`` do not honour Retry-After or say which model
 answered, so dlg runs this small loop itself and records every attempt on the turn.
@@ -22,6 +28,9 @@ from typing import Any
 
 import anyio
 
+from dlg.models.ratelimits import RateGate, RateWait, gate, is_rate_limit, wait_from_headers
+from dlg.models.ratelimits import status_of as _status
+
 __all__ = [
     "AllCandidatesFailed",
     "Attempt",
@@ -30,6 +39,7 @@ __all__ = [
     "call_resilient",
     "classify",
     "cooldowns",
+    "gate",
 ]
 
 log = logging.getLogger("dlg.resilience")
@@ -43,7 +53,9 @@ class RetryPolicy:
     attempts: int = 3  # per model, the first try included
     base_delay: float = 0.5
     max_delay: float = 20.0
-    max_retry_after: float = 60.0  # a longer Retry-After moves on to the next model
+    max_retry_after: float = 60.0  # the longest single wait for a Retry-After
+    # the most one call waits on rate limits in all (the turn's timeout bounds it too)
+    max_rate_limit_wait: float = 600.0
 
 
 @dataclass
@@ -53,12 +65,15 @@ class Attempt:
     transient: bool
     waited: float = 0.0
     auth: bool = False  # the provider refused the credentials (401/403)
+    rate_limited: bool = False  # the provider's rate limit (429), not an outage
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "error": self.error, "transient": self.transient,
                "waited": round(self.waited, 3)}
         if self.auth:
             out["auth"] = True
+        if self.rate_limited:
+            out["rate_limited"] = True
         return out
 
 
@@ -76,35 +91,6 @@ class AllCandidatesFailed(Exception):
         super().__init__(f"{cause.model}: {cause.error}{more}")
 
 
-def _status(exc: BaseException) -> int | None:
-    for obj in (exc, getattr(exc, "response", None)):
-        code = getattr(obj, "status_code", None) or getattr(obj, "status", None)
-        if isinstance(code, int):
-            return code
-    return None
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    if not headers:
-        return None
-    try:
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            import email.utils  # only for a Retry-After given as a date
-
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 _AUTH_NAMES = ("Authentication", "PermissionDenied", "Unauthorized", "Forbidden")
 
 
@@ -120,8 +106,10 @@ def classify(exc: BaseException) -> tuple[bool, float | None]:
     """(transient?, Retry-After seconds) for an exception a model call raised."""
     status = _status(exc)
     if status is not None:
+        if status == 429 and not is_rate_limit(exc):  # a quota spent, not a rate
+            return False, None
         transient = status in (408, 409, 425, 429) or status >= 500
-        return transient, _retry_after(exc) if transient else None
+        return transient, wait_from_headers(exc) if transient else None
     if isinstance(exc, TimeoutError | ConnectionError):
         return True, None
     names = [cls.__name__ for cls in type(exc).__mro__]
@@ -214,19 +202,22 @@ async def call_resilient(
     timeout: float | None = None,
     cool: CoolDowns | None = None,
     finish: Callable[[Any, Any, list[Attempt]], Any] = _as_is,
+    held: RateGate | None = None,
 ) -> Any:
     """Try ``call(primary)``, then each fallback; return (result, candidate used, failed
     attempts), or what ``finish`` makes of them. ``fallbacks`` may be a function, called
     only if the primary fails.
     ``label`` names a candidate (spec string or model) for cool-downs and records.
     A function ``fallbacks`` gets the failed attempts so far, so it can leave out models
-    the user did not name after an authentication error (``Attempt.auth``).
+    the user did not name after an authentication error (``Attempt.auth``) or a rate
+    limit (``Attempt.rate_limited``). ``held``: the rate-limit gate (the process's).
     Raises ``AllCandidatesFailed`` when every candidate failed.
     """
     cool = cooldowns if cool is None else cool
+    held = gate if held is None else held
     first: Exception | None = None
     model = label(primary)
-    if policy.attempts > 0 and not cool.cooling(model):
+    if policy.attempts > 0 and not cool.cooling(model) and not held.closed(model):
         # the usual case, the primary answering at once, in this small frame; the
         # retries and fallbacks (their lists and generator) only when it fails
         try:
@@ -239,26 +230,34 @@ async def call_resilient(
             cool.succeeded(model)
             return finish(result, primary, [])
     return finish(*await _with_retries(primary, call, fallbacks, label, policy, timeout, cool,
-                                       first))
+                                       first, held))
 
 
 async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fallbacks: Any,
                         label: Callable[[Any], str], policy: RetryPolicy,
-                        timeout: float | None, cool: CoolDowns, first: Exception | None
-                        ) -> tuple[Any, Any, list[Attempt]]:
+                        timeout: float | None, cool: CoolDowns, first: Exception | None,
+                        held: RateGate) -> tuple[Any, Any, list[Attempt]]:
     """``call_resilient`` after the primary's first try (which failed with ``first``, or
-    was not made because the primary is resting)."""
+    was not made because the primary is resting or held by its rate limit)."""
     attempts: list[Attempt] = []
     tried: list[str] = []
+    limits = RateWait(policy, timeout, held)
     for candidate in _candidates(primary, fallbacks, label, cool, attempts, tried,
                                  first is not None):
         model = label(candidate)
         tried.append(model)
-        for retry in range(policy.attempts):
+        outages = 0
+        while outages < policy.attempts:
             try:
                 if first is not None:  # the primary's first try, made by call_resilient
                     failed, first = first, None
                     raise failed
+                if held.closed(model):
+                    last = attempts[-1] if attempts and attempts[-1].model == model else None
+                    refused = await limits.at_gate(model, last)
+                    if refused is not None:
+                        attempts.append(Attempt(model, refused, True, rate_limited=True))
+                        break
                 result = await _attempt(call, candidate, timeout)
             except anyio.get_cancelled_exc_class():
                 raise
@@ -272,12 +271,23 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
                     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
                 transient, retry_after = classify(exc)
+                if transient and is_rate_limit(exc):  # not an outage: wait, same model
+                    attempt = Attempt(model, message, True, rate_limited=True)
+                    attempts.append(attempt)
+                    if (retry_after is not None and retry_after > policy.max_retry_after
+                            and _others(fallbacks, label, cool, attempts, tried)):
+                        break  # a long wait, and the user named a model to go to
+                    if not await limits.after(model, attempt, retry_after):
+                        break
+                    continue
+                outages += 1
                 cool.failed(model)
                 attempt = Attempt(model, message, transient, auth=is_auth_error(exc))
                 attempts.append(attempt)
-                if not transient or retry == policy.attempts - 1 or cool.cooling(model):
+                if not transient or outages == policy.attempts or cool.cooling(model):
                     break
-                delay = retry_after if retry_after is not None else _backoff(policy, retry)
+                delay = retry_after if retry_after is not None else _backoff(policy,
+                                                                             outages - 1)
                 if delay > policy.max_retry_after:
                     break
                 attempt.waited = delay
@@ -287,7 +297,7 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
                     log.info("%s failed (%s); retrying in %.2fs", redact(model),
                              redact(message), delay,
                              extra={"event": "model.retry", "model": redact(model),
-                                    "delay_s": round(delay, 3), "retry": retry + 1})
+                                    "delay_s": round(delay, 3), "retry": outages})
                 await anyio.sleep(delay)
             else:
                 cool.succeeded(model)
@@ -295,3 +305,11 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
     if not attempts:
         attempts.append(Attempt(label(primary), "no model could be tried", False))
     raise AllCandidatesFailed(attempts)
+
+
+def _others(fallbacks: Any, label: Callable[[Any], str], cool: CoolDowns,
+            attempts: list[Attempt], tried: list[str]) -> bool:
+    """Whether there is a fallback to move on to (after a rate limit, a function
+    ``fallbacks`` offers only the ones the user named)."""
+    rest = fallbacks(attempts) if callable(fallbacks) else fallbacks
+    return any(label(c) not in tried and not cool.cooling(label(c)) for c in rest)
