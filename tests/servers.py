@@ -4,6 +4,9 @@ Anthropic's Messages API.
 ``FakeOpenAI(script)`` answers POST /v1/chat/completions; each request takes the next
 behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retry-After),
 "500", "401", "400", "hang:SECONDS". Streaming requests get server-sent events.
+``keep_alive=True`` speaks HTTP/1.1 and keeps each connection open for the next request,
+as real servers (vLLM, llama.cpp's, OpenAI's) do: a client's pooled connections are then
+reused across requests.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ class FakeOpenAI(_Loopback):
     path = "/v1"
 
     def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
-                 cached: int = 0):
+                 cached: int = 0, keep_alive: bool = False):
         self.script = list(script or ["ok"])
+        self.keep_alive = keep_alive
         self.reply = reply
         self.cached = cached  # prompt tokens it says it read from its prompt cache
         super().__init__()
@@ -68,6 +72,8 @@ class FakeOpenAI(_Loopback):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -110,6 +116,8 @@ class FakeOpenAI(_Loopback):
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")  # the end of the stream
+                    self.close_connection = True
                     self.end_headers()
                     for i, word in enumerate(words):
                         chunk = {"id": "c1", "object": "chat.completion.chunk",

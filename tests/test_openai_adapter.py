@@ -212,3 +212,20 @@ async def test_a_retry_on_the_same_model_is_not_called_a_fallback(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "turn first: " + compat(server) + " answered after 1 failed attempt" in messages
     assert not [m for m in messages if "in place of" in m]
+
+
+def test_each_event_loop_gets_its_own_http_client():
+    """Each ``run_sync`` runs its own event loop, as each task on a reused Ray worker
+    does. A model (and the HTTP client it holds) made in one loop and reused in the next
+    read its pooled keep-alive connection from the closed loop: "Event loop is closed",
+    the turn failed after every attempt, on a server that answered every request."""
+    with FakeOpenAI(keep_alive=True) as server:
+        for _ in range(3):  # a new orchestrator each time: langchain's clients are shared
+            d = dlg.Orchestrator(model=compat(server), store=None, retry=FAST).run_sync(MODE)
+            assert d.status == "completed", [t.error for t in d.turns]
+        orchestrator = dlg.Orchestrator(model=compat(server), store=None, retry=FAST)
+        for _ in range(3):  # the same orchestrator, and its models, in each new loop
+            d = orchestrator.run_sync(MODE)
+            assert d.status == "completed", [t.error for t in d.turns]
+            assert [t.model for t in d.turns] == [compat(server)] * 2
+    assert len(server.requests) == 12  # one request a turn: nothing was retried
