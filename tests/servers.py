@@ -6,7 +6,8 @@ behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retr
 "500", "401", "400", "hang:SECONDS". Streaming requests get server-sent events.
 ``keep_alive=True`` speaks HTTP/1.1 and keeps each connection open for the next request,
 as real servers (vLLM, llama.cpp's, OpenAI's) do: a client's pooled connections are then
-reused across requests.
+reused across requests. ``choose(body)``, if given, picks a request's behaviour from
+what it asks (None: the script's next).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -57,9 +59,11 @@ class FakeOpenAI(_Loopback):
     path = "/v1"
 
     def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
-                 cached: int = 0, keep_alive: bool = False):
+                 cached: int = 0, keep_alive: bool = False,
+                 choose: Callable[[dict[str, Any]], str | None] | None = None):
         self.script = list(script or ["ok"])
         self.keep_alive = keep_alive
+        self.choose = choose
         self.reply = reply
         self.cached = cached  # prompt tokens it says it read from its prompt cache
         super().__init__()
@@ -94,7 +98,7 @@ class FakeOpenAI(_Loopback):
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": body,
                                           "auth": self.headers.get("Authorization")})
-                action = fake._next()
+                action = (fake.choose and fake.choose(body)) or fake._next()
                 kind, _, arg = action.partition(":")
                 if kind == "429":
                     self._json(429, {"error": {"message": "slow down", "type": "rate_limit"}},

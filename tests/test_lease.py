@@ -162,3 +162,25 @@ def test_secret_references_are_saved_and_resolved(monkeypatch):
                      model="keyed?token=env:MY_KEY")
     assert seen == [{"token": "sk-resolved-0123456789"}]  # the model got the secret
     assert d.turns[0].model == "keyed?token=env:MY_KEY"  # the record keeps the reference
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads a process's state in /proc")
+def test_a_killed_process_its_parent_has_not_reaped_holds_nothing():
+    """A Ray worker killed with SIGKILL stays a zombie until the raylet collects it: its
+    lease read as live, so the dialogue it ran could not be marked interrupted."""
+    from dlg import process
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lease = {"host": process.host(), "pid": proc.pid, "expires": time.time() + 900}
+        assert Lease.is_live(lease)
+        os.kill(proc.pid, signal.SIGKILL)
+        for _ in range(600):  # until the kernel says it ended; not reaped: no wait()
+            with open(f"/proc/{proc.pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        assert not Lease.is_live(lease)
+    finally:
+        proc.kill()
+        proc.wait()
