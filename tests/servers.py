@@ -153,14 +153,17 @@ class FakeAnthropic(_Loopback):
     ``cache_read`` of the input tokens as read from its prompt cache."""
 
     def __init__(self, reply: str = "Hello from Claude", input_tokens: int = 2000,
-                 cache_read: int = 0):
+                 cache_read: int = 0, keep_alive: bool = False):
         self.reply, self.input_tokens, self.cache_read = reply, input_tokens, cache_read
+        self.keep_alive = keep_alive  # as FakeOpenAI's
         super().__init__()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
