@@ -229,3 +229,19 @@ def test_each_event_loop_gets_its_own_http_client():
             assert d.status == "completed", [t.error for t in d.turns]
             assert [t.model for t in d.turns] == [compat(server)] * 2
     assert len(server.requests) == 12  # one request a turn: nothing was retried
+
+
+def test_a_local_batch_runs_again_in_a_new_event_loop():
+    """A local batch with more rows than its concurrency, twice on one orchestrator, each
+    in its own event loop: the models made to check them before the first batch, and
+    those the first batch used, are not reused by the second."""
+    import anyio
+
+    rows = [{} for _ in range(6)]
+    with FakeOpenAI(keep_alive=True) as server:
+        orchestrator = dlg.Orchestrator(model=compat(server), store=None, retry=FAST)
+        for _ in range(2):
+            result = anyio.run(lambda: orchestrator.batch(MODE, rows, concurrency=2))
+            assert result.totals["statuses"] == {"completed": 6}, [
+                i.error for i in result.items]
+    assert len(server.requests) == 24
