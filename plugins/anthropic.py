@@ -38,9 +38,9 @@ def _chat_anthropic():
     class OwnClientChatAnthropic(ChatAnthropic):
         @cached_property
         def _async_client(self) -> anthropic.AsyncClient:
-            proxy = {"proxy": self.anthropic_proxy} if self.anthropic_proxy else {}
-            return anthropic.AsyncClient(**self._client_params,
-                                         http_client=anthropic.DefaultAsyncHttpxClient(**proxy))
+            http = (anthropic.DefaultAsyncHttpxClient(proxy=self.anthropic_proxy)
+                    if self.anthropic_proxy else anthropic.DefaultAsyncHttpxClient())
+            return anthropic.AsyncClient(**self._client_params, http_client=http)
 
         async def aclose(self) -> None:
             client = self.__dict__.get("_async_client")  # made at the first async call
