@@ -10,6 +10,8 @@ them as such.
 
 from __future__ import annotations
 
+import functools
+
 from dlg.hookspecs import hookimpl
 from dlg.models.providers import missing_key, missing_package, no_retries
 
@@ -21,8 +23,35 @@ def _check(model, options):
         options, "ANTHROPIC_API_KEY", options_named=("api_key", "anthropic_api_key"))
 
 
-def _make(model, options):
+@functools.cache
+def _chat_anthropic():
+    """``ChatAnthropic`` with an HTTP client of its own for async calls. langchain-anthropic
+    shares one per base URL across the whole process, whose pooled connections belong to
+    the event loop that opened them: in the next loop a call read them from the closed
+    one ("Event loop is closed"). ``dlg.models.pool`` makes a model per event loop, and
+    closes it (``aclose``) when that loop ends."""
+    from functools import cached_property
+
+    import anthropic
     from langchain_anthropic import ChatAnthropic
+
+    class OwnClientChatAnthropic(ChatAnthropic):
+        @cached_property
+        def _async_client(self) -> anthropic.AsyncClient:
+            http = (anthropic.DefaultAsyncHttpxClient(proxy=self.anthropic_proxy)
+                    if self.anthropic_proxy else anthropic.DefaultAsyncHttpxClient())
+            return anthropic.AsyncClient(**self._client_params, http_client=http)
+
+        async def aclose(self) -> None:
+            client = self.__dict__.get("_async_client")  # made at the first async call
+            if client is not None:
+                await client.close()
+
+    return OwnClientChatAnthropic
+
+
+def _make(model, options):
+    ChatAnthropic = _chat_anthropic()
 
     options = dict(options)
     cache = options.pop("cache", False)

@@ -16,11 +16,26 @@ def _check(model, options):
         options, "OPENAI_API_KEY", options_named=("api_key", "openai_api_key"))
 
 
+def _own_client(options):
+    """An HTTP client for the model's async calls of its own. langchain-openai otherwise
+    shares one per base URL across the whole process, and its pooled keep-alive
+    connections belong to the event loop that opened them: in the next loop (the next
+    task on a reused Ray worker, the next ``run_sync``) a call read them from the closed
+    loop and failed with "Event loop is closed". ``dlg.models.pool`` makes a model per
+    event loop, so each loop's calls go through a client of its own."""
+    if "openai_proxy" in options:  # langchain-openai makes a client of its own for it
+        return {}
+    import openai
+
+    return {"http_async_client": openai.DefaultAsyncHttpxClient()}
+
+
 def _make(model, options):
     from langchain_openai import ChatOpenAI
 
     # stream_usage: a streamed answer reports its real token counts, not an estimate
     return ChatOpenAI(model=model or "gpt-4o-mini", **{"stream_usage": True,
+                                                       **_own_client(options),
                                                        **no_retries(options)})
 
 
@@ -37,7 +52,8 @@ def _make_compatible(model, options):
     key_env = options.pop("api_key_env", "OPENAI_COMPATIBLE_API_KEY")
     api_key = options.pop("api_key", None) or env_secret(key_env) or "not-needed"
     return ChatOpenAI(model=model or "default", api_key=api_key,
-                      **{"stream_usage": True, **no_retries(options)})
+                      **{"stream_usage": True, **_own_client(options),
+                         **no_retries(options)})
 
 
 @hookimpl

@@ -146,6 +146,7 @@ class RayExecutor:
             # what the mode needs from its folder, which other machines do not have
             pm = self.orchestrator.plugin_manager
             files = {**own_templates(mode, pm), **spawned_files(mode, pm)}
+            batch_id = _batch_id(items)
             pending = list(items)
             running: dict[Any, Any] = {}
             held: dict[Any, Any] = {}  # each running task's share of the batch's total
@@ -176,7 +177,9 @@ class RayExecutor:
                     try:
                         _merge(item, await anyio.to_thread.run_sync(ray.get, ref))
                     except Exception as exc:  # the task itself failed, not its dialogue
-                        _task_failed(item, exc)
+                        await anyio.to_thread.run_sync(
+                            _task_failed, item, exc, self.orchestrator.open_store(),
+                            batch_id)
                         if hold is not None:  # what it spent is not known: all of it
                             budget.settle(hold, hold.amount)
                     else:
@@ -210,13 +213,39 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
                        "Ray for the batch") from None
 
 
-def _task_failed(item: Any, exc: Exception) -> None:
+def _task_failed(item: Any, exc: Exception, store: Any, batch_id: str) -> None:
     """A task that raised (its worker died, or setting up its dialogue there failed) is
-    its item's failure, said in a line, and the batch goes on: ``--resume`` retries it."""
+    its item's failure, said in a line, and the batch goes on: ``--resume`` retries it.
+    What its dialogue saved before is read from the store and reported as it is (its
+    turns, tokens and cost); one saved as running, whose worker is gone, is marked
+    ``interrupted`` there (``dlg.records.store.mark_interrupted``)."""
+    from dlg.errors import DlgError
+    from dlg.records.record import ENDED
+    from dlg.records.store import as_dialogue, mark_interrupted
+
     cause = getattr(exc, "cause", None) or exc  # a RayTaskError holds the worker's error
     text = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
-    item.status = "failed"
-    item.error = f"the Ray task failed: {type(cause).__name__}" + (f": {text}" if text else "")
+    reason = f"the Ray task failed: {type(cause).__name__}" + (f": {text}" if text else "")
+    item.status, item.error = "failed", reason
+    if store is None:
+        return
+    reason += f"; `dlg batch --resume {batch_id}` continues it"
+    try:
+        saved = mark_interrupted(store, item.dialogue_id, reason)
+        dialogue = None if saved is None else as_dialogue(saved)
+    except DlgError:  # the store cannot say: the row says what is known
+        return
+    if dialogue is None:
+        return
+    item.record(dialogue)  # its figures as saved, from its turns
+    if dialogue.status not in ENDED:  # it ended before its worker died: as it ended
+        item.status = dialogue.status if dialogue.status == "interrupted" else "failed"
+        item.error = reason
+
+
+def _batch_id(items: list[Any]) -> str:
+    """The batch's id, from its dialogues' (``BATCH-NNNNN``)."""
+    return items[0].dialogue_id.rsplit("-", 1)[0] if items else "BATCH"
 
 
 def _merge(item: Any, result: dict[str, Any]) -> None:

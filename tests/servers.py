@@ -5,6 +5,10 @@ Anthropic's Messages API.
 behaviour from ``script`` (the last one repeats): "ok", "429:SECONDS" (with Retry-After),
 "500", "401", "400", "hang:SECONDS", "401echo" (a 401 that repeats the key it was sent, as
 OpenAI's "Incorrect API key provided" does). Streaming requests get server-sent events.
+``keep_alive=True`` speaks HTTP/1.1 and keeps each connection open for the next request,
+as real servers (vLLM, llama.cpp's, OpenAI's) do: a client's pooled connections are then
+reused across requests. ``choose(body)``, if given, picks a request's behaviour from
+what it asks (None: the script's next).
 "429:VALUE" sends VALUE as Retry-After as it is (a hostile one too).
 
 ``LimitedOpenAI(requests=N, window=SECONDS)`` is the same API enforcing a provider's rate
@@ -18,6 +22,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -63,8 +68,11 @@ class FakeOpenAI(_Loopback):
     path = "/v1"
 
     def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
-                 cached: int = 0):
+                 cached: int = 0, keep_alive: bool = False,
+                 choose: Callable[[dict[str, Any]], str | None] | None = None):
         self.script = list(script or ["ok"])
+        self.keep_alive = keep_alive
+        self.choose = choose
         self.reply = reply
         self.cached = cached  # prompt tokens it says it read from its prompt cache
         super().__init__()
@@ -81,6 +89,8 @@ class FakeOpenAI(_Loopback):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -101,7 +111,7 @@ class FakeOpenAI(_Loopback):
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": body,
                                           "auth": self.headers.get("Authorization")})
-                action = fake._next()
+                action = (fake.choose and fake.choose(body)) or fake._next()
                 refused = fake._refuse(body)
                 if refused is not None:
                     self._json(429, {"error": {"message": "Rate limit reached for requests",
@@ -136,6 +146,8 @@ class FakeOpenAI(_Loopback):
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")  # the end of the stream
+                    self.close_connection = True
                     self.end_headers()
                     for i, word in enumerate(words):
                         chunk = {"id": "c1", "object": "chat.completion.chunk",
@@ -217,14 +229,17 @@ class FakeAnthropic(_Loopback):
     ``cache_read`` of the input tokens as read from its prompt cache."""
 
     def __init__(self, reply: str = "Hello from Claude", input_tokens: int = 2000,
-                 cache_read: int = 0):
+                 cache_read: int = 0, keep_alive: bool = False):
         self.reply, self.input_tokens, self.cache_read = reply, input_tokens, cache_read
+        self.keep_alive = keep_alive  # as FakeOpenAI's
         super().__init__()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 pass
 

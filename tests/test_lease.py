@@ -219,3 +219,25 @@ def test_a_running_dialogue_no_live_process_holds_is_listed_interrupted(name):
     assert [r["status"] for r in interrupted(store, rows)] == [
         "running", "interrupted", "interrupted", "completed"]
     assert interrupted(object(), rows) == rows  # a store without leases cannot tell
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads a process's state in /proc")
+def test_a_killed_process_its_parent_has_not_reaped_holds_nothing():
+    """A Ray worker killed with SIGKILL stays a zombie until the raylet collects it: its
+    lease read as live, so the dialogue it ran could not be marked interrupted."""
+    from dlg import process
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lease = {"host": process.host(), "pid": proc.pid, "expires": time.time() + 900}
+        assert Lease.is_live(lease)
+        os.kill(proc.pid, signal.SIGKILL)
+        for _ in range(600):  # until the kernel says it ended; not reaped: no wait()
+            with open(f"/proc/{proc.pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        assert not Lease.is_live(lease)
+    finally:
+        proc.kill()
+        proc.wait()

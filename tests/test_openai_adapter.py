@@ -283,3 +283,36 @@ async def test_fallbacks_the_user_named_or_at_the_same_endpoint_are_still_tried(
             "p": {"fallbacks": [named]}}, "turns": [
             {"id": "a", "role": "A", "participant": "p", "prompt": "Say hi"}]})
         assert d.turns[0].model == named and len(other.requests) == 1
+
+
+def test_each_event_loop_gets_its_own_http_client():
+    """Each ``run_sync`` runs its own event loop, as each task on a reused Ray worker
+    does. A model (and the HTTP client it holds) made in one loop and reused in the next
+    read its pooled keep-alive connection from the closed loop: "Event loop is closed",
+    the turn failed after every attempt, on a server that answered every request."""
+    with FakeOpenAI(keep_alive=True) as server:
+        for _ in range(3):  # a new orchestrator each time: langchain's clients are shared
+            d = dlg.Orchestrator(model=compat(server), store=None, retry=FAST).run_sync(MODE)
+            assert d.status == "completed", [t.error for t in d.turns]
+        orchestrator = dlg.Orchestrator(model=compat(server), store=None, retry=FAST)
+        for _ in range(3):  # the same orchestrator, and its models, in each new loop
+            d = orchestrator.run_sync(MODE)
+            assert d.status == "completed", [t.error for t in d.turns]
+            assert [t.model for t in d.turns] == [compat(server)] * 2
+    assert len(server.requests) == 12  # one request a turn: nothing was retried
+
+
+def test_a_local_batch_runs_again_in_a_new_event_loop():
+    """A local batch with more rows than its concurrency, twice on one orchestrator, each
+    in its own event loop: the models made to check them before the first batch, and
+    those the first batch used, are not reused by the second."""
+    import anyio
+
+    rows = [{} for _ in range(6)]
+    with FakeOpenAI(keep_alive=True) as server:
+        orchestrator = dlg.Orchestrator(model=compat(server), store=None, retry=FAST)
+        for _ in range(2):
+            result = anyio.run(lambda: orchestrator.batch(MODE, rows, concurrency=2))
+            assert result.totals["statuses"] == {"completed": 6}, [
+                i.error for i in result.items]
+    assert len(server.requests) == 24

@@ -62,3 +62,19 @@ def test_anthropic_prompt_caching_is_asked_for_with_cache_true(monkeypatch):
     Draft202012Validator(schema).validate(json.loads(d.export("json")))
     assert "2000 in (1500 cached)" in d.export("markdown")
     assert "1500 cached" in d.export("html")
+
+
+def test_each_event_loop_gets_its_own_anthropic_client(monkeypatch):
+    """As for openai (tests/test_openai_adapter.py): langchain-anthropic shares an HTTP
+    client per base URL across the process, and on a server that keeps connections alive
+    the next event loop's call read them from the closed one."""
+    pytest.importorskip("langchain_anthropic")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-real")
+    with FakeAnthropic(keep_alive=True) as server:
+        spec = f"anthropic:claude-haiku-4-5?base_url={server.base_url}"
+        orchestrator = dlg.Orchestrator(model=spec, store=None)
+        for fresh in (True, True, False, False):
+            run = dlg.Orchestrator(model=spec, store=None) if fresh else orchestrator
+            d = run.run_sync(ONE)
+            assert d.status == "completed", [t.error for t in d.turns]
+    assert len(server.requests) == 4

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 import dlg
 from dlg.cli import cli
 
+from .servers import FakeOpenAI
+
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 
@@ -250,3 +252,101 @@ def test_a_task_that_fails_on_its_worker_fails_its_dialogue_not_the_batch(tmp_pa
     assert {i["status"] for i in items} == {"failed"}  # the file goes with every task
     assert all(i["error"].startswith("the Ray task failed: DlgError: the batch sent a file "
                                      "named 'odd\\\\name.j2'") for i in items), items
+
+
+# -- a real HTTP provider, more rows than workers, a worker killed ---------------------------
+
+
+def _asked(server: FakeOpenAI) -> list[str]:
+    """What each request asked: its last message's last line, in the order they came."""
+    return [str(r["body"]["messages"][-1]["content"]).splitlines()[-1]
+            for r in server.requests]
+
+
+def test_rows_past_the_first_wave_run_on_reused_workers(tmp_path, monkeypatch):
+    """Six rows two at a time on an OpenAI-compatible server that keeps connections
+    alive, as real ones do: each worker runs several tasks, each in an event loop of its
+    own. The second wave's rows failed with "Event loop is closed" (their model's HTTP
+    client, shared across the worker process, held connections of the first wave's
+    loop)."""
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # no fallback could go anywhere
+    with FakeOpenAI(keep_alive=True) as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}"
+        result = dlg.batch_sync(MODE, [{"topic": f"t{i}"} for i in range(6)], model=spec,
+                                executor="ray", concurrency=2, batch_id="rw")
+    assert result.totals["statuses"] == {"completed": 6}, [i.error for i in result.items]
+    assert len({i.worker for i in result.items}) < 6  # some worker ran more than one
+    assert sorted(_asked(server)) == sorted(f"TURN {t} t{i}" for i in range(6) for t in "ab")
+
+
+def _kill_the_holder(database, dialogue_id: str, asked) -> None:
+    """Once ``asked`` is set (the dialogue's turn is in flight), SIGKILL the process that
+    holds the dialogue's lease: the Ray worker running it."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    assert asked.wait(300)
+    for _ in range(600):
+        with sqlite3.connect(database) as conn:
+            row = conn.execute("SELECT lease FROM dlg_leases WHERE dialogue_id = ?",
+                               (dialogue_id,)).fetchone()
+        if row is not None:
+            os.kill(json.loads(row[0])["pid"], signal.SIGKILL)
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no lease for {dialogue_id}")
+
+
+def test_a_worker_killed_mid_batch_leaves_honest_rows_that_resume(tmp_path, monkeypatch):
+    """The worker running row 1 is killed with SIGKILL while its second turn waits on
+    the server: the row says the turn it saved (it said ``failed``, 0 turns), the
+    dialogue reads ``interrupted`` (it stayed ``running``), the other rows complete, and
+    ``dlg batch --resume`` finishes it without asking for the saved turn again."""
+    import threading
+
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    asked = threading.Event()
+
+    def choose(body):
+        last = str(body["messages"][-1]["content"]).splitlines()[-1]
+        if last == "TURN b t1" and not asked.is_set():
+            asked.set()
+            return "hang:600"  # until its worker is killed (the thread is left behind)
+        return None
+
+    with FakeOpenAI(keep_alive=True, choose=choose) as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}"
+        killer = threading.Thread(target=_kill_the_holder, daemon=True, args=(
+            tmp_path / "data" / "dialogues.sqlite3", "rk-00001", asked))
+        killer.start()
+        result = dlg.batch_sync(MODE, [{"topic": f"t{i}"} for i in range(4)], model=spec,
+                                executor="ray", concurrency=2, batch_id="rk")
+        killer.join()
+        row = result.items[1]
+        assert (row.status, row.turns) == ("interrupted", 1), row
+        assert row.error.startswith("the Ray task failed: "), row.error
+        assert row.error.endswith("`dlg batch --resume rk` continues it"), row.error
+        assert [i.status for i in result.items] == [
+            "completed", "interrupted", "completed", "completed"]
+        saved = dlg.load_dialogue("rk-00001")
+        assert saved.status == "interrupted" and saved.error == row.error
+        assert saved.turns[0].status == "completed"
+        assert [t.status for t in saved.turns[1:]] != ["completed"]  # b did not answer
+        assert {s["id"]: s["status"] for s in dlg.list_dialogues()}["rk-00001"] == "interrupted"
+
+        again = CliRunner().invoke(cli, ["batch", "--resume", "rk", "--executor", "ray",
+                                         "--json", "-q"])
+        assert again.exit_code == 0, again.output
+    data = json.loads(again.output[again.output.index("{"):])
+    assert data["totals"]["statuses"] == {"completed": 4}
+    assert data["totals"]["turns"] == 8
+    asked_for = _asked(server)
+    assert asked_for.count("TURN b t1") == 2  # the one in flight when its worker died
+    assert sorted(set(asked_for)) == sorted(f"TURN {t} t{i}" for i in range(4) for t in "ab")
+    assert len(asked_for) == 9  # nothing else was asked twice

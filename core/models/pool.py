@@ -1,5 +1,12 @@
-"""The models of a dialogue (or an orchestrator): made once per spec, lazily, off the
-event loop, from the providers plugins register."""
+"""The models of a dialogue (or an orchestrator): made once per spec and event loop,
+lazily, off the event loop, from the providers plugins register.
+
+A model made for one event loop is not used in another: its HTTP client's pooled
+connections belong to the loop that opened them, and a call in the next loop (the next
+task on a reused Ray worker, the next ``run_sync``) failed with "Event loop is closed".
+So each loop gets models of its own, and when the loop ends what they hold open is
+closed: a model's own ``aclose()``, else its ``http_async_client`` (LangChain's field for
+a client it was given), as providers give each model a client of its own."""
 
 from __future__ import annotations
 
@@ -13,12 +20,15 @@ __all__ = ["ModelPool"]
 
 
 class ModelPool:
-    """Creates chat models lazily, once per spec, for one dialogue (or one orchestrator)."""
+    """Creates chat models lazily, once per spec and event loop, for one dialogue (or one
+    orchestrator); see the module docstring."""
 
     def __init__(self, pm: Any = None, registry: Any = None):
         self._pm = pm
         self._registry = registry  # a ModelRegistry, a function returning one, or None
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}  # made outside any event loop, not used in one
+        self._in_loop: dict[Any, dict[str, Any]] = {}  # each event loop's models
+        self._closers: dict[Any, Any] = {}  # each loop's: closes its models as it ends
         self._safe_labels: dict[str, str] = {}
 
     def problem(self, spec: str) -> str | None:
@@ -86,46 +96,114 @@ class ModelPool:
         return safe
 
     def cached(self, spec_or_model: Any) -> tuple[Any, str] | None:
-        """The model if it needs no creating (an instance, or a spec already made)."""
+        """The model if it needs no creating (an instance, or a spec already made for
+        the event loop running here)."""
         if not isinstance(spec_or_model, str):
             return spec_or_model, model_label(spec_or_model)
-        model = self._models.get(spec_or_model)
+        loop = _running_loop()
+        models = self._models if loop is None else self._in_loop.get(loop, {})
+        model = models.get(spec_or_model)
         return None if model is None else (model, spec_or_model)
 
     async def aget(self, spec_or_model: Any) -> tuple[Any, str]:
-        """``get`` for async code: a model that must be created (which imports its
-        provider's package) is created in a worker thread, off the event loop."""
+        """``get`` for async code, for the event loop running it: a model that must be
+        created (which imports its provider's package) is created in a worker thread, off
+        the event loop."""
         found = self.cached(spec_or_model)
         if found is not None:
             return found
-        import anyio
+        loop = _running_loop()
+        if loop is None:  # not asyncio's: one model per spec, as outside a loop
+            import anyio
 
-        return await anyio.to_thread.run_sync(self.get, spec_or_model)
+            return await anyio.to_thread.run_sync(self.get, spec_or_model)
+        # one made outside any loop (to check it before the run) and never used: this
+        # loop's now, and no other's
+        model = self._models.pop(spec_or_model, None)
+        if model is None:
+            import anyio
+
+            model = await anyio.to_thread.run_sync(self._make, spec_or_model)
+        models = self._in_loop.get(loop)
+        if models is None:
+            models = self._in_loop[loop] = {}
+            await self._close_with(loop, models)
+        # two calls in the same loop may both have made one: the first kept is used
+        return models.setdefault(spec_or_model, model), spec_or_model
+
+    async def _close_with(self, loop: Any, models: dict[str, Any]) -> None:
+        """Close ``models`` as ``loop`` ends. An async generator the loop has started is
+        finalized by the loop as it shuts down (``asyncio.run``, ``anyio.run``: their
+        ``shutdown_asyncgens``), in the loop, where the models' clients can close."""
+        for old in [other for other in self._in_loop if other.is_closed()]:
+            self._in_loop.pop(old, None)  # a loop closed without finalizing: forget it
+            self._closers.pop(old, None)
+
+        async def closing() -> Any:
+            try:
+                yield
+            finally:
+                self._in_loop.pop(loop, None)
+                self._closers.pop(loop, None)
+                for model in list(models.values()):
+                    await _aclose(model)
+
+        closer = closing()
+        await closer.__anext__()
+        self._closers[loop] = closer  # the loop holds the generators it runs weakly
 
     def get(self, spec_or_model: Any) -> tuple[Any, str]:
-        """The chat model for a spec (or instance), and its label."""
+        """The chat model for a spec (or instance), and its label, for code outside an
+        event loop (async code uses ``aget``: a model per loop)."""
         if not isinstance(spec_or_model, str):
             return spec_or_model, model_label(spec_or_model)
         model = self._models.get(spec_or_model)
         if model is None:
-            from dlg import registrations
-
-            self.check(spec_or_model)
-            parsed = ModelSpec.parse(spec_or_model)
-            provider = registrations.model_providers(self._pm)[parsed.provider]
-            try:
-                model = provider.make(parsed.model, resolve_secrets(dict(parsed.options)),
-                                      self._registry)
-            except ModelError:
-                raise
-            except Exception as exc:
-                from dlg.observability.redact import redact
-
-                raise ModelError(redact(
-                    f"provider '{parsed.provider}' could not create '{spec_or_model}': "
-                    f"{_described(exc)}")) from exc
-            self._models[spec_or_model] = model
+            model = self._models[spec_or_model] = self._make(spec_or_model)
         return model, spec_or_model
+
+    def _make(self, spec_or_model: str) -> Any:
+        """A new chat model for the spec, from its provider."""
+        from dlg import registrations
+
+        self.check(spec_or_model)
+        parsed = ModelSpec.parse(spec_or_model)
+        provider = registrations.model_providers(self._pm)[parsed.provider]
+        try:
+            model = provider.make(parsed.model, resolve_secrets(dict(parsed.options)),
+                                  self._registry)
+        except ModelError:
+            raise
+        except Exception as exc:
+            from dlg.observability.redact import redact
+
+            raise ModelError(redact(
+                f"provider '{parsed.provider}' could not create '{spec_or_model}': "
+                f"{_described(exc)}")) from exc
+        return model
+
+
+def _running_loop() -> Any:
+    """The asyncio event loop running in this thread, or None."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _aclose(model: Any) -> None:
+    """Close what a model holds open (see the module docstring); a model that fails to
+    close is left to the garbage collector, and does not stop the others closing."""
+    close = getattr(model, "aclose", None)
+    if not callable(close):
+        close = getattr(getattr(model, "http_async_client", None), "aclose", None)
+    if callable(close):
+        import contextlib
+
+        with contextlib.suppress(Exception):  # a courtesy: the run has ended
+            await close()
 
 
 def _described(exc: Exception) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "interrupted",
     "list_dialogues",
     "load_dialogue",
+    "mark_interrupted",
     "open_store",
     "split_record",
     "summary",
@@ -81,7 +82,7 @@ class Lease:
                 return False
             except PermissionError:
                 return True
-            return True
+            return not _zombie(lease["pid"])
         return float(lease.get("expires") or 0) > time.time()
 
     def acquire(self, store: Any, dialogue_id: str) -> None:
@@ -109,7 +110,7 @@ class Lease:
             release(dialogue_id, self.token)
 
 
-INTERRUPTED = "interrupted"  # listed for a dialogue saved running that no process holds
+INTERRUPTED = "interrupted"  # its runner died while it ran (no live process holds it): resumable
 
 
 def interrupted(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,6 +130,51 @@ def interrupted(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = store.headers(sorted(dead))
         dead = {i for i in dead if (now.get(i) or {}).get("status", RUNNING) == RUNNING}
     return [{**r, "status": INTERRUPTED} if r["id"] in dead else r for r in rows]
+
+
+def mark_interrupted(store: Any, dialogue_id: str, why: str) -> dict[str, Any] | None:
+    """The saved record of a dialogue whose runner is known to have died (an executor
+    says so: a Ray worker killed, its node lost), after marking a dialogue saved as
+    ``running`` (or ``pending``) ``interrupted``, ``why`` its error: it reads as what it
+    is, not as running, and ``dlg resume`` or ``dlg batch --resume`` continues it (its
+    turns in flight run again, its completed ones are kept). Written under a lease, so a
+    dialogue another live process holds (or a lease taken on another host that has not
+    expired) is left as it is. None if nothing was saved."""
+    from dlg.records.record import PENDING, RUNNING
+
+    record = store.load(dialogue_id)
+    if record is None or record.get("status") not in (RUNNING, PENDING):
+        return record
+    lease = Lease()
+    try:
+        lease.acquire(store, dialogue_id)
+    except DialogueBusyError:
+        return record
+    try:
+        record = store.load(dialogue_id)  # as it is, now that it is held here
+        if record is None or record.get("status") not in (RUNNING, PENDING):
+            return record
+        dialogue = as_dialogue(record)
+        dialogue.status, dialogue.error = INTERRUPTED, why
+        marked = dialogue.to_dict()
+        if "mode_document" in record:
+            marked["mode_document"] = record["mode_document"]
+        store.save(marked)
+        return marked
+    finally:
+        lease.release(store, dialogue_id)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether the process has ended but its parent has not reaped it yet (Linux: its
+    state in ``/proc``): a worker killed with SIGKILL is one until its parent (Ray's
+    raylet, a shell) collects it, and holds nothing."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
 
 
 def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
