@@ -69,6 +69,39 @@ def test_bad_user_registry_is_located(tmp_path):
         "'prize'\n  hint: did you mean 'price'?")
 
 
+def test_the_registry_example_in_the_docs_loads(tmp_path):
+    """docs/models.md's example had a key with '?base_url=', which is refused."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "models.md").read_text("utf-8")
+    example = next(block for block in docs.split("```yaml\n")[1:]
+                   if block.startswith("models:"))
+    path = tmp_path / "models.yaml"
+    path.write_text(example.partition("```")[0])
+    registry = ModelRegistry.load(user_file=path)
+    assert "analysis" in registry.get("openai-compatible:llama3?base_url=http://gpu-box:8000"
+                                      "/v1").capabilities
+
+
+def test_a_registry_key_with_options_is_refused_with_the_real_rule(tmp_path):
+    """It was refused, at the line of 'models:', as "not a valid name: use letters, digits
+    and underscores", which the key needs not be (openai:gpt-4o is neither)."""
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  openai:gpt-4o:\n    quality: 90\n"
+                    "  m?base_url=http://gpu-box:8000/v1:\n    capabilities: [Code]\n")
+    result = invoke("--registry", str(path), "models", "list")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: invalid model registry:\n"
+        f"{path}:4:3: $.models.m?base_url=http://gpu-box:8000/v1: "
+        "'m?base_url=http://gpu-box:8000/v1' is not a registry key: a key is a model spec "
+        "without its options, provider[:model]\n"
+        "  hint: an entry holds for its model given with any options: drop "
+        "'?base_url=http://gpu-box:8000/v1'\n"
+        f"{path}:5:20: $.models.m?base_url=http://gpu-box:8000/v1.capabilities[0]: 'Code' is "
+        "not a capability name: use lowercase letters and underscores\n")
+
+
 @pytest.mark.parametrize(("text", "parsed"), [
     ("echo", ("echo", "", ())),
     ("openai:gpt-4o", ("openai", "gpt-4o", ())),

@@ -68,6 +68,33 @@ def _known_keys(err: Any) -> list[str]:
     return sorted(props)
 
 
+# each pattern of dlg's schemas: what a value that matches it is, and the rule, in words
+_PATTERNS = {
+    "^[A-Za-z_][A-Za-z0-9_]*$": (
+        "a valid name", "use letters, digits and underscores, starting with a letter or "
+                        "underscore"),
+    "^[A-Za-z0-9][A-Za-z0-9_.-]*$": (
+        "a valid name", "use letters, digits, '.', '_' and '-', starting with a letter or "
+                        "digit"),
+    "^[a-z_]+$": ("a capability name", "use lowercase letters and underscores"),
+    "^[A-Za-z0-9_.-]+(:[^?\\s]+)?$": (
+        "a registry key", "a key is a model spec without its options, provider[:model]"),
+}
+
+
+def _pattern_problem(doc: SourceDoc, err: Any, path: tuple[Any, ...]) -> Problem:
+    what, rule = _PATTERNS.get(err.validator_value, (
+        "valid here", f"it must match the pattern {err.validator_value}"))
+    hint = None
+    if "propertyNames" in err.schema_path:  # a key: located at the key, not its mapping
+        path = (*path, err.instance)
+        if what == "a registry key" and "?" in str(err.instance):
+            hint = ("an entry holds for its model given with any options: drop "
+                    f"'?{str(err.instance).partition('?')[2]}'")
+    return doc.problem(f"{err.instance!r} is not {what}: {rule}", path,
+                       key="propertyNames" in err.schema_path, hint=hint)
+
+
 def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
     from jsonschema.exceptions import best_match
 
@@ -99,9 +126,7 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
             f"{err.instance!r} is not one of: {', '.join(map(str, vv))}", path,
             hint=f"did you mean '{close[0]}'?" if close else None)]
     if v == "pattern":
-        return [doc.problem(
-            f"{err.instance!r} is not a valid name: use letters, digits and underscores, "
-            "starting with a letter or underscore", path)]
+        return [_pattern_problem(doc, err, path)]
     if v == "oneOf" and not isinstance(err.instance, dict) and all(
             "required" in s for s in vv):
         return [doc.problem(f"expected a mapping, got {_json_type(err.instance)}", path)]
