@@ -14,6 +14,7 @@ from dlg.cli.base import (
     Amount,
     DlgClickError,
     _pairs,
+    all_errors_option,
     cli,
     store_option,
 )
@@ -54,6 +55,7 @@ LISTED = 50  # dialogues the summary lists one by one, unless --all
                    "did not end are listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @store_option
+@all_errors_option
 def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | None,
                   batch_id: str | None, model: str | None, participants: tuple[str, ...],
                   router: str | None, pool: tuple[str, ...], max_cost: float | None,
