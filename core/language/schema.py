@@ -130,8 +130,8 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
             err.instance, dict) else _UNEXPECTED.findall(err.message)
         out = []
         for key in unexpected:
-            close = _close_key(key, known)
-            hint = f"did you mean '{close}'?" if close else f"allowed: {', '.join(known)}"
+            meant = _close_key(key, known)
+            hint = f"did you mean '{meant}'?" if meant else f"allowed: {', '.join(known)}"
             out.append(doc.problem(f"unknown key '{key}'", (*path, key), key=True, hint=hint))
         return out
     if v == "required":
