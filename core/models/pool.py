@@ -59,12 +59,12 @@ class ModelPool:
         from dlg.errors import DlgError
         from dlg.models.catalog import ModelRegistry, spec_key
 
-        registry = self._registry() if callable(self._registry) else self._registry
-        if registry is None:
-            try:
+        try:
+            registry = self._registry() if callable(self._registry) else self._registry
+            if registry is None:
                 registry = ModelRegistry.load(pm=self._pm)
-            except DlgError:  # a broken registry file is reported where it is used
-                return None
+        except DlgError:  # a broken registry file is reported where it is used
+            return None
         name, _, options = spec.partition("?")
         # the shortest spec of a model name wins (openai:gpt-4o, not a longer provider's)
         by_model = {key.partition(":")[2]: key

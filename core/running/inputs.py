@@ -78,8 +78,10 @@ def check_rows(mode: Mode, rows: list[dict[str, Any]]) -> None:
             values.append(f"row {number}: {exc}")
     if not (unknown or missing or values):
         return
-    lines = [f"'{n}' ({_rows(at, len(rows))}) is not one of its inputs"
-             for n, at in unknown.items()]
+    lines = [f"{n!r:.60} ({_rows(at, len(rows))}) is not one of its inputs"
+             for n, at in list(unknown.items())[:5]]
+    if len(unknown) > 5:  # rows of a JSONL file may each name others
+        lines.append(f"... and {len(unknown) - 5} more names that are not its inputs")
     lines += [f"'{n}', which it needs, is missing from {_rows(at, len(rows))}"
               for n, at in missing.items()]
     lines += values[:5] + ([f"... and {len(values) - 5} more rows"] if len(values) > 5 else [])
