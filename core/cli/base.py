@@ -283,3 +283,13 @@ def _saved(ref: str, store: str | None) -> Any:
 store_option = click.option("--store", metavar="NAME",
                             help="The store to read (default DLG_STORE or sqlite).")
 
+
+
+def _all_errors(ctx: click.Context, param: Any, value: bool) -> None:
+    ctx.meta["dlg.all_errors"] = value
+
+
+# every command that loads a mode: an invalid mode's count of further errors names it
+all_errors_option = click.option("--all-errors", is_flag=True, expose_value=False,
+                                 callback=_all_errors,
+                                 help="Show every problem of an invalid mode.")

@@ -15,6 +15,7 @@ from dlg.cli.base import (
     DlgClickError,
     _pairs,
     _registry,
+    all_errors_option,
     cli,
     store_option,
 )
@@ -55,6 +56,7 @@ LISTED = 50  # dialogues the summary lists one by one, unless --all
                    "did not end are listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @store_option
+@all_errors_option
 def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | None,
                   batch_id: str | None, model: str | None, participants: tuple[str, ...],
                   router: str | None, pool: tuple[str, ...], max_cost: float | None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dlg.cli.base import EXIT_USAGE, DlgClickError, cli
+from dlg.cli.base import EXIT_USAGE, DlgClickError, all_errors_option, cli
 from dlg.cli.terminal import echo
 from dlg.errors import DlgError, ModeError
 
@@ -80,6 +80,7 @@ def _yaml_dump(data: Any) -> str:
               help="Show the mode with inheritance applied and files inlined.")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
               show_default=True, help="Output format for --resolved.")
+@all_errors_option
 def modes_show(mode: str, resolved: bool, fmt: str) -> None:
     """Show a mode's source, or with --resolved the mode that would run."""
     from dlg.language.loader import load_mode

@@ -18,6 +18,7 @@ from dlg.cli.base import (
     _pairs,
     _registry,
     _write_export,
+    all_errors_option,
     cli,
     store_option,
 )
@@ -59,16 +60,14 @@ from dlg.records.record import ENDED
               help="A hard limit on what the dialogue spends, in US dollars.")
 @click.option("--quality", type=click.Choice(["maximum", "balanced", "minimum_cost"]),
               help="How routers trade quality against cost (default balanced).")
-@click.option("--all-errors", is_flag=True, help="Show every problem of an invalid mode.")
+@all_errors_option
 @click.pass_context
 def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...],
         model: str | None, participants: tuple[str, ...], out: str | None, fmt: str | None,
         timeout: float | None, quiet: bool, stream: bool | None, save: bool,
         store: str | None, telemetry: str | None, router: str | None,
-        pool: tuple[str, ...], max_cost: float | None, quality: str | None,
-        all_errors: bool) -> None:
+        pool: tuple[str, ...], max_cost: float | None, quality: str | None) -> None:
     """Run MODE (a built-in or plugin mode name, a mode file, or - for standard input)."""
-    ctx.meta["dlg.all_errors"] = all_errors
     from dlg.records.export import get_exporter
     from dlg.running.api import Orchestrator
 

@@ -7,6 +7,7 @@ what was expected and what was found, each at its file, line, column and JSON pa
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -68,6 +69,53 @@ def _known_keys(err: Any) -> list[str]:
     return sorted(props)
 
 
+# each pattern of dlg's schemas: what a value that matches it is, and the rule, in words
+_PATTERNS = {
+    "^[A-Za-z_][A-Za-z0-9_]*$": (
+        "a valid name", "use letters, digits and underscores, starting with a letter or "
+                        "underscore"),
+    "^[A-Za-z0-9][A-Za-z0-9_.-]*$": (
+        "a valid name", "use letters, digits, '.', '_' and '-', starting with a letter or "
+                        "digit"),
+    "^[a-z_]+$": ("a capability name", "use lowercase letters and underscores"),
+    "^[A-Za-z0-9_.-]+(:[^?\\s]+)?$": (
+        "a registry key", "a key is a model spec without its options, provider[:model]"),
+}
+
+
+def _pattern_problem(doc: SourceDoc, err: Any, path: tuple[Any, ...]) -> Problem:
+    what, rule = _PATTERNS.get(err.validator_value, (
+        "valid here", f"it must match the pattern {err.validator_value}"))
+    hint = None
+    if "propertyNames" in err.schema_path:  # a key: located at the key, not its mapping
+        path = (*path, err.instance)
+        if what == "a registry key" and "?" in str(err.instance):
+            hint = ("an entry holds for its model given with any options: drop "
+                    f"'?{str(err.instance).partition('?')[2]}'")
+    return doc.problem(f"{err.instance!r} is not {what}: {rule}", path,
+                       key="propertyNames" in err.schema_path, hint=hint)
+
+
+def _close_key(key: str, known: list[str]) -> str | None:
+    """The known key an unknown ``key`` is most likely a misspelling of."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return close[0] if close else None
+
+
+def _missing(doc: SourceDoc, err: Any, path: tuple[Any, ...], message: str,
+             wanted: list[str]) -> Problem:
+    """A missing key, located at the unknown key that misspells it (``promt:``) if the
+    mapping has one: reported just after that key's own problem, its cause."""
+    problem = doc.problem(message, path)
+    if isinstance(err.instance, dict):
+        known = _known_keys(err)
+        for key in err.instance:
+            if isinstance(key, str) and key not in known and _close_key(key, known) in wanted:
+                line, column = doc.locate((*path, key), key=True)
+                return dataclasses.replace(problem, line=line, column=column)
+    return problem
+
+
 def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
     from jsonschema.exceptions import best_match
 
@@ -82,13 +130,14 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
             err.instance, dict) else _UNEXPECTED.findall(err.message)
         out = []
         for key in unexpected:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(known)}"
+            meant = _close_key(key, known)
+            hint = f"did you mean '{meant}'?" if meant else f"allowed: {', '.join(known)}"
             out.append(doc.problem(f"unknown key '{key}'", (*path, key), key=True, hint=hint))
         return out
     if v == "required":
         missing = [k for k in vv if isinstance(err.instance, dict) and k not in err.instance]
-        return [doc.problem(f"missing required key '{k}'", path) for k in missing[:1]]
+        return [_missing(doc, err, path, f"missing required key '{k}'", [k])
+                for k in missing[:1]]
     if v == "type":
         want = vv if isinstance(vv, list) else [vv]
         want_s = " or ".join(_TYPE_NAMES.get(t, str(t)) for t in want)
@@ -99,17 +148,15 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
             f"{err.instance!r} is not one of: {', '.join(map(str, vv))}", path,
             hint=f"did you mean '{close[0]}'?" if close else None)]
     if v == "pattern":
-        return [doc.problem(
-            f"{err.instance!r} is not a valid name: use letters, digits and underscores, "
-            "starting with a letter or underscore", path)]
+        return [_pattern_problem(doc, err, path)]
     if v == "oneOf" and not isinstance(err.instance, dict) and all(
             "required" in s for s in vv):
         return [doc.problem(f"expected a mapping, got {_json_type(err.instance)}", path)]
     if v == "oneOf" and vv == [{"required": ["prompt"]}, {"required": ["prompt_file"]}]:
-        both = "prompt" in err.instance and "prompt_file" in err.instance
-        return [doc.problem(
-            "a turn has either 'prompt' or 'prompt_file', not both" if both
-            else "a turn needs a 'prompt' (or a 'prompt_file')", path)]
+        if "prompt" in err.instance and "prompt_file" in err.instance:
+            return [doc.problem("a turn has either 'prompt' or 'prompt_file', not both", path)]
+        return [_missing(doc, err, path, "a turn needs a 'prompt' (or a 'prompt_file')",
+                         ["prompt", "prompt_file"])]
     if v == "oneOf" and any("required" in s and ("before" in s["required"] or "turns" in
                                                   s["required"]) for s in vv):
         return [doc.problem(
@@ -155,5 +202,7 @@ def check_against(doc: SourceDoc, schema_name: str = "mode.schema.json") -> None
     for err in _validator(schema_name).iter_errors(doc.data):
         problems.extend(_schema_problems(doc, err))
     if problems:
-        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        # at one place, an unknown key before the missing key it misspells
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0,
+                                     not p.message.startswith("unknown key")))
         raise ModeError(problems)

@@ -39,17 +39,50 @@ class ModelPool:
         providers = registrations.model_providers(self._pm)
         provider = providers.get(parsed.provider)
         if provider is None:
-            import difflib
-
-            close = difflib.get_close_matches(parsed.provider, list(providers), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            return (f"no provider '{parsed.provider}' is installed{hint} "
-                    f"(installed: {', '.join(sorted(providers))})")
+            return self._no_provider(spec, parsed.provider, providers)
         try:
             options = resolve_secrets(dict(parsed.options))
         except ModelError as exc:
             return str(exc)
         return provider.problem(parsed.model, options, self._registry)
+
+    def _no_provider(self, spec: str, name: str, providers: Mapping[str, Any]) -> str:
+        """Why ``spec`` names no provider, with the spec meant: a registry model of that
+        name (``gpt-4o``: ``openai:gpt-4o``, its options kept), else the closest
+        provider."""
+        import difflib
+
+        installed = ", ".join(sorted(providers))
+        meant = self._registry_spec(spec)
+        if meant is not None:
+            return (f"no provider '{name}' is installed; did you mean '{meant}'? (a model "
+                    f"is given as provider:model; installed: {installed})")
+        close = difflib.get_close_matches(name, list(providers), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"no provider '{name}' is installed{hint} (installed: {installed})"
+
+    def _registry_spec(self, spec: str) -> str | None:
+        """The registry's ``provider:model`` whose model is named by ``spec`` (or is
+        closest to it), with ``spec``'s options; None if none is."""
+        import difflib
+
+        from dlg.errors import DlgError
+        from dlg.models.catalog import ModelRegistry, spec_key
+
+        try:
+            registry = self._registry() if callable(self._registry) else self._registry
+            if registry is None:
+                registry = ModelRegistry.load(pm=self._pm)
+        except DlgError:  # a broken registry file is reported where it is used
+            return None
+        name, _, options = spec.partition("?")
+        # the shortest spec of a model name wins (openai:gpt-4o, not a longer provider's)
+        by_model = {key.partition(":")[2]: key
+                    for key in sorted(registry.models, key=len, reverse=True) if ":" in key}
+        close = difflib.get_close_matches(spec_key(name), list(by_model), n=1, cutoff=0.8)
+        if not close:
+            return None
+        return by_model[close[0]] + (f"?{options}" if options else "")
 
     def check(self, spec: str) -> None:
         """Raise now if ``spec`` cannot run: an unknown provider, a missing package or key."""

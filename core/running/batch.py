@@ -27,7 +27,7 @@ from typing import Any
 
 from dlg.errors import DlgError, InputError
 from dlg.records.record import ENDED
-from dlg.running.inputs import checked_row, read_rows
+from dlg.running.inputs import check_rows, checked_row, read_rows
 
 __all__ = ["ENDED", "BatchItem", "BatchResult", "Batching", "run_batch"]
 
@@ -147,6 +147,7 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     given = [checked_row(i, r) for i, r in enumerate(rows)]
     if not given:
         raise InputError("a batch needs at least one row of inputs")
+    check_rows(loaded, given)  # before anything runs or is saved: resuming cannot mend it
     import anyio
 
     # its dialogues are BATCH-NNNNN

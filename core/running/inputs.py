@@ -19,7 +19,8 @@ from dlg.language.mode import Mode
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 
-__all__ = ["MAX_ROWS", "checked_row", "new_dialogue", "prepare_inputs", "read_rows"]
+__all__ = ["MAX_ROWS", "check_rows", "checked_row", "new_dialogue", "prepare_inputs",
+           "read_rows"]
 
 MAX_INPUT_BYTES = 64 << 20  # an inputs file
 MAX_ROWS = 100_000  # rows of a batch
@@ -51,6 +52,88 @@ def prepare_inputs(mode: Mode, given: Mapping[str, Any]) -> dict[str, Any]:
                 + f": pass {flag}"
             )
     return out
+
+
+def check_rows(mode: Mode, rows: list[dict[str, Any]]) -> None:
+    """A batch's rows against the mode's inputs, before anything runs: an input it does
+    not have (a CSV column, a JSONL key), one it needs that rows lack, a value of the
+    wrong type. Raises ``InputError`` saying each, with what the mode reads; a batch
+    that ran would fail those rows, and resuming it would fail them again."""
+    unknown: dict[str, list[int]] = {}
+    missing: dict[str, list[int]] = {}
+    values: list[str] = []
+    needed = [n for n, d in mode.inputs.items() if d.required and d.default is None]
+    for number, row in enumerate(rows, 1):
+        for name in row:
+            if name not in mode.inputs:
+                unknown.setdefault(name, []).append(number)
+        for name in needed:
+            if row.get(name) is None:
+                missing.setdefault(name, []).append(number)
+        if any(n not in mode.inputs for n in row) or any(row.get(n) is None for n in needed):
+            continue
+        try:
+            prepare_inputs(mode, row)
+        except InputError as exc:
+            values.append(f"row {number}: {exc}")
+    if not (unknown or missing or values):
+        return
+    lines = [f"{n!r:.60} ({_rows(at, len(rows))}) is not one of its inputs"
+             for n, at in list(unknown.items())[:5]]
+    if len(unknown) > 5:  # rows of a JSONL file may each name others
+        lines.append(f"... and {len(unknown) - 5} more names that are not its inputs")
+    lines += [f"'{n}', which it needs, is missing from {_rows(at, len(rows))}"
+              for n, at in missing.items()]
+    lines += values[:5] + ([f"... and {len(values) - 5} more rows"] if len(values) > 5 else [])
+    lines.append(f"mode '{mode.name}' reads: " + (", ".join(
+        _declared(d) for d in mode.inputs.values()) or "no inputs"))
+    hint = _meant(list(unknown), [n for n in mode.inputs if n not in unknown], missing)
+    if hint:
+        lines.append(f"hint: {hint}")
+    raise InputError(f"the inputs do not fit mode '{mode.name}' (nothing ran):\n"
+                     + "\n".join(f"  {line}" for line in lines))
+
+
+def _rows(numbers: list[int], total: int) -> str:
+    """``every row``, ``row 2 of 4``, ``rows 2 and 3 of 4``, ``rows 2, 3, 5 and 9 more``."""
+    if len(numbers) == total and total > 1:
+        return "every row"
+    if len(numbers) == 1:
+        return f"row {numbers[0]} of {total}"
+    shown = ", ".join(map(str, numbers[:3]))
+    more = len(numbers) - 3
+    if more > 0:
+        return f"rows {shown} and {more} more of {total}"
+    return f"rows {shown.rpartition(', ')[0]} and {numbers[-1]} of {total}"
+
+
+def _declared(decl: Any) -> str:
+    """``topic (required: The motion under debate)``, ``n (an integer, default 3)``."""
+    about = []
+    if decl.type != "string":
+        about.append(f"{'an' if decl.type[0] in 'aeiou' else 'a'} {decl.type}")
+    if decl.default is not None:
+        about.append(f"default {decl.default!r}")
+    elif decl.required:
+        about.append("required")
+    text = ", ".join(about)
+    if decl.description:
+        text += (": " if text else "") + decl.description
+    return f"{decl.name} ({text})" if text else decl.name
+
+
+def _meant(unknown: list[str], known: list[str], missing: dict[str, list[int]]) -> str | None:
+    """The input an unknown name is likely meant to be: the closest, else the one input
+    the rows lack when one name is unknown (a column named otherwise)."""
+    import difflib
+
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            return f"is '{name}' meant to be '{close[0]}'?"
+    if len(unknown) == 1 and len(missing) == 1:
+        return f"is '{unknown[0]}' meant to be '{next(iter(missing))}'?"
+    return None
 
 
 def _check_values(given: Mapping[str, Any]) -> None:
