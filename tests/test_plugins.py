@@ -121,13 +121,16 @@ def test_hook_register_modes(pm):
         @hookimpl
         def register_modes(self, register):
             register("tiny", {"name": "tiny", "inputs": {"topic": {}},
-                              "turns": [{"id": "a", "role": "A", "prompt": "on {{ topic }}"}]})
+                              "participants": {"p": "echo?words=2"},
+                              "turns": [{"id": "a", "role": "A", "participant": "p",
+                                         "prompt": "on {{ topic }}"}]})
 
     pm.register(Plugin(), name="tiny-mode")
-    d = dlg.run_sync("tiny", topic="bees", model="echo", store=None)
-    assert d.mode == "tiny" and d.turns[0].prompt == "on bees"
+    d = dlg.run_sync("tiny", topic="bees", store=None)  # by name, on the mode's own model
+    assert d.mode == "tiny" and d.status == "completed"
+    assert (d.turns[0].prompt, d.turns[0].model) == ("on bees", "echo?words=2")
     listed = CliRunner().invoke(cli, ["modes", "list"], catch_exceptions=False).output
-    assert "tiny" in listed
+    assert re.search(r"^tiny +sequential +1 turns", listed, re.M), listed
 
 
 def test_hook_register_exporters(pm):
