@@ -252,7 +252,7 @@ def test_an_unknown_executor_is_a_clear_error():
                        store=None)
 
 
-def test_register_executors_adds_where_a_batch_runs():
+def test_hook_register_executors():
     from dlg import hookimpl
     from dlg.plugin_manager import build_plugin_manager
     from dlg.running.batch import LocalExecutor

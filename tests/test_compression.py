@@ -42,7 +42,7 @@ def test_no_compression_when_everything_fits():
     assert "context" not in (d.turns[-1].metadata or {})
 
 
-def test_register_embeddings_replaces_the_default(pm, monkeypatch):
+def test_hook_register_embeddings(pm, monkeypatch):
     calls = []
 
     class Loud:

@@ -185,3 +185,30 @@ def test_an_out_extension_no_exporter_writes_is_refused_unless_a_format_is_given
     plain = runner.invoke(cli, ["export", saved["id"], "-o", str(tmp_path / "plain")])
     assert plain.exit_code == 0 and json.loads((tmp_path / "plain").read_text())["id"] \
         == saved["id"]
+HOSTILE = "{{ 7*7 }}{% raw %}</style><script>alert(1)</script>{{ self }}"
+
+
+def test_html_report_shows_template_syntax_and_markup_from_a_dialogue_as_text(recorder):
+    """The report is a Jinja template: what a dialogue holds (an answer, a topic, an error,
+    a sub-dialogue's answer) is data, escaped, and never rendered as a template."""
+    answer = (f"# {HOSTILE}\n\n{HOSTILE}\n\n[click](javascript:alert(1)) "
+              "[js](JAVASCRIPT:alert(1)) <a href=\"javascript:alert(1)\">a</a>\n\n"
+              f"```\n{HOSTILE}\n```")
+    mode = {"name": "m", "inputs": {"topic": {}},
+            "turns": [{"id": "a", "role": "A", "prompt": "hi"},
+                      {"id": "b", "role": "B", "prompt": "hi"}]}
+    d = dlg.run_sync(mode, topic=HOSTILE, model=recorder([answer, "two"]), store=None)
+    d.turns[1].status, d.turns[1].error = "failed", HOSTILE
+    d.turns[0].metadata = {"routing": {"router": HOSTILE, "reason": HOSTILE}, "subdialogues": [
+        {"id": HOSTILE, "mode": HOSTILE, "item": HOSTILE, "status": HOSTILE,
+         "answer": HOSTILE}]}
+    html = d.export("html")
+    body = html.split("<body>", 1)[1]
+    shown = "{{ 7*7 }}{% raw %}&lt;/style&gt;&lt;script&gt;alert(1)&lt;/script&gt;{{ self }}"
+    # the topic (title, heading, inputs), the answer (heading, paragraph, code block), the
+    # error, the routing facts and the sub-dialogue row (id, mode, status, item, answer)
+    assert html.count(shown) == 2 + 1 + 3 + 1 + 2 + 5
+    assert "49" not in body and "<script" not in html and "</style>" not in body
+    assert html.count("</style>") == 1
+    assert "<a " not in body and "[click](javascript:alert(1))" in body  # no link made
+    assert "<h1>{{ 7*7 }}" in html and "<b>{{ 7*7 }}" in html  # Markdown still rendered

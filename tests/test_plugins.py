@@ -22,7 +22,7 @@ HOOKS = sorted(name for name in dir(build_plugin_manager(autoload=False).hook)
                if not name.startswith("_"))
 
 
-def test_hook_list_is_what_the_docs_promise():
+def test_the_hooks_are_what_the_docs_promise():
     assert HOOKS == sorted([
         "before_turn", "dialogue_finished", "dialogue_started", "prepare_jinja_environment",
         "register_commands", "register_embeddings", "register_executors", "register_exporters",
@@ -38,14 +38,27 @@ def test_every_hook_is_documented(hook):
     assert re.search(rf"^### `{hook}\(", docs, re.M), f"docs/plugins.md lacks ### `{hook}(...)`"
 
 
-@pytest.mark.parametrize("hook", HOOKS)
-def test_every_hook_has_a_test(hook):
-    found = [p.name for p in (ROOT / "tests").glob("test_*.py")
-             if re.search(rf"\bdef {hook}\(", p.read_text())]
-    assert found, f"no test implements the hook {hook}"
+def _hook_tests() -> list[tuple[str, str]]:
+    """Every ``def test_hook_NAME(`` in tests/: (NAME, file)."""
+    return [(m[1], p.relative_to(ROOT).as_posix())
+            for p in sorted((ROOT / "tests").rglob("test_*.py"))
+            for m in re.finditer(r"^(?:async )?def test_hook_(\w+)\(", p.read_text(), re.M)]
 
 
-def test_register_routers(pm):
+def test_every_hook_has_a_test():
+    """Each hook has one test named ``test_hook_<hook>`` that runs it through a plugin
+    (datasette's meta-test); a test named for a hook that is gone fails too."""
+    tests = _hook_tests()
+    named = [name for name, _ in tests]
+    missing = [hook for hook in HOOKS if hook not in named]
+    assert not missing, f"hooks without a test named test_hook_<hook> in tests/: {missing}"
+    twice = sorted({f"{name} ({where})" for name, where in tests if named.count(name) > 1})
+    assert not twice, f"hooks with more than one test_hook_<hook>: {twice}"
+    stale = [f"test_hook_{name} ({where})" for name, where in tests if name not in HOOKS]
+    assert not stale, f"tests named for hooks that do not exist: {stale}"
+
+
+def test_hook_register_routers(pm):
     class Fixed:
         def select(self, request):
             return "echo?words=1"
@@ -61,7 +74,7 @@ def test_register_routers(pm):
     assert registrations.routers(pm)["fixed"].__class__ is Fixed
 
 
-def test_register_stores(pm):
+def test_hook_register_stores(pm):
     class Store:
         pass
 
@@ -76,7 +89,7 @@ def test_register_stores(pm):
     assert "memory-store ()\n  stores: memory\n" in output
 
 
-def test_prepare_jinja_environment(pm, write_mode):
+def test_hook_prepare_jinja_environment(pm, write_mode):
     class Plugin:
         @hookimpl
         def prepare_jinja_environment(self, env):
@@ -89,7 +102,38 @@ def test_prepare_jinja_environment(pm, write_mode):
     assert d.turns[0].prompt == "BEES!"
 
 
-def test_register_models_and_modes_and_exporters_from_a_plugin_object(pm):
+def test_hook_register_models(pm):
+    class Plugin:
+        @hookimpl
+        def register_models(self, register):
+            register("twin", lambda name, options: _echo(), description="Echo's twin")
+
+    pm.register(Plugin(), name="twin-model")
+    d = dlg.run_sync({"name": "m", "turns": [{"id": "a", "role": "A", "prompt": "hello"}]},
+                     model="twin", store=None)
+    assert d.status == "completed"
+    assert (d.turns[0].model, d.turns[0].response) == ("twin", "echo: hello")
+    assert registrations.model_providers(pm)["twin"].description == "Echo's twin"
+
+
+def test_hook_register_modes(pm):
+    class Plugin:
+        @hookimpl
+        def register_modes(self, register):
+            register("tiny", {"name": "tiny", "inputs": {"topic": {}},
+                              "participants": {"p": "echo?words=2"},
+                              "turns": [{"id": "a", "role": "A", "participant": "p",
+                                         "prompt": "on {{ topic }}"}]})
+
+    pm.register(Plugin(), name="tiny-mode")
+    d = dlg.run_sync("tiny", topic="bees", store=None)  # by name, on the mode's own model
+    assert d.mode == "tiny" and d.status == "completed"
+    assert (d.turns[0].prompt, d.turns[0].model) == ("on bees", "echo?words=2")
+    listed = CliRunner().invoke(cli, ["modes", "list"], catch_exceptions=False).output
+    assert re.search(r"^tiny +sequential +1 turns", listed, re.M), listed
+
+
+def test_hook_register_exporters(pm):
     class Exporter:
         name, extension, description = "count", "txt", "Counts turns"
 
@@ -98,23 +142,98 @@ def test_register_models_and_modes_and_exporters_from_a_plugin_object(pm):
 
     class Plugin:
         @hookimpl
-        def register_models(self, register):
-            register("twin", lambda name, options: _echo(), description="Echo's twin")
-
-        @hookimpl
-        def register_modes(self, register):
-            register("tiny", {"name": "tiny", "participants": {"p": "twin"},
-                              "turns": [{"id": "a", "role": "A", "participant": "p",
-                                         "prompt": "hello"}]})
-
-        @hookimpl
         def register_exporters(self, register):
             register(Exporter())
 
-    pm.register(Plugin(), name="objects")
-    d = dlg.run_sync("tiny")
-    assert d.turns[0].model == "twin" and d.status == "completed"
-    assert d.export("count") == "1"
+    pm.register(Plugin(), name="counter")
+    d = dlg.run_sync("debate", topic="x", model="echo", store=None)
+    assert d.export("count") == str(len(d.turns))
+    assert registrations.exporters(pm)["count"].extension == "txt"
+
+
+# -- the lifecycle hooks: what each one is given, as a plugin sees it ------------------
+
+TWO_TURNS = {"name": "two", "inputs": {"topic": {}},
+             "turns": [{"id": "a", "role": "A", "prompt": "{{ topic }} a"},
+                       {"id": "b", "role": "B", "prompt": "{{ topic }} b",
+                        "when": "topic != 'skip b'"}]}
+
+
+def test_hook_dialogue_started(pm):
+    seen = []
+
+    class Plugin:
+        @hookimpl
+        def dialogue_started(self, dialogue):
+            seen.append((dialogue.id, dialogue.status, dialogue.inputs,
+                         [t.status for t in dialogue.turns]))
+
+    pm.register(Plugin(), name="start-watch")
+    d = dlg.run_sync(TWO_TURNS, topic="bees", model="echo", store=None)
+    assert seen == [(d.id, "running", {"topic": "bees"}, ["pending", "pending"])]
+
+
+def test_hook_turn_started(pm):
+    seen = []
+
+    class Plugin:
+        @hookimpl
+        async def turn_started(self, dialogue, turn):  # an async implementation is awaited
+            seen.append((turn.id, turn.status, turn.prompt, turn.model, turn.response))
+
+    pm.register(Plugin(), name="turn-watch")
+    dlg.run_sync(TWO_TURNS, topic="bees", model="echo?words=2", store=None)
+    # after its prompt is rendered and its model chosen, before the answer
+    assert seen == [("a", "running", "bees a", "echo?words=2", None),
+                    ("b", "running", "### A\necho: bees a\n\nbees b", "echo?words=2", None)]
+
+
+def test_hook_turn_chunk(pm):
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    pieces = []
+
+    class Plugin:
+        @hookimpl
+        def turn_chunk(self, turn, text):
+            pieces.append((turn.id, text))
+
+    pm.register(Plugin(), name="stream-watch")
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="one two three")]))
+    d = dlg.run_sync({"name": "s", "turns": [{"id": "a", "role": "A", "prompt": "go"}]},
+                     model=model, store=None)
+    assert len(pieces) > 1 and {turn for turn, _ in pieces} == {"a"}
+    assert "".join(text for _, text in pieces) == d.turns[0].response == "one two three"
+
+
+def test_hook_turn_finished(pm):
+    seen = []
+
+    class Plugin:
+        @hookimpl
+        def turn_finished(self, dialogue, turn):
+            seen.append((turn.id, turn.status, turn.response, turn.error))
+
+    pm.register(Plugin(), name="end-watch")
+    dlg.run_sync(TWO_TURNS, topic="skip b", model="echo", store=None)
+    assert seen == [("a", "completed", "echo: skip b a", None), ("b", "skipped", None, None)]
+    failed = dlg.run_sync(TWO_TURNS, topic="x", model="echo?fail=always", store=None)
+    assert failed.turns[0].error and seen[2:] == [("a", "failed", None, failed.turns[0].error)]
+
+
+def test_hook_dialogue_finished(pm):
+    seen = []
+
+    class Plugin:
+        @hookimpl
+        def dialogue_finished(self, dialogue):
+            seen.append((dialogue.status, [t.status for t in dialogue.turns]))
+
+    pm.register(Plugin(), name="finish-watch")
+    dlg.run_sync(TWO_TURNS, topic="skip b", model="echo", store=None)
+    dlg.run_sync(TWO_TURNS, topic="x", model="echo?fail=always", store=None)
+    assert seen == [("completed", ["completed", "skipped"]), ("failed", ["failed", "pending"])]
 
 
 def _echo():

@@ -313,7 +313,7 @@ def test_show_names_the_model_that_answered_when_the_budget_moved_a_turn():
             f"(${routing['budget_left']:.5f} left) could not pay for the router's pick "
             f"{routing['budget_moved_from']}: needs ") in table
     assert "could not pay for the router's pick" in d.export("markdown")
-    assert "could not pay for the router&#x27;s pick" in d.export("html")
+    assert "could not pay for the router&#39;s pick" in d.export("html")
     # a fallback that answered after the routed model failed: the line says so
     class Down(Scripted):
         def _generate(self, *args, **kwargs):

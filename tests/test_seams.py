@@ -107,7 +107,7 @@ def test_before_turn_sees_the_rendered_prompt_and_the_routed_model(pm):
     assert seen == [("a", "bees a", "echo"), ("b", "### A\necho: bees a\n\nbees b", "echo")]
 
 
-def test_before_turn_can_change_the_model(pm):
+def test_hook_before_turn(pm):
     pm.register(Steer(lambda d, t, m: Decision.run(model="echo?words=2") if t.id == "b"
                       else None), name="router")
     d = dlg.run_sync(TWO_TURNS, topic="x", model="echo", store=None)
@@ -156,7 +156,7 @@ def test_stop_refuses_a_status_dlg_sets_itself():
         Decision.stop("completed")
 
 
-def test_register_commands_adds_a_command(pm):
+def test_hook_register_commands(pm):
     class Plugin:
         @hookimpl
         def register_commands(self, cli):

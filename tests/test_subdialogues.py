@@ -43,7 +43,7 @@ def test_seed_sc2_3_a_turn_spawns_sub_dialogues_that_merge_back(tree):
     assert '"subtopics"' in child.metadata["parent"]["transcript"]
 
 
-def test_the_plan_is_saved_before_the_children_run(tree):
+def test_hook_turn_progress(tree):
     from dlg import hookimpl
     from dlg.plugin_manager import build_plugin_manager
 
