@@ -17,8 +17,6 @@ import pytest
 
 from .crash_support import install
 
-pytestmark = pytest.mark.slow
-
 # a turn long enough to be interrupted: up to 512 tokens, some seconds on 2 cores
 LONG = {"name": "long", "settings": {"max_tokens": 512, "seed": 7},
         "turns": [{"id": "essay", "role": "Writer",
@@ -78,6 +76,32 @@ class _Running:
         return header.split("dialogue ")[1].strip()
 
 
+async def test_no_turn_starts_once_a_stop_is_asked_for_and_resume_goes_on():
+    """The kernel's side of Ctrl-C, in process: ``Interrupt.request()`` (here by an
+    observer, as the first turn finishes) stops the dialogue as its own ``until`` would,
+    `cancelled` with its turns left pending; continuing it runs the rest."""
+    import dlg
+    from dlg.running.interrupt import Interrupt
+
+    interrupt = Interrupt()
+
+    class AsksToStop:
+        def turn_finished(self, dialogue: Any, turn: Any) -> None:
+            interrupt.request()
+
+    orchestrator = dlg.Orchestrator(model="echo", store=None, observers=[AsksToStop()])
+    orchestrator.interrupt = interrupt
+    mode, dialogue = orchestrator.start("debate", topic="x")
+    await orchestrator.execute(mode, dialogue)
+    assert dialogue.status == "cancelled"
+    assert dialogue.metadata["stopped"]["reason"] == "interrupted"
+    assert [t.status for t in dialogue.turns] == ["completed"] + ["pending"] * 5
+    again = dlg.Orchestrator(model="echo", store=None)
+    await again.execute(mode, dialogue)
+    assert dialogue.status == "completed" and "stopped" not in dialogue.metadata
+
+
+@pytest.mark.slow
 @pytest.mark.local_model
 def test_ctrl_c_stops_a_local_turn_at_once_and_says_so(tmp_path: Path):
     """Exit took 16.9 s with nothing printed: the thread running llama.cpp ran its answer
@@ -103,6 +127,7 @@ def test_ctrl_c_stops_a_local_turn_at_once_and_says_so(tmp_path: Path):
     assert [t["status"] for t in saved["turns"]] == ["cancelled", "pending"]
 
 
+@pytest.mark.slow
 @pytest.mark.local_model
 def test_a_second_ctrl_c_quits_at_once(tmp_path: Path):
     (tmp_path / "long.json").write_text(json.dumps(LONG))
@@ -159,6 +184,7 @@ THREE = {"name": "three", "turns": [{"id": t, "role": t.title(), "prompt": t}
                                    for t in ("first", "second", "third")]}
 
 
+@pytest.mark.slow
 def test_an_answer_that_arrives_while_stopping_is_kept_and_not_paid_again(tmp_path: Path):
     env = install(tmp_path)  # a plugin folder on PYTHONPATH
     (tmp_path / "site" / "dlg_counting.py").write_text(RACING)
