@@ -127,23 +127,6 @@ def test_ctrl_c_stops_a_local_turn_at_once_and_says_so(tmp_path: Path):
     assert [t["status"] for t in saved["turns"]] == ["cancelled", "pending"]
 
 
-@pytest.mark.slow
-@pytest.mark.local_model
-def test_a_second_ctrl_c_quits_at_once(tmp_path: Path):
-    (tmp_path / "long.json").write_text(json.dumps(LONG))
-    env = _env(tmp_path)
-    run = _Running(["run", str(tmp_path / "long.json"), "-m", "local", "--no-stream"], env)
-    run.until("▶ [1/2]")
-    run.proc.send_signal(signal.SIGINT)
-    run.until("Stopping")
-    run.proc.send_signal(signal.SIGINT)
-    code, err = run.finish(timeout=15)
-    assert code == 130, err
-    assert "Traceback" not in err
-    # quit at once, or stopped on its own just before: either way it is gone and resumable
-    assert "Quit" in err or "continues it" in err, err
-
-
 # a model that sends this very process Ctrl-C as it answers: the answer arrives while
 # dlg stops
 RACING = '''
@@ -169,6 +152,8 @@ def _make(name, options):
                 fh.write(prompt + "\\n")
             if prompt == "second":
                 os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, just as the answer comes
+            if prompt == "stuck":
+                time.sleep(120)  # a thread nothing can stop: the process waits for it
             return ChatResult(generations=[ChatGeneration(message=AIMessage(
                 content="answer to " + prompt,
                 usage_metadata={"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}))])
@@ -186,11 +171,7 @@ THREE = {"name": "three", "turns": [{"id": t, "role": t.title(), "prompt": t}
 
 @pytest.mark.slow
 def test_an_answer_that_arrives_while_stopping_is_kept_and_not_paid_again(tmp_path: Path):
-    env = install(tmp_path)  # a plugin folder on PYTHONPATH
-    (tmp_path / "site" / "dlg_counting.py").write_text(RACING)
-    (tmp_path / "site" / "dlg_counting-0.dist-info" / "entry_points.txt").write_text(
-        "[dlg]\nracing = dlg_counting\n")
-    env["DLG_PLUGINS"] = "racing"
+    env = _racing(tmp_path)
     (tmp_path / "three.json").write_text(json.dumps(THREE))
     log = tmp_path / "calls.log"
     ran = _dlg("run", str(tmp_path / "three.json"), "-m", f"racing?log={log}",
@@ -206,3 +187,34 @@ def test_an_answer_that_arrives_while_stopping_is_kept_and_not_paid_again(tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert log.read_text().splitlines() == ["first", "second", "third"]  # none twice
     assert _saved(dialogue_id, env)["status"] == "completed"
+
+
+def _racing(tmp_path: Path) -> dict[str, str]:
+    env = install(tmp_path)  # a plugin folder on PYTHONPATH
+    (tmp_path / "site" / "dlg_counting.py").write_text(RACING)
+    (tmp_path / "site" / "dlg_counting-0.dist-info" / "entry_points.txt").write_text(
+        "[dlg]\nracing = dlg_counting\n")
+    env["DLG_PLUGINS"] = "racing"
+    return env
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_quits_at_once(tmp_path: Path):
+    """A model's thread that nothing stops holds the process as it ends (Python waits
+    for its threads); a second Ctrl-C quits at once all the same."""
+    env = _racing(tmp_path)
+    stuck = {"name": "stuck", "turns": [{"id": "a", "role": "A", "prompt": "stuck"}]}
+    (tmp_path / "stuck.json").write_text(json.dumps(stuck))
+    run = _Running(["run", str(tmp_path / "stuck.json"), "-m",
+                    f"racing?log={tmp_path / 'calls.log'}", "--no-stream"], env)
+    run.until("▶ [1/1]")
+    run.proc.send_signal(signal.SIGINT)
+    run.until("Interrupted; `dlg resume")  # saved; the thread still sleeps
+    assert run.proc.poll() is None
+    run.proc.send_signal(signal.SIGINT)
+    code, err = run.finish(timeout=15)
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert f"Quit at once; `dlg resume {run.dialogue_id()}` continues from its last " \
+           "save." in err
+    assert _saved(run.dialogue_id(), env)["status"] == "cancelled"

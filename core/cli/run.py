@@ -158,9 +158,13 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
                    f"`dlg resume {dialogue.id}` continues from its last save." if saved
                    else "nothing was saved.")
 
-    async def main() -> Any:
+    async def main() -> None:
         with ctrl_c.running():
-            return await orchestrator.execute(loaded, dialogue)
+            await orchestrator.execute(loaded, dialogue)
+        if ctrl_c.interrupted and dialogue.status not in ENDED:
+            # said now: the event loop, as it closes, waits for the threads of models
+            # that cannot be stopped (a second Ctrl-C does not)
+            _say(live, f"Interrupted; {resume}" if saved else "Interrupted.")
 
     try:
         with ctrl_c:
@@ -175,7 +179,6 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
             raise SystemExit(EXIT_INTERRUPTED) from None
         raise
     if ctrl_c.interrupted and dialogue.status not in ENDED:
-        echo(f"Interrupted; {resume}" if saved else "Interrupted.", err=True)
         raise SystemExit(EXIT_INTERRUPTED)
 
     if fmt is not None:
