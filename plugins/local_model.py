@@ -100,42 +100,77 @@ class LocalChatModel(BaseChatModel):
         """Load the model file (once per process and settings); calls do it if needed."""
         _server(self.model_path, self.n_ctx, self.threads, self.parallel)
 
-    def _call_server(self, payload: dict[str, Any], on_chunk: Any = None) -> Any:
+    def _call_server(self, payload: dict[str, Any], on_chunk: Any,
+                     stop: threading.Event | None = None) -> None:
+        """One streamed call: ``on_chunk(data)`` for each chunk llama.cpp sends. Once
+        ``stop`` is set, the next token ends the generation (its slot is freed): a call
+        that is cancelled stops in a token's time, not after its whole answer."""
         server = _server(self.model_path, self.n_ctx, self.threads, self.parallel)
-        if on_chunk is None:
-            result = server.handle_chat_completions(payload)
-        else:
-            result = server.handle_chat_completions({**payload, "stream": True}, on_chunk)
-        if isinstance(result, dict) and "error" in result:
-            raise RuntimeError(f"llama.cpp: {result['error']}")
-        return result
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        data = self._call_server(self._payload(messages, stop, kwargs))
-        choice = data["choices"][0]
-        usage = data.get("usage") or {}
+        def each(data: Any) -> bool:  # True: stop generating
+            if stop is not None and stop.is_set():
+                return True
+            on_chunk(data)
+            return False
+
+        payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+        server.handle_chat_completions(payload, each)
+
+    def _answer(self, payload: dict[str, Any], stop: threading.Event | None = None
+                ) -> ChatResult:
+        """The whole answer, gathered from a streamed call (a plain call cannot be
+        stopped)."""
+        pieces: list[str] = []
+        usage: dict[str, Any] = {}
+        finish: Any = None
+        errors: list[Exception] = []
+
+        def gather(data: Any) -> None:
+            nonlocal finish
+            try:
+                if "error" in data:
+                    raise_error(data)
+                choices = data.get("choices") or []
+                if choices:
+                    pieces.append((choices[0].get("delta") or {}).get("content") or "")
+                    finish = choices[0].get("finish_reason") or finish
+                usage.update(data.get("usage") or {})
+            except Exception as exc:  # llama.cpp's thread would only stop: kept to raise
+                errors.append(exc)
+                raise
+
+        self._call_server(payload, gather, stop)
+        if errors:
+            raise errors[0]
         message = AIMessage(
-            content=choice["message"].get("content") or "",
+            content="".join(pieces),
             usage_metadata={
                 "input_tokens": usage.get("prompt_tokens", 0),
                 "output_tokens": usage.get("completion_tokens", 0),
                 "total_tokens": usage.get("total_tokens", 0),
             },
-            response_metadata={"model_name": self.dlg_label,
-                               "finish_reason": choice.get("finish_reason")},
+            response_metadata={"model_name": self.dlg_label, "finish_reason": finish},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        return self._answer(self._payload(messages, stop, kwargs))
+
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        return await anyio.to_thread.run_sync(
-            lambda: self._generate(messages, stop, **kwargs))
+        payload = self._payload(messages, stop, kwargs)
+        stopping = threading.Event()
+        try:  # cancelled (Ctrl-C, a timeout): return at once, and llama.cpp stops too
+            return await anyio.to_thread.run_sync(lambda: self._answer(payload, stopping),
+                                                  abandon_on_cancel=True)
+        finally:
+            stopping.set()
 
     @staticmethod
     def _chunk(data: dict[str, Any]) -> ChatGenerationChunk | None:
         if "error" in data:
-            raise RuntimeError(f"llama.cpp: {data['error']}")
+            raise_error(data)
         choices = data.get("choices") or []
         text = (choices[0].get("delta") or {}).get("content") if choices else None
         usage = data.get("usage")
@@ -163,22 +198,33 @@ class LocalChatModel(BaseChatModel):
                        ) -> AsyncIterator[ChatGenerationChunk]:
         send, receive = anyio.create_memory_object_stream[Any](1000)
         token = anyio.lowlevel.current_token()
-        payload = self._payload(messages, stop, {**kwargs, "stream_options": None})
-        payload["stream_options"] = {"include_usage": True}
+        payload = self._payload(messages, stop, kwargs)
+        stopping = threading.Event()
 
         def on_chunk(data: Any) -> None:
             anyio.from_thread.run_sync(send.send_nowait, data, token=token)
 
         async def produce() -> None:
             async with send:
-                await anyio.to_thread.run_sync(lambda: self._call_server(payload, on_chunk))
+                await anyio.to_thread.run_sync(
+                    lambda: self._call_server(payload, on_chunk, stopping),
+                    abandon_on_cancel=True)
 
-        async with anyio.create_task_group() as tg, receive:
-            tg.start_soon(produce)
-            async for data in receive:
-                chunk = self._chunk(data)
-                if chunk is not None:
-                    yield chunk
+        try:
+            async with anyio.create_task_group() as tg, receive:
+                tg.start_soon(produce)
+                async for data in receive:
+                    chunk = self._chunk(data)
+                    if chunk is not None:
+                        yield chunk
+        finally:  # cancelled, or the reader stopped reading: llama.cpp stops too
+            stopping.set()
+
+
+def raise_error(data: dict[str, Any]) -> None:
+    error = data["error"]
+    message = error.get("message", error) if isinstance(error, dict) else error
+    raise RuntimeError(f"llama.cpp: {message}")
 
 
 # the spec options (``local?threads=2``): the fields this class adds to LangChain's, but

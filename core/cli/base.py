@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from dlg._version import __version__
-from dlg.cli.terminal import OutputClosed, echo, is_terminal, visible
+from dlg.cli.terminal import echo, is_terminal, visible, write_bytes
 from dlg.errors import (
     DlgError,
     InputError,
@@ -144,8 +144,6 @@ class DlgGroup(click.Group):
             if ctx.find_root().params.get("traceback"):
                 raise
             raise _fail(exc, all_errors=bool(ctx.meta.get("dlg.all_errors"))) from None
-        except OutputClosed:  # the reader of the output went away: nothing more to say
-            ctx.exit(EXIT_INTERRUPTED)
         except KeyboardInterrupt:
             echo("\nInterrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
@@ -237,7 +235,7 @@ def _write_export(dialogue: Any, fmt: str, out: str | None, *, quiet: bool = Fal
         if isinstance(data, bytes):
             if is_terminal(sys.stdout):  # an exporter that did not say it was binary
                 raise _binary_to_terminal(fmt)
-            sys.stdout.buffer.write(data)
+            write_bytes(data)
         else:
             echo(data, nl=False)
         return

@@ -124,6 +124,8 @@ class LiveProgress:
         self._same_terminal = out is None and sys.stdout.isatty() and self.console.is_terminal
         self.out = out or (self.console if self._same_terminal else Console(
             file=sys.stdout, force_terminal=False, soft_wrap=True, highlight=False))
+        for console in (self.console, self.out):
+            _write_on_when_closed(console)
 
     def __enter__(self) -> LiveProgress:
         self.live.start()
@@ -215,8 +217,15 @@ class LiveProgress:
             self.out.print(Markdown(visible(text)))
             self.out.print()
             return
-        try:
-            self.out.print(f"\n## {turn.index}. {turn.role} ({who})\n\n{text}\n",
-                           markup=False, highlight=False)
-        except BrokenPipeError:  # stdout, a pipe whose reader went away
-            raise closed(self.out.file) from None
+        self.out.print(f"\n## {turn.index}. {turn.role} ({who})\n\n{text}\n",
+                       markup=False, highlight=False)
+
+
+def _write_on_when_closed(console: Any) -> None:
+    """A rich console whose output is closed (``| head``) writes no more; rich's own
+    answer, exit status 1, would end the dialogue with no one saying why."""
+    def stop_writing() -> None:
+        console.quiet = True
+        closed(console.file)
+
+    setattr(console, "on_broken_pipe", stop_writing)  # noqa: B010 (a method, replaced)

@@ -22,8 +22,9 @@ from dlg.cli.base import (
     cli,
     store_option,
 )
+from dlg.cli.ctrl_c import CtrlC
 from dlg.cli.display import Progress, StreamingProgress
-from dlg.cli.terminal import OutputClosed, echo
+from dlg.cli.terminal import echo
 from dlg.errors import DlgError, ExportError, StoreError
 from dlg.records.record import ENDED
 
@@ -109,6 +110,16 @@ def _live_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def _say(live: Any, text: str) -> None:
+    """A line to the user on stderr, above the live view when there is one."""
+    if live is not None:
+        from dlg.cli.terminal import rich_text
+
+        live.console.print(rich_text(text), highlight=False)
+    else:
+        echo(text, err=True)
+
+
 def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
              out: str | None, quiet: bool, stream: bool | None) -> None:
     """Run a prepared dialogue with the progress display, then export and report it."""
@@ -138,25 +149,37 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
             echo(f"resuming: {done} of {len(dialogue.turns)} turns already done",
                  err=True)
 
-    async def main() -> Any:
-        return await orchestrator.execute(loaded, dialogue)
+    from dlg.running.interrupt import Interrupt
 
     saved = orchestrator.store is not None
+    resume = f"`dlg resume {dialogue.id}` continues it." if saved else ""
+    interrupt = orchestrator.interrupt = Interrupt()
+    ctrl_c = CtrlC(interrupt, lambda text: _say(live, text),
+                   f"`dlg resume {dialogue.id}` continues from its last save." if saved
+                   else "nothing was saved.")
+
+    async def main() -> None:
+        with ctrl_c.running():
+            await orchestrator.execute(loaded, dialogue)
+        if ctrl_c.interrupted and dialogue.status not in ENDED:
+            # said now: the event loop, as it closes, waits for the threads of models
+            # that cannot be stopped (a second Ctrl-C does not)
+            _say(live, f"Interrupted; {resume}" if saved else "Interrupted.")
+
     try:
-        if live is not None:
-            with live:
+        with ctrl_c:
+            if live is not None:
+                with live:
+                    anyio.run(main)
+            else:
                 anyio.run(main)
-        else:
-            anyio.run(main)
-    except KeyboardInterrupt as exc:
-        what = ("The output was closed" if isinstance(exc, OutputClosed) else
-                "\nInterrupted")
+    except KeyboardInterrupt:  # Ctrl-C before the dialogue ran, or raised by a plugin
         if saved:
-            echo(f"{what}; `dlg resume {dialogue.id}` continues it.", err=True)
-            raise SystemExit(EXIT_INTERRUPTED) from None
-        if isinstance(exc, OutputClosed):
+            echo(f"\nInterrupted; {resume}", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
         raise
+    if ctrl_c.interrupted and dialogue.status not in ENDED:
+        raise SystemExit(EXIT_INTERRUPTED)
 
     if fmt is not None:
         try:

@@ -18,7 +18,7 @@ from dlg.cli.base import (
     cli,
     store_option,
 )
-from dlg.cli.terminal import echo, one_line
+from dlg.cli.terminal import echo, one_line, write_bytes
 
 
 @cli.command("ls")
@@ -222,7 +222,6 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
                   ) -> None:
     """``dlg export --batch``: jsonl unless a format is given or --out's extension says."""
     import os
-    import sys
 
     from dlg.records.export import get_exporter
     from dlg.running.batch_export import batch_dialogues, render_batch, write_batch
@@ -236,7 +235,7 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
     if out is None:
         for chunk in render_batch(dialogues, chosen):
             if isinstance(chunk, bytes):
-                sys.stdout.buffer.write(chunk)
+                write_bytes(chunk)
             else:
                 echo(chunk, nl=False)
     else:

@@ -11,9 +11,10 @@ Text drawn by rich (the live views) is also escaped from rich's markup, where a
 ``[/...]`` in an error message would otherwise be read as a closing tag (and fail the
 display).
 
-Output that is closed while dlg writes (``dlg run ... | head``) stops the command as an
-interrupt does (``OutputClosed``): the dialogue is saved, cancelled, and can be resumed,
-rather than run on, paid for, with no one reading.
+Output that is closed while dlg writes (``dlg run ... | head``) stops the writing, not
+the command: the stream is pointed at the null device and the command goes on, so a
+dialogue runs to its end and is saved as it would be (no ``Broken pipe`` message, no
+traceback, exit status 0). Its text is in the store: ``dlg show ID`` or ``dlg export ID``.
 """
 
 from __future__ import annotations
@@ -26,23 +27,20 @@ import click
 
 from dlg.observability.printable import visible
 
-__all__ = ["OutputClosed", "closed", "echo", "is_terminal", "one_line", "rich_text", "visible"]
+__all__ = ["closed", "echo", "is_terminal", "one_line", "rich_text", "visible",
+           "write_bytes"]
 
 
-class OutputClosed(KeyboardInterrupt):
-    """The reader of dlg's output went away (``| head``): handled as Ctrl-C is."""
-
-
-def closed(stream: Any) -> OutputClosed:
-    """What to raise when writing to ``stream`` met a broken pipe. The stream is pointed
-    at the null device first, so Python's flush at exit does not fail on it too."""
+def closed(stream: Any) -> None:
+    """Writing to ``stream`` met a broken pipe: its reader went away. The stream is
+    pointed at the null device, so what dlg writes after is dropped and Python's flush
+    at exit does not fail on it either."""
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, stream.fileno())
         os.close(null)
     except (OSError, ValueError):  # no file descriptor (a test's stream): nothing to flush
         pass
-    return OutputClosed()
 
 
 def one_line(text: str) -> str:
@@ -70,7 +68,15 @@ def echo(message: Any = "", *, err: bool = False, nl: bool = True) -> None:
         # bound for a pipe; there is none left in text bound for a terminal
         click.echo(text, err=err, nl=nl, color=True)
     except BrokenPipeError:
-        raise closed(stream) from None
+        closed(stream)
+
+
+def write_bytes(data: bytes) -> None:
+    """Bytes to stdout (a binary export); dropped once its reader has gone away."""
+    try:
+        sys.stdout.buffer.write(data)
+    except BrokenPipeError:
+        closed(sys.stdout)
 
 
 def rich_text(text: str) -> str:

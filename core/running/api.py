@@ -86,6 +86,8 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         self._learning_store: Any = None
         self._routers: dict[str, Any] = {}
         self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
+        # a dlg.running.interrupt.Interrupt that stops its dialogues (Ctrl-C), or None
+        self.interrupt: Any = None
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
         # per mode: (the mode, its routing), shared by its dialogues (thousands may run)
@@ -290,7 +292,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
             mode, dialogue, pm=self.plugin_manager, routing=routing,
             bindings=bound, default=default, pool=self.pool, observers=observers,
             timeout=self.timeout, registry=self.registry, policy=self.retry,
-            watchdog=self.watchdog, budget=budget,
+            watchdog=self.watchdog, budget=budget, interrupt=self.interrupt,
             spawner=self._spawner() if any(t.spawn for t in mode.turns) else None,
         )
 

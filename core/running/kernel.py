@@ -43,16 +43,17 @@ class _Run:
     # one per running dialogue: slots keep the thousands in flight small
     __slots__ = ("_dog", "base_context", "bindings", "budget", "candidates", "constraints",
                  "current", "default", "dialogue", "embeddings", "env", "events", "failed",
-                 "looping", "mode", "pinned", "pm", "policy", "pool", "quality", "records",
-                 "registry", "router", "router_name", "spawner", "stopped", "stopped_at",
-                 "stopping", "timeout", "watchdog")
+                 "interrupt", "looping", "mode", "pinned", "pm", "policy", "pool", "quality",
+                 "records", "registry", "router", "router_name", "spawner", "stopped",
+                 "stopped_at", "stopping", "timeout", "watchdog")
 
     def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, routing: Routing,
                  bindings: Mapping[str, Any], default: Any, pool: ModelPool,
                  observers: Sequence[Any], timeout: float | None, registry: Any,
                  policy: RetryPolicy, watchdog: bool = False, budget: Budget | None = None,
-                 spawner: Any = None):
+                 spawner: Any = None, interrupt: Any = None):
         self.mode = mode
+        self.interrupt = interrupt  # a dlg.running.interrupt.Interrupt (Ctrl-C), or None
         self.spawner = spawner  # runs sub-dialogues (dlg.running.subdialogues.Spawner)
         self.router, self.router_name = routing.router, routing.name
         self.candidates, self.pinned = routing.pool, routing.pinned
@@ -114,6 +115,8 @@ class _Run:
         # its ids, for logs and spans (entered and left without a ``with``: a scope
         # object would stay alive for every dialogue in flight)
         ids = context.enter(dialogue=self.dialogue.id)
+        if self.interrupt is not None:
+            self.interrupt.enter(self)
         try:
             d = self.dialogue
             if log.isEnabledFor(INFO):
@@ -160,6 +163,8 @@ class _Run:
                     _log_finished(d)
             return d
         finally:
+            if self.interrupt is not None:
+                self.interrupt.leave(self)
             context.leave(ids)
 
     def _ended(self) -> None:
@@ -225,6 +230,11 @@ class _Run:
                 return
             plan = await prepare(self, turn, rec)
             if plan is None:  # skipped, stopped or failed: recorded already
+                return
+            if self.interrupt is not None and self.interrupt.requested:
+                # asked to stop while it was prepared: no call is made
+                if plan.reservation is not None and self.budget is not None:
+                    self.budget.settle(plan.reservation, 0.0)
                 return
             rec.system, rec.prompt, rec.model = plan.system, plan.prompt, plan.label
             rec.status = R.RUNNING
@@ -419,12 +429,15 @@ def execute(
     watchdog: bool = False,
     budget: Budget | None = None,
     spawner: Any = None,
+    interrupt: Any = None,
 ) -> Awaitable[Dialogue]:
     """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run.
-    With ``budget``, no call is made whose worst case does not fit what is left."""
+    With ``budget``, no call is made whose worst case does not fit what is left. With
+    ``interrupt`` (``dlg.running.interrupt.Interrupt``), no turn starts once a stop is
+    asked for."""
     run = _Run(mode, dialogue, pm=pm, routing=routing, bindings=bindings, default=default,
                pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
                registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog,
-               budget=budget, spawner=spawner)
+               budget=budget, spawner=spawner, interrupt=interrupt)
     # returned to be awaited by the caller: no coroutine frame of its own per dialogue
     return run.run_watched() if watchdog else run._run()
