@@ -10,12 +10,18 @@ The dialogue ends ``cancelled``, with ``metadata.stopped.reason`` ``interrupted`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
-__all__ = ["GRACE", "Interrupt"]
+__all__ = ["GRACE", "Interrupt", "Stoppable"]
 
 GRACE = 0.25  # seconds the turns in flight get to answer once a stop is asked for
 STOPPED = ("cancelled", "interrupted", "user")  # the kernel's (status, reason, by)
+
+
+class Stoppable(Protocol):
+    """What an interrupt stops: a running dialogue (``dlg.running.kernel.Kernel``)."""
+
+    def stop(self, status: str, reason: str, by: str | None) -> None: ...
 
 
 class Interrupt:
@@ -23,24 +29,19 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.requested = False
-        self._runs: set[Any] = set()  # the kernel's runs in progress
+        self._runs: set[Stoppable] = set()  # the kernel's runs in progress
 
-    def enter(self, run: Any) -> None:
+    def enter(self, run: Stoppable) -> None:
         """A run starts (stopped at once if a stop was asked for already)."""
         self._runs.add(run)
         if self.requested:
-            _stop(run)
+            run.stop(*STOPPED)
 
-    def leave(self, run: Any) -> None:
+    def leave(self, run: Stoppable) -> None:
         self._runs.discard(run)
 
     def request(self) -> None:
         """Ask every run to stop: no turn starts from now on."""
         self.requested = True
         for run in list(self._runs):
-            _stop(run)
-
-
-def _stop(run: Any) -> None:
-    if not run.stopped:
-        run.stopped = STOPPED
+            run.stop(*STOPPED)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from dlg.errors import first_dlg_error
-from dlg.language.mode import Mode, Turn
+from dlg.language.mode import Mode, Phase, Turn
 from dlg.language.templates import environment, static_views
 from dlg.models import ModelPool, call_model
 from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
@@ -25,84 +25,53 @@ from dlg.observability import context
 from dlg.observability.redact import redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
-from dlg.running.budget import Budget, budgeted_call
-from dlg.running.compression import SUMMARY_TOKENS, embeddings
+from dlg.running.budget import Budget, Reservation
+from dlg.running.context import RunContext, RunState, embedder
 from dlg.running.events import Events
-from dlg.running.prepare import Plan, prepare
-from dlg.running.routing import Routing, cheapest
+from dlg.running.interrupt import Interrupt
+from dlg.running.loops import Loop
+from dlg.running.outcomes import Failed, Plan, Skipped, Stopped
+from dlg.running.prepare import prepare
+from dlg.running.routing import Routing
+from dlg.running.spawn import spawn_children
 from dlg.running.stopping import Stopping
-from dlg.running.structured import Unstructured, structured_turn
+from dlg.running.structured import structured_turn
+from dlg.running.subdialogues import Spawner
 
-__all__ = ["execute"]
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.models.catalog import ModelRegistry
+
+__all__ = ["Kernel", "execute"]
 
 log = logging.getLogger("dlg.kernel")
 INFO = logging.INFO
 
 
-class _Run:
-    # one per running dialogue: slots keep the thousands in flight small
-    __slots__ = ("_dog", "base_context", "bindings", "budget", "candidates", "constraints",
-                 "current", "default", "dialogue", "embeddings", "env", "events", "failed",
-                 "interrupt", "looping", "mode", "pinned", "pm", "policy", "pool", "quality",
-                 "records", "registry", "router", "router_name", "spawner", "stopped",
-                 "stopped_at", "stopping", "timeout", "watchdog")
+class Kernel:
+    """Runs one dialogue: its phases in order, each turn as a list of steps. The only
+    writer of the run's state (``RunState``): the steps answer with outcomes."""
 
-    def __init__(self, mode: Mode, dialogue: Dialogue, *, pm: Any, routing: Routing,
-                 bindings: Mapping[str, Any], default: Any, pool: ModelPool,
-                 observers: Sequence[Any], timeout: float | None, registry: Any,
-                 policy: RetryPolicy, watchdog: bool = False, budget: Budget | None = None,
-                 spawner: Any = None, interrupt: Any = None):
-        self.mode = mode
-        self.interrupt = interrupt  # a dlg.running.interrupt.Interrupt (Ctrl-C), or None
-        self.spawner = spawner  # runs sub-dialogues (dlg.running.subdialogues.Spawner)
-        self.router, self.router_name = routing.router, routing.name
-        self.candidates, self.pinned = routing.pool, routing.pinned
-        self.constraints = routing.constraints
-        self.quality = routing.quality
-        self.budget = budget
-        self.pm = pm
-        self.embeddings: Any = None
-        self.watchdog = watchdog
+    # one per running dialogue: slots keep the thousands in flight small
+    __slots__ = ("_dog", "ctx", "state")
+
+    def __init__(self, ctx: RunContext, state: RunState) -> None:
+        self.ctx = ctx
+        self.state = state
         self._dog: Any = None
-        self.registry = registry
-        self.policy = policy
-        self.dialogue = dialogue
-        self.bindings = bindings
-        self.default = default
-        self.pool = pool
-        self.events = Events(pm, observers)
-        self.stopped: tuple[str, str, str | None] | None = None  # status, reason, who
-        self.stopped_at: str | None = None
-        self.timeout = timeout
-        self.failed = False
-        self.records = dialogue.turns  # in the order turns run (a loop's rounds in turn)
-        self.looping = mode.loops
-        # with loops, each mode turn's record in the round it is in; without, a turn's
-        # record is at its position (``record``), as the compiled templates' reads assume
-        self.current = ({r.turn_id: r for r in dialogue.turns} if self.looping
-                        else None)
-        self.env = environment(mode.template_dirs, pm)
-        self.base_context = {
-            **self.env.globals,  # once here, not copied by Jinja at every render
-            **dialogue.inputs,
-            "inputs": dialogue.inputs,
-            **static_views(mode, dialogue.participants),
-            "parent": dialogue.metadata.get("parent"),  # what a sub-dialogue inherits
-        }
-        self.stopping = (Stopping(mode, self.env, self.base_context, self.embed)
-                         if mode.until or mode.max_turns is not None else None)
 
     async def run_watched(self) -> Dialogue:
-        """``_run`` beside a watchdog that measures how long the event loop blocks."""
+        """``run`` beside a watchdog that measures how long the event loop blocks."""
         from dlg.observability.watchdog import LoopWatchdog
 
-        self._dog = LoopWatchdog(self.dialogue)
+        self._dog = LoopWatchdog(self.state.dialogue)
         try:
-            with context.scope(dialogue=self.dialogue.id):  # the watchdog's logs too
+            with context.scope(dialogue=self.state.dialogue.id):  # the watchdog's logs too
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._dog.run)
                     try:
-                        return await self._run()
+                        return await self.run()
                     finally:
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the watchdog never fails: unwrap
@@ -111,38 +80,37 @@ class _Run:
             raise
         raise AssertionError("unreachable: the task group returned or raised")
 
-    async def _run(self) -> Dialogue:
+    async def run(self) -> Dialogue:
+        ctx, state = self.ctx, self.state
         # its ids, for logs and spans (entered and left without a ``with``: a scope
         # object would stay alive for every dialogue in flight)
-        ids = context.enter(dialogue=self.dialogue.id)
-        if self.interrupt is not None:
-            self.interrupt.enter(self)
+        ids = context.enter(dialogue=state.dialogue.id)
+        if ctx.interrupt is not None:
+            ctx.interrupt.enter(self)
         try:
-            d = self.dialogue
+            d = state.dialogue
             if log.isEnabledFor(INFO):
                 _log_started(d)
             d.status = R.RUNNING
             d.started_at = d.started_at or R.now()
             d.ended_at = None
             d.metadata.pop("stopped", None)  # a resumed dialogue is no longer stopped
-            if self.budget is not None:  # the limit it runs under now (a resume may change it)
-                d.metadata["budget"] = self.budget.summary()
+            if ctx.budget is not None:  # the limit it runs under now (a resume may change it)
+                d.metadata["budget"] = ctx.budget.summary()
             try:
-                await self.events.emit("dialogue_started", dialogue=d)
-                for phase in self.mode.phases:
-                    if self.failed or self.stopped:
+                await ctx.events.emit("dialogue_started", dialogue=d)
+                for phase in ctx.mode.phases:
+                    if state.failed or state.stopped:
                         break
                     if phase.repeat:
-                        from dlg.running.loops import run_loop
-
-                        await run_loop(self, phase)
+                        await self.run_loop(phase)
                     elif phase.parallel:
                         await self.run_phase(phase)
                     else:  # here rather than in run_phase: one coroutine frame fewer
                         for turn in phase.turns:
-                            if self.record(turn).status not in (R.COMPLETED, R.SKIPPED):
+                            if state.record(turn).status not in (R.COMPLETED, R.SKIPPED):
                                 await self.run_turn(turn)
-                                if self.failed or self.stopped:
+                                if state.failed or state.stopped:
                                     break
                 self._ended()
             except (anyio.get_cancelled_exc_class(), KeyboardInterrupt):  # an interrupt too
@@ -158,45 +126,44 @@ class _Run:
                     d.error = redact(d.error)
                 if self._dog is not None:  # the figures go out with the final save
                     d.metadata["event_loop"] = self._dog.summary()
-                await self.events.emit("dialogue_finished", shield=True, dialogue=d)
+                await ctx.events.emit("dialogue_finished", shield=True, dialogue=d)
                 if log.isEnabledFor(INFO):
                     _log_finished(d)
             return d
         finally:
-            if self.interrupt is not None:
-                self.interrupt.leave(self)
+            if ctx.interrupt is not None:
+                ctx.interrupt.leave(self)
             context.leave(ids)
+
+    def stop(self, status: str, reason: str, by: str | None) -> None:
+        """Stop the dialogue before its next turn (the first stop stands): turns not run
+        stay pending. Asked by the kernel's own steps' outcomes, and by an ``Interrupt``."""
+        if self.state.stopped is None:
+            self.state.stopped = (status, reason, by)
 
     def _ended(self) -> None:
         """The dialogue's status once its phases are done: completed, failed (with the
         first failed turn's error), or how it stopped with turns left."""
-        d = self.dialogue
-        d.status = R.FAILED if self.failed else R.COMPLETED
-        if self.stopped and not self.failed and any(
+        state = self.state
+        d = state.dialogue
+        d.status = R.FAILED if state.failed else R.COMPLETED
+        if state.stopped and not state.failed and any(
                 t.status == R.PENDING for t in d.turns):  # stopped with turns left
-            status, reason, who = self.stopped
+            status, reason, who = state.stopped
             d.status = status
             d.metadata["stopped"] = {"status": status, "reason": reason, "by": who,
                                      "turns_completed": d.turns_completed,
-                                     **({"at": self.stopped_at} if self.stopped_at else {})}
-        if self.failed and d.error is None:
+                                     **({"at": state.stopped_at} if state.stopped_at else {})}
+        if state.failed and d.error is None:
             failed = [t for t in d.turns if t.status == R.FAILED]
             d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
                 "failed")
 
-    def record(self, turn: Turn) -> TurnRecord:
-        """A mode turn's record (in a loop, the one of the round it is in)."""
-        if self.current is not None:
-            return self.current[turn.id]
-        rec = self.records[turn.index - 1] if turn.index <= len(self.records) else None
-        if rec is not None and rec.id == turn.id:
-            return rec
-        return next(r for r in self.records if r.id == turn.id)  # (never, by construction)
-
-    async def run_phase(self, phase: Any) -> None:
+    async def run_phase(self, phase: Phase) -> None:
         """Run the phase's turns that have not finished, in order or all at once."""
+        state = self.state
         todo = [t for t in phase.turns
-                if self.record(t).status not in (R.COMPLETED, R.SKIPPED)]
+                if state.record(t).status not in (R.COMPLETED, R.SKIPPED)]
         if phase.parallel and len(todo) > 1:
             try:
                 async with anyio.create_task_group() as tg:
@@ -207,51 +174,87 @@ class _Run:
         else:
             for turn in todo:
                 await self.run_turn(turn)
-                if self.failed or self.stopped:
+                if state.failed or state.stopped:
                     break
 
+    async def run_loop(self, phase: Phase) -> None:
+        """A refinement loop (``repeat``): the phase round after round, until its
+        ``until`` holds or it has run ``max_rounds`` rounds (``dlg.running.loops``)."""
+        ctx, state = self.ctx, self.state
+        loop = Loop(phase, ctx.env, ctx.base_context, ctx.embed)
+        meta = state.dialogue.metadata
+        if loop.finished(meta):
+            return
+        assert state.current is not None  # a mode with loops keeps each turn's current
+        for at, rec in loop.missing(state.records, state.current):
+            self._add(at, (rec,))
+        while True:
+            await self.run_phase(phase)
+            if state.failed:
+                return
+            after = loop.after_round(state.records, state.current, state.stopped)
+            loops = meta.setdefault("loops", {})
+            if after.state is not None:
+                loops[phase.id] = after.state
+            self._add(after.at, after.records)
+            if not after.more:
+                return
+
+    def _add(self, at: int, records: Sequence[TurnRecord]) -> None:
+        """Pending records of a loop's round, at ``at`` in the run's records."""
+        if records:
+            self.state.records[at:at] = records
+            assert self.state.current is not None
+            for rec in records:
+                self.state.current[rec.turn_id] = rec
+
     async def run_turn(self, turn: Turn) -> None:
+        """One turn, as its steps: the record, prepare (what it reads, ``when``, its
+        prompt, its route, ``before_turn``, the budget's reservation), the call, settling
+        the budget, the structured answer, the answer recorded, sub-dialogues, then the
+        turn completed (and ``until`` checked). A step answers with an outcome; this
+        method records it."""
         # this frame waits for the model while thousands of turns may be in flight: it
         # keeps only what the call needs (the preparation's frame is gone by then)
         ids = context.enter(turn=turn.id)  # the turn's ids, for logs, spans and metrics
         try:
-            if self.stopped:  # a turn running beside this one stopped the dialogue
+            ctx, state = self.ctx, self.state
+            if state.stopped:  # a turn running beside this one stopped the dialogue
                 return
-            rec = self.record(turn)
+            rec = state.record(turn)
             rec.error = None
             if turn.spawn and rec.response is not None and (rec.metadata or {}).get(
                     "subdialogues"):  # it answered before a crash: continue its children
                 rec.status = R.RUNNING
-                await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
-                from dlg.running.subdialogues import spawn_children
-
-                if await spawn_children(self, turn, rec):
-                    await self._complete(turn, rec)
+                await ctx.events.emit("turn_started", dialogue=state.dialogue, turn=rec)
+                await self._spawn(turn, rec)
                 return
-            plan = await prepare(self, turn, rec)
-            if plan is None:  # skipped, stopped or failed: recorded already
+            plan = await prepare(ctx, state, turn, rec)
+            if type(plan) is not Plan:  # skipped, stopped or failed
+                await self._record(rec, plan)  # type: ignore[arg-type]
                 return
-            if self.interrupt is not None and self.interrupt.requested:
+            if ctx.interrupt is not None and ctx.interrupt.requested:
                 # asked to stop while it was prepared: no call is made
-                if plan.reservation is not None and self.budget is not None:
-                    self.budget.settle(plan.reservation, 0.0)
+                if plan.reservation is not None and ctx.budget is not None:
+                    ctx.budget.settle(plan.reservation, 0.0)
                 return
             rec.system, rec.prompt, rec.model = plan.system, plan.prompt, plan.label
             rec.status = R.RUNNING
             rec.started_at = R.now()
             if log.isEnabledFor(INFO):
                 _log_turn_started(turn, plan.label)
-            await self.events.emit("turn_started", dialogue=self.dialogue, turn=rec)
+            await ctx.events.emit("turn_started", dialogue=state.dialogue, turn=rec)
 
             spent: float | None = None
             try:
                 result = await self._call(turn, rec, plan)
                 spent = result.cost_usd
                 if plan.output is not None:
-                    result = await structured_turn(self, rec, plan, result)
-            except Unstructured as exc:
-                await self.fail(rec, str(exc))
-                return
+                    structured = await structured_turn(ctx, plan, result)
+                    if type(structured) is Failed:
+                        await self._record(rec, structured)
+                        return
+                    result, rec.data = structured.result, structured.data  # type: ignore[union-attr]
             except anyio.get_cancelled_exc_class():
                 rec.status = R.CANCELLED
                 rec.ended_at = R.now()
@@ -266,36 +269,70 @@ class _Run:
                     self._settle(rec, plan.reservation, spent)
             self._answered(turn, rec, result, plan.extra_cost)
             if turn.spawn:
-                from dlg.running.subdialogues import spawn_children
-
-                if not await spawn_children(self, turn, rec):
-                    return
+                await self._spawn(turn, rec)
+                return
             await self._complete(turn, rec)
         finally:
             context.leave(ids)
 
+    async def _spawn(self, turn: Turn, rec: TurnRecord) -> None:
+        """The turn's sub-dialogues, then the turn completed, or what stopped them."""
+        outcome = await spawn_children(self.ctx, self.state, turn, rec)
+        if type(outcome) is Failed or type(outcome) is Stopped:
+            await self._record(rec, outcome)
+        else:
+            await self._complete(turn, rec)
+
+    async def _record(self, rec: TurnRecord, outcome: Skipped | Stopped | Failed) -> None:
+        """Record what a step answered instead of going on: the turn skipped, the
+        dialogue stopped, or the turn failed."""
+        if type(outcome) is Skipped:
+            rec.status = R.SKIPPED
+            rec.started_at = rec.ended_at = R.now()
+            if outcome.by is not None:
+                rec.metadata = {**(rec.metadata or {}), "skipped_by": outcome.by,
+                                "reason": outcome.reason}
+            await self.finished(rec)
+        elif type(outcome) is Stopped:
+            if outcome.pending:  # it answered; it stays pending for a resume to continue
+                rec.status = R.PENDING
+                await self.ctx.events.emit("turn_progress", dialogue=self.state.dialogue,
+                                           turn=rec)
+            else:  # it never ran
+                rec.system = rec.prompt = None
+            self.stop(outcome.status, outcome.reason, outcome.by)
+        else:
+            assert type(outcome) is Failed
+            if outcome.result is not None:  # the answer it got, for its usage and cost
+                result = outcome.result
+                rec.usage, rec.cost_usd = result.usage, result.cost_usd
+                rec.response = redact_values(result.text)
+            await self.fail(rec, outcome.message, started=outcome.started)
+
     def _call(self, turn: Turn, rec: TurnRecord, plan: Plan) -> Awaitable[Any]:
         """A prepared turn's model call, to await. No closures here: a nested function
         would give every in-flight turn a cell per captured name (docs/performance.md)."""
+        ctx = self.ctx
         return call_model(
-            self.pool, plan.choice, plan.messages, plan.settings, registry=self.registry,
-            fallbacks=plan.fallbacks, requires=turn.requires, policy=self.policy,
-            timeout=turn.timeout or self.mode.timeout or self.timeout,
-            on_chunk=self._chunks(rec) if self.events.listens("turn_chunk") else None,
+            ctx.pool, plan.choice, plan.messages, plan.settings, registry=ctx.registry,
+            fallbacks=plan.fallbacks, requires=turn.requires, policy=ctx.policy,
+            timeout=turn.timeout or ctx.mode.timeout or ctx.timeout,
+            on_chunk=self._chunks(rec) if ctx.events.listens("turn_chunk") else None,
             record=rec, schema=plan.output["schema"] if plan.output is not None else None,
-            allow=(self.allowance(plan.reservation, plan.bound)
+            allow=(ctx.allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
 
-    def _settle(self, rec: TurnRecord, reservation: Any, spent: float | None) -> None:
+    def _settle(self, rec: TurnRecord, reservation: Reservation, spent: float | None) -> None:
         """Settle a turn's budget reservation with what it spent, for the record."""
-        if self.budget is None:
+        budget = self.ctx.budget
+        if budget is None:
             return
-        self.budget.settle(reservation, spent)
+        budget.settle(reservation, spent)
         rec.metadata = {**(rec.metadata or {}), "budget": {
             "reserved": round(reservation.amount, 10),
             "max_tokens": reservation.max_tokens,
-            "left_after": round(self.budget.left, 10)}}
-        self.dialogue.metadata["budget"] = self.budget.summary()
+            "left_after": round(budget.left, 10)}}
+        self.state.dialogue.metadata["budget"] = budget.summary()
 
     def _answered(self, turn: Turn, rec: TurnRecord, result: Any, extra_cost: float) -> None:
         """Record a model's answer to a turn: the text, usage, cost, the model that gave
@@ -335,51 +372,24 @@ class _Run:
                             "completion_tokens": rec.usage.completion,
                             "cost_usd": rec.cost_usd})
         await self.finished(rec)
-        if self.stopping is not None and not self.stopped:
-            stop = self.stopping.check(self.records, rec)
+        stopping, state = self.ctx.stopping, self.state
+        if stopping is not None and not state.stopped:
+            stop = stopping.check(state.records, rec)
             if stop is not None:
-                self.stopped = (*stop, "until")
-                self.stopped_at = rec.id  # the turn after which it held
+                self.stop(*stop, "until")
+                state.stopped_at = rec.id  # the turn after which it held
 
     def _chunks(self, rec: TurnRecord) -> Any:
         """What hears a turn's text as it streams in: the ``turn_chunk`` listeners."""
         async def on_chunk(text: str) -> None:
-            await self.events.emit("turn_chunk", dialogue=self.dialogue, turn=rec, text=text)
+            await self.ctx.events.emit("turn_chunk", dialogue=self.state.dialogue, turn=rec,
+                                       text=text)
 
         return on_chunk
 
-    def allowance(self, held: Any, bound: int) -> Any:
-        """Whether a fallback fits the turn's budget reservation."""
-        def allow(candidate: Any) -> bool:
-            return self.budget is not None and self.budget.allows(
-                self.pool.label(candidate), held, bound)
-
-        return allow
-
-    async def summarise(self, prompt: str) -> Any:
-        """A summary by the cheapest model of the pool (else the default), in budget."""
-        model = cheapest(self.candidates, self.registry, self.available) or self.default
-        return await budgeted_call(self.budget, self.pool, model, prompt,
-                                   {"max_tokens": SUMMARY_TOKENS}, registry=self.registry,
-                                   policy=self.policy)
-
-    def embed(self) -> Any:
-        """The embeddings relevant context is chosen with, made once per dialogue."""
-        if self.embeddings is None:
-            self.embeddings = embeddings(self.pm)
-        return self.embeddings
-
-    def available(self, model: Any) -> bool:
-        """Whether a model can be tried now: its package and key are there and it is not
-        resting after repeated failures (a process-wide cool-down)."""
-        from dlg.models.resilience import cooldowns
-
-        if isinstance(model, str) and self.pool.problem(model) is not None:
-            return False
-        return not cooldowns.cooling(self.pool.label(model))
-
     async def finished(self, rec: TurnRecord) -> None:
-        await self.events.emit("turn_finished", shield=True, dialogue=self.dialogue, turn=rec)
+        await self.ctx.events.emit("turn_finished", shield=True, dialogue=self.state.dialogue,
+                                   turn=rec)
 
     async def fail(self, rec: TurnRecord, message: str, *, started: bool = True) -> None:
         rec.status = R.FAILED
@@ -389,8 +399,8 @@ class _Run:
         now = R.now()
         rec.started_at = rec.started_at if started and rec.started_at else now
         rec.ended_at = now
-        if self.mode.turn(rec.turn_id).on_error == "fail":
-            self.failed = True
+        if self.ctx.mode.turn(rec.turn_id).on_error == "fail":
+            self.state.failed = True
         await self.finished(rec)
 
 
@@ -417,27 +427,40 @@ def execute(
     mode: Mode,
     dialogue: Dialogue,
     *,
-    pm: Any,
+    pm: pluggy.PluginManager,
     routing: Routing,
     bindings: Mapping[str, Any],
     default: Any,
     pool: ModelPool | None = None,
     observers: Sequence[Any] = (),
     timeout: float | None = None,
-    registry: Any = None,
+    registry: ModelRegistry | None = None,
     policy: RetryPolicy | None = None,
     watchdog: bool = False,
     budget: Budget | None = None,
-    spawner: Any = None,
-    interrupt: Any = None,
+    spawner: Spawner | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Awaitable[Dialogue]:
     """Run (or continue) ``dialogue`` on ``mode``; completed turns are never re-run.
     With ``budget``, no call is made whose worst case does not fit what is left. With
     ``interrupt`` (``dlg.running.interrupt.Interrupt``), no turn starts once a stop is
     asked for."""
-    run = _Run(mode, dialogue, pm=pm, routing=routing, bindings=bindings, default=default,
-               pool=pool or ModelPool(pm), observers=observers, timeout=timeout,
-               registry=registry, policy=policy or RetryPolicy(), watchdog=watchdog,
-               budget=budget, spawner=spawner, interrupt=interrupt)
+    env = environment(mode.template_dirs, pm)
+    base_context = {
+        **env.globals,  # once here, not copied by Jinja at every render
+        **dialogue.inputs,
+        "inputs": dialogue.inputs,
+        **static_views(mode, dialogue.participants),
+        "parent": dialogue.metadata.get("parent"),  # what a sub-dialogue inherits
+    }
+    embed = embedder(pm)
+    ctx = RunContext(
+        mode=mode, pm=pm, pool=pool or ModelPool(pm), registry=registry,
+        policy=policy or RetryPolicy(), timeout=timeout, routing=routing, bindings=bindings,
+        default=default, events=Events(pm, observers), env=env, base_context=base_context,
+        budget=budget, spawner=spawner, interrupt=interrupt, embed=embed,
+        stopping=(Stopping(mode, env, base_context, embed)
+                  if mode.until or mode.max_turns is not None else None))
+    kernel = Kernel(ctx, RunState(dialogue, looping=mode.loops))
     # returned to be awaited by the caller: no coroutine frame of its own per dialogue
-    return run.run_watched() if watchdog else run._run()
+    return kernel.run_watched() if watchdog else kernel.run()

@@ -27,15 +27,18 @@ dialogue continues the round it was in.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dlg.language.templates import TurnsView
 from dlg.records.record import COMPLETED, FAILED, SKIPPED, TurnRecord
 
-__all__ = ["Loop", "round_id", "run_loop"]
+__all__ = ["Loop", "Round", "round_id"]
 
 FINISHED = ("converged", "max_rounds")
+log = logging.getLogger("dlg.kernel")
 
 
 def round_id(turn_id: str, n: int) -> str:
@@ -115,32 +118,67 @@ class Loop:
             current[t.id].status == FAILED and t.on_error == "continue")
             for t in self.phase.turns)
 
-    def add_round(self, records: list[TurnRecord], current: dict[str, TurnRecord],
-                  n: int) -> None:
-        """Add pending records for round ``n``, right after the phase's last record."""
+    def next_round(self, records: list[TurnRecord], n: int) -> tuple[int, list[TurnRecord]]:
+        """Pending records for round ``n`` and where they go: right after the phase's
+        last record."""
         ids = {t.id for t in self.phase.turns}
         last = max(i for i, r in enumerate(records) if r.turn_id in ids)
-        new = [_pending(t, n) for t in self.phase.turns]
-        records[last + 1:last + 1] = new
-        for rec in new:
-            current[rec.turn_id] = rec
+        return last + 1, [_pending(t, n) for t in self.phase.turns]
 
-    def fill_round(self, records: list[TurnRecord], current: dict[str, TurnRecord]) -> None:
-        """Give the turns of the round the phase is in that have no record of it one,
-        pending, in its place among the round's records. A round's records are added
-        together; one missing was lost by a process killed while the round ran, whose
-        store kept the round's finished turns only (an earlier dlg saved a round's
-        records as each turn finished). Without this, the round would close without it."""
+    def missing(self, records: list[TurnRecord], current: dict[str, TurnRecord]
+                ) -> list[tuple[int, TurnRecord]]:
+        """Pending records for the turns of the round the phase is in that have none, each
+        with where it goes among the round's records (inserted in this order). A round's
+        records are added together; one missing was lost by a process killed while the
+        round ran, whose store kept the round's finished turns only (an earlier dlg saved
+        a round's records as each turn finished). Without them, the round would close
+        without those turns."""
         n = self.round(current)
         ids = {t.id for t in self.phase.turns}
+        ours = [r for r in records if r.turn_id in ids and r.round == n]
+        first = next((i for i, r in enumerate(records) if r.turn_id in ids and r.round == n),
+                     len(records))
+        added: list[tuple[int, TurnRecord]] = []
         for turn in self.phase.turns:
             if current[turn.id].round >= n:
                 continue
-            ours = [i for i, r in enumerate(records) if r.turn_id in ids and r.round == n]
-            before = [i for i in ours if records[i].index < turn.index]
-            at = before[-1] + 1 if before else ours[0]
-            current[turn.id] = _pending(turn, n)
-            records.insert(at, current[turn.id])
+            at = first + sum(r.index < turn.index for r in ours)
+            rec = _pending(turn, n)
+            ours.append(rec)
+            added.append((at, rec))
+        return added
+
+    def after_round(self, records: list[TurnRecord], current: dict[str, TurnRecord],
+                    stopped: tuple[str, str, str | None] | None) -> Round:
+        """What the loop does once the phase has run (a round, or the part of one a stop
+        left): end, stop with the dialogue, or go on to the next round."""
+        n = self.round(current)
+        if not self.complete(current):
+            # stopped in the round: its turns not run are pending
+            return Round(_stopped(stopped, n) if stopped else None)
+        end = self.check(records, current, n)
+        if end is not None:
+            log.info("loop %s ended after %d round%s: %s", self.phase.id, n,
+                     "s" if n > 1 else "", end[1],
+                     extra={"event": "loop.finished", "rounds": n, "status": end[0]})
+            return Round({"rounds": n, "status": end[0], "reason": end[1]})
+        at, new = self.next_round(records, n + 1)
+        if stopped:  # between rounds: the next one is pending, for a resume to run
+            return Round(_stopped(stopped, n), at=at, records=tuple(new))
+        return Round({"rounds": n, "status": "running"}, more=True, at=at,
+                     records=tuple(new))
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """A loop's answer after a round (``Loop.after_round``): its state for
+    ``dialogue.metadata["loops"]`` (None: as it was), the next round's pending records
+    and where they go, and whether the loop goes on."""
+
+    state: dict[str, Any] | None
+    more: bool = False
+    at: int = 0
+    records: tuple[TurnRecord, ...] = ()
 
 
 def _pending(turn: Any, n: int) -> TurnRecord:
@@ -148,40 +186,6 @@ def _pending(turn: Any, n: int) -> TurnRecord:
     return TurnRecord(id=round_id(turn.id, n), index=turn.index, role=turn.role,
                       phase=turn.phase, participant=turn.participant, requires=turn.requires,
                       round=n)
-
-
-async def run_loop(run: Any, phase: Any) -> None:
-    """Run a repeating phase of the kernel's run ``run`` round after round, until its
-    ``until`` holds or it has run ``max_rounds`` rounds."""
-    import logging
-
-    loop = Loop(phase, run.env, run.base_context, run.embed)
-    meta = run.dialogue.metadata
-    if loop.finished(meta):
-        return
-    loop.fill_round(run.records, run.current)
-    while True:
-        await run.run_phase(phase)
-        if run.failed:
-            return
-        n = loop.round(run.current)
-        loops = meta.setdefault("loops", {})
-        if not loop.complete(run.current):
-            if run.stopped:  # in the round: its turns not run are pending
-                loops[phase.id] = _stopped(run.stopped, n)
-            return
-        end = loop.check(run.records, run.current, n)
-        if end is not None:
-            loops[phase.id] = {"rounds": n, "status": end[0], "reason": end[1]}
-            logging.getLogger("dlg.kernel").info(
-                "loop %s ended after %d round%s: %s", phase.id, n, "s" if n > 1 else "",
-                end[1], extra={"event": "loop.finished", "rounds": n, "status": end[0]})
-            return
-        loop.add_round(run.records, run.current, n + 1)
-        if run.stopped:  # between rounds: the next one is pending, for a resume to run
-            loops[phase.id] = _stopped(run.stopped, n)
-            return
-        loops[phase.id] = {"rounds": n, "status": "running"}
 
 
 def _stopped(stopped: tuple[str, str, str | None], n: int) -> dict[str, Any]:

@@ -16,10 +16,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["JUDGE_SCHEMA", "Unstructured", "instruction", "output_spec", "parse",
-           "repair_prompt", "structured_answer", "structured_turn"]
+from dlg.running.outcomes import Failed, Plan, Structured
+
+if TYPE_CHECKING:
+    from dlg.running.context import RunContext
+
+__all__ = ["JUDGE_SCHEMA", "instruction", "output_spec", "parse", "repair_prompt",
+           "structured_answer", "structured_turn"]
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -101,39 +106,35 @@ def repair_prompt(problem: str) -> str:
             "JSON object only.")
 
 
-class Unstructured(Exception):
-    """A structured answer that did not match its schema after the repairs."""
-
-
-async def structured_turn(run: Any, rec: Any, plan: Any, result: Any) -> Any:
-    """A turn's structured answer (``plan.output``), for the kernel's ``run``: parsed into
-    ``rec.data``, repaired by asking again (within the turn's budget) if it does not
-    match; ``Unstructured`` if it still does not. The first call's cost is settled by
-    the caller; each repair settles its own."""
-    from dlg.observability.redact import redact_values
-
+async def structured_turn(ctx: RunContext, plan: Plan, result: Any) -> Structured | Failed:
+    """A turn's structured answer (``plan.output``): parsed, and repaired by asking again
+    (within the turn's budget) if it does not match. ``Structured`` (the result, its
+    usage and cost summed over the repairs, and the data), or ``Failed`` with the last
+    answer if it still does not match. The first call's cost is settled by the kernel;
+    each repair settles its own."""
     output = plan.output
-    allow = (run.allowance(plan.reservation, plan.bound)
+    assert output is not None  # the kernel asks only for a turn with an output schema
+    allow = (ctx.allowance(plan.reservation, plan.bound)
              if plan.reservation is not None else None)
     result, data, problem = await structured_answer(
-        result, output, plan.messages, _repairs(run, plan, allow))
+        result, output, plan.messages, _repairs(ctx, plan, allow))
     if problem is not None:
-        rec.usage, rec.cost_usd = result.usage, result.cost_usd
-        rec.response = redact_values(result.text)
-        raise Unstructured(f"the answer does not match the turn's output schema after "
-                           f"{output.get('retries', 1)} repair(s): {problem}")
-    rec.data = data
-    return result
+        return Failed(f"the answer does not match the turn's output schema after "
+                      f"{output.get('retries', 1)} repair(s): {problem}", result=result)
+    return Structured(result, data)
 
 
-def _repairs(run: Any, plan: Any, allow: Any) -> Callable[[Any], Awaitable[Any]]:
+def _repairs(ctx: RunContext, plan: Plan, allow: Callable[[Any], bool] | None
+             ) -> Callable[[Any], Awaitable[Any]]:
     """How a structured answer asks for a repair: another call, within the budget."""
     from dlg.running.budget import budgeted_call
 
+    schema = plan.output["schema"] if plan.output is not None else None
+
     async def again(conversation: Any) -> Any:
         return await budgeted_call(
-            run.budget, run.pool, plan.choice, conversation, plan.settings,
-            registry=run.registry, fallbacks=plan.fallbacks, policy=run.policy,
-            allow=allow, schema=plan.output["schema"])
+            ctx.budget, ctx.pool, plan.choice, conversation, plan.settings,
+            registry=ctx.registry, fallbacks=plan.fallbacks, policy=ctx.policy,
+            allow=allow, schema=schema)
 
     return again

@@ -31,11 +31,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlg.errors import DlgError, describe
+from dlg.errors import DlgError
 from dlg.records.record import ENDED
 
 __all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "mode_folder",
-           "plan_children", "spawn_children", "spawned_files", "tree_spent"]
+           "plan_children", "spawned_files", "tree_spent"]
 
 DEFAULT_DEPTH = 2
 DEFAULT_CONCURRENCY = 4
@@ -317,61 +317,3 @@ def spawned_files(mode: Any, pm: Any = None, *, _prefix: str = "",
             out[str(where.parent / name)] = text
         out.update(spawned_files(child, pm, _prefix=str(where.parent), _seen=seen))
     return out
-
-
-async def spawn_children(run: Any, turn: Any, rec: Any) -> bool:
-    """Run the sub-dialogues of a spawning turn that has answered, for the kernel's run
-    ``run``; False if the turn failed or the dialogue stopped (the run is told)."""
-    import anyio
-
-    from dlg.records import record as R
-
-    depth = int(run.dialogue.metadata.get("depth") or 0)
-    limit = run.mode.max_depth if run.mode.max_depth is not None else DEFAULT_DEPTH
-    if run.spawner is None or depth >= limit:
-        why = (f"depth {depth} is the mode's max_depth" if run.spawner is not None
-               else "this run does not spawn sub-dialogues")
-        rec.metadata = {**(rec.metadata or {}), "spawn": f"not spawned: {why}"}
-        return True
-    try:
-        child_mode = run.spawner.child_mode(run.mode, turn)
-        if not (rec.metadata or {}).get("subdialogues"):
-            entries = plan_children(turn, rec, child_mode, run.env, run.base_context,
-                                    run.dialogue.inputs)
-            if not entries:
-                rec.metadata = {**(rec.metadata or {}),
-                                "spawn": "not spawned: the answer named no items"}
-                return True
-            rec.metadata = {**(rec.metadata or {}), "subdialogues": entries}
-            # the plan (and the answer it came from) is saved before any child runs
-            await run.events.emit("turn_progress", dialogue=run.dialogue, turn=rec)
-        children = await run.spawner.run(run.mode, run.dialogue, turn, rec, child_mode,
-                                         run.budget)
-    except anyio.get_cancelled_exc_class():
-        raise
-    except Exception as exc:
-        await run.fail(rec, describe(exc))
-        return False
-    if run.budget is not None:  # what the children spent, from the shared budget
-        run.dialogue.metadata["budget"] = run.budget.summary()
-    known = {c.id for c in run.dialogue.subdialogues}
-    run.dialogue.subdialogues.extend(c for c in children
-                                     if c is not None and c.id not in known)
-    entries = (rec.metadata or {})["subdialogues"]
-    unfinished = [e for e in entries if e.get("status") not in ENDED]
-    if unfinished and all(e.get("status") == "cost_limited" for e in unfinished):
-        # the shared budget ran out in a child: the parent stops the same way, with this
-        # turn pending so that a resume (with more budget) continues its children
-        rec.status = R.PENDING
-        await run.events.emit("turn_progress", dialogue=run.dialogue, turn=rec)
-        run.stopped = ("cost_limited", f"the budget ran out in {len(unfinished)} of "
-                       f"{len(entries)} sub-dialogues of turn '{turn.id}'", "budget")
-        return False
-    if unfinished:
-        first = unfinished[0]
-        await run.fail(rec, f"{len(unfinished)} of {len(entries)} sub-dialogues did not "
-                            f"complete (first: {first['id']}, {first.get('status')}: "
-                            f"{first.get('error') or 'no error recorded'}); "
-                            "`dlg resume` continues them")
-        return False
-    return True
