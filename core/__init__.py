@@ -46,7 +46,7 @@ if _typing.TYPE_CHECKING:
         load_dialogue,
     )
     from dlg.running.api import Orchestrator, resume, run, run_sync
-    from dlg.running.batch_export import batch_status, delete_batch, export_batch
+    from dlg.running.batches.export import batch_status, delete_batch, export_batch
     from dlg.running.chat import ChatModel, chat_model
     from dlg.running.events import Decision
     from dlg.running.routing import RouteRequest
@@ -118,9 +118,9 @@ _LAZY = {
     "list_dialogues": "records.store",
     "load_dialogue": "records.store",
     "export": "records.export",
-    "export_batch": "running.batch_export",
-    "batch_status": "running.batch_export",
-    "delete_batch": "running.batch_export",
+    "export_batch": "running.batches.export",
+    "batch_status": "running.batches.export",
+    "delete_batch": "running.batches.export",
     "delete_dialogue": "records.store",
     "ModeLoader": "language.loader",
     "load_mode": "language.loader",

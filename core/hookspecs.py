@@ -9,14 +9,17 @@ dialogue (``dlg.Decision``); the other lifecycle hooks observe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import pluggy
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from dlg.records.record import Dialogue, TurnRecord
+# the records the lifecycle hooks are given: ``dlg.Dialogue`` and ``dlg.TurnRecord``.
+# Named here, not imported: the records reach the plugin machinery (a dialogue exports
+# itself with the exporters plugins registered), so the hooks cannot import them back
+# without an import cycle.
+Dialogue: TypeAlias = Any
+TurnRecord: TypeAlias = Any
 
 hookspec = pluggy.HookspecMarker("dlg")
 hookimpl = pluggy.HookimplMarker("dlg")
@@ -50,7 +53,7 @@ def register_embeddings(register: Callable[..., None]) -> None:
 @hookspec
 def register_executors(register: Callable[..., None]) -> None:
     """Register where batches run: ``register(name, factory)``; ``factory(orchestrator)``
-    gives the executor (``dlg.running.batch``); ``dlg batch --executor NAME`` uses it."""
+    gives the executor (``dlg.running.batches``); ``dlg batch --executor NAME`` uses it."""
 
 
 @hookspec

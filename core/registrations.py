@@ -19,7 +19,7 @@ from dlg.errors import PluginError
 if TYPE_CHECKING:
     import pluggy
 
-    from dlg.records.record import Dialogue
+    from dlg.hookspecs import Dialogue  # the record type, named without importing it
 
 __all__ = [
     "Exporter",
@@ -292,7 +292,7 @@ def embeddings(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[...
 
 def executors(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[..., Any]]:
     """Batch executors by name: ``factory(orchestrator)`` gives an awaitable callable
-    ``(mode, items, *, concurrency, on_item, options)`` (``dlg.running.batch``)."""
+    ``(mode, items, *, concurrency, on_item, options)`` (``dlg.running.batches``)."""
     return _collect(_pm(pm))["executors"]
 
 

@@ -3,7 +3,7 @@
 Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; a task
 builds its own ``dlg.Orchestrator`` from the batch's options (model specs, router,
 constraints) and runs, resumes or reports its dialogue exactly as the local executor
-does (``dlg.running.batch.run_item``). The mode goes as a document with the files it
+does (``dlg.running.batches.run.run_item``). The mode goes as a document with the files it
 needs from its folder (the templates it includes, ``own_templates``, and the modes its
 turns spawn by path with theirs, ``spawned_files``), written to a private temporary
 folder on the worker for the task. Workers save to the batch's store, so for workers
@@ -47,7 +47,8 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
 
     from dlg.language.loader import load_mode
     from dlg.running.api import Orchestrator
-    from dlg.running.batch import BatchItem, run_item
+    from dlg.running.batches.items import BatchItem
+    from dlg.running.batches.run import run_item
     from dlg.running.budget import Budget
 
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
@@ -116,7 +117,7 @@ class RayExecutor:
         import anyio
 
         from dlg.language.templates import own_templates
-        from dlg.running.batch_cost import SPENT, not_started
+        from dlg.running.batches.cost import SPENT, not_started
         from dlg.running.subdialogues import spawned_files
 
         self._check()

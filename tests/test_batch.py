@@ -255,7 +255,7 @@ def test_an_unknown_executor_is_a_clear_error():
 def test_hook_register_executors():
     from dlg import hookimpl
     from dlg.plugin_manager import build_plugin_manager
-    from dlg.running.batch import LocalExecutor
+    from dlg.running.batches.run import LocalExecutor
 
     ran = []
 

@@ -71,7 +71,7 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     import anyio
 
     from dlg.running.api import Orchestrator
-    from dlg.running.batch import new_batch_id
+    from dlg.running.batches.items import new_batch_id
     from dlg.running.inputs import read_rows
 
     options: dict[str, Any] = {}
@@ -117,7 +117,7 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     else:
         echo(summary_table(result, None if list_all else LISTED))
     if not result.ok:
-        from dlg.running.batch import ENDED
+        from dlg.records.record import ENDED
 
         left = sum(1 for i in result.items if i.status not in ENDED)
         raise DlgClickError(f"{left} of {len(result.items)} dialogues did not end; "
@@ -159,7 +159,7 @@ def summary_table(result: Any, listed: int | None = None, *, ran: bool = True) -
     ``listed``, a batch of more dialogues lists only those that did not end, at most
     ``listed`` of them (thousands of lines would hide the totals). ``ran``: the result
     of a run (what it spent, its wall time), not a batch as saved (``dlg show --batch``)."""
-    from dlg.running.batch import ENDED
+    from dlg.records.record import ENDED
 
     items = result.items
     if listed is not None and len(items) > listed:

@@ -209,7 +209,7 @@ def export_command(dialogue_id: str | None, batch_id: str | None, fmt: str | Non
 
 def _show_batch(batch_id: str, as_json: bool, show_all: bool, store: str | None) -> None:
     from dlg.cli.batch import summary_table
-    from dlg.running.batch_export import batch_status
+    from dlg.running.batches.export import batch_status
 
     result = batch_status(batch_id, _store(store))  # no such batch: exit 2, as for an id
     if as_json:
@@ -224,7 +224,8 @@ def _export_batch(batch_id: str, fmt: str | None, out: str | None, store: str | 
     import os
 
     from dlg.records.export import get_exporter
-    from dlg.running.batch_export import batch_dialogues, render_batch, write_batch
+    from dlg.running.batches.export import render_batch, write_batch
+    from dlg.running.batches.saved import batch_dialogues
 
     named = _format_for(fmt, out)  # also refuses an --out whose folder is missing
     chosen: str = fmt or (named if named and out and os.path.splitext(out)[1] else "jsonl")
@@ -267,7 +268,7 @@ def rm_command(dialogue_ids: tuple[str, ...], batch_id: str | None, store: str |
                                             f"{'s' if children > 1 else ''}"
                                             if children else ""))
         if batch_id is not None:
-            from dlg.running.batch_export import delete_batch
+            from dlg.running.batches.export import delete_batch
 
             deleted = delete_batch(batch_id, opened)
             echo(f"deleted batch {batch_id}: {len(deleted)} dialogues")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
-    from dlg.models.resilience import Attempt, RetryPolicy
+    from dlg.models.attempts import Attempt, RetryPolicy
 
 __all__ = ["MAX_HEADER_WAIT", "RateGate", "RateWait", "gate", "is_rate_limit", "status_of",
            "wait_from_headers"]

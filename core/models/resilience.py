@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from dlg.models.attempts import Attempt, RetryPolicy
 from dlg.models.ratelimits import RateGate, RateWait, gate, is_rate_limit, wait_from_headers
 from dlg.models.ratelimits import status_of as _status
 
@@ -43,38 +44,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("dlg.resilience")
+DEFAULT_POLICY = RetryPolicy()
 _TRANSIENT_NAMES = ("Timeout", "Connection", "Connect", "RemoteProtocol", "ReadError",
                     "ServerDisconnected", "ServiceUnavailable", "Overloaded", "RateLimit",
                     "InternalServer")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3  # per model, the first try included
-    base_delay: float = 0.5
-    max_delay: float = 20.0
-    max_retry_after: float = 60.0  # the longest single wait for a Retry-After
-    # the most one call waits on rate limits in all (the turn's timeout bounds it too)
-    max_rate_limit_wait: float = 600.0
-
-
-@dataclass
-class Attempt:
-    model: str
-    error: str
-    transient: bool
-    waited: float = 0.0
-    auth: bool = False  # the provider refused the credentials (401/403)
-    rate_limited: bool = False  # the provider's rate limit (429), not an outage
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"model": self.model, "error": self.error, "transient": self.transient,
-               "waited": round(self.waited, 3)}
-        if self.auth:
-            out["auth"] = True
-        if self.rate_limited:
-            out["rate_limited"] = True
-        return out
 
 
 class AllCandidatesFailed(Exception):
@@ -198,7 +171,7 @@ async def call_resilient(
     *,
     fallbacks: Callable[[list[Attempt]], Sequence[Any]] | Sequence[Any] = (),
     label: Callable[[Any], str] = str,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_POLICY,
     timeout: float | None = None,
     cool: CoolDowns | None = None,
     finish: Callable[[Any, Any, list[Attempt]], Any] = _as_is,

@@ -12,7 +12,7 @@ from dlg.errors import ExportError, UnknownExporterError
 from dlg.records.stamps import ID_CHARACTERS
 
 if TYPE_CHECKING:
-    from dlg.records.record import Dialogue
+    from dlg.hookspecs import Dialogue  # the record type, named without importing it
 
 __all__ = ["export", "format_for_path", "formats_by_extension", "get_exporter", "render_export",
            "write_atomically", "write_export"]

@@ -20,7 +20,7 @@ from dlg.language.loader import load_mode
 from dlg.language.mode import Mode
 from dlg.models import ModelPool, default_model_spec, model_label
 from dlg.records.record import Dialogue
-from dlg.running.batch import Batching
+from dlg.running.batches.run import Batching
 from dlg.running.inputs import new_dialogue, prepare_inputs
 from dlg.running.kernel import execute
 from dlg.running.resume import Resuming
@@ -252,7 +252,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
         try:
             if within is None and budget is None:  # one of a batch's, resumed on its own
-                from dlg.running.batch_cost import batch_of, saved_total
+                from dlg.running.batches.cost import batch_of, saved_total
 
                 if batch_of(dialogue) is not None:
                     within = await saved_total(self, claimed, mode, dialogue)
@@ -351,7 +351,7 @@ async def batch(mode: Any, rows: Any, *, concurrency: int = 4, batch_id: str | N
     """Run ``mode`` once per row of inputs (mappings, or a ``.jsonl``/``.csv`` file);
     ``options`` make the ``Orchestrator`` (``model=``, ``models=``, ``max_cost=`` for each
     dialogue, ...); ``max_total_cost`` limits what the batch spends in all. Returns a
-    ``dlg.running.batch.BatchResult``."""
+    ``dlg.running.batches.items.BatchResult``."""
     return await Orchestrator(**options).batch(mode, rows, batch_id=batch_id,
                                                concurrency=concurrency, executor=executor,
                                                max_total_cost=max_total_cost)

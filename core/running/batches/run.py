@@ -22,105 +22,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from dlg.errors import DlgError, InputError
 from dlg.records.record import ENDED
+from dlg.running.batches.cost import SPENT, checked_limit, not_started, total_budget
+from dlg.running.batches.items import BatchItem, BatchResult, batch_items, new_batch_id, skip_ended
 from dlg.running.inputs import check_rows, checked_row, read_rows
 
-__all__ = ["ENDED", "BatchItem", "BatchResult", "Batching", "run_batch"]
-
-
-@dataclass
-class BatchItem:
-    """One dialogue of a batch, as the summary shows it."""
-
-    index: int
-    inputs: dict[str, Any]
-    dialogue_id: str
-    status: str = "pending"
-    turns: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    latency_seconds: float = 0.0
-    error: str | None = None
-    skipped: bool = False  # it had ended before this run: nothing was run again
-    worker: str | None = None  # where it ran, when not in this process (host:pid)
-    spent_usd: float = 0.0  # what this run spent (cost_usd counts earlier runs too)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "dialogue_id": self.dialogue_id, "inputs": self.inputs,
-                "status": self.status, "turns": self.turns, "tokens": self.tokens,
-                "cost_usd": round(self.cost_usd, 10),
-                "latency_seconds": round(self.latency_seconds, 4), "error": self.error,
-                "skipped": self.skipped, "spent_usd": round(self.spent_usd, 10),
-                **({"worker": self.worker} if self.worker else {})}
-
-    def record(self, dialogue: Any) -> None:
-        m = dialogue.metrics
-        stopped = dialogue.metadata.get("stopped") or {}  # why it stopped with turns left
-        self.status, self.error = dialogue.status, dialogue.error or stopped.get("reason")
-        self.turns, self.tokens = m.turns_completed, m.total_tokens
-        self.cost_usd, self.latency_seconds = m.total_cost_usd, m.total_latency_seconds
-
-    def kept(self, header: dict[str, Any], *, before_run: bool = True) -> None:
-        """Report a dialogue that had ended from its saved header (its figures, as
-        ``record`` gives them), without loading its turns; ``before_run``: it ended
-        before this run, which leaves it as it was (``skipped``)."""
-        m = header.get("metrics") or {}
-        self.status, self.error = header["status"], header.get("error")
-        self.turns, self.tokens = m.get("turns_completed", 0), m.get("total_tokens", 0)
-        self.cost_usd = m.get("total_cost_usd", 0.0)
-        self.latency_seconds = m.get("total_latency_seconds", 0.0)
-        self.skipped = before_run
-
-
-@dataclass
-class BatchResult:
-    id: str
-    mode: str
-    items: list[BatchItem] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    max_total_cost: float | None = None  # the batch's limit on what it spends in all
-
-    @property
-    def totals(self) -> dict[str, Any]:
-        statuses: dict[str, int] = {}
-        for item in self.items:
-            statuses[item.status] = statuses.get(item.status, 0) + 1
-        return {"dialogues": len(self.items), "statuses": statuses,
-                "turns": sum(i.turns for i in self.items),
-                "tokens": sum(i.tokens for i in self.items),
-                "cost_usd": round(sum(i.cost_usd for i in self.items), 10),
-                "latency_seconds": round(sum(i.latency_seconds for i in self.items), 4),
-                "wall_seconds": round(self.wall_seconds, 4),
-                **({"max_total_cost": self.max_total_cost}
-                   if self.max_total_cost is not None else {})}
-
-    @property
-    def ok(self) -> bool:
-        return all(i.status in ENDED for i in self.items)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "mode": self.mode, "totals": self.totals,
-                "items": [i.to_dict() for i in self.items]}
-
-
-def new_batch_id() -> str:
-    from dlg.records.stamps import new_dialogue_id
-
-    return "batch-" + new_dialogue_id()
-
-
-def item_id(batch_id: str, index: int) -> str:
-    return f"{batch_id}-{index:05d}"
-
-
-def batch_items(batch_id: str, rows: list[Any]) -> list[BatchItem]:
-    """A batch's rows as its items, before anything ran: dialogue ``BATCH-NNNNN`` each."""
-    return [BatchItem(index=i, inputs=r, dialogue_id=item_id(batch_id, i))
-            for i, r in enumerate(rows)]
+__all__ = ["Batching", "LocalExecutor", "run_batch", "run_item"]
 
 
 async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, Any]], *,
@@ -140,7 +50,6 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
     from dlg.records.stamps import check_id
 
     if max_total_cost is not None:
-        from dlg.running.batch_cost import checked_limit
 
         max_total_cost = checked_limit(max_total_cost)
     loaded = load_mode(mode, pm=orchestrator.plugin_manager)
@@ -174,7 +83,6 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
         await anyio.to_thread.run_sync(orchestrator.bindings, loaded)
     more: dict[str, Any] = {}
     if max_total_cost is not None:
-        from dlg.running.batch_cost import total_budget
 
         more["budget"] = await total_budget(max_total_cost, orchestrator, store, loaded,
                                             result.items, left, run, executor)
@@ -182,28 +90,6 @@ async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, An
               options=dict(options or {}), **more)
     result.wall_seconds = time.perf_counter() - started
     return result
-
-
-async def skip_ended(store: Any, items: list[BatchItem],
-                      on_item: Callable[[BatchItem], None] | None) -> list[BatchItem]:
-    """The items still to run: with a store that reads many headers at once
-    (``headers(ids)``), those that had ended are reported from their headers here, in
-    one query, instead of each being loaded (``run_item`` does that for other stores)."""
-    if store is None or not hasattr(store, "headers"):
-        return items
-    import anyio
-
-    saved = await anyio.to_thread.run_sync(store.headers, [i.dialogue_id for i in items])
-    left = []
-    for item in items:
-        header = saved.get(item.dialogue_id)
-        if header is not None and header.get("status") in ENDED:
-            item.kept(header)
-            if on_item is not None:
-                on_item(item)
-        else:
-            left.append(item)
-    return left
 
 
 def _executor(executor: str | Any, orchestrator: Any) -> Any:
@@ -235,7 +121,6 @@ class LocalExecutor:
 
         limiter = anyio.CapacityLimiter(max(1, concurrency))
 
-        from dlg.running.batch_cost import SPENT, not_started
 
         async def one(item: BatchItem) -> None:
             async with limiter:
@@ -313,7 +198,7 @@ class Batching:
                     concurrency: int = 4, executor: str | Any = "local",
                     on_item: Any = None, max_total_cost: float | None = None) -> Any:
         """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
-        ``.csv`` file); see ``dlg.running.batch``. Returns a ``BatchResult``; running it
+        ``.csv`` file); see ``dlg.running.batches``. Returns a ``BatchResult``; running it
         again with the same ``batch_id`` continues it. ``max_total_cost`` (dollars)
         limits what the whole batch spends; ``max_cost`` still limits each dialogue."""
         if isinstance(rows, str | os.PathLike):
@@ -340,4 +225,3 @@ class Batching:
             "timeout": self.timeout,
             "registry": self.registry_file,
         }.items() if v is not None}
-

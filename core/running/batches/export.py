@@ -17,49 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from dlg.errors import DlgError, ExportError
+from dlg.running.batches.items import BatchResult
+from dlg.running.batches.saved import BatchDialogues, batch_dialogues
 
-__all__ = ["BatchDialogues", "batch_dialogues", "batch_status", "delete_batch", "export_batch",
-           "render_batch", "write_batch"]
-
-
-class BatchDialogues:
-    """The saved dialogues of a batch, in row order (iterate once); ``missing`` counts
-    the rows passed over because nothing was saved for them."""
-
-    def __init__(self, batch_id: str, store: Any = None, *, pm: Any = None):
-        from dlg.records.store import DialogueNotFoundError, open_store
-
-        self.store = open_store(store, pm=pm)
-        load = getattr(self.store, "load_batch", None)
-        record = load(batch_id) if load is not None else None
-        if not isinstance(record, dict):
-            raise DialogueNotFoundError(f"no saved batch '{batch_id}' in this store "
-                                        "(`dlg ls` lists its dialogues as BATCH-NNNNN)")
-        from dlg.running.batch import batch_items
-
-        self.record: dict[str, Any] = record
-        self.batch_id = batch_id
-        rows = self.record.get("rows")
-        self.items = batch_items(batch_id, rows if isinstance(rows, list) else [])
-        self.missing = 0
-        self.written = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        from dlg.records.store import as_dialogue
-
-        for item in self.items:
-            saved = self.store.load(item.dialogue_id)
-            if saved is None:
-                self.missing += 1
-                continue
-            self.written += 1
-            yield as_dialogue(saved)
-
-
-def batch_dialogues(batch_id: str, store: Any = None, *, pm: Any = None) -> BatchDialogues:
-    """The saved dialogues of batch ``batch_id``, in row order, loaded as they are read.
-    ``DialogueNotFoundError`` (a ``DlgError``) if the store holds no such batch."""
-    return BatchDialogues(batch_id, store, pm=pm)
+__all__ = ["batch_status", "delete_batch", "export_batch", "render_batch", "write_batch"]
 
 
 def export_batch(batch_id: str, format: str = "jsonl", path: str | Path | None = None, *,
@@ -141,7 +102,6 @@ def batch_status(batch_id: str, store: Any = None, *, pm: Any = None) -> Any:
     its dialogues as far as they were saved."""
     from dlg.records import record as R
     from dlg.records.store import as_dialogue
-    from dlg.running.batch import BatchResult
 
     dialogues = batch_dialogues(batch_id, store, pm=pm)
     record, saved, items = dialogues.record, dialogues.store, dialogues.items

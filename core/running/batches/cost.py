@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from dlg.errors import DlgError
+from dlg.running.batches.items import skip_ended
+from dlg.running.batches.saved import batch_dialogues
 
-__all__ = ["SPENT", "batch_of", "checked_limit", "not_started", "saved_total",
-           "total_budget"]
+__all__ = ["SPENT", "batch_of", "checked_limit", "not_started", "saved_total", "total_budget"]
+
 
 SPENT = 1e-12  # dollars left below which a batch's total is spent
 
@@ -59,8 +61,6 @@ async def saved_total(orchestrator: Any, store: Any, mode: Any, dialogue: Any) -
     import anyio
 
     from dlg.records.store import DialogueNotFoundError
-    from dlg.running.batch import skip_ended
-    from dlg.running.batch_export import batch_dialogues
 
     try:
         saved = await anyio.to_thread.run_sync(batch_dialogues, batch_id, store)
