@@ -88,6 +88,17 @@ def check_templates(
     check(mode.system, None, "system")
     if mode.until.get("condition"):
         check(mode.until["condition"], None, "until", expression=True)
+    if mode.until.get("judge") is not None:
+        judge = next((t for t in mode.turns if t.id == mode.until["judge"]), None)
+        if judge is None or not judge.output:
+            doc, path = field_path(None, "until")
+            close = difflib.get_close_matches(mode.until["judge"], order, n=1)
+            problems.append(doc.problem(
+                f"until.judge names '{mode.until['judge']}', which is "
+                + ("not a turn" if judge is None else "a turn without an output schema"),
+                (*path, "judge"), hint=(
+                    "give it output: {schema: ...} with a boolean converged" if judge
+                    else f"did you mean '{close[0]}'?" if close else "name a judging turn")))
     for turn in mode.turns:
         check(turn.instruction, turn, "instruction")
         check(turn.prompt, turn, "prompt")
@@ -232,20 +243,34 @@ def structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
 
 def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[Turn],
                      layout: Layout) -> list[Problem]:
-    """A loop's ``until.turn`` must be one of its turns; ``until.score`` needs a turn
-    with an output schema to read the score from."""
+    """A loop's ``until.turn`` and ``until.judge`` must be its turns; ``until.score``
+    and ``until.judge`` need a turn with an output schema to read; ``min_rounds`` and
+    ``patience`` must fit in ``max_rounds``."""
     until = repeat.get("until") or {}
     ids = [t.id for t in turns]
     doc, path = layout.where(ids[0])
     where = (*path[:-2], "repeat", "until") if path[-2:-1] == ("turns",) else path
     out = []
-    if until.get("turn") is not None and until["turn"] not in ids:
-        close = difflib.get_close_matches(until["turn"], ids, n=1)
+    for key in ("turn", "judge"):
+        if until.get(key) is not None and until[key] not in ids:
+            close = difflib.get_close_matches(until[key], ids, n=1)
+            out.append(doc.problem(
+                f"repeat.until.{key} of phase '{phase['id']}' names '{until[key]}', which is "
+                "not one of its turns", (*where, key),
+                hint=f"did you mean '{close[0]}'?" if close else f"its turns: {', '.join(ids)}"))
+    if until.get("judge") in ids and not next(t for t in turns if t.id == until["judge"]).output:
         out.append(doc.problem(
-            f"repeat.until.turn of phase '{phase['id']}' names '{until['turn']}', which is "
-            "not one of its turns", (*where, "turn"),
-            hint=f"did you mean '{close[0]}'?" if close else f"its turns: {', '.join(ids)}"))
-    elif until.get("score") is not None:
+            f"repeat.until.judge of phase '{phase['id']}' reads data.converged of "
+            f"'{until['judge']}', which has no output schema", (*where, "judge"),
+            hint="give it output: {schema: ...} with a boolean converged"))
+    rounds = int(repeat.get("max_rounds") or 1)
+    for key in ("min_rounds", "patience"):
+        if int(until.get(key) or 1) > rounds:
+            out.append(doc.problem(
+                f"repeat.until.{key} of phase '{phase['id']}' is {until[key]}, more than its "
+                f"max_rounds {rounds}: the loop could never converge", (*where, key),
+                hint=f"at most {rounds}, or raise max_rounds"))
+    if until.get("score") is not None and until.get("turn", ids[0]) in ids:
         judged = [t for t in turns if t.output] if until.get("turn") is None else [
             t for t in turns if t.id == until["turn"] and t.output]
         if not judged:

@@ -363,11 +363,14 @@ class _Run:
                                    {"max_tokens": SUMMARY_TOKENS}, registry=self.registry,
                                    policy=self.policy)
 
-    def embed(self) -> Any:
-        """The embeddings relevant context is chosen with, made once per dialogue."""
+    def embed(self, name: str | None = None) -> Any:
+        """The embeddings relevant context is chosen with (or the ones named: a mode's
+        ``until.embeddings``), each made once per dialogue."""
         if self.embeddings is None:
-            self.embeddings = embeddings(self.pm)
-        return self.embeddings
+            self.embeddings = {}
+        if name not in self.embeddings:
+            self.embeddings[name] = embeddings(self.pm, name)
+        return self.embeddings[name]
 
     def available(self, model: Any) -> bool:
         """Whether a model can be tried now: its package and key are there and it is not
