@@ -334,6 +334,9 @@ def test_similarity_by_the_embeddings_a_plugin_registers(pm, recorder):
     ({"score": 8, "min_rounds": "2"},
      "repeat.until.min_rounds: expected a whole number, got a string"),
     ({"score": 8, "embeddings": ""}, "repeat.until.embeddings: '' should be non-empty"),
+    ({"min_rounds": 2}, "repeat.until.min_rounds has nothing to apply to: repeat.until has "
+                        "no similarity, score, judge or condition"),
+    ({"condition": "round > 2", "patience": 2}, "repeat.until.patience has nothing to apply"),
 ])
 def test_new_until_mistakes_are_mode_errors(until, message):
     with pytest.raises(dlg.ModeError, match=re.escape(message)):

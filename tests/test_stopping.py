@@ -154,3 +154,15 @@ def test_until_judge_stops_when_the_judging_turn_says_so(recorder):
 def test_until_mistakes_are_mode_errors(until, message):
     with pytest.raises(dlg.ModeError, match=re.escape(message)):
         dlg.load_mode(_judged(until))
+
+
+@pytest.mark.parametrize(("until", "message"), [
+    ({"condition": "true", "patience": 2}, "until.patience has nothing to apply to: until has "
+                                           "no similarity or judge"),
+    ({"judge": "check0", "embeddings": "hashing"}, "until.embeddings has nothing to apply "
+                                                   "to: until has no similarity"),
+    ({"min_turns": 3}, "until.min_turns has nothing to apply to"),
+])
+def test_until_options_with_nothing_to_apply_to_are_mode_errors(until, message):
+    with pytest.raises(dlg.ModeError, match=re.escape(message)):
+        dlg.load_mode(_judged(until))
