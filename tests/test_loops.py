@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import dlg
@@ -235,3 +237,107 @@ def test_a_resumed_loop_runs_a_turn_of_its_round_that_lost_its_record(recorder):
     assert [t.id for t in resumed.turns] == ["draft", "review", "revise", "review@2",
                                              "revise@2", "review@3", "revise@3", "final"]
     assert resumed.metadata["loops"]["improve"]["status"] == "max_rounds"
+
+
+def _say_again(until: dict, max_rounds: int = 6) -> dict:
+    return {"name": "sim", "structure": "mixed", "phases": [{
+        "id": "again", "repeat": {"max_rounds": max_rounds, "until": until},
+        "turns": [{"id": "say", "role": "Say", "prompt": "Say the same thing again.",
+                   "context_from": "none"}]}]}
+
+
+def test_patience_wants_that_many_stable_rounds_in_a_row():
+    d = dlg.run_sync(_say_again({"similarity": 0.95, "patience": 3}), model="echo",
+                     store=None)
+    assert [t.id for t in d.turns] == ["say", "say@2", "say@3", "say@4"]
+    assert d.metadata["loops"]["again"]["reason"] == (
+        "'say' answered 1.00 alike in rounds 3 and 4 (until.similarity 0.95), 3 rounds in "
+        "a row (until.patience 3)")
+
+
+def test_patience_restarts_when_an_answer_changes(recorder):
+    model = recorder(["a b c d", "a b c d", "w x y z", "w x y z", "w x y z", "never"])
+    d = dlg.run_sync(_say_again({"similarity": 0.95, "patience": 2}), model=model,
+                     store=None)
+    assert [t.text for t in d.turns] == ["a b c d", "a b c d", "w x y z", "w x y z",
+                                         "w x y z"]
+    assert d.metadata["loops"]["again"]["rounds"] == 5
+
+
+def test_min_rounds_looks_at_until_only_from_that_round():
+    d = dlg.run_sync(_say_again({"similarity": 0.95, "min_rounds": 4}), model="echo",
+                     store=None)
+    assert [t.id for t in d.turns][-1] == "say@4"
+    assert d.metadata["loops"]["again"]["status"] == "converged"
+
+
+CONVERGED = {"type": "object", "properties": {"converged": {"type": ["boolean", "string"]}},
+             "required": ["converged"]}
+
+
+def _judged(until: dict) -> dict:
+    mode = refine_mode(until)
+    mode["phases"][1]["turns"][0]["output"] = {"schema": CONVERGED}
+    mode["phases"][1]["turns"][0]["id"] = "check"
+    return mode
+
+
+def test_a_judge_turn_says_when_the_loop_has_converged(recorder):
+    model = recorder(["v1", '{"converged": false}', "v2", '{"converged": "yes"}', "v3",
+                      "published"])
+    d = dlg.run_sync(_judged({"judge": "check"}), model=model, store=None)
+    assert [t.id for t in d.turns] == ["draft", "check", "revise", "check@2", "revise@2",
+                                       "final"]
+    assert d.metadata["loops"]["improve"] == {
+        "rounds": 2, "status": "converged",
+        "reason": "'check' judged it converged in round 2 (until.judge)"}
+
+
+def test_similarity_by_the_embeddings_a_plugin_registers(pm, recorder):
+    from dlg.hookspecs import hookimpl
+
+    class Meaning:  # every answer means the same: hashing would see different words
+        def embed_documents(self, texts):
+            return [[1.0, 0.0] for _ in texts]
+
+        def embed_query(self, text):
+            return [1.0, 0.0]
+
+    class Plugin:
+        @hookimpl
+        def register_embeddings(self, register):
+            register("meaning", Meaning)
+
+    pm.register(Plugin(), name="meaning-embeddings")
+    words = ["tides follow the moon", "the moon pulls the sea", "lunar gravity lifts water",
+             "oceans answer the moon", "sea level tracks lunar pull", "moon and tide"]
+    plain = dlg.run_sync(_say_again({"similarity": 0.9}), model=recorder(words), store=None)
+    assert plain.metadata["loops"]["again"]["status"] == "max_rounds"
+    named = dlg.run_sync(_say_again({"similarity": 0.9, "embeddings": "meaning"}),
+                         model=recorder(words), store=None)
+    assert [t.id for t in named.turns] == ["say", "say@2"]
+    with pytest.raises(dlg.DlgError, match=r"'nosuch' is not a known embeddings "
+                                           r"\(installed: hashing, meaning\)"):
+        dlg.run_sync(_say_again({"similarity": 0.9, "embeddings": "nosuch"}),
+                     model=recorder(words), store=None)
+
+
+@pytest.mark.parametrize(("until", "message"), [
+    ({"judge": "revise"}, "repeat.until.judge of phase 'improve' reads data.converged of "
+                          "'revise', which has no output schema"),
+    ({"judge": "reviw"}, "repeat.until.judge of phase 'improve' names 'reviw', which is not "
+                         "one of its turns"),
+    ({"score": 8, "min_rounds": 5}, "repeat.until.min_rounds of phase 'improve' is 5, more "
+                                    "than its max_rounds 4"),
+    ({"score": 8, "patience": 9}, "repeat.until.patience of phase 'improve' is 9, more than"),
+    ({"score": 8, "patience": 0}, "repeat.until.patience: 0 is less than the minimum of 1"),
+    ({"score": 8, "min_rounds": "2"},
+     "repeat.until.min_rounds: expected a whole number, got a string"),
+    ({"score": 8, "embeddings": ""}, "repeat.until.embeddings: '' should be non-empty"),
+    ({"min_rounds": 2}, "repeat.until.min_rounds has nothing to apply to: repeat.until has "
+                        "no similarity, score, judge or condition"),
+    ({"condition": "round > 2", "patience": 2}, "repeat.until.patience has nothing to apply"),
+])
+def test_new_until_mistakes_are_mode_errors(until, message):
+    with pytest.raises(dlg.ModeError, match=re.escape(message)):
+        dlg.load_mode(refine_mode(until))

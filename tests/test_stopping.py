@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import dlg
@@ -100,3 +102,67 @@ def test_a_stop_inside_a_trailing_loop_is_recorded_with_its_reason(stop, status,
 
         resumed = anyio.run(lambda: dlg.resume(d.id, model="echo"))
         assert resumed.turn("x@2").status == "completed"
+
+
+def _refines(until: dict, n: int = 6) -> dict:
+    return {"name": "sim", "until": until, "turns": [
+        {"id": f"t{i}", "role": "Refine", "prompt": "Say the same thing again.",
+         "context_from": "none"} for i in range(n)]}
+
+
+def test_until_patience_wants_that_many_alike_answers_in_a_row(recorder):
+    d = dlg.run_sync(_refines({"similarity": 0.95, "patience": 2}),
+                     model=recorder(["a b", "a b", "c d", "c d", "c d", "e f"]), store=None)
+    assert d.status == "converged"
+    assert [t.status for t in d.turns] == ["completed"] * 5 + ["pending"]
+    assert "'Refine' answered 1.00 alike 3 times" in d.metadata["stopped"]["reason"]
+
+
+def test_until_min_turns_looks_at_until_only_after_that_many_turns():
+    d = dlg.run_sync(_refines({"similarity": 0.95, "min_turns": 4}), model="echo",
+                     store=None)
+    assert d.status == "converged"
+    assert [t.status for t in d.turns] == ["completed"] * 4 + ["pending"] * 2
+
+
+def _judged(until: dict) -> dict:
+    schema = {"type": "object", "properties": {"converged": {"type": "boolean"}},
+              "required": ["converged"]}
+    turns = []
+    for i in range(3):
+        turns += [{"id": f"draft{i}", "role": "Draft", "prompt": "Write."},
+                  {"id": f"check{i}", "role": "Check", "prompt": "Converged?",
+                   "output": {"schema": schema}}]
+    return {"name": "j", "until": until, "turns": turns}
+
+
+def test_until_judge_stops_when_the_judging_turn_says_so(recorder):
+    model = recorder(["d1", '{"converged": false}', "d2", '{"converged": true}', "never"])
+    d = dlg.run_sync(_judged({"judge": "check1"}), model=model, store=None)
+    assert d.status == "converged"
+    assert [t.status for t in d.turns] == ["completed"] * 4 + ["pending"] * 2
+    assert d.metadata["stopped"]["reason"] == "'check1' judged it converged"
+
+
+@pytest.mark.parametrize(("until", "message"), [
+    ({"judge": "draft1"}, "until.judge names 'draft1', which is a turn without an output "
+                          "schema"),
+    ({"judge": "chek1"}, "until.judge names 'chek1', which is not a turn"),
+    ({"similarity": 0.9, "patience": 0}, "$.until.patience: 0 is less than the minimum of 1"),
+    ({"similarity": 0.9, "min_turns": 1.5}, "$.until.min_turns: expected a whole number"),
+])
+def test_until_mistakes_are_mode_errors(until, message):
+    with pytest.raises(dlg.ModeError, match=re.escape(message)):
+        dlg.load_mode(_judged(until))
+
+
+@pytest.mark.parametrize(("until", "message"), [
+    ({"condition": "true", "patience": 2}, "until.patience has nothing to apply to: until has "
+                                           "no similarity or judge"),
+    ({"judge": "check0", "embeddings": "hashing"}, "until.embeddings has nothing to apply "
+                                                   "to: until has no similarity"),
+    ({"min_turns": 3}, "until.min_turns has nothing to apply to"),
+])
+def test_until_options_with_nothing_to_apply_to_are_mode_errors(until, message):
+    with pytest.raises(dlg.ModeError, match=re.escape(message)):
+        dlg.load_mode(_judged(until))

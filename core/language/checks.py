@@ -23,7 +23,8 @@ from dlg.language.mode import Mode, Turn
 from dlg.language.sandbox import constant_problem
 from dlg.language.templates import RESERVED_NAMES, analyse, environment
 
-__all__ = ["check_templates", "context_ids", "repeat_problems", "structured_problems"]
+__all__ = ["check_templates", "context_ids", "repeat_problems", "structured_problems",
+           "until_problems"]
 
 
 def check_templates(
@@ -230,22 +231,75 @@ def structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
     return out
 
 
+def until_problems(mode: Mode, layout: Layout) -> list[Problem]:
+    """A mode's ``until.judge`` must be a turn with an output schema; ``patience``,
+    ``min_turns`` and ``embeddings`` need something to stop on."""
+    until = mode.until
+    doc, out = layout.docs[0], _pointless(until, "until", layout.docs[0], ("until",))
+    if until.get("judge") is not None:
+        order = [t.id for t in mode.turns]
+        judge = next((t for t in mode.turns if t.id == until["judge"]), None)
+        if judge is None or not judge.output:
+            close = difflib.get_close_matches(until["judge"], order, n=1)
+            out.append(doc.problem(
+                f"until.judge names '{until['judge']}', which is "
+                + ("not a turn" if judge is None else "a turn without an output schema"),
+                ("until", "judge"), hint=(
+                    "give it output: {schema: ...} with a boolean converged" if judge
+                    else f"did you mean '{close[0]}'?" if close else "name a judging turn")))
+    return out
+
+
+def _pointless(until: dict[str, Any], name: str, doc: Any, where: tuple[Any, ...]
+               ) -> list[Problem]:
+    """``patience`` without similarity, score or judge to hold, ``embeddings`` without
+    similarity, ``min_rounds``/``min_turns`` with nothing to stop on: each a mistake."""
+    kinds = ("similarity", "score", "judge") if name == "repeat.until" else (
+        "similarity", "judge")
+    signals = ", ".join(kinds[:-1]) + f" or {kinds[-1]}"
+    stops = ", ".join(kinds) + " or condition"
+    needs = {"patience": (kinds, signals), "embeddings": (("similarity",), "similarity"),
+             "min_rounds": ((*kinds, "condition"), stops),
+             "min_turns": ((*kinds, "condition"), stops)}
+    out = []
+    for key, (keys, wanted) in needs.items():
+        if until.get(key) is not None and all(until.get(k) is None for k in keys):
+            out.append(doc.problem(
+                f"{name}.{key} has nothing to apply to: {name} has no {wanted}",
+                (*where, key), hint=f"add {wanted} to {name}, or remove {key}"))
+    return out
+
+
 def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[Turn],
                      layout: Layout) -> list[Problem]:
-    """A loop's ``until.turn`` must be one of its turns; ``until.score`` needs a turn
-    with an output schema to read the score from."""
+    """A loop's ``until.turn`` and ``until.judge`` must be its turns; ``until.score``
+    and ``until.judge`` need a turn with an output schema to read; ``min_rounds`` and
+    ``patience`` must fit in ``max_rounds``."""
     until = repeat.get("until") or {}
     ids = [t.id for t in turns]
     doc, path = layout.where(ids[0])
     where = (*path[:-2], "repeat", "until") if path[-2:-1] == ("turns",) else path
-    out = []
-    if until.get("turn") is not None and until["turn"] not in ids:
-        close = difflib.get_close_matches(until["turn"], ids, n=1)
+    out = _pointless(until, "repeat.until", doc, where)
+    for key in ("turn", "judge"):
+        if until.get(key) is not None and until[key] not in ids:
+            close = difflib.get_close_matches(until[key], ids, n=1)
+            out.append(doc.problem(
+                f"repeat.until.{key} of phase '{phase['id']}' names '{until[key]}', which is "
+                "not one of its turns", (*where, key),
+                hint=f"did you mean '{close[0]}'?" if close else f"its turns: {', '.join(ids)}"))
+    if until.get("judge") in ids and not next(t for t in turns if t.id == until["judge"]).output:
         out.append(doc.problem(
-            f"repeat.until.turn of phase '{phase['id']}' names '{until['turn']}', which is "
-            "not one of its turns", (*where, "turn"),
-            hint=f"did you mean '{close[0]}'?" if close else f"its turns: {', '.join(ids)}"))
-    elif until.get("score") is not None:
+            f"repeat.until.judge of phase '{phase['id']}' reads data.converged of "
+            f"'{until['judge']}', which has no output schema", (*where, "judge"),
+            hint="give it output: {schema: ...} with a boolean converged"))
+    rounds = int(repeat.get("max_rounds") or 1)
+    for key in ("min_rounds", "patience"):
+        if int(until.get(key) or 1) > rounds:
+            out.append(doc.problem(
+                f"repeat.until.{key} of phase '{phase['id']}' is {until[key]}, more than its "
+                f"max_rounds {rounds}: the loop could never converge", (*where, key),
+                hint=f"at most {rounds}, or raise max_rounds"))
+    if until.get("score") is not None and until.get("turn", ids[0]) in ids:
         judged = [t for t in turns if t.output] if until.get("turn") is None else [
             t for t in turns if t.id == until["turn"] and t.output]
         if not judged:

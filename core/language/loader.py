@@ -60,7 +60,12 @@ def _template_line(doc: SourceDoc, path: tuple[Any, ...], template_line: int | N
 def _build(layout: Layout, *, check_templates: bool, pm: Any = None
            ) -> tuple[Mode, list[str]]:
     """Turn a resolved layout into a ``Mode``; raise ``ModeError`` with every problem."""
-    from dlg.language.checks import context_ids, repeat_problems, structured_problems
+    from dlg.language.checks import (
+        context_ids,
+        repeat_problems,
+        structured_problems,
+        until_problems,
+    )
 
     problems: list[Problem] = []
     meta = layout.meta
@@ -191,6 +196,7 @@ def _build(layout: Layout, *, check_templates: bool, pm: Any = None
         until=dict(meta.get("until") or {}), max_turns=meta.get("max_turns"),
         max_depth=meta.get("max_depth"),
     )
+    problems.extend(until_problems(mode, layout))
     if check_templates:  # also when other problems were found: --all-errors shows all
         from dlg.language.checks import check_templates as _check
 

@@ -33,20 +33,23 @@ __all__ = ["RunContext", "RunState"]
 
 
 class _Embedder:
-    """The embeddings a dialogue chooses relevant context with, made on first use."""
+    """The embeddings a dialogue chooses relevant context with (or the ones named: a
+    mode's ``until.embeddings``), each made on first use, once per dialogue."""
 
     __slots__ = ("_made", "_pm")
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._pm = pm
-        self._made: Any = None
+        self._made: dict[str | None, Any] | None = None
 
-    def __call__(self) -> Any:
+    def __call__(self, name: str | None = None) -> Any:
         if self._made is None:
+            self._made = {}
+        if name not in self._made:
             from dlg.running.compression import embeddings
 
-            self._made = embeddings(self._pm)
-        return self._made
+            self._made[name] = embeddings(self._pm, name)
+        return self._made[name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ class RunContext:
     spawner: Spawner | None = None
     interrupt: Interrupt | None = None
     stopping: Stopping | None = None
-    embed: Callable[[], Any] = field(default=lambda: None)
+    embed: Callable[..., Any] = field(default=lambda name=None: None)
 
     def available(self, model: Any) -> bool:
         """Whether a model can be tried now: its package and key are there and it is not
@@ -101,7 +104,7 @@ class RunContext:
                                    policy=self.policy)
 
 
-def embedder(pm: pluggy.PluginManager) -> Callable[[], Any]:
+def embedder(pm: pluggy.PluginManager) -> Callable[..., Any]:
     """A dialogue's embeddings, made once, when first asked for."""
     return _Embedder(pm)
 

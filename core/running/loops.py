@@ -16,9 +16,14 @@ turn (``turns.revise`` is the newest revision; a turn reads its own previous rou
 - ``score``: ``data.score`` of ``until.turn`` (default: the phase's last turn with an
   output schema) is at least this;
 - ``similarity``: the answer of ``until.turn`` (default: the phase's last turn) is at
-  least this similar to its answer in the round before (the configured embeddings).
+  least this similar to its answer in the round before (the configured embeddings, or
+  ``until.embeddings`` by name);
+- ``judge``: the turn named (one of the phase's, with an output schema) answered
+  ``data.converged`` true (or "yes").
 
-The loop ends ``converged`` when one holds, else ``max_rounds`` after the last round;
+``patience: K`` wants score, similarity or judge to hold in K rounds in a row (default
+1); ``min_rounds: N`` looks at ``until`` only from round N (default 1). The loop ends
+``converged`` when one holds, else ``max_rounds`` after the last round;
 ``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. When the
 dialogue stops in a loop with rounds left (its ``until``, ``max_turns``, a budget), the
 loop is ``stopped`` and the rest of its round, or the next round, is pending. A resumed
@@ -34,6 +39,7 @@ from typing import Any
 
 from dlg.language.templates import TurnsView
 from dlg.records.record import COMPLETED, FAILED, SKIPPED, TurnRecord
+from dlg.running.stopping import Similarity, verdict
 
 __all__ = ["Loop", "Round", "round_id"]
 
@@ -50,7 +56,7 @@ class Loop:
     """One repeating phase of a running dialogue; see the module docstring."""
 
     def __init__(self, phase: Any, env: Any, base_context: dict[str, Any],
-                 embeddings: Callable[[], Any]) -> None:
+                 embeddings: Callable[..., Any]) -> None:
         self.phase = phase
         self.max_rounds = int(phase.repeat["max_rounds"])
         self.until = dict(phase.repeat.get("until") or {})
@@ -61,7 +67,12 @@ class Loop:
         ids = [t.id for t in phase.turns]
         judged = [t.id for t in phase.turns if t.output]
         self.watched = self.until.get("turn") or ids[-1]
-        self.judge = self.until.get("turn") or (judged[-1] if judged else None)
+        self.scorer = self.until.get("turn") or (judged[-1] if judged else None)
+        self.patience = int(self.until.get("patience") or 1)
+        self.min_rounds = int(self.until.get("min_rounds") or 1)
+        self._similarity = Similarity(embeddings, self.until.get("embeddings"))
+        if self.until.get("embeddings"):  # a wrong name fails before the loop's first round
+            self._similarity.embeddings()
 
     def state(self, metadata: dict[str, Any]) -> dict[str, Any]:
         return dict((metadata.get("loops") or {}).get(self.phase.id) or {})
@@ -76,6 +87,17 @@ class Loop:
     def check(self, records: list[TurnRecord], current: dict[str, TurnRecord], n: int
               ) -> tuple[str, str] | None:
         """(status, reason) if the loop ends after round ``n``, else None."""
+        if n >= self.min_rounds:
+            end = self._converged(records, n)
+            if end is not None:
+                return "converged", end
+        if n >= self.max_rounds:
+            return "max_rounds", f"{n} rounds (max_rounds {self.max_rounds})"
+        return None
+
+    def _converged(self, records: list[TurnRecord], n: int) -> str | None:
+        """Why the loop has converged after round ``n``: its condition holds, or its
+        score, similarity or judge held in ``patience`` rounds in a row."""
         if self._condition is not None:
             done = [r for r in records if r.status == COMPLETED]
             view = TurnsView(done)
@@ -85,30 +107,40 @@ class Loop:
             except Exception:
                 holds = False
             if holds:
-                return "converged", f"until: {self.until['condition']}"
-        if self.until.get("score") is not None and self.judge is not None:
-            data = current[self.judge].data
+                return f"until: {self.until['condition']}"
+        if n < self.patience:
+            return None
+        by_id = {r.id: r for r in records if r.status == COMPLETED}
+        reasons = [self._stable(by_id, m) for m in range(n, n - self.patience, -1)]
+        if not all(reasons):
+            return None
+        times = "" if self.patience == 1 else (
+            f", {self.patience} rounds in a row (until.patience {self.patience})")
+        return f"{reasons[0]}{times}"
+
+    def _stable(self, by_id: dict[str, TurnRecord], m: int) -> str | None:
+        """Why round ``m`` looks converged (score, judge or similarity), else None."""
+        if self.until.get("score") is not None and self.scorer is not None:
+            rec = by_id.get(round_id(self.scorer, m))
+            data = rec.data if rec is not None else None
             score = data.get("score") if isinstance(data, dict) else None
             if isinstance(score, int | float) and not isinstance(score, bool) and (
                     score >= self.until["score"]):
-                return "converged", (f"'{self.judge}' scored {score:g} (until.score "
-                                     f"{self.until['score']:g})")
+                return f"'{self.scorer}' scored {score:g} (until.score {self.until['score']:g})"
+        judge = self.until.get("judge")
+        if judge:
+            rec = by_id.get(round_id(judge, m))
+            if rec is not None and verdict(rec.data):
+                return f"'{judge}' judged it converged in round {m} (until.judge)"
         threshold = self.until.get("similarity")
-        if threshold and n > 1:
-            now = current[self.watched]
-            before = next((r for r in records if r.id == round_id(self.watched, n - 1)), None)
-            if before is not None and now.status == COMPLETED and before.status == COMPLETED:
-                from dlg.running.compression import cosine
-
-                a, b = self._embeddings().embed_documents([before.response or "",
-                                                           now.response or ""])
-                similarity = cosine(a, b)
+        if threshold and m > 1:
+            now = by_id.get(round_id(self.watched, m))
+            before = by_id.get(round_id(self.watched, m - 1))
+            if now is not None and before is not None:
+                similarity = self._similarity(before.response or "", now.response or "")
                 if similarity >= threshold:
-                    return "converged", (f"'{self.watched}' answered {similarity:.2f} alike "
-                                         f"in rounds {n - 1} and {n} (until.similarity "
-                                         f"{threshold:g})")
-        if n >= self.max_rounds:
-            return "max_rounds", f"{n} rounds (max_rounds {self.max_rounds})"
+                    return (f"'{self.watched}' answered {similarity:.2f} alike in rounds "
+                            f"{m - 1} and {m} (until.similarity {threshold:g})")
         return None
 
     def complete(self, current: dict[str, TurnRecord]) -> bool:
