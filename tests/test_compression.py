@@ -189,6 +189,17 @@ def test_a_summary_that_drops_numbers_and_names_gets_them_back():
     assert estimate_tokens(first) <= 160
 
 
+def test_summaries_that_do_not_all_fit_are_read_cut_to_what_the_turn_asks():
+    mode = _needles("summary", 250)
+    mode["turns"][-1]["context_from"] = "all"
+    d = dlg.run_sync(mode, model=Notes(), store=None)
+    context = d.turn("t5").metadata["context"]
+    assert context["summarised"] == ["t1", "t2", "t3", "t4"]  # every one, shorter
+    assert context["summary_tokens"] == 62 and context["tokens"] <= 250
+    read = d.turn("t5").prompt
+    assert "Marta Okonkwo" in read and "4,318" in read and "2025-03-14" in read
+
+
 class Billed(BaseChatModel):
     """Echoes its prompt, reporting usage; fails a prompt that says FAIL."""
 
@@ -222,7 +233,7 @@ def test_the_summariser_is_billed_to_the_reading_turn_and_the_dialogue(tmp_path,
     assert d.status == "completed"
     last = d.turn("last")
     bill = last.metadata["context"]["summariser"]
-    assert bill["calls"] == len(last.metadata["context"]["summarised"]) == 2
+    assert bill["calls"] == len(last.metadata["context"]["summarised"]) == 5
     spent = bill["prompt_tokens"] + bill["completion_tokens"]
     assert spent > 2 * 100  # each summary read a turn of over a hundred tokens
     own = last.usage.total - spent  # the turn's usage holds its own call and the summaries

@@ -12,7 +12,9 @@
 - ``summary``: the most recent turns as they are, in half the limit; the older ones as
   summaries, made once by a cheap model (the cheapest of the pool, else the default
   model) and kept on their records (``turn.metadata["summary"]``), so later turns reuse
-  them (context caching). A summary that dropped a number, date or name of its source
+  them (context caching). When the older turns' summaries do not all fit, each is read
+  in a share of what is left (at least 32 tokens), cut to its sentences most relevant to
+  the turn. A summary that dropped a number, date or name of its source
   gets it back (``keep_facts``). The summariser's tokens and cost are the reading
   turn's: on its usage and cost, in the budget, and in ``metadata["context"]
   ["summariser"]``.
@@ -39,6 +41,7 @@ __all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries",
 
 STRATEGIES = ("none", "truncate", "relevant_only", "summary")
 SUMMARY_TOKENS = 160  # the most a summary may take
+MIN_SUMMARY_TOKENS = 32  # the least a summary is read in (shortened to what the turn asks)
 SUMMARY_PROMPT = ("Summarise this contribution to a dialogue in at most 80 words. Keep "
                   "every number, date and name exactly as written, its claims and its "
                   "conclusion; no preamble.\n\n")
@@ -67,19 +70,27 @@ def compress(records: list[Any], strategy: str, max_tokens: int | None, query: s
             used += sizes[id(r)]
         kept.reverse()
     elif strategy == "summary":
-        summarised: list[Any] = []
-        for r in reversed(readable):
-            if not summarised and used + sizes[id(r)] <= max_tokens // 2:
+        older: list[Any] = []
+        for r in reversed(readable):  # the most recent as they are, in half the limit
+            if not older and used + sizes[id(r)] <= max_tokens // 2:
                 kept.append(r)
                 used += sizes[id(r)]
-            elif used + SUMMARY_TOKENS <= max_tokens:
+            else:
+                older.append(r)
+        # the older ones share what is left: each summary read in that much, or at least
+        # MIN_SUMMARY_TOKENS, the most recent first
+        each = min(SUMMARY_TOKENS, max(MIN_SUMMARY_TOKENS, (max_tokens - used) // (
+            len(older) or 1)))
+        summarised: list[Any] = []
+        for r in older:
+            if used + each <= max_tokens:
                 summarised.append(r)
                 kept.append(r)
-                used += SUMMARY_TOKENS
+                used += each
         kept.reverse()
         info = {"strategy": strategy, "turns": [r.id for r in kept],
                 "summarised": [r.id for r in reversed(summarised)],
-                "tokens": used, "of_tokens": total}
+                "summary_tokens": each, "tokens": used, "of_tokens": total}
         return kept, info
     elif strategy == "relevant_only":
         excerpts, used = select([_text(r) for r in readable], query, max_tokens, embed)
@@ -139,9 +150,9 @@ async def turn_reads(mode: Any, turn: Any, rec: Any, readable: list[Any],
     strategy = turn.context_compression or mode.context_compression
     if not strategy or strategy == "none" or not tpl["needs"]:
         return readable, frozenset(), 0.0
+    query = f"{turn.role}\n{turn.description}\n{turn.prompt}"
     kept, trimmed = compress(readable, strategy,
-                             turn.max_context_tokens or mode.max_context_tokens,
-                             f"{turn.role}\n{turn.description}\n{turn.prompt}",
+                             turn.max_context_tokens or mode.max_context_tokens, query,
                              embed() if strategy == "relevant_only" else None)
     if not trimmed:
         return readable, frozenset(), 0.0
@@ -156,7 +167,30 @@ async def turn_reads(mode: Any, turn: Any, rec: Any, readable: list[Any],
                                  "cost_usd": round(cost, 10)}
         rec.usage = rec.usage + usage
         rec.cost_usd = (rec.cost_usd or 0.0) + cost
-    return kept, summarised, cost
+    return _shortened(kept, summarised, trimmed, query), summarised, cost
+
+
+def _shortened(kept: list[Any], summarised: frozenset[str], info: dict[str, Any],
+               query: str) -> list[Any]:
+    """``kept`` with each summary longer than this turn reads them (``summary_tokens``)
+    cut to its sentences most relevant to the turn (a copy: the record keeps its
+    summary); ``info["tokens"]`` becomes what is read."""
+    each = info["summary_tokens"]
+    out: list[Any] = []
+    used = 0
+    for r in kept:
+        if r.id not in summarised:
+            used += estimate_tokens(_text(r))
+            out.append(r)
+            continue
+        summary = (r.metadata or {}).get("summary") or ""
+        if estimate_tokens(summary) > each:
+            summary = select([summary], query, each)[0][0] or summary[:4 * each]
+            r = dataclasses.replace(r, metadata={**(r.metadata or {}), "summary": summary})
+        used += estimate_tokens(summary)
+        out.append(r)
+    info["tokens"] = used
+    return out
 
 
 def cosine(a: list[float], b: list[float]) -> float:

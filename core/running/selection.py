@@ -163,19 +163,29 @@ def facts(text: str) -> list[str]:
 
 def keep_facts(source: str, summary: str, max_tokens: int) -> str:
     """``summary`` with the facts of ``source`` it dropped added back (each with up to
-    four words before it, for what it is), as many as fit in ``max_tokens``."""
+    four words before it, for what it is; overlapping ones as one), as many as fit in
+    ``max_tokens``."""
     missing = [f for f in facts(source) if f not in summary]
-    if not missing:
-        return summary
-    added: list[str] = []
+    spans: list[list[int]] = []
     for fact in missing:
-        if any(fact in a for a in added):
-            continue
         at = source.find(fact)
-        words = source[:at].split()[-4:]
-        snippet = " ".join([*words, fact]).strip(" ,;")
-        candidate = f"{summary} Also: {'; '.join([*added, snippet])}."
-        if estimate_tokens(candidate) > max_tokens:
-            break
-        added.append(snippet)
-    return f"{summary} Also: {'; '.join(added)}." if added else summary
+        before = source[:at]
+        words = before.split()[-4:]
+        start = before.rfind(words[0]) if words else at
+        sentence = max(before.rfind(". "), before.rfind("\n")) + 1  # not past its sentence
+        span = [max(start, sentence), at + len(fact)]
+        merged = [s for s in spans if s[0] <= span[1] and span[0] <= s[1]]
+        for s in merged:
+            span = [min(span[0], s[0]), max(span[1], s[1])]
+        trial = sorted([s for s in spans if s not in merged] + [span])
+        if estimate_tokens(_also(summary, source, trial)) > max_tokens:
+            continue  # a shorter one may still fit
+        spans = trial
+    return _also(summary, source, spans) if spans else summary
+
+
+def _also(summary: str, source: str, spans: list[list[int]]) -> str:
+    """The summary and the facts added back, a sentence each (so they can be chosen
+    from one by one)."""
+    added = [source[a:b].strip(" ,;") for a, b in spans]
+    return f"{summary} Also: {'. '.join(s[0].upper() + s[1:] for s in added)}."
