@@ -105,6 +105,7 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
         mine.setdefault(i, []).append(k)
     chosen: set[int] = set()
     cost = [0] * len(texts)  # the tokens of each text's excerpt as chosen so far
+    used = [0]  # their sum
 
     def excerpt(i: int, extra: int | None = None) -> str | None:
         take = [k for k in mine.get(i, ()) if k in chosen or k == extra]
@@ -124,9 +125,10 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
         """Take chunk ``k`` if the excerpts still fit in ``limit``."""
         i = pieces[k][0]
         after = estimate_tokens(excerpt(i, k) or "")
-        if sum(cost) - cost[i] + after > limit:
+        if used[0] - cost[i] + after > limit:
             return False
         chosen.add(k)
+        used[0] += after - cost[i]
         cost[i] = after
         return True
 
@@ -140,12 +142,12 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     for k in order:  # then the best chunks of all, while they fit
         if k not in chosen:
             grow(k, max_tokens)
-    return [excerpt(i) for i in range(len(texts))], sum(cost)
+    return [excerpt(i) for i in range(len(texts))], used[0]
 
 
 def facts(text: str) -> list[str]:
-    """The numbers, dates and names in ``text`` (a name: capitalised words that do not
-    only start a sentence), in order, once each."""
+    """The numbers and dates, then the names, in ``text`` (a name: capitalised words
+    that do not only start a sentence), each once."""
     found: list[str] = []
     for m in _NUMBER.finditer(text):
         found.append(m.group())
