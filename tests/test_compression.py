@@ -1,11 +1,18 @@
-"""Context compression: truncate and relevant_only, within max_context_tokens."""
+"""Context compression: truncate, relevant_only (within turns) and summary (keeping facts,
+billed to the reading turn), within max_context_tokens."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 import dlg
 from dlg import hookimpl
+from dlg.models.calls import estimate_tokens
 
 TOPICS = ["bees pollinate flowers and make honey in the hive",
           "tax law for small companies and their yearly accounts",
@@ -48,7 +55,7 @@ def test_hook_register_embeddings(pm, monkeypatch):
     class Loud:
         def embed_documents(self, texts):
             calls.append(len(texts))
-            return [[1.0 if "railway" in t else 0.0, 1.0] for t in texts]
+            return [[1.0 if "railway" in t else -1.0, 0.0] for t in texts]
 
         def embed_query(self, text):
             return [1.0, 0.0]
@@ -93,3 +100,150 @@ def test_summary_keeps_recent_turns_and_summarises_older_ones_once(recorder):
     summarised = set(info["summarised"]) | set(d.turn("again").metadata["context"]
                                                ["summarised"])
     assert len(asked) == len(summarised)  # each summary made once, then reused
+
+
+# -- choosing within turns, summaries that keep facts, the summariser's bill -----------
+
+class Notes(BaseChatModel):
+    """Writes the note its prompt asks for (``NOTE n``); a summary keeps only the first
+    sentence, dropping every number and name, as a careless summariser would."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "notes"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        prompt = str(messages[-1].content)
+        if prompt.startswith("Summarise"):
+            text = "The team talked about the project and agreed to go on."
+        elif prompt.startswith("NOTE"):
+            text = NOTES[int(prompt.split()[1]) - 1]
+        else:
+            text = "Noted."
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+FILLER = ("The weather was mild and the coffee was cold. Somebody mentioned the parking "
+          "rules again. The printer on the second floor jammed twice. Lunch ran long "
+          "because the canteen queue was slow. ")
+NOTES = [
+    FILLER * 2 + "The supplier contact is Marta Okonkwo from Lagos. " + FILLER * 2,
+    FILLER * 3 + "The shipment weighs 4,318 kg in total. " + FILLER,
+    FILLER * 4,
+    FILLER + "The contract is signed on 2025-03-14 in Oslo. " + FILLER * 3,
+]
+
+
+def _needles(strategy: str, limit: int) -> dict[str, Any]:
+    turns: list[dict[str, Any]] = [{"id": f"t{i}", "role": "note taker", "context_from": "none",
+                                    "prompt": f"NOTE {i}"} for i in range(1, 5)]
+    turns.append({"id": "t5", "role": "buyer", "context_from": [1, 2, 4],
+                  "context_compression": strategy, "max_context_tokens": limit,
+                  "prompt": "Who is the supplier contact, what does the shipment weigh "
+                            "and when is the contract signed?\n{{ transcript }}"})
+    return {"name": "needles", "turns": turns}
+
+
+def test_seed_sc2_4_relevant_only_reads_the_three_turns_shortened_below_30_percent():
+    """The seed's SC2.4: turn 5 reads turns 1, 2 and 4, relevant only: all three, each
+    cut to what turn 5 asks about, in under 30% of the conversation's tokens."""
+    d = dlg.run_sync(_needles("relevant_only", 120), model=Notes(), store=None)
+    assert d.status == "completed"
+    context = d.turn("t5").metadata["context"]
+    assert context["turns"] == ["t1", "t2", "t4"]  # len(context.turns) == 3
+    assert context["excerpted"] == ["t1", "t2", "t4"]
+    full = sum(estimate_tokens(t.text) for t in d.turns)
+    assert context["tokens"] <= 120 < 0.3 * full
+    read = d.turn("t5").prompt
+    for fact in ("Marta Okonkwo", "4,318 kg", "2025-03-14"):
+        assert fact in read
+    assert "[...]" in read and "printer" not in read  # text left out is marked
+    assert read.index("Marta") < read.index("4,318") < read.index("2025")  # in order
+
+
+def test_truncate_at_the_same_limit_loses_the_early_facts():
+    d = dlg.run_sync(_needles("truncate", 120), model=Notes(), store=None)
+    read = d.turn("t5").prompt
+    assert "Marta Okonkwo" not in read and "4,318" not in read
+
+
+def test_relevant_only_keeps_a_turn_whole_when_it_fits():
+    d = dlg.run_sync(_needles("relevant_only", 400), model=Notes(), store=None)
+    context = d.turn("t5").metadata["context"]
+    assert "t1" in context["turns"] and context["tokens"] <= 400
+    assert "t1" not in context["excerpted"] or "[...]" in d.turn("t5").prompt
+
+
+def test_a_summary_that_drops_numbers_and_names_gets_them_back():
+    mode = _needles("summary", 700)
+    mode["turns"][-1]["context_from"] = "all"
+    d = dlg.run_sync(mode, model=Notes(), store=None)
+    assert d.status == "completed"
+    summarised = d.turn("t5").metadata["context"]["summarised"]
+    assert "t1" in summarised and "t2" in summarised
+    first, second = d.turn("t1").metadata["summary"], d.turn("t2").metadata["summary"]
+    assert first.startswith("The team talked")  # the summariser's words, then the facts
+    assert "Marta Okonkwo" in first and "Lagos" in first
+    assert "weighs 4,318" in second
+    assert estimate_tokens(first) <= 160
+
+
+def test_summaries_that_do_not_all_fit_are_read_cut_to_what_the_turn_asks():
+    mode = _needles("summary", 250)
+    mode["turns"][-1]["context_from"] = "all"
+    d = dlg.run_sync(mode, model=Notes(), store=None)
+    context = d.turn("t5").metadata["context"]
+    assert context["summarised"] == ["t1", "t2", "t3", "t4"]  # every one, shorter
+    assert context["summary_tokens"] == 62 and context["tokens"] <= 250
+    read = d.turn("t5").prompt
+    assert "Marta Okonkwo" in read and "4,318" in read and "2025-03-14" in read
+
+
+class Billed(BaseChatModel):
+    """Echoes its prompt, reporting usage; fails a prompt that says FAIL."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "billed"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        prompt = str(messages[-1].content)
+        if prompt.rstrip().endswith("FAIL"):
+            raise RuntimeError("down")
+        text = prompt if prompt.startswith("say") else "A short summary."
+        usage = {"input_tokens": len(prompt) // 4, "output_tokens": len(text) // 4,
+                 "total_tokens": len(prompt) // 4 + len(text) // 4}
+        message = AIMessage(content=text, usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _long(last_prompt: str) -> dict[str, Any]:
+    turns: list[dict[str, Any]] = [
+        {"id": f"t{i}", "role": f"R{i}", "context_from": "none",
+         "prompt": f"say {i}: " + f"word{i} " * 100} for i in range(6)]
+    turns.append({"id": "last", "role": "reader", "context_compression": "summary",
+                  "max_context_tokens": 500, "prompt": "{{ transcript }}\n" + last_prompt})
+    return {"name": "long", "turns": turns}
+
+
+def test_the_summariser_is_billed_to_the_reading_turn_and_the_dialogue(tmp_path, monkeypatch):
+    d = dlg.run_sync(_long("Answer."), model=Billed(), store=None)
+    assert d.status == "completed"
+    last = d.turn("last")
+    bill = last.metadata["context"]["summariser"]
+    assert bill["calls"] == len(last.metadata["context"]["summarised"]) == 5
+    spent = bill["prompt_tokens"] + bill["completion_tokens"]
+    assert spent > 2 * 100  # each summary read a turn of over a hundred tokens
+    own = last.usage.total - spent  # the turn's usage holds its own call and the summaries
+    assert 0 < own < 500
+    assert d.total_tokens == sum(t.usage.total for t in d.turns) == d.metrics.total_tokens
+
+
+def test_the_summariser_is_billed_even_when_the_turn_then_fails():
+    d = dlg.run_sync(_long("FAIL"), model=Billed(), store=None)
+    last = d.turn("last")
+    assert last.status == "failed"
+    bill = last.metadata["context"]["summariser"]
+    assert last.usage.total == bill["prompt_tokens"] + bill["completion_tokens"] > 200

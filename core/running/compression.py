@@ -4,13 +4,20 @@
 
 - ``none`` (the default): every turn in ``context_from``;
 - ``truncate``: the most recent turns that fit;
-- ``relevant_only``: the turns most similar to this turn (its role, description and
-  prompt template), by the embeddings configured (``hashing`` offline by default, or a
-  plugin's: ``DLG_EMBEDDINGS``), as many as fit, in their original order;
+- ``relevant_only``: the sentences of the earlier turns most relevant to this turn (its
+  role, description and prompt template), by BM25 word overlap and the embeddings
+  configured (``hashing`` offline by default, or a plugin's: ``DLG_EMBEDDINGS``), as many
+  as fit, each turn's in their original order with ``[...]`` where text was left out
+  (``dlg.running.selection``);
 - ``summary``: the most recent turns as they are, in half the limit; the older ones as
   summaries, made once by a cheap model (the cheapest of the pool, else the default
   model) and kept on their records (``turn.metadata["summary"]``), so later turns reuse
-  them (context caching). Their cost is the reading turn's.
+  them (context caching). When the older turns' summaries do not all fit, each is read
+  in a share of what is left (at least 32 tokens), cut to its sentences most relevant to
+  the turn. A summary that dropped a number, date or name of its source
+  gets it back (``keep_facts``). The summariser's tokens and cost are the reading
+  turn's: on its usage and cost, in the budget, and in ``metadata["context"]
+  ["summariser"]``.
 
 Token counts are estimates (about four characters a token). What was kept is recorded on
 the turn: ``turn.metadata["context"]`` (strategy, the turns kept, tokens kept and of how
@@ -19,20 +26,25 @@ many).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dlg.models.calls import estimate_tokens
+from dlg.records.record import NO_USAGE, TokenUsage
+from dlg.running.selection import keep_facts, select
 
 __all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries",
            "turn_reads"]
 
 STRATEGIES = ("none", "truncate", "relevant_only", "summary")
 SUMMARY_TOKENS = 160  # the most a summary may take
-SUMMARY_PROMPT = ("Summarise this contribution to a dialogue in at most 80 words. Keep its "
-                  "claims, numbers, names and conclusion; no preamble.\n\n")
+MIN_SUMMARY_TOKENS = 32  # the least a summary is read in (shortened to what the turn asks)
+SUMMARY_PROMPT = ("Summarise this contribution to a dialogue in at most 80 words. Keep "
+                  "every number, date and name exactly as written, its claims and its "
+                  "conclusion; no preamble.\n\n")
 
 
 def _text(record: Any) -> str:
@@ -58,30 +70,41 @@ def compress(records: list[Any], strategy: str, max_tokens: int | None, query: s
             used += sizes[id(r)]
         kept.reverse()
     elif strategy == "summary":
-        summarised: list[Any] = []
-        for r in reversed(readable):
-            if not summarised and used + sizes[id(r)] <= max_tokens // 2:
+        older: list[Any] = []
+        for r in reversed(readable):  # the most recent as they are, in half the limit
+            if not older and used + sizes[id(r)] <= max_tokens // 2:
                 kept.append(r)
                 used += sizes[id(r)]
-            elif used + SUMMARY_TOKENS <= max_tokens:
+            else:
+                older.append(r)
+        # the older ones share what is left: each summary read in that much, or at least
+        # MIN_SUMMARY_TOKENS, the most recent first
+        each = min(SUMMARY_TOKENS, max(MIN_SUMMARY_TOKENS, (max_tokens - used) // (
+            len(older) or 1)))
+        summarised: list[Any] = []
+        for r in older:
+            if used + each <= max_tokens:
                 summarised.append(r)
                 kept.append(r)
-                used += SUMMARY_TOKENS
+                used += each
         kept.reverse()
         info = {"strategy": strategy, "turns": [r.id for r in kept],
                 "summarised": [r.id for r in reversed(summarised)],
-                "tokens": used, "of_tokens": total}
+                "summary_tokens": each, "tokens": used, "of_tokens": total}
         return kept, info
     elif strategy == "relevant_only":
-        vectors = embed.embed_documents([_text(r) for r in readable])
-        target = embed.embed_query(query)
-        scores = {id(r): cosine(v, target) for r, v in zip(readable, vectors, strict=True)}
-        order = {id(r): i for i, r in enumerate(readable)}
-        for r in sorted(readable, key=lambda r: -scores[id(r)]):
-            if used + sizes[id(r)] <= max_tokens:
-                kept.append(r)
-                used += sizes[id(r)]
-        kept.sort(key=lambda r: order[id(r)])
+        excerpts, used = select([_text(r) for r in readable], query, max_tokens, embed)
+        shortened = []
+        for r, excerpt in zip(readable, excerpts, strict=True):
+            if excerpt is None:
+                continue
+            if excerpt != _text(r):  # the turn reads a copy: the record keeps its text
+                shortened.append(r.id)
+                r = dataclasses.replace(r, response=excerpt)
+            kept.append(r)
+        info = {"strategy": strategy, "turns": [r.id for r in kept],
+                "excerpted": shortened, "tokens": used, "of_tokens": total}
+        return kept, info
     else:
         raise ValueError(f"unknown context_compression '{strategy}' "
                          f"({', '.join(STRATEGIES)})")
@@ -91,11 +114,14 @@ def compress(records: list[Any], strategy: str, max_tokens: int | None, query: s
 
 
 async def ensure_summaries(records: list[Any], ids: list[str],
-                           call: Callable[[str], Awaitable[Any]]) -> float:
+                           call: Callable[[str], Awaitable[Any]]
+                           ) -> tuple[float, TokenUsage, int]:
     """Give each named record a summary (``metadata["summary"]``) unless it has one:
-    ``call(prompt)`` answers (a result with ``text`` and ``cost_usd``) or is None when
-    the budget cannot pay, and then the text's start stands in. Returns what it cost."""
-    cost = 0.0
+    ``call(prompt)`` answers (a result with ``text``, ``usage`` and ``cost_usd``) or is
+    None when the budget cannot pay, and then the text's start stands in. A summary that
+    dropped a number, date or name of the text gets it back, within ``SUMMARY_TOKENS``.
+    Returns what the calls cost, the tokens they used and how many were made."""
+    cost, usage, calls = 0.0, NO_USAGE, 0
     for record in records:
         if record.id not in ids or (record.metadata or {}).get("summary"):
             continue
@@ -103,13 +129,16 @@ async def ensure_summaries(records: list[Any], ids: list[str],
             result = await call(SUMMARY_PROMPT + _text(record))
         except Exception:  # no model could summarise: the text's start stands in
             result = None
-        if result is not None and (result.text or "").strip():
-            summary = result.text.strip()
+        if result is not None:
+            calls += 1
             cost += result.cost_usd or 0.0
+            usage = usage + (result.usage or NO_USAGE)
+        if result is not None and (result.text or "").strip():
+            summary = keep_facts(_text(record), result.text.strip(), SUMMARY_TOKENS)
         else:
             summary = _text(record)[:4 * SUMMARY_TOKENS // 2] + " [...]"
         record.metadata = {**(record.metadata or {}), "summary": summary}
-    return cost
+    return cost, usage, calls
 
 
 async def turn_reads(mode: Any, turn: Any, rec: Any, readable: list[Any],
@@ -121,16 +150,47 @@ async def turn_reads(mode: Any, turn: Any, rec: Any, readable: list[Any],
     strategy = turn.context_compression or mode.context_compression
     if not strategy or strategy == "none" or not tpl["needs"]:
         return readable, frozenset(), 0.0
+    query = f"{turn.role}\n{turn.description}\n{turn.prompt}"
     kept, trimmed = compress(readable, strategy,
-                             turn.max_context_tokens or mode.max_context_tokens,
-                             f"{turn.role}\n{turn.description}\n{turn.prompt}",
+                             turn.max_context_tokens or mode.max_context_tokens, query,
                              embed() if strategy == "relevant_only" else None)
     if not trimmed:
         return readable, frozenset(), 0.0
     rec.metadata = {**(rec.metadata or {}), "context": trimmed}
     summarised = frozenset(trimmed.get("summarised", ()))
-    cost = await ensure_summaries(kept, list(summarised), summarise) if summarised else 0.0
-    return kept, summarised, cost
+    if not summarised:
+        return kept, summarised, 0.0
+    cost, usage, calls = await ensure_summaries(kept, list(summarised), summarise)
+    if calls:  # the summariser's cost is this turn's, whether or not its own call works
+        trimmed["summariser"] = {"calls": calls, "prompt_tokens": usage.prompt,
+                                 "completion_tokens": usage.completion,
+                                 "cost_usd": round(cost, 10)}
+        rec.usage = rec.usage + usage
+        rec.cost_usd = (rec.cost_usd or 0.0) + cost
+    return _shortened(kept, summarised, trimmed, query), summarised, cost
+
+
+def _shortened(kept: list[Any], summarised: frozenset[str], info: dict[str, Any],
+               query: str) -> list[Any]:
+    """``kept`` with each summary longer than this turn reads them (``summary_tokens``)
+    cut to its sentences most relevant to the turn (a copy: the record keeps its
+    summary); ``info["tokens"]`` becomes what is read."""
+    each = info["summary_tokens"]
+    out: list[Any] = []
+    used = 0
+    for r in kept:
+        if r.id not in summarised:
+            used += estimate_tokens(_text(r))
+            out.append(r)
+            continue
+        summary = (r.metadata or {}).get("summary") or ""
+        if estimate_tokens(summary) > each:
+            summary = select([summary], query, each)[0][0] or summary[:4 * each]
+            r = dataclasses.replace(r, metadata={**(r.metadata or {}), "summary": summary})
+        used += estimate_tokens(summary)
+        out.append(r)
+    info["tokens"] = used
+    return out
 
 
 def cosine(a: list[float], b: list[float]) -> float:

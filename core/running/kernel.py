@@ -353,7 +353,7 @@ class Kernel:
                          extra={"event": "turn.retried", "model": result.model,
                                 "attempts": len(failures)})
         rec.response = redact_values(result.text)  # a model may repeat a key it saw
-        rec.usage = result.usage
+        rec.usage = rec.usage + result.usage  # and any summaries made for its context
         rec.latency_seconds = result.latency_seconds
         rec.model = result.model
         rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (

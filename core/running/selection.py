@@ -1,0 +1,193 @@
+"""Choosing within turns: the sentences of earlier turns a turn reads under a token limit.
+
+Each text is cut into chunks (sentences; a long one into windows of words). Every chunk
+is scored against what the reading turn asks (its role, description and prompt
+template): lexical overlap, BM25-weighted over all the chunks read (so words every turn
+repeats count for little), plus the cosine similarity of the embeddings when an
+embeddings object is given (``hashing`` offline, or a plugin's). First each text's best
+chunk is taken, best texts first, while half the limit lasts (so every turn read is
+represented when it can be); then the best chunks of all, while they fit. A text keeps
+its chunks in their original order, with ``[...]`` where text was left out.
+
+``keep_facts`` is the check on a summary: the numbers, dates and names of the source
+that a summary dropped are added back, each with the words before it, within a limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from dlg.models.calls import estimate_tokens
+
+__all__ = ["ELIDED", "chunks", "facts", "keep_facts", "lexical_scores", "select"]
+
+ELIDED = "[...]"
+WINDOW = 40  # words in a chunk cut from a sentence longer than twice this
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\s*\n?")
+_WORD = re.compile(r"[\w']+", re.UNICODE)
+_STOP = frozenset(re.findall(r"\w+", (
+    "a an and are as at be but by did do does for from had has have he her his how i if in "
+    "into is it its me my no not of on or our she so that the their them then there these "
+    "they this to us was we were what when where which who whom why will with would you "
+    "your")))
+# numbers (1,234.5 12% 2025-03-14 10:30), and runs of capitalised words (names)
+_NUMBER = re.compile(r"\d(?:[\d,.:/-]*\d)?%?")
+_NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
+
+
+def chunks(text: str) -> list[str]:
+    """``text`` cut into sentences, a long sentence into windows of ``WINDOW`` words."""
+    out: list[str] = []
+    for sentence in _SENTENCE.split(text.strip()):
+        sentence = sentence.strip()
+        if not sentence:
+            continue
+        words = sentence.split()
+        if len(words) <= 2 * WINDOW:
+            out.append(sentence)
+        else:
+            out.extend(" ".join(words[i:i + WINDOW]) for i in range(0, len(words), WINDOW))
+    return out
+
+
+def _terms(text: str) -> list[str]:
+    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP]
+
+
+def lexical_scores(query: str, docs: list[str], k1: float = 1.2, b: float = 0.75
+                   ) -> list[float]:
+    """BM25 scores of ``docs`` against ``query``, the inverse document frequencies taken
+    over ``docs`` themselves."""
+    terms = [_terms(d) for d in docs]
+    if not terms:
+        return []
+    frequency: dict[str, int] = {}
+    for words in terms:
+        for w in set(words):
+            frequency[w] = frequency.get(w, 0) + 1
+    n = len(docs)
+    average = sum(len(t) for t in terms) / n or 1.0
+    wanted = set(_terms(query))
+    scores = []
+    for words in terms:
+        counts: dict[str, int] = {}
+        for w in words:
+            if w in wanted:
+                counts[w] = counts.get(w, 0) + 1
+        score = 0.0
+        for w, c in counts.items():
+            idf = math.log(1 + (n - frequency[w] + 0.5) / (frequency[w] + 0.5))
+            score += idf * c * (k1 + 1) / (c + k1 * (1 - b + b * len(words) / average))
+        scores.append(score)
+    return scores
+
+
+def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
+           ) -> tuple[list[str | None], int]:
+    """For each of ``texts``, what is kept of it (the whole text, an excerpt with
+    ``[...]`` where text was left out, or None), and the tokens kept in all."""
+    pieces = [(i, j, c) for i, text in enumerate(texts) for j, c in enumerate(chunks(text))]
+    if not pieces:
+        return [None] * len(texts), 0
+    lexical = lexical_scores(query, [c for _, _, c in pieces])
+    top = max(lexical) or 1.0
+    scores = [s / top for s in lexical]
+    if embed is not None:
+        from dlg.running.compression import cosine
+
+        target = embed.embed_query(query)
+        vectors = embed.embed_documents([c for _, _, c in pieces])
+        scores = [s + cosine(v, target) for s, v in zip(scores, vectors, strict=True)]
+    mine: dict[int, list[int]] = {}
+    for k, (i, _, _) in enumerate(pieces):
+        mine.setdefault(i, []).append(k)
+    chosen: set[int] = set()
+    cost = [0] * len(texts)  # the tokens of each text's excerpt as chosen so far
+    used = [0]  # their sum
+
+    def excerpt(i: int, extra: int | None = None) -> str | None:
+        take = [k for k in mine.get(i, ()) if k in chosen or k == extra]
+        if not take:
+            return None
+        if len(take) == len(mine[i]):
+            return texts[i].strip()
+        parts: list[str] = []
+        for k in mine[i]:
+            if k in chosen or k == extra:
+                parts.append(pieces[k][2])
+            elif not parts or parts[-1] != ELIDED:
+                parts.append(ELIDED)
+        return " ".join(parts)
+
+    def grow(k: int, limit: int) -> bool:
+        """Take chunk ``k`` if the excerpts still fit in ``limit``."""
+        i = pieces[k][0]
+        after = estimate_tokens(excerpt(i, k) or "")
+        if used[0] - cost[i] + after > limit:
+            return False
+        chosen.add(k)
+        used[0] += after - cost[i]
+        cost[i] = after
+        return True
+
+    order = sorted(range(len(pieces)), key=lambda k: (-scores[k], k))
+    firsts: dict[int, int] = {}
+    for k in order:
+        firsts.setdefault(pieces[k][0], k)
+    for k in sorted(firsts.values(), key=lambda k: (-scores[k], k)):
+        if not grow(k, max_tokens // 2):  # each text's best chunk, best first, in half
+            break
+    for k in order:  # then the best chunks of all, while they fit
+        if k not in chosen:
+            grow(k, max_tokens)
+    return [excerpt(i) for i in range(len(texts))], used[0]
+
+
+def facts(text: str) -> list[str]:
+    """The numbers and dates, then the names, in ``text`` (a name: capitalised words
+    that do not only start a sentence), each once."""
+    found: list[str] = []
+    for m in _NUMBER.finditer(text):
+        found.append(m.group())
+    for m in _NAME.finditer(text):
+        name = m.group()
+        start = m.start()
+        before = text[:start].rstrip()
+        if " " not in name and (not before or before[-1] in ".!?:\n#"):
+            continue  # a single capitalised word starting a sentence: not a name
+        if name.lower() in _STOP:
+            continue
+        found.append(name)
+    return list(dict.fromkeys(found))
+
+
+def keep_facts(source: str, summary: str, max_tokens: int) -> str:
+    """``summary`` with the facts of ``source`` it dropped added back (each with up to
+    four words before it, for what it is; overlapping ones as one), as many as fit in
+    ``max_tokens``."""
+    missing = [f for f in facts(source) if f not in summary]
+    spans: list[list[int]] = []
+    for fact in missing:
+        at = source.find(fact)
+        before = source[:at]
+        words = before.split()[-4:]
+        start = before.rfind(words[0]) if words else at
+        sentence = max(before.rfind(". "), before.rfind("\n")) + 1  # not past its sentence
+        span = [max(start, sentence), at + len(fact)]
+        merged = [s for s in spans if s[0] <= span[1] and span[0] <= s[1]]
+        for s in merged:
+            span = [min(span[0], s[0]), max(span[1], s[1])]
+        trial = sorted([s for s in spans if s not in merged] + [span])
+        if estimate_tokens(_also(summary, source, trial)) > max_tokens:
+            continue  # a shorter one may still fit
+        spans = trial
+    return _also(summary, source, spans) if spans else summary
+
+
+def _also(summary: str, source: str, spans: list[list[int]]) -> str:
+    """The summary and the facts added back, a sentence each (so they can be chosen
+    from one by one)."""
+    added = [source[a:b].strip(" ,;") for a, b in spans]
+    return f"{summary} Also: {'. '.join(s[0].upper() + s[1:] for s in added)}."
