@@ -27,14 +27,13 @@ many).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dlg.models.calls import estimate_tokens
 from dlg.records.record import NO_USAGE, TokenUsage
-from dlg.running.selection import keep_facts, select
+from dlg.running.selection import cosine, keep_facts, select
 
 __all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries",
            "turn_reads"]
@@ -191,12 +190,6 @@ def _shortened(kept: list[Any], summarised: frozenset[str], info: dict[str, Any]
         out.append(r)
     info["tokens"] = used
     return out
-
-
-def cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=False))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
 
 
 def embeddings(pm: Any, name: str | None = None) -> Any:

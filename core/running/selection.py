@@ -21,7 +21,7 @@ from typing import Any
 
 from dlg.models.calls import estimate_tokens
 
-__all__ = ["ELIDED", "chunks", "facts", "keep_facts", "lexical_scores", "select"]
+__all__ = ["ELIDED", "chunks", "cosine", "facts", "keep_facts", "lexical_scores", "select"]
 
 ELIDED = "[...]"
 WINDOW = 40  # words in a chunk cut from a sentence longer than twice this
@@ -95,7 +95,6 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     top = max(lexical) or 1.0
     scores = [s / top for s in lexical]
     if embed is not None:
-        from dlg.running.compression import cosine
 
         target = embed.embed_query(query)
         vectors = embed.embed_documents([c for _, _, c in pieces])
@@ -191,3 +190,10 @@ def _also(summary: str, source: str, spans: list[list[int]]) -> str:
     from one by one)."""
     added = [source[a:b].strip(" ,;") for a, b in spans]
     return f"{summary} Also: {'. '.join(s[0].upper() + s[1:] for s in added)}."
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    """The cosine similarity of two vectors (0 when either is all zeros)."""
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0

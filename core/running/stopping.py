@@ -60,7 +60,7 @@ class Similarity:
         return self._embed(self._name) if self._name else self._embed()
 
     def __call__(self, a: str, b: str) -> float:
-        from dlg.running.compression import cosine
+        from dlg.running.selection import cosine
 
         missing = [t for t in dict.fromkeys((a, b)) if t not in self._vectors]
         if missing:
