@@ -12,14 +12,14 @@ import inspect
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
+from dlg.contracts import Exporter, Router
 from dlg.errors import PluginError
 
 if TYPE_CHECKING:
     import pluggy
 
-    from dlg.hookspecs import Dialogue  # the record type, named without importing it
 
 __all__ = [
     "Exporter",
@@ -95,26 +95,6 @@ class ModeSource:
     name: str
     source: Any
     plugin: str = ""
-
-
-@runtime_checkable
-class Exporter(Protocol):
-    """Turns a finished (or partial) dialogue into a document. ``extension`` is the one it
-    writes; it may declare more it is known by (``extensions = ("md", "markdown")``),
-    which ``--out FILE`` reads the format from."""
-
-    name: str
-    extension: str
-    description: str
-
-    def export(self, dialogue: Dialogue) -> str | bytes: ...
-
-
-@runtime_checkable
-class Router(Protocol):
-    """Chooses the model a turn runs on; see ``dlg.routing.RouteRequest``."""
-
-    def select(self, request: Any) -> Any: ...
 
 
 StoreFactory = Callable[..., Any]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_key, missing_package, no_retries
+from dlg.plugin import hookimpl, missing_key, missing_package, no_retries
 
 EPHEMERAL = {"type": "ephemeral"}
 

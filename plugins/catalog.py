@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 
 @hookimpl

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import warnings
 
-from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_package
+from dlg.plugin import hookimpl, missing_package
 
 
 def _chat_models():

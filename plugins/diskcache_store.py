@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dlg.hookspecs import hookimpl
-from dlg.records.store import RowWrites
+from dlg.plugin import RowWrites, hookimpl
 
 
 class DiskcacheStore(RowWrites):
@@ -25,7 +24,7 @@ class DiskcacheStore(RowWrites):
         import diskcache
 
         if path is None:
-            from dlg.paths import data_dir
+            from dlg.plugin import data_dir
 
             path = data_dir() / "dialogues"
         self.path = Path(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 
 def _make(model_name: str, options: dict[str, Any]) -> Any:

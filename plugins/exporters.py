@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 
 class JsonExporter:
@@ -72,7 +72,7 @@ class MarkdownExporter:
             lines.append("")
             routing = (t.metadata or {}).get("routing")
             if routing and routing.get("reason"):
-                from dlg.running.routing import budget_note
+                from dlg.plugin import budget_note
 
                 note = budget_note(routing)
                 lines.append(f"> routed by {routing['router']}: {routing['reason']}"

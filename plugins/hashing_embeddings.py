@@ -16,7 +16,7 @@ import math
 import re
 from itertools import pairwise
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 DIMENSIONS = 1024
 _WORD = re.compile(r"[\w']+", re.UNICODE)

@@ -17,13 +17,12 @@ import math
 import random
 from typing import TYPE_CHECKING, Any
 
-from dlg.hookspecs import hookimpl
-from dlg.running.routing import Route
+from dlg.plugin import Route, hookimpl
 
 from .router import CapabilityRouter, eligible, fallback_chain, rank
 
 if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads at start-up
-    from dlg.running.learning import QualityStat
+    from dlg.plugin import QualityStat
 
 PRIOR_WEIGHT = 2.0  # the registry's quality prior counts as this many scores
 PRIOR_SD = 0.25  # how far a model's quality on a task may be from its prior
@@ -62,7 +61,7 @@ class LearnedRouter:
         found = eligible(request)
         if not found:
             return CapabilityRouter().choose(request)
-        from dlg.running.learning import QualityStat, quality_key
+        from dlg.plugin import QualityStat, quality_key
 
         task = quality_key(request.turn.role)
         known: dict[str, Any] = {}

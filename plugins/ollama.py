@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import os
 
-from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_package
+from dlg.plugin import hookimpl, missing_package
 
 
 def _check(model, options):

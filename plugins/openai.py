@@ -7,8 +7,7 @@ Also ``openai-compatible:MODEL?base_url=URL`` for any server speaking the OpenAI
 
 from __future__ import annotations
 
-from dlg.hookspecs import hookimpl
-from dlg.models.providers import env_secret, missing_key, missing_package, no_retries
+from dlg.plugin import env_secret, hookimpl, missing_key, missing_package, no_retries
 
 
 def _check(model, options):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -40,7 +40,7 @@ class PdfExporter:
         try:
             from fpdf import FPDF
         except ModuleNotFoundError:
-            from dlg.errors import ExportError
+            from dlg.plugin import ExportError
 
             raise ExportError("PDF export needs fpdf2: pip install 'dlg-orchestrator[pdf]'"
                               ) from None

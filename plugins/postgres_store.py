@@ -19,8 +19,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from dlg.hookspecs import hookimpl
-from dlg.records.tables import SCHEMA, Execute, TableStore
+from dlg.plugin import SCHEMA, Execute, TableStore, hookimpl
 
 
 class PostgresStore(TableStore):
@@ -36,8 +35,7 @@ class PostgresStore(TableStore):
         try:
             self._conn = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:  # a malformed URL, a server that refuses or is not there
-            from dlg.errors import StoreError
-            from dlg.observability.redact import redact
+            from dlg.plugin import StoreError, redact
 
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise StoreError(f"cannot open the dialogue store 'postgres' at {redact(url)}: "

@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dlg.hookspecs import hookimpl
-from dlg.paths import cached
+from dlg.plugin import cached, hookimpl
 
 # dlg provider -> genai-prices provider id
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "google": "google", "xai": "x-ai"}

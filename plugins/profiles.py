@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlg.hookspecs import hookimpl
-from dlg.paths import cached
+from dlg.plugin import cached, hookimpl
 
 PACKAGES = {"openai": ("langchain_openai", "langchain-openai"),
             "anthropic": ("langchain_anthropic", "langchain-anthropic"),

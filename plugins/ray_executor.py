@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 # passed to the workers: where to save, which plugins, and the providers' keys
 _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OLLAMA_")
@@ -45,11 +45,7 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
 
     import anyio
 
-    from dlg.language.loader import load_mode
-    from dlg.running.api import Orchestrator
-    from dlg.running.batches.items import BatchItem
-    from dlg.running.batches.run import run_item
-    from dlg.running.budget import Budget
+    from dlg.plugin import BatchItem, Budget, Orchestrator, load_mode, run_item
 
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
     batch_item = BatchItem(**fields)
@@ -73,8 +69,7 @@ def _write_files(files: dict[str, str], folder: str) -> None:
     files, and no backslash (a Windows separator on the machine that sent it)."""
     from pathlib import Path
 
-    from dlg.errors import DlgError
-    from dlg.language.limits import confined
+    from dlg.plugin import DlgError, confined
 
     root = Path(folder)
     for name, text in files.items():
@@ -93,7 +88,7 @@ class RayExecutor:
         self.orchestrator = orchestrator
 
     def _check(self) -> None:
-        from dlg.errors import DlgError
+        from dlg.plugin import DlgError
 
         o = self.orchestrator
         given = [o.model, *o.models.values(), *o.pool_models.values()]
@@ -102,7 +97,7 @@ class RayExecutor:
             raise DlgError("the ray executor rebuilds the orchestrator on each worker from "
                            "model specs and router names: give models as specs "
                            "('openai:gpt-4o'), not as objects")
-        from dlg.observability.redact import redact
+        from dlg.plugin import redact
 
         secret = next((m for m in given if isinstance(m, str) and redact(m) != m), None)
         if secret is not None:
@@ -116,9 +111,7 @@ class RayExecutor:
                        budget: Any = None) -> None:
         import anyio
 
-        from dlg.language.templates import own_templates
-        from dlg.running.batches.cost import SPENT, not_started
-        from dlg.running.subdialogues import spawned_files
+        from dlg.plugin import SPENT, not_started, own_templates, spawned_files
 
         self._check()
         ray = _ray()
@@ -132,7 +125,7 @@ class RayExecutor:
                     address=address or None, include_dashboard=False, log_to_driver=False,
                     **({} if address else {"num_cpus": max(1, concurrency)})))
             except Exception as exc:  # Ray's errors: a missing extra, a refused join...
-                from dlg.errors import DlgError
+                from dlg.plugin import DlgError
 
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 where = f"join the Ray cluster at {address}" if address else "start Ray"
@@ -199,7 +192,7 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
     import re
     import socket
 
-    from dlg.errors import DlgError
+    from dlg.plugin import DlgError
 
     found = re.fullmatch(r"(?:ray://)?\[?([^\]/\s]+?)\]?:(\d{1,5})/?", address.strip())
     if found is None:  # "auto", "local", ...: Ray's to resolve
@@ -220,9 +213,7 @@ def _task_failed(item: Any, exc: Exception, store: Any, batch_id: str) -> None:
     What its dialogue saved before is read from the store and reported as it is (its
     turns, tokens and cost); one saved as running, whose worker is gone, is marked
     ``interrupted`` there (``dlg.records.store.mark_interrupted``)."""
-    from dlg.errors import DlgError
-    from dlg.records.record import ENDED
-    from dlg.records.store import as_dialogue, mark_interrupted
+    from dlg.plugin import ENDED, DlgError, as_dialogue, mark_interrupted
 
     cause = getattr(exc, "cause", None) or exc  # a RayTaskError holds the worker's error
     text = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
@@ -259,7 +250,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        from dlg.errors import DlgError
+        from dlg.plugin import DlgError
 
         raise DlgError("the ray executor needs Ray: pip install "
                        "'dlg-orchestrator[ray]'") from None

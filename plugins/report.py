@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -55,7 +55,7 @@ def _markdown(text: str) -> Markup:
 
 def _budget_note(routing: dict[str, Any]) -> str:
     """What a turn's routing says of a budget that moved it off the router's pick."""
-    from dlg.running.routing import budget_note
+    from dlg.plugin import budget_note
 
     note = budget_note(routing)
     return f"; {note}" if note else ""

@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dlg.hookspecs import hookimpl
-from dlg.running.routing import Route
+from dlg.plugin import Route, hookimpl
 
 
 class ParticipantRouter:

@@ -27,11 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlg import process
-from dlg.errors import StoreError
-from dlg.hookspecs import hookimpl
-from dlg.paths import data_dir
-from dlg.records.tables import SCHEMA, Execute, TableStore
+from dlg.plugin import SCHEMA, Execute, StoreError, TableStore, data_dir, hookimpl, process
 
 if TYPE_CHECKING:  # imported when a store opens: every plugin module loads at start-up
     import sqlite3
@@ -95,7 +91,7 @@ class SqliteStore(TableStore):
         try:
             self._connection()
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"...
-            from dlg.errors import StoreError
+            from dlg.plugin import StoreError
 
             raise StoreError(f"cannot open the dialogue store 'sqlite' at {where}: "
                              f"{exc} (move the file away, or DLG_DATA_DIR or --store choose "

@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from dlg.hookspecs import hookimpl
+from dlg.plugin import hookimpl
 
 _NS = 1_000_000_000
 
@@ -39,7 +39,7 @@ class Telemetry:
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None):
         from opentelemetry import metrics, trace
 
-        from dlg import __version__
+        from dlg.plugin import version as __version__
 
         self.tracer = trace.get_tracer("dlg", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("dlg", __version__, meter_provider=meter_provider)
@@ -170,7 +170,7 @@ def configure(spec: str) -> tuple[Any, Any]:
 
     Raises ``PluginError`` for an unknown exporter, or one whose packages are missing
     (with the pip command that installs them)."""
-    from dlg.errors import PluginError
+    from dlg.plugin import PluginError
 
     kind = spec.partition(":")[0]
     if kind not in _EXTRAS:

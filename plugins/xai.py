@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dlg.hookspecs import hookimpl
-from dlg.models.providers import missing_key, missing_package, no_retries
+from dlg.plugin import hookimpl, missing_key, missing_package, no_retries
 
 
 def _check(model, options):

@@ -102,3 +102,25 @@ def test_no_turn_step_writes_the_kernels_state():
                             isinstance(target.value, ast.Name) and target.value.id == "self"):
                         writes.append(f"{path.name}:{node.lineno}")
     assert writes == []
+
+
+def test_built_in_plugins_import_only_the_published_namespace():
+    """The built-ins are written like third-party plugins: of dlg they import only
+    ``dlg.plugin`` (and each other), wherever the import is."""
+    modules = _modules()
+    reaching = {}
+    for name, path in modules.items():
+        if name.startswith("dlg.plugins"):
+            outside = sorted(m for m in _imports(name, path, modules)
+                             if m != "dlg.plugin" and not m.startswith("dlg.plugins"))
+            if outside:
+                reaching[name] = outside
+    assert reaching == {}
+
+
+def test_the_published_namespace_has_what_it_lists():
+    import dlg.plugin
+
+    assert sorted(dlg.plugin.__all__) == sorted(dlg.plugin._WHERE)
+    for name in dlg.plugin.__all__:
+        assert getattr(dlg.plugin, name) is not None, name

@@ -1,0 +1,105 @@
+"""The contracts plugins implement, as ``typing.Protocol``s: what dlg calls on a store, an
+executor, embeddings, a router and an exporter. A plugin's object need not inherit from
+them; it has the methods. Optional abilities are their own protocols (a store that can
+hold leases, batches, learned quality); dlg uses them where a store has them.
+
+Plugins import these, with everything else they may use, from ``dlg.plugin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from dlg.hookspecs import Dialogue
+
+__all__ = ["BatchStore", "Embeddings", "Executor", "Exporter", "LeaseStore", "QualityStore",
+           "Router", "Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where dialogues are saved (``register_stores``): a record is a JSON-ready dict
+    (``Dialogue.to_dict()``). A store may also have ``save_turn(header, turn)``,
+    ``save_turns(header, turns)`` and ``save_rows(id, turns)`` to save a turn without the
+    whole record, and ``headers(ids)`` to read many dialogues' headers at once."""
+
+    def save(self, record: dict[str, Any]) -> None: ...
+    def load(self, dialogue_id: str) -> dict[str, Any] | None: ...
+    def list(self) -> list[dict[str, Any]]: ...
+    def delete(self, dialogue_id: str) -> bool: ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """A store that keeps a dialogue to one runner (``dlg.records.store.Lease``): atomic
+    ``acquire`` (returns a live lease held by another, if any), ``release``, and
+    ``leases(ids)`` to read them."""
+
+    def acquire(self, dialogue_id: str, lease: dict[str, Any],
+                is_live: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None: ...
+    def release(self, dialogue_id: str, token: str) -> None: ...
+    def leases(self, dialogue_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class BatchStore(Protocol):
+    """A store that keeps batches (their mode, rows and options), so they resume whole."""
+
+    def save_batch(self, record: dict[str, Any]) -> None: ...
+    def load_batch(self, batch_id: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class QualityStore(Protocol):
+    """A store that keeps what learning routers learn: per task and model, statistics
+    updated atomically (``update(old) -> new``)."""
+
+    def update_quality(self, task: str, model: str,
+                       update: Callable[[dict[str, Any] | None], dict[str, Any]]
+                       ) -> dict[str, Any]: ...
+    def quality(self, task: str | None = None) -> dict[Any, Any]: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a batch's dialogues (``register_executors`` registers a factory taking the
+    orchestrator): each item (``dlg.plugin.BatchItem``) is run with
+    ``dlg.plugin.run_item`` somewhere, its outcome filled in, and ``on_item(item)``
+    called as it ends."""
+
+    async def __call__(self, mode: Any, items: list[Any], *, concurrency: int,
+                       on_item: Callable[[Any], None] | None = None,
+                       options: dict[str, Any] | None = None,
+                       budget: Any = None) -> None: ...
+
+
+@runtime_checkable
+class Embeddings(Protocol):
+    """Text embeddings (``register_embeddings``), as LangChain's ``Embeddings``."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
+    def embed_query(self, text: str) -> list[float]: ...
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Turns a finished (or partial) dialogue into a document. ``extension`` is the one it
+    writes; it may declare more it is known by (``extensions = ("md", "markdown")``),
+    which ``--out FILE`` reads the format from."""
+
+    name: str
+    extension: str
+    description: str
+
+    def export(self, dialogue: Dialogue) -> str | bytes: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Chooses the model a turn runs on from a ``dlg.plugin.RouteRequest``: a plain
+    ``select(request)``, or ``async def route(request)`` for one that awaits; either
+    answers with a ``dlg.plugin.Route`` or a bare model."""
+
+    def select(self, request: Any) -> Any: ...
