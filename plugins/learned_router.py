@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads 
     from dlg.running.learning import QualityStat
 
 PRIOR_WEIGHT = 2.0  # the prior counts as this many scores
-PRIOR_SD = 0.25  # how far a model's quality on a task may be from its prior
+PRIOR_SD = 0.15  # how far a model's quality on a task may be from its prior (the catalog's
+# qualities of today's models span about 0.3; 0.25 explored too much: bench_routing.py)
 SHRINK = 4.0  # scores from other tasks are worth this many less (shrinkage to no shift)
 COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.15, "minimum_cost": 0.5}
 
@@ -64,15 +65,22 @@ def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, f
     return models, (task_sum / (task_n + SHRINK), task_n)
 
 
+def _number(option: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} is a number, not '{value}'") from None
+
+
 class LearnedRouter:
     name = "learned"
 
     def __init__(self, exploration: float = 1.0, seed: int | None = None,
                  cost_weight: float | None = None):
-        self.exploration = float(exploration)
-        self.cost_weight = None if cost_weight is None else float(cost_weight)
+        self.exploration = _number("exploration", exploration)
+        self.cost_weight = None if cost_weight is None else _number("cost_weight", cost_weight)
         if self.cost_weight is not None and not 0 <= self.cost_weight <= 10:
-            raise ValueError(f"cost_weight is from 0 to 10, not {cost_weight}")
+            raise ValueError(f"cost_weight is a number from 0 to 10, not '{cost_weight}'")
         self._rng = random.Random(seed)
 
     def with_options(self, **options: Any) -> LearnedRouter:
