@@ -52,16 +52,17 @@ def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, f
     model_sum: dict[str, float] = {}
     model_n: dict[str, int] = {}
     for (t, model), stat in table.items():
-        if t != task and model in priors and stat.n:
-            model_sum[model] = model_sum.get(model, 0.0) + stat.n * (stat.mean - priors[model])
-            model_n[model] = model_n.get(model, 0) + stat.n
+        n, mean = stat.since_n, float(stat.since_mean or 0.0)
+        if t != task and model in priors and n:
+            model_sum[model] = model_sum.get(model, 0.0) + n * (mean - priors[model])
+            model_n[model] = model_n.get(model, 0) + n
     models = {m: (model_sum[m] / (model_n[m] + SHRINK), model_n[m]) for m in model_sum}
     task_sum, task_n = 0.0, 0
     for (t, model), stat in table.items():
-        if t == task and model in priors and stat.n:
+        if t == task and model in priors and stat.since_n:
             expected = priors[model] + models.get(model, (0.0, 0))[0]
-            task_sum += stat.n * (stat.mean - expected)
-            task_n += stat.n
+            task_sum += stat.since_n * (float(stat.since_mean or 0.0) - expected)
+            task_n += stat.since_n
     return models, (task_sum / (task_n + SHRINK), task_n)
 
 
@@ -95,11 +96,12 @@ class LearnedRouter:
 
     def belief(self, stat: QualityStat | None, prior: float) -> tuple[float, float]:
         """Mean and spread of what is believed of a model's quality on a task."""
-        n = stat.n if stat is not None else 0
-        mean = ((PRIOR_WEIGHT * prior + n * stat.mean) / (PRIOR_WEIGHT + n)
+        # the scores since the model last changed (all of them, if it never did)
+        n = stat.since_n if stat is not None else 0
+        mean = ((PRIOR_WEIGHT * prior + n * float(stat.since_mean or 0.0)) / (PRIOR_WEIGHT + n)
                 if stat is not None and n else prior)
         # the scores' spread, shrunk towards a wide prior while there are few of them
-        m2 = stat.m2 if stat is not None else 0.0
+        m2 = float(stat.since_m2 or 0.0) if stat is not None else 0.0
         spread = math.sqrt((PRIOR_WEIGHT * PRIOR_SD ** 2 + m2) / (PRIOR_WEIGHT + n))
         return mean, self.exploration * spread / math.sqrt(PRIOR_WEIGHT + n)
 
@@ -139,7 +141,7 @@ class LearnedRouter:
             price = info.cost_per_million if info is not None else None
             cost = weight * math.log1p(price) / scale if price and scale else 0.0
             value = self._rng.gauss(mean, spread) - cost
-            why = (f"{name}: estimate {mean:.2f}±{spread:.2f} (n={stat.n if stat else 0}; "
+            why = (f"{name}: estimate {mean:.2f}±{spread:.2f} (n={stat.since_n if stat else 0}; "
                    f"prior {prior:.2f} = catalog {catalog[name]:.2f}"
                    f"{f' {shift:+.2f} from {others} scores on other tasks' if others else ''}"
                    f"{f' {task_shift:+.2f} for the task' if task_n else ''}"

@@ -371,16 +371,17 @@ def test_the_learned_router_forgets_a_model_that_got_worse(tmp_path):
     picks = _picks(router, _learned_request(EQUAL, store=store))
     assert picks.count("claude") >= 190
     saved = store.quality("synthesis")["grok"]
-    assert saved["changes"] >= 1 and saved["n"] < 50 and saved["mean"] < 0.7
+    assert saved["changes"] >= 1 and saved["since_n"] < 50 and saved["since_mean"] < 0.7
+    assert saved["n"] == 50  # every score still counts in the totals `dlg routing stats` shows
     # statistics saved before the recent ones were kept still read, and go on learning
     old = QualityStat.from_dict({"n": 3, "mean": 0.5, "m2": 0.02})
-    assert (old.n, old.w, old.recent) == (3, 3.0, 0.5)
+    assert (old.n, old.since_n, old.w, old.recent) == (3, 3, 3.0, 0.5)
     assert old.add(0.8).to_dict()["n"] == 4
     # and a steady model's noise is not taken for a change
     steady = QualityStat()
     for _ in range(300):
         steady = steady.add(min(1.0, max(0.0, rng.gauss(0.7, 0.15))))
-    assert steady.changes <= 1 and steady.n >= 200
+    assert steady.changes <= 1 and steady.since_n >= 200
 
 
 def test_the_learned_router_shares_what_other_tasks_taught():
