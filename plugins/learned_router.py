@@ -134,7 +134,7 @@ class LearnedRouter:
         shifts, (task_shift, task_n) = _shifts(table, catalog, task)
         drawn = []
         for name, model, info in found:
-            shift, others = shifts.get(name, (0.0, 0))
+            shift, elsewhere = shifts.get(name, (0.0, 0))
             prior = min(1.0, max(0.0, catalog[name] + shift + task_shift))
             stat = table.get((task, name))
             mean, spread = self.belief(stat, prior)
@@ -143,7 +143,7 @@ class LearnedRouter:
             value = self._rng.gauss(mean, spread) - cost
             why = (f"{name}: estimate {mean:.2f}±{spread:.2f} (n={stat.since_n if stat else 0}; "
                    f"prior {prior:.2f} = catalog {catalog[name]:.2f}"
-                   f"{f' {shift:+.2f} from {others} scores on other tasks' if others else ''}"
+                   f"{f' {shift:+.2f} from {elsewhere} scores on other tasks' if elsewhere else ''}"
                    f"{f' {task_shift:+.2f} for the task' if task_n else ''}"
                    f"{f'; restarted {stat.changes}x on a change' if stat and stat.changes else ''}"
                    f"), cost term -{cost:.3f} (${price or 0:g}/Mtok), drew {value:.2f}")
