@@ -1,20 +1,33 @@
 """The ``learned`` router: a bandit over the pool, fed by quality scores.
 
 Among the pool models the ``capabilities`` router would accept for a turn, it draws one
-score for each from what it believes of that model's quality on this task (the turn's
-role) and picks the highest: Thompson sampling over a normal belief whose mean starts at
-the registry's quality prior (worth two scores) and moves with every score recorded for
-(task, model) in the store (``dlg rate``, a judge, a plugin; see
-``dlg.running.learning``), and whose spread shrinks as scores come in, so it explores
-models it knows little about and then settles on the best. ``exploration`` (default 1)
-scales the spread: ``--router "learned?exploration=0.3"`` explores less. A price
-penalty follows the ``quality`` preference, as in ``capabilities``.
+value for each from what it believes of that model's quality on this task (the turn's
+role), less a stated price term, and picks the highest (Thompson sampling). The belief
+is normal:
+
+- its **prior** (worth ``PRIOR_WEIGHT`` scores) is the registry's quality for the model,
+  moved by what other tasks taught (how much better or worse than its catalog quality
+  the model scored on other tasks, and how this task's models scored against theirs),
+  each shrunk towards nothing while there is little of it;
+- it moves with every score for (task, model) in the store (``dlg rate``, a judge, a
+  plugin; see ``dlg.running.learning``), which forgets: when a model's recent scores
+  stray from its mean, the statistics restart from the recent ones;
+- its spread shrinks as scores come in, so it explores models it knows little about (a
+  new one too) and then settles on the best.
+
+Options (``--router "learned?cost_weight=0.5&exploration=0.3"``): ``cost_weight`` is the
+quality (0-1) a model's price costs it, on a log scale where the pool's priciest eligible
+model pays all of it (default: 0 with the ``maximum`` quality preference, 0.15 with
+``balanced``, 0.5 with ``minimum_cost``); ``exploration`` (default 1) scales the spread;
+``seed`` makes the draws repeatable. Each Route's reason names the pick's estimate,
+spread, prior and cost term, and the runner-up's.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dlg.plugin import Route, hookimpl
@@ -24,22 +37,57 @@ from .router import CapabilityRouter, eligible, fallback_chain, rank
 if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads at start-up
     from dlg.plugin import QualityStat
 
-PRIOR_WEIGHT = 2.0  # the registry's quality prior counts as this many scores
-PRIOR_SD = 0.25  # how far a model's quality on a task may be from its prior
+PRIOR_WEIGHT = 2.0  # the prior counts as this many scores
+PRIOR_SD = 0.15  # how far a model's quality on a task may be from its prior (the catalog's
+# qualities of today's models span about 0.3; 0.25 explored too much: bench_routing.py)
+SHRINK = 4.0  # scores from other tasks are worth this many less (shrinkage to no shift)
+COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.15, "minimum_cost": 0.5}
+
+
+def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, float],
+            task: str) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
+    """What other tasks say of each model (its mean shift from its prior, and how many
+    scores say so), and what this task's models say of the task (its shift)."""
+    model_sum: dict[str, float] = {}
+    model_n: dict[str, int] = {}
+    for (t, model), stat in table.items():
+        n, mean = stat.since_n, float(stat.since_mean or 0.0)
+        if t != task and model in priors and n:
+            model_sum[model] = model_sum.get(model, 0.0) + n * (mean - priors[model])
+            model_n[model] = model_n.get(model, 0) + n
+    models = {m: (model_sum[m] / (model_n[m] + SHRINK), model_n[m]) for m in model_sum}
+    task_sum, task_n = 0.0, 0
+    for (t, model), stat in table.items():
+        if t == task and model in priors and stat.since_n:
+            expected = priors[model] + models.get(model, (0.0, 0))[0]
+            task_sum += stat.since_n * (float(stat.since_mean or 0.0) - expected)
+            task_n += stat.since_n
+    return models, (task_sum / (task_n + SHRINK), task_n)
+
+
+def _number(option: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} is a number, not '{value}'") from None
 
 
 class LearnedRouter:
     name = "learned"
 
-    def __init__(self, exploration: float = 1.0, seed: int | None = None):
-        self.exploration = float(exploration)
+    def __init__(self, exploration: float = 1.0, seed: int | None = None,
+                 cost_weight: float | None = None):
+        self.exploration = _number("exploration", exploration)
+        self.cost_weight = None if cost_weight is None else _number("cost_weight", cost_weight)
+        if self.cost_weight is not None and not 0 <= self.cost_weight <= 10:
+            raise ValueError(f"cost_weight is a number from 0 to 10, not '{cost_weight}'")
         self._rng = random.Random(seed)
 
     def with_options(self, **options: Any) -> LearnedRouter:
-        unknown = set(options) - {"exploration", "seed"}
+        unknown = set(options) - {"exploration", "seed", "cost_weight"}
         if unknown:
             raise ValueError(f"unknown learned-router option(s) {sorted(unknown)}: "
-                             "exploration, seed")
+                             "cost_weight, exploration, seed")
         return LearnedRouter(**options)
 
     def select(self, request: Any) -> Any:  # checked before the run: the capabilities pick
@@ -47,11 +95,12 @@ class LearnedRouter:
 
     def belief(self, stat: QualityStat | None, prior: float) -> tuple[float, float]:
         """Mean and spread of what is believed of a model's quality on a task."""
-        n = stat.n if stat is not None else 0
-        mean = ((PRIOR_WEIGHT * prior + n * stat.mean) / (PRIOR_WEIGHT + n)
+        # the scores since the model last changed (all of them, if it never did)
+        n = stat.since_n if stat is not None else 0
+        mean = ((PRIOR_WEIGHT * prior + n * float(stat.since_mean or 0.0)) / (PRIOR_WEIGHT + n)
                 if stat is not None and n else prior)
         # the scores' spread, shrunk towards a wide prior while there are few of them
-        m2 = stat.m2 if stat is not None else 0.0
+        m2 = float(stat.since_m2 or 0.0) if stat is not None else 0.0
         spread = math.sqrt((PRIOR_WEIGHT * PRIOR_SD ** 2 + m2) / (PRIOR_WEIGHT + n))
         return mean, self.exploration * spread / math.sqrt(PRIOR_WEIGHT + n)
 
@@ -64,38 +113,48 @@ class LearnedRouter:
         from dlg.plugin import QualityStat, quality_key
 
         task = quality_key(request.turn.role)
-        known: dict[str, Any] = {}
+        table: dict[tuple[str, str], QualityStat] = {}
         if request.quality is not None:
             import anyio
 
             store = request.quality()
             if hasattr(store, "quality"):
-                known = await anyio.to_thread.run_sync(store.quality, task)
+                every = await anyio.to_thread.run_sync(store.quality)
+                table = {key: QualityStat.from_dict(data) for key, data in every.items()
+                         if isinstance(key, tuple) and isinstance(data, Mapping)}
         preference = request.constraints.get("quality", "balanced")
+        weight = self.cost_weight if self.cost_weight is not None else COST_WEIGHTS.get(
+            preference, COST_WEIGHTS["balanced"])
         prices = [i.cost_per_million for _, _, i in found if i is not None and
                   i.cost_per_million]
-        top = max(prices, default=1.0) or 1.0
-        best, best_value, notes = None, -math.inf, []
+        scale = math.log1p(max(prices, default=1.0) or 1.0)
+        catalog = {name: (info.quality / 100) if info is not None and info.quality is not None
+                   else 0.5 for name, _, info in found}
+        shifts, (task_shift, task_n) = _shifts(table, catalog, task)
+        drawn = []
         for name, model, info in found:
-            prior = (info.quality / 100) if info is not None and info.quality is not None \
-                else 0.5
-            stat = QualityStat.from_dict(known[name]) if name in known else None
+            shift, elsewhere = shifts.get(name, (0.0, 0))
+            prior = min(1.0, max(0.0, catalog[name] + shift + task_shift))
+            stat = table.get((task, name))
             mean, spread = self.belief(stat, prior)
-            value = self._rng.gauss(mean, spread)
             price = info.cost_per_million if info is not None else None
-            if preference == "balanced" and price:
-                value -= 0.15 * math.log1p(price) / math.log1p(top)
-            elif preference == "minimum_cost" and price:
-                value -= 0.5 * price / top
-            notes.append(f"{name} {mean:.2f}±{spread:.2f} (n={stat.n if stat else 0})")
-            if value > best_value:
-                best, best_value = (name, model), value
-        assert best is not None
-        name, model = best
+            cost = weight * math.log1p(price) / scale if price and scale else 0.0
+            value = self._rng.gauss(mean, spread) - cost
+            why = (f"{name}: estimate {mean:.2f}±{spread:.2f} (n={stat.since_n if stat else 0}; "
+                   f"prior {prior:.2f} = catalog {catalog[name]:.2f}"
+                   f"{f' {shift:+.2f} from {elsewhere} scores on other tasks' if elsewhere else ''}"
+                   f"{f' {task_shift:+.2f} for the task' if task_n else ''}"
+                   f"{f'; restarted {stat.changes}x on a change' if stat and stat.changes else ''}"
+                   f"), cost term -{cost:.3f} (${price or 0:g}/Mtok), drew {value:.2f}")
+            drawn.append((value, name, model, why))
+        drawn.sort(key=lambda d: -d[0])
+        _, name, model, why = drawn[0]
+        runner_up = f"; next best {drawn[1][3]}" if len(drawn) > 1 else ""
         others = [e for e in rank(request, found) if e[0] != name]
         chain = fallback_chain([(name, model, None), *others])
-        return Route(model, chain, f"task '{task}': drew the best of " + "; ".join(notes),
-                     name)
+        reason = (f"task '{task}', cost_weight {weight:g}: picked {why}{runner_up}; "
+                  f"{len(found)} of {len(request.pool)} pool models eligible")
+        return Route(model, chain, reason, name)
 
 
 @hookimpl

@@ -328,3 +328,130 @@ def test_show_names_the_model_that_answered_when_the_budget_moved_a_turn():
     assert d.turns[0].replaced == ("claude-opus",) and d.turns[0].model == "grok-4"
     assert "turn a routed by capabilities to claude-opus: needs reasoning; " in _table(d)
     assert _table(d).count("; grok-4 answered in its place (a fallback)\n") == 1
+
+
+def _learned_request(entries, role="synthesis", store=None, pool=None):
+    """A real RouteRequest for one turn over a scripted market, with a quality store."""
+    from dlg.running.routing import RouteRequest
+
+    models, registry = market(entries)
+    mode = dlg.load_mode({"name": "s", "turns": [
+        {"id": "t", "role": role, "requires": ["analysis"], "prompt": "x"}]})
+    return RouteRequest(turn=mode.turns[0], mode=mode, bindings={}, default=None,
+                        pool=pool or models, registry=registry,
+                        quality=(lambda: store) if store is not None else None)
+
+
+def _picks(router, request, n=200):
+    return [anyio.run(router.route, request).name for _ in range(n)]
+
+
+EQUAL = {name: {"capabilities": ["analysis"], "quality": 80,
+                "price": {"input": 1, "output": 2}} for name in ("grok", "claude")}
+
+
+def test_the_learned_router_forgets_a_model_that_got_worse(tmp_path):
+    """After 40 good scores, a model that starts scoring badly loses the task within ten
+    scores: its statistics restart from the recent ones (an average of all 50 would
+    still put it first), in the store, saved next to the old fields."""
+    import random
+
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.records.store import open_store
+    from dlg.running.learning import QualityStat, record_quality
+
+    store = open_store("diskcache", path=str(tmp_path / "q"))
+    rng = random.Random(5)
+    for _ in range(40):
+        record_quality(store, "synthesis", "grok", rng.gauss(0.9, 0.05))
+        record_quality(store, "synthesis", "claude", rng.gauss(0.7, 0.05))
+    for _ in range(10):  # grok got worse
+        record_quality(store, "synthesis", "grok", rng.gauss(0.45, 0.05))
+    router = LearnedRouter(seed=1, exploration=0.5)
+    picks = _picks(router, _learned_request(EQUAL, store=store))
+    assert picks.count("claude") >= 190
+    saved = store.quality("synthesis")["grok"]
+    assert saved["changes"] >= 1 and saved["since_n"] < 50 and saved["since_mean"] < 0.7
+    assert saved["n"] == 50  # every score still counts in the totals `dlg routing stats` shows
+    # statistics saved before the recent ones were kept still read, and go on learning
+    old = QualityStat.from_dict({"n": 3, "mean": 0.5, "m2": 0.02})
+    assert (old.n, old.since_n, old.w, old.recent) == (3, 3, 3.0, 0.5)
+    assert old.add(0.8).to_dict()["n"] == 4
+    # and a steady model's noise is not taken for a change
+    steady = QualityStat()
+    for _ in range(300):
+        steady = steady.add(min(1.0, max(0.0, rng.gauss(0.7, 0.15))))
+    assert steady.changes <= 1 and steady.since_n >= 200
+
+
+def test_the_learned_router_shares_what_other_tasks_taught():
+    """A task with no scores yet: a model that beat its catalog quality on the other
+    tasks is believed better here too (and one that fell short, worse), so the router
+    does not start from the catalog alone."""
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.learning import record_quality
+
+    entries = {"grok": {**EQUAL["grok"], "quality": 60},
+               "claude": {**EQUAL["claude"], "quality": 80}}
+
+    class Memory:
+        rows: dict = {}
+
+        def update_quality(self, task, model, update):
+            self.rows[(task, model)] = update(self.rows.get((task, model)))
+            return self.rows[(task, model)]
+
+        def quality(self, task=None):
+            return dict(self.rows) if task is None else {
+                m: d for (t, m), d in self.rows.items() if t == task}
+
+    store = Memory()
+    for task in ("hypothesis", "critique", "summary"):
+        for score in (0.9, 0.92, 0.88, 0.91, 0.9):
+            record_quality(store, task, "grok", score)
+            record_quality(store, task, "claude", score - 0.35)
+    request = _learned_request(entries, role="synthesis", store=store)
+    picks = _picks(LearnedRouter(seed=2, exploration=0.3), request)
+    assert picks.count("grok") >= 180  # the catalog alone says claude
+    reason = anyio.run(LearnedRouter(seed=2, exploration=0.3).route, request).reason
+    assert "grok: estimate" in reason and "from 15 scores on other tasks" in reason
+
+
+def test_the_learned_router_cost_weight_trades_quality_for_price():
+    """``learned?cost_weight=W``: with 0 the better, pricier model; with 0.5 the cheap one,
+    nearly as good; a bad value is a clear error."""
+    from dlg.plugins.learned_router import LearnedRouter
+
+    entries = {"opus": {"capabilities": ["analysis"], "quality": 90,
+                        "price": {"input": 15, "output": 75}},
+               "mini": {"capabilities": ["analysis"], "quality": 84,
+                        "price": {"input": 0.25, "output": 2}}}
+    request = _learned_request(entries)
+    quality_first = LearnedRouter().with_options(cost_weight="0", seed="1", exploration="0.2")
+    cheap_first = LearnedRouter().with_options(cost_weight="0.5", seed="1", exploration="0.2")
+    assert _picks(quality_first, request).count("opus") >= 180
+    assert _picks(cheap_first, request).count("mini") >= 180
+    models, registry = market(entries)
+    mode = {"name": "c", "turns": [{"id": "a", "role": "A", "requires": ["analysis"],
+                                    "prompt": "x"}]}
+    d = dlg.Orchestrator(pool=models, registry=registry, store=None,
+                         router="learned?cost_weight=0.5&seed=3").run_sync(mode)
+    assert "cost_weight 0.5" in d.turns[0].metadata["routing"]["reason"]
+    with pytest.raises(dlg.DlgError, match="cost_weight is a number, not 'lots'"):
+        dlg.Orchestrator(pool=models, registry=registry, store=None,
+                         router="learned?cost_weight=lots").run_sync(mode)
+
+
+def test_the_learned_router_explains_its_pick():
+    """The Route's reason names the pick's estimate and spread, its prior and the cost
+    term, and the runner-up's."""
+    from dlg.plugins.learned_router import LearnedRouter
+
+    route = anyio.run(LearnedRouter(seed=4).route,
+                      _learned_request({**EQUAL, "claude": {**EQUAL["claude"], "price": {
+                          "input": 10, "output": 20}}}))
+    reason = route.reason
+    assert reason.startswith("task 'synthesis', cost_weight 0.15: picked " + route.name)
+    assert f"{route.name}: estimate 0.80±0.11 (n=0; prior 0.80 = catalog 0.80)" in reason
+    assert "cost term -" in reason and "/Mtok), drew " in reason
+    assert "; next best " in reason and "2 of 2 pool models eligible" in reason
