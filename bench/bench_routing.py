@@ -32,7 +32,7 @@ one score), strong/weak (RouteLLM-style: the highest prior is strong, the cheape
 with at least the median prior is weak; a turn goes to the weak one unless its mean score
 on the task is 0.03 below the strong one's, after trying each 3 times per task), and
 learned (dlg's router, plugins/learned_router.py, asked through its real ``route`` with
-real RouteRequests and fed through dlg.running.learning.record_quality; cost_weight 0.15,
+real RouteRequests and fed through dlg.running.routing.learning.record_quality; cost_weight 0.15,
 its default with the balanced preference; "learned cw=0": cost_weight 0, quality first).
 Quality is the hidden quality of the models picked, as a % of the oracle's; cost as a % of
 always-best's. The spread is the standard deviation over seeds of the per-seed %.
@@ -58,8 +58,8 @@ import anyio
 import dlg
 from dlg.plugins.learned_router import LearnedRouter
 from dlg.plugins.router import CapabilityRouter
-from dlg.running.learning import record_quality
 from dlg.running.routing import RouteRequest
+from dlg.running.routing.learning import record_quality
 
 PROMPT, COMPLETION = 1000, 400
 SCENARIOS = ("right", "half-wrong", "degrade", "new-model", "many-tasks", "noise-0.05",

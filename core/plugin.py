@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from dlg.running.batches.items import BatchItem
     from dlg.running.batches.run import run_item
     from dlg.running.budget import Budget
-    from dlg.running.learning import QualityStat, quality_key
-    from dlg.running.routing import Route, RouteRequest, budget_note
+    from dlg.running.routing.learning import QualityStat, quality_key
+    from dlg.running.routing.request import Route, RouteRequest, budget_note
     from dlg.running.subdialogues import spawned_files
 
 __all__ = [
@@ -134,8 +134,9 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "BatchItem": ("dlg.running.batches.items", "BatchItem"),
     "run_item": ("dlg.running.batches.run", "run_item"),
     "Budget": ("dlg.running.budget", "Budget"),
-    **{n: ("dlg.running.learning", n) for n in ("QualityStat", "quality_key")},
-    **{n: ("dlg.running.routing", n) for n in ("Route", "RouteRequest", "budget_note")},
+    **{n: ("dlg.running.routing.learning", n) for n in ("QualityStat", "quality_key")},
+    **{n: ("dlg.running.routing.request", n) for n in ("Route", "RouteRequest",
+                                                     "budget_note")},
     "spawned_files": ("dlg.running.subdialogues", "spawned_files"),
 }
 

@@ -10,7 +10,7 @@ is normal:
   the model scored on other tasks, and how this task's models scored against theirs),
   each shrunk towards nothing while there is little of it;
 - it moves with every score for (task, model) in the store (``dlg rate``, a judge, a
-  plugin; see ``dlg.running.learning``), which forgets: when a model's recent scores
+  plugin; see ``dlg.running.routing.learning``), which forgets: when a model's recent scores
   stray from its mean, the statistics restart from the recent ones;
 - its spread shrinks as scores come in, so it explores models it knows little about (a
   new one too) and then settles on the best.

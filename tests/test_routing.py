@@ -358,7 +358,7 @@ def test_the_learned_router_forgets_a_model_that_got_worse(tmp_path):
 
     from dlg.plugins.learned_router import LearnedRouter
     from dlg.records.store import open_store
-    from dlg.running.learning import QualityStat, record_quality
+    from dlg.running.routing.learning import QualityStat, record_quality
 
     store = open_store("diskcache", path=str(tmp_path / "q"))
     rng = random.Random(5)
@@ -389,7 +389,7 @@ def test_the_learned_router_shares_what_other_tasks_taught():
     tasks is believed better here too (and one that fell short, worse), so the router
     does not start from the catalog alone."""
     from dlg.plugins.learned_router import LearnedRouter
-    from dlg.running.learning import record_quality
+    from dlg.running.routing.learning import record_quality
 
     entries = {"grok": {**EQUAL["grok"], "quality": 60},
                "claude": {**EQUAL["claude"], "quality": 80}}

@@ -96,7 +96,7 @@ def test_learned_statistics_stay_exact_under_concurrent_workers(pg):
     store's statistics count all 100 (none lost to a race)."""
     script = textwrap.dedent("""
         from dlg.records.store import open_store
-        from dlg.running.learning import record_quality
+        from dlg.running.routing.learning import record_quality
         store = open_store()
         for i in range(25):
             record_quality(store, "Explain", "m1", float(i % 10))

@@ -24,7 +24,7 @@ from dlg.running.batches.run import Batching
 from dlg.running.inputs import new_dialogue, prepare_inputs
 from dlg.running.kernel import execute
 from dlg.running.resume import Resuming
-from dlg.running.routers import Routers
+from dlg.running.routing.routers import Routers
 from dlg.running.subdialogues import Spawning
 
 __all__ = ["Orchestrator", "batch", "batch_sync", "resume", "run", "run_sync"]
@@ -275,7 +275,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
                                self._store_obj), *observers)
         routing = self.routing(mode)
         if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
-            from dlg.running.learning import JudgeScores
+            from dlg.running.routing.learning import JudgeScores
 
             observers = (*observers, JudgeScores(mode, self._quality_store))
         limit = routing.constraints.get("max_cost")

@@ -8,7 +8,7 @@ parsed object is the turn's ``data``; templates read it as ``turns.ID.data``.
 
 A judge turn (``scores: [turn ids]``) gets a default schema (``score`` 0-10 and a
 ``reason``) when it declares none; its score rates the turns it names for the learned
-router (``dlg.running.learning``).
+router (``dlg.running.routing.learning``).
 """
 
 from __future__ import annotations

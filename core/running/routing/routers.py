@@ -109,13 +109,13 @@ class Routers:
 
     def routing_stats(self) -> dict[str, dict[str, Any]]:
         """What learning routers know: task -> model -> ``QualityStat`` (n, mean, sd)."""
-        from dlg.running.learning import routing_stats
+        from dlg.running.routing.learning import routing_stats
 
         return routing_stats(self._quality_store())
 
     def rate(self, dialogue_id: str, turn: str | int, score: float) -> Any:
         """Record a quality score (0-10, or 0-1) for one turn of a saved dialogue; what the
         learned router learns from. Returns (task, model, new statistics)."""
-        from dlg.running.learning import rate
+        from dlg.running.routing.learning import rate
 
         return rate(self._quality_store(), dialogue_id, str(turn), score)
