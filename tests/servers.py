@@ -69,8 +69,10 @@ class FakeOpenAI(_Loopback):
 
     def __init__(self, script: list[str] | None = None, reply: str = "Hello from the server",
                  cached: int = 0, keep_alive: bool = False,
-                 choose: Callable[[dict[str, Any]], str | None] | None = None):
+                 choose: Callable[[dict[str, Any]], str | None] | None = None,
+                 pieces: int | None = None):
         self.script = list(script or ["ok"])
+        self.pieces = pieces  # stream the reply in pieces of this many characters
         self.keep_alive = keep_alive
         self.choose = choose
         self.reply = reply
@@ -149,11 +151,14 @@ class FakeOpenAI(_Loopback):
                     self.send_header("Connection", "close")  # the end of the stream
                     self.close_connection = True
                     self.end_headers()
-                    for i, word in enumerate(words):
+                    n = fake.pieces
+                    parts = ([fake.reply[i:i + n] for i in range(0, len(fake.reply), n)] if n
+                             else [(" " if i else "") + word for i, word in enumerate(words)])
+                    for part in parts:
                         chunk = {"id": "c1", "object": "chat.completion.chunk",
                                  "created": 0, "model": body.get("model"),
                                  "choices": [{"index": 0, "finish_reason": None,
-                                              "delta": {"content": (" " if i else "") + word}}]}
+                                              "delta": {"content": part}}]}
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     final = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
                              "model": body.get("model"),

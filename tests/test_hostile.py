@@ -512,3 +512,31 @@ def test_an_authorization_header_in_a_reply_is_redacted(monkeypatch, tmp_path):
     assert "Authorization: Bearer [REDACTED] and go" in text
     assert "Bearer xyz" not in text
     assert b"Bearer xyz" not in files
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 5])
+def test_a_key_repeated_in_a_streamed_answer_never_reaches_the_output(pieces, monkeypatch,
+                                                                      tmp_path):
+    """``dlg run --stream`` printed a streamed answer's pieces as they came: a provider
+    that repeats the key (split across pieces, as a stream splits anything) put it on the
+    screen and into whatever the output was piped to, though the saved answer had it
+    redacted. Pieces are now redacted before anyone sees them, holding back an end that
+    may begin a key, and what was held back follows when the answer is complete."""
+    pytest.importorskip("langchain_openai")
+    import uuid
+
+    key = f"gw-stream-{uuid.uuid4().hex}"
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GATEWAY_CREDENTIAL", key)
+    reply = (f"Your key is Bearer {key}, and Authorization: Bearer short1 too; "
+             "the rest of the answer follows as it was.")
+    with FakeOpenAI(["ok"], reply=reply, pieces=pieces) as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}&api_key_env=GATEWAY_CREDENTIAL"
+        result = CliRunner().invoke(cli, ["run", "detective", "--topic", "t", "--stream",
+                                          "--model", spec], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert key not in result.output and key[:12] not in result.output
+    assert "short1" not in result.output
+    assert result.output.count("Your key is Bearer [REDACTED], and Authorization: Bearer "
+                               "[REDACTED] too; the rest of the answer follows as it "
+                               "was.") == 5  # each turn's answer, whole

@@ -20,8 +20,8 @@ import re
 from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["REDACTED", "is_secret_option", "redact", "redact_attempt", "redact_values",
-           "remember", "secrets_in_spec"]
+__all__ = ["REDACTED", "StreamRedactor", "is_secret_option", "redact", "redact_attempt",
+           "redact_values", "remember", "secrets_in_spec"]
 
 REDACTED = "[REDACTED]"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
@@ -132,6 +132,58 @@ def redact(text: str | None) -> str | None:
     for pattern in _PATTERNS:
         text = pattern.sub(_replace, text)
     return text
+
+
+class StreamRedactor:
+    """``redact_values`` for text that arrives in pieces (a streamed answer), before anyone
+    sees it. A secret may be split across pieces, so the end of the text that could still
+    become one is held back until more text, or the end (``flush``), shows whether it
+    does: an end that begins a known secret, and an ``Authorization:`` header whose
+    credentials have not ended. What was given out is never taken back."""
+
+    __slots__ = ("_raw", "_shown")
+
+    def __init__(self) -> None:
+        self._raw: list[str] = []
+        self._shown = 0  # characters of the redacted text given out so far
+
+    def feed(self, piece: str) -> str:
+        """What can be shown now that ``piece`` arrived (nothing, while all may be a
+        secret's beginning)."""
+        self._raw.append(piece)
+        text = redact_values("".join(self._raw))
+        safe = len(text) - _secret_begun(text)
+        header = _OPEN_HEADER.search(text)
+        if header is not None:  # credentials still arriving: hold back from the header
+            safe = min(safe, header.start())
+        if safe <= self._shown:
+            return ""
+        out, self._shown = text[self._shown:safe], safe
+        return out
+
+    def flush(self) -> str:
+        """The rest, once the text is complete."""
+        text = redact_values("".join(self._raw))
+        out, self._shown = text[self._shown:], len(text)
+        return out
+
+
+def _secret_begun(text: str) -> int:
+    """How many characters at the end of ``text`` begin a known secret (0: none)."""
+    longest = 0
+    for value in _known_values():
+        for k in range(min(len(value) - 1, len(text)), longest, -1):
+            if text.endswith(value[:k]):
+                longest = k
+                break
+    return longest
+
+
+# an Authorization header at the end of a text, its credentials not ended yet
+_OPEN_HEADER = re.compile(r"(?i)\bauthorization[\"']?\s*[:=]?\s*[\"']?"
+                          r"(?:(?:bearer|basic|token|digest)\s*)?[^\s\"',;}]*$"
+                          r"|(?i:\b(?:a|au|aut|auth|autho|author|authori|authoriz|authoriza|"
+                          r"authorizat|authorizati|authorizatio))$")
 
 
 def redact_attempt(attempt: dict[str, Any]) -> dict[str, Any]:

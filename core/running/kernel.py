@@ -22,7 +22,7 @@ from dlg.language.templates import environment, static_views
 from dlg.models import ModelPool, call_model
 from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
 from dlg.observability import context
-from dlg.observability.redact import redact, redact_attempt, redact_values
+from dlg.observability.redact import StreamRedactor, redact, redact_attempt, redact_values
 from dlg.records import record as R
 from dlg.records.record import Dialogue, TurnRecord
 from dlg.running.budget import Budget, Reservation
@@ -246,8 +246,11 @@ class Kernel:
             await ctx.events.emit("turn_started", dialogue=state.dialogue, turn=rec)
 
             spent: float | None = None
+            stream = StreamRedactor() if ctx.events.listens("turn_chunk") else None
             try:
-                result = await self._call(turn, rec, plan)
+                result = await self._call(turn, rec, plan, stream)
+                if stream is not None:  # what was held back of a streamed answer
+                    await self._chunk(rec, stream.flush())
                 spent = result.cost_usd
                 if plan.output is not None:
                     structured = await structured_turn(ctx, plan, result)
@@ -309,7 +312,8 @@ class Kernel:
                 rec.response = redact_values(result.text)
             await self.fail(rec, outcome.message, started=outcome.started)
 
-    def _call(self, turn: Turn, rec: TurnRecord, plan: Plan) -> Awaitable[Any]:
+    def _call(self, turn: Turn, rec: TurnRecord, plan: Plan,
+              stream: StreamRedactor | None) -> Awaitable[Any]:
         """A prepared turn's model call, to await. No closures here: a nested function
         would give every in-flight turn a cell per captured name (docs/performance.md)."""
         ctx = self.ctx
@@ -317,7 +321,7 @@ class Kernel:
             ctx.pool, plan.choice, plan.messages, plan.settings, registry=ctx.registry,
             fallbacks=plan.fallbacks, requires=turn.requires, policy=ctx.policy,
             timeout=turn.timeout or ctx.mode.timeout or ctx.timeout,
-            on_chunk=self._chunks(rec) if ctx.events.listens("turn_chunk") else None,
+            on_chunk=self._chunks(rec, stream) if stream is not None else None,
             record=rec, schema=plan.output["schema"] if plan.output is not None else None,
             allow=(ctx.allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
@@ -379,13 +383,18 @@ class Kernel:
                 self.stop(*stop, "until")
                 state.stopped_at = rec.id  # the turn after which it held
 
-    def _chunks(self, rec: TurnRecord) -> Any:
-        """What hears a turn's text as it streams in: the ``turn_chunk`` listeners."""
+    def _chunks(self, rec: TurnRecord, stream: StreamRedactor) -> Any:
+        """What hears a turn's text as it streams in: the ``turn_chunk`` listeners, given
+        it redacted (a model may repeat a key it saw, split across pieces)."""
         async def on_chunk(text: str) -> None:
-            await self.ctx.events.emit("turn_chunk", dialogue=self.state.dialogue, turn=rec,
-                                       text=text)
+            await self._chunk(rec, stream.feed(text))
 
         return on_chunk
+
+    async def _chunk(self, rec: TurnRecord, text: str) -> None:
+        if text:
+            await self.ctx.events.emit("turn_chunk", dialogue=self.state.dialogue, turn=rec,
+                                       text=text)
 
     async def finished(self, rec: TurnRecord) -> None:
         await self.ctx.events.emit("turn_finished", shield=True, dialogue=self.state.dialogue,
