@@ -47,7 +47,7 @@ def test_cli_ls_show_export():
     (summary,) = dlg.list_dialogues()
     listing = invoke("ls").output.splitlines()
     assert listing[0].split() == ["id", "mode", "status", "turns", "tokens", "cost", "topic"]
-    assert listing[1].startswith(f"{summary['id']}  panel           completed   4/4")
+    assert listing[1].startswith(f"{summary['id']}  panel           completed      4/4")
     assert listing[1].endswith("Cars in cities")
     shown = invoke("show", summary["id"][:15]).output
     lines = shown.splitlines()

@@ -41,7 +41,7 @@ def list_command(limit: int, as_json: bool, store: str | None) -> None:
         echo("no saved dialogues", err=True)
         return
     width = max(24, *(len(r["id"]) for r in rows))  # a batch's ids are longer
-    echo(f"{'id':<{width}}  {'mode':<14}  {'status':<9}  {'turns':>5}  {'tokens':>7}  "
+    echo(f"{'id':<{width}}  {'mode':<14}  {'status':<12}  {'turns':>5}  {'tokens':>7}  "
          f"{'cost':>8}  topic")
     for r in rows:
         if r.get("status") == "unreadable":
@@ -50,7 +50,7 @@ def list_command(limit: int, as_json: bool, store: str | None) -> None:
         topic = one_line(str((r.get("inputs") or {}).get("topic", "")))[:40]
         cost = f"${r['total_cost_usd']:.4f}" if r.get("total_cost_usd") else "-"
         mode = ("↳ " if r.get("parent") else "") + one_line(str(r["mode"]))  # a sub-dialogue
-        echo(f"{r['id']:<{width}}  {mode[:14]:<14}  {r['status']:<9}  "
+        echo(f"{r['id']:<{width}}  {mode[:14]:<14}  {r['status']:<12}  "
              f"{r['turns_completed']:>2}/{r['turns']:<2}  {r.get('total_tokens') or 0:>7}"
              f"  {cost:>8}  {topic}")
     # a sub-dialogue continues with the dialogue that spawned it
