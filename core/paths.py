@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = ["cache_path", "cached", "data_dir", "user_dir", "write_json"]
 
@@ -76,8 +76,8 @@ def cached(name: str, key: Any, make: Callable[[], T]) -> T:
     if path is not None:
         try:
             entry = json.loads(path.read_text("utf-8"))
-            if entry["key"] == key:
-                return entry["value"]
+            if entry["key"] == key:  # json.loads gives Any: this is what make() gave
+                return cast(T, entry["value"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
     value = make()

@@ -12,7 +12,7 @@ import inspect
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from dlg.contracts import Exporter, Router
 from dlg.errors import PluginError
@@ -71,6 +71,9 @@ class ModelProvider:
         return _call_with_registry(self.factory, model_name, options, registry)
 
 
+_R = TypeVar("_R")
+
+
 @functools.cache
 def _takes_registry(fn: Any) -> bool:
     try:
@@ -79,8 +82,8 @@ def _takes_registry(fn: Any) -> bool:
         return False
 
 
-def _call_with_registry(fn: Any, model_name: str, options: dict[str, Any], registry: Any
-                        ) -> Any:
+def _call_with_registry(fn: Callable[..., _R], model_name: str, options: dict[str, Any],
+                        registry: Any) -> _R:
     if _takes_registry(fn):
         if callable(registry):
             registry = registry()
@@ -114,9 +117,24 @@ class Registration:
     executors: list[str] = field(default_factory=list)
 
 
-_KINDS = ("models", "routers", "exporters", "stores", "modes", "embeddings", "executors")
+class _Registered(TypedDict):
+    """What the plugins of one plugin manager registered (``_collect``), by kind."""
+
+    plugins: frozenset[int]  # the ids of the plugins it was collected from
+    by_plugin: dict[str, Registration]
+    catalogs: list[tuple[str, dict[str, Any]]]
+    models: dict[str, ModelProvider]
+    routers: dict[str, Router]
+    exporters: dict[str, Exporter]
+    stores: dict[str, StoreFactory]
+    modes: dict[str, ModeSource]
+    embeddings: dict[str, Callable[..., Any]]
+    executors: dict[str, Callable[..., Any]]
+
+
 # per plugin manager, dropped with it; rebuilt when plugins are added or removed
-_cache: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[pluggy.PluginManager, _Registered] = (
+    weakref.WeakKeyDictionary())
 
 
 def clear_caches() -> None:
@@ -131,15 +149,14 @@ def _pm(pm: pluggy.PluginManager | None) -> pluggy.PluginManager:
     return pm
 
 
-def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
+def _collect(pm: pluggy.PluginManager) -> _Registered:
     plugins = frozenset(map(id, pm.get_plugins()))
     cached = _cache.get(pm)
     if cached is not None and cached["plugins"] == plugins:
         return cached
 
-    out: dict[str, Any] = {"by_plugin": {}, "catalogs": []}
-    for kind in _KINDS:
-        out[kind] = {}
+    out = _Registered(plugins=plugins, by_plugin={}, catalogs=[], models={}, routers={},
+                      exporters={}, stores={}, modes={}, embeddings={}, executors={})
 
     def plugin_entry(name: str) -> Registration:
         return out["by_plugin"].setdefault(name, Registration(plugin=name))
@@ -196,7 +213,8 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
 
         return register
 
-    def factories_register(kind: str, what: str) -> Callable[[str], Callable[..., None]]:
+    def factories_register(kind: Literal["stores", "embeddings", "executors"], what: str
+                           ) -> Callable[[str], Callable[..., None]]:
         """``register(name, factory)`` for a kind that is a name and a factory."""
         def for_plugin(plugin: str) -> Callable[..., None]:
             def register(name: str, factory: Callable[..., Any]) -> None:
@@ -238,7 +256,6 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, Any]:
                 raise PluginError(
                     f"plugin '{plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
                 ) from exc
-    out["plugins"] = plugins
     _cache[pm] = out
     return out
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dlg.errors import ModeError
 from dlg.language.source import SourceDoc, read_source
 from dlg.paths import write_json
 
 if TYPE_CHECKING:
+    import pluggy
+
     from dlg.language.inherit import Layout
     from dlg.language.mode import Mode
 
@@ -39,13 +41,15 @@ def _cache_key(doc: SourceDoc) -> str:
     return _sha(f"{__version__}\0{doc.identity}\0{doc.text}")
 
 
-def get(doc: SourceDoc, pm: Any) -> dict[str, Any] | None:
+def get(doc: SourceDoc, pm: pluggy.PluginManager | None) -> dict[str, Any] | None:
     """The cached entry for ``doc`` if every file it was built from is unchanged."""
     directory = _cache_dir()
     if directory is None:
         return None
     try:
-        entry = json.loads((directory / f"{_cache_key(doc)}.json").read_text("utf-8"))
+        # json.loads gives Any: an entry ``put`` wrote (a damaged one fails below)
+        entry = cast(dict[str, Any], json.loads(
+            (directory / f"{_cache_key(doc)}.json").read_text("utf-8")))
         for dep in entry["deps"]:
             if dep["kind"] == "mode":
                 base = Path(dep["base"]) if dep["base"] else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.errors import Problem
 from dlg.language.inherit import Layout
@@ -23,12 +23,16 @@ from dlg.language.mode import Mode, Turn
 from dlg.language.sandbox import constant_problem
 from dlg.language.templates import RESERVED_NAMES, analyse, environment
 
+if TYPE_CHECKING:
+    import pluggy
+
 __all__ = ["check_templates", "context_ids", "repeat_problems", "structured_problems",
            "until_problems"]
 
 
 def check_templates(
-    mode: Mode, layout: Layout, template_line: Callable[..., int | None], pm: Any = None
+    mode: Mode, layout: Layout, template_line: Callable[..., int | None],
+    pm: pluggy.PluginManager | None = None,
 ) -> list[Problem]:
     from jinja2 import TemplateNotFound, TemplateSyntaxError
 

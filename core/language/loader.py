@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ModeError, ModeNotFoundError, Problem
 from dlg.language import cache
@@ -18,6 +18,9 @@ from dlg.language.inherit import Layout, resolve
 from dlg.language.mode import Input, Mode, Participant, Phase, Turn
 from dlg.language.schema import check_against, schema
 from dlg.language.source import SourceDoc, read_source
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["ModeLoader", "check_against", "load_mode", "schema"]  # the last two: schema.py
 
@@ -57,7 +60,7 @@ def _template_line(doc: SourceDoc, path: tuple[Any, ...], template_line: int | N
     return line + template_line - 1
 
 
-def _build(layout: Layout, *, check_templates: bool, pm: Any = None
+def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | None = None
            ) -> tuple[Mode, list[str]]:
     """Turn a resolved layout into a ``Mode``; raise ``ModeError`` with every problem."""
     from dlg.language.checks import (
@@ -250,7 +253,8 @@ def _no_parent(ref: str, doc: SourceDoc) -> SourceDoc:  # pragma: no cover - nev
 
 
 def load_mode(
-    source: Any, *, pm: Any = None, use_cache: bool = True, check_templates: bool = True,
+    source: Any, *, pm: pluggy.PluginManager | None = None, use_cache: bool = True,
+    check_templates: bool = True,
     base_dir: str | Path | None = None,
 ) -> Mode:
     """Load a mode from a name, a path, a dict, or return a ``Mode`` unchanged.

@@ -175,7 +175,7 @@ class Mode:
             if 1 <= key <= len(turns):
                 return turns[key - 1]
             raise KeyError(key)
-        by_id = self._compiled.get("by_id")
+        by_id: dict[str, Turn] | None = self._compiled.get("by_id")
         if by_id is None:
             by_id = self._compiled["by_id"] = {t.id: t for t in turns}
         return by_id[key]

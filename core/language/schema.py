@@ -12,7 +12,7 @@ import difflib
 import functools
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 from dlg.errors import ModeError, Problem
 from dlg.language.source import SourceDoc
@@ -25,7 +25,8 @@ def schema(name: str = "mode.schema.json") -> dict[str, Any]:
     """A JSON Schema shipped in ``dlg.schemas`` (the mode schema by default)."""
     from importlib.resources import files
 
-    return json.loads(files("dlg.schemas").joinpath(name).read_text("utf-8"))
+    # json.loads gives Any: the schemas dlg ships are JSON objects
+    return cast(dict[str, Any], json.loads(files("dlg.schemas").joinpath(name).read_text("utf-8")))
 
 
 @functools.cache

@@ -13,10 +13,13 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from dlg.errors import ModeError, ModeNotFoundError, Problem
 from dlg.language.limits import MAX_DEPTH
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["SourceDoc", "format_path", "is_path_like", "read_source", "reloadable"]
 
@@ -57,7 +60,7 @@ class SourceDoc:
     data: Any = None
     _rt: Any = field(default=None, repr=False)
 
-    def parse(self) -> Any:
+    def parse(self) -> dict[str, Any]:
         from dlg.language.limits import LimitError, check_shape
 
         if self.is_json:
@@ -278,7 +281,8 @@ def user_modes() -> dict[str, Path]:
     return found
 
 
-def read_source(ref: Any, *, relative_to: Path | None = None, pm: Any = None) -> SourceDoc:
+def read_source(ref: Any, *, relative_to: Path | None = None,
+                pm: pluggy.PluginManager | None = None) -> SourceDoc:
     """Find a mode by path, by registered name, or in the user's mode directories."""
     if isinstance(ref, os.PathLike):
         return _from_path(Path(ref))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from dlg.errors import ModeError
 
 if TYPE_CHECKING:
+    import pluggy
     from jinja2 import Environment
 
     from dlg.language.mode import Mode, Turn
@@ -43,7 +44,7 @@ CONTEXT_NAMES = frozenset({"turns", "context", "transcript"})
 
 
 @functools.lru_cache(maxsize=32)
-def _environment(template_dirs: tuple[str, ...], pm: Any) -> BoundedSandbox:
+def _environment(template_dirs: tuple[str, ...], pm: pluggy.PluginManager) -> BoundedSandbox:
     from importlib.resources import files
 
     from dlg.language.sandbox import make_environment
@@ -55,7 +56,8 @@ def _environment(template_dirs: tuple[str, ...], pm: Any) -> BoundedSandbox:
     return env
 
 
-def environment(template_dirs: tuple[str, ...] = (), pm: Any = None) -> BoundedSandbox:
+def environment(template_dirs: tuple[str, ...] = (), pm: pluggy.PluginManager | None = None
+                ) -> BoundedSandbox:
     """The Jinja environment for a mode whose own templates live in ``template_dirs``,
     prepared by the plugins of ``pm`` (the process-wide plugin manager if None)."""
     if pm is None:
@@ -65,7 +67,7 @@ def environment(template_dirs: tuple[str, ...] = (), pm: Any = None) -> BoundedS
     return _environment(tuple(template_dirs), pm)
 
 
-def own_templates(mode: Mode, pm: Any = None) -> dict[str, str]:
+def own_templates(mode: Mode, pm: pluggy.PluginManager | None = None) -> dict[str, str]:
     """The templates a mode includes from its own folders, by name, with their text:
     followed through the templates they include, without dlg's own (every installation
     has those). With ``mode.to_dict()`` this is what another machine needs to run the
@@ -296,11 +298,11 @@ def _template(env: Any, ast: Any) -> Any:
 
 def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
     """A turn's compiled templates, compiled on first use and kept on the mode."""
-    cache = mode._compiled.setdefault("templates", {})
+    cache: dict[str, Any] = mode._compiled.setdefault("templates", {})
     if cache.get("env") != id(env):
         cache.clear()
         cache["env"] = id(env)
-    entry = cache.get(turn.id)
+    entry: dict[str, Any] | None = cache.get(turn.id)
     if entry is not None:
         return entry
     try:

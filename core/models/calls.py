@@ -230,7 +230,7 @@ class _Call:
                 and (not isinstance(c, str) or pool.problem(c) is None)
                 and (allow is None or allow(c))]
 
-    def __call__(self, candidate: Any) -> Awaitable[ChatResult]:
+    def __call__(self, candidate: Any) -> Awaitable[Any]:
         """The call to one candidate, to await. A model already made is called directly
         (no coroutine frame of its own while it works); one to make, in ``_made``. (The
         object itself is the attempt: no bound method to keep per call in flight.)"""
@@ -241,7 +241,7 @@ class _Call:
             return self._made(candidate)
         return self._chat(found[0], candidate)
 
-    async def _made(self, candidate: Any) -> ChatResult:
+    async def _made(self, candidate: Any) -> Any:
         model, _ = await self.pool.aget(candidate)
         return await self._chat(model, candidate)
 
@@ -254,7 +254,10 @@ class _Call:
         if self.on_chunk is not None:
             return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema)
         self.label, self.started = name, time.perf_counter()
-        return model.ainvoke(self.messages, **_kwargs(model, self.settings, self.schema))
+        # LangChain's ainvoke, on a model typed Any (no provider's class is imported here)
+        answer: Awaitable[Any] = model.ainvoke(
+            self.messages, **_kwargs(model, self.settings, self.schema))
+        return answer
 
     def finish(self, answer: Any) -> ChatResult:
         if isinstance(answer, ChatResult):
@@ -327,9 +330,11 @@ def call_model(
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
                  on_chunk, record, allow, schema)
     # no frame of its own while the model works: the resilient call's makes the result
-    return resilience.call_resilient(primary, call, fallbacks=call.candidates,
-                                     label=pool.label, policy=policy or resilience.RetryPolicy(),
-                                     timeout=timeout, finish=call.result)
+    # what finish (call.result) makes: a ChatResult (the module is imported lazily: Any)
+    result: Awaitable[ChatResult] = resilience.call_resilient(
+        primary, call, fallbacks=call.candidates, label=pool.label,
+        policy=policy or resilience.RetryPolicy(), timeout=timeout, finish=call.result)
+    return result
 
 
 _RESILIENCE: Any = None

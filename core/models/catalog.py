@@ -12,9 +12,12 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ModelError
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["ModelInfo", "ModelRegistry", "blended_price", "spec_key"]
 
@@ -124,7 +127,8 @@ class ModelRegistry:
             self.capability_fallbacks[capability] = tuple(chain)
 
     @classmethod
-    def load(cls, *, pm: Any = None, user_file: str | Path | None = None) -> ModelRegistry:
+    def load(cls, *, pm: pluggy.PluginManager | None = None,
+             user_file: str | Path | None = None) -> ModelRegistry:
         """Plugin catalogs, then the user's registry file (if any)."""
         from dlg import registrations
 
@@ -250,8 +254,8 @@ def load_registry_file(path: Path) -> dict[str, Any]:
     doc = SourceDoc(text=text, file=str(path), identity=str(path),
                     is_json=path.suffix.lower() == ".json")
     try:
-        doc.parse()
+        data = doc.parse()
         check_against(doc, "registry.schema.json")
     except ModeError as exc:
         raise ModelError("invalid model registry:\n" + exc.format(all_problems=True)) from None
-    return doc.data
+    return data

@@ -10,11 +10,16 @@ a client it was given), as providers give each model a client of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ModelError, UnknownModelError
 from dlg.models.spec import ModelSpec, model_label, resolve_secrets
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.models.catalog import ModelRegistry
 
 __all__ = ["ModelPool"]
 
@@ -23,7 +28,8 @@ class ModelPool:
     """Creates chat models lazily, once per spec and event loop, for one dialogue (or one
     orchestrator); see the module docstring."""
 
-    def __init__(self, pm: Any = None, registry: Any = None):
+    def __init__(self, pm: pluggy.PluginManager | None = None,
+                 registry: ModelRegistry | Callable[[], ModelRegistry] | None = None):
         self._pm = pm
         self._registry = registry  # a ModelRegistry, a function returning one, or None
         self._models: dict[str, Any] = {}  # made outside any event loop, not used in one

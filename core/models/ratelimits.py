@@ -216,7 +216,7 @@ class RateWait:
         instant), else exponential backoff with jitter (never nothing)."""
         policy = self.policy
         if hinted is None or hinted <= 0:
-            step = min(policy.max_delay, policy.base_delay * 2 ** min(self.limited - 1, 30))
+            step: float = min(policy.max_delay, policy.base_delay * 2 ** min(self.limited - 1, 30))
             return step / 2 + random.uniform(0, step / 2)
         return min(policy.max_retry_after, _later(max(hinted, 0.01)))
 

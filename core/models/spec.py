@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from dlg.errors import ModelError
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["ModelSpec", "default_model_spec", "endpoint", "model_label", "resolve_secrets",
            "without_redacted"]
@@ -61,7 +64,7 @@ class ModelSpec:
         return out
 
 
-def default_model_spec(pm: Any = None) -> str | None:
+def default_model_spec(pm: pluggy.PluginManager | None = None) -> str | None:
     """``DLG_MODEL`` if set, else the registered provider with the highest default priority."""
     env = os.environ.get("DLG_MODEL", "").strip()
     if env:

@@ -6,19 +6,22 @@ import contextlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dlg.errors import ExportError, UnknownExporterError
 from dlg.records.stamps import ID_CHARACTERS
 
 if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.contracts import Exporter
     from dlg.hookspecs import Dialogue  # the record type, named without importing it
 
 __all__ = ["export", "format_for_path", "formats_by_extension", "get_exporter", "render_export",
            "write_atomically", "write_export"]
 
 
-def get_exporter(name: str, pm: Any = None) -> Any:
+def get_exporter(name: str, pm: pluggy.PluginManager | None = None) -> Exporter:
     from dlg import registrations
 
     exporters = registrations.exporters(pm)
@@ -29,7 +32,7 @@ def get_exporter(name: str, pm: Any = None) -> Any:
     return exporters[name]
 
 
-def extensions_of(exporter: Any) -> tuple[str, ...]:
+def extensions_of(exporter: Exporter) -> tuple[str, ...]:
     """The file extensions an exporter writes: its ``extension``, then any more it
     declares (``extensions = ("md", "markdown")``), lowercase and without the dot."""
     more = getattr(exporter, "extensions", None) or ()
@@ -39,7 +42,7 @@ def extensions_of(exporter: Any) -> tuple[str, ...]:
     return tuple(e for i, e in enumerate(found) if e and e not in found[:i])
 
 
-def formats_by_extension(pm: Any = None) -> dict[str, str]:
+def formats_by_extension(pm: pluggy.PluginManager | None = None) -> dict[str, str]:
     """Extension -> format name, for every exporter: its own ``extension`` wins over
     another's further ``extensions``, which win over a format's name (``.markdown``)."""
     from dlg import registrations
@@ -53,7 +56,7 @@ def formats_by_extension(pm: Any = None) -> dict[str, str]:
     return out
 
 
-def format_for_path(path: str | Path, pm: Any = None) -> str | None:
+def format_for_path(path: str | Path, pm: pluggy.PluginManager | None = None) -> str | None:
     """The format a file's extension names (``d.markdown``: markdown), None for a file
     without one; an extension no exporter writes is an ``UnknownExporterError`` that
     lists the formats and their extensions (never a silent JSON file named ``.md``)."""
@@ -71,14 +74,15 @@ def format_for_path(path: str | Path, pm: Any = None) -> str | None:
 
 
 def export(dialogue: Dialogue, format: str = "json", path: str | Path | None = None,
-           pm: Any = None) -> str | bytes | Path:
+           pm: pluggy.PluginManager | None = None) -> str | bytes | Path:
     """Render ``dialogue`` as ``format``; with ``path``, write it there and return the path."""
     if path is None:
         return render_export(dialogue, format, pm)
     return write_export(dialogue, format, path, pm)
 
 
-def render_export(dialogue: Dialogue, format: str = "json", pm: Any = None) -> str | bytes:
+def render_export(dialogue: Dialogue, format: str = "json",
+                  pm: pluggy.PluginManager | None = None) -> str | bytes:
     """``dialogue`` as ``format`` (text, or bytes for a binary format such as pdf)."""
     exporter = get_exporter(format, pm)
     try:
@@ -88,7 +92,8 @@ def render_export(dialogue: Dialogue, format: str = "json", pm: Any = None) -> s
     return data
 
 
-def write_export(dialogue: Dialogue, format: str, path: str | Path, pm: Any = None) -> Path:
+def write_export(dialogue: Dialogue, format: str, path: str | Path,
+                 pm: pluggy.PluginManager | None = None) -> Path:
     """Write ``dialogue`` as ``format`` to ``path`` (a file, or a directory to put
     ``ID.EXT`` in), atomically; return the file written."""
     exporter = get_exporter(format, pm)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # the ids and times a record holds; ``now``, ``new_dialogue_id`` and ``check_id`` are
 # also this module's, as they were before ``stamps`` had them
 from dlg.records.stamps import check_id, from_iso, iso, new_dialogue_id, now
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = [
     "ENDED",
@@ -377,7 +380,7 @@ class Dialogue:
         )
 
     def export(self, format: str = "json", path: str | Path | None = None, *,
-               pm: Any = None) -> str | bytes | Path:
+               pm: pluggy.PluginManager | None = None) -> str | bytes | Path:
         """Render with a registered exporter; write to ``path`` if given and return it."""
         from dlg.records.export import export
 

@@ -11,13 +11,19 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from dlg import process
 from dlg.errors import DlgError, InputError, StoreError
 from dlg.language.limits import is_text
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.contracts import Store
+    from dlg.records.record import Dialogue
 
 __all__ = [
     "DialogueBusyError",
@@ -85,7 +91,7 @@ class Lease:
             return not _zombie(lease["pid"])
         return float(lease.get("expires") or 0) > time.time()
 
-    def acquire(self, store: Any, dialogue_id: str) -> None:
+    def acquire(self, store: Store, dialogue_id: str) -> None:
         """Claim the dialogue, or raise ``DialogueBusyError`` naming who runs it."""
         acquire = getattr(store, "acquire", None)
         if acquire is None:
@@ -99,12 +105,12 @@ class Lease:
                 "that died frees it at once on this host, and on another host 15 minutes "
                 "after its last save")
 
-    def check(self, store: Any, dialogue_id: str) -> None:
+    def check(self, store: Store, dialogue_id: str) -> None:
         """Raise ``DialogueBusyError`` if another process holds the dialogue; hold nothing."""
         self.acquire(store, dialogue_id)
         self.release(store, dialogue_id)
 
-    def release(self, store: Any, dialogue_id: str) -> None:
+    def release(self, store: Store, dialogue_id: str) -> None:
         release = getattr(store, "release", None)
         if release is not None:
             release(dialogue_id, self.token)
@@ -113,7 +119,7 @@ class Lease:
 INTERRUPTED = "interrupted"  # its runner died while it ran (no live process holds it): resumable
 
 
-def interrupted(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def interrupted(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` (``list()``'s summaries) with each one saved ``running`` that no live
     process holds (no lease, or its process is gone: a SIGKILL, a crash, a reboot) listed
     as ``interrupted``; ``dlg resume ID`` continues it. A store without leases to read
@@ -132,7 +138,7 @@ def interrupted(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "status": INTERRUPTED} if r["id"] in dead else r for r in rows]
 
 
-def mark_interrupted(store: Any, dialogue_id: str, why: str) -> dict[str, Any] | None:
+def mark_interrupted(store: Store, dialogue_id: str, why: str) -> dict[str, Any] | None:
     """The saved record of a dialogue whose runner is known to have died (an executor
     says so: a Ray worker killed, its node lost), after marking a dialogue saved as
     ``running`` (or ``pending``) ``interrupted``, ``why`` its error: it reads as what it
@@ -177,7 +183,8 @@ def _zombie(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2:][:1] == b"Z"
 
 
-def open_store(store: Any = None, *, pm: Any = None, **options: Any) -> Any:
+def open_store(store: Store | str | None = None, *, pm: pluggy.PluginManager | None = None,
+               **options: Any) -> Store:
     """A store object: one given, or one registered by name (``DLG_STORE``, default
     ``sqlite``) by the plugins of ``pm``."""
     if store is not None and not isinstance(store, str):
@@ -330,7 +337,7 @@ def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
     }
 
 
-def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
+def find_dialogue(store: Store, ref: str) -> dict[str, Any]:
     """The saved record with id ``ref``, or the one whose id starts with ``ref``."""
     # an empty prefix would match any dialogue; text that is not valid Unicode (a byte
     # that is not UTF-8 in the argument) is no id, and no store could look it up
@@ -340,9 +347,10 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
     if record is not None:
         return record
     matches = [s["id"] for s in store.list() if str(s.get("id", "")).startswith(ref)]
-    if len(matches) == 1:
-        return store.load(matches[0])
-    if not matches:
+    found = store.load(matches[0]) if len(matches) == 1 else None
+    if found is not None:
+        return found
+    if len(matches) < 2:  # none, or the one deleted since it was listed
         raise DialogueNotFoundError(
             f"no saved dialogue '{ref}' (`dlg ls` lists them)")
     raise DialogueNotFoundError(
@@ -350,7 +358,7 @@ def find_dialogue(store: Any, ref: str) -> dict[str, Any]:
         "give more of the id")
 
 
-def as_dialogue(record: dict[str, Any]) -> Any:
+def as_dialogue(record: dict[str, Any]) -> Dialogue:
     """A saved record as a ``dlg.Dialogue``; a record that is not one is a ``StoreError``."""
     from dlg.records.record import Dialogue
 
@@ -362,12 +370,14 @@ def as_dialogue(record: dict[str, Any]) -> Any:
                          f"{_reason(exc)}") from exc
 
 
-def list_dialogues(store: Any = None, *, pm: Any = None) -> list[dict[str, Any]]:
+def list_dialogues(store: Store | str | None = None, *,
+                   pm: pluggy.PluginManager | None = None) -> list[dict[str, Any]]:
     """Summaries of the saved dialogues, newest first."""
     return open_store(store, pm=pm).list()
 
 
-def load_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> Any:
+def load_dialogue(dialogue_id: str, store: Store | str | None = None, *,
+                  pm: pluggy.PluginManager | None = None) -> Dialogue:
     """A saved dialogue (by id or unique id prefix) as a ``dlg.Dialogue``, with its
     sub-dialogues (``dialogue.subdialogues``, each with theirs) as far as they were saved."""
     opened = open_store(store, pm=pm)
@@ -376,7 +386,8 @@ def load_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> Any
     return dialogue
 
 
-def delete_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> list[str]:
+def delete_dialogue(dialogue_id: str, store: Store | str | None = None, *,
+                    pm: pluggy.PluginManager | None = None) -> list[str]:
     """Delete a saved dialogue, named by its whole id (a prefix could name the wrong one),
     and the sub-dialogues it saved; returns the ids deleted, its own first. Raises
     ``DialogueNotFoundError`` if none has that id, and ``DialogueBusyError`` if a live
@@ -404,7 +415,7 @@ def delete_dialogue(dialogue_id: str, store: Any = None, *, pm: Any = None) -> l
     return ids
 
 
-def _child_ids(store: Any, dialogue: Any, depth: int) -> list[str]:
+def _child_ids(store: Store, dialogue: Dialogue, depth: int) -> list[str]:
     """The ids of the sub-dialogues ``dialogue`` saved, and theirs, as far as saved."""
     if depth > 8:  # deeper than any mode may nest: a damaged record, not a tree
         return []
@@ -421,12 +432,13 @@ def _child_ids(store: Any, dialogue: Any, depth: int) -> list[str]:
     return out
 
 
-def _attach_children(store: Any, dialogue: Any, depth: int) -> None:
+def _attach_children(store: Store, dialogue: Dialogue, depth: int) -> None:
     if depth > 8:  # deeper than any mode may nest: a damaged record, not a tree
         return
     for turn in dialogue.turns:
         for entry in (turn.metadata or {}).get("subdialogues") or ():
-            record = store.load(entry.get("id")) if isinstance(entry, dict) else None
+            child_id = entry.get("id") if isinstance(entry, dict) else None
+            record = store.load(child_id) if isinstance(child_id, str) else None
             if record is not None:
                 child = as_dialogue(record)
                 _attach_children(store, child, depth + 1)

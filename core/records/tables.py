@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from dlg.language.limits import is_text
 from dlg.records.store import RowWrites, split_record
@@ -303,15 +303,15 @@ class TableStore(RowWrites):
 
     # leases (see ``dlg.records.store.Lease``)
 
-    def acquire(self, dialogue_id: str, lease: dict[str, Any], is_live: Any
-                ) -> dict[str, Any] | None:
+    def acquire(self, dialogue_id: str, lease: dict[str, Any],
+                is_live: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         """Write ``lease`` unless another live one is there (returned); atomic across
         every process using the database."""
         with self._transaction(f"lease:{dialogue_id}") as execute:
             row = execute("SELECT lease FROM dlg_leases WHERE dialogue_id = ?",
                           (dialogue_id,)).fetchone()
             if row is not None:
-                held = json.loads(row[0])
+                held = cast(dict[str, Any], json.loads(row[0]))  # json: a lease written here
                 if held.get("token") != lease["token"] and is_live(held):
                     return held
             execute("INSERT INTO dlg_leases (dialogue_id, lease) VALUES (?, ?) "
@@ -343,7 +343,9 @@ class TableStore(RowWrites):
 
     # quality statistics for learning routers: one row per (task, model)
 
-    def update_quality(self, task: str, model: str, update: Any) -> dict[str, Any]:
+    def update_quality(self, task: str, model: str,
+                       update: Callable[[dict[str, Any] | None], dict[str, Any]]
+                       ) -> dict[str, Any]:
         """Replace the (task, model) statistics by ``update(old or None)``, atomically
         across every process using the database."""
         with self._transaction(f"quality:{task}\x1f{model}") as execute:
@@ -383,7 +385,11 @@ class TableStore(RowWrites):
                 self.save(record)
                 copied += 1
         for (task, model), stats in other.quality().items():
-            self.update_quality(task, model, lambda old, stats=stats: old or stats)
+            def keep(old: dict[str, Any] | None, stats: dict[str, Any] = stats
+                     ) -> dict[str, Any]:
+                return old or stats
+
+            self.update_quality(task, model, keep)
         for batch in getattr(other, "batches", list)():
             if self.load_batch(batch["id"]) is None:
                 self.save_batch(batch)

@@ -29,11 +29,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.models.calls import estimate_tokens
 from dlg.records.record import NO_USAGE, TokenUsage
 from dlg.running.selection import cosine, keep_facts, select
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["STRATEGIES", "compress", "cosine", "embeddings", "ensure_summaries",
            "turn_reads"]
@@ -192,7 +195,7 @@ def _shortened(kept: list[Any], summarised: frozenset[str], info: dict[str, Any]
     return out
 
 
-def embeddings(pm: Any, name: str | None = None) -> Any:
+def embeddings(pm: pluggy.PluginManager | None, name: str | None = None) -> Any:
     """The embeddings to use: ``name``, else ``DLG_EMBEDDINGS``, else ``hashing``."""
     from dlg import registrations
     from dlg.errors import DlgError

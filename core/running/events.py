@@ -17,11 +17,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from dlg.errors import DlgError, PluginError
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["EVENTS", "Decision", "Events", "call_hook"]
 
@@ -88,8 +91,8 @@ class Decision:
         return best
 
 
-def _plugin_name(pm: Any, impl: Any) -> str:
-    return pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", repr(impl.plugin))
+def _plugin_name(pm: pluggy.PluginManager, impl: pluggy.HookImpl) -> str:
+    return pm.get_name(impl.plugin) or str(getattr(impl.plugin, "__name__", repr(impl.plugin)))
 
 
 def _wrap(who: str, hook: str, exc: Exception) -> DlgError:
@@ -103,7 +106,7 @@ def _wrap(who: str, hook: str, exc: Exception) -> DlgError:
     return PluginError(f"{who} failed in {hook}: {detail}")
 
 
-def call_hook(pm: Any, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
     """Call a synchronous hook's implementations (pluggy's order, each with the arguments
     it names); return (plugin, result) pairs. A failure is a ``PluginError``."""
     out = []
@@ -130,7 +133,7 @@ class _Listener:
         return self.fn(*[kwargs[a] for a in self.argnames])
 
 
-def _active(pm: Any, impl: Any, known: dict[int, bool]) -> bool:
+def _active(pm: pluggy.PluginManager, impl: pluggy.HookImpl, known: dict[int, bool]) -> bool:
     """Whether a plugin listens to this dialogue: a plugin (module or object) with
     ``dlg_active()`` returning False is not called, so an idle plugin (telemetry with no
     SDK configured) costs nothing per turn."""
@@ -176,7 +179,7 @@ def _observer_args(fn: Any, available: tuple[str, ...]) -> tuple[str, ...] | Non
 class Events:
     """The listeners of one dialogue: observers first, then plugins (pluggy's order)."""
 
-    def __init__(self, pm: Any, observers: Sequence[Any]):
+    def __init__(self, pm: pluggy.PluginManager, observers: Sequence[Any]):
         self._calls: dict[str, list[_Listener]] = {}
         active: dict[int, bool] = {}  # per plugin, asked once for this dialogue
         for name in EVENTS:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from dlg.running.outcomes import Failed, Plan, Structured
 
 if TYPE_CHECKING:
+    from dlg.language.mode import Turn
     from dlg.running.context import RunContext
 
 __all__ = ["JUDGE_SCHEMA", "instruction", "output_spec", "parse", "repair_prompt",
@@ -36,7 +37,7 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 MAX_ANSWER = 200_000  # characters of an answer that are parsed
 
 
-def output_spec(turn: Any) -> dict[str, Any] | None:
+def output_spec(turn: Turn) -> dict[str, Any] | None:
     """The turn's output spec, with the judge default; None for a free-text turn."""
     if turn.output:
         return turn.output

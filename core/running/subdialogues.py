@@ -34,6 +34,12 @@ from typing import TYPE_CHECKING, Any
 from dlg.errors import DlgError
 from dlg.records.record import ENDED
 
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.language.mode import Mode
+    from dlg.records.record import Dialogue
+
 __all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "mode_folder",
            "plan_children", "spawned_files", "tree_spent"]
 
@@ -107,7 +113,7 @@ def plan_children(turn: Any, rec: Any, child_mode: Any, env: Any, base: dict[str
     return entries
 
 
-def tree_spent(dialogue: Any) -> float:
+def tree_spent(dialogue: Dialogue) -> float:
     """What a dialogue and the sub-dialogues its record knows the cost of have spent."""
     return dialogue.total_cost_usd + sum(
         e.get("cost_usd") or 0.0 for t in dialogue.turns
@@ -208,7 +214,7 @@ class Spawning:
     modes of children, with the parent's models, store and plugins."""
 
     # provided by the Orchestrator
-    _pm: Any
+    _pm: pluggy.PluginManager | None  # None: the process-wide one
 
     if TYPE_CHECKING:
         def start(self, mode: Any, /, inputs: Any = None, *,
@@ -279,7 +285,7 @@ def mode_folder(mode: Any) -> Path | None:
     return None
 
 
-def spawned_files(mode: Any, pm: Any = None, *, _prefix: str = "",
+def spawned_files(mode: Mode, pm: pluggy.PluginManager | None = None, *, _prefix: str = "",
                   _seen: set[str] | None = None) -> dict[str, str]:
     """The modes a mode's turns spawn by path, as standalone documents (JSON text) by
     their paths from the mode's folder, with the templates each includes from its own

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.errors import DlgError, ExportError
 from dlg.running.batches.items import BatchResult
 from dlg.running.batches.saved import BatchDialogues, batch_dialogues
 
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.contracts import Store
+
 __all__ = ["batch_status", "delete_batch", "export_batch", "render_batch", "write_batch"]
 
 
 def export_batch(batch_id: str, format: str = "jsonl", path: str | Path | None = None, *,
-                 store: Any = None, pm: Any = None) -> str | bytes | Path:
+                 store: Store | str | None = None,
+                 pm: pluggy.PluginManager | None = None) -> str | bytes | Path:
     """Export every saved dialogue of a batch. A format that holds many dialogues
     (``jsonl``, ``csv``) is returned as one document, or written to ``path`` (a file, or
     a folder to put ``BATCH.EXT`` in); any other format needs ``path``, a folder, and
@@ -37,8 +43,8 @@ def export_batch(batch_id: str, format: str = "jsonl", path: str | Path | None =
     return b"".join(parts) if parts and isinstance(parts[0], bytes) else "".join(parts)
 
 
-def render_batch(dialogues: BatchDialogues, format: str, *, pm: Any = None
-                 ) -> Iterator[str | bytes]:
+def render_batch(dialogues: BatchDialogues, format: str, *,
+                 pm: pluggy.PluginManager | None = None) -> Iterator[str | bytes]:
     """The batch's dialogues as one document of ``format``, in parts as they are read:
     ``ExportError`` for a format that writes one dialogue a file, or an exporter that
     fails."""
@@ -56,8 +62,8 @@ def render_batch(dialogues: BatchDialogues, format: str, *, pm: Any = None
         raise ExportError(f"exporter '{format}' failed: {type(exc).__name__}: {exc}") from exc
 
 
-def write_batch(dialogues: BatchDialogues, format: str, path: str | Path, *, pm: Any = None
-                ) -> Path:
+def write_batch(dialogues: BatchDialogues, format: str, path: str | Path, *,
+                pm: pluggy.PluginManager | None = None) -> Path:
     """Write a batch's dialogues (``batch_dialogues``) as ``format`` to ``path``: see
     ``export_batch``. Returns the file or the folder written."""
     from dlg.records.export import get_exporter, write_atomically, write_export
@@ -74,7 +80,8 @@ def write_batch(dialogues: BatchDialogues, format: str, path: str | Path, *, pm:
     return target
 
 
-def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[str]:
+def delete_batch(batch_id: str, store: Store | str | None = None, *,
+                 pm: pluggy.PluginManager | None = None) -> list[str]:
     """Delete a batch: each of its saved dialogues (with their sub-dialogues, as
     ``dlg.records.store.delete_dialogue`` does) and then its record, so it can no longer
     be resumed. Returns the dialogue ids deleted. ``DialogueBusyError`` if one of them
@@ -95,7 +102,8 @@ def delete_batch(batch_id: str, store: Any = None, *, pm: Any = None) -> list[st
     return deleted
 
 
-def batch_status(batch_id: str, store: Any = None, *, pm: Any = None) -> Any:
+def batch_status(batch_id: str, store: Store | str | None = None, *,
+                 pm: pluggy.PluginManager | None = None) -> BatchResult:
     """How a batch stands, as saved, without running anything: a ``BatchResult`` with
     each dialogue's status and figures (``pending``: nothing saved yet), and the batch's
     ``max_total_cost``. A batch running elsewhere (another process, a Ray cluster) shows

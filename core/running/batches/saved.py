@@ -4,9 +4,15 @@ dialogues, one at a time, in the order of its rows (``batch_dialogues``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.running.batches.items import batch_items
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.contracts import Store
+    from dlg.records.record import Dialogue
 
 __all__ = ["BatchDialogues", "batch_dialogues"]
 
@@ -15,7 +21,8 @@ class BatchDialogues:
     """The saved dialogues of a batch, in row order (iterate once); ``missing`` counts
     the rows passed over because nothing was saved for them."""
 
-    def __init__(self, batch_id: str, store: Any = None, *, pm: Any = None):
+    def __init__(self, batch_id: str, store: Store | str | None = None, *,
+                 pm: pluggy.PluginManager | None = None):
         from dlg.records.store import DialogueNotFoundError, open_store
 
         self.store = open_store(store, pm=pm)
@@ -32,7 +39,7 @@ class BatchDialogues:
         self.missing = 0
         self.written = 0
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Dialogue]:
         from dlg.records.store import as_dialogue
 
         for item in self.items:
@@ -44,7 +51,8 @@ class BatchDialogues:
             yield as_dialogue(saved)
 
 
-def batch_dialogues(batch_id: str, store: Any = None, *, pm: Any = None) -> BatchDialogues:
+def batch_dialogues(batch_id: str, store: Store | str | None = None, *,
+                    pm: pluggy.PluginManager | None = None) -> BatchDialogues:
     """The saved dialogues of batch ``batch_id``, in row order, loaded as they are read.
     ``DialogueNotFoundError`` (a ``DlgError``) if the store holds no such batch."""
     return BatchDialogues(batch_id, store, pm=pm)
