@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlg.errors import DlgError, InputError
 from dlg.language.limits import positive
@@ -20,17 +20,21 @@ from dlg.language.loader import load_mode
 from dlg.language.mode import Mode
 from dlg.models import ModelPool, default_model_spec, model_label
 from dlg.records.record import Dialogue
-from dlg.running.batches.run import Batching
-from dlg.running.inputs import new_dialogue, prepare_inputs
+from dlg.running.inputs import new_dialogue, prepare_inputs, read_rows
 from dlg.running.kernel import execute
-from dlg.running.resume import Resuming
+from dlg.running.resume import Resumer
 from dlg.running.routing.routers import Routers
-from dlg.running.subdialogues import Spawning
+from dlg.running.subdialogues import Children
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.running.routing.request import Routing
 
 __all__ = ["Orchestrator", "batch", "batch_sync", "resume", "run", "run_sync"]
 
 
-class Orchestrator(Routers, Resuming, Spawning, Batching):
+class Orchestrator:
     """Holds what a dialogue runs on: models, router, observers, plugin manager.
 
     ``models`` maps participant aliases to model specs or LangChain chat models (the
@@ -41,6 +45,10 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
     else ``capabilities`` when there is a pool, else ``participants``. ``constraints``
     (``{"quality": "maximum"}``, ``{"max_cost": 0.5}``, ...) and ``max_cost`` (dollars,
     a hard limit per dialogue) add to the mode's ``constraints``.
+
+    It owns its collaborators: ``routers`` (the routers and routings of its modes, the
+    quality store), ``resumer`` (continuing saved dialogues) and ``children`` (the
+    sub-dialogues of spawning turns), each made with what it needs.
     """
 
     def __init__(
@@ -54,7 +62,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         max_cost: float | None = None,
         observers: Sequence[Any] = (),
         timeout: float | None = None,
-        plugin_manager: Any = None,
+        plugin_manager: pluggy.PluginManager | None = None,
         registry: Any = None,
         retry: Any = None,
         store: Any = "default",
@@ -83,15 +91,14 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         # sqlite), a store name, a store object, or None not to save
         self.store = store
         self._store_obj: Any = None
-        self._learning_store: Any = None
-        self._routers: dict[str, Any] = {}
         self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
         # a dlg.running.interrupt.Interrupt that stops its dialogues (Ctrl-C), or None
         self.interrupt: Any = None
         # per mode: (the mode, its bindings and default), so repeated runs skip the work
         self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
-        # per mode: (the mode, its routing), shared by its dialogues (thousands may run)
-        self._routings: dict[int, tuple[Mode, Any]] = {}
+        self.routers = Routers(self, lambda: self.plugin_manager, self.open_store)
+        self.resumer = Resumer(self)
+        self.children = Children(self)
 
     @property
     def plugin_manager(self) -> Any:
@@ -116,6 +123,75 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         if self._pool is None:
             self._pool = ModelPool(self.plugin_manager, registry=lambda: self.registry)
         return self._pool
+
+    def routing(self, mode: Mode) -> Routing:
+        """How this orchestrator routes ``mode``'s turns (made once per mode)."""
+        return self.routers.routing(mode)
+
+    def routing_stats(self) -> dict[str, dict[str, Any]]:
+        """What learning routers know: task -> model -> ``QualityStat`` (n, mean, sd)."""
+        return self.routers.routing_stats()
+
+    def rate(self, dialogue_id: str, turn: str | int, score: float) -> Any:
+        """Record a quality score (0-10, or 0-1) for one turn of a saved dialogue; what the
+        learned router learns from. Returns (task, model, new statistics)."""
+        return self.routers.rate(dialogue_id, turn, score)
+
+    def chose_again(self) -> None:
+        """What the user chose (models, router, pool, constraints) changed: a resume
+        filled it in from the saved dialogue. Bindings and routings are worked out anew."""
+        self._bound.clear()
+        self.routers.forget()
+
+    def prepare_resume(self, dialogue_id: str, *, force: bool = False, mode: Any = None
+                       ) -> tuple[Mode, Dialogue]:
+        """A saved dialogue made ready to continue; see ``Resumer.prepare_resume``."""
+        return self.resumer.prepare_resume(dialogue_id, force=force, mode=mode)
+
+    def reopen(self, record: dict[str, Any], saved: Dialogue, force: bool = False,
+               mode: Mode | None = None, chosen: bool = False) -> tuple[Mode, Dialogue]:
+        """A saved dialogue's mode and the dialogue ready to continue; see ``Resumer``."""
+        return self.resumer.reopen(record, saved, force, mode=mode, chosen=chosen)
+
+    async def resume(self, dialogue_id: str, *, force: bool = False, mode: Any = None
+                     ) -> Dialogue:
+        """Continue a saved dialogue: completed turns are kept, the rest run. Refuses if
+        its mode changed since, unless ``force``."""
+        return await self.resumer.resume(dialogue_id, force=force, mode=mode)
+
+    async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
+                    concurrency: int = 4, executor: str | Any = "local",
+                    on_item: Any = None, max_total_cost: float | None = None) -> Any:
+        """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
+        ``.csv`` file); see ``dlg.running.batches``. Returns a ``BatchResult``; running it
+        again with the same ``batch_id`` continues it. ``max_total_cost`` (dollars)
+        limits what the whole batch spends; ``max_cost`` still limits each dialogue."""
+        from dlg.running.batches.run import run_batch
+
+        if isinstance(rows, str | os.PathLike):
+            rows = read_rows(rows)
+        return await run_batch(self, mode, rows, batch_id=batch_id, concurrency=concurrency,
+                               executor=executor, on_item=on_item, options=self.options(),
+                               max_total_cost=max_total_cost)
+
+    def options(self) -> dict[str, Any]:
+        """How this orchestrator was made, as far as it can be written down (model specs,
+        not model objects, the registry file by its path): what a batch keeps, and what
+        remote workers rebuild it from."""
+        from dlg.observability.redact import redact
+
+        def spec(value: Any) -> Any:
+            return redact(value) if isinstance(value, str) else None
+
+        return {k: v for k, v in {
+            "model": spec(self.model),
+            "models": {a: spec(m) for a, m in self.models.items()} or None,
+            "pool": {n: spec(m) for n, m in self.pool_models.items()} or None,
+            "router": self.router if isinstance(self.router, str) else None,
+            "constraints": self.constraints or None,
+            "timeout": self.timeout,
+            "registry": self.registry_file,
+        }.items() if v is not None}
 
     def bindings(self, mode: Mode) -> tuple[dict[str, Any], Any]:
         """Participant alias -> the model it uses, and the default for unbound turns."""
@@ -277,7 +353,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
         if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
             from dlg.running.routing.learning import JudgeScores
 
-            observers = (*observers, JudgeScores(mode, self._quality_store))
+            observers = (*observers, JudgeScores(mode, self.routers.quality_store))
         limit = routing.constraints.get("max_cost")
         if dialogue.metadata.get("budget_limit") is not None:  # a sub-dialogue's share
             share = float(dialogue.metadata["budget_limit"])
@@ -293,7 +369,7 @@ class Orchestrator(Routers, Resuming, Spawning, Batching):
             bindings=bound, default=default, pool=self.pool, observers=observers,
             timeout=self.timeout, registry=self.registry, policy=self.retry,
             watchdog=self.watchdog, budget=budget, interrupt=self.interrupt,
-            spawner=self._spawner() if any(t.spawn for t in mode.turns) else None,
+            spawner=self.children.spawner() if any(t.spawn for t in mode.turns) else None,
         )
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,

@@ -1,14 +1,14 @@
 """Resuming a saved dialogue: finding it, checking its mode, choosing its models again.
 
-``Resuming`` is the part of ``dlg.Orchestrator`` that does it: completed turns are kept,
-every other turn runs again (those in flight at a crash, failed, cancelled and not
+``Resumer`` does it for a ``dlg.Orchestrator`` (which owns one): completed turns are
+kept, every other turn runs again (those in flight at a crash, failed, cancelled and not
 reached), on the models and with the router the dialogue used unless told otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dlg.errors import DlgError
 from dlg.language.loader import load_mode
@@ -16,30 +16,40 @@ from dlg.language.mode import Mode
 from dlg.records.record import Dialogue
 from dlg.running.inputs import new_dialogue
 
-__all__ = ["Resuming"]
+if TYPE_CHECKING:
+    import pluggy
+
+    from dlg.contracts import Store
+    from dlg.models.pool import ModelPool
+
+__all__ = ["Resumable", "Resumer"]
 
 
-class Resuming:
-    """``prepare_resume`` and ``resume`` for ``dlg.Orchestrator``."""
+class Resumable(Protocol):
+    """What a ``Resumer`` needs of its orchestrator: what the user chose (which a resume
+    fills in from the saved dialogue when the user did not say), its models, plugins and
+    store, and running a dialogue."""
 
-    # provided by the Orchestrator
     models: dict[str, Any]
     model: Any
     router: Any
     pool_models: dict[str, Any]
     constraints: dict[str, Any]
-    store: Any
-    _pm: Any
-    _bound: dict[int, Any]
-    _routings: dict[int, Any]
 
-    if TYPE_CHECKING:  # what the Orchestrator provides
-        @property
-        def pool(self) -> Any: ...
-        @property
-        def plugin_manager(self) -> Any: ...
-        def open_store(self) -> Any: ...
-        def execute(self, mode: Mode, dialogue: Dialogue) -> Awaitable[Dialogue]: ...
+    @property
+    def pool(self) -> ModelPool: ...
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager: ...
+    def open_store(self) -> Store | None: ...
+    def chose_again(self) -> None: ...
+    def execute(self, mode: Mode, dialogue: Dialogue) -> Awaitable[Dialogue]: ...
+
+
+class Resumer:
+    """``prepare_resume``, ``reopen`` and ``resume`` for one orchestrator."""
+
+    def __init__(self, orchestrator: Resumable) -> None:
+        self._of = orchestrator
 
     def prepare_resume(self, dialogue_id: str, *, force: bool = False, mode: Any = None
                        ) -> tuple[Mode, Dialogue]:
@@ -52,12 +62,12 @@ class Resuming:
         from dlg.records.store import Lease, as_dialogue, find_dialogue, open_store
 
         # resuming reads the store even when this orchestrator does not save
-        store = self.open_store() or open_store(pm=self.plugin_manager)
+        store = self._of.open_store() or open_store(pm=self._of.plugin_manager)
         record = find_dialogue(store, dialogue_id)
         saved = as_dialogue(record)
         # refuse now if another process runs it (``execute`` claims it for the run)
         Lease().check(store, saved.id)
-        chosen = None if mode is None else load_mode(mode, pm=self._pm)
+        chosen = None if mode is None else load_mode(mode, pm=self._of.plugin_manager)
         return self._resumable(record, saved, force, chosen)
 
     def _resumable(self, record: dict[str, Any], saved: Dialogue, force: bool,
@@ -82,11 +92,12 @@ class Resuming:
         if mode is None and reloadable(saved.mode_source):
             source = saved.mode_source if is_path_like(saved.mode_source) else saved.mode
             try:
-                mode = load_mode(source, pm=self._pm)
+                mode = load_mode(source, pm=self._of.plugin_manager)
             except ModeError:
                 mode = None
         if mode is None:
-            mode = load_mode(record.get("mode_document") or saved.mode, pm=self._pm)
+            mode = load_mode(record.get("mode_document") or saved.mode,
+                             pm=self._of.plugin_manager)
         if mode.content_hash != saved.mode_hash:
             if not force and chosen:
                 raise DlgError(
@@ -115,27 +126,27 @@ class Resuming:
 
     def _choose_models(self, saved: Dialogue, mode: Mode) -> None:
         """Run on the models and the router the dialogue used, unless told otherwise."""
+        of = self._of
         routed = (saved.metadata or {}).get("routing")
-        if not self.models and self.model is None:
+        if not of.models and of.model is None:
             override = (saved.metadata or {}).get("model")
-            if isinstance(override, str) and self.pool.problem(override) is None:
-                self.model = override
+            if isinstance(override, str) and of.pool.problem(override) is None:
+                of.model = override
             else:
-                self.models = self._saved_models(saved, mode)
+                of.models = self._saved_models(saved, mode)
                 if isinstance(routed, dict):  # only the pinned ones: the rest were routed
-                    self.models = {a: m for a, m in self.models.items()
-                                   if a in routed.get("pinned", ())}
+                    of.models = {a: m for a, m in of.models.items()
+                                 if a in routed.get("pinned", ())}
         if isinstance(routed, dict):  # route as the dialogue did, unless told otherwise
-            if self.router is None:
-                self.router = routed.get("router")
-            if not self.pool_models:
+            if of.router is None:
+                of.router = routed.get("router")
+            if not of.pool_models:
                 from dlg.models import without_redacted
 
-                self.pool_models = {n: s for n, s in (routed.get("pool") or {}).items()
-                                    if isinstance(s, str) and without_redacted(s) == s}
-            self.constraints = {**(routed.get("constraints") or {}), **self.constraints}
-        self._bound.clear()
-        self._routings.clear()
+                of.pool_models = {n: s for n, s in (routed.get("pool") or {}).items()
+                                  if isinstance(s, str) and without_redacted(s) == s}
+            of.constraints = {**(routed.get("constraints") or {}), **of.constraints}
+        of.chose_again()
 
     def _saved_models(self, saved: Dialogue, mode: Mode) -> dict[str, Any]:
         """The participants' saved models, ready to run again. A key given in a spec was
@@ -150,7 +161,7 @@ class Resuming:
                 continue
             runnable = without_redacted(spec)
             problem = ("a password in it was not saved" if runnable is None
-                       else self.pool.problem(runnable))
+                       else self._of.pool.problem(runnable))
             if problem is not None:
                 stripped = " (a key given in the spec is never saved)" if runnable != spec \
                     else ""
@@ -172,7 +183,7 @@ class Resuming:
         if all(t.status in ("completed", "skipped") for t in dialogue.turns):
             dialogue.status = "completed"
             return dialogue
-        return await self.execute(mode, dialogue)
+        return await self._of.execute(mode, dialogue)
 
 
 def _with_rounds(records: list[Any], saved: list[Any], mode: Mode) -> list[Any]:

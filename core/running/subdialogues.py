@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dlg.errors import DlgError
 from dlg.records.record import ENDED
@@ -37,11 +37,12 @@ from dlg.records.record import ENDED
 if TYPE_CHECKING:
     import pluggy
 
+    from dlg.contracts import Store
     from dlg.language.mode import Mode
     from dlg.records.record import Dialogue
 
-__all__ = ["DEFAULT_DEPTH", "ENDED", "Spawner", "Spawning", "child_summary", "mode_folder",
-           "plan_children", "spawned_files", "tree_spent"]
+__all__ = ["DEFAULT_DEPTH", "ENDED", "Children", "Parent", "Spawner", "child_summary",
+           "mode_folder", "plan_children", "spawned_files", "tree_spent"]
 
 DEFAULT_DEPTH = 2
 DEFAULT_CONCURRENCY = 4
@@ -209,29 +210,37 @@ def inherited(parent: Any, turn_rec: Any, depth: int, entry: dict[str, Any],
             "transcript": text[-INHERITED_CHARS:]}
 
 
-class Spawning:
-    """What ``dlg.Orchestrator`` does for spawning turns: make, reopen, run and find the
-    modes of children, with the parent's models, store and plugins."""
+class Parent(Protocol):
+    """What ``Children`` needs of the orchestrator that runs the parent: starting,
+    reopening and running a dialogue with its models, store and plugins."""
 
-    # provided by the Orchestrator
-    _pm: pluggy.PluginManager | None  # None: the process-wide one
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager: ...
+    def start(self, mode: Any, /, inputs: Any = None, *,
+              dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]: ...
+    def open_store(self) -> Store | None: ...
+    def reopen(self, record: dict[str, Any], saved: Dialogue, force: bool = False
+               ) -> tuple[Mode, Dialogue]: ...
+    def execute(self, mode: Mode, dialogue: Dialogue, *, budget: Any = None
+                ) -> Awaitable[Dialogue]: ...
 
-    if TYPE_CHECKING:
-        def start(self, mode: Any, /, inputs: Any = None, *,
-                  dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Any, Any]: ...
-        def open_store(self) -> Any: ...
-        def reopen(self, record: dict[str, Any], saved: Any, force: bool = False
-                   ) -> tuple[Any, Any]: ...
-        def execute(self, mode: Any, dialogue: Any, *, budget: Any = None) -> Awaitable[Any]: ...
 
-    def _spawner(self) -> Any:
-        """What runs sub-dialogues for this orchestrator (``spawn:`` turns)."""
+class Children:
+    """The sub-dialogues of spawning turns for one orchestrator (``dlg.Orchestrator``
+    owns one): made, reopened, run and their modes found with the parent's models, store
+    and plugins."""
+
+    def __init__(self, parent: Parent) -> None:
+        self._parent = parent
+
+    def spawner(self) -> Spawner:
+        """What runs sub-dialogues for a dialogue (``spawn:`` turns)."""
         return Spawner(open_child=self._open_child, reopen_child=self._reopen_child,
                        execute=self._execute_child, load_mode=self._child_mode)
 
     def _open_child(self, mode: Any, entry: dict[str, Any], index: int, parent: Any,
                     turn: Any, budget: Any) -> Any:
-        _, child = self.start(mode, entry["inputs"], dialogue_id=entry["id"])
+        _, child = self._parent.start(mode, entry["inputs"], dialogue_id=entry["id"])
         child.metadata["depth"] = parent.depth + 1
         child.metadata["parent"] = inherited(parent, turn, parent.depth + 1, entry, index)
         if budget is not None:  # resumed on its own, a child may spend what was left
@@ -243,17 +252,17 @@ class Spawning:
         was never saved."""
         from dlg.records.store import as_dialogue
 
-        store = self.open_store()
+        store = self._parent.open_store()
         record = store.load(dialogue_id) if store is not None else None
         if record is None:
             return None
         saved = as_dialogue(record)
         if saved.status in ENDED:
             return None, saved
-        return self.reopen(record, saved)
+        return self._parent.reopen(record, saved)
 
     async def _execute_child(self, mode: Any, child: Any, budget: Any) -> Any:
-        return await self.execute(mode, child, budget=budget)
+        return await self._parent.execute(mode, child, budget=budget)
 
     def _child_mode(self, ref: str, parent: Any) -> Any:
         """A spawned mode: a name, or a path inside the parent mode's folder."""
@@ -268,8 +277,8 @@ class Spawning:
                 raise DlgError(f"spawn.mode '{ref}' of mode '{parent.name}' is not a file "
                                f"inside {folder} (a spawned mode is named relative to the "
                                "mode's folder, without '..')")
-            return load_mode(found, pm=self._pm)
-        return load_mode(ref, pm=self._pm)
+            return load_mode(found, pm=self._parent.plugin_manager)
+        return load_mode(ref, pm=self._parent.plugin_manager)
 
 
 def mode_folder(mode: Any) -> Path | None:

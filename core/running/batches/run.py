@@ -19,7 +19,6 @@ time) or a plugin's (``ray`` runs each on a Ray cluster; see ``dlg.running.execu
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,9 +27,9 @@ from dlg.errors import DlgError, InputError
 from dlg.records.record import ENDED
 from dlg.running.batches.cost import SPENT, checked_limit, not_started, total_budget
 from dlg.running.batches.items import BatchItem, BatchResult, batch_items, new_batch_id, skip_ended
-from dlg.running.inputs import check_rows, checked_row, read_rows
+from dlg.running.inputs import check_rows, checked_row
 
-__all__ = ["Batching", "LocalExecutor", "run_batch", "run_item"]
+__all__ = ["LocalExecutor", "run_batch", "run_item"]
 
 
 async def run_batch(orchestrator: Any, mode: Any, rows: Iterable[Mapping[str, Any]], *,
@@ -180,48 +179,3 @@ async def run_item(orchestrator: Any, mode: Any, item: BatchItem, within: Any = 
     except DlgError as exc:
         item.status, item.error = "failed", str(exc)
     return item
-
-
-class Batching:
-    """``batch`` and ``options`` for ``dlg.Orchestrator``."""
-
-    # provided by the Orchestrator
-    model: Any
-    models: dict[str, Any]
-    pool_models: dict[str, Any]
-    router: Any
-    constraints: dict[str, Any]
-    timeout: float | None
-    registry_file: str | None
-
-    async def batch(self, mode: Any, rows: Any, *, batch_id: str | None = None,
-                    concurrency: int = 4, executor: str | Any = "local",
-                    on_item: Any = None, max_total_cost: float | None = None) -> Any:
-        """Run ``mode`` once per row of inputs (a list of mappings, or a ``.jsonl`` or
-        ``.csv`` file); see ``dlg.running.batches``. Returns a ``BatchResult``; running it
-        again with the same ``batch_id`` continues it. ``max_total_cost`` (dollars)
-        limits what the whole batch spends; ``max_cost`` still limits each dialogue."""
-        if isinstance(rows, str | os.PathLike):
-            rows = read_rows(rows)
-        return await run_batch(self, mode, rows, batch_id=batch_id, concurrency=concurrency,
-                               executor=executor, on_item=on_item, options=self.options(),
-                               max_total_cost=max_total_cost)
-
-    def options(self) -> dict[str, Any]:
-        """How this orchestrator was made, as far as it can be written down (model specs,
-        not model objects, the registry file by its path): what a batch keeps, and what
-        remote workers rebuild it from."""
-        from dlg.observability.redact import redact
-
-        def spec(value: Any) -> Any:
-            return redact(value) if isinstance(value, str) else None
-
-        return {k: v for k, v in {
-            "model": spec(self.model),
-            "models": {a: spec(m) for a, m in self.models.items()} or None,
-            "pool": {n: spec(m) for n, m in self.pool_models.items()} or None,
-            "router": self.router if isinstance(self.router, str) else None,
-            "constraints": self.constraints or None,
-            "timeout": self.timeout,
-            "registry": self.registry_file,
-        }.items() if v is not None}
