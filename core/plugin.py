@@ -4,11 +4,13 @@ The built-in plugins import nothing else of dlg (a test holds them to it), so a 
 party plugin that does the same keeps working as dlg's modules move. Names are loaded
 when first used, so importing this module costs nothing at start-up.
 
-- writing a plugin: ``hookimpl``; the errors a plugin raises (``DlgError``, ``ModelError``,
-  ``StoreError``, ``ExportError``, ``PluginError``); ``version`` (dlg's);
+- writing a plugin: ``hookimpl``; ``Decision`` (what ``before_turn`` answers); the
+  errors a plugin raises (``DlgError``, ``ModelError``, ``StoreError``, ``ExportError``,
+  ``PluginError``); ``version`` (dlg's);
 - the contracts (``typing.Protocol``): ``Store``, ``LeaseStore``, ``BatchStore``,
   ``QualityStore``, ``Executor``, ``Embeddings``, ``Exporter``, ``Router``;
-- model providers: ``missing_key``, ``missing_package``, ``no_retries``, ``env_secret``,
+- model providers: ``missing_env``, ``missing_key``, ``missing_package``, ``no_retries``,
+  ``env_secret``,
   ``ModelRegistry``;
 - routers: ``Route``, ``RouteRequest``, ``QualityStat``, ``quality_key``, ``budget_note``;
 - stores: ``TableStore``, ``SCHEMA``, ``Execute``, ``RowWrites`` (a store on SQL tables),
@@ -44,7 +46,13 @@ if TYPE_CHECKING:
     from dlg.language.loader import load_mode
     from dlg.language.templates import own_templates
     from dlg.models.catalog import ModelRegistry
-    from dlg.models.providers import env_secret, missing_key, missing_package, no_retries
+    from dlg.models.providers import (
+        env_secret,
+        missing_env,
+        missing_key,
+        missing_package,
+        no_retries,
+    )
     from dlg.observability.redact import redact
     from dlg.paths import cached, data_dir, user_dir
     from dlg.records.record import ENDED
@@ -55,6 +63,7 @@ if TYPE_CHECKING:
     from dlg.running.batches.items import BatchItem
     from dlg.running.batches.run import run_item
     from dlg.running.budget import Budget
+    from dlg.running.events import Decision
     from dlg.running.routing.learning import QualityStat, quality_key
     from dlg.running.routing.request import Route, RouteRequest, budget_note
     from dlg.running.subdialogues import spawned_files
@@ -66,6 +75,7 @@ __all__ = [
     "BatchItem",
     "BatchStore",
     "Budget",
+    "Decision",
     "DlgError",
     "Embeddings",
     "Execute",
@@ -95,6 +105,7 @@ __all__ = [
     "hookimpl",
     "load_mode",
     "mark_interrupted",
+    "missing_env",
     "missing_key",
     "missing_package",
     "no_retries",
@@ -122,7 +133,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "load_mode": ("dlg.language.loader", "load_mode"),
     "own_templates": ("dlg.language.templates", "own_templates"),
     "ModelRegistry": ("dlg.models.catalog", "ModelRegistry"),
-    **{n: ("dlg.models.providers", n) for n in ("env_secret", "missing_key",
+    **{n: ("dlg.models.providers", n) for n in ("env_secret", "missing_env", "missing_key",
                                                  "missing_package", "no_retries")},
     "redact": ("dlg.observability.redact", "redact"),
     **{n: ("dlg.paths", n) for n in ("cached", "data_dir", "user_dir")},
@@ -134,6 +145,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "BatchItem": ("dlg.running.batches.items", "BatchItem"),
     "run_item": ("dlg.running.batches.run", "run_item"),
     "Budget": ("dlg.running.budget", "Budget"),
+    "Decision": ("dlg.running.events", "Decision"),
     **{n: ("dlg.running.routing.learning", n) for n in ("QualityStat", "quality_key")},
     **{n: ("dlg.running.routing.request", n) for n in ("Route", "RouteRequest",
                                                      "budget_note")},

@@ -6,7 +6,7 @@ import csv
 import io
 from importlib.resources import files
 
-from dlg import hookimpl
+from dlg.plugin import hookimpl
 
 
 def _shout_model(model_name, options):
