@@ -24,7 +24,7 @@ from dlg.models.resilience import AllCandidatesFailed, RetryPolicy
 from dlg.observability import context
 from dlg.observability.redact import StreamRedactor, redact, redact_attempt, redact_values
 from dlg.records import record as R
-from dlg.records.record import Dialogue, TurnRecord
+from dlg.records.record import NO_USAGE, Dialogue, TurnRecord
 from dlg.running.budget import Budget, Reservation
 from dlg.running.context import RunContext, RunState, embedder
 from dlg.running.events import Events
@@ -357,7 +357,8 @@ class Kernel:
                          extra={"event": "turn.retried", "model": result.model,
                                 "attempts": len(failures)})
         rec.response = redact_values(result.text)  # a model may repeat a key it saw
-        rec.usage = rec.usage + result.usage  # and any summaries made for its context
+        # with any summaries made for its context (none, mostly: then no sum is made)
+        rec.usage = result.usage if rec.usage is NO_USAGE else rec.usage + result.usage
         rec.latency_seconds = result.latency_seconds
         rec.model = result.model
         rec.cost_usd = (result.cost_usd or 0.0) + extra_cost if (
