@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESERVED_NAMES",
     "TemplateRefs",
+    "Transcript",
     "TurnView",
     "TurnsView",
     "analyse",
@@ -267,9 +268,19 @@ class TurnsView(Mapping[str, TurnView]):
         return len(self._by_id)
 
 
+class Transcript(str):
+    """A transcript's text that knows where each earlier turn's part ends (``ends``,
+    offsets in the text): a provider can cache the prompt's prefix turn by turn
+    (dlg.models.caching). A template prints it as the text it is."""
+
+    ends: tuple[int, ...] = ()
+
+
 def transcript(records: list[TurnRecord], summarised: frozenset[str] = frozenset()) -> str:
     """The earlier turns a turn reads, as one block of text; those in ``summarised`` by
-    their summary (``metadata["summary"]``)."""
+    their summary (``metadata["summary"]``). Each turn's part is the same bytes in every
+    later turn's transcript (no times, no counts), so the next turn's prompt starts with
+    this one's and a provider's prefix cache hits."""
     parts = []
     for r in records:
         if r.status != "completed":
@@ -280,7 +291,13 @@ def transcript(records: list[TurnRecord], summarised: frozenset[str] = frozenset
             parts.append(f"### {who} (summary)\n{summary}")
         else:
             parts.append(f"### {who}\n{(r.response or '').strip()}")
-    return "\n\n".join(parts)
+    text = Transcript("\n\n".join(parts))
+    ends, end = [], -2
+    for part in parts:
+        end += 2 + len(part)
+        ends.append(end)
+    text.ends = tuple(ends)
+    return text
 
 
 def _template(env: Any, ast: Any) -> Any:

@@ -283,6 +283,7 @@ class _Run:
             timeout=turn.timeout or self.mode.timeout or self.timeout,
             on_chunk=self._chunks(rec) if self.events.listens("turn_chunk") else None,
             record=rec, schema=plan.output["schema"] if plan.output is not None else None,
+            cache=plan.cache,
             allow=(self.allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
 

@@ -16,6 +16,7 @@ from dlg.language.mode import Turn, merged_settings
 from dlg.language.sandbox import render
 from dlg.language.templates import compiled, turn_context
 from dlg.models import build_messages
+from dlg.models.caching import CacheHint
 from dlg.models.calls import unique
 from dlg.records import record as R
 from dlg.records.record import TurnRecord
@@ -30,15 +31,17 @@ __all__ = ["Plan", "prepare"]
 class Plan:
     """A prepared turn: what its model call needs."""
 
-    __slots__ = ("bound", "choice", "extra_cost", "fallbacks", "label", "messages", "output",
-                 "prompt", "reservation", "settings", "system")
+    __slots__ = ("bound", "cache", "choice", "extra_cost", "fallbacks", "label", "messages",
+                 "output", "prompt", "reservation", "settings", "system")
 
     def __init__(self, system: str | None, prompt: str, messages: Any, choice: Any,
                  settings: dict[str, Any], fallbacks: tuple[Any, ...], reservation: Any,
-                 bound: int, output: dict[str, Any] | None, label: str, extra_cost: float):
+                 bound: int, output: dict[str, Any] | None, label: str, extra_cost: float,
+                 cache: CacheHint | None = None):
         self.system, self.prompt, self.messages, self.choice = system, prompt, messages, choice
         self.settings, self.fallbacks, self.reservation = settings, fallbacks, reservation
         self.bound, self.output, self.label, self.extra_cost = bound, output, label, extra_cost
+        self.cache = cache  # for a provider's prompt cache (dlg.models.caching)
 
 
 async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
@@ -63,7 +66,9 @@ async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
             render(t, ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
         ) or None
         prompt = render(tpl["prompt"], ctx).strip()
+        ends: tuple[int, ...] = ()  # the earlier turns' parts: a prefix the next turn repeats
         if tpl["auto_transcript"] and ctx["transcript"]:
+            ends = getattr(ctx["transcript"], "ends", ())
             prompt = f"{ctx['transcript']}\n\n{prompt}"
         output = output_spec(turn)
         if output is not None:  # a structured answer: say so in the prompt
@@ -134,7 +139,8 @@ async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
             reservation = run.budget.reserve(run.pool.label(choice), bound,
                                              settings["max_tokens"])
         return Plan(system, prompt, messages, choice, settings, fallbacks, reservation,
-                    bound, output, run.pool.safe_label(choice), extra_cost)
+                    bound, output, run.pool.safe_label(choice), extra_cost,
+                    CacheHint(run.dialogue.id, ends))
     except Exception as exc:
         await run.fail(rec, describe(exc), started=False)
         return None

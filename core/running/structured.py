@@ -134,6 +134,6 @@ def _repairs(run: Any, plan: Any, allow: Any) -> Callable[[Any], Awaitable[Any]]
         return await budgeted_call(
             run.budget, run.pool, plan.choice, conversation, plan.settings,
             registry=run.registry, fallbacks=plan.fallbacks, policy=run.policy,
-            allow=allow, schema=plan.output["schema"])
+            allow=allow, schema=plan.output["schema"], cache=plan.cache)
 
     return again
