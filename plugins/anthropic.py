@@ -112,15 +112,16 @@ def place_breakpoints(payload: dict[str, Any], hint: CacheHint | None) -> None:
     turn, so the next turn's request, with one more, finds this one's prefix at a block
     boundary); (2) the end of the history before the last message (a repair request's);
     (3) the end of the system text. At most ``MAX_BREAKPOINTS`` in all, those already
-    there counted."""
+    there counted. The mode's last turn (``hint.last``) marks where the turn before it
+    did, one block earlier: it reads that prefix and pays for no write no turn reads."""
     left = MAX_BREAKPOINTS - _marks(payload)
     messages = [m for m in payload.get("messages") or () if isinstance(m, dict)]
     if left <= 0 or not messages:
         return
     first = next((m for m in messages if m.get("role") == "user"), None)
-    if hint is not None and hint.ends and first is not None and isinstance(
-            first.get("content"), str):
-        parts = split_stable(first["content"], hint.ends)
+    ends = hint.stable_ends() if hint is not None else ()
+    if ends and first is not None and isinstance(first.get("content"), str):
+        parts = split_stable(first["content"], ends)
         rest = parts.pop()
         if parts:
             if rest.strip():
@@ -131,7 +132,11 @@ def place_breakpoints(payload: dict[str, Any], hint: CacheHint | None) -> None:
                 stable = len(parts)
             blocks = [{"type": "text", "text": part} for part in parts]
             first["content"] = blocks
-            left -= _mark(blocks[stable - 1])
+            # the mode's last turn reads where the turn before it wrote and writes
+            # nothing more: no later turn would read it, and a write costs a quarter more
+            at = stable - 2 if hint.last else stable - 1
+            if at >= 0:
+                left -= _mark(blocks[at])
     if left > 0 and len(messages) > 1:
         history = _blocks(messages[-2].get("content"))
         if history and _mark(history[-1]):

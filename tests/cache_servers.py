@@ -20,7 +20,9 @@ than 4 breakpoints is a 400, as there. Usage reports ``input_tokens`` (read from
 cache), ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
 
 Both answer ``answer(body)`` (a function of the request; default a fixed reply) and keep
-every request (``requests``) and its usage (``usage``).
+every request (``requests``) and its usage (``usage``: input, cached, written, and
+``shared``: the longest prefix it shares with an earlier request, what a cache without
+minimums, steps or breakpoints would read).
 """
 
 from __future__ import annotations
@@ -74,7 +76,22 @@ class _Caching(_Loopback):
         self.answer = answer or (lambda body: "A fixed answer from the server.")
         self.cache: set[str] = set()
         self.usage: list[dict[str, int]] = []
+        self._sent: list[list[str]] = []
         super().__init__()
+
+    def _shared(self, toks: list[str]) -> int:
+        """The longest prefix ``toks`` shares with a request sent before (whatever the
+        cache's rules): what any prefix cache could read at best."""
+        best = 0
+        for before in self._sent:
+            n = 0
+            for a, b in zip(before, toks, strict=False):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        self._sent.append(toks)
+        return best
 
     def _respond(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         raise NotImplementedError
@@ -112,9 +129,11 @@ class CachingOpenAI(_Caching):
         prefix = _Prefixes()
         cached = 0
         marks = []
+        sent: list[str] = []
         for message in body.get("messages") or ():
             text = "".join(_text(message.get("content")))
             toks = [f"<{message.get('role')}>", *tokens(text)]
+            sent += toks
             for t in toks:
                 prefix.add([t])
                 if prefix.length % self.step == 0 and prefix.length >= self.minimum:
@@ -128,7 +147,8 @@ class CachingOpenAI(_Caching):
         usage = {"prompt_tokens": total, "completion_tokens": out,
                  "total_tokens": total + out,
                  "prompt_tokens_details": {"cached_tokens": cached}}
-        self.usage.append({"input": total, "cached": cached, "written": 0})
+        self.usage.append({"input": total, "cached": cached, "written": 0,
+                           "shared": self._shared(sent)})
         return 200, {"id": "c1", "object": "chat.completion", "created": 0,
                      "model": body.get("model"),
                      "choices": [{"index": 0, "finish_reason": "stop",
@@ -188,7 +208,8 @@ class CachingAnthropic(_Caching):
         written = max(0, written_to - read)
         self.cache.update(writes)
         text = self.answer(body)
-        self.usage.append({"input": total, "cached": read, "written": written})
+        self.usage.append({"input": total, "cached": read, "written": written,
+                           "shared": self._shared([t for toks, _ in blocks for t in toks])})
         return 200, {
             "id": "msg_1", "type": "message", "role": "assistant",
             "model": body.get("model"), "stop_reason": "end_turn", "stop_sequence": None,

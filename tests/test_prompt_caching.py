@@ -121,10 +121,12 @@ def test_anthropic_marks_the_stable_prefix_by_default_so_the_next_turn_reads_it(
     # turn 1 reads nothing earlier: only the system text is marked
     assert [b["text"] for b in _marked(first)] == ["A debate on tides. Argue in good faith."]
     # later turns: the prompt is cut into one block per earlier turn, the last one marked
+    # (the mode's last turn marks where the turn before it did: it writes nothing new)
     content = fourth["messages"][0]["content"]
     assert [b["text"][:8] for b in content] == ["### Pro ", "\n\n### Co", "\n\n### Pr",
                                                 "\n\nMake p"]
-    assert "cache_control" in content[2] and len(_marked(fourth)) == 2
+    assert "cache_control" in content[1] and len(_marked(fourth)) == 2
+    assert "cache_control" in third["messages"][0]["content"][1]
     # the same bytes as the turn before's blocks: the server found them
     assert [b["text"] for b in content[:2]] == [
         b["text"] for b in third["messages"][0]["content"][:2]]
@@ -133,6 +135,8 @@ def test_anthropic_marks_the_stable_prefix_by_default_so_the_next_turn_reads_it(
     assert [u.cached > 0 for u in usage] == [False, False, True, True]
     assert usage[3].cached == server.usage[3]["cached"]
     assert usage[2].cache_written == server.usage[2]["written"] > 0
+    assert usage[3].cache_written == 0 and usage[3].cached == usage[2].cached + usage[
+        2].cache_written
     # priced as read and written, and what that saved kept on the turn
     u = usage[3]
     paid = ((u.prompt - u.cached - u.cache_written) * 3.0 + u.cached * 0.3

@@ -13,21 +13,34 @@ plugins/anthropic.py). Other models never see it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["CacheHint", "cache_note", "cache_saving", "dialogue_saved_usd", "hint_of",
            "saved_usd", "split_stable"]
 
 
-@dataclass(frozen=True, slots=True)
-class CacheHint:
+class CacheHint(NamedTuple):  # a tuple: made for every turn, so made fast
     """``key``: groups calls that share a prefix (the dialogue's id). ``ends``: in the
     first user message's text, the offsets where each stable part ends (one per earlier
-    turn the prompt repeats), ascending; the text after the last is the turn's own."""
+    turn the prompt repeats), ascending; the text after the last is the turn's own.
+    ``last``: the mode's last turn (outside loops): a prefix written to a cache now would
+    not be read again by this dialogue."""
 
     key: str | None = None
     ends: tuple[int, ...] = ()
+    last: bool = False  # no later turn of the mode reads this prompt's prefix
+    # or the earlier turns' records (and those read as summaries) the prompt starts with,
+    # for ``stable_ends`` to work ``ends`` out from when a provider asks
+    records: Any = ()
+    summarised: frozenset[str] = frozenset()
+
+    def stable_ends(self) -> tuple[int, ...]:
+        """``ends``, or worked out from ``records`` (most turns' calls never ask)."""
+        if self.ends or not self.records:
+            return self.ends
+        from dlg.language.templates import transcript_ends
+
+        return transcript_ends(self.records, self.summarised)
 
 
 def split_stable(text: str, ends: tuple[int, ...]) -> list[str]:

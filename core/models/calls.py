@@ -130,9 +130,16 @@ def _kwargs(model: Any, settings: Mapping[str, Any], schema: Mapping[str, Any] |
         kwargs.update(settings.get("extra") or {})
     if schema is not None and getattr(model, "dlg_json_schema", False):
         kwargs["json_schema"] = schema
-    if cache is not None and getattr(model, "dlg_cache_hint", False):
-        kwargs["dlg_cache"] = cache  # dlg.models.caching: for the provider's prompt cache
+    if cache is not None:
+        takes = _TAKES_HINT.get(type(model))
+        if takes is None:  # looked up once a class: pydantic's getattr misses are slow
+            takes = _TAKES_HINT[type(model)] = bool(getattr(model, "dlg_cache_hint", False))
+        if takes:
+            kwargs["dlg_cache"] = cache  # dlg.models.caching: for the provider's prompt cache
     return kwargs
+
+
+_TAKES_HINT: dict[type, bool] = {}  # chat model class -> takes a ``dlg_cache`` hint
 
 
 def _result(message: Any, messages: Any, label: str, started: float,

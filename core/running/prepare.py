@@ -66,9 +66,9 @@ async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
             render(t, ctx).strip() for t in (tpl["system"], tpl["instruction"]) if t
         ) or None
         prompt = render(tpl["prompt"], ctx).strip()
-        ends: tuple[int, ...] = ()  # the earlier turns' parts: a prefix the next turn repeats
+        repeats: Any = ()  # the earlier turns the prompt starts with (a cache's prefix)
         if tpl["auto_transcript"] and ctx["transcript"]:
-            ends = getattr(ctx["transcript"], "ends", ())
+            repeats = reads
             prompt = f"{ctx['transcript']}\n\n{prompt}"
         output = output_spec(turn)
         if output is not None:  # a structured answer: say so in the prompt
@@ -140,7 +140,8 @@ async def prepare(run: Any, turn: Turn, rec: TurnRecord) -> Plan | None:
                                              settings["max_tokens"])
         return Plan(system, prompt, messages, choice, settings, fallbacks, reservation,
                     bound, output, run.pool.safe_label(choice), extra_cost,
-                    CacheHint(run.dialogue.id, ends))
+                    CacheHint(run.dialogue.id, (), tpl["last"] and not run.looping,
+                              repeats, summarised))
     except Exception as exc:
         await run.fail(rec, describe(exc), started=False)
         return None
