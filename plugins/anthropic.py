@@ -29,7 +29,7 @@ def _check(model, options):
 
 
 @functools.cache
-def _chat_anthropic():
+def _chat_anthropic() -> Any:
     """``ChatAnthropic`` with an HTTP client of its own for async calls. langchain-anthropic
     shares one per base URL across the whole process, whose pooled connections belong to
     the event loop that opened them: in the next loop a call read them from the closed
@@ -134,7 +134,7 @@ def place_breakpoints(payload: dict[str, Any], hint: CacheHint | None) -> None:
             first["content"] = blocks
             # the mode's last turn reads where the turn before it wrote and writes
             # nothing more: no later turn would read it, and a write costs a quarter more
-            at = stable - 2 if hint.last else stable - 1
+            at = stable - 2 if hint is not None and hint.last else stable - 1
             if at >= 0:
                 left -= _mark(blocks[at])
     if left > 0 and len(messages) > 1:
