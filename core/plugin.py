@@ -10,7 +10,8 @@ when first used, so importing this module costs nothing at start-up.
 - the contracts (``typing.Protocol``): ``Store``, ``LeaseStore``, ``BatchStore``,
   ``QualityStore``, ``Executor``, ``Embeddings``, ``Exporter``, ``Router``;
 - model providers: ``missing_env``, ``missing_key``, ``missing_package``, ``no_retries``,
-  ``env_secret``,
+  ``env_secret``, and a provider's prompt cache: ``CacheHint``, ``hint_of``,
+  ``split_stable``;
   ``ModelRegistry``;
 - routers: ``Route``, ``RouteRequest``, ``QualityStat``, ``quality_key``, ``budget_note``;
 - stores: ``TableStore``, ``SCHEMA``, ``Execute``, ``RowWrites`` (a store on SQL tables),
@@ -19,7 +20,8 @@ when first used, so importing this module costs nothing at start-up.
 - executors: ``Orchestrator``, ``load_mode``, ``BatchItem``, ``run_item``,
   ``not_started``, ``SPENT``, ``Budget``, ``spawned_files``, ``own_templates``,
   ``confined``, ``as_dialogue``, ``mark_interrupted``, ``ENDED``;
-- anything shown to people: ``redact``.
+- anything shown to people: ``redact``; ``cache_note``, ``saved_usd``,
+  ``dialogue_saved_usd`` (what a prompt cache saved).
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ if TYPE_CHECKING:
     from dlg.language.limits import confined
     from dlg.language.loader import load_mode
     from dlg.language.templates import own_templates
+    from dlg.models.caching import (
+        CacheHint,
+        cache_note,
+        dialogue_saved_usd,
+        hint_of,
+        saved_usd,
+        split_stable,
+    )
     from dlg.models.catalog import ModelRegistry
     from dlg.models.providers import (
         env_secret,
@@ -75,6 +85,7 @@ __all__ = [
     "BatchItem",
     "BatchStore",
     "Budget",
+    "CacheHint",
     "Decision",
     "DlgError",
     "Embeddings",
@@ -98,10 +109,13 @@ __all__ = [
     "TableStore",
     "as_dialogue",
     "budget_note",
+    "cache_note",
     "cached",
     "confined",
     "data_dir",
+    "dialogue_saved_usd",
     "env_secret",
+    "hint_of",
     "hookimpl",
     "load_mode",
     "mark_interrupted",
@@ -115,7 +129,9 @@ __all__ = [
     "quality_key",
     "redact",
     "run_item",
+    "saved_usd",
     "spawned_files",
+    "split_stable",
     "user_dir",
     "version",
 ]
@@ -133,6 +149,8 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "load_mode": ("dlg.language.loader", "load_mode"),
     "own_templates": ("dlg.language.templates", "own_templates"),
     "ModelRegistry": ("dlg.models.catalog", "ModelRegistry"),
+    **{n: ("dlg.models.caching", n) for n in ("CacheHint", "cache_note", "dialogue_saved_usd",
+                                               "hint_of", "saved_usd", "split_stable")},
     **{n: ("dlg.models.providers", n) for n in ("env_secret", "missing_env", "missing_key",
                                                  "missing_package", "no_retries")},
     "redact": ("dlg.observability.redact", "redact"),

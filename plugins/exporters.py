@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dlg.plugin import hookimpl
+from dlg.plugin import cache_note, dialogue_saved_usd, hookimpl, saved_usd
 
 
 class JsonExporter:
@@ -27,6 +27,11 @@ def _one_line(value: Any, limit: int = 80) -> str:
 
 def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
+
+
+def _cached(usage: Any, saved: float) -> str:
+    note = cache_note(usage, saved)
+    return f" ({note})" if note else ""
 
 
 class MarkdownExporter:
@@ -49,6 +54,9 @@ class MarkdownExporter:
         )
         if dialogue.usage.estimated:
             lines.append("- Token counts marked ~ are estimates: the provider reported none")
+        cache = _cached(dialogue.usage, dialogue_saved_usd(dialogue))
+        if cache:
+            lines.append(f"- Prompt cache: {m.prompt_tokens} in{cache}")
         budget = dialogue.metadata.get("budget")
         if budget:
             within = f", within {budget['within']}" if budget.get("within") else ""
@@ -66,7 +74,7 @@ class MarkdownExporter:
             facts = [f"model: {t.model or '-'}", f"status: {t.status}",
                      f"latency: {_fmt_seconds(t.latency_seconds)}",
                      f"tokens: {t.usage.mark}{t.usage.prompt} in"
-                     + (f" ({t.usage.cached} cached)" if t.usage.cached else "")
+                     + _cached(t.usage, saved_usd(t.metadata))
                      + f" / {t.usage.mark}{t.usage.completion} out"]
             lines.append("*" + " · ".join(facts) + "*")
             lines.append("")
@@ -116,7 +124,8 @@ class JsonLinesExporter:
 
 CSV_COLUMNS = ("dialogue_id", "mode", "dialogue_status", "inputs", "turn", "turn_id",
                "round", "role", "participant", "model", "status", "prompt_tokens",
-               "completion_tokens", "cost_usd", "latency_seconds", "response", "error")
+               "completion_tokens", "cost_usd", "latency_seconds", "response", "error",
+               "cached_tokens", "cache_saved_usd")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
 
 
@@ -132,7 +141,8 @@ def _cell(value: Any) -> Any:
 class CsvExporter:
     """A turn a row, for spreadsheets: the dialogue (id, mode, status, its inputs as
     JSON), then the turn's place, model, status, tokens, cost, latency, answer and
-    error."""
+    error, then the prompt tokens read from the provider's cache and what that saved
+    (last, so that older readers' columns keep their places)."""
 
     name = "csv"
     extension = "csv"
@@ -162,7 +172,8 @@ class CsvExporter:
                 writer.writerow([_cell(v) for v in (
                     d.id, d.mode, d.status, inputs, t.index, t.turn_id, t.round, t.role,
                     t.participant, t.model, t.status, t.usage.prompt, t.usage.completion,
-                    t.cost_usd, t.latency_seconds, t.response, t.error)])
+                    t.cost_usd, t.latency_seconds, t.response, t.error, t.usage.cached,
+                    round(saved_usd(t.metadata), 10))])
             yield flushed()
 
 

@@ -23,14 +23,16 @@ PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "google": "google", "
 
 
 def maintained_prices(specs: list[str]) -> dict[str, dict[str, float]]:
-    """``spec -> {"input": $/Mtok, "output": $/Mtok}`` for the specs genai-prices knows."""
+    """``spec -> {"input": $/Mtok, "output": $/Mtok, "cached_input": $/Mtok,
+    "cache_write": $/Mtok}`` for the specs genai-prices knows."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         found_version = version("genai-prices")
     except PackageNotFoundError:
         return {}
-    return cached(f"genai-prices-{found_version}.json", sorted(specs),
+    # "-2": the cache-write price was added; a file of the first form lacks it
+    return cached(f"genai-prices-{found_version}-2.json", sorted(specs),
                   lambda: _look_up(specs))
 
 
@@ -49,11 +51,14 @@ def _look_up(specs: list[str]) -> dict[str, dict[str, float]]:
                                    provider_id=PROVIDERS[provider]).total_price
             per_k_cached = calc_price(Usage(input_tokens=1000, cache_read_tokens=1000), model,
                                       provider_id=PROVIDERS[provider]).total_price
+            per_k_written = calc_price(Usage(input_tokens=1000, cache_write_tokens=1000),
+                                       model, provider_id=PROVIDERS[provider]).total_price
         except Exception:  # a model it does not know keeps the catalog's price
             continue
         out[spec] = {"input": round(float(per_k_in) * 1000, 6),
                      "output": round(float(per_k_out) * 1000, 6),
-                     "cached_input": round(float(per_k_cached) * 1000, 6)}
+                     "cached_input": round(float(per_k_cached) * 1000, 6),
+                     "cache_write": round(float(per_k_written) * 1000, 6)}
     return out
 
 

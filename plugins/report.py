@@ -33,6 +33,7 @@ def _template() -> Template:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True, auto_reload=False)
     env.filters.update(markdown=_markdown, money=_money, seconds=_seconds,
+                       cache_note=_cache_note,
                        budget_note=_budget_note)
     return env.get_template(TEMPLATE)
 
@@ -59,6 +60,13 @@ def _budget_note(routing: dict[str, Any]) -> str:
 
     note = budget_note(routing)
     return f"; {note}" if note else ""
+
+
+def _cache_note(turn: Any) -> str:
+    """What the prompt cache did for a turn, as ``cache_note`` says it ("" if nothing)."""
+    from dlg.plugin import cache_note, saved_usd
+
+    return cache_note(turn.usage, saved_usd(turn.metadata))
 
 
 def _money(value: float | None) -> str:
@@ -94,9 +102,18 @@ def _totals(dialogue: Any) -> list[tuple[str, str]]:
         ("tokens" + (" (~ estimated)" if dialogue.usage.estimated else ""),
          f"{dialogue.usage.mark}{m.total_tokens:,}"),
         ("cost", _money(m.total_cost_usd) if m.total_cost_usd else "$0"),
+        *_cache(dialogue),
         ("fallbacks", str(m.substitutions)),
         *budget,
     ]
+
+
+def _cache(dialogue: Any) -> list[tuple[str, str]]:
+    """The prompt cache's line of the totals: tokens read and money saved, if any."""
+    from dlg.plugin import cache_note, dialogue_saved_usd
+
+    note = cache_note(dialogue.usage, dialogue_saved_usd(dialogue))
+    return [("prompt cache", note)] if note else []
 
 
 def _timeline(dialogue: Any) -> dict[str, Any] | None:

@@ -88,9 +88,20 @@ def _table(dialogue: Any, status: str | None = None) -> str:
                  f"{m.total_tokens} tokens · ${m.total_cost_usd:.5f}")
     if dialogue.usage.estimated:
         lines.append("token counts marked ~ are estimates: the provider reported none")
-    if dialogue.usage.cached:
-        lines.append(f"prompt cache: {dialogue.usage.cached} of {m.prompt_tokens} prompt "
-                     "tokens were read from the provider's cache")
+    if dialogue.usage.cached or dialogue.usage.cache_written:
+        from dlg.models.caching import dialogue_saved_usd
+
+        saved = dialogue_saved_usd(dialogue)
+        share = dialogue.usage.cached / m.prompt_tokens if m.prompt_tokens else 0.0
+        line = (f"prompt cache: {dialogue.usage.cached} of {m.prompt_tokens} prompt tokens "
+                f"({share:.0%}) were read from the provider's cache")
+        if dialogue.usage.cache_written:
+            line += f", {dialogue.usage.cache_written} written to it"
+        if saved >= 5e-6:
+            line += f"; ${saved:.5f} saved"
+        elif saved <= -5e-6:
+            line += f"; ${-saved:.5f} more for the cache writes"
+        lines.append(line)
     slowest = max((t for t in dialogue.turns if t.latency_seconds), default=None,
                   key=lambda t: t.latency_seconds)
     costliest = max((t for t in dialogue.turns if t.cost_usd), default=None,

@@ -33,6 +33,7 @@ __all__ = [
     "own_templates",
     "static_views",
     "transcript",
+    "transcript_ends",
 ]
 
 # Names every template sees besides the mode's inputs.
@@ -269,9 +270,7 @@ class TurnsView(Mapping[str, TurnView]):
         return len(self._by_id)
 
 
-def transcript(records: list[TurnRecord], summarised: frozenset[str] = frozenset()) -> str:
-    """The earlier turns a turn reads, as one block of text; those in ``summarised`` by
-    their summary (``metadata["summary"]``)."""
+def _parts(records: list[TurnRecord], summarised: frozenset[str]) -> list[str]:
     parts = []
     for r in records:
         if r.status != "completed":
@@ -282,7 +281,26 @@ def transcript(records: list[TurnRecord], summarised: frozenset[str] = frozenset
             parts.append(f"### {who} (summary)\n{summary}")
         else:
             parts.append(f"### {who}\n{(r.response or '').strip()}")
-    return "\n\n".join(parts)
+    return parts
+
+
+def transcript(records: list[TurnRecord], summarised: frozenset[str] = frozenset()) -> str:
+    """The earlier turns a turn reads, as one block of text; those in ``summarised`` by
+    their summary (``metadata["summary"]``). Each turn's part is the same bytes in every
+    later turn's transcript (no times, no counts), so the next turn's prompt starts with
+    this one's and a provider's prefix cache hits."""
+    return "\n\n".join(_parts(records, summarised))
+
+
+def transcript_ends(records: Any, summarised: frozenset[str] = frozenset()
+                    ) -> tuple[int, ...]:
+    """Where each turn's part of ``transcript(records, summarised)`` ends, as offsets in
+    it (dlg.models.caching): worked out when a provider asks, not for every turn."""
+    ends, end = [], -2
+    for part in _parts(list(records), summarised):
+        end += 2 + len(part)
+        ends.append(end)
+    return tuple(ends)
 
 
 def _template(env: Any, ast: Any) -> Any:
@@ -335,6 +353,7 @@ def compiled(mode: Mode, env: Any, turn: Turn) -> dict[str, Any]:
             "prompt": _template(env, ast),
             "when": when,
             "auto_transcript": auto,
+            "last": turn is mode.turns[-1],  # no turn after it (outside loops)
             "needs": frozenset(needs & CONTEXT_NAMES),
             # positions (in dialogue.turns) of the records this turn reads, when each
             # turn has one record (no loops)

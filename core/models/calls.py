@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dlg.models.caching import cache_saving
 from dlg.models.pool import ModelPool
 from dlg.models.spec import endpoint
 from dlg.records.record import TokenUsage
@@ -39,6 +40,9 @@ class ChatResult:
     latency_seconds: float
     raw: Any = None
     cost_usd: float | None = None
+    # what the provider's prompt cache saved: the cost without it less ``cost_usd``
+    # (negative when cache writes cost more than reads gave back); None: nothing cached
+    saved_usd: float | None = None
     replaced: tuple[str, ...] = ()  # models that failed before ``model`` answered
     attempts: tuple[Any, ...] = ()  # the failed attempts (dlg.resilience.Attempt)
 
@@ -94,7 +98,8 @@ def _usage(meta: Any, messages: Any, text: str, length: int) -> TokenUsage:
             details = meta.get("input_token_details") or {}
             return TokenUsage(_count(meta.get("input_tokens", 0)),
                               _count(meta.get("output_tokens", 0)),
-                              cached=_count(details.get("cache_read") or 0))
+                              cached=_count(details.get("cache_read") or 0),
+                              cache_written=_count(details.get("cache_creation") or 0))
         except (AttributeError, ValueError):
             pass
     prompt_text = messages if isinstance(messages, str) else "\n".join(
@@ -117,15 +122,24 @@ def _cut(text: str, length: int) -> str:
             f"was {length:,}]")
 
 
-def _kwargs(model: Any, settings: Mapping[str, Any], schema: Mapping[str, Any] | None
-            ) -> dict[str, Any]:
+def _kwargs(model: Any, settings: Mapping[str, Any], schema: Mapping[str, Any] | None,
+            cache: Any = None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if settings:
         kwargs = {k: v for k, v in settings.items() if k != "extra"}
         kwargs.update(settings.get("extra") or {})
     if schema is not None and getattr(model, "dlg_json_schema", False):
         kwargs["json_schema"] = schema
+    if cache is not None:
+        takes = _TAKES_HINT.get(type(model))
+        if takes is None:  # looked up once a class: pydantic's getattr misses are slow
+            takes = _TAKES_HINT[type(model)] = bool(getattr(model, "dlg_cache_hint", False))
+        if takes:
+            kwargs["dlg_cache"] = cache  # dlg.models.caching: for the provider's prompt cache
     return kwargs
+
+
+_TAKES_HINT: dict[type, bool] = {}  # chat model class -> takes a ``dlg_cache`` hint
 
 
 def _result(message: Any, messages: Any, label: str, started: float,
@@ -146,13 +160,15 @@ def _result(message: Any, messages: Any, label: str, started: float,
 
 
 async def chat(model: Any, messages: str | list[Any], settings: Mapping[str, Any], label: str,
-               on_chunk: Any = None, schema: Mapping[str, Any] | None = None) -> ChatResult:
+               on_chunk: Any = None, schema: Mapping[str, Any] | None = None,
+               cache: Any = None) -> ChatResult:
     """Send ``messages`` (a prompt string or a message list) to a LangChain chat model and
     return text, usage and latency. With ``on_chunk``, stream: ``await on_chunk(text)``
     for each piece as it arrives. ``schema`` (a JSON Schema the answer must match) goes to
     models that can hold their output to one (``dlg_json_schema = True``: they take a
-    ``json_schema`` argument, as the embedded model does with a llama.cpp grammar)."""
-    kwargs = _kwargs(model, settings, schema)
+    ``json_schema`` argument, as the embedded model does with a llama.cpp grammar).
+    ``cache``: a ``dlg.models.caching.CacheHint``, for models that take one."""
+    kwargs = _kwargs(model, settings, schema, cache)
     started = time.perf_counter()
     if on_chunk is None:
         return _result(await model.ainvoke(messages, **kwargs), messages, label, started)
@@ -200,16 +216,17 @@ class _Call:
     """One ``call_model``: what its attempts need, in one object rather than a closure
     per attempt function (thousands of calls can be in flight)."""
 
-    __slots__ = ("allow", "fallbacks", "label", "messages", "on_chunk", "pool", "primary",
-                 "record", "registry", "requires", "schema", "settings", "started")
+    __slots__ = ("allow", "cache", "fallbacks", "label", "messages", "on_chunk", "pool",
+                 "primary", "record", "registry", "requires", "schema", "settings", "started")
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
                  fallbacks: Any, requires: Any, on_chunk: Any, record: Any, allow: Any,
-                 schema: Any):
+                 schema: Any, cache: Any = None):
         self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
         self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
         self.on_chunk, self.record, self.allow, self.schema = on_chunk, record, allow, schema
         self.label, self.started = "", 0.0  # of the attempt in progress
+        self.cache = cache
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
@@ -252,11 +269,12 @@ class _Call:
         if self.record is not None:
             self.record.model = name
         if self.on_chunk is not None:
-            return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema)
+            return chat(model, self.messages, self.settings, name, self.on_chunk, self.schema,
+                        self.cache)
         self.label, self.started = name, time.perf_counter()
         # LangChain's ainvoke, on a model typed Any (no provider's class is imported here)
         answer: Awaitable[Any] = model.ainvoke(
-            self.messages, **_kwargs(model, self.settings, self.schema))
+            self.messages, **_kwargs(model, self.settings, self.schema, self.cache))
         return answer
 
     def finish(self, answer: Any) -> ChatResult:
@@ -273,7 +291,10 @@ class _Call:
         if self.registry is not None:
             usage = result.usage
             result.cost_usd = self.registry.cost(result.model, usage.prompt,
-                                                 usage.completion, usage.cached)
+                                                 usage.completion, usage.cached,
+                                                 usage.cache_written)
+            if (usage.cached or usage.cache_written) and result.cost_usd is not None:
+                result.saved_usd = cache_saving(self.registry, result, self.record)
         return result
 
 
@@ -311,6 +332,7 @@ def call_model(
     record: Any = None,
     allow: Any = None,
     schema: Mapping[str, Any] | None = None,
+    cache: Any = None,
 ) -> Awaitable[ChatResult]:
     """The one way dlg calls a model, for turns and for ``ChatModel`` alike: returns the
     call to await.
@@ -324,11 +346,11 @@ def call_model(
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
     none answered. ``record``, if given, has its ``model`` set to each model as it is
     tried (a turn's record shows the one in flight); ``allow``, if given, must accept a
-    fallback before it is tried (a budget uses it). ``schema``: see ``chat``.
+    fallback before it is tried (a budget uses it). ``schema``, ``cache``: see ``chat``.
     """
     resilience = _RESILIENCE or _resilience()
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
-                 on_chunk, record, allow, schema)
+                 on_chunk, record, allow, schema, cache)
     # no frame of its own while the model works: the resilient call's makes the result
     # what finish (call.result) makes: a ChatResult (the module is imported lazily: Any)
     result: Awaitable[ChatResult] = resilience.call_resilient(

@@ -40,6 +40,7 @@ class ModelInfo:
     price_in: float | None = None  # $ per million input tokens
     price_out: float | None = None
     price_cached_in: float | None = None  # input tokens read from the provider's cache
+    price_cache_write: float | None = None  # input tokens written to it
     latency: float | None = None
     context_window: int | None = None
     max_output: int | None = None
@@ -60,16 +61,19 @@ class ModelInfo:
             return None
         return blended_price(self.price_in, self.price_out)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
-             ) -> float | None:
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+             written_tokens: int = 0) -> float | None:
         """Dollars for a call; prompt tokens read from the provider's cache (part of
-        ``prompt_tokens``) at the cached price when it is known."""
+        ``prompt_tokens``) at the cached price, and those written to it at the cache-write
+        price, when they are known."""
         if self.price_in is None or self.price_out is None:
             return None
         cached = min(max(cached_tokens, 0), prompt_tokens)
+        written = min(max(written_tokens, 0), prompt_tokens - cached)
         cached_price = self.price_in if self.price_cached_in is None else self.price_cached_in
-        return ((prompt_tokens - cached) * self.price_in + cached * cached_price
-                + completion_tokens * self.price_out) / 1e6
+        write_price = self.price_in if self.price_cache_write is None else self.price_cache_write
+        return ((prompt_tokens - cached - written) * self.price_in + cached * cached_price
+                + written * write_price + completion_tokens * self.price_out) / 1e6
 
     def has(self, capabilities: Iterable[str]) -> bool:
         return set(capabilities) <= set(self.capabilities)
@@ -85,6 +89,8 @@ class ModelInfo:
             out["price"] = {"input": self.price_in, "output": self.price_out}
             if self.price_cached_in is not None:
                 out["price"]["cached_input"] = self.price_cached_in
+            if self.price_cache_write is not None:
+                out["price"]["cache_write"] = self.price_cache_write
         if self.fallbacks:
             out["fallbacks"] = list(self.fallbacks)
         if self.local:
@@ -99,6 +105,7 @@ def _info(name: str, data: Mapping[str, Any], source: str) -> ModelInfo:
         name=name, capabilities=tuple(data.get("capabilities", ())),
         quality=data.get("quality"), price_in=price.get("input"),
         price_out=price.get("output"), price_cached_in=price.get("cached_input"),
+        price_cache_write=price.get("cache_write"),
         latency=data.get("latency"),
         context_window=data.get("context_window"), max_output=data.get("max_output"),
         fallbacks=tuple(data.get("fallbacks", ())), local=bool(data.get("local", False)),
@@ -211,9 +218,10 @@ class ModelRegistry:
         return [s for i, s in enumerate(out) if s != key and s not in out[:i]]
 
     def cost(self, spec: str, prompt_tokens: int, completion_tokens: int,
-             cached_tokens: int = 0) -> float | None:
+             cached_tokens: int = 0, written_tokens: int = 0) -> float | None:
         info = self.get(spec)
-        return info.cost(prompt_tokens, completion_tokens, cached_tokens) if info else None
+        return info.cost(prompt_tokens, completion_tokens, cached_tokens,
+                         written_tokens) if info else None
 
 
 def _as_data(info: ModelInfo | None) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class TokenUsage:
     completion: int = 0
     estimated: bool = False  # counted by dlg because the provider reported nothing
     cached: int = 0  # of the prompt tokens, those the provider read from its prompt cache
+    cache_written: int = 0  # of the prompt tokens, those it wrote to its cache (Anthropic)
 
     @property
     def total(self) -> int:
@@ -63,6 +64,7 @@ class TokenUsage:
             self.completion + other.completion,
             self.estimated or other.estimated,
             self.cached + other.cached,
+            self.cache_written + other.cache_written,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,12 +75,14 @@ class TokenUsage:
             out["estimated"] = True
         if self.cached:
             out["cached"] = self.cached
+        if self.cache_written:
+            out["cache_written"] = self.cache_written
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenUsage:
         return cls(data.get("prompt", 0), data.get("completion", 0), data.get("estimated", False),
-                   data.get("cached", 0))
+                   data.get("cached", 0), data.get("cache_written", 0))
 
 
 NO_USAGE = TokenUsage()

@@ -323,6 +323,7 @@ class Kernel:
             timeout=turn.timeout or ctx.mode.timeout or ctx.timeout,
             on_chunk=self._chunks(rec, stream) if stream is not None else None,
             record=rec, schema=plan.output["schema"] if plan.output is not None else None,
+            cache=plan.cache,
             allow=(ctx.allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
 

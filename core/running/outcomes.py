@@ -10,7 +10,10 @@ status: it returns one of these and the kernel acts on it, in one place
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from dlg.models.caching import CacheHint
 
 __all__ = ["DONE", "Done", "Failed", "Plan", "Skipped", "Stopped", "Structured"]
 
@@ -18,15 +21,17 @@ __all__ = ["DONE", "Done", "Failed", "Plan", "Skipped", "Stopped", "Structured"]
 class Plan:
     """A prepared turn: what its model call needs."""
 
-    __slots__ = ("bound", "choice", "extra_cost", "fallbacks", "label", "messages", "output",
-                 "prompt", "reservation", "settings", "system")
+    __slots__ = ("bound", "cache", "choice", "extra_cost", "fallbacks", "label", "messages",
+                 "output", "prompt", "reservation", "settings", "system")
 
     def __init__(self, system: str | None, prompt: str, messages: Any, choice: Any,
                  settings: dict[str, Any], fallbacks: tuple[Any, ...], reservation: Any,
-                 bound: int, output: dict[str, Any] | None, label: str, extra_cost: float):
+                 bound: int, output: dict[str, Any] | None, label: str, extra_cost: float,
+                 cache: CacheHint | None = None):
         self.system, self.prompt, self.messages, self.choice = system, prompt, messages, choice
         self.settings, self.fallbacks, self.reservation = settings, fallbacks, reservation
         self.bound, self.output, self.label, self.extra_cost = bound, output, label, extra_cost
+        self.cache = cache  # for a provider's prompt cache (dlg.models.caching)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,14 @@ turns may be in flight.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dlg.errors import describe
 from dlg.language.mode import Turn, merged_settings
 from dlg.language.sandbox import render
 from dlg.language.templates import compiled, turn_context
 from dlg.models import build_messages
+from dlg.models.caching import CacheHint
 from dlg.models.calls import unique
 from dlg.records.record import TurnRecord
 from dlg.running.budget import prompt_token_bound
@@ -49,7 +52,9 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
             render(t, view).strip() for t in (tpl["system"], tpl["instruction"]) if t
         ) or None
         prompt = render(tpl["prompt"], view).strip()
+        repeats: Any = ()  # the earlier turns the prompt starts with (a cache's prefix)
         if tpl["auto_transcript"] and view["transcript"]:
+            repeats = reads
             prompt = f"{view['transcript']}\n\n{prompt}"
         output = output_spec(turn)
         if output is not None:  # a structured answer: say so in the prompt
@@ -109,7 +114,9 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
                     routed, pool.safe_label(choice), budget.left, routing.pool, choice)}
             reservation = budget.reserve(pool.label(choice), bound, settings["max_tokens"])
         return Plan(system, prompt, messages, choice, settings, fallbacks, reservation,
-                    bound, output, pool.safe_label(choice), extra_cost)
+                    bound, output, pool.safe_label(choice), extra_cost,
+                    CacheHint(state.dialogue.id, (), tpl["last"] and state.current is None,
+                              repeats, summarised))
     except Exception as exc:
         return Failed(describe(exc), started=False)
 

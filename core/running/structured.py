@@ -136,6 +136,6 @@ def _repairs(ctx: RunContext, plan: Plan, allow: Callable[[Any], bool] | None
         return await budgeted_call(
             ctx.budget, ctx.pool, plan.choice, conversation, plan.settings,
             registry=ctx.registry, fallbacks=plan.fallbacks, policy=ctx.policy,
-            allow=allow, schema=schema)
+            allow=allow, schema=schema, cache=plan.cache)
 
     return again
