@@ -9,6 +9,13 @@ dlg sends one per dialogue (a hash of its id), so a dialogue's turns reach the m
 that holds their prefix. ``?cache=false`` sends none. (Not sent to ``openai-compatible``
 servers, which may refuse fields they do not know; give ``prompt_cache_key`` in
 ``model_kwargs`` there.)
+
+A turn's output schema (dlg's neutral ``json_schema``) is sent as OpenAI's structured
+output, ``response_format={"type": "json_schema", ...}`` with ``strict`` false (a mode's
+schema need not meet OpenAI's strict subset); dlg still asks for the JSON in the prompt
+and checks the answer. ``?native_schema=false`` sends none, for a server that does not
+take one; a server that refuses it (400 or 422) gets the request again without it, and
+no more for that model.
 """
 
 from __future__ import annotations
@@ -21,8 +28,15 @@ from dlg.plugin import env_secret, hint_of, hookimpl, missing_key, missing_packa
 
 
 def _check(model, options):
-    return missing_package("langchain_openai", "openai") or missing_key(
-        options, "OPENAI_API_KEY", options_named=("api_key", "openai_api_key"))
+    return _bad_schema_option(options) or missing_package("langchain_openai", "openai") or (
+        missing_key(options, "OPENAI_API_KEY", options_named=("api_key", "openai_api_key")))
+
+
+def _bad_schema_option(options):
+    value = options.get("native_schema", True)
+    if isinstance(value, bool):
+        return None
+    return f"native_schema is true or false, not '{value}'"
 
 
 def _own_client(options):
@@ -44,31 +58,87 @@ def cache_key(dialogue_id: str) -> str:
     return "dlg-" + hashlib.sha256(dialogue_id.encode("utf-8", "replace")).hexdigest()[:24]
 
 
+def _response_format(schema: Any) -> dict[str, Any]:
+    """A JSON Schema as OpenAI's ``response_format`` (its name: letters, digits, _ or -)."""
+    return {"type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": False}}
+
+
 @functools.cache
 def _chat_openai() -> Any:
-    """``ChatOpenAI`` that sends a ``prompt_cache_key`` per dialogue (dlg's ``dlg_cache``
-    argument), unless the call gives its own."""
+    """``ChatOpenAI`` as dlg calls it: a ``prompt_cache_key`` per dialogue (from dlg's cache
+    hint, unless the call gives its own or ``dlg_cache`` is off), and dlg's neutral
+    ``json_schema`` as OpenAI's ``response_format``, asked again without it when the
+    server refuses it (see the module)."""
+    from collections.abc import AsyncIterator
     from typing import ClassVar
 
+    import openai
     from langchain_openai import ChatOpenAI
 
-    class CacheKeyChatOpenAI(ChatOpenAI):
+    refused = (openai.BadRequestError, openai.UnprocessableEntityError)
+
+    class DlgChatOpenAI(ChatOpenAI):
         dlg_cache_hint: ClassVar[bool] = True
-        dlg_cache: bool = True
+        dlg_cache: bool = True  # send a prompt_cache_key (openai: yes; compatible: no)
+        dlg_json_schema: bool = True  # turns with an output schema call it with json_schema
 
         def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None,
-                                 **kwargs: Any) -> dict:
+                                 **kwargs: Any) -> dict[str, Any]:
             hint = hint_of(kwargs)
-            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            schema = kwargs.pop("json_schema", None)
+            if schema is not None and self.dlg_json_schema:
+                kwargs["response_format"] = _response_format(schema)
+            payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop,
+                                                                   **kwargs)
             if self.dlg_cache and hint is not None and hint.key:
                 payload.setdefault("prompt_cache_key", cache_key(hint.key))
             return payload
 
-    return CacheKeyChatOpenAI
+        def _sends_schema(self, kwargs: dict[str, Any]) -> bool:
+            return kwargs.get("json_schema") is not None and self.dlg_json_schema
+
+        async def _agenerate(self, messages: Any, stop: list[str] | None = None,
+                             run_manager: Any = None, **kwargs: Any) -> Any:
+            sent = self._sends_schema(kwargs)
+            try:
+                return await super()._agenerate(messages, stop, run_manager, **kwargs)
+            except refused:
+                if not sent:
+                    raise
+            kwargs.pop("json_schema")
+            result = await super()._agenerate(messages, stop, run_manager, **kwargs)
+            self.dlg_json_schema = False  # the server does not take one: send it no more
+            return result
+
+        async def _astream(self, messages: Any, stop: list[str] | None = None,
+                           run_manager: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+            sent, started = self._sends_schema(kwargs), False
+            try:
+                async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+                    started = True
+                    yield chunk
+                return
+            except refused:
+                if started or not sent:
+                    raise
+            kwargs.pop("json_schema")
+            async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+                self.dlg_json_schema = False  # as in _agenerate
+                yield chunk
+
+    return DlgChatOpenAI
+
+
+def _schema_option(options: dict[str, Any]) -> dict[str, Any]:
+    """``native_schema`` (default true) as the model's ``dlg_json_schema``."""
+    options = dict(options)
+    options["dlg_json_schema"] = options.pop("native_schema", True)
+    return options
 
 
 def _make(model, options):
-    options = dict(options)
+    options = _schema_option(options)
     cache = options.pop("cache", True)
     if not isinstance(cache, bool):
         raise ValueError(f"option 'cache' takes true or false (given {cache!r})")
@@ -81,18 +151,17 @@ def _make(model, options):
 def _check_compatible(model, options):
     if "base_url" not in options:
         return "needs a base_url option, e.g. openai-compatible:MODEL?base_url=http://host/v1"
-    return missing_package("langchain_openai", "openai")
+    return _bad_schema_option(options) or missing_package("langchain_openai", "openai")
 
 
 def _make_compatible(model, options):
-    from langchain_openai import ChatOpenAI
-
-    options = dict(options)
+    options = _schema_option(options)
     key_env = options.pop("api_key_env", "OPENAI_COMPATIBLE_API_KEY")
     api_key = options.pop("api_key", None) or env_secret(key_env) or "not-needed"
-    return ChatOpenAI(model=model or "default", api_key=api_key,
-                      **{"stream_usage": True, **_own_client(options),
-                         **no_retries(options)})
+    # no prompt_cache_key: a compatible server may refuse a field it does not know
+    return _chat_openai()(model=model or "default", api_key=api_key, dlg_cache=False,
+                          **{"stream_usage": True, **_own_client(options),
+                             **no_retries(options)})
 
 
 @hookimpl

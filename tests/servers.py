@@ -154,11 +154,14 @@ class FakeOpenAI(_Loopback):
                     n = fake.pieces
                     parts = ([fake.reply[i:i + n] for i in range(0, len(fake.reply), n)] if n
                              else [(" " if i else "") + word for i, word in enumerate(words)])
-                    for part in parts:
+                    for i, part in enumerate(parts):
+                        # the first piece names the role, as OpenAI's do
+                        delta = {"content": part} if i else {"role": "assistant",
+                                                             "content": part}
                         chunk = {"id": "c1", "object": "chat.completion.chunk",
                                  "created": 0, "model": body.get("model"),
                                  "choices": [{"index": 0, "finish_reason": None,
-                                              "delta": {"content": part}}]}
+                                              "delta": delta}]}
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     final = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
                              "model": body.get("model"),

@@ -316,3 +316,90 @@ def test_a_local_batch_runs_again_in_a_new_event_loop():
             assert result.totals["statuses"] == {"completed": 6}, [
                 i.error for i in result.items]
     assert len(server.requests) == 24
+
+
+SCHEMA = {"type": "object", "properties": {"sections": {"type": "array",
+                                                        "items": {"type": "string"}}},
+          "required": ["sections"]}
+STRUCTURED = {"name": "plan", "turns": [
+    {"id": "plan", "role": "Planner", "prompt": "Plan it.", "output": {"schema": SCHEMA}},
+    {"id": "again", "role": "Planner", "prompt": "Plan it again.",
+     "output": {"schema": SCHEMA}}]}
+SENT = {"type": "json_schema",
+        "json_schema": {"name": "answer", "schema": SCHEMA, "strict": False}}
+REPLY = '{"sections": ["intro", "end"]}'
+
+
+class Chunks:
+    """Makes the orchestrator stream (a turn_chunk listener)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def turn_chunk(self, dialogue, turn, text):
+        self.pieces.append(text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", ["openai", "openai-compatible"])
+async def test_an_output_schema_is_sent_as_openais_structured_output(provider, stream,
+                                                                     monkeypatch):
+    observers = [Chunks()] if stream else []
+    with FakeOpenAI(reply=REPLY, pieces=7) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        model = compat(server) if provider == "openai-compatible" else "openai:gpt-4o-mini"
+        d = await dlg.Orchestrator(model=model, observers=observers).run(STRUCTURED)
+    assert d.status == "completed", d.error
+    assert [t.data for t in d.turns] == [{"sections": ["intro", "end"]}] * 2
+    assert [r["body"]["response_format"] for r in server.requests] == [SENT, SENT]
+    assert [bool(r["body"].get("stream")) for r in server.requests] == [stream, stream]
+    # the instruction stays in the prompt: it works on every model
+    assert "matching this JSON Schema" in d.turns[0].prompt
+    if stream:
+        assert "".join(observers[0].pieces) == REPLY * 2
+
+
+async def test_native_schema_false_sends_none():
+    with FakeOpenAI(reply=REPLY) as server:
+        d = await dlg.Orchestrator(model=compat(server) + "&native_schema=false").run(
+            STRUCTURED)
+    assert d.status == "completed", d.error
+    assert d.turns[0].data == {"sections": ["intro", "end"]}
+    assert ["response_format" in r["body"] for r in server.requests] == [False, False]
+    assert "matching this JSON Schema" in server.requests[0]["body"]["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_server_that_refuses_a_response_format_is_asked_again_without(stream):
+    """A server that does not take ``response_format`` (a 400) gets the request again
+    without it, and no more of them: the answer is held to the schema by the prompt."""
+    observers = [Chunks()] if stream else []
+
+    def refuse(body):
+        return "400" if "response_format" in body else "ok"
+
+    with FakeOpenAI(reply=REPLY, choose=refuse) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST,
+                                   observers=observers).run(STRUCTURED)
+    assert d.status == "completed", d.error
+    assert [t.data for t in d.turns] == [{"sections": ["intro", "end"]}] * 2
+    assert ["response_format" in r["body"] for r in server.requests] == [True, False, False]
+    assert [t.attempts for t in d.turns] == [None, None]  # no failed attempt recorded
+
+
+async def test_a_request_refused_for_another_reason_still_fails_clearly():
+    with FakeOpenAI(["400"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST).run(STRUCTURED)
+    assert d.status == "failed"
+    assert d.turns[0].error.startswith(f"{compat(server)}: ")
+    assert "Error code: 400" in d.turns[0].error
+    # once with the schema, once without: the second answer is the error
+    assert ["response_format" in r["body"] for r in server.requests] == [True, False]
+
+
+async def test_a_native_schema_that_is_not_a_boolean_is_a_clear_error():
+    spec = "openai-compatible:m?base_url=http://127.0.0.1:9/v1&native_schema=off"
+    with pytest.raises(dlg.ModelError, match=r"cannot run: native_schema is true or false, "
+                                              r"not 'off'"):
+        await dlg.run(STRUCTURED, model=spec, store=None)

@@ -80,6 +80,30 @@ def test_patterns_in_an_output_schema_check_answers_as_json_schema_says(answer, 
     assert why == problem and (data is None) == (problem is not None)
 
 
+ANY_OBJECT = {"type": "object"}
+DEEP = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+@pytest.mark.parametrize(("answer", "data"), [
+    ('{"a": 1}', {"a": 1}),
+    ('```json\n{"a": 1}\n```', {"a": 1}),
+    ('Sure:\n```\n{"a": 1}\n```\nFill in {name} as you like.', {"a": 1}),
+    ('```python\nprint({1})\n```\nthen:\n```json\n{"a": 1}\n```', {"a": 1}),
+    ('The answer is {"a": {"b": [1, 2]}}. Done.', {"a": {"b": [1, 2]}}),
+    ('{"a": 1', None),  # cut off: not closed for it
+    ("no json here", None),
+    (DEEP, None),  # too deep for Python's parser: no answer, not a RecursionError
+    ("x" * 200_000 + '{"a": 1}', None),  # past MAX_ANSWER: not read
+])
+def test_the_json_in_an_answer_is_found_where_models_put_it(answer, data):
+    from dlg.running.structured import MAX_ANSWER, parse
+
+    assert MAX_ANSWER == 200_000
+    found, why = parse(answer, ANY_OBJECT)
+    assert found == data
+    assert why == (None if data is not None else "the answer holds no JSON object")
+
+
 @pytest.mark.slow
 def test_a_pattern_that_backtracks_for_hours_cannot_stop_the_event_loop(tmp_path):
     """``^(a|aa)+$`` on forty ``a`` and a ``!``: Python's ``re`` (which jsonschema uses)

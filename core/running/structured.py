@@ -55,22 +55,36 @@ def parse(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
     """(the object, None) if ``text`` holds JSON matching ``schema``, else (None, why)."""
     from dlg.running.answer_schema import first_error
 
-    text = (text or "")[:MAX_ANSWER]
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start:end + 1])
-    data = None
-    for candidate in candidates:
-        try:
-            data = json.loads(candidate.strip())
-        except (ValueError, RecursionError):
-            continue
-        break
-    else:
+    data = _json_in((text or "")[:MAX_ANSWER])
+    if data is _NONE:
         return None, "the answer holds no JSON object"
     wrong = first_error(schema, data)
     return (data, None) if wrong is None else (None, wrong)
+
+
+_NONE = object()  # an answer that holds no JSON (``null`` is JSON)
+
+
+def _json_in(text: str) -> Any:
+    """The JSON in an answer, or ``_NONE``. langchain-core's ``parse_json_markdown`` reads
+    an answer that is JSON, or runs from a code fence to its end (whitespace and
+    backticks around it stripped), strictly (``json.loads``: a cut-off object is not
+    closed for it). Kept here, what it does not do: a fence with prose after it or a
+    later fence (the first may be other code), the object between the first ``{`` and
+    the last ``}`` (prose around it), and nesting too deep for Python's parser (a
+    ``RecursionError``, not an answer)."""
+    from langchain_core.utils.json import parse_json_markdown
+
+    candidates = [text, *(m.group(1) for m in _FENCE.finditer(text))]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start:end + 1])
+    for candidate in candidates:
+        try:
+            return parse_json_markdown(candidate, parser=json.loads)
+        except (ValueError, RecursionError):
+            continue
+    return _NONE
 
 
 async def structured_answer(result: Any, output: dict[str, Any], messages: Any,
