@@ -12,6 +12,23 @@ with status ``cost_limited`` and is saved: it never spends past the limit.
 
 A model whose price the registry does not know cannot be bounded, so under a budget it
 is not used (add its price to a registry file, ``dlg models show`` says what is known).
+
+This module is the one ledger: a dialogue's budget, the tree of its sub-dialogues
+(``tree_spent``: their costs are drawn from the parent's budget) and a batch's total
+(a ``Budget`` the dialogues run ``within``, and ``admits``: whether what is left can
+finish one more dialogue). What it counts beyond the answers:
+
+- **overruns**: a provider that reports more tokens than were reserved for (more output
+  than ``max_tokens``, a prompt past the byte bound) is charged what it reported;
+  ``settle`` answers the overrun, the turn records it, and once the limit is passed the
+  dialogue stops (``cost_limited``) before its next call;
+- **billed failed attempts**: an attempt that failed after reaching the provider is
+  assumed to have its input billed (``dlg.models.attempts.billed_input`` says which),
+  at the model's input price (``billed``);
+- **the turns still to come**: ``finish_reserve`` is what the rest of the dialogue costs
+  at the least (each turn on the cheapest priced model at its ``max_tokens``, its prompt
+  estimated from the answers so far); a turn plans within what is left after it, so
+  early turns cannot starve the last.
 """
 
 from __future__ import annotations
@@ -19,7 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "budgeted_call", "prompt_token_bound"]
+__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "budgeted_call", "prompt_token_bound",
+           "tree_spent"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
 DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
@@ -144,7 +162,9 @@ class Budget:
         cost = self.worst_case(label, prompt_tokens, reservation.max_tokens)
         return cost is not None and cost <= reservation.amount + 1e-12
 
-    def settle(self, reservation: Reservation, actual: float | None) -> None:
+    def settle(self, reservation: Reservation, actual: float | None) -> float:
+        """Release ``reservation`` and charge what was really spent; answers the overrun
+        (what was spent past the reservation, 0.0 when within it)."""
         self.reserved -= reservation.amount
         self.spent += actual or 0.0
         if self.within is not None:
@@ -152,6 +172,24 @@ class Budget:
         if self._settled is not None:  # wake those waiting for room
             self._settled.set()
             self._settled = None
+        return max(0.0, (actual or 0.0) - reservation.amount)
+
+    @property
+    def passed(self) -> bool:
+        """Whether what was spent and is held is past the limit (after an overrun)."""
+        return self.left < -1e-12
+
+    def billed(self, attempts: Any, prompt_tokens: int) -> float:
+        """What failed ``attempts`` are assumed to have been billed: the input of each one
+        that reached the provider (``Attempt.billed``), ``prompt_tokens`` at its model's
+        input price. A model of unknown price counts nothing (it is never budgeted)."""
+        total = 0.0
+        for attempt in attempts or ():
+            if getattr(attempt, "billed", False):
+                prices = self.prices(attempt.model)
+                if prices is not None:
+                    total += prompt_tokens * prices[0]
+        return total
 
     def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
              asked: int | None) -> tuple[Any, str, int] | None:
@@ -172,11 +210,18 @@ class Budget:
                 **({"within": self.within.name} if self.within is not None else {})}
 
 
+def tree_spent(dialogue: Any) -> float:
+    """What a dialogue and the sub-dialogues its record knows the cost of have spent
+    (``Dialogue.total_cost_usd``, which counts them)."""
+    return float(dialogue.total_cost_usd)
+
+
 async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages: Any,
                         settings: dict[str, Any], **options: Any) -> Any:
     """One more call within a turn (a repair), its worst case reserved first: the result,
     or None when the budget cannot pay for it."""
     from dlg.models.calls import call_model
+    from dlg.models.resilience import AllCandidatesFailed
 
     reservation = None
     if budget is not None:
@@ -190,7 +235,15 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
     try:
         result = await call_model(pool, choice, messages, settings, **options)
         cost = result.cost_usd
+        if budget is not None and result.attempts:
+            billed = budget.billed(result.attempts, prompt_token_bound(messages))
+            cost = (cost or 0.0) + billed
+            result.cost_usd = cost if cost or result.cost_usd is not None else None
         return result
+    except AllCandidatesFailed as exc:
+        if budget is not None:
+            cost = budget.billed(exc.attempts, prompt_token_bound(messages))
+        raise
     finally:
         if reservation is not None and budget is not None:
             budget.settle(reservation, cost)

@@ -1,0 +1,112 @@
+"""Budgets that finish the dialogue: overruns, billed failed attempts, totals over
+sub-dialogues, the cheapest-finish reserve and a batch total's admission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dlg
+
+from .routing_support import Scripted, market
+
+
+class OverReporting(Scripted):
+    """Reports ``factor`` times the output tokens it was given room for."""
+
+    factor: float = 3.0
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> Any:
+        out = super()._generate(messages, stop, run_manager, **kwargs)
+        meta = out.generations[0].message.usage_metadata
+        meta["output_tokens"] = int((kwargs.get("max_tokens") or 100) * self.factor)
+        return out
+
+
+class ServerError(Exception):
+    """A provider's 500: the request reached it (its input presumed billed)."""
+
+    status_code = 500
+
+
+class Failing(Scripted):
+    """Fails its first ``failures`` calls with ``error``, then answers."""
+
+    failures: int = 1
+    error: Any = ServerError
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls += 1
+            raise self.error("the provider broke")
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+THREE = {"name": "three", "settings": {"max_tokens": 100}, "turns": [
+    {"id": f"t{i}", "role": "R", "prompt": "go"} for i in range(3)]}
+PRICE = {"capabilities": ["analysis"], "quality": 80, "price": {"input": 10, "output": 100}}
+
+
+def _run(model: Any, registry: Any, mode: Any = THREE, **kw: Any) -> Any:
+    return dlg.Orchestrator(model=model, registry=registry, store=None,
+                            retry=dlg.RetryPolicy(base_delay=0.0), **kw).run_sync(mode)
+
+
+def test_an_overrun_is_recorded_and_stops_the_dialogue_before_its_next_call():
+    _, registry = market({"big": PRICE})
+    model = OverReporting(dlg_label="big", factor=5.0)
+    # one turn reserves ~$0.01 (100 tokens out at $100/M); it reports 500 tokens: $0.05
+    d = _run(model, registry, max_cost=0.03)
+    first = d.turns[0]
+    assert first.status == "completed"
+    assert first.metadata["budget"]["overrun"] > 0.03
+    assert d.status == "cost_limited" and model.calls == 1
+    assert "more than was reserved" in d.metadata["stopped"]["reason"]
+    assert d.turns[1].status == "pending"
+
+
+def test_an_overrun_within_the_limit_is_recorded_and_the_dialogue_goes_on():
+    _, registry = market({"big": PRICE})
+    model = OverReporting(dlg_label="big", factor=1.5)
+    d = _run(model, registry, max_cost=1.0)
+    assert d.status == "completed" and model.calls == 3
+    assert all(t.metadata["budget"]["overrun"] > 0 for t in d.turns)
+    assert d.metadata["budget"]["spent"] == round(d.total_cost_usd, 10)
+
+
+def test_billed_failed_attempts_are_counted_in_the_ledger_and_the_turns_cost():
+    _, registry = market({"big": PRICE})
+    model = Failing(dlg_label="big", failures=2)
+    d = _run(model, registry, max_cost=1.0)
+    assert d.status == "completed"
+    first = d.turns[0]
+    assert [a.get("billed") for a in first.attempts] == [True, True]
+    billed = first.metadata["budget"]["billed_failures"]
+    assert billed > 0
+    answer = registry.cost("big", first.usage.prompt, first.usage.completion)
+    assert first.cost_usd == round(answer + billed, 12) or abs(
+        first.cost_usd - (answer + billed)) < 1e-12
+    assert abs(d.metadata["budget"]["spent"] - d.total_cost_usd) < 1e-9
+
+
+def test_a_refusal_before_any_work_is_not_billed():
+    class BadRequest(Exception):
+        status_code = 400
+
+    _, registry = market({"big": PRICE})
+    model = Failing(dlg_label="big", failures=1, error=BadRequest)
+    d = _run(model, registry, max_cost=1.0)
+    first = d.turns[0]
+    assert first.status == "failed" and not first.attempts[0].get("billed")
+    assert not first.cost_usd and d.metadata["budget"]["spent"] == 0
+
+
+def test_a_turn_whose_every_attempt_failed_is_charged_what_was_billed():
+    _, registry = market({"big": PRICE})
+    model = Failing(dlg_label="big", failures=10)
+    d = _run(model, registry, max_cost=1.0)
+    first = d.turns[0]
+    assert first.status == "failed" and first.cost_usd > 0
+    assert d.metadata["budget"]["spent"] == round(first.cost_usd, 10)
