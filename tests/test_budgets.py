@@ -110,3 +110,22 @@ def test_a_turn_whose_every_attempt_failed_is_charged_what_was_billed():
     first = d.turns[0]
     assert first.status == "failed" and first.cost_usd > 0
     assert d.metadata["budget"]["spent"] == round(first.cost_usd, 10)
+
+
+def test_total_cost_includes_the_sub_dialogues(tmp_path):
+    """``Dialogue.total_cost_usd`` is what the tree drew from its budget; the dialogue's
+    own turns are ``own_cost_usd`` (and its metrics)."""
+    from .subdialogue_support import CHILD, PARENT, Tree
+
+    registry = dlg.ModelRegistry.load()
+    registry.add({"models": {"tree": {"price": {"input": 1000, "output": 1000}}}}, "test")
+    mode = tmp_path / "tree.yaml"
+    mode.write_text(PARENT)
+    (tmp_path / "explore.yaml").write_text(CHILD)
+    d = dlg.Orchestrator(model=Tree(calls=[]), registry=registry, store=None).run_sync(
+        mode, topic="t")
+    assert d.status == "completed" and d.subdialogues
+    children = sum(c.total_cost_usd for c in d.subdialogues)
+    assert children > 0
+    assert d.own_cost_usd == d.metrics.total_cost_usd
+    assert abs(d.total_cost_usd - (d.own_cost_usd + children)) < 1e-9

@@ -132,7 +132,10 @@ def test_children_share_the_parents_budget_and_a_resume_keeps_to_it(tree):
         tree, topic="t")
 
     def spent(dialogue):
-        return dialogue.total_cost_usd + sum(c.total_cost_usd for c in dialogue.subdialogues)
+        # total_cost_usd counts the sub-dialogues (as their parent's turn recorded them)
+        own = dialogue.own_cost_usd + sum(c.total_cost_usd for c in dialogue.subdialogues)
+        assert dialogue.total_cost_usd == pytest.approx(own)
+        return dialogue.total_cost_usd
 
     assert d.status == "cost_limited" and spent(d) <= 1.0
     assert d.turn("split").status == "pending"

@@ -113,7 +113,7 @@ async def _spent_before(store: Any, mode: Any, items: list[Any],
     import anyio
 
     from dlg.records.store import as_dialogue
-    from dlg.running.subdialogues import tree_spent
+    from dlg.running.budget import tree_spent
 
     to_run = {id(i) for i in left}
     ended = [i for i in items if id(i) not in to_run]

@@ -146,7 +146,7 @@ async def run_item(orchestrator: Any, mode: Any, item: BatchItem, within: Any = 
     spent."""
     import anyio
 
-    from dlg.running.subdialogues import tree_spent
+    from dlg.running.budget import tree_spent
 
     try:
         saved = None
