@@ -134,14 +134,16 @@ class Budget:
             return None
         return prompt_tokens * prices[0] + max_tokens * prices[1]
 
-    def fit(self, label: str, prompt_tokens: int, asked: int | None) -> int | None:
-        """The ``max_tokens`` this model can be given within what is left (as many as
-        asked, or fewer but at least ``MIN_OUTPUT``); None if it cannot fit."""
+    def fit(self, label: str, prompt_tokens: int, asked: int | None, hold: float = 0.0
+            ) -> int | None:
+        """The ``max_tokens`` this model can be given within what is left, less ``hold``
+        (held back for the turns still to come): as many as asked, or fewer but at least
+        ``MIN_OUTPUT``; None if it cannot fit."""
         prices = self.prices(label)
         if prices is None:
             return None
         wanted = self.max_output(label, asked)
-        room = self.left - prompt_tokens * prices[0]
+        room = self.left - hold - prompt_tokens * prices[0]
         if room < 0:
             return None
         affordable = wanted if prices[1] == 0 else int(room / prices[1])
@@ -192,14 +194,49 @@ class Budget:
         return total
 
     def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
-             asked: int | None) -> tuple[Any, str, int] | None:
-        """The first candidate (model, label) whose worst case fits, with the
-        ``max_tokens`` it gets; None if none does."""
+             asked: int | None, hold: float = 0.0) -> tuple[Any, str, int] | None:
+        """The first candidate (model, label) whose worst case fits what is left less
+        ``hold``, with the ``max_tokens`` it gets; None if none does."""
         for model, label in candidates:
-            n = self.fit(label, prompt_tokens, asked)
+            n = self.fit(label, prompt_tokens, asked, hold)
             if n is not None:
                 return model, label, n
         return None
+
+    def finish_reserve(self, labels: list[str], rest: list[tuple[int, int | None]],
+                       least: bool = False) -> float:
+        """What the turns still to come cost at the least: each of ``rest`` (its prompt
+        tokens, its ``max_tokens`` asked) on the cheapest of ``labels`` whose price is
+        known, at its ``max_tokens`` (``least``: at ``MIN_OUTPUT``, what merely finishing
+        takes, each prompt no longer than the nearest one's). 0.0 when no price is
+        known."""
+        priced = [(p, label) for label in labels if (p := self.prices(label)) is not None]
+        if not priced or not rest:
+            return 0.0
+        total = 0.0
+        nearest = min(prompt for prompt, _ in rest)
+        for prompt, asked in rest:
+            prompt = nearest if least else prompt
+            total += min(prompt * p_in + (min(MIN_OUTPUT, self.max_output(label, asked))
+                                          if least else self.max_output(label, asked)) * p_out
+                         for (p_in, p_out), label in priced)
+        return total
+
+    def plan_finishing(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
+                       asked: int | None, labels: list[str],
+                       rest: list[tuple[int, int | None]]) -> tuple[Any, str, int, float] | None:
+        """``plan``, holding back the cheapest finish of the turns still to come
+        (``finish_reserve``): at their ``max_tokens`` if that leaves room for this turn,
+        else at the least they can be given, else nothing held (the greedy plan). The
+        plan and what was held back; None if nothing fits at all."""
+        if rest and labels:
+            for least in (False, True):
+                hold = self.finish_reserve(labels, rest, least)
+                planned = self.plan(candidates, prompt_tokens, asked, hold)
+                if planned is not None:
+                    return (*planned, hold)
+        planned = self.plan(candidates, prompt_tokens, asked)
+        return None if planned is None else (*planned, 0.0)
 
     def summary(self) -> dict[str, Any]:
         """For the record: the limit (within a shared budget, what the dialogue could
