@@ -148,3 +148,27 @@ def test_seed_sc3_3_the_loop_finishes_within_any_budget_above_ten_cents():
         assert d.total_cost_usd <= limit
         assert d.turns[0].model == "claude-opus"  # the best while the money allows
         assert d.turns[0].metadata["held_for_rest"] > 0
+
+
+def test_a_batch_total_starts_only_the_dialogues_its_remainder_can_finish():
+    """50 debates at once under a total that pays for about 15: a total that let every
+    dialogue start left 1 finished and 49 part-done; admitted only while the remainder
+    can finish them, as many finish as an oracle schedule would (>= 90% of it)."""
+    import anyio
+
+    models, registry = market({"m": {"capabilities": ["reasoning", "analysis"],
+                                     "quality": 80, "price": {"input": 3, "output": 15},
+                                     "completion": 300}})
+    mode = dlg.load_mode("debate")
+    one = dlg.Orchestrator(model=models["m"], registry=registry, store=None).run_sync(
+        mode, topic="x")
+    oracle = int(0.5 // one.total_cost_usd)
+    rows = [{"topic": f"t{i}"} for i in range(50)]
+    result = anyio.run(lambda: dlg.Orchestrator(
+        model=models["m"], registry=registry, store=None).batch(
+            mode, rows, concurrency=50, max_total_cost=0.5))
+    statuses = result.totals["statuses"]
+    assert statuses.get("completed", 0) >= 0.9 * oracle, (statuses, oracle)
+    assert result.totals["cost_usd"] <= 0.5 + 1e-9
+    part_done = [i for i in result.items if i.status == "cost_limited" and i.spent_usd > 0]
+    assert len(part_done) <= 1

@@ -36,12 +36,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "budgeted_call", "prompt_token_bound",
-           "tree_spent"]
+__all__ = ["MIN_OUTPUT", "SPENT", "Admission", "Budget", "Reservation", "budgeted_call",
+           "mode_estimate", "prompt_token_bound", "tree_spent"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
 DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
 PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
+SPENT = 1e-12  # dollars left below which a budget is spent
 
 
 def prompt_token_bound(messages: Any) -> int:
@@ -245,6 +246,81 @@ class Budget:
         return {"max_cost": round(limit, 10), "spent": round(self.spent, 10),
                 "left": round(limit - self.spent, 10),
                 **({"within": self.within.name} if self.within is not None else {})}
+
+
+class Admission:
+    """Which dialogues of a batch start, under its total (``budget``): one starts only
+    while what the total has left, less what the dialogues running are expected to
+    spend, can finish it. Expected: the most a dialogue of the batch has spent so far,
+    else ``estimate`` (``mode_estimate``), else nothing is known and they start one at a
+    time until one has finished. With nothing running, one last dialogue starts on what
+    is left when that is less than expected (it may finish for less; the total still
+    holds), and no more after it."""
+
+    def __init__(self, budget: Budget, estimate: float | None = None) -> None:
+        self.budget = budget
+        self.estimate = estimate
+        self.ended = budget.spent  # what the dialogues that ended (and earlier runs) spent
+        self.running: dict[int, float] = {}
+        self.most = 0.0  # the most one dialogue has spent
+        self.last = False  # the last try (on less than expected) was made
+        self._changed: Any = None
+
+    @property
+    def expected(self) -> float | None:
+        return self.most or self.estimate
+
+    def free(self) -> float:
+        """What is left once the running dialogues' expected costs are set aside."""
+        return self.budget.limit - self.ended - sum(self.running.values())
+
+    def can_start(self) -> bool:
+        if self.budget.left <= SPENT:
+            return False
+        expected = self.expected
+        if expected is not None and self.free() >= expected - 1e-12:
+            return True
+        return not self.running and not self.last
+
+    def start(self, key: int) -> None:
+        expected = self.expected
+        if expected is not None and self.free() < expected - 1e-12:
+            self.last = True
+        self.running[key] = expected or max(0.0, self.free())
+
+    def end(self, key: int, spent: float) -> None:
+        self.running.pop(key, None)
+        self.ended += spent
+        self.most = max(self.most, spent)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def changed(self) -> None:
+        """Wait until a running dialogue ends."""
+        import anyio
+
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+
+def mode_estimate(budget: Budget, mode: Any, labels: list[str]) -> float | None:
+    """What one dialogue of ``mode`` costs at the least: its turns on the cheapest of
+    ``labels`` at their ``max_tokens``, each prompt its template's bytes grown by the
+    answers before it at 4 bytes a token. None when no price is known."""
+    from dlg.language.mode import merged_settings
+
+    rest: list[tuple[int, int | None]] = []
+    grown = 0
+    for turn in mode.turns:
+        participant = mode.participants.get(turn.participant or "")
+        asked = merged_settings(mode.settings, participant.settings if participant else {},
+                                turn.settings).get("max_tokens")
+        rest.append((prompt_token_bound(str(turn.prompt or "")) + grown, asked))
+        grown += 4 * (asked or DEFAULT_OUTPUT)
+    estimate = budget.finish_reserve(labels, rest)
+    return estimate or None
 
 
 def tree_spent(dialogue: Any) -> float:

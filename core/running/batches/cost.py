@@ -22,7 +22,7 @@ from dlg.running.batches.saved import batch_dialogues
 __all__ = ["SPENT", "batch_of", "checked_limit", "not_started", "saved_total", "total_budget"]
 
 
-SPENT = 1e-12  # dollars left below which a batch's total is spent
+from dlg.running.budget import SPENT  # the one ledger's (dlg.running.budget)
 
 
 async def total_budget(limit: float, orchestrator: Any, store: Any, mode: Any,
