@@ -127,19 +127,24 @@ def test_children_share_the_parents_budget_and_a_resume_keeps_to_it(tree):
     registry = ModelRegistry.load()
     registry.add({"models": {"tree": {"price": {"input": 1000, "output": 1000}}}}, "test")
     # each call costs $0.01 (10 tokens at $1000 per million), but reserves its worst case
-    # first: $1 for the whole tree runs out inside a child
-    d = dlg.Orchestrator(model=Tree(calls=[]), registry=registry, max_cost=1.0).run_sync(
+    # first, and the turns to come are held a cheapest finish: $0.40 for the whole tree
+    # runs out inside a child (a limit that fits the tree's worst cases only when the
+    # children's reservations happen not to meet, $1, would make the outcome a race)
+    d = dlg.Orchestrator(model=Tree(calls=[]), registry=registry, max_cost=0.4).run_sync(
         tree, topic="t")
 
     def spent(dialogue):
-        return dialogue.total_cost_usd + sum(c.total_cost_usd for c in dialogue.subdialogues)
+        # total_cost_usd counts the sub-dialogues (as their parent's turn recorded them)
+        own = dialogue.own_cost_usd + sum(c.total_cost_usd for c in dialogue.subdialogues)
+        assert dialogue.total_cost_usd == pytest.approx(own)
+        return dialogue.total_cost_usd
 
-    assert d.status == "cost_limited" and spent(d) <= 1.0
+    assert d.status == "cost_limited" and spent(d) <= 0.4
     assert d.turn("split").status == "pending"
     assert any(c.status == "cost_limited" for c in d.subdialogues)
     assert "ran out in" in d.metadata["stopped"]["reason"]
     for child in d.subdialogues:
-        assert 0 < child.metadata["budget_limit"] <= 1.0
+        assert 0 < child.metadata["budget_limit"] <= 0.4
     # resumed with a larger limit, the whole tree (what was spent before included) counts
     model = Tree(calls=[])
     again = anyio.run(lambda: dlg.resume(d.id, model=model, registry=registry,

@@ -194,7 +194,7 @@ def _execute(orchestrator: Any, loaded: Any, dialogue: Any, *, fmt: str | None,
         subs = f" · {m.substitutions} substituted" if m.substitutions else ""
         children = ""
         if dialogue.subdialogues:
-            from dlg.running.subdialogues import tree_spent
+            from dlg.running.budget import tree_spent
 
             spent = tree_spent(dialogue) - m.total_cost_usd
             children = (f" · {len(dialogue.subdialogues)} sub-dialogues, "

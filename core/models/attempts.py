@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Attempt", "RetryPolicy"]
+__all__ = ["Attempt", "RetryPolicy", "billed_input"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Attempt:
     waited: float = 0.0
     auth: bool = False  # the provider refused the credentials (401/403)
     rate_limited: bool = False  # the provider's rate limit (429), not an outage
+    # it reached the provider, which is presumed to bill its input (``billed_input``)
+    billed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "error": self.error, "transient": self.transient,
@@ -35,4 +37,25 @@ class Attempt:
             out["auth"] = True
         if self.rate_limited:
             out["rate_limited"] = True
+        if self.billed:
+            out["billed"] = True
         return out
+
+
+def billed_input(exc: BaseException, status: int | None) -> bool:
+    """The billing policy for a failed attempt: one that reached the provider is assumed
+    to have its input billed, unless the provider says otherwise. Reached: the provider
+    answered with a server error (5xx) or the answer never came back in time (the request
+    went out; a timeout or a broken read). Not billed: a refusal before any work (a 4xx:
+    a bad request, the key refused, a rate limit), or a connection never made. A provider
+    that says what it billed (``exc.billed``, true or false) is believed."""
+    said = getattr(exc, "billed", None)
+    if isinstance(said, bool):
+        return said
+    if status is not None:
+        return status >= 500
+    if isinstance(exc, TimeoutError):
+        return True
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    return any(n in ("ReadTimeout", "ReadError", "RemoteProtocolError", "APITimeoutError")
+               for n in names)

@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from dlg.models.attempts import Attempt, RetryPolicy
+from dlg.models.attempts import Attempt, RetryPolicy, billed_input
 from dlg.models.ratelimits import RateGate, RateWait, gate, is_rate_limit, wait_from_headers
 from dlg.models.ratelimits import status_of as _status
 
@@ -255,7 +255,8 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
                     continue
                 outages += 1
                 cool.failed(model)
-                attempt = Attempt(model, message, transient, auth=is_auth_error(exc))
+                attempt = Attempt(model, message, transient, auth=is_auth_error(exc),
+                                  billed=billed_input(exc, _status(exc)))
                 attempts.append(attempt)
                 if not transient or outages == policy.attempts or cool.cooling(model):
                     break

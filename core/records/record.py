@@ -284,8 +284,19 @@ class Dialogue:
         return self.usage.total
 
     @property
-    def total_cost_usd(self) -> float:
+    def own_cost_usd(self) -> float:
+        """What this dialogue's own turns cost (``metrics.total_cost_usd``)."""
         return sum(t.cost_usd or 0.0 for t in self.turns)
+
+    @property
+    def total_cost_usd(self) -> float:
+        """What this dialogue cost with the sub-dialogues its turns spawned (each one's
+        cost, its own children's included, as its parent's turn recorded it): what it
+        drew from its budget. Its own turns alone: ``own_cost_usd``."""
+        return self.own_cost_usd + sum(
+            e.get("cost_usd") or 0.0 for t in self.turns
+            for e in (t.metadata or {}).get("subdialogues") or ()
+            if isinstance(e, dict) and isinstance(e.get("cost_usd"), int | float))
 
     @property
     def metrics(self) -> DialogueMetrics:

@@ -359,8 +359,7 @@ class Orchestrator:
             share = float(dialogue.metadata["budget_limit"])
             limit = share if limit is None else min(float(limit), share)
         if budget is None and (limit is not None or within is not None):
-            from dlg.running.budget import Budget
-            from dlg.running.subdialogues import tree_spent
+            from dlg.running.budget import Budget, tree_spent
 
             budget = Budget(float("inf") if limit is None else limit, self.registry,
                             spent=tree_spent(dialogue), within=within)

@@ -12,6 +12,23 @@ with status ``cost_limited`` and is saved: it never spends past the limit.
 
 A model whose price the registry does not know cannot be bounded, so under a budget it
 is not used (add its price to a registry file, ``dlg models show`` says what is known).
+
+This module is the one ledger: a dialogue's budget, the tree of its sub-dialogues
+(``tree_spent``: their costs are drawn from the parent's budget) and a batch's total
+(a ``Budget`` the dialogues run ``within``, and ``admits``: whether what is left can
+finish one more dialogue). What it counts beyond the answers:
+
+- **overruns**: a provider that reports more tokens than were reserved for (more output
+  than ``max_tokens``, a prompt past the byte bound) is charged what it reported;
+  ``settle`` answers the overrun, the turn records it, and once the limit is passed the
+  dialogue stops (``cost_limited``) before its next call;
+- **billed failed attempts**: an attempt that failed after reaching the provider is
+  assumed to have its input billed (``dlg.models.attempts.billed_input`` says which),
+  at the model's input price (``billed``);
+- **the turns still to come**: ``finish_reserve`` is what the rest of the dialogue costs
+  at the least (each turn on the cheapest priced model at its ``max_tokens``, its prompt
+  estimated from the answers so far); a turn plans within what is left after it, so
+  early turns cannot starve the last.
 """
 
 from __future__ import annotations
@@ -19,11 +36,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_OUTPUT", "Budget", "Reservation", "budgeted_call", "prompt_token_bound"]
+__all__ = ["MIN_OUTPUT", "SPENT", "Admission", "Budget", "Reservation", "budgeted_call",
+           "mode_estimate", "prompt_token_bound", "tree_spent"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
 DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
 PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
+SPENT = 1e-12  # dollars left below which a budget is spent
 
 
 def prompt_token_bound(messages: Any) -> int:
@@ -116,14 +135,16 @@ class Budget:
             return None
         return prompt_tokens * prices[0] + max_tokens * prices[1]
 
-    def fit(self, label: str, prompt_tokens: int, asked: int | None) -> int | None:
-        """The ``max_tokens`` this model can be given within what is left (as many as
-        asked, or fewer but at least ``MIN_OUTPUT``); None if it cannot fit."""
+    def fit(self, label: str, prompt_tokens: int, asked: int | None, hold: float = 0.0
+            ) -> int | None:
+        """The ``max_tokens`` this model can be given within what is left, less ``hold``
+        (held back for the turns still to come): as many as asked, or fewer but at least
+        ``MIN_OUTPUT``; None if it cannot fit."""
         prices = self.prices(label)
         if prices is None:
             return None
         wanted = self.max_output(label, asked)
-        room = self.left - prompt_tokens * prices[0]
+        room = self.left - hold - prompt_tokens * prices[0]
         if room < 0:
             return None
         affordable = wanted if prices[1] == 0 else int(room / prices[1])
@@ -144,7 +165,9 @@ class Budget:
         cost = self.worst_case(label, prompt_tokens, reservation.max_tokens)
         return cost is not None and cost <= reservation.amount + 1e-12
 
-    def settle(self, reservation: Reservation, actual: float | None) -> None:
+    def settle(self, reservation: Reservation, actual: float | None) -> float:
+        """Release ``reservation`` and charge what was really spent; answers the overrun
+        (what was spent past the reservation, 0.0 when within it)."""
         self.reserved -= reservation.amount
         self.spent += actual or 0.0
         if self.within is not None:
@@ -152,16 +175,69 @@ class Budget:
         if self._settled is not None:  # wake those waiting for room
             self._settled.set()
             self._settled = None
+        return max(0.0, (actual or 0.0) - reservation.amount)
+
+    @property
+    def passed(self) -> bool:
+        """Whether what was spent and is held is past the limit (after an overrun)."""
+        return self.left < -1e-12
+
+    def billed(self, attempts: Any, prompt_tokens: int) -> float:
+        """What failed ``attempts`` are assumed to have been billed: the input of each one
+        that reached the provider (``Attempt.billed``), ``prompt_tokens`` at its model's
+        input price. A model of unknown price counts nothing (it is never budgeted)."""
+        total = 0.0
+        for attempt in attempts or ():
+            if getattr(attempt, "billed", False):
+                prices = self.prices(attempt.model)
+                if prices is not None:
+                    total += prompt_tokens * prices[0]
+        return total
 
     def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
-             asked: int | None) -> tuple[Any, str, int] | None:
-        """The first candidate (model, label) whose worst case fits, with the
-        ``max_tokens`` it gets; None if none does."""
+             asked: int | None, hold: float = 0.0) -> tuple[Any, str, int] | None:
+        """The first candidate (model, label) whose worst case fits what is left less
+        ``hold``, with the ``max_tokens`` it gets; None if none does."""
         for model, label in candidates:
-            n = self.fit(label, prompt_tokens, asked)
+            n = self.fit(label, prompt_tokens, asked, hold)
             if n is not None:
                 return model, label, n
         return None
+
+    def finish_reserve(self, labels: list[str], rest: list[tuple[int, int | None]],
+                       least: bool = False) -> float:
+        """What the turns still to come cost at the least: each of ``rest`` (its prompt
+        tokens, its ``max_tokens`` asked) on the cheapest of ``labels`` whose price is
+        known, at its ``max_tokens`` (``least``: at ``MIN_OUTPUT``, what merely finishing
+        takes, each prompt no longer than the nearest one's). 0.0 when no price is
+        known."""
+        priced = [(p, label) for label in labels if (p := self.prices(label)) is not None]
+        if not priced or not rest:
+            return 0.0
+        total = 0.0
+        nearest = min(prompt for prompt, _ in rest)
+        for prompt, asked in rest:
+            prompt = nearest if least else prompt
+            total += min(prompt * p_in + (min(MIN_OUTPUT, self.max_output(label, asked))
+                                          if least else self.max_output(label, asked)) * p_out
+                         for (p_in, p_out), label in priced)
+        return total
+
+    def plan_finishing(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
+                       asked: int | None, labels: list[str],
+                       rest: list[tuple[int, int | None]]) -> tuple[Any, str, int, float] | None:
+        """``plan``, holding back the cheapest finish of the turns still to come
+        (``finish_reserve``): at their ``max_tokens`` if that leaves room for this turn,
+        else at the least they can be given, else nothing held (the greedy plan). The
+        plan and what was held back; None if nothing fits at all."""
+        if rest and labels:
+            for least in (False, True):
+                hold = self.finish_reserve(labels, rest, least)
+                planned = self.plan(candidates, prompt_tokens, asked, hold)
+                if planned is not None:
+                    return (*planned, hold)
+        planned = self.plan(candidates, prompt_tokens, asked)
+        return None if planned is None else (*planned, 0.0)
 
     def summary(self) -> dict[str, Any]:
         """For the record: the limit (within a shared budget, what the dialogue could
@@ -172,11 +248,93 @@ class Budget:
                 **({"within": self.within.name} if self.within is not None else {})}
 
 
+class Admission:
+    """Which dialogues of a batch start, under its total (``budget``): one starts only
+    while what the total has left, less what the dialogues running are expected to
+    spend, can finish it. Expected: the most a dialogue of the batch has spent so far,
+    else ``estimate`` (``mode_estimate``), else nothing is known and they start one at a
+    time until one has finished. With nothing running, one last dialogue starts on what
+    is left when that is less than expected (it may finish for less; the total still
+    holds), and no more after it."""
+
+    def __init__(self, budget: Budget, estimate: float | None = None) -> None:
+        self.budget = budget
+        self.estimate = estimate
+        self.ended = budget.spent  # what the dialogues that ended (and earlier runs) spent
+        self.running: dict[int, float] = {}
+        self.most = 0.0  # the most one dialogue has spent
+        self.last = False  # the last try (on less than expected) was made
+        self._changed: Any = None
+
+    @property
+    def expected(self) -> float | None:
+        return self.most or self.estimate
+
+    def free(self) -> float:
+        """What is left once the running dialogues' expected costs are set aside."""
+        return self.budget.limit - self.ended - sum(self.running.values())
+
+    def can_start(self) -> bool:
+        if self.budget.left <= SPENT:
+            return False
+        expected = self.expected
+        if expected is not None and self.free() >= expected - 1e-12:
+            return True
+        return not self.running and not self.last
+
+    def start(self, key: int) -> None:
+        expected = self.expected
+        if expected is not None and self.free() < expected - 1e-12:
+            self.last = True
+        self.running[key] = expected or max(0.0, self.free())
+
+    def end(self, key: int, spent: float) -> None:
+        self.running.pop(key, None)
+        self.ended += spent
+        self.most = max(self.most, spent)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def changed(self) -> None:
+        """Wait until a running dialogue ends."""
+        import anyio
+
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+
+def mode_estimate(budget: Budget, mode: Any, labels: list[str]) -> float | None:
+    """What one dialogue of ``mode`` costs at the least: its turns on the cheapest of
+    ``labels`` at their ``max_tokens``, each prompt its template's bytes grown by the
+    answers before it at 4 bytes a token. None when no price is known."""
+    from dlg.language.mode import merged_settings
+
+    rest: list[tuple[int, int | None]] = []
+    grown = 0
+    for turn in mode.turns:
+        participant = mode.participants.get(turn.participant or "")
+        asked = merged_settings(mode.settings, participant.settings if participant else {},
+                                turn.settings).get("max_tokens")
+        rest.append((prompt_token_bound(str(turn.prompt or "")) + grown, asked))
+        grown += 4 * (asked or DEFAULT_OUTPUT)
+    estimate = budget.finish_reserve(labels, rest)
+    return estimate or None
+
+
+def tree_spent(dialogue: Any) -> float:
+    """What a dialogue and the sub-dialogues its record knows the cost of have spent
+    (``Dialogue.total_cost_usd``, which counts them)."""
+    return float(dialogue.total_cost_usd)
+
+
 async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages: Any,
                         settings: dict[str, Any], **options: Any) -> Any:
     """One more call within a turn (a repair), its worst case reserved first: the result,
     or None when the budget cannot pay for it."""
     from dlg.models.calls import call_model
+    from dlg.models.resilience import AllCandidatesFailed
 
     reservation = None
     if budget is not None:
@@ -190,7 +348,15 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
     try:
         result = await call_model(pool, choice, messages, settings, **options)
         cost = result.cost_usd
+        if budget is not None and result.attempts:
+            billed = budget.billed(result.attempts, prompt_token_bound(messages))
+            cost = (cost or 0.0) + billed
+            result.cost_usd = cost if cost or result.cost_usd is not None else None
         return result
+    except AllCandidatesFailed as exc:
+        if budget is not None:
+            cost = budget.billed(exc.attempts, prompt_token_bound(messages))
+        raise
     finally:
         if reservation is not None and budget is not None:
             budget.settle(reservation, cost)

@@ -246,12 +246,18 @@ class Kernel:
             await ctx.events.emit("turn_started", dialogue=state.dialogue, turn=rec)
 
             spent: float | None = None
+            billed = 0.0  # failed attempts' input, presumed billed (``Budget.billed``)
             stream = StreamRedactor() if ctx.events.listens("turn_chunk") else None
             try:
                 result = await self._call(turn, rec, plan, stream)
                 if stream is not None:  # what was held back of a streamed answer
                     await self._chunk(rec, stream.flush())
                 spent = result.cost_usd
+                if result.attempts and ctx.budget is not None:
+                    usage = result.usage
+                    billed = ctx.budget.billed(result.attempts, plan.bound if usage.estimated
+                                               else usage.prompt)
+                    spent = (spent or 0.0) + billed
                 if plan.output is not None:
                     structured = await structured_turn(ctx, plan, result)
                     if type(structured) is Failed:
@@ -265,12 +271,16 @@ class Kernel:
                 raise
             except AllCandidatesFailed as exc:
                 rec.attempts = [redact_attempt(a.to_dict()) for a in exc.attempts]
+                if ctx.budget is not None:
+                    spent = billed = ctx.budget.billed(exc.attempts, plan.bound)
+                    if billed:
+                        rec.cost_usd = billed
                 await self.fail(rec, str(exc))
                 return
             finally:
                 if plan.reservation is not None:
-                    self._settle(rec, plan.reservation, spent)
-            self._answered(turn, rec, result, plan.extra_cost)
+                    self._settle(rec, plan.reservation, spent, billed)
+            self._answered(turn, rec, result, plan.extra_cost + billed)
             if turn.spawn:
                 await self._spawn(turn, rec)
                 return
@@ -327,17 +337,26 @@ class Kernel:
             allow=(ctx.allowance(plan.reservation, plan.bound)
                    if plan.reservation is not None else None))
 
-    def _settle(self, rec: TurnRecord, reservation: Reservation, spent: float | None) -> None:
-        """Settle a turn's budget reservation with what it spent, for the record."""
+    def _settle(self, rec: TurnRecord, reservation: Reservation, spent: float | None,
+                billed: float) -> None:
+        """Settle a turn's budget reservation with what it spent, for the record. Spent
+        past the reservation (a provider reporting more than it was given room for,
+        billed failed attempts) is recorded as the turn's overrun; once the limit is
+        passed the dialogue stops before its next call."""
         budget = self.ctx.budget
         if budget is None:
             return
-        budget.settle(reservation, spent)
+        overrun = budget.settle(reservation, spent)
         rec.metadata = {**(rec.metadata or {}), "budget": {
             "reserved": round(reservation.amount, 10),
             "max_tokens": reservation.max_tokens,
-            "left_after": round(budget.left, 10)}}
+            "left_after": round(budget.left, 10),
+            **({"billed_failures": round(billed, 10)} if billed else {}),
+            **({"overrun": round(overrun, 10)} if overrun > 1e-12 else {})}}
         self.state.dialogue.metadata["budget"] = budget.summary()
+        if overrun > 1e-12 and budget.passed:
+            self.stop("cost_limited", f"turn '{rec.id}' spent ${overrun:.6f} more than was "
+                      f"reserved for it; the limit of ${budget.limit:g} is passed", "budget")
 
     def _answered(self, turn: Turn, rec: TurnRecord, result: Any, extra_cost: float) -> None:
         """Record a model's answer to a turn: the text, usage, cost, the model that gave

@@ -19,8 +19,9 @@ from dlg.language.templates import compiled, turn_context
 from dlg.models import build_messages
 from dlg.models.caching import CacheHint
 from dlg.models.calls import unique
+from dlg.records import record as R
 from dlg.records.record import TurnRecord
-from dlg.running.budget import prompt_token_bound
+from dlg.running.budget import MIN_OUTPUT, prompt_token_bound
 from dlg.running.compression import turn_reads
 from dlg.running.context import RunContext, RunState
 from dlg.running.outcomes import Failed, Plan, Skipped, Stopped
@@ -94,18 +95,23 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         if budget is not None:
             candidates = [(c, pool.label(c)) for c in unique((choice, *fallbacks))
                           if not isinstance(c, str) or pool.problem(c) is None]
-            planned = budget.plan(candidates, bound, settings.get("max_tokens"))
+            labels, rest = _rest(ctx, state, rec, bound, [c[1] for c in candidates])
+            planned = budget.plan_finishing(candidates, bound, settings.get("max_tokens"),
+                                            labels, rest)
             while planned is None and budget.others_hold():
                 # other dialogues of a shared budget (a batch's) hold reservations that
                 # may come back: wait for them rather than stop
                 await budget.settled()
-                planned = budget.plan(candidates, bound, settings.get("max_tokens"))
+                planned = budget.plan_finishing(candidates, bound, settings.get("max_tokens"),
+                                                labels, rest)
             if planned is None:
                 whose = f" ({budget.name})" if budget.name else ""
                 return Stopped("cost_limited", f"${budget.left:.6f} left of "
                                f"${budget.limit:g}{whose} cannot pay for turn "
                                f"'{turn.id}' on any of its models", "budget")
-            choice, _, settings["max_tokens"] = planned
+            choice, _, settings["max_tokens"], held = planned
+            if held:
+                rec.metadata = {**(rec.metadata or {}), "held_for_rest": round(held, 10)}
             routed = (rec.metadata or {}).get("routing")
             if routed is not None and pool.safe_label(choice) != routed["model"]:
                 # the budget moved the turn off the router's pick: the record names
@@ -119,6 +125,33 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
                               repeats, summarised))
     except Exception as exc:
         return Failed(describe(exc), started=False)
+
+
+def _rest(ctx: RunContext, state: RunState, rec: TurnRecord, bound: int,
+          candidates: list[str]) -> tuple[list[str], list[tuple[int, int | None]]]:
+    """What the cheapest-finish reserve is worked out from: the models the turns to
+    come could run on (the router's pool, else this turn's candidates) and, for each turn
+    still pending after this one, its prompt (this one's bound, grown by the answers in
+    between at the bytes the answers so far had, else at 4 bytes a token) and its
+    ``max_tokens``."""
+    pool = ctx.routing.pool
+    labels = [ctx.pool.label(m) for m in pool.values()] if pool else candidates
+    pending = [r for r in state.records if r.status == R.PENDING and r is not rec]
+    if not pending:
+        return labels, []
+    answered = [len(r.response.encode("utf-8")) for r in state.records
+                if r.status == R.COMPLETED and isinstance(r.response, str)]
+    mode = ctx.mode
+    rest: list[tuple[int, int | None]] = []
+    for i, r in enumerate(pending, 1):
+        turn = mode.turn(r.turn_id)
+        participant = mode.participants.get(turn.participant or "")
+        asked = merged_settings(mode.settings, participant.settings if participant else {},
+                                turn.settings).get("max_tokens")
+        grows = (sum(answered) // len(answered) if answered
+                 else 4 * (asked or MIN_OUTPUT))
+        rest.append((bound + i * grows, asked))
+    return labels, rest
 
 
 def _request(ctx: RunContext, state: RunState, turn: Turn, prompt_tokens: int

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dlg.errors import DlgError
 from dlg.records.record import ENDED
+from dlg.running.budget import tree_spent  # the one ledger's; kept importable here
 
 if TYPE_CHECKING:
     import pluggy
@@ -112,13 +113,6 @@ def plan_children(turn: Any, rec: Any, child_mode: Any, env: Any, base: dict[str
         rec.metadata = {**(rec.metadata or {}),
                         "spawn_left_out": len(items) - limit}
     return entries
-
-
-def tree_spent(dialogue: Dialogue) -> float:
-    """What a dialogue and the sub-dialogues its record knows the cost of have spent."""
-    return dialogue.total_cost_usd + sum(
-        e.get("cost_usd") or 0.0 for t in dialogue.turns
-        for e in (t.metadata or {}).get("subdialogues") or () if isinstance(e, dict))
 
 
 def child_summary(child: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from dlg.running.batches.saved import batch_dialogues
 __all__ = ["SPENT", "batch_of", "checked_limit", "not_started", "saved_total", "total_budget"]
 
 
-SPENT = 1e-12  # dollars left below which a batch's total is spent
+from dlg.running.budget import SPENT  # the one ledger's (dlg.running.budget)
 
 
 async def total_budget(limit: float, orchestrator: Any, store: Any, mode: Any,
@@ -113,7 +113,7 @@ async def _spent_before(store: Any, mode: Any, items: list[Any],
     import anyio
 
     from dlg.records.store import as_dialogue
-    from dlg.running.subdialogues import tree_spent
+    from dlg.running.budget import tree_spent
 
     to_run = {id(i) for i in left}
     ended = [i for i in items if id(i) not in to_run]

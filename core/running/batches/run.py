@@ -27,6 +27,7 @@ from dlg.errors import DlgError, InputError
 from dlg.records.record import ENDED
 from dlg.running.batches.cost import SPENT, checked_limit, not_started, total_budget
 from dlg.running.batches.items import BatchItem, BatchResult, batch_items, new_batch_id, skip_ended
+from dlg.running.budget import Admission, mode_estimate
 from dlg.running.inputs import check_rows, checked_row
 
 __all__ = ["LocalExecutor", "run_batch", "run_item"]
@@ -119,22 +120,41 @@ class LocalExecutor:
         import anyio
 
         limiter = anyio.CapacityLimiter(max(1, concurrency))
-
+        admission = (Admission(budget, mode_estimate(budget, mode, self._labels()))
+                     if budget is not None else None)
 
         async def one(item: BatchItem) -> None:
             async with limiter:
-                while budget is not None and budget.left <= SPENT and budget.reserved > 0:
-                    await budget.settled()  # what dialogues running hold may come back
-                if budget is not None and budget.left <= SPENT:
+                if admission is not None:
+                    # started only while the total's remainder can finish it
+                    while not admission.can_start() and admission.running:
+                        await admission.changed()
+                if budget is None or admission is None:
+                    await run_item(self.orchestrator, mode, item, within=budget)
+                elif budget.left <= SPENT or not admission.can_start():
                     not_started(item, budget)
                 else:
-                    await run_item(self.orchestrator, mode, item, within=budget)
+                    admission.start(id(item))
+                    try:
+                        await run_item(self.orchestrator, mode, item, within=budget)
+                    finally:
+                        admission.end(id(item), item.spent_usd)
             if on_item is not None:
                 on_item(item)
 
         async with anyio.create_task_group() as tg:
             for item in items:
                 tg.start_soon(one, item)
+
+
+    def _labels(self) -> list[str]:
+        """The models the dialogues may run on, for a first estimate of their cost."""
+        from dlg.models.pool import ModelPool
+
+        o = self.orchestrator
+        models = [*o.pool_models.values(), *o.models.values(),
+                  *([o.model] if o.model is not None else [])]
+        return [ModelPool.label(m) for m in models if m is not None]
 
 
 async def run_item(orchestrator: Any, mode: Any, item: BatchItem, within: Any = None
@@ -146,7 +166,7 @@ async def run_item(orchestrator: Any, mode: Any, item: BatchItem, within: Any = 
     spent."""
     import anyio
 
-    from dlg.running.subdialogues import tree_spent
+    from dlg.running.budget import tree_spent
 
     try:
         saved = None

@@ -1,0 +1,232 @@
+"""Budgets benchmark: does a hard limit hold, stop and finish, under providers that do
+not behave? Every scenario runs through the real kernel (scripted models, no network).
+
+    python bench/bench_budgets.py            # 20 seeds (about 30 s)
+    python bench/bench_budgets.py --seeds 40
+
+Per seed, drawn: prices (input $0.5-$5, output 4-6x input, per million tokens), answer
+lengths, the limit, and what goes wrong. Scenarios:
+
+- honest: usage within what was reserved, parallel phases and structured repairs; the
+  target: never over the limit;
+- over-report: the provider reports up to 3x the output tokens it was given room for;
+  measured: the ledger against the limit, calls made after the limit was passed;
+- billed-failures: half the attempts fail with a 500 after reaching the provider, which
+  bills their input; measured: the provider's bill against the limit;
+- sub-dialogues: a spawning turn's children under the parent's limit (the tree's
+  ``total_cost_usd``);
+- sc3.3: the seed's loop (8 turns) on a market without a cheap model, limit drawn in
+  $0.10-$0.30, the router wanting the best model; measured: finished the 8 turns, against
+  the cheapest plan (every turn on the cheapest model, which the market guarantees fits);
+- batch: 40 debates started at once under a total drawn to pay for 8-20 of them;
+  measured: dialogues finished against an oracle schedule (the real per-dialogue costs,
+  cheapest first, as many as fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("DLG_HOME", tempfile.mkdtemp(prefix="dlg-bench-budgets-"))
+
+import anyio
+
+import dlg
+from tests.routing_support import Scripted, market
+from tests.subdialogue_support import CHILD, PARENT, Tree
+from tests.test_budgets import Failing, OverReporting
+
+
+class Billing(Failing):
+    """Fails half its calls with a 500 after the provider read the prompt; keeps the
+    provider's own bill (input of every attempt that reached it, and every answer)."""
+
+    bill: float = 0.0
+    price_in: float = 0.0
+    price_out: float = 0.0
+    rate: float = 0.5
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> Any:
+        rng = random.Random(f"{self.seed}-{self.calls}-fail")
+        prompt = max(1, len(" ".join(str(m.content) for m in messages).encode()) // 4)
+        if rng.random() < self.rate:
+            self.calls += 1
+            self.bill += prompt * self.price_in
+            from tests.test_budgets import ServerError
+
+            raise ServerError("the provider broke")
+        out = Scripted._generate(self, messages, stop, run_manager, **kwargs)
+        meta = out.generations[0].message.usage_metadata
+        self.bill += meta["input_tokens"] * self.price_in + meta["output_tokens"] * self.price_out
+        return out
+
+
+def _prices(rng: random.Random) -> dict[str, float]:
+    p_in = rng.uniform(0.5, 5)
+    return {"input": p_in, "output": p_in * rng.uniform(4, 6)}
+
+
+MIXED = {"name": "mixed", "structure": "mixed", "settings": {"max_tokens": 300}, "phases": [
+    {"id": "open", "structure": "parallel", "turns": [
+        {"id": f"o{k}", "role": "R", "prompt": "open " * 40} for k in range(3)]},
+    {"id": "mid", "turns": [{"id": "judge", "role": "J", "prompt": "judge",
+                             "output": {"schema": {"type": "object", "required": ["score"],
+                                                   "properties": {"score": {"type": "number"}}}}}]},
+    {"id": "end", "turns": [{"id": f"e{k}", "role": "R", "prompt": "close"} for k in range(3)]}]}
+SIX = {"name": "six", "settings": {"max_tokens": 200},
+       "turns": [{"id": f"t{k}", "role": "R", "prompt": "go " * 30} for k in range(6)]}
+
+
+def _orch(model: Any, registry: Any, **kw: Any) -> dlg.Orchestrator:
+    return dlg.Orchestrator(model=model, registry=registry, store=None,
+                            retry=dlg.RetryPolicy(base_delay=0.0), **kw)
+
+
+def honest(seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    _, registry = market({"m": {"price": _prices(rng)}})
+    model = Scripted(dlg_label="m", seed=seed, random_usage=True)
+    limit = rng.uniform(0.002, 0.02)
+    d = _orch(model, registry, max_cost=limit).run_sync(MIXED)
+    return {"over": float(d.total_cost_usd > limit + 1e-12),
+            "ratio": d.total_cost_usd / limit}
+
+
+def over_report(seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    _, registry = market({"m": {"price": _prices(rng)}})
+    model = OverReporting(dlg_label="m", factor=rng.uniform(1.0, 3.0))
+    limit = rng.uniform(0.002, 0.01)
+    d = _orch(model, registry, max_cost=limit).run_sync(SIX)
+    ran, passed_at = 0, None
+    spent = 0.0
+    for t in d.turns:
+        if t.status != "completed":
+            continue
+        ran += 1
+        spent += t.cost_usd or 0.0
+        if passed_at is None and spent > limit:
+            passed_at = ran
+    after = (ran - passed_at) if passed_at is not None else 0
+    return {"over": float(d.total_cost_usd > limit + 1e-12),
+            "ratio": d.total_cost_usd / limit, "calls_after": float(after)}
+
+
+def billed_failures(seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    prices = _prices(rng)
+    _, registry = market({"m": {"price": prices}})
+    model = Billing(dlg_label="m", seed=seed, failures=0, price_in=prices["input"] / 1e6,
+                    price_out=prices["output"] / 1e6, completion=rng.randint(50, 200))
+    limit = rng.uniform(0.0005, 0.003)
+    d = _orch(model, registry, max_cost=limit).run_sync(SIX)
+    return {"over": float(model.bill > limit + 1e-12), "ratio": model.bill / limit,
+            "ledger_vs_bill": d.metadata["budget"]["spent"] / model.bill if model.bill else 1}
+
+
+def subdialogues(seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    folder = Path(tempfile.mkdtemp())
+    small = "settings: {max_tokens: 20}\n"  # a worst case near the real cost
+    (folder / "tree.yaml").write_text(small + PARENT)
+    (folder / "explore.yaml").write_text(small + CHILD)
+    registry = dlg.ModelRegistry.load()
+    registry.add({"models": {"tree": {"price": _prices(rng)}}}, "bench")
+    limit = rng.uniform(0.0003, 0.003)
+    d = _orch(Tree(calls=[]), registry, max_cost=limit).run_sync(folder / "tree.yaml",
+                                                                  topic="t")
+    return {"over": float(d.total_cost_usd > limit + 1e-12),
+            "ratio": d.total_cost_usd / limit}
+
+
+def sc33(seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    from tests.test_routing import MARKET
+
+    entries = {k: {**v, "completion": rng.randint(200, 400)} for k, v in MARKET.items()
+               if k != "mini"}
+    models, registry = market(entries)
+    limit = rng.uniform(0.101, 0.3)
+    d = dlg.Orchestrator(pool=models, registry=registry, store=None, max_cost=limit,
+                         constraints={"quality": "maximum"}).run_sync(
+                             dlg.load_mode("loop"), topic="AI safety")
+    return {"finished": float(d.turns_completed == 8), "over": float(
+        d.total_cost_usd > limit + 1e-12), "used": d.total_cost_usd / limit}
+
+
+def batch(seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    models, registry = market({"m": {"capabilities": ["reasoning", "analysis"],
+                                     "quality": 80, "price": _prices(rng),
+                                     "completion": rng.randint(150, 400)}})
+    mode = dlg.load_mode("debate")
+    rows = [{"topic": "t" * rng.randint(1, 400)} for _ in range(40)]
+    costs = sorted(_orch(models["m"], registry).run_sync(mode, **r).total_cost_usd
+                   for r in rows)
+    total = sum(costs[:rng.randint(8, 20)]) + costs[0] * rng.random()
+    oracle, acc = 0, 0.0
+    for c in costs:
+        if acc + c > total:
+            break
+        acc, oracle = acc + c, oracle + 1
+    result = anyio.run(lambda: _orch(models["m"], registry).batch(
+        mode, rows, concurrency=40, max_total_cost=total))
+    done = result.totals["statuses"].get("completed", 0)
+    part = sum(1 for i in result.items if i.status == "cost_limited" and i.spent_usd > 0)
+    return {"share": done / oracle, "part_done": float(part),
+            "over": float(result.totals["cost_usd"] > total + 1e-9)}
+
+
+SCENARIOS = {"honest": honest, "over-report": over_report,
+             "billed-failures": billed_failures, "sub-dialogues": subdialogues,
+             "sc3.3": sc33, "batch": batch}
+
+
+def _cell(values: list[float], pct: bool = False) -> str:
+    m, sd = statistics.mean(values), statistics.pstdev(values)
+    return f"{100 * m:.1f}±{100 * sd:.1f}%" if pct else f"{m:.2f}±{sd:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=20)
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)
+    started = time.perf_counter()
+    print("| scenario | seeds | over the limit | spent / limit (max) | other |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, fn in SCENARIOS.items():
+        rows = [fn(seed) for seed in range(1, args.seeds + 1)]
+        over = sum(r["over"] for r in rows)
+        ratio_key = "ratio" if "ratio" in rows[0] else ("used" if "used" in rows[0] else None)
+        ratio = (f"{_cell([r[ratio_key] for r in rows])} "
+                 f"({max(r[ratio_key] for r in rows):.2f})") if ratio_key else "-"
+        other = []
+        if "calls_after" in rows[0]:
+            other.append(f"calls after the limit passed: {sum(r['calls_after'] for r in rows):.0f}")
+        if "ledger_vs_bill" in rows[0]:
+            other.append(f"ledger / provider's bill {_cell([r['ledger_vs_bill'] for r in rows])}")
+        if "finished" in rows[0]:
+            other.append(f"finished 8/8 turns: {sum(r['finished'] for r in rows):.0f}/{len(rows)}")
+        if "share" in rows[0]:
+            other.append(f"finished / oracle {_cell([r['share'] for r in rows], True)} "
+                         f"(min {100 * min(r['share'] for r in rows):.0f}%), part-done "
+                         f"{_cell([r['part_done'] for r in rows])}")
+        print(f"| {name} | {len(rows)} | {over:.0f} | {ratio} | {'; '.join(other)} |")
+    print(f"\n{time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
