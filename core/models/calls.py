@@ -201,15 +201,17 @@ class _Call:
     per attempt function (thousands of calls can be in flight)."""
 
     __slots__ = ("allow", "fallbacks", "label", "messages", "on_chunk", "pool", "primary",
-                 "record", "registry", "requires", "schema", "settings", "started")
+                 "record", "registry", "requires", "schema", "settings", "started", "timeout")
+    owns_timeout = True  # an attempt's timeout starts once its turn to call has come
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
                  fallbacks: Any, requires: Any, on_chunk: Any, record: Any, allow: Any,
-                 schema: Any):
+                 schema: Any, timeout: float | None = None):
         self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
         self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
         self.on_chunk, self.record, self.allow, self.schema = on_chunk, record, allow, schema
         self.label, self.started = "", 0.0  # of the attempt in progress
+        self.timeout = timeout
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
@@ -234,6 +236,14 @@ class _Call:
         """The call to one candidate, to await. A model already made is called directly
         (no coroutine frame of its own while it works); one to make, in ``_made``. (The
         object itself is the attempt: no bound method to keep per call in flight.)"""
+        if isinstance(candidate, str):
+            limiter = _PACER.for_label(candidate, self.registry)
+            if limiter is not None:  # a limit to keep: wait for the call's turn first
+                return self._paced(limiter, candidate)
+        pending = self._plain(candidate)
+        return _timed(pending, self.timeout) if self.timeout else pending
+
+    def _plain(self, candidate: Any) -> Awaitable[Any]:
         if not isinstance(candidate, str):  # a chat model given as it is
             return self._chat(candidate, candidate)
         found = self.pool.cached(candidate)
@@ -244,6 +254,30 @@ class _Call:
     async def _made(self, candidate: Any) -> ChatResult:
         model, _ = await self.pool.aget(candidate)
         return await self._chat(model, candidate)
+
+    async def _paced(self, limiter: Any, candidate: str) -> ChatResult:
+        """The call to ``candidate`` once ``limiter`` gives it its turn (the tokens it
+        may use reserved), settled with the tokens the provider counted."""
+        settings = self.settings or {}
+        most = settings.get("max_tokens", (settings.get("extra") or {}).get("max_tokens"))
+        reserved = limiter.estimate(_prompt_tokens(self.messages), most)
+        _PACER.waited += await limiter.acquire(reserved)
+        used = completion = None
+        answered = False
+        try:
+            pending = self._plain(candidate)
+            result = self.finish(await (_timed(pending, self.timeout) if self.timeout
+                                        else pending))
+            answered = True
+            if not result.usage.estimated:
+                used = result.usage.prompt + result.usage.completion
+                completion = result.usage.completion
+            meta = getattr(result.raw, "response_metadata", None)
+            if isinstance(meta, Mapping):
+                limiter.learn(meta.get("headers"))
+            return result
+        finally:
+            await limiter.release(reserved, used, completion, not answered)
 
     def _chat(self, model: Any, candidate: Any) -> Awaitable[Any]:
         """The attempt: streamed through ``chat``, else the model's own ``ainvoke`` (no
@@ -272,6 +306,20 @@ class _Call:
             result.cost_usd = self.registry.cost(result.model, usage.prompt,
                                                  usage.completion, usage.cached)
         return result
+
+
+def _prompt_tokens(messages: Any) -> int:
+    """An estimate of a prompt's tokens (about four characters a token)."""
+    if isinstance(messages, str):
+        return estimate_tokens(messages)
+    return sum(estimate_tokens(_text_of(m)) for m in messages)
+
+
+async def _timed(pending: Awaitable[Any], timeout: float) -> Any:
+    import anyio
+
+    with anyio.fail_after(timeout):
+        return await pending
 
 
 def _replaced(pool: Any, failures: list[Any], model: str) -> tuple[str, ...]:
@@ -325,7 +373,7 @@ def call_model(
     """
     resilience = _RESILIENCE or _resilience()
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
-                 on_chunk, record, allow, schema)
+                 on_chunk, record, allow, schema, timeout)
     # no frame of its own while the model works: the resilient call's makes the result
     return resilience.call_resilient(primary, call, fallbacks=call.candidates,
                                      label=pool.label, policy=policy or resilience.RetryPolicy(),
@@ -333,14 +381,16 @@ def call_model(
 
 
 _RESILIENCE: Any = None
+_PACER: Any = None  # dlg.models.pacing.pacer, imported with resilience
 
 
 def _resilience() -> Any:
     """``dlg.models.resilience``, imported by the first call rather than with this module
     (it imports anyio, which commands that call no model do without), and kept: an
     import statement in ``call_model`` cost half a microsecond a turn."""
-    global _RESILIENCE
+    global _RESILIENCE, _PACER
     from dlg.models import resilience
+    from dlg.models.pacing import pacer
 
-    _RESILIENCE = resilience
+    _RESILIENCE, _PACER = resilience, pacer
     return resilience

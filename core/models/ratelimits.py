@@ -251,6 +251,7 @@ class RateWait:
         self._log(model, delay, attempt.error)
         await anyio.sleep(delay)
         self.waited += delay
+        _waited(delay)
         return True
 
     async def at_gate(self, model: str, last: Attempt | None) -> str | None:
@@ -268,6 +269,7 @@ class RateWait:
         self._log(model, delay, "held for the provider's rate-limit window")
         await anyio.sleep(delay)
         self.waited += delay
+        _waited(delay)
         return None
 
     def _log(self, model: str, delay: float, why: str) -> None:
@@ -278,3 +280,10 @@ class RateWait:
                      delay, extra={"event": "model.rate_limited", "model": redact(model),
                                    "delay_s": round(delay, 3),
                                    "waited_s": round(self.waited, 3)})
+
+
+def _waited(seconds: float) -> None:
+    """Count a wait on a rate limit with the pacer's (``dlg batch`` shows the sum)."""
+    from dlg.models.pacing import pacer
+
+    pacer.waited += seconds
