@@ -132,3 +132,23 @@ async def test_the_adaptive_window_halves_on_a_429_and_grows_when_clear():
         await limiter.acquire(0)
         await limiter.release(0, None, None, refused=False)
     assert 8.9 < limiter.cwnd < 9.1
+
+
+def test_dlg_batch_s_progress_shows_the_time_spent_waiting_on_a_limit(tmp_path):
+    import json
+    import re
+
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(6)))
+    with LimitedOpenAI(requests=10, window=1.0) as server:
+        ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-c", "4",
+                                       "-m", compat(server, "&rpm=600"), "--id", "w"])
+    assert ran.exit_code == 0, ran.output
+    last = [line for line in ran.output.splitlines() if line.startswith("[6/6]")][0]
+    assert re.search(r" · \d+\.\ds waiting on rate limits$", last), last
