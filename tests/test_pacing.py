@@ -150,5 +150,5 @@ def test_dlg_batch_s_progress_shows_the_time_spent_waiting_on_a_limit(tmp_path):
         ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-c", "4",
                                        "-m", compat(server, "&rpm=600"), "--id", "w"])
     assert ran.exit_code == 0, ran.output
-    last = [line for line in ran.output.splitlines() if line.startswith("[6/6]")][0]
+    last = next(line for line in ran.output.splitlines() if line.startswith("[6/6]"))
     assert re.search(r" · \d+\.\ds waiting on rate limits$", last), last
