@@ -91,11 +91,11 @@ class _Limits:
         schedule = self.schedules.get(key) or self.schedules.setdefault(key, self._new())
         return float(schedule.reserve(time.monotonic(), rpm, tpm, tokens))
 
-    def settle(self, key: str, refund: int) -> None:
+    def settle(self, key: str, refund: int, future: float) -> None:
         import time
 
         if key in self.schedules:
-            self.schedules[key].settle(time.monotonic(), refund)
+            self.schedules[key].settle(time.monotonic(), refund, future)
 
 
 class _SharedLimits:
@@ -108,8 +108,8 @@ class _SharedLimits:
                       tokens: int) -> float:
         return float(await self.actor.reserve.remote(key, rpm, tpm, tokens))
 
-    async def settle(self, key: str, refund: int) -> None:
-        await self.actor.settle.remote(key, refund)
+    async def settle(self, key: str, refund: int, future: float) -> None:
+        await self.actor.settle.remote(key, refund, future)
 
 
 def _write_files(files: dict[str, str], folder: str) -> None:

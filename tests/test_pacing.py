@@ -10,7 +10,7 @@ import pytest
 import dlg
 from dlg.errors import ModelError
 from dlg.models.catalog import ModelRegistry
-from dlg.models.pacing import MAX_LIMIT, Limiter, Schedule, pacer
+from dlg.models.pacing import HEADROOM, MAX_LIMIT, Limiter, Schedule, pacer
 
 from .servers import LimitedOpenAI
 
@@ -109,13 +109,15 @@ async def test_a_bad_limit_option_is_a_clear_error(options, said):
 
 def test_the_schedule_paces_requests_and_tokens_and_gives_back_unused_tokens():
     s = Schedule()
-    assert s.reserve(100.0, 60 / 0.95, None, 0) == 0  # one a second at the headroom
-    assert s.reserve(100.0, 60 / 0.95, None, 0) == pytest.approx(1.0)
+    assert s.reserve(100.0, 60 / HEADROOM, None, 0) == 0  # one a second at the headroom
+    assert s.reserve(100.0, 60 / HEADROOM, None, 0) == pytest.approx(1.0)
     t = Schedule()
-    assert t.reserve(0.0, None, 600 / 0.95, 20) == 0  # ten tokens a second
-    assert t.reserve(0.0, None, 600 / 0.95, 5) == pytest.approx(2.0)
-    t.settle(0.0, 10)  # the first call used 10 of its 20
-    assert t.reserve(0.0, None, 600 / 0.95, 5) == pytest.approx(1.5)
+    assert t.reserve(0.0, None, 600 / HEADROOM, 20) == 0  # ten tokens a second
+    assert t.reserve(0.0, None, 600 / HEADROOM, 5) == pytest.approx(2.0)
+    t.settle(0.0, 10, 2.5)  # the first call used 10 of its 20
+    assert t.reserve(0.0, None, 600 / HEADROOM, 5) == pytest.approx(1.5)
+    t.settle(0.0, 100, 0.2)  # only what is still to come of a call's share comes back
+    assert t.reserve(0.0, None, 600 / HEADROOM, 0) == pytest.approx(1.8)
     t.reserve(0.0, None, 1, 0)  # a lower limit from another process is kept
     assert t.tpm == 1
 
@@ -130,7 +132,7 @@ async def test_the_adaptive_window_halves_on_a_429_and_grows_when_clear():
     limiter.in_flight = 0
     for _ in range(8):
         await limiter.acquire(0)
-        await limiter.release(0, None, None, refused=False)
+        await limiter.release(0, 0.0, 0, None, refused=False)
     assert 8.9 < limiter.cwnd < 9.1
 
 

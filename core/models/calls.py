@@ -260,24 +260,27 @@ class _Call:
         may use reserved), settled with the tokens the provider counted."""
         settings = self.settings or {}
         most = settings.get("max_tokens", (settings.get("extra") or {}).get("max_tokens"))
-        reserved = limiter.estimate(_prompt_tokens(self.messages), most)
-        _PACER.waited += await limiter.acquire(reserved)
-        used = completion = None
+        estimated = _prompt_tokens(self.messages)
+        reserved = limiter.estimate(estimated, most)
+        found = self.pool.cached(candidate)  # made before its turn: it goes when given
+        model = found[0] if found is not None else (await self.pool.aget(candidate))[0]
+        waited, ends = await limiter.acquire(reserved)
+        _PACER.waited += waited
+        counted = None
         answered = False
         try:
-            pending = self._plain(candidate)
+            pending = self._chat(model, candidate)
             result = self.finish(await (_timed(pending, self.timeout) if self.timeout
                                         else pending))
             answered = True
             if not result.usage.estimated:
-                used = result.usage.prompt + result.usage.completion
-                completion = result.usage.completion
+                counted = (result.usage.prompt, result.usage.completion)
             meta = getattr(result.raw, "response_metadata", None)
             if isinstance(meta, Mapping):
                 limiter.learn(meta.get("headers"))
             return result
         finally:
-            await limiter.release(reserved, used, completion, not answered)
+            await limiter.release(reserved, ends, estimated, counted, not answered)
 
     def _chat(self, model: Any, candidate: Any) -> Awaitable[Any]:
         """The attempt: streamed through ``chat``, else the model's own ``ainvoke`` (no

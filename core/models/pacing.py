@@ -32,7 +32,7 @@ __all__ = ["HEADROOM", "LIMIT_OPTIONS", "Limiter", "Pacer", "Schedule", "SharedL
            "option_problem", "pacer", "without_limit_options"]
 
 LIMIT_OPTIONS = frozenset({"rpm", "tpm", "rate_window"})
-HEADROOM = 0.95  # pace at this share of a limit: clocks and windows are not aligned
+HEADROOM = 0.97  # pace at this share of a limit: clocks and windows are not aligned
 MAX_LIMIT = 10**9
 MAX_WINDOW = 86_400.0
 MAX_CONCURRENCY = 512  # an adaptive window that grows past this is dropped
@@ -96,20 +96,25 @@ class Schedule:
             self.rpm = rpm
         if tpm and (self.tpm is None or tpm < self.tpm):
             self.tpm = tpm
-        start = now
+        start = max(now, self.next_request if self.rpm else now,
+                    self.next_token if self.tpm else now)
         if self.rpm:
-            start = max(start, self.next_request)
             self.next_request = start + 60.0 / (self.rpm * HEADROOM)
         if self.tpm:
-            start = max(start, self.next_token)
             self.next_token = start + max(0, tokens) * 60.0 / (self.tpm * HEADROOM)
         return start - now
 
-    def settle(self, now: float, refund: int) -> None:
+    def settle(self, now: float, refund: int, future: float) -> None:
         """Give back the ``refund`` tokens a call reserved and did not use (negative: it
-        used more)."""
-        if self.tpm and refund:
-            self.next_token = max(now, self.next_token - refund * 60.0 / (self.tpm * HEADROOM))
+        used more, which is added). Only what is still to come of the call's share of the
+        schedule (``future`` seconds of it) can be given back: time that has passed is
+        gone, and giving it back would let the next calls go together."""
+        if not self.tpm or not refund:
+            return
+        seconds = refund * 60.0 / (self.tpm * HEADROOM)
+        if seconds > 0:
+            seconds = min(seconds, max(0.0, future))
+        self.next_token = max(now, self.next_token - seconds)
 
 
 class SharedLimits(Protocol):
@@ -118,7 +123,7 @@ class SharedLimits(Protocol):
     async def reserve(self, key: str, rpm: float | None, tpm: float | None,
                       tokens: int) -> float: ...
 
-    async def settle(self, key: str, refund: int) -> None: ...
+    async def settle(self, key: str, refund: int, future: float) -> None: ...
 
 
 class InProcess:
@@ -132,10 +137,10 @@ class InProcess:
         schedule = self.schedules.get(key) or self.schedules.setdefault(key, Schedule())
         return schedule.reserve(time.monotonic(), rpm, tpm, tokens)
 
-    async def settle(self, key: str, refund: int) -> None:
+    async def settle(self, key: str, refund: int, future: float) -> None:
         schedule = self.schedules.get(key)
         if schedule is not None:
-            schedule.settle(time.monotonic(), refund)
+            schedule.settle(time.monotonic(), refund, future)
 
 
 class Limiter:
@@ -143,7 +148,7 @@ class Limiter:
     window (None until a 429)."""
 
     __slots__ = ("_waiters", "completion", "configured", "cwnd", "in_flight", "key",
-                 "learned", "pacer", "slowed", "window")
+                 "learned", "pacer", "ratio", "slowed", "window")
 
     def __init__(self, pacer: Pacer, key: str, window: float = 60.0):
         self.pacer, self.key, self.window = pacer, key, window
@@ -153,6 +158,7 @@ class Limiter:
         self.slowed = -math.inf  # when the window was last halved
         self.in_flight = 0
         self.completion = float(FIRST_COMPLETION)
+        self.ratio = 1.0  # the provider's prompt tokens per token of dlg's estimate
         self._waiters: list[anyio.Event] = []
 
     @property
@@ -195,14 +201,17 @@ class Limiter:
         return found
 
     def estimate(self, prompt_tokens: int, max_tokens: Any) -> int:
-        """The tokens to reserve for a call: its prompt and its answer's most."""
+        """The tokens to reserve for a call: its prompt (dlg's estimate, scaled to what
+        the provider counted for the calls before) and its answer's most."""
+        prompt = math.ceil(prompt_tokens * self.ratio)
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
-            return prompt_tokens + max_tokens
-        return prompt_tokens + math.ceil(self.completion)
+            return prompt + max_tokens
+        return prompt + math.ceil(self.completion)
 
-    async def acquire(self, tokens: int) -> float:
+    async def acquire(self, tokens: int) -> tuple[float, float]:
         """Wait for a place in the concurrency window and the call's turn in the
-        schedule; the seconds waited."""
+        schedule: the seconds waited, and when (``time.monotonic``) the call's share of
+        the tokens' schedule ends."""
         started = time.monotonic()
         while self.cwnd is not None and self.in_flight >= self.cwnd:
             event = anyio.Event()
@@ -222,7 +231,8 @@ class Limiter:
         except BaseException:
             self._release()
             raise
-        return time.monotonic() - started
+        now = time.monotonic()
+        return now - started, now + (tokens * 60.0 / (tpm * HEADROOM) if tpm else 0.0)
 
     def _release(self) -> None:
         self.in_flight -= 1
@@ -231,15 +241,22 @@ class Limiter:
                 event.set()
             self._waiters.clear()
 
-    async def release(self, reserved: int, used: int | None, completion: int | None,
-                      refused: bool) -> None:
-        """A call ended: settle its tokens (``used``, if the provider counted them) and
-        grow the concurrency window if it was answered."""
+    async def release(self, reserved: int, ends: float, estimated: int,
+                      counted: tuple[int, int] | None, refused: bool) -> None:
+        """A call ended: settle its ``reserved`` tokens (its share of the schedule
+        ``ends`` then; ``estimated``: dlg's estimate of its prompt) with the prompt and
+        answer tokens the provider ``counted``, if it did, and grow the concurrency
+        window if it was answered."""
         self._release()
-        if completion is not None:
+        if counted is not None:
+            prompt, completion = counted
             self.completion += (completion - self.completion) / 4
-        if used is not None and self.tpm:
-            await self.pacer.store.settle(self.key, reserved - used)
+            if estimated > 0:
+                seen = min(4.0, max(0.25, prompt / estimated))
+                self.ratio += (seen - self.ratio) / 4
+            if self.tpm:
+                await self.pacer.store.settle(self.key, reserved - prompt - completion,
+                                              ends - time.monotonic())
         if not refused and self.cwnd is not None:
             self.cwnd += 1 / self.cwnd
             if self.cwnd > MAX_CONCURRENCY:
