@@ -332,8 +332,9 @@ class Pacer:
 
     def _new(self, key: str, options: Mapping[str, Any]) -> Limiter:
         window = options.get("rate_window")
-        ok = option_problem({"rate_window": window}) is None if window is not None else False
-        limiter = self._limiters[key] = Limiter(self, key, float(window) if ok else 60.0)
+        if window is None or option_problem({"rate_window": window}) is not None:
+            window = 60.0
+        limiter = self._limiters[key] = Limiter(self, key, float(window))
         return limiter
 
     def refused(self, label: str, exc: BaseException) -> None:
