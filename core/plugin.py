@@ -17,7 +17,8 @@ when first used, so importing this module costs nothing at start-up.
 - stores: ``TableStore``, ``SCHEMA``, ``Execute``, ``RowWrites`` (a store on SQL tables),
   ``process`` (this process's id and host, for leases), ``data_dir``, ``user_dir``,
   ``cached``;
-- executors: ``Orchestrator``, ``load_mode``, ``BatchItem``, ``run_item``,
+- executors: ``pacer``, ``Schedule`` (rate limits a batch's workers share),
+  ``Orchestrator``, ``load_mode``, ``BatchItem``, ``run_item``,
   ``not_started``, ``SPENT``, ``Budget``, ``spawned_files``, ``own_templates``,
   ``confined``, ``as_dialogue``, ``mark_interrupted``, ``ENDED``;
 - anything shown to people: ``redact``; ``cache_note``, ``saved_usd``,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         split_stable,
     )
     from dlg.models.catalog import ModelRegistry
+    from dlg.models.pacing import Schedule, pacer
     from dlg.models.providers import (
         env_secret,
         missing_env,
@@ -104,6 +106,7 @@ __all__ = [
     "RouteRequest",
     "Router",
     "RowWrites",
+    "Schedule",
     "Store",
     "StoreError",
     "TableStore",
@@ -125,6 +128,7 @@ __all__ = [
     "no_retries",
     "not_started",
     "own_templates",
+    "pacer",
     "process",
     "quality_key",
     "redact",
@@ -149,6 +153,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "load_mode": ("dlg.language.loader", "load_mode"),
     "own_templates": ("dlg.language.templates", "own_templates"),
     "ModelRegistry": ("dlg.models.catalog", "ModelRegistry"),
+    **{n: ("dlg.models.pacing", n) for n in ("Schedule", "pacer")},
     **{n: ("dlg.models.caching", n) for n in ("CacheHint", "cache_note", "dialogue_saved_usd",
                                                "hint_of", "saved_usd", "split_stable")},
     **{n: ("dlg.models.providers", n) for n in ("env_secret", "missing_env", "missing_key",

@@ -33,13 +33,15 @@ _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OL
 
 def _run_one(mode_document: dict[str, Any], files: dict[str, str],
              item: dict[str, Any], options: dict[str, Any], store: Any,
-             source: str | None = None, share: tuple[float, str] | None = None
-             ) -> dict[str, Any]:
+             source: str | None = None, share: tuple[float, str] | None = None,
+             limits: Any = None) -> dict[str, Any]:
     """A Ray task: one dialogue of a batch, in a worker process. ``files`` are what the
     mode needs from its folder (templates, spawned modes), by path: the worker may be on
     a machine without that folder. ``source`` is where the batch's mode came from, saved
     with the dialogue (so ``dlg resume`` where the batch started finds the mode's file).
-    ``share``: the dialogue's share of the batch's total (dollars, and whose it is)."""
+    ``share``: the dialogue's share of the batch's total (dollars, and whose it is).
+    ``limits``: the batch's ``_Limits`` actor, which paces every worker's calls to a
+    rate-limited model as one (``dlg.models.pacing``)."""
     import dataclasses
     import tempfile
 
@@ -56,11 +58,55 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
         mode = load_mode(mode_document, base_dir=folder if files else None)
         if source is not None:
             mode = dataclasses.replace(mode, source=source)
-        anyio.run(run_item, orchestrator, mode, batch_item, within)
+        from dlg.plugin import pacer
+
+        pacer.share(None if limits is None else _SharedLimits(limits))
+        try:
+            anyio.run(run_item, orchestrator, mode, batch_item, within)
+        finally:
+            pacer.share(None)  # a reused worker's next batch has its own
     import socket
 
     batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
     return batch_item.to_dict()
+
+
+class _Limits:
+    """A Ray actor: the schedules of a batch's rate limits (``dlg.models.pacing``), one
+    for all its workers, so that they keep to a provider's limit together rather than
+    each to all of it."""
+
+    def __init__(self) -> None:
+        from dlg.plugin import Schedule
+
+        self._new = Schedule
+        self.schedules: dict[str, Any] = {}
+
+    def reserve(self, key: str, rpm: float | None, tpm: float | None, tokens: int) -> float:
+        import time
+
+        schedule = self.schedules.get(key) or self.schedules.setdefault(key, self._new())
+        return float(schedule.reserve(time.monotonic(), rpm, tpm, tokens))
+
+    def settle(self, key: str, refund: int, future: float) -> None:
+        import time
+
+        if key in self.schedules:
+            self.schedules[key].settle(time.monotonic(), refund, future)
+
+
+class _SharedLimits:
+    """``dlg.models.pacing.SharedLimits`` in a worker: the batch's ``_Limits`` actor."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    async def reserve(self, key: str, rpm: float | None, tpm: float | None,
+                      tokens: int) -> float:
+        return float(await self.actor.reserve.remote(key, rpm, tpm, tokens))
+
+    async def settle(self, key: str, refund: int, future: float) -> None:
+        await self.actor.settle.remote(key, refund, future)
 
 
 def _write_files(files: dict[str, str], folder: str) -> None:
@@ -141,6 +187,11 @@ class RayExecutor:
             pm = self.orchestrator.plugin_manager
             files = {**own_templates(mode, pm), **spawned_files(mode, pm)}
             batch_id = _batch_id(items)
+            # one schedule per rate limit for every worker (a named actor: found by name
+            # while the batch runs, gone with it)
+            limits = ray.remote(_Limits).options(
+                name=f"dlg-limits-{batch_id}-{os.getpid()}", num_cpus=0,
+                get_if_exists=True).remote()
             pending = list(items)
             running: dict[Any, Any] = {}
             held: dict[Any, Any] = {}  # each running task's share of the batch's total
@@ -160,7 +211,7 @@ class RayExecutor:
                         amount = budget.left / max(1, concurrency - len(running))
                         hold, share = budget.hold(amount), (amount, budget.name)
                     ref = task.remote(document, files, item.to_dict(), options or {},
-                                      store, mode.source, share)
+                                      store, mode.source, share, limits)
                     running[ref], held[ref] = item, hold
                 if not running:
                     break

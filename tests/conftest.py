@@ -94,14 +94,18 @@ __all__ = ["ROOT", "Recorder", "dlg", "prompt_text"]
 
 @pytest.fixture(autouse=True)
 def _fresh_cooldowns() -> Iterator[None]:
-    """Cool-downs and rate-limit holds are process-wide by design; tests start with none."""
+    """Cool-downs, rate-limit holds and pacing are process-wide by design; tests start
+    with none."""
+    from dlg.models.pacing import pacer
     from dlg.models.resilience import cooldowns, gate
 
     cooldowns.reset()
     gate.reset()
+    pacer.reset()
     yield
     cooldowns.reset()
     gate.reset()
+    pacer.reset()
 
 
 @pytest.fixture(scope="module")

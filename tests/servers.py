@@ -13,7 +13,8 @@ what it asks (None: the script's next).
 
 ``LimitedOpenAI(requests=N, window=SECONDS)`` is the same API enforcing a provider's rate
 limit the way OpenAI does: at most N requests (and ``tokens``) per window, a 429 with
-``retry-after``, ``retry-after-ms`` and ``x-ratelimit-*`` headers past it.
+``retry-after``, ``retry-after-ms`` and ``x-ratelimit-*`` headers past it (the limits
+in them per minute, as OpenAI's are, whatever the window).
 """
 
 from __future__ import annotations
@@ -219,13 +220,16 @@ class LimitedOpenAI(FakeOpenAI):
                 return None
             self.refused += 1
             left_requests = max(0, self.limit - used[0])
+        # the limits per minute, as OpenAI states them, whatever the window
+        per_minute = 60 / self.window
         headers = {"retry-after": str(max(1, math.ceil(reset))),
                    "retry-after-ms": str(max(1, round(reset * 1000))),
-                   "x-ratelimit-limit-requests": str(self.limit),
+                   "x-ratelimit-limit-requests": str(round(self.limit * per_minute)),
                    "x-ratelimit-remaining-requests": str(left_requests),
                    "x-ratelimit-reset-requests": _duration(reset)}
         if self.token_limit is not None:
-            headers.update({"x-ratelimit-limit-tokens": str(self.token_limit),
+            headers.update({"x-ratelimit-limit-tokens": str(round(self.token_limit
+                                                                   * per_minute)),
                             "x-ratelimit-remaining-tokens": str(max(0, self.token_limit
                                                                      - used[1])),
                             "x-ratelimit-reset-tokens": _duration(reset)})

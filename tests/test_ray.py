@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import dlg
 from dlg.cli import cli
 
-from .servers import FakeOpenAI
+from .servers import FakeOpenAI, LimitedOpenAI
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -350,3 +350,19 @@ def test_a_worker_killed_mid_batch_leaves_honest_rows_that_resume(tmp_path, monk
     assert asked_for.count("TURN b t1") == 2  # the one in flight when its worker died
     assert sorted(set(asked_for)) == sorted(f"TURN {t} t{i}" for i in range(4) for t in "ab")
     assert len(asked_for) == 9  # nothing else was asked twice
+
+
+def test_ray_workers_keep_to_one_rate_limit_together(tmp_path, monkeypatch):
+    """Three workers calling a model whose limit is given (10 requests a second, as
+    ``rpm=600``): one schedule for all of them (the batch's actor), so the server is
+    almost never refused. Each worker pacing to the whole limit alone sent up to three
+    times the rate, and the server refused several (6 when this test was written)."""
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    with LimitedOpenAI(requests=10, window=1.0) as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}&rpm=600"
+        result = dlg.batch_sync(MODE, [{"topic": f"t{i}"} for i in range(15)], model=spec,
+                                executor="ray", concurrency=3, batch_id="rl")
+    assert result.totals["statuses"] == {"completed": 15}, [i.error for i in result.items]
+    assert len({i.worker for i in result.items}) > 1
+    assert server.refused <= 1, (server.refused, len(server.requests))

@@ -202,8 +202,11 @@ class _Progress:
     with what this run has spent so far (of the batch's ``limit``, if it has one)."""
 
     def __init__(self, total: int, *, quiet: bool, limit: float | None = None):
+        from dlg.models.pacing import pacer
+
         self.total, self.quiet, self.finished = total, quiet, 0
         self.limit, self.spent = limit, 0.0
+        self._pacer, self._waited_before = pacer, pacer.waited
         self._bar: Any = None
         self._task: Any = None
         if not quiet and _live_terminal():
@@ -229,17 +232,24 @@ class _Progress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
+    def waited(self) -> str:
+        """What this run's calls waited on rate limits (their pacing and their 429s), in
+        all, if they did: `` · 12.3s waiting on rate limits``."""
+        seconds = self._pacer.waited - self._waited_before
+        return f" · {seconds:.1f}s waiting on rate limits" if seconds >= 0.05 else ""
+
     def done(self, item: Any) -> None:
         self.finished += 1
         self.spent += item.spent_usd
         of = f" of ${self.limit:g}" if self.limit is not None else ""
         if self._bar is not None:
             self._bar.update(self._task, advance=1, description=(
-                f"{item.dialogue_id}: {item.status} · ${self.spent:.4f}{of} spent"))
+                f"{item.dialogue_id}: {item.status} · ${self.spent:.4f}{of} spent"
+                f"{self.waited()}"))
         elif not self.quiet:
             cost = f" · ${item.cost_usd:.4f}" if item.cost_usd else ""
             kept = " (ended before: kept)" if item.skipped else ""
             total = f" · this run ${self.spent:.4f}{of}" if self.spent or of else ""
             echo(f"[{self.finished}/{self.total}] {item.dialogue_id} {item.status} · "
-                 f"{item.turns} turns · {item.tokens} tokens{cost}{kept}{total}",
-                 err=True)
+                 f"{item.turns} turns · {item.tokens} tokens{cost}{kept}{total}"
+                 f"{self.waited()}", err=True)

@@ -217,16 +217,19 @@ class _Call:
     per attempt function (thousands of calls can be in flight)."""
 
     __slots__ = ("allow", "cache", "fallbacks", "label", "messages", "on_chunk", "pool",
-                 "primary", "record", "registry", "requires", "schema", "settings", "started")
+                 "primary", "record", "registry", "requires", "schema", "settings", "started",
+                 "timeout")
+    owns_timeout = True  # an attempt's timeout starts once its turn to call has come
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
                  fallbacks: Any, requires: Any, on_chunk: Any, record: Any, allow: Any,
-                 schema: Any, cache: Any = None):
+                 schema: Any, cache: Any = None, timeout: float | None = None):
         self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
         self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
         self.on_chunk, self.record, self.allow, self.schema = on_chunk, record, allow, schema
         self.label, self.started = "", 0.0  # of the attempt in progress
         self.cache = cache
+        self.timeout = timeout
 
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
@@ -251,6 +254,14 @@ class _Call:
         """The call to one candidate, to await. A model already made is called directly
         (no coroutine frame of its own while it works); one to make, in ``_made``. (The
         object itself is the attempt: no bound method to keep per call in flight.)"""
+        if isinstance(candidate, str):
+            limiter = _PACER.for_label(candidate, self.registry)
+            if limiter is not None:  # a limit to keep: wait for the call's turn first
+                return self._paced(limiter, candidate)
+        pending = self._plain(candidate)
+        return _timed(pending, self.timeout) if self.timeout else pending
+
+    def _plain(self, candidate: Any) -> Awaitable[Any]:
         if not isinstance(candidate, str):  # a chat model given as it is
             return self._chat(candidate, candidate)
         found = self.pool.cached(candidate)
@@ -261,6 +272,33 @@ class _Call:
     async def _made(self, candidate: Any) -> Any:
         model, _ = await self.pool.aget(candidate)
         return await self._chat(model, candidate)
+
+    async def _paced(self, limiter: Any, candidate: str) -> ChatResult:
+        """The call to ``candidate`` once ``limiter`` gives it its turn (the tokens it
+        may use reserved), settled with the tokens the provider counted."""
+        settings = self.settings or {}
+        most = settings.get("max_tokens", (settings.get("extra") or {}).get("max_tokens"))
+        estimated = _prompt_tokens(self.messages)
+        reserved = limiter.estimate(estimated, most)
+        found = self.pool.cached(candidate)  # made before its turn: it goes when given
+        model = found[0] if found is not None else (await self.pool.aget(candidate))[0]
+        waited, ends = await limiter.acquire(reserved)
+        _PACER.waited += waited
+        counted = None
+        answered = False
+        try:
+            pending = self._chat(model, candidate)
+            result = self.finish(await (_timed(pending, self.timeout) if self.timeout
+                                        else pending))
+            answered = True
+            if not result.usage.estimated:
+                counted = (result.usage.prompt, result.usage.completion)
+            meta = getattr(result.raw, "response_metadata", None)
+            if isinstance(meta, Mapping):
+                limiter.learn(meta.get("headers"))
+            return result
+        finally:
+            await limiter.release(reserved, ends, estimated, counted, not answered)
 
     def _chat(self, model: Any, candidate: Any) -> Awaitable[Any]:
         """The attempt: streamed through ``chat``, else the model's own ``ainvoke`` (no
@@ -296,6 +334,20 @@ class _Call:
             if (usage.cached or usage.cache_written) and result.cost_usd is not None:
                 result.saved_usd = cache_saving(self.registry, result, self.record)
         return result
+
+
+def _prompt_tokens(messages: Any) -> int:
+    """An estimate of a prompt's tokens (about four characters a token)."""
+    if isinstance(messages, str):
+        return estimate_tokens(messages)
+    return sum(estimate_tokens(_text_of(m)) for m in messages)
+
+
+async def _timed(pending: Awaitable[Any], timeout: float) -> Any:
+    import anyio
+
+    with anyio.fail_after(timeout):
+        return await pending
 
 
 def _replaced(pool: Any, failures: list[Any], model: str) -> tuple[str, ...]:
@@ -350,7 +402,7 @@ def call_model(
     """
     resilience = _RESILIENCE or _resilience()
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
-                 on_chunk, record, allow, schema, cache)
+                 on_chunk, record, allow, schema, cache, timeout)
     # no frame of its own while the model works: the resilient call's makes the result
     # what finish (call.result) makes: a ChatResult (the module is imported lazily: Any)
     result: Awaitable[ChatResult] = resilience.call_resilient(
@@ -360,14 +412,16 @@ def call_model(
 
 
 _RESILIENCE: Any = None
+_PACER: Any = None  # dlg.models.pacing.pacer, imported with resilience
 
 
 def _resilience() -> Any:
     """``dlg.models.resilience``, imported by the first call rather than with this module
     (it imports anyio, which commands that call no model do without), and kept: an
     import statement in ``call_model`` cost half a microsecond a turn."""
-    global _RESILIENCE
+    global _RESILIENCE, _PACER
     from dlg.models import resilience
+    from dlg.models.pacing import pacer
 
-    _RESILIENCE = resilience
+    _RESILIENCE, _PACER = resilience, pacer
     return resilience

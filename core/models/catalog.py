@@ -49,6 +49,8 @@ class ModelInfo:
     description: str = ""
     source: str = ""
     path: str | None = None  # local models: the GGUF file
+    rpm: int | None = None  # the provider's limits for a key: requests per minute
+    tpm: int | None = None  # and tokens per minute (dlg.models.pacing keeps to them)
 
     @property
     def provider(self) -> str:
@@ -81,7 +83,8 @@ class ModelInfo:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "provider": self.provider,
                                "capabilities": list(self.capabilities)}
-        for key in ("quality", "latency", "context_window", "max_output", "description", "path"):
+        for key in ("quality", "latency", "context_window", "max_output", "rpm", "tpm",
+                    "description", "path"):
             value = getattr(self, key)
             if value not in (None, ""):
                 out[key] = value
@@ -110,6 +113,7 @@ def _info(name: str, data: Mapping[str, Any], source: str) -> ModelInfo:
         context_window=data.get("context_window"), max_output=data.get("max_output"),
         fallbacks=tuple(data.get("fallbacks", ())), local=bool(data.get("local", False)),
         description=data.get("description", ""), source=source, path=data.get("path"),
+        rpm=data.get("rpm"), tpm=data.get("tpm"),
     )
 
 

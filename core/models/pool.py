@@ -50,7 +50,12 @@ class ModelPool:
             options = resolve_secrets(dict(parsed.options))
         except ModelError as exc:
             return str(exc)
-        return provider.problem(parsed.model, options, self._registry)
+        from dlg.models.pacing import option_problem, without_limit_options
+
+        bad = option_problem(options)  # rpm=, tpm=: dlg's pacing, not the provider's
+        if bad is not None:
+            return bad
+        return provider.problem(parsed.model, without_limit_options(options), self._registry)
 
     def _no_provider(self, spec: str, name: str, providers: Mapping[str, Any]) -> str:
         """Why ``spec`` names no provider, with the spec meant: a registry model of that
@@ -209,8 +214,10 @@ class ModelPool:
         parsed = ModelSpec.parse(spec_or_model)
         provider = registrations.model_providers(self._pm)[parsed.provider]
         try:
-            model = provider.make(parsed.model, resolve_secrets(dict(parsed.options)),
-                                  self._registry)
+            from dlg.models.pacing import without_limit_options
+
+            model = provider.make(parsed.model, without_limit_options(
+                resolve_secrets(dict(parsed.options))), self._registry)
         except ModelError:
             raise
         except Exception as exc:

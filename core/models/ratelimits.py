@@ -12,8 +12,8 @@ its attempts); this module reads the wait from the 429's headers:
 - Anthropic's ``anthropic-ratelimit-*-reset`` (RFC 3339 times), likewise.
 
 Headers are hostile input: a value that is not a number, is negative, not finite, longer
-than ``MAX_HEADER_CHARS`` or asks for more than ``MAX_HEADER_WAIT`` is not believed (the
-caller backs off with jitter instead).
+than ``dlg.models.headers.MAX_HEADER_CHARS`` or asks for more than ``MAX_HEADER_WAIT`` is
+not believed (the caller backs off with jitter instead).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dlg.models.headers import header
+
 if TYPE_CHECKING:
     from dlg.models.attempts import Attempt, RetryPolicy
 
@@ -35,7 +37,6 @@ __all__ = ["MAX_HEADER_WAIT", "RateGate", "RateWait", "gate", "is_rate_limit", "
 
 log = logging.getLogger("dlg.resilience")
 MAX_HEADER_WAIT = 86_400.0  # a day: a header asking for longer is not believed
-MAX_HEADER_CHARS = 64
 _RATE_NAMES = ("RateLimit", "ResourceExhausted", "TooManyRequests")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
@@ -101,29 +102,18 @@ def _date(value: str, rfc3339: bool) -> float | None:
         return None
 
 
-def _header(headers: Any, name: str) -> str | None:
-    try:
-        value = headers.get(name)
-    except Exception:  # a broken mapping is no header
-        return None
-    if value is None:
-        return None
-    value = str(value).strip()
-    return value if 0 < len(value) <= MAX_HEADER_CHARS else None
-
-
 def _resets(headers: Any, prefix: str, parse: Any) -> float | None:
     """The reset of the limit that ran out (remaining 0), else the latest reset given."""
     found: list[tuple[bool, float]] = []
     for kind in _KINDS:
-        text = _header(headers, f"{prefix}-reset-{kind}" if prefix.startswith("x-")
+        text = header(headers, f"{prefix}-reset-{kind}" if prefix.startswith("x-")
                        else f"{prefix}-{kind}-reset")
         if text is None:
             continue
         seconds = parse(text)
         if seconds is None:
             continue
-        left = _header(headers, f"{prefix}-remaining-{kind}" if prefix.startswith("x-")
+        left = header(headers, f"{prefix}-remaining-{kind}" if prefix.startswith("x-")
                        else f"{prefix}-{kind}-remaining")
         found.append((left == "0", seconds))
     if not found:
@@ -138,10 +128,10 @@ def wait_from_headers(exc: BaseException) -> float | None:
     headers = getattr(getattr(exc, "response", None), "headers", None)
     if not headers:
         return None
-    text = _header(headers, "retry-after-ms")
+    text = header(headers, "retry-after-ms")
     if text is not None and (seconds := _number(text, 0.001)) is not None:
         return seconds
-    text = _header(headers, "retry-after")
+    text = header(headers, "retry-after")
     if text is not None:
         seconds = _number(text)
         if seconds is None:
@@ -251,6 +241,7 @@ class RateWait:
         self._log(model, delay, attempt.error)
         await anyio.sleep(delay)
         self.waited += delay
+        _waited(delay)
         return True
 
     async def at_gate(self, model: str, last: Attempt | None) -> str | None:
@@ -268,6 +259,7 @@ class RateWait:
         self._log(model, delay, "held for the provider's rate-limit window")
         await anyio.sleep(delay)
         self.waited += delay
+        _waited(delay)
         return None
 
     def _log(self, model: str, delay: float, why: str) -> None:
@@ -278,3 +270,10 @@ class RateWait:
                      delay, extra={"event": "model.rate_limited", "model": redact(model),
                                    "delay_s": round(delay, 3),
                                    "waited_s": round(self.waited, 3)})
+
+
+def _waited(seconds: float) -> None:
+    """Count a wait on a rate limit with the pacer's (``dlg batch`` shows the sum)."""
+    from dlg.models.pacing import pacer
+
+    pacer.waited += seconds

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from dlg.models.attempts import Attempt, RetryPolicy, billed_input
+from dlg.models.pacing import pacer
 from dlg.models.ratelimits import RateGate, RateWait, gate, is_rate_limit, wait_from_headers
 from dlg.models.ratelimits import status_of as _status
 
@@ -151,8 +152,11 @@ def _candidates(primary: Any, fallbacks: Any, label: Callable[[Any], str],
 def _attempt(call: Callable[[Any], Awaitable[Any]], candidate: Any, timeout: float | None
              ) -> Awaitable[Any]:
     """``call(candidate)`` to await, under ``timeout`` if one is set (without one, no
-    coroutine frame of its own while the model works)."""
-    return _timed(call(candidate), timeout) if timeout else call(candidate)
+    coroutine frame of its own while the model works). A ``call`` that ``owns_timeout``
+    applies it itself (once the call's turn under a rate limit's pacing has come)."""
+    if timeout and not getattr(call, "owns_timeout", False):
+        return _timed(call(candidate), timeout)
+    return call(candidate)
 
 
 async def _timed(pending: Awaitable[Any], timeout: float) -> Any:
@@ -245,6 +249,8 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
                     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
                 transient, retry_after = classify(exc)
                 if transient and is_rate_limit(exc):  # not an outage: wait, same model
+                    if isinstance(candidate, str):  # its limits learned, its calls slowed
+                        pacer.refused(model, exc)
                     attempt = Attempt(model, message, True, rate_limited=True)
                     attempts.append(attempt)
                     if (retry_after is not None and retry_after > policy.max_retry_after

@@ -1,0 +1,156 @@
+"""Limits paced before they bite: calls to a model with known requests and tokens per
+minute (from the spec, the registry or the provider's headers) wait for their turn,
+shared by every dialogue in the process, against a real OpenAI-compatible server on
+127.0.0.1 that enforces a window."""
+
+from __future__ import annotations
+
+import pytest
+
+import dlg
+from dlg.errors import ModelError
+from dlg.models.catalog import ModelRegistry
+from dlg.models.pacing import HEADROOM, MAX_LIMIT, Limiter, Schedule, pacer
+
+from .servers import LimitedOpenAI
+
+pytest.importorskip("langchain_openai")
+
+MODE = {"name": "pair", "inputs": {"topic": {"required": True}},
+        "participants": {"a": None, "b": None},
+        "turns": [{"id": "first", "role": "First", "participant": "a",
+                   "prompt": "Open on {{ topic }}"},
+                  {"id": "second", "role": "Second", "participant": "b", "prompt": "Reply"}]}
+FAST = dlg.RetryPolicy(base_delay=0.01)
+ROWS = [{"topic": f"topic {i}"} for i in range(30)]
+
+
+def compat(server: LimitedOpenAI, options: str = "") -> str:
+    return f"openai-compatible:test-model?base_url={server.base_url}{options}"
+
+
+async def test_a_batch_paced_by_the_registry_s_limits_is_almost_never_refused():
+    """30 two-turn dialogues at concurrency 10 against 20 requests a second, the limit
+    in the registry: at most 2% of the requests are refused (unpaced, a third were)."""
+    with LimitedOpenAI(requests=20, window=1.0) as server:
+        registry = ModelRegistry.load()
+        registry.add({"models": {"openai-compatible:test-model": {"rpm": 20 * 60}}}, "t")
+        result = await dlg.batch(MODE, ROWS, concurrency=10, model=compat(server),
+                                 retry=FAST, registry=registry, batch_id="paced")
+    assert result.totals["statuses"] == {"completed": 30}
+    assert server.answered == 60
+    assert server.refused <= 0.02 * len(server.requests)
+    assert pacer.for_label(compat(server), registry).rpm == 1200
+
+
+async def test_a_spec_s_rpm_and_tpm_pace_the_calls_and_are_not_sent_to_the_provider():
+    with LimitedOpenAI(requests=20, window=1.0, tokens=400) as server:
+        spec = compat(server, "&rpm=1200&tpm=24000")
+        result = await dlg.batch(MODE, ROWS[:20], concurrency=10, model=spec, retry=FAST,
+                                 batch_id="paced-spec")
+    assert result.totals["statuses"] == {"completed": 20}
+    assert server.refused <= 0.02 * len(server.requests)
+    assert all(set(r["body"]) & {"rpm", "tpm"} == set() for r in server.requests)
+    limiter = pacer.for_label(spec, None)
+    assert (limiter.rpm, limiter.tpm) == (1200, 24000)
+    assert limiter.completion < 256  # the answers' real size was learned
+
+
+async def test_limits_are_learned_from_a_429_s_headers():
+    """No limit given: the first 429's x-ratelimit-limit-* headers (per minute) are
+    learned, and the calls after it are paced; the batch completes."""
+    with LimitedOpenAI(requests=15, window=1.0, tokens=3000) as server:
+        spec = compat(server)
+        result = await dlg.batch(MODE, ROWS[:20], concurrency=10, model=spec, retry=FAST,
+                                 batch_id="learned")
+    assert result.totals["statuses"] == {"completed": 20}
+    assert server.refused > 0  # it had to learn
+    limiter = pacer.for_label(spec, None)
+    assert limiter.learned == {"rpm": 15 * 60, "tpm": 3000 * 60}
+    assert limiter.cwnd is not None  # the 429 turned the adaptive window on
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1e12", "soon", "nan", "inf", "1.5",
+                                   str(MAX_LIMIT + 1), "9" * 80, ""])
+def test_hostile_limit_headers_are_ignored(value):
+    limiter = Limiter(pacer, "k")
+    assert limiter.learn({"x-ratelimit-limit-requests": value,
+                          "anthropic-ratelimit-tokens-limit": value}) is False
+    assert limiter.learned == {} and limiter.rpm is None
+    assert limiter.learn({"anthropic-ratelimit-requests-limit": "50",
+                          "anthropic-ratelimit-input-tokens-limit": "8000",
+                          "anthropic-ratelimit-tokens-limit": "9000"}) is True
+    assert limiter.learned == {"rpm": 50, "tpm": 8000}
+
+
+def test_a_broken_headers_mapping_is_no_limit():
+    class Broken:
+        def get(self, name):
+            raise RuntimeError("boom")
+
+        def __bool__(self):
+            return True
+
+    assert Limiter(pacer, "k").learn(Broken()) is False
+
+
+@pytest.mark.parametrize("options,said", [
+    ("rpm=abc", "the option 'rpm' must be a number of requests per minute"),
+    ("tpm=0", "the option 'tpm' must be a number of tokens per minute"),
+    ("rate_window=-1", "the option 'rate_window' must be the seconds"),
+])
+async def test_a_bad_limit_option_is_a_clear_error(options, said):
+    with LimitedOpenAI(requests=5, window=1.0) as server:
+        spec = compat(server, f"&{options}")
+        with pytest.raises(ModelError, match=said):
+            await dlg.Orchestrator(model=spec, store=None).run(MODE, topic="x")
+        assert server.requests == []
+
+
+def test_the_schedule_paces_requests_and_tokens_and_gives_back_unused_tokens():
+    s = Schedule()
+    assert s.reserve(100.0, 60 / HEADROOM, None, 0) == 0  # one a second at the headroom
+    assert s.reserve(100.0, 60 / HEADROOM, None, 0) == pytest.approx(1.0)
+    t = Schedule()
+    assert t.reserve(0.0, None, 600 / HEADROOM, 20) == 0  # ten tokens a second
+    assert t.reserve(0.0, None, 600 / HEADROOM, 5) == pytest.approx(2.0)
+    t.settle(0.0, 10, 2.5)  # the first call used 10 of its 20
+    assert t.reserve(0.0, None, 600 / HEADROOM, 5) == pytest.approx(1.5)
+    t.settle(0.0, 100, 0.2)  # only what is still to come of a call's share comes back
+    assert t.reserve(0.0, None, 600 / HEADROOM, 0) == pytest.approx(1.8)
+    t.reserve(0.0, None, 1, 0)  # a lower limit from another process is kept
+    assert t.tpm == 1
+
+
+async def test_the_adaptive_window_halves_on_a_429_and_grows_when_clear():
+    limiter = Limiter(pacer, "k")
+    limiter.in_flight = 15
+    limiter.backoff()
+    assert limiter.cwnd == 8
+    limiter.backoff()  # the same burst's 429s: once a second
+    assert limiter.cwnd == 8
+    limiter.in_flight = 0
+    for _ in range(8):
+        await limiter.acquire(0)
+        await limiter.release(0, 0.0, 0, None, refused=False)
+    assert 8.9 < limiter.cwnd < 9.1
+
+
+def test_dlg_batch_s_progress_shows_the_time_spent_waiting_on_a_limit(tmp_path):
+    import json
+    import re
+
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(6)))
+    with LimitedOpenAI(requests=10, window=1.0) as server:
+        ran = CliRunner().invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-c", "4",
+                                       "-m", compat(server, "&rpm=600"), "--id", "w"])
+    assert ran.exit_code == 0, ran.output
+    last = next(line for line in ran.output.splitlines() if line.startswith("[6/6]"))
+    assert re.search(r" · \d+\.\ds waiting on rate limits$", last), last
