@@ -185,7 +185,8 @@ def test_an_out_extension_no_exporter_writes_is_refused_unless_a_format_is_given
     plain = runner.invoke(cli, ["export", saved["id"], "-o", str(tmp_path / "plain")])
     assert plain.exit_code == 0 and json.loads((tmp_path / "plain").read_text())["id"] \
         == saved["id"]
-HOSTILE = "{{ 7*7 }}{% raw %}</style><script>alert(1)</script>{{ self }}"
+# evaluated, its first part would show 823543: no width, count or time on the page has it
+HOSTILE = "{{ 7**7 }}{% raw %}</style><script>alert(1)</script>{{ self }}"
 
 
 def test_html_report_shows_template_syntax_and_markup_from_a_dialogue_as_text(recorder):
@@ -204,11 +205,11 @@ def test_html_report_shows_template_syntax_and_markup_from_a_dialogue_as_text(re
          "answer": HOSTILE}]}
     html = d.export("html")
     body = html.split("<body>", 1)[1]
-    shown = "{{ 7*7 }}{% raw %}&lt;/style&gt;&lt;script&gt;alert(1)&lt;/script&gt;{{ self }}"
+    shown = "{{ 7**7 }}{% raw %}&lt;/style&gt;&lt;script&gt;alert(1)&lt;/script&gt;{{ self }}"
     # the topic (title, heading, inputs), the answer (heading, paragraph, code block), the
     # error, the routing facts and the sub-dialogue row (id, mode, status, item, answer)
     assert html.count(shown) == 2 + 1 + 3 + 1 + 2 + 5
-    assert "49" not in body and "<script" not in html and "</style>" not in body
+    assert "823543" not in body and "<script" not in html and "</style>" not in body
     assert html.count("</style>") == 1
     assert "<a " not in body and "[click](javascript:alert(1))" in body  # no link made
-    assert "<h1>{{ 7*7 }}" in html and "<b>{{ 7*7 }}" in html  # Markdown still rendered
+    assert "<h1>{{ 7**7 }}" in html and "<b>{{ 7**7 }}" in html  # Markdown still rendered
