@@ -13,7 +13,8 @@ from dlg.cli import cli
 
 from .servers import FakeOpenAI, LimitedOpenAI
 
-pytestmark = pytest.mark.slow
+# over a minute together on 2 cores: .ci/run runs them (pytest -m long), the README command not
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ray = pytest.importorskip("ray")
 
 MODE = {"name": "pair", "inputs": {"topic": {"required": True}},

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+# over a minute together on 2 cores: .ci/run runs them (pytest -m long), the README command not
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 # held to ``mypy --strict`` (anyio's level), with everything they import
 STRICT_PACKAGES = ("dlg.running", "dlg.models", "dlg.records")
