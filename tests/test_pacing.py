@@ -16,12 +16,8 @@ from .servers import LimitedOpenAI
 
 pytest.importorskip("langchain_openai")
 
-MODE = {"name": "pair", "inputs": {"topic": {"required": True}},
-        "participants": {"a": None, "b": None},
-        "turns": [{"id": "first", "role": "First", "participant": "a",
-                   "prompt": "Open on {{ topic }}"},
-                  {"id": "second", "role": "Second", "participant": "b", "prompt": "Reply"}]}
-FAST = dlg.RetryPolicy(base_delay=0.01)
+from .test_rate_limits import FAST, MODE
+
 ROWS = [{"topic": f"topic {i}"} for i in range(30)]
 
 

@@ -241,15 +241,11 @@ class TableStore(RowWrites):
         those of ``dialogue_ids`` that are saved, read in a few queries: a batch that
         resumes reports its ended dialogues from these instead of loading each."""
         out: dict[str, dict[str, Any]] = {}
-        with self._reading() as execute:
-            for start in range(0, len(dialogue_ids), 500):
-                chunk = tuple(dialogue_ids[start:start + 500])
-                rows = execute("SELECT id, header FROM dlg_dialogues WHERE id IN "
-                               f"({', '.join('?' * len(chunk))})", chunk).fetchall()
-                for dialogue_id, text in rows:
-                    found = _json_or_none(text)
-                    if found is not None:  # a damaged one is loaded, and reported, alone
-                        out[dialogue_id] = found
+        # a damaged one is loaded, and reported, alone
+        for dialogue_id, found in self._json_by_id(
+                "SELECT id, header FROM dlg_dialogues WHERE id IN ", dialogue_ids):
+            if found is not None:
+                out[dialogue_id] = found
         return out
 
     def list(self) -> list[dict[str, Any]]:
@@ -322,16 +318,19 @@ class TableStore(RowWrites):
     def leases(self, dialogue_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The leases held on those of ``dialogue_ids`` that have one, read only (``dlg
         ls`` tells a dialogue running elsewhere from one whose process died)."""
-        out: dict[str, dict[str, Any]] = {}
+        return {dialogue_id: found for dialogue_id, found in self._json_by_id(
+            "SELECT dialogue_id, lease FROM dlg_leases WHERE dialogue_id IN ", dialogue_ids)
+            if isinstance(found, dict)}
+
+    def _json_by_id(self, select: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
+        """(id, its JSON column read, None if damaged) for the rows of ``ids``, ``select``
+        (``SELECT id, json ... WHERE id IN ``) asked 500 ids at a time."""
+        out: list[tuple[str, Any]] = []
         with self._reading() as execute:
-            for start in range(0, len(dialogue_ids), 500):
-                chunk = tuple(dialogue_ids[start:start + 500])
-                rows = execute("SELECT dialogue_id, lease FROM dlg_leases WHERE dialogue_id "
-                               f"IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-                for dialogue_id, text in rows:
-                    found = _json_or_none(text)
-                    if isinstance(found, dict):
-                        out[dialogue_id] = found
+            for start in range(0, len(ids), 500):
+                chunk = tuple(ids[start:start + 500])
+                rows = execute(f"{select}({', '.join('?' * len(chunk))})", chunk).fetchall()
+                out.extend((row_id, _json_or_none(text)) for row_id, text in rows)
         return out
 
     def release(self, dialogue_id: str, token: str) -> None:
