@@ -22,13 +22,14 @@ SECRET = "hunter2-a-very-private-value"
 
 
 @asynccontextmanager
-async def dlg_mcp(tmp_path: Path, *args: str) -> AsyncIterator[ClientSession]:
+async def dlg_mcp(tmp_path: Path, *args: str, model: str = "echo"
+                  ) -> AsyncIterator[ClientSession]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLG_")}
     env.update(DLG_DATA_DIR=str(tmp_path / "data"), DLG_CACHE_DIR=str(tmp_path / "cache"),
                DLG_DISABLE_PLUGIN_AUTOLOAD="1", DLG_MODES_PATH="",
                MY_SERVICE_TOKEN=SECRET)
     params = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "dlg", "mcp", "--model", "echo", *args],
+                                   args=["-m", "dlg", "mcp", "--model", model, *args],
                                    env=env, cwd=str(tmp_path))
     with (tmp_path / "server.err").open("w") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write), \
@@ -142,6 +143,20 @@ async def test_bad_calls_are_tool_errors_that_say_what_is_wrong(tmp_path: Path) 
         with pytest.raises(MCPError, match="no saved dialogue 'nope'"):
             await session.read_resource("dlg://dialogues/nope")
     assert "Traceback" not in (tmp_path / "server.err").read_text()
+
+
+@pytest.mark.slow
+async def test_a_failed_run_is_a_tool_error_that_says_how_to_continue_it(tmp_path: Path
+                                                                         ) -> None:
+    async with dlg_mcp(tmp_path, model="echo?fail=always") as session:
+        failed = await session.call_tool("run_mode", {"mode": "debate",
+                                                      "inputs": {"topic": "tea"}})
+        assert failed.is_error
+        assert "failed: turn 'proposition' failed: echo?fail=always: RuntimeError: echo model " \
+               "asked to fail;" in text(failed)
+        listed = json.loads((await session.read_resource("dlg://dialogues")).contents[0].text)
+        (saved,) = listed
+        assert text(failed).endswith(f"; it is saved (`dlg resume {saved['id']}` continues it)")
 
 
 def test_without_the_sdk_dlg_mcp_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
