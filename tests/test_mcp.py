@@ -137,6 +137,10 @@ async def test_bad_calls_are_tool_errors_that_say_what_is_wrong(tmp_path: Path) 
         fmt = await session.call_tool("export_dialogue", {"dialogue_id": "nope",
                                                           "format": "docx"})
         assert fmt.is_error and "docx" in text(fmt)
+        pdf = await session.call_tool("export_dialogue", {"dialogue_id": "nope",
+                                                          "format": "pdf"})
+        assert text(pdf) == ("Error executing tool export_dialogue: the pdf export is binary: "
+                             "use `dlg export nope -f pdf --out FILE` instead")
 
         from mcp.shared.exceptions import MCPError
 

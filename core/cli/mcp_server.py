@@ -163,16 +163,16 @@ def build_server(*, model: str | None = None, store: str | None = None,
         text format (html, csv, jsonl, or a plugin's); binary ones (pdf) are refused."""
         from dlg.records.export import get_exporter, render_export
 
+        binary = ToolError(_safe(f"the {format} export is binary: use `dlg export "
+                                 f"{dialogue_id} -f {format} --out FILE` instead"))
         try:
             if getattr(get_exporter(format), "binary", False):
-                raise ToolError(f"the {format} export is binary: use `dlg export "
-                                f"{dialogue_id} -f {format} --out FILE` instead")
+                raise binary
             data = render_export(saved(dialogue_id), format)
         except DlgError as exc:
             raise _tool_error(exc) from None
         if isinstance(data, bytes):  # an exporter that did not say it was binary
-            raise ToolError(f"the {format} export is binary: use `dlg export {dialogue_id} "
-                            f"-f {format} --out FILE` instead")
+            raise binary
         return _safe(data)
 
     @server.resource(_LIST_URI, name="dialogues", mime_type="application/json",
