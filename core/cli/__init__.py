@@ -3,9 +3,9 @@
 ``base`` has the group, its errors and shared options; ``run`` runs and resumes
 dialogues; ``batch`` runs a mode on many inputs; ``saved`` lists, shows and exports saved
 ones; ``modes``, ``models``, ``plugins`` and ``routing`` (with ``rate``) are their
-groups; ``display`` is what a run shows. A command's module is imported when the command
-is asked for (``base.BUILTIN_COMMANDS``). Plugins add commands through the
-``register_commands`` hook.
+groups; ``mcp`` serves dlg to MCP clients (``mcp_server``); ``display`` is what a run
+shows. A command's module is imported when the command is asked for
+(``base.BUILTIN_COMMANDS``). Plugins add commands through the ``register_commands`` hook.
 """
 
 from typing import Any

@@ -19,11 +19,9 @@ def modes() -> None:
     """List, show, validate and convert modes."""
 
 
-@modes.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def modes_list(as_json: bool) -> None:
-    """List the modes you can run by name: the plugins' (the built-ins included), then
-    those in DLG_MODES_PATH and your dlg/modes folder."""
+def mode_rows(*, inputs: bool = False) -> list[dict[str, Any]]:
+    """The modes one can run by name, as ``dlg modes list --json`` lists them; with
+    ``inputs``, each valid one's inputs too (``Input.to_dict``), as ``dlg mcp`` lists them."""
     from dlg import registrations
     from dlg.language.loader import load_mode
     from dlg.language.source import user_modes
@@ -39,9 +37,20 @@ def modes_list(as_json: bool) -> None:
             m = load_mode(ref)
             rows.append({"name": name, "structure": m.structure, "turns": len(m.turns),
                          **where, "description": m.description})
+            if inputs:
+                rows[-1]["inputs"] = {k: i.to_dict() for k, i in m.inputs.items()}
         except DlgError as exc:
             rows.append({"name": name, "structure": "-", "turns": 0, **where,
                          "description": f"INVALID: {str(exc).splitlines()[0]}"})
+    return rows
+
+
+@modes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def modes_list(as_json: bool) -> None:
+    """List the modes you can run by name: the plugins' (the built-ins included), then
+    those in DLG_MODES_PATH and your dlg/modes folder."""
+    rows = mode_rows()
     if as_json:
         echo(json.dumps(rows, indent=2))
         return
