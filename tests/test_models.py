@@ -346,7 +346,9 @@ def test_prices_come_from_genai_prices_and_a_user_file_still_wins(tmp_path):
     user.write_text("models:\n  openai:gpt-4o-mini: {price: {output: 99}}\n")
     mine = ModelRegistry.load(user_file=user).get("openai:gpt-4o-mini")
     assert mine.price_out == 99 and mine.price_in == info.price_in
-    assert ModelRegistry.load().get("local").source == "dlg.plugins.catalog"  # not priced
+    # not priced by genai-prices (the local plugin may give its latency as measured here)
+    assert ModelRegistry.load().get("local").source in ("dlg.plugins.catalog",
+                                                        "dlg.plugins.local")
 
 
 def test_limits_and_capabilities_come_from_langchain_model_profiles():
