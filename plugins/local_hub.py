@@ -264,7 +264,7 @@ def _progress_bar(label: str) -> type:
 
     hide = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").lower() in ("1", "true", "yes")
 
-    class Bar(tqdm):  # type: ignore[misc]
+    class Bar(tqdm):
         def __init__(self, *args, **kwargs) -> None:
             kwargs.pop("name", None)
             kwargs.update(desc=label, file=sys.stderr, disable=hide, mininterval=0.5)
