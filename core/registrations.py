@@ -57,6 +57,9 @@ class ModelProvider:
     plugin: str = ""
     check: Callable[[str, dict[str, Any]], str | None] | None = None
     pull: Callable[..., Any] | None = None  # fetches the provider's model files, if any
+    # the models worth pulling (``dlg models list --local``): a list of rows, each a dict
+    # with name, source, size_gb, licence, ram_gb, default, pulled and spec
+    recommended: Callable[[], list[dict[str, Any]]] | None = None
 
     def problem(self, model_name: str, options: dict[str, Any], registry: Any = None
                 ) -> str | None:
@@ -171,6 +174,7 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
             check: Callable[[str, dict[str, Any]], str | None] | None = None,
             catalog: dict[str, Any] | None = None,
             pull: Callable[..., Any] | None = None,
+            recommended: Callable[[], list[dict[str, Any]]] | None = None,
         ) -> None:
             if catalog is not None:
                 out["catalogs"].append((plugin, catalog))
@@ -184,7 +188,8 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
                     "expected register(name, factory) with a name without ':'"
                 )
             out["models"][name] = ModelProvider(
-                name, factory, description, default_priority, plugin, check, pull
+                name, factory, description, default_priority, plugin, check, pull,
+                recommended
             )
             plugin_entry(plugin).models.append(name)
 

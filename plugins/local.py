@@ -4,6 +4,10 @@
 into the user's cache directory. ``DLG_LOCAL_MODEL=/path/model.gguf``, the spec option
 ``local?path=/path/model.gguf``, or a registry entry ``local:NAME`` with a ``path`` point
 it at any other GGUF file. It is the default model when no other is configured.
+
+``local?model=NAME`` runs a bigger model pulled from the Hugging Face Hub: one of the
+recommended ones by its short name (``dlg models list --local``), or any GGUF file as
+``hf:OWNER/REPO/FILE.gguf`` (``dlg.plugins.local_hub``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ def models_dir() -> Path:
 
 def model_path(model: str, options: dict, registry=None) -> Path | None:
     """The GGUF file a ``local[:NAME]`` spec runs (which may not exist yet); a named model
-    is looked up in ``registry`` (the dialogue's model registry)."""
+    is looked up in ``registry`` (the dialogue's model registry), a ``model=`` option
+    among the hub's files."""
+    if options.get("model") is not None:
+        hub = _hub_file(model, options)
+        return default_path() if hub is None else hub.path(models_dir())
     if options.get("path"):
         return Path(str(options["path"])).expanduser()
     if model:
@@ -37,6 +45,12 @@ def model_path(model: str, options: dict, registry=None) -> Path | None:
         return Path(info.path).expanduser() if info and info.path else None
     if os.environ.get("DLG_LOCAL_MODEL"):
         return Path(os.environ["DLG_LOCAL_MODEL"]).expanduser()
+    return default_path()
+
+
+def default_path() -> Path:
+    """The default model's file: pulled, else in its pip-installed package, else where
+    `dlg models pull` puts it."""
     pulled = models_dir() / DEFAULT_FILE
     if pulled.is_file():
         return pulled
@@ -51,15 +65,47 @@ def model_path(model: str, options: dict, registry=None) -> Path | None:
     return pulled  # where `dlg models pull` puts it
 
 
+def _hub_file(model: str, options: dict):
+    """The hub file ``model=`` names (None: the default model, by its name); raises
+    ModelError for a name that is not one, or with ``path`` or ``local:NAME`` too."""
+    from dlg.plugin import ModelError
+
+    from .local_hub import resolve
+
+    name = str(options["model"])
+    if model or options.get("path"):
+        raise ModelError(f"local: give the model= option alone, not with "
+                         f"{'path=' if options.get('path') else f'local:{model}'}")
+    return resolve(name)
+
+
 def _check(model, options, *, registry=None):
+    from dlg.plugin import ModelError
+
     problem = missing_package("xllamacpp", "local")
     if problem:
         return problem
-    path = model_path(model, options, registry)
+    try:
+        path = model_path(model, options, registry)
+    except ModelError as exc:
+        return str(exc)
     if path is None or not path.is_file():
         where = f" at {path}" if path else ""
+        name = options.get("model")
+        if name is not None and _hub_file(model, options) is not None:
+            return (f"no local model file{where}: run `dlg models pull {name}` "
+                    f"({_size_of(str(name))}once)")
         return f"no local model file{where}: run `dlg models pull` (about 94 MB, once)"
     return None
+
+
+def _size_of(name: str) -> str:
+    from .local_hub import RECOMMENDED
+
+    for known in RECOMMENDED:
+        if known.name == name:
+            return f"about {known.size_gb:g} GB, "
+    return ""
 
 
 def default_threads() -> int:
@@ -92,16 +138,18 @@ def _make(model, options, *, registry=None):
 
     from .local_model import OPTIONS, LocalChatModel
 
-    unknown = sorted(set(options) - {*OPTIONS, "path"})
+    unknown = sorted(set(options) - {*OPTIONS, "path", "model"})
     if unknown:  # a misspelt option would otherwise do nothing, silently
         raise ModelError(f"the local model has no option {', '.join(map(repr, unknown))} "
-                         f"(options: path, {', '.join(OPTIONS)})")
+                         f"(options: path, model, {', '.join(OPTIONS)})")
     options = dict(options)
     options.setdefault("threads", default_threads())
     path = model_path(model, options, registry)
     options.pop("path", None)
-    made = LocalChatModel(model_path=str(path), dlg_label="local" + (f":{model}" if model
-                                                                      else ""), **options)
+    name = options.pop("model", None)
+    label = "local" + (f":{model}" if model else f"?model={name}" if name is not None
+                       else "")
+    made = LocalChatModel(model_path=str(path), dlg_label=label, **options)
     # load the weights now: loading holds the GIL for about 0.4 s, which would stall a
     # running event loop at the first call (dlg makes models before its loop starts)
     made.load()
@@ -170,9 +218,16 @@ def _pull(model, options, *, force=False):
 
     from dlg.plugin import ModelError
 
-    if model or options.get("path") or os.environ.get("DLG_LOCAL_MODEL"):
-        raise ModelError("only the built-in local model can be pulled; a named or "
-                         "DLG_LOCAL_MODEL model is a file you provide")
+    if options.get("model") is not None:
+        hub = _hub_file(model, options)
+        if hub is not None:  # a bigger model, from the hub; not timed (minutes on a CPU)
+            from .local_hub import pull
+
+            return pull(hub, models_dir(), force=force)
+    elif model or options.get("path") or os.environ.get("DLG_LOCAL_MODEL"):
+        raise ModelError("only the built-in local model and the hub's (local?model=NAME) "
+                         "can be pulled; a named or DLG_LOCAL_MODEL model is a file you "
+                         "provide")
     target = models_dir() / DEFAULT_FILE
     if not target.is_file() or force:
         _download(target)
@@ -225,10 +280,27 @@ def _download(target: Path) -> None:
             os.replace(partial, target)
 
 
+def recommended() -> list[dict]:
+    """The recommended GGUF models (``dlg models list --local``), each as its row."""
+    from .local_hub import DEFAULT_NAME, RECOMMENDED, HubFile
+
+    rows = []
+    for known in RECOMMENDED:
+        path = (HubFile(known.repo, known.file).path(models_dir()) if known.repo else
+                default_path())
+        rows.append({"name": known.name, "source": known.source, "size_gb": known.size_gb,
+                     "licence": known.licence, "ram_gb": known.ram_gb,
+                     "default": known.name == DEFAULT_NAME,
+                     "pulled": path.is_file(),
+                     "spec": f"local?model={known.name}"})
+    return rows
+
+
 @hookimpl
 def register_models(register):
     seconds = measured_latency()
     register("local", _make, check=_check, pull=_pull, default_priority=1,
+             recommended=recommended,
              description="Embedded llama.cpp model (no key, no network)",
              catalog=None if seconds is None else {"models": {"local": {
                  "latency": seconds,

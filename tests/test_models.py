@@ -290,7 +290,7 @@ def test_a_bad_local_model_option_is_named_before_anything_runs():
     from dlg.plugins.local_model import LocalChatModel
 
     with pytest.raises(ModelError, match=r"the local model has no option 'treads' "
-                                         r"\(options: path, threads, "):
+                                         r"\(options: path, model, threads, "):
         _make("", {"treads": 2})
     with pytest.raises(Exception) as bad:
         LocalChatModel(model_path="m", dry_penalty_last_n=-5, threads="x")

