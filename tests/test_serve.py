@@ -60,6 +60,8 @@ def test_a_hostile_answer_is_shown_as_text_never_run(saved):
 
 def test_a_dialogue_page_shows_each_turn_and_links_exports(saved):
     page = client().get(f"/d/{saved.id}").text
+    slow = dlg.run_sync(ONE_TURN, {"topic": "x"}, model="echo?latency=0.01")
+    assert "latency=" not in client().get(f"/d/{slow.id}").text  # a model's options: not shown
     assert 'id="turn-a"' in page and "role <b>Judge</b>" in page
     assert 'model <b class="model">echo</b>' in page
     assert f'/d/{saved.id}/export/markdown"' in page

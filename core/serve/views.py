@@ -70,6 +70,12 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "created": str(r.get("created_at") or "")[:19].replace("T", " ")}
 
 
+def model_name(spec: str | None) -> str:
+    """A model as a page names it: its spec without the options after ``?`` (where a
+    base URL or a secret's reference may be)."""
+    return (spec or "-").partition("?")[0] or "-"
+
+
 def money(value: Any) -> str:
     return f"${value:.5f}" if isinstance(value, int | float) and value else "-"
 
@@ -110,8 +116,8 @@ def _turn(t: Any) -> dict[str, Any]:
     routing = (t.metadata or {}).get("routing") or {}
     return {
         "id": t.id, "index": t.index, "role": t.role, "phase": t.phase,
-        "participant": t.participant or "-", "model": t.model or "-",
-        "replaced": list(t.replaced), "status": t.status,
+        "participant": t.participant or "-", "model": model_name(t.model),
+        "replaced": [model_name(m) for m in t.replaced], "status": t.status,
         "router": routing.get("router"), "reason": routing.get("reason"),
         "tokens": f"{t.usage.mark}{t.usage.prompt} in · {t.usage.mark}{t.usage.completion} out",
         "cost": money(t.cost_usd), "latency": seconds(t.latency_seconds),
