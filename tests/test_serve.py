@@ -122,6 +122,9 @@ def test_a_local_viewer_refuses_other_host_names(saved):
     """DNS rebinding: a page of evil.example resolving to 127.0.0.1 reads nothing."""
     rebound = TestClient(create_app(None), base_url="http://evil.example")
     assert rebound.get("/").status_code == 400
+    other_loopback = TestClient(create_app(None, host="127.0.0.2"),
+                                base_url="http://127.0.0.2:8765")
+    assert other_loopback.get("/").status_code == 200
 
 
 def test_is_local():

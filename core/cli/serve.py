@@ -41,7 +41,7 @@ def serve_command(host: str, port: int, token: str | None, store: str | None) ->
                             "'dlg-orchestrator[serve]'", EXIT_USAGE) from None
     from dlg.serve.app import create_app
 
-    app = create_app(store, token=token, local=local)
+    app = create_app(store, token=token, local=local, host=host)
     shown = f"[{host}]" if ":" in host else host
     echo(f"dlg serve: http://{shown}:{port}/" + ("?token=TOKEN" if token else "")
          + "  (Ctrl-C stops it)", err=True)

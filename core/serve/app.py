@@ -217,10 +217,10 @@ def error_page(status: int, message: str) -> Response:
 
 
 def create_app(store: Any = None, *, token: str | None = None, local: bool = True,
-               csrf: Csrf | None = None) -> Starlette:
+               host: str = "127.0.0.1", csrf: Csrf | None = None) -> Starlette:
     """The viewer over ``store`` (a store's name, None for the default, or an opened
-    store). With ``token``, every request needs it; ``local`` (served on a loopback
-    address) also refuses requests naming another host (DNS rebinding)."""
+    store). With ``token``, every request needs it; ``local`` (served on the loopback
+    address ``host``) also refuses requests naming another host (DNS rebinding)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -245,7 +245,7 @@ def create_app(store: Any = None, *, token: str | None = None, local: bool = Tru
     if token:
         middleware.append(Middleware(TokenGate, token=token))
     if local:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS))
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=[*LOCAL_HOSTS, host]))
     routes = [Route("/", viewer.index), Route("/events", viewer.list_events),
               Route("/static/{name}", viewer.static),
               Route("/d/{dialogue_id}", viewer.dialogue),
