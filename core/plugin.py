@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     )
     from dlg.observability.redact import redact
     from dlg.paths import cached, data_dir, user_dir
+    from dlg.records.markdown import markdown_html
     from dlg.records.record import ENDED
     from dlg.records.store import RowWrites, as_dialogue, mark_interrupted
     from dlg.records.tables import SCHEMA, Execute, TableStore
@@ -122,6 +123,7 @@ __all__ = [
     "hookimpl",
     "load_mode",
     "mark_interrupted",
+    "markdown_html",
     "missing_env",
     "missing_key",
     "missing_package",
@@ -160,6 +162,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
                                                  "missing_package", "no_retries")},
     "redact": ("dlg.observability.redact", "redact"),
     **{n: ("dlg.paths", n) for n in ("cached", "data_dir", "user_dir")},
+    "markdown_html": ("dlg.records.markdown", "markdown_html"),
     "ENDED": ("dlg.records.record", "ENDED"),
     **{n: ("dlg.records.store", n) for n in ("RowWrites", "as_dialogue", "mark_interrupted")},
     **{n: ("dlg.records.tables", n) for n in ("SCHEMA", "Execute", "TableStore")},

@@ -17,7 +17,6 @@ from dlg.plugin import hookimpl
 
 if TYPE_CHECKING:
     from jinja2 import Template
-    from markupsafe import Markup
 
 TEMPLATE = "report.html.j2"
 
@@ -28,30 +27,16 @@ def _template() -> Template:
     when a report is made, not at start-up)."""
     import jinja2
 
+    from dlg.plugin import markdown_html
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dlg.templates", "."), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True, auto_reload=False)
-    env.filters.update(markdown=_markdown, money=_money, seconds=_seconds,
+    env.filters.update(markdown=markdown_html, money=_money, seconds=_seconds,
                        cache_note=_cache_note,
                        budget_note=_budget_note)
     return env.get_template(TEMPLATE)
-
-
-@functools.cache
-def _markdown_it() -> Any:
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
-
-
-def _markdown(text: str) -> Markup:
-    """A model's answer as HTML: its Markdown rendered, its own HTML shown as text (an
-    answer is hostile input: no raw HTML, no javascript: links)."""
-    from markupsafe import Markup
-
-    # safe: markdown-it escaped the answer's own HTML and refused its javascript: links
-    return Markup(_markdown_it().render(text))
 
 
 def _budget_note(routing: dict[str, Any]) -> str:

@@ -71,7 +71,7 @@ def _fail(exc: DlgError, *, all_errors: bool = False) -> DlgClickError:
 BUILTIN_COMMANDS = {"run": "run", "resume": "run", "batch": "batch", "ls": "saved",
                     "show": "saved", "export": "saved", "rm": "saved", "models": "models",
                     "modes": "modes", "plugins": "plugins", "rate": "routing",
-                    "routing": "routing", "mcp": "mcp"}
+                    "routing": "routing", "mcp": "mcp", "serve": "serve"}
 
 
 class DlgGroup(click.Group):

@@ -1,0 +1,309 @@
+"""The viewer's Starlette application: its routes, each reading the store in a thread.
+
+``/``: the saved dialogues, filtered (``?status=&mode=&q=``), kept up to date through
+``/events``; ``/d/{id}``: a dialogue, kept up to date through ``/d/{id}/events``;
+``POST /d/{id}/rate``: a turn's rating (with the form's CSRF token), where ``dlg rate``
+puts it; ``/d/{id}/export/{format}``: the dialogue through dlg's exporters.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING, Any
+
+from dlg.serve import live, views
+from dlg.serve.security import COOKIE, HEADERS, Csrf, same
+
+if TYPE_CHECKING:
+    import jinja2
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+STATIC = {"serve.js": "text/javascript; charset=utf-8", "serve.css": "text/css; charset=utf-8"}
+MAX_FORM = 4096  # bytes of a posted form
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    import jinja2
+
+    from dlg.records.markdown import markdown_html
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dlg.templates", "serve"), autoescape=True,
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        auto_reload=False)
+    env.filters["markdown"] = markdown_html
+    return env
+
+
+def render(name: str, **context: Any) -> str:
+    return _templates().get_template(name).render(**context)
+
+
+class Viewer:
+    """The routes, over one opened store and its name (the rating opens it as ``dlg
+    rate`` does)."""
+
+    def __init__(self, store: Any, store_name: str | None, csrf: Csrf):
+        self.store, self.store_name, self.csrf = store, store_name, csrf
+        self.streams = 0
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        import anyio
+
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+
+    # the list ------------------------------------------------------------------
+    def _list_snapshot(self, filters: views.Filters) -> live.Snapshot:
+        listing = views.listing(self.store, filters)
+        html = render("rows.html.j2", listing=listing)
+        return live.Snapshot(fingerprint=html, html=html, done=False)
+
+    async def index(self, request: Request) -> Response:
+        from starlette.responses import HTMLResponse
+
+        filters = views.Filters.from_query(request.query_params)
+        listing = await self._run(views.listing, self.store, filters)
+        query = str(request.url.query)
+        return HTMLResponse(render("list.html.j2", listing=listing, filters=filters,
+                                   events="/events" + (f"?{query}" if query else "")))
+
+    async def list_events(self, request: Request) -> Response:
+        filters = views.Filters.from_query(request.query_params)
+        return self._stream(functools.partial(self._list_snapshot, filters), None)
+
+    # a dialogue ------------------------------------------------------------------
+    def _dialogue_context(self, view: dict[str, Any]) -> dict[str, Any]:
+        return {"d": view, "csrf": self.csrf.token(f"rate:{view['id']}")}
+
+    def _dialogue_snapshot(self, dialogue_id: str) -> live.Snapshot:
+        view = views.dialogue_view(self.store, dialogue_id)
+        html = render("dialogue_body.html.j2", **self._dialogue_context(view))
+        return live.Snapshot(view["fingerprint"], html, done=not view["running"])
+
+    async def dialogue(self, request: Request) -> Response:
+        from starlette.responses import HTMLResponse
+
+        view = await self._run(views.dialogue_view, self.store,
+                               request.path_params["dialogue_id"])
+        rated = str(request.query_params.get("rated") or "")[:100]
+        return HTMLResponse(render("dialogue.html.j2", rated=rated,
+                                   **self._dialogue_context(view)))
+
+    async def dialogue_events(self, request: Request) -> Response:
+        dialogue_id = request.path_params["dialogue_id"]
+        await self._run(views.dialogue_view, self.store, dialogue_id)  # none: 404 now
+        since = request.query_params.get("since")
+        return self._stream(functools.partial(self._dialogue_snapshot, dialogue_id), since)
+
+    def _stream(self, read: Any, since: str | None) -> Response:
+        from starlette.responses import PlainTextResponse, StreamingResponse
+
+        if self.streams >= live.MAX_STREAMS:
+            return PlainTextResponse("too many live pages open at once", 503)
+        self.streams += 1
+
+        async def events() -> Any:
+            from dlg.errors import DlgError
+
+            try:
+                async for chunk in live.follow(read, since=since):
+                    yield chunk
+            except DlgError as exc:  # deleted meanwhile, or the store failed
+                yield live.event("end", str(exc))
+            finally:
+                self.streams -= 1
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"x-accel-buffering": "no"})
+
+    async def rate(self, request: Request) -> Response:
+        from starlette.responses import RedirectResponse
+
+        dialogue_id = request.path_params["dialogue_id"]
+        form = await _form(request)
+        if not self.csrf.check(f"rate:{dialogue_id}", _field(form, "csrf")):
+            return error_page(403, "this form is out of date or was not sent by this "
+                                   "viewer (its CSRF token does not match): open the "
+                                   "dialogue's page again and rate from there")
+        turn = _field(form, "turn")
+        try:
+            score = float(_field(form, "score"))
+        except ValueError:
+            score = math.nan
+        if not turn or not math.isfinite(score):
+            return error_page(400, f"a rating is a score from 0 to 10, not "
+                                   f"{_field(form, 'score')!r}")
+        # as `dlg rate` does: a score out of range or a turn without an answer is refused
+        from dlg.running.api import Orchestrator
+
+        await self._run(Orchestrator(store=self.store_name or "default").rate, dialogue_id,
+                        turn, score)
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/d/{quote(dialogue_id, safe='')}?rated={quote(turn)}"
+                                f"#turn-{quote(turn)}", 303)
+
+    async def export(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        from dlg.records.export import get_exporter, render_export
+        from dlg.records.store import as_dialogue, find_dialogue
+
+        fmt = request.path_params["format"]
+        exporter = get_exporter(fmt)  # not one: 404
+        dialogue = as_dialogue(await self._run(find_dialogue, self.store,
+                                               request.path_params["dialogue_id"]))
+        data = await self._run(render_export, dialogue, fmt)
+        extension = getattr(exporter, "extension", fmt) or fmt
+        return Response(data, media_type=_media_type(extension), headers={
+            "content-disposition": f'attachment; filename="{dialogue.id}.{extension}"'})
+
+    async def static(self, request: Request) -> Response:
+        from importlib.resources import files
+
+        from starlette.responses import PlainTextResponse, Response
+
+        name = request.path_params["name"]
+        if name not in STATIC:
+            return PlainTextResponse("not found", 404)
+        body = files("dlg.templates").joinpath("serve", name).read_bytes()
+        return Response(body, media_type=STATIC[name])
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small url-encoded form's fields (the first of each name); a bigger body or
+    another encoding is read as none, which no check passes."""
+    from urllib.parse import parse_qsl
+
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return {}
+    fields: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(body.decode("utf-8", "replace"), max_num_fields=20)
+    except ValueError:  # more fields than a form of the viewer has
+        return {}
+    for key, value in pairs:
+        fields.setdefault(key, value)
+    return fields
+
+
+def _field(form: dict[str, str], name: str) -> str:
+    return form.get(name, "")
+
+
+def _media_type(extension: str) -> str:
+    import mimetypes
+
+    guessed = mimetypes.guess_type(f"x.{extension}")[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def error_page(status: int, message: str) -> Response:
+    from starlette.responses import HTMLResponse
+
+    return HTMLResponse(render("error.html.j2", status=status, message=message), status)
+
+
+def create_app(store: Any = None, *, token: str | None = None, local: bool = True,
+               host: str = "127.0.0.1", csrf: Csrf | None = None) -> Starlette:
+    """The viewer over ``store`` (a store's name, None for the default, or an opened
+    store). With ``token``, every request needs it; ``local`` (served on the loopback
+    address ``host``) also refuses requests naming another host (DNS rebinding)."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.routing import Route
+
+    from dlg.errors import DlgError, InputError, UnknownExporterError
+    from dlg.records.store import DialogueNotFoundError, open_store
+
+    name = store if isinstance(store, str) or store is None else None
+    viewer = Viewer(open_store(store), name, csrf or Csrf())
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_page(404, str(exc))
+
+    async def bad(request: Request, exc: Exception) -> Response:
+        return error_page(400, str(exc))
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        return error_page(500, str(exc))
+
+    middleware = [Middleware(Headers)]
+    if token:
+        middleware.append(Middleware(TokenGate, token=token))
+    if local:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=[*LOCAL_HOSTS, host]))
+    routes = [Route("/", viewer.index), Route("/events", viewer.list_events),
+              Route("/static/{name}", viewer.static),
+              Route("/d/{dialogue_id}", viewer.dialogue),
+              Route("/d/{dialogue_id}/events", viewer.dialogue_events),
+              Route("/d/{dialogue_id}/rate", viewer.rate, methods=["POST"]),
+              Route("/d/{dialogue_id}/export/{format}", viewer.export)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={
+        DialogueNotFoundError: not_found, UnknownExporterError: not_found,
+        InputError: bad, DlgError: failed})
+
+
+class Headers:
+    """Every response with ``security.HEADERS`` (no script but the viewer's own)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      *((k.encode(), v.encode()) for k, v in HEADERS.items())]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class TokenGate:
+    """Every request needs the token: as the cookie, which a page opened with
+    ``?token=TOKEN`` sets (and is sent on to itself without it, so the token leaves the
+    address bar and the history)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse, RedirectResponse
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        given = request.query_params.get("token")
+        if given is not None and same(given, self.token):
+            url = request.url.remove_query_params("token")
+            to = url.path + (f"?{url.query}" if url.query else "")
+            response: Response = RedirectResponse(to, 303)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+        elif same(request.cookies.get(COOKIE), self.token):
+            await self.app(scope, receive, send)
+            return
+        else:
+            response = PlainTextResponse(
+                "this viewer needs its token: open it as http://HOST:PORT/?token=TOKEN, "
+                "with the token `dlg serve --token` was given", 403)
+        await response(scope, receive, send)

@@ -1,0 +1,146 @@
+"""``dlg serve``'s routes, through Starlette's TestClient on a real SQLite store: the list
+and its filters, a dialogue's page (a hostile answer shown as text), its export, live
+updates, rating (refused without its CSRF token) and the access token."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import dlg
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient
+
+from dlg.serve.app import create_app
+from dlg.serve.security import Csrf, is_local
+
+HOSTILE = ('<script>alert("x")</script> <img src=x onerror=alert(1)> '
+           '[click](javascript:alert(1))')
+ONE_TURN = {"name": "solo", "inputs": {"topic": {"type": "string"}},
+            "turns": [{"id": "a", "role": "Judge", "prompt": "{{ topic }}"}]}
+
+
+def client(**kw) -> TestClient:
+    return TestClient(create_app(None, **kw), base_url="http://127.0.0.1")
+
+
+@pytest.fixture
+def saved() -> dlg.Dialogue:
+    return dlg.run_sync(ONE_TURN, {"topic": HOSTILE}, model="echo")
+
+
+def test_the_list_shows_saved_dialogues_and_filters_them(saved):
+    other = dlg.run_sync("debate", {"topic": "tabs or spaces"}, model="echo")
+    page = client().get("/")
+    assert page.status_code == 200
+    assert saved.id in page.text and other.id in page.text
+    assert "<script>alert" not in page.text  # the topic is escaped here too
+    assert "&lt;script&gt;alert" in page.text
+    by_mode = client().get("/", params={"mode": "debate"}).text
+    assert other.id in by_mode and saved.id not in by_mode
+    by_text = client().get("/", params={"q": "TABS"}).text
+    assert other.id in by_text and saved.id not in by_text
+    assert "No saved dialogue matches" in client().get("/", params={"status": "failed"}).text
+
+
+def test_a_hostile_answer_is_shown_as_text_never_run(saved):
+    page = client().get(f"/d/{saved.id}")
+    assert page.status_code == 200
+    body = page.text.split("<main>", 1)[1]
+    assert "<script>" not in body and "<img" not in body and 'href="javascript' not in body
+    answer = body.split('<div class="answer">', 1)[1].split("</div>", 1)[0]
+    assert answer == ("<p>echo: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &lt;img src=x "
+                      "onerror=alert(1)&gt; [click](javascript:alert(1))</p>\n")
+    # no script but the viewer's own, even if some markup got through
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_dialogue_page_shows_each_turn_and_links_exports(saved):
+    page = client().get(f"/d/{saved.id}").text
+    slow = dlg.run_sync(ONE_TURN, {"topic": "x"}, model="echo?latency=0.01")
+    assert "latency=" not in client().get(f"/d/{slow.id}").text  # a model's options: not shown
+    assert 'id="turn-a"' in page and "role <b>Judge</b>" in page
+    assert 'model <b class="model">echo</b>' in page
+    assert f'/d/{saved.id}/export/markdown"' in page
+    export = client().get(f"/d/{saved.id}/export/markdown")
+    assert export.status_code == 200 and export.text == saved.export("markdown")
+    assert 'filename="' + saved.id + '.md"' in export.headers["content-disposition"]
+    missing = client().get(f"/d/{saved.id}/export/nosuch")
+    assert missing.status_code == 404 and "not a known export format" in missing.text
+    gone = client().get("/d/nosuch")
+    assert gone.status_code == 404 and "no saved dialogue &#39;nosuch&#39;" in gone.text
+
+
+def test_the_events_of_an_ended_dialogue_send_it_once_then_end(saved):
+    with client().stream("GET", f"/d/{saved.id}/events") as response:
+        text = "".join(response.iter_text())
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = re.findall(r"^event: (\w+)$", text, re.M)
+    assert events == ["update", "end"]
+    assert "&lt;script&gt;" in text and "<script>" not in text
+
+
+def test_rating_a_turn_needs_the_csrf_token_and_goes_where_dlg_rate_puts_it(saved):
+    csrf = Csrf(b"k" * 32)
+    c = client(csrf=csrf)
+    refused = c.post(f"/d/{saved.id}/rate", data={"turn": "a", "score": "7"})
+    assert refused.status_code == 403 and "CSRF" in refused.text
+    forged = c.post(f"/d/{saved.id}/rate",
+                    data={"turn": "a", "score": "7", "csrf": Csrf().token(f"rate:{saved.id}")})
+    assert forged.status_code == 403
+    assert dlg.Orchestrator().routing_stats() == {}
+    token = re.search(r'name="csrf" value="(\w+)"', c.get(f"/d/{saved.id}").text)[1]
+    assert token == csrf.token(f"rate:{saved.id}")
+    rated = c.post(f"/d/{saved.id}/rate", data={"turn": "a", "score": "7", "csrf": token},
+                   follow_redirects=False)
+    assert rated.status_code == 303 and rated.headers["location"].endswith("?rated=a#turn-a")
+    stat = dlg.Orchestrator().routing_stats()["judge"]["echo"]
+    assert (stat.n, stat.mean) == (1, pytest.approx(0.7))
+    assert "Your rating of turn a was recorded" in c.get(rated.headers["location"]).text
+    bad = c.post(f"/d/{saved.id}/rate", data={"turn": "a", "score": "11", "csrf": token})
+    assert bad.status_code == 400 and "a quality score is from 0 to 10" in bad.text
+    nan = c.post(f"/d/{saved.id}/rate", data={"turn": "a", "score": "nan", "csrf": token})
+    assert nan.status_code == 400
+
+
+def test_with_a_token_every_request_needs_it(saved):
+    secret = "s" * 24
+    c = client(token=secret)
+    assert c.get("/").status_code == 403
+    assert c.get(f"/d/{saved.id}/export/json").status_code == 403
+    assert c.get("/", params={"token": "wrong" * 5}).status_code == 403
+    opened = c.get(f"/d/{saved.id}", params={"token": secret}, follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == f"/d/{saved.id}"
+    assert "httponly" in opened.headers["set-cookie"].lower()
+    assert c.get(f"/d/{saved.id}").status_code == 200  # the cookie carries it now
+
+
+def test_a_local_viewer_refuses_other_host_names(saved):
+    """DNS rebinding: a page of evil.example resolving to 127.0.0.1 reads nothing."""
+    rebound = TestClient(create_app(None), base_url="http://evil.example")
+    assert rebound.get("/").status_code == 400
+    other_loopback = TestClient(create_app(None, host="127.0.0.2"),
+                                base_url="http://127.0.0.2:8765")
+    assert other_loopback.get("/").status_code == 200
+
+
+def test_is_local():
+    assert all(map(is_local, ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"]))
+    assert not any(map(is_local, ["0.0.0.0", "::", "192.168.1.2", "example.com", ""]))
+
+
+def test_serve_refuses_a_non_local_host_without_a_token():
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert ("Error: --host 0.0.0.0 is not this machine's loopback address: anyone who "
+            "reaches it could read your dialogues. Give --token TOKEN (every request then "
+            "needs it), or serve on 127.0.0.1\n") == result.output
+    short = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--token", "abc"])
+    assert short.exit_code == 2 and "--token must be at least 16 characters" in short.output
