@@ -177,6 +177,23 @@ class Budget:
             self._settled = None
         return max(0.0, (actual or 0.0) - reservation.amount)
 
+    def settle_turn(self, reservation: Reservation, spent: float | None, billed: float
+                    ) -> tuple[dict[str, Any], str | None]:
+        """Settle a turn's ``reservation`` with what it ``spent`` (``billed``: its failed
+        attempts' share): what the turn's record keeps of it (``metadata["budget"]``), and
+        why the dialogue must stop before its next call, if it must (spent past the
+        reservation, a provider reporting more than it was given room for or billed
+        failures, with the limit passed)."""
+        overrun = self.settle(reservation, spent)
+        kept = {"reserved": round(reservation.amount, 10),
+                "max_tokens": reservation.max_tokens,
+                "left_after": round(self.left, 10),
+                **({"billed_failures": round(billed, 10)} if billed else {}),
+                **({"overrun": round(overrun, 10)} if overrun > 1e-12 else {})}
+        stop = (f"spent ${overrun:.6f} more than was reserved for it; the limit of "
+                f"${self.limit:g} is passed") if overrun > 1e-12 and self.passed else None
+        return kept, stop
+
     @property
     def passed(self) -> bool:
         """Whether what was spent and is held is past the limit (after an overrun)."""

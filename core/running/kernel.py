@@ -339,24 +339,17 @@ class Kernel:
 
     def _settle(self, rec: TurnRecord, reservation: Reservation, spent: float | None,
                 billed: float) -> None:
-        """Settle a turn's budget reservation with what it spent, for the record. Spent
-        past the reservation (a provider reporting more than it was given room for,
-        billed failed attempts) is recorded as the turn's overrun; once the limit is
-        passed the dialogue stops before its next call."""
+        """Settle a turn's budget reservation (``Budget.settle_turn``): recorded on the
+        turn; the dialogue stops before its next call when the turn overran past the
+        limit."""
         budget = self.ctx.budget
         if budget is None:
             return
-        overrun = budget.settle(reservation, spent)
-        rec.metadata = {**(rec.metadata or {}), "budget": {
-            "reserved": round(reservation.amount, 10),
-            "max_tokens": reservation.max_tokens,
-            "left_after": round(budget.left, 10),
-            **({"billed_failures": round(billed, 10)} if billed else {}),
-            **({"overrun": round(overrun, 10)} if overrun > 1e-12 else {})}}
+        kept, stop = budget.settle_turn(reservation, spent, billed)
+        rec.metadata = {**(rec.metadata or {}), "budget": kept}
         self.state.dialogue.metadata["budget"] = budget.summary()
-        if overrun > 1e-12 and budget.passed:
-            self.stop("cost_limited", f"turn '{rec.id}' spent ${overrun:.6f} more than was "
-                      f"reserved for it; the limit of ${budget.limit:g} is passed", "budget")
+        if stop is not None:
+            self.stop("cost_limited", f"turn '{rec.id}' {stop}", "budget")
 
     def _answered(self, turn: Turn, rec: TurnRecord, result: Any, extra_cost: float) -> None:
         """Record a model's answer to a turn: the text, usage, cost, the model that gave
