@@ -105,6 +105,7 @@ def test_cli_runs_a_builtin_mode_with_no_model_named(tmp_path):
     assert "· local\n" in result.stderr
 
 
+@pytest.mark.long  # about 18 s on 2 cores: .ci/run runs it
 async def test_the_dynamic_mode_spawns_sub_dialogues_on_the_local_model():
     """The embedded model holds its structured answer to the schema (a llama.cpp grammar),
     so the decomposition parses and its parts run as sub-dialogues."""
