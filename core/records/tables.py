@@ -19,6 +19,7 @@ that wants another style translates it in ``execute``.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -322,10 +323,11 @@ class TableStore(RowWrites):
             "SELECT dialogue_id, lease FROM dlg_leases WHERE dialogue_id IN ", dialogue_ids)
             if isinstance(found, dict)}
 
-    def _json_by_id(self, select: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
+    def _json_by_id(self, select: str, ids: Sequence[str]
+                    ) -> builtins.list[tuple[str, Any]]:
         """(id, its JSON column read, None if damaged) for the rows of ``ids``, ``select``
         (``SELECT id, json ... WHERE id IN ``) asked 500 ids at a time."""
-        out: list[tuple[str, Any]] = []
+        out: builtins.list[tuple[str, Any]] = []
         with self._reading() as execute:
             for start in range(0, len(ids), 500):
                 chunk = tuple(ids[start:start + 500])
