@@ -540,3 +540,22 @@ def test_a_key_repeated_in_a_streamed_answer_never_reaches_the_output(pieces, mo
     assert result.output.count("Your key is Bearer [REDACTED], and Authorization: Bearer "
                                "[REDACTED] too; the rest of the answer follows as it "
                                "was.") == 5  # each turn's answer, whole
+
+
+def test_a_long_streamed_answer_is_redacted_looking_only_at_what_is_held_back():
+    """Each piece was redacted with the whole answer so far: a 200,000-character answer in
+    10-character pieces took a minute on the event loop. Only what is held back is looked
+    at again now, and what is held back stays short, an endless Authorization header too."""
+    from dlg.observability.redact import MAX_HELD, StreamRedactor, remember
+
+    remember("sk-held-back-0123456789abcdef")
+    redactor = StreamRedactor()
+    given = 0
+    for _ in range(20_000):
+        given += len(redactor.feed("word word "))
+        assert len(redactor._held) < 30  # only a possible beginning of the key is held
+    assert given + len(redactor.flush()) == 200_000
+    redactor.feed("Authorization: Bearer ")
+    for _ in range(2_000):
+        redactor.feed("x" * 10)
+        assert len(redactor._held) <= MAX_HELD

@@ -139,33 +139,51 @@ class StreamRedactor:
     sees it. A secret may be split across pieces, so the end of the text that could still
     become one is held back until more text, or the end (``flush``), shows whether it
     does: an end that begins a known secret, and an ``Authorization:`` header whose
-    credentials have not ended. What was given out is never taken back."""
+    credentials have not ended. What was given out is never taken back, and only what is
+    held back is looked at again: a long answer in many small pieces costs time in
+    proportion to its length."""
 
-    __slots__ = ("_raw", "_shown")
+    __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._raw: list[str] = []
-        self._shown = 0  # characters of the redacted text given out so far
+        self._held = ""  # what arrived and was not given out yet
 
     def feed(self, piece: str) -> str:
         """What can be shown now that ``piece`` arrived (nothing, while all may be a
         secret's beginning)."""
-        self._raw.append(piece)
-        text = redact_values("".join(self._raw))
-        safe = len(text) - _secret_begun(text)
-        header = _OPEN_HEADER.search(text)
-        if header is not None:  # credentials still arriving: hold back from the header
-            safe = min(safe, header.start())
-        if safe <= self._shown:
-            return ""
-        out, self._shown = text[self._shown:safe], safe
-        return out
+        held = self._held + piece
+        cut = _safe_cut(held)
+        self._held = held[cut:]
+        return redact_values(held[:cut]) if cut else ""
 
     def flush(self) -> str:
         """The rest, once the text is complete."""
-        text = redact_values("".join(self._raw))
-        out, self._shown = text[self._shown:], len(text)
-        return out
+        held, self._held = self._held, ""
+        return redact_values(held)
+
+
+def _safe_cut(text: str) -> int:
+    """How much of ``text`` can be redacted and given out now: up to where a known secret
+    may begin at its end, or an ``Authorization:`` header's credentials are still
+    arriving, and never through a secret or a header that the cut would split."""
+    cut = len(text) - _secret_begun(text)
+    header = _OPEN_HEADER.search(text)
+    if header is not None:
+        cut = min(cut, header.start())
+    if len(text) - cut > MAX_HELD:  # no credential is that long: give out all but the end
+        cut = len(text) - MAX_HELD
+    elif "uthorization" in text or "UTHORIZATION" in text:
+        for match in _HEADER.finditer(text):
+            if match.start() < cut < match.end():
+                cut = match.start()
+    for value in _known_values():  # a whole secret before the cut stays whole
+        start = text.find(value, max(0, cut - len(value) + 1))
+        if 0 <= start < cut < start + len(value):
+            cut = start
+    return cut
+
+
+MAX_HELD = 8192  # the most of a stream held back for an Authorization header's credentials
 
 
 def _secret_begun(text: str) -> int:
