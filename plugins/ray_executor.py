@@ -23,6 +23,7 @@ directory, plugins, keys given as ``env:`` references...) go to the workers. Nee
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from dlg.plugin import hookimpl
@@ -275,6 +276,13 @@ def _task_failed(item: Any, exc: Exception, store: Any, batch_id: str) -> None:
     reason += f"; `dlg batch --resume {batch_id}` continues it"
     try:
         saved = mark_interrupted(store, item.dialogue_id, reason)
+        # Ray may say the task failed a moment before its killed worker is gone, while its
+        # lease still reads as live: ask again for a few seconds (this runs in a thread)
+        for _ in range(30):
+            if saved is None or saved.get("status") not in ("running", "pending"):
+                break
+            time.sleep(0.1)
+            saved = mark_interrupted(store, item.dialogue_id, reason)
         dialogue = None if saved is None else as_dialogue(saved)
     except DlgError:  # the store cannot say: the row says what is known
         return
