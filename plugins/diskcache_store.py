@@ -60,7 +60,7 @@ class DiskcacheStore(RowWrites):
             row = self._cache.get(f"turn:{dialogue_id}:{turn_id}")
             if row is not None:
                 turns.append(json.loads(row))
-        for key in ("summary", "turn_statuses"):
+        for key in ("summary", "turn_statuses", "turn_models"):
             header.pop(key, None)
         mode_document = self._cache.get(f"mode:{header.get('mode_hash')}")
         if mode_document is not None:

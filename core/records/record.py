@@ -334,11 +334,13 @@ class Dialogue:
         )
 
     def header_dict(self) -> dict[str, Any]:
-        """``to_dict()`` without the turns, with ``turn_ids`` and ``turn_statuses``: what
-        a store rewrites after each turn."""
+        """``to_dict()`` without the turns, with ``turn_ids``, ``turn_statuses`` and
+        ``turn_models`` (the models its turns ran on, once each): what a store rewrites
+        after each turn."""
         out = self.to_dict(turns=False)
         out["turn_ids"] = [t.id for t in self.turns]
         out["turn_statuses"] = [t.status for t in self.turns]
+        out["turn_models"] = sorted({t.model for t in self.turns if t.model})
         return out
 
     def to_dict(self, *, turns: bool = True) -> dict[str, Any]:

@@ -311,18 +311,23 @@ def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
     turns = record.get("turns", [])
     header = {k: v for k, v in record.items() if k != "turns"}
     header["turn_ids"] = [t["id"] for t in turns]
-    header["summary"] = summary(header, [t.get("status") for t in turns])
+    header["summary"] = summary(header, [t.get("status") for t in turns],
+                                [t.get("model") for t in turns])
     return header, turns
 
 
 def with_summary(header: dict[str, Any]) -> dict[str, Any]:
     """A ``Dialogue.header_dict()`` with its ``summary``, for ``save_turn``."""
-    return {**header, "summary": summary(header, header["turn_statuses"])}
+    return {**header, "summary": summary(header, header["turn_statuses"],
+                                         header.get("turn_models") or [])}
 
 
-def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
+def summary(header: dict[str, Any], turn_statuses: list[str],
+            turn_models: list[Any] | None = None) -> dict[str, Any]:
     """What ``dlg ls`` shows of a dialogue, from its header (``Dialogue.header_dict()``,
-    or a record without its turns) and its turns' statuses: for stores to keep."""
+    or a record without its turns), its turns' statuses and models: for stores to keep.
+    ``models``: the models its turns ran on, each named without the options after ``?``
+    (where a base URL or a secret's reference may be)."""
     metrics = header.get("metrics") or {}
     parent = (header.get("metadata") or {}).get("parent") or {}
     return {
@@ -334,6 +339,8 @@ def summary(header: dict[str, Any], turn_statuses: list[str]) -> dict[str, Any]:
         "turns_completed": sum(1 for s in turn_statuses if s == "completed"),
         "total_tokens": metrics.get("total_tokens"),
         "total_cost_usd": metrics.get("total_cost_usd"),
+        "models": sorted({m.partition("?")[0] for m in turn_models or ()
+                          if isinstance(m, str) and m.partition("?")[0]}),
     }
 
 

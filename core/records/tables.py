@@ -231,7 +231,7 @@ class TableStore(RowWrites):
             mode = execute("SELECT document FROM dlg_modes WHERE hash = ?",
                            (header.get("mode_hash"),)).fetchone()
         turns = [json.loads(bodies[t]) for t in header.pop("turn_ids", []) if t in bodies]
-        for key in ("summary", "turn_statuses"):
+        for key in ("summary", "turn_statuses", "turn_models"):
             header.pop(key, None)
         if mode is not None:
             header["mode_document"] = json.loads(mode[0])
