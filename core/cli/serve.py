@@ -18,10 +18,14 @@ MIN_TOKEN = 16
 @click.option("--token", envvar="DLG_SERVE_TOKEN", metavar="TOKEN",
               help="Every request must carry it: open the viewer once with ?token=TOKEN "
                    "(or DLG_SERVE_TOKEN).")
+@click.option("--read-only", is_flag=True,
+              help="Change nothing in the store: no rating, resume or delete from a page.")
 @store_option
-def serve_command(host: str, port: int, token: str | None, store: str | None) -> None:
+def serve_command(host: str, port: int, token: str | None, read_only: bool,
+                  store: str | None) -> None:
     """Browse, watch and rate saved dialogues in a browser: the list with filters, each
-    dialogue's turns (updated live while it runs), its exports, and a rating per turn."""
+    dialogue's turns and timeline (updated live while it runs), its exports, a rating per
+    turn, and resume or delete."""
     from dlg.serve.security import is_local
 
     local = is_local(host)
@@ -41,7 +45,7 @@ def serve_command(host: str, port: int, token: str | None, store: str | None) ->
                             "'dlg-orchestrator[serve]'", EXIT_USAGE) from None
     from dlg.serve.app import create_app
 
-    app = create_app(store, token=token, local=local, host=host)
+    app = create_app(store, token=token, local=local, host=host, read_only=read_only)
     shown = f"[{host}]" if ":" in host else host
     echo(f"dlg serve: http://{shown}:{port}/" + ("?token=TOKEN" if token else "")
          + "  (Ctrl-C stops it)", err=True)

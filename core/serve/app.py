@@ -1,15 +1,20 @@
 """The viewer's Starlette application: its routes, each reading the store in a thread.
 
-``/``: the saved dialogues, filtered (``?status=&mode=&q=``), kept up to date through
-``/events``; ``/d/{id}``: a dialogue, kept up to date through ``/d/{id}/events``;
-``POST /d/{id}/rate``: a turn's rating (with the form's CSRF token), where ``dlg rate``
-puts it; ``/d/{id}/export/{format}``: the dialogue through dlg's exporters.
+``/``: the saved dialogues, filtered (``?status=&mode=&model=&batch=&from=&to=&q=``),
+kept up to date through ``/events``; ``/d/{id}``: a dialogue, kept up to date through
+``/d/{id}/events``; ``POST /d/{id}/rate``: a turn's rating (with the form's CSRF token),
+where ``dlg rate`` puts it; ``POST /d/{id}/resume``: its unfinished turns run in this
+process, in the background; ``/d/{id}/delete``: asks, then (``POST``) deletes it as
+``dlg rm`` does; ``/d/{id}/export/{format}``: the dialogue through dlg's exporters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dlg.serve import live, views
@@ -25,6 +30,9 @@ if TYPE_CHECKING:
 STATIC = {"serve.js": "text/javascript; charset=utf-8", "serve.css": "text/css; charset=utf-8"}
 MAX_FORM = 4096  # bytes of a posted form
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+READ_ONLY = ("this viewer was started with --read-only: it changes nothing in the store "
+             "(no rating, resume or delete). Use the dlg command instead")
+log = logging.getLogger("dlg.serve")
 
 
 @functools.cache
@@ -49,9 +57,27 @@ class Viewer:
     """The routes, over one opened store and its name (the rating opens it as ``dlg
     rate`` does)."""
 
-    def __init__(self, store: Any, store_name: str | None, csrf: Csrf):
+    def __init__(self, store: Any, store_name: str | None, csrf: Csrf,
+                 read_only: bool = False):
         self.store, self.store_name, self.csrf = store, store_name, csrf
+        self.read_only = read_only
         self.streams = 0
+        self.tasks: Any = None  # the task group resumed dialogues run in (``lifespan``)
+        self.resuming: dict[str, str] = {}  # id -> "" while it runs, else why it stopped
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """While the server runs: a task group for the dialogues resumed from a page;
+        when it stops, they are cancelled (and saved so, to be resumed again)."""
+        import anyio
+
+        async with anyio.create_task_group() as tasks:
+            self.tasks = tasks
+            try:
+                yield
+            finally:
+                self.tasks = None
+                tasks.cancel_scope.cancel()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         import anyio
@@ -67,10 +93,12 @@ class Viewer:
     async def index(self, request: Request) -> Response:
         from starlette.responses import HTMLResponse
 
-        filters = views.Filters.from_query(request.query_params)
+        filters = views.Filters.from_query(request.query_params)  # a bad date: 400
         listing = await self._run(views.listing, self.store, filters)
-        query = str(request.url.query)
+        query = filters.query()
+        deleted = str(request.query_params.get("deleted") or "")[:200]
         return HTMLResponse(render("list.html.j2", listing=listing, filters=filters,
+                                   deleted=deleted,
                                    events="/events" + (f"?{query}" if query else "")))
 
     async def list_events(self, request: Request) -> Response:
@@ -78,26 +106,40 @@ class Viewer:
         return self._stream(functools.partial(self._list_snapshot, filters), None)
 
     # a dialogue ------------------------------------------------------------------
+    def _view(self, dialogue_id: str) -> dict[str, Any]:
+        """The dialogue's view; one this viewer is resuming counts as running (it may
+        not have saved so yet), and why its resumption stopped, if it failed."""
+        view = views.dialogue_view(self.store, dialogue_id)
+        stopped = self.resuming.get(view["id"])
+        if stopped == "":
+            view["running"] = True
+        elif stopped and not view["running"]:
+            view["error"] = stopped
+        return view
+
     def _dialogue_context(self, view: dict[str, Any]) -> dict[str, Any]:
-        return {"d": view, "csrf": self.csrf.token(f"rate:{view['id']}")}
+        return {"d": view, "csrf": self.csrf.token(f"rate:{view['id']}"),
+                "resume_csrf": self.csrf.token(f"resume:{view['id']}"),
+                "read_only": self.read_only}
 
     def _dialogue_snapshot(self, dialogue_id: str) -> live.Snapshot:
-        view = views.dialogue_view(self.store, dialogue_id)
+        view = self._view(dialogue_id)
         html = render("dialogue_body.html.j2", **self._dialogue_context(view))
-        return live.Snapshot(view["fingerprint"], html, done=not view["running"])
+        return live.Snapshot(view["fingerprint"] + str(view["running"]), html,
+                             done=not view["running"])
 
     async def dialogue(self, request: Request) -> Response:
         from starlette.responses import HTMLResponse
 
-        view = await self._run(views.dialogue_view, self.store,
-                               request.path_params["dialogue_id"])
+        view = await self._run(self._view, request.path_params["dialogue_id"])
         rated = str(request.query_params.get("rated") or "")[:100]
         return HTMLResponse(render("dialogue.html.j2", rated=rated,
+                                   notice=NOTICES.get(request.query_params.get("did", "")),
                                    **self._dialogue_context(view)))
 
     async def dialogue_events(self, request: Request) -> Response:
         dialogue_id = request.path_params["dialogue_id"]
-        await self._run(views.dialogue_view, self.store, dialogue_id)  # none: 404 now
+        await self._run(self._view, dialogue_id)  # none: 404 now
         since = request.query_params.get("since")
         return self._stream(functools.partial(self._dialogue_snapshot, dialogue_id), since)
 
@@ -127,10 +169,8 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if not self.csrf.check(f"rate:{dialogue_id}", _field(form, "csrf")):
-            return error_page(403, "this form is out of date or was not sent by this "
-                                   "viewer (its CSRF token does not match): open the "
-                                   "dialogue's page again and rate from there")
+        if (refused := self._refuse(f"rate:{dialogue_id}", form, "rate")) is not None:
+            return refused
         turn = _field(form, "turn")
         try:
             score = float(_field(form, "score"))
@@ -144,10 +184,104 @@ class Viewer:
 
         await self._run(Orchestrator(store=self.store_name or "default").rate, dialogue_id,
                         turn, score)
-        from urllib.parse import quote
+        return RedirectResponse(f"/d/{_quote(dialogue_id)}?rated={_quote(turn)}"
+                                f"#turn-{_quote(turn)}", 303)
 
-        return RedirectResponse(f"/d/{quote(dialogue_id, safe='')}?rated={quote(turn)}"
-                                f"#turn-{quote(turn)}", 303)
+    def _refuse(self, action: str, form: dict[str, str], doing: str) -> Response | None:
+        """The error page when this viewer is read-only or the form's CSRF token is not
+        the one of ``action``; None when the form may go on."""
+        if self.read_only:
+            return error_page(403, READ_ONLY)
+        if not self.csrf.check(action, _field(form, "csrf")):
+            return error_page(403, "this form is out of date or was not sent by this "
+                                   "viewer (its CSRF token does not match): open the "
+                                   f"dialogue's page again and {doing} from there")
+        return None
+
+    async def resume(self, request: Request) -> Response:
+        """Continue the dialogue here, in the background, as ``dlg resume`` does: refused
+        while a process runs it (this one too); its page follows it live."""
+        from starlette.responses import RedirectResponse
+
+        from dlg.errors import DlgError
+        from dlg.records.store import DialogueBusyError
+        from dlg.running.api import Orchestrator
+
+        dialogue_id = request.path_params["dialogue_id"]
+        form = await _form(request)
+        if (refused := self._refuse(f"resume:{dialogue_id}", form, "resume")) is not None:
+            return refused
+        if self.tasks is None:
+            return error_page(503, "this viewer is not running its background tasks (an "
+                                   "ASGI server without lifespan?): resume with `dlg "
+                                   f"resume {dialogue_id}`")
+        if self.resuming.get(dialogue_id) == "":
+            return error_page(409, f"dialogue {dialogue_id} is being resumed by this "
+                                   "viewer already")
+        orchestrator = Orchestrator(store=self.store_name or self.store, watchdog=True)
+        try:
+            mode, dialogue = await self._run(orchestrator.prepare_resume, dialogue_id)
+        except DialogueBusyError as exc:
+            return error_page(409, str(exc))
+        except DlgError as exc:  # its mode changed or is gone, a model cannot run...
+            return error_page(400, f"dialogue {dialogue_id} cannot be resumed here: {exc}")
+        target = f"/d/{_quote(dialogue_id)}"
+        if all(t.status in ("completed", "skipped") for t in dialogue.turns):
+            return RedirectResponse(f"{target}?did=complete", 303)
+        self.resuming[dialogue_id] = ""
+        self.tasks.start_soon(self._resume, orchestrator, mode, dialogue)
+        return RedirectResponse(f"{target}?did=resumed", 303)
+
+    async def _resume(self, orchestrator: Any, mode: Any, dialogue: Any) -> None:
+        """Run a resumed dialogue; what stopped it (another process took it meanwhile,
+        a store that failed) is kept for its page, and logged."""
+        import anyio
+
+        stopped = ""
+        try:
+            await orchestrator.execute(mode, dialogue)
+        except anyio.get_cancelled_exc_class():
+            stopped = "the viewer stopped while it ran: resume it again"
+            raise
+        except Exception as exc:
+            log.warning("resuming dialogue %s failed: %s", dialogue.id, exc)
+            stopped = f"resuming it failed: {exc}"
+        finally:
+            self.resuming[dialogue.id] = stopped
+            if not stopped:
+                del self.resuming[dialogue.id]
+
+    async def ask_delete(self, request: Request) -> Response:
+        """The confirmation: what deleting the dialogue would delete, and the button."""
+        from starlette.responses import HTMLResponse
+
+        if self.read_only:
+            return error_page(403, READ_ONLY)
+        view = await self._run(self._view, request.path_params["dialogue_id"])
+        children = sum(len(t["subdialogues"]) for t in view["turns"])
+        return HTMLResponse(render("dialogue_delete.html.j2", d=view, children=children,
+                                   csrf=self.csrf.token(f"delete:{view['id']}")))
+
+    async def delete(self, request: Request) -> Response:
+        """Delete the dialogue and its sub-dialogues as ``dlg rm`` does: refused, and
+        nothing deleted, while a process runs one of them (this one too)."""
+        from starlette.responses import RedirectResponse
+
+        from dlg.records.store import DialogueBusyError, delete_dialogue
+
+        dialogue_id = request.path_params["dialogue_id"]
+        form = await _form(request)
+        if (refused := self._refuse(f"delete:{dialogue_id}", form, "delete")) is not None:
+            return refused
+        try:
+            deleted = await self._run(delete_dialogue, dialogue_id, self.store)
+        except DialogueBusyError as exc:
+            return error_page(409, f"{exc}; nothing of it was deleted")
+        self.resuming.pop(dialogue_id, None)
+        more = len(deleted) - 1
+        what = dialogue_id + (f" and {more} sub-dialogue{'s' if more > 1 else ''}"
+                              if more else "")
+        return RedirectResponse(f"/?deleted={_quote(what)}", 303)
 
     async def export(self, request: Request) -> Response:
         from starlette.responses import Response
@@ -203,6 +337,17 @@ def _field(form: dict[str, str], name: str) -> str:
     return form.get(name, "")
 
 
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+NOTICES = {"resumed": "Resumed here: its unfinished turns run in the viewer, and this page "
+                      "follows them.",
+           "complete": "Nothing to resume: every turn of it has completed."}
+
+
 def _media_type(extension: str) -> str:
     import mimetypes
 
@@ -217,10 +362,12 @@ def error_page(status: int, message: str) -> Response:
 
 
 def create_app(store: Any = None, *, token: str | None = None, local: bool = True,
-               host: str = "127.0.0.1", csrf: Csrf | None = None) -> Starlette:
+               host: str = "127.0.0.1", csrf: Csrf | None = None,
+               read_only: bool = False) -> Starlette:
     """The viewer over ``store`` (a store's name, None for the default, or an opened
     store). With ``token``, every request needs it; ``local`` (served on the loopback
-    address ``host``) also refuses requests naming another host (DNS rebinding)."""
+    address ``host``) also refuses requests naming another host (DNS rebinding);
+    ``read_only`` refuses rating, resuming and deleting."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -230,7 +377,7 @@ def create_app(store: Any = None, *, token: str | None = None, local: bool = Tru
     from dlg.records.store import DialogueNotFoundError, open_store
 
     name = store if isinstance(store, str) or store is None else None
-    viewer = Viewer(open_store(store), name, csrf or Csrf())
+    viewer = Viewer(open_store(store), name, csrf or Csrf(), read_only=read_only)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_page(404, str(exc))
@@ -251,10 +398,14 @@ def create_app(store: Any = None, *, token: str | None = None, local: bool = Tru
               Route("/d/{dialogue_id}", viewer.dialogue),
               Route("/d/{dialogue_id}/events", viewer.dialogue_events),
               Route("/d/{dialogue_id}/rate", viewer.rate, methods=["POST"]),
+              Route("/d/{dialogue_id}/resume", viewer.resume, methods=["POST"]),
+              Route("/d/{dialogue_id}/delete", viewer.ask_delete),
+              Route("/d/{dialogue_id}/delete", viewer.delete, methods=["POST"]),
               Route("/d/{dialogue_id}/export/{format}", viewer.export)]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={
-        DialogueNotFoundError: not_found, UnknownExporterError: not_found,
-        InputError: bad, DlgError: failed})
+    return Starlette(routes=routes, middleware=middleware, lifespan=viewer.lifespan,
+                     exception_handlers={
+                         DialogueNotFoundError: not_found, UnknownExporterError: not_found,
+                         InputError: bad, DlgError: failed})
 
 
 class Headers:

@@ -14,23 +14,52 @@ LIST_LIMIT = 500  # rows on one page of the list
 
 @dataclass(frozen=True)
 class Filters:
-    """The list's filters, from the query string: status, mode, text."""
+    """The list's filters, from the query string: status, mode, model, batch, the day
+    it was created from and to (``YYYY-MM-DD``, UTC, both included), text."""
 
     status: str = ""
     mode: str = ""
     q: str = ""
+    model: str = ""
+    batch: str = ""
+    since: str = ""  # ?from=
+    until: str = ""  # ?to=
 
     @classmethod
     def from_query(cls, query: Any) -> Filters:
+        """The filters of a query string; ``InputError`` (a 400 page) for a date that is
+        not ``YYYY-MM-DD`` or a range that ends before it starts."""
         def one(name: str) -> str:
             return str(query.get(name) or "").strip()[:200]
 
-        return cls(status=one("status"), mode=one("mode"), q=one("q"))
+        since, until = _day(one("from"), "from"), _day(one("to"), "to")
+        if since and until and since > until:
+            from dlg.errors import InputError
+
+            raise InputError(f"the dates run backwards: from {since} is after to {until}")
+        return cls(status=one("status"), mode=one("mode"), q=one("q"), model=one("model"),
+                   batch=one("batch"), since=since, until=until)
+
+    def query(self, **changed: str) -> str:
+        """These filters as a query string (``from``/``to`` for the dates)."""
+        from urllib.parse import urlencode
+
+        given = {"status": self.status, "mode": self.mode, "model": self.model,
+                 "batch": self.batch, "from": self.since, "to": self.until, "q": self.q,
+                 **changed}
+        return urlencode({k: v for k, v in given.items() if v})
 
     def keep(self, row: dict[str, Any]) -> bool:
         if self.status and row.get("status") != self.status:
             return False
         if self.mode and row.get("mode") != self.mode:
+            return False
+        if self.model and self.model not in (row.get("models") or ()):
+            return False
+        if self.batch and batch_of(str(row.get("id"))) != self.batch:
+            return False
+        day = str(row.get("created_at") or "")[:10]
+        if (self.since and day < self.since) or (self.until and day > self.until):
             return False
         if self.q:
             text = " ".join([str(row.get("id")), str(row.get("mode")),
@@ -39,11 +68,37 @@ class Filters:
         return True
 
 
+def _day(value: str, name: str) -> str:
+    """``value`` checked as a day, ``YYYY-MM-DD``; empty for none."""
+    import datetime
+    import re
+
+    if not value:
+        return ""
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError
+        return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        from dlg.errors import InputError
+
+        raise InputError(f"?{name}={value!r} is not a date: give one as YYYY-MM-DD, "
+                         "e.g. 2026-01-31") from None
+
+
+def batch_of(dialogue_id: str) -> str:
+    """The batch a dialogue is a row of (``dlg batch`` names them ``BATCH-NNNNN``), or ""."""
+    head, _, tail = dialogue_id.rpartition("-")
+    return head if head and len(tail) == 5 and tail.isdigit() else ""
+
+
 @dataclass
 class Listing:
     rows: list[dict[str, Any]]
     statuses: list[str] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
     total: int = 0
 
 
@@ -53,10 +108,20 @@ def listing(store: Any, filters: Filters) -> Listing:
     from dlg.records.store import interrupted
 
     every = interrupted(store, store.list())
+    if filters.model:  # saved before summaries named their models: read from the record
+        every = [r if "models" in r else {**r, "models": _models(store, r)} for r in every]
     rows = [_row(r) for r in every if filters.keep(r)]
     return Listing(rows=rows[:LIST_LIMIT], total=len(rows),
                    statuses=sorted({str(r.get("status")) for r in every}),
-                   modes=sorted({str(r.get("mode")) for r in every if r.get("mode")}))
+                   modes=sorted({str(r.get("mode")) for r in every if r.get("mode")}),
+                   models=sorted({str(m) for r in every for m in r.get("models") or ()}),
+                   batches=sorted({b for r in every if (b := batch_of(str(r.get("id"))))}))
+
+
+def _models(store: Any, row: dict[str, Any]) -> list[str]:
+    record = store.load(str(row.get("id"))) or {}
+    return sorted({model_name(t.get("model")) for t in record.get("turns") or ()
+                   if isinstance(t, dict) and t.get("model")})
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +132,7 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "turns": f"{r.get('turns_completed') or 0}/{r.get('turns') or 0}",
             "tokens": r.get("total_tokens") or 0, "cost": money(r.get("total_cost_usd")),
             "topic": " ".join(str(topic if topic is not None else "").split())[:120],
+            "models": ", ".join(str(m) for m in r.get("models") or ()) or "-",
             "created": str(r.get("created_at") or "")[:19].replace("T", " ")}
 
 
@@ -87,6 +153,7 @@ def seconds(value: Any) -> str:
 def dialogue_view(store: Any, dialogue_id: str) -> dict[str, Any]:
     """One saved dialogue as its page shows it; ``DialogueNotFoundError`` if none."""
     from dlg.records.store import as_dialogue, find_dialogue, interrupted
+    from dlg.serve.timeline import groups, timeline
 
     dialogue = as_dialogue(find_dialogue(store, dialogue_id))
     (listed,) = interrupted(store, [{"id": dialogue.id, "status": dialogue.status}])
@@ -94,6 +161,7 @@ def dialogue_view(store: Any, dialogue_id: str) -> dict[str, Any]:
     m = dialogue.metrics
     budget = meta.get("budget") or None
     parent = meta.get("parent") or None
+    turns = [_turn(t) for t in dialogue.turns]
     return {
         "id": dialogue.id, "mode": dialogue.mode, "status": listed["status"],
         "running": listed["status"] == "running",
@@ -105,17 +173,33 @@ def dialogue_view(store: Any, dialogue_id: str) -> dict[str, Any]:
                    ("cost", money(dialogue.total_cost_usd) if dialogue.total_cost_usd
                     else "$0"),
                    ("wall time", seconds(m.total_latency_seconds))],
-        "budget": (f"${budget.get('spent', 0):.5f} spent of ${budget.get('max_cost', 0):g}"
-                   if isinstance(budget, dict) else None),
-        "turns": [_turn(t) for t in dialogue.turns],
+        "budget": _budget(budget, dialogue.total_cost_usd),
+        "turns": turns,
+        "groups": groups(turns, {t.phase for t in dialogue.turns if t.round > 1}),
+        "timeline": timeline(dialogue.turns),
+        "complete": bool(dialogue.turns) and all(t.status in ("completed", "skipped")
+                                                 for t in dialogue.turns),
         "fingerprint": fingerprint(dialogue, listed["status"]),
     }
+
+
+def _budget(budget: Any, cost: Any) -> dict[str, Any] | None:
+    """What the dialogue spent against its limit (``--max-cost``), for a meter."""
+    if not isinstance(budget, dict):
+        return None
+    limit = budget.get("max_cost")
+    spent = budget.get("spent")
+    if not isinstance(limit, int | float) or not isinstance(spent, int | float):
+        return None
+    return {"text": f"${spent:.5f} spent of ${limit:g}", "max": f"{limit:.10f}",
+            "value": f"{min(max(spent, 0.0), limit):.10f}",
+            "share": f"{spent / limit:.0%}" if limit > 0 else "-"}
 
 
 def _turn(t: Any) -> dict[str, Any]:
     routing = (t.metadata or {}).get("routing") or {}
     return {
-        "id": t.id, "index": t.index, "role": t.role, "phase": t.phase,
+        "id": t.id, "index": t.index, "role": t.role, "phase": t.phase, "round": t.round,
         "participant": t.participant or "-", "model": model_name(t.model),
         "replaced": [model_name(m) for m in t.replaced], "status": t.status,
         "router": routing.get("router"), "reason": routing.get("reason"),

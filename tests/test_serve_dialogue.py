@@ -1,0 +1,234 @@
+"""``dlg serve``'s dialogue page and list, through Starlette's TestClient on a real SQLite
+store: the timeline (parallel turns in one row, loop rounds labelled), the sub-dialogue
+tree, the budget; resume and delete from the page (CSRF, refused while a real process
+holds the dialogue, refused when read-only); the list's filters by model, batch and date."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+import sys
+
+import pytest
+
+import dlg
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient
+
+from dlg.records.store import open_store
+from dlg.serve.app import create_app
+from dlg.serve.security import Csrf
+from tests.browser_support import wait_for
+
+TWO_TURNS = {"name": "pair", "inputs": {"topic": {"type": "string"}},
+             "turns": [{"id": "a", "role": "A", "prompt": "{{ topic }}"},
+                       {"id": "b", "role": "B", "prompt": "more on {{ topic }}"}]}
+LOOP = {"name": "loop", "structure": "mixed", "phases": [{
+    "id": "p", "repeat": {"max_rounds": 9, "until": {"condition": "round >= 2"}},
+    "structure": "parallel",
+    "turns": [{"id": "x", "role": "X", "prompt": "x{{ round }}"},
+              {"id": "y", "role": "Y", "prompt": "y{{ round }}"}]}]}
+# holds a dialogue as a running process does (its lease), until it is killed
+HOLD = """
+import sys
+from dlg.records.store import Lease, open_store
+Lease().acquire(open_store(None), sys.argv[1])
+print("held", flush=True)
+sys.stdin.read()
+"""
+CSRF = Csrf(b"t" * 32)
+
+
+def client(**kw) -> TestClient:
+    return TestClient(create_app(None, csrf=CSRF, **kw), base_url="http://127.0.0.1")
+
+
+def interrupted() -> dlg.Dialogue:
+    """A saved dialogue whose second turn did not finish (as after a crash)."""
+    d = dlg.run_sync(TWO_TURNS, {"topic": "tabs"}, model="echo")
+    store = open_store(None)
+    record = store.load(d.id)
+    record["status"] = "failed"
+    record["turns"][1].update(status="failed", response=None, error="boom")
+    store.save(record)
+    return d
+
+
+def status_of(dialogue_id: str) -> str:
+    return dlg.load_dialogue(dialogue_id).status
+
+
+def test_the_timeline_puts_parallel_turns_in_one_row_and_labels_loop_rounds():
+    panel = dlg.run_sync("panel", {"topic": "x"}, model="echo?latency=0.2")
+    page = client().get(f"/d/{panel.id}").text
+    svg = page.split('<svg class="timeline"', 1)[1].split("</svg>", 1)[0]
+    rows = re.findall(r'<g class="row( parallel)?" data-phase="(\w+)" data-round="1">(.*?)</g>',
+                      svg, re.S)
+    found = {phase: (bool(parallel), re.findall(r'data-turn="(\w+)"', body))
+             for parallel, phase, body in rows}
+    assert found == {"experts": (True, ["technical", "ethical", "economic"]),
+                     "summary": (False, ["synthesis"])}
+    # side by side: one lane each, at different heights in the row
+    ys = re.findall(r'data-turn="(?:technical|ethical|economic)" x="[\d.]+" y="([\d.]+)"', svg)
+    assert len(set(ys)) == 3
+    assert "experts (parallel)</text>" in svg
+
+    looped = dlg.run_sync(LOOP, model="echo")
+    page = client().get(f"/d/{looped.id}").text
+    assert re.findall(r'<h2 class="round">([^<]*)</h2>', page) == ["p · round 1", "p · round 2"]
+    assert 'data-phase="p" data-round="2">\n<text class="label" x="0" y="' in page
+    assert ">p · round 2 (parallel)</text>" in page
+
+
+def test_the_page_links_the_sub_dialogue_tree_and_shows_the_budget(tmp_path):
+    from tests.subdialogue_support import CHILD, PARENT, Tree
+
+    (tmp_path / "tree.yaml").write_text(PARENT)
+    (tmp_path / "explore.yaml").write_text(CHILD)
+    d = dlg.Orchestrator(model=Tree(calls=[])).run_sync(tmp_path / "tree.yaml", topic="t")
+    c = client()
+    page = c.get(f"/d/{d.id}").text
+    children = [child.id for child in dlg.load_dialogue(d.id).subdialogues]
+    assert len(children) == 3
+    for child in children:
+        assert (f'<a href="/d/{child}">{child}</a> · explore · '
+                '<span class="status status-completed">completed</span>') in page
+    assert f'A sub-dialogue of <a href="/d/{d.id}">{d.id}</a>' in c.get(
+        f"/d/{children[0]}").text
+    # an unpriced model under a limit: stopped before it ran, its budget shown as a meter
+    limited = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo", max_cost=0.5)
+    page = c.get(f"/d/{limited.id}").text
+    assert re.search(r'<li id="budget"><b>budget</b> <meter min="0" max="0.50*" '
+                     r'value="0\.0+">0%</meter> \$0\.00000 spent of \$0\.5 \(0%\)', page)
+
+
+def test_resume_needs_the_csrf_token_then_runs_in_the_viewer():
+    d = interrupted()
+    with client() as c:
+        page = c.get(f"/d/{d.id}").text
+        assert 'action="/d/' + d.id + '/resume"' in page
+        refused = c.post(f"/d/{d.id}/resume", data={})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+        forged = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"delete:{d.id}")})
+        assert forged.status_code == 403
+        assert status_of(d.id) == "failed"
+        token = re.search(r'/resume" class="resume">\s*<input type="hidden" name="csrf" '
+                          r'value="(\w+)"', page)[1]
+        resumed = c.post(f"/d/{d.id}/resume", data={"csrf": token}, follow_redirects=False)
+        assert resumed.status_code == 303
+        assert resumed.headers["location"] == f"/d/{d.id}?did=resumed"
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
+        done = dlg.load_dialogue(d.id)
+        assert done.turn("b").response == "echo: more on tabs"
+        page = c.get(resumed.headers["location"]).text
+        assert "Resumed here" in page and 'action="/d/' + d.id + '/resume"' not in page
+        again = c.post(f"/d/{d.id}/resume", data={"csrf": token}, follow_redirects=False)
+        assert again.headers["location"] == f"/d/{d.id}?did=complete"
+
+
+def test_resume_and_delete_are_refused_while_another_process_holds_the_dialogue():
+    d = interrupted()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, d.id], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with client() as c:
+            busy = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
+            assert busy.status_code == 409
+            assert (f"dialogue {d.id} is running in another process (pid {holder.pid} on "
+                    in busy.text)
+            kept = c.post(f"/d/{d.id}/delete", data={"csrf": CSRF.token(f"delete:{d.id}")})
+            assert kept.status_code == 409 and "nothing of it was deleted" in kept.text
+            assert status_of(d.id) == "failed"  # neither ran nor deleted
+            holder.kill()  # SIGKILL: the lease of a process gone is free at once
+            holder.wait()
+            freed = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
+                           follow_redirects=False)
+            assert freed.status_code == 303
+            wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+
+
+def test_delete_asks_first_then_removes_it_with_its_sub_dialogues(tmp_path):
+    from tests.subdialogue_support import CHILD, PARENT, Tree
+
+    (tmp_path / "tree.yaml").write_text(PARENT)
+    (tmp_path / "explore.yaml").write_text(CHILD)
+    d = dlg.Orchestrator(model=Tree(calls=[])).run_sync(tmp_path / "tree.yaml", topic="t")
+    other = dlg.run_sync(TWO_TURNS, {"topic": "kept"}, model="echo")
+    c = client()
+    page = c.get(f"/d/{d.id}").text
+    assert f'href="/d/{d.id}/delete"' in page
+    ask = c.get(f"/d/{d.id}/delete")
+    assert ask.status_code == 200 and "with the 3 sub-dialogues it spawned" in ask.text
+    assert "this cannot be undone" in ask.text
+    assert c.post(f"/d/{d.id}/delete", data={}).status_code == 403
+    assert status_of(d.id) == "completed"
+    token = re.search(r'name="csrf" value="(\w+)"', ask.text)[1]
+    gone = c.post(f"/d/{d.id}/delete", data={"csrf": token}, follow_redirects=False)
+    assert gone.status_code == 303
+    listed = c.get(gone.headers["location"]).text
+    assert f"Deleted {d.id} and 3 sub-dialogues." in listed
+    assert [r["id"] for r in dlg.list_dialogues()] == [other.id]
+    assert c.get(f"/d/{d.id}").status_code == 404
+
+
+def test_a_read_only_viewer_offers_and_allows_no_change():
+    d = interrupted()
+    with client(read_only=True) as c:
+        page = c.get(f"/d/{d.id}").text
+        assert "/resume" not in page and "/delete" not in page and "/rate" not in page
+        for path, action in [("resume", "resume"), ("delete", "delete"), ("rate", "rate")]:
+            refused = c.post(f"/d/{d.id}/{path}", data={
+                "csrf": CSRF.token(f"{action}:{d.id}"), "turn": "a", "score": "5"})
+            assert refused.status_code == 403 and "--read-only" in refused.text
+        assert c.get(f"/d/{d.id}/delete").status_code == 403
+    assert status_of(d.id) == "failed"
+
+
+def test_the_list_filters_by_model_batch_and_date():
+    plain = dlg.run_sync(TWO_TURNS, {"topic": "one"}, model="echo")
+    other = dlg.run_sync(TWO_TURNS, {"topic": "two"}, model="echo?latency=0.001")
+    result = dlg.batch_sync(TWO_TURNS, [{"topic": "r1"}, {"topic": "r2"}], model="echo")
+    rows = [item.dialogue_id for item in result.items]
+    c = client()
+    page = c.get("/").text
+    assert f'<option value="{result.id}">{result.id}</option>' in page
+    assert '<option value="echo">echo</option>' in page
+    by_batch = c.get("/", params={"batch": result.id}).text
+    assert all(r in by_batch for r in rows) and plain.id not in by_batch
+    assert f'data-events="/events?batch={result.id}"' in by_batch  # the URL keeps them
+    assert "latency" not in c.get("/").text  # a model's options: not shown
+    assert other.id in c.get("/", params={"model": "echo"}).text
+    assert "No saved dialogue matches" in c.get("/", params={"model": "openai:gpt-4o"}).text
+
+    today = datetime.datetime.now(datetime.UTC).date()
+    day = datetime.timedelta(days=1)
+    assert plain.id in c.get("/", params={"from": str(today), "to": str(today)}).text
+    later = c.get("/", params={"from": str(today + day)}).text
+    assert "No saved dialogue matches" in later
+    assert f'name="from" value="{today + day}"' in later
+    assert "No saved dialogue matches" in c.get("/", params={"to": str(today - day)}).text
+    for bad, message in [({"from": "2026-13-01"}, "?from=&#39;2026-13-01&#39; is not a date: "
+                          "give one as YYYY-MM-DD"),
+                         ({"to": "yesterday"}, "?to=&#39;yesterday&#39; is not a date"),
+                         ({"from": "2026-02-02", "to": "2026-02-01"},
+                          "the dates run backwards: from 2026-02-02 is after to 2026-02-01")]:
+        page = c.get("/", params=bad)
+        assert page.status_code == 400 and message in page.text, page.text
+        assert "Traceback" not in page.text
+        assert c.get("/events", params=bad).status_code == 400
+
+
+def test_a_summary_names_the_models_its_turns_ran_on_without_options():
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo?latency=0.001")
+    (row,) = [r for r in dlg.list_dialogues() if r["id"] == d.id]
+    assert row["models"] == ["echo"]
+    assert "turn_models" not in open_store(None).load(d.id)
