@@ -106,3 +106,59 @@ def test_a_dialogue_running_elsewhere_appears_updates_live_and_is_rated(tmp_path
                     proc.kill()  # the processes this test started, by their ids
                 proc.wait()
                 proc.stderr.close()
+
+
+@pytest.mark.long  # about 10 s: a dlg run killed, a server, a browser
+def test_an_interrupted_dialogue_is_resumed_from_its_page_and_followed_live(tmp_path,
+                                                                              browser):
+    import dlg
+
+    env = bs.install(tmp_path)
+    port = bs.free_port()
+    server = bs.serve(env, port)
+    gate = tmp_path / "gate"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dlg", "run", str(tmp_path / "gated.json"), "-q",
+         "--model", f"gated?gate={gate}", "--topic", "tabs"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        (gate / "go").write_text("")  # the first turn answers, the second waits
+        row = bs.wait_for(lambda: next((r for r in dlg.list_dialogues()
+                                        if r.get("turns_completed") == 1), None),
+                          "the first turn saved")
+        run.kill()  # SIGKILL in the second turn: the dialogue is interrupted
+        run.wait()
+        page = f"http://127.0.0.1:{port}/d/{row['id']}"
+        browser.open(page)
+        assert browser.js("document.getElementById('status').innerText") == "interrupted"
+        browser.js("document.getElementById('resume').click()")  # a POST with its token
+        bs.wait_for(lambda: browser.js("location.search === '?did=resumed' && "
+                                       "document.readyState === 'complete'"),
+                    "the page after resuming")
+        browser.js("window.__kept = 1")  # gone if the page reloads
+        assert "Resumed here" in browser.js("document.getElementById('notice').innerText")
+        assert browser.js("document.getElementById('status').innerText") == "running"
+        assert browser.js("document.getElementById('resume')") is None
+        (gate / "go").write_text("")  # the second turn answers, in the viewer's process
+        bs.wait_for(lambda: browser.js("document.querySelectorAll('.answer').length === 2"),
+                    "the resumed turn's answer shown live")
+        bs.wait_for(lambda: browser.js("document.body.dataset.live === 'ended'"),
+                    "the live stream ended with the dialogue")
+        assert browser.js("window.__kept") == 1
+        assert browser.js("document.getElementById('status').innerText") == "completed"
+        assert browser.js("document.querySelectorAll('#timeline rect').length") == 2
+        assert dlg.load_dialogue(row["id"]).status == "completed"
+        shots = SCREENSHOT.parent if os.environ.get("DLG_SCREENSHOTS") else tmp_path
+        browser.screenshot(shots / "serve-resumed.png")
+
+        browser.open(f"http://127.0.0.1:{port}/?model=gated&from=2000-01-01")
+        assert row["id"] in browser.js("document.getElementById('live').innerText")
+        browser.screenshot(shots / "serve-list.png")
+        browser.open(f"http://127.0.0.1:{port}/?from=2000-13-01")
+        assert "is not a date" in browser.js("document.getElementById('message').innerText")
+    finally:
+        for proc in (run, server):
+            if proc.poll() is None:
+                proc.kill()  # the processes this test started, by their ids
+            proc.wait()
+            proc.stderr.close()
