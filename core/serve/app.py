@@ -219,16 +219,26 @@ class Viewer:
             return error_page(409, f"dialogue {dialogue_id} is being resumed by this "
                                    "viewer already")
         orchestrator = Orchestrator(store=self.store_name or self.store, watchdog=True)
+        self.resuming[dialogue_id] = ""  # a second press meanwhile is refused above
         try:
             mode, dialogue = await self._run(orchestrator.prepare_resume, dialogue_id)
         except DialogueBusyError as exc:
+            del self.resuming[dialogue_id]
             return error_page(409, str(exc))
         except DlgError as exc:  # its mode changed or is gone, a model cannot run...
+            del self.resuming[dialogue_id]
             return error_page(400, f"dialogue {dialogue_id} cannot be resumed here: {exc}")
+        except BaseException:
+            del self.resuming[dialogue_id]
+            raise
         target = f"/d/{_quote(dialogue_id)}"
-        if all(t.status in ("completed", "skipped") for t in dialogue.turns):
+        if dialogue.id != dialogue_id or all(t.status in ("completed", "skipped")
+                                             for t in dialogue.turns):
+            del self.resuming[dialogue_id]
+            if dialogue.id != dialogue_id:  # a prefix: resume it by its whole id
+                return error_page(404, f"no saved dialogue '{dialogue_id}' (give its "
+                                       "whole id)")
             return RedirectResponse(f"{target}?did=complete", 303)
-        self.resuming[dialogue_id] = ""
         self.tasks.start_soon(self._resume, orchestrator, mode, dialogue)
         return RedirectResponse(f"{target}?did=resumed", 303)
 
