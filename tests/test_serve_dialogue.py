@@ -232,3 +232,19 @@ def test_a_summary_names_the_models_its_turns_ran_on_without_options():
     (row,) = [r for r in dlg.list_dialogues() if r["id"] == d.id]
     assert row["models"] == ["echo"]
     assert "turn_models" not in open_store(None).load(d.id)
+
+
+def test_dlg_serve_read_only_makes_a_read_only_viewer(monkeypatch):
+    import uvicorn
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    result = CliRunner().invoke(cli, ["serve", "--read-only"])
+    assert result.exit_code == 0, result.output
+    d = interrupted()
+    viewer = TestClient(served["app"], base_url="http://127.0.0.1")
+    refused = viewer.post(f"/d/{d.id}/delete", data={})
+    assert refused.status_code == 403 and "started with --read-only" in refused.text
