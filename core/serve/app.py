@@ -12,7 +12,7 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any
 
-from dlg.serve import live, views
+from dlg.serve import batches, live, routing_page, views
 from dlg.serve.security import COOKIE, HEADERS, Csrf, same
 
 if TYPE_CHECKING:
@@ -252,6 +252,7 @@ def create_app(store: Any = None, *, token: str | None = None, local: bool = Tru
               Route("/d/{dialogue_id}/events", viewer.dialogue_events),
               Route("/d/{dialogue_id}/rate", viewer.rate, methods=["POST"]),
               Route("/d/{dialogue_id}/export/{format}", viewer.export)]
+    routes += [*batches.routes(viewer, render), *routing_page.routes(viewer, render)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={
         DialogueNotFoundError: not_found, UnknownExporterError: not_found,
         InputError: bad, DlgError: failed})
