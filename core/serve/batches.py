@@ -63,7 +63,7 @@ def batch_list(store: Any) -> list[dict[str, Any]]:
     listed = getattr(store, "batches", None)
     records = {str(r["id"]): r for r in (listed() if listed is not None else [])
                if isinstance(r, dict) and "id" in r}
-    out = []
+    out: list[dict[str, Any]] = []
     for batch_id in sorted({*groups, *records}):
         record = records.get(batch_id) or load(batch_id)
         if not isinstance(record, dict):
