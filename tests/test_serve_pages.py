@@ -178,3 +178,15 @@ def test_each_pair_keeps_its_latest_scores_only():
     assert len(kept) == HISTORY
     assert [e["score"] for e in kept[:2]] == [1.0, pytest.approx(0.9)]  # scores 54 % 11, 53 % 11
     assert routing_stats(store)["writer"]["echo"].n == HISTORY + 5  # the statistics: all
+
+
+def test_a_row_saved_running_whose_process_is_gone_is_interrupted():
+    dlg.batch_sync(ONE_TURN, [{"topic": "cars"}, {"topic": "trains"}], model="echo",
+                   batch_id="dead")
+    store = open_store(None)
+    record = store.load("dead-00001")
+    store.save({**record, "status": "running"})  # as a SIGKILLed process leaves it: no lease
+    page = main(client().get("/b/dead"))
+    assert '<tr class="status-interrupted" id="row-2">' in page
+    assert '<b class="failed">1</b> failed or stopped' in page
+    assert 'id="batch-state">ended</span>' in page  # nothing running: its stream ends
