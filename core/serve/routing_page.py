@@ -4,7 +4,7 @@ and model, the mean quality with a 95% interval and the number of scores, as
 task with error bars; price against quality), and the latest ratings, newest first,
 each linking to the turn it rated. Kept up to date through ``/routing/events``.
 
-Plots are computed into plain numbers and drawn by ``routing_plots.html.j2`` (autoescaped:
+Plots are computed into plain numbers and drawn by ``routing_body.html.j2`` (autoescaped:
 a model's name and a task are hostile input); a model is named without its options.
 """
 
