@@ -146,3 +146,10 @@ def test_a_judge_turn_rates_the_models_it_judges(recorder):
     stats = orchestrator.routing_stats()["draft"]["cheap"]
     assert stats.n == 1 and stats.mean == pytest.approx(0.9)
     assert dlg.load_dialogue(d.id).turns[1].metadata["rated"] == {"draft": 9}
+    from dlg.records.store import open_store
+    from dlg.running.routing.learning import rating_history
+
+    (kept,) = rating_history(open_store(None))  # the viewer's routing page lists it
+    assert {k: kept[k] for k in ("task", "model", "score", "dialogue", "turn", "by")} == {
+        "task": "draft", "model": "cheap", "score": 0.9, "dialogue": d.id, "turn": "draft",
+        "by": "judge"}

@@ -17,7 +17,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from dlg.serve import live, views
+from dlg.serve import batches, live, routing_page, views
 from dlg.serve.security import COOKIE, HEADERS, Csrf, same
 
 if TYPE_CHECKING:
@@ -412,6 +412,7 @@ def create_app(store: Any = None, *, token: str | None = None, local: bool = Tru
               Route("/d/{dialogue_id}/delete", viewer.ask_delete),
               Route("/d/{dialogue_id}/delete", viewer.delete, methods=["POST"]),
               Route("/d/{dialogue_id}/export/{format}", viewer.export)]
+    routes += [*batches.routes(viewer, render), *routing_page.routes(viewer, render)]
     return Starlette(routes=routes, middleware=middleware, lifespan=viewer.lifespan,
                      exception_handlers={
                          DialogueNotFoundError: not_found, UnknownExporterError: not_found,

@@ -11,20 +11,23 @@ together. ``dlg routing stats`` shows them.
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dlg.errors import DlgError, InputError
 
-__all__ = ["JudgeScores", "QualityStat", "normalise_score", "quality_key", "rate", "record_quality",
-           "routing_stats"]
+__all__ = ["JudgeScores", "QualityStat", "normalise_score", "quality_key", "rate", "rating_history",
+           "record_quality", "routing_stats"]
 
 
 DISCOUNT = 0.9  # the recent statistics' weight on a score per newer score (about 10 recent)
 CHANGE_Z = 3.0  # how many standard errors the recent mean may stray before a change is called
 MIN_FOR_CHANGE = 6  # scores needed before a change can be called
+HISTORY = 50  # the latest scores kept with each (task, model)'s statistics, for the viewer
 
 
 @dataclass(frozen=True)
@@ -139,15 +142,43 @@ def normalise_score(score: float) -> float:
     return score / 10 if score > 1 else score
 
 
-def record_quality(store: Any, task: str, model: str, score: float) -> QualityStat:
-    """Add one score for (task, model) in the store; the updated statistics."""
+def record_quality(store: Any, task: str, model: str, score: float, *,
+                   source: Mapping[str, Any] | None = None) -> QualityStat:
+    """Add one score for (task, model) in the store; the updated statistics. ``source``
+    (the rated ``dialogue`` and ``turn``, and ``by``: ``user`` or ``judge``) is kept with
+    the score among the pair's latest ``HISTORY`` (``rating_history``), in the same
+    transaction."""
     if not hasattr(store, "update_quality"):
         raise DlgError(f"the store '{getattr(store, 'name', store)}' keeps no quality "
                        "statistics (it has no update_quality)")
-    data = store.update_quality(quality_key(task), model,
-                                lambda old: QualityStat.from_dict(old or {}).add(
-                                    normalise_score(score)).to_dict())
+    value = normalise_score(score)
+    entry = {"at": round(time.time(), 6), "score": round(value, 6), **(source or {})}
+
+    def update(old: dict[str, Any] | None) -> dict[str, Any]:
+        kept = (old or {}).get("history")
+        history = [*(kept if isinstance(kept, list) else [])[-(HISTORY - 1):], entry]
+        return {**QualityStat.from_dict(old or {}).add(value).to_dict(), "history": history}
+
+    data = store.update_quality(quality_key(task), model, update)
     return QualityStat.from_dict(data)
+
+
+def rating_history(store: Any, limit: int = 200) -> list[dict[str, Any]]:
+    """The latest scores the store keeps (each pair's last ``HISTORY``), newest first:
+    each with its ``task``, ``model``, ``score`` (0 to 1), ``at`` (a Unix time) and, when
+    recorded, the rated ``dialogue`` and ``turn`` and ``by`` whom."""
+    if not hasattr(store, "quality"):
+        return []
+    out: list[tuple[tuple[float, int], dict[str, Any]]] = []
+    for (task, model), data in store.quality().items():
+        kept = data.get("history") if isinstance(data, Mapping) else None
+        for place, entry in enumerate(kept if isinstance(kept, list) else []):
+            if isinstance(entry, Mapping) and isinstance(entry.get("score"), int | float):
+                at = entry.get("at")
+                out.append(((at if isinstance(at, int | float) else 0.0, place),
+                            {**entry, "task": task, "model": model}))
+    out.sort(key=lambda kept: kept[0], reverse=True)  # a pair's later score first on a tie
+    return [entry for _, entry in out[:limit]]
 
 
 def routing_stats(store: Any) -> dict[str, dict[str, QualityStat]]:
@@ -176,7 +207,8 @@ def rate(store: Any, dialogue_id: str, turn_ref: str, score: float) -> tuple[str
                        "only an answer can be rated")
     routed = (turn.metadata or {}).get("routing") or {}
     model = routed.get("pool_name") or turn.model
-    stat = record_quality(store, turn.role, model, score)
+    stat = record_quality(store, turn.role, model, score,
+                          source={"dialogue": dialogue.id, "turn": turn.id, "by": "user"})
     return quality_key(turn.role), model, stat
 
 
@@ -204,7 +236,8 @@ class JudgeScores:
                 continue
             model = ((target.metadata or {}).get("routing") or {}).get("pool_name") or (
                 target.model)
-            await anyio.to_thread.run_sync(record_quality, store, target.role, model,
-                                           min(max(float(score), 0.0), 10.0))
+            await anyio.to_thread.run_sync(functools.partial(
+                record_quality, store, target.role, model, min(max(float(score), 0.0), 10.0),
+                source={"dialogue": dialogue.id, "turn": target.id, "by": "judge"}))
             rated[ref] = score
         turn.metadata = {**(turn.metadata or {}), "rated": rated}
