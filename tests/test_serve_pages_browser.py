@@ -18,7 +18,7 @@ import pytest
 
 from tests import browser_support as bs
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.skipif(
     not bs.have_chromium() and os.environ.get("DLG_REQUIRE_BROWSER") != "1",
     reason=f"no Chromium at {bs.CHROMIUM} (DLG_REQUIRE_BROWSER=1 makes this a failure)")]
 
