@@ -326,6 +326,18 @@ def test_a_confirm_turn_waits_for_patience_and_min_rounds(recorder):
     assert d.metadata["loops"]["again"]["rounds"] == 4
 
 
+def test_unless_vetoes_a_stop_while_the_probe_still_objects(recorder):
+    mode = _say_again({"similarity": 0.95, "unless": "'OPEN' in turns.probe.text"})
+    mode["phases"][0]["turns"].insert(0, {"id": "probe", "role": "Probe",
+                                          "prompt": "Anything open?", "context_from": "none"})
+    model = recorder(["OPEN: x", "a b c d", "OPEN: y", "a b c d", "nothing", "a b c d",
+                      "never", "never"])
+    d = dlg.run_sync(mode, model=model, store=None)
+    assert [t.id for t in d.turns] == ["probe", "say", "probe@2", "say@2", "probe@3", "say@3"]
+    assert d.metadata["loops"]["again"]["reason"] == (
+        "'say' answered 1.00 alike in rounds 2 and 3 (until.similarity 0.95)")
+
+
 def test_a_confirm_turn_in_a_parallel_phase_is_a_mode_error():
     mode = _confirmed({"similarity": 0.9, "confirm": "check"})
     mode["phases"][0]["structure"] = "parallel"
@@ -391,6 +403,13 @@ def test_similarity_by_the_embeddings_a_plugin_registers(pm, recorder):
     ({"similarity": 0.9, "confirm": "review", "judge": "review"},
      "repeat.until.confirm of phase 'improve' and repeat.until.judge both name a judge"),
     ({"similarity": 0.9, "confirm": 3}, "repeat.until.confirm: expected"),
+    ({"condition": "round ==", "similarity": 0.9},
+     "repeat.until.condition of phase 'improve': template syntax error: unexpected"),
+    ({"similarity": 0.9, "unless": "turns.review.text ==="},
+     "repeat.until.unless of phase 'improve': template syntax error: unexpected '='"),
+    ({"condition": "round > 2", "unless": "round < 2"},
+     "repeat.until.unless has nothing to apply to: repeat.until has no similarity, score or "
+     "judge"),
 ])
 def test_new_until_mistakes_are_mode_errors(until, message):
     with pytest.raises(dlg.ModeError, match=re.escape(message)):

@@ -264,6 +264,7 @@ def _pointless(until: dict[str, Any], name: str, doc: Any, where: tuple[Any, ...
     stops = ", ".join(kinds) + " or condition"
     needs = {"patience": (kinds, signals), "embeddings": (("similarity",), "similarity"),
              "confirm": (("similarity", "score"), "similarity or score"),
+             "unless": (kinds, signals),
              "min_rounds": ((*kinds, "condition"), stops),
              "min_turns": ((*kinds, "condition"), stops)}
     out = []
@@ -299,6 +300,15 @@ def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[T
             f"'{until['judge']}', which has no output schema", (*where, "judge"),
             hint="give it output: {schema: ...} with a boolean converged"))
     out.extend(_confirm_problems(phase, until, turns, doc, where))
+    for key in ("condition", "unless"):
+        if isinstance(until.get(key), str):
+            from jinja2 import Environment, TemplateSyntaxError
+
+            try:
+                Environment().parse("{{ (" + until[key] + ") }}")
+            except TemplateSyntaxError as exc:
+                out.append(doc.problem(f"repeat.until.{key} of phase '{phase['id']}': "
+                                       f"template syntax error: {exc.message}", (*where, key)))
     rounds = int(repeat.get("max_rounds") or 1)
     for key in ("min_rounds", "patience"):
         if int(until.get(key) or 1) > rounds:

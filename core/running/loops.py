@@ -24,6 +24,10 @@ turn (``turns.revise`` is the newest revision; a turn reads its own previous rou
 ``patience: K`` wants score, similarity or judge to hold in K rounds in a row (default
 1); ``min_rounds: N`` looks at ``until`` only from round N (default 1).
 
+``unless: EXPR`` (a Jinja expression over the turns and ``round``, such as the critique's
+``data.objections``) vetoes score, similarity and judge while it is true: a stop rule that
+reads the probe without a turn of its own. An expression that fails does not veto.
+
 ``confirm: TURN`` (a turn of the phase with an output schema, after the turn ``until``
 watches, and never its default) is a judge asked only at a candidate stop: it runs in a
 round only when score or similarity has held ``patience`` rounds in a row by then (else
@@ -72,6 +76,8 @@ class Loop:
         self._embeddings = embeddings
         self._condition = (env.compile_expression(self.until["condition"])
                            if self.until.get("condition") else None)
+        self._unless = (env.compile_expression(self.until["unless"])
+                        if self.until.get("unless") else None)
         self.confirm: str | None = self.until.get("confirm")
         ids = [t.id for t in phase.turns if t.id != self.confirm]
         judged = [t.id for t in phase.turns if t.output and t.id != self.confirm]
@@ -120,16 +126,8 @@ class Loop:
         """Why the loop has converged after round ``n``: its condition holds, or its
         score, similarity or judge held in ``patience`` rounds in a row (and its
         ``confirm`` turn, when it has one, said so in round ``n``)."""
-        if self._condition is not None:
-            done = [r for r in records if r.status == COMPLETED]
-            view = TurnsView(done)
-            try:  # a turn it reads may not have run: then it does not hold
-                holds = self._condition(**{**self.base_context, "turns": view, "round": n,
-                                           "context": list(view.values())})
-            except Exception:
-                holds = False
-            if holds:
-                return f"until: {self.until['condition']}"
+        if self._condition is not None and self._holds(self._condition, records, n):
+            return f"until: {self.until['condition']}"
         held = self._held(records, n)
         if held is None or (self.confirm and not self._confirmed(records, n)):
             return None
@@ -137,10 +135,22 @@ class Loop:
             held += f", confirmed by '{self.confirm}' (until.confirm)"
         return held
 
+    def _holds(self, expression: Any, records: list[TurnRecord], n: int) -> bool:
+        """Whether ``condition`` or ``unless`` is true after round ``n`` (or the part of it
+        that has run)."""
+        view = TurnsView([r for r in records if r.status == COMPLETED])
+        try:  # a turn it reads may not have run: then it does not hold
+            return bool(expression(**{**self.base_context, "turns": view, "round": n,
+                                      "context": list(view.values())}))
+        except Exception:
+            return False
+
     def _held(self, records: list[TurnRecord], n: int) -> str | None:
         """Why score, similarity or judge held in ``patience`` rounds in a row up to round
-        ``n`` (the watched turns of round ``n`` that have run), else None."""
-        if n < self.patience:
+        ``n`` (the watched turns of round ``n`` that have run) with ``unless`` false, else
+        None."""
+        if n < self.patience or (
+                self._unless is not None and self._holds(self._unless, records, n)):
             return None
         by_id = {r.id: r for r in records if r.status == COMPLETED}
         reasons = [self._stable(by_id, m) for m in range(n, n - self.patience, -1)]
