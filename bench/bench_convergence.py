@@ -39,7 +39,8 @@ Compared in the same run: never stop (8 rounds), fixed k rounds, the stop dlg ha
 ``until.confirm`` (the same judge, asked only at a candidate stop: when similarity has
 held ``patience`` rounds; it can veto), and an idealised paraphrase-blind embedding
 (synonyms folded before hashing: an upper bound for what real embeddings can add, not a
-real model). The judge reads the probe and the last two refinements: it says
+real model), and ``until.unless`` reading the probe (no judge: the stop is vetoed while
+the probe objects). The judge reads the probe and the last two refinements: it says
 "converged" when the claims did not change and the probe raised no objection, and is
 wrong 10% of the time; its turns are counted.
 """
@@ -267,6 +268,11 @@ def strategies(quick: bool) -> list[Plan]:
             out.append((f"confirm: similarity {threshold} patience {patience} ({variant})", {
                 "max_rounds": ROUNDS, "until": {"similarity": threshold, "patience": patience,
                                                 "confirm": "check"}}, True, variant))
+        for patience in (1, 2):
+            out.append((f"unless the probe objects: similarity 0.95 patience {patience} "
+                        f"({variant})", {"max_rounds": ROUNDS, "until": {
+                            "similarity": 0.95, "patience": patience,
+                            "unless": "'Objection:' in turns.probe.text"}}, False, variant))
         out.append((f"confirm: idealised embedding patience 1 ({variant})", {
             "max_rounds": ROUNDS, "until": {"similarity": 0.999, "embeddings": "folded",
                                             "confirm": "check"}}, True, variant))
@@ -301,7 +307,7 @@ def main() -> None:
     parser.add_argument("--judge-error", type=float, default=JUDGE_ERROR,
                         help="how often the judge answers wrongly")
     parser.add_argument("--judged-only", action="store_true",
-                        help="only the strategies with a judge turn (and never stop)")
+                        help="only the strategies that read the probe (and never stop)")
     args = parser.parse_args()
     JUDGE_ERROR = args.judge_error
     from dlg.hookspecs import hookimpl
@@ -315,7 +321,7 @@ def main() -> None:
     pm = build_plugin_manager(autoload=False)
     pm.register(Plugin(), name="bench-folded")
     plans = [p for p in strategies(args.quick)
-             if not args.judged_only or p[2] or p[0].startswith("never")]
+             if not args.judged_only or p[3] or p[0].startswith("never")]
     started = time.monotonic()
     # saved[label][kind] and same[label][kind]: one value per seed
     saved: dict[str, dict[str, list[float]]] = {p[0]: {k: [] for k in KINDS} for p in plans}

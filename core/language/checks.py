@@ -317,9 +317,10 @@ def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[T
                 f"max_rounds {rounds}: the loop could never converge", (*where, key),
                 hint=f"at most {rounds}, or raise max_rounds"))
     if until.get("score") is not None and until.get("turn", ids[0]) in ids:
-        judged = [t for t in turns if t.output and t.id != until.get("confirm")] if until.get(
-            "turn") is None else [
-            t for t in turns if t.id == until["turn"] and t.output]
+        if until.get("turn") is None:  # the confirm turn is not the one scored
+            judged = [t for t in turns if t.output and t.id != until.get("confirm")]
+        else:
+            judged = [t for t in turns if t.id == until["turn"] and t.output]
         if not judged:
             out.append(doc.problem(
                 f"repeat.until.score of phase '{phase['id']}' reads data.score, but no turn "
