@@ -326,6 +326,21 @@ def test_a_confirm_turn_waits_for_patience_and_min_rounds(recorder):
     assert d.metadata["loops"]["again"]["rounds"] == 4
 
 
+def test_a_confirm_turn_confirms_a_score_of_the_turn_before_it(recorder):
+    mode = refine_mode({"score": 8, "confirm": "check"})
+    mode["phases"][1]["turns"].append({
+        "id": "check", "role": "Judge", "output": {"schema": CONVERGED},
+        "context_from": ["review"], "prompt": "Settled? {{ turns.review }}"})
+    model = recorder(["draft", '{"score": 5}', "v1", '{"score": 9}', "v2",
+                      '{"converged": true}', "published"])
+    d = dlg.run_sync(mode, model=model, store=None)
+    assert [(t.id, t.status) for t in d.turns][1:-1] == [
+        ("review", "completed"), ("revise", "completed"), ("check", "skipped"),
+        ("review@2", "completed"), ("revise@2", "completed"), ("check@2", "completed")]
+    assert d.metadata["loops"]["improve"]["reason"] == (
+        "'review' scored 9 (until.score 8), confirmed by 'check' (until.confirm)")
+
+
 def test_unless_vetoes_a_stop_while_the_probe_still_objects(recorder):
     mode = _say_again({"similarity": 0.95, "unless": "'OPEN' in turns.probe.text"})
     mode["phases"][0]["turns"].insert(0, {"id": "probe", "role": "Probe",
