@@ -24,12 +24,25 @@ Six workload kinds, each drawn fresh per seed:
 - oscillation: 3 claims flip between two versions each round until round 4-6, then stay;
 - never settles: 4-6 claims revised every round.
 
+The probe (the loop's critique turn) is where a plateau can show its cause. The workload
+makes it, independently of any stop rule: every later change of the claims (a revision
+or a flip in round m) has a cause that is visible with probability ``--visible`` (0.8,
+drawn once per change), and a visible cause is an objection in every probe from the
+round after the change before it up to round m - 1 (raised, not yet addressed). Any
+other probe raises a spurious objection with probability 0.1. A second variant, "no
+signal", makes every cause invisible (only the spurious objections remain): the plateau
+then looks exactly like a settled answer, to the probe too.
+
 Compared in the same run: never stop (8 rounds), fixed k rounds, the stop dlg had
-(``similarity: 0.9``, hashing embeddings, one stable round), the new ``patience`` and
-``min_rounds`` over several thresholds (the trade-off curve), a judge turn (a scripted
-judge that tells rewording from revision but is wrong 10% of the time; its turns
-counted), and an idealised paraphrase-blind embedding (synonyms folded before hashing:
-an upper bound for what real embeddings can add, not a real model).
+(``similarity: 0.9``, hashing embeddings, one stable round), ``patience`` and
+``min_rounds`` over several thresholds (the trade-off curve), a judge turn every round,
+``until.confirm`` (the same judge, asked only at a candidate stop: when similarity has
+held ``patience`` rounds; it can veto), and an idealised paraphrase-blind embedding
+(synonyms folded before hashing: an upper bound for what real embeddings can add, not a
+real model), and ``until.unless`` reading the probe (no judge: the stop is vetoed while
+the probe objects). The judge reads the probe and the last two refinements: it says
+"converged" when the claims did not change and the probe raised no objection, and is
+wrong 10% of the time; its turns are counted.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -56,6 +70,7 @@ ROUNDS = 8
 CLAIMS = 10
 REWORD = 0.08
 JUDGE_ERROR = 0.10
+FALSE_ALARM = 0.10
 SYNONYMS = [("big", "large"), ("fast", "quick"), ("shows", "reveals"), ("rise", "increase"),
             ("drop", "decline"), ("cause", "driver"), ("strong", "robust"), ("small", "minor"),
             ("often", "frequently"), ("clear", "evident"), ("early", "initial"),
@@ -127,10 +142,27 @@ def workload(kind: str, rng: random.Random) -> list[str]:
     return texts
 
 
+def probes(texts: list[str], rng: random.Random, visible: float) -> list[str]:
+    """The probe of rounds 1..ROUNDS: an objection when a later change of the claims has
+    a visible cause (raised after the change before it, until the change addresses it),
+    else a spurious objection with probability FALSE_ALARM, else none."""
+    changes = [m for m in range(2, ROUNDS + 1) if claims(texts[m - 1]) != claims(texts[m - 2])]
+    shown = {m for m in changes if rng.random() < visible}
+    out = []
+    for n in range(1, ROUNDS + 1):
+        cause = next((m for m in changes if m > n), None)  # the next change
+        raised = cause in shown and n not in changes
+        spurious = rng.random() < FALSE_ALARM
+        out.append(f"Objection: claim {rng.randint(1, CLAIMS)} is not yet supported."
+                   if raised or spurious else "No new objection.")
+    return out
+
+
 class Scripted(BaseChatModel):
     """Answers the loop's turns from a workload; judges like a careful but fallible reader."""
 
     texts: list[str]
+    probes: list[str]
     judge_seed: int = 0
 
     @property
@@ -140,12 +172,16 @@ class Scripted(BaseChatModel):
     def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
         prompt = str(messages[-1].content)
+        probe = re.search(r"PROBE \w+ round (\d+)$", prompt)
         if prompt.startswith("REFINE"):
             text = self.texts[int(prompt.split()[1]) - 1]
+        elif probe:
+            text = self.probes[int(probe.group(1)) - 1]
         elif "JUDGE " in prompt:
             n = int(prompt.split("JUDGE ", 1)[1].split(":")[0])
             now = claims(self.texts[n - 1])
             same = n > 1 and claims(self.texts[n - 2]) == now
+            same = same and "Objection:" not in prompt.split("JUDGE ", 1)[1]
             if random.Random(self.judge_seed * 100 + n).random() < JUDGE_ERROR:
                 same = not same
             text = '{"converged": %s}' % ("true" if same else "false")
@@ -178,8 +214,9 @@ def mode(repeat: dict[str, Any], judge: bool = False) -> dict[str, Any]:
         {"id": "refine", "role": "Refinement", "context_from": ["probe"],
          "prompt": "REFINE {{ round }} after {{ turns.probe }}"}]
     if judge:
-        turns.append({"id": "check", "role": "Judge", "context_from": ["refine"],
-                      "prompt": "JUDGE {{ round }}: has the refinement stopped changing?",
+        turns.append({"id": "check", "role": "Judge", "context_from": ["probe", "refine"],
+                      "prompt": "JUDGE {{ round }}: has the refinement stopped changing, "
+                                "with no objection left? The probe said: {{ turns.probe }}",
                       "output": {"schema": {"type": "object", "required": ["converged"],
                                             "properties": {"converged": {"type": "boolean"}}}}})
     return {
@@ -196,44 +233,83 @@ def mode(repeat: dict[str, Any], judge: bool = False) -> dict[str, Any]:
         ]}
 
 
-def strategies(quick: bool) -> list[tuple[str, dict[str, Any], bool]]:
-    """(label, repeat, judge) for every strategy the bench compares."""
-    out: list[tuple[str, dict[str, Any], bool]] = [
-        ("never stop (8 rounds)", {"max_rounds": ROUNDS}, False),
-        ("old: similarity 0.9", {"max_rounds": ROUNDS, "until": {"similarity": 0.9}}, False)]
-    out += [(f"fixed {k} rounds", {"max_rounds": k}, False) for k in (3, 4, 6)]
+Plan = tuple[str, dict[str, Any], bool, str]  # label, repeat, judge turn, probe variant
+
+
+def strategies(quick: bool) -> list[Plan]:
+    """(label, repeat, judge, variant) for every strategy the bench compares; the variant
+    ("signal" or "no signal") matters only to strategies with a judge."""
+    out: list[Plan] = [
+        ("never stop (8 rounds)", {"max_rounds": ROUNDS}, False, ""),
+        ("old: similarity 0.9", {"max_rounds": ROUNDS, "until": {"similarity": 0.9}}, False,
+         "")]
+    out += [(f"fixed {k} rounds", {"max_rounds": k}, False, "") for k in (3, 4, 6)]
     thresholds = (0.9, 0.95) if quick else (0.85, 0.9, 0.95, 0.97)
     for threshold in thresholds:
         for patience in (1, 2, 3):
             if (threshold, patience) != (0.9, 1):
                 out.append((f"similarity {threshold} patience {patience}", {
                     "max_rounds": ROUNDS,
-                    "until": {"similarity": threshold, "patience": patience}}, False))
+                    "until": {"similarity": threshold, "patience": patience}}, False, ""))
+    out.append(("similarity 0.95 patience 1 min_rounds 4", {
+        "max_rounds": ROUNDS, "until": {"similarity": 0.95, "min_rounds": 4}}, False, ""))
     for patience in (1, 2, 3):
         out.append((f"idealised embedding patience {patience}", {
             "max_rounds": ROUNDS, "until": {"similarity": 0.999, "patience": patience,
-                                            "embeddings": "folded"}}, False))
-    for patience in (1, 2):
-        out.append((f"judge turn patience {patience}", {
-            "max_rounds": ROUNDS, "until": {"judge": "check", "patience": patience}}, True))
+                                            "embeddings": "folded"}}, False, ""))
+    for variant in ("signal", "no signal"):
+        for patience in (1, 2):
+            out.append((f"judge every round patience {patience} ({variant})", {
+                "max_rounds": ROUNDS, "until": {"judge": "check", "patience": patience}},
+                True, variant))
+        confirms = ((0.9, 1), (0.95, 1), (0.95, 2)) if quick else (
+            (0.85, 1), (0.9, 1), (0.9, 2), (0.95, 1), (0.95, 2))
+        for threshold, patience in confirms:
+            out.append((f"confirm: similarity {threshold} patience {patience} ({variant})", {
+                "max_rounds": ROUNDS, "until": {"similarity": threshold, "patience": patience,
+                                                "confirm": "check"}}, True, variant))
+        for patience in (1, 2):
+            out.append((f"unless the probe objects: similarity 0.95 patience {patience} "
+                        f"({variant})", {"max_rounds": ROUNDS, "until": {
+                            "similarity": 0.95, "patience": patience,
+                            "unless": "'Objection:' in turns.probe.text"}}, False, variant))
+        out.append((f"confirm: idealised embedding patience 1 ({variant})", {
+            "max_rounds": ROUNDS, "until": {"similarity": 0.999, "embeddings": "folded",
+                                            "confirm": "check"}}, True, variant))
     return out
 
 
-def run(pm: Any, texts: list[str], repeat: dict[str, Any], judge: bool, seed: int
-        ) -> tuple[int, tuple[str, ...]]:
-    model = Scripted(texts=texts, judge_seed=seed)
+def run(pm: Any, texts: list[str], said: list[str], repeat: dict[str, Any], judge: bool,
+        seed: int) -> tuple[int, tuple[str, ...]]:
+    model = Scripted(texts=texts, probes=said, judge_seed=seed)
     orchestrator = dlg.Orchestrator(model=model, plugin_manager=pm, store=None)
     d = orchestrator.run_sync(mode(repeat, judge))
     assert d.status == "completed", (d.status, d.error)
     return d.turns_completed, claims(d.turn("consolidate").text)
 
 
+def frontier(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The labels no other strategy beats on both saving and the worst kind's same answer,
+    most saving first."""
+    keep = [a for a, (sa, ma) in points.items() if not any(
+        (sb >= sa and mb >= ma) and (sb, mb) != (sa, ma) for sb, mb in points.values())]
+    return sorted(keep, key=lambda label: -points[label][0])
+
+
 def main() -> None:
+    global JUDGE_ERROR
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer thresholds")
+    parser.add_argument("--visible", type=float, default=0.8,
+                        help="how often a change still to come shows in the probe (signal)")
+    parser.add_argument("--judge-error", type=float, default=JUDGE_ERROR,
+                        help="how often the judge answers wrongly")
+    parser.add_argument("--judged-only", action="store_true",
+                        help="only the strategies that read the probe (and never stop)")
     args = parser.parse_args()
+    JUDGE_ERROR = args.judge_error
     from dlg.hookspecs import hookimpl
     from dlg.plugin_manager import build_plugin_manager
 
@@ -244,7 +320,8 @@ def main() -> None:
 
     pm = build_plugin_manager(autoload=False)
     pm.register(Plugin(), name="bench-folded")
-    plans = strategies(args.quick)
+    plans = [p for p in strategies(args.quick)
+             if not args.judged_only or p[3] or p[0].startswith("never")]
     started = time.monotonic()
     # saved[label][kind] and same[label][kind]: one value per seed
     saved: dict[str, dict[str, list[float]]] = {p[0]: {k: [] for k in KINDS} for p in plans}
@@ -252,19 +329,25 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for kind in KINDS:
             texts = workload(kind, random.Random(f"{seed}-{kind}"))
-            full_turns, full = run(pm, texts, {"max_rounds": ROUNDS}, False, seed)
-            for label, repeat, judge in plans:
-                turns, final = run(pm, texts, repeat, judge, seed)
+            said = {"signal": probes(texts, random.Random(f"{seed}-{kind}-probe"), args.visible),
+                    "no signal": probes(texts, random.Random(f"{seed}-{kind}-probe"), 0.0)}
+            said[""] = said["signal"]  # read by no strategy without a judge
+            full_turns, full = run(pm, texts, said[""], {"max_rounds": ROUNDS}, False, seed)
+            for label, repeat, judge, variant in plans:
+                turns, final = run(pm, texts, said[variant], repeat, judge, seed)
                 saved[label][kind].append(1 - turns / full_turns)
                 same[label][kind].append(float(final == full))
     print(f"{args.seeds} seeds x {len(KINDS)} workload kinds, loop of at most {ROUNDS} rounds "
-          f"(19 turns), {time.monotonic() - started:.0f} s\n")
+          f"(19 turns), a change's cause visible in the probe {args.visible:.0%} of the time "
+          f"(signal) or never (no signal), judge wrong {JUDGE_ERROR:.0%} of the time, "
+          f"{time.monotonic() - started:.0f} s\n")
     print("Turns saved against never stopping / same final answer, per kind "
           "(mean over seeds; saved also +- its standard deviation)\n")
     short = ["early", "late", "drift", "plateau", "oscill.", "never"]
     print(f"| strategy | {' | '.join(short)} | all six: saved | all six: same | min same |")
     print(f"| --- | {' | '.join('---' for _ in short)} | --- | --- | --- |")
-    for label, _, _ in plans:
+    points: dict[str, tuple[float, float]] = {}
+    for label, *_ in plans:
         cells = []
         for kind in KINDS:
             s, m = saved[label][kind], same[label][kind]
@@ -272,11 +355,19 @@ def main() -> None:
                          f"{statistics.mean(m):.0%}")
         every = [statistics.mean(saved[label][k]) for k in KINDS]
         sames = [statistics.mean(same[label][k]) for k in KINDS]
+        points[label] = (statistics.mean(every), min(sames))
         print(f"| {label} | {' | '.join(cells)} | {statistics.mean(every):.1%} | "
               f"{statistics.mean(sames):.1%} | {min(sames):.0%} |")
+    print("\nTrade-off curve (no other strategy saves more with at least the same worst-kind "
+          "same answer), one table per probe variant:\n")
+    for variant in ("signal", "no signal"):
+        seen = {label: points[label] for label, _, _, v in plans if v in ("", variant)}
+        print(f"{variant}: " + "; ".join(
+            f"{label} {seen[label][0]:.1%} saved / {seen[label][1]:.0%} min same"
+            for label in frontier(seen)))
     print("\nTargets: same final answer >= 95% on every kind, turns saved >= 40% on settle "
           "early and >= 15% over the six kinds")
-    for label, _, _ in plans:
+    for label, *_ in plans:
         sames = [statistics.mean(same[label][k]) for k in KINDS]
         early = statistics.mean(saved[label]["settle early"])
         overall = statistics.mean(statistics.mean(saved[label][k]) for k in KINDS)

@@ -293,6 +293,75 @@ def test_a_judge_turn_says_when_the_loop_has_converged(recorder):
         "reason": "'check' judged it converged in round 2 (until.judge)"}
 
 
+def _confirmed(until: dict) -> dict:
+    mode = _say_again(until)
+    mode["phases"][0]["turns"].append({
+        "id": "check", "role": "Judge", "output": {"schema": CONVERGED},
+        "context_from": ["say"], "prompt": "Has it stopped changing? {{ turns.say }}"})
+    return mode
+
+
+def test_a_confirm_turn_runs_only_at_a_candidate_stop_and_can_veto_it(recorder):
+    model = recorder(["a b c d", "w x y z", "w x y z", '{"converged": false}', "w x y z",
+                      '{"converged": true}', "never"])
+    d = dlg.run_sync(_confirmed({"similarity": 0.95, "confirm": "check"}), model=model,
+                     store=None)
+    assert [(t.id, t.status) for t in d.turns] == [
+        ("say", "completed"), ("check", "skipped"), ("say@2", "completed"),
+        ("check@2", "skipped"), ("say@3", "completed"), ("check@3", "completed"),
+        ("say@4", "completed"), ("check@4", "completed")]
+    assert d.turn("check").metadata["skipped_by"] == "until.confirm"
+    assert d.metadata["loops"]["again"] == {
+        "rounds": 4, "status": "converged",
+        "reason": "'say' answered 1.00 alike in rounds 3 and 4 (until.similarity 0.95), "
+                  "confirmed by 'check' (until.confirm)"}
+
+
+def test_a_confirm_turn_waits_for_patience_and_min_rounds(recorder):
+    model = recorder(["a b c d"] * 4 + ['{"converged": true}', "never"])
+    d = dlg.run_sync(_confirmed({"similarity": 0.95, "patience": 2, "min_rounds": 4,
+                                 "confirm": "check"}), model=model, store=None)
+    assert [t.id for t in d.turns if t.status == "completed"] == [
+        "say", "say@2", "say@3", "say@4", "check@4"]
+    assert d.metadata["loops"]["again"]["rounds"] == 4
+
+
+def test_a_confirm_turn_confirms_a_score_of_the_turn_before_it(recorder):
+    mode = refine_mode({"score": 8, "confirm": "check"})
+    mode["phases"][1]["turns"].append({
+        "id": "check", "role": "Judge", "output": {"schema": CONVERGED},
+        "context_from": ["review"], "prompt": "Settled? {{ turns.review }}"})
+    model = recorder(["draft", '{"score": 5}', "v1", '{"score": 9}', "v2",
+                      '{"converged": true}', "published"])
+    d = dlg.run_sync(mode, model=model, store=None)
+    assert [(t.id, t.status) for t in d.turns][1:-1] == [
+        ("review", "completed"), ("revise", "completed"), ("check", "skipped"),
+        ("review@2", "completed"), ("revise@2", "completed"), ("check@2", "completed")]
+    assert d.metadata["loops"]["improve"]["reason"] == (
+        "'review' scored 9 (until.score 8), confirmed by 'check' (until.confirm)")
+
+
+def test_unless_vetoes_a_stop_while_the_probe_still_objects(recorder):
+    mode = _say_again({"similarity": 0.95, "unless": "'OPEN' in turns.probe.text"})
+    mode["phases"][0]["turns"].insert(0, {"id": "probe", "role": "Probe",
+                                          "prompt": "Anything open?", "context_from": "none"})
+    model = recorder(["OPEN: x", "a b c d", "OPEN: y", "a b c d", "nothing", "a b c d",
+                      "never", "never"])
+    d = dlg.run_sync(mode, model=model, store=None)
+    assert [t.id for t in d.turns] == ["probe", "say", "probe@2", "say@2", "probe@3", "say@3"]
+    assert d.metadata["loops"]["again"]["reason"] == (
+        "'say' answered 1.00 alike in rounds 2 and 3 (until.similarity 0.95)")
+
+
+def test_a_confirm_turn_in_a_parallel_phase_is_a_mode_error():
+    mode = _confirmed({"similarity": 0.9, "confirm": "check"})
+    mode["phases"][0]["structure"] = "parallel"
+    with pytest.raises(dlg.ModeError, match=re.escape(
+            "repeat.until.confirm of phase 'again' needs its turns one after another, but the "
+            "phase is parallel")):
+        dlg.load_mode(mode)
+
+
 def test_similarity_by_the_embeddings_a_plugin_registers(pm, recorder):
     from dlg.hookspecs import hookimpl
 
@@ -337,6 +406,25 @@ def test_similarity_by_the_embeddings_a_plugin_registers(pm, recorder):
     ({"min_rounds": 2}, "repeat.until.min_rounds has nothing to apply to: repeat.until has "
                         "no similarity, score, judge or condition"),
     ({"condition": "round > 2", "patience": 2}, "repeat.until.patience has nothing to apply"),
+    ({"condition": "round > 2", "confirm": "review"},
+     "repeat.until.confirm has nothing to apply to: repeat.until has no similarity or score"),
+    ({"similarity": 0.9, "confirm": "revise"}, "repeat.until.confirm of phase 'improve' reads "
+                                               "data.converged of 'revise', which has no output"),
+    ({"similarity": 0.9, "confirm": "reviw"}, "repeat.until.confirm of phase 'improve' names "
+                                              "'reviw', which is not one of its turns"),
+    ({"similarity": 0.9, "confirm": "review", "turn": "revise"},
+     "repeat.until.confirm of phase 'improve' names 'review', which does not run after "
+     "'revise', the turn it confirms"),
+    ({"similarity": 0.9, "confirm": "review", "judge": "review"},
+     "repeat.until.confirm of phase 'improve' and repeat.until.judge both name a judge"),
+    ({"similarity": 0.9, "confirm": 3}, "repeat.until.confirm: expected"),
+    ({"condition": "round ==", "similarity": 0.9},
+     "repeat.until.condition of phase 'improve': template syntax error: unexpected"),
+    ({"similarity": 0.9, "unless": "turns.review.text ==="},
+     "repeat.until.unless of phase 'improve': template syntax error: unexpected '='"),
+    ({"condition": "round > 2", "unless": "round < 2"},
+     "repeat.until.unless has nothing to apply to: repeat.until has no similarity, score or "
+     "judge"),
 ])
 def test_new_until_mistakes_are_mode_errors(until, message):
     with pytest.raises(dlg.ModeError, match=re.escape(message)):

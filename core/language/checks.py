@@ -263,6 +263,8 @@ def _pointless(until: dict[str, Any], name: str, doc: Any, where: tuple[Any, ...
     signals = ", ".join(kinds[:-1]) + f" or {kinds[-1]}"
     stops = ", ".join(kinds) + " or condition"
     needs = {"patience": (kinds, signals), "embeddings": (("similarity",), "similarity"),
+             "confirm": (("similarity", "score"), "similarity or score"),
+             "unless": (kinds, signals),
              "min_rounds": ((*kinds, "condition"), stops),
              "min_turns": ((*kinds, "condition"), stops)}
     out = []
@@ -276,15 +278,16 @@ def _pointless(until: dict[str, Any], name: str, doc: Any, where: tuple[Any, ...
 
 def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[Turn],
                      layout: Layout) -> list[Problem]:
-    """A loop's ``until.turn`` and ``until.judge`` must be its turns; ``until.score``
-    and ``until.judge`` need a turn with an output schema to read; ``min_rounds`` and
-    ``patience`` must fit in ``max_rounds``."""
+    """A loop's ``until.turn``, ``until.judge`` and ``until.confirm`` must be its turns;
+    ``until.score``, ``until.judge`` and ``until.confirm`` need a turn with an output
+    schema to read; ``confirm`` runs after the turn it confirms, in a sequential phase;
+    ``min_rounds`` and ``patience`` must fit in ``max_rounds``."""
     until = repeat.get("until") or {}
     ids = [t.id for t in turns]
     doc, path = layout.where(ids[0])
     where = (*path[:-2], "repeat", "until") if path[-2:-1] == ("turns",) else path
     out = _pointless(until, "repeat.until", doc, where)
-    for key in ("turn", "judge"):
+    for key in ("turn", "judge", "confirm"):
         if until.get(key) is not None and until[key] not in ids:
             close = difflib.get_close_matches(until[key], ids, n=1)
             out.append(doc.problem(
@@ -296,6 +299,16 @@ def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[T
             f"repeat.until.judge of phase '{phase['id']}' reads data.converged of "
             f"'{until['judge']}', which has no output schema", (*where, "judge"),
             hint="give it output: {schema: ...} with a boolean converged"))
+    out.extend(_confirm_problems(phase, until, turns, doc, where))
+    for key in ("condition", "unless"):
+        if isinstance(until.get(key), str):
+            from jinja2 import Environment, TemplateSyntaxError
+
+            try:
+                Environment().parse("{{ (" + until[key] + ") }}")
+            except TemplateSyntaxError as exc:
+                out.append(doc.problem(f"repeat.until.{key} of phase '{phase['id']}': "
+                                       f"template syntax error: {exc.message}", (*where, key)))
     rounds = int(repeat.get("max_rounds") or 1)
     for key in ("min_rounds", "patience"):
         if int(until.get(key) or 1) > rounds:
@@ -304,11 +317,47 @@ def repeat_problems(phase: dict[str, Any], repeat: dict[str, Any], turns: list[T
                 f"max_rounds {rounds}: the loop could never converge", (*where, key),
                 hint=f"at most {rounds}, or raise max_rounds"))
     if until.get("score") is not None and until.get("turn", ids[0]) in ids:
-        judged = [t for t in turns if t.output] if until.get("turn") is None else [
-            t for t in turns if t.id == until["turn"] and t.output]
+        if until.get("turn") is None:  # the confirm turn is not the one scored
+            judged = [t for t in turns if t.output and t.id != until.get("confirm")]
+        else:
+            judged = [t for t in turns if t.id == until["turn"] and t.output]
         if not judged:
             out.append(doc.problem(
                 f"repeat.until.score of phase '{phase['id']}' reads data.score, but no turn "
                 "of it has an output schema", (*where, "score"),
                 hint="give the judging turn output: {schema: ...} with a score"))
     return out
+
+
+def _confirm_problems(phase: dict[str, Any], until: dict[str, Any], turns: list[Turn],
+                      doc: Any, where: tuple[Any, ...]) -> list[Problem]:
+    """``until.confirm`` reads ``data.converged`` of a turn that runs after the turn whose
+    similarity or score it confirms, one turn after another (it runs only when they held)."""
+    ids = [t.id for t in turns]
+    confirm = until.get("confirm")
+    if confirm not in ids:
+        return []
+    name = f"repeat.until.confirm of phase '{phase['id']}'"
+    at = (*where, "confirm")
+    if not turns[ids.index(confirm)].output:
+        return [doc.problem(f"{name} reads data.converged of '{confirm}', which has no output "
+                            "schema", at,
+                            hint="give it output: {schema: ...} with a boolean converged")]
+    if phase.get("structure") == "parallel":
+        return [doc.problem(f"{name} needs its turns one after another, but the phase is "
+                            "parallel", at, hint="make the phase sequential")]
+    if until.get("judge") is not None:
+        return [doc.problem(f"{name} and repeat.until.judge both name a judge", at,
+                            hint="keep confirm (asked only at a candidate stop) or judge "
+                                 "(asked every round)")]
+    others = [t for t in turns if t.id != confirm]
+    judged = [t.id for t in others if t.output]
+    read = [until["turn"]] if until.get("turn") else [
+        *([others[-1].id] if until.get("similarity") and others else []),
+        *([judged[-1]] if until.get("score") is not None and judged else [])]
+    late = [t for t in read if t in ids and ids.index(t) >= ids.index(confirm)]
+    if late:
+        return [doc.problem(f"{name} names '{confirm}', which does not run after "
+                            f"'{late[0]}', the turn it confirms", at,
+                            hint=f"put '{confirm}' after '{late[0]}' in the phase")]
+    return []

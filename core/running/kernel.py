@@ -159,8 +159,9 @@ class Kernel:
             d.error = f"turn '{failed[0].id}' failed: {failed[0].error}" if failed else (
                 "failed")
 
-    async def run_phase(self, phase: Phase) -> None:
-        """Run the phase's turns that have not finished, in order or all at once."""
+    async def run_phase(self, phase: Phase, loop: Loop | None = None) -> None:
+        """Run the phase's turns that have not finished, in order or all at once (in a
+        loop, a turn its ``gate`` skips is recorded skipped instead)."""
         state = self.state
         todo = [t for t in phase.turns
                 if state.record(t).status not in (R.COMPLETED, R.SKIPPED)]
@@ -173,6 +174,10 @@ class Kernel:
                 raise first_dlg_error(group) from None
         else:
             for turn in todo:
+                skip = loop.gate(state.records, state.current or {}, turn) if loop else None
+                if skip is not None:
+                    await self._record(state.record(turn), skip)
+                    continue
                 await self.run_turn(turn)
                 if state.failed or state.stopped:
                     break
@@ -189,7 +194,7 @@ class Kernel:
         for at, rec in loop.missing(state.records, state.current):
             self._add(at, (rec,))
         while True:
-            await self.run_phase(phase)
+            await self.run_phase(phase, loop if loop.confirm else None)
             if state.failed:
                 return
             after = loop.after_round(state.records, state.current, state.stopped)

@@ -22,8 +22,19 @@ turn (``turns.revise`` is the newest revision; a turn reads its own previous rou
   ``data.converged`` true (or "yes").
 
 ``patience: K`` wants score, similarity or judge to hold in K rounds in a row (default
-1); ``min_rounds: N`` looks at ``until`` only from round N (default 1). The loop ends
-``converged`` when one holds, else ``max_rounds`` after the last round;
+1); ``min_rounds: N`` looks at ``until`` only from round N (default 1).
+
+``unless: EXPR`` (a Jinja expression over the turns and ``round``, such as the critique's
+``data.objections``) vetoes score, similarity and judge while it is true: a stop rule that
+reads the probe without a turn of its own. An expression that fails does not veto.
+
+``confirm: TURN`` (a turn of the phase with an output schema, after the turn ``until``
+watches, and never its default) is a judge asked only at a candidate stop: it runs in a
+round only when score or similarity has held ``patience`` rounds in a row by then (else
+``gate`` skips it), and the loop ends only when it answers ``data.converged`` true. So it
+costs a turn per candidate stop, not one per round, and can veto the stop.
+
+The loop ends ``converged`` when one holds, else ``max_rounds`` after the last round;
 ``dialogue.metadata["loops"][PHASE]`` says which, after how many rounds. When the
 dialogue stops in a loop with rounds left (its ``until``, ``max_turns``, a budget), the
 loop is ``stopped`` and the rest of its round, or the next round, is pending. A resumed
@@ -39,6 +50,7 @@ from typing import Any
 
 from dlg.language.templates import TurnsView
 from dlg.records.record import COMPLETED, FAILED, SKIPPED, TurnRecord
+from dlg.running.outcomes import Skipped
 from dlg.running.stopping import Similarity, verdict
 
 __all__ = ["Loop", "Round", "round_id"]
@@ -64,8 +76,11 @@ class Loop:
         self._embeddings = embeddings
         self._condition = (env.compile_expression(self.until["condition"])
                            if self.until.get("condition") else None)
-        ids = [t.id for t in phase.turns]
-        judged = [t.id for t in phase.turns if t.output]
+        self._unless = (env.compile_expression(self.until["unless"])
+                        if self.until.get("unless") else None)
+        self.confirm: str | None = self.until.get("confirm")
+        ids = [t.id for t in phase.turns if t.id != self.confirm]
+        judged = [t.id for t in phase.turns if t.output and t.id != self.confirm]
         self.watched = self.until.get("turn") or ids[-1]
         self.scorer = self.until.get("turn") or (judged[-1] if judged else None)
         self.patience = int(self.until.get("patience") or 1)
@@ -95,20 +110,47 @@ class Loop:
             return "max_rounds", f"{n} rounds (max_rounds {self.max_rounds})"
         return None
 
+    def gate(self, records: list[TurnRecord], current: dict[str, TurnRecord], turn: Any
+             ) -> Skipped | None:
+        """Whether ``turn`` is skipped in the round the phase is in: the ``confirm`` turn
+        is, unless the loop's signals have held ``patience`` rounds in a row by now."""
+        if turn.id != self.confirm:
+            return None
+        n = self.round(current)
+        if n >= self.min_rounds and self._held(records, n):
+            return None
+        return Skipped("until.confirm", f"round {n} is not a candidate stop: "
+                                        "asked only once the loop looks converged")
+
     def _converged(self, records: list[TurnRecord], n: int) -> str | None:
         """Why the loop has converged after round ``n``: its condition holds, or its
-        score, similarity or judge held in ``patience`` rounds in a row."""
-        if self._condition is not None:
-            done = [r for r in records if r.status == COMPLETED]
-            view = TurnsView(done)
-            try:  # a turn it reads may not have run: then it does not hold
-                holds = self._condition(**{**self.base_context, "turns": view, "round": n,
-                                           "context": list(view.values())})
-            except Exception:
-                holds = False
-            if holds:
-                return f"until: {self.until['condition']}"
-        if n < self.patience:
+        score, similarity or judge held in ``patience`` rounds in a row (and its
+        ``confirm`` turn, when it has one, said so in round ``n``)."""
+        if self._condition is not None and self._holds(self._condition, records, n):
+            return f"until: {self.until['condition']}"
+        held = self._held(records, n)
+        if held is None or (self.confirm and not self._confirmed(records, n)):
+            return None
+        if self.confirm:
+            held += f", confirmed by '{self.confirm}' (until.confirm)"
+        return held
+
+    def _holds(self, expression: Any, records: list[TurnRecord], n: int) -> bool:
+        """Whether ``condition`` or ``unless`` is true after round ``n`` (or the part of it
+        that has run)."""
+        view = TurnsView([r for r in records if r.status == COMPLETED])
+        try:  # a turn it reads may not have run: then it does not hold
+            return bool(expression(**{**self.base_context, "turns": view, "round": n,
+                                      "context": list(view.values())}))
+        except Exception:
+            return False
+
+    def _held(self, records: list[TurnRecord], n: int) -> str | None:
+        """Why score, similarity or judge held in ``patience`` rounds in a row up to round
+        ``n`` (the watched turns of round ``n`` that have run) with ``unless`` false, else
+        None."""
+        if n < self.patience or (
+                self._unless is not None and self._holds(self._unless, records, n)):
             return None
         by_id = {r.id: r for r in records if r.status == COMPLETED}
         reasons = [self._stable(by_id, m) for m in range(n, n - self.patience, -1)]
@@ -117,6 +159,11 @@ class Loop:
         times = "" if self.patience == 1 else (
             f", {self.patience} rounds in a row (until.patience {self.patience})")
         return f"{reasons[0]}{times}"
+
+    def _confirmed(self, records: list[TurnRecord], n: int) -> bool:
+        """Whether the ``confirm`` turn ran in round ``n`` and said it has converged."""
+        rec = next((r for r in records if r.id == round_id(str(self.confirm), n)), None)
+        return rec is not None and rec.status == COMPLETED and bool(verdict(rec.data))
 
     def _stable(self, by_id: dict[str, TurnRecord], m: int) -> str | None:
         """Why round ``m`` looks converged (score, judge or similarity), else None."""
