@@ -8,8 +8,9 @@ is normal:
 - its **prior** is the registry's quality for the model, moved by what other tasks taught
   (how much better or worse than its catalog quality the model scored on other tasks, and
   how this task's models scored against theirs), each shrunk towards nothing while there
-  is little of it; it is worth ``noise / PRIOR_SD**2`` scores, where ``noise`` is the
-  scores' spread pooled over every task and model (a noisy judge: the prior counts more);
+  is little of it (by ``noise / SHIFT_SD**2`` scores' worth); it is worth
+  ``noise / PRIOR_SD**2`` scores, where ``noise`` is the scores' spread pooled over every
+  task and model (a noisier judge: the prior and the shrinkage count for more);
 - it moves with every score for (task, model) in the store (``dlg rate``, a judge, a
   plugin; see ``dlg.running.routing.learning``), which forgets: when a model's recent scores
   stray from its mean, the statistics restart from the recent ones;
@@ -44,13 +45,15 @@ if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads 
 PRIOR_SD = 0.2  # how far a model's quality on a task may be from its prior (the catalog's
 # qualities of today's models span about 0.3; tuned on bench_routing.py's seeds 1000-1009)
 NOISE_WEIGHT = 10.0  # the default noise (PRIOR_SD**2) counts as this many scores' spread
-SHRINK = 4.0  # scores from other tasks are worth this many less (shrinkage to no shift)
+SHIFT_SD = 0.04  # how far a model's (or a task's) shift from the catalog is believed to be:
+# the shifts other tasks teach are shrunk towards nothing by noise / SHIFT_SD**2 scores
+# (a noisier judge shrinks more; 0.03-0.05 did equally well on the tuning seeds)
 RAMP = 30.0  # a task's exploration grows as n / (n + RAMP) with its scores on every model
 COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.08, "minimum_cost": 0.5}
 
 
 def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, float],
-            task: str) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
+            task: str, shrink: float) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
     """What other tasks say of each model (its mean shift from its prior, and how many
     scores say so), and what this task's models say of the task (its shift)."""
     model_sum: dict[str, float] = {}
@@ -60,14 +63,14 @@ def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, f
         if t != task and model in priors and n:
             model_sum[model] = model_sum.get(model, 0.0) + n * (mean - priors[model])
             model_n[model] = model_n.get(model, 0) + n
-    models = {m: (model_sum[m] / (model_n[m] + SHRINK), model_n[m]) for m in model_sum}
+    models = {m: (model_sum[m] / (model_n[m] + shrink), model_n[m]) for m in model_sum}
     task_sum, task_n = 0.0, 0
     for (t, model), stat in table.items():
         if t == task and model in priors and stat.since_n:
             expected = priors[model] + models.get(model, (0.0, 0))[0]
             task_sum += stat.since_n * (float(stat.since_mean or 0.0) - expected)
             task_n += stat.since_n
-    return models, (task_sum / (task_n + SHRINK), task_n)
+    return models, (task_sum / (task_n + shrink), task_n)
 
 
 def _number(option: str, value: Any) -> float:
@@ -136,12 +139,12 @@ class LearnedRouter:
         scale = math.log1p(max(prices, default=1.0) or 1.0)
         catalog = {name: (info.quality / 100) if info is not None and info.quality is not None
                    else 0.5 for name, _, info in found}
-        shifts, (task_shift, task_n) = _shifts(table, catalog, task)
         seen = sum(max(s.since_n, 0) for (t, _), s in table.items() if t == task)
         ramp = seen / (seen + RAMP)
         m2 = sum(float(s.since_m2 or 0.0) for s in table.values() if s.since_n > 1)
         dof = sum(s.since_n - 1 for s in table.values() if s.since_n > 1)
         noise = (m2 + NOISE_WEIGHT * PRIOR_SD ** 2) / (dof + NOISE_WEIGHT)
+        shifts, (task_shift, task_n) = _shifts(table, catalog, task, noise / SHIFT_SD ** 2)
         drawn = []
         for name, model, info in found:
             shift, elsewhere = shifts.get(name, (0.0, 0))

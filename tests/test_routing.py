@@ -518,3 +518,23 @@ def test_the_learned_router_trusts_few_scores_less_from_a_noisy_judge():
                            _learned_request(THREE, store=store)).reason
         estimates[noise] = float(reason.split("grok: estimate ")[1][:4])
     assert estimates[0.02] >= 0.93 and estimates[0.3] <= estimates[0.02] - 0.02
+
+
+def test_the_learned_router_shares_less_from_a_noisy_judge():
+    """What other tasks teach of a model (here: 0.1 above its catalog quality, on average)
+    is shrunk more when the judge is noisy: from scores of 0.4 and 1.0 it is a smaller
+    shift than from steady scores of 0.7, though both average 0.7."""
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing.learning import record_quality
+
+    entries = {name: {**THREE[name], "quality": 60} for name in ("gemini", "claude")}
+    shifts = {}
+    for name, scores in (("steady", (0.7, 0.7)), ("noisy", (0.4, 1.0))):
+        store = _Memory()
+        for task in ("critique", "summary"):
+            for score in scores * 10:
+                record_quality(store, task, "gemini", score)
+        reason = anyio.run(LearnedRouter(seed=1).route,
+                           _learned_request(entries, store=store)).reason
+        shifts[name] = float(reason.split("catalog 0.60 ")[1].split(" from 40 scores")[0])
+    assert shifts["steady"] >= 0.08 and shifts["noisy"] <= shifts["steady"] / 2
