@@ -1,8 +1,9 @@
 """Routing benchmark: fair markets, drawn per seed, against a skeptic's baselines.
 
-    python bench/bench_routing.py              # 20 seeds, every scenario (about 2 minutes)
+    python bench/bench_routing.py              # 20 seeds, every scenario (about 5 minutes)
     python bench/bench_routing.py --quick      # 5 seeds
     python bench/bench_routing.py --seeds 40
+    python bench/bench_routing.py --first-seed 1000 --seeds 10   # the seeds it was tuned on
 
 The market (drawn per seed, not chosen): six models, each with a base quality drawn
 from U(0.55, 0.85) and a price that rises with it (log-normal about $0.1 to $20 per
@@ -23,7 +24,9 @@ Scenarios (200 dialogues unless said; judge noise 0.15 unless said):
 - new-model: half-wrong, and after dialogue 100 a seventh model joins, priced as the
   cheapest third and 0.05 better than the best base (its prior says so);
 - many-tasks: half-wrong with 60 tasks and 40 dialogues (each task seen about twice);
-- noise-0.05 / noise-0.3: half-wrong with that judge noise (noise 0.15 is half-wrong).
+- noise-0.05 / noise-0.3: half-wrong with that judge noise (noise 0.15 is half-wrong);
+- noisy-many: many-tasks with judge noise 0.3 (a skeptic's harder case, added with the
+  router it tests: little data per task, and that little is noisy).
 
 Policies: oracle (the best hidden quality for the turn's task, at any price),
 always-best (the highest prior), always-cheapest, random, capabilities (dlg's router,
@@ -32,10 +35,12 @@ one score), strong/weak (RouteLLM-style: the highest prior is strong, the cheape
 with at least the median prior is weak; a turn goes to the weak one unless its mean score
 on the task is 0.03 below the strong one's, after trying each 3 times per task), and
 learned (dlg's router, plugins/learned_router.py, asked through its real ``route`` with
-real RouteRequests and fed through dlg.running.routing.learning.record_quality; cost_weight 0.15,
-its default with the balanced preference; "learned cw=0": cost_weight 0, quality first).
-Quality is the hidden quality of the models picked, as a % of the oracle's; cost as a % of
-always-best's. The spread is the standard deviation over seeds of the per-seed %.
+real RouteRequests and fed through dlg.running.routing.learning.record_quality; cost_weight
+0.08, its default with the balanced preference; "learned cw=0": cost_weight 0, quality
+first). Quality is the hidden quality of the models picked, as a % of the oracle's; cost as
+a % of always-best's. The spread is the standard deviation over seeds of the per-seed %.
+The router's constants and defaults were tuned on seeds 1000-1009 (``--first-seed 1000
+--seeds 10``); the reported runs use seeds 1-20, which tuning never saw.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from dlg.running.routing.learning import record_quality
 
 PROMPT, COMPLETION = 1000, 400
 SCENARIOS = ("right", "half-wrong", "degrade", "new-model", "many-tasks", "noise-0.05",
-             "noise-0.3")
+             "noise-0.3", "noisy-many")
 POLICIES = ("oracle", "always-best", "always-cheapest", "random", "capabilities",
             "epsilon-greedy", "strong/weak", "learned", "learned cw=0")
 BASELINES = POLICIES[1:-2]
@@ -90,9 +95,11 @@ class Market:
 
     def __init__(self, scenario: str, seed: int):
         rng = random.Random(f"market-{scenario}-{seed}")
-        self.noise = {"noise-0.05": 0.05, "noise-0.3": 0.3}.get(scenario, 0.15)
-        n_tasks = 60 if scenario == "many-tasks" else 6
-        self.dialogues = 40 if scenario == "many-tasks" else 200
+        self.noise = {"noise-0.05": 0.05, "noise-0.3": 0.3, "noisy-many": 0.3}.get(scenario,
+                                                                                  0.15)
+        many = scenario in ("many-tasks", "noisy-many")
+        n_tasks = 60 if many else 6
+        self.dialogues = 40 if many else 200
         self.change_at = 100 if scenario in ("degrade", "new-model") else None
         self.tasks = [f"task{i}" for i in range(n_tasks)]
         self.models = [f"m{i}" for i in range(6)]
@@ -154,7 +161,7 @@ def run(market: Market, policy: str, seed: int, cost_weight: float | None = None
         {"id": t, "role": t, "requires": ["reasoning"], "prompt": "x"} for t in market.tasks]})
     turns = {t.role: t for t in mode.turns}
     store = Memory()
-    router = LearnedRouter(seed=seed, cost_weight=cost_weight)  # None: 0.15 (balanced)
+    router = LearnedRouter(seed=seed, cost_weight=cost_weight)  # None: 0.08 (balanced)
     sums: dict[tuple[str, str], list[float]] = {}
 
     def mean(task: str, m: str) -> float:  # the sample mean, the prior counted as one score
@@ -229,24 +236,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="5 seeds")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="the first seed (the router was tuned on 1000-1009)")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     args = parser.parse_args()
-    seeds = range(1, (5 if args.quick else args.seeds) + 1)
+    seeds = range(args.first_seed, args.first_seed + (5 if args.quick else args.seeds))
     failed = []
-    print(f"{len(seeds)} seeds; quality as % of the oracle's, cost as % of always-best's "
-          "(mean ± sd over seeds)\n")
+    print(f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}); quality as % of the oracle's, cost "
+          "as % of always-best's (mean ± sd over seeds)\n")
     print(f"{'scenario':<12} " + " ".join(f"{p:>15}" for p in POLICIES))
     for scenario in args.scenario or SCENARIOS:
         results: dict[str, list[tuple[float, float]]] = {p: [] for p in POLICIES}
-        recovery: dict[str, list[float]] = {"learned": [], "epsilon-greedy": []}
+        recovery: dict[str, list[float]] = {"learned": [], "learned cw=0": [],
+                                            "epsilon-greedy": []}
         for seed in seeds:
             market = Market(scenario, seed)
             rows = {p: run(market, p, seed) for p in POLICIES}
             best_cost = sum(r[1] for r in rows["always-best"])
             for p in POLICIES:
                 results[p].append(summary(rows[p], best_cost))
-            if market.change_at is not None:
-                after = market.change_at + 40  # dialogues 41-100 after the change
+            if market.dialogues == 200:  # dialogues 141-200: after a change, or none
+                after = 140
                 for p in recovery:
                     recovery[p].append(summary(rows[p], best_cost, after)[0])
         line_q = " ".join(f"{spread([q for q, _ in results[p]]):>15}" for p in POLICIES)
@@ -263,25 +273,34 @@ def main() -> None:
             print(f"{'':<12} {learned}: {learned_q - best_q:+.1f} points on the best baseline "
                   f"({best}, {best_q:.1f}% at {best_c:.1f}%) at {learned_c:.1f}%: "
                   f"{'ok' if ok else 'MISSED'}")
-            if not ok:
-                failed.append(f"{scenario} ({learned})")
+            if not ok and learned == "learned":  # cw=0 is quality first: shown, no target
+                failed.append(scenario)
         if recovery["learned"]:
             back = statistics.mean(recovery["learned"])
-            print(f"{'':<12} dialogues 41-100 after the change, % of the oracle: learned "
-                  f"{spread(recovery['learned'])} ({'ok' if back >= 98 else 'MISSED'}: "
-                  f"within 2 points), epsilon-greedy {spread(recovery['epsilon-greedy'])}")
-    curve_scenario = "half-wrong"
-    print(f"\nlearned?cost_weight=W on {curve_scenario}: quality and cost (% as above)")
-    for weight in (0.0, 0.05, 0.15, 0.3, 0.5, 1.0):
-        qs, cs = [], []
-        for seed in seeds:
-            market = Market(curve_scenario, seed)
-            best_cost = sum(r[1] for r in run(market, "always-best", seed))
-            q, c = summary(run(market, "learned", seed, weight), best_cost)
-            qs.append(q)
-            cs.append(c)
-        print(f"  cost_weight {weight:<4g} quality {spread(qs)}  cost {spread(cs)}")
-    print("\nmissed the quality-at-cost target in: " + (", ".join(failed) or "none"))
+            changed = scenario in ("degrade", "new-model")
+            what = "41-100 after the change" if changed else "141-200 (no change)"
+            verdict = f" ({'ok' if back >= 98 else 'MISSED'}: within 2 points)" if (
+                scenario == "degrade") else ""
+            if scenario == "degrade" and back < 98:
+                failed.append(f"recovery after the degradation ({back:.1f}% of the oracle)")
+            print(f"{'':<12} dialogues {what}, % of the oracle: learned "
+                  f"{spread(recovery['learned'])}{verdict}, learned cw=0 "
+                  f"{spread(recovery['learned cw=0'])}, epsilon-greedy "
+                  f"{spread(recovery['epsilon-greedy'])}")
+    for curve_scenario in ("half-wrong", "noise-0.3"):
+        print(f"\nlearned?cost_weight=W on {curve_scenario}: quality and cost (% as above)")
+        markets = {seed: Market(curve_scenario, seed) for seed in seeds}
+        best_costs = {seed: sum(r[1] for r in run(markets[seed], "always-best", seed))
+                      for seed in seeds}
+        for weight in (0.0, 0.03, 0.05, 0.08, 0.15, 0.3, 0.5, 1.0):
+            qs, cs = [], []
+            for seed in seeds:
+                q, c = summary(run(markets[seed], "learned", seed, weight), best_costs[seed])
+                qs.append(q)
+                cs.append(c)
+            print(f"  cost_weight {weight:<4g} quality {spread(qs)}  cost {spread(cs)}")
+    print("\nthe learned router (its default cost_weight) missed its targets in: "
+          + (", ".join(failed) or "none"))
     sys.exit(0)
 
 

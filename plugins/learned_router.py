@@ -5,22 +5,27 @@ value for each from what it believes of that model's quality on this task (the t
 role), less a stated price term, and picks the highest (Thompson sampling). The belief
 is normal:
 
-- its **prior** (worth ``PRIOR_WEIGHT`` scores) is the registry's quality for the model,
-  moved by what other tasks taught (how much better or worse than its catalog quality
-  the model scored on other tasks, and how this task's models scored against theirs),
-  each shrunk towards nothing while there is little of it;
+- its **prior** is the registry's quality for the model, moved by what other tasks taught
+  (how much better or worse than its catalog quality the model scored on other tasks, and
+  how this task's models scored against theirs), each shrunk towards nothing while there
+  is little of it (by ``noise / SHIFT_SD**2`` scores' worth); it is worth
+  ``noise / PRIOR_SD**2`` scores, where ``noise`` is the scores' spread pooled over every
+  task and model (a noisier judge: the prior and the shrinkage count for more);
 - it moves with every score for (task, model) in the store (``dlg rate``, a judge, a
   plugin; see ``dlg.running.routing.learning``), which forgets: when a model's recent scores
   stray from its mean, the statistics restart from the recent ones;
 - its spread shrinks as scores come in, so it explores models it knows little about (a
-  new one too) and then settles on the best.
+  new one too) and then settles on the best; on a task with few scores yet (on any
+  model) it explores little (``n / (n + RAMP)`` of the spread): a task seen rarely
+  repays exploring it rarely, so it takes what the prior says.
 
 Options (``--router "learned?cost_weight=0.5&exploration=0.3"``): ``cost_weight`` is the
 quality (0-1) a model's price costs it, on a log scale where the pool's priciest eligible
-model pays all of it (default: 0 with the ``maximum`` quality preference, 0.15 with
-``balanced``, 0.5 with ``minimum_cost``); ``exploration`` (default 1) scales the spread;
-``seed`` makes the draws repeatable. Each Route's reason names the pick's estimate,
-spread, prior and cost term, and the runner-up's.
+model pays all of it (default: 0 with the ``maximum`` quality preference, 0.08 with
+``balanced``, 0.5 with ``minimum_cost``); ``exploration`` (default 0.5) scales the
+spread; ``seed`` makes the draws repeatable. Each Route's reason names the pick's
+estimate, spread, prior and cost term, and the runner-up's. The defaults were tuned on
+bench/bench_routing.py's seeds 1000-1009, not on the seeds it reports.
 """
 
 from __future__ import annotations
@@ -37,15 +42,18 @@ from .router import CapabilityRouter, eligible, fallback_chain, rank
 if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads at start-up
     from dlg.plugin import QualityStat
 
-PRIOR_WEIGHT = 2.0  # the prior counts as this many scores
-PRIOR_SD = 0.15  # how far a model's quality on a task may be from its prior (the catalog's
-# qualities of today's models span about 0.3; 0.25 explored too much: bench_routing.py)
-SHRINK = 4.0  # scores from other tasks are worth this many less (shrinkage to no shift)
-COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.15, "minimum_cost": 0.5}
+PRIOR_SD = 0.2  # how far a model's quality on a task may be from its prior (the catalog's
+# qualities of today's models span about 0.3; tuned on bench_routing.py's seeds 1000-1009)
+NOISE_WEIGHT = 10.0  # the default noise (PRIOR_SD**2) counts as this many scores' spread
+SHIFT_SD = 0.04  # how far a model's (or a task's) shift from the catalog is believed to be:
+# the shifts other tasks teach are shrunk towards nothing by noise / SHIFT_SD**2 scores
+# (a noisier judge shrinks more; 0.03-0.05 did equally well on the tuning seeds)
+RAMP = 30.0  # a task's exploration grows as n / (n + RAMP) with its scores on every model
+COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.08, "minimum_cost": 0.5}
 
 
 def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, float],
-            task: str) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
+            task: str, shrink: float) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
     """What other tasks say of each model (its mean shift from its prior, and how many
     scores say so), and what this task's models say of the task (its shift)."""
     model_sum: dict[str, float] = {}
@@ -55,14 +63,14 @@ def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, f
         if t != task and model in priors and n:
             model_sum[model] = model_sum.get(model, 0.0) + n * (mean - priors[model])
             model_n[model] = model_n.get(model, 0) + n
-    models = {m: (model_sum[m] / (model_n[m] + SHRINK), model_n[m]) for m in model_sum}
+    models = {m: (model_sum[m] / (model_n[m] + shrink), model_n[m]) for m in model_sum}
     task_sum, task_n = 0.0, 0
     for (t, model), stat in table.items():
         if t == task and model in priors and stat.since_n:
             expected = priors[model] + models.get(model, (0.0, 0))[0]
             task_sum += stat.since_n * (float(stat.since_mean or 0.0) - expected)
             task_n += stat.since_n
-    return models, (task_sum / (task_n + SHRINK), task_n)
+    return models, (task_sum / (task_n + shrink), task_n)
 
 
 def _number(option: str, value: Any) -> float:
@@ -75,7 +83,7 @@ def _number(option: str, value: Any) -> float:
 class LearnedRouter:
     name = "learned"
 
-    def __init__(self, exploration: float = 1.0, seed: int | None = None,
+    def __init__(self, exploration: float = 0.5, seed: int | None = None,
                  cost_weight: float | None = None):
         self.exploration = _number("exploration", exploration)
         self.cost_weight = None if cost_weight is None else _number("cost_weight", cost_weight)
@@ -93,16 +101,17 @@ class LearnedRouter:
     def select(self, request: Any) -> Any:  # checked before the run: the capabilities pick
         return CapabilityRouter().select(request)
 
-    def belief(self, stat: QualityStat | None, prior: float) -> tuple[float, float]:
-        """Mean and spread of what is believed of a model's quality on a task."""
-        # the scores since the model last changed (all of them, if it never did)
-        n = stat.since_n if stat is not None else 0
-        mean = ((PRIOR_WEIGHT * prior + n * float(stat.since_mean or 0.0)) / (PRIOR_WEIGHT + n)
+    def belief(self, stat: QualityStat | None, prior: float, noise: float = PRIOR_SD ** 2
+               ) -> tuple[float, float]:
+        """Mean and spread of what is believed of a model's quality on a task: a normal
+        prior (``prior``, spread ``PRIOR_SD``) updated by the scores since the model last
+        changed, each with variance ``noise`` (the scores' spread, pooled over every
+        task and model), so the prior is worth ``noise / PRIOR_SD**2`` scores."""
+        n = max(stat.since_n, 0) if stat is not None else 0
+        weight = noise / PRIOR_SD ** 2
+        mean = ((weight * prior + n * float(stat.since_mean or 0.0)) / (weight + n)
                 if stat is not None and n else prior)
-        # the scores' spread, shrunk towards a wide prior while there are few of them
-        m2 = float(stat.since_m2 or 0.0) if stat is not None else 0.0
-        spread = math.sqrt((PRIOR_WEIGHT * PRIOR_SD ** 2 + m2) / (PRIOR_WEIGHT + n))
-        return mean, self.exploration * spread / math.sqrt(PRIOR_WEIGHT + n)
+        return mean, self.exploration * math.sqrt(noise / (weight + n))
 
     async def route(self, request: Any) -> Route:
         if request.is_pinned or not request.pool:
@@ -130,13 +139,19 @@ class LearnedRouter:
         scale = math.log1p(max(prices, default=1.0) or 1.0)
         catalog = {name: (info.quality / 100) if info is not None and info.quality is not None
                    else 0.5 for name, _, info in found}
-        shifts, (task_shift, task_n) = _shifts(table, catalog, task)
+        seen = sum(max(s.since_n, 0) for (t, _), s in table.items() if t == task)
+        ramp = seen / (seen + RAMP)
+        m2 = sum(float(s.since_m2 or 0.0) for s in table.values() if s.since_n > 1)
+        dof = sum(s.since_n - 1 for s in table.values() if s.since_n > 1)
+        noise = (m2 + NOISE_WEIGHT * PRIOR_SD ** 2) / (dof + NOISE_WEIGHT)
+        shifts, (task_shift, task_n) = _shifts(table, catalog, task, noise / SHIFT_SD ** 2)
         drawn = []
         for name, model, info in found:
             shift, elsewhere = shifts.get(name, (0.0, 0))
             prior = min(1.0, max(0.0, catalog[name] + shift + task_shift))
             stat = table.get((task, name))
-            mean, spread = self.belief(stat, prior)
+            mean, spread = self.belief(stat, prior, noise)
+            spread *= ramp
             price = info.cost_per_million if info is not None else None
             cost = weight * math.log1p(price) / scale if price and scale else 0.0
             value = self._rng.gauss(mean, spread) - cost
@@ -146,14 +161,16 @@ class LearnedRouter:
                    f"{f' {task_shift:+.2f} for the task' if task_n else ''}"
                    f"{f'; restarted {stat.changes}x on a change' if stat and stat.changes else ''}"
                    f"), cost term -{cost:.3f} (${price or 0:g}/Mtok), drew {value:.2f}")
-            drawn.append((value, name, model, why))
-        drawn.sort(key=lambda d: -d[0])
-        _, name, model, why = drawn[0]
-        runner_up = f"; next best {drawn[1][3]}" if len(drawn) > 1 else ""
+            drawn.append((value, self._rng.random(), name, model, why))  # ties: at random
+        drawn.sort(key=lambda d: (-d[0], d[1]))
+        _, _, name, model, why = drawn[0]
+        runner_up = f"; next best {drawn[1][4]}" if len(drawn) > 1 else ""
         others = [e for e in rank(request, found) if e[0] != name]
         chain = fallback_chain([(name, model, None), *others])
-        reason = (f"task '{task}', cost_weight {weight:g}: picked {why}{runner_up}; "
-                  f"{len(found)} of {len(request.pool)} pool models eligible")
+        reason = (f"task '{task}' ({seen} scores, exploring {ramp:.0%} of the spread), "
+                  f"score noise ±{math.sqrt(noise):.2f} (a prior is worth "
+                  f"{noise / PRIOR_SD ** 2:.1f} scores), cost_weight {weight:g}: picked "
+                  f"{why}{runner_up}; {len(found)} of {len(request.pool)} pool models eligible")
         return Route(model, chain, reason, name)
 
 

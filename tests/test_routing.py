@@ -451,7 +451,90 @@ def test_the_learned_router_explains_its_pick():
                       _learned_request({**EQUAL, "claude": {**EQUAL["claude"], "price": {
                           "input": 10, "output": 20}}}))
     reason = route.reason
-    assert reason.startswith("task 'synthesis', cost_weight 0.15: picked " + route.name)
-    assert f"{route.name}: estimate 0.80±0.11 (n=0; prior 0.80 = catalog 0.80)" in reason
+    assert reason.startswith("task 'synthesis' (0 scores, exploring 0% of the spread), score "
+                             "noise ±0.20 (a prior is worth 1.0 scores), cost_weight 0.08: "
+                             "picked " + route.name)
+    assert f"{route.name}: estimate 0.80±0.00 (n=0; prior 0.80 = catalog 0.80)" in reason
     assert "cost term -" in reason and "/Mtok), drew " in reason
     assert "; next best " in reason and "2 of 2 pool models eligible" in reason
+
+
+class _Memory:
+    """A quality store in memory (the two methods learning routers use)."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def update_quality(self, task, model, update):
+        self.rows[(task, model)] = update(self.rows.get((task, model)))
+        return self.rows[(task, model)]
+
+    def quality(self, task=None):
+        return dict(self.rows) if task is None else {
+            m: d for (t, m), d in self.rows.items() if t == task}
+
+
+THREE = {name: {"capabilities": ["analysis"], "quality": q, "price": {"input": 1, "output": 2}}
+         for name, q in (("grok", 82), ("claude", 75), ("gemini", 70))}
+
+
+def test_the_learned_router_explores_a_task_only_as_it_recurs():
+    """A task seen for the first time goes to the model the prior ranks first (exploring
+    a task that may never come back does not pay); one with many scores still tries a
+    model it knows nothing of (a new one joining the pool)."""
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing.learning import record_quality
+
+    store = _Memory()
+    fresh = _picks(LearnedRouter(seed=5), _learned_request(THREE, store=store))
+    assert fresh.count("grok") == 200
+    for score in (0.8, 0.85, 0.78, 0.82) * 25:  # 100 scores on the task, grok and claude
+        record_quality(store, "synthesis", "grok", score)
+        record_quality(store, "synthesis", "claude", score - 0.05)
+    reason = anyio.run(LearnedRouter(seed=5).route, _learned_request(THREE, store=store)).reason
+    assert "(200 scores, exploring 87% of the spread)" in reason
+    picks = _picks(LearnedRouter(seed=5), _learned_request(THREE, store=store))
+    assert 10 <= picks.count("gemini") <= 120  # never scored here: tried, not taken
+
+
+def test_the_learned_router_trusts_few_scores_less_from_a_noisy_judge():
+    """How far a few scores move a model from its prior depends on the judge's noise,
+    pooled over every task and model: three scores of 0.95 from a judge that scatters by
+    0.3 move the estimate less than the same three from a steady judge."""
+    import random
+
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing.learning import record_quality
+
+    estimates = {}
+    for noise in (0.02, 0.3):
+        store, rng = _Memory(), random.Random(3)
+        for task in ("critique", "summary", "plan"):
+            for _ in range(30):
+                record_quality(store, task, "claude", min(1, max(0, rng.gauss(0.6, noise))))
+        for score in (0.95, 0.95, 0.95):
+            record_quality(store, "synthesis", "grok", score)
+        reason = anyio.run(LearnedRouter(seed=1).route,
+                           _learned_request(THREE, store=store)).reason
+        estimates[noise] = float(reason.split("grok: estimate ")[1][:4])
+    assert estimates[0.02] >= 0.93 and estimates[0.3] <= estimates[0.02] - 0.02
+
+
+def test_the_learned_router_shares_less_from_a_noisy_judge():
+    """What other tasks teach of a model (here: 0.1 above its catalog quality, on average)
+    is shrunk more when the judge is noisy: from scores of 0.4 and 1.0 it is a smaller
+    shift than from steady scores of 0.7, though both average 0.7."""
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing.learning import record_quality
+
+    entries = {name: {**THREE[name], "quality": 60} for name in ("gemini", "claude")}
+    shifts = {}
+    for name, scores in (("steady", (0.7, 0.7)), ("noisy", (0.4, 1.0))):
+        store = _Memory()
+        for task in ("critique", "summary"):
+            for score in scores * 10:
+                record_quality(store, task, "gemini", score)
+        reason = anyio.run(LearnedRouter(seed=1).route,
+                           _learned_request(entries, store=store)).reason
+        shifts[name] = float(reason.split("catalog 0.60 ")[1].split(" from 40 scores")[0])
+    assert shifts["steady"] >= 0.08 and shifts["noisy"] <= shifts["steady"] / 2
