@@ -125,3 +125,35 @@ def test_the_summarisers_calls_are_charged_to_the_budget(tmp_path: Any):
     assert last.cost_usd > bill["cost_usd"]
     assert d.metadata["budget"]["spent"] == pytest.approx(d.total_cost_usd, abs=1e-9)
     assert d.total_cost_usd == pytest.approx(sum(t.cost_usd or 0 for t in d.turns))
+
+
+# -- turns running at once under one limit wait for each other's reservations --------
+
+PARALLEL = {"name": "wide", "structure": "parallel",
+            "turns": [{"id": f"p{k}", "role": "R", "prompt": "go"} for k in range(3)]}
+COSTLY = {"price": {"input": 15, "output": 75}}  # 4,096 tokens out: $0.31
+
+
+def test_a_parallel_turn_waits_for_its_siblings_reservations_rather_than_stop():
+    """The first turn's worst case takes nearly all of a $0.25 limit; its answer costs
+    $0.004. The turns beside it wait for that reservation to be settled, then run."""
+    _, registry = market({"big": COSTLY})
+    model = Scripted(dlg_label="big")
+    d = _run(model, registry, PARALLEL, max_cost=0.25)
+    assert d.status == "completed" and model.calls == 3, d.metadata.get("stopped")
+    assert d.total_cost_usd < 0.02
+
+
+def test_sub_dialogues_running_at_once_share_the_limit_without_stopping(tmp_path: Any):
+    """The seed's tree: three sub-dialogues at once under a $0.25 limit, the whole tree
+    costing well under a cent."""
+    from .subdialogue_support import CHILD, PARENT, Tree
+
+    (tmp_path / "tree.yaml").write_text(PARENT)
+    (tmp_path / "explore.yaml").write_text(CHILD)
+    _, registry = market({"tree": COSTLY})
+    d = dlg.Orchestrator(model=Tree(calls=[]), registry=registry, store=None,
+                         retry=dlg.RetryPolicy(base_delay=0.0), max_cost=0.25
+                         ).run_sync(tmp_path / "tree.yaml", topic="t")
+    assert d.status == "completed", d.metadata.get("stopped")
+    assert d.total_cost_usd < 0.25

@@ -112,9 +112,13 @@ class Budget:
         return self.limit - self.spent - self.reserved
 
     def others_hold(self) -> bool:
-        """Whether other dialogues sharing the budget this one is ``within`` have
-        reservations in flight, which may come back (their answers cost less)."""
-        return self.within is not None and self.within.reserved > self.reserved + 1e-12
+        """Whether reservations made by others are in flight, which may come back (their
+        answers cost less): other dialogues' of the budget this one is ``within`` (a
+        batch's), or this one's (sub-dialogues running at once share their parent's
+        budget; a turn asks before it reserves)."""
+        if self.within is not None:
+            return self.within.reserved > self.reserved + 1e-12
+        return self.reserved > 1e-12
 
     async def settled(self) -> None:
         """Wait until a reservation of the shared budget (``within``) is settled."""

@@ -101,8 +101,9 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
             planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                             labels, rest)
             while planned is None and budget.others_hold():
-                # other dialogues of a shared budget (a batch's) hold reservations that
-                # may come back: wait for them rather than stop
+                # others hold reservations that may come back (other dialogues of a
+                # batch's total, sub-dialogues running beside this one): wait for them
+                # rather than stop
                 await budget.settled()
                 planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                                 labels, rest)
