@@ -104,6 +104,8 @@ def honest(seed: int) -> dict[str, float]:
     model = Scripted(dlg_label="m", seed=seed, random_usage=True)
     limit = rng.uniform(0.002, 0.02)
     d = _orch(model, registry, max_cost=limit).run_sync(MIXED)
+    # not whether it completes: the scripted judge never answers JSON, so the structured
+    # turn fails, with or without a limit
     return {"over": float(d.total_cost_usd > limit + 1e-12),
             "ratio": d.total_cost_usd / limit}
 
@@ -152,7 +154,7 @@ def subdialogues(seed: int) -> dict[str, float]:
     d = _orch(Tree(calls=[]), registry, max_cost=limit).run_sync(folder / "tree.yaml",
                                                                   topic="t")
     return {"over": float(d.total_cost_usd > limit + 1e-12),
-            "ratio": d.total_cost_usd / limit}
+            "ratio": d.total_cost_usd / limit, "completed": float(d.status == "completed")}
 
 
 def sc33(seed: int) -> dict[str, float]:
@@ -251,6 +253,8 @@ def main() -> None:
             other.append(f"ledger / provider's bill {_cell([r['ledger_vs_bill'] for r in rows])}")
         if "finished" in rows[0]:
             other.append(f"finished 8/8 turns: {sum(r['finished'] for r in rows):.0f}/{len(rows)}")
+        if "completed" in rows[0]:
+            other.append(f"completed: {sum(r['completed'] for r in rows):.0f}/{len(rows)}")
         if "finished_bytes" in rows[0]:
             other.append(f"finished: byte bound {sum(r['finished_bytes'] for r in rows):.0f}"
                          f"/{len(rows)}, tokenizer "
