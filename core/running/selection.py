@@ -11,7 +11,8 @@ its chunks in their original order, with ``[...]`` where text was left out.
 
 When the turn asks questions (its prompt's sentences ending in ``?``, a sentence asking
 several split at each question word), each is scored on its own (a chunk's score is its
-best over them and the whole), each question's best chunk is taken first, and a chunk
+best over them and the whole), each question's best chunks are taken first (the best of
+each, then the second best of each, up to three, in half the limit), and a chunk
 holding the kind of fact a question asks for (``who``: a name; ``when``: a date; ``how
 many``, ``how heavy``...: a number) that shares a word with it scores higher: the
 answer's type is a signal that needs no embeddings when the words of the question and
@@ -61,6 +62,7 @@ _WANTS = (
         r"total)\b|\bweigh\b", re.IGNORECASE)),
 )
 TYPE_BONUS = 0.5  # added to a chunk's score for holding the kind of fact asked for
+ASKED = 3  # each question's best chunks taken first
 
 
 def chunks(text: str) -> list[str]:
@@ -152,7 +154,7 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     vectors = embed.embed_documents(docs) if embed is not None else None
     scores = _scores(query, docs, embed, vectors)
     kinds = [_holds(c) for c in docs] if questions else []
-    firsts_asked: list[int] = []  # each question's best chunk
+    firsts_asked: list[list[int]] = []  # each question's best chunks
     for question in questions:
         own = _scores(question, docs, embed, vectors)
         lexical = lexical_scores(question, docs)
@@ -161,7 +163,7 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
             own = [s + TYPE_BONUS * (kind in kinds[k] and lexical[k] > 0)
                    for k, s in enumerate(own)]
         scores = [max(a, b) for a, b in zip(scores, own, strict=True)]
-        firsts_asked.append(max(range(len(docs)), key=lambda k: (own[k], -k)))
+        firsts_asked.append(sorted(range(len(docs)), key=lambda k: (-own[k], k))[:ASKED])
     mine: dict[int, list[int]] = {}
     for k, (i, _, _) in enumerate(pieces):
         mine.setdefault(i, []).append(k)
@@ -194,8 +196,10 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
         cost[i] = after
         return True
 
-    for k in dict.fromkeys(firsts_asked):  # each question's best chunk, in half the limit
-        grow(k, max_tokens // 2)
+    for rank in range(ASKED):  # each question's best chunks, in turn, in half the limit
+        for best in firsts_asked:
+            if rank < len(best) and best[rank] not in chosen:
+                grow(best[rank], max_tokens // 2)
     order = sorted(range(len(pieces)), key=lambda k: (-scores[k], k))
     firsts: dict[int, int] = {}
     for k in order:
