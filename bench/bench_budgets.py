@@ -1,7 +1,7 @@
 """Budgets benchmark: does a hard limit hold, stop and finish, under providers that do
 not behave? Every scenario runs through the real kernel (scripted models, no network).
 
-    python bench/bench_budgets.py            # 20 seeds (about 30 s)
+    python bench/bench_budgets.py            # 20 seeds (about 25 s)
     python bench/bench_budgets.py --seeds 40
 
 Per seed, drawn: prices (input $0.5-$5, output 4-6x input, per million tokens), answer
@@ -20,7 +20,13 @@ lengths, the limit, and what goes wrong. Scenarios:
   the cheapest plan (every turn on the cheapest model, which the market guarantees fits);
 - batch: 40 debates started at once under a total drawn to pay for 8-20 of them;
   measured: dialogues finished against an oracle schedule (the real per-dialogue costs,
-  cheapest first, as many as fit).
+  cheapest first, as many as fit);
+- long-prompt: one turn with a prompt of 8,000-20,000 characters, the limit drawn between
+  1.2x its real cost and 0.9x its worst case by the byte bound (so the byte bound never
+  fits and the real run always does); measured: finished with the byte bound, and with a
+  tokenizer registered for the model (``dlg.models.tokens``; a stand-in that counts as
+  the scripted provider does, four bytes a token, so it shows the mechanism, not how
+  close a real tokenizer comes).
 """
 
 from __future__ import annotations
@@ -98,6 +104,8 @@ def honest(seed: int) -> dict[str, float]:
     model = Scripted(dlg_label="m", seed=seed, random_usage=True)
     limit = rng.uniform(0.002, 0.02)
     d = _orch(model, registry, max_cost=limit).run_sync(MIXED)
+    # not whether it completes: the scripted judge never answers JSON, so the structured
+    # turn fails, with or without a limit
     return {"over": float(d.total_cost_usd > limit + 1e-12),
             "ratio": d.total_cost_usd / limit}
 
@@ -146,7 +154,7 @@ def subdialogues(seed: int) -> dict[str, float]:
     d = _orch(Tree(calls=[]), registry, max_cost=limit).run_sync(folder / "tree.yaml",
                                                                   topic="t")
     return {"over": float(d.total_cost_usd > limit + 1e-12),
-            "ratio": d.total_cost_usd / limit}
+            "ratio": d.total_cost_usd / limit, "completed": float(d.status == "completed")}
 
 
 def sc33(seed: int) -> dict[str, float]:
@@ -187,9 +195,34 @@ def batch(seed: int) -> dict[str, float]:
             "over": float(result.totals["cost_usd"] > total + 1e-9)}
 
 
+def long_prompt(seed: int) -> dict[str, float]:
+    from dlg.models.tokens import register_tokenizer, unregister_tokenizer
+
+    rng = random.Random(seed)
+    prices = _prices(rng)
+    _, registry = market({"m": {"price": prices}})
+    prompt = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"])
+                      for _ in range(rng.randint(8_000, 20_000) // 6))
+    mode = {"name": "long", "settings": {"max_tokens": 100},
+            "turns": [{"id": "t", "role": "R", "prompt": prompt}]}
+    real = (len(prompt) // 4 * prices["input"] + 50 * prices["output"]) / 1e6
+    worst = ((len(prompt) + 16) * prices["input"] + 64 * prices["output"]) / 1e6
+    limit = rng.uniform(1.2 * real, 0.9 * worst)
+    plain = _orch(Scripted(dlg_label="m"), registry, max_cost=limit).run_sync(mode)
+    register_tokenizer("m", lambda text: len(text.encode()) // 4 + 1)
+    try:
+        counted = _orch(Scripted(dlg_label="m"), registry, max_cost=limit).run_sync(mode)
+    finally:
+        unregister_tokenizer("m")
+    return {"over": float(counted.total_cost_usd > limit + 1e-12),
+            "used": counted.total_cost_usd / limit,
+            "finished_bytes": float(plain.status == "completed"),
+            "finished_tokenizer": float(counted.status == "completed")}
+
+
 SCENARIOS = {"honest": honest, "over-report": over_report,
              "billed-failures": billed_failures, "sub-dialogues": subdialogues,
-             "sc3.3": sc33, "batch": batch}
+             "sc3.3": sc33, "batch": batch, "long-prompt": long_prompt}
 
 
 def _cell(values: list[float], pct: bool = False) -> str:
@@ -220,6 +253,12 @@ def main() -> None:
             other.append(f"ledger / provider's bill {_cell([r['ledger_vs_bill'] for r in rows])}")
         if "finished" in rows[0]:
             other.append(f"finished 8/8 turns: {sum(r['finished'] for r in rows):.0f}/{len(rows)}")
+        if "completed" in rows[0]:
+            other.append(f"completed: {sum(r['completed'] for r in rows):.0f}/{len(rows)}")
+        if "finished_bytes" in rows[0]:
+            other.append(f"finished: byte bound {sum(r['finished_bytes'] for r in rows):.0f}"
+                         f"/{len(rows)}, tokenizer "
+                         f"{sum(r['finished_tokenizer'] for r in rows):.0f}/{len(rows)}")
         if "share" in rows[0]:
             other.append(f"finished / oracle {_cell([r['share'] for r in rows], True)} "
                          f"(min {100 * min(r['share'] for r in rows):.0f}%), part-done "

@@ -25,8 +25,13 @@ lines are for the limits at which a strategy reads at most 30% of ``none``'s tok
 The summariser is simulated (no model is called): an extractive one that keeps randomly
 chosen sentences of the note up to about 60 words, as a summariser that does not know
 what later turns will ask might; dlg then adds back the numbers and names it dropped.
-Question wording shares the needle's words (a lexical match): a paraphrased question needs
-real embeddings (a plugin's, ``DLG_EMBEDDINGS``), which this bench does not measure.
+In the first table the questions share the needle's words (a lexical match); in the
+second they do not, and ``relevant_only`` has the ``hashing`` embeddings (word overlap,
+no meaning) and the kind of fact each question asks for (who: a name, when: a date, how
+heavy: a number), which the distractors hold too (other names, dates and quantities about
+the same subjects). Every question here is such a factoid question: one that asks "why"
+or "what was decided" gets no help from the answer's kind, and this bench does not
+measure it. No plugin's embeddings are measured.
 """
 
 from __future__ import annotations

@@ -398,8 +398,8 @@ def test_a_dialogues_own_max_cost_still_holds_within_the_batchs(priced_echo):
                             max_cost=0.05, max_total_cost=10)
     for item in result.items:  # one turn fits its own $0.05, the second does not
         assert item.status == "cost_limited" and item.turns == 1, item
-        assert item.error.endswith("left of $0.05 cannot pay for turn 'b' on any of its "
-                                   "models")
+        assert ("left of $0.05 cannot pay for turn 'b' on any of its models: its least "
+                "worst case, on echo, is $") in item.error
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "lots"])

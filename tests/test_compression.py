@@ -247,3 +247,52 @@ def test_the_summariser_is_billed_even_when_the_turn_then_fails():
     assert last.status == "failed"
     bill = last.metadata["context"]["summariser"]
     assert last.usage.total == bill["prompt_tokens"] + bill["completion_tokens"] > 200
+
+
+# -- questions worded unlike the notes: each question on its own, the answer's kind ----
+
+ABOUT = [  # about the same subjects as the facts, without them
+    "The supplier asked about the shipment again. ",
+    "Kofi Osei said the shipment contact changed twice. ",
+    "The contract was discussed with the supplier at length. ",
+    "A previous contract with the supplier ran late. ",
+]
+WORDED_UNLIKE = [
+    "".join(ABOUT) + "The shipment weight came to 4,318 kg. " + "".join(ABOUT[:2]),
+    "".join(ABOUT[2:]) + "The supplier call is set for 2025-03-14. " + "".join(ABOUT),
+]
+
+
+class Reworded(Notes):
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        prompt = str(messages[-1].content)
+        text = WORDED_UNLIKE[int(prompt.split()[1])] if prompt.startswith("NOTE") else "Ok."
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+def test_relevant_only_finds_facts_asked_for_in_other_words():
+    """"How heavy" and "when ... we speak" share only the subject with the facts; every
+    other sentence names the subjects too. Each question's best sentence is read, the
+    one holding the kind of fact asked for (a number, a date)."""
+    turns: list[dict[str, Any]] = [{"id": f"n{i}", "role": "note taker", "context_from": "none",
+                                    "prompt": f"NOTE {i}"} for i in range(2)]
+    turns.append({"id": "ask", "role": "buyer", "context_compression": "relevant_only",
+                  "max_context_tokens": 40,
+                  "prompt": "How heavy is the shipment? When do we speak to the supplier?"
+                            "\n{{ transcript }}"})
+    d = dlg.run_sync({"name": "reworded", "turns": turns}, model=Reworded(), store=None)
+    read = d.turn("ask").prompt
+    assert d.turn("ask").metadata["context"]["tokens"] <= 40
+    assert "4,318 kg" in read and "2025-03-14" in read
+
+
+def test_the_questions_a_turn_asks_and_the_kind_of_fact_each_wants():
+    from dlg.running.selection import asks, wanted
+
+    found = asks("buyer\nWho is the supplier contact, what does the shipment weigh and "
+                 "when is the contract signed?\nThen answer. How many came?")
+    assert found == ["Who is the supplier contact", "what does the shipment weigh",
+                     "when is the contract signed?", "How many came?"]
+    assert [wanted(q) for q in found] == ["name", "number", "date", "number"]
+    assert wanted("Why did the audit slip?") is None

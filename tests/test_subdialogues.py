@@ -127,9 +127,12 @@ def test_children_share_the_parents_budget_and_a_resume_keeps_to_it(tree):
     registry = ModelRegistry.load()
     registry.add({"models": {"tree": {"price": {"input": 1000, "output": 1000}}}}, "test")
     # each call costs $0.01 (10 tokens at $1000 per million), but reserves its worst case
-    # first, and the turns to come are held a cheapest finish: $0.40 for the whole tree
-    # runs out inside a child (a limit that fits the tree's worst cases only when the
-    # children's reservations happen not to meet, $1, would make the outcome a race)
+    # first (about $0.12), and the turns to come are held a cheapest finish: $0.40 for
+    # a tree of 26 calls runs out inside the children, which wait for each other's
+    # reservations rather than stop at once
+    tree.with_name("explore.yaml").write_text(CHILD + "".join(
+        f'  - {{id: more{k}, role: More, prompt: "TURN more {{{{ topic }}}}"}}\n'
+        for k in range(6)))
     d = dlg.Orchestrator(model=Tree(calls=[]), registry=registry, max_cost=0.4).run_sync(
         tree, topic="t")
 

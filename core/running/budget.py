@@ -2,8 +2,9 @@
 spend in all (a batch's ``max_total_cost``: each dialogue's budget is ``within`` it).
 
 Before each call the kernel asks for the **worst case**: the prompt's tokens bounded from
-above (no byte-level tokenizer makes more tokens than the text has UTF-8 bytes, plus a
-few per message) at the model's input price, and ``max_tokens`` (which the provider
+above (the model's own tokenizer's count where one is installed, else the text's UTF-8
+bytes, which no byte-level tokenizer exceeds; plus a few per message:
+``dlg.models.tokens``) at the model's input price, and ``max_tokens`` (which the provider
 enforces) at its output price. That amount is reserved; turns of a parallel phase reserve
 one after another on the event loop, so together they cannot pass the limit. When the
 answer comes, the reservation is settled at the real cost. When the worst case does not
@@ -24,11 +25,14 @@ finish one more dialogue). What it counts beyond the answers:
   dialogue stops (``cost_limited``) before its next call;
 - **billed failed attempts**: an attempt that failed after reaching the provider is
   assumed to have its input billed (``dlg.models.attempts.billed_input`` says which),
-  at the model's input price (``billed``);
+  at the model's input price (``billed``): the prompt's tokens as the provider reported
+  them, else the best estimate (the tokenizer's count, else four characters a token),
+  not the bound;
 - **the turns still to come**: ``finish_reserve`` is what the rest of the dialogue costs
   at the least (each turn on the cheapest priced model at its ``max_tokens``, its prompt
   estimated from the answers so far); a turn plans within what is left after it, so
-  early turns cannot starve the last.
+  early turns cannot starve the last. When not even the turn at hand fits, the reason
+  says by how much and what its worst case and estimate were (``shortfall``).
 """
 
 from __future__ import annotations
@@ -36,23 +40,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_OUTPUT", "SPENT", "Admission", "Budget", "Reservation", "budgeted_call",
-           "mode_estimate", "prompt_token_bound", "tree_spent"]
+from dlg.models.tokens import PER_MESSAGE, PromptSize, byte_bound
+
+__all__ = ["MIN_OUTPUT", "PER_MESSAGE", "SPENT", "Admission", "Budget", "PromptSize",
+           "Reservation", "budgeted_call", "mode_estimate", "prompt_token_bound",
+           "tree_spent"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
 DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
-PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
 SPENT = 1e-12  # dollars left below which a budget is spent
 
 
 def prompt_token_bound(messages: Any) -> int:
-    """An upper bound on the prompt's tokens: its UTF-8 bytes plus framing."""
-    if isinstance(messages, str):
-        return len(messages.encode("utf-8")) + 2 * PER_MESSAGE
-    total = PER_MESSAGE
-    for m in messages:
-        total += len(str(getattr(m, "content", m)).encode("utf-8")) + PER_MESSAGE
-    return total
+    """An upper bound on the prompt's tokens without a tokenizer: its UTF-8 bytes plus
+    framing."""
+    return byte_bound(messages)
+
+
+Prompt = int | PromptSize  # a prompt's tokens: a count, or the prompt to count per model
+
+
+def _bound(prompt: Prompt, label: str) -> int:
+    return prompt.bound(label) if isinstance(prompt, PromptSize) else prompt
+
+
+def _estimate(prompt: Prompt, label: str) -> int:
+    return prompt.estimate(label) if isinstance(prompt, PromptSize) else prompt
 
 
 @dataclass
@@ -60,6 +73,7 @@ class Reservation:
     model: str
     amount: float
     max_tokens: int
+    prompt: Prompt = 0  # the prompt reserved for (its bound, its estimate per model)
 
 
 class Budget:
@@ -98,9 +112,13 @@ class Budget:
         return self.limit - self.spent - self.reserved
 
     def others_hold(self) -> bool:
-        """Whether other dialogues sharing the budget this one is ``within`` have
-        reservations in flight, which may come back (their answers cost less)."""
-        return self.within is not None and self.within.reserved > self.reserved + 1e-12
+        """Whether reservations made by others are in flight, which may come back (their
+        answers cost less): other dialogues' of the budget this one is ``within`` (a
+        batch's), or this one's (sub-dialogues running at once share their parent's
+        budget; a turn asks before it reserves)."""
+        if self.within is not None:
+            return self.within.reserved > self.reserved + 1e-12
+        return self.reserved > 1e-12
 
     async def settled(self) -> None:
         """Wait until a reservation of the shared budget (``within``) is settled."""
@@ -129,13 +147,13 @@ class Budget:
         limit = info.max_output if info is not None and info.max_output else DEFAULT_OUTPUT
         return min(asked, limit) if asked else limit
 
-    def worst_case(self, label: str, prompt_tokens: int, max_tokens: int) -> float | None:
+    def worst_case(self, label: str, prompt_tokens: Prompt, max_tokens: int) -> float | None:
         prices = self.prices(label)
         if prices is None:
             return None
-        return prompt_tokens * prices[0] + max_tokens * prices[1]
+        return _bound(prompt_tokens, label) * prices[0] + max_tokens * prices[1]
 
-    def fit(self, label: str, prompt_tokens: int, asked: int | None, hold: float = 0.0
+    def fit(self, label: str, prompt_tokens: Prompt, asked: int | None, hold: float = 0.0
             ) -> int | None:
         """The ``max_tokens`` this model can be given within what is left, less ``hold``
         (held back for the turns still to come): as many as asked, or fewer but at least
@@ -144,24 +162,27 @@ class Budget:
         if prices is None:
             return None
         wanted = self.max_output(label, asked)
-        room = self.left - hold - prompt_tokens * prices[0]
+        room = self.left - hold - _bound(prompt_tokens, label) * prices[0]
         if room < 0:
             return None
         affordable = wanted if prices[1] == 0 else int(room / prices[1])
         n = min(wanted, affordable)
         return n if n >= min(MIN_OUTPUT, wanted) else None
 
-    def reserve(self, label: str, prompt_tokens: int, max_tokens: int) -> Reservation:
+    def reserve(self, label: str, prompt_tokens: Prompt, max_tokens: int) -> Reservation:
         amount = self.worst_case(label, prompt_tokens, max_tokens)
         if amount is None or amount > self.left + 1e-12:
             raise ValueError(f"{label} does not fit the budget")  # callers check fit()
         self.reserved += amount
         if self.within is not None:
             self.within.reserved += amount
-        return Reservation(label, amount, max_tokens)
+        return Reservation(label, amount, max_tokens, prompt_tokens)
 
-    def allows(self, label: str, reservation: Reservation, prompt_tokens: int) -> bool:
-        """Whether a fallback model's worst case fits the turn's reservation."""
+    def allows(self, label: str, reservation: Reservation, prompt_tokens: Prompt) -> bool:
+        """Whether a fallback model's worst case fits the turn's reservation (its prompt
+        counted by that model's tokenizer when the reservation knows the prompt)."""
+        if isinstance(reservation.prompt, PromptSize):
+            prompt_tokens = reservation.prompt
         cost = self.worst_case(label, prompt_tokens, reservation.max_tokens)
         return cost is not None and cost <= reservation.amount + 1e-12
 
@@ -199,19 +220,45 @@ class Budget:
         """Whether what was spent and is held is past the limit (after an overrun)."""
         return self.left < -1e-12
 
-    def billed(self, attempts: Any, prompt_tokens: int) -> float:
+    def billed(self, attempts: Any, prompt_tokens: Prompt) -> float:
         """What failed ``attempts`` are assumed to have been billed: the input of each one
-        that reached the provider (``Attempt.billed``), ``prompt_tokens`` at its model's
-        input price. A model of unknown price counts nothing (it is never budgeted)."""
+        that reached the provider (``Attempt.billed``), ``prompt_tokens`` (a count the
+        provider reported, else the prompt's best estimate for the attempt's model, not
+        its bound) at its model's input price. A model of unknown price counts nothing (it
+        is never budgeted)."""
         total = 0.0
         for attempt in attempts or ():
             if getattr(attempt, "billed", False):
                 prices = self.prices(attempt.model)
                 if prices is not None:
-                    total += prompt_tokens * prices[0]
+                    total += _estimate(prompt_tokens, attempt.model) * prices[0]
         return total
 
-    def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
+    def shortfall(self, labels: list[str], prompt_tokens: Prompt, asked: int | None) -> str:
+        """Why none of ``labels`` can run a turn: for the one whose worst case is least,
+        that worst case (the prompt's bound and the fewest output tokens worth asking
+        for), what the turn is estimated to cost, and how much is missing."""
+        best: tuple[float, str] | None = None
+        for label in labels:
+            prices = self.prices(label)
+            if prices is None:
+                continue
+            least = min(MIN_OUTPUT, self.max_output(label, asked))
+            worst = _bound(prompt_tokens, label) * prices[0] + least * prices[1]
+            if best is None or worst < best[0]:
+                best = (worst, label)
+        if best is None:
+            return "no price is known for any of its models"
+        worst, label = best
+        p_in, p_out = self.prices(label) or (0.0, 0.0)
+        bound, guess = _bound(prompt_tokens, label), _estimate(prompt_tokens, label)
+        least = min(MIN_OUTPUT, self.max_output(label, asked))
+        return (f"its least worst case, on {label}, is ${worst:.6f} (a prompt of at most "
+                f"{bound} tokens, estimated {guess}, and {least} output tokens), "
+                f"${worst - self.left:.6f} more than is left; estimated "
+                f"${guess * p_in + least * p_out:.6f}")
+
+    def plan(self, candidates: list[tuple[Any, str]], prompt_tokens: Prompt,
              asked: int | None, hold: float = 0.0) -> tuple[Any, str, int] | None:
         """The first candidate (model, label) whose worst case fits what is left less
         ``hold``, with the ``max_tokens`` it gets; None if none does."""
@@ -240,7 +287,7 @@ class Budget:
                          for (p_in, p_out), label in priced)
         return total
 
-    def plan_finishing(self, candidates: list[tuple[Any, str]], prompt_tokens: int,
+    def plan_finishing(self, candidates: list[tuple[Any, str]], prompt_tokens: Prompt,
                        asked: int | None, labels: list[str],
                        rest: list[tuple[int, int | None]]) -> tuple[Any, str, int, float] | None:
         """``plan``, holding back the cheapest finish of the turns still to come
@@ -355,7 +402,7 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
 
     reservation = None
     if budget is not None:
-        label, bound = pool.label(choice), prompt_token_bound(messages)
+        label, bound = pool.label(choice), PromptSize(messages)
         n = budget.fit(label, bound, settings.get("max_tokens"))
         if n is None:
             return None
@@ -366,13 +413,15 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
         result = await call_model(pool, choice, messages, settings, **options)
         cost = result.cost_usd
         if budget is not None and result.attempts:
-            billed = budget.billed(result.attempts, prompt_token_bound(messages))
+            usage = result.usage
+            billed = budget.billed(result.attempts, PromptSize(messages)
+                                   if usage is None or usage.estimated else usage.prompt)
             cost = (cost or 0.0) + billed
             result.cost_usd = cost if cost or result.cost_usd is not None else None
         return result
     except AllCandidatesFailed as exc:
         if budget is not None:
-            cost = budget.billed(exc.attempts, prompt_token_bound(messages))
+            cost = budget.billed(exc.attempts, PromptSize(messages))
         raise
     finally:
         if reservation is not None and budget is not None:

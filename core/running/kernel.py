@@ -260,7 +260,9 @@ class Kernel:
                 spent = result.cost_usd
                 if result.attempts and ctx.budget is not None:
                     usage = result.usage
-                    billed = ctx.budget.billed(result.attempts, plan.bound if usage.estimated
+                    # a count the provider reported, else the prompt's best estimate
+                    billed = ctx.budget.billed(result.attempts, plan.reservation.prompt
+                                               if usage.estimated and plan.reservation
                                                else usage.prompt)
                     spent = (spent or 0.0) + billed
                 if plan.output is not None:
@@ -277,7 +279,8 @@ class Kernel:
             except AllCandidatesFailed as exc:
                 rec.attempts = [redact_attempt(a.to_dict()) for a in exc.attempts]
                 if ctx.budget is not None:
-                    spent = billed = ctx.budget.billed(exc.attempts, plan.bound)
+                    spent = billed = ctx.budget.billed(
+                        exc.attempts, plan.reservation.prompt if plan.reservation else 0)
                     if billed:
                         rec.cost_usd = billed
                 await self.fail(rec, str(exc))

@@ -21,7 +21,7 @@ from dlg.models.caching import CacheHint
 from dlg.models.calls import unique
 from dlg.records import record as R
 from dlg.records.record import TurnRecord
-from dlg.running.budget import MIN_OUTPUT, prompt_token_bound
+from dlg.running.budget import MIN_OUTPUT, PromptSize
 from dlg.running.compression import turn_reads
 from dlg.running.context import RunContext, RunState
 from dlg.running.outcomes import Failed, Plan, Skipped, Stopped
@@ -63,9 +63,11 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         participant = ctx.mode.participants.get(turn.participant or "")
         messages = build_messages(prompt, system=system)
         budget, routing, pool = ctx.budget, ctx.routing, ctx.pool
-        # an upper bound on the prompt's tokens, for a budget or a pool's context
-        # windows; plain participant turns skip the encoding
-        bound = prompt_token_bound(messages) if (budget is not None or routing.pool) else 0
+        # an upper bound on the prompt's tokens (its bytes), for a budget or a pool's
+        # context windows; plain participant turns skip the encoding. A budget counts it
+        # per model: by the model's tokenizer where one is installed (dlg.models.tokens)
+        size = PromptSize(messages)
+        bound = int(size) if (budget is not None or routing.pool) else 0
         route = await route_turn(routing.router, _request(ctx, state, turn, bound),
                                  routing.name)
         choice = route.model
@@ -95,20 +97,23 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         if budget is not None:
             candidates = [(c, pool.label(c)) for c in unique((choice, *fallbacks))
                           if not isinstance(c, str) or pool.problem(c) is None]
-            labels, rest = _rest(ctx, state, rec, bound, [c[1] for c in candidates])
-            planned = budget.plan_finishing(candidates, bound, settings.get("max_tokens"),
+            labels, rest = _rest(ctx, state, rec, int(size), [c[1] for c in candidates])
+            planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                             labels, rest)
             while planned is None and budget.others_hold():
-                # other dialogues of a shared budget (a batch's) hold reservations that
-                # may come back: wait for them rather than stop
+                # others hold reservations that may come back (other dialogues of a
+                # batch's total, sub-dialogues running beside this one): wait for them
+                # rather than stop
                 await budget.settled()
-                planned = budget.plan_finishing(candidates, bound, settings.get("max_tokens"),
+                planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                                 labels, rest)
             if planned is None:
                 whose = f" ({budget.name})" if budget.name else ""
                 return Stopped("cost_limited", f"${budget.left:.6f} left of "
                                f"${budget.limit:g}{whose} cannot pay for turn "
-                               f"'{turn.id}' on any of its models", "budget")
+                               f"'{turn.id}' on any of its models: " + budget.shortfall(
+                                   [c[1] for c in candidates], size,
+                                   settings.get("max_tokens")), "budget")
             choice, _, settings["max_tokens"], held = planned
             if held:
                 rec.metadata = {**(rec.metadata or {}), "held_for_rest": round(held, 10)}
@@ -118,7 +123,7 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
                 # what runs (as the turn's model will), and why
                 rec.metadata = {**(rec.metadata or {}), "routing": budgeted_route(
                     routed, pool.safe_label(choice), budget.left, routing.pool, choice)}
-            reservation = budget.reserve(pool.label(choice), bound, settings["max_tokens"])
+            reservation = budget.reserve(pool.label(choice), size, settings["max_tokens"])
         return Plan(system, prompt, messages, choice, settings, fallbacks, reservation,
                     bound, output, pool.safe_label(choice), extra_cost,
                     CacheHint(state.dialogue.id, (), tpl["last"] and state.current is None,

@@ -9,6 +9,16 @@ chunk is taken, best texts first, while half the limit lasts (so every turn read
 represented when it can be); then the best chunks of all, while they fit. A text keeps
 its chunks in their original order, with ``[...]`` where text was left out.
 
+When the turn asks questions (its prompt's sentences ending in ``?``, a sentence asking
+several split at each question word), each is scored on its own (a chunk's score is its
+best over them and the whole), each question's best chunks are taken first (the best of
+each, then the second best of each, up to three, in half the limit), and a chunk
+holding the kind of fact a question asks for (``who``: a name; ``when``: a date; ``how
+many``, ``how heavy``...: a number) that shares a word with it scores higher: the
+answer's type is a signal that needs no embeddings when the words of the question and
+the answer differ ("How heavy is the shipment?" and "the shipment weight came to
+4,318 kg").
+
 ``keep_facts`` is the check on a summary: the numbers, dates and names of the source
 that a summary dropped are added back, each with the words before it, within a limit.
 """
@@ -21,7 +31,8 @@ from typing import Any
 
 from dlg.models.calls import estimate_tokens
 
-__all__ = ["ELIDED", "chunks", "cosine", "facts", "keep_facts", "lexical_scores", "select"]
+__all__ = ["ELIDED", "asks", "chunks", "cosine", "facts", "keep_facts", "lexical_scores",
+           "select", "wanted"]
 
 ELIDED = "[...]"
 WINDOW = 40  # words in a chunk cut from a sentence longer than twice this
@@ -35,6 +46,23 @@ _STOP = frozenset(re.findall(r"\w+", (
 # numbers (1,234.5 12% 2025-03-14 10:30), and runs of capitalised words (names)
 _NUMBER = re.compile(r"\d(?:[\d,.:/-]*\d)?%?")
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
+_PERSON = re.compile(r"\b[A-Z][a-z'-]+\s+[A-Z][a-z'-]+")  # two capitalised words
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b|\b(?:jan|feb|mar|apr|may|jun|jul|"
+                   r"aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(?:jan|feb|mar|apr|"
+                   r"may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b", re.IGNORECASE)
+_QUESTION = re.compile(r"[^.?!\n]*\?")
+_SEVERAL = re.compile(r"(?:,\s*|\s+and\s+)(?=(?:who|whom|whose|what|when|where|which|how)\b)",
+                      re.IGNORECASE)
+_WANTS = (
+    ("name", re.compile(r"\b(?:who|whom|whose)\b", re.IGNORECASE)),
+    ("date", re.compile(r"\b(?:when|what (?:date|day|time)|which (?:date|day))\b", re.IGNORECASE)),
+    ("number", re.compile(
+        r"\bhow (?:many|much|heavy|long|far|big|large|old|expensive|tall|wide|high|often|"
+        r"costly)\b|\bwhat (?:number|amount|size|price|cost|weight|share|percentage|"
+        r"total)\b|\bweigh\b", re.IGNORECASE)),
+)
+TYPE_BONUS = 0.5  # added to a chunk's score for holding the kind of fact asked for
+ASKED = 3  # each question's best chunks taken first
 
 
 def chunks(text: str) -> list[str]:
@@ -50,6 +78,36 @@ def chunks(text: str) -> list[str]:
         else:
             out.extend(" ".join(words[i:i + WINDOW]) for i in range(0, len(words), WINDOW))
     return out
+
+
+def asks(query: str) -> list[str]:
+    """The questions in ``query``: its sentences ending in ``?``, one asking several
+    ("who ..., what ... and when ...?") cut at each question word."""
+    out: list[str] = []
+    for question in _QUESTION.findall(query):
+        out.extend(p.strip() for p in _SEVERAL.split(question) if p.strip())
+    return out
+
+
+def wanted(question: str) -> str | None:
+    """The kind of fact a question asks for: ``name``, ``date``, ``number``, or None."""
+    for kind, pattern in _WANTS:
+        if pattern.search(question):
+            return kind
+    return None
+
+
+def _holds(chunk: str) -> set[str]:
+    """The kinds of fact in ``chunk``."""
+    kinds = set()
+    if _DATE.search(chunk):
+        kinds.add("date")
+    if any(not _DATE.search(n) and any(c.isdigit() for c in n)
+           for n in _NUMBER.findall(_DATE.sub(" ", chunk))):
+        kinds.add("number")
+    if _PERSON.search(chunk):
+        kinds.add("name")
+    return kinds
 
 
 def _terms(text: str) -> list[str]:
@@ -91,14 +149,21 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     pieces = [(i, j, c) for i, text in enumerate(texts) for j, c in enumerate(chunks(text))]
     if not pieces:
         return [None] * len(texts), 0
-    lexical = lexical_scores(query, [c for _, _, c in pieces])
-    top = max(lexical) or 1.0
-    scores = [s / top for s in lexical]
-    if embed is not None:
-
-        target = embed.embed_query(query)
-        vectors = embed.embed_documents([c for _, _, c in pieces])
-        scores = [s + cosine(v, target) for s, v in zip(scores, vectors, strict=True)]
+    docs = [c for _, _, c in pieces]
+    questions = asks(query)
+    vectors = embed.embed_documents(docs) if embed is not None else None
+    scores = _scores(query, docs, embed, vectors)
+    kinds = [_holds(c) for c in docs] if questions else []
+    firsts_asked: list[list[int]] = []  # each question's best chunks
+    for question in questions:
+        own = _scores(question, docs, embed, vectors)
+        lexical = lexical_scores(question, docs)
+        kind = wanted(question)
+        if kind is not None:
+            own = [s + TYPE_BONUS * (kind in kinds[k] and lexical[k] > 0)
+                   for k, s in enumerate(own)]
+        scores = [max(a, b) for a, b in zip(scores, own, strict=True)]
+        firsts_asked.append(sorted(range(len(docs)), key=lambda k: (-own[k], k))[:ASKED])
     mine: dict[int, list[int]] = {}
     for k, (i, _, _) in enumerate(pieces):
         mine.setdefault(i, []).append(k)
@@ -131,6 +196,10 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
         cost[i] = after
         return True
 
+    for rank in range(ASKED):  # each question's best chunks, in turn, in half the limit
+        for best in firsts_asked:
+            if rank < len(best) and best[rank] not in chosen:
+                grow(best[rank], max_tokens // 2)
     order = sorted(range(len(pieces)), key=lambda k: (-scores[k], k))
     firsts: dict[int, int] = {}
     for k in order:
@@ -142,6 +211,18 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
         if k not in chosen:
             grow(k, max_tokens)
     return [excerpt(i) for i in range(len(texts))], used[0]
+
+
+def _scores(query: str, docs: list[str], embed: Any, vectors: Any) -> list[float]:
+    """Each doc's BM25 score against ``query`` (scaled to the best one's), plus its
+    embedding's cosine similarity to the query's when embeddings are given."""
+    lexical = lexical_scores(query, docs)
+    top = max(lexical) or 1.0
+    scores = [s / top for s in lexical]
+    if embed is not None:
+        target = embed.embed_query(query)
+        scores = [s + cosine(v, target) for s, v in zip(scores, vectors, strict=True)]
+    return scores
 
 
 def facts(text: str) -> list[str]:

@@ -1,0 +1,110 @@
+"""Counting a prompt's tokens: the model's own tokenizer where one is installed, else bounds.
+
+A budget needs two numbers for a prompt (``PromptSize``):
+
+- a **bound**, never below what the provider will count, for the reservation made before
+  a call: the model's tokenizer's count plus a few tokens a message for the chat format,
+  where a tokenizer for the model is registered (``register_tokenizer``); else the
+  prompt's UTF-8 bytes plus that framing (no byte-level tokenizer makes more tokens than
+  the text has bytes);
+- an **estimate**, the best guess of what the provider bills, for what failed attempts
+  are charged when no usage came back: the tokenizer's count plus framing, else about
+  four characters a token and three a message (the role and separators).
+
+Tokenizers are registered by a prefix of the model's label (``register_tokenizer("acme/",
+count)``; the longest prefix wins). None ships registered: the embedded model's engine
+(``xllamacpp``) offers no way to tokenize without running the model, and tiktoken's
+encodings are downloaded on first use, which an offline machine cannot do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "register_tokenizer", "tokenizer_for",
+           "unregister_tokenizer"]
+
+PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
+ESTIMATED_FRAMING = 3  # what it adds as a rule (a message's role and separators)
+
+_TOKENIZERS: dict[str, Callable[[str], int]] = {}
+
+
+def register_tokenizer(prefix: str, count: Callable[[str], int]) -> None:
+    """Count the prompts of the models whose label starts with ``prefix`` with ``count``
+    (a text's number of tokens, as the model's tokenizer makes them)."""
+    if not callable(count):
+        raise TypeError(f"the tokenizer for '{prefix}' must be callable")
+    _TOKENIZERS[prefix] = count
+
+
+def unregister_tokenizer(prefix: str) -> None:
+    _TOKENIZERS.pop(prefix, None)
+
+
+def tokenizer_for(label: str | None) -> Callable[[str], int] | None:
+    """The tokenizer registered for ``label`` (the longest matching prefix), or None."""
+    if not label:
+        return None
+    found = [p for p in _TOKENIZERS if label.startswith(p)]
+    return _TOKENIZERS[max(found, key=len)] if found else None
+
+
+def _texts(messages: Any) -> list[str]:
+    if isinstance(messages, str):
+        return [messages]
+    return [str(getattr(m, "content", m)) for m in messages]
+
+
+def _framing(messages: Any) -> int:
+    """The chat format's tokens around the messages, at most."""
+    if isinstance(messages, str):
+        return 2 * PER_MESSAGE
+    return PER_MESSAGE * (1 + len(messages))
+
+
+def byte_bound(messages: Any) -> int:
+    """An upper bound on the prompt's tokens without a tokenizer: UTF-8 bytes plus
+    framing."""
+    return sum(len(t.encode("utf-8")) for t in _texts(messages)) + _framing(messages)
+
+
+class PromptSize:
+    """One prompt's tokens for any model (see the module docstring); each model's count is
+    made once. ``int(size)`` is the byte bound (no model named)."""
+
+    __slots__ = ("_counted", "messages")
+
+    def __init__(self, messages: Any):
+        self.messages = messages
+        self._counted: dict[str, int | None] = {}
+
+    def counted(self, label: str | None) -> int | None:
+        """The model's tokenizer's count plus framing, or None without a tokenizer (or if
+        it failed)."""
+        if not label:
+            return None
+        if label not in self._counted:
+            count = tokenizer_for(label)
+            try:
+                n = None if count is None else sum(int(count(t)) for t in _texts(self.messages))
+            except Exception:  # a tokenizer that breaks: the byte bound stands in
+                n = None
+            self._counted[label] = None if n is None or n < 0 else n + _framing(self.messages)
+        return self._counted[label]
+
+    def bound(self, label: str | None = None) -> int:
+        counted = self.counted(label)
+        return byte_bound(self.messages) if counted is None else counted
+
+    def estimate(self, label: str | None = None) -> int:
+        counted = self.counted(label)
+        if counted is not None:
+            return counted
+        chars = sum(len(t) for t in _texts(self.messages))
+        return math.ceil(chars / 4) + ESTIMATED_FRAMING * (1 + len(_texts(self.messages)))
+
+    def __int__(self) -> int:
+        return byte_bound(self.messages)

@@ -1,0 +1,159 @@
+"""A budget's prompt counts: the model's own tokenizer where one is registered (a tighter
+bound than bytes), the best estimate for billed failures, and what a stop says when not
+even the first turn fits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import dlg
+from dlg.models.tokens import PromptSize, register_tokenizer, unregister_tokenizer
+from dlg.running.budget import Budget
+from dlg.running.budget import PromptSize as Exported
+
+from .routing_support import Scripted, market
+from .test_budgets import PRICE, Failing, _run
+
+LONG = ("lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 350).strip()
+ONE_LONG = {"name": "long", "settings": {"max_tokens": 100},
+            "turns": [{"id": "t0", "role": "R", "prompt": LONG}]}
+
+
+def _words(text: str) -> int:
+    """A stand-in for a model's tokenizer: about a token a word plus punctuation."""
+    return len(text.split()) + text.count(",") + text.count(".")
+
+
+@pytest.fixture
+def tokenizer():
+    register_tokenizer("big", _words)
+    yield _words
+    unregister_tokenizer("big")
+
+
+def test_a_registered_tokenizer_bounds_the_prompt_tighter_than_its_bytes(tokenizer):
+    size = PromptSize(LONG)
+    assert Exported is PromptSize
+    assert size.bound("big") == _words(LONG) + 16 < size.bound("other") == len(LONG) + 16
+    assert size.estimate("other") == -(-len(LONG) // 4) + 6  # four characters a token, 3 a message
+    assert size.estimate("big") == size.bound("big")
+
+
+def test_a_tokenizer_that_breaks_leaves_the_byte_bound():
+    def broken(text: str) -> int:
+        raise RuntimeError("no vocabulary")
+
+    register_tokenizer("flaky", broken)
+    try:
+        assert PromptSize("héllo").bound("flaky") == len("héllo".encode()) + 16
+    finally:
+        unregister_tokenizer("flaky")
+
+
+def test_the_first_turn_runs_when_the_tokenizer_shows_it_fits(tokenizer):
+    """The byte bound (20,000 tokens at $10/M: $0.20) is past a $0.10 limit; the prompt is
+    about 5,000 tokens ($0.05), which the model's tokenizer shows."""
+    _, registry = market({"big": PRICE})
+    model = Scripted(dlg_label="big")
+    d = _run(model, registry, ONE_LONG, max_cost=0.10)
+    assert d.status == "completed" and model.calls == 1
+    assert d.total_cost_usd <= 0.10
+
+
+def test_when_not_even_the_first_turn_fits_the_reason_says_by_how_much_and_the_estimate():
+    _, registry = market({"big": PRICE})
+    model = Scripted(dlg_label="big")
+    d = _run(model, registry, ONE_LONG, max_cost=0.10)
+    assert d.status == "cost_limited" and model.calls == 0
+    reason = d.metadata["stopped"]["reason"]
+    bound = len(LONG) + 16
+    worst = bound * 10e-6 + 64 * 100e-6
+    assert f"a prompt of at most {bound} tokens, estimated {-(-len(LONG) // 4) + 6}" in reason
+    assert f"its least worst case, on big, is ${worst:.6f}" in reason
+    assert f"${worst - 0.10:.6f} more than is left" in reason
+
+
+def test_a_turn_whose_every_attempt_failed_is_charged_the_estimate_not_the_bound():
+    """The provider bills what it counted (about four characters a token here), not the
+    prompt's bytes: the ledger keeps to the bill."""
+    _, registry = market({"big": PRICE})
+    model = Failing(dlg_label="big", failures=10)
+    d = _run(model, registry, ONE_LONG, max_cost=1.0)
+    first = d.turns[0]
+    billed = [a for a in first.attempts if a.get("billed")]
+    assert first.status == "failed" and billed
+    bill = len(billed) * (len(LONG) // 4) * 10e-6  # what Scripted would report
+    assert first.cost_usd == pytest.approx(len(billed) * (-(-len(LONG) // 4) + 6) * 10e-6)
+    assert first.cost_usd < 1.01 * bill
+    assert d.metadata["budget"]["spent"] == round(first.cost_usd, 10)
+
+
+def test_billed_failures_are_counted_by_the_models_tokenizer(tokenizer):
+    _, registry = market({"big": PRICE})
+    model = Failing(dlg_label="big", failures=10)
+    d = _run(model, registry, ONE_LONG, max_cost=1.0)
+    first = d.turns[0]
+    n = sum(1 for a in first.attempts if a.get("billed"))
+    assert first.cost_usd == pytest.approx(n * (_words(LONG) + 16) * 10e-6)
+
+
+def test_budget_methods_take_a_plain_count_too():
+    _, registry = market({"big": PRICE})
+    budget = Budget(1.0, registry)
+    assert budget.worst_case("big", 1000, 10) == pytest.approx(1000 * 10e-6 + 10 * 100e-6)
+    held = budget.reserve("big", PromptSize("x" * 400), 10)
+    assert held.amount == pytest.approx((400 + 16) * 10e-6 + 10 * 100e-6)
+
+
+def test_the_summarisers_calls_are_charged_to_the_budget(tmp_path: Any):
+    """Under a limit, what the summariser cost is in the dialogue's ledger, the reading
+    turn's cost and the dialogue's total."""
+    from .test_compression import Billed, _long
+
+    class Priced(Billed):
+        dlg_label: str = "big"
+
+    _, registry = market({"big": PRICE})
+    d = dlg.Orchestrator(model=Priced(), registry=registry, store=None,
+                         max_cost=5.0).run_sync(_long("Answer."))
+    assert d.status == "completed"
+    last = d.turn("last")
+    bill = last.metadata["context"]["summariser"]
+    assert bill["calls"] == 5 and bill["cost_usd"] > 0
+    assert last.cost_usd > bill["cost_usd"]
+    assert d.metadata["budget"]["spent"] == pytest.approx(d.total_cost_usd, abs=1e-9)
+    assert d.total_cost_usd == pytest.approx(sum(t.cost_usd or 0 for t in d.turns))
+
+
+# -- turns running at once under one limit wait for each other's reservations --------
+
+PARALLEL = {"name": "wide", "structure": "parallel",
+            "turns": [{"id": f"p{k}", "role": "R", "prompt": "go"} for k in range(3)]}
+COSTLY = {"price": {"input": 15, "output": 75}}  # 4,096 tokens out: $0.31
+
+
+def test_a_parallel_turn_waits_for_its_siblings_reservations_rather_than_stop():
+    """The first turn's worst case takes nearly all of a $0.25 limit; its answer costs
+    $0.004. The turns beside it wait for that reservation to be settled, then run."""
+    _, registry = market({"big": COSTLY})
+    model = Scripted(dlg_label="big")
+    d = _run(model, registry, PARALLEL, max_cost=0.25)
+    assert d.status == "completed" and model.calls == 3, d.metadata.get("stopped")
+    assert d.total_cost_usd < 0.02
+
+
+def test_sub_dialogues_running_at_once_share_the_limit_without_stopping(tmp_path: Any):
+    """The seed's tree: three sub-dialogues at once under a $0.25 limit, the whole tree
+    costing well under a cent."""
+    from .subdialogue_support import CHILD, PARENT, Tree
+
+    (tmp_path / "tree.yaml").write_text(PARENT)
+    (tmp_path / "explore.yaml").write_text(CHILD)
+    _, registry = market({"tree": COSTLY})
+    d = dlg.Orchestrator(model=Tree(calls=[]), registry=registry, store=None,
+                         retry=dlg.RetryPolicy(base_delay=0.0), max_cost=0.25
+                         ).run_sync(tmp_path / "tree.yaml", topic="t")
+    assert d.status == "completed", d.metadata.get("stopped")
+    assert d.total_cost_usd < 0.25
