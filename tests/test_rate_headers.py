@@ -78,3 +78,24 @@ def test_headers_dlg_cannot_read_are_the_plugin_s_clear_error(pm, bad, said):
         model_providers(pm)
     assert "plugin 'acme' registered rate_headers for 'acme'" in str(caught.value)
     assert said in str(caught.value)
+
+
+async def test_an_answer_with_a_response_format_still_states_the_limits():
+    """OpenAI's structured output goes through another call of the SDK that langchain-
+    openai keeps no headers of (and warns if asked to): the plugin's HTTP client reads
+    them, so a turn with an output schema ends the slow start too."""
+    pytest.importorskip("langchain_openai")
+    import dlg
+
+    from .servers import LimitedOpenAI
+
+    mode = {"name": "s", "turns": [{"id": "a", "role": "A", "prompt": "go",
+                                    "output": {"schema": {"type": "object"}}}]}
+    with LimitedOpenAI(requests=50, window=1.0, reply='{"ok": true}') as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}"
+        d = await dlg.run(mode, model=spec)
+        assert "response_format" in server.requests[0]["body"]
+    assert d.status == "completed", d.error
+    limiter = pacer.for_label(spec, None)
+    assert limiter is not None and limiter.learned == {"rpm": 50 * 60}
+    assert not limiter.probing
