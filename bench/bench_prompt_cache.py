@@ -30,10 +30,11 @@ Clients, in the same run:
 Printed per workload and client: the share of input tokens read from the cache (mean
 and spread over seeds); beside it the bound no cache can pass, the share of input
 that repeats a prefix of an earlier request (the newest answer and the turn's own
-request are always new; the rest of the gap is the providers' rules: the 1,024-token
-minimum, OpenAI's 128-token steps); the input cost with caching over the input cost of the same
-tokens without it (gpt-4.1: $2.00 in, $0.50 cached; claude-sonnet-4-5: $3.00 in, $0.30
-read, $3.75 written), and the input cost itself, so a layout that sends more tokens
+request are always new), and the share of it the providers' rules let a cache read
+(none of a prefix under 1,024 tokens; OpenAI's in 128-token steps): no layout that
+sends the same tokens reads more than that; the input cost with caching over the input
+cost of the same tokens without it (gpt-4.1: $2.00 in, $0.50 cached; claude-sonnet-4-5:
+$3.00 in, $0.30 read, $3.75 written), and the input cost itself, so a layout that sends more tokens
 (the history one resends each earlier request) is seen to.
 """
 
@@ -109,10 +110,21 @@ class Answers:
         return "\n\n".join(p.capitalize() + "." for p in paragraphs)
 
 
+MINIMUM, STEP = 1024, 128  # the providers' rules: no prefix shorter; OpenAI's steps
+
+
+def by_the_rules(shared: int, provider: str) -> int:
+    """The most of a ``shared`` prefix a cache may read by the provider's rules: none
+    under the minimum; OpenAI's in whole steps (Anthropic's wherever a breakpoint is)."""
+    if shared < MINIMUM:
+        return 0
+    return shared - (shared - MINIMUM) % STEP if provider == "openai" else shared
+
+
 def figures(usage: list[dict[str, int]], provider: str
-            ) -> tuple[float, float, float, float]:
+            ) -> tuple[float, float, float, float, float]:
     """(cached share, shared-prefix share, input cost with caching / without, input cost
-    with caching in $)."""
+    with caching in $, the share the providers' rules allow of the shared prefixes)."""
     price_in, price_read, price_written = PRICES[provider]
     total = sum(u["input"] for u in usage)
     cached = sum(u["cached"] for u in usage)
@@ -120,7 +132,9 @@ def figures(usage: list[dict[str, int]], provider: str
     paid = ((total - cached - written) * price_in + cached * price_read
             + written * price_written) / 1e6
     shared = sum(u["shared"] for u in usage)
-    return cached / total, shared / total, paid / (total * price_in / 1e6), paid
+    allowed = sum(by_the_rules(u["shared"], provider) for u in usage)
+    return (cached / total, shared / total, paid / (total * price_in / 1e6), paid,
+            allowed / total)
 
 
 def dlg_run(mode: Any, seed: int, provider: str, topcache: bool = False) -> list[dict]:
@@ -184,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = range(5 if args.quick else args.seeds)
     started = time.perf_counter()
-    rows: list[tuple[str, str, list[tuple[float, float, float, float]]]] = []
+    rows: list[tuple[str, str, list[tuple[float, float, float, float, float]]]] = []
 
     def measure(workload: str, client: str, provider: str, run: Any) -> None:
         rows.append((workload, client, [figures(run(s), provider) for s in seeds]))
@@ -209,12 +223,14 @@ def main() -> None:
           f"{time.perf_counter() - started:.0f} s")
     print()
     print("| workload | client | input read from the cache | bound: prefix shared with an "
-          "earlier request | input cost, cached / uncached | input cost per dialogue |")
-    print("|---|---|---:|---:|---:|---:|")
+          "earlier request | bound by the provider's rules (minimum, steps) | input cost, "
+          "cached / uncached | input cost per dialogue |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for workload, client, results in rows:
-        share, shared, ratio, paid = zip(*results, strict=True)
+        share, shared, ratio, paid, allowed = zip(*results, strict=True)
         print(f"| {workload} | {client} | {spread(list(share))} | {spread(list(shared))} "
-              f"| {spread(list(ratio))} | ${statistics.mean(paid):.5f} |")
+              f"| {spread(list(allowed))} | {spread(list(ratio))} "
+              f"| ${statistics.mean(paid):.5f} |")
     debate = next(r for r in rows if r[0] == "10-turn debate" and r[1] == "dlg -> openai")
     share = statistics.mean(r[0] for r in debate[2])
     print()

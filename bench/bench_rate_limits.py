@@ -16,7 +16,12 @@ seed draws the topics' lengths), on a fresh server, every client in the same pro
 
 - ``dlg batch -c 4`` and ``-c 20`` with the limits given (``?rpm=...&tpm=...``, what the
   server allows per minute), paced by ``dlg.models.pacing``;
-- ``dlg batch -c 20`` with no limit given: learned from the first 429's headers;
+- ``dlg batch -c 20`` with no limit given: learned from the answers' ``x-ratelimit-*``
+  headers (one call in flight until the first answer states them);
+- ``dlg batch --executor ray -c 4``: 4 Ray workers (processes) sharing one limit (the
+  batch's actor holds its schedule), the limits given and learned; Ray is started once,
+  before the runs, with 4 CPUs, and warmed up (a row is skipped, saying so, when ``ray``
+  is not installed);
 - plain ``ChatOpenAI(max_retries=6)`` running the same three calls per dialogue, 20 at
   once (the client's own retry-on-429);
 - ``ChatOpenAI`` with LangChain's ``InMemoryRateLimiter`` at the server's request rate.
@@ -83,7 +88,7 @@ def spec(s: LimitedOpenAI, limits: bool = False) -> str:
 
 
 async def run_dlg(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int,
-                  limits: bool = False) -> int:
+                  limits: bool = False, executor: str = "local") -> int:
     from dlg.models.pacing import pacer
     from dlg.models.resilience import cooldowns, gate
 
@@ -91,7 +96,8 @@ async def run_dlg(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int
     gate.reset()
     cooldowns.reset()
     result = await dlg.batch(MODE, rows, concurrency=concurrency, model=spec(s, limits),
-                             batch_id=f"rl-{concurrency}-{time.monotonic_ns()}")
+                             batch_id=f"rl-{concurrency}-{time.monotonic_ns()}",
+                             executor=executor)
     return sum(1 for i in result.items if i.status != "completed")
 
 
@@ -121,6 +127,19 @@ async def run_langchain(s: LimitedOpenAI, rows: list[dict[str, str]], concurrenc
         for row in rows:
             tg.start_soon(dialogue, row)
     return failed
+
+
+def _ray(args: argparse.Namespace) -> Any:
+    """Ray, started here with 4 CPUs (so every batch's 4 workers are the same warm
+    processes), or None when it is not installed or not wanted."""
+    if not args.ray:
+        return None
+    try:
+        import ray
+    except ImportError:
+        return None
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 def topics(seed: int, n: int) -> list[dict[str, str]]:
@@ -160,6 +179,8 @@ async def main() -> None:
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--only", choices=["dlg", "all"], default="all")
+    parser.add_argument("--no-ray", dest="ray", action="store_false",
+                        help="leave out the --executor ray rows")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.dialogues = 3, 30
@@ -168,8 +189,14 @@ async def main() -> None:
 
     runs = [("dlg batch -c 4, limits given", lambda s, r: run_dlg(s, r, 4, True)),
             ("dlg batch -c 20, limits given", lambda s, r: run_dlg(s, r, 20, True)),
-            ("dlg batch -c 20, limits learned from the 429s",
+            ("dlg batch -c 20, limits learned from the answers' headers",
              lambda s, r: run_dlg(s, r, 20))]
+    ray = _ray(args)
+    if ray is not None:
+        runs += [("dlg batch --executor ray, 4 workers, limits given",
+                  lambda s, r: run_dlg(s, r, 4, True, "ray")),
+                 ("dlg batch --executor ray, 4 workers, limits learned",
+                  lambda s, r: run_dlg(s, r, 4, False, "ray"))]
     if args.only == "all":
         runs += [("ChatOpenAI(max_retries=6), 20 at once",
                   lambda s, r: run_langchain(s, r, 20, None)),
@@ -180,10 +207,15 @@ async def main() -> None:
     with LimitedOpenAI(requests=10**6, window=60) as s:  # warm up: imports, mode loading
         await run_dlg(s, [{"topic": "warm-up"}], 1)
         await run_langchain(s, [{"topic": "warm-up"}], 1, None)
+        if ray is not None:  # the 4 workers started and their imports done
+            await run_dlg(s, [{"topic": f"warm-up {i}"} for i in range(8)], 4,
+                          executor="ray")
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in runs}
     for seed in range(args.seeds):
         for name, go in runs:  # interleaved: every client meets the same machine load
             rows[name].append(await measure(name, args, go, seed))
+    if ray is not None:
+        ray.shutdown()
     print(f"{args.dialogues} three-turn dialogues, {args.seeds} seeds; the server allows "
           f"{args.requests} requests and {args.tokens} tokens per {args.window:g}s window, "
           f"answers after {args.latency:g}s\n")
@@ -196,6 +228,8 @@ async def main() -> None:
         print(f"| {name} | {failed} of {args.dialogues * args.seeds} | "
               f"{spread([100 * r['refused'] for r in found], '.1f')}% | "
               f"{spread([r['wall'] / r['bound'] for r in found], '.2f')}x |", flush=True)
+    if ray is None and args.ray:
+        print("\n(the --executor ray rows were skipped: ray is not installed)")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,15 @@ Plugins import these, with everything else they may use, from ``dlg.plugin``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from dlg.hookspecs import Dialogue
 
 __all__ = ["BatchStore", "Embeddings", "Executor", "Exporter", "LeaseStore", "QualityStore",
-           "Router", "Store"]
+           "RateHeaders", "Router", "Store"]
 
 
 @runtime_checkable
@@ -103,3 +104,56 @@ class Router(Protocol):
     answers with a ``dlg.plugin.Route`` or a bare model."""
 
     def select(self, request: Any) -> Any: ...
+
+
+# how a header's value reads: "seconds" and "ms" numbers; "duration" Go's ("6s", "1m0s",
+# "250ms", or a bare number of seconds); "http-date" a number of seconds or an HTTP date;
+# "rfc3339" a time ("2026-12-07T10:00:00Z")
+FORMATS = frozenset({"seconds", "ms", "duration", "http-date", "rfc3339"})
+KINDS = frozenset({"rpm", "tpm"})
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 100 and value.isascii() and all(
+        c.isalnum() or c in "-_" for c in value)
+
+
+@dataclass(frozen=True)
+class RateHeaders:
+    """The rate-limit headers a provider sends, in the neutral form core reads.
+
+    ``limits``: header name -> ``"rpm"`` or ``"tpm"``, a limit per rate window (a
+    minute unless the spec's ``rate_window`` says otherwise); several token limits: the
+    lowest binds. ``waits``: ``(header, format)`` pairs saying how long a refused call
+    should wait, tried in order before ``retry-after``. ``resets``: ``(reset header,
+    remaining header, format)``, when each limit's window resets and what is left of it;
+    after a 429 the reset of the limit that ran out (remaining 0) is waited for, else the
+    latest. Formats: ``FORMATS``. ``answered``: the provider's models put an answered
+    call's headers in its ``response_metadata["headers"]``, so a model whose limits are
+    not known yet starts slowly until they say them (``dlg.models.pacing``); else limits
+    are learned from 429s alone."""
+
+    limits: Mapping[str, str] = field(default_factory=dict)
+    waits: tuple[tuple[str, str], ...] = ()
+    resets: tuple[tuple[str, str, str], ...] = ()
+    answered: bool = False
+
+    def problem(self) -> str | None:
+        """What is wrong with these names and formats, if anything (a plugin's mistake)."""
+        if not isinstance(self.limits, Mapping):
+            return "limits must map header names to 'rpm' or 'tpm'"
+        for name, kind in self.limits.items():
+            if not _name(name) or kind not in KINDS:
+                return f"limits: {name!r} -> {kind!r} is not a header name -> 'rpm' or 'tpm'"
+        for wait in self.waits:
+            if (not isinstance(wait, tuple) or len(wait) != 2 or not _name(wait[0])
+                    or wait[1] not in FORMATS):
+                return f"waits: {wait!r} is not (header name, one of {sorted(FORMATS)})"
+        for reset in self.resets:
+            if (not isinstance(reset, tuple) or len(reset) != 3 or not _name(reset[0])
+                    or not (_name(reset[1]) or reset[1] == "") or reset[2] not in FORMATS):
+                return (f"resets: {reset!r} is not (reset header, remaining header or '', "
+                        f"one of {sorted(FORMATS)})")
+        if not isinstance(self.answered, bool):
+            return f"answered must be true or false (given {self.answered!r:.40})"
+        return None

@@ -10,7 +10,8 @@ when first used, so importing this module costs nothing at start-up.
 - the contracts (``typing.Protocol``): ``Store``, ``LeaseStore``, ``BatchStore``,
   ``QualityStore``, ``Executor``, ``Embeddings``, ``Exporter``, ``Router``;
 - model providers: ``missing_env``, ``missing_key``, ``missing_package``, ``no_retries``,
-  ``env_secret``, and a provider's prompt cache: ``CacheHint``, ``hint_of``,
+  ``env_secret``, the rate-limit headers a provider sends: ``RateHeaders``, and a
+  provider's prompt cache: ``CacheHint``, ``hint_of``,
   ``split_stable``;
   ``ModelRegistry``;
 - routers: ``Route``, ``RouteRequest``, ``QualityStat``, ``quality_key``, ``budget_note``;
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         Exporter,
         LeaseStore,
         QualityStore,
+        RateHeaders,
         Router,
         Store,
     )
@@ -103,6 +105,7 @@ __all__ = [
     "PluginError",
     "QualityStat",
     "QualityStore",
+    "RateHeaders",
     "Route",
     "RouteRequest",
     "Router",
@@ -147,7 +150,8 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "process": ("dlg.process", None),
     "version": ("dlg._version", "__version__"),
     **{n: ("dlg.contracts", n) for n in ("BatchStore", "Embeddings", "Executor", "Exporter",
-                                          "LeaseStore", "QualityStore", "Router", "Store")},
+                                          "LeaseStore", "QualityStore", "RateHeaders", "Router",
+                                          "Store")},
     **{n: ("dlg.errors", n) for n in ("DlgError", "ExportError", "ModelError", "PluginError",
                                        "StoreError")},
     "hookimpl": ("dlg.hookspecs", "hookimpl"),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
-from dlg.contracts import Exporter, Router
+from dlg.contracts import Exporter, RateHeaders, Router
 from dlg.errors import PluginError
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ class _Registered(TypedDict):
     modes: dict[str, ModeSource]
     embeddings: dict[str, Callable[..., Any]]
     executors: dict[str, Callable[..., Any]]
+    rate_headers: dict[str, RateHeaders]  # by provider ("": headers any provider sends)
 
 
 # per plugin manager, dropped with it; rebuilt when plugins are added or removed
@@ -159,7 +160,8 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
         return cached
 
     out = _Registered(plugins=plugins, by_plugin={}, catalogs=[], models={}, routers={},
-                      exporters={}, stores={}, modes={}, embeddings={}, executors={})
+                      exporters={}, stores={}, modes={}, embeddings={}, executors={},
+                      rate_headers={})
 
     def plugin_entry(name: str) -> Registration:
         return out["by_plugin"].setdefault(name, Registration(plugin=name))
@@ -175,11 +177,20 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
             catalog: dict[str, Any] | None = None,
             pull: Callable[..., Any] | None = None,
             recommended: Callable[[], list[dict[str, Any]]] | None = None,
+            rate_headers: RateHeaders | None = None,
         ) -> None:
             if catalog is not None:
                 out["catalogs"].append((plugin, catalog))
+            if rate_headers is not None:
+                problem = (rate_headers.problem() if isinstance(rate_headers, RateHeaders)
+                           else "expected a dlg.plugin.RateHeaders")
+                if problem is not None:
+                    raise PluginError(f"plugin '{plugin}' registered rate_headers for "
+                                      f"{name or 'any provider'!r} that dlg cannot read: "
+                                      f"{problem}")
+                out["rate_headers"][name or ""] = rate_headers
             if name is None and factory is None:
-                if catalog is None:
+                if catalog is None and rate_headers is None:
                     raise PluginError(f"plugin '{plugin}' called register() with nothing")
                 return
             if not isinstance(name, str) or not name or ":" in name or not callable(factory):
@@ -263,6 +274,11 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
                 ) from exc
     _cache[pm] = out
     return out
+
+
+def rate_headers(pm: pluggy.PluginManager | None = None) -> dict[str, RateHeaders]:
+    """The rate-limit headers providers' plugins registered, by provider ("": any)."""
+    return _collect(_pm(pm))["rate_headers"]
 
 
 def model_providers(pm: pluggy.PluginManager | None = None) -> dict[str, ModelProvider]:

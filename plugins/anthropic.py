@@ -17,6 +17,7 @@ from typing import Any
 
 from dlg.plugin import (
     CacheHint,
+    RateHeaders,
     hint_of,
     hookimpl,
     missing_key,
@@ -27,6 +28,15 @@ from dlg.plugin import (
 
 EPHEMERAL = {"type": "ephemeral"}
 MAX_BREAKPOINTS = 4  # Anthropic refuses a request with more
+# what Anthropic's 429s say of its limits (per minute) and when each resets (RFC 3339);
+# langchain-anthropic keeps no answered call's headers, so limits are learned from 429s
+_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+RATE_HEADERS = RateHeaders(
+    limits={"anthropic-ratelimit-requests-limit": "rpm",
+            "anthropic-ratelimit-tokens-limit": "tpm",
+            "anthropic-ratelimit-input-tokens-limit": "tpm"},
+    resets=tuple((f"anthropic-ratelimit-{k}-reset", f"anthropic-ratelimit-{k}-remaining",
+                  "rfc3339") for k in _KINDS))
 
 
 def _check(model, options):
@@ -156,4 +166,5 @@ def place_breakpoints(payload: dict[str, Any], hint: CacheHint | None) -> None:
 
 @hookimpl
 def register_models(register):
-    register("anthropic", _make, check=_check, description="Anthropic (ANTHROPIC_API_KEY)")
+    register("anthropic", _make, check=_check, description="Anthropic (ANTHROPIC_API_KEY)",
+             rate_headers=RATE_HEADERS)

@@ -20,11 +20,50 @@ no more for that model.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 from typing import Any
 
-from dlg.plugin import env_secret, hint_of, hookimpl, missing_key, missing_package, no_retries
+from dlg.plugin import (
+    RateHeaders,
+    env_secret,
+    hint_of,
+    hookimpl,
+    missing_key,
+    missing_package,
+    no_retries,
+)
+
+# what OpenAI's responses say of its limits (every response, not only a 429): the limits
+# per minute, what is left and when each resets ("6s", "1m0s", "250ms"); a 429 also says
+# how long to wait in milliseconds. Servers speaking its API often send the same.
+RATE_HEADERS = RateHeaders(
+    limits={"x-ratelimit-limit-requests": "rpm", "x-ratelimit-limit-tokens": "tpm"},
+    waits=(("retry-after-ms", "ms"),),
+    resets=(("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests", "duration"),
+            ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens", "duration")),
+    answered=True)
+_NAMES = frozenset([*RATE_HEADERS.limits, *(n for r in RATE_HEADERS.resets for n in r[:2])])
+# the limit headers of this task's latest response (set by the HTTP client's hook, in
+# the task that made the call; langchain-openai's include_response_headers cannot be
+# had together with a response_format)
+_SEEN: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "dlg_openai_headers", default=None)
+
+
+async def _seen(response: Any) -> None:
+    """The HTTP client's response hook: keep the response's limit headers for the call."""
+    _SEEN.set({k: v for k, v in response.headers.items() if k.lower() in _NAMES} or None)
+
+
+def _with_headers(message: Any) -> None:
+    """Put the call's limit headers in its answer's ``response_metadata["headers"]``,
+    where dlg's pacer reads them."""
+    headers = _SEEN.get()
+    meta = getattr(message, "response_metadata", None)
+    if headers and isinstance(meta, dict):
+        meta["headers"] = headers
 
 
 def _check(model, options):
@@ -50,7 +89,8 @@ def _own_client(options):
         return {}
     import openai
 
-    return {"http_async_client": openai.DefaultAsyncHttpxClient()}
+    return {"http_async_client": openai.DefaultAsyncHttpxClient(
+        event_hooks={"response": [_seen]})}
 
 
 def cache_key(dialogue_id: str) -> str:
@@ -101,21 +141,27 @@ def _chat_openai() -> Any:
         async def _agenerate(self, messages: Any, stop: list[str] | None = None,
                              run_manager: Any = None, **kwargs: Any) -> Any:
             sent = self._sends_schema(kwargs)
+            _SEEN.set(None)
             try:
-                return await super()._agenerate(messages, stop, run_manager, **kwargs)
+                result = await super()._agenerate(messages, stop, run_manager, **kwargs)
             except refused:
                 if not sent:
                     raise
-            kwargs.pop("json_schema")
-            result = await super()._agenerate(messages, stop, run_manager, **kwargs)
-            self.dlg_json_schema = False  # the server does not take one: send it no more
+                kwargs.pop("json_schema")
+                result = await super()._agenerate(messages, stop, run_manager, **kwargs)
+                self.dlg_json_schema = False  # the server does not take one: no more
+            if result.generations:
+                _with_headers(result.generations[0].message)
             return result
 
         async def _astream(self, messages: Any, stop: list[str] | None = None,
                            run_manager: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
             sent, started = self._sends_schema(kwargs), False
+            _SEEN.set(None)
             try:
                 async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+                    if not started:
+                        _with_headers(chunk.message)
                     started = True
                     yield chunk
                 return
@@ -166,6 +212,8 @@ def _make_compatible(model, options):
 
 @hookimpl
 def register_models(register):
-    register("openai", _make, check=_check, description="OpenAI (OPENAI_API_KEY)")
+    register("openai", _make, check=_check, description="OpenAI (OPENAI_API_KEY)",
+             rate_headers=RATE_HEADERS)
     register("openai-compatible", _make_compatible, check=_check_compatible,
-             description="Any OpenAI-compatible server (base_url=...)")
+             description="Any OpenAI-compatible server (base_url=...)",
+             rate_headers=RATE_HEADERS)

@@ -88,6 +88,10 @@ class FakeOpenAI(_Loopback):
         """The headers of a 429 for this request, or None to answer it."""
         return None
 
+    def _answered_headers(self) -> dict[str, str]:
+        """The headers an answer carries besides its content's."""
+        return {}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -146,8 +150,11 @@ class FakeOpenAI(_Loopback):
                          "total_tokens": prompt_tokens + len(words),
                          "prompt_tokens_details": {
                              "cached_tokens": min(fake.cached, prompt_tokens)}}
+                extra = fake._answered_headers()
                 if body.get("stream"):
                     self.send_response(200)
+                    for k, v in extra.items():
+                        self.send_header(k, v)
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")  # the end of the stream
                     self.close_connection = True
@@ -178,7 +185,7 @@ class FakeOpenAI(_Loopback):
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": fake.reply}}],
                     "usage": usage,
-                })
+                }, extra)
 
         return Handler
 
@@ -194,11 +201,14 @@ def _duration(seconds: float) -> str:
 class LimitedOpenAI(FakeOpenAI):
     """An OpenAI-compatible server with a rate limit: ``requests`` (and ``tokens``, a
     word a token, prompt and answer) per fixed ``window`` of seconds; past it, a 429 with
-    the headers OpenAI sends. Counts what it answered and refused."""
+    the headers OpenAI sends. Counts what it answered and refused. As OpenAI does, an
+    answer states the limits too (``x-ratelimit-*``); ``answered_headers=False``: only
+    a 429 does."""
 
     def __init__(self, requests: int, window: float, tokens: int | None = None,
-                 reply: str = "Hello from the server"):
+                 reply: str = "Hello from the server", answered_headers: bool = True):
         self.limit, self.window, self.token_limit = requests, window, tokens
+        self.answered_headers = answered_headers
         self.started = time.monotonic()
         self.used: dict[int, list[int]] = {}  # window number -> [requests, tokens]
         self.answered = self.refused = 0
@@ -219,13 +229,20 @@ class LimitedOpenAI(FakeOpenAI):
                 self.answered += 1
                 return None
             self.refused += 1
-            left_requests = max(0, self.limit - used[0])
-        # the limits per minute, as OpenAI states them, whatever the window
+        return {"retry-after": str(max(1, math.ceil(reset))),
+                "retry-after-ms": str(max(1, round(reset * 1000))), **self._limits()}
+
+    def _limits(self) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers now: the limits per minute, as OpenAI states
+        them whatever the window, what is left of this window and when it resets."""
+        with self._lock:
+            elapsed = time.monotonic() - self.started
+            number = int(elapsed // self.window)
+            used = self.used.get(number, [0, 0])
+            reset = (number + 1) * self.window - elapsed
         per_minute = 60 / self.window
-        headers = {"retry-after": str(max(1, math.ceil(reset))),
-                   "retry-after-ms": str(max(1, round(reset * 1000))),
-                   "x-ratelimit-limit-requests": str(round(self.limit * per_minute)),
-                   "x-ratelimit-remaining-requests": str(left_requests),
+        headers = {"x-ratelimit-limit-requests": str(round(self.limit * per_minute)),
+                   "x-ratelimit-remaining-requests": str(max(0, self.limit - used[0])),
                    "x-ratelimit-reset-requests": _duration(reset)}
         if self.token_limit is not None:
             headers.update({"x-ratelimit-limit-tokens": str(round(self.token_limit
@@ -234,6 +251,9 @@ class LimitedOpenAI(FakeOpenAI):
                                                                      - used[1])),
                             "x-ratelimit-reset-tokens": _duration(reset)})
         return headers
+
+    def _answered_headers(self) -> dict[str, str]:
+        return self._limits() if self.answered_headers else {}
 
 
 class FakeAnthropic(_Loopback):

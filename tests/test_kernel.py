@@ -198,16 +198,32 @@ async def test_settings_layer_mode_participant_turn(recorder):
     assert model.calls[0][1] == {"temperature": 0.5, "max_tokens": 20, "top_k": 3}
 
 
-async def test_system_and_instruction_become_a_system_message(recorder):
+async def test_the_system_text_is_a_system_message_and_a_turn_s_instruction_opens_its_prompt(
+        recorder):
+    """A turn's instruction follows the earlier turns it reads, so the system text and
+    the transcript are the same bytes in every turn (a provider's prompt cache reads
+    them); before, the instruction was appended to the system text."""
     mode = {"name": "s", "inputs": {"topic": {}}, "system": "About {{ topic }}.",
             "turns": [{"id": "a", "role": "A", "instruction": "You are {{ role }}.",
-                       "prompt": "go"}]}
-    model = recorder(["ok"])
+                       "prompt": "go"},
+                      {"id": "b", "role": "B", "instruction": "You are {{ role }}.",
+                       "prompt": "answer"}]}
+    model = recorder(["ok", "fine"])
     d = await dlg.run(mode, topic="bees", model=model)
-    messages = model.calls[0][0]
-    assert [m.type for m in messages] == ["system", "human"]
-    assert messages[0].content == "About bees.\n\nYou are A."
-    assert d.turns[0].system == "About bees.\n\nYou are A."
+    first, second = model.calls[0][0], model.calls[1][0]
+    assert [m.type for m in first] == ["system", "human"]
+    assert first[0].content == second[0].content == d.turns[1].system == "About bees."
+    assert first[1].content == "You are A.\n\ngo"
+    assert second[1].content == "### A\nok\n\nYou are B.\n\nanswer"  # the transcript first
+
+
+async def test_an_instruction_alone_is_the_prompt_and_no_system_text_is_none(recorder):
+    mode = {"name": "s", "turns": [{"id": "a", "role": "A", "instruction": "Be brief.",
+                                    "prompt": "{{ '' }}"}]}
+    model = recorder(["ok"])
+    d = await dlg.run(mode, model=model)
+    assert model.calls[0][0] == "Be brief."  # the prompt alone, no system message
+    assert d.turns[0].system is None and d.turns[0].prompt == "Be brief."
 
 
 async def test_previous_context_after_parallel_phase_reads_all_branches():

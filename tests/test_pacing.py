@@ -53,9 +53,10 @@ async def test_a_spec_s_rpm_and_tpm_pace_the_calls_and_are_not_sent_to_the_provi
 
 
 async def test_limits_are_learned_from_a_429_s_headers():
-    """No limit given: the first 429's x-ratelimit-limit-* headers (per minute) are
-    learned, and the calls after it are paced; the batch completes."""
-    with LimitedOpenAI(requests=15, window=1.0, tokens=3000) as server:
+    """No limit given, and a server whose answers do not state its limits: the first
+    429's x-ratelimit-limit-* headers (per minute) are learned, and the calls after it are
+    paced; the batch completes."""
+    with LimitedOpenAI(requests=15, window=1.0, tokens=3000, answered_headers=False) as server:
         spec = compat(server)
         result = await dlg.batch(MODE, ROWS[:20], concurrency=10, model=spec, retry=FAST,
                                  batch_id="learned")
@@ -64,6 +65,35 @@ async def test_limits_are_learned_from_a_429_s_headers():
     limiter = pacer.for_label(spec, None)
     assert limiter.learned == {"rpm": 15 * 60, "tpm": 3000 * 60}
     assert limiter.cwnd is not None  # the 429 turned the adaptive window on
+
+
+async def test_a_model_whose_answers_state_its_limits_starts_slowly_and_is_not_refused():
+    """No limit given, 20 dialogues at once against 8 requests a second; OpenAI's answers
+    state the limits (x-ratelimit-*): one call goes until the first answer's headers say
+    them, then the calls are paced by them. Before, the first burst of 20 went out
+    together and more than half of it was refused."""
+    with LimitedOpenAI(requests=8, window=1.0) as server:
+        spec = compat(server)
+        result = await dlg.batch(MODE, ROWS[:20], concurrency=20, model=spec, retry=FAST,
+                                 batch_id="slow-start")
+    assert result.totals["statuses"] == {"completed": 20}
+    assert server.refused <= 1
+    limiter = pacer.for_label(spec, None)
+    assert limiter.learned == {"rpm": 8 * 60}
+    assert not limiter.probing and limiter.cwnd is None  # paced, not held to one call
+
+
+async def test_a_server_whose_answers_state_no_limit_is_not_slowed_after_its_first_answer():
+    """The same provider against a server that states no limits: after the first
+    answer, nothing waits (no limiter), as before the slow start."""
+    from .servers import FakeOpenAI
+
+    with FakeOpenAI(reply="fine") as server:
+        spec = f"openai-compatible:test-model?base_url={server.base_url}"
+        result = await dlg.batch(MODE, ROWS[:6], concurrency=6, model=spec, retry=FAST,
+                                 batch_id="no-limit")
+    assert result.totals["statuses"] == {"completed": 6}
+    assert pacer.for_label(spec, None) is None
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "1e12", "soon", "nan", "inf", "1.5",

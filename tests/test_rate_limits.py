@@ -28,10 +28,11 @@ def compat(server: FakeOpenAI) -> str:
 
 async def test_a_batch_against_a_rate_limit_fails_no_dialogue():
     """The issue's failure, scaled down: 20 two-turn dialogues at concurrency 8 against
-    12 requests a second. Before, three 429s in a row cooled the model down for the whole
-    process, and every later 429 failed its dialogue at once."""
+    12 requests a second (its answers state no limit, so the 429s teach it). Before,
+    three 429s in a row cooled the model down for the whole process, and every later 429
+    failed its dialogue at once."""
     rows = [{"topic": f"topic {i}"} for i in range(20)]
-    with LimitedOpenAI(requests=12, window=1.0) as server:
+    with LimitedOpenAI(requests=12, window=1.0, answered_headers=False) as server:
         result = await dlg.batch(MODE, rows, concurrency=8, model=compat(server),
                                  retry=FAST, batch_id="limited")
     assert result.totals["statuses"] == {"completed": 20}

@@ -3,14 +3,19 @@
 A limit belongs to a provider's model at an endpoint with a key (``Pacer.key``): every
 dialogue in the process that calls it shares one ``Limiter``. Its requests and tokens
 per minute come from the spec (``?rpm=500&tpm=30000``), the model registry (``rpm``,
-``tpm``) and the provider's headers (``x-ratelimit-limit-*``, ``anthropic-ratelimit-*``),
-the lowest of those given. Before a call is sent it reserves a request and its tokens
-(the prompt's estimate plus ``max_tokens``, else the completions seen so far) and waits
-for its turn; after, the reservation is settled with the tokens the provider counted.
+``tpm``) and the provider's headers (the names its plugin registered,
+``dlg.models.headers.RateHeaders``: OpenAI's ``x-ratelimit-limit-*``, Anthropic's
+``anthropic-ratelimit-*``), the lowest of those given. Before a call is sent it reserves
+a request and its tokens (the prompt's estimate plus ``max_tokens``, else the completions
+seen so far) and waits for its turn; after, the reservation is settled with the tokens
+the provider counted.
 
-Without a known limit nothing waits. A 429 turns on an adaptive concurrency window for
-the model (AIMD: halved on a 429, one more call for each window of calls answered), and
-its headers' limits are learned. Headers are hostile input: a limit that is not a whole
+A model whose limits are not known yet, of a provider whose plugin says its responses
+state them, starts slowly: ``SLOW_START`` calls in flight until a response's headers say
+the limits (then paced by them), or say none (then nothing waits). Other models with no
+known limit never wait. A 429 turns on an adaptive concurrency window for the model
+(AIMD: halved on a 429, one more call for each window of calls answered), and its
+headers' limits are learned. Headers are hostile input: a limit that is not a whole
 number from 1 to ``MAX_LIMIT``, or longer than a few characters, is ignored.
 
 The schedule itself (``Schedule``: when the next request and token may go) sits behind
@@ -28,7 +33,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from dlg.models.headers import header
+from dlg.models.headers import header, known, reports_limits
 
 __all__ = ["HEADROOM", "LIMIT_OPTIONS", "Limiter", "Pacer", "Schedule", "SharedLimits",
            "option_problem", "pacer", "without_limit_options"]
@@ -39,10 +44,7 @@ MAX_LIMIT = 10**9
 MAX_WINDOW = 86_400.0
 MAX_CONCURRENCY = 512  # an adaptive window that grows past this is dropped
 FIRST_COMPLETION = 256  # tokens reserved for an answer before any was seen
-_HEADERS = {  # header -> what it limits; values per window (a minute for these providers)
-    "x-ratelimit-limit-requests": "rpm", "x-ratelimit-limit-tokens": "tpm",
-    "anthropic-ratelimit-requests-limit": "rpm", "anthropic-ratelimit-tokens-limit": "tpm",
-    "anthropic-ratelimit-input-tokens-limit": "tpm"}
+SLOW_START = 1  # calls in flight to a model whose limits its headers will state
 
 
 def _limit(value: Any) -> float | None:
@@ -150,7 +152,7 @@ class Limiter:
     window (None until a 429)."""
 
     __slots__ = ("_waiters", "completion", "configured", "cwnd", "in_flight", "key",
-                 "learned", "pacer", "ratio", "slowed", "window")
+                 "learned", "pacer", "probing", "ratio", "slowed", "window")
 
     def __init__(self, pacer: Pacer, key: str, window: float = 60.0):
         self.pacer, self.key, self.window = pacer, key, window
@@ -161,6 +163,7 @@ class Limiter:
         self.in_flight = 0
         self.completion = float(FIRST_COMPLETION)
         self.ratio = 1.0  # the provider's prompt tokens per token of dlg's estimate
+        self.probing = False  # a slow start: no limit known until a response's headers
         self._waiters: list[anyio.Event] = []
 
     @property
@@ -182,23 +185,27 @@ class Limiter:
                 self.configured[name] = value if current is None else min(current, value)
 
     def learn(self, headers: Any) -> bool:
-        """Take the limits a provider's headers state (per ``window`` seconds); whether
-        any was believed."""
+        """Take the limits a provider's headers state (per ``window`` seconds, by the
+        names the providers' plugins registered); whether any was believed. A slow start
+        ends when one is."""
         if not headers:
             return False
-        found = False
-        for name, kind in _HEADERS.items():
-            text = header(headers, name)
-            value = None if text is None else _limit(text)
-            if value is None:
-                continue
-            per_minute = value * 60.0 / self.window
-            if kind not in self.learned or found:
-                self.learned[kind] = per_minute
-            else:  # several token limits (Anthropic's input and total): the lowest
-                self.learned[kind] = min(self.learned[kind], per_minute)
-            found = True
-        return found
+        found: dict[str, float] = {}
+        for scheme in known():
+            for name, kind in scheme.limits.items():
+                text = header(headers, name)
+                value = None if text is None else _limit(text)
+                if value is None:
+                    continue
+                per_minute = value * 60.0 / self.window
+                # several token limits (Anthropic's input and total): the lowest binds
+                found[kind] = min(found.get(kind, per_minute), per_minute)
+        self.learned.update(found)
+        if found and self.probing:
+            self.probing = False
+            self.cwnd = None
+            self._wake()
+        return bool(found)
 
     def estimate(self, prompt_tokens: int, max_tokens: Any) -> int:
         """The tokens to reserve for a call: its prompt (dlg's estimate, scaled to what
@@ -236,6 +243,9 @@ class Limiter:
 
     def _release(self) -> None:
         self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiters:
             for event in self._waiters:  # each looks again: one may have been cancelled
                 event.set()
@@ -248,6 +258,9 @@ class Limiter:
         answer tokens the provider ``counted``, if it did, and grow the concurrency
         window if it was answered."""
         self._release()
+        if self.probing and not refused:  # answered, and its headers stated no limit
+            self.pacer.unlimited(self)
+            return
         if counted is not None:
             prompt, completion = counted
             self.completion += (completion - self.completion) / 4
@@ -282,6 +295,7 @@ class Pacer:
         self.waited = 0.0  # seconds calls spent waiting for their turn, in all
         self._limiters: dict[str, Limiter] = {}
         self._labels: dict[str, Limiter | None] = {}
+        self._unlimited: set[str] = set()  # limits whose headers stated none
 
     def share(self, store: SharedLimits | None) -> None:
         """Keep the schedules in ``store`` (None: in this process) from now on."""
@@ -291,6 +305,7 @@ class Pacer:
         self.store, self.waited = InProcess(), 0.0
         self._limiters.clear()
         self._labels.clear()
+        self._unlimited.clear()
 
     @staticmethod
     def key(label: str) -> tuple[str, dict[str, Any]]:
@@ -325,10 +340,27 @@ class Pacer:
         limiter = self._limiters.get(key)
         if limiter is None and (rpm or tpm):
             limiter = self._new(key, options)
+        elif limiter is None and key not in self._unlimited and reports_limits(
+                key.partition(":")[0]):
+            limiter = self._new(key, options)  # a slow start until its headers say
+            limiter.probing, limiter.cwnd = True, float(SLOW_START)
         if limiter is not None:
             limiter.configure(rpm, tpm)
+            if limiter.probing and (limiter.rpm or limiter.tpm):
+                limiter.probing, limiter.cwnd = False, None
         self._labels[label] = limiter
         return limiter
+
+    def unlimited(self, limiter: Limiter) -> None:
+        """A slow start's response stated no limit: calls to its model no longer wait
+        (until a 429 says otherwise)."""
+        limiter.probing, limiter.cwnd = False, None
+        limiter._wake()
+        if self._limiters.get(limiter.key) is limiter and not (limiter.rpm or limiter.tpm):
+            del self._limiters[limiter.key]
+            self._unlimited.add(limiter.key)
+            for label in [k for k, v in self._labels.items() if v is limiter]:
+                del self._labels[label]
 
     def _new(self, key: str, options: Mapping[str, Any]) -> Limiter:
         window = options.get("rate_window")
@@ -341,7 +373,9 @@ class Pacer:
         """A call to ``label`` got a 429 (``exc``): learn its headers' limits and back
         off its concurrency."""
         key, options = self.key(label)
+        self._unlimited.discard(key)
         limiter = self._limiters.get(key) or self._new(key, options)
+        limiter.probing = False  # the 429 turns on the adaptive window instead
         limiter.learn(getattr(getattr(exc, "response", None), "headers", None))
         limiter.backoff()
         if self._labels.get(label) is not limiter:

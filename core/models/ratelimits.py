@@ -6,10 +6,11 @@ A rate limit is not an outage: the model is up and will answer once its window r
 ``dlg.models.resilience`` waits it out (not counting it toward a model's cool-down or
 its attempts); this module reads the wait from the 429's headers:
 
-- ``retry-after-ms`` and ``retry-after`` (seconds, or an HTTP date);
-- OpenAI's ``x-ratelimit-reset-requests`` / ``x-ratelimit-reset-tokens`` ("6s",
-  "1m0s", "250ms"), the one whose ``x-ratelimit-remaining-*`` is 0 first;
-- Anthropic's ``anthropic-ratelimit-*-reset`` (RFC 3339 times), likewise.
+- the waits a provider's plugin registered (``dlg.models.headers.RateHeaders``), e.g.
+  OpenAI's ``retry-after-ms``, then HTTP's ``retry-after`` (seconds, or an HTTP date);
+- the resets it registered (OpenAI's ``x-ratelimit-reset-*``, "6s", "1m0s", "250ms";
+  Anthropic's ``anthropic-ratelimit-*-reset``, RFC 3339 times): the one whose
+  remaining count is 0 first.
 
 Headers are hostile input: a value that is not a number, is negative, not finite, longer
 than ``dlg.models.headers.MAX_HEADER_CHARS`` or asks for more than ``MAX_HEADER_WAIT`` is
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dlg.models.headers import header
+from dlg.models.headers import RateHeaders, header, known
 
 if TYPE_CHECKING:
     from dlg.models.attempts import Attempt, RetryPolicy
@@ -41,7 +42,6 @@ _RATE_NAMES = ("RateLimit", "ResourceExhausted", "TooManyRequests")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|us|µs|ns|h|m|s))+")
-_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -102,20 +102,31 @@ def _date(value: str, rfc3339: bool) -> float | None:
         return None
 
 
-def _resets(headers: Any, prefix: str, parse: Any) -> float | None:
+def _read(text: str, form: str) -> float | None:
+    """Seconds from a header's value in one of ``dlg.models.headers.FORMATS``."""
+    if form == "seconds":
+        return _number(text)
+    if form == "ms":
+        return _number(text, 0.001)
+    if form == "duration":
+        return _duration(text)
+    if form == "rfc3339":
+        return _date(text, rfc3339=True)
+    seconds = _number(text)  # "http-date": a number of seconds, or a date
+    return seconds if seconds is not None else _date(text, rfc3339=False)
+
+
+def _resets(headers: Any, scheme: RateHeaders) -> float | None:
     """The reset of the limit that ran out (remaining 0), else the latest reset given."""
     found: list[tuple[bool, float]] = []
-    for kind in _KINDS:
-        text = header(headers, f"{prefix}-reset-{kind}" if prefix.startswith("x-")
-                       else f"{prefix}-{kind}-reset")
+    for reset, remaining, form in scheme.resets:
+        text = header(headers, reset)
         if text is None:
             continue
-        seconds = parse(text)
+        seconds = _read(text, form)
         if seconds is None:
             continue
-        left = header(headers, f"{prefix}-remaining-{kind}" if prefix.startswith("x-")
-                       else f"{prefix}-{kind}-remaining")
-        found.append((left == "0", seconds))
+        found.append((bool(remaining) and header(headers, remaining) == "0", seconds))
     if not found:
         return None
     spent = [s for out, s in found if out]
@@ -128,20 +139,20 @@ def wait_from_headers(exc: BaseException) -> float | None:
     headers = getattr(getattr(exc, "response", None), "headers", None)
     if not headers:
         return None
-    text = header(headers, "retry-after-ms")
-    if text is not None and (seconds := _number(text, 0.001)) is not None:
-        return seconds
+    schemes = known()
+    for scheme in schemes:
+        for name, form in scheme.waits:
+            text = header(headers, name)
+            if text is not None and (seconds := _read(text, form)) is not None:
+                return seconds
     text = header(headers, "retry-after")
-    if text is not None:
-        seconds = _number(text)
-        if seconds is None:
-            seconds = _date(text, rfc3339=False)
-        if seconds is not None:
-            return seconds
-    found = _resets(headers, "x-ratelimit", _duration)
-    if found is not None:
-        return found
-    return _resets(headers, "anthropic-ratelimit", lambda t: _date(t, rfc3339=True))
+    if text is not None and (seconds := _read(text, "http-date")) is not None:
+        return seconds
+    for scheme in schemes:
+        found = _resets(headers, scheme)
+        if found is not None:
+            return found
+    return None
 
 
 class RateGate:

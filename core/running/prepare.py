@@ -49,10 +49,15 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
                             rec.round)
         if tpl["when"] is not None and not tpl["when"](**view):
             return NOT_WHEN
-        system = "\n\n".join(
-            render(t, view).strip() for t in (tpl["system"], tpl["instruction"]) if t
-        ) or None
+        # the mode's system text, then the transcript, then the turn's own instruction
+        # and prompt: what every turn sends the same comes first, so a provider's prefix
+        # cache reads it (a turn's instruction in the system text changed the first
+        # bytes of every turn)
+        system = render(tpl["system"], view).strip() or None if tpl["system"] else None
         prompt = render(tpl["prompt"], view).strip()
+        if tpl["instruction"]:
+            told = render(tpl["instruction"], view).strip()
+            prompt = f"{told}\n\n{prompt}" if told and prompt else told or prompt
         repeats: Any = ()  # the earlier turns the prompt starts with (a cache's prefix)
         if tpl["auto_transcript"] and view["transcript"]:
             repeats = reads

@@ -1,0 +1,101 @@
+"""A provider's rate-limit header names belong to its plugin: it registers them in a
+neutral form (``dlg.plugin.RateHeaders``) and core reads limits, waits and resets through
+what was registered, so a third-party provider's own names work as OpenAI's do."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from dlg.errors import PluginError
+from dlg.models.headers import known, reports_limits
+from dlg.models.pacing import Limiter, pacer
+from dlg.models.ratelimits import wait_from_headers
+from dlg.plugin import RateHeaders, hookimpl
+from dlg.registrations import model_providers
+
+ACME = RateHeaders(limits={"acme-quota-rpm": "rpm", "acme-quota-tpm": "tpm"},
+                   waits=(("acme-backoff-ms", "ms"),),
+                   resets=(("acme-quota-reset", "acme-quota-left", "duration"),),
+                   answered=True)
+
+
+def _refused(headers: dict[str, str]) -> Exception:
+    exc = Exception("429 Too Many Requests")
+    exc.response = types.SimpleNamespace(status_code=429, headers=headers)  # type: ignore[attr-defined]
+    return exc
+
+
+def _acme(pm, rate_headers) -> None:
+    class Acme:
+        @hookimpl
+        def register_models(self, register):
+            register("acme", lambda model, options: None, rate_headers=rate_headers)
+
+    pm.register(Acme(), name="acme")
+
+
+def test_a_third_party_plugin_s_header_names_are_learned_and_waited_on(pm):
+    _acme(pm, ACME)
+    assert ACME in known() and reports_limits("acme")
+    limiter = Limiter(pacer, "acme:m||")
+    assert limiter.learn({"acme-quota-rpm": "120", "acme-quota-tpm": "9000"}) is True
+    assert limiter.learned == {"rpm": 120, "tpm": 9000}
+    assert wait_from_headers(_refused({"acme-backoff-ms": "1500"})) == 1.5
+    assert wait_from_headers(_refused({"acme-quota-reset": "2s", "acme-quota-left": "0"})) == 2
+
+
+def test_core_knows_no_provider_s_names_but_http_s_retry_after(pm):
+    """With no plugin registering them, OpenAI's names mean nothing to core; the
+    built-in openai plugin registers them."""
+    for name in [n for n, _ in pm.list_name_plugin() if n.endswith(("openai", "anthropic"))]:
+        pm.unregister(name=name)
+    limiter = Limiter(pacer, "k")
+    assert limiter.learn({"x-ratelimit-limit-requests": "60"}) is False
+    assert wait_from_headers(_refused({"retry-after-ms": "1500"})) is None
+    assert wait_from_headers(_refused({"retry-after": "3"})) == 3
+
+
+def test_the_built_in_providers_register_theirs(pm):
+    assert reports_limits("openai") and reports_limits("openai-compatible")
+    assert not reports_limits("anthropic")  # its answers keep no headers: 429s teach it
+    limiter = Limiter(pacer, "k")
+    assert limiter.learn({"anthropic-ratelimit-input-tokens-limit": "4000",
+                          "anthropic-ratelimit-tokens-limit": "5000"}) is True
+    assert limiter.learned == {"tpm": 4000}
+
+
+@pytest.mark.parametrize("bad, said", [
+    (RateHeaders(limits={"acme-quota": "rps"}), "'acme-quota' -> 'rps'"),
+    (RateHeaders(waits=(("acme wait", "ms"),)), "waits: ('acme wait', 'ms')"),
+    (RateHeaders(resets=(("acme-reset", "", "fortnights"),)), "resets: ("),
+    ({"acme-quota": "rpm"}, "expected a dlg.plugin.RateHeaders"),
+])
+def test_headers_dlg_cannot_read_are_the_plugin_s_clear_error(pm, bad, said):
+    _acme(pm, bad)
+    with pytest.raises(PluginError) as caught:
+        model_providers(pm)
+    assert "plugin 'acme' registered rate_headers for 'acme'" in str(caught.value)
+    assert said in str(caught.value)
+
+
+async def test_an_answer_with_a_response_format_still_states_the_limits():
+    """OpenAI's structured output goes through another call of the SDK that langchain-
+    openai keeps no headers of (and warns if asked to): the plugin's HTTP client reads
+    them, so a turn with an output schema ends the slow start too."""
+    pytest.importorskip("langchain_openai")
+    import dlg
+
+    from .servers import LimitedOpenAI
+
+    mode = {"name": "s", "turns": [{"id": "a", "role": "A", "prompt": "go",
+                                    "output": {"schema": {"type": "object"}}}]}
+    with LimitedOpenAI(requests=50, window=1.0, reply='{"ok": true}') as server:
+        spec = f"openai-compatible:m?base_url={server.base_url}"
+        d = await dlg.run(mode, model=spec)
+        assert "response_format" in server.requests[0]["body"]
+    assert d.status == "completed", d.error
+    limiter = pacer.for_label(spec, None)
+    assert limiter is not None and limiter.learned == {"rpm": 50 * 60}
+    assert not limiter.probing
