@@ -77,7 +77,10 @@ async def test_a_model_whose_answers_state_its_limits_starts_slowly_and_is_not_r
         result = await dlg.batch(MODE, ROWS[:20], concurrency=20, model=spec, retry=FAST,
                                  batch_id="slow-start")
     assert result.totals["statuses"] == {"completed": 20}
-    assert server.refused <= 1
+    # Before, 11 of the first burst were refused. Paced requests can still reach the
+    # server bunched when the machine is busy (its clock is not the client's), so a
+    # few refusals are allowed: the test is about the burst, not the schedule's jitter.
+    assert server.refused <= 3
     limiter = pacer.for_label(spec, None)
     assert limiter.learned == {"rpm": 8 * 60}
     assert not limiter.probing and limiter.cwnd is None  # paced, not held to one call
