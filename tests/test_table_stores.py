@@ -124,7 +124,8 @@ def test_a_turn_is_saved_as_its_row_and_ls_counts_from_the_rows(pg):
         setattr(pg, name, spy)
     three = {**MODE, "turns": [*MODE["turns"], {"id": "c", "role": "C", "prompt": "TURN c"}]}
     d = dlg.run_sync(three, model="echo", store=pg)
-    assert calls == ["save", "save_rows", "save_rows", "save_turns"]
+    # the whole record when it starts, then each turn's row, the header when it ends
+    assert calls == ["save", "save_rows", "save_rows", "save_rows", "save_turns"]
     (row,) = [s for s in pg.list() if s["id"] == d.id]
     assert (row["turns"], row["turns_completed"], row["total_tokens"]) == (
         3, 3, d.metrics.total_tokens)
