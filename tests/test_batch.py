@@ -484,7 +484,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
     import sys
 
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(12)))
+    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(6)))
     env = {**os.environ, "DLG_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlg", "batch", "debate", "--inputs", str(rows), "-c", "2",
@@ -493,7 +493,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     for line in proc.stderr:  # one line per dialogue as it ends: interrupt after the first
-        if line.startswith("[1/12]"):
+        if line.startswith("[1/6]"):
             break
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -504,7 +504,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
     again = subprocess.run([sys.executable, "-m", "dlg", "batch", "--resume", batch_id, "-q"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert "12 dialogues (12 completed)" in again.stdout
+    assert "6 dialogues (6 completed)" in again.stdout
 
 
 @pytest.mark.parametrize(("name", "data"), [

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 TURNS = [t["id"] for p in MODE["phases"] for t in p["turns"]]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+# one seed by default (6 to 7 s each on a busy 2-core machine); the others are marked long
+@pytest.mark.parametrize("seed", [1, *(pytest.param(s, marks=pytest.mark.long)
+                                       for s in (2, 3, 4, 5))])
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, seed, monkeypatch):
     env = install(tmp_path)
     monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
@@ -31,6 +33,9 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, seed, monkeypat
         t for t in TURNS if t not in outcome["done_at_kill"])
 
 
+# long (7 to 8 s each on a busy 2-core machine): the quick case of a kill inside a
+# sub-dialogue by default is the loop-in-a-sub-dialogue test below
+@pytest.mark.long
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_inside_a_sub_dialogue_then_resume_repays_nothing(tmp_path, seed,
                                                                    monkeypatch):
@@ -53,7 +58,7 @@ def test_sigkill_inside_a_sub_dialogue_then_resume_repays_nothing(tmp_path, seed
     assert all(lines.count(c) <= 2 for c in CHILD_CALLS)  # at most once more if in flight
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.long)])
 def test_sigkill_inside_a_batch_then_resume_the_batch(tmp_path, seed, monkeypatch):
     import json
 
@@ -98,7 +103,8 @@ def test_sigkill_in_the_first_turn_leaves_a_dialogue_to_resume(tmp_path, monkeyp
 # saved (of the parallel loop, the other turn of its round too); in sub-dialogues that run
 # the loop mode too. A few here, from rounds 2 and 3 (the last, which ``final`` reads);
 # every one in the tests marked long
-LOOP_POINTS = ["TURN revise t 2", "TURN revise t 3", "TURN right t 2"]
+LOOP_POINTS = [pytest.param("TURN revise t 2", marks=pytest.mark.long), "TURN revise t 3",
+               "TURN right t 2"]
 CHILD_LOOP_CALLS = [re.sub(r" t\b", f" {s}", c) for s in ("alpha", "beta", "gamma")
                     for c in LOOP_CALLS]
 TREE_CALLS = ["SPLIT x", *CHILD_LOOP_CALLS, "TURN merge alpha beta gamma"]
