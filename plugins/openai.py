@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import os
 from typing import Any
 
 from dlg.plugin import (
@@ -185,6 +186,11 @@ def _schema_option(options: dict[str, Any]) -> dict[str, Any]:
 
 def _make(model, options):
     options = _schema_option(options)
+    if not {"base_url", "openai_api_base"} & options.keys() and not os.environ.get(
+            "OPENAI_API_BASE") and os.environ.get("OPENAI_BASE_URL"):
+        # where the openai client would send it anyway, said on the model: dlg then keeps
+        # its fallbacks at that endpoint, as for one given ``base_url``
+        options = {**options, "base_url": os.environ["OPENAI_BASE_URL"]}
     cache = options.pop("cache", True)
     if not isinstance(cache, bool):
         raise ValueError(f"option 'cache' takes true or false (given {cache!r})")

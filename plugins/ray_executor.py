@@ -303,6 +303,7 @@ def _merge(item: Any, result: dict[str, Any]) -> None:
     for key in ("status", "turns", "tokens", "cost_usd", "latency_seconds", "error",
                 "skipped", "worker", "spent_usd"):
         setattr(item, key, result.get(key))
+    item.model_seconds = result.get("model_seconds") or 0.0
 
 
 def _ray() -> Any:

@@ -324,7 +324,7 @@ def kill_in_flight(root: Path, env: dict[str, str], mode: str, marker: str,
     at least ``done`` calls were paid for and every call paid for is saved (completed,
     or for ``spawning`` turns waiting for their sub-dialogues, answered), then
     ``dlg resume`` it; return the calls paid for and the records."""
-    from dlg.records.store import list_dialogues, load_dialogue
+    from dlg.records.store import interrupted, list_dialogues, load_dialogue, open_store
 
     tag = marker.replace(" ", "_")
     log, hold = root / f"calls-{mode}-{tag}.log", root / f"hold-{mode}-{tag}"
@@ -345,9 +345,17 @@ def kill_in_flight(root: Path, env: dict[str, str], mode: str, marker: str,
     while time.monotonic() < deadline and proc.poll() is None and not (
             held.exists() and saved() + spawning >= len(_lines(log)) >= done):
         time.sleep(0.01)
+    store = open_store()
+
+    def listed() -> dict[str, str]:  # as `dlg ls` lists them: id -> status
+        return {s["id"]: s["status"] for s in interrupted(store, store.list())
+                if s["id"] not in before}
+
+    running = listed()
     proc.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate()
     assert held.exists(), f"'{marker}' never ran: {stderr.decode()[-2000:]}"
+    killed = listed()
     new = [s for s in list_dialogues() if s["id"] not in before]
     (top,) = [s["id"] for s in new if not s.get("parent")]
     at_kill = {s["id"]: load_dialogue(s["id"]) for s in new}
@@ -358,4 +366,5 @@ def kill_in_flight(root: Path, env: dict[str, str], mode: str, marker: str,
     lines = _lines(log)
     return {"id": top, "resume_code": resumed.returncode, "resume_stderr": resumed.stderr,
             "at_kill": at_kill, "final": load_dialogue(top), "before": paid_before,
+            "listed_running": running, "listed_killed": killed,
             "after": lines[len(paid_before):], "lines": lines}

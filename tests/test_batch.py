@@ -484,7 +484,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
     import sys
 
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(12)))
+    rows.write_text("".join(f'{{"topic": "t{i}"}}\n' for i in range(6)))
     env = {**os.environ, "DLG_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlg", "batch", "debate", "--inputs", str(rows), "-c", "2",
@@ -493,7 +493,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     for line in proc.stderr:  # one line per dialogue as it ends: interrupt after the first
-        if line.startswith("[1/12]"):
+        if line.startswith("[1/6]"):
             break
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -504,7 +504,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
     again = subprocess.run([sys.executable, "-m", "dlg", "batch", "--resume", batch_id, "-q"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert "12 dialogues (12 completed)" in again.stdout
+    assert "6 dialogues (6 completed)" in again.stdout
 
 
 @pytest.mark.parametrize(("name", "data"), [
@@ -704,3 +704,39 @@ def test_the_global_registry_option_reaches_batch_and_resume(tmp_path, monkeypat
                                   "--no-stream"])
     assert resumed.exit_code == 0, resumed.output
     assert dlg.load_dialogue(dialogue_id).status == "completed"
+
+
+def test_a_resumed_batch_counts_model_time_not_the_time_between_its_runs(tmp_path):
+    """A row killed an hour ago and resumed now: its dialogue's wall time spans the hour
+    between the runs; the batch's model time is what its models took, in both runs."""
+    from dlg.records.stamps import from_iso, iso
+    from dlg.records.store import load_dialogue
+
+    mode = tmp_path / "pair.json"
+    mode.write_text(json.dumps(MODE))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "cars"}\n{"topic": "trains"}\n')
+    runner = CliRunner()
+    ran = runner.invoke(cli, ["batch", str(mode), "--inputs", str(rows), "-m", "echo",
+                              "--id", "mt", "-q"])
+    assert ran.exit_code == 0, ran.output
+    store = open_store()
+    record = store.load("mt-00001")  # as a kill during its last turn, an hour ago, left it
+    started = from_iso(record["started_at"])
+    assert started is not None
+    record.update(status="running", started_at=iso(started - 3600), ended_at=None)
+    record["turns"][-1].update(status="pending", response=None, latency_seconds=None)
+    store.save(record)
+    again = runner.invoke(cli, ["batch", "--resume", "mt", "--json", "-q"])
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.output[again.output.index("{"):])
+    assert [i["skipped"] for i in data["items"]] == [True, False]
+    dialogues = [load_dialogue(i["dialogue_id"]) for i in data["items"]]
+    model = sum(d.metrics.total_model_seconds for d in dialogues)
+    shown = runner.invoke(cli, ["batch", "--resume", "mt"])  # every row ended: as saved
+    assert shown.exit_code == 0, shown.output
+    assert f"model time {model:.2f}s" in shown.output
+    assert data["totals"]["model_seconds"] == pytest.approx(model, abs=1e-3)
+    assert data["items"][1]["model_seconds"] == pytest.approx(
+        dialogues[1].metrics.total_model_seconds, abs=1e-4)
+    assert data["totals"]["latency_seconds"] >= 3600  # the wall time spans the hour

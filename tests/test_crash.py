@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 TURNS = [t["id"] for p in MODE["phases"] for t in p["turns"]]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+# one seed by default (6 to 7 s each on a busy 2-core machine); the others are marked long
+@pytest.mark.parametrize("seed", [1, *(pytest.param(s, marks=pytest.mark.long)
+                                       for s in (2, 3, 4, 5))])
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, seed, monkeypatch):
     env = install(tmp_path)
     monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
@@ -31,6 +33,9 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, seed, monkeypat
         t for t in TURNS if t not in outcome["done_at_kill"])
 
 
+# long (7 to 8 s each on a busy 2-core machine): the quick case of a kill inside a
+# sub-dialogue by default is the loop-in-a-sub-dialogue test below
+@pytest.mark.long
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_inside_a_sub_dialogue_then_resume_repays_nothing(tmp_path, seed,
                                                                    monkeypatch):
@@ -53,7 +58,7 @@ def test_sigkill_inside_a_sub_dialogue_then_resume_repays_nothing(tmp_path, seed
     assert all(lines.count(c) <= 2 for c in CHILD_CALLS)  # at most once more if in flight
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.long)])
 def test_sigkill_inside_a_batch_then_resume_the_batch(tmp_path, seed, monkeypatch):
     import json
 
@@ -73,11 +78,33 @@ def test_sigkill_inside_a_batch_then_resume_the_batch(tmp_path, seed, monkeypatc
     assert set(out["lines"]) == expected
 
 
+def test_sigkill_in_the_first_turn_leaves_a_dialogue_to_resume(tmp_path, monkeypatch):
+    """A dialogue is saved when it starts: killed while its first turn is in flight, it
+    was listed as running, is listed as interrupted, and resumes from the start."""
+    from .crash_support import kill_in_flight
+
+    env = install(tmp_path)
+    monkeypatch.setenv("DLG_DATA_DIR", env["DLG_DATA_DIR"])
+    out = kill_in_flight(tmp_path, env, "crashy", "TURN a")
+    top = out["id"]
+    assert out["listed_running"] == {top: "running"}
+    assert out["listed_killed"] == {top: "interrupted"}
+    at_kill = out["at_kill"][top]
+    assert at_kill.status == "running" and at_kill.mode == "crashy"
+    assert [t.id for t in at_kill.turns] == TURNS
+    assert {t.status for t in at_kill.turns} == {"pending"}
+    assert out["resume_code"] == 0, out["resume_stderr"]
+    assert out["final"].status == "completed"
+    assert [t.response for t in out["final"].turns] == [f"answer to TURN {t}" for t in TURNS]
+    assert out["before"] == [] and sorted(out["after"]) == sorted(f"TURN {t}" for t in TURNS)
+
+
 # kill points inside repeat loops: a turn in flight, with every call paid for before it
 # saved (of the parallel loop, the other turn of its round too); in sub-dialogues that run
 # the loop mode too. A few here, from rounds 2 and 3 (the last, which ``final`` reads);
-# every one (but the first turn's, before a dialogue has a record) in the tests marked long
-LOOP_POINTS = ["TURN revise t 2", "TURN revise t 3", "TURN right t 2"]
+# every one in the tests marked long
+LOOP_POINTS = [pytest.param("TURN revise t 2", marks=pytest.mark.long), "TURN revise t 3",
+               "TURN right t 2"]
 CHILD_LOOP_CALLS = [re.sub(r" t\b", f" {s}", c) for s in ("alpha", "beta", "gamma")
                     for c in LOOP_CALLS]
 TREE_CALLS = ["SPLIT x", *CHILD_LOOP_CALLS, "TURN merge alpha beta gamma"]
@@ -98,7 +125,7 @@ def test_sigkill_inside_a_loop_then_resume_pays_every_turn_once(tmp_path, monkey
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("marker", LOOP_CALLS[1:])
+@pytest.mark.parametrize("marker", LOOP_CALLS)
 def test_sigkill_at_every_turn_of_a_loop_then_resume_pays_every_turn_once(
         tmp_path, monkeypatch, marker):
     _kill_in_a_loop(tmp_path, monkeypatch, marker)
@@ -152,7 +179,7 @@ def test_sigkill_inside_a_loop_of_a_sub_dialogue_then_resume_pays_every_turn_onc
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("marker", TREE_CALLS[1:])
+@pytest.mark.parametrize("marker", TREE_CALLS)
 def test_sigkill_at_every_turn_of_a_tree_of_loops_then_resume_pays_every_turn_once(
         tmp_path, monkeypatch, marker):
     _kill_in_a_tree(tmp_path, monkeypatch, marker)

@@ -146,6 +146,9 @@ def case(n: int, texts: list[str]) -> tuple[str, bytes]:
     return "yaml", out.getvalue().encode()
 
 
+# about 25 s on a busy 2-core machine: marked long so the README's command keeps a margin
+# under 4 minutes; test_properties' mutated modes are the quick case in the default run
+@pytest.mark.long
 def test_a_thousand_bad_modes_give_mode_errors_never_tracebacks(tmp_path: Path):
     _fuzz(tmp_path, QUICK_CASES)
 

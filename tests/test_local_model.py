@@ -29,6 +29,9 @@ SHORT_DEBATE = {"name": "short-debate", "extends": "debate",
                 "settings": {"max_tokens": 40, "seed": 7}}
 
 
+# a six-turn debate on the real model (about 24 s on a busy 2-core machine):
+# test_cli_runs_a_builtin_mode_with_no_model_named is the quick case by default
+@pytest.mark.long
 async def test_builtin_mode_runs_offline_on_the_default_local_model(tmp_path):
     import json
 

@@ -202,12 +202,15 @@ async def test_auth_error_does_not_fall_back_to_a_model_the_user_never_named(mon
         assert d.turns[0].error == (f"{model}: OpenAIAuthenticationError: Error "
                                     "code: 401 - fault 401")
         assert d.turns[0].attempts[0]["auth"] is True
-        # a transient error still uses the registry's chain
-    with FakeOpenAI(["500"]) as server:
+        # a transient error still uses the registry's chain: its models at the endpoint
+        # the model's calls go to (``OPENAI_BASE_URL``; not echo, see below)
+    registry.add({"models": {model: {"fallbacks": ["echo", "openai:gpt-4o"]}}}, "t2")
+    with FakeOpenAI(choose=lambda body: "500" if body["model"] == "gpt-4o-mini" else "ok"
+                    ) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         d = await dlg.Orchestrator(model=model, retry=FAST, registry=registry,
                                    store=None).run(MODE)
-        assert d.status == "completed" and d.turns[0].model == "echo"
+        assert d.status == "completed" and d.turns[0].model == "openai:gpt-4o"
 
 
 async def test_a_retry_on_the_same_model_is_not_called_a_fallback(caplog):
@@ -283,6 +286,44 @@ async def test_fallbacks_the_user_named_or_at_the_same_endpoint_are_still_tried(
             "p": {"fallbacks": [named]}}, "turns": [
             {"id": "a", "role": "A", "participant": "p", "prompt": "Say hi"}]})
         assert d.turns[0].model == named and len(other.requests) == 1
+
+
+@pytest.mark.parametrize("failure", ["closed port", "500"])
+async def test_a_model_whose_endpoint_is_from_the_environment_keeps_to_it(
+        failure, tmp_path, monkeypatch):
+    """``openai:gpt-4o`` with ``OPENAI_BASE_URL`` set (no endpoint in the spec) fell back
+    to registry models at other endpoints (here a second server standing in for the
+    public one, never called): it keeps to its endpoint as one given ``base_url`` does.
+    The registry's models at that endpoint, and fallbacks the user named, are tried."""
+    registry = tmp_path / "models.yaml"
+    with FakeOpenAI() as public, FakeOpenAI([failure if failure != "closed port" else "ok"]
+                                            ) as private:
+        other = f"openai-compatible:x?base_url={public.base_url}"
+        registry.write_text(
+            f"models:\n  openai:gpt-4o:\n    fallbacks: ['{other}', 'echo', 'openai:gpt-5']\n"
+            f"fallbacks:\n  analysis: ['openai:gpt-4.1', '{other}']\n")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+        endpoint = _closed_port_url() if failure == "closed port" else private.base_url
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint)
+        mode = {"name": "one", "turns": [{"id": "a", "role": "A", "prompt": "Say hi",
+                                          "requires": ["analysis"]}]}
+        orchestrator = dlg.Orchestrator(model="openai:gpt-4o", retry=FAST,
+                                        registry=str(registry), store=None)
+        d = await orchestrator.run(mode)
+        assert public.requests == []
+        assert d.status == "failed"
+        # only models at the same endpoint were tried (the openai models, through it)
+        assert {a["model"] for a in d.turns[0].attempts} <= {
+            "openai:gpt-4o", "openai:gpt-5", "openai:gpt-4.1"}
+        if failure == "500":
+            assert {r["body"]["model"] for r in private.requests} == {
+                "gpt-4o", "gpt-5", "gpt-4.1"}
+        named = f"openai-compatible:z?base_url={public.base_url}"
+        d = await orchestrator.run({"name": "two", "participants": {
+            "p": {"fallbacks": [named]}}, "turns": [
+            {"id": "a", "role": "A", "participant": "p", "prompt": "Say hi"}]})
+        assert d.turns[0].model == named and len(public.requests) == 1
 
 
 def test_each_event_loop_gets_its_own_http_client():

@@ -24,16 +24,15 @@ async def test_the_dialogue_is_saved_at_every_event():
     class Spy:
         @hookimpl
         def turn_started(self, dialogue, turn):
-            try:
-                saved = [t.status for t in dlg.load_dialogue(dialogue.id).turns]
-            except dlg.DialogueNotFoundError:  # first saved when its first turn ends
-                saved = []
-            seen.append((turn.id, saved))
+            saved = dlg.load_dialogue(dialogue.id)  # saved when it started
+            seen.append((turn.id, saved.status, [t.status for t in saved.turns]))
 
     dlg.get_plugin_manager().register(Spy())
     d = await dlg.run("detective", topic="x", model="echo")
+    # saved before its first turn runs, every turn pending
+    assert seen[0] == ("hypotheses", "running", ["pending"] * len(d.turns))
+    seen = [(turn_id, statuses) for turn_id, _, statuses in seen]
     # when each turn starts, every earlier turn is already saved as completed
-    assert seen[0] == ("hypotheses", [])
     for i, (turn_id, statuses) in enumerate(seen[1:], 1):
         assert statuses[:i] == ["completed"] * i, (turn_id, statuses)
     saved = dlg.load_dialogue(d.id)

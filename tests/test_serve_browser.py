@@ -55,8 +55,8 @@ def test_a_dialogue_running_elsewhere_appears_updates_live_and_is_rated(tmp_path
             [sys.executable, "-m", "dlg", "run", str(tmp_path / "gated.json"), "-q",
              "--model", f"gated?gate={gate}", "--topic", "<b>tabs</b> or spaces"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # a dialogue is saved after each turn: once the first answers, the list (which
-        # follows the store) shows it, running, with no reload
+        # a dialogue is saved when it starts and after each turn: the list (which follows
+        # the store) shows it, running, with no reload
         (gate / "go").write_text("")
         link = bs.wait_for(lambda: browser.js(
             "(document.querySelector('#live a[href^=\"/d/\"]') || {}).href"),
@@ -66,7 +66,8 @@ def test_a_dialogue_running_elsewhere_appears_updates_live_and_is_rated(tmp_path
 
         browser.open(link)
         browser.js("window.__kept = 1")
-        assert browser.js("document.querySelectorAll('.answer').length") == 1
+        bs.wait_for(lambda: browser.js("document.querySelectorAll('.answer').length === 1"),
+                    "the first turn's answer shown")
         assert browser.js("document.getElementById('status').innerText") == "running"
         (gate / "go").write_text("")  # the second turn answers: it arrives on the page
         bs.wait_for(lambda: browser.js("document.querySelectorAll('.answer').length === 2"),

@@ -124,7 +124,8 @@ def test_a_turn_is_saved_as_its_row_and_ls_counts_from_the_rows(pg):
         setattr(pg, name, spy)
     three = {**MODE, "turns": [*MODE["turns"], {"id": "c", "role": "C", "prompt": "TURN c"}]}
     d = dlg.run_sync(three, model="echo", store=pg)
-    assert calls == ["save", "save_rows", "save_rows", "save_turns"]
+    # the whole record when it starts, then each turn's row, the header when it ends
+    assert calls == ["save", "save_rows", "save_rows", "save_rows", "save_turns"]
     (row,) = [s for s in pg.list() if s["id"] == d.id]
     assert (row["turns"], row["turns_completed"], row["total_tokens"]) == (
         3, 3, d.metrics.total_tokens)
@@ -141,6 +142,14 @@ def test_a_turn_is_saved_as_its_row_and_ls_counts_from_the_rows(pg):
             row["total_cost_usd"]) == ("running", 3, 1, 7, 0.25)
     assert [t["status"] for t in pg.load("cut")["turns"]] == ["completed", "pending",
                                                               "pending"]
+    # a header that lists turns it has no row of (a loop's next round, as an earlier dlg
+    # saved it, killed then): listed as loading it gives it, not as the header counts
+    header = {**{k: v for k, v in record.items() if k != "turns"},
+              "turn_ids": [*"abc", "b@2", "c@2"], "turn_statuses": ["completed", *["pending"] * 4]}
+    pg.save_turn(header, None)
+    (row,) = [s for s in pg.list() if s["id"] == "cut"]
+    assert len(pg.load("cut")["turns"]) == 3
+    assert (row["status"], row["turns"], row["turns_completed"]) == ("running", 3, 1)
     # a whole record drops the rows of turns it no longer has (a mode changed on resume)
     pg.save({**record, "turns": [{"id": "a", "status": "completed"}]})
     (row,) = [s for s in pg.list() if s["id"] == "cut"]

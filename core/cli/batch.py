@@ -186,7 +186,7 @@ def summary_table(result: Any, listed: int | None = None, *, ran: bool = True) -
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(t["statuses"].items()))
     lines += ["", f"total: {t['dialogues']} dialogues ({statuses}) · {t['turns']} turns · "
                   f"{t['tokens']} tokens · ${t['cost_usd']:.5f} · model time "
-                  f"{t['latency_seconds']:.2f}s"
+                  f"{t['model_seconds']:.2f}s"
               + (f" · wall {t['wall_seconds']:.2f}s" if ran else "")]
     if result.max_total_cost is not None:
         this_run = sum(i.spent_usd for i in result.items)

@@ -234,7 +234,8 @@ class _Call:
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
         (not after an authentication error or a rate limit; for a model given an endpoint,
-        only those at that endpoint), that can run here and are allowed."""
+        or whose provider took one from the environment, only those at that endpoint),
+        that can run here and are allowed."""
         primary, pool, allow = self.primary, self.pool, self.allow
         label = pool.label(primary)
         chain = list(self.fallbacks)
@@ -243,12 +244,35 @@ class _Call:
             chosen = endpoint(primary)
             if chosen:  # the prompt and the key go nowhere the user did not name
                 found = [c for c in found if endpoint(c) == chosen]
+            elif found and isinstance(primary, str):
+                where = self._where(primary, primary)
+                if where:  # an endpoint from the environment (OPENAI_BASE_URL): the same
+                    found = [c for c in found if self._where(c, primary) == where]
             chain.extend(found)
         return [c for c in unique(chain)
                 if (c != primary if isinstance(c, str) else c is not primary)
                 and c != label
                 and (not isinstance(c, str) or pool.problem(c) is None)
                 and (allow is None or allow(c))]
+
+    def _where(self, candidate: Any, primary: str) -> frozenset[str] | None:
+        """Where ``candidate``'s calls go (the URLs), when ``primary`` was given no
+        endpoint: one its spec gives; else, for a model of ``primary``'s provider (whose
+        environment applies to it alike), the endpoint of the chat model its provider
+        made (``OPENAI_BASE_URL``, ``OLLAMA_HOST``). None: another provider's model, or
+        one that cannot be made here (not a candidate at an endpoint the user chose)."""
+        if not isinstance(candidate, str):
+            return frozenset(v for _, v in endpoint(candidate))
+        given = endpoint(candidate)
+        if given:
+            return frozenset(v for _, v in given)
+        if candidate.partition(":")[0] != primary.partition(":")[0]:
+            return None
+        try:
+            made = self.pool.cached(candidate) or self.pool.get(candidate)
+        except Exception:  # one that cannot be made here is no candidate anyway
+            return None
+        return frozenset(v for _, v in endpoint(made[0]))
 
     def __call__(self, candidate: Any) -> Awaitable[Any]:
         """The call to one candidate, to await. A model already made is called directly
@@ -392,8 +416,9 @@ def call_model(
     Tries ``primary``, retrying transient errors, then the named ``fallbacks``, then the
     registry's chains for the model and the capabilities ``requires`` (not after an
     authentication error: a bad key is not hidden by a model the user never named; for a
-    primary given an endpoint, ``base_url=...``, only those at that same endpoint: the
-    prompt and the key go to no host the user did not name). Only
+    primary given an endpoint, ``base_url=...``, or whose provider took one from the
+    environment, ``OPENAI_BASE_URL``, only those at that same endpoint: the prompt and the
+    key go to no host the user did not name). Only
     models that can run here are tried. The result says which model answered, what it
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
     none answered. ``record``, if given, has its ``model`` set to each model as it is

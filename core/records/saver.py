@@ -20,9 +20,11 @@ class Saver:
 
     The store is opened when the dialogue starts, in a worker thread (unless it is open
     already): a store that cannot be opened (a folder that cannot be written, a bad
-    setting) is reported before any model is paid for. The first save happens when the
-    first turn finishes, with the whole record and the resolved mode
-    (``mode_document``). After that, a store with ``save_turn(header, turn)`` writes just the
+    setting) is reported before any model is paid for. The first save happens then too,
+    before any turn runs, with the whole record (running, its turns pending) and the
+    resolved mode (``mode_document``): a process killed during the first turn leaves a
+    dialogue that ``dlg ls`` lists as interrupted and ``dlg resume`` runs from the start.
+    After that, a store with ``save_turn(header, turn)`` writes just the
     finished turn and the dialogue's header; other stores get the whole record through
     ``save(record)``; a store with ``save_rows(dialogue_id, turns)`` (one that counts
     ``dlg ls``'s figures from its turn rows) gets just the turn while the dialogue's own
@@ -59,9 +61,13 @@ class Saver:
         return self._store
 
     def dialogue_started(self, dialogue: Any) -> Any:
-        # the store opened before the first turn runs, so that one that cannot be opened
-        # fails the run before a model is paid for a turn that could not be saved
-        return None if self._store is not None else self.store()
+        # saved (and claimed) before the first turn runs, the store opened first: one that
+        # cannot be opened or written fails the run before a model is paid for a turn
+        if (self._ready(dialogue) and dialogue.id not in self._written
+                and len(dialogue.turns) <= self.inline_turns):
+            self._save_small(self._store, dialogue)  # at once, no await
+            return None
+        return self._save_all(dialogue)
 
     def _ready(self, dialogue: Any) -> bool:
         """Whether a save can be written now, on the loop: the store is open and no
@@ -80,19 +86,32 @@ class Saver:
         if dialogue.id not in self._written:
             self.lease.acquire(store, dialogue.id)
 
-    async def _save_all(self, dialogue: Any) -> None:
-        store = await self._wait(dialogue)
-        record = dialogue.to_dict()  # the newest state, taken on the event loop
+    def _whole(self, dialogue: Any) -> dict[str, Any]:
+        record: dict[str, Any] = dialogue.to_dict()  # the newest state, on the event loop
         if self.mode_document is not None:
             record["mode_document"] = self.mode_document
-        if len(record["turns"]) > self.inline_turns:
+        return record
+
+    async def _save_all(self, dialogue: Any) -> None:
+        store = await self._wait(dialogue)
+        if len(dialogue.turns) <= self.inline_turns:
+            self._save_small(store, dialogue)
+            return
+        record = self._whole(dialogue)
+        self._claim(store, dialogue)
+        async with self._locks.setdefault(dialogue.id, anyio.Lock()):
+            await anyio.to_thread.run_sync(store.save, record)
+        self._saved(dialogue, record)
+
+    def _save_small(self, store: Any, dialogue: Any) -> None:
+        """The whole record of a dialogue of few turns, written on the loop."""
+        record = self._whole(dialogue)
+        with _grouped(store):  # the claim and the record: one transaction
             self._claim(store, dialogue)
-            async with self._locks.setdefault(dialogue.id, anyio.Lock()):
-                await anyio.to_thread.run_sync(store.save, record)
-        else:
-            with _grouped(store):  # the claim and the record: one transaction
-                self._claim(store, dialogue)
-                store.save(record)
+            store.save(record)
+        self._saved(dialogue, record)
+
+    def _saved(self, dialogue: Any, record: dict[str, Any]) -> None:
         self._written[dialogue.id] = {t["id"]: t for t in record["turns"]}
         self._headers[dialogue.id] = _header_key(dialogue)
 

@@ -59,10 +59,12 @@ ADDED_COLUMNS = {"dlg_turns": (("status", "text"), ("tokens", "integer"),
                                ("cost", "double precision")),
                  "dlg_dialogues": (("status", "text"),)}
 # what ``list()`` reads: each summary, and for a dialogue that has not ended (its header,
-# written again when it ends, was not rewritten after each turn) what its turn rows say
+# written again when it ends, was not rewritten after each turn) what its turn rows say:
+# how many there are, how many completed, their tokens and cost
 _SUMS = (
-    "SELECT d.id, d.summary, t.done, t.tokens, t.cost FROM dlg_dialogues d LEFT JOIN ("
-    "SELECT dialogue_id, SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS done, "
+    "SELECT d.id, d.summary, t.done, t.tokens, t.cost, t.saved FROM dlg_dialogues d "
+    "LEFT JOIN (SELECT dialogue_id, COUNT(*) AS saved, "
+    "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS done, "
     "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns WHERE dialogue_id IN ("
     "SELECT id FROM dlg_dialogues WHERE status IS NULL OR status IN ('running', 'pending')) "
     "GROUP BY dialogue_id) t ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
@@ -257,7 +259,7 @@ class TableStore(RowWrites):
         with self._reading() as execute:
             rows = execute(_SUMS, ()).fetchall()
         out = []
-        for dialogue_id, text, done, tokens, cost in rows:
+        for dialogue_id, text, done, tokens, cost, saved in rows:
             try:
                 found = json.loads(text)
                 if not isinstance(found, dict):
@@ -266,6 +268,9 @@ class TableStore(RowWrites):
                 out.append(_unreadable(dialogue_id, exc))
                 continue
             if done is not None:  # the turns' rows are newer than the header
+                # the turns loading it gives: a header may list turns it has no row of (a
+                # loop's next round, as an earlier dlg saved it), which loading drops
+                found["turns"] = min(int(saved), found.get("turns") or int(saved))
                 found["turns_completed"] = int(done)
                 found["total_tokens"] = int(tokens or 0)
                 found["total_cost_usd"] = round(float(cost or 0.0), 12)

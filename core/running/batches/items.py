@@ -23,7 +23,9 @@ class BatchItem:
     turns: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
-    latency_seconds: float = 0.0
+    latency_seconds: float = 0.0  # its wall time, from start to end (a resumed one's
+    # spans the time between its runs too)
+    model_seconds: float = 0.0  # the time its models took to answer, in all its runs
     error: str | None = None
     skipped: bool = False  # it had ended before this run: nothing was run again
     worker: str | None = None  # where it ran, when not in this process (host:pid)
@@ -33,7 +35,8 @@ class BatchItem:
         return {"index": self.index, "dialogue_id": self.dialogue_id, "inputs": self.inputs,
                 "status": self.status, "turns": self.turns, "tokens": self.tokens,
                 "cost_usd": round(self.cost_usd, 10),
-                "latency_seconds": round(self.latency_seconds, 4), "error": self.error,
+                "latency_seconds": round(self.latency_seconds, 4),
+                "model_seconds": round(self.model_seconds, 4), "error": self.error,
                 "skipped": self.skipped, "spent_usd": round(self.spent_usd, 10),
                 **({"worker": self.worker} if self.worker else {})}
 
@@ -43,6 +46,7 @@ class BatchItem:
         self.status, self.error = dialogue.status, dialogue.error or stopped.get("reason")
         self.turns, self.tokens = m.turns_completed, m.total_tokens
         self.cost_usd, self.latency_seconds = m.total_cost_usd, m.total_latency_seconds
+        self.model_seconds = m.total_model_seconds
 
     def kept(self, header: dict[str, Any], *, before_run: bool = True) -> None:
         """Report a dialogue that had ended from its saved header (its figures, as
@@ -53,6 +57,7 @@ class BatchItem:
         self.turns, self.tokens = m.get("turns_completed", 0), m.get("total_tokens", 0)
         self.cost_usd = m.get("total_cost_usd", 0.0)
         self.latency_seconds = m.get("total_latency_seconds", 0.0)
+        self.model_seconds = m.get("total_model_seconds", 0.0)
         self.skipped = before_run
 
 
@@ -74,6 +79,7 @@ class BatchResult:
                 "tokens": sum(i.tokens for i in self.items),
                 "cost_usd": round(sum(i.cost_usd for i in self.items), 10),
                 "latency_seconds": round(sum(i.latency_seconds for i in self.items), 4),
+                "model_seconds": round(sum(i.model_seconds for i in self.items), 4),
                 "wall_seconds": round(self.wall_seconds, 4),
                 **({"max_total_cost": self.max_total_cost}
                    if self.max_total_cost is not None else {})}
