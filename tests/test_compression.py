@@ -247,3 +247,21 @@ def test_the_summariser_is_billed_even_when_the_turn_then_fails():
     assert last.status == "failed"
     bill = last.metadata["context"]["summariser"]
     assert last.usage.total == bill["prompt_tokens"] + bill["completion_tokens"] > 200
+
+
+def test_a_turn_with_no_compression_does_not_go_through_it(monkeypatch):
+    """No strategy (or ``none``): the turn reads its records as they are, without a
+    coroutine of compression's made and awaited for every turn."""
+    import dlg.running.prepare as prepare
+
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("turn_reads was called")
+
+    monkeypatch.setattr(prepare, "turn_reads", never)
+    mode = {"name": "plain", "inputs": {"topic": {"required": True}},
+            "turns": [{"id": "a", "role": "A", "prompt": "on {{ topic }}"},
+                      {"id": "b", "role": "B", "context_compression": "none",
+                       "prompt": "more on {{ topic }}"}]}
+    d = dlg.run_sync(mode, topic="t", model="echo", store=None)
+    assert d.status == "completed", d.error
+    assert d.turn("b").prompt.startswith("### A\n")  # it read turn a, whole
