@@ -283,7 +283,7 @@ def test_the_cli_puts_what_is_loaded_out_of_the_collectors_way(monkeypatch):
     off."""
     import gc
 
-    from dlg.cli.batch import _freeze_heap
+    from dlg.cli.collector import freeze_heap as _freeze_heap
 
     assert gc.get_freeze_count() == 0
     monkeypatch.setenv("DLG_GC_FREEZE", "0")
@@ -295,6 +295,42 @@ def test_the_cli_puts_what_is_loaded_out_of_the_collectors_way(monkeypatch):
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_the_cli_starts_a_batch_with_the_collector_held_and_its_models_made(
+        tmp_path, monkeypatch):
+    """``dlg batch`` holds the collector off while it starts up, makes its models (the
+    provider's package imported) before it freezes what it loaded, collects nothing
+    before the freeze, and turns collections on again; also when it fails first."""
+    import gc
+
+    from dlg.models.pool import ModelPool
+
+    seen: list[str] = []
+    monkeypatch.setenv("DLG_GC_FREEZE", "1")
+    monkeypatch.setattr(gc, "isenabled", lambda: True)
+    for name in ("disable", "enable", "freeze", "collect"):
+        monkeypatch.setattr(gc, name, lambda *a, name=name: seen.append(name))
+    made = ModelPool.get
+
+    def get(self, spec):
+        seen.append(f"model {spec}")
+        return made(self, spec)
+
+    monkeypatch.setattr(ModelPool, "get", get)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"topic": "a"}\n')
+    (tmp_path / "pair.json").write_text(json.dumps(MODE))
+    ran = CliRunner().invoke(cli, ["batch", str(tmp_path / "pair.json"), "--inputs",
+                                   str(rows), "-m", "echo", "-q"])
+    assert ran.exit_code == 0, ran.output
+    assert seen[:4] == ["disable", "model echo", "freeze", "enable"]
+    assert "collect" not in seen
+    seen.clear()
+    bad = CliRunner().invoke(cli, ["batch", str(tmp_path / "pair.json"), "--inputs",
+                                   str(rows), "-m", "nosuch:model", "-q"])
+    assert bad.exit_code != 0 and "'nosuch:model' is not a known model" in bad.output
+    assert seen == ["disable", "enable"]
 
 
 # -- a batch's max total cost -----------------------------------------------------------

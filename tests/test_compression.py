@@ -296,3 +296,21 @@ def test_the_questions_a_turn_asks_and_the_kind_of_fact_each_wants():
                      "when is the contract signed?", "How many came?"]
     assert [wanted(q) for q in found] == ["name", "number", "date", "number"]
     assert wanted("Why did the audit slip?") is None
+
+
+def test_a_turn_with_no_compression_does_not_go_through_it(monkeypatch):
+    """No strategy (or ``none``): the turn reads its records as they are, without a
+    coroutine of compression's made and awaited for every turn."""
+    import dlg.running.prepare as prepare
+
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("turn_reads was called")
+
+    monkeypatch.setattr(prepare, "turn_reads", never)
+    mode = {"name": "plain", "inputs": {"topic": {"required": True}},
+            "turns": [{"id": "a", "role": "A", "prompt": "on {{ topic }}"},
+                      {"id": "b", "role": "B", "context_compression": "none",
+                       "prompt": "more on {{ topic }}"}]}
+    d = dlg.run_sync(mode, topic="t", model="echo", store=None)
+    assert d.status == "completed", d.error
+    assert d.turn("b").prompt.startswith("### A\n")  # it read turn a, whole

@@ -427,3 +427,32 @@ def test_the_endpoint_of_a_chat_model_given_as_it_is():
     assert endpoint(ChatOpenAI(model="m", api_key="k", base_url="http://gw/v1")) == (
         ("openai_api_base", "http://gw/v1"),)
     assert endpoint(object()) == ()
+
+
+def test_a_chat_models_label_asks_pydantic_for_no_attribute_it_lacks():
+    """A LangChain chat model is a pydantic model: a missing attribute raises inside its
+    ``__getattr__`` (7 to 15 us, three labels a turn). The label looks only at the
+    attributes its class has, and gives the same names as before."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from dlg.models.spec import model_label
+
+    misses: list[str] = []
+
+    class Counted(FakeListChatModel):
+        def __getattr__(self, name):
+            misses.append(name)
+            return super().__getattr__(name)
+
+    class Named(Counted):
+        model_name: str = "named-model"
+
+    class Plain:  # not pydantic: any attribute may be there
+        model = "plain-model"
+
+    assert model_label(Counted(responses=["a"])) == "Counted"
+    assert model_label(Named(responses=["a"])) == "named-model"
+    assert misses == []
+    plain = Plain()
+    plain.dlg_label = "its own"
+    assert model_label(plain) == "its own" and model_label(Plain()) == "plain-model"

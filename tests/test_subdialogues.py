@@ -240,3 +240,25 @@ def test_loops_and_sub_dialogues_compose(tmp_path):
     assert len(d.turn("split@2").metadata["subdialogues"]) == 2
     saved = dlg.load_dialogue(d.id)
     assert len(saved.subdialogues) == 4
+
+
+def test_children_planned_in_this_run_are_not_looked_for_in_the_store(tree, monkeypatch):
+    """A plan made in this run names children never saved: none is looked up (each look
+    is a hop to a worker thread, which 64 children at once queued for); a resumed plan's
+    children are."""
+    from dlg.running.subdialogues import Children
+
+    looked: list[str] = []
+    reopen = Children._reopen_child
+
+    def counting(self, dialogue_id):
+        looked.append(dialogue_id)
+        return reopen(self, dialogue_id)
+
+    monkeypatch.setattr(Children, "_reopen_child", counting)
+    d = dlg.Orchestrator(model=Tree(calls=[], broken="TURN sum beta"),
+                         retry=dlg.RetryPolicy(attempts=1)).run_sync(tree, topic="t")
+    assert d.status == "failed" and looked == []
+    resumed = anyio.run(lambda: dlg.resume(d.id, model=Tree(calls=[])))
+    assert resumed.status == "completed"
+    assert sorted(looked) == sorted(e["id"] for e in d.turn("split").metadata["subdialogues"])

@@ -19,6 +19,7 @@ from dlg.cli.base import (
     cli,
     store_option,
 )
+from dlg.cli.collector import freeze_heap, hold_collector
 from dlg.cli.run import _live_terminal, _pool
 from dlg.cli.terminal import echo, one_line
 
@@ -68,6 +69,24 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     Every dialogue is saved (dlg ls, show, resume); the summary gives each one's status,
     turns, tokens, cost and time, and the totals.
     """
+    held = hold_collector()  # until freeze_heap: the packages it imports
+    try:
+        _batch(mode, inputs_file, resume_id, batch_id, model, participants, router, pool,
+               max_cost, max_total_cost, timeout, concurrency, executor, as_json, list_all,
+               quiet, store)
+    finally:
+        if held:  # on again, also when it failed before the heap was frozen
+            import gc
+
+            gc.enable()
+
+
+def _batch(mode: str | None, inputs_file: str | None, resume_id: str | None,
+           batch_id: str | None, model: str | None, participants: tuple[str, ...],
+           router: str | None, pool: tuple[str, ...], max_cost: float | None,
+           max_total_cost: float | None, timeout: float | None, concurrency: int | None,
+           executor: str, as_json: bool, list_all: bool, quiet: bool, store: str | None
+           ) -> None:
     import anyio
 
     from dlg.running.api import Orchestrator
@@ -94,8 +113,15 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
     if max_cost is not None:
         options["constraints"] = {**(options.get("constraints") or {}), "max_cost": max_cost}
     orchestrator = Orchestrator(store=store or "default", **options)
+    if executor == "local":
+        # its models made now, as `dlg run` makes them, so that the provider's package
+        # (langchain-openai and openai: most of the start-up) is imported before the heap
+        # is frozen, not in the event loop with the collector walking it all
+        from dlg.language.loader import load_mode
+
+        orchestrator.bindings(load_mode(mode, pm=orchestrator.plugin_manager))
     progress = _Progress(len(rows), quiet=quiet, limit=max_total_cost)
-    _freeze_heap()
+    freeze_heap()
 
     async def main() -> Any:
         return await orchestrator.batch(mode, rows, batch_id=batch_id,
@@ -122,24 +148,6 @@ def batch_command(mode: str | None, inputs_file: str | None, resume_id: str | No
         left = sum(1 for i in result.items if i.status not in ENDED)
         raise DlgClickError(f"{left} of {len(result.items)} dialogues did not end; "
                             f"`dlg batch --resume {result.id}` continues them", EXIT_FAILED)
-
-
-def _freeze_heap() -> None:
-    """Put what is loaded so far (modules, classes, LangChain's chat-model layer and its
-    schemas) out of the garbage collector's way. A batch keeps thousands of dialogues'
-    objects alive, so full collections are frequent, and each one would walk all of that
-    too: with 1,000 dialogues in flight it was 13% of the wall time (docs/performance.md).
-    This process is dlg's own, so changing its collector is dlg's call; from Python,
-    ``gc.freeze()`` after setting up does the same."""
-    import gc
-    import os
-
-    if os.environ.get("DLG_GC_FREEZE", "1").strip().lower() in {"0", "false", "no", "off"}:
-        return
-    from langchain_core.language_models import BaseChatModel  # noqa: F401 - every call's
-
-    gc.collect()
-    gc.freeze()
 
 
 def _manifest(batch_id: str, store: str | None) -> dict[str, Any]:

@@ -69,25 +69,34 @@ def run(ctx: click.Context, mode: str, topic: str | None, inputs: tuple[str, ...
         store: str | None, telemetry: str | None, router: str | None,
         pool: tuple[str, ...], max_cost: float | None, quality: str | None) -> None:
     """Run MODE (a built-in or plugin mode name, a mode file, or - for standard input)."""
+    from dlg.cli.collector import freeze_heap, hold_collector
     from dlg.records.export import get_exporter
     from dlg.running.api import Orchestrator
 
-    if telemetry:
-        os.environ["DLG_TELEMETRY"] = telemetry  # read by the telemetry plugin
-    values: dict[str, Any] = _pairs(inputs, "--input")
-    if topic is not None:
-        values["topic"] = topic
-    bindings = _pairs(participants, "--participant")
-    fmt = _format_for(fmt, out)
-    if fmt is not None:
-        get_exporter(fmt)  # fail on a bad format before the dialogue runs
+    # no collections while it starts up; then what it loaded (the provider's package
+    # too: start makes the models) out of the collector's way (dlg.cli.collector)
+    held = hold_collector()
+    try:
+        if telemetry:
+            os.environ["DLG_TELEMETRY"] = telemetry  # read by the telemetry plugin
+        values: dict[str, Any] = _pairs(inputs, "--input")
+        if topic is not None:
+            values["topic"] = topic
+        bindings = _pairs(participants, "--participant")
+        fmt = _format_for(fmt, out)
+        if fmt is not None:
+            get_exporter(fmt)  # fail on a bad format before the dialogue runs
 
-    orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
-                                registry=_registry(),
-                                store=(store or "default") if save else None, watchdog=True,
-                                router=router, pool=_pool(pool), max_cost=max_cost,
-                                constraints={"quality": quality} if quality else None)
-    loaded, dialogue = orchestrator.start(mode, values)
+        orchestrator = Orchestrator(models=bindings, model=model, timeout=timeout,
+                                    registry=_registry(),
+                                    store=(store or "default") if save else None,
+                                    watchdog=True,
+                                    router=router, pool=_pool(pool), max_cost=max_cost,
+                                    constraints={"quality": quality} if quality else None)
+        loaded, dialogue = orchestrator.start(mode, values)
+    finally:
+        if held:
+            freeze_heap()
     _execute(orchestrator, loaded, dialogue, fmt=fmt, out=out, quiet=quiet, stream=stream)
 
 

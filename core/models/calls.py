@@ -95,9 +95,12 @@ def _usage(meta: Any, messages: Any, text: str, length: int) -> TokenUsage:
     numbers) are estimated too."""
     if meta:
         try:
-            details = meta.get("input_token_details") or {}
-            return TokenUsage(_count(meta.get("input_tokens", 0)),
-                              _count(meta.get("output_tokens", 0)),
+            prompt = _count(meta.get("input_tokens", 0))
+            completion = _count(meta.get("output_tokens", 0))
+            details = meta.get("input_token_details")
+            if not details:  # no cache reads or writes (most answers)
+                return TokenUsage(prompt, completion)
+            return TokenUsage(prompt, completion,
                               cached=_count(details.get("cache_read") or 0),
                               cache_written=_count(details.get("cache_creation") or 0))
         except (AttributeError, ValueError):
@@ -278,20 +281,16 @@ class _Call:
         """The call to one candidate, to await. A model already made is called directly
         (no coroutine frame of its own while it works); one to make, in ``_made``. (The
         object itself is the attempt: no bound method to keep per call in flight.)"""
-        if isinstance(candidate, str):
+        if not isinstance(candidate, str):  # a chat model given as it is
+            pending = self._chat(candidate, candidate)
+        else:
             limiter = _PACER.for_label(candidate, self.registry)
             if limiter is not None:  # a limit to keep: wait for the call's turn first
                 return self._paced(limiter, candidate)
-        pending = self._plain(candidate)
+            found = self.pool.cached(candidate)
+            pending = (self._made(candidate) if found is None
+                       else self._chat(found[0], candidate))
         return _timed(pending, self.timeout) if self.timeout else pending
-
-    def _plain(self, candidate: Any) -> Awaitable[Any]:
-        if not isinstance(candidate, str):  # a chat model given as it is
-            return self._chat(candidate, candidate)
-        found = self.pool.cached(candidate)
-        if found is None:
-            return self._made(candidate)
-        return self._chat(found[0], candidate)
 
     async def _made(self, candidate: Any) -> Any:
         model, _ = await self.pool.aget(candidate)

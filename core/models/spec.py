@@ -78,13 +78,35 @@ def default_model_spec(pm: pluggy.PluginManager | None = None) -> str | None:
     return max(candidates, key=lambda p: p.default_priority or 0).name
 
 
+_LABEL_ATTRIBUTES = ("dlg_label", "model_name", "model", "model_id")
+# per chat-model class: the attributes of ``_LABEL_ATTRIBUTES`` its instances can have
+_LABELLED_BY: dict[type, tuple[str, ...]] = {}
+
+
 def model_label(model: Any) -> str:
     """A short name for a chat-model instance, for records and the CLI."""
-    for attr in ("dlg_label", "model_name", "model", "model_id"):
+    cls = type(model)
+    attributes = _LABELLED_BY.get(cls)
+    if attributes is None:
+        attributes = _LABELLED_BY[cls] = _label_attributes(cls)
+    for attr in attributes:
         value = getattr(model, attr, None)
         if isinstance(value, str) and value:
             return value
-    return type(model).__name__
+    return cls.__name__
+
+
+def _label_attributes(cls: type) -> tuple[str, ...]:
+    """The label attributes a class's instances can have. A pydantic model (every
+    LangChain chat model) that allows no extra fields has only its fields and its class's
+    attributes: asking it for another raises inside pydantic's ``__getattr__``, which cost
+    7 to 15 us a label, three labels a turn. Any other class: all of them."""
+    fields = getattr(cls, "__pydantic_fields__", None)
+    config = getattr(cls, "model_config", None)
+    if not isinstance(fields, dict) or not isinstance(config, dict) or (
+            config.get("extra") == "allow"):
+        return _LABEL_ATTRIBUTES
+    return tuple(a for a in _LABEL_ATTRIBUTES if a in fields or hasattr(cls, a))
 
 
 # options that say where a model's calls go; so does any option ending so or given a URL

@@ -31,6 +31,8 @@ from dlg.running.structured import instruction, output_spec
 __all__ = ["NOT_WHEN", "Plan", "prepare"]
 
 NOT_WHEN = Skipped()  # the turn's ``when`` is false
+_NONE: frozenset[str] = frozenset()
+_NO_COMPRESSION = (None, "", "none")  # what ``turn_reads`` leaves as it is
 
 
 async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
@@ -42,9 +44,12 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
     extra_cost = 0.0  # summaries made for this turn's context
     try:
         tpl = compiled(ctx.mode, ctx.env, turn)
-        reads, summarised, extra_cost = await turn_reads(
-            ctx.mode, turn, rec, state.readable(turn, rec, tpl["reads"]), tpl, ctx.embed,
-            ctx.summarise)
+        reads = state.readable(turn, rec, tpl["reads"])
+        summarised = _NONE
+        if tpl["needs"] and (turn.context_compression or ctx.mode.context_compression
+                             ) not in _NO_COMPRESSION:  # else no coroutine made a turn
+            reads, summarised, extra_cost = await turn_reads(
+                ctx.mode, turn, rec, reads, tpl, ctx.embed, ctx.summarise)
         view = turn_context(ctx.base_context, turn, reads, tpl["needs"], summarised,
                             rec.round)
         if tpl["when"] is not None and not tpl["when"](**view):

@@ -35,7 +35,8 @@ async def spawn_children(ctx: RunContext, state: RunState, turn: Turn, rec: Turn
         return DONE
     try:
         child_mode = spawner.child_mode(ctx.mode, turn)
-        if not (rec.metadata or {}).get("subdialogues"):
+        planned = not (rec.metadata or {}).get("subdialogues")
+        if planned:
             entries = plan_children(turn, rec, child_mode, ctx.env, ctx.base_context,
                                     dialogue.inputs)
             if not entries:
@@ -45,7 +46,9 @@ async def spawn_children(ctx: RunContext, state: RunState, turn: Turn, rec: Turn
             rec.metadata = {**(rec.metadata or {}), "subdialogues": entries}
             # the plan (and the answer it came from) is saved before any child runs
             await ctx.events.emit("turn_progress", dialogue=dialogue, turn=rec)
-        children = await spawner.run(ctx.mode, dialogue, turn, rec, child_mode, ctx.budget)
+        # children planned just now were never saved: none to look for in the store
+        children = await spawner.run(ctx.mode, dialogue, turn, rec, child_mode, ctx.budget,
+                                     new=planned)
     except anyio.get_cancelled_exc_class():
         raise
     except Exception as exc:

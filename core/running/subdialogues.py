@@ -149,9 +149,11 @@ class Spawner:
         return parent_mode if ref == "self" else self.load_mode(ref, parent_mode)
 
     async def run(self, parent_mode: Any, parent: Any, turn: Any, rec: Any,
-                  child_mode: Any, budget: Any) -> list[Any]:
+                  child_mode: Any, budget: Any, *, new: bool = False) -> list[Any]:
         """Run (or continue) every child of ``rec``; update their entries in place.
-        Returns the children's dialogues, in the plan's order."""
+        Returns the children's dialogues, in the plan's order. ``new``: the plan was made
+        in this run, so no child was ever saved (none is looked for in the store: a thread
+        hop per child, which many children at once queue for)."""
         import anyio
 
         entries: list[dict[str, Any]] = rec.metadata["subdialogues"]
@@ -161,7 +163,8 @@ class Spawner:
 
         async def one(i: int, entry: dict[str, Any]) -> None:
             async with limiter:
-                reopened = await anyio.to_thread.run_sync(self.reopen_child, entry["id"])
+                reopened = None if new else await anyio.to_thread.run_sync(
+                    self.reopen_child, entry["id"])
                 if reopened is not None:
                     mode, child = reopened
                     if mode is None:  # it had ended: nothing to run
