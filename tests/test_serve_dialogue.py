@@ -248,3 +248,37 @@ def test_dlg_serve_read_only_makes_a_read_only_viewer(monkeypatch):
     viewer = TestClient(served["app"], base_url="http://127.0.0.1")
     refused = viewer.post(f"/d/{d.id}/delete", data={})
     assert refused.status_code == 403 and "started with --read-only" in refused.text
+
+
+class OldStore:
+    """The default store as one saved by a dlg before summaries named their models:
+    ``list()`` without ``models``; each ``load`` counted."""
+
+    def __init__(self):
+        self.store, self.loads = open_store(None), 0
+
+    def list(self):
+        return [{k: v for k, v in r.items() if k != "models"} for r in self.store.list()]
+
+    def load(self, dialogue_id):
+        self.loads += 1
+        return self.store.load(dialogue_id)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_the_model_filter_reads_an_old_record_once_not_at_every_refresh():
+    for topic in ("a", "b", "c"):
+        dlg.run_sync(TWO_TURNS, {"topic": topic}, model="echo")
+    old = OldStore()
+    c = TestClient(create_app(old, csrf=CSRF), base_url="http://127.0.0.1")
+    first = c.get("/", params={"model": "echo"}).text
+    assert first.count('<td class="models">echo</td>') == 3
+    assert old.loads == 3
+    for _ in range(3):  # the live list reads the store again every half second
+        assert c.get("/", params={"model": "echo"}).text == first
+    assert old.loads == 3
+    dlg.run_sync(TWO_TURNS, {"topic": "d"}, model="echo")  # a new one: read once
+    assert c.get("/", params={"model": "echo"}).text.count('<td class="models">') == 4
+    assert old.loads == 4

@@ -64,6 +64,7 @@ class Viewer:
         self.streams = 0
         self.tasks: Any = None  # the task group resumed dialogues run in (``lifespan``)
         self.resuming: dict[str, str] = {}  # id -> "" while it runs, else why it stopped
+        self.old_models = views.OldModels()  # for the list's model filter on old records
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -86,7 +87,7 @@ class Viewer:
 
     # the list ------------------------------------------------------------------
     def _list_snapshot(self, filters: views.Filters) -> live.Snapshot:
-        listing = views.listing(self.store, filters)
+        listing = views.listing(self.store, filters, self.old_models)
         html = render("rows.html.j2", listing=listing)
         return live.Snapshot(fingerprint=html, html=html, done=False)
 
@@ -94,7 +95,7 @@ class Viewer:
         from starlette.responses import HTMLResponse
 
         filters = views.Filters.from_query(request.query_params)  # a bad date: 400
-        listing = await self._run(views.listing, self.store, filters)
+        listing = await self._run(views.listing, self.store, filters, self.old_models)
         query = filters.query()
         deleted = str(request.query_params.get("deleted") or "")[:200]
         return HTMLResponse(render("list.html.j2", listing=listing, filters=filters,
