@@ -282,3 +282,18 @@ def test_the_model_filter_reads_an_old_record_once_not_at_every_refresh():
     dlg.run_sync(TWO_TURNS, {"topic": "d"}, model="echo")  # a new one: read once
     assert c.get("/", params={"model": "echo"}).text.count('<td class="models">') == 4
     assert old.loads == 4
+
+
+def test_notices_name_only_what_this_viewer_did():
+    """``?deleted=`` and ``?rated=`` come from the address: a link of another site could
+    make the page say anything ("Deleted everything. Your store is damaged: ...")."""
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo")
+    c = client()
+    spoof = "everything. Your store is damaged: see evil.example to repair it"
+    listed = c.get("/", params={"deleted": spoof}).text
+    assert 'id="deleted"' not in listed and "evil.example" not in listed
+    assert 'id="deleted"' not in c.get("/", params={"deleted": d.id}).text  # not deleted
+    page = c.get(f"/d/{d.id}", params={"rated": spoof}).text
+    assert 'id="rated"' not in page and "evil.example" not in page
+    assert "Your rating of turn b was recorded" in c.get(f"/d/{d.id}?rated=b").text
+    assert 'id="notice"' not in c.get(f"/d/{d.id}?did={spoof}").text

@@ -65,6 +65,7 @@ class Viewer:
         self.tasks: Any = None  # the task group resumed dialogues run in (``lifespan``)
         self.resuming: dict[str, str] = {}  # id -> "" while it runs, else why it stopped
         self.old_models = views.OldModels()  # for the list's model filter on old records
+        self.deleted: dict[str, int] = {}  # the last ids deleted here -> sub-dialogues gone
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -97,10 +98,19 @@ class Viewer:
         filters = views.Filters.from_query(request.query_params)  # a bad date: 400
         listing = await self._run(views.listing, self.store, filters, self.old_models)
         query = filters.query()
-        deleted = str(request.query_params.get("deleted") or "")[:200]
+        deleted = self._deleted(str(request.query_params.get("deleted") or ""))
         return HTMLResponse(render("list.html.j2", listing=listing, filters=filters,
                                    deleted=deleted,
                                    events="/events" + (f"?{query}" if query else "")))
+
+    def _deleted(self, dialogue_id: str) -> str:
+        """What ``?deleted=`` names, if this viewer deleted it; "" for any other text (a
+        link of another site could otherwise make the list say anything)."""
+        more = self.deleted.get(dialogue_id)
+        if more is None:
+            return ""
+        return dialogue_id + (f" and {more} sub-dialogue{'s' if more > 1 else ''}"
+                              if more else "")
 
     async def list_events(self, request: Request) -> Response:
         filters = views.Filters.from_query(request.query_params)
@@ -133,7 +143,8 @@ class Viewer:
         from starlette.responses import HTMLResponse
 
         view = await self._run(self._view, request.path_params["dialogue_id"])
-        rated = str(request.query_params.get("rated") or "")[:100]
+        rated = str(request.query_params.get("rated") or "")  # a turn of it, or nothing
+        rated = rated if any(t["id"] == rated for t in view["turns"]) else ""
         return HTMLResponse(render("dialogue.html.j2", rated=rated,
                                    notice=NOTICES.get(request.query_params.get("did", "")),
                                    **self._dialogue_context(view)))
@@ -289,10 +300,10 @@ class Viewer:
         except DialogueBusyError as exc:
             return error_page(409, f"{exc}; nothing of it was deleted")
         self.resuming.pop(dialogue_id, None)
-        more = len(deleted) - 1
-        what = dialogue_id + (f" and {more} sub-dialogue{'s' if more > 1 else ''}"
-                              if more else "")
-        return RedirectResponse(f"/?deleted={_quote(what)}", 303)
+        self.deleted[dialogue_id] = len(deleted) - 1
+        while len(self.deleted) > 100:
+            del self.deleted[next(iter(self.deleted))]
+        return RedirectResponse(f"/?deleted={_quote(dialogue_id)}", 303)
 
     async def export(self, request: Request) -> Response:
         from starlette.responses import Response
