@@ -297,3 +297,30 @@ def test_notices_name_only_what_this_viewer_did():
     assert 'id="rated"' not in page and "evil.example" not in page
     assert "Your rating of turn b was recorded" in c.get(f"/d/{d.id}?rated=b").text
     assert 'id="notice"' not in c.get(f"/d/{d.id}?did={spoof}").text
+
+
+def test_delete_is_refused_while_this_viewer_resumes_the_dialogue(monkeypatch):
+    """Between the resume's checks and its run taking the dialogue's lease, a delete
+    would go through, and the run would then save the deleted dialogue again."""
+    import threading
+
+    import anyio
+
+    d = interrupted()
+    gate = threading.Event()
+    execute = dlg.Orchestrator.execute
+
+    async def slow_start(self, mode, dialogue, **kw):
+        await anyio.to_thread.run_sync(gate.wait)  # a busy thread pool, a slow store
+        return await execute(self, mode, dialogue, **kw)
+
+    monkeypatch.setattr(dlg.Orchestrator, "execute", slow_start)
+    with client() as c:
+        started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
+                         follow_redirects=False)
+        assert started.status_code == 303
+        kept = c.post(f"/d/{d.id}/delete", data={"csrf": CSRF.token(f"delete:{d.id}")})
+        gate.set()
+        assert kept.status_code == 409 and "being resumed by this viewer" in kept.text
+        assert "nothing of it was deleted" in kept.text
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")

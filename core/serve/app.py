@@ -295,6 +295,9 @@ class Viewer:
         form = await _form(request)
         if (refused := self._refuse(f"delete:{dialogue_id}", form, "delete")) is not None:
             return refused
+        if self.resuming.get(dialogue_id) == "":  # before its run holds it (or while)
+            return error_page(409, f"dialogue {dialogue_id} is being resumed by this viewer; "
+                                   "nothing of it was deleted")
         try:
             deleted = await self._run(delete_dialogue, dialogue_id, self.store)
         except DialogueBusyError as exc:
