@@ -324,3 +324,22 @@ def test_delete_is_refused_while_this_viewer_resumes_the_dialogue(monkeypatch):
         assert kept.status_code == 409 and "being resumed by this viewer" in kept.text
         assert "nothing of it was deleted" in kept.text
         wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
+
+
+@pytest.mark.parametrize("headers", [{"sec-fetch-site": "cross-site"},
+                                     {"sec-fetch-site": "same-site"},
+                                     {"origin": "http://evil.example"},
+                                     {"origin": "null"}])
+def test_a_form_posted_from_another_site_is_refused_even_with_its_token(headers):
+    d = interrupted()
+    c = client()
+    token = CSRF.token(f"delete:{d.id}")
+    refused = c.post(f"/d/{d.id}/delete", data={"csrf": token}, headers=headers)
+    assert refused.status_code == 403 and "a page of another site" in refused.text
+    assert status_of(d.id) == "failed"
+    # this viewer's own page: the browser says so
+    same = {"sec-fetch-site": "same-origin", "origin": "http://evil.example"} \
+        if "sec-fetch-site" in headers else {"origin": "http://127.0.0.1"}
+    gone = c.post(f"/d/{d.id}/delete", data={"csrf": token}, headers=same,
+                  follow_redirects=False)
+    assert gone.status_code == 303

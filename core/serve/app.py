@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dlg.serve import live, views
-from dlg.serve.security import COOKIE, HEADERS, Csrf, same
+from dlg.serve.security import COOKIE, HEADERS, Csrf, cross_site, same
 
 if TYPE_CHECKING:
     import jinja2
@@ -181,7 +181,7 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if (refused := self._refuse(f"rate:{dialogue_id}", form, "rate")) is not None:
+        if (refused := self._refuse(request, form, "rate")) is not None:
             return refused
         turn = _field(form, "turn")
         try:
@@ -199,11 +199,16 @@ class Viewer:
         return RedirectResponse(f"/d/{_quote(dialogue_id)}?rated={_quote(turn)}"
                                 f"#turn-{_quote(turn)}", 303)
 
-    def _refuse(self, action: str, form: dict[str, str], doing: str) -> Response | None:
-        """The error page when this viewer is read-only or the form's CSRF token is not
-        the one of ``action``; None when the form may go on."""
+    def _refuse(self, request: Request, form: dict[str, str], doing: str) -> Response | None:
+        """The error page when this viewer is read-only, the form came from a page of
+        another site, or its CSRF token is not the one of ``doing`` to this dialogue;
+        None when the form may go on."""
+        action = f"{doing}:{request.path_params['dialogue_id']}"
         if self.read_only:
             return error_page(403, READ_ONLY)
+        if cross_site(request.headers):
+            return error_page(403, "this form was sent by a page of another site: "
+                                   f"open the dialogue's page here and {doing} from there")
         if not self.csrf.check(action, _field(form, "csrf")):
             return error_page(403, "this form is out of date or was not sent by this "
                                    "viewer (its CSRF token does not match): open the "
@@ -221,7 +226,7 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if (refused := self._refuse(f"resume:{dialogue_id}", form, "resume")) is not None:
+        if (refused := self._refuse(request, form, "resume")) is not None:
             return refused
         if self.tasks is None:
             return error_page(503, "this viewer is not running its background tasks (an "
@@ -293,7 +298,7 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if (refused := self._refuse(f"delete:{dialogue_id}", form, "delete")) is not None:
+        if (refused := self._refuse(request, form, "delete")) is not None:
             return refused
         if self.resuming.get(dialogue_id) == "":  # before its run holds it (or while)
             return error_page(409, f"dialogue {dialogue_id} is being resumed by this viewer; "
