@@ -343,3 +343,32 @@ def test_a_form_posted_from_another_site_is_refused_even_with_its_token(headers)
     gone = c.post(f"/d/{d.id}/delete", data={"csrf": token}, headers=same,
                   follow_redirects=False)
     assert gone.status_code == 303
+
+
+def test_a_failed_resume_or_store_shows_no_secret(monkeypatch):
+    """A store's error may name its URL with the password; a provider's, the key it got."""
+    from dlg.errors import StoreError
+
+    secret = "hunter2-" + "s3cr3t" * 4
+    monkeypatch.setenv("DLG_TEST_PASSWORD", secret)
+    failure = f"could not connect to postgresql://dlg:{secret}@db.internal/dlg"
+    d = interrupted()
+
+    async def failing(self, mode, dialogue, **kw):
+        raise StoreError(failure)
+
+    monkeypatch.setattr(dlg.Orchestrator, "execute", failing)
+    with client() as c:
+        started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
+        assert started.status_code == 200
+        page = wait_for(lambda: (p := c.get(f"/d/{d.id}").text) and "resuming it failed" in p
+                        and p, "the failed resume shown")
+        assert "could not connect to postgresql://dlg:" in page and secret not in page
+
+    class Broken(OldStore):
+        def load(self, dialogue_id):
+            raise StoreError(failure)
+
+    shown = TestClient(create_app(Broken()), base_url="http://127.0.0.1").get(f"/d/{d.id}")
+    assert shown.status_code == 500 and "could not connect" in shown.text
+    assert secret not in shown.text

@@ -271,8 +271,10 @@ class Viewer:
             stopped = "the viewer stopped while it ran: resume it again"
             raise
         except Exception as exc:
-            log.warning("resuming dialogue %s failed: %s", dialogue.id, exc)
-            stopped = f"resuming it failed: {exc}"
+            from dlg.observability.redact import redact
+
+            stopped = redact(f"resuming it failed: {exc}")
+            log.warning("dialogue %s: %s", dialogue.id, stopped)
         finally:
             self.resuming[dialogue.id] = stopped
             if not stopped:
@@ -386,9 +388,14 @@ def _media_type(extension: str) -> str:
 
 
 def error_page(status: int, message: str) -> Response:
+    """A page saying what went wrong, with any secret the message holds redacted (a
+    store's error may name its URL with the password, a provider's the key it got)."""
     from starlette.responses import HTMLResponse
 
-    return HTMLResponse(render("error.html.j2", status=status, message=message), status)
+    from dlg.observability.redact import redact
+
+    return HTMLResponse(render("error.html.j2", status=status, message=redact(message)),
+                        status)
 
 
 def create_app(store: Any = None, *, token: str | None = None, local: bool = True,
