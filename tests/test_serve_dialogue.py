@@ -372,3 +372,21 @@ def test_a_failed_resume_or_store_shows_no_secret(monkeypatch):
     shown = TestClient(create_app(Broken()), base_url="http://127.0.0.1").get(f"/d/{d.id}")
     assert shown.status_code == 500 and "could not connect" in shown.text
     assert secret not in shown.text
+def test_hostile_names_in_the_timeline_and_filters_stay_text():
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo")
+    store = open_store(None)
+    record = store.load(d.id)
+    evil = '</svg><script>alert(1)</script>"\' onload="alert(2)\x00\x1b[2J' + "x" * 5000
+    record["mode"] = evil
+    for turn in record["turns"]:
+        turn.update(phase=evil, model=f"echo{evil}", participant=evil, role=evil)
+        turn.setdefault("metadata", {})["routing"] = {"router": evil, "reason": evil}
+    store.save(record)
+    page = client().get(f"/d/{d.id}")
+    assert page.status_code == 200
+    for text in (page.text, client().get("/", params={"q": evil[:200], "mode": evil}).text):
+        body = text.split("<main>", 1)[1]
+        assert "<script>" not in body and 'onload="' not in body
+        assert text.count("</svg>") == text.count("<svg")
+    svg = page.text.split('<svg class="timeline"', 1)[1].split("</svg>", 1)[0]
+    assert "&lt;/svg&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39; onload=&#34;" in svg
