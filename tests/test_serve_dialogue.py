@@ -56,6 +56,17 @@ def interrupted() -> dlg.Dialogue:
     return d
 
 
+def held(dialogue_id: str) -> bool:
+    """Whether a live process (this one, resuming it in a viewer) holds the dialogue."""
+    from dlg.records.store import DialogueBusyError, Lease
+
+    try:
+        Lease().check(open_store(None), dialogue_id)
+    except DialogueBusyError:
+        return True
+    return False
+
+
 def status_of(dialogue_id: str) -> str:
     return dlg.load_dialogue(dialogue_id).status
 
@@ -390,3 +401,22 @@ def test_hostile_names_in_the_timeline_and_filters_stay_text():
         assert text.count("</svg>") == text.count("<svg")
     svg = page.text.split('<svg class="timeline"', 1)[1].split("</svg>", 1)[0]
     assert "&lt;/svg&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39; onload=&#34;" in svg
+
+
+def test_a_viewer_stopped_mid_resume_leaves_the_dialogue_saved_to_resume_again():
+    d = interrupted()
+    store = open_store(None)
+    record = store.load(d.id)
+    record["metadata"]["model"] = "echo?latency=60"  # turn b runs until the viewer stops
+    store.save(record)
+    with client() as c:
+        started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
+                         follow_redirects=False)
+        assert started.headers["location"] == f"/d/{d.id}?did=resumed"
+        wait_for(lambda: held(d.id), "the dialogue running in the viewer (its lease taken)")
+    saved = dlg.load_dialogue(d.id)  # the viewer has stopped: its lifespan ended
+    assert (saved.status, saved.turn("b").status) == ("cancelled", "cancelled")
+    assert not held(d.id)
+    assert saved.turn("a").response == "echo: tabs"
+    _, again = dlg.Orchestrator().prepare_resume(d.id)  # its lease let go: resumable
+    assert again.turn("a").status == "completed" and again.turn("b").status == "pending"
