@@ -420,3 +420,15 @@ def test_a_viewer_stopped_mid_resume_leaves_the_dialogue_saved_to_resume_again()
     assert saved.turn("a").response == "echo: tabs"
     _, again = dlg.Orchestrator().prepare_resume(d.id)  # its lease let go: resumable
     assert again.turn("a").status == "completed" and again.turn("b").status == "pending"
+
+
+@pytest.mark.parametrize("phase", [None, 5])
+def test_a_record_whose_phase_is_not_text_still_has_its_page(phase):
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo")
+    store = open_store(None)
+    record = store.load(d.id)
+    record["turns"][0]["phase"] = phase
+    store.save(record)
+    page = client().get(f"/d/{d.id}")
+    assert page.status_code == 200 and '<svg class="timeline"' in page.text
+    assert f'<text class="label" x="0" y="12.0">{phase}</text>' in page.text
