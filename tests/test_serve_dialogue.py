@@ -310,9 +310,10 @@ def test_notices_name_only_what_this_viewer_did():
     assert 'id="notice"' not in c.get(f"/d/{d.id}?did={spoof}").text
 
 
-def test_delete_is_refused_while_this_viewer_resumes_the_dialogue(monkeypatch):
-    """Between the resume's checks and its run taking the dialogue's lease, a delete
-    would go through, and the run would then save the deleted dialogue again."""
+@pytest.fixture
+def slow_start(monkeypatch):
+    """An interrupted dialogue, and an event: a run resuming it starts (takes its lease)
+    only once the event is set, as with a busy thread pool or a slow store."""
     import threading
 
     import anyio
@@ -321,11 +322,20 @@ def test_delete_is_refused_while_this_viewer_resumes_the_dialogue(monkeypatch):
     gate = threading.Event()
     execute = dlg.Orchestrator.execute
 
-    async def slow_start(self, mode, dialogue, **kw):
-        await anyio.to_thread.run_sync(gate.wait)  # a busy thread pool, a slow store
+    async def slow(self, mode, dialogue, **kw):
+        while not gate.is_set():  # cancelled when the viewer stops
+            await anyio.sleep(0.01)
         return await execute(self, mode, dialogue, **kw)
 
-    monkeypatch.setattr(dlg.Orchestrator, "execute", slow_start)
+    monkeypatch.setattr(dlg.Orchestrator, "execute", slow)
+    yield d, gate
+    gate.set()
+
+
+def test_delete_is_refused_while_this_viewer_resumes_the_dialogue(slow_start):
+    """Between the resume's checks and its run taking the dialogue's lease, a delete
+    would go through, and the run would then save the deleted dialogue again."""
+    d, gate = slow_start
     with client() as c:
         started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
                          follow_redirects=False)
@@ -432,3 +442,13 @@ def test_a_record_whose_phase_is_not_text_still_has_its_page(phase):
     page = client().get(f"/d/{d.id}")
     assert page.status_code == 200 and '<svg class="timeline"' in page.text
     assert f'<text class="label" x="0" y="12.0">{phase}</text>' in page.text
+
+
+def test_a_dialogue_this_viewer_resumes_reads_running_before_its_run_has_started(slow_start):
+    d, gate = slow_start
+    with client() as c:
+        c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
+        page = c.get(f"/d/{d.id}").text
+        assert 'id="status">running</span>' in page and 'id="resume"' not in page
+        gate.set()
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")

@@ -123,7 +123,7 @@ class Viewer:
         view = views.dialogue_view(self.store, dialogue_id)
         stopped = self.resuming.get(view["id"])
         if stopped == "":
-            view["running"] = True
+            view["running"], view["status"] = True, "running"
         elif stopped and not view["running"]:
             view["error"] = stopped
         return view
