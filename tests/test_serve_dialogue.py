@@ -56,6 +56,17 @@ def interrupted() -> dlg.Dialogue:
     return d
 
 
+def held(dialogue_id: str) -> bool:
+    """Whether a live process (this one, resuming it in a viewer) holds the dialogue."""
+    from dlg.records.store import DialogueBusyError, Lease
+
+    try:
+        Lease().check(open_store(None), dialogue_id)
+    except DialogueBusyError:
+        return True
+    return False
+
+
 def status_of(dialogue_id: str) -> str:
     return dlg.load_dialogue(dialogue_id).status
 
@@ -248,3 +259,196 @@ def test_dlg_serve_read_only_makes_a_read_only_viewer(monkeypatch):
     viewer = TestClient(served["app"], base_url="http://127.0.0.1")
     refused = viewer.post(f"/d/{d.id}/delete", data={})
     assert refused.status_code == 403 and "started with --read-only" in refused.text
+
+
+class OldStore:
+    """The default store as one saved by a dlg before summaries named their models:
+    ``list()`` without ``models``; each ``load`` counted."""
+
+    def __init__(self):
+        self.store, self.loads = open_store(None), 0
+
+    def list(self):
+        return [{k: v for k, v in r.items() if k != "models"} for r in self.store.list()]
+
+    def load(self, dialogue_id):
+        self.loads += 1
+        return self.store.load(dialogue_id)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_the_model_filter_reads_an_old_record_once_not_at_every_refresh():
+    for topic in ("a", "b", "c"):
+        dlg.run_sync(TWO_TURNS, {"topic": topic}, model="echo")
+    old = OldStore()
+    c = TestClient(create_app(old, csrf=CSRF), base_url="http://127.0.0.1")
+    first = c.get("/", params={"model": "echo"}).text
+    assert first.count('<td class="models">echo</td>') == 3
+    assert old.loads == 3
+    for _ in range(3):  # the live list reads the store again every half second
+        assert c.get("/", params={"model": "echo"}).text == first
+    assert old.loads == 3
+    dlg.run_sync(TWO_TURNS, {"topic": "d"}, model="echo")  # a new one: read once
+    assert c.get("/", params={"model": "echo"}).text.count('<td class="models">') == 4
+    assert old.loads == 4
+
+
+def test_notices_name_only_what_this_viewer_did():
+    """``?deleted=`` and ``?rated=`` come from the address: a link of another site could
+    make the page say anything ("Deleted everything. Your store is damaged: ...")."""
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo")
+    c = client()
+    spoof = "everything. Your store is damaged: see evil.example to repair it"
+    listed = c.get("/", params={"deleted": spoof}).text
+    assert 'id="deleted"' not in listed and "evil.example" not in listed
+    assert 'id="deleted"' not in c.get("/", params={"deleted": d.id}).text  # not deleted
+    page = c.get(f"/d/{d.id}", params={"rated": spoof}).text
+    assert 'id="rated"' not in page and "evil.example" not in page
+    assert "Your rating of turn b was recorded" in c.get(f"/d/{d.id}?rated=b").text
+    assert 'id="notice"' not in c.get(f"/d/{d.id}?did={spoof}").text
+
+
+@pytest.fixture
+def slow_start(monkeypatch):
+    """An interrupted dialogue, and an event: a run resuming it starts (takes its lease)
+    only once the event is set, as with a busy thread pool or a slow store."""
+    import threading
+
+    import anyio
+
+    d = interrupted()
+    gate = threading.Event()
+    execute = dlg.Orchestrator.execute
+
+    async def slow(self, mode, dialogue, **kw):
+        while not gate.is_set():  # cancelled when the viewer stops
+            await anyio.sleep(0.01)
+        return await execute(self, mode, dialogue, **kw)
+
+    monkeypatch.setattr(dlg.Orchestrator, "execute", slow)
+    yield d, gate
+    gate.set()
+
+
+def test_delete_is_refused_while_this_viewer_resumes_the_dialogue(slow_start):
+    """Between the resume's checks and its run taking the dialogue's lease, a delete
+    would go through, and the run would then save the deleted dialogue again."""
+    d, gate = slow_start
+    with client() as c:
+        started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
+                         follow_redirects=False)
+        assert started.status_code == 303
+        kept = c.post(f"/d/{d.id}/delete", data={"csrf": CSRF.token(f"delete:{d.id}")})
+        gate.set()
+        assert kept.status_code == 409 and "being resumed by this viewer" in kept.text
+        assert "nothing of it was deleted" in kept.text
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
+
+
+@pytest.mark.parametrize("headers", [{"sec-fetch-site": "cross-site"},
+                                     {"sec-fetch-site": "same-site"},
+                                     {"origin": "http://evil.example"},
+                                     {"origin": "null"}])
+def test_a_form_posted_from_another_site_is_refused_even_with_its_token(headers):
+    d = interrupted()
+    c = client()
+    token = CSRF.token(f"delete:{d.id}")
+    refused = c.post(f"/d/{d.id}/delete", data={"csrf": token}, headers=headers)
+    assert refused.status_code == 403 and "a page of another site" in refused.text
+    assert status_of(d.id) == "failed"
+    # this viewer's own page: the browser says so
+    same = {"sec-fetch-site": "same-origin", "origin": "http://evil.example"} \
+        if "sec-fetch-site" in headers else {"origin": "http://127.0.0.1"}
+    gone = c.post(f"/d/{d.id}/delete", data={"csrf": token}, headers=same,
+                  follow_redirects=False)
+    assert gone.status_code == 303
+
+
+def test_a_failed_resume_or_store_shows_no_secret(monkeypatch):
+    """A store's error may name its URL with the password; a provider's, the key it got."""
+    from dlg.errors import StoreError
+
+    secret = "hunter2-" + "s3cr3t" * 4
+    monkeypatch.setenv("DLG_TEST_PASSWORD", secret)
+    failure = f"could not connect to postgresql://dlg:{secret}@db.internal/dlg"
+    d = interrupted()
+
+    async def failing(self, mode, dialogue, **kw):
+        raise StoreError(failure)
+
+    monkeypatch.setattr(dlg.Orchestrator, "execute", failing)
+    with client() as c:
+        started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
+        assert started.status_code == 200
+        page = wait_for(lambda: (p := c.get(f"/d/{d.id}").text) and "resuming it failed" in p
+                        and p, "the failed resume shown")
+        assert "could not connect to postgresql://dlg:" in page and secret not in page
+
+    class Broken(OldStore):
+        def load(self, dialogue_id):
+            raise StoreError(failure)
+
+    shown = TestClient(create_app(Broken()), base_url="http://127.0.0.1").get(f"/d/{d.id}")
+    assert shown.status_code == 500 and "could not connect" in shown.text
+    assert secret not in shown.text
+def test_hostile_names_in_the_timeline_and_filters_stay_text():
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo")
+    store = open_store(None)
+    record = store.load(d.id)
+    evil = '</svg><script>alert(1)</script>"\' onload="alert(2)\x00\x1b[2J' + "x" * 5000
+    record["mode"] = evil
+    for turn in record["turns"]:
+        turn.update(phase=evil, model=f"echo{evil}", participant=evil, role=evil)
+        turn.setdefault("metadata", {})["routing"] = {"router": evil, "reason": evil}
+    store.save(record)
+    page = client().get(f"/d/{d.id}")
+    assert page.status_code == 200
+    for text in (page.text, client().get("/", params={"q": evil[:200], "mode": evil}).text):
+        body = text.split("<main>", 1)[1]
+        assert "<script>" not in body and 'onload="' not in body
+        assert text.count("</svg>") == text.count("<svg")
+    svg = page.text.split('<svg class="timeline"', 1)[1].split("</svg>", 1)[0]
+    assert "&lt;/svg&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39; onload=&#34;" in svg
+
+
+def test_a_viewer_stopped_mid_resume_leaves_the_dialogue_saved_to_resume_again():
+    d = interrupted()
+    store = open_store(None)
+    record = store.load(d.id)
+    record["metadata"]["model"] = "echo?latency=60"  # turn b runs until the viewer stops
+    store.save(record)
+    with client() as c:
+        started = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
+                         follow_redirects=False)
+        assert started.headers["location"] == f"/d/{d.id}?did=resumed"
+        wait_for(lambda: held(d.id), "the dialogue running in the viewer (its lease taken)")
+    saved = dlg.load_dialogue(d.id)  # the viewer has stopped: its lifespan ended
+    assert (saved.status, saved.turn("b").status) == ("cancelled", "cancelled")
+    assert not held(d.id)
+    assert saved.turn("a").response == "echo: tabs"
+    _, again = dlg.Orchestrator().prepare_resume(d.id)  # its lease let go: resumable
+    assert again.turn("a").status == "completed" and again.turn("b").status == "pending"
+
+
+@pytest.mark.parametrize("phase", [None, 5])
+def test_a_record_whose_phase_is_not_text_still_has_its_page(phase):
+    d = dlg.run_sync(TWO_TURNS, {"topic": "x"}, model="echo")
+    store = open_store(None)
+    record = store.load(d.id)
+    record["turns"][0]["phase"] = phase
+    store.save(record)
+    page = client().get(f"/d/{d.id}")
+    assert page.status_code == 200 and '<svg class="timeline"' in page.text
+    assert f'<text class="label" x="0" y="12.0">{phase}</text>' in page.text
+
+
+def test_a_dialogue_this_viewer_resumes_reads_running_before_its_run_has_started(slow_start):
+    d, gate = slow_start
+    with client() as c:
+        c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
+        page = c.get(f"/d/{d.id}").text
+        assert 'id="status">running</span>' in page and 'id="resume"' not in page
+        gate.set()
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")

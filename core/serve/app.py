@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dlg.serve import batches, live, routing_page, views
-from dlg.serve.security import COOKIE, HEADERS, Csrf, same
+from dlg.serve.security import COOKIE, HEADERS, Csrf, cross_site, same
 
 if TYPE_CHECKING:
     import jinja2
@@ -64,6 +64,8 @@ class Viewer:
         self.streams = 0
         self.tasks: Any = None  # the task group resumed dialogues run in (``lifespan``)
         self.resuming: dict[str, str] = {}  # id -> "" while it runs, else why it stopped
+        self.old_models = views.OldModels()  # for the list's model filter on old records
+        self.deleted: dict[str, int] = {}  # the last ids deleted here -> sub-dialogues gone
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -86,7 +88,7 @@ class Viewer:
 
     # the list ------------------------------------------------------------------
     def _list_snapshot(self, filters: views.Filters) -> live.Snapshot:
-        listing = views.listing(self.store, filters)
+        listing = views.listing(self.store, filters, self.old_models)
         html = render("rows.html.j2", listing=listing)
         return live.Snapshot(fingerprint=html, html=html, done=False)
 
@@ -94,12 +96,21 @@ class Viewer:
         from starlette.responses import HTMLResponse
 
         filters = views.Filters.from_query(request.query_params)  # a bad date: 400
-        listing = await self._run(views.listing, self.store, filters)
+        listing = await self._run(views.listing, self.store, filters, self.old_models)
         query = filters.query()
-        deleted = str(request.query_params.get("deleted") or "")[:200]
+        deleted = self._deleted(str(request.query_params.get("deleted") or ""))
         return HTMLResponse(render("list.html.j2", listing=listing, filters=filters,
                                    deleted=deleted,
                                    events="/events" + (f"?{query}" if query else "")))
+
+    def _deleted(self, dialogue_id: str) -> str:
+        """What ``?deleted=`` names, if this viewer deleted it; "" for any other text (a
+        link of another site could otherwise make the list say anything)."""
+        more = self.deleted.get(dialogue_id)
+        if more is None:
+            return ""
+        return dialogue_id + (f" and {more} sub-dialogue{'s' if more > 1 else ''}"
+                              if more else "")
 
     async def list_events(self, request: Request) -> Response:
         filters = views.Filters.from_query(request.query_params)
@@ -112,7 +123,7 @@ class Viewer:
         view = views.dialogue_view(self.store, dialogue_id)
         stopped = self.resuming.get(view["id"])
         if stopped == "":
-            view["running"] = True
+            view["running"], view["status"] = True, "running"
         elif stopped and not view["running"]:
             view["error"] = stopped
         return view
@@ -132,7 +143,8 @@ class Viewer:
         from starlette.responses import HTMLResponse
 
         view = await self._run(self._view, request.path_params["dialogue_id"])
-        rated = str(request.query_params.get("rated") or "")[:100]
+        rated = str(request.query_params.get("rated") or "")  # a turn of it, or nothing
+        rated = rated if any(t["id"] == rated for t in view["turns"]) else ""
         return HTMLResponse(render("dialogue.html.j2", rated=rated,
                                    notice=NOTICES.get(request.query_params.get("did", "")),
                                    **self._dialogue_context(view)))
@@ -169,7 +181,7 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if (refused := self._refuse(f"rate:{dialogue_id}", form, "rate")) is not None:
+        if (refused := self._refuse(request, form, "rate")) is not None:
             return refused
         turn = _field(form, "turn")
         try:
@@ -187,11 +199,16 @@ class Viewer:
         return RedirectResponse(f"/d/{_quote(dialogue_id)}?rated={_quote(turn)}"
                                 f"#turn-{_quote(turn)}", 303)
 
-    def _refuse(self, action: str, form: dict[str, str], doing: str) -> Response | None:
-        """The error page when this viewer is read-only or the form's CSRF token is not
-        the one of ``action``; None when the form may go on."""
+    def _refuse(self, request: Request, form: dict[str, str], doing: str) -> Response | None:
+        """The error page when this viewer is read-only, the form came from a page of
+        another site, or its CSRF token is not the one of ``doing`` to this dialogue;
+        None when the form may go on."""
+        action = f"{doing}:{request.path_params['dialogue_id']}"
         if self.read_only:
             return error_page(403, READ_ONLY)
+        if cross_site(request.headers):
+            return error_page(403, "this form was sent by a page of another site: "
+                                   f"open the dialogue's page here and {doing} from there")
         if not self.csrf.check(action, _field(form, "csrf")):
             return error_page(403, "this form is out of date or was not sent by this "
                                    "viewer (its CSRF token does not match): open the "
@@ -209,7 +226,7 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if (refused := self._refuse(f"resume:{dialogue_id}", form, "resume")) is not None:
+        if (refused := self._refuse(request, form, "resume")) is not None:
             return refused
         if self.tasks is None:
             return error_page(503, "this viewer is not running its background tasks (an "
@@ -254,8 +271,10 @@ class Viewer:
             stopped = "the viewer stopped while it ran: resume it again"
             raise
         except Exception as exc:
-            log.warning("resuming dialogue %s failed: %s", dialogue.id, exc)
-            stopped = f"resuming it failed: {exc}"
+            from dlg.observability.redact import redact
+
+            stopped = redact(f"resuming it failed: {exc}")
+            log.warning("dialogue %s: %s", dialogue.id, stopped)
         finally:
             self.resuming[dialogue.id] = stopped
             if not stopped:
@@ -281,17 +300,20 @@ class Viewer:
 
         dialogue_id = request.path_params["dialogue_id"]
         form = await _form(request)
-        if (refused := self._refuse(f"delete:{dialogue_id}", form, "delete")) is not None:
+        if (refused := self._refuse(request, form, "delete")) is not None:
             return refused
+        if self.resuming.get(dialogue_id) == "":  # before its run holds it (or while)
+            return error_page(409, f"dialogue {dialogue_id} is being resumed by this viewer; "
+                                   "nothing of it was deleted")
         try:
             deleted = await self._run(delete_dialogue, dialogue_id, self.store)
         except DialogueBusyError as exc:
             return error_page(409, f"{exc}; nothing of it was deleted")
         self.resuming.pop(dialogue_id, None)
-        more = len(deleted) - 1
-        what = dialogue_id + (f" and {more} sub-dialogue{'s' if more > 1 else ''}"
-                              if more else "")
-        return RedirectResponse(f"/?deleted={_quote(what)}", 303)
+        self.deleted[dialogue_id] = len(deleted) - 1
+        while len(self.deleted) > 100:
+            del self.deleted[next(iter(self.deleted))]
+        return RedirectResponse(f"/?deleted={_quote(dialogue_id)}", 303)
 
     async def export(self, request: Request) -> Response:
         from starlette.responses import Response
@@ -366,9 +388,14 @@ def _media_type(extension: str) -> str:
 
 
 def error_page(status: int, message: str) -> Response:
+    """A page saying what went wrong, with any secret the message holds redacted (a
+    store's error may name its URL with the password, a provider's the key it got)."""
     from starlette.responses import HTMLResponse
 
-    return HTMLResponse(render("error.html.j2", status=status, message=message), status)
+    from dlg.observability.redact import redact
+
+    return HTMLResponse(render("error.html.j2", status=status, message=redact(message)),
+                        status)
 
 
 def create_app(store: Any = None, *, token: str | None = None, local: bool = True,

@@ -49,7 +49,7 @@ def timeline(turns: list[Any]) -> dict[str, Any] | None:
                          "h": LANE, "seconds": f"{end - t.started_at:.2f}",
                          "model": (t.model or "-").partition("?")[0]})
         height = len(lanes) * LANE + (len(lanes) - 1) * GAP
-        label = phase + (f" · round {round_}" if phase in looped else "")
+        label = f"{phase}" + (f" · round {round_}" if phase in looped else "")
         rows.append({"label": label, "phase": phase, "round": round_, "y": f"{y:.1f}",
                      "text_y": f"{y + height / 2 + 4:.1f}", "parallel": len(lanes) > 1,
                      "bars": bars})

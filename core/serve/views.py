@@ -102,14 +102,17 @@ class Listing:
     total: int = 0
 
 
-def listing(store: Any, filters: Filters) -> Listing:
+def listing(store: Any, filters: Filters, models: OldModels | None = None) -> Listing:
     """The saved dialogues as ``dlg ls`` lists them (one whose process is gone:
-    interrupted), filtered, newest first."""
+    interrupted), filtered, newest first. ``models``: what remembers the models of
+    dialogues saved before summaries named them (a live list reads it every half second)."""
     from dlg.records.store import interrupted
 
     every = interrupted(store, store.list())
     if filters.model:  # saved before summaries named their models: read from the record
-        every = [r if "models" in r else {**r, "models": _models(store, r)} for r in every]
+        read = models if models is not None else OldModels()
+        every = [r if "models" in r else {**r, "models": read(store, r)} for r in every]
+        read.keep({str(r.get("id")) for r in every})
     rows = [_row(r) for r in every if filters.keep(r)]
     return Listing(rows=rows[:LIST_LIMIT], total=len(rows),
                    statuses=sorted({str(r.get("status")) for r in every}),
@@ -118,10 +121,29 @@ def listing(store: Any, filters: Filters) -> Listing:
                    batches=sorted({b for r in every if (b := batch_of(str(r.get("id"))))}))
 
 
-def _models(store: Any, row: dict[str, Any]) -> list[str]:
-    record = store.load(str(row.get("id"))) or {}
-    return sorted({model_name(t.get("model")) for t in record.get("turns") or ()
-                   if isinstance(t, dict) and t.get("model")})
+class OldModels:
+    """The models of dialogues whose summary does not name them (saved by a dlg before
+    it did), each read from its record once and again only when its summary changes."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, tuple[str, list[str]]] = {}  # id -> (its summary, models)
+
+    def __call__(self, store: Any, row: dict[str, Any]) -> list[str]:
+        dialogue_id = str(row.get("id"))
+        seen = json.dumps(row, sort_keys=True, default=str)
+        known = self._read.get(dialogue_id)
+        if known is not None and known[0] == seen:
+            return known[1]
+        record = store.load(dialogue_id) or {}
+        models = sorted({model_name(t.get("model")) for t in record.get("turns") or ()
+                         if isinstance(t, dict) and t.get("model")})
+        self._read[dialogue_id] = (seen, models)
+        return models
+
+    def keep(self, ids: set[str]) -> None:
+        """Forget the dialogues not listed any more (deleted)."""
+        for gone in self._read.keys() - ids:
+            self._read.pop(gone, None)
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
