@@ -104,7 +104,9 @@ def test_a_batch_s_waiting_on_rate_limits_is_counted_from_its_turns():
                                    "waited": 1.5, "rate_limited": True},
                                   {"model": "m", "error": "500", "transient": True,
                                    "waited": 2.0}]
-    assert rate_limit_wait(dialogue) == 1.5
+    assert rate_limit_wait(dialogue) == 1.5  # a turn saved before turns kept their wait
+    dialogue.turns[0].waited_seconds = 2.25  # paced and after its 429: its own record
+    assert rate_limit_wait(dialogue) == 2.25
 
 
 @pytest.mark.slow

@@ -85,10 +85,12 @@ def _when(at: Any) -> str:
 
 
 def rate_limit_wait(dialogue: Any) -> float:
-    """Seconds a dialogue's turns waited on providers' rate limits, as their attempts
-    recorded it."""
-    return sum(float(a.get("waited") or 0) for t in dialogue.turns for a in t.attempts or []
-               if isinstance(a, dict) and a.get("rate_limited"))
+    """Seconds a dialogue's turns waited on rate limits: each turn's ``waited_seconds``
+    (paced ahead of a limit, and after 429s), or for a turn saved by an earlier dlg, the
+    waits its rate-limited attempts recorded."""
+    return sum(t.waited_seconds if t.waited_seconds is not None else sum(
+        float(a.get("waited") or 0) for a in t.attempts or []
+        if isinstance(a, dict) and a.get("rate_limited")) for t in dialogue.turns)
 
 
 class BatchPages:
