@@ -74,15 +74,17 @@ _SUMS = (
     "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns WHERE dialogue_id IN ("
     "SELECT id FROM dlg_dialogues WHERE status IS NULL OR status IN ('running', 'pending')) "
     "GROUP BY dialogue_id) t ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
-# a batch's dialogues are BATCH-NNNNN (a sub-dialogue's id is longer)
-_OF_BATCH = ("length({col}) = length(b.id) + 6 AND substr({col}, 1, length(b.id) + 1) = "
-             "b.id || '-'")
-_BATCH_STATUSES = ("SELECT b.id, d.status, COUNT(*) FROM dlg_batches b JOIN dlg_dialogues d "
-                   f"ON {_OF_BATCH.format(col='d.id')} GROUP BY b.id, d.status")
-_BATCH_RUNNING = ("SELECT b.id, d.id FROM dlg_batches b JOIN dlg_dialogues d "
-                  f"ON {_OF_BATCH.format(col='d.id')} WHERE d.status = 'running'")
-_BATCH_TOTALS = ("SELECT b.id, SUM(t.tokens), SUM(t.cost) FROM dlg_batches b JOIN dlg_turns t "
-                 f"ON {_OF_BATCH.format(col='t.dialogue_id')} GROUP BY b.id")
+# a batch's dialogues are BATCH-NNNNN: the batch of each dialogue whose id ends so is
+# looked up by its key (each dialogue read once, not once per batch)
+_OF_BATCH = ("JOIN dlg_batches b ON b.id = CASE WHEN length({col}) > 6 AND "
+             "substr({col}, length({col}) - 5, 1) = '-' THEN "
+             "substr({col}, 1, length({col}) - 6) END")
+_BATCH_STATUSES = (f"SELECT b.id, d.status, COUNT(*) FROM dlg_dialogues d "
+                   f"{_OF_BATCH.format(col='d.id')} GROUP BY b.id, d.status")
+_BATCH_RUNNING = (f"SELECT b.id, d.id FROM dlg_dialogues d {_OF_BATCH.format(col='d.id')} "
+                  "WHERE d.status = 'running'")
+_BATCH_TOTALS = (f"SELECT b.id, SUM(t.tokens), SUM(t.cost) FROM dlg_turns t "
+                 f"{_OF_BATCH.format(col='t.dialogue_id')} GROUP BY b.id")
 
 Execute = Callable[[str, tuple[Any, ...]], Any]
 
