@@ -46,7 +46,11 @@ class LeaseStore(Protocol):
 
 @runtime_checkable
 class BatchStore(Protocol):
-    """A store that keeps batches (their mode, rows and options), so they resume whole."""
+    """A store that keeps batches (their mode, rows and options), so they resume whole.
+    It may also have ``batch_headers()``: every batch's header (id, mode, when it was
+    made, its number of rows, its dialogues counted by status, their tokens and cost;
+    ``dlg.records.batch_headers``) without reading the batches' rows. Without it, dlg
+    lists batches from ``list()`` and ``load_batch`` (or ``batches()``)."""
 
     def save_batch(self, record: dict[str, Any]) -> None: ...
     def load_batch(self, batch_id: str) -> dict[str, Any] | None: ...

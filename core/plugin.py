@@ -16,6 +16,7 @@ when first used, so importing this module costs nothing at start-up.
   ``ModelRegistry``;
 - routers: ``Route``, ``RouteRequest``, ``QualityStat``, ``quality_key``, ``budget_note``;
 - stores: ``TableStore``, ``SCHEMA``, ``Execute``, ``RowWrites`` (a store on SQL tables),
+  ``batch_header``, ``count_dialogues`` (a store's ``batch_headers()``),
   ``process`` (this process's id and host, for leases), ``data_dir``, ``user_dir``,
   ``cached``;
 - executors: ``pacer``, ``Schedule`` (rate limits a batch's workers share),
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     )
     from dlg.observability.redact import redact
     from dlg.paths import cached, data_dir, user_dir
+    from dlg.records.batch_headers import batch_header, count_dialogues
     from dlg.records.markdown import markdown_html
     from dlg.records.record import ENDED
     from dlg.records.store import RowWrites, as_dialogue, mark_interrupted
@@ -115,10 +117,12 @@ __all__ = [
     "StoreError",
     "TableStore",
     "as_dialogue",
+    "batch_header",
     "budget_note",
     "cache_note",
     "cached",
     "confined",
+    "count_dialogues",
     "data_dir",
     "dialogue_saved_usd",
     "env_secret",
@@ -167,6 +171,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "redact": ("dlg.observability.redact", "redact"),
     **{n: ("dlg.paths", n) for n in ("cached", "data_dir", "user_dir")},
     "markdown_html": ("dlg.records.markdown", "markdown_html"),
+    **{n: ("dlg.records.batch_headers", n) for n in ("batch_header", "count_dialogues")},
     "ENDED": ("dlg.records.record", "ENDED"),
     **{n: ("dlg.records.store", n) for n in ("RowWrites", "as_dialogue", "mark_interrupted")},
     **{n: ("dlg.records.tables", n) for n in ("SCHEMA", "Execute", "TableStore")},

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dlg.plugin import RowWrites, hookimpl
+from dlg.plugin import RowWrites, batch_header, count_dialogues, hookimpl
 
 
 class DiskcacheStore(RowWrites):
@@ -99,7 +99,9 @@ class DiskcacheStore(RowWrites):
 
     def save_batch(self, record: dict[str, Any]) -> None:
         """Keep a batch (``dlg batch``): its mode, rows and options, by its id."""
-        self._cache.set(f"batch:{record['id']}", json.dumps(record, ensure_ascii=False))
+        with self._cache.transact():
+            self._cache.set(f"batch:{record['id']}", json.dumps(record, ensure_ascii=False))
+            self._cache.set(f"batchhead:{record['id']}", json.dumps(_head(record)))
 
     def load_batch(self, batch_id: str) -> dict[str, Any] | None:
         blob = self._cache.get(f"batch:{batch_id}")
@@ -107,7 +109,32 @@ class DiskcacheStore(RowWrites):
 
     def delete_batch(self, batch_id: str) -> bool:
         """Forget a batch's record (its dialogues are deleted one by one, before)."""
-        return bool(self._cache.delete(f"batch:{batch_id}"))
+        with self._cache.transact():
+            self._cache.delete(f"batchhead:{batch_id}")
+            return bool(self._cache.delete(f"batch:{batch_id}"))
+
+    def batch_headers(self) -> builtins.list[dict[str, Any]]:
+        """Every batch's header (``dlg.records.batch_headers``): its mode, creation time and
+        number of rows, kept beside its record (one kept by an earlier dlg is read once
+        and its header kept), its dialogues counted from their summaries."""
+        heads: dict[str, dict[str, Any]] = {}
+        for key in builtins.list(self._cache.iterkeys()):
+            if not (isinstance(key, str) and key.startswith("batch:")):
+                continue
+            batch_id = key.removeprefix("batch:")
+            blob = self._cache.get(f"batchhead:{batch_id}")
+            if blob is None:
+                record = self.load_batch(batch_id)
+                if not isinstance(record, dict):
+                    continue
+                head = _head(record)
+                self._cache.set(f"batchhead:{batch_id}", json.dumps(head))
+            else:
+                head = json.loads(blob)
+            heads[batch_id] = batch_header(batch_id, head.get("mode"), head.get("created_at"),
+                                           head.get("rows"))
+        count_dialogues(heads, self.list())
+        return builtins.list(heads.values())
 
     def batches(self) -> builtins.list[dict[str, Any]]:
         """Every batch kept here (for copying this store into another)."""
@@ -170,6 +197,14 @@ class DiskcacheStore(RowWrites):
 
     def close(self) -> None:
         self._cache.close()
+
+
+def _head(record: dict[str, Any]) -> dict[str, Any]:
+    """What a batch's header needs of its record: not its rows, only how many."""
+    rows = record.get("rows")
+    return {"mode": record.get("mode_name") or record.get("mode"),
+            "created_at": record.get("created_at"),
+            "rows": len(rows) if isinstance(rows, builtins.list) else 0}
 
 
 @hookimpl

@@ -73,6 +73,8 @@ class MarkdownExporter:
             lines.append("")
             facts = [f"model: {t.model or '-'}", f"status: {t.status}",
                      f"latency: {_fmt_seconds(t.latency_seconds)}",
+                     *([f"waited on rate limits: {_fmt_seconds(t.waited_seconds)}"]
+                       if t.waited_seconds is not None else []),
                      f"tokens: {t.usage.mark}{t.usage.prompt} in"
                      + _cached(t.usage, saved_usd(t.metadata))
                      + f" / {t.usage.mark}{t.usage.completion} out"]
@@ -125,7 +127,7 @@ class JsonLinesExporter:
 CSV_COLUMNS = ("dialogue_id", "mode", "dialogue_status", "inputs", "turn", "turn_id",
                "round", "role", "participant", "model", "status", "prompt_tokens",
                "completion_tokens", "cost_usd", "latency_seconds", "response", "error",
-               "cached_tokens", "cache_saved_usd")
+               "cached_tokens", "cache_saved_usd", "waited_seconds")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
 
 
@@ -141,8 +143,9 @@ def _cell(value: Any) -> Any:
 class CsvExporter:
     """A turn a row, for spreadsheets: the dialogue (id, mode, status, its inputs as
     JSON), then the turn's place, model, status, tokens, cost, latency, answer and
-    error, then the prompt tokens read from the provider's cache and what that saved
-    (last, so that older readers' columns keep their places)."""
+    error, then the prompt tokens read from the provider's cache and what that saved,
+    and the seconds the turn waited on rate limits (empty: it never waited), last, so
+    that older readers' columns keep their places."""
 
     name = "csv"
     extension = "csv"
@@ -173,7 +176,8 @@ class CsvExporter:
                     d.id, d.mode, d.status, inputs, t.index, t.turn_id, t.round, t.role,
                     t.participant, t.model, t.status, t.usage.prompt, t.usage.completion,
                     t.cost_usd, t.latency_seconds, t.response, t.error, t.usage.cached,
-                    round(saved_usd(t.metadata), 10))])
+                    round(saved_usd(t.metadata), 10),
+                    round(t.waited_seconds, 3) if t.waited_seconds is not None else None)])
             yield flushed()
 
 

@@ -82,6 +82,8 @@ class PdfExporter:
             pdf.set_font(family, size=8)
             latency = f"{t.latency_seconds:.2f}s" if t.latency_seconds is not None else "-"
             cost = f" · ${t.cost_usd:.5f}" if t.cost_usd else ""
+            if t.waited_seconds is not None:
+                latency += f" (waited {t.waited_seconds:.2f}s on rate limits)"
             pdf.multi_cell(0, 4, clean(f"{t.model or '-'} · {t.status} · {latency} · "
                                        f"{t.usage.mark}{t.usage.prompt} in / {t.usage.mark}"
                                        f"{t.usage.completion} out{cost}"),

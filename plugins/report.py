@@ -72,7 +72,8 @@ class HtmlExporter:
         title = f"{dialogue.mode}: {dialogue.inputs.get('topic', dialogue.id)}"
         return _template().render(
             dialogue=dialogue, title=title, totals=_totals(dialogue),
-            timeline=_timeline(dialogue), subdialogues=_subdialogues)
+            timeline=_timeline(dialogue), subdialogues=_subdialogues,
+            paced=any(t.waited_seconds is not None for t in dialogue.turns))
 
 
 def _totals(dialogue: Any) -> list[tuple[str, str]]:

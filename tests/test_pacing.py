@@ -184,3 +184,69 @@ def test_dlg_batch_s_progress_shows_the_time_spent_waiting_on_a_limit(tmp_path):
     assert ran.exit_code == 0, ran.output
     last = next(line for line in ran.output.splitlines() if line.startswith("[6/6]"))
     assert re.search(r" · \d+\.\ds waiting on rate limits$", last), last
+
+
+async def test_each_turn_records_its_wait_for_a_paced_limit_and_a_model_with_none_records_nothing():
+    """Turns paced by a limit record the seconds they waited (``waited_seconds``): in all,
+    what the pacer counted for the batch (what ``dlg batch``'s progress shows). A model
+    with no limit waits for nothing and records nothing."""
+    with LimitedOpenAI(requests=50, window=1.0) as server:
+        spec = compat(server, "&rpm=600")
+        before = pacer.waited
+        result = await dlg.batch(MODE, ROWS[:3], concurrency=3, model=spec, retry=FAST,
+                                 batch_id="waits")
+        counted = pacer.waited - before
+    assert result.totals["statuses"] == {"completed": 3}
+    turns = [t for i in result.items for t in dlg.load_dialogue(i.dialogue_id).turns]
+    waits = [t.waited_seconds for t in turns]
+    assert all(w is not None and w >= 0 for w in waits)
+    assert sum(waits) == pytest.approx(counted, abs=0.01)
+    assert max(waits) >= 0.05  # six calls at 10 a second: the last waited its turn
+    plain = await dlg.Orchestrator(model="echo", store=None).run(MODE, topic="x")
+    assert [t.waited_seconds for t in plain.turns] == [None, None]
+    assert all("waited_seconds" not in t for t in plain.to_dict()["turns"])
+
+
+async def test_a_turn_s_waits_after_429s_are_recorded_with_its_pacing():
+    from .servers import FakeOpenAI
+
+    with FakeOpenAI(["429:0.05"] * 2 + ["ok"] * 2) as server:
+        d = await dlg.Orchestrator(model=f"openai-compatible:m?base_url={server.base_url}",
+                                   retry=FAST, store=None).run(MODE, topic="x")
+    assert d.status == "completed", d.error
+    first, second = d.turns
+    waited = sum(a["waited"] for a in first.attempts)
+    assert waited >= 0.1 and first.waited_seconds == pytest.approx(waited, abs=0.01)
+    assert second.waited_seconds is not None  # paced: the 429 made the model a limiter
+    assert dlg.Dialogue.from_dict(d.to_dict()).turns[0].waited_seconds == pytest.approx(
+        waited, abs=0.01)
+
+
+def test_a_turn_s_wait_shows_in_dlg_show_the_exports_and_the_dialogue_page():
+    from click.testing import CliRunner
+    from starlette.testclient import TestClient
+
+    from dlg.cli import cli
+    from dlg.records.store import open_store
+    from dlg.serve.app import create_app
+
+    d = dlg.run_sync(MODE, {"topic": "x"}, model="echo")
+    d.turns[0].waited_seconds = 1.25
+    open_store(None).save(d.to_dict())
+    shown = CliRunner().invoke(cli, ["show", d.id], catch_exceptions=False).output
+    header = next(line for line in shown.splitlines() if "latency" in line)
+    assert "waited" in header
+    first = next(line for line in shown.splitlines() if " first " in line)
+    second = next(line for line in shown.splitlines() if " second " in line)
+    assert "1.25s" in first and "1.25s" not in second
+    assert "waited on rate limits: 1.25s" in d.export("markdown")
+    rows = d.export("csv").splitlines()
+    assert rows[0].endswith(",waited_seconds") and rows[1].endswith(",1.25")
+    assert rows[2].endswith(",")  # the turn that never waited: empty
+    assert "<th>waited</th>" in d.export("html")
+    page = TestClient(create_app(None), base_url="http://127.0.0.1").get(f"/d/{d.id}").text
+    assert "waited on rate limits 1.25s" in page
+    plain = dlg.run_sync(MODE, {"topic": "x"}, model="echo")  # never waited: as before
+    assert "waited" not in CliRunner().invoke(cli, ["show", plain.id]).output
+    assert "waited" not in plain.export("markdown") and "<th>waited</th>" not in plain.export(
+        "html")

@@ -252,4 +252,5 @@ def test_dlg_show_says_what_the_prompt_cache_read_and_saved(monkeypatch):
             "cache; $0.00405 saved") in shown.output
     lines = dlg.Orchestrator(model="echo").run_sync(ONE).export("csv").splitlines()
     header = next(iter(__import__("csv").reader([lines[0]])))
-    assert header[-2:] == ["cached_tokens", "cache_saved_usd"]
+    # after the columns older readers know (only the turn's wait on rate limits after)
+    assert header[-3:] == ["cached_tokens", "cache_saved_usd", "waited_seconds"]

@@ -65,6 +65,37 @@ def test_no_batch_saved_says_so_and_a_lone_dialogue_is_no_batch():
     assert "No batch is saved here" in main(client().get("/b"))
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "diskcache"])
+def test_the_batches_list_reads_headers_not_rows(kind, tmp_path, monkeypatch):
+    """``/b`` lists a batch of 5,000 rows with nothing saved yet (all pending) beside a run
+    one, and reads no batch's record (its rows) and no dialogue to do it."""
+    monkeypatch.setenv("DLG_STORE", kind)
+    store = open_store(None, path=str(tmp_path / kind))
+    dlg.batch_sync(ONE_TURN, [{"topic": "cars"}, {"topic": "trains"}], model="echo",
+                   batch_id="small", store=store)
+    store.save_batch({"id": "big", "mode_name": "solo", "created_at": 2e9,
+                      "rows": [{"topic": str(i)} for i in range(5000)]})
+    calls: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name):
+            value = getattr(store, name)
+            if not callable(value):
+                return value
+
+            def spy(*args, **kwargs):
+                calls.append(name)
+                return value(*args, **kwargs)
+            return spy
+
+    page = main(TestClient(create_app(Spy()), base_url="http://127.0.0.1").get("/b"))
+    assert '<a href="/b/big">big</a>' in page and '<a href="/b/small">small</a>' in page
+    assert page.index("/b/big") < page.index("/b/small")  # newest first
+    assert '<td class="num">5000</td>' in page  # its rows, all pending
+    assert "load_batch" not in calls and "load" not in calls and "batches" not in calls
+    assert "batch_headers" in calls
+
+
 def test_a_batch_s_waiting_on_rate_limits_is_counted_from_its_turns():
     from dlg.serve.batches import rate_limit_wait
 
@@ -73,7 +104,9 @@ def test_a_batch_s_waiting_on_rate_limits_is_counted_from_its_turns():
                                    "waited": 1.5, "rate_limited": True},
                                   {"model": "m", "error": "500", "transient": True,
                                    "waited": 2.0}]
-    assert rate_limit_wait(dialogue) == 1.5
+    assert rate_limit_wait(dialogue) == 1.5  # a turn saved before turns kept their wait
+    dialogue.turns[0].waited_seconds = 2.25  # paced and after its 429: its own record
+    assert rate_limit_wait(dialogue) == 2.25
 
 
 @pytest.mark.slow
@@ -117,6 +150,70 @@ def test_a_batch_page_updates_live_as_rows_finish(tmp_path):
 
 
 # the routing page ------------------------------------------------------------------
+
+def test_a_hundred_open_routing_pages_share_one_reader_and_hold_no_stream_slot():
+    """100 routing streams open at once (past the 64 slots the other pages' streams
+    share) each get the page, from reads of the store shared by all of them: at most one
+    per ``EVERY`` seconds since they opened, not one per stream."""
+    import anyio
+
+    from dlg.serve import live
+
+    record_quality(open_store(None), "debate", "echo", 0.7)
+    app = create_app(None)
+    page = next(r.endpoint.__self__ for r in app.routes
+                if getattr(r, "path", "") == "/routing/events")
+    scope = {"type": "http", "method": "GET", "path": "/routing/events", "raw_path":
+             b"/routing/events", "query_string": b"", "root_path": "", "scheme": "http",
+             "http_version": "1.1", "headers": [(b"host", b"127.0.0.1")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+    statuses: list[int] = []
+    updated: list[bool] = []
+    seen: dict[str, float] = {}
+
+    async def main() -> None:
+        answered = anyio.Event()
+
+        async def stream() -> None:
+            asked = False
+
+            async def receive():
+                nonlocal asked
+                if not asked:
+                    asked = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await anyio.sleep_forever()
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+                    if message["status"] != 200:
+                        updated.append(False)
+                elif b"event: update" in message.get("body", b"") and len(updated) < 100:
+                    updated.append(True)
+                if len(updated) == 100:
+                    answered.set()
+
+            await app(dict(scope), receive, send)
+
+        async with anyio.create_task_group() as tasks:
+            started = anyio.current_time()
+            for _ in range(100):
+                tasks.start_soon(stream)
+            await answered.wait()
+            seen["elapsed"] = anyio.current_time() - started
+            shared = getattr(page, "shared", None)
+            seen["reads"] = shared.reads if shared is not None else -1
+            seen["following"] = shared.following if shared is not None else -1
+            seen["slots"] = page.viewer.streams
+            tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert statuses == [200] * 100 and all(updated)
+    assert seen["slots"] == 0 and seen["following"] == 100
+    assert 1 <= seen["reads"] <= 1 + seen["elapsed"] / live.EVERY
+    assert seen["reads"] < 100
+
 
 def test_the_routing_page_says_when_nothing_is_learned_yet():
     page = main(client().get("/routing"))

@@ -150,6 +150,25 @@ def test_a_database_made_before_the_turn_columns_is_upgraded(tmp_path):
     assert SqliteStore(path).list() == [row]  # once: the second opening changes nothing
 
 
+def test_batches_saved_before_their_header_columns_are_listed(tmp_path):
+    """A batch table made by an earlier dlg (the record alone) gets the mode, creation
+    time and row count columns, filled in from each record, so it is listed."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE dlg_batches (id text PRIMARY KEY, record text NOT NULL)")
+    conn.execute("INSERT INTO dlg_batches VALUES ('old', ?)", (json.dumps(
+        {"id": "old", "mode_name": "m", "created_at": 5.0, "rows": [{}, {}, {}]}),))
+    conn.execute("INSERT INTO dlg_batches VALUES ('bad', 'not json')")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    headers = {h["id"]: h for h in store.batch_headers()}
+    assert (headers["old"]["mode"], headers["old"]["created_at"],
+            headers["old"]["rows"]) == ("m", 5.0, 3)
+    assert headers["bad"]["rows"] == 0 and headers["bad"]["mode"] is None
+    store.close()
+
+
 def test_the_user_directories_are_platformdirs_own(monkeypatch, tmp_path):
     """``dlg.paths.user_dir`` reads the XDG variables itself on Linux (platformdirs is
     slow to import) and gives the same directories platformdirs would: the variable

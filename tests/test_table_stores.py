@@ -195,3 +195,50 @@ def test_a_postgres_schema_made_before_the_turn_columns_is_upgraded(pg_url):
             1, 3, 0.5)
     finally:
         store.close()
+
+
+class _Spy:
+    """A store whose calls are counted by name."""
+
+    def __init__(self, store):
+        self._store, self.calls = store, []
+
+    def __getattr__(self, name):
+        value = getattr(self._store, name)
+        if callable(value):
+            def spy(*args, **kwargs):
+                self.calls.append(name)
+                return value(*args, **kwargs)
+            return spy
+        return value
+
+
+def test_batches_are_listed_from_their_headers_without_their_rows(pg):
+    """A batch of 5,000 rows with nothing saved yet is listed (counted pending) beside a
+    run one, and listing reads neither batch's record (its rows) nor any dialogue."""
+    from dlg.records.batch_headers import batch_headers
+
+    result = dlg.batch_sync(MODE, [{"topic": "a"}, {"topic": "b"}], model="echo",
+                            batch_id="small")
+    assert result.ok
+    pg.save_batch({"id": "big", "mode_name": "solo", "created_at": 2e9,
+                   "rows": [{"topic": str(i)} for i in range(5000)]})
+    spy = _Spy(pg)
+    reads: list[str] = []
+    conn = getattr(getattr(pg, "_store", None), "_conn", None)
+    if hasattr(conn, "set_trace_callback"):  # sqlite: every statement it runs
+        conn.set_trace_callback(reads.append)
+    try:
+        headers = batch_headers(spy)
+    finally:
+        if hasattr(conn, "set_trace_callback"):
+            conn.set_trace_callback(None)
+    headers = [h for h in headers if h["id"] in ("big", "small")]  # a shared server: others
+    assert [h["id"] for h in headers] == ["big", "small"]  # newest first
+    big, small = headers
+    assert big["rows"] == 5000 and big["statuses"] == {} and big["mode"] == "solo"
+    assert small["rows"] == 2 and small["statuses"] == {"completed": 2}
+    assert small["tokens"] == sum(i.tokens for i in result.items) > 0
+    assert small["running"] == [] and small["mode"] == MODE["name"]
+    assert spy.calls == ["batch_headers"]
+    assert not [r for r in reads if "record" in r or "header" in r or "body" in r]

@@ -70,15 +70,20 @@ def _table(dialogue: Any, status: str | None = None) -> str:
     if dialogue.error:
         lines.append(f"  error: {dialogue.error}")
     lines.append("")
+    # a column for the waiting on rate limits when a turn recorded some (a limit known)
+    paced = any(t.waited_seconds is not None for t in dialogue.turns)
     lines.append(f"{'#':>2}  {'turn':<16} {'participant':<12} {'model':<26} {'status':<9} "
-                 f"{'latency':>8} {'in':>6} {'out':>6} {'cost':>9}")
+                 f"{'latency':>8} " + (f"{'waited':>8} " if paced else "")
+                 + f"{'in':>6} {'out':>6} {'cost':>9}")
     for t in dialogue.turns:
         model = (t.model or "-") + (" *" if t.replaced else "")
         latency = f"{t.latency_seconds:.2f}s" if t.latency_seconds is not None else "-"
+        waited = f"{t.waited_seconds:.2f}s" if t.waited_seconds is not None else "-"
         cost = f"${t.cost_usd:.5f}" if t.cost_usd else "-"
         lines.append(f"{t.index:>2}  {t.id[:16]:<16} {(t.participant or '-')[:12]:<12} "
                      f"{model[:26]:<26} {t.status:<9} {latency:>8} "
-                     f"{t.usage.mark + str(t.usage.prompt):>6} "
+                     + (f"{waited:>8} " if paced else "")
+                     + f"{t.usage.mark + str(t.usage.prompt):>6} "
                      f"{t.usage.mark + str(t.usage.completion):>6} {cost:>9}")
     m = dialogue.metrics
     lines.append("")
@@ -86,6 +91,9 @@ def _table(dialogue: Any, status: str | None = None) -> str:
                  f"{m.total_latency_seconds:.2f}s · model time {m.total_model_seconds:.2f}s · "
                  f"{dialogue.usage.mark}{m.prompt_tokens} in + {m.completion_tokens} out = "
                  f"{m.total_tokens} tokens · ${m.total_cost_usd:.5f}")
+    if paced:
+        lines.append("waited: seconds a turn's call waited on rate limits (paced ahead of a "
+                     "limit, and after 429s), part of its latency")
     if dialogue.usage.estimated:
         lines.append("token counts marked ~ are estimates: the provider reported none")
     if dialogue.usage.cached or dialogue.usage.cache_written:

@@ -234,6 +234,11 @@ class _Call:
         self.cache = cache
         self.timeout = timeout
 
+    def waited(self, seconds: float) -> None:
+        """Add a wait on rate limits (pacing, or after a 429) to the turn's record."""
+        if self.record is not None:
+            self.record.waited_seconds = (self.record.waited_seconds or 0.0) + seconds
+
     def candidates(self, failed: Any) -> list[Any]:
         """The fallbacks to try after ``failed``: the named ones, then the registry's
         (not after an authentication error or a rate limit; for a model given an endpoint,
@@ -307,6 +312,8 @@ class _Call:
         model = found[0] if found is not None else (await self.pool.aget(candidate))[0]
         waited, ends = await limiter.acquire(reserved)
         _PACER.waited += waited
+        if waited > 0:
+            self.waited(waited)
         counted = None
         answered = False
         try:

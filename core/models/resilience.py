@@ -188,6 +188,10 @@ async def call_resilient(
     A function ``fallbacks`` gets the failed attempts so far, so it can leave out models
     the user did not name after an authentication error (``Attempt.auth``) or a rate
     limit (``Attempt.rate_limited``). ``held``: the rate-limit gate (the process's).
+    A ``call`` with a ``waited(seconds)`` method is told the seconds it waited on rate
+    limits (429s, and a window held after one) once it ends, if it waited (a turn's
+    call adds them to the turn's record); the first try's path, when it answers, has no
+    such wait and nothing to tell.
     Raises ``AllCandidatesFailed`` when every candidate failed.
     """
     cool = cooldowns if cool is None else cool
@@ -216,9 +220,22 @@ async def _with_retries(primary: Any, call: Callable[[Any], Awaitable[Any]], fal
                         held: RateGate) -> tuple[Any, Any, list[Attempt]]:
     """``call_resilient`` after the primary's first try (which failed with ``first``, or
     was not made because the primary is resting or held by its rate limit)."""
+    limits = RateWait(policy, timeout, held)
+    try:
+        return await _retrying(primary, call, fallbacks, label, policy, timeout, cool, first,
+                               held, limits)
+    finally:
+        told = getattr(call, "waited", None) if limits.waited > 0 else None
+        if told is not None:
+            told(limits.waited)
+
+
+async def _retrying(primary: Any, call: Callable[[Any], Awaitable[Any]], fallbacks: Any,
+                    label: Callable[[Any], str], policy: RetryPolicy, timeout: float | None,
+                    cool: CoolDowns, first: Exception | None, held: RateGate,
+                    limits: RateWait) -> tuple[Any, Any, list[Attempt]]:
     attempts: list[Attempt] = []
     tried: list[str] = []
-    limits = RateWait(policy, timeout, held)
     for candidate in _candidates(primary, fallbacks, label, cool, attempts, tried,
                                  first is not None):
         model = label(candidate)

@@ -103,6 +103,9 @@ class TurnRecord:
     usage: TokenUsage = NO_USAGE
     cost_usd: float | None = None
     latency_seconds: float | None = None
+    # seconds its model call waited on rate limits: paced ahead of a limit, and after
+    # 429s (None: it never waited, as a model with no limit never does)
+    waited_seconds: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
@@ -156,6 +159,8 @@ class TurnRecord:
             "metadata": dict(self.metadata or {}),
             **({"data": self.data} if self.data is not None else {}),
             **({"round": self.round} if self.round != 1 else {}),
+            **({"waited_seconds": round(self.waited_seconds, 3)}
+               if self.waited_seconds is not None else {}),
         }
 
     @classmethod
@@ -174,6 +179,7 @@ class TurnRecord:
             usage=TokenUsage.from_dict(data.get("usage") or {}),
             cost_usd=data.get("cost_usd"),
             latency_seconds=data.get("latency_seconds"),
+            waited_seconds=data.get("waited_seconds"),
             started_at=from_iso(data.get("started_at")),
             ended_at=from_iso(data.get("ended_at")),
             error=data.get("error"),

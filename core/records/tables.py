@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from dlg.language.limits import is_text
+from dlg.records.batch_headers import batch_header
 from dlg.records.store import RowWrites, split_record
 
 __all__ = ["ADDED_COLUMNS", "SCHEMA", "TableStore"]
@@ -41,7 +42,10 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS dlg_leases (dialogue_id text PRIMARY KEY, lease text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dlg_quality (task text NOT NULL, model text NOT NULL, "
     "stats text NOT NULL, PRIMARY KEY (task, model))",
-    "CREATE TABLE IF NOT EXISTS dlg_batches (id text PRIMARY KEY, record text NOT NULL)",
+    # a batch's mode, when it was made and its number of rows beside its record: listing
+    # the batches (``batch_headers``) reads these, not every batch's rows
+    "CREATE TABLE IF NOT EXISTS dlg_batches (id text PRIMARY KEY, record text NOT NULL, "
+    "mode_name text, created_at double precision, row_count integer)",
 ]
 
 _UPSERT_HEADER = (
@@ -57,7 +61,9 @@ _UPSERT_TURN = (
 # turn's status, tokens and cost, which ``list()`` sums, and the dialogue's status
 ADDED_COLUMNS = {"dlg_turns": (("status", "text"), ("tokens", "integer"),
                                ("cost", "double precision")),
-                 "dlg_dialogues": (("status", "text"),)}
+                 "dlg_dialogues": (("status", "text"),),
+                 "dlg_batches": (("mode_name", "text"), ("created_at", "double precision"),
+                                 ("row_count", "integer"))}
 # what ``list()`` reads: each summary, and for a dialogue that has not ended (its header,
 # written again when it ends, was not rewritten after each turn) what its turn rows say:
 # how many there are, how many completed, their tokens and cost
@@ -68,6 +74,17 @@ _SUMS = (
     "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns WHERE dialogue_id IN ("
     "SELECT id FROM dlg_dialogues WHERE status IS NULL OR status IN ('running', 'pending')) "
     "GROUP BY dialogue_id) t ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
+# a batch's dialogues are BATCH-NNNNN: the batch of each dialogue whose id ends so is
+# looked up by its key (each dialogue read once, not once per batch)
+_OF_BATCH = ("JOIN dlg_batches b ON b.id = CASE WHEN length({col}) > 6 AND "
+             "substr({col}, length({col}) - 5, 1) = '-' THEN "
+             "substr({col}, 1, length({col}) - 6) END")
+_BATCH_STATUSES = (f"SELECT b.id, d.status, COUNT(*) FROM dlg_dialogues d "
+                   f"{_OF_BATCH.format(col='d.id')} GROUP BY b.id, d.status")
+_BATCH_RUNNING = (f"SELECT b.id, d.id FROM dlg_dialogues d {_OF_BATCH.format(col='d.id')} "
+                  "WHERE d.status = 'running'")
+_BATCH_TOTALS = (f"SELECT b.id, SUM(t.tokens), SUM(t.cost) FROM dlg_turns t "
+                 f"{_OF_BATCH.format(col='t.dialogue_id')} GROUP BY b.id")
 
 Execute = Callable[[str, tuple[Any, ...]], Any]
 
@@ -119,6 +136,17 @@ def _json_or_none(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return found if isinstance(found, dict) else None
+
+
+def _batch_columns(record: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """A batch record's mode name, creation time and number of rows, for its columns."""
+    mode = record.get("mode_name") or record.get("mode")
+    created = record.get("created_at")
+    rows = record.get("rows")
+    return (mode if isinstance(mode, str) else None,
+            float(created) if isinstance(created, int | float)
+            and not isinstance(created, bool) else None,
+            len(rows) if isinstance(rows, builtins.list) else None)
 
 
 def _unreadable(dialogue_id: str, exc: BaseException) -> dict[str, Any]:
@@ -212,6 +240,12 @@ class TableStore(RowWrites):
                             "WHERE dialogue_id = ? AND turn_id = ?",
                             (*(_facts(found) if found is not None else (None, None, None)),
                              dialogue_id, turn_id))
+            elif table == "dlg_batches":
+                for batch_id, text in execute("SELECT id, record FROM dlg_batches",
+                                              ()).fetchall():
+                    execute("UPDATE dlg_batches SET mode_name = ?, created_at = ?, "
+                            "row_count = ? WHERE id = ?",
+                            (*_batch_columns(_json_or_none(text) or {}), batch_id))
             else:
                 for dialogue_id, summary in execute("SELECT id, summary FROM dlg_dialogues",
                                                     ()).fetchall():
@@ -288,9 +322,11 @@ class TableStore(RowWrites):
 
     def save_batch(self, record: dict[str, Any]) -> None:
         with self._transaction() as execute:
-            execute("INSERT INTO dlg_batches (id, record) VALUES (?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-                    (record["id"], dumps(record)))
+            execute("INSERT INTO dlg_batches (id, record, mode_name, created_at, row_count) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "record = excluded.record, mode_name = excluded.mode_name, "
+                    "created_at = excluded.created_at, row_count = excluded.row_count",
+                    (record["id"], dumps(record), *_batch_columns(record)))
 
     def delete_batch(self, batch_id: str) -> bool:
         """Forget a batch's record (its dialogues are deleted one by one, before)."""
@@ -302,6 +338,27 @@ class TableStore(RowWrites):
         with self._reading() as execute:
             row = execute("SELECT record FROM dlg_batches WHERE id = ?", (batch_id,)).fetchone()
         return json.loads(row[0]) if row is not None else None
+
+    def batch_headers(self) -> builtins.list[dict[str, Any]]:
+        """Every batch's header (``dlg.records.batch_headers``), newest first, read in four
+        queries: neither a batch's rows nor its dialogues are loaded."""
+        with self._reading() as execute:
+            heads = execute("SELECT id, mode_name, created_at, row_count FROM dlg_batches "
+                            "ORDER BY created_at DESC", ()).fetchall()
+            statuses = execute(_BATCH_STATUSES, ()).fetchall()
+            running = execute(_BATCH_RUNNING, ()).fetchall()
+            totals = {b: (t, c) for b, t, c in execute(_BATCH_TOTALS, ()).fetchall()}
+        out = {batch_id: batch_header(batch_id, mode, created, rows)
+               for batch_id, mode, created, rows in heads}
+        for batch_id, status, count in statuses:
+            counts = out[batch_id]["statuses"]
+            counts[str(status)] = counts.get(str(status), 0) + int(count)
+        for batch_id, dialogue_id in running:
+            out[batch_id]["running"].append(dialogue_id)
+        for batch_id, (tokens, cost) in totals.items():
+            out[batch_id]["tokens"] = int(tokens or 0)
+            out[batch_id]["cost_usd"] = round(float(cost or 0.0), 12)
+        return builtins.list(out.values())
 
     # leases (see ``dlg.records.store.Lease``)
 

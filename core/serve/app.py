@@ -156,11 +156,18 @@ class Viewer:
         return self._stream(functools.partial(self._dialogue_snapshot, dialogue_id), since)
 
     def _stream(self, read: Any, since: str | None) -> Response:
+        """A page's events: ``read`` its snapshot (a ``live.Shared`` one takes no slot of
+        ``MAX_STREAMS``, its own bound is ``MAX_SHARED``)."""
         from starlette.responses import PlainTextResponse, StreamingResponse
 
-        if self.streams >= live.MAX_STREAMS:
+        shared = read if isinstance(read, live.Shared) else None
+        if (shared.following >= live.MAX_SHARED if shared is not None
+                else self.streams >= live.MAX_STREAMS):
             return PlainTextResponse("too many live pages open at once", 503)
-        self.streams += 1
+        if shared is not None:
+            shared.following += 1
+        else:
+            self.streams += 1
 
         async def events() -> Any:
             from dlg.errors import DlgError
@@ -171,7 +178,10 @@ class Viewer:
             except DlgError as exc:  # deleted meanwhile, or the store failed
                 yield live.event("end", str(exc))
             finally:
-                self.streams -= 1
+                if shared is not None:
+                    shared.following -= 1
+                else:
+                    self.streams -= 1
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"x-accel-buffering": "no"})

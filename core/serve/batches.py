@@ -33,53 +33,46 @@ CACHED = 20_000  # ended dialogues whose waiting is remembered (it cannot change
 def progress_of(statuses: list[str], rows: int) -> dict[str, int]:
     """Rows done (ended), running, failed (or stopped: failed, cancelled, interrupted,
     cost-limited) and pending (nothing saved yet), from the saved dialogues' statuses."""
-    done = sum(s in ENDED for s in statuses)
-    running = sum(s == "running" for s in statuses)
-    pending = sum(s == "pending" for s in statuses) + max(0, rows - len(statuses))
+    from collections import Counter
+
+    return progress_counted(dict(Counter(statuses)), rows)
+
+
+def progress_counted(statuses: dict[str, int], rows: int) -> dict[str, int]:
+    """``progress_of`` from the saved dialogues counted by status."""
+    saved = sum(statuses.values())
+    done = sum(n for s, n in statuses.items() if s in ENDED)
+    running = statuses.get("running", 0)
+    pending = statuses.get("pending", 0)
     return {"rows": rows, "done": done, "running": running,
-            "failed": len(statuses) - done - running - sum(s == "pending" for s in statuses),
-            "pending": pending}
-
-
-def _batch_of(dialogue_id: str) -> str | None:
-    batch_id, _, row = dialogue_id.rpartition("-")
-    return batch_id if batch_id and len(row) == 5 and row.isdigit() else None
+            "failed": saved - done - running - pending,
+            "pending": pending + max(0, rows - saved)}
 
 
 def batch_list(store: Any) -> list[dict[str, Any]]:
     """The batches the store keeps, newest first: each one's id, mode, when it was made,
-    its progress, tokens and cost. A batch is found from its dialogues (``BATCH-NNNNN``,
-    as ``dlg ls`` lists them) or, in a store that lists batches, its record."""
-    from dlg.records.store import interrupted
+    its progress, tokens and cost, from its header (``dlg.records.batch_headers``: no
+    batch's rows or dialogues are loaded). A row saved ``running`` whose process is gone
+    counts as failed (interrupted), as ``dlg ls`` lists it."""
+    from dlg.records.batch_headers import batch_headers
+    from dlg.records.store import INTERRUPTED, interrupted
 
-    load = getattr(store, "load_batch", None)
-    if load is None:
-        return []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in interrupted(store, store.list()):
-        batch_id = _batch_of(str(row.get("id")))
-        if batch_id is not None and not row.get("parent"):
-            groups.setdefault(batch_id, []).append(row)
-    listed = getattr(store, "batches", None)
-    records = {str(r["id"]): r for r in (listed() if listed is not None else [])
-               if isinstance(r, dict) and "id" in r}
+    headers = batch_headers(store)
+    running = [{"id": i, "status": "running"} for h in headers for i in h["running"]]
+    dead = {r["id"] for r in interrupted(store, running) if r["status"] == INTERRUPTED}
     out: list[dict[str, Any]] = []
-    for batch_id in sorted({*groups, *records}):
-        record = records.get(batch_id) or load(batch_id)
-        if not isinstance(record, dict):
-            continue  # ids that look like a batch's row, of no batch
-        saved = groups.get(batch_id, [])
-        rows = record.get("rows")
-        mode = record.get("mode_name") or record.get("mode")
-        created = record.get("created_at")
+    for h in headers:
+        statuses = dict(h["statuses"])
+        gone = sum(i in dead for i in h["running"])
+        if gone:
+            statuses["running"] -= gone
+            statuses[INTERRUPTED] = statuses.get(INTERRUPTED, 0) + gone
+        created = h["created_at"]
         out.append({
-            "id": batch_id, "mode": mode if isinstance(mode, str) else "?",
-            "created": _when(created), "at": created if isinstance(created, int | float) else 0,
-            "progress": progress_of([str(r.get("status")) for r in saved],
-                                    len(rows) if isinstance(rows, list) else len(saved)),
-            "tokens": sum(int(r.get("total_tokens") or 0) for r in saved),
-            "cost": money(sum(float(r.get("total_cost_usd") or 0) for r in saved))})
-    out.sort(key=lambda b: b["at"], reverse=True)
+            "id": h["id"], "mode": h["mode"] or "?", "created": _when(created),
+            "at": created if isinstance(created, int | float) else 0,
+            "progress": progress_counted(statuses, max(h["rows"], sum(statuses.values()))),
+            "tokens": h["tokens"], "cost": money(h["cost_usd"])})
     return out
 
 
@@ -92,10 +85,12 @@ def _when(at: Any) -> str:
 
 
 def rate_limit_wait(dialogue: Any) -> float:
-    """Seconds a dialogue's turns waited on providers' rate limits, as their attempts
-    recorded it."""
-    return sum(float(a.get("waited") or 0) for t in dialogue.turns for a in t.attempts or []
-               if isinstance(a, dict) and a.get("rate_limited"))
+    """Seconds a dialogue's turns waited on rate limits: each turn's ``waited_seconds``
+    (paced ahead of a limit, and after 429s), or for a turn saved by an earlier dlg, the
+    waits its rate-limited attempts recorded."""
+    return sum(t.waited_seconds if t.waited_seconds is not None else sum(
+        float(a.get("waited") or 0) for a in t.attempts or []
+        if isinstance(a, dict) and a.get("rate_limited")) for t in dialogue.turns)
 
 
 class BatchPages:

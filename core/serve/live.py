@@ -5,16 +5,23 @@ machine sharing a PostgreSQL store), so the viewer reads it again every ``EVERY`
 seconds and sends the page's part again when what it shows changed. A stream is bounded
 (``LASTING`` seconds, after which the browser's ``EventSource`` connects again) and so is
 the number open at once (``MAX_STREAMS``).
+
+A page that looks the same to everyone (the routing page) shares one reader (``Shared``):
+its streams wait for the snapshot that one of them read at most every ``EVERY`` seconds,
+so a hundred open pages cost one read of the store per ``EVERY``, not a hundred, and take
+none of the ``MAX_STREAMS`` slots (they have their own, larger bound: ``MAX_SHARED``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 EVERY = 0.5  # seconds between two reads of the store
 LASTING = 600.0  # seconds a stream lasts before the browser opens another
 MAX_STREAMS = 64
+MAX_SHARED = 1024  # streams of one shared page open at once
 
 
 @dataclass(frozen=True)
@@ -33,17 +40,46 @@ def event(name: str, data: str) -> str:
     return f"event: {name}\n{lines}\n"
 
 
-async def follow(read: Callable[[], Snapshot], *, every: float = EVERY,
+class Shared:
+    """One page's snapshot, read for all its streams: whichever stream wants it after it
+    is ``every`` seconds old reads it again (in a thread, one read at a time); the others
+    take that one. ``reads`` counts the reads of the store, ``following`` the streams."""
+
+    def __init__(self, read: Callable[[], Snapshot], every: float = EVERY):
+        self.read, self.every = read, every
+        self.reads = 0
+        self.following = 0
+        self._latest: Snapshot | None = None
+        self._at = 0.0
+        self._lock: Any = None
+
+    async def __call__(self) -> Snapshot:
+        import anyio
+
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            now = anyio.current_time()
+            if self._latest is None or now - self._at >= self.every:
+                self._latest = await anyio.to_thread.run_sync(self.read)
+                self._at = anyio.current_time()
+                self.reads += 1
+            return self._latest
+
+
+async def follow(read: Callable[[], Snapshot] | Shared, *, every: float = EVERY,
                  lasting: float = LASTING, since: str | None = None) -> AsyncIterator[str]:
     """The events of one stream: ``update`` with the live part's HTML each time its
     fingerprint changes (``since``: the one the page was rendered with), ``end`` once it
-    can change no more. ``read`` is synchronous (a store's read); it runs in a thread."""
+    can change no more. ``read`` is synchronous (a store's read; it runs in a thread) or
+    a ``Shared`` page's."""
     import anyio
 
     last = since
     deadline = anyio.current_time() + lasting
     while True:
-        snapshot = await anyio.to_thread.run_sync(read)
+        snapshot = await (read() if isinstance(read, Shared)
+                          else anyio.to_thread.run_sync(read))
         if snapshot.fingerprint != last:
             last = snapshot.fingerprint
             yield event("update", snapshot.html)

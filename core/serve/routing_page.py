@@ -122,6 +122,8 @@ class RoutingPage:
 
     def __init__(self, viewer: Any, render: Callable[..., str]):
         self.viewer, self.render = viewer, render
+        # the page is the same for everyone: its open streams share one reader
+        self.shared = live.Shared(self._snapshot)
 
     @functools.cached_property
     def registry(self) -> Any:
@@ -152,7 +154,7 @@ class RoutingPage:
         return HTMLResponse(self.render("routing.html.j2", r=view))
 
     async def events(self, request: Request) -> Response:
-        return self.viewer._stream(self._snapshot, request.query_params.get("since"))
+        return self.viewer._stream(self.shared, request.query_params.get("since"))
 
 
 def routes(viewer: Any, render: Callable[..., str]) -> list[Route]:

@@ -227,6 +227,7 @@ def _turn(t: Any) -> dict[str, Any]:
         "router": routing.get("router"), "reason": routing.get("reason"),
         "tokens": f"{t.usage.mark}{t.usage.prompt} in · {t.usage.mark}{t.usage.completion} out",
         "cost": money(t.cost_usd), "latency": seconds(t.latency_seconds),
+        "waited": seconds(t.waited_seconds) if t.waited_seconds is not None else None,
         "error": t.error, "text": t.response or "",
         "rateable": t.status == "completed" and bool(t.model),
         "subdialogues": [{"depth": depth, "id": e.get("id"), "mode": e.get("mode") or "-",
