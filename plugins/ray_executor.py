@@ -42,34 +42,114 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
     with the dialogue (so ``dlg resume`` where the batch started finds the mode's file).
     ``share``: the dialogue's share of the batch's total (dollars, and whose it is).
     ``limits``: the batch's ``_Limits`` actor, which paces every worker's calls to a
-    rate-limited model as one (``dlg.models.pacing``)."""
-    import dataclasses
-    import tempfile
+    rate-limited model as one (``dlg.models.pacing``). The worker process keeps what it
+    set up for the batch's first row for the next (``_Worker``)."""
+    from dlg.plugin import BatchItem, Budget, pacer, run_item
 
-    import anyio
-
-    from dlg.plugin import BatchItem, Budget, Orchestrator, load_mode, run_item
-
+    worker = _Worker.here()
+    orchestrator = worker.orchestrator(options, store)
+    mode = worker.mode(mode_document, files, source, orchestrator)
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
     batch_item = BatchItem(**fields)
-    orchestrator = Orchestrator(store=store, **options)
     within = None if share is None else Budget(share[0], orchestrator.registry, name=share[1])
-    with tempfile.TemporaryDirectory(prefix="dlg-mode-") as folder:
-        _write_files(files, folder)
-        mode = load_mode(mode_document, base_dir=folder if files else None)
-        if source is not None:
-            mode = dataclasses.replace(mode, source=source)
-        from dlg.plugin import pacer
-
-        pacer.share(None if limits is None else _SharedLimits(limits))
-        try:
-            anyio.run(run_item, orchestrator, mode, batch_item, within)
-        finally:
-            pacer.share(None)  # a reused worker's next batch has its own
+    pacer.share(None if limits is None else _SharedLimits(limits))
+    try:
+        worker.call(run_item, orchestrator, mode, batch_item, within)
+    finally:
+        pacer.share(None)  # the next task may be another batch's, with its own
     import socket
 
     batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
     return batch_item.to_dict()
+
+
+class _Worker:
+    """What a Ray worker process keeps from one task to the next, as Ray reuses the
+    process for a batch's later rows (and later batches): one event loop, running in a
+    thread for the process's life (so models, made per event loop, are made once, and
+    their HTTP connections stay open), the orchestrators (plugins found, registry read,
+    store opened, models bound) by the options and environment that made them, and the
+    modes by their document and files (written once to a private folder). A row set
+    up from scratch took as long as a few of its model calls."""
+
+    _here: _Worker | None = None
+    KEEP = 4  # orchestrators and modes kept, the most recent
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self._portal: Any = None
+        self._orchestrators: OrderedDict[str, Any] = OrderedDict()
+        self._modes: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+
+    @classmethod
+    def here(cls) -> _Worker:
+        if cls._here is None:
+            cls._here = cls()
+        return cls._here
+
+    def call(self, function: Any, *args: Any) -> Any:
+        """Run ``function(*args)`` in the process's event loop, and wait for it."""
+        if self._portal is None:
+            import atexit
+
+            from anyio.from_thread import start_blocking_portal
+
+            manager = start_blocking_portal()
+            self._portal = manager.__enter__()
+            atexit.register(manager.__exit__, None, None, None)
+        return self._portal.call(function, *args)
+
+    def orchestrator(self, options: dict[str, Any], store: Any) -> Any:
+        import json
+
+        from dlg.plugin import Orchestrator
+
+        env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
+        key = json.dumps([options, repr(store), env], sort_keys=True, default=repr)
+        found = self._orchestrators.get(key)
+        if found is None:
+            found = Orchestrator(store=store, **options)
+            found.open_store()  # once, not per row
+            self._keep(self._orchestrators, key, found)
+        self._orchestrators.move_to_end(key)
+        return found
+
+    def mode(self, document: dict[str, Any], files: dict[str, str], source: str | None,
+             orchestrator: Any) -> Any:
+        import dataclasses
+        import json
+        import tempfile
+
+        from dlg.plugin import load_mode
+
+        key = json.dumps([document, files, source], sort_keys=True, default=repr)
+        found = self._modes.get(key)
+        if found is None:
+            folder = tempfile.TemporaryDirectory(prefix="dlg-mode-") if files else None
+            try:
+                if folder is not None:
+                    _write_files(files, folder.name)
+                mode = load_mode(document, base_dir=folder.name if folder else None,
+                                 pm=orchestrator.plugin_manager)
+                if source is not None:
+                    mode = dataclasses.replace(mode, source=source)
+            except BaseException:
+                if folder is not None:
+                    folder.cleanup()
+                raise
+            found = (folder, mode)
+            self._keep(self._modes, key, found)
+        self._modes.move_to_end(key)
+        return found[1]
+
+    def _keep(self, kept: Any, key: str, value: Any) -> None:
+        kept[key] = value
+        while len(kept) > self.KEEP:
+            _, old = kept.popitem(last=False)
+            folder = old[0] if isinstance(old, tuple) else None
+            if folder is not None:
+                folder.cleanup()
 
 
 class _Limits:
@@ -107,7 +187,10 @@ class _SharedLimits:
         return float(await self.actor.reserve.remote(key, rpm, tpm, tokens))
 
     async def settle(self, key: str, refund: int, future: float) -> None:
-        await self.actor.settle.remote(key, refund, future)
+        # not waited for: the actor runs this worker's calls in the order they were
+        # sent, so the settlement comes before this worker's next reservation, and the
+        # call's dialogue goes on without a round trip
+        self.actor.settle.remote(key, refund, future)
 
 
 def _write_files(files: dict[str, str], folder: str) -> None:
