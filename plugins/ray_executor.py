@@ -30,6 +30,8 @@ from dlg.plugin import hookimpl
 
 # passed to the workers: where to save, which plugins, and the providers' keys
 _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OLLAMA_")
+# the limits actor of the Ray this process is connected to, by cluster and job
+_KEPT: dict[tuple[str, str], Any] = {}
 
 
 def _run_one(mode_document: dict[str, Any], files: dict[str, str],
@@ -214,8 +216,26 @@ def _write_files(files: dict[str, str], folder: str) -> None:
 class RayExecutor:
     """Runs a batch's dialogues as Ray tasks; see the module docstring."""
 
+    task = staticmethod(_run_one)  # what runs a row on a worker
+
     def __init__(self, orchestrator: Any):
         self.orchestrator = orchestrator
+
+    @staticmethod
+    def limits(ray: Any, batch_id: str) -> Any:
+        """The actor holding the schedule of each rate limit, for every worker: one for
+        this process's batches while its Ray runs (a named actor, found by name), as the
+        limits of a process's batches run locally are one (``dlg.models.pacing``). An
+        actor is a process of its own, which took about a second to start on 2 busy
+        cores: one per batch held up each batch's first call by as much."""
+        context = ray.get_runtime_context()
+        where = (str(getattr(context, "gcs_address", "")), str(context.get_job_id()))
+        actor = _KEPT.get(where)
+        if actor is None:  # an actor lives while a handle to it does: this one's is kept
+            _KEPT.clear()  # another Ray's, gone with it
+            actor = _KEPT[where] = ray.remote(_Limits).options(
+                name=f"dlg-limits-{os.getpid()}", num_cpus=0, get_if_exists=True).remote()
+        return actor
 
     def _check(self) -> None:
         from dlg.plugin import DlgError
@@ -263,7 +283,7 @@ class RayExecutor:
             started_here = True
         try:
             env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
-            task = ray.remote(_run_one).options(runtime_env={"env_vars": env},
+            task = ray.remote(self.task).options(runtime_env={"env_vars": env},
                                                 max_retries=0)
             store = self.orchestrator.store
             document = mode.to_dict()
@@ -271,11 +291,7 @@ class RayExecutor:
             pm = self.orchestrator.plugin_manager
             files = {**own_templates(mode, pm), **spawned_files(mode, pm)}
             batch_id = _batch_id(items)
-            # one schedule per rate limit for every worker (a named actor: found by name
-            # while the batch runs, gone with it)
-            limits = ray.remote(_Limits).options(
-                name=f"dlg-limits-{batch_id}-{os.getpid()}", num_cpus=0,
-                get_if_exists=True).remote()
+            limits = self.limits(ray, batch_id)
             pending = list(items)
             running: dict[Any, Any] = {}
             held: dict[Any, Any] = {}  # each running task's share of the batch's total
@@ -318,6 +334,7 @@ class RayExecutor:
                         on_item(item)
         finally:
             if started_here:
+                _KEPT.clear()
                 await anyio.to_thread.run_sync(ray.shutdown)
 
 

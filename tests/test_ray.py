@@ -373,6 +373,35 @@ def test_ray_workers_keep_to_one_rate_limit_together(tmp_path, monkeypatch):
     assert server.refused <= 1, (server.refused, len(server.requests))
 
 
+def test_batches_on_one_ray_keep_one_rate_limit(tmp_path, monkeypatch):
+    """Two batches one after the other on a Ray this process started: the second keeps
+    to the limit on the schedule the first left (one limits actor for the process's
+    batches, not a new one per batch: each took a process start, about a second on 2
+    busy cores, before its first call), and the limit is kept across both."""
+    import os
+
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        name, seen = f"dlg-limits-{os.getpid()}", []
+        with LimitedOpenAI(requests=10, window=1.0) as server:
+            spec = f"openai-compatible:m?base_url={server.base_url}&rpm=600"
+            for batch in ("k1", "k2"):
+                result = dlg.batch_sync(MODE, [{"topic": f"t{i}"} for i in range(6)],
+                                        model=spec, executor="ray", concurrency=2,
+                                        batch_id=batch)
+                assert result.totals["statuses"] == {"completed": 6}
+                seen.append(ray.get_actor(name)._actor_id)  # alive after the batch
+        assert seen[0] == seen[1]
+        assert server.refused <= 1, (server.refused, len(server.requests))
+    finally:
+        from dlg.plugins import ray_executor
+
+        ray_executor._KEPT.clear()
+        ray.shutdown()
+
+
 # -- a worker process keeps its set-up from row to row (in this process, as on a worker) ----
 
 
