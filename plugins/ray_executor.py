@@ -1,12 +1,13 @@
 """Batches on a Ray cluster: ``dlg batch MODE --inputs FILE --executor ray``.
 
-Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; a task
-builds its own ``dlg.Orchestrator`` from the batch's options (model specs, router,
-constraints) and runs, resumes or reports its dialogue exactly as the local executor
-does (``dlg.running.batches.run.run_item``). The mode goes as a document with the files it
+Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; its worker
+builds a ``dlg.Orchestrator`` from the batch's options (model specs, router,
+constraints), once for the rows it runs (``_Worker``: Ray reuses its worker processes),
+and runs, resumes or reports the dialogue exactly as the local executor does
+(``dlg.running.batches.run.run_item``). The mode goes as a document with the files it
 needs from its folder (the templates it includes, ``own_templates``, and the modes its
 turns spawn by path with theirs, ``spawned_files``), written to a private temporary
-folder on the worker for the task. Workers save to the batch's store, so for workers
+folder on the worker. Workers save to the batch's store, so for workers
 on several machines use a server-backed one (``DLG_STORE=postgres`` with
 ``DLG_POSTGRES_URL``); each dialogue's budget is kept by the worker running it, counting
 what the dialogue spent before, and learned-routing statistics are updated atomically in
