@@ -72,8 +72,8 @@ class _Worker:
     thread for the process's life (so models, made per event loop, are made once, and
     their HTTP connections stay open), the orchestrators (plugins found, registry read,
     store opened, models bound) by the options and environment that made them, and the
-    modes by their document and files (written once to a private folder). A row set
-    up from scratch took as long as a few of its model calls."""
+    modes by their document and files (written once to a private folder). Making a
+    row's model alone took 80 to 160 ms on 2 busy cores."""
 
     _here: _Worker | None = None
     KEEP = 4  # orchestrators and modes kept, the most recent
