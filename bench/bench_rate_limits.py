@@ -21,7 +21,10 @@ seed draws the topics' lengths), on a fresh server, every client in the same pro
 - ``dlg batch --executor ray -c 4``: 4 Ray workers (processes) sharing one limit (the
   batch's actor holds its schedule), the limits given and learned; Ray is started once,
   before the runs, with 4 CPUs, and warmed up (a row is skipped, saying so, when ``ray``
-  is not installed);
+  is not installed). Beside them, the same with each row set up from scratch on its
+  worker and each settlement waited for (``before_task``: how the executor ran rows
+  before its workers kept their set-up; and a limits actor started for each batch),
+  limits given;
 - plain ``ChatOpenAI(max_retries=6)`` running the same three calls per dialogue, 20 at
   once (the client's own retry-on-429);
 - ``ChatOpenAI`` with LangChain's ``InMemoryRateLimiter`` at the server's request rate.
@@ -101,6 +104,74 @@ async def run_dlg(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int
     return sum(1 for i in result.items if i.status != "completed")
 
 
+async def run_ray_before(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int,
+                         limits: bool = False) -> int:
+    """``run_dlg`` on Ray as it ran before its workers kept their set-up and the limits
+    actor outlived the batch (the baseline)."""
+    from dlg.models.pacing import pacer
+    from dlg.models.resilience import cooldowns, gate
+    from dlg.plugins.ray_executor import RayExecutor
+
+    class Before(RayExecutor):
+        task = staticmethod(before_task)
+
+        @staticmethod
+        def limits(ray: Any, batch_id: str) -> Any:  # an actor of the batch's own
+            from dlg.plugins.ray_executor import _Limits
+
+            return ray.remote(_Limits).options(
+                name=f"dlg-limits-{batch_id}-{os.getpid()}", num_cpus=0,
+                get_if_exists=True).remote()
+
+    pacer.reset()
+    gate.reset()
+    cooldowns.reset()
+    orchestrator = dlg.Orchestrator(model=spec(s, limits))
+    result = await orchestrator.batch(MODE, rows, concurrency=concurrency,
+                                      batch_id=f"rb-{concurrency}-{time.monotonic_ns()}",
+                                      executor=Before(orchestrator))
+    return sum(1 for i in result.items if i.status != "completed")
+
+
+def before_task(mode_document: dict[str, Any], files: dict[str, str], item: dict[str, Any],
+                options: dict[str, Any], store: Any, source: str | None = None,
+                share: tuple[float, str] | None = None, limits: Any = None) -> dict[str, Any]:
+    """The Ray executor's task before workers kept their set-up: each row makes its
+    orchestrator, writes and loads its mode, opens its store and makes its models in an
+    event loop of its own, and waits for each settlement with the limits actor."""
+    import dataclasses
+    import socket
+
+    from dlg.plugin import BatchItem, Budget, Orchestrator, load_mode, pacer, run_item
+    from dlg.plugins.ray_executor import _write_files
+
+    class Awaited:
+        def __init__(self, actor: Any):
+            self.actor = actor
+
+        async def reserve(self, key: str, rpm: Any, tpm: Any, tokens: int) -> float:
+            return float(await self.actor.reserve.remote(key, rpm, tpm, tokens))
+
+        async def settle(self, key: str, refund: int, future: float) -> None:
+            await self.actor.settle.remote(key, refund, future)
+
+    batch_item = BatchItem(**{k: item[k] for k in ("index", "inputs", "dialogue_id")})
+    orchestrator = Orchestrator(store=store, **options)
+    within = None if share is None else Budget(share[0], orchestrator.registry, name=share[1])
+    with tempfile.TemporaryDirectory(prefix="dlg-mode-") as folder:
+        _write_files(files, folder)
+        mode = load_mode(mode_document, base_dir=folder if files else None)
+        if source is not None:
+            mode = dataclasses.replace(mode, source=source)
+        pacer.share(None if limits is None else Awaited(limits))
+        try:
+            anyio.run(run_item, orchestrator, mode, batch_item, within)
+        finally:
+            pacer.share(None)
+    batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
+    return batch_item.to_dict()
+
+
 async def run_langchain(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int,
                         limiter: Any) -> int:
     from langchain_core.messages import AIMessage, HumanMessage
@@ -178,7 +249,9 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=6000)
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--only", choices=["dlg", "all"], default="all")
+    parser.add_argument("--only", choices=["dlg", "ray", "all"], default="all",
+                        help="dlg: leave out LangChain's rows; ray: only the Ray rows and "
+                             "dlg batch -c 20 with the limits given")
     parser.add_argument("--no-ray", dest="ray", action="store_false",
                         help="leave out the --executor ray rows")
     args = parser.parse_args()
@@ -191,12 +264,16 @@ async def main() -> None:
             ("dlg batch -c 20, limits given", lambda s, r: run_dlg(s, r, 20, True)),
             ("dlg batch -c 20, limits learned from the answers' headers",
              lambda s, r: run_dlg(s, r, 20))]
+    if args.only == "ray":
+        runs = runs[1:2]
     ray = _ray(args)
     if ray is not None:
         runs += [("dlg batch --executor ray, 4 workers, limits given",
                   lambda s, r: run_dlg(s, r, 4, True, "ray")),
                  ("dlg batch --executor ray, 4 workers, limits learned",
-                  lambda s, r: run_dlg(s, r, 4, False, "ray"))]
+                  lambda s, r: run_dlg(s, r, 4, False, "ray")),
+                 ("before: ray, each row set up afresh, settlements waited for, limits given",
+                  lambda s, r: run_ray_before(s, r, 4, True))]
     if args.only == "all":
         runs += [("ChatOpenAI(max_retries=6), 20 at once",
                   lambda s, r: run_langchain(s, r, 20, None)),

@@ -1,12 +1,13 @@
 """Batches on a Ray cluster: ``dlg batch MODE --inputs FILE --executor ray``.
 
-Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; a task
-builds its own ``dlg.Orchestrator`` from the batch's options (model specs, router,
-constraints) and runs, resumes or reports its dialogue exactly as the local executor
-does (``dlg.running.batches.run.run_item``). The mode goes as a document with the files it
+Each dialogue of the batch is a Ray task, ``concurrency`` in flight at a time; its worker
+builds a ``dlg.Orchestrator`` from the batch's options (model specs, router,
+constraints), once for the rows it runs (``_Worker``: Ray reuses its worker processes),
+and runs, resumes or reports the dialogue exactly as the local executor does
+(``dlg.running.batches.run.run_item``). The mode goes as a document with the files it
 needs from its folder (the templates it includes, ``own_templates``, and the modes its
 turns spawn by path with theirs, ``spawned_files``), written to a private temporary
-folder on the worker for the task. Workers save to the batch's store, so for workers
+folder on the worker. Workers save to the batch's store, so for workers
 on several machines use a server-backed one (``DLG_STORE=postgres`` with
 ``DLG_POSTGRES_URL``); each dialogue's budget is kept by the worker running it, counting
 what the dialogue spent before, and learned-routing statistics are updated atomically in
@@ -30,6 +31,8 @@ from dlg.plugin import hookimpl
 
 # passed to the workers: where to save, which plugins, and the providers' keys
 _FORWARDED = ("DLG_", "OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_", "XAI_", "OLLAMA_")
+# the limits actor of the Ray this process is connected to, by cluster and job
+_KEPT: dict[tuple[str, str], Any] = {}
 
 
 def _run_one(mode_document: dict[str, Any], files: dict[str, str],
@@ -42,34 +45,114 @@ def _run_one(mode_document: dict[str, Any], files: dict[str, str],
     with the dialogue (so ``dlg resume`` where the batch started finds the mode's file).
     ``share``: the dialogue's share of the batch's total (dollars, and whose it is).
     ``limits``: the batch's ``_Limits`` actor, which paces every worker's calls to a
-    rate-limited model as one (``dlg.models.pacing``)."""
-    import dataclasses
-    import tempfile
+    rate-limited model as one (``dlg.models.pacing``). The worker process keeps what it
+    set up for the batch's first row for the next (``_Worker``)."""
+    from dlg.plugin import BatchItem, Budget, pacer, run_item
 
-    import anyio
-
-    from dlg.plugin import BatchItem, Budget, Orchestrator, load_mode, run_item
-
+    worker = _Worker.here()
+    orchestrator = worker.orchestrator(options, store)
+    mode = worker.mode(mode_document, files, source, orchestrator)
     fields = {k: item[k] for k in ("index", "inputs", "dialogue_id")}
     batch_item = BatchItem(**fields)
-    orchestrator = Orchestrator(store=store, **options)
     within = None if share is None else Budget(share[0], orchestrator.registry, name=share[1])
-    with tempfile.TemporaryDirectory(prefix="dlg-mode-") as folder:
-        _write_files(files, folder)
-        mode = load_mode(mode_document, base_dir=folder if files else None)
-        if source is not None:
-            mode = dataclasses.replace(mode, source=source)
-        from dlg.plugin import pacer
-
-        pacer.share(None if limits is None else _SharedLimits(limits))
-        try:
-            anyio.run(run_item, orchestrator, mode, batch_item, within)
-        finally:
-            pacer.share(None)  # a reused worker's next batch has its own
+    pacer.share(None if limits is None else _SharedLimits(limits))
+    try:
+        worker.call(run_item, orchestrator, mode, batch_item, within)
+    finally:
+        pacer.share(None)  # the next task may be another batch's, with its own
     import socket
 
     batch_item.worker = f"{socket.gethostname()}:{os.getpid()}"
     return batch_item.to_dict()
+
+
+class _Worker:
+    """What a Ray worker process keeps from one task to the next, as Ray reuses the
+    process for a batch's later rows (and later batches): one event loop, running in a
+    thread for the process's life (so models, made per event loop, are made once, and
+    their HTTP connections stay open), the orchestrators (plugins found, registry read,
+    store opened, models bound) by the options and environment that made them, and the
+    modes by their document and files (written once to a private folder). Making a
+    row's model alone took 80 to 160 ms on 2 busy cores."""
+
+    _here: _Worker | None = None
+    KEEP = 4  # orchestrators and modes kept, the most recent
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self._portal: Any = None
+        self._orchestrators: OrderedDict[str, Any] = OrderedDict()
+        self._modes: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+
+    @classmethod
+    def here(cls) -> _Worker:
+        if cls._here is None:
+            cls._here = cls()
+        return cls._here
+
+    def call(self, function: Any, *args: Any) -> Any:
+        """Run ``function(*args)`` in the process's event loop, and wait for it."""
+        if self._portal is None:
+            import atexit
+
+            from anyio.from_thread import start_blocking_portal
+
+            manager = start_blocking_portal()
+            self._portal = manager.__enter__()
+            atexit.register(manager.__exit__, None, None, None)
+        return self._portal.call(function, *args)
+
+    def orchestrator(self, options: dict[str, Any], store: Any) -> Any:
+        import json
+
+        from dlg.plugin import Orchestrator
+
+        env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
+        key = json.dumps([options, repr(store), env], sort_keys=True, default=repr)
+        found = self._orchestrators.get(key)
+        if found is None:
+            found = Orchestrator(store=store, **options)
+            found.open_store()  # once, not per row
+            self._keep(self._orchestrators, key, found)
+        self._orchestrators.move_to_end(key)
+        return found
+
+    def mode(self, document: dict[str, Any], files: dict[str, str], source: str | None,
+             orchestrator: Any) -> Any:
+        import dataclasses
+        import json
+        import tempfile
+
+        from dlg.plugin import load_mode
+
+        key = json.dumps([document, files, source], sort_keys=True, default=repr)
+        found = self._modes.get(key)
+        if found is None:
+            folder = tempfile.TemporaryDirectory(prefix="dlg-mode-") if files else None
+            try:
+                if folder is not None:
+                    _write_files(files, folder.name)
+                mode = load_mode(document, base_dir=folder.name if folder else None,
+                                 pm=orchestrator.plugin_manager)
+                if source is not None:
+                    mode = dataclasses.replace(mode, source=source)
+            except BaseException:
+                if folder is not None:
+                    folder.cleanup()
+                raise
+            found = (folder, mode)
+            self._keep(self._modes, key, found)
+        self._modes.move_to_end(key)
+        return found[1]
+
+    def _keep(self, kept: Any, key: str, value: Any) -> None:
+        kept[key] = value
+        while len(kept) > self.KEEP:
+            _, old = kept.popitem(last=False)
+            folder = old[0] if isinstance(old, tuple) else None
+            if folder is not None:
+                folder.cleanup()
 
 
 class _Limits:
@@ -107,7 +190,10 @@ class _SharedLimits:
         return float(await self.actor.reserve.remote(key, rpm, tpm, tokens))
 
     async def settle(self, key: str, refund: int, future: float) -> None:
-        await self.actor.settle.remote(key, refund, future)
+        # not waited for: the actor runs this worker's calls in the order they were
+        # sent, so the settlement comes before this worker's next reservation, and the
+        # call's dialogue goes on without a round trip
+        self.actor.settle.remote(key, refund, future)
 
 
 def _write_files(files: dict[str, str], folder: str) -> None:
@@ -131,8 +217,26 @@ def _write_files(files: dict[str, str], folder: str) -> None:
 class RayExecutor:
     """Runs a batch's dialogues as Ray tasks; see the module docstring."""
 
+    task = staticmethod(_run_one)  # what runs a row on a worker
+
     def __init__(self, orchestrator: Any):
         self.orchestrator = orchestrator
+
+    @staticmethod
+    def limits(ray: Any, batch_id: str) -> Any:
+        """The actor holding the schedule of each rate limit, for every worker: one for
+        this process's batches while its Ray runs (a named actor, found by name), as the
+        limits of a process's batches run locally are one (``dlg.models.pacing``). An
+        actor is a process of its own, which took about a second to start on 2 busy
+        cores: one per batch held up each batch's first call by as much."""
+        context = ray.get_runtime_context()
+        where = (str(getattr(context, "gcs_address", "")), str(context.get_job_id()))
+        actor = _KEPT.get(where)
+        if actor is None:  # an actor lives while a handle to it does: this one's is kept
+            _KEPT.clear()  # another Ray's, gone with it
+            actor = _KEPT[where] = ray.remote(_Limits).options(
+                name=f"dlg-limits-{os.getpid()}", num_cpus=0, get_if_exists=True).remote()
+        return actor
 
     def _check(self) -> None:
         from dlg.plugin import DlgError
@@ -180,7 +284,7 @@ class RayExecutor:
             started_here = True
         try:
             env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
-            task = ray.remote(_run_one).options(runtime_env={"env_vars": env},
+            task = ray.remote(self.task).options(runtime_env={"env_vars": env},
                                                 max_retries=0)
             store = self.orchestrator.store
             document = mode.to_dict()
@@ -188,11 +292,7 @@ class RayExecutor:
             pm = self.orchestrator.plugin_manager
             files = {**own_templates(mode, pm), **spawned_files(mode, pm)}
             batch_id = _batch_id(items)
-            # one schedule per rate limit for every worker (a named actor: found by name
-            # while the batch runs, gone with it)
-            limits = ray.remote(_Limits).options(
-                name=f"dlg-limits-{batch_id}-{os.getpid()}", num_cpus=0,
-                get_if_exists=True).remote()
+            limits = self.limits(ray, batch_id)
             pending = list(items)
             running: dict[Any, Any] = {}
             held: dict[Any, Any] = {}  # each running task's share of the batch's total
@@ -235,6 +335,7 @@ class RayExecutor:
                         on_item(item)
         finally:
             if started_here:
+                _KEPT.clear()
                 await anyio.to_thread.run_sync(ray.shutdown)
 
 

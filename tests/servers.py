@@ -117,7 +117,8 @@ class FakeOpenAI(_Loopback):
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": body,
-                                          "auth": self.headers.get("Authorization")})
+                                          "auth": self.headers.get("Authorization"),
+                                          "peer": self.client_address})
                 action = (fake.choose and fake.choose(body)) or fake._next()
                 refused = fake._refuse(body)
                 if refused is not None:

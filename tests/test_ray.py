@@ -266,10 +266,10 @@ def _asked(server: FakeOpenAI) -> list[str]:
 
 def test_rows_past_the_first_wave_run_on_reused_workers(tmp_path, monkeypatch):
     """Six rows two at a time on an OpenAI-compatible server that keeps connections
-    alive, as real ones do: each worker runs several tasks, each in an event loop of its
-    own. The second wave's rows failed with "Event loop is closed" (their model's HTTP
-    client, shared across the worker process, held connections of the first wave's
-    loop)."""
+    alive, as real ones do: each worker runs several rows. The second wave's rows failed
+    with "Event loop is closed" (their model's HTTP client, shared across the worker
+    process, held connections of the first wave's loop); then each row set up its
+    orchestrator, mode, store and models afresh, in an event loop of its own."""
     pytest.importorskip("langchain_openai")
     monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # no fallback could go anywhere
@@ -278,8 +278,12 @@ def test_rows_past_the_first_wave_run_on_reused_workers(tmp_path, monkeypatch):
         result = dlg.batch_sync(MODE, [{"topic": f"t{i}"} for i in range(6)], model=spec,
                                 executor="ray", concurrency=2, batch_id="rw")
     assert result.totals["statuses"] == {"completed": 6}, [i.error for i in result.items]
-    assert len({i.worker for i in result.items}) < 6  # some worker ran more than one
+    workers = {i.worker for i in result.items}
+    assert len(workers) < 6  # some worker ran more than one
     assert sorted(_asked(server)) == sorted(f"TURN {t} t{i}" for i in range(6) for t in "ab")
+    # each worker set up once: one model, whose connection its later rows used again (a
+    # row set up from scratch made its own model, and opened a connection of its own)
+    assert len({r["peer"] for r in server.requests}) <= len(workers)
 
 
 def _kill_the_holder(database, dialogue_id: str, asked) -> None:
@@ -367,3 +371,89 @@ def test_ray_workers_keep_to_one_rate_limit_together(tmp_path, monkeypatch):
     assert result.totals["statuses"] == {"completed": 15}, [i.error for i in result.items]
     assert len({i.worker for i in result.items}) > 1
     assert server.refused <= 1, (server.refused, len(server.requests))
+
+
+def test_batches_on_one_ray_keep_one_rate_limit(tmp_path, monkeypatch):
+    """Two batches one after the other on a Ray this process started: the second keeps
+    to the limit on the schedule the first left (one limits actor for the process's
+    batches, not a new one per batch: each took a process start, about a second on 2
+    busy cores, before its first call), and the limit is kept across both."""
+    import os
+
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        name, seen = f"dlg-limits-{os.getpid()}", []
+        with LimitedOpenAI(requests=10, window=1.0) as server:
+            spec = f"openai-compatible:m?base_url={server.base_url}&rpm=600"
+            for batch in ("k1", "k2"):
+                result = dlg.batch_sync(MODE, [{"topic": f"t{i}"} for i in range(6)],
+                                        model=spec, executor="ray", concurrency=2,
+                                        batch_id=batch)
+                assert result.totals["statuses"] == {"completed": 6}
+                seen.append(ray.get_actor(name)._actor_id)  # alive after the batch
+        assert seen[0] == seen[1]
+        assert server.refused <= 1, (server.refused, len(server.requests))
+    finally:
+        from dlg.plugins import ray_executor
+
+        ray_executor._KEPT.clear()
+        ray.shutdown()
+
+
+# -- a worker process keeps its set-up from row to row (in this process, as on a worker) ----
+
+
+def _row(i: int, batch: str = "wk") -> dict:
+    return {"index": i, "inputs": {"topic": f"t{i}"}, "dialogue_id": f"{batch}-{i:05d}"}
+
+
+def test_a_worker_sets_up_once_for_its_rows(tmp_path, monkeypatch):
+    """Three rows on one worker: one orchestrator, one mode, one model, so one HTTP
+    connection (each row made its own, in an event loop of its own)."""
+    pytest.importorskip("langchain_openai")
+    from dlg.plugins.ray_executor import _run_one
+
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    with FakeOpenAI(keep_alive=True) as server:
+        options = {"model": f"openai-compatible:m?base_url={server.base_url}"}
+        for i in range(3):
+            assert _run_one(MODE, {}, _row(i), options, "sqlite")["status"] == "completed"
+    assert len(server.requests) == 6
+    assert len({r["peer"] for r in server.requests}) == 1
+
+
+def test_a_rows_exception_leaves_its_worker_running_the_next(tmp_path, monkeypatch):
+    """A row whose run raises outside its dialogue fails that row's task; the worker's
+    event loop and set-up serve its next row."""
+    import dlg.plugin
+    from dlg.plugins.ray_executor import _run_one
+
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    real = dlg.plugin.run_item
+
+    async def broken(orchestrator, mode, item, within=None):
+        if item.index == 1:
+            raise RuntimeError("the store's disk went away")
+        return await real(orchestrator, mode, item, within)
+
+    monkeypatch.setattr(dlg.plugin, "run_item", broken)
+    assert _run_one(MODE, {}, _row(0), {"model": "echo"}, "sqlite")["status"] == "completed"
+    with pytest.raises(RuntimeError, match="disk went away"):
+        _run_one(MODE, {}, _row(1), {"model": "echo"}, "sqlite")
+    assert _run_one(MODE, {}, _row(2), {"model": "echo"}, "sqlite")["status"] == "completed"
+    assert dlg.load_dialogue("wk-00002").status == "completed"
+
+
+def test_a_set_up_that_failed_is_not_kept(tmp_path, monkeypatch):
+    """A mode whose files the worker refuses fails each of its rows, and the same mode
+    with files it accepts runs: a failed set-up is not kept for the next row."""
+    from dlg.plugins.ray_executor import _run_one
+
+    monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / "data"))
+    for _ in range(2):
+        with pytest.raises(dlg.DlgError, match="not a plain relative path"):
+            _run_one(MODE, {"../x.j2": "X"}, _row(0), {"model": "echo"}, "sqlite")
+    result = _run_one(MODE, {"x.j2": "X"}, _row(0), {"model": "echo"}, "sqlite")
+    assert result["status"] == "completed", result
