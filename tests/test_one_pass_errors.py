@@ -221,3 +221,38 @@ def test_no_meaning_check_crashes_on_a_malformed_part(data, edits):
     except dlg.ModeError as exc:
         assert exc.problems
         assert all(p.message and p.path.startswith("$") for p in exc.problems)
+
+
+def test_dlg_run_lists_both_kinds_of_error_and_exits_2(write_mode):
+    write_mode("name: x\ntimeout: fast\nturns:\n"
+               "  - {id: a, role: r, prompt: hi, context_from: [ghost]}\n")
+    result = CliRunner().invoke(cli, ["run", "mode.yaml", "-t", "x", "-m", "echo", "-q",
+                                      "--all-errors"], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: mode.yaml:2:10: $.timeout: expected a number, got a string\n"
+        "mode.yaml:4:49: $.turns[0].context_from[0]: context_from names turn 'ghost', which "
+        "does not exist\n")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(modes(), SHAPE, st.integers(0, 100), st.integers(0, 100))
+def test_generated_errors_in_a_parent_are_reported_at_the_parents_file(
+        tmp_path_factory, data, shape, at_shape, at_child):
+    folder = tmp_path_factory.mktemp("chain")
+    turns = _turns(data)
+    turns[at_shape % len(turns)][shape[0]] = shape[1]
+    (folder / "base.yaml").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    target = turns[at_child % len(turns)]["id"]
+    (folder / "child.yaml").write_text(
+        f"extends: base.yaml\nname: child\noverrides:\n  {target}: {{participant: nobody}}\n",
+        encoding="utf-8")
+    with pytest.raises(dlg.ModeError) as info:
+        dlg.load_mode(folder / "child.yaml", use_cache=False)
+    problems = info.value.problems
+    in_parent = [p for p in problems if p.file and p.file.endswith("base.yaml")]
+    in_child = [p for p in problems if p.file and p.file.endswith("child.yaml")]
+    assert any(shape[2] in p.message and p.line for p in in_parent), problems
+    assert any("names participant 'nobody'" in p.message and p.line == 4
+               for p in in_child), problems
+    assert problems == in_child + in_parent  # the mode first, then its parent, by line
