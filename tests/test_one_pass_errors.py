@@ -160,7 +160,7 @@ def _turns(data):
     return data.get("turns") or [t for p in data["phases"] for t in p["turns"]]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(modes(), SHAPE, MEANING, st.integers(0, 100), st.integers(0, 100))
 def test_generated_shape_and_meaning_errors_are_reported_together(
         data, shape, meaning, at_shape, at_meaning):
@@ -199,7 +199,7 @@ def _places(node, path=()):
     return out
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(modes(), st.lists(st.tuples(st.integers(0, 10_000), GARBAGE,
                                    st.sampled_from(["set", "key"])), min_size=1, max_size=4))
 def test_no_meaning_check_crashes_on_a_malformed_part(data, edits):
@@ -256,3 +256,20 @@ def test_generated_errors_in_a_parent_are_reported_at_the_parents_file(
     assert any("names participant 'nobody'" in p.message and p.line == 4
                for p in in_child), problems
     assert problems == in_child + in_parent  # the mode first, then its parent, by line
+
+
+def test_a_turn_number_written_as_a_float_is_that_turn(write_mode):
+    # JSON Schema counts 1.0 as an integer, so the schema lets it through
+    write_mode(json.dumps({"name": "x", "turns": [
+        {"id": "a", "role": "r", "prompt": "hi"},
+        {"id": "b", "role": "r", "prompt": "{{ turns.a }}", "context_from": [1.0]}]}),
+        "mode.json")
+    assert dlg.load_mode("mode.json", use_cache=False).turn("b").context_from == ("a",)
+
+
+def test_extends_a_name_too_long_for_the_file_system_is_a_mode_error(write_mode):
+    write_mode("name: x\nextends: " + "x" * 300 + "\n")
+    code, output = validate("mode.yaml")
+    assert code == 2
+    assert output.startswith("mode.yaml:2:10: $.extends: 'extends': 'xxx")
+    assert "is not a known mode and not a file" in output

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dlg.errors import Problem
 from dlg.language.inherit import Layout
 from dlg.language.mode import Mode, Turn
-from dlg.language.prune import MALFORMED
+from dlg.language.prune import MALFORMED, is_sound
 from dlg.language.sandbox import constant_problem
 from dlg.language.templates import RESERVED_NAMES, analyse, environment
 
@@ -174,6 +174,8 @@ def context_ids(
     for i, ref in enumerate(spec):
         if ref is MALFORMED:  # its shape was wrong, and that is reported
             continue
+        if isinstance(ref, float):  # 2.0 is an integer to JSON Schema: turn 2
+            ref = int(ref)
         doc, path = where(turn_id, "context_from")
         ref_path = (*path, i) if path and path[-1] == "context_from" else (
             *path, "context_from", i)
@@ -231,7 +233,7 @@ def structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
             doc, path = layout.where(turn.id, "output")
             out.append(doc.problem(f"output.schema of turn '{turn.id}' {why}", path))
     for i, ref in enumerate(turn.scores):
-        if ref is MALFORMED:
+        if not is_sound(ref):  # its shape was wrong, and that is reported
             continue
         if ref not in phase_of or order.index(ref) >= order.index(turn.id) or (
                 phase_of[ref] == phase_of[turn.id] and
