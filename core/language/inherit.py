@@ -1,9 +1,9 @@
 """Mode inheritance: ``extends``, ``overrides``, ``add`` and ``remove``.
 
 Works on raw documents (schema-valid, or their sound part: see ``prune``; a turn or
-phase whose shape was wrong is read with defaults) and produces a ``Layout``: the merged top-level
-keys, the phases with their turn dictionaries, and where each turn was defined, so later
-errors can point at the right file and line.
+phase whose shape was wrong is read with defaults) and produces a ``Layout``: the merged
+top-level keys, the phases with their turn dictionaries, and where each turn was defined,
+so later errors can point at the right file and line.
 
 Order of application for a child mode: top-level keys are deep-merged over the parent's,
 then ``remove``, then ``add``, then ``overrides``. A child that gives ``turns`` or

@@ -62,8 +62,10 @@ def _in_order(problems: list[Problem], files: list[str]) -> list[Problem]:
     """Problems without repeats, by file (the mode, then the modes it extends), line and
     column; at one place, in the order found (a misspelt key before what it leaves
     missing)."""
-    unique = list({(p.file, p.line, p.column, p.path, p.message): p for p in reversed(
-        problems)}.values())[::-1]
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        first.setdefault((p.file, p.line, p.column, p.path, p.message), p)
+    unique = list(first.values())
     rank = {f: i for i, f in reversed(list(enumerate(files)))}
     return sorted(unique, key=lambda p: (rank.get(p.file or "", len(files)), p.line or 0,
                                          p.column or 0))
