@@ -81,6 +81,9 @@ class Problem:
         return "\n".join(lines)
 
 
+MAX_SHOWN = 200  # problems ``--all-errors`` shows; a count says how many more there are
+
+
 class ModeError(DlgError):
     """A mode file is malformed, invalid, or refers to something that does not exist."""
 
@@ -93,16 +96,17 @@ class ModeError(DlgError):
         super().__init__(self.format())
 
     def format(self, *, all_problems: bool = False) -> str:
+        """The first problem and a count of the rest; with ``all_problems``, every problem
+        up to ``MAX_SHOWN`` (a generated file can hold thousands) and a count of the rest."""
         if not self.problems:
             return "invalid mode"
-        shown = self.problems if all_problems else self.problems[:1]
+        shown = self.problems[:MAX_SHOWN] if all_problems else self.problems[:1]
         text = "\n".join(p.format() for p in shown)
         rest = len(self.problems) - len(shown)
         if rest:
-            text += (
-                f"\n... and {rest} more error{'s' if rest != 1 else ''}"
-                " (use --all-errors to see them all)"
-            )
+            more = f"\n... and {rest:,} more error{'s' if rest != 1 else ''}"
+            text += (more + " (use --all-errors to see them all)" if not all_problems else
+                     more + f" (only the first {MAX_SHOWN} are shown)")
         return text
 
 

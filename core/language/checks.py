@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dlg.errors import Problem
 from dlg.language.inherit import Layout
 from dlg.language.mode import Mode, Turn
+from dlg.language.prune import MALFORMED, is_sound
 from dlg.language.sandbox import constant_problem
 from dlg.language.templates import RESERVED_NAMES, analyse, environment
 
@@ -152,7 +153,10 @@ def context_ids(
     if spec == "all":
         if loop:
             return tuple(t for t in order if readable(t))
-        return tuple(t for t in order[:pos] if readable(t))
+        # each of order[:pos] is before it: no need to look its place up (a mode of
+        # thousands of turns)
+        return tuple(t for t in order[:pos] if phase_of[t] < my_phase or (
+            phase_of[t] == my_phase and not parallel))
     if spec == "none":
         return ()
     if spec == "previous":
@@ -168,6 +172,10 @@ def context_ids(
 
     out: list[str] = []
     for i, ref in enumerate(spec):
+        if ref is MALFORMED:  # its shape was wrong, and that is reported
+            continue
+        if isinstance(ref, float):  # 2.0 is an integer to JSON Schema: turn 2
+            ref = int(ref)
         doc, path = where(turn_id, "context_from")
         ref_path = (*path, i) if path and path[-1] == "context_from" else (
             *path, "context_from", i)
@@ -207,7 +215,8 @@ def structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
     """An ``output.schema`` that is no JSON Schema; ``scores`` naming turns that have not
     run when the judge runs."""
     out = []
-    if turn.output:  # jsonschema is imported only here: a cached mode loads without it
+    # jsonschema is imported only here: a cached mode loads without it
+    if turn.output and "schema" in turn.output:
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
@@ -224,6 +233,8 @@ def structured_problems(turn: Turn, order: list[str], phase_of: dict[str, int],
             doc, path = layout.where(turn.id, "output")
             out.append(doc.problem(f"output.schema of turn '{turn.id}' {why}", path))
     for i, ref in enumerate(turn.scores):
+        if not is_sound(ref):  # its shape was wrong, and that is reported
+            continue
         if ref not in phase_of or order.index(ref) >= order.index(turn.id) or (
                 phase_of[ref] == phase_of[turn.id] and
                 layout.phases[phase_of[ref]]["structure"] == "parallel"):

@@ -1,8 +1,9 @@
 """Mode inheritance: ``extends``, ``overrides``, ``add`` and ``remove``.
 
-Works on raw (schema-valid) documents and produces a ``Layout``: the merged top-level
-keys, the phases with their turn dictionaries, and where each turn was defined, so later
-errors can point at the right file and line.
+Works on raw documents (schema-valid, or their sound part: see ``prune``; a turn or
+phase whose shape was wrong is read with defaults) and produces a ``Layout``: the merged
+top-level keys, the phases with their turn dictionaries, and where each turn was defined,
+so later errors can point at the right file and line.
 
 Order of application for a child mode: top-level keys are deep-merged over the parent's,
 then ``remove``, then ``add``, then ``overrides``. A child that gives ``turns`` or
@@ -17,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlg.errors import ModeError
-from dlg.language.source import PathT, SourceDoc
+from dlg.errors import ModeError, Problem
+from dlg.language.prune import MALFORMED
+from dlg.language.source import PathT, SourceDoc, format_path
 
 __all__ = ["META_KEYS", "Layout", "deep_merge", "resolve"]
 
@@ -46,6 +48,9 @@ class Layout:
     field_origin: dict[tuple[str, str], tuple[SourceDoc, PathT]] = field(default_factory=dict)
     docs: list[SourceDoc] = field(default_factory=list)
     duplicates: list[tuple[str, SourceDoc, PathT]] = field(default_factory=list)
+    # what inheritance found wrong (an override of a turn that does not exist, ...): the
+    # change is skipped and the other checks go on
+    problems: list[Problem] = field(default_factory=list)
 
     def define(self, turn_id: str, doc: SourceDoc, path: PathT) -> None:
         """Record where a turn is defined; a second definition is kept as a duplicate."""
@@ -62,7 +67,7 @@ class Layout:
     def find_turn(self, turn_id: str) -> tuple[int, int] | None:
         for pi, phase in enumerate(self.phases):
             for ti, turn in enumerate(phase["turns"]):
-                if turn.get("id") == turn_id:
+                if turn["id"] == turn_id:
                     return pi, ti
         return None
 
@@ -93,30 +98,48 @@ def _normal_meta(data: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _turns(turns: Any, doc: SourceDoc, layout: Layout, path: PathT) -> list[dict[str, Any]]:
+    """A copy of a list of turns, each defined at its place. A turn whose shape was wrong
+    keeps its place (so later turns keep their numbers) under an id no turn can have."""
+    out = []
+    for ti, turn in enumerate(turns if isinstance(turns, list) else []):
+        if turn is MALFORMED or not isinstance(turn, dict):
+            turn = {"role": "", "prompt": ""}
+        turn = copy.deepcopy(turn)
+        if not isinstance(turn.get("id"), str):
+            turn["id"] = f"<turn {ti + 1} of {format_path(path)}>"
+        out.append(turn)
+        layout.define(turn["id"], doc, (*path, ti))
+    return out
+
+
+def _phase(phase: dict[str, Any], doc: SourceDoc, layout: Layout, path: PathT,
+           pi: int) -> dict[str, Any]:
+    structure = phase.get("structure", "sequential")
+    return {"id": phase.get("id", f"<phase {pi + 1}>"),
+            "structure": structure if structure in ("sequential", "parallel") else
+            "sequential", "turns": _turns(phase.get("turns"), doc, layout, (*path, "turns")),
+            **_repeat_of(phase)}
+
+
 def _phases_of(doc: SourceDoc, layout: Layout) -> None:
     data = doc.data
     if "phases" in data:
         for pi, phase in enumerate(data["phases"]):
-            turns = copy.deepcopy(phase["turns"])
-            layout.phases.append(
-                {"id": phase["id"], "structure": phase.get("structure", "sequential"),
-                 "turns": turns, **_repeat_of(phase)}
-            )
-            for ti, turn in enumerate(turns):
-                layout.define(turn["id"], doc, ("phases", pi, "turns", ti))
+            if phase is not MALFORMED:
+                layout.phases.append(_phase(phase, doc, layout, ("phases", pi), pi))
     else:
         structure = data.get("structure", "sequential")
-        turns = copy.deepcopy(data["turns"])
-        layout.phases.append({"id": "main", "structure": structure, "turns": turns})
-        for ti, turn in enumerate(turns):
-            layout.define(turn["id"], doc, ("turns", ti))
+        layout.phases.append({
+            "id": "main",
+            "structure": structure if structure in ("sequential", "parallel") else "sequential",
+            "turns": _turns(data.get("turns"), doc, layout, ("turns",))})
 
 
-def _unknown(doc: SourceDoc, path: PathT, what: str, ref: str, known: list[str]) -> ModeError:
+def _unknown(doc: SourceDoc, path: PathT, what: str, ref: str, known: list[str]) -> Problem:
     close = difflib.get_close_matches(ref, known, n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known) or 'none'}"
-    return ModeError(doc.problem(f"{what} '{ref}' does not exist in the parent mode", path,
-                                 hint=hint))
+    return doc.problem(f"{what} '{ref}' does not exist in the parent mode", path, hint=hint)
 
 
 def resolve(
@@ -125,7 +148,8 @@ def resolve(
     *,
     chain: tuple[SourceDoc, ...] = (),
 ) -> Layout:
-    """Resolve ``doc`` (already parsed and schema-checked) against its ancestors."""
+    """Resolve ``doc`` (already parsed and schema-checked) against its ancestors; what
+    cannot be applied is in the layout's ``problems``."""
     data = doc.data
     if "extends" not in data:
         layout = Layout(meta=_normal_meta(data), phases=[], docs=[doc])
@@ -157,23 +181,28 @@ def resolve(
         _phases_of(doc, layout)
     elif "structure" in data:
         if len(layout.phases) != 1:
-            raise ModeError(doc.problem(
+            layout.problems.append(doc.problem(
                 "'structure' can only change a parent with a single phase; "
                 "give 'phases' to restructure a mixed mode", ("structure",)))
-        if data["structure"] == "mixed":
-            raise ModeError(doc.problem(
+        elif data["structure"] == "mixed":
+            layout.problems.append(doc.problem(
                 "'structure: mixed' needs 'phases'", ("structure",)))
-        layout.phases[0]["structure"] = data["structure"]
+        else:
+            layout.phases[0]["structure"] = data["structure"]
 
     for i, ref in enumerate(data.get("remove", [])):
-        _remove(layout, doc, ("remove", i), ref)
+        if ref is not MALFORMED:
+            _remove(layout, doc, ("remove", i), ref)
     for i, insertion in enumerate(data.get("add", [])):
-        _add(layout, doc, ("add", i), insertion)
+        if insertion is not MALFORMED:
+            _add(layout, doc, ("add", i), insertion)
     for turn_id, patch in data.get("overrides", {}).items():
         found = layout.find_turn(turn_id)
         if found is None:
-            raise _unknown(doc, ("overrides", turn_id), "turn", turn_id,
-                           [t["id"] for p in layout.phases for t in p["turns"]])
+            layout.problems.append(_unknown(
+                doc, ("overrides", turn_id), "turn", turn_id,
+                [t["id"] for p in layout.phases for t in p["turns"]]))
+            continue
         pi, ti = found
         turn = layout.phases[pi]["turns"][ti]
         merged = deep_merge(turn, patch)
@@ -200,7 +229,8 @@ def _remove(layout: Layout, doc: SourceDoc, path: PathT, ref: str) -> None:
     else:
         pi = layout.find_phase(ref)
         if pi is None:
-            raise _unknown(doc, path, "turn or phase", ref, layout.all_ids())
+            layout.problems.append(_unknown(doc, path, "turn or phase", ref, layout.all_ids()))
+            return
         removed = {t["id"] for t in layout.phases[pi]["turns"]}
         del layout.phases[pi]
     # turns that read a removed turn by id simply stop reading it
@@ -225,6 +255,9 @@ def _unique_phase_id(layout: Layout, base: str) -> str:
 
 def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> None:
     pi: int | None
+    if sum(k in ins for k in ("before", "after", "at")) != 1 or ("turns" in ins) == (
+            "phase" in ins):
+        return  # its shape was wrong (reported): nothing to apply
     if "at" in ins:
         anchor, side = None, ins["at"]
     else:
@@ -232,9 +265,7 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
         anchor = ins[side]
 
     if "turns" in ins:
-        turns = copy.deepcopy(ins["turns"])
-        for ti, turn in enumerate(turns):
-            layout.define(turn["id"], doc, (*path, "turns", ti))
+        turns = _turns(ins["turns"], doc, layout, (*path, "turns"))
         if not layout.phases:
             layout.phases.append({"id": "main", "structure": "sequential", "turns": turns})
             return
@@ -250,18 +281,15 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
             else:
                 pi = layout.find_phase(anchor)
                 if pi is None:
-                    raise _unknown(doc, (*path, side), "turn or phase", anchor, layout.all_ids())
+                    layout.problems.append(_unknown(doc, (*path, side), "turn or phase",
+                                                    anchor, layout.all_ids()))
+                    return
                 phase = layout.phases[pi]
                 pos = 0 if side == "before" else len(phase["turns"])
         phase["turns"][pos:pos] = turns
         return
 
-    new = copy.deepcopy(ins["phase"])
-    new.setdefault("structure", "sequential")
-    new = {"id": new["id"], "structure": new["structure"], "turns": new["turns"],
-           **_repeat_of(new)}
-    for ti, turn in enumerate(new["turns"]):
-        layout.define(turn["id"], doc, (*path, "phase", "turns", ti))
+    new = _phase(ins["phase"], doc, layout, (*path, "phase"), len(layout.phases))
     if anchor is None:
         pos = 0 if side == "start" else len(layout.phases)
         layout.phases.insert(pos, new)
@@ -272,7 +300,9 @@ def _add(layout: Layout, doc: SourceDoc, path: PathT, ins: dict[str, Any]) -> No
         return
     found = layout.find_turn(anchor)
     if found is None:
-        raise _unknown(doc, (*path, side), "turn or phase", anchor, layout.all_ids())
+        layout.problems.append(_unknown(doc, (*path, side), "turn or phase", anchor,
+                                        layout.all_ids()))
+        return
     pi, ti = found
     phase = layout.phases[pi]
     cut = ti if side == "before" else ti + 1

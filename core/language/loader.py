@@ -1,8 +1,11 @@
 """Loading a mode: parse, check against the schema, resolve inheritance, normalise, check.
 
 ``load_mode`` is the one entry point. Every problem found is reported with its file, line,
-column and JSON path (see ``errors.ModeError``). A mode that loaded cleanly is cached by
-content hash (in the user's cache dir), so running it again skips parsing and validation.
+column and JSON path (see ``errors.ModeError``), in one pass: the checks of what a mode
+means run on the parts of it (and of the modes it extends) whose shape is right
+(``prune``), so a shape problem and a meaning problem are reported together. A mode that
+loaded cleanly is cached by content hash (in the user's cache dir), so running it again
+skips parsing and validation.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ if TYPE_CHECKING:
 __all__ = ["ModeLoader", "check_against", "load_mode", "schema"]  # the last two: schema.py
 
 
-def _prepare(doc: SourceDoc) -> SourceDoc:
+# a check of meaning that fails on a part the pruning let through is a bug; with shape
+# problems to report, the user gets those instead of a traceback (tests turn this off)
+SAFETY_NET = True
+
+
+def _prepare(doc: SourceDoc, shape: list[Problem]) -> SourceDoc:
+    """Parse ``doc`` and add its schema problems to ``shape``; its ``data`` is then the
+    part whose shape is right."""
+    from dlg.language.schema import shape_problems
+
     doc.parse()
-    try:
-        check_against(doc)
-    except ModeError as exc:
+    problems, errors = shape_problems(doc)
+    if problems:
         from dlg.language.convert import is_seed_format
 
         if is_seed_format(doc.data):
@@ -39,9 +50,25 @@ def _prepare(doc: SourceDoc) -> SourceDoc:
                 "turns under 'prompts', {name} templates), which dlg does not run as it is",
                 file=doc.file, line=1, column=1,
                 hint=f"`dlg modes convert {shown}` writes it as a dlg mode"),
-                *exc.problems]) from None
-        raise
+                *problems])
+        from dlg.language.prune import sound_part
+
+        shape.extend(problems)
+        doc.data = sound_part(doc.data, errors)
     return doc
+
+
+def _in_order(problems: list[Problem], files: list[str]) -> list[Problem]:
+    """Problems without repeats, by file (the mode, then the modes it extends), line and
+    column; at one place, in the order found (a misspelt key before what it leaves
+    missing)."""
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        first.setdefault((p.file, p.line, p.column, p.path, p.message), p)
+    unique = list(first.values())
+    rank = {f: i for i, f in reversed(list(enumerate(files)))}
+    return sorted(unique, key=lambda p: (rank.get(p.file or "", len(files)), p.line or 0,
+                                         p.column or 0))
 
 
 # -- building a Mode (its checks are dlg.language.checks') --------------------------
@@ -60,15 +87,17 @@ def _template_line(doc: SourceDoc, path: tuple[Any, ...], template_line: int | N
     return line + template_line - 1
 
 
-def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | None = None
-           ) -> tuple[Mode, list[str]]:
-    """Turn a resolved layout into a ``Mode``; raise ``ModeError`` with every problem."""
+def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | None = None,
+           malformed: bool = False) -> tuple[Mode, list[str]]:
+    """Turn a resolved layout into a ``Mode``; raise ``ModeError`` with every problem.
+    ``malformed``: parts of the documents were taken out (their shape was wrong)."""
     from dlg.language.checks import (
         context_ids,
         repeat_problems,
         structured_problems,
         until_problems,
     )
+    from dlg.language.prune import sound_items
 
     problems: list[Problem] = []
     meta = layout.meta
@@ -115,10 +144,12 @@ def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | 
         if tid in phase_ids and tid != "main":
             doc, path = layout.where(tid)
             problems.append(doc.problem(f"turn id '{tid}' is also a phase id", (*path, "id")))
-    if problems:
-        raise ModeError(problems)
-    if not order:
-        raise ModeError(top.problem("this mode has no turns left", ()))
+    if problems:  # which turn would a reference mean? the other checks wait for a fix
+        raise ModeError([*layout.problems, *problems])
+    if not order:  # with parts taken out, that may be why: those are reported
+        raise ModeError([*layout.problems, *([] if malformed else [
+            top.problem("this mode has no turns left", ())])])
+    problems.extend(layout.problems)
 
     # prompt files are read now, so the resolved mode is self-contained
     for phase in layout.phases:
@@ -166,9 +197,9 @@ def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | 
             ctx = context_ids(spec, tid, order, phase_of, layout.phases, problems,
                               layout.where)
             turns.append(Turn(
-                id=tid, role=turn["role"], index=index, phase=phase["id"],
+                id=tid, role=turn.get("role", ""), index=index, phase=phase["id"],
                 prompt=turn.get("prompt", ""), participant=participant,
-                requires=tuple(turn.get("requires", ())), prefer=turn.get("prefer"),
+                requires=tuple(sound_items(turn.get("requires", []))), prefer=turn.get("prefer"),
                 instruction=turn.get("instruction"), context_from=ctx, context_spec=spec,
                 settings=dict(turn.get("settings") or {}), when=turn.get("when"),
                 timeout=turn.get("timeout"), on_error=turn.get("on_error", "fail"),
@@ -181,14 +212,14 @@ def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | 
             ))
             problems.extend(structured_problems(turns[-1], order, phase_of, layout))
         repeat = dict(phase.get("repeat") or {})
-        if repeat:
+        if repeat and turns:
             problems.extend(repeat_problems(phase, repeat, turns, layout))
         phases.append(Phase(id=phase["id"], structure=phase["structure"], turns=tuple(turns),
                             repeat=repeat))
 
     template_dirs = tuple(dict.fromkeys(str(d.base_dir) for d in layout.docs if d.base_dir))
     mode = Mode(
-        name=meta["name"], phases=tuple(phases), description=meta.get("description", ""),
+        name=meta.get("name", ""), phases=tuple(phases), description=meta.get("description", ""),
         inputs=inputs, participants=participants, system=meta.get("system"),
         settings=dict(meta.get("settings") or {}), timeout=meta.get("timeout"),
         source=top.file, extends_chain=tuple(d.file for d in layout.docs[1:]),
@@ -213,7 +244,9 @@ def _build(layout: Layout, *, check_templates: bool, pm: pluggy.PluginManager | 
 def _pool(models: Any) -> dict[str, str]:
     """A mode's ``models:``: a mapping of names to specs, or a list of specs."""
     if isinstance(models, list):
-        return {spec: spec for spec in models}
+        from dlg.language.prune import sound_items
+
+        return {spec: spec for spec in sound_items(models)}
     return dict(models or {})
 
 
@@ -278,6 +311,9 @@ def load_mode(
         if entry is not None:
             return _from_cached(entry)
 
+    shape: list[Problem] = []  # the schema's problems, of the mode and its parents
+    files = [doc.file]
+
     def load_parent(ref: str, child: SourceDoc) -> SourceDoc:
         try:
             parent = read_source(ref, relative_to=child.base_dir, pm=pm)
@@ -285,10 +321,21 @@ def load_mode(
             problem = exc.problems[0]
             raise ModeError(child.problem(f"'extends': {problem.message}", ("extends",),
                                           hint=problem.hint)) from None
-        return _prepare(parent)
+        files.append(parent.file)
+        return _prepare(parent, shape)
 
-    layout = resolve(_prepare(doc), load_parent)
-    mode, template_files = _build(layout, check_templates=check_templates, pm=pm)
+    try:
+        layout = resolve(_prepare(doc, shape), load_parent)
+        mode, template_files = _build(layout, check_templates=check_templates, pm=pm,
+                                      malformed=bool(shape))
+    except ModeError as exc:
+        raise ModeError(_in_order([*shape, *exc.problems], files)) from None
+    except Exception:
+        if not shape or not SAFETY_NET:
+            raise
+        raise ModeError(_in_order(shape, files)) from None
+    if shape:
+        raise ModeError(_in_order(shape, files))
     if use_cache and check_templates:
         cache.put(doc, mode, layout, template_files)
     return mode

@@ -17,7 +17,7 @@ from typing import Any, cast
 from dlg.errors import ModeError, Problem
 from dlg.language.source import SourceDoc
 
-__all__ = ["check_against", "schema"]
+__all__ = ["check_against", "known_keys", "schema", "shape_problems"]
 
 
 @functools.cache
@@ -61,7 +61,8 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _known_keys(err: Any) -> list[str]:
+def known_keys(err: Any) -> list[str]:
+    """The keys the mapping an ``additionalProperties`` error is about may have."""
     props = dict(err.schema.get("properties", {}))
     for sub in err.schema.get("allOf", []):
         ref = sub.get("$ref", "")
@@ -109,7 +110,7 @@ def _missing(doc: SourceDoc, err: Any, path: tuple[Any, ...], message: str,
     mapping has one: reported just after that key's own problem, its cause."""
     problem = doc.problem(message, path)
     if isinstance(err.instance, dict):
-        known = _known_keys(err)
+        known = known_keys(err)
         for key in err.instance:
             if isinstance(key, str) and key not in known and _close_key(key, known) in wanted:
                 line, column = doc.locate((*path, key), key=True)
@@ -126,7 +127,7 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
     v, vv = err.validator, err.validator_value
 
     if v in ("additionalProperties", "unevaluatedProperties"):
-        known = _known_keys(err)
+        known = known_keys(err)
         unexpected = [k for k in err.instance if k not in known] if isinstance(
             err.instance, dict) else _UNEXPECTED.findall(err.message)
         out = []
@@ -197,13 +198,22 @@ def _schema_problems(doc: SourceDoc, err: Any) -> list[Problem]:
     return [doc.problem(err.message, path)]
 
 
+def shape_problems(doc: SourceDoc, schema_name: str = "mode.schema.json"
+                   ) -> tuple[list[Problem], list[Any]]:
+    """A parsed document's problems with the schema, in words and in order, and
+    jsonschema's errors they come from (``prune.sound_part`` takes those parts out)."""
+    errors = list(_validator(schema_name).iter_errors(doc.data))
+    problems: list[Problem] = []
+    for err in errors:
+        problems.extend(_schema_problems(doc, err))
+    # at one place, an unknown key before the missing key it misspells
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0,
+                                 not p.message.startswith("unknown key")))
+    return problems, errors
+
+
 def check_against(doc: SourceDoc, schema_name: str = "mode.schema.json") -> None:
     """Validate a parsed document; raise ``ModeError`` with every located problem."""
-    problems: list[Problem] = []
-    for err in _validator(schema_name).iter_errors(doc.data):
-        problems.extend(_schema_problems(doc, err))
+    problems, _ = shape_problems(doc, schema_name)
     if problems:
-        # at one place, an unknown key before the missing key it misspells
-        problems.sort(key=lambda p: (p.line or 0, p.column or 0,
-                                     not p.message.startswith("unknown key")))
         raise ModeError(problems)

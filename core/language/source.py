@@ -308,7 +308,11 @@ def read_source(ref: Any, *, relative_to: Path | None = None,
     if relative_to is not None:
         for suffix in _SUFFIXES:
             candidate = relative_to / f"{ref}{suffix}"
-            if candidate.is_file():
+            try:
+                found_here = candidate.is_file()
+            except OSError:  # a name too long for the file system, ...: not a mode here
+                found_here = False
+            if found_here:
                 return _from_path(candidate)
     import difflib
 
