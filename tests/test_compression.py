@@ -329,7 +329,7 @@ NOISE = ["The shipment contact changed twice last year, people said.",
 def _kept(needle: str, question: str, limit: int = 30) -> str:
     from dlg.running.selection import select
 
-    texts = [" ".join(NOISE[:3] + [needle] + NOISE[3:]), " ".join(NOISE)]
+    texts = [" ".join([*NOISE[:3], needle, *NOISE[3:]]), " ".join(NOISE)]
     excerpts, used = select(texts, question, limit)
     assert used <= limit
     return " ".join(e for e in excerpts if e)
