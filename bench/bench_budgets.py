@@ -30,7 +30,8 @@ lengths, the limit, and what goes wrong. Scenarios:
 - retries-long: a parallel phase of four turns and a closing one with prompts of
   1,000-3,000 words, two priced models (one the other's fallback), 40% of attempts a
   billed 500 and three attempts a model, usage honest (a prompt billed at up to its
-  bytes); measured: the providers' bill against the limit;
+  bytes, failed ones too, where the ledger charges a failure its estimate); measured: the
+  providers' bill against the limit;
 - wide-tiny: a parallel phase of 20 turns and a closing one under a limit of 1-3 turns'
   worst case (the turns wait for each other's reservations); measured: no hang (a
   120 s guard), never over, how many of the 21 turns ran.
@@ -246,7 +247,7 @@ def retries_long(seed: int) -> dict[str, float]:
     prices = {"big": _prices(rng), "small": _prices(rng)}
     _, registry = market({n: {"capabilities": ["analysis"], "price": p}
                           for n, p in prices.items()})
-    models = {n: Honest(dlg_label=n, seed=seed, fail_rate=0.4,
+    models = {n: Honest(dlg_label=n, seed=seed, fail_rate=0.4, bills_bound=True,
                         price_in=p["input"], price_out=p["output"])
               for n, p in prices.items()}
     mode = _wide(4, rng.randint(1_000, 3_000))

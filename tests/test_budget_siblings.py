@@ -121,6 +121,7 @@ class Honest(Scripted):
     price_in: float = 0.0
     price_out: float = 0.0
     bill: float = 0.0
+    bills_bound: bool = False  # failures billed at up to the prompt's bytes, not the estimate
 
     def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
@@ -131,7 +132,8 @@ class Honest(Scripted):
         if rng.random() < self.fail_rate:
             # a failure bills the prompt at four bytes a token at most: the ledger charges
             # that estimate (a provider that bills more is under-counted: performance.md)
-            self.bill += min(prompt, max(1, prompt_bytes // 4) + 6) * self.price_in / 1e6
+            billed = prompt if self.bills_bound else min(prompt, max(1, prompt_bytes // 4) + 6)
+            self.bill += billed * self.price_in / 1e6
             raise ServerError("the provider broke")
         completion = rng.randint(1, kwargs.get("max_tokens") or 4096)
         self.bill += (prompt * self.price_in + completion * self.price_out) / 1e6
