@@ -26,7 +26,15 @@ lengths, the limit, and what goes wrong. Scenarios:
   fits and the real run always does); measured: finished with the byte bound, and with a
   tokenizer registered for the model (``dlg.models.tokens``; a stand-in that counts as
   the scripted provider does, four bytes a token, so it shows the mechanism, not how
-  close a real tokenizer comes).
+  close a real tokenizer comes);
+- retries-long: a parallel phase of four turns and a closing one with prompts of
+  1,000-3,000 words, two priced models (one the other's fallback), 40% of attempts a
+  billed 500 and three attempts a model, usage honest (a prompt billed at up to its
+  bytes, failed ones too, where the ledger charges a failure its estimate); measured: the
+  providers' bill against the limit;
+- wide-tiny: a parallel phase of 20 turns and a closing one under a limit of 1-3 turns'
+  worst case (the turns wait for each other's reservations); measured: no hang (a
+  120 s guard), never over, how many of the 21 turns ran.
 """
 
 from __future__ import annotations
@@ -220,9 +228,66 @@ def long_prompt(seed: int) -> dict[str, float]:
             "finished_tokenizer": float(counted.status == "completed")}
 
 
+def _wide(width: int, words: int) -> dict[str, Any]:
+    """A parallel phase of ``width`` turns with prompts of ``words`` words, then one
+    closing turn."""
+    return {"name": "wide", "structure": "mixed", "settings": {"max_tokens": 300},
+            "phases": [{"id": "wide", "structure": "parallel", "turns": [
+                {"id": f"w{k}", "role": "R", "prompt": f"w{k} " + "go " * words}
+                for k in range(width)]},
+                {"id": "close", "turns": [{"id": "end", "role": "R", "prompt": "sum up"}]}]}
+
+
+def retries_long(seed: int) -> dict[str, float]:
+    """Billed 500s (40%) on long prompts (1,000-3,000 words) with up to three attempts a
+    model and a fallback, honest usage (a prompt billed at up to its bytes)."""
+    from tests.test_budget_siblings import Honest
+
+    rng = random.Random(seed)
+    prices = {"big": _prices(rng), "small": _prices(rng)}
+    _, registry = market({n: {"capabilities": ["analysis"], "price": p}
+                          for n, p in prices.items()})
+    models = {n: Honest(dlg_label=n, seed=seed, fail_rate=0.4, bills_bound=True,
+                        price_in=p["input"], price_out=p["output"])
+              for n, p in prices.items()}
+    mode = _wide(4, rng.randint(1_000, 3_000))
+    for phase in mode["phases"]:
+        for turn in phase["turns"]:
+            turn["requires"] = ["analysis"]
+    limit = rng.uniform(0.005, 0.06)
+    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=limit, store=None,
+                         retry=dlg.RetryPolicy(base_delay=0.0, attempts=3)).run_sync(mode)
+    bill = sum(m.bill for m in models.values())
+    return {"over": float(bill > limit + 1e-12), "ratio": bill / limit,
+            "completed": float(d.status == "completed")}
+
+
+def wide_tiny(seed: int) -> dict[str, float]:
+    """A parallel phase of 20 turns under a limit of 1-3 turns' worst case: the turns
+    wait for each other's reservations; measured: no hang, never over, turns run."""
+    rng = random.Random(seed)
+    _, registry = market({"m": {"price": _prices(rng)}})
+    model = Scripted(dlg_label="m", seed=seed, random_usage=True)
+    mode = _wide(20, 20)
+    one = registry.get("m")
+    worst = (200 * one.price_in + 300 * one.price_out) / 1e6
+    limit = worst * rng.uniform(1.0, 3.0)
+    with_guard = anyio.fail_after(120)  # only a hang comes near it
+
+    async def go() -> Any:
+        with with_guard:
+            return await _orch(model, registry, max_cost=limit).run(mode)
+
+    d = anyio.run(go)
+    ran = sum(t.status == "completed" for t in d.turns)
+    return {"over": float(d.total_cost_usd > limit + 1e-12),
+            "ratio": d.total_cost_usd / limit, "turns_run": float(ran)}
+
+
 SCENARIOS = {"honest": honest, "over-report": over_report,
              "billed-failures": billed_failures, "sub-dialogues": subdialogues,
-             "sc3.3": sc33, "batch": batch, "long-prompt": long_prompt}
+             "sc3.3": sc33, "batch": batch, "long-prompt": long_prompt,
+             "retries-long": retries_long, "wide-tiny": wide_tiny}
 
 
 def _cell(values: list[float], pct: bool = False) -> str:
@@ -253,6 +318,8 @@ def main() -> None:
             other.append(f"ledger / provider's bill {_cell([r['ledger_vs_bill'] for r in rows])}")
         if "finished" in rows[0]:
             other.append(f"finished 8/8 turns: {sum(r['finished'] for r in rows):.0f}/{len(rows)}")
+        if "turns_run" in rows[0]:
+            other.append(f"turns run of 21 {_cell([r['turns_run'] for r in rows])}")
         if "completed" in rows[0]:
             other.append(f"completed: {sum(r['completed'] for r in rows):.0f}/{len(rows)}")
         if "finished_bytes" in rows[0]:

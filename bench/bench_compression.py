@@ -148,6 +148,126 @@ def scenario(seed: int, paraphrased: bool = False) -> dict[str, Any]:
     return {"notes": [" ".join(n) for n in notes], "asks": asks}
 
 
+# -- harder needles (the third table): questions the answer's kind does not help -------
+
+CAUSES = ["a customs inspection", "a strike at the port", "a missing signature",
+          "a flooded basement", "a software licence dispute", "a broken crane"]
+METHODS = ["a vote of the steering board", "two signatures from finance",
+           "a phone call to the landlord", "an online form and a deposit",
+           "a test run on a Sunday", "a letter from the mayor"]
+DECISIONS = [("settled on", "What was settled on in the end?"),
+             ("ruled out", "What was ruled out?"),
+             ("postponed", "What got postponed?"),
+             ("cancelled", "What was cancelled?"),
+             ("promised", "What was promised?"),
+             ("turned down", "What was turned down?")]
+PLANS = ["weekly stand-ups", "the night shift", "a second warehouse", "paper invoices",
+         "the summer party", "overtime pay", "a new logo", "remote Fridays"]
+UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+COSAS = {"shipment": "envío", "contract": "contrato", "audit": "auditoría",
+         "supplier": "proveedor", "tender": "concurso", "warehouse lease": "alquiler",
+         "server migration": "migración", "product launch": "lanzamiento",
+         "budget review": "presupuesto", "training course": "curso",
+         "pilot plant": "planta piloto", "insurance claim": "siniestro"}
+HARD = ("why", "how", "no_entity", "split", "in_words", "long_sentence", "spanish")
+
+
+def _in_words(n: int) -> str:
+    """``n`` (1,000-99,999) in English words, as a note might write it."""
+    tens = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty",
+            "ninety"]
+    teens = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+             "seventeen", "eighteen", "nineteen"]
+
+    def small(k: int) -> str:
+        out = []
+        if k >= 100:
+            out.append(f"{UNITS[k // 100]} hundred")
+            k %= 100
+        if k >= 20:
+            out.append(tens[k // 10] + (f"-{UNITS[k % 10]}" if k % 10 else ""))
+        elif k >= 10:
+            out.append(teens[k - 10])
+        elif k:
+            out.append(UNITS[k])
+        return " and ".join(out) if len(out) > 1 and n % 1000 < 100 else " ".join(out)
+
+    head, rest = divmod(n, 1000)
+    return f"{small(head)} thousand" + (f" {small(rest)}" if rest else "")
+
+
+def _hard_needle(rng: random.Random, thing: str, kind: str, k: int
+                 ) -> tuple[str, str, str]:
+    """(the sentence or sentences with the fact, the fact, the question) of a needle of
+    ``kind``; ``k``: its place among the seed's needles."""
+    if kind == "why":
+        cause = CAUSES[k % len(CAUSES)]
+        return (f"The {thing} slipped by a month because of {cause}.", cause,
+                f"Why is the {thing} late?")
+    if kind == "how":
+        method = METHODS[k % len(METHODS)]
+        return (f"Changes to the {thing} now go through {method}.", method,
+                f"How does the {thing} get changed?")
+    if kind == "no_entity":
+        verb, question = DECISIONS[k % len(DECISIONS)]
+        plan = rng.choice(PLANS)
+        return f"In the end the group {verb} {plan}.", plan, question
+    measure, unit = rng.choice(MEASURES)
+    value = rng.randint(1_000, 99_999)
+    question = PARAPHRASE[measure].format(thing)
+    if kind == "split":
+        then = rng.choice(("It came to", "That came to", "The figure was"))
+        return (f"The {thing} {measure} was finally checked by the team. {then} "
+                f"{value:,} {unit}.", f"{value:,}", question)
+    if kind == "in_words":
+        words = _in_words(value)
+        return f"The {thing} {measure} came to {words} {unit}.", words, question
+    if kind == "spanish":
+        cosa = COSAS[thing]
+        return (f"El {cosa} costó {value:,} EUR según la factura.".replace(",", "."),
+                f"{value:,}".replace(",", "."), f"¿Cuánto costó el {cosa}?")
+    return (f"The {thing} {measure} came to {value:,} {unit}.", f"{value:,}",
+            f"What is the {thing} {measure}?")
+
+
+def _spanish_distractor(rng: random.Random, things: list[str]) -> str:
+    cosa = COSAS[rng.choice(things)]
+    return rng.choice([
+        f"Nadie sabe todavía cuánto costará el próximo {cosa}.",
+        f"{_name(rng)} preguntó si el {cosa} se había revisado.",
+        f"Se mencionaron unos {rng.randint(2, 400)} EUR para el {cosa}, sin confirmar.",
+        f"El {cosa} anterior costó más de lo previsto, dijeron.",
+        "La reunión terminó tarde y sin conclusiones claras.",
+        f"{_name(rng)} redactará las notas del {cosa}.",
+    ])
+
+
+def hard_scenario(seed: int, kind: str) -> dict[str, Any]:
+    """One seed's notes with six needles of ``kind`` (``HARD``), asked for in questions
+    the fact's kind does not help with (why, how, none naming an entity), or facts the
+    kind detection misses (split over two sentences, the second opening "It", "That"
+    or "The figure", numbers in words, another language), or notes that are each one
+    long sentence."""
+    rng = random.Random(seed * 1000 + HARD.index(kind))
+    things = rng.sample(THINGS, NEEDLES)
+    make = _spanish_distractor if kind == "spanish" else _distractor
+    notes = [[make(rng, things if rng.random() < 0.75 else THINGS)
+              for _ in range(rng.randint(10, 14))] for _ in range(NOTES)]
+    needles = []
+    for k, thing in enumerate(things):
+        sentence, fact, question = _hard_needle(rng, thing, kind, k)
+        note = notes[rng.randrange(NOTES)]
+        note.insert(rng.randint(0, len(note)), sentence)
+        needles.append((fact, question))
+    rng.shuffle(needles)
+    asks = [needles[2 * q:2 * q + 2] for q in range(QUESTIONS)]
+    if kind == "long_sentence":  # each note one sentence: its sentences joined by ";"
+        texts = ["; ".join(s.rstrip(".") for s in n) + "." for n in notes]
+    else:
+        texts = [" ".join(n) for n in notes]
+    return {"notes": texts, "asks": asks}
+
+
 class Scripted(BaseChatModel):
     """Writes note k for ``PART k``, ``Noted.`` to a question, and summaries that keep
     randomly chosen sentences (up to about 60 words)."""
@@ -217,11 +337,13 @@ def recall(sc: dict[str, Any], reads: list[str]) -> float:
     return found / needed
 
 
-def run(seed: int, strategy: str, share: float, paraphrased: bool) -> tuple[float, int]:
+def run(seed: int, strategy: str, share: float, paraphrased: bool,
+        hard: str | None = None) -> tuple[float, int]:
     """Recall and tokens read by a strategy at a limit of ``share`` of the notes; the
     ``tail`` baseline reads the last ``limit`` tokens of the full transcript, cut
-    mid-turn (what truncating text, not turns, would keep)."""
-    sc = scenario(seed, paraphrased)
+    mid-turn (what truncating text, not turns, would keep). ``hard``: the harder
+    needles of that kind (``hard_scenario``)."""
+    sc = scenario(seed, paraphrased) if hard is None else hard_scenario(seed, hard)
     limit = max(1, int(share * sum(estimate_tokens(n) for n in sc["notes"])))
     d = dlg.run_sync(mode(sc, "none" if strategy == "tail" else strategy, limit),
                      model=Scripted(notes=sc["notes"]), store=None)
@@ -263,12 +385,38 @@ def table(seeds: range, paraphrased: bool) -> dict[tuple[str, float], Any]:
     return rows
 
 
+def hard_table(seeds: range) -> None:
+    """The harder needles (``HARD``), each kind on its own, at 10% and 20% limits."""
+    print("\nharder needles (questions in the notes' words unless the kind says not); "
+          "recall of needed facts, tokens read as a share of none's")
+    print(f"{'kind':<14} {'limit':>5} " + " ".join(f"{s:>25}" for s in HARD_STRATEGIES))
+    for kind in HARD:
+        full = {s: run(s, "none", 1.0, False, kind)[1] for s in seeds}
+        for share in (0.1, 0.2):
+            cells = []
+            for strategy in HARD_STRATEGIES:
+                got = [run(s, strategy, share, False, kind) for s in seeds]
+                recalls = [r for r, _ in got]
+                read = statistics.fmean(t / full[s] for (_, t), s in zip(got, seeds,
+                                                                        strict=True))
+                cells.append(f"{_spread(recalls)} @{read:4.0%}")
+            print(f"{kind:<14} {share:>5.0%} " + " ".join(f"{c:>25}" for c in cells))
+
+
+HARD_STRATEGIES = ("truncate", "tail", "relevant_only", "summary")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="5 seeds")
+    parser.add_argument("--hard-only", action="store_true",
+                        help="only the harder needles' table")
     args = parser.parse_args()
     seeds = range(1, 1 + (5 if args.quick else args.seeds))
+    if args.hard_only:
+        hard_table(seeds)
+        return
     print(f"{len(seeds)} seeds; mean ± sd over seeds; tokens read: all turns' context "
           f"plus the summariser's calls, as a share of none's")
     for paraphrased in (False, True):
@@ -291,6 +439,7 @@ def main() -> None:
                 print(f"{'ok    ' if ok else 'MISSED'} {strategy} at a {share:.0%} limit: "
                       f"recall {got:.1%} (>= 90%; better truncation {best:.1%}) at "
                       f"{read:.1%} of the tokens (<= 30%)")
+    hard_table(seeds)
     sys.exit(0)
 
 

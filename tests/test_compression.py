@@ -314,3 +314,43 @@ def test_a_turn_with_no_compression_does_not_go_through_it(monkeypatch):
     d = dlg.run_sync(mode, topic="t", model="echo", store=None)
     assert d.status == "completed", d.error
     assert d.turn("b").prompt.startswith("### A\n")  # it read turn a, whole
+
+
+# -- harder needles (bench/bench_compression.py's third table) ------------------------
+
+NOISE = ["The shipment contact changed twice last year, people said.",
+         "Marta Okonkwo asked whether the shipment weight had been checked.",
+         "The contract deadline may move, but nothing was decided.",
+         "A previous shipment took until 2026-04-03 to close.",
+         "Kofi Osei from Oslo will write up the contract notes.",
+         "About 40 kg were mentioned for the contract, as a guess."]
+
+
+def _kept(needle: str, question: str, limit: int = 30) -> str:
+    from dlg.running.selection import select
+
+    texts = [" ".join([*NOISE[:3], needle, *NOISE[3:]]), " ".join(NOISE)]
+    excerpts, used = select(texts, question, limit)
+    assert used <= limit
+    return " ".join(e for e in excerpts if e)
+
+
+def test_relevant_only_keeps_a_fact_whose_sentence_goes_on_from_the_one_naming_it():
+    """"It came to 4,318 kg." shares no word with the question; the sentence before it
+    names the shipment's weight."""
+    read = _kept("The shipment weight was finally checked by the team. It came to 4,318 kg.",
+                 "How heavy is the shipment?", limit=18)
+    assert "4,318" in read
+
+
+def test_relevant_only_counts_a_number_written_in_words_as_a_number():
+    read = _kept("The shipment weight came to four thousand three hundred kg.",
+                 "How heavy is the shipment?")
+    assert "four thousand three hundred" in read
+
+
+def test_relevant_only_matches_words_across_their_endings():
+    """"changed" in the question, "Changes" in the note."""
+    read = _kept("Changes to the contract now go through a vote of the steering board.",
+                 "How does the contract get changed?")
+    assert "steering board" in read

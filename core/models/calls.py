@@ -219,15 +219,17 @@ class _Call:
     """One ``call_model``: what its attempts need, in one object rather than a closure
     per attempt function (thousands of calls can be in flight)."""
 
-    __slots__ = ("allow", "cache", "fallbacks", "label", "messages", "on_chunk", "pool",
-                 "primary", "record", "registry", "requires", "schema", "settings", "started",
-                 "timeout")
+    __slots__ = ("allow", "cache", "fallbacks", "guard", "label", "messages", "on_chunk",
+                 "pool", "primary", "record", "registry", "requires", "schema", "settings",
+                 "started", "timeout")
     owns_timeout = True  # an attempt's timeout starts once its turn to call has come
 
     def __init__(self, pool: Any, primary: Any, messages: Any, settings: Any, registry: Any,
                  fallbacks: Any, requires: Any, on_chunk: Any, record: Any, allow: Any,
-                 schema: Any, cache: Any = None, timeout: float | None = None):
+                 schema: Any, cache: Any = None, timeout: float | None = None,
+                 guard: Any = None):
         self.pool, self.primary, self.messages, self.settings = pool, primary, messages, settings
+        self.guard = guard
         self.registry, self.fallbacks, self.requires = registry, fallbacks, requires
         self.on_chunk, self.record, self.allow, self.schema = on_chunk, record, allow, schema
         self.label, self.started = "", 0.0  # of the attempt in progress
@@ -262,6 +264,11 @@ class _Call:
                 and c != label
                 and (not isinstance(c, str) or pool.problem(c) is None)
                 and (allow is None or allow(c))]
+
+    def affordable(self, candidate: Any, failed: Any) -> bool:
+        """Whether another attempt on ``candidate`` may be made after the ``failed``
+        ones (``guard``: a budget's, which counts what they were billed)."""
+        return self.guard is None or self.guard(candidate, failed)
 
     def _where(self, candidate: Any, primary: str) -> frozenset[str] | None:
         """Where ``candidate``'s calls go (the URLs), when ``primary`` was given no
@@ -415,6 +422,7 @@ def call_model(
     allow: Any = None,
     schema: Mapping[str, Any] | None = None,
     cache: Any = None,
+    guard: Any = None,
 ) -> Awaitable[ChatResult]:
     """The one way dlg calls a model, for turns and for ``ChatModel`` alike: returns the
     call to await.
@@ -429,11 +437,13 @@ def call_model(
     cost, which models it replaced and every failed attempt; ``AllCandidatesFailed`` if
     none answered. ``record``, if given, has its ``model`` set to each model as it is
     tried (a turn's record shows the one in flight); ``allow``, if given, must accept a
-    fallback before it is tried (a budget uses it). ``schema``, ``cache``: see ``chat``.
+    fallback before it is tried (a budget uses it); ``guard``, if given, must accept
+    every attempt after a failed one (``guard(candidate, failed_attempts)``: a budget
+    counts what they were billed). ``schema``, ``cache``: see ``chat``.
     """
     resilience = _RESILIENCE or _resilience()
     call = _Call(pool, primary, messages, settings, registry, fallbacks, requires,
-                 on_chunk, record, allow, schema, cache, timeout)
+                 on_chunk, record, allow, schema, cache, timeout, guard)
     # no frame of its own while the model works: the resilient call's makes the result
     # what finish (call.result) makes: a ChatResult (the module is imported lazily: Any)
     result: Awaitable[ChatResult] = resilience.call_resilient(

@@ -149,6 +149,13 @@ def _candidates(primary: Any, fallbacks: Any, label: Callable[[Any], str],
         yield primary
 
 
+def _affordable(call: Any, candidate: Any, attempts: list[Attempt]) -> bool:
+    """Whether ``call`` may make another attempt on ``candidate`` after ``attempts``
+    failed: a call that has ``affordable`` says (a budget's turn), else it may."""
+    check = getattr(call, "affordable", None)
+    return check is None or bool(check(candidate, attempts))
+
+
 def _attempt(call: Callable[[Any], Awaitable[Any]], candidate: Any, timeout: float | None
              ) -> Awaitable[Any]:
     """``call(candidate)`` to await, under ``timeout`` if one is set (without one, no
@@ -246,6 +253,12 @@ async def _retrying(primary: Any, call: Callable[[Any], Awaitable[Any]], fallbac
                 if first is not None:  # the primary's first try, made by call_resilient
                     failed, first = first, None
                     raise failed
+                if attempts and not _affordable(call, candidate, attempts):
+                    # a budget: what was billed so far and this attempt's worst case do
+                    # not fit the turn's reservation and what is left
+                    attempts.append(Attempt(model, "the budget cannot pay for another "
+                                            "attempt", False))
+                    raise AllCandidatesFailed(attempts)
                 if held.closed(model):
                     last = attempts[-1] if attempts and attempts[-1].model == model else None
                     refused = await limits.at_gate(model, last)

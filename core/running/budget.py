@@ -186,6 +186,31 @@ class Budget:
         cost = self.worst_case(label, prompt_tokens, reservation.max_tokens)
         return cost is not None and cost <= reservation.amount + 1e-12
 
+    def covers(self, reservation: Reservation, label: str, failed: Any) -> bool:
+        """Whether ``reservation`` covers one more attempt on ``label`` after the
+        ``failed`` ones: what those were billed (each one's prompt at its bound: the
+        provider may bill up to it) and this attempt's worst case. What is missing is
+        added to the reservation when what is left has it; else False (no attempt is
+        made: a retry after a billed failure could pass the limit)."""
+        prompt = reservation.prompt
+        need = self.worst_case(label, prompt, reservation.max_tokens)
+        if need is None:
+            return False
+        for attempt in failed or ():
+            if getattr(attempt, "billed", False):
+                prices = self.prices(attempt.model)
+                need += _bound(prompt, attempt.model) * prices[0] if prices else 0.0
+        extra = need - reservation.amount
+        if extra <= 1e-12:
+            return True
+        if extra > self.left + 1e-12:
+            return False
+        reservation.amount += extra
+        self.reserved += extra
+        if self.within is not None:
+            self.within.reserved += extra
+        return True
+
     def settle(self, reservation: Reservation, actual: float | None) -> float:
         """Release ``reservation`` and charge what was really spent; answers the overrun
         (what was spent past the reservation, 0.0 when within it)."""
@@ -410,6 +435,9 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
         settings = {**settings, "max_tokens": n}  # what was reserved for, no more
     cost = None
     try:
+        if reservation is not None and budget is not None:
+            held, shared = reservation, budget
+            options["guard"] = lambda c, failed: shared.covers(held, pool.label(c), failed)
         result = await call_model(pool, choice, messages, settings, **options)
         cost = result.cost_usd
         if budget is not None and result.attempts:

@@ -92,6 +92,16 @@ class RunContext:
 
         return allow
 
+    def guard(self, held: Reservation) -> Callable[[Any, Any], bool]:
+        """Whether the turn's reservation ``held`` covers another attempt after failed
+        ones (``Budget.covers``: what they were billed, and the attempt's worst case)."""
+        budget, pool = self.budget, self.pool
+
+        def covers(candidate: Any, failed: Any) -> bool:
+            return budget is not None and budget.covers(held, pool.label(candidate), failed)
+
+        return covers
+
     async def summarise(self, prompt: str) -> Any:
         """A summary by the cheapest model of the pool (else the default), in budget."""
         from dlg.running.budget import budgeted_call

@@ -240,15 +240,18 @@ class Kernel:
                 return
             if ctx.interrupt is not None and ctx.interrupt.requested:
                 # asked to stop while it was prepared: no call is made
-                if plan.reservation is not None and ctx.budget is not None:
-                    ctx.budget.settle(plan.reservation, 0.0)
+                self._release(plan)
                 return
             rec.system, rec.prompt, rec.model = plan.system, plan.prompt, plan.label
             rec.status = R.RUNNING
             rec.started_at = R.now()
             if log.isEnabledFor(INFO):
                 _log_turn_started(turn, plan.label)
-            await ctx.events.emit("turn_started", dialogue=state.dialogue, turn=rec)
+            try:
+                await ctx.events.emit("turn_started", dialogue=state.dialogue, turn=rec)
+            except BaseException:  # a listener failed, or cancelled: no call is made, and
+                self._release(plan)  # turns waiting for room must not wait on it forever
+                raise
 
             spent: float | None = None
             billed = 0.0  # failed attempts' input, presumed billed (``Budget.billed``)
@@ -343,7 +346,13 @@ class Kernel:
             record=rec, schema=plan.output["schema"] if plan.output is not None else None,
             cache=plan.cache,
             allow=(ctx.allowance(plan.reservation, plan.bound)
-                   if plan.reservation is not None else None))
+                   if plan.reservation is not None else None),
+            guard=ctx.guard(plan.reservation) if plan.reservation is not None else None)
+
+    def _release(self, plan: Plan) -> None:
+        """Give back the reservation of a turn whose call was never made."""
+        if plan.reservation is not None and self.ctx.budget is not None:
+            self.ctx.budget.settle(plan.reservation, 0.0)
 
     def _settle(self, rec: TurnRecord, reservation: Reservation, spent: float | None,
                 billed: float) -> None:

@@ -115,6 +115,8 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
                 # batch's total, sub-dialogues running beside this one): wait for them
                 # rather than stop
                 await budget.settled()
+                if state.stopped:  # a turn beside this one stopped the dialogue meanwhile
+                    return Stopped(*state.stopped)
                 planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                                 labels, rest)
             if planned is None:

@@ -61,6 +61,11 @@ _WANTS = (
         r"costly)\b|\bwhat (?:number|amount|size|price|cost|weight|share|percentage|"
         r"total)\b|\bweigh\b", re.IGNORECASE)),
 )
+_NUMBER_WORDS = re.compile(r"\b(?:hundred|thousand|million|billion|dozen)s?\b", re.IGNORECASE)
+# a sentence opening with one of these goes on with the one before ("It came to 4,318 kg.")
+_CONTINUES = frozenset({"it", "its", "this", "that", "these", "those", "they", "their",
+                        "he", "she", "his", "her", "there", "which"})
+_SUFFIXES = ("ing", "ed", "es", "s")
 TYPE_BONUS = 0.5  # added to a chunk's score for holding the kind of fact asked for
 ASKED = 3  # each question's best chunks taken first
 
@@ -103,7 +108,7 @@ def _holds(chunk: str) -> set[str]:
     if _DATE.search(chunk):
         kinds.add("date")
     if any(not _DATE.search(n) and any(c.isdigit() for c in n)
-           for n in _NUMBER.findall(_DATE.sub(" ", chunk))):
+           for n in _NUMBER.findall(_DATE.sub(" ", chunk))) or _NUMBER_WORDS.search(chunk):
         kinds.add("number")
     if _PERSON.search(chunk):
         kinds.add("name")
@@ -111,7 +116,39 @@ def _holds(chunk: str) -> set[str]:
 
 
 def _terms(text: str) -> list[str]:
-    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP]
+    """The words of ``text`` that are not stop words, lowercased and stemmed."""
+    return [_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP]
+
+
+def _stem(word: str) -> str:
+    """``word`` without a plural or verb ending and a final e ("changes", "changed" and
+    "change" alike): a light stemmer, for English only."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[:-len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+
+
+def _links(pieces: list[tuple[int, int, str]]) -> list[int | None]:
+    """For each chunk, the chunk before it in the same text when it goes on with it (it
+    opens with a pronoun: "It came to 4,318 kg."), else None."""
+    out: list[int | None] = [None] * len(pieces)
+    for k in range(1, len(pieces)):
+        first = _WORD.match(pieces[k][2])
+        if (pieces[k][0] == pieces[k - 1][0] and first is not None
+                and first.group().lower() in _CONTINUES):
+            out[k] = k - 1
+    return out
+
+
+def _carry(scores: list[float], links: list[int | None]) -> list[float]:
+    """A chunk that goes on with the one before scores at least as well as that one."""
+    out = list(scores)
+    for k, before in enumerate(links):
+        if before is not None:
+            out[k] = max(out[k], out[before])
+    return out
 
 
 def lexical_scores(query: str, docs: list[str], k1: float = 1.2, b: float = 0.75
@@ -152,12 +189,13 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     docs = [c for _, _, c in pieces]
     questions = asks(query)
     vectors = embed.embed_documents(docs) if embed is not None else None
-    scores = _scores(query, docs, embed, vectors)
+    links = _links(pieces)
+    scores = _carry(_scores(query, docs, embed, vectors), links)
     kinds = [_holds(c) for c in docs] if questions else []
     firsts_asked: list[list[int]] = []  # each question's best chunks
     for question in questions:
-        own = _scores(question, docs, embed, vectors)
-        lexical = lexical_scores(question, docs)
+        own = _carry(_scores(question, docs, embed, vectors), links)
+        lexical = _carry(lexical_scores(question, docs), links)
         kind = wanted(question)
         if kind is not None:
             own = [s + TYPE_BONUS * (kind in kinds[k] and lexical[k] > 0)
