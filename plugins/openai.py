@@ -216,10 +216,24 @@ def _make_compatible(model, options):
                              **no_retries(options)})
 
 
+def _endpoint_of(model: Any) -> str | None:
+    """Where a ``ChatOpenAI`` given as an object sends its calls when it was given no
+    ``base_url``: ``OPENAI_BASE_URL``, which its client reads (as ``_make`` says on a
+    model it makes). None for any other object."""
+    import sys
+
+    module = sys.modules.get("langchain_openai")  # not imported: not one of its models
+    if module is None or not isinstance(model, module.ChatOpenAI):
+        return None
+    if model.openai_api_base or os.environ.get("OPENAI_API_BASE"):
+        return None  # an endpoint of its own, which dlg reads from the model
+    return os.environ.get("OPENAI_BASE_URL") or None
+
+
 @hookimpl
 def register_models(register):
     register("openai", _make, check=_check, description="OpenAI (OPENAI_API_KEY)",
-             rate_headers=RATE_HEADERS)
+             rate_headers=RATE_HEADERS, endpoint_of=_endpoint_of)
     register("openai-compatible", _make_compatible, check=_check_compatible,
              description="Any OpenAI-compatible server (base_url=...)",
              rate_headers=RATE_HEADERS)
