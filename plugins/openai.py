@@ -44,7 +44,8 @@ RATE_HEADERS = RateHeaders(
     waits=(("retry-after-ms", "ms"),),
     resets=(("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests", "duration"),
             ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens", "duration")),
-    answered=True)
+    answered=True,
+    not_limits=("insufficient_quota",))  # a 429 for a spent quota: billing, not a rate
 _NAMES = frozenset([*RATE_HEADERS.limits, *(n for r in RATE_HEADERS.resets for n in r[:2])])
 # the limit headers of this task's latest response (set by the HTTP client's hook, in
 # the task that made the call; langchain-openai's include_response_headers cannot be

@@ -11,7 +11,7 @@ import pytest
 from dlg.errors import PluginError
 from dlg.models.headers import known, reports_limits
 from dlg.models.pacing import Limiter, pacer
-from dlg.models.ratelimits import wait_from_headers
+from dlg.models.ratelimits import is_rate_limit, wait_from_headers
 from dlg.plugin import RateHeaders, hookimpl
 from dlg.registrations import model_providers
 
@@ -66,10 +66,34 @@ def test_the_built_in_providers_register_theirs(pm):
     assert limiter.learned == {"tpm": 4000}
 
 
+def test_a_plugin_says_which_429s_are_no_rate_limit_and_core_knows_none(pm):
+    """A 429 that is a bill to pay (OpenAI's "insufficient_quota") is not waited for;
+    which texts say so is the provider plugin's to register, not core's."""
+    import inspect
+
+    import dlg.models.ratelimits
+
+    billed = Exception("Error code: 429 - {'error': {'code': 'acme_credits_exhausted'}}")
+    billed.status_code = 429  # type: ignore[attr-defined]
+    quota = Exception("Error code: 429 - {'error': {'code': 'insufficient_quota'}}")
+    quota.status_code = 429  # type: ignore[attr-defined]
+    assert is_rate_limit(billed) is True  # a 429 like any other, until a plugin says
+    assert is_rate_limit(quota) is False  # the built-in openai plugin says so
+    _acme(pm, RateHeaders(not_limits=("acme_credits_exhausted",)))
+    assert is_rate_limit(billed) is False
+    assert is_rate_limit(_refused({})) is True  # a plain 429 still is one
+    assert "insufficient_quota" not in inspect.getsource(dlg.models.ratelimits)
+    for name in [n for n, _ in pm.list_name_plugin() if n.endswith("openai")]:
+        pm.unregister(name=name)
+    assert is_rate_limit(quota) is True  # core alone knows no provider's texts
+
+
 @pytest.mark.parametrize("bad, said", [
     (RateHeaders(limits={"acme-quota": "rps"}), "'acme-quota' -> 'rps'"),
     (RateHeaders(waits=(("acme wait", "ms"),)), "waits: ('acme wait', 'ms')"),
     (RateHeaders(resets=(("acme-reset", "", "fortnights"),)), "resets: ("),
+    (RateHeaders(not_limits=("",)), "not_limits: '' is not"),
+    (RateHeaders(not_limits="quota"), "not_limits must be a tuple"),
     ({"acme-quota": "rpm"}, "expected a dlg.plugin.RateHeaders"),
 ])
 def test_headers_dlg_cannot_read_are_the_plugin_s_clear_error(pm, bad, said):
