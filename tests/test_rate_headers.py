@@ -123,3 +123,28 @@ async def test_an_answer_with_a_response_format_still_states_the_limits():
     limiter = pacer.for_label(spec, None)
     assert limiter is not None and limiter.learned == {"rpm": 50 * 60}
     assert not limiter.probing
+
+
+def test_a_plugin_s_endpoint_of_is_asked_for_an_object_and_checked(pm):
+    """``register(endpoint_of=...)``: where a chat model given as an object goes; one that
+    raises says nothing, one that is not a function is the plugin's clear error."""
+    from dlg.registrations import endpoint_of
+
+    class Finder:
+        @hookimpl
+        def register_models(self, register):
+            register(endpoint_of=lambda model: 1 / 0 if model == "broken" else (
+                "http://127.0.0.1:9/v1" if model == "mine" else None))
+
+    pm.register(Finder(), name="finder")
+    assert endpoint_of("mine", pm) == "http://127.0.0.1:9/v1"
+    assert endpoint_of("other", pm) is None and endpoint_of("broken", pm) is None
+
+    class Bad:
+        @hookimpl
+        def register_models(self, register):
+            register(endpoint_of="http://127.0.0.1:9/v1")
+
+    pm.register(Bad(), name="bad")
+    with pytest.raises(PluginError, match="plugin 'bad' registered endpoint_of="):
+        model_providers(pm)
