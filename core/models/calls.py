@@ -272,8 +272,9 @@ class _Call:
         environment (``ModelPool.where``); after such a primary, whose provider dlg cannot
         name, any spec is made to see where it goes. None: another provider's model, or
         one that cannot be made here (not a candidate at an endpoint the user chose)."""
+        pool: ModelPool = self.pool
         if not isinstance(candidate, str):
-            return self.pool.where(candidate)
+            return pool.where(candidate)
         given = endpoint(candidate)
         if given:
             return frozenset(v for _, v in given)
@@ -281,10 +282,10 @@ class _Call:
                 candidate.partition(":")[0] != primary.partition(":")[0]):
             return None
         try:
-            made = self.pool.cached(candidate) or self.pool.get(candidate)
+            made = pool.cached(candidate) or pool.get(candidate)
         except Exception:  # one that cannot be made here is no candidate anyway
             return None
-        return self.pool.where(made[0])
+        return pool.where(made[0])
 
     def __call__(self, candidate: Any) -> Awaitable[Any]:
         """The call to one candidate, to await. A model already made is called directly
