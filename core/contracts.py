@@ -135,12 +135,15 @@ class RateHeaders:
     latest. Formats: ``FORMATS``. ``answered``: the provider's models put an answered
     call's headers in its ``response_metadata["headers"]``, so a model whose limits are
     not known yet starts slowly until they say them (``dlg.models.pacing``); else limits
-    are learned from 429s alone."""
+    are learned from 429s alone. ``not_limits``: texts that, in a 429's error, say it is
+    no rate limit but a bill to pay (OpenAI's ``insufficient_quota``): waiting does not
+    end it, so it is neither waited for nor retried."""
 
     limits: Mapping[str, str] = field(default_factory=dict)
     waits: tuple[tuple[str, str], ...] = ()
     resets: tuple[tuple[str, str, str], ...] = ()
     answered: bool = False
+    not_limits: tuple[str, ...] = ()
 
     def problem(self) -> str | None:
         """What is wrong with these names and formats, if anything (a plugin's mistake)."""
@@ -160,4 +163,9 @@ class RateHeaders:
                         f"one of {sorted(FORMATS)})")
         if not isinstance(self.answered, bool):
             return f"answered must be true or false (given {self.answered!r:.40})"
+        if not isinstance(self.not_limits, tuple):
+            return f"not_limits must be a tuple of texts (given {self.not_limits!r:.40})"
+        for text in self.not_limits:
+            if not isinstance(text, str) or not 0 < len(text) <= 100:
+                return f"not_limits: {text!r:.40} is not a text of 1 to 100 characters"
         return None

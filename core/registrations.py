@@ -134,6 +134,8 @@ class _Registered(TypedDict):
     embeddings: dict[str, Callable[..., Any]]
     executors: dict[str, Callable[..., Any]]
     rate_headers: dict[str, RateHeaders]  # by provider ("": headers any provider sends)
+    # where a chat model given as an object sends its calls when it states no endpoint
+    endpoints: list[Callable[[Any], str | None]]
 
 
 # per plugin manager, dropped with it; rebuilt when plugins are added or removed
@@ -161,7 +163,7 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
 
     out = _Registered(plugins=plugins, by_plugin={}, catalogs=[], models={}, routers={},
                       exporters={}, stores={}, modes={}, embeddings={}, executors={},
-                      rate_headers={})
+                      rate_headers={}, endpoints=[])
 
     def plugin_entry(name: str) -> Registration:
         return out["by_plugin"].setdefault(name, Registration(plugin=name))
@@ -178,9 +180,16 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
             pull: Callable[..., Any] | None = None,
             recommended: Callable[[], list[dict[str, Any]]] | None = None,
             rate_headers: RateHeaders | None = None,
+            endpoint_of: Callable[[Any], str | None] | None = None,
         ) -> None:
             if catalog is not None:
                 out["catalogs"].append((plugin, catalog))
+            if endpoint_of is not None:
+                if not callable(endpoint_of):
+                    raise PluginError(f"plugin '{plugin}' registered endpoint_of="
+                                      f"{endpoint_of!r:.40}: expected a function of a chat "
+                                      "model")
+                out["endpoints"].append(endpoint_of)
             if rate_headers is not None:
                 problem = (rate_headers.problem() if isinstance(rate_headers, RateHeaders)
                            else "expected a dlg.plugin.RateHeaders")
@@ -190,7 +199,7 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
                                       f"{problem}")
                 out["rate_headers"][name or ""] = rate_headers
             if name is None and factory is None:
-                if catalog is None and rate_headers is None:
+                if catalog is None and rate_headers is None and endpoint_of is None:
                     raise PluginError(f"plugin '{plugin}' called register() with nothing")
                 return
             if not isinstance(name, str) or not name or ":" in name or not callable(factory):
@@ -279,6 +288,24 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
 def rate_headers(pm: pluggy.PluginManager | None = None) -> dict[str, RateHeaders]:
     """The rate-limit headers providers' plugins registered, by provider ("": any)."""
     return _collect(_pm(pm))["rate_headers"]
+
+
+def endpoint_of(model: Any, pm: pluggy.PluginManager | None = None) -> str | None:
+    """Where ``model`` (a chat model given as an object, stating no endpoint of its own)
+    sends its calls, as its provider's plugin says (``register(endpoint_of=...)``: the
+    endpoint its client takes from the environment); None if no plugin says."""
+    try:
+        finders = _collect(_pm(pm))["endpoints"]
+    except Exception:  # a broken plugin is reported where models are made, not here
+        return None
+    for find in finders:
+        try:
+            found = find(model)
+        except Exception:  # a plugin's mistake: it says nothing of this model
+            continue
+        if isinstance(found, str) and found:
+            return found
+    return None
 
 
 def model_providers(pm: pluggy.PluginManager | None = None) -> dict[str, ModelProvider]:

@@ -44,7 +44,8 @@ RATE_HEADERS = RateHeaders(
     waits=(("retry-after-ms", "ms"),),
     resets=(("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests", "duration"),
             ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens", "duration")),
-    answered=True)
+    answered=True,
+    not_limits=("insufficient_quota",))  # a 429 for a spent quota: billing, not a rate
 _NAMES = frozenset([*RATE_HEADERS.limits, *(n for r in RATE_HEADERS.resets for n in r[:2])])
 # the limit headers of this task's latest response (set by the HTTP client's hook, in
 # the task that made the call; langchain-openai's include_response_headers cannot be
@@ -216,10 +217,24 @@ def _make_compatible(model, options):
                              **no_retries(options)})
 
 
+def _endpoint_of(model: Any) -> str | None:
+    """Where a ``ChatOpenAI`` given as an object sends its calls when it was given no
+    ``base_url``: ``OPENAI_BASE_URL``, which its client reads (as ``_make`` says on a
+    model it makes). None for any other object."""
+    import sys
+
+    module = sys.modules.get("langchain_openai")  # not imported: not one of its models
+    if module is None or not isinstance(model, module.ChatOpenAI):
+        return None
+    if model.openai_api_base or os.environ.get("OPENAI_API_BASE"):
+        return None  # an endpoint of its own, which dlg reads from the model
+    return os.environ.get("OPENAI_BASE_URL") or None
+
+
 @hookimpl
 def register_models(register):
     register("openai", _make, check=_check, description="OpenAI (OPENAI_API_KEY)",
-             rate_headers=RATE_HEADERS)
+             rate_headers=RATE_HEADERS, endpoint_of=_endpoint_of)
     register("openai-compatible", _make_compatible, check=_check_compatible,
              description="Any OpenAI-compatible server (base_url=...)",
              rate_headers=RATE_HEADERS)

@@ -326,6 +326,32 @@ async def test_a_model_whose_endpoint_is_from_the_environment_keeps_to_it(
         assert d.turns[0].model == named and len(public.requests) == 1
 
 
+async def test_a_chat_openai_object_whose_endpoint_is_from_the_environment_keeps_to_it(
+        tmp_path, monkeypatch):
+    """A ``ChatOpenAI`` given as an object (no ``base_url``; ``OPENAI_BASE_URL`` set) calls
+    that endpoint, but fell back to registry models at others (here a second server
+    standing in for the public one, never called): it keeps to it as a spec does."""
+    from langchain_openai import ChatOpenAI
+
+    registry = tmp_path / "models.yaml"
+    with FakeOpenAI() as public, FakeOpenAI(["500"]) as private:
+        other = f"openai-compatible:x?base_url={public.base_url}"
+        registry.write_text(f"fallbacks:\n  analysis: ['{other}', 'echo', 'openai:gpt-4.1']\n")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+        monkeypatch.setenv("OPENAI_BASE_URL", private.base_url)
+        given = ChatOpenAI(model="gpt-4o", max_retries=0)
+        assert given.openai_api_base is None  # the client reads the variable itself
+        mode = {"name": "one", "turns": [{"id": "a", "role": "A", "prompt": "Say hi",
+                                          "requires": ["analysis"]}]}
+        d = await dlg.Orchestrator(model=given, retry=FAST, registry=str(registry),
+                                   store=None).run(mode)
+        assert public.requests == []
+        assert d.status == "failed"
+        assert {a["model"] for a in d.turns[0].attempts} == {"gpt-4o", "openai:gpt-4.1"}
+        assert {r["body"]["model"] for r in private.requests} == {"gpt-4o", "gpt-4.1"}
+
+
 def test_each_event_loop_gets_its_own_http_client():
     """Each ``run_sync`` runs its own event loop, as each task on a reused Ray worker
     does. A model (and the HTTP client it holds) made in one loop and reused in the next

@@ -84,6 +84,52 @@ def test_resume_runs_only_what_is_missing(write_mode):
     assert again.stderr == f"dialogue {saved['id']} is already complete\n"
 
 
+@pytest.mark.parametrize("turns", [1, 20])  # 20: a record written whole off the loop
+async def test_a_resumed_dialogue_is_saved_running_before_its_first_resumed_turn(turns):
+    """While its first resumed turn runs, another handle on the store (another process,
+    `dlg ls`, the viewer) reads it as running, not as the failed dialogue it was."""
+    import anyio
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from dlg.plugins.sqlite_store import SqliteStore
+
+    mode = {"name": "many", "turns": [{"id": f"t{i}", "role": "A", "prompt": f"p{i}"}
+                                      for i in range(turns)]}
+    first = await dlg.run(mode, model="echo?fail=always")
+    assert dlg.load_dialogue(first.id).status == "failed"
+    called, release = anyio.Event(), anyio.Event()
+
+    class Blocking(BaseChatModel):  # answers when the test lets it
+        @property
+        def _llm_type(self) -> str:
+            return "blocking"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            raise NotImplementedError
+
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+            called.set()
+            await release.wait()
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("done"))])
+
+    done = []
+
+    async def resume() -> None:
+        done.append(await dlg.Orchestrator(model=Blocking()).resume(first.id))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(resume)
+        await called.wait()  # its first resumed turn is running, and blocked
+        other = SqliteStore()  # a handle of its own on the same file
+        seen = (other.load(first.id)["status"],
+                [r["status"] for r in other.list() if r["id"] == first.id])
+        release.set()
+    assert seen == ("running", ["running"])
+    assert done[0].status == "completed" and dlg.load_dialogue(first.id).status == "completed"
+
+
 def test_resume_refuses_a_changed_mode_unless_forced(write_mode):
     path = write_mode("name: r\nturns:\n  - {id: a, role: A, prompt: one}\n"
                       "  - {id: b, role: B, prompt: two, timeout: 0.01}\n")

@@ -11,7 +11,7 @@ import pytest
 from dlg.errors import PluginError
 from dlg.models.headers import known, reports_limits
 from dlg.models.pacing import Limiter, pacer
-from dlg.models.ratelimits import wait_from_headers
+from dlg.models.ratelimits import is_rate_limit, wait_from_headers
 from dlg.plugin import RateHeaders, hookimpl
 from dlg.registrations import model_providers
 
@@ -66,10 +66,34 @@ def test_the_built_in_providers_register_theirs(pm):
     assert limiter.learned == {"tpm": 4000}
 
 
+def test_a_plugin_says_which_429s_are_no_rate_limit_and_core_knows_none(pm):
+    """A 429 that is a bill to pay (OpenAI's "insufficient_quota") is not waited for;
+    which texts say so is the provider plugin's to register, not core's."""
+    import inspect
+
+    import dlg.models.ratelimits
+
+    billed = Exception("Error code: 429 - {'error': {'code': 'acme_credits_exhausted'}}")
+    billed.status_code = 429  # type: ignore[attr-defined]
+    quota = Exception("Error code: 429 - {'error': {'code': 'insufficient_quota'}}")
+    quota.status_code = 429  # type: ignore[attr-defined]
+    assert is_rate_limit(billed) is True  # a 429 like any other, until a plugin says
+    assert is_rate_limit(quota) is False  # the built-in openai plugin says so
+    _acme(pm, RateHeaders(not_limits=("acme_credits_exhausted",)))
+    assert is_rate_limit(billed) is False
+    assert is_rate_limit(_refused({})) is True  # a plain 429 still is one
+    assert "insufficient_quota" not in inspect.getsource(dlg.models.ratelimits)
+    for name in [n for n, _ in pm.list_name_plugin() if n.endswith("openai")]:
+        pm.unregister(name=name)
+    assert is_rate_limit(quota) is True  # core alone knows no provider's texts
+
+
 @pytest.mark.parametrize("bad, said", [
     (RateHeaders(limits={"acme-quota": "rps"}), "'acme-quota' -> 'rps'"),
     (RateHeaders(waits=(("acme wait", "ms"),)), "waits: ('acme wait', 'ms')"),
     (RateHeaders(resets=(("acme-reset", "", "fortnights"),)), "resets: ("),
+    (RateHeaders(not_limits=("",)), "not_limits: '' is not"),
+    (RateHeaders(not_limits="quota"), "not_limits must be a tuple"),
     ({"acme-quota": "rpm"}, "expected a dlg.plugin.RateHeaders"),
 ])
 def test_headers_dlg_cannot_read_are_the_plugin_s_clear_error(pm, bad, said):
@@ -99,3 +123,28 @@ async def test_an_answer_with_a_response_format_still_states_the_limits():
     limiter = pacer.for_label(spec, None)
     assert limiter is not None and limiter.learned == {"rpm": 50 * 60}
     assert not limiter.probing
+
+
+def test_a_plugin_s_endpoint_of_is_asked_for_an_object_and_checked(pm):
+    """``register(endpoint_of=...)``: where a chat model given as an object goes; one that
+    raises says nothing, one that is not a function is the plugin's clear error."""
+    from dlg.registrations import endpoint_of
+
+    class Finder:
+        @hookimpl
+        def register_models(self, register):
+            register(endpoint_of=lambda model: 1 / 0 if model == "broken" else (
+                "http://127.0.0.1:9/v1" if model == "mine" else None))
+
+    pm.register(Finder(), name="finder")
+    assert endpoint_of("mine", pm) == "http://127.0.0.1:9/v1"
+    assert endpoint_of("other", pm) is None and endpoint_of("broken", pm) is None
+
+    class Bad:
+        @hookimpl
+        def register_models(self, register):
+            register(endpoint_of="http://127.0.0.1:9/v1")
+
+    pm.register(Bad(), name="bad")
+    with pytest.raises(PluginError, match="plugin 'bad' registered endpoint_of="):
+        model_providers(pm)

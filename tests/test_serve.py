@@ -106,6 +106,32 @@ def test_rating_a_turn_needs_the_csrf_token_and_goes_where_dlg_rate_puts_it(save
     assert nan.status_code == 400
 
 
+def test_a_viewer_over_a_store_object_rates_and_resumes_in_that_store(tmp_path):
+    """Given a store object (not a name), ratings land in it, not in the default store."""
+    from dlg.plugins.sqlite_store import SqliteStore
+    from dlg.running.routing.learning import routing_stats
+
+    store = SqliteStore(tmp_path / "mine.db")  # DLG_DATA_DIR (the default) is elsewhere
+    saved = dlg.run_sync(ONE_TURN, {"topic": "x"}, model="echo", store=store)
+    csrf = Csrf(b"k" * 32)
+    c = TestClient(create_app(store, csrf=csrf), base_url="http://127.0.0.1")
+    assert c.get(f"/d/{saved.id}").status_code == 200
+    rated = c.post(f"/d/{saved.id}/rate", follow_redirects=False,
+                   data={"turn": "a", "score": "7", "csrf": csrf.token(f"rate:{saved.id}")})
+    assert rated.status_code == 303, rated.text
+    stat = routing_stats(store)["judge"]["echo"]
+    assert (stat.n, stat.mean) == (1, pytest.approx(0.7))
+    assert dlg.Orchestrator().routing_stats() == {}  # the default store: untouched
+    with c:  # its lifespan runs the resumed dialogue; nothing is left to resume
+        done = c.post(f"/d/{saved.id}/resume", follow_redirects=False,
+                      data={"csrf": csrf.token(f"resume:{saved.id}")})
+    assert done.status_code == 303 and done.headers["location"].endswith("?did=complete")
+    deleted = c.post(f"/d/{saved.id}/delete", follow_redirects=False,
+                     data={"csrf": csrf.token(f"delete:{saved.id}")})
+    assert deleted.status_code == 303
+    assert [r["id"] for r in store.list()] == []
+
+
 def test_with_a_token_every_request_needs_it(saved):
     secret = "s" * 24
     c = client(token=secret)

@@ -254,7 +254,7 @@ class _Call:
             chosen = endpoint(primary)
             if chosen:  # the prompt and the key go nowhere the user did not name
                 found = [c for c in found if endpoint(c) == chosen]
-            elif found and isinstance(primary, str):
+            elif found:
                 where = self._where(primary, primary)
                 if where:  # an endpoint from the environment (OPENAI_BASE_URL): the same
                     found = [c for c in found if self._where(c, primary) == where]
@@ -270,24 +270,29 @@ class _Call:
         ones (``guard``: a budget's, which counts what they were billed)."""
         return self.guard is None or self.guard(candidate, failed)
 
-    def _where(self, candidate: Any, primary: str) -> frozenset[str] | None:
+    def _where(self, candidate: Any, primary: Any) -> frozenset[str] | None:
         """Where ``candidate``'s calls go (the URLs), when ``primary`` was given no
         endpoint: one its spec gives; else, for a model of ``primary``'s provider (whose
         environment applies to it alike), the endpoint of the chat model its provider
-        made (``OPENAI_BASE_URL``, ``OLLAMA_HOST``). None: another provider's model, or
+        made (``OPENAI_BASE_URL``, ``OLLAMA_HOST``). A chat model given as an object: the
+        endpoint it states, else the one its provider's plugin says it takes from the
+        environment (``ModelPool.where``); after such a primary, whose provider dlg cannot
+        name, any spec is made to see where it goes. None: another provider's model, or
         one that cannot be made here (not a candidate at an endpoint the user chose)."""
+        pool: ModelPool = self.pool
         if not isinstance(candidate, str):
-            return frozenset(v for _, v in endpoint(candidate))
+            return pool.where(candidate)
         given = endpoint(candidate)
         if given:
             return frozenset(v for _, v in given)
-        if candidate.partition(":")[0] != primary.partition(":")[0]:
+        if isinstance(primary, str) and (
+                candidate.partition(":")[0] != primary.partition(":")[0]):
             return None
         try:
-            made = self.pool.cached(candidate) or self.pool.get(candidate)
+            made = pool.cached(candidate) or pool.get(candidate)
         except Exception:  # one that cannot be made here is no candidate anyway
             return None
-        return frozenset(v for _, v in endpoint(made[0]))
+        return pool.where(made[0])
 
     def __call__(self, candidate: Any) -> Awaitable[Any]:
         """The call to one candidate, to await. A model already made is called directly

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dlg.errors import ModelError, UnknownModelError
-from dlg.models.spec import ModelSpec, model_label, resolve_secrets
+from dlg.models.spec import ModelSpec, endpoint, model_label, resolve_secrets
 
 if TYPE_CHECKING:
     import pluggy
@@ -122,6 +122,18 @@ class ModelPool:
                 raise ModelError(f"{value!r:.60} (given {where}) is not a model: give a "
                                  "model spec ('openai:gpt-4o', 'echo') or a LangChain chat "
                                  "model")
+
+    def where(self, model: Any) -> frozenset[str]:
+        """Where a chat model (an object) sends its calls: the endpoint it states, else
+        the one its provider's plugin says its client takes from the environment
+        (``register(endpoint_of=...)``); empty: the provider's own endpoint."""
+        stated = frozenset(v for _, v in endpoint(model))
+        if stated:
+            return stated
+        from dlg import registrations
+
+        found = registrations.endpoint_of(model, self._pm)
+        return frozenset() if found is None else frozenset({found})
 
     @staticmethod
     def label(spec_or_model: Any) -> str:

@@ -54,15 +54,20 @@ def status_of(exc: BaseException) -> int | None:
 
 
 def is_rate_limit(exc: BaseException) -> bool:
-    """Whether ``exc`` is a provider's rate limit: a 429 or an SDK error named so. OpenAI's
-    "insufficient_quota" 429 is not: it is billing, and waiting does not end it."""
+    """Whether ``exc`` is a provider's rate limit: a 429 or an SDK error named so, unless
+    its text is one a provider's plugin registered as no rate limit (``RateHeaders``'s
+    ``not_limits``: a quota spent is billing, and waiting does not end it)."""
     status = status_of(exc)
     if status is not None and status != 429:
         return False
     if status is None and not any(key in cls.__name__ for cls in type(exc).__mro__
                                   for key in _RATE_NAMES):
         return False
-    return "insufficient_quota" not in str(exc)
+    texts = [t for h in known() for t in h.not_limits]
+    if not texts:
+        return True
+    said = str(exc)
+    return not any(t in said for t in texts)
 
 
 def _sane(seconds: float) -> float | None:

@@ -204,7 +204,8 @@ class Viewer:
         # as `dlg rate` does: a score out of range or a turn without an answer is refused
         from dlg.running.api import Orchestrator
 
-        await self._run(Orchestrator(store=self.store_name or "default").rate, dialogue_id,
+        # into this viewer's store: the one given (an object), else the one it names
+        await self._run(Orchestrator(store=self.store_name or self.store).rate, dialogue_id,
                         turn, score)
         return RedirectResponse(f"/d/{_quote(dialogue_id)}?rated={_quote(turn)}"
                                 f"#turn-{_quote(turn)}", 303)
