@@ -91,8 +91,44 @@ def _own_client(options):
         return {}
     import openai
 
+    tls, sync = _tls()
     return {"http_async_client": openai.DefaultAsyncHttpxClient(
-        event_hooks={"response": [_seen]})}
+        verify=tls, event_hooks={"response": [_seen]}), "http_client": sync}
+
+
+# per SSL_CERT_FILE and SSL_CERT_DIR: the process's TLS context and synchronous client
+_TLS: dict[tuple[str | None, str | None], tuple[Any, Any]] = {}
+
+
+def _tls() -> tuple[Any, Any]:
+    """The TLS context the OpenAI SDK's HTTP client makes by default (``verify=True``),
+    made once per process, and a synchronous client using it. Each client otherwise
+    makes its own, reading the CA bundle (about 20 ms): two a model (dlg's async client,
+    langchain-openai's sync one per base URL), 40 ms for each model made. The context is
+    made by the SDK's own HTTP library (``create_ssl_context()``, ``httpx2`` for openai 3,
+    ``httpx`` before), so its trust is the client's: ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    when set (a change of either makes a new one), else the library's default. The sync
+    client is only for a synchronous ``invoke``: dlg's calls are async."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    made = _TLS.get(key)
+    if made is None:
+        import openai
+
+        library = _http_library(openai.DefaultHttpxClient)
+        tls = library.create_ssl_context()
+        made = _TLS[key] = (tls, openai.DefaultHttpxClient(verify=tls))
+    return made
+
+
+def _http_library(client: type) -> Any:
+    """The module (``httpx2`` or ``httpx``) whose ``Client`` the SDK's client extends."""
+    import importlib
+
+    for base in client.__mro__:
+        root = base.__module__.partition(".")[0]
+        if root in ("httpx", "httpx2"):
+            return importlib.import_module(root)
+    raise RuntimeError(f"{client!r} is not an httpx client")  # pragma: no cover
 
 
 def cache_key(dialogue_id: str) -> str:
