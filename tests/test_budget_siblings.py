@@ -216,3 +216,61 @@ def test_a_retry_after_a_billed_failure_is_made_only_when_the_limit_can_pay_for_
     assert model.bill <= 0.0315, model.bill
     assert model.calls == 1 and d.turns[0].status == "failed"
     assert "the budget cannot pay for another attempt" in (d.turns[0].error or "")
+
+
+@pytest.mark.parametrize("seed", [14, 57, 121])
+def test_failures_billed_up_to_their_bound_keep_the_bill_within_the_limit(seed: int):
+    """A provider that bills a failed prompt at up to its bytes, more than the ledger's
+    four-characters-a-token estimate (and reports nothing): the ledger charges the
+    estimate and holds the rest against the limit, so the bill stays within it. These
+    cases passed the limit (1.10x, 1.11x, 1.19x) when the difference went back to later
+    turns."""
+    rng = random.Random(seed)
+    limit, width = rng.uniform(0.001, 0.2), rng.randint(2, 8)
+    fail_rate, words = rng.uniform(0.2, 0.6), rng.randint(100, 3000)
+    prices = {"big": (10, 100), "small": (1, 10)}
+    entries = {name: {"capabilities": ["analysis"], "quality": 90 if name == "big" else 60,
+                      "price": {"input": p_in, "output": p_out}}
+               for name, (p_in, p_out) in prices.items()}
+    _, registry = market(entries)
+    models = {name: Honest(dlg_label=name, seed=seed, fail_rate=fail_rate, price_in=p_in,
+                           price_out=p_out, bills_bound=True)
+              for name, (p_in, p_out) in prices.items()}
+    mode = {"name": "mixed", "structure": "mixed", "settings": {"max_tokens": 300}, "phases": [
+        {"id": "wide", "structure": "parallel",
+         "turns": [{"id": f"w{k}", "role": "R", "requires": ["analysis"],
+                    "prompt": "go " * words} for k in range(width)]},
+        {"id": "close", "turns": [{"id": "end", "role": "R", "requires": ["analysis"],
+                                   "prompt": "sum up"}]}]}
+    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=limit, store=None,
+                         retry=dlg.RetryPolicy(base_delay=0.0, attempts=3)).run_sync(mode)
+    bill = sum(m.bill for m in models.values())
+    assert bill <= limit + 1e-12, (bill / limit, d.metadata.get("budget"))
+    assert d.metadata["budget"]["spent"] <= bill + 1e-9  # the ledger is not the bound
+
+
+def test_what_is_held_for_billed_failures_is_held_again_on_resume():
+    """A turn whose every attempt fails, billed, is charged its prompt's estimate and the
+    rest up to the bound is held; the record's budget says so, and a resumed dialogue
+    holds it again rather than spending it."""
+    _, registry = market({"big": {"price": {"input": 10, "output": 100}}})
+    mode = {"name": "held", "turns": [{"id": "a", "role": "R", "prompt": "word " * 400}]}
+    broken = Honest(dlg_label="big", fail_rate=1.0, price_in=10, price_out=100)
+    first = dlg.Orchestrator(model=broken, registry=registry, max_cost=1.0,
+                             retry=dlg.RetryPolicy(base_delay=0.0, attempts=2)).run_sync(mode)
+    assert first.turns[0].status == "failed"
+    held = first.metadata["budget"]["held_for_billing"]
+    assert held > 0 and first.metadata["budget"]["left"] == pytest.approx(
+        1.0 - first.metadata["budget"]["spent"] - held)
+    from click.testing import CliRunner
+
+    from dlg.cli import cli
+
+    shown = CliRunner().invoke(cli, ["show", first.id], catch_exceptions=False).output
+    assert "held for failed attempts" in shown
+
+    fine = Honest(dlg_label="big", price_in=10, price_out=100)
+    again = anyio.run(lambda: dlg.Orchestrator(model=fine, registry=registry,
+                                               max_cost=1.0).resume(first.id))
+    assert again.status == "completed"
+    assert again.metadata["budget"]["held_for_billing"] == pytest.approx(held)

@@ -123,8 +123,11 @@ def _table(dialogue: Any, status: str | None = None) -> str:
     budget = dialogue.metadata.get("budget") if dialogue.metadata else None
     if budget:
         within = f", within {budget['within']}" if budget.get("within") else ""
+        held = budget.get("held_for_billing")
+        held = (f"; ${held:.5f} held for failed attempts the provider may have billed "
+                f"above their estimate") if isinstance(held, (int, float)) and held else ""
         lines.append(f"budget: ${budget['spent']:.5f} spent of ${budget['max_cost']:g} "
-                     f"(${budget['left']:.5f} left{within})")
+                     f"(${budget['left']:.5f} left{within}{held})")
     stopped = dialogue.metadata.get("stopped") if dialogue.metadata else None
     if stopped:
         lines.append(f"stopped ({stopped['status']}) by {stopped['by']}: {stopped['reason']}")

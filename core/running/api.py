@@ -363,6 +363,9 @@ class Orchestrator:
 
             budget = Budget(float("inf") if limit is None else limit, self.registry,
                             spent=tree_spent(dialogue), within=within)
+            held = (dialogue.metadata.get("budget") or {}).get("held_for_billing")
+            if isinstance(held, (int, float)) and held > 0:  # resumed: still held
+                budget.hold_unsure(float(held))
         return execute(
             mode, dialogue, pm=self.plugin_manager, routing=routing,
             bindings=bound, default=default, pool=self.pool, observers=observers,

@@ -91,6 +91,9 @@ class Budget:
         self.registry = registry
         self.spent = float(spent)  # settled
         self.reserved = 0.0  # in flight
+        # billed failures charged at their estimate: what the provider may still have
+        # billed beyond it, up to the prompts' bound, held against the limit for good
+        self.unsure = 0.0
         self.within = within
         self._name = name
         self._settled: Any = None  # an anyio.Event for those waiting on a settlement
@@ -99,7 +102,8 @@ class Budget:
     def limit(self) -> float:
         if self.within is None:
             return self.own_limit
-        return min(self.own_limit, self.spent + self.reserved + self.within.left)
+        return min(self.own_limit,
+                   self.spent + self.reserved + self.unsure + self.within.left)
 
     @property
     def name(self) -> str:
@@ -109,7 +113,7 @@ class Budget:
 
     @property
     def left(self) -> float:
-        return self.limit - self.spent - self.reserved
+        return self.limit - self.spent - self.reserved - self.unsure
 
     def others_hold(self) -> bool:
         """Whether reservations made by others are in flight, which may come back (their
@@ -250,14 +254,27 @@ class Budget:
         that reached the provider (``Attempt.billed``), ``prompt_tokens`` (a count the
         provider reported, else the prompt's best estimate for the attempt's model, not
         its bound) at its model's input price. A model of unknown price counts nothing (it
-        is never budgeted)."""
-        total = 0.0
+        is never budgeted). Where the estimate stood in for a count, what the provider may
+        have billed beyond it (up to the prompt's bound) is held back as ``unsure``: the
+        ledger keeps the likely figure, and the limit still holds whatever was billed."""
+        total = margin = 0.0
         for attempt in attempts or ():
             if getattr(attempt, "billed", False):
                 prices = self.prices(attempt.model)
                 if prices is not None:
-                    total += _estimate(prompt_tokens, attempt.model) * prices[0]
+                    guess = _estimate(prompt_tokens, attempt.model)
+                    total += guess * prices[0]
+                    if isinstance(prompt_tokens, PromptSize):
+                        margin += max(0, _bound(prompt_tokens, attempt.model) - guess) * prices[0]
+        if margin:
+            self.hold_unsure(margin)
         return total
+
+    def hold_unsure(self, amount: float) -> None:
+        """Hold ``amount`` against the limit for good (see ``billed``)."""
+        self.unsure += amount
+        if self.within is not None:
+            self.within.hold_unsure(amount)
 
     def shortfall(self, labels: list[str], prompt_tokens: Prompt, asked: int | None) -> str:
         """Why none of ``labels`` can run a turn: for the one whose worst case is least,
@@ -333,7 +350,8 @@ class Budget:
         reach when it was written, and whose limit that is), spent and left."""
         limit = self.limit
         return {"max_cost": round(limit, 10), "spent": round(self.spent, 10),
-                "left": round(limit - self.spent, 10),
+                "left": round(limit - self.spent - self.unsure, 10),
+                **({"held_for_billing": round(self.unsure, 10)} if self.unsure else {}),
                 **({"within": self.within.name} if self.within is not None else {})}
 
 
