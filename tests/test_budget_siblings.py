@@ -147,20 +147,22 @@ class Honest(Scripted):
 @pytest.mark.long
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(limit=st.floats(0.001, 0.2), width=st.integers(2, 8), fail_rate=st.floats(0, 0.6),
-       words=st.integers(1, 3000), seed=st.integers(0, 10_000))
+       words=st.integers(1, 3000), seed=st.integers(0, 10_000), bills_bound=st.booleans())
 def test_property_the_provider_bill_stays_within_the_limit(limit: float, width: int,
                                                            fail_rate: float, words: int,
-                                                           seed: int):
+                                                           seed: int, bills_bound: bool):
     """A parallel phase of ``width`` turns then a closing turn, two priced models in a
     pool (the router's pick, the other its fallback), billed 500s at random, honest
-    usage: what the providers bill never passes the limit."""
+    usage (failures billed at the estimate, or at up to the prompt's bytes): what the
+    providers bill never passes the limit."""
     prices = {"big": (10, 100), "small": (1, 10)}
     entries = {name: {"capabilities": ["analysis"], "quality": 90 if name == "big" else 60,
                       "price": {"input": p_in, "output": p_out}}
                for name, (p_in, p_out) in prices.items()}
     _, registry = market(entries)
     models = {name: Honest(dlg_label=name, seed=seed, fail_rate=fail_rate, price_in=p_in,
-                           price_out=p_out) for name, (p_in, p_out) in prices.items()}
+                           price_out=p_out, bills_bound=bills_bound)
+              for name, (p_in, p_out) in prices.items()}
     mode = {"name": "mixed", "structure": "mixed", "settings": {"max_tokens": 300}, "phases": [
         {"id": "wide", "structure": "parallel",
          "turns": [{"id": f"w{k}", "role": "R", "requires": ["analysis"],
