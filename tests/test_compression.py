@@ -354,3 +354,35 @@ def test_relevant_only_matches_words_across_their_endings():
     read = _kept("Changes to the contract now go through a vote of the steering board.",
                  "How does the contract get changed?")
     assert "steering board" in read
+
+
+def test_a_huge_turn_with_no_sentence_breaks_is_measured_in_linear_work(monkeypatch):
+    """A 200,000-word turn with no sentence break is 5,000 chunks. Each chunk that could
+    not fit made its turn's whole excerpt and measured it (5,000 times the turn's length,
+    seconds on the event loop); a chunk that cannot fit is now turned away first, and
+    the words are counted once, not once per question."""
+    from dlg.running import selection
+
+    measured = [0]
+    real = selection.estimate_tokens
+
+    def counting(text: str) -> int:
+        measured[0] += len(text)
+        return real(text)
+
+    terms = [0]
+    real_terms = selection._terms
+
+    def counting_terms(text: str) -> list[str]:
+        terms[0] += 1
+        return real_terms(text)
+
+    monkeypatch.setattr(selection, "estimate_tokens", counting)
+    monkeypatch.setattr(selection, "_terms", counting_terms)
+    big = " ".join(["shipment supplier weight 4,318 kg Kofi Osei contract"] * 25_000)
+    kept, used = selection.select([big, "The shipment weight came to 4,318 kg."],
+                                  "How heavy is the shipment? Who is the contact?", 500)
+    assert used <= 500 and kept[1] is not None
+    assert measured[0] <= 20 * len(big)
+    chunks = len(selection.chunks(big)) + 1
+    assert terms[0] <= chunks + 10  # the docs once, the queries apart

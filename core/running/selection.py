@@ -151,11 +151,12 @@ def _carry(scores: list[float], links: list[int | None]) -> list[float]:
     return out
 
 
-def lexical_scores(query: str, docs: list[str], k1: float = 1.2, b: float = 0.75
-                   ) -> list[float]:
+def lexical_scores(query: str, docs: list[str], k1: float = 1.2, b: float = 0.75,
+                   terms: list[list[str]] | None = None) -> list[float]:
     """BM25 scores of ``docs`` against ``query``, the inverse document frequencies taken
-    over ``docs`` themselves."""
-    terms = [_terms(d) for d in docs]
+    over ``docs`` themselves (``terms``: each doc's, when worked out already)."""
+    if terms is None:
+        terms = [_terms(d) for d in docs]
     if not terms:
         return []
     frequency: dict[str, int] = {}
@@ -190,12 +191,15 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     questions = asks(query)
     vectors = embed.embed_documents(docs) if embed is not None else None
     links = _links(pieces)
-    scores = _carry(_scores(query, docs, embed, vectors), links)
+    terms = [_terms(d) for d in docs]  # once: each question scores the same docs
+    scores = _carry(_scores(query, lexical_scores(query, docs, terms=terms), embed, vectors),
+                    links)
     kinds = [_holds(c) for c in docs] if questions else []
     firsts_asked: list[list[int]] = []  # each question's best chunks
     for question in questions:
-        own = _carry(_scores(question, docs, embed, vectors), links)
-        lexical = _carry(lexical_scores(question, docs), links)
+        bm25 = lexical_scores(question, docs, terms=terms)
+        own = _carry(_scores(question, bm25, embed, vectors), links)
+        lexical = _carry(bm25, links)
         kind = wanted(question)
         if kind is not None:
             own = [s + TYPE_BONUS * (kind in kinds[k] and lexical[k] > 0)
@@ -224,7 +228,12 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
         return " ".join(parts)
 
     def grow(k: int, limit: int) -> bool:
-        """Take chunk ``k`` if the excerpts still fit in ``limit``."""
+        """Take chunk ``k`` if the excerpts still fit in ``limit``. A chunk adds at least
+        its own characters less an elision mark's: one that cannot fit is turned away
+        without making its text's excerpt (a turn of thousands of chunks would otherwise
+        make one per chunk, each as long as the turn)."""
+        if (len(pieces[k][2]) - len(ELIDED) - 1) // 4 - 1 > limit - used[0]:
+            return False
         i = pieces[k][0]
         after = estimate_tokens(excerpt(i, k) or "")
         if used[0] - cost[i] + after > limit:
@@ -251,10 +260,9 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     return [excerpt(i) for i in range(len(texts))], used[0]
 
 
-def _scores(query: str, docs: list[str], embed: Any, vectors: Any) -> list[float]:
-    """Each doc's BM25 score against ``query`` (scaled to the best one's), plus its
-    embedding's cosine similarity to the query's when embeddings are given."""
-    lexical = lexical_scores(query, docs)
+def _scores(query: str, lexical: list[float], embed: Any, vectors: Any) -> list[float]:
+    """Each doc's BM25 score against ``query`` (``lexical``, scaled to the best one's),
+    plus its embedding's cosine similarity to the query's when embeddings are given."""
     top = max(lexical) or 1.0
     scores = [s / top for s in lexical]
     if embed is not None:
