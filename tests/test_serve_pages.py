@@ -215,6 +215,30 @@ def test_a_hundred_open_routing_pages_share_one_reader_and_hold_no_stream_slot()
     assert seen["reads"] < 100
 
 
+async def test_a_routing_stream_opened_after_its_page_never_sends_an_older_snapshot():
+    """The page is rendered from the store; its stream then takes the shared snapshot. A
+    snapshot read before the stream opened (for pages opened earlier) is older than the
+    page: sending it took the page back to "nothing learned" until the next read."""
+    import anyio
+
+    from dlg.serve import live
+
+    state = {"now": "old"}
+    reads = []
+
+    def read() -> live.Snapshot:
+        reads.append(state["now"])
+        return live.Snapshot(state["now"], f"<p>{state['now']}</p>", done=False)
+
+    shared = live.Shared(read, every=60.0)
+    assert (await shared()).fingerprint == "old"  # an earlier page's stream
+    state["now"] = "new"  # a rating; then this page is rendered from the store
+    await anyio.sleep(0.01)
+    sent = [e async for e in live.follow(shared, every=0.05, lasting=0.3, since="new")]
+    assert not any("old" in e for e in sent), sent
+    assert reads == ["old", "new"]  # read again once for the new stream, then shared
+
+
 def test_the_routing_page_says_when_nothing_is_learned_yet():
     page = main(client().get("/routing"))
     assert "Nothing learned yet" in page and "No rating recorded yet" in page

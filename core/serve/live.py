@@ -53,14 +53,17 @@ class Shared:
         self._at = 0.0
         self._lock: Any = None
 
-    async def __call__(self) -> Snapshot:
+    async def __call__(self, since: float = 0.0) -> Snapshot:
+        """The latest snapshot, read again if it is ``every`` seconds old or was read
+        before ``since`` (a stream's start: its page was rendered from the store after
+        that read, and an older snapshot would take the page back in time)."""
         import anyio
 
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
             now = anyio.current_time()
-            if self._latest is None or now - self._at >= self.every:
+            if self._latest is None or now - self._at >= self.every or self._at < since:
                 self._latest = await anyio.to_thread.run_sync(self.read)
                 self._at = anyio.current_time()
                 self.reads += 1
@@ -76,9 +79,10 @@ async def follow(read: Callable[[], Snapshot] | Shared, *, every: float = EVERY,
     import anyio
 
     last = since
-    deadline = anyio.current_time() + lasting
+    started = anyio.current_time()
+    deadline = started + lasting
     while True:
-        snapshot = await (read() if isinstance(read, Shared)
+        snapshot = await (read(started) if isinstance(read, Shared)
                           else anyio.to_thread.run_sync(read))
         if snapshot.fingerprint != last:
             last = snapshot.fingerprint
