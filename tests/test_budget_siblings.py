@@ -144,17 +144,11 @@ class Honest(Scripted):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-@pytest.mark.long
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(limit=st.floats(0.001, 0.2), width=st.integers(2, 8), fail_rate=st.floats(0, 0.6),
-       words=st.integers(1, 3000), seed=st.integers(0, 10_000), bills_bound=st.booleans())
-def test_property_the_provider_bill_stays_within_the_limit(limit: float, width: int,
-                                                           fail_rate: float, words: int,
-                                                           seed: int, bills_bound: bool):
-    """A parallel phase of ``width`` turns then a closing turn, two priced models in a
-    pool (the router's pick, the other its fallback), billed 500s at random, honest
-    usage (failures billed at the estimate, or at up to the prompt's bytes): what the
-    providers bill never passes the limit."""
+def _mixed(limit: float, width: int, fail_rate: float, words: int, seed: int,
+           bills_bound: bool) -> tuple[float, Any]:
+    """A parallel phase of ``width`` turns then a closing turn, on two priced models in a
+    pool (the router's pick, the other its fallback) that fail with billed 500s at
+    ``fail_rate``: what the providers billed, and the dialogue."""
     prices = {"big": (10, 100), "small": (1, 10)}
     entries = {name: {"capabilities": ["analysis"], "quality": 90 if name == "big" else 60,
                       "price": {"input": p_in, "output": p_out}}
@@ -166,16 +160,27 @@ def test_property_the_provider_bill_stays_within_the_limit(limit: float, width: 
     mode = {"name": "mixed", "structure": "mixed", "settings": {"max_tokens": 300}, "phases": [
         {"id": "wide", "structure": "parallel",
          "turns": [{"id": f"w{k}", "role": "R", "requires": ["analysis"],
-                    "prompt": "go " * words}
-                   for k in range(width)]},
+                    "prompt": "go " * words} for k in range(width)]},
         {"id": "close", "turns": [{"id": "end", "role": "R", "requires": ["analysis"],
                                    "prompt": "sum up"}]}]}
     d = dlg.Orchestrator(pool=models, registry=registry, max_cost=limit, store=None,
-                         retry=dlg.RetryPolicy(base_delay=0.0, attempts=3)
-                         ).run_sync(mode)
-    bill = sum(m.bill for m in models.values())
-    assert bill <= limit + 1e-12, (bill, limit, d.status, d.metadata.get("budget"))
+                         retry=dlg.RetryPolicy(base_delay=0.0, attempts=3)).run_sync(mode)
+    return sum(m.bill for m in models.values()), d
 
+
+@pytest.mark.long
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(limit=st.floats(0.001, 0.2), width=st.integers(2, 8), fail_rate=st.floats(0, 0.6),
+       words=st.integers(1, 3000), seed=st.integers(0, 10_000), bills_bound=st.booleans())
+def test_property_the_provider_bill_stays_within_the_limit(limit: float, width: int,
+                                                           fail_rate: float, words: int,
+                                                           seed: int, bills_bound: bool):
+    """A parallel phase of ``width`` turns then a closing turn, two priced models in a
+    pool (the router's pick, the other its fallback), billed 500s at random, honest
+    usage (failures billed at the estimate, or at up to the prompt's bytes): what the
+    providers bill never passes the limit."""
+    bill, d = _mixed(limit, width, fail_rate, words, seed, bills_bound)
+    assert bill <= limit + 1e-12, (bill, limit, d.status, d.metadata.get("budget"))
 
 class OnceBroken(Honest):
     """Bills the prompt at the registered tokenizer's count (one token a word) and
@@ -230,23 +235,7 @@ def test_failures_billed_up_to_their_bound_keep_the_bill_within_the_limit(seed: 
     rng = random.Random(seed)
     limit, width = rng.uniform(0.001, 0.2), rng.randint(2, 8)
     fail_rate, words = rng.uniform(0.2, 0.6), rng.randint(100, 3000)
-    prices = {"big": (10, 100), "small": (1, 10)}
-    entries = {name: {"capabilities": ["analysis"], "quality": 90 if name == "big" else 60,
-                      "price": {"input": p_in, "output": p_out}}
-               for name, (p_in, p_out) in prices.items()}
-    _, registry = market(entries)
-    models = {name: Honest(dlg_label=name, seed=seed, fail_rate=fail_rate, price_in=p_in,
-                           price_out=p_out, bills_bound=True)
-              for name, (p_in, p_out) in prices.items()}
-    mode = {"name": "mixed", "structure": "mixed", "settings": {"max_tokens": 300}, "phases": [
-        {"id": "wide", "structure": "parallel",
-         "turns": [{"id": f"w{k}", "role": "R", "requires": ["analysis"],
-                    "prompt": "go " * words} for k in range(width)]},
-        {"id": "close", "turns": [{"id": "end", "role": "R", "requires": ["analysis"],
-                                   "prompt": "sum up"}]}]}
-    d = dlg.Orchestrator(pool=models, registry=registry, max_cost=limit, store=None,
-                         retry=dlg.RetryPolicy(base_delay=0.0, attempts=3)).run_sync(mode)
-    bill = sum(m.bill for m in models.values())
+    bill, d = _mixed(limit, width, fail_rate, words, seed, bills_bound=True)
     assert bill <= limit + 1e-12, (bill / limit, d.metadata.get("budget"))
     assert d.metadata["budget"]["spent"] <= bill + 1e-9  # the ledger is not the bound
 

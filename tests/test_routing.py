@@ -394,18 +394,7 @@ def test_the_learned_router_shares_what_other_tasks_taught():
     entries = {"grok": {**EQUAL["grok"], "quality": 60},
                "claude": {**EQUAL["claude"], "quality": 80}}
 
-    class Memory:
-        rows: dict = {}
-
-        def update_quality(self, task, model, update):
-            self.rows[(task, model)] = update(self.rows.get((task, model)))
-            return self.rows[(task, model)]
-
-        def quality(self, task=None):
-            return dict(self.rows) if task is None else {
-                m: d for (t, m), d in self.rows.items() if t == task}
-
-    store = Memory()
+    store = _Memory()
     for task in ("hypothesis", "critique", "summary"):
         for score in (0.9, 0.92, 0.88, 0.91, 0.9):
             record_quality(store, task, "grok", score)
