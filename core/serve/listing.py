@@ -1,0 +1,62 @@
+"""The viewer's list of dialogues, ``/``: the saved dialogues as ``dlg ls`` lists them,
+filtered (``?status=&mode=&model=&batch=&from=&to=&q=``), kept up to date through
+``/events``; and the notice of a dialogue this viewer deleted (``?deleted=ID``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from dlg.serve import live, views
+from dlg.serve.pages import render
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+
+class ListPage:
+    """The list's routes over the viewer's store (``viewer``: ``dlg.serve.app.Viewer``)."""
+
+    def __init__(self, viewer: Any):
+        self.viewer = viewer
+
+    def _snapshot(self, filters: views.Filters) -> live.Snapshot:
+        listing = views.listing(self.viewer.store, filters, self.viewer.old_models)
+        html = render("rows.html.j2", listing=listing)
+        return live.Snapshot(fingerprint=html, html=html, done=False)
+
+    async def index(self, request: Request) -> Response:
+        from starlette.responses import HTMLResponse
+
+        filters = views.Filters.from_query(request.query_params)  # a bad date: 400
+        listing = await self.viewer._run(views.listing, self.viewer.store, filters,
+                                         self.viewer.old_models)
+        query = filters.query()
+        deleted = self._deleted(str(request.query_params.get("deleted") or ""))
+        return HTMLResponse(render("list.html.j2", listing=listing, filters=filters,
+                                   deleted=deleted,
+                                   events="/events" + (f"?{query}" if query else "")))
+
+    def _deleted(self, dialogue_id: str) -> str:
+        """What ``?deleted=`` names, if this viewer deleted it; "" for any other text (a
+        link of another site could otherwise make the list say anything)."""
+        more = self.viewer.deleted.get(dialogue_id)
+        if more is None:
+            return ""
+        return dialogue_id + (f" and {more} sub-dialogue{'s' if more > 1 else ''}"
+                              if more else "")
+
+    async def events(self, request: Request) -> Response:
+        filters = views.Filters.from_query(request.query_params)
+        return self.viewer._stream(functools.partial(self._snapshot, filters), None)
+
+
+def routes(viewer: Any) -> list[Route]:
+    """``/`` and its events."""
+    from starlette.routing import Route
+
+    page = ListPage(viewer)
+    return [Route("/", page.index), Route("/events", page.events)]
