@@ -64,11 +64,12 @@ class Viewer:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
     def _stream(self, read: Any, since: str | None) -> Response:
-        """A page's events: ``read`` its snapshot (a ``live.Shared`` one takes no slot of
-        ``MAX_STREAMS``, its own bound is ``MAX_SHARED``)."""
+        """A page's events: ``read`` its snapshot (a ``live.Shared`` one, or a
+        ``live.View`` of one, takes no slot of ``MAX_STREAMS``: its reader's own bound is
+        ``MAX_SHARED``)."""
         from starlette.responses import PlainTextResponse, StreamingResponse
 
-        shared = read if isinstance(read, live.Shared) else None
+        shared = live.shared_of(read)
         if (shared.following >= live.MAX_SHARED if shared is not None
                 else self.streams >= live.MAX_STREAMS):
             return PlainTextResponse("too many live pages open at once", 503)

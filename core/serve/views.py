@@ -102,13 +102,21 @@ class Listing:
     total: int = 0
 
 
-def listing(store: Any, filters: Filters, models: OldModels | None = None) -> Listing:
-    """The saved dialogues as ``dlg ls`` lists them (one whose process is gone:
-    interrupted), filtered, newest first. ``models``: what remembers the models of
-    dialogues saved before summaries named them (a live list reads it every half second)."""
+def summaries(store: Any) -> list[dict[str, Any]]:
+    """Every saved dialogue's summary as ``dlg ls`` lists it (one whose process is gone:
+    interrupted), newest first."""
     from dlg.records.store import interrupted
 
-    every = interrupted(store, store.list())
+    return interrupted(store, store.list())
+
+
+def listing(store: Any, filters: Filters, models: OldModels | None = None,
+            every: list[dict[str, Any]] | None = None) -> Listing:
+    """The saved dialogues (``every``: their ``summaries``, read now if not given),
+    filtered, newest first. ``models``: what remembers the models of dialogues saved
+    before summaries named them (a live list reads it every half second)."""
+    if every is None:
+        every = summaries(store)
     if filters.model:  # saved before summaries named their models: read from the record
         read = models if models is not None else OldModels()
         every = [r if "models" in r else {**r, "models": read(store, r)} for r in every]
