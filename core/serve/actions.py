@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,33 @@ if TYPE_CHECKING:
     from starlette.routing import Route
 
 log = logging.getLogger("dlg.serve")
+MODEL_SPEC_MAX = 200  # characters of a model spec given on the page
+
+
+def resume_options(form: dict[str, str]) -> tuple[str | None, float | None, bool]:
+    """The resume form's options, as ``dlg resume`` takes them: ``model`` (run the
+    remaining turns on this model; a spec without options, which may name an endpoint),
+    ``max_cost`` (a new limit on what the whole dialogue spends, in dollars) and
+    ``force`` (resume with the mode as it is now, though it changed). Empty: not given.
+    An ``InputError`` saying what is wrong with one."""
+    from dlg.errors import InputError
+    from dlg.language.limits import positive
+
+    model = field(form, "model").strip()
+    if model and (len(model) > MODEL_SPEC_MAX or not model.isprintable()
+                  or any(c.isspace() for c in model)):
+        raise InputError(f"the model must be a model spec such as openai:gpt-4o-mini (no "
+                         f"spaces, at most {MODEL_SPEC_MAX} characters), not {model[:80]!r}")
+    if "?" in model:
+        raise InputError(f"the model is named here without options (the part after '?', "
+                         f"not {model.partition('?')[0]!r}?...): give options with `dlg "
+                         "resume --model` on the command line")
+    cost = field(form, "max_cost").strip()
+    max_cost = positive(cost[:40], "the max cost", "dollars") if cost else None
+    force = field(form, "force")
+    if force not in ("", "1"):
+        raise InputError(f"force is a checkbox (1 or nothing), not {force[:40]!r}")
+    return model or None, max_cost, force == "1"
 
 
 class Actions:
@@ -76,10 +104,19 @@ class Actions:
         if viewer.resuming.get(dialogue_id) == "":
             return error_page(409, f"dialogue {dialogue_id} is being resumed by this "
                                    "viewer already")
-        orchestrator = Orchestrator(store=viewer.store_name or viewer.store, watchdog=True)
+        try:  # the options of `dlg resume` a page offers: checked before anything runs
+            model, max_cost, force = resume_options(form)
+            orchestrator = Orchestrator(store=viewer.store_name or viewer.store,
+                                        watchdog=True, model=model, max_cost=max_cost)
+            if model is not None:
+                await viewer._run(orchestrator.pool.check, model)
+        except DlgError as exc:
+            return error_page(400, f"dialogue {dialogue_id} was not resumed: {exc}")
         viewer.resuming[dialogue_id] = ""  # a second press meanwhile is refused above
         try:
-            mode, dialogue = await viewer._run(orchestrator.prepare_resume, dialogue_id)
+            # a live lease refuses it first, forced or not (``force``: a changed mode only)
+            mode, dialogue = await viewer._run(functools.partial(
+                orchestrator.prepare_resume, dialogue_id, force=force))
         except DialogueBusyError as exc:
             del viewer.resuming[dialogue_id]
             return error_page(409, str(exc))
