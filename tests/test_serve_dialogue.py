@@ -213,8 +213,14 @@ def test_the_list_filters_by_model_batch_and_date():
     page = c.get("/").text
     assert f'<option value="{result.id}">{result.id}</option>' in page
     assert '<option value="echo">echo</option>' in page
+    # a sub-dialogue whose id looks like a row of the batch is none of its rows
+    store = open_store(None)
+    sub = f"{result.id}-00007"
+    store.save({**store.load(plain.id), "id": sub,
+                "metadata": {"parent": {"id": plain.id, "depth": 1}}})
     by_batch = c.get("/", params={"batch": result.id}).text
     assert all(r in by_batch for r in rows) and plain.id not in by_batch
+    assert sub not in by_batch
     assert f'data-events="/events?batch={result.id}"' in by_batch  # the URL keeps them
     assert "latency" not in c.get("/").text  # a model's options: not shown
     assert other.id in c.get("/", params={"model": "echo"}).text
