@@ -34,13 +34,14 @@ def _fill(store: Any, batches: int, dialogues: int) -> None:
                     "VALUES (?, ?, ?, ?, ?)", (record["id"], json.dumps(record), "m",
                                                float(b), rows))
         for i in range(dialogues):
-            dialogue_id = f"batch{i % batches:04d}-{i // batches + 1:05d}"
+            dialogue_id = f"batch{i % batches:04d}-{i // batches:05d}"  # rows 0 to rows - 1
             summary = {"id": dialogue_id, "mode": "m", "status": "completed",
                        "created_at": "2026", "turns": 1, "turns_completed": 1,
                        "total_tokens": 10, "total_cost_usd": 0.001}
-            execute("INSERT INTO dlg_dialogues (id, header, summary, created_at, status) "
-                    "VALUES (?, ?, ?, ?, ?)", (dialogue_id, "{}", json.dumps(summary),
-                                               "2026", "completed"))
+            execute("INSERT INTO dlg_dialogues (id, header, summary, created_at, status, "
+                    "batch, batch_row) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (dialogue_id, "{}", json.dumps(summary), "2026", "completed",
+                     *dialogue_id.rsplit("-", 1)[:1], i // batches))  # as the store writes
             execute("INSERT INTO dlg_turns (dialogue_id, turn_id, status, tokens, cost, "
                     "body) VALUES (?, ?, ?, ?, ?, ?)",
                     (dialogue_id, "a", "completed", 10, 0.001, "{}"))

@@ -776,3 +776,23 @@ def test_a_resumed_batch_counts_model_time_not_the_time_between_its_runs(tmp_pat
     assert data["items"][1]["model_seconds"] == pytest.approx(
         dialogues[1].metrics.total_model_seconds, abs=1e-4)
     assert data["totals"]["latency_seconds"] >= 3600  # the wall time spans the hour
+
+
+def test_a_diskcache_batch_counts_its_rows_not_dialogues_whose_ids_look_like_them():
+    """As ``test_table_stores``' test of the same name, on the ``diskcache`` store (its
+    headers count ``list()``'s summaries): a sub-dialogue saved as a row not run yet, an
+    id past the batch's rows and one whose row is not a number are none of its rows."""
+    from dlg.records.batch_headers import batch_headers
+
+    store = open_store("diskcache")
+    result = dlg.batch_sync(MODE, [{"topic": t} for t in TOPICS[:3]], model="echo",
+                            batch_id="sb", store="diskcache")
+    assert store.delete("sb-00002")
+    record = store.load("sb-00001")
+    for fake, parent in (("sb-00002", {"id": "sb-00000", "depth": 1}), ("sb-00007", None),
+                         ("sb-0000x", None), ("sb-0000\u0661", None)):
+        metadata = {**record["metadata"], **({"parent": parent} if parent else {})}
+        store.save({**record, "id": fake, "metadata": metadata, "status": "running"})
+    (sb,) = batch_headers(store)
+    assert sb["rows"] == 3 and sb["statuses"] == {"completed": 2} and sb["running"] == []
+    assert sb["tokens"] == sum(i.tokens for i in result.items[:2]) > 0

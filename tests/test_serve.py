@@ -170,3 +170,87 @@ def test_serve_refuses_a_non_local_host_without_a_token():
             "needs it), or serve on 127.0.0.1\n") == result.output
     short = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--token", "abc"])
     assert short.exit_code == 2 and "--token must be at least 16 characters" in short.output
+
+
+def test_many_open_lists_share_one_reader_hold_no_stream_slot_and_still_update():
+    """70 list streams at once (past the 64 slots a stream of its own takes), half of
+    them filtered, each get their rows from reads of the store shared by all of them
+    (not one read per stream), hold no slot, and each shows a dialogue saved later."""
+    import anyio
+
+    from dlg.records.store import open_store
+
+    opened = 70  # past the 64 slots
+
+    store = open_store(None)
+    first = dlg.run_sync(ONE_TURN, {"topic": "first"}, model="echo")
+    lists = 0
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def list(self):
+            nonlocal lists
+            lists += 1
+            return store.list()
+
+    app = create_app(Counting())
+    page = next(r.endpoint.__self__ for r in app.routes if getattr(r, "path", "") == "/events")
+    statuses: list[int] = []
+    seen: dict[int, list[str]] = {}
+    late: dict[str, object] = {}
+
+    async def main() -> None:
+        everyone = anyio.Event()
+
+        async def stream(n: int) -> None:
+            asked = False
+            query = b"mode=solo" if n % 2 else b""
+
+            async def receive():
+                nonlocal asked
+                if not asked:
+                    asked = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await anyio.sleep_forever()
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+                    if message["status"] != 200:
+                        everyone.set()
+                elif b"event: update" in message.get("body", b""):
+                    seen.setdefault(n, []).append(message["body"].decode())
+                    if all(late["id"] in "".join(seen.get(i, [])) for i in range(opened)
+                           ) if "id" in late else len(seen) == opened:
+                        everyone.set()
+
+            await app({"type": "http", "method": "GET", "path": "/events",
+                       "raw_path": b"/events", "query_string": query, "root_path": "",
+                       "scheme": "http", "http_version": "1.1",
+                       "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 5000),
+                       "server": ("127.0.0.1", 80)}, receive, send)
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(opened):
+                tasks.start_soon(stream, n)
+            with anyio.fail_after(60):
+                await everyone.wait()  # every stream's first rows (or a refusal)
+                late["slots"], late["reads"] = page.viewer.streams, lists
+                if statuses != [200] * opened:
+                    tasks.cancel_scope.cancel()
+                    return
+                late["following"] = page.shared.following if hasattr(page, "shared") else -1
+                everyone = anyio.Event()
+                later = await anyio.to_thread.run_sync(
+                    lambda: dlg.run_sync(ONE_TURN, {"topic": "later"}, model="echo"))
+                late["id"] = later.id
+                await everyone.wait()  # every stream shows it
+            tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert statuses == [200] * opened
+    assert late["slots"] == 0 and late["following"] == opened
+    assert all(first.id in seen[n][0] for n in range(opened))
+    assert lists < opened and late["reads"] < opened

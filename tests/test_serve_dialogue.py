@@ -213,8 +213,14 @@ def test_the_list_filters_by_model_batch_and_date():
     page = c.get("/").text
     assert f'<option value="{result.id}">{result.id}</option>' in page
     assert '<option value="echo">echo</option>' in page
+    # a sub-dialogue whose id looks like a row of the batch is none of its rows
+    store = open_store(None)
+    sub = f"{result.id}-00007"
+    store.save({**store.load(plain.id), "id": sub,
+                "metadata": {"parent": {"id": plain.id, "depth": 1}}})
     by_batch = c.get("/", params={"batch": result.id}).text
     assert all(r in by_batch for r in rows) and plain.id not in by_batch
+    assert sub not in by_batch
     assert f'data-events="/events?batch={result.id}"' in by_batch  # the URL keeps them
     assert "latency" not in c.get("/").text  # a model's options: not shown
     assert other.id in c.get("/", params={"model": "echo"}).text
@@ -452,3 +458,93 @@ def test_a_dialogue_this_viewer_resumes_reads_running_before_its_run_has_started
         assert 'id="status">running</span>' in page and 'id="resume"' not in page
         gate.set()
         wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
+
+
+# resume's options (`dlg resume --model --max-cost --force`) ----------------------------
+
+def _resume(c: TestClient, dialogue_id: str, **options: str):
+    return c.post(f"/d/{dialogue_id}/resume", follow_redirects=False,
+                  data={"csrf": CSRF.token(f"resume:{dialogue_id}"), **options})
+
+
+def test_the_resume_form_offers_model_max_cost_and_force_with_a_warning():
+    d = interrupted()
+    page = client().get(f"/d/{d.id}").text
+    form = page.split('/resume" class="resume">', 1)[1].split("</form>", 1)[0]
+    assert 'name="model"' in form and 'name="max_cost"' in form
+    assert 'type="checkbox" name="force" value="1"' in form
+    assert "Forcing keeps the completed turns" in form and "its lease is live" in form
+
+
+def test_resume_runs_the_remaining_turns_on_the_model_given_under_the_max_cost_given(
+        monkeypatch):
+    d = interrupted()
+    store = open_store(None)
+    record = store.load(d.id)  # its model cannot run here: without --model it cannot go on
+    record["metadata"]["model"] = "nosuch:gone"
+    store.save(record)
+    monkeypatch.setenv("DLG_MODEL", "nosuch:gone")  # nor can the default
+    with client() as c:
+        assert _resume(c, d.id).status_code == 303
+        wait_for(lambda: "resuming it failed" in c.get(f"/d/{d.id}").text and not held(d.id),
+                 "the resume on its own model failed")
+        assert status_of(d.id) != "completed"
+        resumed = _resume(c, d.id, model="echo", max_cost="2.5")
+        assert resumed.status_code == 303, resumed.text
+        wait_for(lambda: status_of(d.id) != "failed" and not held(d.id),
+                 "the resumed dialogue ended")
+    done = dlg.load_dialogue(d.id)
+    assert done.turn("b").model == "echo"
+    assert done.metadata["budget"]["max_cost"] == 2.5  # the limit given on the page
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"max_cost": "abc"}, "the max cost must be a number of dollars, not &#39;abc&#39;"),
+    ({"max_cost": "-1"}, "the max cost must be a finite number of dollars more than 0"),
+    ({"max_cost": "nan"}, "the max cost must be a finite number of dollars more than 0"),
+    ({"model": "echo x"}, "the model must be a model spec such as openai:gpt-4o-mini"),
+    ({"model": "openai:gpt-4o?base_url=http://evil.example"},
+     "the model is named here without options"),
+    ({"model": "nosuch:model"}, "&#39;nosuch:model&#39; is not a known model"),
+    ({"force": "yes"}, "force is a checkbox (1 or nothing), not &#39;yes&#39;"),
+])
+def test_bad_resume_options_are_a_400_page_saying_which_and_nothing_runs(options, said):
+    d = interrupted()
+    with client() as c:
+        bad = _resume(c, d.id, **options)
+        assert bad.status_code == 400 and said in bad.text, bad.text
+        assert f"dialogue {d.id} was not resumed" in bad.text
+        assert "evil.example" not in bad.text.split("<main>", 1)[-1].split("was not", 1)[0]
+        assert status_of(d.id) == "failed" and not held(d.id)
+        assert _resume(c, d.id).status_code == 303  # not left marked as resuming
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
+
+
+def test_force_resumes_a_changed_mode_but_never_one_a_live_process_holds():
+    d = interrupted()
+    store = open_store(None)
+    changed = {**TWO_TURNS, "turns": [*TWO_TURNS["turns"],
+                                      {"id": "c", "role": "C", "prompt": "last on {{ topic }}"}]}
+    # its mode changed since: the document kept is not the one its content hash names
+    store.save({**store.load(d.id), "mode_hash": "0" * 64, "mode_document": changed})
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, d.id], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with client() as c:
+            busy = _resume(c, d.id, force="1")
+            assert busy.status_code == 409 and "is running in another process" in busy.text
+            holder.kill()  # SIGKILL: its lease is stale now
+            holder.wait()
+            unforced = _resume(c, d.id)
+            assert unforced.status_code == 400 and "pass --force" in unforced.text
+            forced = _resume(c, d.id, force="1")
+            assert forced.status_code == 303, forced.text
+            wait_for(lambda: status_of(d.id) == "completed", "the forced resume completed")
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+    assert [t.id for t in dlg.load_dialogue(d.id).turns] == ["a", "b", "c"]

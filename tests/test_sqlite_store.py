@@ -272,3 +272,29 @@ def test_a_forked_child_opens_its_own_connection(tmp_path):
     assert answer[0] == "1"
     assert store.load(answer[1])["status"] == "completed"
     assert store._connection() is parent
+
+
+def test_tables_made_before_the_batch_row_columns_get_them_from_the_summaries(tmp_path):
+    """``dlg_dialogues`` made before it kept the batch row each dialogue is gets the
+    columns, filled in from the ids and summaries: a sub-dialogue saved then is no row."""
+    from dlg.records.batch_headers import batch_headers
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
+                 "summary text NOT NULL, created_at text NOT NULL DEFAULT '', status text)")
+    for dialogue_id, parent in (("b-00000", None), ("b-00001", "b-00000")):
+        summary = {"id": dialogue_id, "mode": "m", "status": "completed",
+                   **({"parent": parent, "depth": 1} if parent else {})}
+        conn.execute("INSERT INTO dlg_dialogues VALUES (?, '{}', ?, '2026', 'completed')",
+                     (dialogue_id, json.dumps(summary)))
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    store.save_batch({"id": "b", "mode_name": "m", "created_at": 1.0, "rows": [{}, {}]})
+    with store._reading() as execute:
+        assert sorted(execute("SELECT id, batch, batch_row FROM dlg_dialogues",
+                              ()).fetchall()) == [("b-00000", "b", 0), ("b-00001", None, None)]
+    (header,) = batch_headers(store)
+    assert header["statuses"] == {"completed": 1}
+    store.close()

@@ -242,3 +242,25 @@ def test_batches_are_listed_from_their_headers_without_their_rows(pg):
     assert small["running"] == [] and small["mode"] == MODE["name"]
     assert spy.calls == ["batch_headers"]
     assert not [r for r in reads if "record" in r or "header" in r or "body" in r]
+
+
+def test_a_batch_counts_its_rows_not_dialogues_whose_ids_look_like_them(pg):
+    """A batch's dialogues are BATCH-NNNNN for its rows, without a parent: a sub-dialogue
+    saved as ``sb-00002`` (a row not run yet), an id past the batch's rows and one whose
+    row is not a number are none of its rows, in the store's headers and the fallback's."""
+    from dlg.records.batch_headers import _fallback, batch_headers
+
+    result = dlg.batch_sync(MODE, [{"topic": "a"}, {"topic": "b"}, {"topic": "c"}],
+                            model="echo", batch_id="sb")
+    assert result.ok
+    assert pg.delete("sb-00002")  # a row not run yet: pending
+    record = pg.load("sb-00001")
+    for fake, parent in (("sb-00002", {"id": "sb-00000", "depth": 1}), ("sb-00007", None),
+                         ("sb-0000x", None), ("sb-0000\u0661", None)):
+        metadata = {**record["metadata"], **({"parent": parent} if parent else {})}
+        pg.save({**record, "id": fake, "metadata": metadata, "status": "running"})
+    for headers in (batch_headers(pg), _fallback(pg)):
+        (sb,) = [h for h in headers if h["id"] == "sb"]
+        assert sb["rows"] == 3 and sb["statuses"] == {"completed": 2}
+        assert sb["running"] == []
+        assert sb["tokens"] == sum(i.tokens for i in result.items[:2]) > 0

@@ -42,16 +42,20 @@ def of_record(record: dict[str, Any]) -> dict[str, Any]:
 def batch_of(dialogue_id: str) -> str | None:
     """The batch a dialogue id ``BATCH-NNNNN`` names, or None."""
     batch_id, _, row = dialogue_id.rpartition("-")
-    return batch_id if batch_id and len(row) == 5 and row.isdigit() else None
+    return batch_id if batch_id and len(row) == 5 and row.isascii() and row.isdigit() else None
 
 
 def count_dialogues(headers: dict[str, dict[str, Any]],
                     summaries: list[dict[str, Any]]) -> None:
-    """Count ``list()``'s summaries of the batches' dialogues into their ``headers``."""
+    """Count ``list()``'s summaries of the batches' dialogues into their ``headers``: a
+    dialogue is a batch's row when its id is ``BATCH-NNNNN``, NNNNN one of the batch's
+    rows, and it has no parent (a sub-dialogue, or any other dialogue whose id merely
+    looks like a row's, is not counted)."""
     for summary in summaries:
-        batch_id = batch_of(str(summary.get("id")))
+        dialogue_id = str(summary.get("id"))
+        batch_id = batch_of(dialogue_id)
         header = headers.get(batch_id) if batch_id is not None else None
-        if header is None or summary.get("parent"):
+        if header is None or summary.get("parent") or int(dialogue_id[-5:]) >= header["rows"]:
             continue
         status = str(summary.get("status"))
         header["statuses"][status] = header["statuses"].get(status, 0) + 1
@@ -82,7 +86,8 @@ def _fallback(store: Store) -> list[dict[str, Any]]:
     if listed is not None:
         records = [r for r in listed() if isinstance(r, dict) and "id" in r]
     else:
-        ids = {b for s in summaries if (b := batch_of(str(s.get("id")))) is not None}
+        ids = {b for s in summaries
+               if not s.get("parent") and (b := batch_of(str(s.get("id")))) is not None}
         records = [r for r in map(load, sorted(ids)) if isinstance(r, dict)]
     headers = {str(r["id"]): of_record(r) for r in records}
     count_dialogues(headers, summaries)

@@ -26,14 +26,17 @@ from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from dlg.language.limits import is_text
-from dlg.records.batch_headers import batch_header
+from dlg.records.batch_headers import batch_header, batch_of
 from dlg.records.store import RowWrites, split_record
 
-__all__ = ["ADDED_COLUMNS", "SCHEMA", "TableStore"]
+__all__ = ["ADDED_COLUMNS", "INDEXES", "SCHEMA", "TableStore"]
 
 SCHEMA = [
+    # ``batch``, ``batch_row``: the batch and row a dialogue ``BATCH-NNNNN`` without a
+    # parent would be (``_batch_row``), else null: counted if the batch has that row
     "CREATE TABLE IF NOT EXISTS dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
-    "summary text NOT NULL, created_at text NOT NULL DEFAULT '', status text)",
+    "summary text NOT NULL, created_at text NOT NULL DEFAULT '', status text, batch text, "
+    "batch_row integer)",
     # the columns ``list()`` sums come before the turn's JSON: reading them then skips it
     "CREATE TABLE IF NOT EXISTS dlg_turns (dialogue_id text NOT NULL, turn_id text NOT NULL, "
     "status text, tokens integer, cost double precision, body text NOT NULL, "
@@ -49,21 +52,28 @@ SCHEMA = [
 ]
 
 _UPSERT_HEADER = (
-    "INSERT INTO dlg_dialogues (id, header, summary, created_at, status) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET header = excluded.header, "
-    "summary = excluded.summary, status = excluded.status")
+    "INSERT INTO dlg_dialogues (id, header, summary, created_at, status, batch, batch_row) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET header = excluded.header, "
+    "summary = excluded.summary, status = excluded.status, batch = excluded.batch, "
+    "batch_row = excluded.batch_row")
 _UPSERT_TURN = (
     "INSERT INTO dlg_turns (dialogue_id, turn_id, body, status, tokens, cost) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dialogue_id, turn_id) DO UPDATE SET "
     "body = excluded.body, status = excluded.status, tokens = excluded.tokens, "
     "cost = excluded.cost")
 # columns added since the tables were first made (an earlier dlg's tables get them): the
-# turn's status, tokens and cost, which ``list()`` sums, and the dialogue's status
+# turn's status, tokens and cost, which ``list()`` sums, the dialogue's status, and the
+# batch row it is
 ADDED_COLUMNS = {"dlg_turns": (("status", "text"), ("tokens", "integer"),
                                ("cost", "double precision")),
-                 "dlg_dialogues": (("status", "text"),),
+                 "dlg_dialogues": (("status", "text"), ("batch", "text"),
+                                   ("batch_row", "integer")),
                  "dlg_batches": (("mode_name", "text"), ("created_at", "double precision"),
                                  ("row_count", "integer"))}
+# what counting a batch's rows reads (``batch_headers``): its dialogues' rows, statuses
+# and ids, from the index alone (not the rows, which hold the records)
+INDEXES = ["CREATE INDEX IF NOT EXISTS dlg_dialogues_batch ON dlg_dialogues "
+           "(batch, batch_row, status, id)"]
 # what ``list()`` reads: each summary, and for a dialogue that has not ended (its header,
 # written again when it ends, was not rewritten after each turn) what its turn rows say:
 # how many there are, how many completed, their tokens and cost
@@ -74,17 +84,18 @@ _SUMS = (
     "SUM(tokens) AS tokens, SUM(cost) AS cost FROM dlg_turns WHERE dialogue_id IN ("
     "SELECT id FROM dlg_dialogues WHERE status IS NULL OR status IN ('running', 'pending')) "
     "GROUP BY dialogue_id) t ON t.dialogue_id = d.id ORDER BY d.created_at DESC")
-# a batch's dialogues are BATCH-NNNNN: the batch of each dialogue whose id ends so is
-# looked up by its key (each dialogue read once, not once per batch)
-_OF_BATCH = ("JOIN dlg_batches b ON b.id = CASE WHEN length({col}) > 6 AND "
-             "substr({col}, length({col}) - 5, 1) = '-' THEN "
-             "substr({col}, 1, length({col}) - 6) END")
-_BATCH_STATUSES = (f"SELECT b.id, d.status, COUNT(*) FROM dlg_dialogues d "
-                   f"{_OF_BATCH.format(col='d.id')} GROUP BY b.id, d.status")
-_BATCH_RUNNING = (f"SELECT b.id, d.id FROM dlg_dialogues d {_OF_BATCH.format(col='d.id')} "
-                  "WHERE d.status = 'running'")
-_BATCH_TOTALS = (f"SELECT b.id, SUM(t.tokens), SUM(t.cost) FROM dlg_turns t "
-                 f"{_OF_BATCH.format(col='t.dialogue_id')} GROUP BY b.id")
+# a batch's dialogues are BATCH-NNNNN, NNNNN one of its rows (0 to row_count - 1), without
+# a parent: each dialogue's ``batch`` and ``batch_row``, written with it; a sub-dialogue,
+# or any other id that merely looks like one of a batch's rows, is none of them
+_OF_BATCH = ("FROM dlg_batches b JOIN dlg_dialogues d ON d.batch = b.id "
+             "AND d.batch_row < b.row_count")
+_BATCH_STATUSES = f"SELECT b.id, d.status, COUNT(*) {_OF_BATCH} GROUP BY b.id, d.status"
+_BATCH_RUNNING = f"SELECT b.id, d.id {_OF_BATCH} WHERE d.status = 'running'"
+# the turns of those dialogues, found by their key (CROSS JOIN: SQLite joins in this
+# order, rather than read every turn and look its dialogue's row up)
+_BATCH_TOTALS = ("SELECT b.id, SUM(t.tokens), SUM(t.cost) FROM dlg_batches b CROSS JOIN "
+                 "dlg_dialogues d CROSS JOIN dlg_turns t WHERE d.batch = b.id AND "
+                 "d.batch_row < b.row_count AND t.dialogue_id = d.id GROUP BY b.id")
 
 Execute = Callable[[str, tuple[Any, ...]], Any]
 
@@ -136,6 +147,14 @@ def _json_or_none(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return found if isinstance(found, dict) else None
+
+
+def _batch_row(summary: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The batch and row a dialogue would be, from its summary: ``BATCH-NNNNN`` without
+    a parent (``batch_of``); (None, None) for any other (a sub-dialogue named so too)."""
+    dialogue_id = str(summary.get("id"))
+    batch_id = None if summary.get("parent") else batch_of(dialogue_id)
+    return (batch_id, int(dialogue_id[-5:])) if batch_id is not None else (None, None)
 
 
 def _batch_columns(record: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -213,7 +232,8 @@ class TableStore(RowWrites):
         status = header.get("status")
         execute(_UPSERT_HEADER, (header["id"], dumps(header), dumps(header["summary"]),
                                  str(header.get("created_at") or ""),
-                                 status if isinstance(status, str) else None))
+                                 status if isinstance(status, str) else None,
+                                 *_batch_row(header["summary"])))
 
     @staticmethod
     def _write_turns(execute: Execute, dialogue_id: str, turns: list[dict[str, Any]]
@@ -223,7 +243,13 @@ class TableStore(RowWrites):
 
     def _upgrade(self, execute: Execute, columns: Callable[[str], set[str]]) -> None:
         """Tables made by an earlier dlg (``columns(table)``: the columns a table has): add
-        the columns made since (``ADDED_COLUMNS``), filled in from the JSON kept."""
+        the columns made since (``ADDED_COLUMNS``), filled in from the JSON kept; then the
+        indexes on them (``INDEXES``)."""
+        self._add_columns(execute, columns)
+        for statement in INDEXES:
+            execute(statement, ())
+
+    def _add_columns(self, execute: Execute, columns: Callable[[str], set[str]]) -> None:
         for table, added in ADDED_COLUMNS.items():
             have = columns(table)
             missing = [(name, kind) for name, kind in added if name not in have]
@@ -249,10 +275,12 @@ class TableStore(RowWrites):
             else:
                 for dialogue_id, summary in execute("SELECT id, summary FROM dlg_dialogues",
                                                     ()).fetchall():
-                    found = _json_or_none(summary)
-                    status = found.get("status") if found is not None else None
-                    execute("UPDATE dlg_dialogues SET status = ? WHERE id = ?",
-                            (status if isinstance(status, str) else None, dialogue_id))
+                    found = _json_or_none(summary) or {}
+                    status = found.get("status")
+                    execute("UPDATE dlg_dialogues SET status = ?, batch = ?, batch_row = ? "
+                            "WHERE id = ?", (status if isinstance(status, str) else None,
+                                             *_batch_row({**found, "id": dialogue_id}),
+                                             dialogue_id))
 
     def load(self, dialogue_id: str) -> dict[str, Any] | None:
         with self._reading() as execute:

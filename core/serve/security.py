@@ -7,6 +7,9 @@
   says came from another site is refused too.
 - The headers of every page: no script but dlg's own (a model's answer is hostile input),
   no framing, no sniffing.
+
+``Headers`` and ``TokenGate`` are the ASGI middleware putting the headers on every
+response and asking every request for the access token.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ import hmac
 import ipaddress
 import secrets
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 COOKIE = "dlg_token"
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -76,3 +84,55 @@ class Csrf:
 
     def check(self, action: str, given: str | None) -> bool:
         return same(given, self.token(action))
+
+
+class Headers:
+    """Every response with ``HEADERS`` (no script but the viewer's own)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      *((k.encode(), v.encode()) for k, v in HEADERS.items())]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class TokenGate:
+    """Every request needs the token: as the cookie, which a page opened with
+    ``?token=TOKEN`` sets (and is sent on to itself without it, so the token leaves the
+    address bar and the history)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse, RedirectResponse
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        given = request.query_params.get("token")
+        if given is not None and same(given, self.token):
+            url = request.url.remove_query_params("token")
+            to = url.path + (f"?{url.query}" if url.query else "")
+            response: Response = RedirectResponse(to, 303)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+        elif same(request.cookies.get(COOKIE), self.token):
+            await self.app(scope, receive, send)
+            return
+        else:
+            response = PlainTextResponse(
+                "this viewer needs its token: open it as http://HOST:PORT/?token=TOKEN, "
+                "with the token `dlg serve --token` was given", 403)
+        await response(scope, receive, send)

@@ -56,7 +56,7 @@ class Filters:
             return False
         if self.model and self.model not in (row.get("models") or ()):
             return False
-        if self.batch and batch_of(str(row.get("id"))) != self.batch:
+        if self.batch and batch_of(row) != self.batch:
             return False
         day = str(row.get("created_at") or "")[:10]
         if (self.since and day < self.since) or (self.until and day > self.until):
@@ -86,10 +86,12 @@ def _day(value: str, name: str) -> str:
                          "e.g. 2026-01-31") from None
 
 
-def batch_of(dialogue_id: str) -> str:
-    """The batch a dialogue is a row of (``dlg batch`` names them ``BATCH-NNNNN``), or ""."""
-    head, _, tail = dialogue_id.rpartition("-")
-    return head if head and len(tail) == 5 and tail.isdigit() else ""
+def batch_of(row: dict[str, Any]) -> str:
+    """The batch a listed dialogue is a row of (``dlg batch`` names them ``BATCH-NNNNN``;
+    a sub-dialogue so named is none), or ""."""
+    from dlg.records.batch_headers import batch_of as named
+
+    return "" if row.get("parent") else named(str(row.get("id"))) or ""
 
 
 @dataclass
@@ -102,13 +104,21 @@ class Listing:
     total: int = 0
 
 
-def listing(store: Any, filters: Filters, models: OldModels | None = None) -> Listing:
-    """The saved dialogues as ``dlg ls`` lists them (one whose process is gone:
-    interrupted), filtered, newest first. ``models``: what remembers the models of
-    dialogues saved before summaries named them (a live list reads it every half second)."""
+def summaries(store: Any) -> list[dict[str, Any]]:
+    """Every saved dialogue's summary as ``dlg ls`` lists it (one whose process is gone:
+    interrupted), newest first."""
     from dlg.records.store import interrupted
 
-    every = interrupted(store, store.list())
+    return interrupted(store, store.list())
+
+
+def listing(store: Any, filters: Filters, models: OldModels | None = None,
+            every: list[dict[str, Any]] | None = None) -> Listing:
+    """The saved dialogues (``every``: their ``summaries``, read now if not given),
+    filtered, newest first. ``models``: what remembers the models of dialogues saved
+    before summaries named them (a live list reads it every half second)."""
+    if every is None:
+        every = summaries(store)
     if filters.model:  # saved before summaries named their models: read from the record
         read = models if models is not None else OldModels()
         every = [r if "models" in r else {**r, "models": read(store, r)} for r in every]
@@ -118,7 +128,7 @@ def listing(store: Any, filters: Filters, models: OldModels | None = None) -> Li
                    statuses=sorted({str(r.get("status")) for r in every}),
                    modes=sorted({str(r.get("mode")) for r in every if r.get("mode")}),
                    models=sorted({str(m) for r in every for m in r.get("models") or ()}),
-                   batches=sorted({b for r in every if (b := batch_of(str(r.get("id"))))}))
+                   batches=sorted({b for r in every if (b := batch_of(r))}))
 
 
 class OldModels:
