@@ -796,3 +796,26 @@ def test_a_diskcache_batch_counts_its_rows_not_dialogues_whose_ids_look_like_the
     (sb,) = batch_headers(store)
     assert sb["rows"] == 3 and sb["statuses"] == {"completed": 2} and sb["running"] == []
     assert sb["tokens"] == sum(i.tokens for i in result.items[:2]) > 0
+
+
+def test_rows_past_99999_are_the_batch_s_rows_too():
+    """``item_id`` pads a row to five digits, so row 100,000 is ``BATCH-100000``: the
+    batch page's counts and a batch's saved total (``max_total_cost``) include it, and
+    an id with a longer zero-padded row is still none of its rows."""
+    from types import SimpleNamespace
+
+    from dlg.records.batch_headers import batch_header, batch_row, count_dialogues
+    from dlg.running.batches.cost import batch_of
+    from dlg.running.batches.items import item_id
+
+    assert batch_row(item_id("b", 7)) == ("b", 7)
+    assert batch_row(item_id("b-x", 100_000)) == ("b-x", 100_000)
+    assert batch_row("b-0100000") is None and batch_row("b-1234") is None
+    header = batch_header("b", "m", None, 100_001)
+    count_dialogues({"b": header}, [
+        {"id": item_id("b", 100_000), "status": "completed", "total_tokens": 5},
+        {"id": "b-0100000", "status": "completed", "total_tokens": 7},
+        {"id": item_id("b", 100_001), "status": "completed", "total_tokens": 9}])
+    assert header["statuses"] == {"completed": 1} and header["tokens"] == 5
+    row = SimpleNamespace(id=item_id("b", 123_456), metadata={"budget": {"within": 1}})
+    assert batch_of(row) == "b"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dlg.contracts import Store
 
-__all__ = ["batch_header", "batch_headers", "batch_of", "count_dialogues"]
+__all__ = ["batch_header", "batch_headers", "batch_of", "batch_row", "count_dialogues"]
 
 
 def batch_header(batch_id: str, mode: Any, created_at: Any, rows: Any) -> dict[str, Any]:
@@ -39,10 +39,21 @@ def of_record(record: dict[str, Any]) -> dict[str, Any]:
                         record.get("created_at"), len(rows) if isinstance(rows, list) else 0)
 
 
-def batch_of(dialogue_id: str) -> str | None:
-    """The batch a dialogue id ``BATCH-NNNNN`` names, or None."""
+def batch_row(dialogue_id: str) -> tuple[str, int] | None:
+    """The batch and row a dialogue id names, as ``item_id`` writes them: ``BATCH-NNNNN``,
+    the row in ASCII digits padded to five (``BATCH-123456`` past row 99,999, never a
+    longer one with a leading zero), or None."""
     batch_id, _, row = dialogue_id.rpartition("-")
-    return batch_id if batch_id and len(row) == 5 and row.isascii() and row.isdigit() else None
+    if (not batch_id or len(row) < 5 or not row.isascii() or not row.isdigit()
+            or (len(row) > 5 and row[0] == "0")):
+        return None
+    return batch_id, int(row)
+
+
+def batch_of(dialogue_id: str) -> str | None:
+    """The batch a dialogue id ``BATCH-NNNNN`` names (``batch_row``), or None."""
+    found = batch_row(dialogue_id)
+    return found[0] if found is not None else None
 
 
 def count_dialogues(headers: dict[str, dict[str, Any]],
@@ -52,10 +63,9 @@ def count_dialogues(headers: dict[str, dict[str, Any]],
     rows, and it has no parent (a sub-dialogue, or any other dialogue whose id merely
     looks like a row's, is not counted)."""
     for summary in summaries:
-        dialogue_id = str(summary.get("id"))
-        batch_id = batch_of(dialogue_id)
-        header = headers.get(batch_id) if batch_id is not None else None
-        if header is None or summary.get("parent") or int(dialogue_id[-5:]) >= header["rows"]:
+        found = batch_row(str(summary.get("id")))
+        header = headers.get(found[0]) if found is not None else None
+        if header is None or found is None or summary.get("parent") or found[1] >= header["rows"]:
             continue
         status = str(summary.get("status"))
         header["statuses"][status] = header["statuses"].get(status, 0) + 1

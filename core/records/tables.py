@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from dlg.language.limits import is_text
-from dlg.records.batch_headers import batch_header, batch_of
+from dlg.records.batch_headers import batch_header, batch_row
 from dlg.records.store import RowWrites, split_record
 
 __all__ = ["ADDED_COLUMNS", "INDEXES", "SCHEMA", "TableStore"]
@@ -151,10 +151,9 @@ def _json_or_none(text: str) -> dict[str, Any] | None:
 
 def _batch_row(summary: dict[str, Any]) -> tuple[str | None, int | None]:
     """The batch and row a dialogue would be, from its summary: ``BATCH-NNNNN`` without
-    a parent (``batch_of``); (None, None) for any other (a sub-dialogue named so too)."""
-    dialogue_id = str(summary.get("id"))
-    batch_id = None if summary.get("parent") else batch_of(dialogue_id)
-    return (batch_id, int(dialogue_id[-5:])) if batch_id is not None else (None, None)
+    a parent (``batch_row``); (None, None) for any other (a sub-dialogue named so too)."""
+    found = None if summary.get("parent") else batch_row(str(summary.get("id")))
+    return found if found is not None else (None, None)
 
 
 def _batch_columns(record: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlg.errors import DlgError
+from dlg.records.batch_headers import batch_of as batch_of_id
 from dlg.running.batches.items import skip_ended
 from dlg.running.batches.saved import batch_dialogues
 
@@ -46,8 +47,7 @@ def batch_of(dialogue: Any) -> str | None:
     budget = dialogue.metadata.get("budget")
     if not isinstance(budget, dict) or "within" not in budget:
         return None
-    batch_id, _, row = dialogue.id.rpartition("-")
-    return batch_id if batch_id and len(row) == 5 and row.isdigit() else None
+    return batch_of_id(dialogue.id)
 
 
 async def saved_total(orchestrator: Any, store: Any, mode: Any, dialogue: Any) -> Any:
