@@ -6,6 +6,7 @@ environment, so no secret reaches a page."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,27 +134,33 @@ def listing(store: Any, filters: Filters, models: OldModels | None = None,
 
 class OldModels:
     """The models of dialogues whose summary does not name them (saved by a dlg before
-    it did), each read from its record once and again only when its summary changes."""
+    it did), each read from its record once and again only when its summary changes.
+    Shared by list views that read in worker threads: its table is changed under a lock
+    (a record is read outside it; two threads may read the same one, never corrupt it)."""
 
     def __init__(self) -> None:
         self._read: dict[str, tuple[str, list[str]]] = {}  # id -> (its summary, models)
+        self._lock = threading.Lock()
 
     def __call__(self, store: Any, row: dict[str, Any]) -> list[str]:
         dialogue_id = str(row.get("id"))
         seen = json.dumps(row, sort_keys=True, default=str)
-        known = self._read.get(dialogue_id)
+        with self._lock:
+            known = self._read.get(dialogue_id)
         if known is not None and known[0] == seen:
             return known[1]
         record = store.load(dialogue_id) or {}
         models = sorted({model_name(t.get("model")) for t in record.get("turns") or ()
                          if isinstance(t, dict) and t.get("model")})
-        self._read[dialogue_id] = (seen, models)
+        with self._lock:
+            self._read[dialogue_id] = (seen, models)
         return models
 
     def keep(self, ids: set[str]) -> None:
         """Forget the dialogues not listed any more (deleted)."""
-        for gone in self._read.keys() - ids:
-            self._read.pop(gone, None)
+        with self._lock:
+            for gone in self._read.keys() - ids:
+                self._read.pop(gone, None)
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
