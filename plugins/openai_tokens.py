@@ -78,11 +78,14 @@ def encoding_name(model: str) -> str | None:
         import tiktoken
     except ImportError:
         return None
+    name: str | None
     try:
         name = tiktoken.encoding_name_for_model(model)
     except KeyError:
         name = "o200k_base" if _NEWER.match(model) else None
-    name = _SAME_FILE.get(name, name) if name else None
+    if name is None:
+        return None
+    name = _SAME_FILE.get(name, name)
     return name if name in ENCODINGS else None
 
 
