@@ -3,6 +3,7 @@ not behave? Every scenario runs through the real kernel (scripted models, no net
 
     python bench/bench_budgets.py            # 20 seeds (about 25 s)
     python bench/bench_budgets.py --seeds 40
+    python bench/bench_budgets.py --only long-prompt --tiktoken-cache DIR
 
 Per seed, drawn: prices (input $0.5-$5, output 4-6x input, per million tokens), answer
 lengths, the limit, and what goes wrong. Scenarios:
@@ -21,12 +22,14 @@ lengths, the limit, and what goes wrong. Scenarios:
 - batch: 40 debates started at once under a total drawn to pay for 8-20 of them;
   measured: dialogues finished against an oracle schedule (the real per-dialogue costs,
   cheapest first, as many as fit);
-- long-prompt: one turn with a prompt of 8,000-20,000 characters, the limit drawn between
-  1.2x its real cost and 0.9x its worst case by the byte bound (so the byte bound never
-  fits and the real run always does); measured: finished with the byte bound, and with a
-  tokenizer registered for the model (``dlg.models.tokens``; a stand-in that counts as
-  the scripted provider does, four bytes a token, so it shows the mechanism, not how
-  close a real tokenizer comes);
+- long-prompt: one turn on ``openai:gpt-4`` with 8,000-20,000 characters of dlg's docs
+  (prose, tables, code) as its prompt, billed as OpenAI does (its encoding's count plus
+  3 a message and 3 for the reply), the limit drawn between 1.2x its real cost and 0.9x
+  its worst case by the byte bound (so, by construction, the byte bound never fits and
+  an exact count does); measured: finished with the byte bound and with the openai
+  plugin's tokenizer (tiktoken's cl100k_base, read from tiktoken's cache: give the
+  directory with ``--tiktoken-cache``, else the row is skipped), the reserved prompt
+  bound against the bill, and how often four characters a token is below the bill;
 - retries-long: a parallel phase of four turns and a closing one with prompts of
   1,000-3,000 words, two priced models (one the other's fallback), 40% of attempts a
   billed 500 and three attempts a model, usage honest (a prompt billed at up to its
@@ -203,29 +206,77 @@ def batch(seed: int) -> dict[str, float]:
             "over": float(result.totals["cost_usd"] > total + 1e-9)}
 
 
-def long_prompt(seed: int) -> dict[str, float]:
-    from dlg.models.tokens import register_tokenizer, unregister_tokenizer
+class TokenBilled(Scripted):
+    """An OpenAI-like provider: bills a prompt at its encoding's count of each message's
+    text, plus 3 tokens a message and 3 for the reply (OpenAI's chat format)."""
 
+    count: Any = None
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> Any:
+        out = Scripted._generate(self, messages, stop, run_manager, **kwargs)
+        meta = out.generations[0].message.usage_metadata
+        meta["input_tokens"] = sum(self.count(str(m.content)) + 3 for m in messages) + 3
+        meta["total_tokens"] = meta["input_tokens"] + meta["output_tokens"]
+        return out
+
+
+_CORPUS: list[str] = []
+
+
+def _excerpt(rng: random.Random) -> str:
+    """8,000-20,000 characters from a random place in dlg's docs (prose, tables, code),
+    without Jinja's braces."""
+    if not _CORPUS:
+        docs = sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
+        text = "\n\n".join(d.read_text(encoding="utf-8") for d in docs)
+        _CORPUS.append(text.replace("{", "(").replace("}", ")").replace("%", " percent"))
+    text = _CORPUS[0]
+    n = rng.randint(8_000, 20_000)
+    start = rng.randrange(len(text) - n)
+    return text[start:start + n].strip()
+
+
+def long_prompt(seed: int) -> dict[str, float] | None:
+    """One turn on ``openai:gpt-4`` (cl100k_base) with a long excerpt of the docs as its
+    prompt, billed by the real encoding; the limit drawn between 1.2x the real cost and
+    0.9x the worst case by the byte bound. Run with the byte bound (as when the encoding
+    is not in tiktoken's cache) and with the openai plugin's tokenizer. None when the
+    encoding is not in tiktoken's cache (``--tiktoken-cache``)."""
+    from dlg.plugins import openai_tokens
+
+    count = openai_tokens.tokenizer("gpt-4", {})
+    if count is None:
+        return None
     rng = random.Random(seed)
     prices = _prices(rng)
-    _, registry = market({"m": {"price": prices}})
-    prompt = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"])
-                      for _ in range(rng.randint(8_000, 20_000) // 6))
+    label = "openai:gpt-4"
+    _, registry = market({label: {"price": prices}})
+    prompt = _excerpt(rng)
     mode = {"name": "long", "settings": {"max_tokens": 100},
             "turns": [{"id": "t", "role": "R", "prompt": prompt}]}
-    real = (len(prompt) // 4 * prices["input"] + 50 * prices["output"]) / 1e6
-    worst = ((len(prompt) + 16) * prices["input"] + 64 * prices["output"]) / 1e6
+    billed = count(prompt) + 6
+    real = (billed * prices["input"] + 50 * prices["output"]) / 1e6
+    worst = ((len(prompt.encode()) + 16) * prices["input"] + 64 * prices["output"]) / 1e6
     limit = rng.uniform(1.2 * real, 0.9 * worst)
-    plain = _orch(Scripted(dlg_label="m"), registry, max_cost=limit).run_sync(mode)
-    register_tokenizer("m", lambda text: len(text.encode()) // 4 + 1)
+    loaded = dict(openai_tokens._LOADED)
+    openai_tokens._LOADED["cl100k_base"] = None  # as with nothing in tiktoken's cache
     try:
-        counted = _orch(Scripted(dlg_label="m"), registry, max_cost=limit).run_sync(mode)
+        plain = _orch(TokenBilled(dlg_label=label, count=count), registry,
+                      max_cost=limit).run_sync(mode)
     finally:
-        unregister_tokenizer("m")
+        openai_tokens._LOADED.update(loaded)
+    model = TokenBilled(dlg_label=label, count=count)
+    counted = _orch(model, registry, max_cost=limit).run_sync(mode)
+    reserved = counted.turns[0].metadata["budget"]["reserved"]
+    bound = (reserved - 100 * prices["output"] / 1e6) / (prices["input"] / 1e6)
     return {"over": float(counted.total_cost_usd > limit + 1e-12),
             "used": counted.total_cost_usd / limit,
             "finished_bytes": float(plain.status == "completed"),
-            "finished_tokenizer": float(counted.status == "completed")}
+            "finished_tokenizer": float(counted.status == "completed"),
+            "bound_vs_bill": bound / billed,
+            "bytes_vs_bill": (len(prompt.encode()) + 16) / billed,
+            "quarter_under": float(len(prompt) / 4 + 6 < billed)}
 
 
 def _wide(width: int, words: int) -> dict[str, Any]:
@@ -290,15 +341,23 @@ SCENARIOS = {"honest": honest, "over-report": over_report,
              "retries-long": retries_long, "wide-tiny": wide_tiny}
 
 
-def _cell(values: list[float], pct: bool = False) -> str:
+def _cell(values: list[float], pct: bool | int = False) -> str:
     m, sd = statistics.mean(values), statistics.pstdev(values)
-    return f"{100 * m:.1f}±{100 * sd:.1f}%" if pct else f"{m:.2f}±{sd:.2f}"
+    if pct is True:
+        return f"{100 * m:.1f}±{100 * sd:.1f}%"
+    digits = pct if type(pct) is int else 2
+    return f"{m:.{digits}f}±{sd:.{digits}f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--only", help="run only this scenario")
+    parser.add_argument("--tiktoken-cache", help="tiktoken's cache directory, for long-prompt "
+                        "(TIKTOKEN_CACHE_DIR): the openai plugin reads cl100k_base there")
     args = parser.parse_args()
+    if args.tiktoken_cache:
+        os.environ["TIKTOKEN_CACHE_DIR"] = args.tiktoken_cache
     import logging
 
     logging.disable(logging.WARNING)
@@ -306,7 +365,14 @@ def main() -> None:
     print("| scenario | seeds | over the limit | spent / limit (max) | other |")
     print("| --- | --- | --- | --- | --- |")
     for name, fn in SCENARIOS.items():
-        rows = [fn(seed) for seed in range(1, args.seeds + 1)]
+        if args.only and name != args.only:
+            continue
+        found = [fn(seed) for seed in range(1, args.seeds + 1)]
+        rows = [r for r in found if r is not None]
+        if not rows:
+            print(f"| {name} | 0 | - | - | skipped: cl100k_base is not in tiktoken's cache "
+                  "(--tiktoken-cache DIR) |")
+            continue
         over = sum(r["over"] for r in rows)
         ratio_key = "ratio" if "ratio" in rows[0] else ("used" if "used" in rows[0] else None)
         ratio = (f"{_cell([r[ratio_key] for r in rows])} "
@@ -325,7 +391,12 @@ def main() -> None:
         if "finished_bytes" in rows[0]:
             other.append(f"finished: byte bound {sum(r['finished_bytes'] for r in rows):.0f}"
                          f"/{len(rows)}, tokenizer "
-                         f"{sum(r['finished_tokenizer'] for r in rows):.0f}/{len(rows)}")
+                         f"{sum(r['finished_tokenizer'] for r in rows):.0f}/{len(rows)}; "
+                         f"prompt bound / billed: tokenizer "
+                         f"{_cell([r['bound_vs_bill'] for r in rows], 3)} (min "
+                         f"{min(r['bound_vs_bill'] for r in rows):.3f}), bytes "
+                         f"{_cell([r['bytes_vs_bill'] for r in rows])}; chars/4 under "
+                         f"the bill {sum(r['quarter_under'] for r in rows):.0f}/{len(rows)}")
         if "share" in rows[0]:
             other.append(f"finished / oracle {_cell([r['share'] for r in rows], True)} "
                          f"(min {100 * min(r['share'] for r in rows):.0f}%), part-done "

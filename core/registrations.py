@@ -60,6 +60,9 @@ class ModelProvider:
     # the models worth pulling (``dlg models list --local``): a list of rows, each a dict
     # with name, source, size_gb, licence, ram_gb, default, pulled and spec
     recommended: Callable[[], list[dict[str, Any]]] | None = None
+    # the model's own tokenizer, for budgets: ``tokenizer(model_name, options)`` gives a
+    # text's token count (``count(text)``), or None where it has none (dlg.models.tokens)
+    tokenizer: Callable[[str, dict[str, Any]], Callable[[str], int] | None] | None = None
 
     def problem(self, model_name: str, options: dict[str, Any], registry: Any = None
                 ) -> str | None:
@@ -181,6 +184,8 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
             recommended: Callable[[], list[dict[str, Any]]] | None = None,
             rate_headers: RateHeaders | None = None,
             endpoint_of: Callable[[Any], str | None] | None = None,
+            tokenizer: Callable[[str, dict[str, Any]], Callable[[str], int] | None] | None
+            = None,
         ) -> None:
             if catalog is not None:
                 out["catalogs"].append((plugin, catalog))
@@ -202,6 +207,10 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
                 if catalog is None and rate_headers is None and endpoint_of is None:
                     raise PluginError(f"plugin '{plugin}' called register() with nothing")
                 return
+            if tokenizer is not None and not callable(tokenizer):
+                raise PluginError(f"plugin '{plugin}' registered tokenizer={tokenizer!r:.40} "
+                                  f"for {name!r}: expected a function of a model name and "
+                                  "options")
             if not isinstance(name, str) or not name or ":" in name or not callable(factory):
                 raise PluginError(
                     f"plugin '{plugin}' registered an invalid model provider {name!r}: "
@@ -209,7 +218,7 @@ def _collect(pm: pluggy.PluginManager) -> _Registered:
                 )
             out["models"][name] = ModelProvider(
                 name, factory, description, default_priority, plugin, check, pull,
-                recommended
+                recommended, tokenizer
             )
             plugin_entry(plugin).models.append(name)
 

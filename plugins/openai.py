@@ -16,6 +16,10 @@ schema need not meet OpenAI's strict subset); dlg still asks for the JSON in the
 and checks the answer. ``?native_schema=false`` sends none, for a server that does not
 take one; a server that refuses it (400 or 422) gets the request again without it, and
 no more for that model.
+
+A budget counts an ``openai:`` model's prompts with the model's own encoding (tiktoken's),
+where its file is already in tiktoken's cache: ``dlg.plugins.openai_tokens``. Never for
+``openai-compatible`` servers, whose models count their own way.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dlg.plugin import (
     missing_package,
     no_retries,
 )
+from dlg.plugins.openai_tokens import tokenizer
 
 # what OpenAI's responses say of its limits (every response, not only a 429): the limits
 # per minute, what is left and when each resets ("6s", "1m0s", "250ms"); a 429 also says
@@ -270,7 +275,7 @@ def _endpoint_of(model: Any) -> str | None:
 @hookimpl
 def register_models(register):
     register("openai", _make, check=_check, description="OpenAI (OPENAI_API_KEY)",
-             rate_headers=RATE_HEADERS, endpoint_of=_endpoint_of)
+             rate_headers=RATE_HEADERS, endpoint_of=_endpoint_of, tokenizer=tokenizer)
     register("openai-compatible", _make_compatible, check=_check_compatible,
              description="Any OpenAI-compatible server (base_url=...)",
              rate_headers=RATE_HEADERS)

@@ -29,6 +29,9 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("DLG_GC_FREEZE", "0")
     monkeypatch.delenv("DLG_MODEL", raising=False)
     monkeypatch.delenv("DLG_PLUGINS", raising=False)
+    # no tiktoken encoding a developer cached: openai prompts are bounded by their bytes
+    # unless a test places one (tests/test_openai_tokens.py)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     reset_plugin_manager(None)
     yield
     reset_plugin_manager(None)

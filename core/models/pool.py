@@ -37,6 +37,11 @@ class ModelPool:
         self._closers: dict[Any, Any] = {}  # each loop's: closes its models as it ends
         self._safe_labels: dict[str, str] = {}
 
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager | None:
+        """Whose providers make (and count the prompts of) this pool's models."""
+        return self._pm
+
     def problem(self, spec: str) -> str | None:
         """Why ``spec`` cannot run here (unknown provider, missing package or key), if so."""
         from dlg import registrations

@@ -11,17 +11,23 @@ A budget needs two numbers for a prompt (``PromptSize``):
   are charged when no usage came back: the tokenizer's count plus framing, else about
   four characters a token and three a message (the role and separators).
 
-Tokenizers are registered by a prefix of the model's label (``register_tokenizer("acme/",
-count)``; the longest prefix wins). None ships registered: the embedded model's engine
-(``xllamacpp``) offers no way to tokenize without running the model, and tiktoken's
-encodings are downloaded on first use, which an offline machine cannot do.
+Tokenizers come from two places: a model provider's plugin registers one for its models
+(``register(name, factory, tokenizer=...)`` in ``register_models``: ``tokenizer(model_name,
+options)`` gives a count, or None for a model it cannot count), and code registers one by
+a prefix of the model's label (``register_tokenizer("acme/", count)``; the longest prefix
+wins, and it comes before the provider's). The ``openai`` plugin registers OpenAI's
+encodings (tiktoken) where their files are already in tiktoken's cache; the embedded
+model's engine (``xllamacpp``) offers no way to tokenize without running the model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "register_tokenizer", "tokenizer_for",
            "unregister_tokenizer"]
@@ -44,12 +50,37 @@ def unregister_tokenizer(prefix: str) -> None:
     _TOKENIZERS.pop(prefix, None)
 
 
-def tokenizer_for(label: str | None) -> Callable[[str], int] | None:
-    """The tokenizer registered for ``label`` (the longest matching prefix), or None."""
+def tokenizer_for(label: str | None, pm: pluggy.PluginManager | None = None
+                  ) -> Callable[[str], int] | None:
+    """The tokenizer registered for ``label`` (the longest matching prefix), else the one
+    its provider's plugin gives for a spec label (``provider:model?options``; the plugins
+    of ``pm``, else of the process's plugin manager if it was built), or None."""
     if not label:
         return None
     found = [p for p in _TOKENIZERS if label.startswith(p)]
-    return _TOKENIZERS[max(found, key=len)] if found else None
+    if found:
+        return _TOKENIZERS[max(found, key=len)]
+    return _provider_tokenizer(label, pm)
+
+
+def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
+                        ) -> Callable[[str], int] | None:
+    from dlg import registrations
+    from dlg.models.spec import ModelSpec
+    from dlg.plugin_manager import current_plugin_manager
+
+    pm = pm or current_plugin_manager()
+    if pm is None or ":" not in label:
+        return None
+    try:
+        spec = ModelSpec.parse(label)
+        provider = registrations.model_providers(pm).get(spec.provider)
+        if provider is None or provider.tokenizer is None:
+            return None
+        count = provider.tokenizer(spec.model, dict(spec.options))
+    except Exception:  # a bad spec or a plugin's mistake: no tokenizer, the byte bound
+        return None
+    return count if callable(count) else None
 
 
 def _texts(messages: Any) -> list[str]:
@@ -75,10 +106,11 @@ class PromptSize:
     """One prompt's tokens for any model (see the module docstring); each model's count is
     made once. ``int(size)`` is the byte bound (no model named)."""
 
-    __slots__ = ("_counted", "messages")
+    __slots__ = ("_counted", "_pm", "messages")
 
-    def __init__(self, messages: Any):
+    def __init__(self, messages: Any, pm: pluggy.PluginManager | None = None):
         self.messages = messages
+        self._pm = pm  # whose providers' tokenizers count it (None: the process's)
         self._counted: dict[str, int | None] = {}
 
     def counted(self, label: str | None) -> int | None:
@@ -87,8 +119,8 @@ class PromptSize:
         if not label:
             return None
         if label not in self._counted:
-            count = tokenizer_for(label)
             try:
+                count = tokenizer_for(label, self._pm)
                 n = None if count is None else sum(int(count(t)) for t in _texts(self.messages))
             except Exception:  # a tokenizer that breaks: the byte bound stands in
                 n = None

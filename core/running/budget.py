@@ -43,7 +43,7 @@ from typing import Any
 from dlg.models.tokens import PER_MESSAGE, PromptSize, byte_bound
 
 __all__ = ["MIN_OUTPUT", "PER_MESSAGE", "SPENT", "Admission", "Budget", "PromptSize",
-           "Reservation", "budgeted_call", "mode_estimate", "prompt_token_bound",
+           "Reservation", "budgeted_call", "mode_estimate", "prompt_size", "prompt_token_bound",
            "tree_spent"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
@@ -58,6 +58,11 @@ def prompt_token_bound(messages: Any) -> int:
 
 
 Prompt = int | PromptSize  # a prompt's tokens: a count, or the prompt to count per model
+
+
+def prompt_size(messages: Any, pool: Any) -> PromptSize:
+    """The prompt, to be counted per model by the tokenizers of ``pool``'s providers."""
+    return PromptSize(messages, getattr(pool, "plugin_manager", None))
 
 
 def _bound(prompt: Prompt, label: str) -> int:
@@ -445,7 +450,7 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
 
     reservation = None
     if budget is not None:
-        label, bound = pool.label(choice), PromptSize(messages)
+        label, bound = pool.label(choice), prompt_size(messages, pool)
         n = budget.fit(label, bound, settings.get("max_tokens"))
         if n is None:
             return None
@@ -460,14 +465,14 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
         cost = result.cost_usd
         if budget is not None and result.attempts:
             usage = result.usage
-            billed = budget.billed(result.attempts, PromptSize(messages)
+            billed = budget.billed(result.attempts, prompt_size(messages, pool)
                                    if usage is None or usage.estimated else usage.prompt)
             cost = (cost or 0.0) + billed
             result.cost_usd = cost if cost or result.cost_usd is not None else None
         return result
     except AllCandidatesFailed as exc:
         if budget is not None:
-            cost = budget.billed(exc.attempts, PromptSize(messages))
+            cost = budget.billed(exc.attempts, prompt_size(messages, pool))
         raise
     finally:
         if reservation is not None and budget is not None:

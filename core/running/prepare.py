@@ -21,7 +21,7 @@ from dlg.models.caching import CacheHint
 from dlg.models.calls import unique
 from dlg.records import record as R
 from dlg.records.record import TurnRecord
-from dlg.running.budget import MIN_OUTPUT, PromptSize
+from dlg.running.budget import MIN_OUTPUT, prompt_size
 from dlg.running.compression import turn_reads
 from dlg.running.context import RunContext, RunState
 from dlg.running.outcomes import Failed, Plan, Skipped, Stopped
@@ -76,7 +76,7 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         # an upper bound on the prompt's tokens (its bytes), for a budget or a pool's
         # context windows; plain participant turns skip the encoding. A budget counts it
         # per model: by the model's tokenizer where one is installed (dlg.models.tokens)
-        size = PromptSize(messages)
+        size = prompt_size(messages, ctx.pool)
         bound = int(size) if (budget is not None or routing.pool) else 0
         route = await route_turn(routing.router, _request(ctx, state, turn, bound),
                                  routing.name)
