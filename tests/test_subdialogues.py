@@ -262,3 +262,46 @@ def test_children_planned_in_this_run_are_not_looked_for_in_the_store(tree, monk
     resumed = anyio.run(lambda: dlg.resume(d.id, model=Tree(calls=[])))
     assert resumed.status == "completed"
     assert sorted(looked) == sorted(e["id"] for e in d.turn("split").metadata["subdialogues"])
+
+
+def test_children_inherit_the_parent_transcript_made_once_per_spawn(tmp_path, monkeypatch):
+    """The parent's transcript a child inherits is made once for a turn's children, not
+    once per child (it reads the whole parent); each child gets the same text, and one
+    made again when a turn of the parent completes while children wait to start."""
+    from types import SimpleNamespace
+
+    from dlg.language import templates
+    from dlg.records.record import TurnRecord
+    from dlg.running.subdialogues import Spawner
+
+    (tmp_path / "explore.yaml").write_text(CHILD)
+    (tmp_path / "tree.yaml").write_text(PARENT.replace(
+        "turns:\n  - id: split", "turns:\n  - {id: intro, role: Intro, prompt: 'INTRO'}\n"
+        "  - id: split\n    context_from: []"))
+    made = []
+    real = templates.transcript
+    monkeypatch.setattr(templates, "transcript",
+                        lambda records, *a: made.append(tuple(r.id for r in records))
+                        or real(records, *a))
+    d = dlg.Orchestrator(model=Tree(calls=[]), store=None).run_sync(
+        tmp_path / "tree.yaml", topic="t")
+    assert d.status == "completed" and len(d.subdialogues) == 3
+    texts = {c.metadata["parent"]["transcript"] for c in d.subdialogues}
+    assert len(texts) == 1
+    (text,) = texts
+    assert text.startswith("### Intro\nanswer to INTRO\n\n### Planner\n")
+    # one parent transcript for the three children (was one each)
+    assert made.count(("intro", "merge")) == 1
+
+    spawner = Spawner(open_child=None, reopen_child=None, execute=None, load_mode=None)
+    parent = SimpleNamespace(id="p", turns=[
+        TurnRecord(id="a", index=1, phase="p", role="A", status="completed",
+                   response="one"),
+        TurnRecord(id="b", index=2, phase="p", role="B", status="pending"),
+        TurnRecord(id="s", index=3, phase="p", role="S", status="running",
+                   response="plan")])
+    first = spawner.inherited_text(parent, parent.turns[2])
+    assert spawner.inherited_text(parent, parent.turns[2]) is first
+    parent.turns[1].status, parent.turns[1].response = "completed", "two"
+    assert spawner.inherited_text(parent, parent.turns[2]) == (
+        "### A\none\n\n### B\ntwo\n\n### S\nplan")

@@ -130,8 +130,9 @@ def child_summary(child: Any) -> dict[str, Any]:
 class Spawner:
     """Runs the children of spawning turns for one orchestrator; see the module docstring.
 
-    ``open_child(mode, entry, index, parent, turn, budget)`` gives a new child
-    ``Dialogue``;
+    ``open_child(mode, entry, index, parent, turn, budget, transcript)`` gives a new
+    child ``Dialogue`` (``transcript``: what it inherits of the parent's, made once for
+    a turn's children rather than once per child: it reads the whole parent);
     ``reopen_child(id)`` a saved child ready to continue (mode and dialogue; no mode
     if it had ended), or None if it was never saved; ``execute(mode, dialogue, budget)``
     runs one.
@@ -143,6 +144,15 @@ class Spawner:
         self.reopen_child = reopen_child
         self.execute = execute
         self.load_mode = load_mode
+        self._inherits: tuple[tuple[Any, ...], str] | None = None  # (key, transcript)
+
+    def inherited_text(self, parent: Any, turn: Any) -> str:
+        """``inherited_text``, made again only when what it reads of the parent changed
+        (a turn of a parallel phase completed while children waited to start)."""
+        key = _transcript_key(parent, turn)
+        if self._inherits is None or self._inherits[0] != key:
+            self._inherits = (key, inherited_text(parent, turn))
+        return self._inherits[1]
 
     def child_mode(self, parent_mode: Any, turn: Any) -> Any:
         ref = turn.spawn["mode"]
@@ -177,7 +187,8 @@ class Spawner:
                         budget.spent += tree_spent(child)
                 else:
                     mode = child_mode
-                    child = self.open_child(mode, entry, i, parent, rec, budget)
+                    child = self.open_child(mode, entry, i, parent, rec, budget,
+                                            self.inherited_text(parent, rec))
                 try:
                     child = await self.execute(mode, child, budget)
                 except DlgError as exc:  # the child could not run: the turn says why
@@ -185,26 +196,43 @@ class Spawner:
                 children[i] = child
                 entry.update(child_summary(child))
 
-        async with anyio.create_task_group() as tg:
-            for i, entry in enumerate(entries):
-                tg.start_soon(one, i, entry)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i, entry in enumerate(entries):
+                    tg.start_soon(one, i, entry)
+        finally:
+            self._inherits = None  # the parent's text is not kept past its children
         return children
 
 
 def inherited(parent: Any, turn_rec: Any, depth: int, entry: dict[str, Any],
-              index: int) -> dict[str, Any]:
+              index: int, text: str | None = None) -> dict[str, Any]:
     """What a child knows of its parent (``metadata["parent"]``; the ``parent`` template
     variable): ids, depth, the item, the parent's inputs, the spawning turn's answer and
-    the end of the parent's transcript."""
+    the end of the parent's transcript (``text``: ``inherited_text``'s, when known)."""
+    return {"id": parent.id, "mode": parent.mode, "turn": turn_rec.id, "depth": depth,
+            "index": index, "item": entry["item"], "inputs": dict(parent.inputs),
+            "text": turn_rec.response or "", "data": turn_rec.data,
+            "transcript": inherited_text(parent, turn_rec) if text is None else text}
+
+
+def inherited_text(parent: Any, turn_rec: Any) -> str:
+    """The end of the parent's transcript a child inherits: its completed turns, then the
+    spawning turn's answer, at most ``INHERITED_CHARS``."""
     from dlg.language.templates import transcript
 
     earlier = transcript([t for t in parent.turns if t is not turn_rec])
     own = f"### {turn_rec.role}\n{(turn_rec.response or '').strip()}"
     text = f"{earlier}\n\n{own}" if earlier else own
-    return {"id": parent.id, "mode": parent.mode, "turn": turn_rec.id, "depth": depth,
-            "index": index, "item": entry["item"], "inputs": dict(parent.inputs),
-            "text": turn_rec.response or "", "data": turn_rec.data,
-            "transcript": text[-INHERITED_CHARS:]}
+    return text[-INHERITED_CHARS:]
+
+
+def _transcript_key(parent: Any, turn_rec: Any) -> tuple[Any, ...]:
+    """What ``inherited_text`` reads of the parent: equal keys, the same text. (Its
+    strings compare by identity first: a pass over the turns, no text built.)"""
+    return (parent.id, turn_rec, turn_rec.role, turn_rec.response,
+            *((t.role, t.participant, t.response) for t in parent.turns
+              if t.status == "completed" and t is not turn_rec))
 
 
 class Parent(Protocol):
@@ -236,10 +264,11 @@ class Children:
                        execute=self._execute_child, load_mode=self._child_mode)
 
     def _open_child(self, mode: Any, entry: dict[str, Any], index: int, parent: Any,
-                    turn: Any, budget: Any) -> Any:
+                    turn: Any, budget: Any, transcript: str | None = None) -> Any:
         _, child = self._parent.start(mode, entry["inputs"], dialogue_id=entry["id"])
         child.metadata["depth"] = parent.depth + 1
-        child.metadata["parent"] = inherited(parent, turn, parent.depth + 1, entry, index)
+        child.metadata["parent"] = inherited(parent, turn, parent.depth + 1, entry, index,
+                                             transcript)
         if budget is not None:  # resumed on its own, a child may spend what was left
             child.metadata["budget_limit"] = round(budget.limit - budget.spent, 10)
         return child
