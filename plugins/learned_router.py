@@ -13,7 +13,9 @@ is normal:
   task and model (a noisier judge: the prior and the shrinkage count for more);
 - it moves with every score for (task, model) in the store (``dlg rate``, a judge, a
   plugin; see ``dlg.running.routing.learning``), which forgets: when a model's recent scores
-  stray from its mean, the statistics restart from the recent ones;
+  stray from its mean, the statistics restart from the recent ones; a model that restarted
+  may change again (a random walk at the rate it has changed), so its spread widens with
+  the scores on the task since it was last scored, and a model written off is tried again;
 - its spread shrinks as scores come in, so it explores models it knows little about (a
   new one too) and then settles on the best; on a task with few scores yet (on any
   model) it explores little (``n / (n + RAMP)`` of the spread): a task seen rarely
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +52,9 @@ SHIFT_SD = 0.04  # how far a model's (or a task's) shift from the catalog is bel
 # the shifts other tasks teach are shrunk towards nothing by noise / SHIFT_SD**2 scores
 # (a noisier judge shrinks more; 0.03-0.05 did equally well on the tuning seeds)
 RAMP = 30.0  # a task's exploration grows as n / (n + RAMP) with its scores on every model
+CHANGE_SD = 0.15  # how far a change moves a model's quality on a task: a pair that restarted
+# c times in n scores drifts by CHANGE_SD**2 * c / n in variance per newer score on its task
+# (0.05-0.35 tried on the tuning seeds; 0.15 bought the most recovery for the least loss)
 COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.08, "minimum_cost": 0.5}
 
 
@@ -71,6 +77,24 @@ def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, f
             task_sum += stat.since_n * (float(stat.since_mean or 0.0) - expected)
             task_n += stat.since_n
     return models, (task_sum / (task_n + shrink), task_n)
+
+
+def _ages(rows: Mapping[Any, Any], task: str) -> dict[str, int]:
+    """For each model scored on ``task``: how many scores on the task (on any model) the
+    store kept after its last one (from the scores' times in each pair's history)."""
+    times: list[float] = []
+    last: dict[str, float] = {}
+    for key, data in rows.items():
+        kept = data.get("history") if isinstance(data, Mapping) else None
+        if not (isinstance(key, tuple) and key[0] == task and isinstance(kept, list)):
+            continue
+        stamps = [e["at"] for e in kept if isinstance(e, Mapping)
+                  and isinstance(e.get("at"), int | float)]
+        if stamps:
+            last[key[1]] = max(stamps)
+            times.extend(stamps)
+    times.sort()
+    return {model: len(times) - bisect_right(times, at) for model, at in last.items()}
 
 
 def _number(option: str, value: Any) -> float:
@@ -101,17 +125,24 @@ class LearnedRouter:
     def select(self, request: Any) -> Any:  # checked before the run: the capabilities pick
         return CapabilityRouter().select(request)
 
-    def belief(self, stat: QualityStat | None, prior: float, noise: float = PRIOR_SD ** 2
-               ) -> tuple[float, float]:
+    def belief(self, stat: QualityStat | None, prior: float, noise: float = PRIOR_SD ** 2,
+               age: int = 0) -> tuple[float, float]:
         """Mean and spread of what is believed of a model's quality on a task: a normal
         prior (``prior``, spread ``PRIOR_SD``) updated by the scores since the model last
         changed, each with variance ``noise`` (the scores' spread, pooled over every
-        task and model), so the prior is worth ``noise / PRIOR_SD**2`` scores."""
+        task and model), so the prior is worth ``noise / PRIOR_SD**2`` scores. A model
+        that changed (``stat.changes`` restarts in ``stat.n`` scores) may have changed
+        again since: its variance grows by ``CHANGE_SD**2 * changes / n`` per newer score
+        on the task (``age`` of them), up to the prior's."""
         n = max(stat.since_n, 0) if stat is not None else 0
         weight = noise / PRIOR_SD ** 2
         mean = ((weight * prior + n * float(stat.since_mean or 0.0)) / (weight + n)
                 if stat is not None and n else prior)
-        return mean, self.exploration * math.sqrt(noise / (weight + n))
+        variance = noise / (weight + n)
+        if stat is not None and n and stat.changes:  # it may have changed again since
+            drift = CHANGE_SD ** 2 * stat.changes / max(stat.n, 1)
+            variance = min(variance + drift * age, max(variance, PRIOR_SD ** 2))
+        return mean, self.exploration * math.sqrt(variance)
 
     async def route(self, request: Any) -> Route:
         if request.is_pinned or not request.pool:
@@ -123,6 +154,7 @@ class LearnedRouter:
 
         task = quality_key(request.turn.role)
         table: dict[tuple[str, str], QualityStat] = {}
+        every: Mapping[Any, Any] = {}
         if request.quality is not None:
             import anyio
 
@@ -144,14 +176,23 @@ class LearnedRouter:
         m2 = sum(float(s.since_m2 or 0.0) for s in table.values() if s.since_n > 1)
         dof = sum(s.since_n - 1 for s in table.values() if s.since_n > 1)
         noise = (m2 + NOISE_WEIGHT * PRIOR_SD ** 2) / (dof + NOISE_WEIGHT)
+        changed = any(s.changes for (t, _), s in table.items() if t == task)
+        ages = _ages(every, task) if changed else {}
         shifts, (task_shift, task_n) = _shifts(table, catalog, task, noise / SHIFT_SD ** 2)
         drawn = []
         for name, model, info in found:
             shift, elsewhere = shifts.get(name, (0.0, 0))
             prior = min(1.0, max(0.0, catalog[name] + shift + task_shift))
             stat = table.get((task, name))
-            mean, spread = self.belief(stat, prior, noise)
+            age = ages.get(name, 0)
+            mean, spread = self.belief(stat, prior, noise, age)
             spread *= ramp
+            restarts = ""
+            if stat is not None and stat.changes:
+                still = self.belief(stat, prior, noise)[1] * ramp
+                restarts = (f"; restarted {stat.changes}x on a change, last scored {age} "
+                            f"scores on the task ago" + (
+                                f", which widen its spread from ±{still:.2f}" if age else ""))
             price = info.cost_per_million if info is not None else None
             cost = weight * math.log1p(price) / scale if price and scale else 0.0
             value = self._rng.gauss(mean, spread) - cost
@@ -159,7 +200,7 @@ class LearnedRouter:
                    f"prior {prior:.2f} = catalog {catalog[name]:.2f}"
                    f"{f' {shift:+.2f} from {elsewhere} scores on other tasks' if elsewhere else ''}"
                    f"{f' {task_shift:+.2f} for the task' if task_n else ''}"
-                   f"{f'; restarted {stat.changes}x on a change' if stat and stat.changes else ''}"
+                   f"{restarts}"
                    f"), cost term -{cost:.3f} (${price or 0:g}/Mtok), drew {value:.2f}")
             drawn.append((value, self._rng.random(), name, model, why))  # ties: at random
         drawn.sort(key=lambda d: (-d[0], d[1]))

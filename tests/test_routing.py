@@ -384,6 +384,34 @@ def test_the_learned_router_forgets_a_model_that_got_worse(tmp_path):
     assert steady.changes <= 1 and steady.since_n >= 200
 
 
+def test_the_learned_router_tries_again_a_model_that_changed_once():
+    """A model whose statistics restarted low is not written off: as scores on the task
+    go to other models, its belief widens (a random walk, at the rate the pair has
+    changed), so it is tried again and a recovery can be seen; a model that never changed
+    keeps its spread."""
+    import random
+
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing.learning import record_quality
+
+    store, rng = _Memory(), random.Random(5)
+    for _ in range(40):
+        record_quality(store, "synthesis", "grok", rng.gauss(0.9, 0.05))
+        record_quality(store, "synthesis", "claude", rng.gauss(0.7, 0.05))
+    for _ in range(10):  # grok got worse: its statistics restart low
+        record_quality(store, "synthesis", "grok", rng.gauss(0.45, 0.05))
+    assert store.quality("synthesis")["grok"]["changes"] == 1
+    request = _learned_request(EQUAL, store=store)
+    assert _picks(LearnedRouter(seed=1, exploration=1.0), request).count("grok") <= 2
+    for _ in range(45):  # only claude is scored on the task for a while
+        record_quality(store, "synthesis", "claude", rng.gauss(0.7, 0.05))
+    assert _picks(LearnedRouter(seed=1, exploration=1.0), request).count("grok") >= 10
+    reason = anyio.run(LearnedRouter(seed=1).route, request).reason
+    assert "restarted 1x on a change, last scored 45 scores on the task ago, which " \
+           "widen its spread from ±0.01" in reason
+    assert "claude: estimate 0.70±0.0" in reason  # claude never changed: still sure
+
+
 def test_the_learned_router_shares_what_other_tasks_taught():
     """A task with no scores yet: a model that beat its catalog quality on the other
     tasks is believed better here too (and one that fell short, worse), so the router
