@@ -226,37 +226,56 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     for k, (i, _, _) in enumerate(pieces):
         mine.setdefault(i, []).append(k)
     chosen: set[int] = set()
-    cost = [0] * len(texts)  # the tokens of each text's excerpt as chosen so far
-    used = [0]  # their sum
+    size = [0] * len(texts)  # the characters of each text's excerpt as chosen so far
+    count = [0] * len(texts)  # and its chunks chosen
+    used = [0]  # the tokens of them all
 
-    def excerpt(i: int, extra: int | None = None) -> str | None:
-        take = [k for k in mine.get(i, ()) if k in chosen or k == extra]
+    def excerpt(i: int) -> str | None:
+        take = [k for k in mine.get(i, ()) if k in chosen]
         if not take:
             return None
         if len(take) == len(mine[i]):
             return texts[i].strip()
         parts: list[str] = []
         for k in mine[i]:
-            if k in chosen or k == extra:
+            if k in chosen:
                 parts.append(pieces[k][2])
             elif not parts or parts[-1] != ELIDED:
                 parts.append(ELIDED)
         return " ".join(parts)
 
-    def grow(k: int, limit: int) -> bool:
-        """Take chunk ``k`` if the excerpts still fit in ``limit``. A chunk adds at least
-        its own characters less an elision mark's: one that cannot fit is turned away
-        without making its text's excerpt (a turn of thousands of chunks would otherwise
-        make one per chunk, each as long as the turn)."""
-        if (len(pieces[k][2]) - len(ELIDED) - 1) // 4 - 1 > limit - used[0]:
-            return False
+    def taken(k: int, i: int) -> bool:  # a text's ends count as taken: nothing to elide
+        return k < 0 or k >= len(pieces) or pieces[k][0] != i or k in chosen
+
+    def grown(k: int) -> int:
+        """The characters of chunk ``k``'s text's excerpt with ``k`` taken too, worked out
+        from its neighbours (making the excerpt for every chunk tried was quadratic in a
+        turn of thousands of short sentences or clauses)."""
         i = pieces[k][0]
-        after = estimate_tokens(excerpt(i, k) or "")
-        if used[0] - cost[i] + after > limit:
+        if count[i] + 1 == len(mine[i]):
+            return len(texts[i].strip())
+        base = size[i] if count[i] else len(ELIDED)  # nothing taken: one elided run
+        before, after = taken(k - 1, i), taken(k + 1, i)
+        chunk = len(pieces[k][2])
+        if before and after:  # the run it was is gone
+            return base - len(ELIDED) + chunk
+        if before or after:  # the run it was in goes on at one side
+            return base + chunk + 1
+        return base + chunk + 2 + len(ELIDED)  # the run is cut in two
+
+    def grow(k: int, limit: int) -> bool:
+        """Take chunk ``k`` if the excerpts still fit in ``limit``."""
+        if k in chosen:
+            return True
+        i = pieces[k][0]
+        chars = grown(k)
+        before, after = _tokens(size[i]), _tokens(chars)
+        if used[0] - before + after > limit:
             return False
         chosen.add(k)
-        used[0] += after - cost[i]
-        cost[i] = after
+        count[i] += 1
+        size[i] = chars
+        used[0] += after - before
         return True
 
     for rank in range(ASKED):  # each question's best chunks, in turn, in half the limit
@@ -273,7 +292,13 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     for k in order:  # then the best chunks of all, while they fit
         if k not in chosen:
             grow(k, max_tokens)
-    return [excerpt(i) for i in range(len(texts))], used[0]
+    kept = [excerpt(i) for i in range(len(texts))]
+    return kept, sum(estimate_tokens(e) for e in kept if e)  # what _tokens counted
+
+
+def _tokens(chars: int) -> int:
+    """``estimate_tokens`` of a text of ``chars`` characters."""
+    return -(-chars // 4) if chars else 0
 
 
 def _scores(query: str, lexical: list[float], embed: Any, vectors: Any) -> list[float]:
