@@ -295,7 +295,10 @@ def test_the_questions_a_turn_asks_and_the_kind_of_fact_each_wants():
     assert found == ["Who is the supplier contact", "what does the shipment weigh",
                      "when is the contract signed?", "How many came?"]
     assert [wanted(q) for q in found] == ["name", "number", "date", "number"]
-    assert wanted("Why did the audit slip?") is None
+    assert wanted("Why did the audit slip?") == "cause"
+    assert wanted("What was decided?") is None
+    assert [wanted(q) for q in ("¿Cuánto pesa?", "Pourquoi ?", "Wann beginnt es?",
+                                "Chi è il contatto?")] == ["number", "cause", "date", "name"]
 
 
 def test_a_turn_with_no_compression_does_not_go_through_it(monkeypatch):
@@ -359,8 +362,8 @@ def test_relevant_only_matches_words_across_their_endings():
 def test_a_huge_turn_with_no_sentence_breaks_is_measured_in_linear_work(monkeypatch):
     """A 200,000-word turn with no sentence break is 5,000 chunks. Each chunk that could
     not fit made its turn's whole excerpt and measured it (5,000 times the turn's length,
-    seconds on the event loop); a chunk that cannot fit is now turned away first, and
-    the words are counted once, not once per question."""
+    seconds on the event loop); the excerpt's size is now worked out from the chunk's
+    neighbours, and the words are counted once, not once per question."""
     from dlg.running import selection
 
     measured = [0]
@@ -373,9 +376,9 @@ def test_a_huge_turn_with_no_sentence_breaks_is_measured_in_linear_work(monkeypa
     terms = [0]
     real_terms = selection._terms
 
-    def counting_terms(text: str) -> list[str]:
+    def counting_terms(text: str, *rest: Any) -> list[str]:
         terms[0] += 1
-        return real_terms(text)
+        return real_terms(text, *rest)
 
     monkeypatch.setattr(selection, "estimate_tokens", counting)
     monkeypatch.setattr(selection, "_terms", counting_terms)
@@ -386,3 +389,97 @@ def test_a_huge_turn_with_no_sentence_breaks_is_measured_in_linear_work(monkeypa
     assert measured[0] <= 20 * len(big)
     chunks = len(selection.chunks(big)) + 1
     assert terms[0] <= chunks + 10  # the docs once, the queries apart
+
+
+# -- other languages, "why", facts split and long sentences (issue 23) -----------------
+
+RUIDO = ["El envío cambió de contacto dos veces el año pasado, según dicen.",
+         "Marta Okonkwo preguntó si el peso del envío se había revisado.",
+         "La fecha del contrato puede moverse, pero no se decidió nada.",
+         "Se mencionaron unos 40 EUR para el contrato, sin confirmar.",
+         "Kofi Osei de Oslo redactará las notas del envío.",
+         "La reunión terminó tarde y sin conclusiones claras."]
+
+
+def _kept_in(noise: list[str], needle: str, question: str, limit: int) -> str:
+    from dlg.running.selection import select
+
+    texts = [" ".join([*noise[:3], needle, *noise[3:]]), " ".join(noise)]
+    excerpts, used = select(texts, question, limit)
+    assert used <= limit
+    return " ".join(e for e in excerpts if e)
+
+
+def test_the_language_of_a_text_is_guessed_from_its_function_words():
+    from dlg.running.languages import language
+
+    assert [language(t) for t in (
+        "How heavy is the shipment?", "¿Cuánto pesa el envío de la semana?",
+        "Combien a coûté le contrat d'après la facture ?", "Wie viel kostete der Vertrag?",
+        "Quanto custou o contrato da empresa?", "Quanto è costato il contratto della ditta?",
+        "4,318 kg")] == ["en", "es", "fr", "de", "pt", "it", "en"]
+
+
+def test_relevant_only_finds_a_spanish_number_asked_for_in_other_words():
+    """"¿Cuánto pesa...?" asks for a number: the needle, not the sentence about checking
+    the same shipment's weight, is read under a one-sentence limit."""
+    read = _kept_in(RUIDO, "El peso del envío llegó por fin a 4.318 kg según la báscula.",
+                    "¿Cuánto pesa el envío?", limit=22)
+    assert "4.318 kg" in read
+
+
+def test_relevant_only_prefers_a_cause_when_the_question_asks_why():
+    """The cause shares only the subject with the question, as the other sentences about
+    the shipment do; it is read for "why" (in English and in Spanish)."""
+    read = _kept("The shipment slipped by a month because of a strike at the port.",
+                 "Why is the shipment late?", limit=24)
+    assert "strike at the port" in read
+    read = _kept_in(RUIDO, "El contrato se retrasó un mes debido a una huelga en el puerto.",
+                    "¿Por qué llega tarde el contrato?", limit=24)
+    assert "huelga en el puerto" in read
+
+
+def test_relevant_only_follows_a_fact_into_a_sentence_that_refers_back_to_it():
+    """"The figure was ..." and "Eso ..." go on from the sentence before, as "It ..."
+    did."""
+    read = _kept("The shipment weight was finally checked by the team. The figure was "
+                 "4,318 kg.", "How heavy is the shipment?", limit=18)
+    assert "4,318" in read
+    read = _kept_in(RUIDO, "El peso del envío se revisó por fin. Eso dio 4.318 kg.",
+                    "¿Cuánto pesa el envío?", limit=18)
+    assert "4.318" in read
+
+
+def test_relevant_only_reads_one_clause_of_a_long_sentence():
+    """A note that is one sentence of clauses: the clause with the fact is read, where a
+    40-word window of it would not fit the limit."""
+    from dlg.running.selection import select
+
+    clauses = [s.rstrip(".") for s in NOISE * 3]
+    clauses.insert(7, "the shipment weight came to 4,318 kg")
+    excerpts, used = select(["; ".join(clauses) + ".", " ".join(NOISE)],
+                            "How heavy is the shipment?", 20)
+    assert used <= 20 and "4,318 kg" in (excerpts[0] or "")
+
+
+def test_a_huge_turn_of_short_sentences_is_measured_in_linear_work(monkeypatch):
+    """20,000 short sentences (or clauses of one sentence, as long sentences are cut
+    now): each that could still fit made its turn's whole excerpt to measure it (38 s of
+    CPU for 200 KB); the excerpt's size is now worked out from the chunk's neighbours."""
+    from dlg.running import selection
+
+    measured = [0]
+    real = selection.estimate_tokens
+
+    def counting(text: str) -> int:
+        measured[0] += len(text)
+        return real(text)
+
+    monkeypatch.setattr(selection, "estimate_tokens", counting)
+    for big in ("shipment; " * 20_000, "shipment. " * 20_000):
+        measured[0] = 0
+        kept, used = selection.select([big, "The shipment weight came to 4,318 kg."],
+                                      "How heavy is the shipment?", 500)
+        assert used <= 500 and kept[1] is not None
+        assert used == sum(real(k) for k in kept if k)
+        assert measured[0] <= 20 * len(big)

@@ -6,10 +6,12 @@
 - ``truncate``: the most recent turns that fit;
 - ``relevant_only``: the sentences of the earlier turns most relevant to this turn (its
   role, description and prompt template; each question it asks on its own, a sentence
-  holding the kind of fact a question asks for (a name, a date, a number) preferred), by
-  BM25 word overlap and the embeddings configured (``hashing`` offline by default, or a
-  plugin's: ``DLG_EMBEDDINGS``), as many as fit, each turn's in their original order
-  with ``[...]`` where text was left out (``dlg.running.selection``);
+  holding the kind of fact a question asks for (a name, a date, a number, a cause)
+  preferred), by BM25 word overlap (the stop words and a light stemmer of each turn's
+  language: English, Spanish, French, German, Portuguese or Italian) and the
+  embeddings configured (``hashing`` offline by default, or a plugin's:
+  ``DLG_EMBEDDINGS``), as many as fit, each turn's in their original order with
+  ``[...]`` where text was left out (``dlg.running.selection``);
 - ``summary``: the most recent turns as they are, in half the limit; the older ones as
   summaries, made once by a cheap model (the cheapest of the pool, else the default
   model) and kept on their records (``turn.metadata["summary"]``), so later turns reuse

@@ -1,11 +1,11 @@
 """Choosing within turns: the sentences of earlier turns a turn reads under a token limit.
 
-Each text is cut into chunks (sentences; a long one into windows of words). Every chunk
-is scored against what the reading turn asks (its role, description and prompt
-template): lexical overlap, BM25-weighted over all the chunks read (so words every turn
-repeats count for little), plus the cosine similarity of the embeddings when an
-embeddings object is given (``hashing`` offline, or a plugin's). First each text's best
-chunk is taken, best texts first, while half the limit lasts (so every turn read is
+Each text is cut into chunks (sentences; a long one into its clauses, a long clause into
+windows of words). Every chunk is scored against what the reading turn asks (its role,
+description and prompt template): lexical overlap, BM25-weighted over all the chunks read
+(so words every turn repeats count for little), plus the cosine similarity of the
+embeddings when an embeddings object is given (``hashing`` offline, or a plugin's). First
+each text's best chunk is taken, best texts first, while half the limit lasts (so every turn read is
 represented when it can be); then the best chunks of all, while they fit. A text keeps
 its chunks in their original order, with ``[...]`` where text was left out.
 
@@ -14,10 +14,16 @@ several split at each question word), each is scored on its own (a chunk's score
 best over them and the whole), each question's best chunks are taken first (the best of
 each, then the second best of each, up to three, in half the limit), and a chunk
 holding the kind of fact a question asks for (``who``: a name; ``when``: a date; ``how
-many``, ``how heavy``...: a number) that shares a word with it scores higher: the
-answer's type is a signal that needs no embeddings when the words of the question and
-the answer differ ("How heavy is the shipment?" and "the shipment weight came to
-4,318 kg").
+many``, ``how heavy``...: a number; ``why``: a cause, "because", "due to"...) that
+shares a word with it scores higher: the answer's type is a signal that needs no
+embeddings when the words of the question and the answer differ ("How heavy is the
+shipment?" and "the shipment weight came to 4,318 kg"). A chunk that goes on from the
+one before it ("It came to ...", "The figure was ...") scores at least as well as that
+one.
+
+Words are matched without the stop words of each text's language and lightly stemmed,
+and question words and causal markers are known, in English, Spanish, French, German,
+Portuguese and Italian (``dlg.running.languages``).
 
 ``keep_facts`` is the check on a summary: the numbers, dates and names of the source
 that a summary dropped are added back, each with the words before it, within a limit.
@@ -30,6 +36,8 @@ import re
 from typing import Any
 
 from dlg.models.calls import estimate_tokens
+from dlg.running.languages import CAUSE, HOW_MUCH, STOP, WHEN, WHO, WHY, continues, language
+from dlg.running.languages import terms as language_terms
 
 __all__ = ["ELIDED", "asks", "chunks", "cosine", "facts", "keep_facts", "lexical_scores",
            "select", "wanted"]
@@ -37,12 +45,6 @@ __all__ = ["ELIDED", "asks", "chunks", "cosine", "facts", "keep_facts", "lexical
 ELIDED = "[...]"
 WINDOW = 40  # words in a chunk cut from a sentence longer than twice this
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\s*\n?")
-_WORD = re.compile(r"[\w']+", re.UNICODE)
-_STOP = frozenset(re.findall(r"\w+", (
-    "a an and are as at be but by did do does for from had has have he her his how i if in "
-    "into is it its me my no not of on or our she so that the their them then there these "
-    "they this to us was we were what when where which who whom why will with would you "
-    "your")))
 # numbers (1,234.5 12% 2025-03-14 10:30), and runs of capitalised words (names)
 _NUMBER = re.compile(r"\d(?:[\d,.:/-]*\d)?%?")
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
@@ -53,35 +55,55 @@ _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b|\b(?:jan|feb|mar|ap
 _QUESTION = re.compile(r"[^.?!\n]*\?")
 _SEVERAL = re.compile(r"(?:,\s*|\s+and\s+)(?=(?:who|whom|whose|what|when|where|which|how)\b)",
                       re.IGNORECASE)
-_WANTS = (
-    ("name", re.compile(r"\b(?:who|whom|whose)\b", re.IGNORECASE)),
-    ("date", re.compile(r"\b(?:when|what (?:date|day|time)|which (?:date|day))\b", re.IGNORECASE)),
-    ("number", re.compile(
-        r"\bhow (?:many|much|heavy|long|far|big|large|old|expensive|tall|wide|high|often|"
-        r"costly)\b|\bwhat (?:number|amount|size|price|cost|weight|share|percentage|"
-        r"total)\b|\bweigh\b", re.IGNORECASE)),
-)
+_WANTS = (("cause", WHY), ("name", WHO), ("date", WHEN), ("number", HOW_MUCH))
 _NUMBER_WORDS = re.compile(r"\b(?:hundred|thousand|million|billion|dozen)s?\b", re.IGNORECASE)
-# a sentence opening with one of these goes on with the one before ("It came to 4,318 kg.")
-_CONTINUES = frozenset({"it", "its", "this", "that", "these", "those", "they", "their",
-                        "he", "she", "his", "her", "there", "which"})
-_SUFFIXES = ("ing", "ed", "es", "s")
+_CLAUSE = re.compile(r"(?<=[;:])\s+|\s+(?=[\u2013\u2014]\s)")  # after ; and :, before dashes
+_COMMA = re.compile(r"(?<=,)\s+")
 TYPE_BONUS = 0.5  # added to a chunk's score for holding the kind of fact asked for
 ASKED = 3  # each question's best chunks taken first
 
 
 def chunks(text: str) -> list[str]:
-    """``text`` cut into sentences, a long sentence into windows of ``WINDOW`` words."""
+    """``text`` cut into sentences; a sentence longer than ``WINDOW`` words into its
+    clauses (at ``;``, ``:`` and dashes, then at commas), a clause longer than twice
+    ``WINDOW`` words into windows of ``WINDOW`` words."""
     out: list[str] = []
     for sentence in _SENTENCE.split(text.strip()):
         sentence = sentence.strip()
         if not sentence:
             continue
-        words = sentence.split()
-        if len(words) <= 2 * WINDOW:
+        if len(sentence.split()) <= WINDOW:
             out.append(sentence)
-        else:
-            out.extend(" ".join(words[i:i + WINDOW]) for i in range(0, len(words), WINDOW))
+            continue
+        for clause in _clauses(sentence):
+            words = clause.split()
+            if len(words) <= 2 * WINDOW:
+                out.append(clause)
+            else:
+                out.extend(" ".join(words[i:i + WINDOW]) for i in range(0, len(words),
+                                                                        WINDOW))
+    return out
+
+
+def _clauses(sentence: str) -> list[str]:
+    """A long sentence's clauses: cut at ``;``, ``:`` and dashes, a part still longer
+    than ``WINDOW`` words also at its commas, its pieces joined again up to half
+    ``WINDOW`` words each."""
+    out: list[str] = []
+    for part in _CLAUSE.split(sentence):
+        part = part.strip()
+        if not part:
+            continue
+        if len(part.split()) <= WINDOW:
+            out.append(part)
+            continue
+        group: list[str] = []
+        for piece in _COMMA.split(part):
+            if group and len(" ".join([*group, piece]).split()) > WINDOW // 2:
+                out.append(" ".join(group))
+                group = []
+            group.append(piece)
+        out.append(" ".join(group))
     return out
 
 
@@ -105,6 +127,8 @@ def wanted(question: str) -> str | None:
 def _holds(chunk: str) -> set[str]:
     """The kinds of fact in ``chunk``."""
     kinds = set()
+    if CAUSE.search(chunk):
+        kinds.add("cause")
     if _DATE.search(chunk):
         kinds.add("date")
     if any(not _DATE.search(n) and any(c.isdigit() for c in n)
@@ -115,29 +139,20 @@ def _holds(chunk: str) -> set[str]:
     return kinds
 
 
-def _terms(text: str) -> list[str]:
-    """The words of ``text`` that are not stop words, lowercased and stemmed."""
-    return [_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP]
-
-
-def _stem(word: str) -> str:
-    """``word`` without a plural or verb ending and a final e ("changes", "changed" and
-    "change" alike): a light stemmer, for English only."""
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[:-len(suffix)]
-            break
-    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+def _terms(text: str, lang: str | None = None) -> list[str]:
+    """The words of ``text`` that are not stop words (of ``lang``, else of the language
+    it is in), lowercased and stemmed (``dlg.running.languages``)."""
+    return language_terms(text, lang)
 
 
 def _links(pieces: list[tuple[int, int, str]]) -> list[int | None]:
     """For each chunk, the chunk before it in the same text when it goes on with it (it
-    opens with a pronoun: "It came to 4,318 kg."), else None."""
+    opens with a pronoun, a connective or a word standing for what was just named, in
+    any of ``dlg.running.languages``' languages: "It came to 4,318 kg.", "The figure was
+    4,318 kg.", "Eso costó 4.318 EUR."), else None."""
     out: list[int | None] = [None] * len(pieces)
     for k in range(1, len(pieces)):
-        first = _WORD.match(pieces[k][2])
-        if (pieces[k][0] == pieces[k - 1][0] and first is not None
-                and first.group().lower() in _CONTINUES):
+        if pieces[k][0] == pieces[k - 1][0] and continues(pieces[k][2]):
             out[k] = k - 1
     return out
 
@@ -191,7 +206,8 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     questions = asks(query)
     vectors = embed.embed_documents(docs) if embed is not None else None
     links = _links(pieces)
-    terms = [_terms(d) for d in docs]  # once: each question scores the same docs
+    langs = [language(text) for text in texts]  # each text's own: a turn is in one
+    terms = [_terms(d, langs[i]) for i, _, d in pieces]  # once: each question scores them
     scores = _carry(_scores(query, lexical_scores(query, docs, terms=terms), embed, vectors),
                     links)
     kinds = [_holds(c) for c in docs] if questions else []
@@ -210,37 +226,56 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     for k, (i, _, _) in enumerate(pieces):
         mine.setdefault(i, []).append(k)
     chosen: set[int] = set()
-    cost = [0] * len(texts)  # the tokens of each text's excerpt as chosen so far
-    used = [0]  # their sum
+    size = [0] * len(texts)  # the characters of each text's excerpt as chosen so far
+    count = [0] * len(texts)  # and its chunks chosen
+    used = [0]  # the tokens of them all
 
-    def excerpt(i: int, extra: int | None = None) -> str | None:
-        take = [k for k in mine.get(i, ()) if k in chosen or k == extra]
+    def excerpt(i: int) -> str | None:
+        take = [k for k in mine.get(i, ()) if k in chosen]
         if not take:
             return None
         if len(take) == len(mine[i]):
             return texts[i].strip()
         parts: list[str] = []
         for k in mine[i]:
-            if k in chosen or k == extra:
+            if k in chosen:
                 parts.append(pieces[k][2])
             elif not parts or parts[-1] != ELIDED:
                 parts.append(ELIDED)
         return " ".join(parts)
 
-    def grow(k: int, limit: int) -> bool:
-        """Take chunk ``k`` if the excerpts still fit in ``limit``. A chunk adds at least
-        its own characters less an elision mark's: one that cannot fit is turned away
-        without making its text's excerpt (a turn of thousands of chunks would otherwise
-        make one per chunk, each as long as the turn)."""
-        if (len(pieces[k][2]) - len(ELIDED) - 1) // 4 - 1 > limit - used[0]:
-            return False
+    def taken(k: int, i: int) -> bool:  # a text's ends count as taken: nothing to elide
+        return k < 0 or k >= len(pieces) or pieces[k][0] != i or k in chosen
+
+    def grown(k: int) -> int:
+        """The characters of chunk ``k``'s text's excerpt with ``k`` taken too, worked out
+        from its neighbours (making the excerpt for every chunk tried was quadratic in a
+        turn of thousands of short sentences or clauses)."""
         i = pieces[k][0]
-        after = estimate_tokens(excerpt(i, k) or "")
-        if used[0] - cost[i] + after > limit:
+        if count[i] + 1 == len(mine[i]):
+            return len(texts[i].strip())
+        base = size[i] if count[i] else len(ELIDED)  # nothing taken: one elided run
+        before, after = taken(k - 1, i), taken(k + 1, i)
+        chunk = len(pieces[k][2])
+        if before and after:  # the run it was is gone
+            return base - len(ELIDED) + chunk
+        if before or after:  # the run it was in goes on at one side
+            return base + chunk + 1
+        return base + chunk + 2 + len(ELIDED)  # the run is cut in two
+
+    def grow(k: int, limit: int) -> bool:
+        """Take chunk ``k`` if the excerpts still fit in ``limit``."""
+        if k in chosen:
+            return True
+        i = pieces[k][0]
+        chars = grown(k)
+        before, after = _tokens(size[i]), _tokens(chars)
+        if used[0] - before + after > limit:
             return False
         chosen.add(k)
-        used[0] += after - cost[i]
-        cost[i] = after
+        count[i] += 1
+        size[i] = chars
+        used[0] += after - before
         return True
 
     for rank in range(ASKED):  # each question's best chunks, in turn, in half the limit
@@ -257,7 +292,13 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     for k in order:  # then the best chunks of all, while they fit
         if k not in chosen:
             grow(k, max_tokens)
-    return [excerpt(i) for i in range(len(texts))], used[0]
+    kept = [excerpt(i) for i in range(len(texts))]
+    return kept, sum(estimate_tokens(e) for e in kept if e)  # what _tokens counted
+
+
+def _tokens(chars: int) -> int:
+    """``estimate_tokens`` of a text of ``chars`` characters."""
+    return -(-chars // 4) if chars else 0
 
 
 def _scores(query: str, lexical: list[float], embed: Any, vectors: Any) -> list[float]:
@@ -283,7 +324,7 @@ def facts(text: str) -> list[str]:
         before = text[:start].rstrip()
         if " " not in name and (not before or before[-1] in ".!?:\n#"):
             continue  # a single capitalised word starting a sentence: not a name
-        if name.lower() in _STOP:
+        if name.lower() in STOP["en"]:
             continue
         found.append(name)
     return list(dict.fromkeys(found))
