@@ -233,4 +233,4 @@ def test_a_long_lived_orchestrator_does_not_keep_every_mode():
     for i in range(80):
         orchestrator.run_sync({"name": f"m{i}", "turns": [{"id": "a", "role": "A",
                                                             "prompt": "hi"}]})
-    assert len(orchestrator._bound) <= 64
+    assert len(orchestrator.binder._bound) <= 64  # the bindings kept, per mode

@@ -14,14 +14,14 @@ import os
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dlg.errors import DlgError, InputError
 from dlg.language.limits import positive
 from dlg.language.loader import load_mode
 from dlg.language.mode import Mode
-from dlg.models import ModelPool, default_model_spec, model_label
+from dlg.models import ModelPool, model_label
 from dlg.records.record import Dialogue
+from dlg.running.bindings import Binder
+from dlg.running.execution import run_claimed, run_dialogue
 from dlg.running.inputs import new_dialogue, prepare_inputs, read_rows
-from dlg.running.kernel import execute
 from dlg.running.resume import Resumer
 from dlg.running.routing.routers import Routers
 from dlg.running.subdialogues import Children
@@ -47,8 +47,10 @@ class Orchestrator:
     a hard limit per dialogue) add to the mode's ``constraints``.
 
     It owns its collaborators: ``routers`` (the routers and routings of its modes, the
-    quality store), ``resumer`` (continuing saved dialogues) and ``children`` (the
-    sub-dialogues of spawning turns), each made with what it needs.
+    quality store), ``resumer`` (continuing saved dialogues), ``children`` (the
+    sub-dialogues of spawning turns) and ``binder`` (the models its modes' participants
+    are bound to, checked), each made with what it needs. How it runs a dialogue (claimed,
+    saved, within a budget) is ``dlg.running.execution``.
     """
 
     def __init__(
@@ -94,11 +96,10 @@ class Orchestrator:
         self.watchdog = watchdog  # measure event-loop blocking (dialogue.metadata)
         # a dlg.running.interrupt.Interrupt that stops its dialogues (Ctrl-C), or None
         self.interrupt: Any = None
-        # per mode: (the mode, its bindings and default), so repeated runs skip the work
-        self._bound: dict[int, tuple[Mode, dict[str, Any], Any]] = {}
         self.routers = Routers(self, lambda: self.plugin_manager, self.open_store)
         self.resumer = Resumer(self)
         self.children = Children(self)
+        self.binder = Binder(self)
 
     @property
     def plugin_manager(self) -> Any:
@@ -140,7 +141,7 @@ class Orchestrator:
     def chose_again(self) -> None:
         """What the user chose (models, router, pool, constraints) changed: a resume
         filled it in from the saved dialogue. Bindings and routings are worked out anew."""
-        self._bound.clear()
+        self.binder.forget()
         self.routers.forget()
 
     def prepare_resume(self, dialogue_id: str, *, force: bool = False, mode: Any = None
@@ -194,69 +195,9 @@ class Orchestrator:
         }.items() if v is not None}
 
     def bindings(self, mode: Mode) -> tuple[dict[str, Any], Any]:
-        """Participant alias -> the model it uses, and the default for unbound turns."""
-        cached = self._bound.get(id(mode))
-        if cached is not None and cached[0] is mode:
-            return cached[1], cached[2]
-        default = self.model if self.model is not None else default_model_spec(
-            self.plugin_manager)
-        import difflib
-
-        # a key that is no alias is a pool model, unless it looks like a misspelt alias
-        for key in self.models:
-            close = difflib.get_close_matches(key, list(mode.participants), n=1, cutoff=0.75)
-            if key not in mode.participants and (close or not mode.participants):
-                raise InputError(
-                    f"mode '{mode.name}' has no participant '{key}'"
-                    + (f"; did you mean '{close[0]}'?" if close else "")
-                    + f" (its participants: {', '.join(mode.participants) or 'none'}; to "
-                    "offer a model to the router, use pool=)")
-        bound: dict[str, Any] = {}
-        for alias, participant in mode.participants.items():
-            if alias in self.models:
-                bound[alias] = self.models[alias]
-            elif self.model is not None:
-                bound[alias] = self.model
-            elif participant.model is not None:
-                bound[alias] = participant.model
-            else:
-                bound[alias] = default
-        self._check(mode, bound, default)
-        if len(self._bound) >= 64:  # an embedder may run many one-off modes: keep recent ones
-            del self._bound[next(iter(self._bound))]
-        self._bound[id(mode)] = (mode, bound, default)
-        return bound, default
-
-    def _check(self, mode: Mode, bound: dict[str, Any], default: Any) -> None:
-        """Ask the router about every turn now, so a missing model fails before any turn
-        (routers that only choose at run time are asked then); make ready the pool's
-        models that can run here."""
-        from dlg.running.routing import RouteRequest, select_model
-
-        routing = self.routing(mode)
-        needed = set()
-        for turn in mode.turns:
-            choice = select_model(routing.router, RouteRequest(
-                turn=turn, mode=mode, bindings=bound, default=default, pool=routing.pool,
-                pinned=routing.pinned, registry=self.registry))
-            if isinstance(choice, str):
-                needed.add(choice)
-        for spec in sorted(needed):
-            self.pool.check(spec)
-        if routing.pool and not any(not isinstance(m, str) or self.pool.problem(m) is None
-                                    for m in routing.pool.values()):
-            problems = "; ".join(f"{n}: {self.pool.problem(m)}"
-                                 for n, m in routing.pool.items())
-            raise DlgError(f"no model of the pool can run here ({problems})")
-        needed |= {m for m in routing.pool.values()
-                   if isinstance(m, str) and self.pool.problem(m) is None}
-        # make the models and the template environment now, before any event loop runs
-        # (in the CLI): both import packages, which would block a running loop
-        for spec in sorted(needed):
-            self.pool.get(spec)
-        from dlg.language.templates import environment
-
-        environment(mode.template_dirs, self.plugin_manager)
+        """Participant alias -> the model it uses, and the default for unbound turns;
+        checked with the router before any turn runs (``dlg.running.bindings``)."""
+        return self.binder.bindings(mode)
 
     def start(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
               *, dialogue_id: str | None = None, **more_inputs: Any) -> tuple[Mode, Dialogue]:
@@ -267,7 +208,7 @@ class Orchestrator:
             check_id(dialogue_id)
         mode = load_mode(mode, pm=self._pm)
         values = prepare_inputs(mode, {**(inputs or {}), **more_inputs})
-        bound, _ = self.bindings(mode)
+        bound, _ = self.binder.bindings(mode)
         # specs with secrets redacted, as the pool keeps them (redacting is not free)
         safe = self.pool.safe_label
         labels = {a: (safe(b) if isinstance(b, str) else None if b is None else model_label(b))
@@ -311,68 +252,8 @@ class Orchestrator:
         what the batch has left. Returns the run to await (a new dialogue's run is the
         kernel's own: no coroutine frame of its own here)."""
         if self.store is not None and dialogue.started_at is not None:
-            return self._execute_claimed(mode, dialogue, budget, within)
-        return self._execute(mode, dialogue, budget, within)
-
-    async def _execute_claimed(self, mode: Mode, dialogue: Dialogue, budget: Any,
-                               within: Any) -> Dialogue:
-        """A dialogue that ran before may be running elsewhere: claim it before any turn
-        runs (a new one is claimed with its first save, as no one else knows its id
-        yet). The saver lets go when the dialogue ends; this covers an early failure."""
-        import anyio
-
-        from dlg.records.store import Lease
-
-        lease = Lease()
-        claimed = await anyio.to_thread.run_sync(self.open_store)
-        await anyio.to_thread.run_sync(lease.acquire, claimed, dialogue.id)
-        try:
-            if within is None and budget is None:  # one of a batch's, resumed on its own
-                from dlg.running.batches.cost import batch_of, saved_total
-
-                if batch_of(dialogue) is not None:
-                    within = await saved_total(self, claimed, mode, dialogue)
-            return await self._execute(mode, dialogue, budget, within, lease)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lease.release, claimed, dialogue.id)
-
-    def _execute(self, mode: Mode, dialogue: Dialogue, budget: Any, within: Any = None,
-                 lease: Any = None) -> Awaitable[Dialogue]:
-        bound, default = self.bindings(mode)
-        observers = tuple(self.observers)
-        if self.store is not None:
-            from dlg.records.saver import Saver
-            from dlg.records.store import Lease
-
-            # the store is opened by the saver when the dialogue starts, off the event
-            # loop, unless it is open already
-            observers = (Saver(self.open_store, mode.document, lease or Lease(),
-                               self._store_obj), *observers)
-        routing = self.routing(mode)
-        if any(t.scores for t in mode.turns):  # judge turns rate the turns they name
-            from dlg.running.routing.learning import JudgeScores
-
-            observers = (*observers, JudgeScores(mode, self.routers.quality_store))
-        limit = routing.constraints.get("max_cost")
-        if dialogue.metadata.get("budget_limit") is not None:  # a sub-dialogue's share
-            share = float(dialogue.metadata["budget_limit"])
-            limit = share if limit is None else min(float(limit), share)
-        if budget is None and (limit is not None or within is not None):
-            from dlg.running.budget import Budget, tree_spent
-
-            budget = Budget(float("inf") if limit is None else limit, self.registry,
-                            spent=tree_spent(dialogue), within=within)
-            held = (dialogue.metadata.get("budget") or {}).get("held_for_billing")
-            if isinstance(held, (int, float)) and held > 0:  # resumed: still held
-                budget.hold_unsure(float(held))
-        return execute(
-            mode, dialogue, pm=self.plugin_manager, routing=routing,
-            bindings=bound, default=default, pool=self.pool, observers=observers,
-            timeout=self.timeout, registry=self.registry, policy=self.retry,
-            watchdog=self.watchdog, budget=budget, interrupt=self.interrupt,
-            spawner=self.children.spawner() if any(t.spawn for t in mode.turns) else None,
-        )
+            return run_claimed(self, mode, dialogue, budget, within)
+        return run_dialogue(self, mode, dialogue, budget, within)
 
     def run_sync(self, mode: Any, /, inputs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Dialogue:
