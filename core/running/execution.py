@@ -12,24 +12,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dlg.language.mode import Mode
 from dlg.records.record import Dialogue
+from dlg.running.bindings import Bindable
 from dlg.running.kernel import execute
 
 if TYPE_CHECKING:
-    import pluggy
-
-    from dlg.models.pool import ModelPool
     from dlg.running.bindings import Binder
-    from dlg.running.routing.request import Routing
     from dlg.running.routing.routers import Routers
     from dlg.running.subdialogues import Children
 
 __all__ = ["Runnable", "run_claimed", "run_dialogue"]
 
 
-class Runnable(Protocol):
-    """What running a dialogue needs of its orchestrator: where it is saved, who hears
-    it, its models, routings, bindings and children, and how it runs (timeout, retries,
-    watchdog, interrupt)."""
+class Runnable(Bindable, Protocol):
+    """What running a dialogue needs of its orchestrator: what binding its models needs
+    (``Bindable``), where it is saved, who hears it, its routers, bindings and children,
+    and how it runs (timeout, retries, watchdog, interrupt)."""
 
     store: Any
     _store_obj: Any
@@ -42,13 +39,6 @@ class Runnable(Protocol):
     binder: Binder
     children: Children
 
-    @property
-    def plugin_manager(self) -> pluggy.PluginManager: ...
-    @property
-    def registry(self) -> Any: ...
-    @property
-    def pool(self) -> ModelPool: ...
-    def routing(self, mode: Mode) -> Routing: ...
     def open_store(self) -> Any: ...
 
 
