@@ -2,7 +2,7 @@
 
     python bench/bench_rate_limits.py [--seeds 20] [--quick] [--dialogues 60]
                                       [--requests 30] [--tokens 6000] [--window 1.0]
-                                      [--latency 0.05]
+                                      [--latency 0.05] [--only dlg|ray|ray-pacing|all]
 
 The server (tests/servers.py ``LimitedOpenAI``) allows ``requests`` requests and
 ``tokens`` tokens (a word a token, prompt and answer) per fixed ``window`` of seconds and
