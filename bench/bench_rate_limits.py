@@ -2,7 +2,7 @@
 
     python bench/bench_rate_limits.py [--seeds 20] [--quick] [--dialogues 60]
                                       [--requests 30] [--tokens 6000] [--window 1.0]
-                                      [--latency 0.05]
+                                      [--latency 0.05] [--only dlg|ray|ray-pacing|all]
 
 The server (tests/servers.py ``LimitedOpenAI``) allows ``requests`` requests and
 ``tokens`` tokens (a word a token, prompt and answer) per fixed ``window`` of seconds and
@@ -24,7 +24,9 @@ seed draws the topics' lengths), on a fresh server, every client in the same pro
   is not installed). Beside them, the same with each row set up from scratch on its
   worker and each settlement waited for (``before_task``: how the executor ran rows
   before its workers kept their set-up; and a limits actor started for each batch),
-  limits given;
+  limits given; and the same with each worker's pacing as it was before the first
+  answer replaced the guessed answer size and settlements that give nothing back were
+  no longer sent (``before_pacing_task``), limits given and learned;
 - plain ``ChatOpenAI(max_retries=6)`` running the same three calls per dialogue, 20 at
   once (the client's own retry-on-429);
 - ``ChatOpenAI`` with LangChain's ``InMemoryRateLimiter`` at the server's request rate.
@@ -172,6 +174,67 @@ def before_task(mode_document: dict[str, Any], files: dict[str, str], item: dict
     return batch_item.to_dict()
 
 
+async def run_ray_before_pacing(s: LimitedOpenAI, rows: list[dict[str, str]],
+                                concurrency: int, limits: bool = False) -> int:
+    """``run_dlg`` on Ray with each worker's pacing as it was before the first answer
+    replaced the guessed answer size (the baseline): ``Limiter.release`` as it was."""
+    from dlg.models.pacing import pacer
+    from dlg.models.resilience import cooldowns, gate
+    from dlg.plugins.ray_executor import RayExecutor
+
+    class Before(RayExecutor):
+        task = staticmethod(before_pacing_task)
+
+    pacer.reset()
+    gate.reset()
+    cooldowns.reset()
+    orchestrator = dlg.Orchestrator(model=spec(s, limits))
+    result = await orchestrator.batch(MODE, rows, concurrency=concurrency,
+                                      batch_id=f"rp-{concurrency}-{time.monotonic_ns()}",
+                                      executor=Before(orchestrator))
+    return sum(1 for i in result.items if i.status != "completed")
+
+
+def before_pacing_task(*args: Any) -> dict[str, Any]:
+    """The Ray executor's task with ``Limiter.release`` as it was, for the task."""
+    from dlg.models.pacing import Limiter
+    from dlg.plugins.ray_executor import _run_one
+
+    now = Limiter.release
+    Limiter.release = _release_before  # type: ignore[method-assign]
+    try:
+        return _run_one(*args)
+    finally:
+        Limiter.release = now  # type: ignore[method-assign]
+
+
+async def _release_before(self: Any, reserved: int, ends: float, estimated: int,
+                          counted: tuple[int, int] | None, refused: bool) -> None:
+    """``dlg.models.pacing.Limiter.release`` before: the first answer moved the guessed
+    answer size (256 tokens) a quarter of the way, every settlement was sent (one that
+    gave nothing back included), and a slow start's call took no place in the schedule
+    (an ``ends`` of ``-inf`` settles nothing here)."""
+    from dlg.models.pacing import MAX_CONCURRENCY
+
+    self._release()
+    if self.probing and not refused:
+        self.pacer.unlimited(self)
+        return
+    if counted is not None:
+        prompt, completion = counted
+        self.completion += (completion - self.completion) / 4
+        if estimated > 0:
+            seen = min(4.0, max(0.25, prompt / estimated))
+            self.ratio += (seen - self.ratio) / 4
+        if self.tpm:
+            await self.pacer.store.settle(self.key, reserved - prompt - completion,
+                                          ends - time.monotonic())
+    if not refused and self.cwnd is not None:
+        self.cwnd += 1 / self.cwnd
+        if self.cwnd > MAX_CONCURRENCY:
+            self.cwnd = None
+
+
 async def run_langchain(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int,
                         limiter: Any) -> int:
     from langchain_core.messages import AIMessage, HumanMessage
@@ -249,9 +312,11 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=6000)
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--only", choices=["dlg", "ray", "all"], default="all",
+    parser.add_argument("--only", choices=["dlg", "ray", "ray-pacing", "all"], default="all",
                         help="dlg: leave out LangChain's rows; ray: only the Ray rows and "
-                             "dlg batch -c 20 with the limits given")
+                             "dlg batch -c 20 with the limits given; ray-pacing: those "
+                             "but the two set-up and pacing baselines with the limits "
+                             "learned or set up afresh")
     parser.add_argument("--no-ray", dest="ray", action="store_false",
                         help="leave out the --executor ray rows")
     args = parser.parse_args()
@@ -264,7 +329,7 @@ async def main() -> None:
             ("dlg batch -c 20, limits given", lambda s, r: run_dlg(s, r, 20, True)),
             ("dlg batch -c 20, limits learned from the answers' headers",
              lambda s, r: run_dlg(s, r, 20))]
-    if args.only == "ray":
+    if args.only in ("ray", "ray-pacing"):
         runs = runs[1:2]
     ray = _ray(args)
     if ray is not None:
@@ -272,8 +337,15 @@ async def main() -> None:
                   lambda s, r: run_dlg(s, r, 4, True, "ray")),
                  ("dlg batch --executor ray, 4 workers, limits learned",
                   lambda s, r: run_dlg(s, r, 4, False, "ray")),
+                 ("before: ray, pacing as it was (first answer a quarter of the way, every "
+                  "settlement sent), limits given",
+                  lambda s, r: run_ray_before_pacing(s, r, 4, True)),
+                 ("before: ray, pacing as it was, limits learned",
+                  lambda s, r: run_ray_before_pacing(s, r, 4, False)),
                  ("before: ray, each row set up afresh, settlements waited for, limits given",
                   lambda s, r: run_ray_before(s, r, 4, True))]
+        if args.only == "ray-pacing":
+            runs = runs[:4]
     if args.only == "all":
         runs += [("ChatOpenAI(max_retries=6), 20 at once",
                   lambda s, r: run_langchain(s, r, 20, None)),

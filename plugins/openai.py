@@ -96,33 +96,73 @@ def _own_client(options):
         return {}
     import openai
 
-    tls, sync = _tls()
+    tls, sync, sockets = _tls()
+    library = _http_library(openai.DefaultAsyncHttpxClient)
     return {"http_async_client": openai.DefaultAsyncHttpxClient(
-        verify=tls, event_hooks={"response": [_seen]}), "http_client": sync}
+        verify=tls, event_hooks={"response": [_seen]},
+        **_transport(library.AsyncHTTPTransport, tls, sockets)), "http_client": sync}
 
 
-# per SSL_CERT_FILE and SSL_CERT_DIR: the process's TLS context and synchronous client
-_TLS: dict[tuple[str | None, str | None], tuple[Any, Any]] = {}
+# per SSL_CERT_FILE, SSL_CERT_DIR and socket options: the process's TLS context,
+# synchronous client, and the socket options of its clients
+_TLS: dict[tuple[Any, ...], tuple[Any, Any, tuple[tuple[int, int, int], ...]]] = {}
 
 
-def _tls() -> tuple[Any, Any]:
+def _tls() -> tuple[Any, Any, tuple[tuple[int, int, int], ...]]:
     """The TLS context the OpenAI SDK's HTTP client makes by default (``verify=True``),
-    made once per process, and a synchronous client using it. Each client otherwise
-    makes its own, reading the CA bundle (about 20 ms): two a model (dlg's async client,
+    made once per process, a synchronous client using it, and the socket options the
+    clients set (``_socket_options``). Each client otherwise makes its own context,
+    reading the CA bundle (about 20 ms): two a model (dlg's async client,
     langchain-openai's sync one per base URL), 40 ms for each model made. The context is
     made by the SDK's own HTTP library (``create_ssl_context()``, ``httpx2`` for openai 3,
     ``httpx`` before), so its trust is the client's: ``SSL_CERT_FILE``/``SSL_CERT_DIR``
     when set (a change of either makes a new one), else the library's default. The sync
     client is only for a synchronous ``invoke``: dlg's calls are async."""
-    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    sockets = _socket_options()
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"), sockets)
     made = _TLS.get(key)
     if made is None:
         import openai
 
         library = _http_library(openai.DefaultHttpxClient)
         tls = library.create_ssl_context()
-        made = _TLS[key] = (tls, openai.DefaultHttpxClient(verify=tls))
+        sync = openai.DefaultHttpxClient(verify=tls,
+                                         **_transport(library.HTTPTransport, tls, sockets))
+        made = _TLS[key] = (tls, sync, sockets)
     return made
+
+
+def _socket_options() -> tuple[tuple[int, int, int], ...]:
+    """The socket options langchain-openai sets on the clients it makes by default
+    (TCP keepalive and ``TCP_USER_TIMEOUT``, so that a silent peer is found in about two
+    minutes; ``LANGCHAIN_OPENAI_TCP_*`` tune them, ``LANGCHAIN_OPENAI_TCP_KEEPALIVE=0``
+    turns them off), taken from the installed langchain-openai itself; none when a proxy
+    is set in the environment (a transport of one's own would shadow it, so it sets none
+    then either), or when that langchain-openai sets none (older versions)."""
+    try:
+        from langchain_openai.chat_models._client_utils import (
+            _resolve_socket_options,
+            _should_bypass_socket_options_for_proxy_env,
+        )
+    except ImportError:
+        return ()
+    if _should_bypass_socket_options_for_proxy_env(
+            http_socket_options=None, http_client=None, http_async_client=None,
+            openai_proxy=None):
+        return ()
+    return tuple(_resolve_socket_options(None))
+
+
+def _transport(kind: type, tls: Any, sockets: tuple[tuple[int, int, int], ...]) -> dict:
+    """A client's ``transport`` keyword setting ``sockets``, as langchain-openai makes it
+    (the SDK's connection limits on it: a client ignores its own ``limits`` when given a
+    transport), or nothing when there are none."""
+    if not sockets:
+        return {}
+    from langchain_openai.chat_models._client_utils import _DEFAULT_CONNECTION_LIMITS
+
+    return {"transport": kind(verify=tls, socket_options=list(sockets),
+                              limits=_DEFAULT_CONNECTION_LIMITS)}
 
 
 def _http_library(client: type) -> Any:

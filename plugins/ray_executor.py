@@ -88,7 +88,10 @@ class _Worker:
     @classmethod
     def here(cls) -> _Worker:
         if cls._here is None:
+            import atexit
+
             cls._here = cls()
+            atexit.register(cls._here.close)
         return cls._here
 
     def call(self, function: Any, *args: Any) -> Any:
@@ -150,9 +153,31 @@ class _Worker:
         kept[key] = value
         while len(kept) > self.KEEP:
             _, old = kept.popitem(last=False)
-            folder = old[0] if isinstance(old, tuple) else None
-            if folder is not None:
-                folder.cleanup()
+            self._drop(old)
+
+    @staticmethod
+    def _drop(old: Any) -> None:
+        """Let go of a kept orchestrator (its store closed: its connection or file would
+        stay open for the process's life) or mode (its folder removed)."""
+        if isinstance(old, tuple):
+            if old[0] is not None:
+                old[0].cleanup()
+            return
+        close = getattr(old.open_store(), "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # a store that cannot close cleanly is gone all the same
+                import logging
+
+                logging.getLogger("dlg.ray").warning("a kept store did not close",
+                                                     exc_info=True)
+
+    def close(self) -> None:
+        """At the worker process's exit: every kept store closed, every folder removed."""
+        for kept in (self._orchestrators, self._modes):
+            while kept:
+                self._drop(kept.popitem(last=False)[1])
 
 
 class _Limits:

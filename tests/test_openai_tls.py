@@ -146,3 +146,57 @@ def test_models_share_one_tls_context(monkeypatch):
     assert loads == []
     contexts = {id(m.http_async_client._transport._pool._ssl_context) for m in models}
     assert len(contexts) == 1
+
+
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+            "all_proxy", "NO_PROXY", "no_proxy")
+
+
+def test_the_sync_client_keeps_langchain_openais_tcp_keepalive(monkeypatch):
+    """dlg gives ChatOpenAI its own clients, so langchain-openai does not make its
+    default ones, which set TCP keepalive (a silent peer is found in about two minutes,
+    not hung on): a synchronous ``invoke`` opened a socket with none. Now the socket it
+    opens to a real server carries the options the installed langchain-openai sets."""
+    import socket
+
+    from langchain_openai.chat_models._client_utils import _default_socket_options
+
+    for name in _PROXIES:
+        monkeypatch.delenv(name, raising=False)
+    expected = _default_socket_options()
+    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in expected
+    opened: list[socket.socket] = []
+    connect = socket.create_connection
+
+    def watched(*args: Any, **kwargs: Any) -> socket.socket:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(socket, "create_connection", watched)
+    monkeypatch.setattr(plugin, "_TLS", {})  # a sync client of this test's own
+    with FakeOpenAI(keep_alive=True) as server:
+        model = plugin._make_compatible("m", {"base_url": server.base_url})
+        assert model.invoke("hello").content == "Hello from the server"
+        assert len(opened) == 1  # still open: the pool keeps it alive
+        for level, name, value in expected:
+            assert opened[0].getsockopt(level, name) == value, (level, name)
+        model.root_client.close()
+    # and the async client dlg makes for each model sets the same
+    assert tuple(model.http_async_client._transport._pool._socket_options) == expected
+
+
+def test_no_keepalive_options_where_langchain_openai_sets_none(monkeypatch):
+    """``LANGCHAIN_OPENAI_TCP_KEEPALIVE=0`` turns them off, and a proxy in the
+    environment keeps the client's own transport (which would shadow it), as
+    langchain-openai does for its clients."""
+    for name in _PROXIES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANGCHAIN_OPENAI_TCP_KEEPALIVE", "0")
+    assert plugin._tls()[2] == ()
+    monkeypatch.delenv("LANGCHAIN_OPENAI_TCP_KEEPALIVE")
+    assert plugin._tls()[2] != ()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setattr(plugin, "_TLS", {})
+    _, sync, sockets = plugin._tls()
+    assert sockets == ()
+    assert sync._mounts  # the client's proxy from the environment, as before

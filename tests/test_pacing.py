@@ -250,3 +250,77 @@ def test_a_turn_s_wait_shows_in_dlg_show_the_exports_and_the_dialogue_page():
     assert "waited" not in CliRunner().invoke(cli, ["show", plain.id]).output
     assert "waited" not in plain.export("markdown") and "<th>waited</th>" not in plain.export(
         "html")
+
+
+class _Recorded:
+    """A shared schedule (as the Ray executor's actor holds one) that records its calls."""
+
+    def __init__(self) -> None:
+        from dlg.models.pacing import InProcess
+
+        self.inner, self.calls = InProcess(), []
+
+    async def reserve(self, key, rpm, tpm, tokens):
+        self.calls.append(("reserve", tokens))
+        return await self.inner.reserve(key, rpm, tpm, tokens)
+
+    async def settle(self, key, refund, future):
+        self.calls.append(("settle", refund))
+        await self.inner.settle(key, refund, future)
+
+
+def _limited(rpm=None, tpm=None):
+    from dlg.models.pacing import Pacer
+
+    paced = Pacer()
+    paced.share(_Recorded())
+    limiter = Limiter(paced, "k")
+    limiter.configure(rpm, tpm)
+    return paced, limiter
+
+
+async def test_the_first_answer_replaces_the_guessed_answer_size():
+    """Before any answer a call reserves 256 tokens for it; the first answer's real size
+    replaces that guess (it moved a quarter of the way: a fresh limiter's next calls, a
+    Ray worker's first dozen, reserved 3 to 6 times a short answer's tokens and waited
+    on the tokens' schedule rather than the requests')."""
+    _, limiter = _limited(rpm=6000, tpm=10**6)
+    assert limiter.estimate(100, None) == 100 + 256
+    _, ends = await limiter.acquire(356)
+    await limiter.release(356, ends, 100, (120, 40), refused=False)
+    assert limiter.completion == 40 and limiter.ratio == pytest.approx(1.2)
+    assert limiter.estimate(100, None) == 120 + 40
+    _, ends = await limiter.acquire(160)
+    await limiter.release(160, ends, 100, (120, 80), refused=False)  # then an average
+    assert limiter.completion == 50
+
+
+async def test_a_call_that_went_before_its_limits_were_known_takes_its_place_after():
+    """A slow start's call goes unscheduled (no limit known); when its answer states the
+    limits it takes its place in the schedule, so that the calls after it wait for it (a
+    Ray worker's each: four such calls went beside the schedule's in its first window)."""
+    paced, limiter = _limited()
+    limiter.probing, limiter.cwnd = True, 1.0
+    _, ends = await limiter.acquire(300)
+    assert paced.store.calls == []  # nothing known: nothing asked of the schedule
+    limiter.learn({"x-ratelimit-limit-requests": "60", "x-ratelimit-limit-tokens": "6000"})
+    await limiter.release(300, ends, 280, (100, 20), refused=False)
+    assert paced.store.calls == [("reserve", 120)]  # what the provider counted
+    schedule = paced.store.inner.schedules["k"]
+    assert schedule.rpm == 60 and schedule.next_request > 0
+
+
+async def test_a_settlement_that_gives_nothing_back_is_not_sent():
+    """A call that used less than it reserved, whose share of the tokens' schedule has
+    passed, has nothing to give back (time gone is not given back): no round trip to the
+    shared schedule for it. One that used more, or whose share is still to come, is sent."""
+    paced, limiter = _limited(rpm=6000, tpm=6000)
+    _, ends = await limiter.acquire(300)
+    await limiter.release(300, ends - 60.0, 100, (100, 50), refused=False)  # share passed
+    assert [c for c in paced.store.calls if c[0] == "settle"] == []
+    _, ends = await limiter.acquire(300)
+    await limiter.release(300, ends, 100, (100, 500), refused=False)  # used more
+    _, ends = await limiter.acquire(300)
+    await limiter.release(300, ends + 60.0, 100, (100, 50), refused=False)  # still to come
+    assert [c for c in paced.store.calls if c[0] == "settle"] == [("settle", -300),
+                                                                  ("settle", 150)]

@@ -457,3 +457,30 @@ def test_a_set_up_that_failed_is_not_kept(tmp_path, monkeypatch):
             _run_one(MODE, {"../x.j2": "X"}, _row(0), {"model": "echo"}, "sqlite")
     result = _run_one(MODE, {"x.j2": "X"}, _row(0), {"model": "echo"}, "sqlite")
     assert result["status"] == "completed", result
+
+
+def test_a_worker_closes_the_stores_it_no_longer_keeps(tmp_path, monkeypatch):
+    """Rows of more set-ups than a worker keeps (each data folder a store of its own):
+    the set-ups it let go of kept their stores open, a connection each for the worker's
+    life. Each is closed when let go of, and the rest when the worker exits."""
+    from dlg.plugins import sqlite_store
+    from dlg.plugins.ray_executor import _run_one, _Worker
+
+    opened: list = []
+    made = sqlite_store.SqliteStore.__init__
+
+    def watched(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(sqlite_store.SqliteStore, "__init__", watched)
+    monkeypatch.setattr(_Worker, "_here", None)  # a worker process of this test's own
+    rows = _Worker.KEEP + 2
+    for i in range(rows):
+        monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path / f"data{i}"))
+        assert _run_one(MODE, {}, _row(i), {"model": "echo"}, "sqlite")["status"] == "completed"
+        assert opened[i]._conn is not None  # it saved the row
+    assert len(opened) == rows
+    assert [s._conn is None for s in opened] == [True] * 2 + [False] * _Worker.KEEP
+    _Worker.here().close()  # the worker exits (atexit)
+    assert all(s._conn is None for s in opened)

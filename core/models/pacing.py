@@ -151,8 +151,8 @@ class Limiter:
     """One limit's pacing in this process: its limits, and the adaptive concurrency
     window (None until a 429)."""
 
-    __slots__ = ("_waiters", "completion", "configured", "cwnd", "in_flight", "key",
-                 "learned", "pacer", "probing", "ratio", "slowed", "window")
+    __slots__ = ("_waiters", "completion", "configured", "counted", "cwnd", "in_flight",
+                 "key", "learned", "pacer", "probing", "ratio", "slowed", "window")
 
     def __init__(self, pacer: Pacer, key: str, window: float = 60.0):
         self.pacer, self.key, self.window = pacer, key, window
@@ -163,6 +163,7 @@ class Limiter:
         self.in_flight = 0
         self.completion = float(FIRST_COMPLETION)
         self.ratio = 1.0  # the provider's prompt tokens per token of dlg's estimate
+        self.counted = 0  # answers whose tokens the provider counted
         self.probing = False  # a slow start: no limit known until a response's headers
         self._waiters: list[anyio.Event] = []
 
@@ -218,7 +219,7 @@ class Limiter:
     async def acquire(self, tokens: int) -> tuple[float, float]:
         """Wait for a place in the concurrency window and the call's turn in the
         schedule: the seconds waited, and when (``time.monotonic``) the call's share of
-        the tokens' schedule ends."""
+        the tokens' schedule ends (``-inf``: it goes unscheduled, no limit known yet)."""
         started = time.monotonic()
         while self.cwnd is not None and self.in_flight >= self.cwnd:
             event = anyio.Event()
@@ -239,6 +240,8 @@ class Limiter:
             self._release()
             raise
         now = time.monotonic()
+        if not (rpm or tpm):
+            return now - started, -math.inf
         return now - started, now + (tokens * 60.0 / (tpm * HEADROOM) if tpm else 0.0)
 
     def _release(self) -> None:
@@ -263,13 +266,28 @@ class Limiter:
             return
         if counted is not None:
             prompt, completion = counted
-            self.completion += (completion - self.completion) / 4
+            # the first answer replaces the guesses (FIRST_COMPLETION, a ratio of 1): moved
+            # a quarter of the way, the next calls of a fresh limiter reserved 3 to 6
+            # times the tokens of a short answer, and the schedule's tokens, not its
+            # requests, held them back (a Ray worker's first dozen calls, each learning
+            # on its own)
+            weight = 1.0 if self.counted == 0 else 0.25
+            self.counted += 1
+            self.completion += (completion - self.completion) * weight
             if estimated > 0:
                 seen = min(4.0, max(0.25, prompt / estimated))
-                self.ratio += (seen - self.ratio) / 4
-            if self.tpm:
-                await self.pacer.store.settle(self.key, reserved - prompt - completion,
-                                              ends - time.monotonic())
+                self.ratio += (seen - self.ratio) * weight
+            refund, future = reserved - prompt - completion, ends - time.monotonic()
+            # nothing to settle when it used less and its share has passed (time gone is
+            # not given back): no round trip to a shared schedule (a Ray actor) for it
+            if self.tpm and ends != -math.inf and (refund < 0 or (refund and future > 0)):
+                await self.pacer.store.settle(self.key, refund, future)
+        if ends == -math.inf and not refused and (self.rpm or self.tpm):
+            # it went before any limit was known (a slow start's call, one per process:
+            # each Ray worker's) and its answer stated them: it takes its place in the
+            # schedule now, as the provider counted it (the calls after it wait for it)
+            used = reserved if counted is None else sum(counted)
+            await self.pacer.store.reserve(self.key, self.rpm, self.tpm, used)
         if not refused and self.cwnd is not None:
             self.cwnd += 1 / self.cwnd
             if self.cwnd > MAX_CONCURRENCY:
