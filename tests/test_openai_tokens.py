@@ -178,3 +178,26 @@ def test_the_expected_files_and_splits_are_the_installed_tiktokens(monkeypatch):
         made = openai_public.ENCODING_CONSTRUCTORS[name]()
         assert made["pat_str"] == pattern
         assert asked[openai_tokens.URL.format(name)] == sha
+
+
+def test_a_fifo_planted_in_the_shared_cache_does_not_hang_the_budget(fresh, pm, offline):
+    """Anyone can make ``data-gym-cache/<sha1>`` in the shared temporary directory: a FIFO
+    there must not block the process that opens it (``open`` of a FIFO waits for a
+    writer, before any check of what was opened can run)."""
+    import os
+    import threading
+
+    planted = _cache_file(fresh, "o200k_base")
+    os.mkfifo(planted)
+    found: list[int] = []
+    counting = threading.Thread(target=lambda: found.append(PromptSize(PROMPT, pm).bound(MODEL)),
+                                daemon=True)
+    counting.start()
+    counting.join(30)
+    hung = counting.is_alive()
+    if hung:  # let the blocked open go, so the thread ends
+        with open(os.open(planted, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass
+        counting.join()
+    assert not hung, "opening a FIFO in tiktoken's cache blocked the budget"
+    assert found == [len(PROMPT) + 16] and offline == []
