@@ -11,6 +11,10 @@ A budget needs two numbers for a prompt (``PromptSize``):
   are charged when no usage came back: the tokenizer's count plus framing, else about
   four characters a token and three a message (the role and separators).
 
+Both count an output schema sent beside the messages (a turn's ``output``, which OpenAI
+takes as ``response_format`` and bills as input, though the prompt's instruction says it
+too) as one more message.
+
 Tokenizers come from two places: a model provider's plugin registers one for its models
 (``register(name, factory, tokenizer=...)`` in ``register_models``: ``tokenizer(model_name,
 options)`` gives a count, or None for a model it cannot count), and code registers one by
@@ -22,6 +26,7 @@ model's engine (``xllamacpp``) offers no way to tokenize without running the mod
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -106,11 +111,15 @@ class PromptSize:
     """One prompt's tokens for any model (see the module docstring); each model's count is
     made once. ``int(size)`` is the byte bound (no model named)."""
 
-    __slots__ = ("_counted", "_pm", "messages")
+    __slots__ = ("_counted", "_pm", "_schema", "messages")
 
-    def __init__(self, messages: Any, pm: pluggy.PluginManager | None = None):
+    def __init__(self, messages: Any, pm: pluggy.PluginManager | None = None,
+                 schema: Any = None):
         self.messages = messages
         self._pm = pm  # whose providers' tokenizers count it (None: the process's)
+        # an output schema sent beside the messages (OpenAI's ``response_format``), which
+        # providers bill as input though the prompt's instruction says it too
+        self._schema = None if schema is None else json.dumps(schema, ensure_ascii=False)
         self._counted: dict[str, int | None] = {}
 
     def counted(self, label: str | None) -> int | None:
@@ -121,22 +130,32 @@ class PromptSize:
         if label not in self._counted:
             try:
                 count = tokenizer_for(label, self._pm)
-                n = None if count is None else sum(int(count(t)) for t in _texts(self.messages))
+                n = None if count is None else sum(int(count(t)) for t in self._all())
             except Exception:  # a tokenizer that breaks: the byte bound stands in
                 n = None
-            self._counted[label] = None if n is None or n < 0 else n + _framing(self.messages)
+            self._counted[label] = None if n is None or n < 0 else n + self._framing()
         return self._counted[label]
+
+    def _all(self) -> list[str]:
+        """The texts a provider bills: the messages', and the schema sent beside them."""
+        texts = _texts(self.messages)
+        return texts if self._schema is None else [*texts, self._schema]
+
+    def _framing(self) -> int:
+        return _framing(self.messages) + (0 if self._schema is None else PER_MESSAGE)
 
     def bound(self, label: str | None = None) -> int:
         counted = self.counted(label)
-        return byte_bound(self.messages) if counted is None else counted
+        if counted is not None:
+            return counted
+        return sum(len(t.encode("utf-8")) for t in self._all()) + self._framing()
 
     def estimate(self, label: str | None = None) -> int:
         counted = self.counted(label)
         if counted is not None:
             return counted
-        chars = sum(len(t) for t in _texts(self.messages))
-        return math.ceil(chars / 4) + ESTIMATED_FRAMING * (1 + len(_texts(self.messages)))
+        texts = self._all()
+        return math.ceil(sum(len(t) for t in texts) / 4) + ESTIMATED_FRAMING * (1 + len(texts))
 
     def __int__(self) -> int:
         return byte_bound(self.messages)

@@ -60,9 +60,10 @@ def prompt_token_bound(messages: Any) -> int:
 Prompt = int | PromptSize  # a prompt's tokens: a count, or the prompt to count per model
 
 
-def prompt_size(messages: Any, pool: Any) -> PromptSize:
-    """The prompt, to be counted per model by the tokenizers of ``pool``'s providers."""
-    return PromptSize(messages, getattr(pool, "plugin_manager", None))
+def prompt_size(messages: Any, pool: Any, schema: Any = None) -> PromptSize:
+    """The prompt, to be counted per model by the tokenizers of ``pool``'s providers
+    (``schema``: the output schema sent beside it, billed as input too)."""
+    return PromptSize(messages, getattr(pool, "plugin_manager", None), schema)
 
 
 def _bound(prompt: Prompt, label: str) -> int:
@@ -449,8 +450,9 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
     from dlg.models.resilience import AllCandidatesFailed
 
     reservation = None
+    schema = options.get("schema")  # sent beside the messages, billed with them
     if budget is not None:
-        label, bound = pool.label(choice), prompt_size(messages, pool)
+        label, bound = pool.label(choice), prompt_size(messages, pool, schema)
         n = budget.fit(label, bound, settings.get("max_tokens"))
         if n is None:
             return None
@@ -465,14 +467,14 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
         cost = result.cost_usd
         if budget is not None and result.attempts:
             usage = result.usage
-            billed = budget.billed(result.attempts, prompt_size(messages, pool)
+            billed = budget.billed(result.attempts, prompt_size(messages, pool, schema)
                                    if usage is None or usage.estimated else usage.prompt)
             cost = (cost or 0.0) + billed
             result.cost_usd = cost if cost or result.cost_usd is not None else None
         return result
     except AllCandidatesFailed as exc:
         if budget is not None:
-            cost = budget.billed(exc.attempts, prompt_size(messages, pool))
+            cost = budget.billed(exc.attempts, prompt_size(messages, pool, schema))
         raise
     finally:
         if reservation is not None and budget is not None:

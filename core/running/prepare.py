@@ -76,7 +76,7 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         # an upper bound on the prompt's tokens (its bytes), for a budget or a pool's
         # context windows; plain participant turns skip the encoding. A budget counts it
         # per model: by the model's tokenizer where one is installed (dlg.models.tokens)
-        size = prompt_size(messages, ctx.pool)
+        size = prompt_size(messages, ctx.pool, output["schema"] if output else None)
         bound = int(size) if (budget is not None or routing.pool) else 0
         route = await route_turn(routing.router, _request(ctx, state, turn, bound),
                                  routing.name)
