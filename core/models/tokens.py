@@ -11,9 +11,10 @@ A budget needs two numbers for a prompt (``PromptSize``):
   are charged when no usage came back: the tokenizer's count plus framing, else about
   four characters a token and three a message (the role and separators).
 
-Both count an output schema sent beside the messages (a turn's ``output``, which OpenAI
-takes as ``response_format`` and bills as input, though the prompt's instruction says it
-too) as one more message.
+A tokenizer's count takes in an output schema sent beside the messages (a turn's
+``output``, which OpenAI takes as ``response_format`` and bills as input, though the
+prompt's instruction says it too) as one more message. The byte bound needs no more: the
+instruction's copy of the schema has several bytes a token.
 
 Tokenizers come from two places: a model provider's plugin registers one for its models
 (``register(name, factory, tokenizer=...)`` in ``register_models``: ``tokenizer(model_name,
@@ -146,16 +147,14 @@ class PromptSize:
 
     def bound(self, label: str | None = None) -> int:
         counted = self.counted(label)
-        if counted is not None:
-            return counted
-        return sum(len(t.encode("utf-8")) for t in self._all()) + self._framing()
+        return byte_bound(self.messages) if counted is None else counted
 
     def estimate(self, label: str | None = None) -> int:
         counted = self.counted(label)
         if counted is not None:
             return counted
-        texts = self._all()
-        return math.ceil(sum(len(t) for t in texts) / 4) + ESTIMATED_FRAMING * (1 + len(texts))
+        chars = sum(len(t) for t in _texts(self.messages))
+        return math.ceil(chars / 4) + ESTIMATED_FRAMING * (1 + len(_texts(self.messages)))
 
     def __int__(self) -> int:
         return byte_bound(self.messages)
