@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pluggy
 
-__all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "register_tokenizer", "tokenizer_for",
-           "unregister_tokenizer"]
+__all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "has_tokenizer", "register_tokenizer",
+           "tokenizer_for", "unregister_tokenizer"]
 
 PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
 ESTIMATED_FRAMING = 3  # what it adds as a rule (a message's role and separators)
@@ -67,6 +67,27 @@ def tokenizer_for(label: str | None, pm: pluggy.PluginManager | None = None
     if found:
         return _TOKENIZERS[max(found, key=len)]
     return _provider_tokenizer(label, pm)
+
+
+def has_tokenizer(label: str | None, pm: pluggy.PluginManager | None = None) -> bool:
+    """Whether ``label`` may have a tokenizer (one registered by a prefix, or its provider
+    offers them), without making it: an encoding's file may be read the first time."""
+    if not label:
+        return False
+    if any(label.startswith(p) for p in _TOKENIZERS):
+        return True
+    from dlg import registrations
+    from dlg.models.spec import ModelSpec
+    from dlg.plugin_manager import current_plugin_manager
+
+    pm = pm or current_plugin_manager()
+    if pm is None or ":" not in label:
+        return False
+    try:
+        provider = registrations.model_providers(pm).get(ModelSpec.parse(label).provider)
+    except Exception:
+        return False
+    return provider is not None and provider.tokenizer is not None
 
 
 def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
@@ -136,6 +157,18 @@ class PromptSize:
                 n = None
             self._counted[label] = None if n is None or n < 0 else n + self._framing()
         return self._counted[label]
+
+    def uncounted(self, labels: Any) -> list[str]:
+        """The ``labels`` whose count is still to be made by a tokenizer: made in a worker
+        thread (``count``) by an async caller, since loading an encoding or counting a
+        long prompt would stall its event loop."""
+        return [label for label in dict.fromkeys(labels) if label
+                and label not in self._counted and has_tokenizer(label, self._pm)]
+
+    def count(self, labels: Any) -> None:
+        """Count the prompt for each of ``labels`` now (``counted`` keeps it)."""
+        for label in labels:
+            self.counted(label)
 
     def _all(self) -> list[str]:
         """The texts a provider bills: the messages', and the schema sent beside them."""
