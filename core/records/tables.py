@@ -252,8 +252,9 @@ class TableStore(RowWrites):
         # no batch columns): found from the index alone, and only theirs are read
         for (dialogue_id,) in execute("SELECT id FROM dlg_dialogues WHERE batch_row IS NULL",
                                       ()).fetchall():
-            (summary,) = execute("SELECT summary FROM dlg_dialogues WHERE id = ?",
-                                 (dialogue_id,)).fetchone()
+            found = execute("SELECT summary FROM dlg_dialogues WHERE id = ?",
+                            (dialogue_id,)).fetchone()
+            summary = found[0] if found is not None else ""  # deleted meanwhile: none
             execute("UPDATE dlg_dialogues SET batch = ?, batch_row = ? WHERE id = ?",
                     (*_batch_row({**(_json_or_none(summary) or {}), "id": dialogue_id}),
                      dialogue_id))
