@@ -121,7 +121,10 @@ def _cached(name: str) -> bytes | str:
     if path is None:
         return "tiktoken's cache is turned off (an empty TIKTOKEN_CACHE_DIR)"
     try:
-        with open(path, "rb", buffering=0) as f:
+        # without waiting: opening a FIFO (anyone can make one in a shared temporary
+        # directory) waits for a writer, before the check below could refuse it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", buffering=0) as f:
             found = os.fstat(f.fileno())
             # a FIFO or a device in a shared temporary directory would never end
             if not stat.S_ISREG(found.st_mode) or found.st_size > _MAX_FILE:

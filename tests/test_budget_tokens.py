@@ -157,3 +157,33 @@ def test_sub_dialogues_running_at_once_share_the_limit_without_stopping(tmp_path
                          ).run_sync(tmp_path / "tree.yaml", topic="t")
     assert d.status == "completed", d.metadata.get("stopped")
     assert d.total_cost_usd < 0.25
+
+
+def test_a_tokenizer_counts_in_a_worker_thread_never_on_the_event_loop():
+    """Loading an encoding takes about 0.2 s (tiktoken's, once per process) and counting a
+    long transcript takes more each turn: neither may stall every other dialogue and the
+    viewer sharing the event loop. A budgeted dialogue with a structured turn (a repair
+    too) counts every prompt in a worker thread."""
+    import contextlib
+
+    import sniffio
+
+    on_loop: list[str] = []
+
+    def counting(text: str) -> int:
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):  # a worker thread
+            on_loop.append(sniffio.current_async_library())
+        return _words(text)
+
+    register_tokenizer("big", counting)
+    try:
+        _, registry = market({"big": PRICE})
+        mode = {"name": "two", "settings": {"max_tokens": 100}, "turns": [
+            {"id": "t0", "role": "R", "prompt": LONG},
+            {"id": "t1", "role": "R", "prompt": "again",
+             "output": {"schema": {"type": "object", "required": ["x"]}, "retries": 1}}]}
+        d = _run(Scripted(dlg_label="big"), registry, mode, max_cost=1.0)
+    finally:
+        unregister_tokenizer("big")
+    assert d.turns[0].status == "completed" and d.turns[1].status in ("completed", "failed")
+    assert on_loop == []

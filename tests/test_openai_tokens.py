@@ -178,3 +178,74 @@ def test_the_expected_files_and_splits_are_the_installed_tiktokens(monkeypatch):
         made = openai_public.ENCODING_CONSTRUCTORS[name]()
         assert made["pat_str"] == pattern
         assert asked[openai_tokens.URL.format(name)] == sha
+
+
+def test_a_fifo_planted_in_the_shared_cache_does_not_hang_the_budget(fresh, pm, offline):
+    """Anyone can make ``data-gym-cache/<sha1>`` in the shared temporary directory: a FIFO
+    there must not block the process that opens it (``open`` of a FIFO waits for a
+    writer, before any check of what was opened can run)."""
+    import os
+    import threading
+
+    planted = _cache_file(fresh, "o200k_base")
+    os.mkfifo(planted)
+    found: list[int] = []
+    counting = threading.Thread(target=lambda: found.append(PromptSize(PROMPT, pm).bound(MODEL)),
+                                daemon=True)
+    counting.start()
+    counting.join(30)
+    hung = counting.is_alive()
+    if hung:  # let the blocked open go, so the thread ends
+        with open(os.open(planted, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass
+        counting.join()
+    assert not hung, "opening a FIFO in tiktoken's cache blocked the budget"
+    assert found == [len(PROMPT) + 16] and offline == []
+
+
+class _BillsLikeOpenAI(Scripted):
+    """Takes a turn's output schema as OpenAI's ``response_format`` (``dlg_json_schema``)
+    and bills as OpenAI does: every message's content by the encoding, a few tokens of
+    framing, and the schema it was sent, which OpenAI counts as input too. It writes every
+    output token it may, so any prompt token past the reservation is an overrun."""
+
+    dlg_json_schema: bool = True
+    encoding: Any = None
+    schemas: list[Any] = []
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> Any:
+        import json
+
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        self.calls += 1
+        schema = kwargs.get("json_schema")
+        self.schemas.append(schema)
+        billed = sum(3 + len(self.encoding.encode_ordinary(str(m.content))) for m in messages)
+        billed += 3 + (len(self.encoding.encode_ordinary(json.dumps(schema)))
+                       if schema is not None else 0)
+        completion = kwargs.get("max_tokens") or 100
+        message = AIMessage(content='{"verdict": "yes"}', usage_metadata={
+            "input_tokens": billed, "output_tokens": completion,
+            "total_tokens": billed + completion})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def test_a_structured_turn_reserves_the_schema_openai_bills_beside_the_prompt(cached, offline):
+    """OpenAI counts the ``response_format`` schema among a call's input tokens; the
+    prompt says the schema too (the instruction), so the model's encoding of the messages
+    alone is short of what is billed by the schema's tokens (the byte bound was not)."""
+    schema = {"type": "object", "required": ["verdict"], "properties": {
+        "verdict": {"type": "string", "enum": ["yes", "no", "unsure"],
+                    "description": "whether the claim holds, in one word"}}}
+    mode = {"name": "structured", "settings": {"max_tokens": 100}, "turns": [
+        {"id": "t0", "role": "R", "prompt": "Does the claim hold?",
+         "output": {"schema": schema}}]}
+    _, registry = market({MODEL: PRICE})
+    model = _BillsLikeOpenAI(dlg_label=MODEL, encoding=cached, schemas=[])
+    d = _run(model, registry, mode, max_cost=1.0)
+    assert d.status == "completed" and model.schemas == [schema]
+    assert "overrun" not in d.turns[0].metadata["budget"], d.turns[0].metadata["budget"]
+    assert offline == []

@@ -254,3 +254,47 @@ def test_many_open_lists_share_one_reader_hold_no_stream_slot_and_still_update()
     assert late["slots"] == 0 and late["following"] == opened
     assert all(first.id in seen[n][0] for n in range(opened))
     assert lists < opened and late["reads"] < opened
+
+
+def test_lists_followed_under_more_filters_than_are_kept_are_refused_not_each_remade(
+        monkeypatch):
+    """Each filter followed live makes its rows again from every read (about 90 ms for 10k
+    dialogues): the kept filters (``VIEWS_KEPT``) bound that work, and a live list under
+    yet another filter is refused (503) while they are all followed, rather than made per
+    read beside them; a filter already followed shares its rows."""
+    import anyio
+
+    from dlg.serve import listing
+
+    monkeypatch.setattr(listing, "VIEWS_KEPT", 3)
+    dlg.run_sync(ONE_TURN, {"topic": "first"}, model="echo")
+    app = create_app(None)
+    statuses: dict[int, int] = {}
+    queries = [b"q=a", b"q=b", b"q=c", b"q=d", b"q=e", b"q=a"]
+
+    async def main() -> None:
+        async def stream(n: int, started: anyio.Event) -> None:
+            async def receive():
+                await anyio.sleep_forever()
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    statuses[n] = message["status"]
+                    started.set()
+
+            await app({"type": "http", "method": "GET", "path": "/events",
+                       "raw_path": b"/events", "query_string": queries[n], "root_path": "",
+                       "scheme": "http", "http_version": "1.1",
+                       "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 5000),
+                       "server": ("127.0.0.1", 80)}, receive, send)
+
+        async with anyio.create_task_group() as tasks:
+            with anyio.fail_after(60):
+                for n in range(len(queries)):  # one after the other: which are refused
+                    started = anyio.Event()
+                    tasks.start_soon(stream, n, started)
+                    await started.wait()
+            tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert statuses == {0: 200, 1: 200, 2: 200, 3: 503, 4: 503, 5: 200}

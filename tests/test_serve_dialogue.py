@@ -502,6 +502,8 @@ def test_resume_runs_the_remaining_turns_on_the_model_given_under_the_max_cost_g
     ({"max_cost": "abc"}, "the max cost must be a number of dollars, not &#39;abc&#39;"),
     ({"max_cost": "-1"}, "the max cost must be a finite number of dollars more than 0"),
     ({"max_cost": "nan"}, "the max cost must be a finite number of dollars more than 0"),
+    # cut to 40 characters it read 0 (or another number than the one typed)
+    ({"max_cost": "0." + "0" * 38 + "1"}, "the max cost is a number of dollars of at most 40"),
     ({"model": "echo x"}, "the model must be a model spec such as openai:gpt-4o-mini"),
     ({"model": "openai:gpt-4o?base_url=http://evil.example"},
      "the model is named here without options"),

@@ -294,7 +294,39 @@ def test_tables_made_before_the_batch_row_columns_get_them_from_the_summaries(tm
     store.save_batch({"id": "b", "mode_name": "m", "created_at": 1.0, "rows": [{}, {}]})
     with store._reading() as execute:
         assert sorted(execute("SELECT id, batch, batch_row FROM dlg_dialogues",
-                              ()).fetchall()) == [("b-00000", "b", 0), ("b-00001", None, None)]
+                              ()).fetchall()) == [("b-00000", "b", 0), ("b-00001", None, -1)]
     (header,) = batch_headers(store)
     assert header["statuses"] == {"completed": 1}
+    store.close()
+
+
+def test_batch_rows_an_earlier_dlg_still_running_writes_are_counted_from_the_next_opening(
+        tmp_path):
+    """A dlg of the previous release still running a batch on a store this one upgraded
+    writes its rows without their batch columns: the next opening of the store fills them
+    in (they were never counted on the batch's page), and only theirs are read again."""
+    from dlg.records.batch_headers import batch_headers
+
+    path = tmp_path / "shared.sqlite3"
+    store = SqliteStore(path)  # this dlg opened (and upgraded) the store
+    store.save_batch({"id": "b", "mode_name": "m", "created_at": 1.0, "rows": [{}, {}]})
+    dlg.run_sync(PAIR, model="echo", store=store)  # a dialogue of no batch
+    old = sqlite3.connect(path)  # the earlier dlg's writer, as it upserts a dialogue
+    for dialogue_id in ("b-00000", "b-00001"):
+        summary = {"id": dialogue_id, "mode": "m", "status": "completed"}
+        old.execute(
+            "INSERT INTO dlg_dialogues (id, header, summary, created_at, status) VALUES "
+            "(?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET header = excluded.header, "
+            "summary = excluded.summary, status = excluded.status",
+            (dialogue_id, json.dumps({"id": dialogue_id}), json.dumps(summary), "2026",
+             "completed"))
+    old.commit()
+    old.close()
+    store.close()
+    store = SqliteStore(path)
+    (header,) = batch_headers(store)
+    assert header["statuses"] == {"completed": 2}
+    with store._reading() as execute:  # none is left to be read again
+        assert execute("SELECT COUNT(*) FROM dlg_dialogues WHERE batch_row IS NULL",
+                       ()).fetchall() == [(0,)]
     store.close()

@@ -11,6 +11,11 @@ A budget needs two numbers for a prompt (``PromptSize``):
   are charged when no usage came back: the tokenizer's count plus framing, else about
   four characters a token and three a message (the role and separators).
 
+A tokenizer's count takes in an output schema sent beside the messages (a turn's
+``output``, which OpenAI takes as ``response_format`` and bills as input, though the
+prompt's instruction says it too) as one more message. The byte bound needs no more: the
+instruction's copy of the schema has several bytes a token.
+
 Tokenizers come from two places: a model provider's plugin registers one for its models
 (``register(name, factory, tokenizer=...)`` in ``register_models``: ``tokenizer(model_name,
 options)`` gives a count, or None for a model it cannot count), and code registers one by
@@ -22,6 +27,7 @@ model's engine (``xllamacpp``) offers no way to tokenize without running the mod
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pluggy
 
-__all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "register_tokenizer", "tokenizer_for",
-           "unregister_tokenizer"]
+__all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "has_tokenizer", "register_tokenizer",
+           "tokenizer_for", "unregister_tokenizer"]
 
 PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
 ESTIMATED_FRAMING = 3  # what it adds as a rule (a message's role and separators)
@@ -61,6 +67,27 @@ def tokenizer_for(label: str | None, pm: pluggy.PluginManager | None = None
     if found:
         return _TOKENIZERS[max(found, key=len)]
     return _provider_tokenizer(label, pm)
+
+
+def has_tokenizer(label: str | None, pm: pluggy.PluginManager | None = None) -> bool:
+    """Whether ``label`` may have a tokenizer (one registered by a prefix, or its provider
+    offers them), without making it: an encoding's file may be read the first time."""
+    if not label:
+        return False
+    if any(label.startswith(p) for p in _TOKENIZERS):
+        return True
+    from dlg import registrations
+    from dlg.models.spec import ModelSpec
+    from dlg.plugin_manager import current_plugin_manager
+
+    pm = pm or current_plugin_manager()
+    if pm is None or ":" not in label:
+        return False
+    try:
+        provider = registrations.model_providers(pm).get(ModelSpec.parse(label).provider)
+    except Exception:
+        return False
+    return provider is not None and provider.tokenizer is not None
 
 
 def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
@@ -106,11 +133,15 @@ class PromptSize:
     """One prompt's tokens for any model (see the module docstring); each model's count is
     made once. ``int(size)`` is the byte bound (no model named)."""
 
-    __slots__ = ("_counted", "_pm", "messages")
+    __slots__ = ("_counted", "_pm", "_schema", "messages")
 
-    def __init__(self, messages: Any, pm: pluggy.PluginManager | None = None):
+    def __init__(self, messages: Any, pm: pluggy.PluginManager | None = None,
+                 schema: Any = None):
         self.messages = messages
         self._pm = pm  # whose providers' tokenizers count it (None: the process's)
+        # an output schema sent beside the messages (OpenAI's ``response_format``), which
+        # providers bill as input though the prompt's instruction says it too
+        self._schema = None if schema is None else json.dumps(schema, ensure_ascii=False)
         self._counted: dict[str, int | None] = {}
 
     def counted(self, label: str | None) -> int | None:
@@ -121,11 +152,31 @@ class PromptSize:
         if label not in self._counted:
             try:
                 count = tokenizer_for(label, self._pm)
-                n = None if count is None else sum(int(count(t)) for t in _texts(self.messages))
+                n = None if count is None else sum(int(count(t)) for t in self._all())
             except Exception:  # a tokenizer that breaks: the byte bound stands in
                 n = None
-            self._counted[label] = None if n is None or n < 0 else n + _framing(self.messages)
+            self._counted[label] = None if n is None or n < 0 else n + self._framing()
         return self._counted[label]
+
+    def uncounted(self, labels: Any) -> list[str]:
+        """The ``labels`` whose count is still to be made by a tokenizer: made in a worker
+        thread (``count``) by an async caller, since loading an encoding or counting a
+        long prompt would stall its event loop."""
+        return [label for label in dict.fromkeys(labels) if label
+                and label not in self._counted and has_tokenizer(label, self._pm)]
+
+    def count(self, labels: Any) -> None:
+        """Count the prompt for each of ``labels`` now (``counted`` keeps it)."""
+        for label in labels:
+            self.counted(label)
+
+    def _all(self) -> list[str]:
+        """The texts a provider bills: the messages', and the schema sent beside them."""
+        texts = _texts(self.messages)
+        return texts if self._schema is None else [*texts, self._schema]
+
+    def _framing(self) -> int:
+        return _framing(self.messages) + (0 if self._schema is None else PER_MESSAGE)
 
     def bound(self, label: str | None = None) -> int:
         counted = self.counted(label)

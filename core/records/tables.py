@@ -33,7 +33,8 @@ __all__ = ["ADDED_COLUMNS", "INDEXES", "SCHEMA", "TableStore"]
 
 SCHEMA = [
     # ``batch``, ``batch_row``: the batch and row a dialogue ``BATCH-NNNNN`` without a
-    # parent would be (``_batch_row``), else null: counted if the batch has that row
+    # parent would be (``_batch_row``), else null and -1: counted if the batch has that
+    # row (a null row: written by an earlier dlg, filled in when the store is next opened)
     "CREATE TABLE IF NOT EXISTS dlg_dialogues (id text PRIMARY KEY, header text NOT NULL, "
     "summary text NOT NULL, created_at text NOT NULL DEFAULT '', status text, batch text, "
     "batch_row integer)",
@@ -149,11 +150,11 @@ def _json_or_none(text: str) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def _batch_row(summary: dict[str, Any]) -> tuple[str | None, int | None]:
+def _batch_row(summary: dict[str, Any]) -> tuple[str | None, int]:
     """The batch and row a dialogue would be, from its summary: ``BATCH-NNNNN`` without
-    a parent (``batch_row``); (None, None) for any other (a sub-dialogue named so too)."""
+    a parent (``batch_row``); (None, -1) for any other (a sub-dialogue named so too)."""
     found = None if summary.get("parent") else batch_row(str(summary.get("id")))
-    return found if found is not None else (None, None)
+    return found if found is not None else (None, -1)
 
 
 def _batch_columns(record: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -247,6 +248,16 @@ class TableStore(RowWrites):
         self._add_columns(execute, columns)
         for statement in INDEXES:
             execute(statement, ())
+        # the dialogues an earlier dlg wrote since (one still running on this store writes
+        # no batch columns): found from the index alone, and only theirs are read
+        for (dialogue_id,) in execute("SELECT id FROM dlg_dialogues WHERE batch_row IS NULL",
+                                      ()).fetchall():
+            found = execute("SELECT summary FROM dlg_dialogues WHERE id = ?",
+                            (dialogue_id,)).fetchone()
+            summary = found[0] if found is not None else ""  # deleted meanwhile: none
+            execute("UPDATE dlg_dialogues SET batch = ?, batch_row = ? WHERE id = ?",
+                    (*_batch_row({**(_json_or_none(summary) or {}), "id": dialogue_id}),
+                     dialogue_id))
 
     def _add_columns(self, execute: Execute, columns: Callable[[str], set[str]]) -> None:
         for table, added in ADDED_COLUMNS.items():

@@ -43,8 +43,8 @@ from typing import Any
 from dlg.models.tokens import PER_MESSAGE, PromptSize, byte_bound
 
 __all__ = ["MIN_OUTPUT", "PER_MESSAGE", "SPENT", "Admission", "Budget", "PromptSize",
-           "Reservation", "budgeted_call", "mode_estimate", "prompt_size", "prompt_token_bound",
-           "tree_spent"]
+           "Reservation", "budgeted_call", "count_prompt", "mode_estimate", "prompt_size",
+           "prompt_token_bound", "tree_spent"]
 
 MIN_OUTPUT = 64  # the fewest output tokens worth asking a model for
 DEFAULT_OUTPUT = 4096  # max_tokens when neither the turn nor the registry says
@@ -60,9 +60,21 @@ def prompt_token_bound(messages: Any) -> int:
 Prompt = int | PromptSize  # a prompt's tokens: a count, or the prompt to count per model
 
 
-def prompt_size(messages: Any, pool: Any) -> PromptSize:
-    """The prompt, to be counted per model by the tokenizers of ``pool``'s providers."""
-    return PromptSize(messages, getattr(pool, "plugin_manager", None))
+def prompt_size(messages: Any, pool: Any, schema: Any = None) -> PromptSize:
+    """The prompt, to be counted per model by the tokenizers of ``pool``'s providers
+    (``schema``: the output schema sent beside it, billed as input too)."""
+    return PromptSize(messages, getattr(pool, "plugin_manager", None), schema)
+
+
+async def count_prompt(size: PromptSize, labels: Any) -> None:
+    """Count ``size`` for ``labels`` by their tokenizers in a worker thread (loading an
+    encoding takes about 0.2 s, counting a long transcript more), not on the event loop
+    every dialogue shares; nothing to do where none of them has a tokenizer."""
+    uncounted = size.uncounted(labels)
+    if uncounted:
+        import anyio
+
+        await anyio.to_thread.run_sync(size.count, uncounted)
 
 
 def _bound(prompt: Prompt, label: str) -> int:
@@ -449,8 +461,12 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
     from dlg.models.resilience import AllCandidatesFailed
 
     reservation = None
+    # the schema is sent beside the messages and billed with them
+    size = prompt_size(messages, pool, options.get("schema"))
     if budget is not None:
-        label, bound = pool.label(choice), prompt_size(messages, pool)
+        label, bound = pool.label(choice), size
+        await count_prompt(size, [label, *(pool.label(c) for c in options.get("fallbacks")
+                                          or ())])
         n = budget.fit(label, bound, settings.get("max_tokens"))
         if n is None:
             return None
@@ -465,14 +481,14 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
         cost = result.cost_usd
         if budget is not None and result.attempts:
             usage = result.usage
-            billed = budget.billed(result.attempts, prompt_size(messages, pool)
+            billed = budget.billed(result.attempts, size
                                    if usage is None or usage.estimated else usage.prompt)
             cost = (cost or 0.0) + billed
             result.cost_usd = cost if cost or result.cost_usd is not None else None
         return result
     except AllCandidatesFailed as exc:
         if budget is not None:
-            cost = budget.billed(exc.attempts, prompt_size(messages, pool))
+            cost = budget.billed(exc.attempts, size)
         raise
     finally:
         if reservation is not None and budget is not None:

@@ -21,7 +21,7 @@ from dlg.models.caching import CacheHint
 from dlg.models.calls import unique
 from dlg.records import record as R
 from dlg.records.record import TurnRecord
-from dlg.running.budget import MIN_OUTPUT, prompt_size
+from dlg.running.budget import MIN_OUTPUT, count_prompt, prompt_size
 from dlg.running.compression import turn_reads
 from dlg.running.context import RunContext, RunState
 from dlg.running.outcomes import Failed, Plan, Skipped, Stopped
@@ -76,7 +76,7 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         # an upper bound on the prompt's tokens (its bytes), for a budget or a pool's
         # context windows; plain participant turns skip the encoding. A budget counts it
         # per model: by the model's tokenizer where one is installed (dlg.models.tokens)
-        size = prompt_size(messages, ctx.pool)
+        size = prompt_size(messages, ctx.pool, output["schema"] if output else None)
         bound = int(size) if (budget is not None or routing.pool) else 0
         route = await route_turn(routing.router, _request(ctx, state, turn, bound),
                                  routing.name)
@@ -107,6 +107,7 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         if budget is not None:
             candidates = [(c, pool.label(c)) for c in unique((choice, *fallbacks))
                           if not isinstance(c, str) or pool.problem(c) is None]
+            await count_prompt(size, [c[1] for c in candidates])  # off the event loop
             labels, rest = _rest(ctx, state, rec, int(size), [c[1] for c in candidates])
             planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                             labels, rest)

@@ -41,7 +41,10 @@ def resume_options(form: dict[str, str]) -> tuple[str | None, float | None, bool
                          f"not {model.partition('?')[0]!r}?...): give options with `dlg "
                          "resume --model` on the command line")
     cost = field(form, "max_cost").strip()
-    max_cost = positive(cost[:40], "the max cost", "dollars") if cost else None
+    if len(cost) > 40:  # cut, it would be another number than the one typed
+        raise InputError(f"the max cost is a number of dollars of at most 40 characters, "
+                         f"not {cost[:40]!r}...")
+    max_cost = positive(cost, "the max cost", "dollars") if cost else None
     force = field(form, "force")
     if force not in ("", "1"):
         raise InputError(f"force is a checkbox (1 or nothing), not {force[:40]!r}")

@@ -77,6 +77,8 @@ class Viewer:
             shared.following += 1
         else:
             self.streams += 1
+        if isinstance(read, live.View):
+            read.following += 1
 
         async def events() -> Any:
             from dlg.errors import DlgError
@@ -91,6 +93,8 @@ class Viewer:
                     shared.following -= 1
                 else:
                     self.streams -= 1
+                if isinstance(read, live.View):
+                    read.following -= 1
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"x-accel-buffering": "no"})

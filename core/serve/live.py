@@ -81,6 +81,7 @@ class View:
 
     def __init__(self, source: Shared, make: Callable[[Any], Snapshot]):
         self.source, self.make = source, make
+        self.following = 0  # its streams open now (they count as ``source``'s too)
         self._made: tuple[Any, Snapshot] | None = None  # (the read it was made from, it)
         self._lock: Any = None
 
