@@ -314,7 +314,7 @@ async def test_a_settlement_that_gives_nothing_back_is_not_sent():
     """A call that used less than it reserved, whose share of the tokens' schedule has
     passed, has nothing to give back (time gone is not given back): no round trip to the
     shared schedule for it. One that used more, or whose share is still to come, is sent."""
-    paced, limiter = _limited(rpm=6000, tpm=6000)
+    paced, limiter = _limited(rpm=6000, tpm=600_000)  # short waits; the same settlements
     _, ends = await limiter.acquire(300)
     await limiter.release(300, ends - 60.0, 100, (100, 50), refused=False)  # share passed
     assert [c for c in paced.store.calls if c[0] == "settle"] == []
