@@ -117,6 +117,27 @@ def test_the_last_save_keeps_changes_made_after_a_turn_was_saved():
     store.close()
 
 
+def test_a_lease_is_released_only_by_its_own_token(tmp_path):
+    """Taking a free lease and letting one's own go are one statement each in the usual
+    case; a token that is another's (a prefix of it, a wildcard, its upper case) lets
+    nothing go, and a lease this object did not write (another dlg's JSON spacing) is
+    still released by its token."""
+    store = SqliteStore(tmp_path)
+    mine = {"token": "ab12" * 8, "host": "h", "pid": 1, "expires": 0}
+    assert store.acquire("d1", mine, lambda held: True) is None
+    assert store.acquire("d1", {**mine, "token": "cd"}, lambda held: True) == mine
+    for other in ("cd", "ab12", "%", "_" * 32, mine["token"].upper()):
+        store.release("d1", other)
+        assert store.leases(["d1"]) == {"d1": mine}, other
+    store.release("d1", mine["token"])
+    assert store.leases(["d1"]) == {}
+    with store._transaction() as execute:  # as json.dumps writes it: spaces
+        execute("INSERT INTO dlg_leases VALUES ('d2', ?)", (json.dumps(mine),))
+    store.release("d2", mine["token"])
+    assert store.leases(["d2"]) == {}
+    store.close()
+
+
 def test_a_database_made_before_the_turn_columns_is_upgraded(tmp_path):
     """Tables made by an earlier dlg (turn rows without their status, tokens and cost)
     get the columns, filled in from each turn's JSON; a damaged row stays listed."""
