@@ -6,6 +6,8 @@ the newest state (see ``Saver``). Stores themselves are ``dlg.records.store``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -58,9 +60,8 @@ class Saver:
         self.mode_document = mode_document
         self.lease = lease or Lease()  # taken with the first save, renewed with each
         self._locks: dict[str, anyio.Lock] = {}  # held while a worker thread writes
-        # per dialogue saved so far: each turn's row as it was last written, with its
-        # nested values' print (``_nested``)
-        self._written: dict[str, dict[str, tuple[dict[str, Any], Any]]] = {}
+        # per dialogue saved so far: each turn's ``_state`` when it was last written
+        self._written: dict[str, dict[str, Any]] = {}
         # per dialogue: its own fields (``_header_key``) when its header was last written
         self._headers: dict[str, Any] = {}
 
@@ -107,7 +108,7 @@ class Saver:
             self._save_small(store, dialogue)
             return
         record = self._whole(dialogue)
-        prints = _prints(dialogue, record)  # as they are now, not after the thread wrote
+        prints = _prints(dialogue)  # as they are now, not after the thread wrote
         self._claim(store, dialogue)
         async with self._locks.setdefault(dialogue.id, anyio.Lock()):
             await anyio.to_thread.run_sync(store.save, record)
@@ -119,7 +120,7 @@ class Saver:
         with _grouped(store):  # the claim and the record: one transaction
             self._claim(store, dialogue)
             store.save(record)
-        self._saved(dialogue, _prints(dialogue, record))
+        self._saved(dialogue, _prints(dialogue))
 
     def _saved(self, dialogue: Any, prints: tuple[dict[str, Any], Any]) -> None:
         self._written[dialogue.id], self._headers[dialogue.id] = prints
@@ -138,8 +139,8 @@ class Saver:
             for one in rows:
                 store.save_turn(dialogue.header_dict(), one)
             self._headers[dialogue.id] = key
-        for one, row in zip(others, rows, strict=True):
-            written[one.id] = (row, _nested(one))
+        for one in others:
+            written[one.id] = _state(one)
         if self.lease.due():  # keep a lease taken for another host from expiring
             self.lease.acquire(store, dialogue.id)
 
@@ -163,11 +164,7 @@ class Saver:
 
     def _save_changes(self, store: Any, dialogue: Any) -> None:
         written = self._written[dialogue.id]
-        # nested values compared too: a dict or list inside a turn's metadata (a spawning
-        # turn's sub-dialogue entries) may have changed in place, and the row written
-        # holds that same dict or list
-        changed = [row for t in dialogue.turns
-                   if (row := t.to_dict(), _nested(t)) != written.get(t.id)]
+        changed = [t.to_dict() for t in dialogue.turns if _state(t) != written.get(t.id)]
         header = dialogue.header_dict()
         if hasattr(store, "save_turns"):
             store.save_turns(header, changed)
@@ -236,20 +233,32 @@ def _header_key(dialogue: Any) -> Any:
     return _fingerprint(own, repr)
 
 
-def _nested(turn: Any) -> Any:
-    """A turn's fields that hold dicts and lists (its metadata, structured answer and
-    failed attempts), as one value to compare, nested values included: its row (its
-    ``to_dict()``) copies only their top level."""
-    return _fingerprint((turn.metadata, turn.data, turn.attempts), repr)
+_NESTED = ("metadata", "data", "attempts")  # a turn's fields that hold dicts and lists
+_FIELDS: dict[type, Callable[[Any], Any]] = {}  # per record class: its other fields' getter
 
 
-def _prints(dialogue: Any, record: dict[str, Any]
-            ) -> tuple[dict[str, tuple[dict[str, Any], Any]], Any]:
-    """What ``_saved`` keeps of a dialogue written whole (``record``): each turn's row
-    and ``_nested``, and its header's ``_header_key``."""
-    return ({t.id: (row, _nested(t)) for t, row in zip(dialogue.turns, record["turns"],
-                                                        strict=True)},
-            _header_key(dialogue))
+def _state(turn: Any) -> Any:
+    """A turn record as one value to compare, equal while nothing its row (``to_dict()``)
+    is made from changed: its fields, those holding dicts and lists (metadata,
+    structured answer, failed attempts) printed whole, since a dict inside its metadata
+    (a spawning turn's sub-dialogue entries) may change in place. Cheaper than the row:
+    no times formatted, no dicts made."""
+    others = _FIELDS.get(type(turn))
+    if others is None:
+        try:
+            names = [f.name for f in dataclasses.fields(turn) if f.name not in _NESTED]
+        except TypeError:  # not a dataclass: its row
+            others = _FIELDS[type(turn)] = operator.methodcaller("to_dict")
+        else:
+            others = _FIELDS[type(turn)] = operator.attrgetter(*names)
+    nested = tuple(getattr(turn, name, None) for name in _NESTED)
+    return others(turn), _fingerprint(nested, repr)
+
+
+def _prints(dialogue: Any) -> tuple[dict[str, Any], Any]:
+    """What ``_saved`` keeps of a dialogue written whole: each turn's ``_state`` and its
+    header's ``_header_key``."""
+    return {t.id: _state(t) for t in dialogue.turns}, _header_key(dialogue)
 
 
 def _fingerprint(value: Any, otherwise: Callable[[Any], str]) -> Any:
