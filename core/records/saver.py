@@ -234,7 +234,8 @@ def _header_key(dialogue: Any) -> Any:
 
 
 _NESTED = ("metadata", "data", "attempts")  # a turn's fields that hold dicts and lists
-_FIELDS: dict[type, Callable[[Any], Any]] = {}  # per record class: its other fields' getter
+# per record class: the getters of its other fields and of those
+_FIELDS: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
 
 
 def _state(turn: Any) -> Any:
@@ -243,16 +244,22 @@ def _state(turn: Any) -> Any:
     structured answer, failed attempts) printed whole, since a dict inside its metadata
     (a spawning turn's sub-dialogue entries) may change in place. Cheaper than the row:
     no times formatted, no dicts made."""
-    others = _FIELDS.get(type(turn))
-    if others is None:
-        try:
-            names = [f.name for f in dataclasses.fields(turn) if f.name not in _NESTED]
-        except TypeError:  # not a dataclass: its row
-            others = _FIELDS[type(turn)] = operator.methodcaller("to_dict")
-        else:
-            others = _FIELDS[type(turn)] = operator.attrgetter(*names)
-    nested = tuple(getattr(turn, name, None) for name in _NESTED)
-    return others(turn), _fingerprint(nested, repr)
+    getters = _FIELDS.get(type(turn))
+    if getters is None:
+        getters = _FIELDS[type(turn)] = _getters(turn)
+    others, nested = getters
+    return others(turn), _fingerprint(nested(turn), repr)
+
+
+def _getters(turn: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    try:
+        names = {f.name for f in dataclasses.fields(turn)}
+    except TypeError:  # not a dataclass: its row
+        return (operator.methodcaller("to_dict"),
+                lambda t: tuple(getattr(t, name, None) for name in _NESTED))
+    nested = [name for name in _NESTED if name in names]
+    return (operator.attrgetter(*sorted(names - set(_NESTED))),
+            operator.attrgetter(*nested) if nested else lambda t: None)
 
 
 def _prints(dialogue: Any) -> tuple[dict[str, Any], Any]:
