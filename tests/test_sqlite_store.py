@@ -117,6 +117,88 @@ def test_the_last_save_keeps_changes_made_after_a_turn_was_saved():
     store.close()
 
 
+def test_the_last_save_keeps_a_change_made_inside_a_turns_metadata():
+    """A change made in place to a nested value of a turn's metadata after the turn was
+    saved (here by the next turn's ``turn_finished``; a spawning turn's sub-dialogue
+    entries are updated so) is kept by the last save, and so is one made in place
+    inside the dialogue's own metadata."""
+
+    class Nester:
+        @hookimpl
+        def turn_started(self, dialogue, turn):
+            turn.metadata = {**(turn.metadata or {}), "nested": {"seen": []}}
+
+        @hookimpl
+        def turn_finished(self, dialogue, turn):
+            for before in dialogue.turns:  # in place: the same dicts and lists
+                if before is not turn and "nested" in (before.metadata or {}):
+                    before.metadata["nested"]["seen"].append(turn.id)
+            dialogue.metadata.setdefault("nested", {"turns": []})["turns"].append(turn.id)
+
+    pm = dlg.get_plugin_manager()
+    pm.register(Nester(), name="nester")
+    try:
+        store = SqliteStore()
+        d = dlg.run_sync(PAIR, model="echo", store=store)
+    finally:
+        pm.unregister(name="nester")
+    saved = dlg.load_dialogue(d.id)
+    assert [t.metadata["nested"] for t in saved.turns] == [{"seen": ["b"]}, {"seen": []}]
+    assert saved.metadata["nested"] == {"turns": ["a", "b"]}
+    store.close()
+
+
+def test_a_turn_saved_after_a_change_inside_the_dialogues_metadata_rewrites_the_header():
+    """The dialogue's metadata changed in place between two turns (a nested value): the
+    second turn's save writes the header too, so a kill then loses nothing."""
+
+    class Marker:
+        @hookimpl
+        def turn_started(self, dialogue, turn):
+            dialogue.metadata.setdefault("marks", {"at": []})["at"].append(turn.id)
+
+    pm = dlg.get_plugin_manager()
+    pm.register(Marker(), name="marker")
+    store = SqliteStore()
+    headers = []
+    save_rows = store.save_rows
+
+    def spy(dialogue_id, turns):
+        headers.append(json.loads(store._connection().execute(
+            "SELECT header FROM dlg_dialogues WHERE id = ?", (dialogue_id,)).fetchone()[0]))
+        save_rows(dialogue_id, turns)
+
+    store.save_rows = spy  # type: ignore[method-assign]
+    try:
+        d = dlg.run_sync(PAIR, model="echo", store=store)
+    finally:
+        pm.unregister(name="marker")
+    assert d.metadata["marks"] == {"at": ["a", "b"]}
+    assert headers == []  # each turn's save wrote the header: its metadata had changed
+    store.close()
+
+
+def test_a_lease_is_released_only_by_its_own_token(tmp_path):
+    """Taking a free lease and letting one's own go are one statement each in the usual
+    case; a token that is another's (a prefix of it, a wildcard, its upper case) lets
+    nothing go, and a lease this object did not write (another dlg's JSON spacing) is
+    still released by its token."""
+    store = SqliteStore(tmp_path)
+    mine = {"token": "ab12" * 8, "host": "h", "pid": 1, "expires": 0}
+    assert store.acquire("d1", mine, lambda held: True) is None
+    assert store.acquire("d1", {**mine, "token": "cd"}, lambda held: True) == mine
+    for other in ("cd", "ab12", "%", "_" * 32, mine["token"].upper()):
+        store.release("d1", other)
+        assert store.leases(["d1"]) == {"d1": mine}, other
+    store.release("d1", mine["token"])
+    assert store.leases(["d1"]) == {}
+    with store._transaction() as execute:  # as json.dumps writes it: spaces
+        execute("INSERT INTO dlg_leases VALUES ('d2', ?)", (json.dumps(mine),))
+    store.release("d2", mine["token"])
+    assert store.leases(["d2"]) == {}
+    store.close()
+
+
 def test_a_database_made_before_the_turn_columns_is_upgraded(tmp_path):
     """Tables made by an earlier dlg (turn rows without their status, tokens and cost)
     get the columns, filled in from each turn's JSON; a damaged row stays listed."""

@@ -404,7 +404,16 @@ class TableStore(RowWrites):
                 is_live: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         """Write ``lease`` unless another live one is there (returned); atomic across
         every process using the database."""
+        text = dumps(lease)
+        # what ``release`` deletes in one statement (a transaction rolled back after
+        # this leaves a text that is not there: it then finds the row as before)
+        written = self._lease_texts()
         with self._transaction(f"lease:{dialogue_id}") as execute:
+            if execute("INSERT INTO dlg_leases (dialogue_id, lease) VALUES (?, ?) "
+                       "ON CONFLICT (dialogue_id) DO NOTHING",
+                       (dialogue_id, text)).rowcount == 1:
+                written[(dialogue_id, lease["token"])] = text
+                return None  # none was held (a new dialogue): one statement
             row = execute("SELECT lease FROM dlg_leases WHERE dialogue_id = ?",
                           (dialogue_id,)).fetchone()
             if row is not None:
@@ -413,8 +422,16 @@ class TableStore(RowWrites):
                     return held
             execute("INSERT INTO dlg_leases (dialogue_id, lease) VALUES (?, ?) "
                     "ON CONFLICT (dialogue_id) DO UPDATE SET lease = excluded.lease",
-                    (dialogue_id, dumps(lease)))
+                    (dialogue_id, text))
+            written[(dialogue_id, lease["token"])] = text
         return None
+
+    def _lease_texts(self) -> dict[tuple[str, Any], str]:
+        """(dialogue id, token) -> the lease's text as this object last wrote it."""
+        found: dict[tuple[str, Any], str] | None = self.__dict__.get("_lease_texts_")
+        if found is None:
+            found = self.__dict__["_lease_texts_"] = {}
+        return found
 
     def leases(self, dialogue_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The leases held on those of ``dialogue_ids`` that have one, read only (``dlg
@@ -437,6 +454,14 @@ class TableStore(RowWrites):
 
     def release(self, dialogue_id: str, token: str) -> None:
         with self._transaction(f"lease:{dialogue_id}") as execute:
+            # the usual case in one statement: the lease is still the text this store
+            # object last wrote with that token; any other case (renewed or taken over
+            # since by another process, written by another object) as below
+            text = self._lease_texts().pop((dialogue_id, token), None)
+            if text is not None and execute(
+                    "DELETE FROM dlg_leases WHERE dialogue_id = ? AND lease = ?",
+                    (dialogue_id, text)).rowcount:
+                return
             row = execute("SELECT lease FROM dlg_leases WHERE dialogue_id = ?",
                           (dialogue_id,)).fetchone()
             if row is not None and json.loads(row[0]).get("token") == token:
