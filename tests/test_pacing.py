@@ -5,6 +5,8 @@ shared by every dialogue in the process, against a real OpenAI-compatible server
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import dlg
@@ -324,3 +326,30 @@ async def test_a_settlement_that_gives_nothing_back_is_not_sent():
     await limiter.release(300, ends + 60.0, 100, (100, 50), refused=False)  # still to come
     assert [c for c in paced.store.calls if c[0] == "settle"] == [("settle", -300),
                                                                   ("settle", 150)]
+
+
+async def test_an_empty_first_answer_or_a_zero_prompt_count_does_not_replace_the_guesses():
+    """The first answer replaces the guessed answer size and prompt ratio, but not an
+    empty answer (0 tokens) nor a prompt count past the ratio's bounds (a provider that
+    reports 0): one such answer made every next call reserve its prompt alone, or a
+    quarter of it, and a burst of them went together past the tokens' limit."""
+    _, limiter = _limited(rpm=6000, tpm=10**6)
+    _, ends = await limiter.acquire(356)
+    await limiter.release(356, ends, 100, (100, 0), refused=False)  # an empty answer
+    assert limiter.estimate(100, None) == 100 + 192  # moved a quarter, as before
+    _, limiter = _limited(rpm=6000, tpm=10**6)
+    _, ends = await limiter.acquire(356)
+    await limiter.release(356, ends, 1000, (0, 40), refused=False)  # no prompt counted
+    assert limiter.ratio == pytest.approx(0.8125) and limiter.completion == 40
+
+
+async def test_a_hostile_token_count_holds_the_schedule_back_a_minute_at_most():
+    """A provider counting an absurd answer (10**14 tokens; a count is believed up to
+    10**15) is believed only up to the tokens of a minute: neither the next calls'
+    reservations nor the settlement pushed the shared schedule years ahead."""
+    paced, limiter = _limited(rpm=6000, tpm=6000)
+    _, ends = await limiter.acquire(356)
+    await limiter.release(356, ends, 100, (100, 10**14), refused=False)
+    assert limiter.estimate(100, None) <= 100 + 6000
+    schedule = paced.store.inner.schedules["k"]
+    assert schedule.next_token - time.monotonic() < 3 * 60.0

@@ -266,17 +266,25 @@ class Limiter:
             return
         if counted is not None:
             prompt, completion = counted
+            if self.tpm:  # counts are hostile input: no answered call used more than the
+                # tokens of a minute (the provider refuses it); 10**14 waited for years
+                prompt, completion = (min(prompt, math.ceil(self.tpm)),
+                                      min(completion, math.ceil(self.tpm)))
             # the first answer replaces the guesses (FIRST_COMPLETION, a ratio of 1): moved
             # a quarter of the way, the next calls of a fresh limiter reserved 3 to 6
             # times the tokens of a short answer, and the schedule's tokens, not its
             # requests, held them back (a Ray worker's first dozen calls, each learning
-            # on its own)
-            weight = 1.0 if self.counted == 0 else 0.25
+            # on its own). Not an empty answer, nor a prompt count outside the ratio's
+            # bounds (a provider reporting 0): one such answer then made every next call
+            # reserve nothing for its answer, or a quarter of its prompt, and go at once
+            first = self.counted == 0
             self.counted += 1
-            self.completion += (completion - self.completion) * weight
+            self.completion += ((completion - self.completion)
+                                * (1.0 if first and completion > 0 else 0.25))
             if estimated > 0:
                 seen = min(4.0, max(0.25, prompt / estimated))
-                self.ratio += (seen - self.ratio) * weight
+                self.ratio += ((seen - self.ratio)
+                               * (1.0 if first and seen == prompt / estimated else 0.25))
             refund, future = reserved - prompt - completion, ends - time.monotonic()
             # nothing to settle when it used less and its share has passed (time gone is
             # not given back): no round trip to a shared schedule (a Ray actor) for it
