@@ -148,6 +148,36 @@ def test_the_last_save_keeps_a_change_made_inside_a_turns_metadata():
     store.close()
 
 
+def test_the_last_save_keeps_a_value_changed_from_none_to_nan_inside_a_turns_metadata(
+        tmp_path):
+    """orjson prints a NaN as null, as it prints None: the saver's print of a turn whose
+    metadata went from None to NaN after its save was unchanged, and the last save
+    skipped it (the diskcache store, which writes NaN, kept None)."""
+    from dlg.plugins.diskcache_store import DiskcacheStore
+
+    class Scorer:
+        @hookimpl
+        def turn_started(self, dialogue, turn):
+            turn.metadata = {**(turn.metadata or {}), "score": None}
+
+        @hookimpl
+        def turn_finished(self, dialogue, turn):
+            for before in dialogue.turns:  # in place, after that turn was saved
+                if before is not turn and before.metadata:
+                    before.metadata["score"] = float("nan")
+
+    pm = dlg.get_plugin_manager()
+    pm.register(Scorer(), name="scorer")
+    store = DiskcacheStore(tmp_path)
+    try:
+        d = dlg.run_sync(PAIR, model="echo", store=store)
+    finally:
+        pm.unregister(name="scorer")
+    scores = [t["metadata"]["score"] for t in store.load(d.id)["turns"]]
+    assert scores[0] != scores[0] and scores[1] is None  # NaN, as in memory
+    store.close()
+
+
 def test_a_turn_saved_after_a_change_inside_the_dialogues_metadata_rewrites_the_header():
     """The dialogue's metadata changed in place between two turns (a nested value): the
     second turn's save writes the header too, so a kill then loses nothing."""

@@ -274,10 +274,23 @@ def _fingerprint(value: Any, otherwise: Callable[[Any], str]) -> Any:
     it (an object JSON cannot hold, an integer past 64 bits)."""
     if _dumps is not None:
         try:
-            return _dumps(value, option=OPT_NON_STR_KEYS)
+            printed = _dumps(value, option=OPT_NON_STR_KEYS)
         except TypeError:
             pass
+        else:
+            # orjson prints a NaN or an infinity as null, as it prints None: a change
+            # between them was missed (the diskcache store writes NaN). The nulls of the
+            # top level's Nones (a turn with no structured answer) need no second look
+            if printed.count(b"null") == _nones(value):
+                return printed
     return otherwise(value)
+
+
+def _nones(value: Any) -> int:
+    """The Nones at the top of ``value`` (a tuple of fields, or one)."""
+    if type(value) is tuple:
+        return sum(v is None for v in value)
+    return int(value is None)
 
 
 def _grouped(store: Any) -> contextlib.AbstractContextManager[Any]:
