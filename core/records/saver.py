@@ -281,16 +281,15 @@ def _fingerprint(value: Any, otherwise: Callable[[Any], str]) -> Any:
             # orjson prints a NaN or an infinity as null, as it prints None: a change
             # between them was missed (the diskcache store writes NaN). The nulls of the
             # top level's Nones (a turn with no structured answer) need no second look
-            if printed.count(b"null") == _nones(value):
+            nulls = printed.count(b"null")
+            if not nulls or nulls == _nones(value):
                 return printed
     return otherwise(value)
 
 
 def _nones(value: Any) -> int:
     """The Nones at the top of ``value`` (a tuple of fields, or one)."""
-    if type(value) is tuple:
-        return sum(v is None for v in value)
-    return int(value is None)
+    return value.count(None) if type(value) is tuple else int(value is None)
 
 
 def _grouped(store: Any) -> contextlib.AbstractContextManager[Any]:
