@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from dlg.serve.app import create_app
 from dlg.serve.security import Csrf, is_local
+from tests.asgi_support import follow
 
 HOSTILE = ('<script>alert("x")</script> <img src=x onerror=alert(1)> '
            '[click](javascript:alert(1))')
@@ -205,16 +206,6 @@ def test_many_open_lists_share_one_reader_hold_no_stream_slot_and_still_update()
         everyone = anyio.Event()
 
         async def stream(n: int) -> None:
-            asked = False
-            query = b"mode=solo" if n % 2 else b""
-
-            async def receive():
-                nonlocal asked
-                if not asked:
-                    asked = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                await anyio.sleep_forever()
-
             async def send(message):
                 if message["type"] == "http.response.start":
                     statuses.append(message["status"])
@@ -226,11 +217,7 @@ def test_many_open_lists_share_one_reader_hold_no_stream_slot_and_still_update()
                            ) if "id" in late else len(seen) == opened:
                         everyone.set()
 
-            await app({"type": "http", "method": "GET", "path": "/events",
-                       "raw_path": b"/events", "query_string": query, "root_path": "",
-                       "scheme": "http", "http_version": "1.1",
-                       "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 5000),
-                       "server": ("127.0.0.1", 80)}, receive, send)
+            await follow(app, "/events", send, b"mode=solo" if n % 2 else b"")
 
         async with anyio.create_task_group() as tasks:
             for n in range(opened):
@@ -274,19 +261,12 @@ def test_lists_followed_under_more_filters_than_are_kept_are_refused_not_each_re
 
     async def main() -> None:
         async def stream(n: int, started: anyio.Event) -> None:
-            async def receive():
-                await anyio.sleep_forever()
-
             async def send(message):
                 if message["type"] == "http.response.start":
                     statuses[n] = message["status"]
                     started.set()
 
-            await app({"type": "http", "method": "GET", "path": "/events",
-                       "raw_path": b"/events", "query_string": queries[n], "root_path": "",
-                       "scheme": "http", "http_version": "1.1",
-                       "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 5000),
-                       "server": ("127.0.0.1", 80)}, receive, send)
+            await follow(app, "/events", send, queries[n])
 
         async with anyio.create_task_group() as tasks:
             with anyio.fail_after(60):

@@ -19,6 +19,7 @@ from dlg.records.store import open_store
 from dlg.running.routing.learning import record_quality
 from dlg.serve.app import create_app
 from dlg.serve.security import Csrf
+from tests.asgi_support import follow
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 ONE_TURN = {"name": "solo", "inputs": {"topic": {"type": "string"}},
@@ -163,10 +164,6 @@ def test_a_hundred_open_routing_pages_share_one_reader_and_hold_no_stream_slot()
     app = create_app(None)
     page = next(r.endpoint.__self__ for r in app.routes
                 if getattr(r, "path", "") == "/routing/events")
-    scope = {"type": "http", "method": "GET", "path": "/routing/events", "raw_path":
-             b"/routing/events", "query_string": b"", "root_path": "", "scheme": "http",
-             "http_version": "1.1", "headers": [(b"host", b"127.0.0.1")],
-             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
     statuses: list[int] = []
     updated: list[bool] = []
     seen: dict[str, float] = {}
@@ -175,15 +172,6 @@ def test_a_hundred_open_routing_pages_share_one_reader_and_hold_no_stream_slot()
         answered = anyio.Event()
 
         async def stream() -> None:
-            asked = False
-
-            async def receive():
-                nonlocal asked
-                if not asked:
-                    asked = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                await anyio.sleep_forever()
-
             async def send(message):
                 if message["type"] == "http.response.start":
                     statuses.append(message["status"])
@@ -194,7 +182,7 @@ def test_a_hundred_open_routing_pages_share_one_reader_and_hold_no_stream_slot()
                 if len(updated) == 100:
                     answered.set()
 
-            await app(dict(scope), receive, send)
+            await follow(app, "/routing/events", send)
 
         async with anyio.create_task_group() as tasks:
             started = anyio.current_time()
