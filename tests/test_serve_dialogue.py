@@ -9,6 +9,8 @@ import datetime
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -65,6 +67,24 @@ def held(dialogue_id: str) -> bool:
     except DialogueBusyError:
         return True
     return False
+
+
+@contextmanager
+def held_elsewhere(dialogue_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real process holding the dialogue's lease until it is killed (SIGKILL frees
+    it at once); killed and reaped at the end whatever happened."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, dialogue_id],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        yield holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def status_of(dialogue_id: str) -> str:
@@ -141,30 +161,20 @@ def test_resume_needs_the_csrf_token_then_runs_in_the_viewer():
 
 def test_resume_and_delete_are_refused_while_another_process_holds_the_dialogue():
     d = interrupted()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, d.id], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline() == b"held\n"
-        with client() as c:
-            busy = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
-            assert busy.status_code == 409
-            assert (f"dialogue {d.id} is running in another process (pid {holder.pid} on "
-                    in busy.text)
-            kept = c.post(f"/d/{d.id}/delete", data={"csrf": CSRF.token(f"delete:{d.id}")})
-            assert kept.status_code == 409 and "nothing of it was deleted" in kept.text
-            assert status_of(d.id) == "failed"  # neither ran nor deleted
-            holder.kill()  # SIGKILL: the lease of a process gone is free at once
-            holder.wait()
-            freed = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
-                           follow_redirects=False)
-            assert freed.status_code == 303
-            wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
-    finally:
-        if holder.poll() is None:
-            holder.kill()
+    with held_elsewhere(d.id) as holder, client() as c:
+        busy = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")})
+        assert busy.status_code == 409
+        assert (f"dialogue {d.id} is running in another process (pid {holder.pid} on "
+                in busy.text)
+        kept = c.post(f"/d/{d.id}/delete", data={"csrf": CSRF.token(f"delete:{d.id}")})
+        assert kept.status_code == 409 and "nothing of it was deleted" in kept.text
+        assert status_of(d.id) == "failed"  # neither ran nor deleted
+        holder.kill()  # SIGKILL: the lease of a process gone is free at once
         holder.wait()
-        holder.stdin.close()
-        holder.stdout.close()
+        freed = c.post(f"/d/{d.id}/resume", data={"csrf": CSRF.token(f"resume:{d.id}")},
+                       follow_redirects=False)
+        assert freed.status_code == 303
+        wait_for(lambda: status_of(d.id) == "completed", "the resumed dialogue completed")
 
 
 def test_delete_asks_first_then_removes_it_with_its_sub_dialogues(tmp_path):
@@ -529,24 +539,14 @@ def test_force_resumes_a_changed_mode_but_never_one_a_live_process_holds():
                                       {"id": "c", "role": "C", "prompt": "last on {{ topic }}"}]}
     # its mode changed since: the document kept is not the one its content hash names
     store.save({**store.load(d.id), "mode_hash": "0" * 64, "mode_document": changed})
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, d.id], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline() == b"held\n"
-        with client() as c:
-            busy = _resume(c, d.id, force="1")
-            assert busy.status_code == 409 and "is running in another process" in busy.text
-            holder.kill()  # SIGKILL: its lease is stale now
-            holder.wait()
-            unforced = _resume(c, d.id)
-            assert unforced.status_code == 400 and "pass --force" in unforced.text
-            forced = _resume(c, d.id, force="1")
-            assert forced.status_code == 303, forced.text
-            wait_for(lambda: status_of(d.id) == "completed", "the forced resume completed")
-    finally:
-        if holder.poll() is None:
-            holder.kill()
+    with held_elsewhere(d.id) as holder, client() as c:
+        busy = _resume(c, d.id, force="1")
+        assert busy.status_code == 409 and "is running in another process" in busy.text
+        holder.kill()  # SIGKILL: its lease is stale now
         holder.wait()
-        holder.stdin.close()
-        holder.stdout.close()
+        unforced = _resume(c, d.id)
+        assert unforced.status_code == 400 and "pass --force" in unforced.text
+        forced = _resume(c, d.id, force="1")
+        assert forced.status_code == 303, forced.text
+        wait_for(lambda: status_of(d.id) == "completed", "the forced resume completed")
     assert [t.id for t in dlg.load_dialogue(d.id).turns] == ["a", "b", "c"]
