@@ -136,7 +136,9 @@ class TurnRecord:
         return self.response or ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        # the saver makes one of these per turn saved, and one per turn of each whole
+        # record: the optional keys are set after (same order), not merged in
+        out = {
             "id": self.id,
             "index": self.index,
             "role": self.role,
@@ -155,13 +157,16 @@ class TurnRecord:
             "error": self.error,
             "requires": list(self.requires),
             "replaced": list(self.replaced),
-            "attempts": list(self.attempts or []),
-            "metadata": dict(self.metadata or {}),
-            **({"data": self.data} if self.data is not None else {}),
-            **({"round": self.round} if self.round != 1 else {}),
-            **({"waited_seconds": round(self.waited_seconds, 3)}
-               if self.waited_seconds is not None else {}),
+            "attempts": list(self.attempts) if self.attempts else [],
+            "metadata": dict(self.metadata) if self.metadata else {},
         }
+        if self.data is not None:
+            out["data"] = self.data
+        if self.round != 1:
+            out["round"] = self.round
+        if self.waited_seconds is not None:
+            out["waited_seconds"] = round(self.waited_seconds, 3)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TurnRecord:
@@ -306,6 +311,11 @@ class Dialogue:
 
     @property
     def metrics(self) -> DialogueMetrics:
+        return DialogueMetrics(**self._metrics())
+
+    def _metrics(self) -> dict[str, Any]:
+        """``metrics`` as the record's dict (made after every turn saved, without the
+        frozen dataclass between)."""
         wall = (
             (self.ended_at or time.time()) - self.started_at if self.started_at else 0.0
         )
@@ -326,18 +336,18 @@ class Dialogue:
                 substitutions += 1
             if t.attempts:
                 retries += len(t.attempts)
-        return DialogueMetrics(
-            total_latency_seconds=wall,
-            total_model_seconds=model_seconds,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            total_cost_usd=cost,
-            turns_completed=done,
-            turns_failed=failed,
-            substitutions=substitutions,
-            retries=retries,
-        )
+        return {
+            "total_latency_seconds": wall,
+            "total_model_seconds": model_seconds,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "total_cost_usd": cost,
+            "turns_completed": done,
+            "turns_failed": failed,
+            "substitutions": substitutions,
+            "retries": retries,
+        }
 
     def header_dict(self) -> dict[str, Any]:
         """``to_dict()`` without the turns, with ``turn_ids``, ``turn_statuses`` and
@@ -350,7 +360,6 @@ class Dialogue:
         return out
 
     def to_dict(self, *, turns: bool = True) -> dict[str, Any]:
-        m = self.metrics
         out: dict[str, Any] = {
             "format": "dlg.dialogue/1",
             "id": self.id,
@@ -365,18 +374,7 @@ class Dialogue:
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "dlg_version": self.dlg_version,
-            "metrics": {
-                "total_latency_seconds": m.total_latency_seconds,
-                "total_model_seconds": m.total_model_seconds,
-                "prompt_tokens": m.prompt_tokens,
-                "completion_tokens": m.completion_tokens,
-                "total_tokens": m.total_tokens,
-                "total_cost_usd": m.total_cost_usd,
-                "turns_completed": m.turns_completed,
-                "turns_failed": m.turns_failed,
-                "substitutions": m.substitutions,
-                "retries": m.retries,
-            },
+            "metrics": self._metrics(),
             "metadata": dict(self.metadata),
         }
         if turns:

@@ -229,7 +229,7 @@ class Events:
         for listener in listeners:
             try:
                 result = listener(kwargs)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):  # None: done
                     if shield:
                         with anyio.CancelScope(shield=True):
                             await result
