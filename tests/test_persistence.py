@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -227,3 +228,81 @@ def test_no_save_and_store_none():
     invoke("run", "detective", "-t", "x", "-m", "echo", "-q", "--no-save")
     dlg.run_sync("detective", topic="x", model="echo", store=None)
     assert dlg.list_dialogues() == []
+
+
+def test_a_turns_row_and_a_records_metrics_keep_their_keys_in_order():
+    """The rows a save writes are made without merged dicts and the metrics without the
+    dataclass between (the saver's cost): the same keys, in the same order, with the
+    optional ones (structured answer, round, time waited) last, and read back whole."""
+    from dlg.records.record import Dialogue, TokenUsage, TurnRecord
+
+    full = TurnRecord(id="t@2", index=1, role="R", phase="main", status="completed",
+                      usage=TokenUsage(3, 4, cached=1), cost_usd=0.5, latency_seconds=0.25,
+                      waited_seconds=1.23456, started_at=1.5, ended_at=2.25,
+                      attempts=[{"error": "429"}], metadata={"k": {"n": 1}},
+                      data={"a": [1]}, round=2, replaced=("m1",), requires=("t0",))
+    row = full.to_dict()
+    assert list(row)[-3:] == ["data", "round", "waited_seconds"]
+    assert row["waited_seconds"] == 1.235 and row["started_at"].endswith(".500000Z")
+    assert row["metadata"] == {"k": {"n": 1}} and row["metadata"] is not full.metadata
+    assert TurnRecord.from_dict(row) == full.__class__(**{**_fields(full),
+                                                          "waited_seconds": 1.235})
+    plain = TurnRecord(id="t0", index=0, role="R", phase="main").to_dict()
+    assert "data" not in plain and "round" not in plain and "waited_seconds" not in plain
+    assert plain["attempts"] == [] and plain["metadata"] == {}
+    d = Dialogue(id="d1", mode="m", mode_hash="h", inputs={}, turns=[full], started_at=1.0,
+                 ended_at=3.0)
+    metrics = d.to_dict()["metrics"]
+    assert metrics == dataclasses.asdict(d.metrics)
+    assert list(metrics) == [f.name for f in dataclasses.fields(d.metrics)]
+    assert metrics["retries"] == 1 and metrics["substitutions"] == 1
+
+
+def _fields(record):
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+async def test_a_store_that_does_nothing_gets_every_turn_at_once_without_a_thread():
+    """What saving costs without a store's own work: each completed turn handed to the
+    store as it completes, in order, on the event loop (no hop to a worker thread per
+    save; the store is given open)."""
+    import anyio.to_thread
+
+    calls = []
+
+    class Nothing:
+        def save(self, record):
+            calls.append(("save", [t["status"] for t in record["turns"]]))
+
+        def save_turn(self, header, turn):
+            calls.append(("save_turn", turn and turn["id"]))
+
+        def save_turns(self, header, turns):
+            calls.append(("save_turns", [t["id"] for t in turns]))
+
+        def save_rows(self, dialogue_id, turns):
+            calls.append(("save_rows", [t["id"] for t in turns]))
+
+        def load(self, dialogue_id):
+            return None
+
+    hops = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(fn, *args, **kw):
+        hops.append(fn)
+        return await real(fn, *args, **kw)
+
+    store = Nothing()
+    orchestrator = dlg.Orchestrator(model="echo", store=store)
+    orchestrator.open_store()
+    mode = dlg.load_mode({"name": "three", "turns": [
+        {"id": f"t{i}", "role": "R", "prompt": f"turn {i}"} for i in range(3)]})
+    anyio.to_thread.run_sync = counted
+    try:
+        d = await orchestrator.run(mode)
+    finally:
+        anyio.to_thread.run_sync = real
+    assert d.status == "completed" and hops == []
+    assert calls == [("save", ["pending"] * 3), ("save_rows", ["t0"]), ("save_rows", ["t1"]),
+                     ("save_rows", ["t2"]), ("save_turns", [])]
