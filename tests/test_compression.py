@@ -420,6 +420,36 @@ def test_the_language_of_a_text_is_guessed_from_its_function_words():
         "4,318 kg")] == ["en", "es", "fr", "de", "pt", "it", "en"]
 
 
+def test_an_english_turn_guessed_another_language_still_matches_an_english_question():
+    """"Die Hard was released in 1988." reads as German ("die", "was", "in") and "Elle
+    Macpherson married ..." as French ("elle"): under those rules "die", "elle" are stop
+    words and "released", "married" keep their endings, so the English question's words
+    did not match and a competing English sentence sharing fewer of them was read
+    instead. A text guessed other than the query is now matched under both languages."""
+    from dlg.running.languages import language
+    from dlg.running.selection import select
+
+    for needed, other, question in (
+            ("Die Hard was released in 1988.",
+             "The Hard Rock Cafe film was released on video later.",
+             "When was Die Hard released?"),
+            ("Elle Macpherson married Arpad Busson.",
+             "The agent of Elle Macpherson married a banker in Paris.",
+             "Who married Elle Macpherson?")):
+        assert language(needed) != "en" and language(question) == "en"  # the wrong guess
+        excerpts, used = select([needed, other], question, 14)  # room for one of them
+        assert excerpts == [needed, None] and used <= 14
+
+
+def test_a_text_read_under_two_languages_has_each_words_forms_once():
+    from dlg.running.languages import terms
+
+    assert terms("Die Hard was released in 1988.", "de") == ["hard", "released", "1988"]
+    assert terms("Die Hard was released in 1988.", "de", "en") == [
+        "die", "hard", "released", "releas", "1988"]
+    assert terms("El envío llegó.", "es", "es") == terms("El envío llegó.", "es")
+
+
 def test_relevant_only_finds_a_spanish_number_asked_for_in_other_words():
     """"¿Cuánto pesa...?" asks for a number: the needle, not the sentence about checking
     the same shipment's weight, is read under a one-sentence limit."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 __all__ = ["CAUSE", "CONTINUES", "HOW_MUCH", "LANGUAGES", "STOP", "WHEN", "WHO", "WHY",
            "continues", "language", "stem", "terms"]
@@ -138,15 +139,43 @@ def language(text: str) -> str:
     return best if counts[best] > counts["en"] else "en"
 
 
-def terms(text: str, lang: str | None = None) -> list[str]:
+def terms(text: str, lang: str | None = None, also: str | None = None) -> list[str]:
     """The words of ``text`` that are not stop words (of ``lang``, else of the language
-    it is in, nor question words of any), lowercased and stemmed."""
+    it is in, nor question words of any), lowercased and stemmed. With ``also`` (another
+    language), each word is read under both languages' rules, each form it has once: a
+    guess can be wrong ("Die Hard was released in 1988." reads as German), and its words
+    still match a question read under ``also``."""
     lang = lang or language(text)
+    if also is None or also == lang:
+        stop = STOP[lang]
+        words = (m.lower() for m in _WORD.findall(text))
+        if lang in ("fr", "it"):  # "l'envoi", "d'après", "dell'anno": the word after
+            words = (w.rsplit("'", 1)[-1] or w for w in words)
+        return [stem(w, lang) for w in words if w not in stop and w not in _ALL_QUESTION_WORDS]
+    out: list[str] = []
+    for first, second in zip(_forms(text, lang), _forms(text, also), strict=True):
+        if first is not None:
+            out.append(first)
+        if second is not None and second != first:
+            out.append(second)
+    return out
+
+
+def _forms(text: str, lang: str) -> list[str | None]:
+    """Each word of ``text`` stemmed under ``lang``, None for a stop word of it or a
+    question word (so two languages' readings line up word by word)."""
     stop = STOP[lang]
+    return [None if w in stop or w in _ALL_QUESTION_WORDS else stem(w, lang)
+            for w in _words_of(text, lang)]
+
+
+def _words_of(text: str, lang: str) -> Iterator[str]:
+    """The words of ``text``, lowercased (in French and Italian, the word after an
+    apostrophe: "l'envoi", "d'après", "dell'anno")."""
     words = (m.lower() for m in _WORD.findall(text))
-    if lang in ("fr", "it"):  # "l'envoi", "d'après", "dell'anno": the word after
-        words = (w.rsplit("'", 1)[-1] or w for w in words)
-    return [stem(w, lang) for w in words if w not in stop and w not in _ALL_QUESTION_WORDS]
+    if lang in ("fr", "it"):
+        return (w.rsplit("'", 1)[-1] or w for w in words)
+    return words
 
 
 def stem(word: str, lang: str = "en") -> str:

@@ -23,7 +23,9 @@ one.
 
 Words are matched without the stop words of each text's language and lightly stemmed,
 and question words and causal markers are known, in English, Spanish, French, German,
-Portuguese and Italian (``dlg.running.languages``).
+Portuguese and Italian (``dlg.running.languages``). A text guessed to be in another
+language than the query is read under the query's language too (the guess is from a few
+function words: "Die Hard was released in 1988." reads as German).
 
 ``keep_facts`` is the check on a summary: the numbers, dates and names of the source
 that a summary dropped are added back, each with the words before it, within a limit.
@@ -139,10 +141,11 @@ def _holds(chunk: str) -> set[str]:
     return kinds
 
 
-def _terms(text: str, lang: str | None = None) -> list[str]:
+def _terms(text: str, lang: str | None = None, also: str | None = None) -> list[str]:
     """The words of ``text`` that are not stop words (of ``lang``, else of the language
-    it is in), lowercased and stemmed (``dlg.running.languages``)."""
-    return language_terms(text, lang)
+    it is in), lowercased and stemmed, also read under ``also``'s rules when given
+    (``dlg.running.languages``)."""
+    return language_terms(text, lang, also)
 
 
 def _links(pieces: list[tuple[int, int, str]]) -> list[int | None]:
@@ -167,9 +170,11 @@ def _carry(scores: list[float], links: list[int | None]) -> list[float]:
 
 
 def lexical_scores(query: str, docs: list[str], k1: float = 1.2, b: float = 0.75,
-                   terms: list[list[str]] | None = None) -> list[float]:
+                   terms: list[list[str]] | None = None, also: str | None = None
+                   ) -> list[float]:
     """BM25 scores of ``docs`` against ``query``, the inverse document frequencies taken
-    over ``docs`` themselves (``terms``: each doc's, when worked out already)."""
+    over ``docs`` themselves (``terms``: each doc's, when worked out already; ``also``: a
+    language the query's words are read under as well as their own)."""
     if terms is None:
         terms = [_terms(d) for d in docs]
     if not terms:
@@ -180,7 +185,7 @@ def lexical_scores(query: str, docs: list[str], k1: float = 1.2, b: float = 0.75
             frequency[w] = frequency.get(w, 0) + 1
     n = len(docs)
     average = sum(len(t) for t in terms) / n or 1.0
-    wanted = set(_terms(query))
+    wanted = set(_terms(query, None, also))
     scores = []
     for words in terms:
         counts: dict[str, int] = {}
@@ -206,14 +211,19 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     questions = asks(query)
     vectors = embed.embed_documents(docs) if embed is not None else None
     links = _links(pieces)
-    langs = [language(text) for text in texts]  # each text's own: a turn is in one
-    terms = [_terms(d, langs[i]) for i, _, d in pieces]  # once: each question scores them
+    # each text's own language (a turn is in one), and the query's too: a guess can be
+    # wrong (an English turn with "Die Hard was ..." reads as German), so a text guessed
+    # other than the query is matched under both (an English dialogue matches as English)
+    asked = language(query)
+    langs = [language(text) for text in texts]
+    also = [None if lang == asked else asked for lang in langs]
+    terms = [_terms(d, langs[i], also[i]) for i, _, d in pieces]  # once: each question too
     scores = _carry(_scores(query, lexical_scores(query, docs, terms=terms), embed, vectors),
                     links)
     kinds = [_holds(c) for c in docs] if questions else []
     firsts_asked: list[list[int]] = []  # each question's best chunks
     for question in questions:
-        bm25 = lexical_scores(question, docs, terms=terms)
+        bm25 = lexical_scores(question, docs, terms=terms, also=asked)
         own = _carry(_scores(question, bm25, embed, vectors), links)
         lexical = _carry(bm25, links)
         kind = wanted(question)
