@@ -106,12 +106,26 @@ async def run_dlg(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int
     return sum(1 for i in result.items if i.status != "completed")
 
 
+async def _run_executor(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int,
+                        limits: bool, executor: Any, prefix: str) -> int:
+    """``run_dlg`` with an executor class made for the orchestrator (a baseline's)."""
+    from dlg.models.pacing import pacer
+    from dlg.models.resilience import cooldowns, gate
+
+    pacer.reset()
+    gate.reset()
+    cooldowns.reset()
+    orchestrator = dlg.Orchestrator(model=spec(s, limits))
+    result = await orchestrator.batch(MODE, rows, concurrency=concurrency,
+                                      batch_id=f"{prefix}-{concurrency}-{time.monotonic_ns()}",
+                                      executor=executor(orchestrator))
+    return sum(1 for i in result.items if i.status != "completed")
+
+
 async def run_ray_before(s: LimitedOpenAI, rows: list[dict[str, str]], concurrency: int,
                          limits: bool = False) -> int:
     """``run_dlg`` on Ray as it ran before its workers kept their set-up and the limits
     actor outlived the batch (the baseline)."""
-    from dlg.models.pacing import pacer
-    from dlg.models.resilience import cooldowns, gate
     from dlg.plugins.ray_executor import RayExecutor
 
     class Before(RayExecutor):
@@ -125,14 +139,7 @@ async def run_ray_before(s: LimitedOpenAI, rows: list[dict[str, str]], concurren
                 name=f"dlg-limits-{batch_id}-{os.getpid()}", num_cpus=0,
                 get_if_exists=True).remote()
 
-    pacer.reset()
-    gate.reset()
-    cooldowns.reset()
-    orchestrator = dlg.Orchestrator(model=spec(s, limits))
-    result = await orchestrator.batch(MODE, rows, concurrency=concurrency,
-                                      batch_id=f"rb-{concurrency}-{time.monotonic_ns()}",
-                                      executor=Before(orchestrator))
-    return sum(1 for i in result.items if i.status != "completed")
+    return await _run_executor(s, rows, concurrency, limits, Before, "rb")
 
 
 def before_task(mode_document: dict[str, Any], files: dict[str, str], item: dict[str, Any],
@@ -178,21 +185,12 @@ async def run_ray_before_pacing(s: LimitedOpenAI, rows: list[dict[str, str]],
                                 concurrency: int, limits: bool = False) -> int:
     """``run_dlg`` on Ray with each worker's pacing as it was before the first answer
     replaced the guessed answer size (the baseline): ``Limiter.release`` as it was."""
-    from dlg.models.pacing import pacer
-    from dlg.models.resilience import cooldowns, gate
     from dlg.plugins.ray_executor import RayExecutor
 
     class Before(RayExecutor):
         task = staticmethod(before_pacing_task)
 
-    pacer.reset()
-    gate.reset()
-    cooldowns.reset()
-    orchestrator = dlg.Orchestrator(model=spec(s, limits))
-    result = await orchestrator.batch(MODE, rows, concurrency=concurrency,
-                                      batch_id=f"rp-{concurrency}-{time.monotonic_ns()}",
-                                      executor=Before(orchestrator))
-    return sum(1 for i in result.items if i.status != "completed")
+    return await _run_executor(s, rows, concurrency, limits, Before, "rp")
 
 
 def before_pacing_task(*args: Any) -> dict[str, Any]:
