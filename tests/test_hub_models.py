@@ -190,10 +190,12 @@ def test_local_model_names_a_file_to_pull_until_it_is_pulled(tmp_path, monkeypat
         "local: give the model= option alone, not with path=")
 
 
+@pytest.mark.long
 @pytest.mark.local_model
 def test_a_model_pulled_from_the_hub_runs_a_dialogue(tmp_path):
     """The real SmolLM2 GGUF, served by the fake hub, pulled and run as
-    ``local?model=hf:...``."""
+    ``local?model=hf:...``. Long: the pull's steps have quick cases above, and the
+    embedded model's run its quick case in test_local_model's CLI test."""
     from dlg.plugins.local import model_path
 
     real = model_path("", {})
