@@ -14,7 +14,7 @@ from dlg.running.budget import Budget
 from dlg.running.budget import PromptSize as Exported
 
 from .routing_support import Scripted, market
-from .test_budgets import PRICE, Failing, _run
+from .test_budgets import PRICE, THREE, Failing, _run
 
 LONG = ("lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 350).strip()
 ONE_LONG = {"name": "long", "settings": {"max_tokens": 100},
@@ -187,3 +187,85 @@ def test_a_tokenizer_counts_in_a_worker_thread_never_on_the_event_loop():
         unregister_tokenizer("big")
     assert d.turns[0].status == "completed" and d.turns[1].status in ("completed", "failed")
     assert on_loop == []
+
+
+# -- a provider's tokenizer hook is asked once per label per plugin manager ----------
+
+
+def _hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The prompts counted in a worker thread (``anyio.to_thread.run_sync`` of a
+    ``PromptSize``'s ``count``), one entry a hop."""
+    import anyio.to_thread
+
+    hops: list[Any] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kw: Any) -> Any:
+        if isinstance(getattr(fn, "__self__", None), PromptSize):
+            hops.append(args)
+        return await real(fn, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return hops
+
+
+def test_an_openai_model_without_its_encoding_takes_no_thread_hop_after_its_first_turn(
+        pm, monkeypatch):
+    """No encoding in tiktoken's cache (the tests' TIKTOKEN_CACHE_DIR is empty): the
+    provider's tokenizer is asked on the first turn, in a worker thread, and says none;
+    the next turns are bounded by bytes on the event loop, without asking it again."""
+    from dlg.plugins import openai_tokens
+
+    asked: list[str] = []
+    named = openai_tokens.encoding_name
+    monkeypatch.setattr(openai_tokens, "encoding_name",
+                        lambda model: asked.append(model) or named(model))
+    hops = _hops(monkeypatch)
+    _, registry = market({"openai:gpt-4o-mini": PRICE})
+    model = Scripted(dlg_label="openai:gpt-4o-mini")
+    d = _run(model, registry, THREE, max_cost=1.0)
+    assert d.status == "completed" and model.calls == 3
+    assert asked == ["gpt-4o-mini"] and len(hops) == 1
+    assert d.turns[2].metadata["budget"]["reserved"] == pytest.approx(
+        (len(d.turns[2].prompt.encode()) + 16) * 10e-6 + 100 * 100e-6)
+
+
+def _acme(asked: list[str]) -> Any:
+    """A provider whose tokenizer counts ``acme:big`` (by words) and not ``acme:plain``."""
+    from dlg import hookimpl
+
+    def tokenizer(model: str, options: dict[str, Any]) -> Any:
+        asked.append(model)
+        return _words if model == "big" else None
+
+    class Acme:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("acme", lambda name, options: Scripted(dlg_label=f"acme:{name}"),
+                     tokenizer=tokenizer)
+
+    return Acme()
+
+
+def test_a_providers_tokenizer_is_asked_once_per_label_per_plugin_manager(pm, monkeypatch):
+    """A label with a count still counts every turn's prompt in a worker thread; one
+    without takes one hop, on its first turn. A plugin manager made later asks again
+    (nothing kept from the first one poisons it)."""
+    from dlg.plugin_manager import build_plugin_manager, reset_plugin_manager
+
+    asked: list[str] = []
+    pm.register(_acme(asked), name="acme")
+    hops = _hops(monkeypatch)
+    _, registry = market({"acme:big": PRICE, "acme:plain": PRICE})
+    for label in ("acme:big", "acme:plain"):
+        assert _run(Scripted(dlg_label=label), registry, THREE, max_cost=1.0
+                    ).status == "completed"
+    assert asked == ["big", "plain"]
+    assert len(hops) == 3 + 1  # each of big's turns, plain's first
+    later = build_plugin_manager(autoload=False)
+    later.register(_acme(asked), name="acme")
+    reset_plugin_manager(later)
+    d = _run(Scripted(dlg_label="acme:big"), registry, THREE, max_cost=1.0)
+    assert asked == ["big", "plain", "big"] and len(hops) == 3 + 1 + 3
+    assert d.turns[0].metadata["budget"]["reserved"] == pytest.approx(
+        (_words(d.turns[0].prompt) + 16) * 10e-6 + 100 * 100e-6)

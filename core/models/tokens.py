@@ -20,15 +20,21 @@ Tokenizers come from two places: a model provider's plugin registers one for its
 (``register(name, factory, tokenizer=...)`` in ``register_models``: ``tokenizer(model_name,
 options)`` gives a count, or None for a model it cannot count), and code registers one by
 a prefix of the model's label (``register_tokenizer("acme/", count)``; the longest prefix
-wins, and it comes before the provider's). The ``openai`` plugin registers OpenAI's
-encodings (tiktoken) where their files are already in tiktoken's cache; the embedded
-model's engine (``xllamacpp``) offers no way to tokenize without running the model.
+wins, and it comes before the provider's). A provider's ``tokenizer`` is asked once per
+label per plugin manager and its answer kept, None too: a label it has no count for is
+bounded by bytes on every later turn without asking again (nor a worker thread), until
+that plugin manager's plugins change; a new plugin manager asks again. The ``openai``
+plugin registers OpenAI's encodings (tiktoken) where their files are already in
+tiktoken's cache; the embedded model's engine (``xllamacpp``) offers no way to tokenize
+without running the model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +48,11 @@ PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
 ESTIMATED_FRAMING = 3  # what it adds as a rule (a message's role and separators)
 
 _TOKENIZERS: dict[str, Callable[[str], int]] = {}
+# per plugin manager, a label's answer from its provider's ``tokenizer`` (``_asked``)
+_ASKED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Callable[[str], int] | None]]] = (
+    weakref.WeakKeyDictionary())
+_asking = threading.Lock()  # held while a provider is asked (loading may take 0.2 s)
+_keeping = threading.Lock()  # held while a plugin manager's answers are made
 
 
 def register_tokenizer(prefix: str, count: Callable[[str], int]) -> None:
@@ -87,7 +98,11 @@ def has_tokenizer(label: str | None, pm: pluggy.PluginManager | None = None) -> 
         provider = registrations.model_providers(pm).get(ModelSpec.parse(label).provider)
     except Exception:
         return False
-    return provider is not None and provider.tokenizer is not None
+    if provider is None or provider.tokenizer is None:
+        return False
+    # its provider found none for it already: no worker thread to ask it again
+    asked = _ASKED.get(pm, {}).get(label)
+    return asked is None or asked[0] is not provider or asked[1] is not None
 
 
 def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
@@ -102,12 +117,33 @@ def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
     try:
         spec = ModelSpec.parse(label)
         provider = registrations.model_providers(pm).get(spec.provider)
-        if provider is None or provider.tokenizer is None:
-            return None
-        count = provider.tokenizer(spec.model, dict(spec.options))
-    except Exception:  # a bad spec or a plugin's mistake: no tokenizer, the byte bound
+    except Exception:  # a bad spec: no tokenizer, the byte bound
         return None
-    return count if callable(count) else None
+    if provider is None or provider.tokenizer is None:
+        return None
+    asked = _asked(pm)
+    found = asked.get(label)
+    if found is None or found[0] is not provider:  # not asked yet (or its plugins changed)
+        with _asking:
+            found = asked.get(label)
+            if found is None or found[0] is not provider:
+                try:
+                    count = provider.tokenizer(spec.model, dict(spec.options))
+                except Exception:  # a plugin's mistake: no tokenizer, the byte bound
+                    count = None
+                found = asked[label] = (provider, count if callable(count) else None)
+    return found[1]
+
+
+def _asked(pm: pluggy.PluginManager) -> dict[str, tuple[Any, Callable[[str], int] | None]]:
+    """What ``pm``'s providers answered for each label: the provider asked (its plugins
+    may change) and the count it gave, None for none. Kept per plugin manager, dropped
+    with it, so a test's or an embedder's later one asks again."""
+    found = _ASKED.get(pm)
+    if found is None:
+        with _keeping:
+            found = _ASKED.setdefault(pm, {})
+    return found
 
 
 def _texts(messages: Any) -> list[str]:
