@@ -47,9 +47,9 @@ def client(**kw) -> TestClient:
     return TestClient(create_app(None, csrf=CSRF, **kw), base_url="http://127.0.0.1")
 
 
-def interrupted() -> dlg.Dialogue:
+def interrupted(mode: dict | None = None, model: str | None = "echo") -> dlg.Dialogue:
     """A saved dialogue whose second turn did not finish (as after a crash)."""
-    d = dlg.run_sync(TWO_TURNS, {"topic": "tabs"}, model="echo")
+    d = dlg.run_sync(mode or TWO_TURNS, {"topic": "tabs"}, model=model)
     store = open_store(None)
     record = store.load(d.id)
     record["status"] = "failed"
@@ -519,6 +519,23 @@ def test_resume_runs_the_remaining_turns_on_the_model_given_under_the_max_cost_g
      "the model is named here without options"),
     ({"model": "nosuch:model"}, "&#39;nosuch:model&#39; is not a known model"),
     ({"force": "yes"}, "force is a checkbox (1 or nothing), not &#39;yes&#39;"),
+    ({"participants": "writer"}, "a participant is given as ALIAS=SPEC"),
+    ({"participants": "writer="}, "not &#39;writer=&#39;"),
+    ({"participants": "<script>=echo"}, "not &#39;&lt;script&gt;=echo&#39;"),
+    ({"participants": "w=echo w=echo"}, "participant &#39;w&#39; is given twice"),
+    ({"participants": "w=openai:gpt-4o?base_url=http://evil.example"},
+     "the model of participant &#39;w&#39; is named here without options"),
+    ({"participants": "w=nosuch:model"}, "&#39;nosuch:model&#39; is not a known model"),
+    ({"participants": " ".join(["w=echo"] * 21)}, "at most 20 ALIAS=SPEC pairs"),
+    ({"router": "nosuch"}, "&#39;nosuch&#39; is not a known router"),
+    ({"router": "learned?exploration=1"}, "the router is named here without options"),
+    ({"router": "$(touch x)"}, "the router is a name as `dlg plugins` lists them"),
+    # a file of the server's, or its standard input: never read on a page's say
+    ({"mode": "/etc/passwd"}, "the mode is a name as `dlg modes list` shows them"),
+    ({"mode": "../modes/pair"}, "not &#39;../modes/pair&#39;"),
+    ({"mode": "pair.yaml"}, "not a file, which `dlg resume --mode` takes"),
+    ({"mode": "-"}, "the mode is a name as `dlg modes list` shows them"),
+    ({"mode": "x" * 101}, "at most 100 characters"),
 ])
 def test_bad_resume_options_are_a_400_page_saying_which_and_nothing_runs(options, said):
     d = interrupted()
@@ -549,4 +566,114 @@ def test_force_resumes_a_changed_mode_but_never_one_a_live_process_holds():
         forced = _resume(c, d.id, force="1")
         assert forced.status_code == 303, forced.text
         wait_for(lambda: status_of(d.id) == "completed", "the forced resume completed")
+    assert [t.id for t in dlg.load_dialogue(d.id).turns] == ["a", "b", "c"]
+
+
+# resume's --participant, --router and --mode -----------------------------------------
+
+PARTS = {"name": "parts", "inputs": {"topic": {"type": "string"}},
+         "participants": {"writer": "echo"},
+         "turns": [{"id": "a", "role": "A", "participant": "writer", "prompt": "{{ topic }}"},
+                   {"id": "b", "role": "B", "participant": "writer",
+                    "prompt": "more on {{ topic }}"}]}
+
+
+def test_the_resume_form_offers_participants_router_and_mode():
+    d = interrupted()
+    page = client().get(f"/d/{d.id}").text
+    form = page.split('/resume" class="resume">', 1)[1].split("</form>", 1)[0]
+    for name in ("participants", "router", "mode"):
+        assert f'name="{name}"' in form
+    assert "<code>--participant</code>" in form and "not a file" in form
+
+
+def test_resume_binds_the_participants_given_and_refuses_an_alias_the_mode_lacks():
+    d = interrupted(PARTS, model=None)
+    store = open_store(None)
+    record = store.load(d.id)  # its participant's model cannot run here any more
+    record["participants"] = {"writer": "nosuch:gone"}
+    store.save(record)
+    with client() as c:
+        gone = _resume(c, d.id)
+        assert gone.status_code == 400 and "nosuch:gone" in gone.text, gone.text
+        stranger = _resume(c, d.id, participants="writer=echo wirter=echo")
+        assert stranger.status_code == 400, stranger.text
+        assert ("&#39;wirter&#39; is not a participant of mode &#39;parts&#39; (its "
+                "participants: writer)") in stranger.text
+        assert not held(d.id) and status_of(d.id) == "failed"
+        bound = _resume(c, d.id, participants="writer=echo")
+        assert bound.status_code == 303, bound.text
+        wait_for(lambda: status_of(d.id) == "completed" and not held(d.id),
+                 "the resumed dialogue completed")
+    assert dlg.load_dialogue(d.id).turn("b").model == "echo"
+
+
+def test_resume_routes_the_remaining_turns_with_the_router_given(pm):
+    from dlg import hookimpl
+
+    class Fixed:
+        def select(self, request):
+            return "echo?words=1"
+
+    class Plugin:
+        @hookimpl
+        def register_routers(self, register):
+            register("fixed", Fixed())
+
+    pm.register(Plugin(), name="fixed-router")
+    d = interrupted()
+    with client() as c:
+        assert _resume(c, d.id, router="fixed").status_code == 303
+        wait_for(lambda: status_of(d.id) == "completed" and not held(d.id),
+                 "the resumed dialogue completed")
+    done = dlg.load_dialogue(d.id)
+    assert (done.turn("a").model, done.turn("b").model) == ("echo", "echo?words=1")
+
+
+def test_resume_continues_with_the_same_mode_known_here_by_another_name(pm):
+    """The mode it ran, registered here under another name (as after a move): the same
+    mode, so no force is needed."""
+    from dlg import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def register_modes(self, register):
+            register("pair-here", TWO_TURNS)
+
+    pm.register(Plugin(), name="pair-modes")
+    d = interrupted()
+    with client() as c:
+        assert _resume(c, d.id, mode="pair-here").status_code == 303
+        wait_for(lambda: status_of(d.id) == "completed" and not held(d.id),
+                 "the resumed dialogue completed")
+    assert [t.id for t in dlg.load_dialogue(d.id).turns] == ["a", "b"]
+
+
+def test_resume_continues_with_the_mode_named_the_same_unless_forced(pm):
+    """The mode it ran is known here by another name (as after a move); a changed one
+    needs force; an unknown name is refused, and nothing runs."""
+    from dlg import hookimpl
+
+    grown = {**TWO_TURNS, "turns": [*TWO_TURNS["turns"],
+                                    {"id": "c", "role": "C", "prompt": "last"}]}
+
+    class Plugin:
+        @hookimpl
+        def register_modes(self, register):
+            register("pair-here", TWO_TURNS)
+            register("pair-grown", grown)
+
+    pm.register(Plugin(), name="pair-modes")
+    d = interrupted()
+    with client() as c:
+        unknown = _resume(c, d.id, mode="pair-gone")
+        assert unknown.status_code == 400, unknown.text
+        assert "&#39;pair-gone&#39; is not a known mode" in unknown.text
+        changed = _resume(c, d.id, mode="pair-grown")
+        assert changed.status_code == 400 and "pass --force" in changed.text, changed.text
+        assert not held(d.id) and status_of(d.id) == "failed"
+        forced = _resume(c, d.id, mode="pair-grown", force="1")
+        assert forced.status_code == 303, forced.text
+        wait_for(lambda: status_of(d.id) == "completed" and not held(d.id),
+                 "the forced resume completed")
     assert [t.id for t in dlg.load_dialogue(d.id).turns] == ["a", "b", "c"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dlg.serve.forms import READ_ONLY, field, quote, read_form, refuse
 from dlg.serve.pages import error_page, render
@@ -20,26 +21,90 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dlg.serve")
 MODEL_SPEC_MAX = 200  # characters of a model spec given on the page
+NAME_MAX = 100  # characters of a router's or a mode's name given on the page
+MAX_PARTICIPANTS = 20  # ALIAS=SPEC pairs given on the page
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a participant's alias (mode schema)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a mode's name (mode schema)
+_FILES = (".yaml", ".yml", ".json")  # a name ending so is read as a file's path
 
 
-def resume_options(form: dict[str, str]) -> tuple[str | None, float | None, bool]:
+class ResumeOptions(NamedTuple):
+    """What the resume form asks of ``dlg resume`` (see ``resume_options``)."""
+
+    model: str | None
+    max_cost: float | None
+    force: bool
+    participants: dict[str, str]
+    router: str | None
+    mode: str | None
+
+
+def _spec(value: str, what: str, option: str) -> str:
+    """A model spec given on the page: printable, no spaces, no options."""
+    from dlg.errors import InputError
+
+    if (len(value) > MODEL_SPEC_MAX or not value.isprintable()
+            or any(c.isspace() for c in value)):
+        raise InputError(f"{what} must be a model spec such as openai:gpt-4o-mini (no "
+                         f"spaces, at most {MODEL_SPEC_MAX} characters), not {value[:80]!r}")
+    if "?" in value:
+        raise InputError(f"{what} is named here without options (the part after '?', "
+                         f"not {value.partition('?')[0]!r}?...): give options with `dlg "
+                         f"resume {option}` on the command line")
+    return value
+
+
+def _participants(text: str) -> dict[str, str]:
+    """``ALIAS=SPEC`` pairs, separated by spaces or commas (``--participant``)."""
+    from dlg.errors import InputError
+
+    pairs: dict[str, str] = {}
+    items = text.replace(",", " ").split()
+    if len(items) > MAX_PARTICIPANTS:
+        raise InputError(f"the participants are at most {MAX_PARTICIPANTS} ALIAS=SPEC pairs, "
+                         f"not {len(items)}")
+    for item in items:
+        alias, sep, spec = item.partition("=")
+        if not sep or not spec or not _IDENTIFIER.fullmatch(alias):
+            raise InputError(f"a participant is given as ALIAS=SPEC (an alias of the mode's "
+                             f"participants, such as writer=openai:gpt-4o-mini), not "
+                             f"{item[:80]!r}")
+        if alias in pairs:
+            raise InputError(f"participant '{alias}' is given twice")
+        pairs[alias] = _spec(spec, f"the model of participant '{alias}'", "--participant")
+    return pairs
+
+
+def _name(value: str, what: str, option: str, listed: str) -> str:
+    """A router's or a mode's name (as ``listed`` shows them): never a file's path, never
+    options."""
+    from dlg.errors import InputError
+
+    base = value.partition("?")[0]
+    if "?" in value and _NAME.fullmatch(base) and len(base) <= NAME_MAX:
+        raise InputError(f"the {what} is named here without options (not {base!r}?...): "
+                         f"give options with `dlg resume {option}` on the command line")
+    if len(value) > NAME_MAX or not _NAME.fullmatch(value) or value.endswith(_FILES):
+        raise InputError(f"the {what} is a name as {listed} (letters, digits, '_', '.' and "
+                         f"'-', at most {NAME_MAX} characters; not a file, which `dlg resume "
+                         f"{option}` takes), not {value[:80]!r}")
+    return value
+
+
+def resume_options(form: dict[str, str]) -> ResumeOptions:
     """The resume form's options, as ``dlg resume`` takes them: ``model`` (run the
     remaining turns on this model; a spec without options, which may name an endpoint),
-    ``max_cost`` (a new limit on what the whole dialogue spends, in dollars) and
-    ``force`` (resume with the mode as it is now, though it changed). Empty: not given.
-    An ``InputError`` saying what is wrong with one."""
+    ``participants`` (``--participant``: ``ALIAS=SPEC`` pairs, specs without options),
+    ``router`` (``--router``: a router's name), ``mode`` (``--mode``: a mode's name, never
+    a file of the server's), ``max_cost`` (a new limit on what the whole dialogue spends,
+    in dollars) and ``force`` (resume with the mode as it is now, though it changed).
+    Empty: not given. An ``InputError`` saying what is wrong with one."""
     from dlg.errors import InputError
     from dlg.language.limits import positive
 
     model = field(form, "model").strip()
-    if model and (len(model) > MODEL_SPEC_MAX or not model.isprintable()
-                  or any(c.isspace() for c in model)):
-        raise InputError(f"the model must be a model spec such as openai:gpt-4o-mini (no "
-                         f"spaces, at most {MODEL_SPEC_MAX} characters), not {model[:80]!r}")
-    if "?" in model:
-        raise InputError(f"the model is named here without options (the part after '?', "
-                         f"not {model.partition('?')[0]!r}?...): give options with `dlg "
-                         "resume --model` on the command line")
+    if model:
+        _spec(model, "the model", "--model")
     cost = field(form, "max_cost").strip()
     if len(cost) > 40:  # cut, it would be another number than the one typed
         raise InputError(f"the max cost is a number of dollars of at most 40 characters, "
@@ -48,7 +113,14 @@ def resume_options(form: dict[str, str]) -> tuple[str | None, float | None, bool
     force = field(form, "force")
     if force not in ("", "1"):
         raise InputError(f"force is a checkbox (1 or nothing), not {force[:40]!r}")
-    return model or None, max_cost, force == "1"
+    router = field(form, "router").strip()
+    mode = field(form, "mode").strip()
+    return ResumeOptions(model or None, max_cost, force == "1",
+                         _participants(field(form, "participants")),
+                         _name(router, "router", "--router",
+                               "`dlg plugins` lists them") if router else None,
+                         _name(mode, "mode", "--mode",
+                               "`dlg modes list` shows them") if mode else None)
 
 
 class Actions:
@@ -91,7 +163,7 @@ class Actions:
         while a process runs it (this one too); its page follows it live."""
         from starlette.responses import RedirectResponse
 
-        from dlg.errors import DlgError
+        from dlg.errors import DlgError, InputError
         from dlg.records.store import DialogueBusyError
         from dlg.running.api import Orchestrator
 
@@ -108,18 +180,28 @@ class Actions:
             return error_page(409, f"dialogue {dialogue_id} is being resumed by this "
                                    "viewer already")
         try:  # the options of `dlg resume` a page offers: checked before anything runs
-            model, max_cost, force = resume_options(form)
+            given = resume_options(form)
             orchestrator = Orchestrator(store=viewer.store_name or viewer.store,
-                                        watchdog=True, model=model, max_cost=max_cost)
-            if model is not None:
-                await viewer._run(orchestrator.pool.check, model)
+                                        watchdog=True, model=given.model,
+                                        models=given.participants, router=given.router,
+                                        max_cost=given.max_cost)
+            for spec in [given.model, *given.participants.values()]:
+                if spec is not None:
+                    await viewer._run(orchestrator.pool.check, spec)
+            if given.router is not None:
+                await viewer._run(orchestrator.routers.router)
         except DlgError as exc:
             return error_page(400, f"dialogue {dialogue_id} was not resumed: {exc}")
         viewer.resuming[dialogue_id] = ""  # a second press meanwhile is refused above
         try:
             # a live lease refuses it first, forced or not (``force``: a changed mode only)
             mode, dialogue = await viewer._run(functools.partial(
-                orchestrator.prepare_resume, dialogue_id, force=force))
+                orchestrator.prepare_resume, dialogue_id, force=given.force, mode=given.mode))
+            strangers = [a for a in given.participants if a not in mode.participants]
+            if strangers:  # `dlg resume` would take it as a pool model: a typo, here
+                raise InputError(
+                    f"'{strangers[0]}' is not a participant of mode '{mode.name}' (its "
+                    f"participants: {', '.join(mode.participants) or 'none'})")
         except DialogueBusyError as exc:
             del viewer.resuming[dialogue_id]
             return error_page(409, str(exc))
