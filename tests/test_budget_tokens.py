@@ -269,3 +269,24 @@ def test_a_providers_tokenizer_is_asked_once_per_label_per_plugin_manager(pm, mo
     assert asked == ["big", "plain", "big"] and len(hops) == 3 + 1 + 3
     assert d.turns[0].metadata["budget"]["reserved"] == pytest.approx(
         (_words(d.turns[0].prompt) + 16) * 10e-6 + 100 * 100e-6)
+
+
+def test_a_provider_is_asked_again_once_its_plugin_managers_plugins_change(pm):
+    """The answers kept are those of the plugins registered when asked: a plugin added
+    later (which may register the provider anew) is asked."""
+    from dlg import hookimpl
+    from dlg.models.tokens import has_tokenizer
+
+    asked: list[str] = []
+    pm.register(_acme(asked), name="acme")
+    assert PromptSize("a b c", pm).bound("acme:plain") == len("a b c") + 16
+    assert not has_tokenizer("acme:plain", pm) and asked == ["plain"]
+
+    class Counts:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("acme", lambda name, options: None, tokenizer=lambda m, o: _words)
+
+    pm.register(Counts(), name="acme-counts")
+    assert has_tokenizer("acme:plain", pm)
+    assert PromptSize("a b c", pm).bound("acme:plain") == 3 + 16
