@@ -1,6 +1,8 @@
 """Convergence benchmark: does stopping a refinement loop early keep the final answer?
 
-    python bench/bench_convergence.py [--seeds 20] [--quick]
+    python bench/bench_convergence.py [--seeds 20] [--quick] [--visible 0.8]
+        [--false-alarm 0.1] [--judge-error 0.1] [--variant signal] [--only TEXT]
+        [--gguf-embeddings FILE.gguf]
 
 Every dialogue runs the ``loop`` mode's shape through the real kernel: grounding and
 questions, then at most 8 rounds of probe and refinement, then a consolidation. A
@@ -29,7 +31,8 @@ makes it, independently of any stop rule: every later change of the claims (a re
 or a flip in round m) has a cause that is visible with probability ``--visible`` (0.8,
 drawn once per change), and a visible cause is an objection in every probe from the
 round after the change before it up to round m - 1 (raised, not yet addressed). Any
-other probe raises a spurious objection with probability 0.1. A second variant, "no
+other probe raises a spurious objection with probability ``--false-alarm`` (0.1). A
+second variant, "no
 signal", makes every cause invisible (only the spurious objections remain): the plateau
 then looks exactly like a settled answer, to the probe too.
 
@@ -40,7 +43,9 @@ Compared in the same run: never stop (8 rounds), fixed k rounds, the stop dlg ha
 held ``patience`` rounds; it can veto), and an idealised paraphrase-blind embedding
 (synonyms folded before hashing: an upper bound for what real embeddings can add, not a
 real model), and ``until.unless`` reading the probe (no judge: the stop is vetoed while
-the probe objects). The judge reads the probe and the last two refinements: it says
+the probe objects), with hashing or the idealised embedding. ``--gguf-embeddings`` adds
+a real embedding model run offline (a GGUF file's mean-pooled states through llama.cpp).
+The judge reads the probe and the last two refinements: it says
 "converged" when the claims did not change and the probe raised no objection, and is
 wrong 10% of the time; its turns are counted.
 """
@@ -142,17 +147,18 @@ def workload(kind: str, rng: random.Random) -> list[str]:
     return texts
 
 
-def probes(texts: list[str], rng: random.Random, visible: float) -> list[str]:
+def probes(texts: list[str], rng: random.Random, visible: float,
+           false_alarm: float = FALSE_ALARM) -> list[str]:
     """The probe of rounds 1..ROUNDS: an objection when a later change of the claims has
     a visible cause (raised after the change before it, until the change addresses it),
-    else a spurious objection with probability FALSE_ALARM, else none."""
+    else a spurious objection with probability ``false_alarm``, else none."""
     changes = [m for m in range(2, ROUNDS + 1) if claims(texts[m - 1]) != claims(texts[m - 2])]
     shown = {m for m in changes if rng.random() < visible}
     out = []
     for n in range(1, ROUNDS + 1):
         cause = next((m for m in changes if m > n), None)  # the next change
         raised = cause in shown and n not in changes
-        spurious = rng.random() < FALSE_ALARM
+        spurious = rng.random() < false_alarm
         out.append(f"Objection: claim {rng.randint(1, CLAIMS)} is not yet supported."
                    if raised or spurious else "No new objection.")
     return out
@@ -207,6 +213,37 @@ class Folded:
         return self._inner.embed_query(fold(text))
 
 
+class Gguf:
+    """A real embedding model run offline: a GGUF file's mean-pooled hidden states through
+    llama.cpp (xllamacpp, dlg's ``local`` extra), each text embedded once per process."""
+
+    path = ""
+    _server: Any = None
+    _seen: dict[str, list[float]] = {}
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in Gguf._seen]
+        if missing:
+            if Gguf._server is None:
+                import xllamacpp
+
+                params = xllamacpp.CommonParams()
+                params.model.path = Gguf.path
+                params.embedding = True
+                params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+                params.n_ctx = 2048
+                params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
+                params.verbosity = -1
+                Gguf._server = xllamacpp.Server(params)
+            answer = Gguf._server.handle_embeddings({"input": missing})
+            Gguf._seen.update(zip(missing, (d["embedding"] for d in answer["data"]),
+                                  strict=True))
+        return [Gguf._seen[t] for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
 def mode(repeat: dict[str, Any], judge: bool = False) -> dict[str, Any]:
     turns = [
         {"id": "probe", "role": "Probe", "context_from": ["refine"],
@@ -236,9 +273,10 @@ def mode(repeat: dict[str, Any], judge: bool = False) -> dict[str, Any]:
 Plan = tuple[str, dict[str, Any], bool, str]  # label, repeat, judge turn, probe variant
 
 
-def strategies(quick: bool) -> list[Plan]:
+def strategies(quick: bool, gguf: bool = False) -> list[Plan]:
     """(label, repeat, judge, variant) for every strategy the bench compares; the variant
-    ("signal" or "no signal") matters only to strategies with a judge."""
+    ("signal" or "no signal") matters only to strategies that read the probe. ``gguf``
+    adds the rows of a real embedding model (``--gguf-embeddings``)."""
     out: list[Plan] = [
         ("never stop (8 rounds)", {"max_rounds": ROUNDS}, False, ""),
         ("old: similarity 0.9", {"max_rounds": ROUNDS, "until": {"similarity": 0.9}}, False,
@@ -273,10 +311,34 @@ def strategies(quick: bool) -> list[Plan]:
                         f"({variant})", {"max_rounds": ROUNDS, "until": {
                             "similarity": 0.95, "patience": patience,
                             "unless": "'Objection:' in turns.probe.text"}}, False, variant))
+        for patience in (1, 2):
+            out.append((f"unless the probe objects: idealised embedding patience {patience} "
+                        f"({variant})", {"max_rounds": ROUNDS, "until": {
+                            "similarity": 0.999, "embeddings": "folded", "patience": patience,
+                            "unless": "'Objection:' in turns.probe.text"}}, False, variant))
         out.append((f"confirm: idealised embedding patience 1 ({variant})", {
             "max_rounds": ROUNDS, "until": {"similarity": 0.999, "embeddings": "folded",
                                             "confirm": "check"}}, True, variant))
+    if gguf:
+        for threshold in (0.995, 0.998):
+            for patience in (1, 2):
+                until = {"similarity": threshold, "patience": patience, "embeddings": "gguf"}
+                out.append((f"GGUF embedding {threshold} patience {patience}",
+                            {"max_rounds": ROUNDS, "until": until}, False, ""))
+                out.append((f"unless the probe objects: GGUF embedding {threshold} patience "
+                            f"{patience} (signal)", {"max_rounds": ROUNDS, "until": {
+                                **until, "unless": "'Objection:' in turns.probe.text"}},
+                            False, "signal"))
     return out
+
+
+def select(plans: list[Plan], only: list[str], variant: str | None,
+           judged_only: bool) -> list[Plan]:
+    """The plans to run: never stop, and those whose label contains one of ``only`` (all
+    when it is empty), of ``variant`` (or none) and, if ``judged_only``, reading the probe."""
+    return [p for p in plans if p[0].startswith("never") or (
+        (not judged_only or p[3]) and (not variant or p[3] in ("", variant))
+        and (not only or any(text in p[0] for text in only)))]
 
 
 def run(pm: Any, texts: list[str], said: list[str], repeat: dict[str, Any], judge: bool,
@@ -306,9 +368,31 @@ def main() -> None:
                         help="how often a change still to come shows in the probe (signal)")
     parser.add_argument("--judge-error", type=float, default=JUDGE_ERROR,
                         help="how often the judge answers wrongly")
+    parser.add_argument("--false-alarm", type=float, default=FALSE_ALARM,
+                        help="how often a probe with no cause to show objects all the same")
     parser.add_argument("--judged-only", action="store_true",
                         help="only the strategies that read the probe (and never stop)")
+    parser.add_argument("--only", metavar="TEXT", action="append", default=[],
+                        help="only the strategies whose label contains TEXT (repeatable; "
+                             "never stop is always run)")
+    parser.add_argument("--variant", choices=("signal", "no signal"),
+                        help="only this probe variant's strategies (and those without one)")
+    parser.add_argument("--gguf-embeddings", metavar="PATH",
+                        help="also measure a real embedding model: this GGUF file, run "
+                             "offline by llama.cpp (needs dlg's local extra; slow: about "
+                             "0.5 s a text on 2 cores)")
     args = parser.parse_args()
+    if args.gguf_embeddings:
+        if not os.path.isfile(args.gguf_embeddings):
+            parser.error(f"--gguf-embeddings: no file at {args.gguf_embeddings}")
+        try:
+            import xllamacpp  # noqa: F401
+        except ImportError:
+            parser.error("--gguf-embeddings needs xllamacpp: pip install 'dlg-orchestrator[local]'")
+        Gguf.path = args.gguf_embeddings
+    for name in ("visible", "false_alarm", "judge_error"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 1")
     JUDGE_ERROR = args.judge_error
     from dlg.hookspecs import hookimpl
     from dlg.plugin_manager import build_plugin_manager
@@ -317,11 +401,12 @@ def main() -> None:
         @hookimpl
         def register_embeddings(self, register: Any) -> None:
             register("folded", Folded)
+            register("gguf", Gguf)
 
     pm = build_plugin_manager(autoload=False)
     pm.register(Plugin(), name="bench-folded")
-    plans = [p for p in strategies(args.quick)
-             if not args.judged_only or p[3] or p[0].startswith("never")]
+    plans = select(strategies(args.quick, bool(args.gguf_embeddings)), args.only,
+                   args.variant, args.judged_only)
     started = time.monotonic()
     # saved[label][kind] and same[label][kind]: one value per seed
     saved: dict[str, dict[str, list[float]]] = {p[0]: {k: [] for k in KINDS} for p in plans}
@@ -329,8 +414,9 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for kind in KINDS:
             texts = workload(kind, random.Random(f"{seed}-{kind}"))
-            said = {"signal": probes(texts, random.Random(f"{seed}-{kind}-probe"), args.visible),
-                    "no signal": probes(texts, random.Random(f"{seed}-{kind}-probe"), 0.0)}
+            said = {variant: probes(texts, random.Random(f"{seed}-{kind}-probe"), visible,
+                                    args.false_alarm)
+                    for variant, visible in (("signal", args.visible), ("no signal", 0.0))}
             said[""] = said["signal"]  # read by no strategy without a judge
             full_turns, full = run(pm, texts, said[""], {"max_rounds": ROUNDS}, False, seed)
             for label, repeat, judge, variant in plans:
@@ -339,7 +425,8 @@ def main() -> None:
                 same[label][kind].append(float(final == full))
     print(f"{args.seeds} seeds x {len(KINDS)} workload kinds, loop of at most {ROUNDS} rounds "
           f"(19 turns), a change's cause visible in the probe {args.visible:.0%} of the time "
-          f"(signal) or never (no signal), judge wrong {JUDGE_ERROR:.0%} of the time, "
+          f"(signal) or never (no signal), a spurious objection in {args.false_alarm:.0%} of "
+          f"the other probes, judge wrong {JUDGE_ERROR:.0%} of the time, "
           f"{time.monotonic() - started:.0f} s\n")
     print("Turns saved against never stopping / same final answer, per kind "
           "(mean over seeds; saved also +- its standard deviation)\n")
@@ -360,7 +447,7 @@ def main() -> None:
               f"{statistics.mean(sames):.1%} | {min(sames):.0%} |")
     print("\nTrade-off curve (no other strategy saves more with at least the same worst-kind "
           "same answer), one table per probe variant:\n")
-    for variant in ("signal", "no signal"):
+    for variant in [args.variant] if args.variant else ("signal", "no signal"):
         seen = {label: points[label] for label, _, _, v in plans if v in ("", variant)}
         print(f"{variant}: " + "; ".join(
             f"{label} {seen[label][0]:.1%} saved / {seen[label][1]:.0%} min same"
