@@ -61,6 +61,18 @@ at no more than its cost", takes as the best baseline the highest mean quality, 
 baselines within 0.1 point of it (a tie) the cheapest in total; it must hold on both
 cost figures. After a degradation (and after the model recovers) the learned router
 should be within 2 points of the oracle in dialogues 41-100 after the change.
+
+Upper bounds for that window (degrade and degrade-recover; none is a router one could
+deploy, none enters the table or a target): each of learned, learned cw=0,
+epsilon-greedy and full-feedback (the sample mean per task, the prior counted as one
+score, of every model's score on every turn: as if each turn were answered by every
+model and judged, six times the data a router gets and no exploring) told the change
+(it forgets what it learned of the changed model exactly at the change, as a perfect
+change detector would); on the window's market unchanged throughout (degrade's model
+degraded from the start, degrade-recover's never), in the same dialogues 141-200; and on
+that market from nothing, in dialogues 41-100 (as much learning as after the change).
+On biased-judge the bench prints the share of each policy's turns that went to the
+flattered model.
 The router's constants and defaults were tuned on seeds 1000-1009 (``--first-seed 1000
 --seeds 10``); the reported runs use seeds 1-20, which tuning never saw.
 """
@@ -68,6 +80,7 @@ The router's constants and defaults were tuned on seeds 1000-1009 (``--first-see
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import random
@@ -96,6 +109,7 @@ CHANGED = ("degrade", "new-model", "price-change", "degrade-recover")  # at dial
 POLICIES = ("oracle", "always-best", "always-cheapest", "random", "capabilities",
             "epsilon-greedy", "strong/weak", "learned", "learned cw=0")
 BASELINES = POLICIES[1:-2]
+EPSILON = 0.1  # epsilon-greedy's share of random picks
 
 
 class Memory:
@@ -207,9 +221,24 @@ class Market:
         return (PROMPT * price + COMPLETION * 4 * price) / 1e6
 
 
-def run(market: Market, policy: str, seed: int, cost_weight: float | None = None
-        ) -> list[tuple[float, float, float]]:
-    """(quality, cost, oracle quality) per dialogue."""
+def settled(market: Market) -> Market:
+    """The same market as it is at its end, unchanged throughout (an upper bound's
+    market: what the policy reaches when nothing changes): degrade's model degraded from
+    the start, degrade-recover's never."""
+    steady = copy.copy(market)
+    if market.recover_at is None:  # degrade: degraded throughout
+        steady.change_at = 0
+    else:  # degrade-recover: itself again at the end, so never degraded
+        steady.degraded = steady.change_at = steady.recover_at = None
+    return steady
+
+
+def run(market: Market, policy: str, seed: int, cost_weight: float | None = None,
+        told: bool = False, picks: list[str] | None = None) -> list[tuple[float, float, float]]:
+    """(quality, cost, oracle quality) per dialogue. ``told``: an upper bound, not a
+    router one could deploy: at each dialogue where a model changes (degrades, or
+    recovers) the policy forgets everything it learned of that model, exactly then, as
+    a perfect change detector would. ``picks`` gets each turn's model."""
     if policy == "learned cw=0":
         policy, cost_weight = "learned", 0.0
     rng = random.Random(f"{policy}-{seed}")
@@ -236,8 +265,10 @@ def run(market: Market, policy: str, seed: int, cost_weight: float | None = None
         if policy == "random":
             return rng.choice(pool)
         if policy == "epsilon-greedy":
-            if rng.random() < 0.1:
+            if rng.random() < EPSILON:
                 return rng.choice(pool)
+            return max(pool, key=lambda m: mean(task, m))
+        if policy == "full-feedback":
             return max(pool, key=lambda m: mean(task, m))
         if policy == "strong/weak":
             strong = max(pool, key=lambda m: market.prior[m])
@@ -259,9 +290,16 @@ def run(market: Market, policy: str, seed: int, cost_weight: float | None = None
     async def main() -> list[tuple[float, float, float]]:
         out = []
         for i, tasks in enumerate(market.order):
+            if told and market.degraded and i in (market.change_at, market.recover_at):
+                for key in [k for k in store.rows if k[1] == market.degraded]:
+                    del store.rows[key]
+                for key in [k for k in sums if k[1] == market.degraded]:
+                    del sums[key]
             q = c = o = 0.0
             for task in tasks:
                 m = await pick(i, task)
+                if picks is not None:
+                    picks.append(m)
                 truth = market.true(i, task, m)
                 score = market.score(judge, truth, m)
                 s = sums.setdefault((task, m), [0.0, 0.0])
@@ -269,6 +307,12 @@ def run(market: Market, policy: str, seed: int, cost_weight: float | None = None
                 s[1] += 1
                 if policy == "learned":
                     record_quality(store, task, m, score)
+                if policy == "full-feedback":  # every other model's answer is scored too
+                    for x in market.pool(i):
+                        if x != m:
+                            s = sums.setdefault((task, x), [0.0, 0.0])
+                            s[0] += market.score(judge, market.true(i, task, x), x)
+                            s[1] += 1
                 q += truth / 3
                 c += market.cost(i, m)
                 o += max(market.true(i, task, x) for x in market.pool(i)) / 3
@@ -276,6 +320,28 @@ def run(market: Market, policy: str, seed: int, cost_weight: float | None = None
         return out
 
     return anyio.run(main)
+
+
+RECOVERING = ("degrade", "degrade-recover")  # the recovery target's scenarios
+BOUND_POLICIES = ("learned", "learned cw=0", "epsilon-greedy", "full-feedback")
+BOUNDS = (("told", "told the change (it forgets the changed model exactly then), "
+                   "dialogues 41-100 after it"),
+          ("steady", "no change (the window's market throughout), dialogues 141-200"),
+          ("fresh", "no change, from nothing, dialogues 41-100"))
+
+
+def upper_bounds(market: Market, seed: int) -> list[tuple[str, str, float]]:
+    """Quality in the recovery window (% of the oracle) of policies no one could deploy:
+    told the change; and on the market as it is in the window, unchanged throughout, in
+    the same dialogues (141-200) and in 41-100 (as much learning as after the change)."""
+    steady = settled(market)
+    out = []
+    for p in BOUND_POLICIES:
+        out.append((p, "told", summary(run(market, p, seed, told=True), 1.0, 140)[0]))
+        rows = run(steady, p, seed)
+        out.append((p, "steady", summary(rows, 1.0, 140)[0]))
+        out.append((p, "fresh", summary(rows[:100], 1.0, 40)[0]))
+    return out
 
 
 def summary(rows: list[tuple[float, float, float]], best_cost: float, start: int = 0
@@ -336,9 +402,18 @@ def main() -> None:
         spent = {p: 0.0 for p in POLICIES}
         recovery: dict[str, list[float]] = {"learned": [], "learned cw=0": [],
                                             "epsilon-greedy": []}
+        bounds: dict[str, list[float]] = {}
+        flattered: dict[str, list[float]] = {}
         for seed in seeds:
             market = Market(scenario, seed)
-            rows = {p: run(market, p, seed) for p in POLICIES}
+            picks: dict[str, list[str]] = {p: [] for p in POLICIES}
+            rows = {p: run(market, p, seed, picks=picks[p]) for p in POLICIES}
+            for p in picks if market.bias else ():
+                share = sum(m in market.bias for m in picks[p]) / len(picks[p])
+                flattered.setdefault(p, []).append(100 * share)
+            if scenario in RECOVERING:
+                for p, kind, value in upper_bounds(market, seed):
+                    bounds.setdefault(f"{p}|{kind}", []).append(value)
             best_cost = sum(r[1] for r in rows["always-best"])
             for p in POLICIES:
                 results[p].append(summary(rows[p], best_cost))
@@ -373,6 +448,12 @@ def main() -> None:
                   f"{spread(recovery['learned'])}{verdict_text}, learned cw=0 "
                   f"{spread(recovery['learned cw=0'])}, epsilon-greedy "
                   f"{spread(recovery['epsilon-greedy'])}")
+        if flattered:
+            print(f"{'':<15} turns to the model the judge flatters, %: " + ", ".join(
+                f"{p} {spread(flattered[p])}" for p in POLICIES))
+        for kind, what in BOUNDS if bounds else ():
+            print(f"{'':<15} upper bound, not deployable: {what}, % of the oracle: " + ", ".join(
+                f"{p} {spread(bounds[f'{p}|{kind}'])}" for p in BOUND_POLICIES))
     for curve_scenario in () if args.no_curve else ("half-wrong", "noise-0.3"):
         print(f"\nlearned?cost_weight=W on {curve_scenario}: quality and cost (% as above)")
         markets = {seed: Market(curve_scenario, seed) for seed in seeds}

@@ -83,3 +83,27 @@ def test_the_skeptics_scenarios_are_what_they_say(bench):
     assert prices.cost(100, model) != prices.cost(99, model)
     assert bench.Market("few", 3).dialogues == 20
     assert len(bench.Market("many-models", 3).models) == 12
+
+
+def test_the_recovery_windows_upper_bounds_are_what_they_say(bench):
+    """settled: the market as it is at its end, unchanged throughout (degrade's model
+    degraded from dialogue 0, degrade-recover's never); told: the policy forgets the
+    changed model exactly at the change, so a full-feedback learner told of the
+    degradation leaves the model at once, and one not told keeps it while its old scores
+    outweigh the new."""
+    down = bench.Market("degrade", 3)
+    steady = bench.settled(down)
+    model = down.degraded
+    assert steady.true(0, "task0", model) == down.true(150, "task0", model) < (
+        down.true(0, "task0", model))
+    assert down.true(0, "task0", model) == down.quality["task0"][model]  # left alone
+    back = bench.settled(bench.Market("degrade-recover", 3))
+    assert all(back.true(i, "task0", m) == back.quality["task0"][m]
+               for i in (0, 50, 150) for m in back.models)
+    told: list[str] = []
+    not_told: list[str] = []
+    bench.run(down, "full-feedback", 3, told=True, picks=told)
+    bench.run(down, "full-feedback", 3, picks=not_told)
+    after = slice(300, 330)  # the turns of dialogues 100-109
+    assert not_told[297:300].count(model) >= 1  # it was picked before the change
+    assert told[after].count(model) == 0 < not_told[after].count(model)
