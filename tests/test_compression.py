@@ -513,3 +513,36 @@ def test_a_huge_turn_of_short_sentences_is_measured_in_linear_work(monkeypatch):
         assert used <= 500 and kept[1] is not None
         assert used == sum(real(k) for k in kept if k)
         assert measured[0] <= 20 * len(big)
+
+
+# -- a fact split over two sentences, the second opening with words no list holds ------
+
+def test_relevant_only_reads_a_fact_in_the_sentence_after_one_naming_what_it_is():
+    """"Scales showed 4,318 kg." opens with words no list marks as going on and shares
+    none with the question; the sentence before it names the shipment's weight and holds
+    no fact. For a question asking for a number, the next sentence holding one goes on
+    from it: both are read (the pair, not the figure alone), whatever the opening."""
+    for then in ("Scales showed", "Final count:", "Checked twice:"):
+        read = _kept(f"The shipment weight was finally checked by the team. {then} "
+                     "4,318 kg.", "How heavy is the shipment?", limit=32)
+        assert f"The shipment weight was finally checked by the team. {then} 4,318 kg." \
+            in read, then
+
+
+def test_a_number_after_a_sentence_holding_a_fact_is_not_carried_with_it():
+    """Only a sentence holding no fact at all passes its score to the next one: "About
+    40 kg were mentioned for the contract" after "Marta Okonkwo asked whether the
+    shipment weight had been checked" (a name) is not read for the shipment's weight, the
+    needle is."""
+    from dlg.running.selection import _answers, _holds, select
+
+    texts = [" ".join(NOISE[1:2] + NOISE[5:6] + NOISE[2:5]),
+             "The shipment weight came to 4,318 kg. " + " ".join(NOISE[2:5])]
+    excerpts, used = select(texts, "How heavy is the shipment?", 12)
+    assert excerpts == [None, "The shipment weight came to 4,318 kg. [...]"] and used <= 12
+    pieces = [(0, 0, "The shipment weight was checked."), (0, 1, "Scales showed 45 kg."),
+              (0, 2, "About 40 kg were mentioned."), (1, 0, "It was 2026-04-03.")]
+    kinds = [_holds(c) for _, _, c in pieces]
+    assert _answers([None] * 4, pieces, kinds, "number") == [None, 0, None, None]
+    assert _answers([None] * 4, pieces, kinds, "date") == [None, None, None, None]
+    assert _answers([None] * 4, pieces, kinds, None) == [None] * 4

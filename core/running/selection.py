@@ -19,7 +19,10 @@ shares a word with it scores higher: the answer's type is a signal that needs no
 embeddings when the words of the question and the answer differ ("How heavy is the
 shipment?" and "the shipment weight came to 4,318 kg"). A chunk that goes on from the
 one before it ("It came to ...", "The figure was ...") scores at least as well as that
-one.
+one; so does, for a question asking for a kind of fact, a chunk holding that kind right
+after one that holds no fact at all, whatever its opening words ("The shipment weight
+was checked. Scales showed 45,123 kg."; one chunk on, and without the kind's bonus: the
+chunk before's score, not its words, is carried).
 
 Words are matched without the stop words of each text's language and lightly stemmed,
 and question words and causal markers are known, in English, Spanish, French, German,
@@ -160,6 +163,21 @@ def _links(pieces: list[tuple[int, int, str]]) -> list[int | None]:
     return out
 
 
+def _answers(links: list[int | None], pieces: list[tuple[int, int, str]],
+             kinds: list[set[str]], kind: str | None) -> list[int | None]:
+    """``links`` and, for a question asking for ``kind``, each chunk holding that kind
+    after one in the same text that holds no fact at all (one chunk on, whatever its
+    opening words: "The shipment weight was checked. Scales showed 45,123 kg.")."""
+    if kind is None:
+        return links
+    out = list(links)
+    for k in range(1, len(pieces)):
+        if (out[k] is None and pieces[k][0] == pieces[k - 1][0] and kind in kinds[k]
+                and not kinds[k - 1]):
+            out[k] = k - 1
+    return out
+
+
 def _carry(scores: list[float], links: list[int | None]) -> list[float]:
     """A chunk that goes on with the one before scores at least as well as that one."""
     out = list(scores)
@@ -224,9 +242,10 @@ def select(texts: list[str], query: str, max_tokens: int, embed: Any = None
     firsts_asked: list[list[int]] = []  # each question's best chunks
     for question in questions:
         bm25 = lexical_scores(question, docs, terms=terms, also=asked)
-        own = _carry(_scores(question, bm25, embed, vectors), links)
-        lexical = _carry(bm25, links)
         kind = wanted(question)
+        joined = _answers(links, pieces, kinds, kind)
+        own = _carry(_scores(question, bm25, embed, vectors), joined)
+        lexical = _carry(bm25, links)  # the kind's bonus: for a chunk's own words
         if kind is not None:
             own = [s + TYPE_BONUS * (kind in kinds[k] and lexical[k] > 0)
                    for k, s in enumerate(own)]
