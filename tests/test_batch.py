@@ -524,7 +524,7 @@ def test_an_interrupted_batch_says_how_to_continue_and_continues(tmp_path):
     env = {**os.environ, "DLG_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlg", "batch", "debate", "--inputs", str(rows), "-c", "2",
-         "-m", "echo?latency=0.2"],
+         "-m", "echo?latency=0.1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None

@@ -134,7 +134,7 @@ async def test_a_resumed_dialogue_is_saved_running_before_its_first_resumed_turn
 def test_resume_refuses_a_changed_mode_unless_forced(write_mode):
     path = write_mode("name: r\nturns:\n  - {id: a, role: A, prompt: one}\n"
                       "  - {id: b, role: B, prompt: two, timeout: 0.01}\n")
-    invoke("run", str(path), "-m", "echo?latency=0.5", "-q")  # b times out: failed
+    invoke("run", str(path), "-m", "echo?latency=0.05", "-q")  # b times out: failed
     (saved,) = dlg.list_dialogues()
     path.write_text("name: r\nturns:\n  - {id: a, role: A, prompt: one}\n"
                     "  - {id: b, role: B, prompt: TWO}\n")
@@ -161,7 +161,7 @@ def test_resume_continues_with_a_mode_given_when_its_own_is_not_where_it_was(tmp
     text = ("name: r\ninputs: {topic: {}}\nturns:\n  - {id: a, role: A, prompt: one}\n"
             "  - {id: b, role: B, prompt: \"{% include 'part.j2' %}\", timeout: 0.01}\n")
     (folder / "r.yaml").write_text(text)
-    invoke("run", str(folder / "r.yaml"), "--topic", "t", "-m", "echo?latency=0.5", "-q")
+    invoke("run", str(folder / "r.yaml"), "--topic", "t", "-m", "echo?latency=0.05", "-q")
     (saved,) = dlg.list_dialogues()
     elsewhere = tmp_path / "elsewhere"
     folder.rename(elsewhere)
@@ -172,7 +172,7 @@ def test_resume_continues_with_a_mode_given_when_its_own_is_not_where_it_was(tmp
     assert resumed.exit_code == 0, resumed.output
     final = dlg.load_dialogue(saved["id"])
     assert final.status == "completed" and final.turns[1].prompt.endswith("PART t")
-    assert final.turns[0].model == "echo?latency=0.5"  # kept, not re-run
+    assert final.turns[0].model == "echo?latency=0.05"  # kept, not re-run
     # a mode given this way must be the same one, unless --force
     (elsewhere / "r.yaml").write_text(text.replace("one", "ONE"))
     with pytest.raises(dlg.DlgError, match=r"the mode given \('r', content hash [0-9a-f]{12}\) "

@@ -27,16 +27,17 @@ def compat(server: FakeOpenAI) -> str:
 
 
 async def test_a_batch_against_a_rate_limit_fails_no_dialogue():
-    """The issue's failure, scaled down: 20 two-turn dialogues at concurrency 8 against
+    """The issue's failure, scaled down: 20 one-turn dialogues at concurrency 8 against
     12 requests a second (its answers state no limit, so the 429s teach it). Before,
     three 429s in a row cooled the model down for the whole process, and every later 429
     failed its dialogue at once."""
     rows = [{"topic": f"topic {i}"} for i in range(20)]
+    one = {**MODE, "turns": MODE["turns"][:1]}  # a second turn only doubled the wait
     with LimitedOpenAI(requests=12, window=1.0, answered_headers=False) as server:
-        result = await dlg.batch(MODE, rows, concurrency=8, model=compat(server),
+        result = await dlg.batch(one, rows, concurrency=8, model=compat(server),
                                  retry=FAST, batch_id="limited")
     assert result.totals["statuses"] == {"completed": 20}
-    assert server.answered == 40 and server.refused > 0  # the limit did bite
+    assert server.answered == 20 and server.refused > 0  # the limit did bite
     assert not cooldowns.cooling(compat(server))
     turns = [t for item in result.items for t in dlg.load_dialogue(item.dialogue_id).turns]
     limited = [a for t in turns for a in t.attempts or ()]
@@ -74,13 +75,14 @@ async def test_a_timeout_that_ends_while_rate_limited_fails_saying_so():
     """The turn's timeout bounds the waiting: a provider that keeps refusing fails the
     turn once the next wait would pass it, with a message that says it was rate-limited
     (not an outage, not a cool-down)."""
-    with FakeOpenAI(["429:1"]) as server:
-        d = await dlg.Orchestrator(model=compat(server), retry=FAST, timeout=2.5,
+    # refused for 0.5 s, then the next wait would pass the 1 s: the second 429 fails it
+    with FakeOpenAI(["429:0.5"]) as server:
+        d = await dlg.Orchestrator(model=compat(server), retry=FAST, timeout=1.0,
                                    store=None).run(MODE, topic="x")
     assert d.status == "failed"
     error = d.turns[0].error
     assert error.startswith(f"{compat(server)}: rate-limited: ")
-    assert "the turn's timeout of 2.5s" in error
+    assert "the turn's timeout of 1s" in error
     assert all(a["rate_limited"] for a in d.turns[0].attempts)
     assert not cooldowns.cooling(compat(server))
 
