@@ -290,3 +290,66 @@ def test_a_provider_is_asked_again_once_its_plugin_managers_plugins_change(pm):
     pm.register(Counts(), name="acme-counts")
     assert has_tokenizer("acme:plain", pm)
     assert PromptSize("a b c", pm).bound("acme:plain") == 3 + 16
+
+
+def test_a_slow_providers_tokenizer_holds_up_no_other_labels_ask(pm):
+    """One provider's tokenizer loading slowly (a worker thread of one dialogue) keeps no
+    other label waiting: another dialogue's worker, or the event loop weighing a registry
+    fallback after a failure (``Budget.allows``), asks its own provider at once."""
+    import threading
+
+    from dlg import hookimpl
+
+    loading, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(model: str, options: dict[str, Any]) -> Any:
+        loading.set()
+        release.wait(60)  # a deadlock guard only: the test sets it
+        return _words
+
+    class Slow:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("slow", lambda name, options: None, tokenizer=slow)
+            register("fast", lambda name, options: None, tokenizer=lambda m, o: _words)
+
+    pm.register(Slow(), name="slow")
+    first = threading.Thread(target=lambda: PromptSize("a b", pm).bound("slow:x"))
+    first.start()
+    try:
+        assert loading.wait(60)
+        other = threading.Thread(
+            target=lambda: PromptSize("a b c", pm).bound("fast:y") == 3 + 16 and done.set())
+        other.start()
+        other.join(30)  # a deadlock guard: it returns at once unless held up
+        assert done.is_set()
+    finally:
+        release.set()
+        first.join()
+    assert PromptSize("a b", pm).bound("slow:x") == 2 + 16
+
+
+def test_the_answers_kept_per_plugin_manager_are_bounded(pm):
+    """A long-running process (``dlg serve``, a batch of thousands of specs) keeps at most
+    ``MAX_ASKED`` labels' answers per plugin manager, the oldest dropped first (asked
+    again if seen again)."""
+    from dlg import hookimpl
+    from dlg.models import tokens
+
+    asked: list[str] = []
+
+    class Counts:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("acme", lambda name, options: None,
+                     tokenizer=lambda m, o: asked.append(m) or _words)
+
+    pm.register(Counts(), name="acme")
+    for n in range(tokens.MAX_ASKED + 50):
+        assert PromptSize("a b c", pm).bound(f"acme:m{n}") == 3 + 16
+    assert len(tokens._ASKED[pm]) == tokens.MAX_ASKED
+    PromptSize("a b c", pm).bound(f"acme:m{tokens.MAX_ASKED + 49}")  # kept: not asked again
+    assert len(asked) == tokens.MAX_ASKED + 50
+    PromptSize("a b c", pm).bound("acme:m0")  # dropped: asked again
+    assert asked[-1] == "m0" and len(asked) == tokens.MAX_ASKED + 51
+

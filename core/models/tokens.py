@@ -23,7 +23,10 @@ a prefix of the model's label (``register_tokenizer("acme/", count)``; the longe
 wins, and it comes before the provider's). A provider's ``tokenizer`` is asked once per
 label per plugin manager and its answer kept, None too: a label it has no count for is
 bounded by bytes on every later turn without asking again (nor a worker thread), until
-that plugin manager's plugins change; a new plugin manager asks again. The ``openai``
+that plugin manager's plugins change; a new plugin manager asks again. The answers of
+the last ``MAX_ASKED`` labels are kept (a long-running ``dlg serve`` or a batch of
+thousands of specs grows no further), and a provider slow to answer for one label keeps
+no other label waiting. The ``openai``
 plugin registers OpenAI's encodings (tiktoken) where their files are already in
 tiktoken's cache; the embedded model's engine (``xllamacpp``) offers no way to tokenize
 without running the model.
@@ -47,12 +50,16 @@ __all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "has_tokenizer", "register
 PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
 ESTIMATED_FRAMING = 3  # what it adds as a rule (a message's role and separators)
 
+MAX_ASKED = 1024  # labels whose provider's answer is kept per plugin manager, at most
+
 _TOKENIZERS: dict[str, Callable[[str], int]] = {}
 # per plugin manager, a label's answer from its provider's ``tokenizer`` (``_asked``)
 _ASKED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Callable[[str], int] | None]]] = (
     weakref.WeakKeyDictionary())
-_asking = threading.Lock()  # held while a provider is asked (loading may take 0.2 s)
-_keeping = threading.Lock()  # held while a plugin manager's answers are made
+# per label being asked, held while its provider is asked (loading may take 0.2 s): one
+# label's slow load keeps no other label waiting (the event loop may ask for a fallback's)
+_ASKING: dict[tuple[int, str], threading.Lock] = {}
+_keeping = threading.Lock()  # held while the answers and the locks above change
 
 
 def register_tokenizer(prefix: str, count: Callable[[str], int]) -> None:
@@ -124,14 +131,27 @@ def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
     asked = _asked(pm)
     found = asked.get(label)
     if found is None or found[0] is not provider:  # not asked yet (or its plugins changed)
-        with _asking:
-            found = asked.get(label)
-            if found is None or found[0] is not provider:
-                try:
-                    count = provider.tokenizer(spec.model, dict(spec.options))
-                except Exception:  # a plugin's mistake: no tokenizer, the byte bound
-                    count = None
-                found = asked[label] = (provider, count if callable(count) else None)
+        key = (id(pm), label)
+        with _keeping:
+            asking = _ASKING.setdefault(key, threading.Lock())
+        try:
+            with asking:
+                found = asked.get(label)
+                if found is None or found[0] is not provider:
+                    try:
+                        count = provider.tokenizer(spec.model, dict(spec.options))
+                    except Exception:  # a plugin's mistake: no tokenizer, the byte bound
+                        count = None
+                    found = (provider, count if callable(count) else None)
+                    with _keeping:
+                        asked.pop(label, None)
+                        while len(asked) >= MAX_ASKED:  # the oldest answer goes
+                            del asked[next(iter(asked))]
+                        asked[label] = found
+        finally:
+            with _keeping:
+                if _ASKING.get(key) is asking and not asking.locked():
+                    del _ASKING[key]
     return found[1]
 
 
