@@ -353,3 +353,41 @@ def test_the_answers_kept_per_plugin_manager_are_bounded(pm):
     PromptSize("a b c", pm).bound("acme:m0")  # dropped: asked again
     assert asked[-1] == "m0" and len(asked) == tokens.MAX_ASKED + 51
 
+
+def test_a_registry_fallbacks_prompt_is_counted_in_a_worker_thread_too(pm):
+    """After the primary fails, the budget weighs the model registry's fallback for it on
+    the event loop (``Budget.allows``, ``Budget.covers``): its provider was asked and the
+    prompt counted for it in the worker thread before the call, never there."""
+    import contextlib
+
+    import sniffio
+
+    from dlg import hookimpl
+
+    on_loop: list[str] = []
+
+    def counting(text: str) -> int:
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):  # a worker thread
+            on_loop.append(sniffio.current_async_library())
+        return _words(text)
+
+    def tokenizer(model: str, options: dict[str, Any]) -> Any:
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):
+            on_loop.append(f"asked for {model} on {sniffio.current_async_library()}")
+        return counting
+
+    class Acme:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("acme", lambda name, options: Failing(dlg_label=f"acme:{name}",
+                                                            failures=10) if name == "a"
+                     else Scripted(dlg_label=f"acme:{name}"), tokenizer=tokenizer)
+
+    pm.register(Acme(), name="acme")
+    _, registry = market({"acme:a": {**PRICE, "fallbacks": ["acme:b"]}, "acme:b": PRICE})
+    mode = {"name": "one", "settings": {"max_tokens": 100},
+            "turns": [{"id": "t0", "role": "R", "prompt": LONG}]}
+    d = _run("acme:a", registry, mode, max_cost=1.0)
+    first = d.turns[0]
+    assert first.status == "completed" and first.model == "acme:b"
+    assert on_loop == []

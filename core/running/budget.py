@@ -66,10 +66,17 @@ def prompt_size(messages: Any, pool: Any, schema: Any = None) -> PromptSize:
     return PromptSize(messages, getattr(pool, "plugin_manager", None), schema)
 
 
-async def count_prompt(size: PromptSize, labels: Any) -> None:
+async def count_prompt(size: PromptSize, labels: Any, registry: Any = None, pool: Any = None,
+                       requires: Any = ()) -> None:
     """Count ``size`` for ``labels`` by their tokenizers in a worker thread (loading an
     encoding takes about 0.2 s, counting a long transcript more), not on the event loop
-    every dialogue shares; nothing to do where none of them has a tokenizer."""
+    every dialogue shares; nothing to do where none of them has a tokenizer. With a
+    ``registry`` (and the ``pool`` labelling its specs), its fallbacks for each of
+    ``labels`` too: a failed call weighs them on the event loop (``Budget.allows``)."""
+    labels = list(labels)
+    if registry is not None and pool is not None:
+        labels += [pool.label(f) for label in labels
+                   for f in registry.fallbacks_for(label, requires or ())]
     uncounted = size.uncounted(labels)
     if uncounted:
         import anyio
@@ -466,7 +473,8 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
     if budget is not None:
         label, bound = pool.label(choice), size
         await count_prompt(size, [label, *(pool.label(c) for c in options.get("fallbacks")
-                                          or ())])
+                                          or ())], options.get("registry"), pool,
+                           options.get("requires"))
         n = budget.fit(label, bound, settings.get("max_tokens"))
         if n is None:
             return None
