@@ -391,3 +391,38 @@ def test_a_registry_fallbacks_prompt_is_counted_in_a_worker_thread_too(pm):
     first = d.turns[0]
     assert first.status == "completed" and first.model == "acme:b"
     assert on_loop == []
+
+
+def test_a_registry_fallbacks_provider_is_asked_once_off_the_loop_without_a_hop_a_turn(
+        pm, monkeypatch):
+    """A primary with no tokenizer and a registry fallback with one: the fallback's
+    provider is asked once, in the worker thread of the first turn; the later turns take
+    no thread for a model they may never try."""
+    import contextlib
+
+    import sniffio
+
+    from dlg import hookimpl
+
+    asked: list[str] = []
+
+    def tokenizer(model: str, options: dict[str, Any]) -> Any:
+        where = "thread"
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):
+            where = sniffio.current_async_library()
+        asked.append(f"{model} on {where}")
+        return _words
+
+    class Two:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("plain", lambda name, options: Scripted(dlg_label=f"plain:{name}"))
+            register("acme", lambda name, options: Scripted(dlg_label=f"acme:{name}"),
+                     tokenizer=tokenizer)
+
+    pm.register(Two(), name="two")
+    hops = _hops(monkeypatch)
+    _, registry = market({"plain:a": {**PRICE, "fallbacks": ["acme:b"]}, "acme:b": PRICE})
+    d = _run("plain:a", registry, THREE, max_cost=1.0)
+    assert d.status == "completed"
+    assert asked == ["b on thread"] and len(hops) == 1

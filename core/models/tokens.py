@@ -166,6 +166,12 @@ def _asked(pm: pluggy.PluginManager) -> dict[str, tuple[Any, Callable[[str], int
     return found
 
 
+def _current() -> Any:
+    from dlg.plugin_manager import current_plugin_manager
+
+    return current_plugin_manager()
+
+
 def _texts(messages: Any) -> list[str]:
     if isinstance(messages, str):
         return [messages]
@@ -221,10 +227,24 @@ class PromptSize:
         return [label for label in dict.fromkeys(labels) if label
                 and label not in self._counted and has_tokenizer(label, self._pm)]
 
-    def count(self, labels: Any) -> None:
-        """Count the prompt for each of ``labels`` now (``counted`` keeps it)."""
+    def unasked(self, labels: Any) -> list[str]:
+        """The ``labels`` whose provider's ``tokenizer`` is still to be asked (``count``'s
+        ``ask``, in a worker thread: it may load an encoding)."""
+        pm = self._pm or _current()
+        answers = None if pm is None else _ASKED.get(pm)
+        return [label for label in dict.fromkeys(labels) if label
+                and label not in self._counted and (answers is None or label not in answers)
+                and not any(label.startswith(p) for p in _TOKENIZERS)
+                and has_tokenizer(label, self._pm)]
+
+    def count(self, labels: Any, ask: Any = ()) -> None:
+        """Count the prompt for each of ``labels`` now (``counted`` keeps it), and ask the
+        providers of ``ask`` for their tokenizer (kept per label, see the module's
+        docstring) without counting it."""
         for label in labels:
             self.counted(label)
+        for label in ask:
+            tokenizer_for(label, self._pm)
 
     def _all(self) -> list[str]:
         """The texts a provider bills: the messages', and the schema sent beside them."""

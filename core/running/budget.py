@@ -71,17 +71,24 @@ async def count_prompt(size: PromptSize, labels: Any, registry: Any = None, pool
     """Count ``size`` for ``labels`` by their tokenizers in a worker thread (loading an
     encoding takes about 0.2 s, counting a long transcript more), not on the event loop
     every dialogue shares; nothing to do where none of them has a tokenizer. With a
-    ``registry`` (and the ``pool`` labelling its specs), its fallbacks for each of
-    ``labels`` too: a failed call weighs them on the event loop (``Budget.allows``)."""
+    ``registry`` (and the ``pool`` labelling its specs), its fallbacks for ``labels``,
+    which a failed call weighs on the event loop (``Budget.allows``): counted too when
+    the thread is taken anyway, else only their providers asked, once (no thread each
+    turn for a model that may never be tried; after a failure the loop counts the
+    prompt for them with the tokenizer already made)."""
     labels = list(labels)
-    if registry is not None and pool is not None:
-        labels += [pool.label(f) for label in labels
-                   for f in registry.fallbacks_for(label, requires or ())]
+    later = [] if registry is None or pool is None else [
+        pool.label(f) for label in labels for f in registry.fallbacks_for(label, requires or ())]
     uncounted = size.uncounted(labels)
-    if uncounted:
+    unasked: list[str] = []
+    if uncounted and later:
+        uncounted += size.uncounted(later)
+    elif later:
+        unasked = size.unasked(later)
+    if uncounted or unasked:
         import anyio
 
-        await anyio.to_thread.run_sync(size.count, uncounted)
+        await anyio.to_thread.run_sync(size.count, uncounted, unasked)
 
 
 def _bound(prompt: Prompt, label: str) -> int:
