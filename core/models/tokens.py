@@ -143,16 +143,21 @@ def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
                     except Exception:  # a plugin's mistake: no tokenizer, the byte bound
                         count = None
                     found = (provider, count if callable(count) else None)
-                    with _keeping:
-                        asked.pop(label, None)
-                        while len(asked) >= MAX_ASKED:  # the oldest answer goes
-                            del asked[next(iter(asked))]
-                        asked[label] = found
+                    _keep(asked, label, found)
         finally:
             with _keeping:
                 if _ASKING.get(key) is asking and not asking.locked():
                     del _ASKING[key]
     return found[1]
+
+
+def _keep(asked: dict[str, Any], label: str, answer: tuple[Any, Any]) -> None:
+    """Keep ``answer`` for ``label``, the oldest answer dropped past ``MAX_ASKED``."""
+    with _keeping:
+        asked.pop(label, None)
+        while len(asked) >= MAX_ASKED:
+            del asked[next(iter(asked))]
+        asked[label] = answer
 
 
 def _asked(pm: pluggy.PluginManager) -> dict[str, tuple[Any, Callable[[str], int] | None]]:
@@ -231,11 +236,19 @@ class PromptSize:
         """The ``labels`` whose provider's ``tokenizer`` is still to be asked (``count``'s
         ``ask``, in a worker thread: it may load an encoding)."""
         pm = self._pm or _current()
-        answers = None if pm is None else _ASKED.get(pm)
-        return [label for label in dict.fromkeys(labels) if label
-                and label not in self._counted and (answers is None or label not in answers)
-                and not any(label.startswith(p) for p in _TOKENIZERS)
-                and has_tokenizer(label, self._pm)]
+        if pm is None:
+            return []
+        answers = _asked(pm)
+        out = []
+        for label in dict.fromkeys(labels):
+            if (not label or label in self._counted or label in answers
+                    or any(label.startswith(p) for p in _TOKENIZERS)):
+                continue
+            if has_tokenizer(label, pm):
+                out.append(label)
+            else:  # its provider has none: kept so, not looked up again each turn
+                _keep(answers, label, (None, None))
+        return out
 
     def count(self, labels: Any, ask: Any = ()) -> None:
         """Count the prompt for each of ``labels`` now (``counted`` keeps it), and ask the
