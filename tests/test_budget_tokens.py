@@ -290,3 +290,139 @@ def test_a_provider_is_asked_again_once_its_plugin_managers_plugins_change(pm):
     pm.register(Counts(), name="acme-counts")
     assert has_tokenizer("acme:plain", pm)
     assert PromptSize("a b c", pm).bound("acme:plain") == 3 + 16
+
+
+def test_a_slow_providers_tokenizer_holds_up_no_other_labels_ask(pm):
+    """One provider's tokenizer loading slowly (a worker thread of one dialogue) keeps no
+    other label waiting: another dialogue's worker, or the event loop weighing a registry
+    fallback after a failure (``Budget.allows``), asks its own provider at once."""
+    import threading
+
+    from dlg import hookimpl
+
+    loading, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(model: str, options: dict[str, Any]) -> Any:
+        loading.set()
+        release.wait(60)  # a deadlock guard only: the test sets it
+        return _words
+
+    class Slow:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("slow", lambda name, options: None, tokenizer=slow)
+            register("fast", lambda name, options: None, tokenizer=lambda m, o: _words)
+
+    pm.register(Slow(), name="slow")
+    first = threading.Thread(target=lambda: PromptSize("a b", pm).bound("slow:x"))
+    first.start()
+    try:
+        assert loading.wait(60)
+        other = threading.Thread(
+            target=lambda: PromptSize("a b c", pm).bound("fast:y") == 3 + 16 and done.set())
+        other.start()
+        other.join(30)  # a deadlock guard: it returns at once unless held up
+        assert done.is_set()
+    finally:
+        release.set()
+        first.join()
+    assert PromptSize("a b", pm).bound("slow:x") == 2 + 16
+
+
+def test_the_answers_kept_per_plugin_manager_are_bounded(pm):
+    """A long-running process (``dlg serve``, a batch of thousands of specs) keeps at most
+    ``MAX_ASKED`` labels' answers per plugin manager, the oldest dropped first (asked
+    again if seen again)."""
+    from dlg import hookimpl
+    from dlg.models import tokens
+
+    asked: list[str] = []
+
+    class Counts:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("acme", lambda name, options: None,
+                     tokenizer=lambda m, o: asked.append(m) or _words)
+
+    pm.register(Counts(), name="acme")
+    for n in range(tokens.MAX_ASKED + 50):
+        assert PromptSize("a b c", pm).bound(f"acme:m{n}") == 3 + 16
+    assert len(tokens._ASKED[pm]) == tokens.MAX_ASKED
+    PromptSize("a b c", pm).bound(f"acme:m{tokens.MAX_ASKED + 49}")  # kept: not asked again
+    assert len(asked) == tokens.MAX_ASKED + 50
+    PromptSize("a b c", pm).bound("acme:m0")  # dropped: asked again
+    assert asked[-1] == "m0" and len(asked) == tokens.MAX_ASKED + 51
+
+
+def test_a_registry_fallbacks_prompt_is_counted_in_a_worker_thread_too(pm):
+    """After the primary fails, the budget weighs the model registry's fallback for it on
+    the event loop (``Budget.allows``, ``Budget.covers``): its provider was asked and the
+    prompt counted for it in the worker thread before the call, never there."""
+    import contextlib
+
+    import sniffio
+
+    from dlg import hookimpl
+
+    on_loop: list[str] = []
+
+    def counting(text: str) -> int:
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):  # a worker thread
+            on_loop.append(sniffio.current_async_library())
+        return _words(text)
+
+    def tokenizer(model: str, options: dict[str, Any]) -> Any:
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):
+            on_loop.append(f"asked for {model} on {sniffio.current_async_library()}")
+        return counting
+
+    class Acme:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("acme", lambda name, options: Failing(dlg_label=f"acme:{name}",
+                                                            failures=10) if name == "a"
+                     else Scripted(dlg_label=f"acme:{name}"), tokenizer=tokenizer)
+
+    pm.register(Acme(), name="acme")
+    _, registry = market({"acme:a": {**PRICE, "fallbacks": ["acme:b"]}, "acme:b": PRICE})
+    mode = {"name": "one", "settings": {"max_tokens": 100},
+            "turns": [{"id": "t0", "role": "R", "prompt": LONG}]}
+    d = _run("acme:a", registry, mode, max_cost=1.0)
+    first = d.turns[0]
+    assert first.status == "completed" and first.model == "acme:b"
+    assert on_loop == []
+
+
+def test_a_registry_fallbacks_provider_is_asked_once_off_the_loop_without_a_hop_a_turn(
+        pm, monkeypatch):
+    """A primary with no tokenizer and a registry fallback with one: the fallback's
+    provider is asked once, in the worker thread of the first turn; the later turns take
+    no thread for a model they may never try."""
+    import contextlib
+
+    import sniffio
+
+    from dlg import hookimpl
+
+    asked: list[str] = []
+
+    def tokenizer(model: str, options: dict[str, Any]) -> Any:
+        where = "thread"
+        with contextlib.suppress(sniffio.AsyncLibraryNotFoundError):
+            where = sniffio.current_async_library()
+        asked.append(f"{model} on {where}")
+        return _words
+
+    class Two:
+        @hookimpl
+        def register_models(self, register: Any) -> None:
+            register("plain", lambda name, options: Scripted(dlg_label=f"plain:{name}"))
+            register("acme", lambda name, options: Scripted(dlg_label=f"acme:{name}"),
+                     tokenizer=tokenizer)
+
+    pm.register(Two(), name="two")
+    hops = _hops(monkeypatch)
+    _, registry = market({"plain:a": {**PRICE, "fallbacks": ["acme:b"]}, "acme:b": PRICE})
+    d = _run("plain:a", registry, THREE, max_cost=1.0)
+    assert d.status == "completed"
+    assert asked == ["b on thread"] and len(hops) == 1

@@ -23,7 +23,10 @@ a prefix of the model's label (``register_tokenizer("acme/", count)``; the longe
 wins, and it comes before the provider's). A provider's ``tokenizer`` is asked once per
 label per plugin manager and its answer kept, None too: a label it has no count for is
 bounded by bytes on every later turn without asking again (nor a worker thread), until
-that plugin manager's plugins change; a new plugin manager asks again. The ``openai``
+that plugin manager's plugins change; a new plugin manager asks again. The answers of
+the last ``MAX_ASKED`` labels are kept (a long-running ``dlg serve`` or a batch of
+thousands of specs grows no further), and a provider slow to answer for one label keeps
+no other label waiting. The ``openai``
 plugin registers OpenAI's encodings (tiktoken) where their files are already in
 tiktoken's cache; the embedded model's engine (``xllamacpp``) offers no way to tokenize
 without running the model.
@@ -47,12 +50,16 @@ __all__ = ["PER_MESSAGE", "PromptSize", "byte_bound", "has_tokenizer", "register
 PER_MESSAGE = 8  # tokens a chat format adds around each message, at most
 ESTIMATED_FRAMING = 3  # what it adds as a rule (a message's role and separators)
 
+MAX_ASKED = 1024  # labels whose provider's answer is kept per plugin manager, at most
+
 _TOKENIZERS: dict[str, Callable[[str], int]] = {}
 # per plugin manager, a label's answer from its provider's ``tokenizer`` (``_asked``)
 _ASKED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Callable[[str], int] | None]]] = (
     weakref.WeakKeyDictionary())
-_asking = threading.Lock()  # held while a provider is asked (loading may take 0.2 s)
-_keeping = threading.Lock()  # held while a plugin manager's answers are made
+# per label being asked, held while its provider is asked (loading may take 0.2 s): one
+# label's slow load keeps no other label waiting (the event loop may ask for a fallback's)
+_ASKING: dict[tuple[int, str], threading.Lock] = {}
+_keeping = threading.Lock()  # held while the answers and the locks above change
 
 
 def register_tokenizer(prefix: str, count: Callable[[str], int]) -> None:
@@ -124,15 +131,33 @@ def _provider_tokenizer(label: str, pm: pluggy.PluginManager | None
     asked = _asked(pm)
     found = asked.get(label)
     if found is None or found[0] is not provider:  # not asked yet (or its plugins changed)
-        with _asking:
-            found = asked.get(label)
-            if found is None or found[0] is not provider:
-                try:
-                    count = provider.tokenizer(spec.model, dict(spec.options))
-                except Exception:  # a plugin's mistake: no tokenizer, the byte bound
-                    count = None
-                found = asked[label] = (provider, count if callable(count) else None)
+        key = (id(pm), label)
+        with _keeping:
+            asking = _ASKING.setdefault(key, threading.Lock())
+        try:
+            with asking:
+                found = asked.get(label)
+                if found is None or found[0] is not provider:
+                    try:
+                        count = provider.tokenizer(spec.model, dict(spec.options))
+                    except Exception:  # a plugin's mistake: no tokenizer, the byte bound
+                        count = None
+                    found = (provider, count if callable(count) else None)
+                    _keep(asked, label, found)
+        finally:
+            with _keeping:
+                if _ASKING.get(key) is asking and not asking.locked():
+                    del _ASKING[key]
     return found[1]
+
+
+def _keep(asked: dict[str, Any], label: str, answer: tuple[Any, Any]) -> None:
+    """Keep ``answer`` for ``label``, the oldest answer dropped past ``MAX_ASKED``."""
+    with _keeping:
+        asked.pop(label, None)
+        while len(asked) >= MAX_ASKED:
+            del asked[next(iter(asked))]
+        asked[label] = answer
 
 
 def _asked(pm: pluggy.PluginManager) -> dict[str, tuple[Any, Callable[[str], int] | None]]:
@@ -144,6 +169,12 @@ def _asked(pm: pluggy.PluginManager) -> dict[str, tuple[Any, Callable[[str], int
         with _keeping:
             found = _ASKED.setdefault(pm, {})
     return found
+
+
+def _current() -> Any:
+    from dlg.plugin_manager import current_plugin_manager
+
+    return current_plugin_manager()
 
 
 def _texts(messages: Any) -> list[str]:
@@ -201,10 +232,32 @@ class PromptSize:
         return [label for label in dict.fromkeys(labels) if label
                 and label not in self._counted and has_tokenizer(label, self._pm)]
 
-    def count(self, labels: Any) -> None:
-        """Count the prompt for each of ``labels`` now (``counted`` keeps it)."""
+    def unasked(self, labels: Any) -> list[str]:
+        """The ``labels`` whose provider's ``tokenizer`` is still to be asked (``count``'s
+        ``ask``, in a worker thread: it may load an encoding)."""
+        pm = self._pm or _current()
+        if pm is None:
+            return []
+        answers = _asked(pm)
+        out = []
+        for label in dict.fromkeys(labels):
+            if (not label or label in self._counted or label in answers
+                    or any(label.startswith(p) for p in _TOKENIZERS)):
+                continue
+            if has_tokenizer(label, pm):
+                out.append(label)
+            else:  # its provider has none: kept so, not looked up again each turn
+                _keep(answers, label, (None, None))
+        return out
+
+    def count(self, labels: Any, ask: Any = ()) -> None:
+        """Count the prompt for each of ``labels`` now (``counted`` keeps it), and ask the
+        providers of ``ask`` for their tokenizer (kept per label, see the module's
+        docstring) without counting it."""
         for label in labels:
             self.counted(label)
+        for label in ask:
+            tokenizer_for(label, self._pm)
 
     def _all(self) -> list[str]:
         """The texts a provider bills: the messages', and the schema sent beside them."""

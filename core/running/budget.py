@@ -66,15 +66,29 @@ def prompt_size(messages: Any, pool: Any, schema: Any = None) -> PromptSize:
     return PromptSize(messages, getattr(pool, "plugin_manager", None), schema)
 
 
-async def count_prompt(size: PromptSize, labels: Any) -> None:
+async def count_prompt(size: PromptSize, labels: Any, registry: Any = None, pool: Any = None,
+                       requires: Any = ()) -> None:
     """Count ``size`` for ``labels`` by their tokenizers in a worker thread (loading an
     encoding takes about 0.2 s, counting a long transcript more), not on the event loop
-    every dialogue shares; nothing to do where none of them has a tokenizer."""
+    every dialogue shares; nothing to do where none of them has a tokenizer. With a
+    ``registry`` (and the ``pool`` labelling its specs), its fallbacks for ``labels``,
+    which a failed call weighs on the event loop (``Budget.allows``): counted too when
+    the thread is taken anyway, else only their providers asked, once (no thread each
+    turn for a model that may never be tried; after a failure the loop counts the
+    prompt for them with the tokenizer already made)."""
+    labels = list(labels)
+    later = [] if registry is None or pool is None else [
+        pool.label(f) for label in labels for f in registry.fallbacks_for(label, requires or ())]
     uncounted = size.uncounted(labels)
-    if uncounted:
+    unasked: list[str] = []
+    if uncounted and later:
+        uncounted += size.uncounted(later)
+    elif later:
+        unasked = size.unasked(later)
+    if uncounted or unasked:
         import anyio
 
-        await anyio.to_thread.run_sync(size.count, uncounted)
+        await anyio.to_thread.run_sync(size.count, uncounted, unasked)
 
 
 def _bound(prompt: Prompt, label: str) -> int:
@@ -466,7 +480,8 @@ async def budgeted_call(budget: Budget | None, pool: Any, choice: Any, messages:
     if budget is not None:
         label, bound = pool.label(choice), size
         await count_prompt(size, [label, *(pool.label(c) for c in options.get("fallbacks")
-                                          or ())])
+                                          or ())], options.get("registry"), pool,
+                           options.get("requires"))
         n = budget.fit(label, bound, settings.get("max_tokens"))
         if n is None:
             return None

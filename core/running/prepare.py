@@ -107,7 +107,8 @@ async def prepare(ctx: RunContext, state: RunState, turn: Turn, rec: TurnRecord
         if budget is not None:
             candidates = [(c, pool.label(c)) for c in unique((choice, *fallbacks))
                           if not isinstance(c, str) or pool.problem(c) is None]
-            await count_prompt(size, [c[1] for c in candidates])  # off the event loop
+            await count_prompt(size, [c[1] for c in candidates],  # off the event loop
+                               ctx.registry, pool, turn.requires)
             labels, rest = _rest(ctx, state, rec, int(size), [c[1] for c in candidates])
             planned = budget.plan_finishing(candidates, size, settings.get("max_tokens"),
                                             labels, rest)
