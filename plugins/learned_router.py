@@ -7,11 +7,11 @@ is normal:
 
 - its **prior** is the registry's quality for the model, moved by what other tasks taught
   (how much better or worse than its catalog quality the model scored on other tasks, and
-  how this task's models scored against theirs), each shrunk towards nothing while there
-  is little of it (by ``noise / SHIFT_SD**2`` scores' worth); a task's (or a model's)
-  ``n`` scores count as ``n / (1 + n * TASK_SD**2 / noise)``, at most
-  ``noise / TASK_SD**2``: a task scored often counts as about one task, so the tasks where
-  a model was picked most (where it does well) do not make it seem better everywhere;
+  how this task's models scored against theirs): the mean over the other tasks of each
+  task's mean residual, shrunk towards nothing while it rests on few scores (by
+  ``noise / TASK_SD**2`` scores' worth), so a task counts once however often the model
+  was scored on it (a model is scored most where it was picked, where it does well, and
+  would otherwise seem better everywhere);
   the prior is worth ``noise / PRIOR_SD**2`` scores, where ``noise`` is the scores'
   spread pooled over every task and model (a noisier judge: the prior and the shrinkage
   count for more);
@@ -52,13 +52,9 @@ if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads 
 PRIOR_SD = 0.2  # how far a model's quality on a task may be from its prior (the catalog's
 # qualities of today's models span about 0.3; tuned on bench_routing.py's seeds 1000-1009)
 NOISE_WEIGHT = 10.0  # the default noise (PRIOR_SD**2) counts as this many scores' spread
-SHIFT_SD = 0.04  # how far a model's (or a task's) shift from the catalog is believed to be:
-# the shifts other tasks teach are shrunk towards nothing by noise / SHIFT_SD**2 scores
-# (a noisier judge shrinks more; 0.03-0.05 did equally well on the tuning seeds)
-TASK_SD = 0.03  # how far a model's quality on one task strays from its shift on all: a
-# task scored often counts as about one task, not as its scores, in what it teaches (0.02-0.07
-# tried on the tuning seeds, 0 being the old pooling; 0.03 helped biased-judge most, lost
-# nowhere)
+TASK_SD = 0.05  # how far a model's quality on one task may stray from what the other tasks
+# say of it: each other task's mean residual is shrunk by noise / TASK_SD**2 scores, then the
+# tasks are averaged, each once (0.05 and 0.1 tried on bench_routing.py's seeds 1000-1009)
 RAMP = 30.0  # a task's exploration grows as n / (n + RAMP) with its scores on every model
 CHANGE_SD = 0.15  # how far a change moves a model's quality on a task: a pair that restarted
 # c times in n scores drifts by CHANGE_SD**2 * c / n in variance per newer score on its task
@@ -71,35 +67,31 @@ def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, f
     """What other tasks say of each model (its shift from its prior, and how many scores
     say so), and what this task's models say of the task (its shift).
 
-    A model's mean on a task strays from its prior by the model's shift, by what is
-    particular to the task (spread ``TASK_SD``) and by the scores' noise (``noise / n``),
-    so each task's mean residual counts ``n / (noise + n * TASK_SD**2)``: a task scored
-    often counts as about one task, not as its scores (a model is scored most where it was
-    picked, where it does well, and would otherwise seem better everywhere). The weighted
-    mean is shrunk towards nothing by ``1 / SHIFT_SD**2``. The same for the task's shift,
-    over the models scored on it."""
+    A model's shift is the mean over every other task in the store of what that task says
+    of it: its mean residual (score less prior), shrunk towards nothing by its own ``n``
+    (``n / (n + noise / TASK_SD**2)``; a task it was never scored on says nothing). So a
+    task scored often counts as one task: a model is scored most where it was picked, that
+    is where it does well, and pooling its scores would make it seem better everywhere.
+    The task's shift is the mean of the same over the eligible models."""
+    others = {t for (t, _) in table if t != task}
+    shrink = noise / TASK_SD ** 2
     model_sum: dict[str, float] = {}
-    model_w: dict[str, float] = {}
     model_n: dict[str, int] = {}
     for (t, model), stat in table.items():
-        n, mean = stat.since_n, float(stat.since_mean or 0.0)
+        n = stat.since_n
         if t != task and model in priors and n:
-            w = n / (noise + n * TASK_SD ** 2)
-            model_sum[model] = model_sum.get(model, 0.0) + w * (mean - priors[model])
-            model_w[model] = model_w.get(model, 0.0) + w
+            residual = float(stat.since_mean or 0.0) - priors[model]
+            model_sum[model] = model_sum.get(model, 0.0) + n / (n + shrink) * residual
             model_n[model] = model_n.get(model, 0) + n
-    shrink = 1 / SHIFT_SD ** 2
-    models = {m: (model_sum[m] / (model_w[m] + shrink), model_n[m]) for m in model_sum}
-    task_sum, task_w, task_n = 0.0, 0.0, 0
+    models = {m: (model_sum[m] / len(others), model_n[m]) for m in model_sum}
+    task_sum, task_n = 0.0, 0
     for (t, model), stat in table.items():
         n = stat.since_n
         if t == task and model in priors and n:
             expected = priors[model] + models.get(model, (0.0, 0))[0]
-            w = n / (noise + n * TASK_SD ** 2)
-            task_sum += w * (float(stat.since_mean or 0.0) - expected)
-            task_w += w
+            task_sum += n / (n + shrink) * (float(stat.since_mean or 0.0) - expected)
             task_n += n
-    return models, (task_sum / (task_w + shrink), task_n)
+    return models, (task_sum / max(len(priors), 1), task_n)
 
 
 def _ages(rows: Mapping[Any, Any], task: str) -> dict[str, int]:
