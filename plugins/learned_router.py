@@ -7,10 +7,14 @@ is normal:
 
 - its **prior** is the registry's quality for the model, moved by what other tasks taught
   (how much better or worse than its catalog quality the model scored on other tasks, and
-  how this task's models scored against theirs), each shrunk towards nothing while there
-  is little of it (by ``noise / SHIFT_SD**2`` scores' worth); it is worth
-  ``noise / PRIOR_SD**2`` scores, where ``noise`` is the scores' spread pooled over every
-  task and model (a noisier judge: the prior and the shrinkage count for more);
+  how this task's models scored against theirs): the mean over the other tasks of each
+  task's mean residual, shrunk towards nothing while it rests on few scores (by
+  ``noise / TASK_SD**2`` scores' worth), so a task counts once however often the model
+  was scored on it (a model is scored most where it was picked, where it does well, and
+  would otherwise seem better everywhere);
+  the prior is worth ``noise / PRIOR_SD**2`` scores, where ``noise`` is the scores'
+  spread pooled over every task and model (a noisier judge: the prior and the shrinkage
+  count for more);
 - it moves with every score for (task, model) in the store (``dlg rate``, a judge, a
   plugin; see ``dlg.running.routing.learning``), which forgets: when a model's recent scores
   stray from its mean, the statistics restart from the recent ones; a model that restarted
@@ -48,9 +52,9 @@ if TYPE_CHECKING:  # imported when a route is chosen: every plugin module loads 
 PRIOR_SD = 0.2  # how far a model's quality on a task may be from its prior (the catalog's
 # qualities of today's models span about 0.3; tuned on bench_routing.py's seeds 1000-1009)
 NOISE_WEIGHT = 10.0  # the default noise (PRIOR_SD**2) counts as this many scores' spread
-SHIFT_SD = 0.04  # how far a model's (or a task's) shift from the catalog is believed to be:
-# the shifts other tasks teach are shrunk towards nothing by noise / SHIFT_SD**2 scores
-# (a noisier judge shrinks more; 0.03-0.05 did equally well on the tuning seeds)
+TASK_SD = 0.05  # how far a model's quality on one task may stray from what the other tasks
+# say of it: each other task's mean residual is shrunk by noise / TASK_SD**2 scores, then the
+# tasks are averaged, each once (0.05 and 0.1 tried on bench_routing.py's seeds 1000-1009)
 RAMP = 30.0  # a task's exploration grows as n / (n + RAMP) with its scores on every model
 CHANGE_SD = 0.15  # how far a change moves a model's quality on a task: a pair that restarted
 # c times in n scores drifts by CHANGE_SD**2 * c / n in variance per newer score on its task
@@ -59,24 +63,35 @@ COST_WEIGHTS = {"maximum": 0.0, "balanced": 0.08, "minimum_cost": 0.5}
 
 
 def _shifts(table: Mapping[tuple[str, str], QualityStat], priors: Mapping[str, float],
-            task: str, shrink: float) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
-    """What other tasks say of each model (its mean shift from its prior, and how many
-    scores say so), and what this task's models say of the task (its shift)."""
+            task: str, noise: float) -> tuple[dict[str, tuple[float, int]], tuple[float, int]]:
+    """What other tasks say of each model (its shift from its prior, and how many scores
+    say so), and what this task's models say of the task (its shift).
+
+    A model's shift is the mean over every other task in the store of what that task says
+    of it: its mean residual (score less prior), shrunk towards nothing by its own ``n``
+    (``n / (n + noise / TASK_SD**2)``; a task it was never scored on says nothing). So a
+    task scored often counts as one task: a model is scored most where it was picked, that
+    is where it does well, and pooling its scores would make it seem better everywhere.
+    The task's shift is the mean of the same over the eligible models."""
+    others = {t for (t, _) in table if t != task}
+    shrink = noise / TASK_SD ** 2
     model_sum: dict[str, float] = {}
     model_n: dict[str, int] = {}
     for (t, model), stat in table.items():
-        n, mean = stat.since_n, float(stat.since_mean or 0.0)
+        n = stat.since_n
         if t != task and model in priors and n:
-            model_sum[model] = model_sum.get(model, 0.0) + n * (mean - priors[model])
+            residual = float(stat.since_mean or 0.0) - priors[model]
+            model_sum[model] = model_sum.get(model, 0.0) + n / (n + shrink) * residual
             model_n[model] = model_n.get(model, 0) + n
-    models = {m: (model_sum[m] / (model_n[m] + shrink), model_n[m]) for m in model_sum}
+    models = {m: (model_sum[m] / len(others), model_n[m]) for m in model_sum}
     task_sum, task_n = 0.0, 0
     for (t, model), stat in table.items():
-        if t == task and model in priors and stat.since_n:
+        n = stat.since_n
+        if t == task and model in priors and n:
             expected = priors[model] + models.get(model, (0.0, 0))[0]
-            task_sum += stat.since_n * (float(stat.since_mean or 0.0) - expected)
-            task_n += stat.since_n
-    return models, (task_sum / (task_n + shrink), task_n)
+            task_sum += n / (n + shrink) * (float(stat.since_mean or 0.0) - expected)
+            task_n += n
+    return models, (task_sum / max(len(priors), 1), task_n)
 
 
 def _ages(rows: Mapping[Any, Any], task: str) -> dict[str, int]:
@@ -178,7 +193,7 @@ class LearnedRouter:
         noise = (m2 + NOISE_WEIGHT * PRIOR_SD ** 2) / (dof + NOISE_WEIGHT)
         changed = any(s.changes for (t, _), s in table.items() if t == task)
         ages = _ages(every, task) if changed else {}
-        shifts, (task_shift, task_n) = _shifts(table, catalog, task, noise / SHIFT_SD ** 2)
+        shifts, (task_shift, task_n) = _shifts(table, catalog, task, noise)
         drawn = []
         for name, model, info in found:
             shift, elsewhere = shifts.get(name, (0.0, 0))

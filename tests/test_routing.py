@@ -555,3 +555,23 @@ def test_the_learned_router_shares_less_from_a_noisy_judge():
                            _learned_request(entries, store=store)).reason
         shifts[name] = float(reason.split("catalog 0.60 ")[1].split(" from 40 scores")[0])
     assert shifts["steady"] >= 0.08 and shifts["noisy"] <= shifts["steady"] / 2
+
+
+def test_the_learned_router_counts_a_task_scored_often_as_about_one_task():
+    """A model is scored most where it was picked, that is where it does well: 50 scores
+    0.2 above its catalog quality on one task and 2 scores 0.1 below it on each of three
+    others teach a shift near the mean over the four tasks (-0.025), not the +0.16 of the
+    56 scores pooled: a task scored often counts once."""
+    from dlg.plugins.learned_router import LearnedRouter
+    from dlg.running.routing.learning import record_quality
+
+    entries = {name: {**THREE[name], "quality": 60} for name in ("gemini", "claude")}
+    store = _Memory()
+    for _ in range(50):
+        record_quality(store, "critique", "gemini", 0.8)
+    for task in ("summary", "plan", "hypothesis"):
+        for _ in range(2):
+            record_quality(store, task, "gemini", 0.5)
+    reason = anyio.run(LearnedRouter(seed=1).route, _learned_request(entries, store=store)).reason
+    shift = float(reason.split("catalog 0.60 ")[1].split(" from 56 scores")[0])
+    assert -0.03 <= shift <= 0.07
