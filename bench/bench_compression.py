@@ -170,7 +170,7 @@ COSAS = {"shipment": "envío", "contract": "contrato", "audit": "auditoría",
          "budget review": "presupuesto", "training course": "curso",
          "pilot plant": "planta piloto", "insurance claim": "siniestro"}
 HARD = ("why", "how", "no_entity", "split", "in_words", "long_sentence", "spanish", "french",
-        "german", "split_unlisted")  # a new kind goes last: a kind's index seeds it
+        "german", "split_unlisted", "split_named")  # a new kind goes last: its index seeds it
 CHOSES = {"shipment": "envoi", "contract": "contrat", "audit": "audit",
           "supplier": "fournisseur", "tender": "appel d'offres", "warehouse lease": "bail",
           "server migration": "migration", "product launch": "lancement",
@@ -235,6 +235,10 @@ def _hard_needle(rng: random.Random, thing: str, kind: str, k: int
     if kind == "split_unlisted":  # a second sentence no word list marks as going on
         then = rng.choice(("Scales showed", "Final count:", "Checked twice:"))
         return (f"The {thing} {measure} was finally checked by the team. {then} "
+                f"{value:,} {unit}.", f"{value:,}", question)
+    if kind == "split_named":  # as split_unlisted, the introduction naming who checked
+        then = rng.choice(("Scales showed", "Final count:", "Checked twice:"))
+        return (f"The {thing} {measure} was finally checked by {_name(rng)}. {then} "
                 f"{value:,} {unit}.", f"{value:,}", question)
     if kind == "in_words":
         words = _in_words(value)
@@ -306,7 +310,8 @@ def hard_scenario(seed: int, kind: str) -> dict[str, Any]:
     """One seed's notes with six needles of ``kind`` (``HARD``), asked for in questions
     the fact's kind does not help with (why, how, none naming an entity), or facts the
     kind detection misses (split over two sentences, the second opening "It", "That"
-    or "The figure", or with openings no word list holds, numbers in words, another
+    or "The figure", or with openings no word list holds, the first sentence naming a
+    person or not, numbers in words, another
     language: Spanish, and French and German held out from tuning), or notes that are
     each one long sentence."""
     rng = random.Random(seed * 1000 + HARD.index(kind))

@@ -529,11 +529,24 @@ def test_relevant_only_reads_a_fact_in_the_sentence_after_one_naming_what_it_is(
             in read, then
 
 
-def test_a_number_after_a_sentence_holding_a_fact_is_not_carried_with_it():
-    """Only a sentence holding no fact at all passes its score to the next one: "About
-    40 kg were mentioned for the contract" after "Marta Okonkwo asked whether the
-    shipment weight had been checked" (a name) is not read for the shipment's weight, the
-    needle is."""
+def test_relevant_only_reads_a_fact_after_an_introduction_naming_a_person():
+    """The introduction names who checked the figure ("by Anna Lee": a name, not the
+    number asked for): the figure after it is still read with it (issue 23, session 5:
+    the bench's ``split_named``)."""
+    for then in ("Scales showed", "Final count:", "Checked twice:"):
+        read = _kept(f"The shipment weight was finally checked by Anna Lee. {then} "
+                     "4,318 kg.", "How heavy is the shipment?", limit=34)
+        assert f"The shipment weight was finally checked by Anna Lee. {then} 4,318 kg." \
+            in read, then
+
+
+def test_a_number_after_a_sentence_holding_a_number_is_not_carried_with_it():
+    """Only a sentence holding no fact of the kind asked passes its score to the next
+    one: a sentence holding a number is an answer of its own, so "About 40 kg were
+    mentioned" after "Scales showed 45 kg." is not carried for a number; after a sentence
+    holding only a name ("Marta Okonkwo asked whether the shipment weight had been
+    checked") it is (issue 23, session 5: this test said the opposite when any fact
+    stopped the carry), and the needle is still read first."""
     from dlg.running.selection import _answers, _holds, select
 
     texts = [" ".join(NOISE[1:2] + NOISE[5:6] + NOISE[2:5]),
@@ -541,8 +554,10 @@ def test_a_number_after_a_sentence_holding_a_fact_is_not_carried_with_it():
     excerpts, used = select(texts, "How heavy is the shipment?", 12)
     assert excerpts == [None, "The shipment weight came to 4,318 kg. [...]"] and used <= 12
     pieces = [(0, 0, "The shipment weight was checked."), (0, 1, "Scales showed 45 kg."),
-              (0, 2, "About 40 kg were mentioned."), (1, 0, "It was 2026-04-03.")]
+              (0, 2, "About 40 kg were mentioned."), (1, 0, "It was 2026-04-03."),
+              (1, 1, "Checked by Anna Lee."), (1, 2, "Scales showed 46 kg.")]
     kinds = [_holds(c) for _, _, c in pieces]
-    assert _answers([None] * 4, pieces, kinds, "number") == [None, 0, None, None]
-    assert _answers([None] * 4, pieces, kinds, "date") == [None, None, None, None]
-    assert _answers([None] * 4, pieces, kinds, None) == [None] * 4
+    assert _answers([None] * 6, pieces, kinds, "number") == [None, 0, None, None, None, 4]
+    assert _answers([None] * 6, pieces, kinds, "date") == [None] * 6
+    assert _answers([None] * 6, pieces, kinds, "name") == [None, None, None, None, 3, None]
+    assert _answers([None] * 6, pieces, kinds, None) == [None] * 6

@@ -20,9 +20,10 @@ embeddings when the words of the question and the answer differ ("How heavy is t
 shipment?" and "the shipment weight came to 4,318 kg"). A chunk that goes on from the
 one before it ("It came to ...", "The figure was ...") scores at least as well as that
 one; so does, for a question asking for a kind of fact, a chunk holding that kind right
-after one that holds no fact at all, whatever its opening words ("The shipment weight
-was checked. Scales showed 45,123 kg."; one chunk on, and without the kind's bonus: the
-chunk before's score, not its words, is carried).
+after one that holds none of that kind, whatever its opening words ("The shipment weight
+was checked by Anna Lee. Scales showed 45,123 kg.": a name is not the number asked for;
+one chunk on, and without the kind's bonus: the chunk before's score, not its words, is
+carried).
 
 Words are matched without the stop words of each text's language and lightly stemmed,
 and question words and causal markers are known, in English, Spanish, French, German,
@@ -166,14 +167,15 @@ def _links(pieces: list[tuple[int, int, str]]) -> list[int | None]:
 def _answers(links: list[int | None], pieces: list[tuple[int, int, str]],
              kinds: list[set[str]], kind: str | None) -> list[int | None]:
     """``links`` and, for a question asking for ``kind``, each chunk holding that kind
-    after one in the same text that holds no fact at all (one chunk on, whatever its
-    opening words: "The shipment weight was checked. Scales showed 45,123 kg.")."""
+    after one in the same text that holds no fact of that kind (one chunk on, whatever
+    its opening words: "The shipment weight was checked by Anna Lee. Scales showed
+    45,123 kg."; a chunk holding the kind is an answer of its own, not an introduction)."""
     if kind is None:
         return links
     out = list(links)
     for k in range(1, len(pieces)):
         if (out[k] is None and pieces[k][0] == pieces[k - 1][0] and kind in kinds[k]
-                and not kinds[k - 1]):
+                and kind not in kinds[k - 1]):
             out[k] = k - 1
     return out
 
