@@ -4,23 +4,18 @@ sentence, and adding it changed no other kind's seeds."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
 
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "bench_compression.py"
+from tests.bench_support import BENCHES, load_bench
+
+BENCH = BENCHES / "bench_compression.py"
 
 
 @pytest.fixture
 def bench(monkeypatch):
-    monkeypatch.setenv("DLG_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.setenv("DLG_NO_CACHE", "1")  # restored after: the bench sets it
-    spec = importlib.util.spec_from_file_location("bench_compression_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_compression", monkeypatch)
 
 
 def test_split_named_introduces_the_fact_with_a_person_and_an_unlisted_opening(bench):

@@ -3,24 +3,19 @@ options out of range with a clear message rather than a traceback."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import random
 import sys
 
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "bench_convergence.py"
+from tests.bench_support import BENCHES, load_bench
+
+BENCH = BENCHES / "bench_convergence.py"
 
 
 @pytest.fixture
 def bench(monkeypatch):
-    monkeypatch.setenv("DLG_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.setenv("DLG_NO_CACHE", "1")  # restored after: the bench sets it
-    spec = importlib.util.spec_from_file_location("bench_convergence_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_convergence", monkeypatch)
 
 
 def _objects(said: str) -> bool:

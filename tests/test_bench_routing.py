@@ -4,24 +4,20 @@ the skeptic's scenarios are what their docstring says."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import random
 import statistics
 
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "bench_routing.py"
+from tests.bench_support import BENCHES, load_bench
+
+BENCH = BENCHES / "bench_routing.py"
 
 
 @pytest.fixture
 def bench(monkeypatch, tmp_path):
     monkeypatch.setenv("DLG_DATA_DIR", str(tmp_path))  # restored after: the bench sets it
-    monkeypatch.setenv("DLG_DISABLE_PLUGIN_AUTOLOAD", "1")
-    spec = importlib.util.spec_from_file_location("bench_routing_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_routing", monkeypatch)
 
 
 def _results(bench, quality, per_seed_cost):
