@@ -18,6 +18,12 @@ prompt for one of its models; one found missing is not looked for again until th
 process. Text is counted as ordinary text: special-token text in a prompt
 (``<|endoftext|>``) counts as its characters' tokens, as the API counts a message's
 content (never fewer than the one special token), and never raises.
+
+Only a model OpenAI serves is counted so: an ``openai:`` model whose ``base_url`` (or
+``openai_api_base``, or else ``OPENAI_API_BASE`` / ``OPENAI_BASE_URL``) names another host
+than ``api.openai.com`` or an Azure OpenAI resource (``*.openai.azure.com``) runs on a
+server whose tokenizer dlg does not know, though its name be a GPT model's, and keeps the
+byte bound.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["encoding_name", "tokenizer"]
 
@@ -89,9 +96,27 @@ def encoding_name(model: str) -> str | None:
     return name if name in ENCODINGS else None
 
 
+def served_by_openai(options: dict[str, Any]) -> bool:
+    """Whether an ``openai:`` model with these options is sent to OpenAI's own API (or an
+    Azure OpenAI resource): its endpoint as ``openai.py``'s ``_make`` and the client find
+    it, the model's options first, then the environment."""
+    base = (options.get("base_url") or options.get("openai_api_base")
+            or os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL"))
+    if not base:
+        return True
+    try:
+        host = (urlsplit(str(base)).hostname or "").lower()
+    except ValueError:  # not a URL: not OpenAI's
+        return False
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
+
+
 def tokenizer(model: str, options: dict[str, Any]) -> Callable[[str], int] | None:
     """The ``openai`` provider's tokenizer (``register(tokenizer=...)``): the model's
-    encoding's count of a text, or None where its file is not in tiktoken's cache."""
+    encoding's count of a text, or None where its file is not in tiktoken's cache or the
+    model is served by another host than OpenAI's (``served_by_openai``)."""
+    if not served_by_openai(options):
+        return None
     name = encoding_name(model)
     if name is None:
         return None

@@ -50,8 +50,11 @@ def _cache_file(directory: Path, name: str) -> Path:
 
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty tiktoken cache of the test's own, nothing loaded in this process."""
+    """An empty tiktoken cache of the test's own, nothing loaded in this process, and
+    OpenAI's own API as the endpoint (a developer's ``OPENAI_BASE_URL`` left out)."""
     monkeypatch.setattr(openai_tokens, "_LOADED", {})
+    for name in ("OPENAI_API_BASE", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "tiktoken-cache"
     cache.mkdir()
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
@@ -96,6 +99,29 @@ def test_an_openai_prompt_is_bounded_by_its_encodings_count_not_its_bytes(cached
     assert size.bound(MODEL + "?cache=false") == 5016
     assert size.bound("openai-compatible:gpt-4o-mini?base_url=http://x/v1") == len(PROMPT) + 16
     assert offline == []
+
+
+@pytest.mark.parametrize("options, counted", [
+    ("?base_url=http://127.0.0.1:8080/v1", False),  # a llama.cpp server with a GPT's name
+    ("?base_url=https://gpu-box.example/v1", False),
+    ("?openai_api_base=http://localhost:4000", False),
+    ("?base_url=not a url", False),
+    ("?base_url=https://api.openai.com/v1", True),
+    ("?base_url=https://acme.openai.azure.com/openai/v1", True),
+    ("", True),
+])
+def test_a_gpt_named_model_served_elsewhere_keeps_the_byte_bound(cached, pm, offline, options,
+                                                                  counted):
+    """Another server's tokenizer may make more tokens of a text than OpenAI's encoding:
+    counting its prompt with that encoding could reserve less than it bills."""
+    bound = PromptSize(PROMPT, pm).bound(MODEL + options)
+    assert bound == (5000 + 16 if counted else len(PROMPT) + 16)
+
+
+def test_the_environment_s_endpoint_decides_for_a_model_given_none(cached, pm, offline,
+                                                                   monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    assert PromptSize(PROMPT, pm).bound(MODEL) == len(PROMPT) + 16
 
 
 def test_a_long_prompt_that_stopped_a_budgeted_dialogue_now_runs(cached, offline):
