@@ -9,6 +9,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from dlg import hookimpl
 from dlg.models.catalog import ModelRegistry
 
 
@@ -56,3 +57,18 @@ def market(entries: dict[str, dict[str, Any]]) -> tuple[dict[str, Scripted], Mod
     models = {name: Scripted(dlg_label=name, completion=e.get("completion", 50))
               for name, e in entries.items()}
     return models, registry
+
+
+class FixedRouter:
+    """A plugin's router that sends every turn to ``echo?words=1``."""
+
+    def select(self, request: Any) -> str:
+        return "echo?words=1"
+
+
+class FixedRouterPlugin:
+    """Registers ``FixedRouter`` as the router ``fixed``."""
+
+    @hookimpl
+    def register_routers(self, register: Any) -> None:
+        register("fixed", FixedRouter())

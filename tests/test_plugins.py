@@ -59,19 +59,12 @@ def test_every_hook_has_a_test():
 
 
 def test_hook_register_routers(pm):
-    class Fixed:
-        def select(self, request):
-            return "echo?words=1"
+    from tests.routing_support import FixedRouter, FixedRouterPlugin
 
-    class Plugin:
-        @hookimpl
-        def register_routers(self, register):
-            register("fixed", Fixed())
-
-    pm.register(Plugin(), name="fixed-router")
+    pm.register(FixedRouterPlugin(), name="fixed-router")
     d = dlg.run_sync("debate", topic="x", router="fixed")
     assert {t.model for t in d.turns} == {"echo?words=1"}
-    assert registrations.routers(pm)["fixed"].__class__ is Fixed
+    assert registrations.routers(pm)["fixed"].__class__ is FixedRouter
 
 
 def test_hook_register_stores(pm):

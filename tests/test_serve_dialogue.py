@@ -609,18 +609,9 @@ def test_resume_binds_the_participants_given_and_refuses_an_alias_the_mode_lacks
 
 
 def test_resume_routes_the_remaining_turns_with_the_router_given(pm):
-    from dlg import hookimpl
+    from tests.routing_support import FixedRouterPlugin
 
-    class Fixed:
-        def select(self, request):
-            return "echo?words=1"
-
-    class Plugin:
-        @hookimpl
-        def register_routers(self, register):
-            register("fixed", Fixed())
-
-    pm.register(Plugin(), name="fixed-router")
+    pm.register(FixedRouterPlugin(), name="fixed-router")
     d = interrupted()
     with client() as c:
         assert _resume(c, d.id, router="fixed").status_code == 303
